@@ -1,0 +1,238 @@
+//! The load balancer's configuration, as the ELBv2 API sees it.
+//!
+//! This is the one shape shared by every part of the local ALB:
+//! - the stack file is parsed into a [`State`] (see `stack`),
+//! - the control plane reads and changes a [`State`] (see `control`),
+//! - the state directory persists a [`State`] as JSON (see `persist`),
+//! - the data plane compiles a [`State`] into an immutable routing table
+//!   (see `dataplane`), swapped atomically after every accepted change.
+//!
+//! Everything here is plain data: no I/O, no clocks, no locks. Runtime facts that
+//! are not configuration (target health, metrics) live elsewhere and are never
+//! persisted.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the local ALB is configured with. Serialized as the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Region used in ARNs, for example `us-east-1`.
+    pub region: String,
+    /// Twelve-digit account id used in ARNs, for example `000000000000`.
+    pub account_id: String,
+    pub load_balancers: Vec<LoadBalancer>,
+    pub listeners: Vec<Listener>,
+    pub target_groups: Vec<TargetGroup>,
+    /// Every rule of every listener, including each listener's default rule
+    /// (`priority == Priority::Default`), whose actions are the listener's
+    /// default actions.
+    pub rules: Vec<Rule>,
+    /// Monotonic counter used to mint unique ARN suffixes.
+    pub next_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    /// `arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/app/{name}/{16 hex}`
+    pub arn: String,
+    pub name: String,
+    /// For example `{name}-{id}.{region}.elb.localhost`.
+    pub dns_name: String,
+    /// `internet-facing` or `internal`.
+    pub scheme: String,
+    /// ISO 8601, for example `2026-11-26T04:02:41.000Z`.
+    pub created_time: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// `arn:aws:elasticloadbalancing:{region}:{account}:listener/app/{lb name}/{lb id}/{16 hex}`
+    pub arn: String,
+    pub load_balancer_arn: String,
+    /// The port clients connect to, as declared (the data plane may be bound to
+    /// another port when the operator overrides the listen address).
+    pub port: u16,
+    /// Always `HTTP` locally.
+    pub protocol: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    /// A numbered rule, 1..=50000; lower numbers are evaluated first.
+    Number(u32),
+    /// The listener's default rule, evaluated last; shown as `default`.
+    Default,
+}
+
+impl Priority {
+    /// The string the ELBv2 API uses: `"7"` or `"default"`.
+    pub fn as_api_string(&self) -> String {
+        match self {
+            Priority::Number(n) => n.to_string(),
+            Priority::Default => "default".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// `arn:aws:elasticloadbalancing:{region}:{account}:listener-rule/app/{lb name}/{lb id}/{listener id}/{16 hex}`
+    pub arn: String,
+    pub listener_arn: String,
+    pub priority: Priority,
+    /// Empty for the default rule.
+    pub conditions: Vec<Condition>,
+    /// At least one action; the last one (by `order`) is terminal.
+    pub actions: Vec<Action>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl Rule {
+    pub fn is_default(&self) -> bool {
+        self.priority == Priority::Default
+    }
+}
+
+/// One rule condition. Several conditions on one rule are ANDed; the values
+/// inside one condition are ORed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "field", rename_all = "kebab-case")]
+pub enum Condition {
+    /// Case-sensitive glob over the path only (`*` any run, `?` one char).
+    PathPattern { values: Vec<String> },
+    /// Case-insensitive glob over the Host header (port stripped).
+    HostHeader { values: Vec<String> },
+    /// Exact, case-sensitive method names.
+    HttpRequestMethod { values: Vec<String> },
+    /// Header name case-insensitive, value case-insensitive glob.
+    HttpHeader { name: String, values: Vec<String> },
+    /// Key/value globs over the decoded query string; a pair matches when
+    /// some query parameter matches both (a missing key matches any key).
+    QueryString { values: Vec<QueryPair> },
+    /// CIDR blocks matched against the client address.
+    SourceIp { values: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryPair {
+    pub key: Option<String>,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// AWS's `Order` (1..=50000); actions run in ascending order.
+    pub order: Option<u32>,
+    pub kind: ActionKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Forward to one or more target groups. A plain forward (`TargetGroupArn`)
+    /// is stored as one target group with weight 1 and `plain = true`, so it is
+    /// described back the way it was written.
+    Forward {
+        target_groups: Vec<WeightedTargetGroup>,
+        /// True when written as a bare `TargetGroupArn`.
+        plain: bool,
+        stickiness_enabled: bool,
+        stickiness_duration_seconds: Option<u32>,
+    },
+    FixedResponse {
+        status_code: String,
+        content_type: Option<String>,
+        message_body: Option<String>,
+    },
+    Redirect {
+        protocol: Option<String>,
+        host: Option<String>,
+        port: Option<String>,
+        path: Option<String>,
+        query: Option<String>,
+        /// `HTTP_301` or `HTTP_302`.
+        status_code: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightedTargetGroup {
+    pub target_group_arn: String,
+    /// 0..=999; weight 0 receives no traffic.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroup {
+    /// `arn:aws:elasticloadbalancing:{region}:{account}:targetgroup/{name}/{16 hex}`
+    pub arn: String,
+    pub name: String,
+    /// Always `HTTP` locally.
+    pub protocol: String,
+    /// Default port for targets registered without one.
+    pub port: u16,
+    /// `ip` (targets are `host`/`port` pairs).
+    pub target_type: String,
+    pub health_check: HealthCheck,
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval_seconds: u32,
+    pub timeout_seconds: u32,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// HTTP codes that count as healthy, AWS syntax: `200`, `200,204`, `200-299`.
+    pub matcher: String,
+}
+
+/// A registered target. Locally `id` is a host name or IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    pub id: String,
+    pub port: u16,
+}
+
+/// Tags in insertion order; keys are unique.
+pub type Tags = Vec<Tag>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+impl State {
+    pub fn listener(&self, arn: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.arn == arn)
+    }
+
+    pub fn target_group(&self, arn: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|t| t.arn == arn)
+    }
+
+    pub fn rule(&self, arn: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.arn == arn)
+    }
+
+    /// The rules of one listener in evaluation order: numbered rules by
+    /// ascending priority, then the default rule.
+    pub fn rules_of(&self, listener_arn: &str) -> Vec<&Rule> {
+        let mut rules: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| r.listener_arn == listener_arn)
+            .collect();
+        rules.sort_by_key(|r| r.priority);
+        rules
+    }
+}
