@@ -1,1 +1,7 @@
-fn main() {}
+//! The `migrate` binary; see the library for everything.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    migrate::main_with_args(std::env::args_os())
+}

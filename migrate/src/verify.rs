@@ -1,31 +1,338 @@
 //! `migrate verify`: response parity between the monolith and a service.
-//! STUB written by the lead; the parity engineer owns this file.
+//!
+//! Each request of a route goes to the baseline (the monolith) twice and to the
+//! candidate (the service) once; the answers are compared by the `parity`
+//! crate. `migrate shift` runs the same check as its parity gate.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::settings::Settings;
+use anyhow::Context as _;
+use parity::{Comparator, RequestSet, RouteReport, RunOptions, Sides};
+
+use crate::error::{EXIT_ERROR, EXIT_OK, usage};
+use crate::settings::{RouteSettings, Settings};
+
+/// The methods the parity gate sends; it runs against live systems.
+const GATE_METHODS: [reqwest::Method; 3] = [
+    reqwest::Method::GET,
+    reqwest::Method::HEAD,
+    reqwest::Method::OPTIONS,
+];
 
 /// Arguments of `migrate verify`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("routes").required(true).args(["route", "all"])))]
 pub struct VerifyArgs {
     /// The route to verify (see `migrate status` for the known routes).
     pub route: Option<String>,
     /// Verify every route.
     #[arg(long)]
     pub all: bool,
+    /// The baseline's base URL (default: `[monolith] base_url`).
+    #[arg(long, value_name = "URL")]
+    pub baseline: Option<String>,
+    /// Where the second, noise-cancelling baseline request goes (default: the baseline).
+    #[arg(long = "baseline-2", value_name = "URL")]
+    pub baseline_2: Option<String>,
+    /// The candidate's base URL: `URL` for every route, or `ROUTE=URL` for one
+    /// (repeatable; default: the route's `service_url`).
+    #[arg(long, value_name = "[ROUTE=]URL")]
+    pub candidate: Vec<String>,
+    /// Replay a corpus file (one `METHOD /path` per line) instead of the
+    /// route's configured requests; only paths matching the route's patterns.
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Vec<PathBuf>,
+    /// Replay ALB access logs (plain or gzip) instead of the route's configured
+    /// requests; only paths matching the route's patterns.
+    #[arg(long = "from-alb-log", value_name = "FILE", num_args = 1..)]
+    pub from_alb_log: Vec<PathBuf>,
+    /// Replay methods other than GET and HEAD from ALB logs too.
+    #[arg(long)]
+    pub allow_unsafe: bool,
+    /// Requests compared at once (each sends three HTTP requests).
+    #[arg(long, default_value_t = parity::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
+    pub concurrency: usize,
+    /// Timeout of each HTTP request, e.g. `10s` or `500ms`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Also write the reports as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write JUnit XML to FILE (one test case per endpoint template).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 /// Runs `migrate verify`; exit 0 when every request matched, 1 when any differed
 /// or failed, 2 for usage or config errors.
 pub async fn run(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let _ = (settings, args);
-    anyhow::bail!("verify is not implemented yet")
+    let plans = plan(settings, args)?;
+    let options = RunOptions {
+        concurrency: args.concurrency,
+        timeout: args.timeout,
+    };
+    let mut reports = Vec::new();
+    for plan in plans {
+        if plan.requests.requests.is_empty() {
+            println!(
+                "SKIP parity {}: no request in the given files matches its paths {:?}",
+                plan.route, plan.paths
+            );
+            continue;
+        }
+        let report = verify_route(&plan, &options).await?;
+        print!("{}", report.human());
+        reports.push(report);
+    }
+    if reports.is_empty() {
+        return Err(usage(
+            "no route had requests to verify; check that the files hold requests for the routes' paths",
+        ));
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&parity::json(&reports))?;
+        write_report(path, &text)?;
+    }
+    if let Some(path) = &args.junit {
+        write_report(path, &parity::junit_xml(&reports))?;
+    }
+    let failing: Vec<&str> = reports
+        .iter()
+        .filter(|report| !report.passed())
+        .map(|report| report.route.as_str())
+        .collect();
+    if reports.len() > 1 {
+        let verdict = if failing.is_empty() {
+            "PASS".to_owned()
+        } else {
+            format!("FAIL ({})", failing.join(", "))
+        };
+        println!("{verdict}: {} routes verified", reports.len());
+    }
+    Ok(ExitCode::from(if failing.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }))
 }
 
-/// The parity gate `migrate shift` checks before each step: a small sample of
-/// the route's requests sent to the monolith and to the service. `Ok(None)`
+/// The parity gate `migrate shift` checks before each step: the route's
+/// configured requests with a safe method (GET, HEAD, OPTIONS: the gate runs
+/// against live systems) sent to the monolith and to the service. `Ok(None)`
 /// when they match, `Ok(Some(summary))` naming the first differences otherwise.
 pub async fn parity_gate(settings: &Settings, route: &str) -> anyhow::Result<Option<String>> {
-    let _ = (settings, route);
-    Ok(None)
+    let route_settings = settings.route(route)?;
+    let baseline = settings.monolith.base_url.as_deref().ok_or_else(|| {
+        usage("the parity gate needs the monolith's URL: set `[monolith] base_url` in migrate.toml, or pass `--skip-parity`")
+    })?;
+    let candidate = route_settings.service_url.as_deref().ok_or_else(|| {
+        usage(format!(
+            "the parity gate needs the service's URL: set `[routes.{route}] service_url` in migrate.toml, or pass `--skip-parity`"
+        ))
+    })?;
+    let mut requests = route_requests(route, route_settings, &settings.base_dir)?;
+    requests
+        .requests
+        .retain(|request| GATE_METHODS.contains(&request.method));
+    let plan = Plan {
+        route: route.to_owned(),
+        paths: route_settings.paths.clone(),
+        sides: Sides::new(baseline, None, candidate).map_err(|error| usage(error.to_string()))?,
+        comparator: comparator(route, route_settings)?,
+        requests,
+    };
+    let report = verify_route(&plan, &RunOptions::default()).await?;
+    Ok((!report.passed()).then(|| report.first_differences(5)))
+}
+
+/// What to verify for one route.
+struct Plan {
+    route: String,
+    paths: Vec<String>,
+    sides: Sides,
+    comparator: Comparator,
+    requests: RequestSet,
+}
+
+async fn verify_route(plan: &Plan, options: &RunOptions) -> anyhow::Result<RouteReport> {
+    let run = parity::run(
+        plan.requests.requests.clone(),
+        &plan.sides,
+        options,
+        &plan.comparator,
+    )
+    .await
+    .map_err(|error| usage(format!("route `{}`: {error}", plan.route)))?;
+    Ok(RouteReport::build(
+        &plan.route,
+        &plan.sides,
+        &plan.requests,
+        &run,
+    ))
+}
+
+/// Resolves the routes, URLs, comparators and requests, so that every usage or
+/// config problem is reported (exit 2) before any request goes out.
+fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
+    let routes: Vec<(&str, &RouteSettings)> = match (&args.route, args.all) {
+        (Some(route), false) => vec![(route.as_str(), settings.route(route)?)],
+        (None, true) => settings
+            .routes
+            .iter()
+            .map(|(name, route)| (name.as_str(), route))
+            .collect(),
+        _ => {
+            return Err(usage(
+                "name one route, or pass `--all` to verify every route",
+            ));
+        }
+    };
+    let baseline = args
+        .baseline
+        .as_deref()
+        .or(settings.monolith.base_url.as_deref())
+        .ok_or_else(|| usage("no baseline URL: pass `--baseline URL` or set `[monolith] base_url` in migrate.toml"))?;
+    let candidates = CandidateArgs::parse(&args.candidate, settings)?;
+    let mut missing = Vec::new();
+    let mut plans = Vec::new();
+    for (name, route) in routes {
+        let Some(candidate) = candidates.for_route(name).or(route.service_url.as_deref()) else {
+            missing.push(name);
+            continue;
+        };
+        let sides = Sides::new(baseline, args.baseline_2.as_deref(), candidate)
+            .map_err(|error| usage(error.to_string()))?;
+        let requests = if args.corpus.is_empty() && args.from_alb_log.is_empty() {
+            route_requests(name, route, &settings.base_dir)?
+        } else {
+            recorded_requests(name, route, args)?
+        };
+        plans.push(Plan {
+            route: name.to_owned(),
+            paths: route.paths.clone(),
+            sides,
+            comparator: comparator(name, route)?,
+            requests,
+        });
+    }
+    if !missing.is_empty() {
+        let first = missing[0];
+        return Err(usage(format!(
+            "no candidate URL for route{} {}: set `[routes.{first}] service_url` in migrate.toml, or pass `--candidate {first}=URL` (or `--candidate URL` for every route)",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", ")
+        )));
+    }
+    Ok(plans)
+}
+
+fn comparator(name: &str, route: &RouteSettings) -> anyhow::Result<Comparator> {
+    Comparator::new(&route.verify)
+        .map_err(|error| usage(format!("`routes.{name}.verify`: {error}")))
+}
+
+/// The route's configured requests (templates and corpus files); without any,
+/// a GET of each path pattern without its wildcards.
+fn route_requests(
+    name: &str,
+    route: &RouteSettings,
+    base_dir: &Path,
+) -> anyhow::Result<RequestSet> {
+    let mut set = route
+        .verify
+        .request_set(base_dir)
+        .map_err(|error| usage(format!("`routes.{name}.verify`: {error}")))?;
+    if set.requests.is_empty() {
+        let requests = route
+            .probe_paths()
+            .into_iter()
+            .map(|path| parity::Request {
+                template: format!("GET {path}"),
+                method: reqwest::Method::GET,
+                target: path,
+            })
+            .collect();
+        set.add_templates(
+            &format!("the route's paths (no `[routes.{name}.verify]` requests configured)"),
+            requests,
+        );
+    }
+    Ok(set)
+}
+
+/// Requests from `--corpus` and `--from-alb-log` files whose paths match the route.
+fn recorded_requests(
+    name: &str,
+    route: &RouteSettings,
+    args: &VerifyArgs,
+) -> anyhow::Result<RequestSet> {
+    let templates = route
+        .verify
+        .templates()
+        .map_err(|error| usage(format!("`routes.{name}.verify`: {error}")))?;
+    let mut set = RequestSet::new();
+    for corpus in &args.corpus {
+        set.add_corpus(corpus, &templates, Some(&route.paths))
+            .map_err(|error| usage(error.to_string()))?;
+    }
+    for log in &args.from_alb_log {
+        set.add_alb_log(log, &templates, &route.paths, args.allow_unsafe)
+            .map_err(|error| usage(error.to_string()))?;
+    }
+    Ok(set)
+}
+
+/// The `--candidate` values: one URL for every route, and `ROUTE=URL` for one.
+struct CandidateArgs<'a> {
+    every_route: Option<&'a str>,
+    by_route: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> CandidateArgs<'a> {
+    fn parse(values: &'a [String], settings: &Settings) -> anyhow::Result<Self> {
+        let mut parsed = Self {
+            every_route: None,
+            by_route: Vec::new(),
+        };
+        for value in values {
+            match value.split_once('=') {
+                Some((route, url)) if !route.contains([':', '/']) => {
+                    settings.route(route)?;
+                    parsed.by_route.push((route, url));
+                }
+                _ if parsed.every_route.is_some() => {
+                    return Err(usage(format!(
+                        "`--candidate {value}`: only one candidate URL can apply to every route; name the route with `--candidate ROUTE=URL`"
+                    )));
+                }
+                _ => parsed.every_route = Some(value),
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn for_route(&self, route: &str) -> Option<&'a str> {
+        self.by_route
+            .iter()
+            .rev()
+            .find(|(name, _)| *name == route)
+            .map(|(_, url)| *url)
+            .or(self.every_route)
+    }
+}
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(concurrency) if (1..=10_000).contains(&concurrency) => Ok(concurrency),
+        _ => Err(format!(
+            "`{text}` is not a number of requests from 1 to 10000"
+        )),
+    }
+}
+
+fn write_report(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write the report to {}", path.display()))
 }

@@ -1,3 +1,241 @@
 //! The local ALB: an Application Load Balancer on one machine.
+//!
+//! [`Application`] wires the pieces: the stack file ([`stack`]) or the saved
+//! state ([`persist`]) gives the configuration, the data plane ([`dataplane`])
+//! routes traffic by it and the control plane ([`control`]) changes it through
+//! the ELBv2 API.
+pub mod control;
 pub mod dataplane;
+pub mod health;
+pub mod matcher;
+pub mod metrics;
 pub mod model;
+pub mod persist;
+pub mod settings;
+pub mod sigv4;
+pub mod stack;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::control::ControlPlane;
+use crate::dataplane::{DataPlane, DataPlaneOptions};
+use crate::persist::{PersistError, StateStore};
+use crate::settings::{EXIT_RUNTIME, EXIT_STATE, EXIT_USAGE, Settings};
+use crate::stack::{Stack, StackError};
+
+/// Why the local ALB could not start; each kind has its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error(transparent)]
+    State(#[from] PersistError),
+    #[error(
+        "cannot listen on {address} ({what}): {source}; pick another address or stop whatever uses it"
+    )]
+    Bind {
+        address: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl StartupError {
+    /// The documented exit code (see `local-alb --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Usage(_) | StartupError::Stack(_) => EXIT_USAGE,
+            StartupError::State(PersistError::Write { .. }) => EXIT_RUNTIME,
+            StartupError::State(_) => EXIT_STATE,
+            StartupError::Bind { .. } => EXIT_RUNTIME,
+        }
+    }
+}
+
+/// Reads the stack file the settings name (see [`Settings::stack`]).
+fn load_stack(settings: &Settings) -> Result<Stack, StartupError> {
+    let (text, origin) = match &settings.stack {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                StartupError::Usage(format!(
+                    "cannot read the stack file {}: {e}; check the --stack path",
+                    path.display()
+                ))
+            })?;
+            (text, path.display().to_string())
+        }
+        None => {
+            let repo_copy = Path::new(stack::DEFAULT_STACK_PATH);
+            match std::fs::read_to_string(repo_copy) {
+                Ok(text) => (text, stack::DEFAULT_STACK_PATH.to_owned()),
+                Err(_) => (
+                    stack::BUNDLED_STACK.to_owned(),
+                    format!("(built-in copy of {})", stack::DEFAULT_STACK_PATH),
+                ),
+            }
+        }
+    };
+    let parsed = stack::parse(&text, &origin)?;
+    tracing::info!(stack = %origin, "stack file loaded");
+    Ok(parsed)
+}
+
+/// A local ALB with both listeners bound, ready to run.
+pub struct Application {
+    data_listener: TcpListener,
+    control_listener: TcpListener,
+    data_address: SocketAddr,
+    control_address: SocketAddr,
+    dataplane: Arc<DataPlane>,
+    control: Arc<ControlPlane>,
+}
+
+impl Application {
+    /// Loads the configuration (saved state, else the stack file), saves it,
+    /// and binds both listeners.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        if !settings.control_listen.ip().is_loopback() && !settings.allow_remote_control {
+            return Err(StartupError::Usage(format!(
+                "--control-listen {} is not a loopback address; the control API changes routing, \
+                 so pass --allow-remote-control to expose it on purpose",
+                settings.control_listen
+            )));
+        }
+        let stack = load_stack(&settings)?;
+        let options =
+            DataPlaneOptions::from_env().map_err(|e| StartupError::Usage(e.to_string()))?;
+        // Bind first: a second instance on the same addresses fails here,
+        // before it touches the state directory.
+        let bind = |address: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    address,
+                    what,
+                    source,
+                })
+        };
+        let data_listener = bind(settings.listen, "data listener").await?;
+        let control_listener = bind(settings.control_listen, "control listener").await?;
+        let local = |listener: &TcpListener, address: SocketAddr, what: &'static str| {
+            listener.local_addr().map_err(|source| StartupError::Bind {
+                address,
+                what,
+                source,
+            })
+        };
+        let data_address = local(&data_listener, settings.listen, "data listener")?;
+        let control_address = local(
+            &control_listener,
+            settings.control_listen,
+            "control listener",
+        )?;
+        let store = StateStore::open(&settings.state_dir)?;
+        let saved = if settings.reset { None } else { store.load()? };
+        let state = match saved {
+            Some(saved) => {
+                tracing::info!(path = %store.path().display(), "restored the saved state (it wins over the stack file; --reset discards it)");
+                saved
+            }
+            None => {
+                store.save(&stack.state)?;
+                tracing::info!(path = %store.path().display(), "state initialised from the stack file");
+                stack.state.clone()
+            }
+        };
+        let dataplane = DataPlane::with_options(&state, options);
+        let region = stack.state.region.clone();
+        let control = ControlPlane::new(
+            state,
+            store,
+            Arc::clone(&dataplane),
+            stack.credentials,
+            region,
+        );
+        Ok(Application {
+            data_listener,
+            control_listener,
+            data_address,
+            control_address,
+            dataplane,
+            control,
+        })
+    }
+
+    /// Where the data listener (the ALB's HTTP listener) is bound.
+    pub fn data_address(&self) -> SocketAddr {
+        self.data_address
+    }
+
+    /// Where the control listener (ELBv2 API, /metrics) is bound.
+    pub fn control_address(&self) -> SocketAddr {
+        self.control_address
+    }
+
+    pub fn data_port(&self) -> u16 {
+        self.data_address.port()
+    }
+
+    pub fn control_port(&self) -> u16 {
+        self.control_address.port()
+    }
+
+    /// The control plane (for reading the current configuration).
+    pub fn control_plane(&self) -> Arc<ControlPlane> {
+        Arc::clone(&self.control)
+    }
+
+    /// Runs both listeners until SIGTERM or SIGINT, then stops gracefully.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stopped = shutdown_signal()?;
+        self.run_until(stopped).await
+    }
+
+    /// Runs both listeners until `shutdown` resolves, then stops gracefully.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let wait_for = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        self.dataplane.start_health_checks();
+        let data = tokio::spawn(
+            Arc::clone(&self.dataplane).serve(self.data_listener, wait_for(stopped.clone())),
+        );
+        let control =
+            tokio::spawn(Arc::clone(&self.control).serve(self.control_listener, wait_for(stopped)));
+        let (data, control) = tokio::join!(data, control);
+        data.map_err(std::io::Error::other)??;
+        control.map_err(std::io::Error::other)??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed when this is called, so a signal arriving before the future is
+/// first polled still stops the application instead of killing the process.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static>
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received, stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
+        }
+    })
+}

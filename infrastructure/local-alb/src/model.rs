@@ -236,3 +236,127 @@ impl State {
         rules
     }
 }
+
+/// What kind of resource an ELBv2 ARN names, read from its resource part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    LoadBalancer,
+    Listener,
+    Rule,
+    TargetGroup,
+}
+
+impl ResourceKind {
+    /// Classifies an ARN by its resource prefix (`loadbalancer/`, `listener/`,
+    /// `listener-rule/`, `targetgroup/`); `None` when it is none of these.
+    pub fn of_arn(arn: &str) -> Option<ResourceKind> {
+        let resource = arn.strip_prefix("arn:")?.splitn(5, ':').nth(4)?;
+        if resource.starts_with("loadbalancer/") {
+            Some(ResourceKind::LoadBalancer)
+        } else if resource.starts_with("listener-rule/") {
+            Some(ResourceKind::Rule)
+        } else if resource.starts_with("listener/") {
+            Some(ResourceKind::Listener)
+        } else if resource.starts_with("targetgroup/") {
+            Some(ResourceKind::TargetGroup)
+        } else {
+            None
+        }
+    }
+}
+
+impl State {
+    pub fn load_balancer(&self, arn: &str) -> Option<&LoadBalancer> {
+        self.load_balancers.iter().find(|l| l.arn == arn)
+    }
+
+    pub fn target_group_by_name(&self, name: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|t| t.name == name)
+    }
+
+    /// The ARN prefix shared by every resource: `arn:aws:elasticloadbalancing:{region}:{account}:`.
+    pub fn arn_prefix(&self) -> String {
+        format!(
+            "arn:aws:elasticloadbalancing:{}:{}:",
+            self.region, self.account_id
+        )
+    }
+
+    /// Mints a fresh 16-hex-digit resource id (as in AWS ARNs) from `next_id`.
+    /// Deterministic: the same state mints the same ids, so rebuilding from the
+    /// stack file reproduces the same ARNs.
+    pub fn mint_id(&mut self) -> String {
+        let counter = self.next_id;
+        self.next_id += 1;
+        // SplitMix64 scrambles the counter so ids look like AWS's, yet stay unique
+        // (the mix is a bijection on u64).
+        let mut z = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        format!("{:016x}", z ^ (z >> 31))
+    }
+
+    /// The tags of the resource `arn` names, if it exists.
+    pub fn tags_of(&self, arn: &str) -> Option<&Tags> {
+        match ResourceKind::of_arn(arn)? {
+            ResourceKind::LoadBalancer => self.load_balancer(arn).map(|r| &r.tags),
+            ResourceKind::Listener => self.listener(arn).map(|r| &r.tags),
+            ResourceKind::Rule => self.rule(arn).map(|r| &r.tags),
+            ResourceKind::TargetGroup => self.target_group(arn).map(|r| &r.tags),
+        }
+    }
+
+    /// Mutable access to the tags of the resource `arn` names, if it exists.
+    pub fn tags_of_mut(&mut self, arn: &str) -> Option<&mut Tags> {
+        match ResourceKind::of_arn(arn)? {
+            ResourceKind::LoadBalancer => self
+                .load_balancers
+                .iter_mut()
+                .find(|r| r.arn == arn)
+                .map(|r| &mut r.tags),
+            ResourceKind::Listener => self
+                .listeners
+                .iter_mut()
+                .find(|r| r.arn == arn)
+                .map(|r| &mut r.tags),
+            ResourceKind::Rule => self
+                .rules
+                .iter_mut()
+                .find(|r| r.arn == arn)
+                .map(|r| &mut r.tags),
+            ResourceKind::TargetGroup => self
+                .target_groups
+                .iter_mut()
+                .find(|r| r.arn == arn)
+                .map(|r| &mut r.tags),
+        }
+    }
+
+    /// Load balancers whose listeners forward to the target group `arn`
+    /// (by any rule, including default rules), in declaration order.
+    pub fn load_balancers_using(&self, target_group_arn: &str) -> Vec<&str> {
+        self.load_balancers
+            .iter()
+            .filter(|lb| {
+                self.rules.iter().any(|rule| {
+                    self.listener(&rule.listener_arn)
+                        .is_some_and(|l| l.load_balancer_arn == lb.arn)
+                        && rule.actions.iter().any(|a| a.forwards_to(target_group_arn))
+                })
+            })
+            .map(|lb| lb.arn.as_str())
+            .collect()
+    }
+}
+
+impl Action {
+    /// True when this is a forward action that includes the target group `arn`.
+    pub fn forwards_to(&self, target_group_arn: &str) -> bool {
+        match &self.kind {
+            ActionKind::Forward { target_groups, .. } => target_groups
+                .iter()
+                .any(|t| t.target_group_arn == target_group_arn),
+            _ => false,
+        }
+    }
+}

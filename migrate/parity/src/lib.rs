@@ -1,10 +1,32 @@
 //! Response parity between a baseline (the monolith) and a candidate (a service).
+//!
+//! A run takes requests from a route's [`VerifySpec`] (templates over values,
+//! corpus files) and from ALB access logs ([`RequestSet`]), sends each to the
+//! baseline twice and to the candidate once ([`run()`]), compares the answers
+//! structurally ([`Comparator`]), cancels the noise the two baseline answers
+//! show, and reports by endpoint template and JSON Pointer ([`RouteReport`]).
 
-use serde::Deserialize;
+mod compare;
+mod error;
+pub mod pointer;
+mod report;
+mod request;
+mod run;
+mod spec;
 
-/// The `[routes.<name>.verify]` table of `migrate.toml`: how to build requests
-/// for a route and which differences to ignore. Owned by this crate; `migrate`
-/// embeds it in its route settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VerifySpec {}
+pub use compare::{
+    Comparator, DEFAULT_IGNORED_HEADERS, Difference, Kind, Location, Response, Suppression,
+};
+pub use error::Error;
+pub use report::{
+    DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FailureGroup, RouteReport, json,
+    junit_xml,
+};
+pub use request::{
+    Request, RequestSet, Skipped, SourceSummary, infer_template, matches_path_pattern,
+    parse_alb_log_line, split_alb_log_fields,
+};
+pub use run::{
+    DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Exchange, Outcome, Run, RunOptions, Side, Sides, run,
+};
+pub use spec::{TemplateValue, VerifySpec};

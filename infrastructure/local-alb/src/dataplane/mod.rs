@@ -4,10 +4,46 @@
 //! signatures below are what `lib.rs` and `control` call; the data plane
 //! owner fills in the bodies (and may add modules under `dataplane/`), keeping
 //! these signatures stable.
+//!
+//! How it works: every published [`State`] is compiled into immutable
+//! [`table::RouteTables`] swapped in with `arc-swap`; a request loads the
+//! current tables once and is routed wholly by them. Target health, the
+//! round-robin position, pooled connections and metrics live outside the
+//! tables and survive republishing.
+//!
+//! Timeouts ([`DataPlaneOptions`], from the environment in [`DataPlane::new`]):
+//! - `LOCAL_ALB_TARGET_TIMEOUT_SECONDS` (default 60, ALB's idle timeout): a
+//!   target that sends no response head within it gets the client a 504.
+//! - `LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS` (default 5; AWS uses 300):
+//!   how long a deregistered target is reported `draining`.
+//! - `LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS` (default 60): idle keep-alive
+//!   client connections are closed after it.
+//! - `LOCAL_ALB_WORKER_THREADS` (default: one per CPU core): threads serving
+//!   the data listener.
+//!
+//! Durations are decimal seconds (`0.5` is allowed).
+
+mod proxy;
+mod responses;
+mod table;
+mod targets;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::health::HealthState;
+use crate::metrics::{Metrics, TargetHealthSample};
 use crate::model::{State, Target};
+
+pub use responses::{RedirectSource, new_trace_id, redirect_location, trace_header};
+pub use table::RedirectTemplate;
 
 /// Target health as DescribeTargetHealth reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,17 +57,152 @@ pub struct TargetHealthView {
     pub description: Option<String>,
 }
 
+/// Tunables of the data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPlaneOptions {
+    /// Longest wait for a target's response head before answering 504.
+    pub target_timeout: Duration,
+    /// How long deregistered targets stay `draining`.
+    pub deregistration_delay: Duration,
+    /// Idle keep-alive client connections are closed after this long (it is
+    /// also the limit for receiving a request head).
+    pub client_idle_timeout: Duration,
+    /// Largest request head (request line plus headers) accepted; larger ones
+    /// get 431. ALB allows 64 KiB of headers.
+    pub max_request_head_bytes: usize,
+    /// Threads serving the listener (default: one per CPU core).
+    pub worker_threads: usize,
+}
+
+impl Default for DataPlaneOptions {
+    fn default() -> Self {
+        DataPlaneOptions {
+            target_timeout: Duration::from_secs(60),
+            deregistration_delay: Duration::from_secs(5),
+            client_idle_timeout: Duration::from_secs(60),
+            max_request_head_bytes: 64 * 1024,
+            worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// An environment variable that does not hold what it should.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?} is not {expected}; set it to one or unset it")]
+pub struct OptionsError {
+    pub name: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl DataPlaneOptions {
+    /// The defaults, overridden by the `LOCAL_ALB_*` variables listed in the
+    /// module documentation.
+    pub fn from_env() -> Result<DataPlaneOptions, OptionsError> {
+        DataPlaneOptions::from_variables(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`DataPlaneOptions::from_env`], reading variables through `lookup`.
+    pub fn from_variables(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<DataPlaneOptions, OptionsError> {
+        let mut options = DataPlaneOptions::default();
+        for (name, slot) in [
+            (
+                "LOCAL_ALB_TARGET_TIMEOUT_SECONDS",
+                &mut options.target_timeout,
+            ),
+            (
+                "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS",
+                &mut options.deregistration_delay,
+            ),
+            (
+                "LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS",
+                &mut options.client_idle_timeout,
+            ),
+        ] {
+            if let Some(value) = lookup(name) {
+                *slot = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .ok_or(OptionsError {
+                        name,
+                        value,
+                        expected: "a number of seconds, such as 60 or 0.5",
+                    })?;
+            }
+        }
+        if let Some(value) = lookup(WORKER_THREADS_VARIABLE) {
+            options.worker_threads = value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(OptionsError {
+                    name: WORKER_THREADS_VARIABLE,
+                    value,
+                    expected: "a whole number of threads above 0, such as 2",
+                })?;
+        }
+        Ok(options)
+    }
+}
+
+const WORKER_THREADS_VARIABLE: &str = "LOCAL_ALB_WORKER_THREADS";
+
+/// Pooled keep-alive connections to targets (one pool per worker thread,
+/// shared by every routing table generation).
+pub(crate) type TargetClient = Client<HttpConnector, Incoming>;
+
+fn target_client() -> TargetClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(50))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
 /// The running data plane: routing table, target health, metrics.
 pub struct DataPlane {
-    _private: (),
+    options: DataPlaneOptions,
+    tables: ArcSwap<table::RouteTables>,
+    registry: targets::Registry,
+    metrics: Metrics,
+    /// Serializes `publish` (the tables themselves are read lock-free).
+    publishing: std::sync::Mutex<()>,
 }
 
 impl DataPlane {
     /// Builds the data plane for `initial` (compiles its routing table and
-    /// prepares health checking; spawns nothing yet).
+    /// prepares health checking; spawns nothing yet). Options come from the
+    /// environment; an unreadable variable is reported and its default used.
     pub fn new(initial: &State) -> Arc<DataPlane> {
-        let _ = initial;
-        Arc::new(DataPlane { _private: () })
+        let options = DataPlaneOptions::from_env().unwrap_or_else(|error| {
+            tracing::warn!("{error}; using the defaults");
+            DataPlaneOptions::default()
+        });
+        DataPlane::with_options(initial, options)
+    }
+
+    /// Like [`DataPlane::new`] with explicit options.
+    pub fn with_options(initial: &State, options: DataPlaneOptions) -> Arc<DataPlane> {
+        let registry = targets::Registry::new(options.deregistration_delay);
+        let metrics = Metrics::default();
+        let groups = registry.sync(initial);
+        let tables = table::RouteTables::compile(initial, &groups, &metrics);
+        Arc::new(DataPlane {
+            options,
+            tables: ArcSwap::from_pointee(tables),
+            registry,
+            metrics,
+            publishing: std::sync::Mutex::new(()),
+        })
     }
 
     /// Publishes a new configuration after the control plane accepted (and
@@ -39,43 +210,180 @@ impl DataPlane {
     /// atomically, and updates the health checkers' target sets. Requests in
     /// flight finish on the table they started with.
     pub fn publish(&self, state: &State) {
-        let _ = state;
+        let _serialized = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        let groups = self.registry.sync(state);
+        let tables = table::RouteTables::compile(state, &groups, &self.metrics);
+        self.tables.store(Arc::new(tables));
     }
 
-    /// Starts the health checkers (one task per target group). Needs a tokio
+    /// Starts the health checkers (one task per target). Needs a tokio
     /// runtime.
-    pub fn start_health_checks(self: &Arc<Self>) {}
+    pub fn start_health_checks(self: &Arc<Self>) {
+        self.registry
+            .start_health_checks(tokio::runtime::Handle::current());
+    }
 
     /// Serves the ALB's HTTP listener on `listener` until `shutdown` resolves.
+    /// HTTP/1.1 and HTTP/2 (h2c) are accepted.
+    ///
+    /// Like nginx's worker processes, connections are served by
+    /// `worker_threads` threads, each with its own single-threaded runtime and
+    /// its own pool of target connections; this task accepts and hands the
+    /// connections out in turn, so a request and its target exchange never
+    /// hop threads. On shutdown it stops accepting, every worker lets its
+    /// open connections finish their requests (for at most the target
+    /// timeout), then the health checkers stop.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _ = listener;
-        shutdown.await;
+        let mut workers = Vec::new();
+        let mut finishing = Vec::new();
+        for index in 0..self.options.worker_threads.max(1) {
+            let (hand_over, accepted) = tokio::sync::mpsc::unbounded_channel();
+            let plane = Arc::clone(&self);
+            let (finished, finish) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("alb-worker-{index}"))
+                .spawn(move || {
+                    let result = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map(|runtime| runtime.block_on(plane.serve_worker(accepted)));
+                    let _ = finished.send(result);
+                })?;
+            workers.push(hand_over);
+            finishing.push(finish);
+        }
+        tokio::pin!(shutdown);
+        let mut next = 0usize;
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, go on.
+                        tracing::warn!("accepting a connection failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            // A worker whose thread is gone is skipped; none left ends serving.
+            let mut connection = Some((stream, peer));
+            for _ in 0..workers.len() {
+                next = (next + 1) % workers.len();
+                match workers[next].send(connection.take().expect("set before each send")) {
+                    Ok(()) => break,
+                    Err(returned) => connection = Some(returned.0),
+                }
+            }
+            if connection.is_some() {
+                return Err(std::io::Error::other("every data-plane worker thread died"));
+            }
+        }
+        drop(listener);
+        drop(workers);
+        for finish in finishing {
+            if let Ok(Err(error)) = finish.await {
+                tracing::error!("a data-plane worker could not start its runtime: {error}");
+            }
+        }
+        self.registry.stop_all();
         Ok(())
+    }
+
+    /// One worker: serves the connections handed to it on the current
+    /// (single-threaded) runtime until the hand-over channel closes.
+    async fn serve_worker(
+        self: Arc<Self>,
+        mut accepted: tokio::sync::mpsc::UnboundedReceiver<(
+            std::net::TcpStream,
+            std::net::SocketAddr,
+        )>,
+    ) {
+        let client = Arc::new(target_client());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.options.client_idle_timeout)
+            .max_buf_size(self.options.max_request_head_bytes.max(8192))
+            .keep_alive(true)
+            .writev(false);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(self.options.client_idle_timeout));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        while let Some((stream, peer)) = accepted.recv().await {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (plane, client) = (Arc::clone(&self), Arc::clone(&client));
+            let service = hyper::service::service_fn(move |request| {
+                let (plane, client) = (Arc::clone(&plane), Arc::clone(&client));
+                async move {
+                    Ok::<_, std::convert::Infallible>(plane.handle(request, peer, &client).await)
+                }
+            });
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!("connection from {peer}: {error}");
+                }
+            });
+        }
+        let _ = tokio::time::timeout(self.options.target_timeout, graceful.shutdown()).await;
     }
 
     /// The health of one registered (or draining) target of a target group.
     pub fn target_health(&self, target_group_arn: &str, target: &Target) -> TargetHealthView {
-        let _ = (target_group_arn, target);
-        TargetHealthView {
-            state: "initial".to_owned(),
-            reason: Some("Elb.RegistrationInProgress".to_owned()),
-            description: Some("Target registration is in progress".to_owned()),
+        match self.registry.find(target_group_arn, target) {
+            Some(runtime) => {
+                let tracker = runtime.tracker();
+                TargetHealthView {
+                    state: tracker.state.as_api_str().to_owned(),
+                    reason: tracker.reason.map(str::to_owned),
+                    description: tracker.description,
+                }
+            }
+            None => TargetHealthView {
+                state: "unused".to_owned(),
+                reason: Some("Target.NotRegistered".to_owned()),
+                description: Some("Target is not registered to the target group".to_owned()),
+            },
         }
     }
 
     /// Targets that were deregistered but are still draining, per target group
     /// (DescribeTargetHealth lists them with state `draining`).
     pub fn draining_targets(&self, target_group_arn: &str) -> Vec<Target> {
-        let _ = target_group_arn;
-        Vec::new()
+        self.registry.draining_targets(target_group_arn)
     }
 
     /// Prometheus text exposition for `/metrics` on the control listener.
     pub fn render_metrics(&self) -> String {
-        String::new()
+        let groups = self.registry.groups();
+        let samples = groups.iter().flat_map(|group| {
+            group
+                .members()
+                .into_iter()
+                .map(|member| TargetHealthSample {
+                    target_group: group.name.as_str(),
+                    target: format!("{}:{}", member.target.id, member.target.port),
+                    healthy: member.health() == HealthState::Healthy,
+                })
+        });
+        self.metrics.render(samples)
     }
 }

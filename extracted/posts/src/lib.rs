@@ -1,0 +1,4 @@
+//! The `posts` server: which routes it serves. The runtime is `forum`'s.
+
+/// The routes this binary serves.
+pub const SERVICE: forum::Service = forum::POSTS;

@@ -1,0 +1,96 @@
+//! The one request handler every service runs: route, look up, answer, log.
+
+use std::time::Instant;
+
+use actix_web::body::None as NoBody;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+
+use crate::dataset::Dataset;
+use crate::router::{Route, RouteMatch, route};
+use crate::service::Service;
+
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// The methods a known path allows, as the original lists them.
+pub const ALLOWED_METHODS: &str = "HEAD, GET";
+
+/// What a running service needs to answer requests.
+#[derive(Debug)]
+pub struct AppState {
+    pub service: Service,
+    pub data: Dataset,
+}
+
+/// The default service of every server: answers any request and logs it.
+pub async fn handle_request(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let started = Instant::now();
+    let response = respond(&state, request.method().as_str(), request.uri().path());
+    tracing::info!(
+        method = %request.method(),
+        url = %request.uri(),
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// The response to `method` on `raw_path` (HEAD is answered as GET; actix-web
+/// drops the body and keeps the headers, Content-Length included).
+pub fn respond(state: &AppState, method: &str, raw_path: &str) -> HttpResponse {
+    match route(&state.service, method, raw_path) {
+        RouteMatch::Get(found) => serve(&state.data, found),
+        RouteMatch::Options => with_allow(HttpResponse::NoContent().finish()),
+        RouteMatch::MethodNotAllowed => with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")),
+        RouteMatch::NotImplemented { known_path } => {
+            let response = text(StatusCode::NOT_IMPLEMENTED, "Not Implemented");
+            if known_path { with_allow(response) } else { response }
+        }
+        RouteMatch::NotFound => text(StatusCode::NOT_FOUND, "Not Found"),
+        RouteMatch::BadRequest => HttpResponse::BadRequest().force_close().body(NoBody::new()),
+    }
+}
+
+fn serve(data: &Dataset, found: Route) -> HttpResponse {
+    let body = match found {
+        Route::Ready => return text(StatusCode::OK, "Ready to receive requests"),
+        Route::ApiReady => return text(StatusCode::OK, "API ready to receive requests"),
+        Route::Users => data.users_json(),
+        Route::User(id) => return json_or_no_content(data.user_json(id)),
+        Route::Threads => data.threads_json(),
+        Route::Thread(id) => return json_or_no_content(data.thread_json(id)),
+        Route::Posts => data.posts_json(),
+        Route::PostsInThread(id) => data.posts_in_thread_json(id),
+        Route::PostsByUser(id) => data.posts_by_user_json(id),
+    };
+    json(body)
+}
+
+fn json_or_no_content(body: Option<Bytes>) -> HttpResponse {
+    match body {
+        Some(body) => json(body),
+        None => HttpResponse::NoContent().finish(),
+    }
+}
+
+fn json(body: Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE)))
+        .body(body)
+}
+
+fn text(status: StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE)))
+        .body(body)
+}
+
+fn with_allow(mut response: HttpResponse) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    response
+}

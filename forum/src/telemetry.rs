@@ -1,0 +1,30 @@
+//! Logging: one subscriber for the process, writing through a non-blocking writer
+//! so that request logging never waits on standard output.
+
+use std::io::IsTerminal;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::LogFormat;
+
+/// The level filter when `RUST_LOG` is unset: the server's own lines, without
+/// actix-server's start-up chatter.
+const DEFAULT_FILTER: &str = "info,actix_server=warn";
+
+/// Installs the process's subscriber, writing `format` lines to standard output at
+/// the levels `RUST_LOG` selects. Keep the guard alive until exit: dropping it
+/// flushes the lines still buffered.
+pub fn init(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::stdout().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    guard
+}

@@ -1,0 +1,306 @@
+//! The control plane: the ELBv2 Query API (Version 2015-12-01) and `/metrics`
+//! on the control listener.
+//!
+//! Every request must be signed with AWS Signature Version 4. Each accepted
+//! change goes: clone the state, apply, validate, persist, swap in, publish to
+//! the data plane, answer. A change that cannot be persisted is answered with
+//! an error and leaves the old state in place.
+
+pub mod actions;
+pub mod error;
+pub mod form;
+mod parse;
+mod render;
+pub mod validate;
+pub mod xml;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use self::actions::Handler;
+use self::error::ApiError;
+use self::form::Form;
+use crate::dataplane::DataPlane;
+use crate::model::State;
+use crate::persist::StateStore;
+use crate::sigv4::{AuthError, Credentials, SignedRequest, Verifier};
+
+/// The API version this control plane speaks.
+pub const API_VERSION: &str = "2015-12-01";
+/// The SigV4 service name requests must be signed for.
+pub const SIGNING_SERVICE: &str = "elasticloadbalancing";
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long connections may take to finish after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The configuration owner: holds the state, persists and publishes changes.
+pub struct ControlPlane {
+    state: Mutex<State>,
+    store: StateStore,
+    dataplane: Arc<DataPlane>,
+    credentials: Credentials,
+    region: String,
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+impl ControlPlane {
+    /// `state` must already be persisted in `store`. Requests are verified
+    /// against `credentials` for `region`.
+    pub fn new(
+        state: State,
+        store: StateStore,
+        dataplane: Arc<DataPlane>,
+        credentials: Credentials,
+        region: String,
+    ) -> Arc<ControlPlane> {
+        Arc::new(ControlPlane {
+            state: Mutex::new(state),
+            store,
+            dataplane,
+            credentials,
+            region,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is only ever replaced whole, so a panic elsewhere cannot
+        // leave it half-changed; a poisoned lock is safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the current configuration.
+    pub fn state(&self) -> State {
+        self.lock().clone()
+    }
+
+    /// Serves the control listener until `shutdown` resolves, then lets open
+    /// connections finish (for a few seconds at most).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::warn!(%error, "control listener: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let this = Arc::clone(&self);
+                    let service = service_fn(move |request| {
+                        let this = Arc::clone(&this);
+                        async move { Ok::<_, Infallible>(this.handle(request, peer).await) }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, %peer, "control connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::warn!("control listener: connections still open after the grace period");
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> HttpResponse {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        if path == "/metrics" {
+            return if parts.method == Method::GET || parts.method == Method::HEAD {
+                plain(StatusCode::OK, self.dataplane.render_metrics())
+                    .map(|mut r| {
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            ),
+                        );
+                        r
+                    })
+                    .unwrap_or_else(fallback_response)
+            } else {
+                plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use GET /metrics\n".to_owned(),
+                )
+                .unwrap_or_else(fallback_response)
+            };
+        }
+        if path != "/" || (parts.method != Method::POST && parts.method != Method::GET) {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found: the ELBv2 Query API is POST / (form-encoded); metrics are GET /metrics\n"
+                    .to_owned(),
+            )
+            .unwrap_or_else(fallback_response);
+        }
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                let error = ApiError::validation(format!(
+                    "The request body could not be read or is larger than {MAX_BODY_BYTES} bytes: {error}"
+                ));
+                return api_error_response(&error, &request_id);
+            }
+        };
+        let query = parts.uri.query().unwrap_or_default();
+        let signed = SignedRequest {
+            method: parts.method.as_str(),
+            path,
+            query,
+            headers: &parts.headers,
+            body: &body,
+        };
+        let verifier = Verifier {
+            credentials: &self.credentials,
+            region: &self.region,
+            service: SIGNING_SERVICE,
+        };
+        if let Err(auth) = verifier.verify(&signed, time::OffsetDateTime::now_utc()) {
+            tracing::info!(%peer, code = auth.code(), %request_id, "control request refused");
+            return api_error_response(&auth_error(&auth), &request_id);
+        }
+        let mut form = Form::parse(&body);
+        form.extend(Form::parse(query.as_bytes()));
+        let this = Arc::clone(&self);
+        let rid = request_id.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let action = form.required("Action")?.to_owned();
+            let result = this.execute(&action, &form, &rid);
+            Ok::<_, ApiError>((action, result))
+        })
+        .await;
+        let (action, result) = match outcome {
+            Ok(Ok(done)) => done,
+            Ok(Err(missing_action)) => {
+                return api_error_response(&missing_action, &request_id);
+            }
+            Err(join_error) => {
+                tracing::error!(%join_error, %request_id, "control action failed unexpectedly");
+                return api_error_response(
+                    &ApiError::internal("The action failed unexpectedly; nothing was changed"),
+                    &request_id,
+                );
+            }
+        };
+        match result {
+            Ok(body) => {
+                // Changes are worth a line each; reads (polled by tools) are not.
+                if action.starts_with("Describe") {
+                    tracing::debug!(%action, %request_id, "control action answered");
+                } else {
+                    tracing::info!(%action, %request_id, "control action accepted");
+                }
+                xml_response(StatusCode::OK, body, &request_id)
+            }
+            Err(error) => {
+                tracing::info!(%action, code = error.code, message = %error.message, %request_id, "control action refused");
+                api_error_response(&error, &request_id)
+            }
+        }
+    }
+
+    /// Runs one API action; a change is persisted and published before this
+    /// returns its answer.
+    pub fn execute(&self, action: &str, form: &Form, request_id: &str) -> Result<String, ApiError> {
+        let version = form.required("Version")?;
+        if version != API_VERSION {
+            return Err(ApiError::validation(format!(
+                "Version '{version}' is not supported: use {API_VERSION}"
+            )));
+        }
+        let handler = actions::handler(action).ok_or_else(|| ApiError::invalid_action(action))?;
+        let request = actions::Request {
+            action,
+            form,
+            request_id,
+            dataplane: &self.dataplane,
+        };
+        let mut current = self.lock();
+        match handler {
+            Handler::Read(read) => read(&current, &request),
+            Handler::Write(write) => {
+                let mut next = current.clone();
+                let answer = write(&mut next, &request)?;
+                if next != *current {
+                    validate::state(&next)?;
+                    self.store.save(&next).map_err(|e| {
+                        tracing::error!(error = %e, "could not persist a change; it was not applied");
+                        ApiError::internal(format!("The change was not applied: {e}"))
+                    })?;
+                    *current = next;
+                    self.dataplane.publish(&current);
+                }
+                Ok(answer)
+            }
+        }
+    }
+}
+
+fn auth_error(auth: &AuthError) -> ApiError {
+    ApiError::forbidden(auth.code(), auth.to_string())
+}
+
+fn plain(status: StatusCode, text: String) -> Option<HttpResponse> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .ok()
+}
+
+fn xml_response(status: StatusCode, body: String, request_id: &str) -> HttpResponse {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/xml")
+        .header("x-amzn-requestid", request_id)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| fallback_response())
+}
+
+fn api_error_response(error: &ApiError, request_id: &str) -> HttpResponse {
+    xml_response(error.status, xml::error(error, request_id), request_id)
+}
+
+fn fallback_response() -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}

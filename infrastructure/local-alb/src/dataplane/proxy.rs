@@ -1,0 +1,220 @@
+//! One request through the data plane: route, then answer or forward.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+
+use crate::dataplane::responses::{self, ProxyBody, RedirectSource};
+use crate::dataplane::table::{CompiledAction, RouteTable};
+use crate::dataplane::{DataPlane, TargetClient};
+use crate::matcher::{RequestView, strip_port};
+use crate::metrics::{ElbError, StatusClassCounters};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that are never forwarded.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The host the client asked for: the Host header, else the URI authority
+/// (HTTP/2).
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+}
+
+impl DataPlane {
+    pub(crate) async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        client: &TargetClient,
+    ) -> Response<ProxyBody> {
+        let tables = self.tables.load_full();
+        let Some(table) = tables.primary() else {
+            return self.elb_error(ElbError::NoListener, None);
+        };
+        let source_ip = canonical_ip(peer.ip());
+        let rule = {
+            let view = RequestView {
+                method: request.method().as_str(),
+                path: request.uri().path(),
+                query: request.uri().query(),
+                host: request_host(&request),
+                headers: request.headers(),
+                source_ip,
+            };
+            table.route(&view)
+        };
+        let Some(rule) = rule else {
+            // Only reachable without a default rule, which ALB always has.
+            return self.elb_error(ElbError::NoListener, None);
+        };
+        match &rule.action {
+            CompiledAction::FixedResponse {
+                status,
+                content_type,
+                body,
+                counters,
+            } => {
+                counters.record(status.as_u16());
+                responses::generated(*status, content_type, body.clone())
+            }
+            CompiledAction::Redirect { template, counters } => {
+                let source = RedirectSource {
+                    host: request_host(&request).map_or("", strip_port),
+                    listener_port: table.port,
+                    path: request.uri().path(),
+                    query: request.uri().query(),
+                };
+                let response = responses::redirect(template, &source);
+                counters.record(response.status().as_u16());
+                response
+            }
+            CompiledAction::Forward(forward) => {
+                let Some(weighted) = forward.pick() else {
+                    return self.elb_error(ElbError::NoRegisteredTargets, None);
+                };
+                let counters = &weighted.counters;
+                let picked = weighted.group.as_ref().and_then(|g| g.pick());
+                let Some((authority, _target)) = picked else {
+                    return self.elb_error(ElbError::NoRegisteredTargets, Some(counters));
+                };
+                let Some(authority) = authority.clone() else {
+                    return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
+                };
+                self.forward(client, request, authority, table, source_ip, counters)
+                    .await
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        client: &TargetClient,
+        request: Request<Incoming>,
+        authority: http::uri::Authority,
+        table: &RouteTable,
+        source_ip: IpAddr,
+        counters: &StatusClassCounters,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = request.into_parts();
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        let original_authority = parts.uri.authority().cloned();
+        let Ok(upstream_uri) = Uri::from_parts(uri) else {
+            return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
+        };
+        parts.uri = upstream_uri;
+        let headers = &mut parts.headers;
+        remove_hop_by_hop(headers);
+        if !headers.contains_key(header::HOST)
+            && let Some(authority) = original_authority
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(header::HOST, host);
+        }
+        add_forwarded_for(headers, source_ip);
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(&X_FORWARDED_PORT, HeaderValue::from(table.port));
+        let trace = responses::trace_header(headers.get(&X_AMZN_TRACE_ID));
+        headers.insert(&X_AMZN_TRACE_ID, trace);
+        parts.version = Version::HTTP_11;
+        let upstream = Request::from_parts(parts, body);
+
+        let outcome =
+            tokio::time::timeout(self.options.target_timeout, client.request(upstream)).await;
+        match outcome {
+            Err(_) => self.elb_error(ElbError::TargetTimeout, Some(counters)),
+            Ok(Err(error)) if error.is_connect() => {
+                self.elb_error(ElbError::TargetConnectionFailed, Some(counters))
+            }
+            Ok(Err(_)) => self.elb_error(ElbError::TargetConnectionError, Some(counters)),
+            Ok(Ok(response)) => {
+                counters.record(response.status().as_u16());
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Either::Left(body))
+            }
+        }
+    }
+
+    fn elb_error(
+        &self,
+        error: ElbError,
+        counters: Option<&StatusClassCounters>,
+    ) -> Response<ProxyBody> {
+        self.metrics.record_elb_error(error);
+        let status: StatusCode = error.status();
+        if let Some(counters) = counters {
+            counters.record(status.as_u16());
+        }
+        responses::error_page(status)
+    }
+}
+
+/// IPv4-mapped IPv6 peers (dual-stack sockets) are reported as IPv4.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` (all existing values
+/// joined in order).
+fn add_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let mut value = String::new();
+    for existing in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(existing) = existing.to_str() {
+            value.push_str(existing);
+            value.push_str(", ");
+        }
+    }
+    value.push_str(&client.to_string());
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(&X_FORWARDED_FOR, value);
+    }
+}

@@ -1,0 +1,260 @@
+//! The compiled, immutable routing table of one listener.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dataplane::targets::{TargetGroupRuntime, TargetRuntime};
+use crate::health::HealthState;
+use crate::matcher::{Conditions, RequestView};
+use crate::metrics::{Metrics, StatusClassCounters};
+use crate::model::{ActionKind, State};
+
+/// The routing tables of every listener, in the order of `State::listeners`.
+pub struct RouteTables {
+    pub listeners: Vec<(String, RouteTable)>,
+}
+
+impl RouteTables {
+    pub fn compile(
+        state: &State,
+        groups: &HashMap<String, Arc<TargetGroupRuntime>>,
+        metrics: &Metrics,
+    ) -> RouteTables {
+        let listeners = state
+            .listeners
+            .iter()
+            .map(|listener| {
+                (
+                    listener.arn.clone(),
+                    RouteTable::compile(state, &listener.arn, listener.port, groups, metrics),
+                )
+            })
+            .collect();
+        metrics.next_generation();
+        RouteTables { listeners }
+    }
+
+    /// The table the data-plane listener routes by (the first listener).
+    pub fn primary(&self) -> Option<&RouteTable> {
+        self.listeners.first().map(|(_, table)| table)
+    }
+}
+
+pub struct RouteTable {
+    /// The listener's declared port (`X-Forwarded-Port`, `#{port}`).
+    pub port: u16,
+    pub rules: Vec<CompiledRule>,
+}
+
+impl RouteTable {
+    fn compile(
+        state: &State,
+        listener_arn: &str,
+        port: u16,
+        groups: &HashMap<String, Arc<TargetGroupRuntime>>,
+        metrics: &Metrics,
+    ) -> RouteTable {
+        let rules = state
+            .rules_of(listener_arn)
+            .into_iter()
+            .filter_map(|rule| {
+                let label = rule.priority.as_api_string();
+                let terminal = rule.actions.iter().max_by_key(|a| a.order.unwrap_or(0))?;
+                let action = match &terminal.kind {
+                    ActionKind::Forward { target_groups, .. } => CompiledAction::Forward(
+                        Forward::compile(target_groups, &label, groups, metrics),
+                    ),
+                    ActionKind::FixedResponse {
+                        status_code,
+                        content_type,
+                        message_body,
+                    } => CompiledAction::FixedResponse {
+                        status: status_code
+                            .parse()
+                            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+                        content_type: content_type
+                            .clone()
+                            .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned()),
+                        body: bytes::Bytes::from(message_body.clone().unwrap_or_default()),
+                        counters: metrics.requests("", &label),
+                    },
+                    ActionKind::Redirect {
+                        protocol,
+                        host,
+                        port,
+                        path,
+                        query,
+                        status_code,
+                    } => CompiledAction::Redirect {
+                        template: RedirectTemplate {
+                            protocol: protocol.clone().unwrap_or_else(|| "#{protocol}".to_owned()),
+                            host: host.clone().unwrap_or_else(|| "#{host}".to_owned()),
+                            port: port.clone().unwrap_or_else(|| "#{port}".to_owned()),
+                            path: path.clone().unwrap_or_else(|| "/#{path}".to_owned()),
+                            query: query.clone().unwrap_or_else(|| "#{query}".to_owned()),
+                            permanent: status_code == "HTTP_301",
+                        },
+                        counters: metrics.requests("", &label),
+                    },
+                };
+                Some(CompiledRule {
+                    conditions: Conditions::compile(&rule.conditions),
+                    action,
+                })
+            })
+            .collect();
+        RouteTable { port, rules }
+    }
+
+    /// The first rule whose conditions all match.
+    pub fn route(&self, request: &RequestView<'_>) -> Option<&CompiledRule> {
+        self.rules.iter().find(|r| r.conditions.matches(request))
+    }
+}
+
+pub struct CompiledRule {
+    pub conditions: Conditions,
+    pub action: CompiledAction,
+}
+
+pub enum CompiledAction {
+    Forward(Forward),
+    FixedResponse {
+        status: http::StatusCode,
+        content_type: String,
+        body: bytes::Bytes,
+        counters: Arc<StatusClassCounters>,
+    },
+    Redirect {
+        template: RedirectTemplate,
+        counters: Arc<StatusClassCounters>,
+    },
+}
+
+/// A redirect action with AWS's defaults filled in.
+pub struct RedirectTemplate {
+    pub protocol: String,
+    pub host: String,
+    pub port: String,
+    pub path: String,
+    pub query: String,
+    pub permanent: bool,
+}
+
+/// A forward action: one or more weighted target groups.
+pub struct Forward {
+    /// Groups with a weight above zero, with cumulative weight bounds.
+    groups: Vec<WeightedGroup>,
+    total_weight: u64,
+    /// Coprime to `total_weight`: `n * stride % total` visits every slot once
+    /// per cycle, so the split is exact and interleaved.
+    stride: u64,
+    next: AtomicU64,
+}
+
+pub struct WeightedGroup {
+    /// Exclusive upper bound of this group's slots in `0..total_weight`.
+    upper: u64,
+    pub group: Option<CompiledTargetGroup>,
+    pub counters: Arc<StatusClassCounters>,
+}
+
+impl Forward {
+    fn compile(
+        weighted: &[crate::model::WeightedTargetGroup],
+        rule_label: &str,
+        groups: &HashMap<String, Arc<TargetGroupRuntime>>,
+        metrics: &Metrics,
+    ) -> Forward {
+        let single = weighted.len() == 1;
+        let mut total_weight = 0u64;
+        let mut compiled = Vec::new();
+        for entry in weighted {
+            // A lone target group gets all traffic whatever its weight.
+            let weight = if single { 1 } else { u64::from(entry.weight) };
+            if weight == 0 {
+                continue;
+            }
+            total_weight += weight;
+            let group = groups
+                .get(&entry.target_group_arn)
+                .map(|runtime| CompiledTargetGroup {
+                    targets: runtime
+                        .members()
+                        .into_iter()
+                        .map(|member| (member.authority.clone(), member))
+                        .collect(),
+                    runtime: Arc::clone(runtime),
+                });
+            let name = group
+                .as_ref()
+                .map_or(entry.target_group_arn.as_str(), |g| g.runtime.name.as_str());
+            compiled.push(WeightedGroup {
+                upper: total_weight,
+                counters: metrics.requests(name, rule_label),
+                group,
+            });
+        }
+        let stride = coprime_stride(total_weight);
+        Forward {
+            groups: compiled,
+            total_weight,
+            stride,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The target group this request goes to; `None` when every weight is 0.
+    pub fn pick(&self) -> Option<&WeightedGroup> {
+        match self.groups.len() {
+            0 => None,
+            1 => self.groups.first(),
+            _ => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                let slot = n.wrapping_mul(self.stride) % self.total_weight;
+                self.groups.iter().find(|g| slot < g.upper)
+            }
+        }
+    }
+}
+
+/// The smallest number at or above 0.618 × `total` that is coprime to it.
+fn coprime_stride(total: u64) -> u64 {
+    if total <= 2 {
+        return 1;
+    }
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let mut stride = (total * 618 / 1000).max(1);
+    while gcd(stride, total) != 1 {
+        stride += 1;
+    }
+    stride
+}
+
+/// A target group's targets as of one routing table.
+pub struct CompiledTargetGroup {
+    pub runtime: Arc<TargetGroupRuntime>,
+    pub targets: Vec<(Option<http::uri::Authority>, Arc<TargetRuntime>)>,
+}
+
+impl CompiledTargetGroup {
+    /// Round robin over healthy targets; when none is healthy, over all of
+    /// them (ALB fails open). `None` when no target is registered.
+    pub fn pick(&self) -> Option<&(Option<http::uri::Authority>, Arc<TargetRuntime>)> {
+        let count = self.targets.len();
+        if count == 0 {
+            return None;
+        }
+        let start = self.runtime.next.fetch_add(1, Ordering::Relaxed);
+        (0..count)
+            .map(|offset| &self.targets[(start + offset) % count])
+            .find(|(_, target)| target.health() == HealthState::Healthy)
+            .or_else(|| self.targets.get(start % count))
+    }
+}

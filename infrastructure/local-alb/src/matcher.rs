@@ -1,0 +1,326 @@
+//! Listener rule conditions, compiled once per published configuration and
+//! evaluated per request. Pure code: no I/O, no clocks, no allocation on the
+//! matching path except where a query string has to be percent-decoded.
+//!
+//! Semantics follow the ALB documentation:
+//! - `path-pattern`: case-sensitive glob over the path only (never the query).
+//! - `host-header`: case-insensitive glob over the Host header, port stripped.
+//! - `http-request-method`: exact, case-sensitive.
+//! - `http-header`: header name case-insensitive, value case-insensitive glob;
+//!   any of the header's values may match.
+//! - `query-string`: case-insensitive key and value globs over the decoded
+//!   query parameters; `\*` and `\?` match a literal `*` or `?`.
+//! - `source-ip`: CIDR blocks (IPv4 or IPv6) matched against the client address.
+//!
+//! Globs: `*` matches any run of bytes (including `/`), `?` exactly one byte.
+//! Matching is by segments between stars (anchored first and last segments,
+//! leftmost search for the middle ones), so no pattern backtracks
+//! exponentially.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+
+use crate::model::{Condition, QueryPair};
+
+/// One compiled glob pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    /// Literal segments split at `*`; each element is `Some(byte)` or `None`
+    /// for `?`. A pattern without `*` has one segment.
+    segments: Vec<Vec<Option<u8>>>,
+    case_insensitive: bool,
+}
+
+/// How a glob pattern is written and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobSyntax {
+    /// Case-sensitive; `*` and `?` are always wildcards (path patterns).
+    CaseSensitive,
+    /// Case-insensitive; `*` and `?` are always wildcards (hosts, headers).
+    CaseInsensitive,
+    /// Case-insensitive; a backslash escapes the next character
+    /// (query-string keys and values).
+    CaseInsensitiveEscaped,
+}
+
+impl Glob {
+    pub fn new(pattern: &str, syntax: GlobSyntax) -> Glob {
+        let case_insensitive = syntax != GlobSyntax::CaseSensitive;
+        let escapes = syntax == GlobSyntax::CaseInsensitiveEscaped;
+        let mut segments = vec![Vec::new()];
+        let mut bytes = pattern.bytes();
+        while let Some(b) = bytes.next() {
+            let current = segments.last_mut().expect("segments is never empty");
+            match b {
+                b'*' => segments.push(Vec::new()),
+                b'?' => current.push(None),
+                b'\\' if escapes => match bytes.next() {
+                    Some(escaped) => current.push(Some(fold(escaped, case_insensitive))),
+                    None => current.push(Some(b'\\')),
+                },
+                _ => current.push(Some(fold(b, case_insensitive))),
+            }
+        }
+        Glob {
+            segments,
+            case_insensitive,
+        }
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        self.matches_bytes(text.as_bytes())
+    }
+
+    pub fn matches_bytes(&self, text: &[u8]) -> bool {
+        let first = &self.segments[0];
+        if self.segments.len() == 1 {
+            return text.len() == first.len() && self.segment_at(first, text, 0);
+        }
+        let last = &self.segments[self.segments.len() - 1];
+        if text.len() < first.len() + last.len()
+            || !self.segment_at(first, text, 0)
+            || !self.segment_at(last, text, text.len() - last.len())
+        {
+            return false;
+        }
+        let mut position = first.len();
+        let end = text.len() - last.len();
+        for segment in &self.segments[1..self.segments.len() - 1] {
+            match self.find(segment, &text[..end], position) {
+                Some(found) => position = found + segment.len(),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether `segment` matches `text` at byte offset `at` (fits assumed
+    /// checked by the caller for anchored segments).
+    fn segment_at(&self, segment: &[Option<u8>], text: &[u8], at: usize) -> bool {
+        if at + segment.len() > text.len() {
+            return false;
+        }
+        segment
+            .iter()
+            .zip(&text[at..])
+            .all(|(want, &got)| match want {
+                None => true,
+                Some(want) => *want == fold(got, self.case_insensitive),
+            })
+    }
+
+    /// The leftmost offset at or after `from` where `segment` matches.
+    fn find(&self, segment: &[Option<u8>], text: &[u8], from: usize) -> Option<usize> {
+        if segment.is_empty() {
+            return Some(from);
+        }
+        let last_start = text.len().checked_sub(segment.len())?;
+        (from..=last_start).find(|&at| self.segment_at(segment, text, at))
+    }
+}
+
+fn fold(b: u8, case_insensitive: bool) -> u8 {
+    if case_insensitive {
+        b.to_ascii_lowercase()
+    } else {
+        b
+    }
+}
+
+/// A CIDR block such as `10.0.0.0/8` or `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `address/prefix` (a bare address means a single host).
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: IpAddr = address.parse().ok()?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Cidr { network, prefix })
+    }
+
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                prefix_equal(&network.octets(), &address.octets(), self.prefix)
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                prefix_equal(&network.octets(), &address.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as IPv4.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+fn prefix_equal(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[full] & mask == b[full] & mask
+}
+
+/// The parts of a request that rule conditions look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// The path, without the query string.
+    pub path: &'a str,
+    /// The raw query string without `?`, if any.
+    pub query: Option<&'a str>,
+    /// The host name as the client sent it (Host header or HTTP/2 authority),
+    /// possibly with a port.
+    pub host: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub source_ip: IpAddr,
+}
+
+/// The host name without a trailing `:port` (IPv6 literals keep brackets).
+pub fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// One compiled rule condition.
+#[derive(Debug, Clone)]
+pub enum CompiledCondition {
+    PathPattern(Vec<Glob>),
+    HostHeader(Vec<Glob>),
+    HttpRequestMethod(Vec<String>),
+    HttpHeader {
+        name: http::HeaderName,
+        values: Vec<Glob>,
+    },
+    QueryString(Vec<(Option<Glob>, Glob)>),
+    /// An unparsable CIDR compiles to nothing, so it never matches.
+    SourceIp(Vec<Cidr>),
+    /// A condition that can never match (for example an invalid header name).
+    Never,
+}
+
+impl CompiledCondition {
+    pub fn compile(condition: &Condition) -> CompiledCondition {
+        let globs =
+            |values: &[String], syntax| values.iter().map(|v| Glob::new(v, syntax)).collect();
+        match condition {
+            Condition::PathPattern { values } => {
+                CompiledCondition::PathPattern(globs(values, GlobSyntax::CaseSensitive))
+            }
+            Condition::HostHeader { values } => {
+                CompiledCondition::HostHeader(globs(values, GlobSyntax::CaseInsensitive))
+            }
+            Condition::HttpRequestMethod { values } => {
+                CompiledCondition::HttpRequestMethod(values.clone())
+            }
+            Condition::HttpHeader { name, values } => {
+                match http::HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(name) => CompiledCondition::HttpHeader {
+                        name,
+                        values: globs(values, GlobSyntax::CaseInsensitive),
+                    },
+                    Err(_) => CompiledCondition::Never,
+                }
+            }
+            Condition::QueryString { values } => CompiledCondition::QueryString(
+                values
+                    .iter()
+                    .map(|QueryPair { key, value }| {
+                        (
+                            key.as_deref()
+                                .map(|k| Glob::new(k, GlobSyntax::CaseInsensitiveEscaped)),
+                            Glob::new(value, GlobSyntax::CaseInsensitiveEscaped),
+                        )
+                    })
+                    .collect(),
+            ),
+            Condition::SourceIp { values } => {
+                CompiledCondition::SourceIp(values.iter().filter_map(|v| Cidr::parse(v)).collect())
+            }
+        }
+    }
+
+    pub fn matches(&self, request: &RequestView<'_>) -> bool {
+        match self {
+            CompiledCondition::PathPattern(globs) => globs.iter().any(|g| g.matches(request.path)),
+            CompiledCondition::HostHeader(globs) => match request.host {
+                Some(host) => {
+                    let host = strip_port(host);
+                    globs.iter().any(|g| g.matches(host))
+                }
+                None => false,
+            },
+            CompiledCondition::HttpRequestMethod(methods) => {
+                methods.iter().any(|m| m == request.method)
+            }
+            CompiledCondition::HttpHeader { name, values } => request
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|value| values.iter().any(|g| g.matches_bytes(value.as_bytes()))),
+            CompiledCondition::QueryString(pairs) => match request.query {
+                Some(query) => form_urlencoded::parse(query.as_bytes()).any(|(key, value)| {
+                    pairs.iter().any(|(key_glob, value_glob)| {
+                        key_glob.as_ref().is_none_or(|g| g.matches(&key))
+                            && value_glob.matches(&value)
+                    })
+                }),
+                None => false,
+            },
+            CompiledCondition::SourceIp(blocks) => {
+                blocks.iter().any(|b| b.contains(request.source_ip))
+            }
+            CompiledCondition::Never => false,
+        }
+    }
+}
+
+/// All conditions of one rule, ANDed. No conditions match every request.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions(Vec<CompiledCondition>);
+
+impl Conditions {
+    pub fn compile(conditions: &[Condition]) -> Conditions {
+        Conditions(conditions.iter().map(CompiledCondition::compile).collect())
+    }
+
+    pub fn matches(&self, request: &RequestView<'_>) -> bool {
+        self.0.iter().all(|c| c.matches(request))
+    }
+}

@@ -1,0 +1,115 @@
+//! Command line and settings of the `local-alb` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Exit code: stopped cleanly (SIGTERM or SIGINT).
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a runtime failure, such as an address already in use.
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code: a bad command line or stack file.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the state file cannot be used.
+pub const EXIT_STATE: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "local-alb",
+    version,
+    about = "An Application Load Balancer on one machine: routes HTTP traffic by listener rules and speaks the ELBv2 API.",
+    long_about = "An Application Load Balancer on one machine.\n\n\
+The data listener (--listen) routes HTTP requests to target groups by the \
+listener's rules, like an ALB's HTTP listener. The control listener \
+(--control-listen) speaks the ELBv2 Query API (Version 2015-12-01) with AWS \
+Signature Version 4, so the AWS CLI, the AWS SDKs and `migrate` can read and \
+change the rules; it also serves Prometheus metrics at GET /metrics.\n\n\
+The configuration starts from the stack file. Every accepted API change is \
+saved in the state directory before it is answered, and on restart the saved \
+state wins over the stack file; --reset starts from the stack file again.",
+    after_help = "EXAMPLES:\n  \
+local-alb --listen 127.0.0.1:8080 --control-listen 127.0.0.1:9100\n  \
+AWS_ACCESS_KEY_ID=AKIAFICUSLOCAL000000 AWS_SECRET_ACCESS_KEY=ficus-local-secret-access-key \\\n    \
+aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0.0.1:9100\n\n\
+The access key and secret are the stack file's [credentials] (local defaults \
+above). On start, one line per listener is printed to stdout:\n  \
+data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\
+ENVIRONMENT:\n  RUST_LOG                                log filter (default info); logs go to stderr\n  \
+LOCAL_ALB_TARGET_TIMEOUT_SECONDS        a target's time to answer before 504 (default 60)\n  \
+LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS  how long deregistered targets drain (default 5)\n  \
+LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS   idle client keep-alive limit (default 60)\n\n\
+EXIT CODES:\n  0  stopped by SIGTERM or SIGINT\n  1  runtime failure (for example an address in use)\n  \
+2  bad command line or stack file (the message names the key)\n  \
+3  the state file is unreadable or corrupt (start with --reset to rebuild it)"
+)]
+pub struct Cli {
+    /// Stack file declaring the load balancer, listener, target groups and rules.
+    /// Default: infrastructure/local/stack.toml under the current directory if it
+    /// exists, else the copy built into this binary.
+    #[arg(long, value_name = "FILE")]
+    pub stack: Option<PathBuf>,
+
+    /// Directory holding the saved state (state.json); created if missing.
+    #[arg(long, value_name = "DIR", default_value = ".ficus/local-alb")]
+    pub state_dir: PathBuf,
+
+    /// Discard the saved state and start from the stack file.
+    #[arg(long)]
+    pub reset: bool,
+
+    /// Address of the data listener (the ALB's HTTP listener); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the control listener (ELBv2 API and /metrics); port 0 picks a free port.
+    /// Must be a loopback address unless --allow-remote-control is given.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9100")]
+    pub control_listen: SocketAddr,
+
+    /// Allow a non-loopback --control-listen address (anyone who can reach it and
+    /// knows the local credentials can change routing).
+    #[arg(long)]
+    pub allow_remote_control: bool,
+}
+
+/// Everything `Application::build` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `None`: the repository's stack file if present, else the built-in copy.
+    pub stack: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub reset: bool,
+    pub listen: SocketAddr,
+    pub control_listen: SocketAddr,
+    pub allow_remote_control: bool,
+}
+
+impl Settings {
+    /// Settings for a local run keeping state in `state_dir`, both listeners on
+    /// free loopback ports.
+    pub fn on_free_ports(state_dir: impl Into<PathBuf>) -> Settings {
+        let loopback_any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Settings {
+            stack: None,
+            state_dir: state_dir.into(),
+            reset: false,
+            listen: loopback_any_port,
+            control_listen: loopback_any_port,
+            allow_remote_control: false,
+        }
+    }
+}
+
+impl From<Cli> for Settings {
+    fn from(cli: Cli) -> Settings {
+        Settings {
+            stack: cli.stack,
+            state_dir: cli.state_dir,
+            reset: cli.reset,
+            listen: cli.listen,
+            control_listen: cli.control_listen,
+            allow_remote_control: cli.allow_remote_control,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The real `local-alb` binary: startup lines, graceful stop, and refusing to
+//! start on a bad stack file, a corrupt state file or an exposed control port.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_local-alb");
+
+fn command(state_dir: &Path, stack: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--stack")
+        .arg(stack)
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// Runs a start that must fail, with a deadline.
+fn run_failing(mut command: Command) -> Output {
+    let output = command.output().expect("local-alb runs");
+    assert!(!output.status.success(), "it should refuse to start");
+    output
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A started binary, killed if the test fails before stopping it.
+struct Started(Child);
+
+impl Started {
+    fn spawn(command: &mut Command) -> Started {
+        Started(command.spawn().expect("local-alb starts"))
+    }
+
+    /// Sends SIGTERM and returns the exit status and stderr.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let pid = self.0.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.0.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+        }
+        let status = self.0.wait().unwrap();
+        (status.code(), stderr)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads the two listener lines from the child's stdout.
+fn listener_lines(child: &mut Child) -> (String, String) {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let data = lines.next().expect("a first line").expect("utf-8");
+    let control = lines.next().expect("a second line").expect("utf-8");
+    (data, control)
+}
+
+#[test]
+fn prints_both_listeners_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Started::spawn(
+        command(dir.path(), &common::stack_path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let (data, control) = listener_lines(&mut child.0);
+    let data_url = data
+        .strip_prefix("data listener on ")
+        .expect(&data)
+        .to_owned();
+    let control_url = control
+        .strip_prefix("control listener on ")
+        .expect(&control)
+        .to_owned();
+    assert!(data_url.starts_with("http://127.0.0.1:"), "{data_url}");
+    assert!(
+        control_url.starts_with("http://127.0.0.1:"),
+        "{control_url}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = runtime.block_on(common::signed_post(
+        &control_url,
+        &[
+            ("Action", "DescribeLoadBalancers"),
+            ("Version", "2015-12-01"),
+        ],
+        None,
+    ));
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    let (code, _) = child.terminate();
+    assert_eq!(code, Some(0), "SIGTERM stops it cleanly");
+}
+
+#[test]
+fn a_stack_file_error_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(common::stack_path()).unwrap();
+    let cases = [
+        (
+            original.replace(
+                "actions = [{ forward = \"monolith\" }]",
+                "actions = [{ forward = \"nobody\" }]",
+            ),
+            "rules[0].actions[0].forward",
+        ),
+        (
+            format!(
+                "{original}\n[[rules]]\npriority = 99\nconditions = [{{ field = \"path-pattern\", values = [\"/x\"] }}]\nactions = [{{ forward = \"users\" }}]\n"
+            ),
+            "rules[1].priority",
+        ),
+        (original.replace("port = 80", "port = 0"), "listener.port"),
+        (
+            original.replace("port = 80", "port = 70000"),
+            "listener.port = 70000",
+        ),
+        (
+            original.replace(
+                "scheme = \"internet-facing\"",
+                "scheme = \"internet-facing\"\ncolour = \"blue\"",
+            ),
+            "colour",
+        ),
+        (
+            original.replace(
+                "targets = [\"127.0.0.1:3001\"]",
+                "targets = [\"127.0.0.1\"]",
+            ),
+            "target_groups[1].targets[0]",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let stack = dir.path().join(format!("stack-{i}.toml"));
+        std::fs::write(&stack, text).unwrap();
+        let output = run_failing(command(&dir.path().join(format!("state-{i}")), &stack));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{key}: {}",
+            stderr_of(&output)
+        );
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains("local-alb: stack file"), "{stderr}");
+        assert!(stderr.contains(key), "case {i} should name {key}: {stderr}");
+    }
+}
+
+#[test]
+fn a_corrupt_state_file_refuses_to_start_until_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), "{ this is not json").unwrap();
+    let output = run_failing(command(dir.path(), &common::stack_path()));
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(&dir.path().join("state.json").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("corrupt") && stderr.contains("--reset"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state.json")).unwrap(),
+        "{ this is not json",
+        "the corrupt file is left for inspection"
+    );
+
+    let mut child = Started::spawn(
+        command(dir.path(), &common::stack_path())
+            .arg("--reset")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let (data, _) = listener_lines(&mut child.0);
+    assert!(data.starts_with("data listener on "), "{data}");
+    assert_eq!(child.terminate().0, Some(0));
+}
+
+#[test]
+fn an_exposed_control_listener_needs_an_explicit_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .args(["--listen", "127.0.0.1:0", "--control-listen", "0.0.0.0:0"])
+        .arg("--state-dir")
+        .arg(dir.path());
+    let output = run_failing(command);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("--allow-remote-control"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn help_explains_flags_credentials_and_exit_codes() {
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "--stack",
+        "--state-dir",
+        "--reset",
+        "--listen",
+        "--control-listen",
+        "EXIT CODES",
+        "aws elbv2",
+        "AKIAFICUSLOCAL000000",
+    ] {
+        assert!(help.contains(needle), "--help should mention {needle}");
+    }
+}
+
+#[test]
+fn works_anywhere_with_the_built_in_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Started::spawn(
+        Command::new(BINARY)
+            .current_dir(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let (data, _) = listener_lines(&mut child.0);
+    assert!(data.starts_with("data listener on "), "{data}");
+    let (code, stderr) = child.terminate();
+    assert_eq!(code, Some(0));
+    assert!(stderr.contains("built-in copy"), "{stderr}");
+    assert!(dir.path().join(".ficus/local-alb/state.json").is_file());
+}
+
+#[test]
+fn an_address_in_use_exits_1_before_touching_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let mut command = Command::new(BINARY);
+    command
+        .args(["--listen", "127.0.0.1:0", "--control-listen", &address])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--stack")
+        .arg(common::stack_path());
+    let output = run_failing(command);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address} (control listener)")),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "the state directory is left alone"
+    );
+}

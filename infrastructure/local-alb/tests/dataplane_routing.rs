@@ -1,0 +1,559 @@
+//! Routing real HTTP traffic through a running data plane to real backends.
+
+mod common_dataplane;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common_dataplane::*;
+use local_alb::model::{ActionKind, Priority};
+
+/// The forum's deployment: monolith behind `/api*` at 99 and the default
+/// rule, the users service's `/api/users*` rule at `users_priority`.
+fn forum_state(
+    monolith: &Backend,
+    users: &Backend,
+    users_priority: u32,
+) -> local_alb::model::State {
+    StateBuilder::new()
+        .target_group("monolith", vec![monolith.target()], health_check(30, 5))
+        .target_group("users", vec![users.target()], health_check(30, 5))
+        .rule(
+            Priority::Number(99),
+            path_pattern(&["/api*"]),
+            forward("monolith"),
+        )
+        .rule(
+            Priority::Number(users_priority),
+            path_pattern(&["/api/users*"]),
+            forward("users"),
+        )
+        .rule(Priority::Default, vec![], forward("monolith"))
+        .build()
+}
+
+#[tokio::test]
+async fn moving_a_rule_in_front_of_99_and_back_moves_its_paths() {
+    let monolith = Backend::start("monolith").await;
+    let users = Backend::start("users").await;
+    let mut state = forum_state(&monolith, &users, 101);
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+
+    for path in ["/api/users", "/api/users/1", "/api/threads", "/"] {
+        assert_eq!(
+            backend_of(&client, &alb.url(path)).await,
+            (200, "monolith".into()),
+            "{path}"
+        );
+    }
+
+    move_rule(&mut state, "/api/users*", 1);
+    alb.plane.publish(&state);
+    assert_eq!(
+        backend_of(&client, &alb.url("/api/users")).await,
+        (200, "users".into())
+    );
+    assert_eq!(
+        backend_of(&client, &alb.url("/api/users/2?x=1")).await,
+        (200, "users".into())
+    );
+    assert_eq!(
+        backend_of(&client, &alb.url("/api/threads")).await,
+        (200, "monolith".into())
+    );
+    assert_eq!(
+        backend_of(&client, &alb.url("/API/USERS")).await,
+        (200, "monolith".into()),
+        "path patterns are case-sensitive"
+    );
+
+    move_rule(&mut state, "/api/users*", 100);
+    alb.plane.publish(&state);
+    assert_eq!(
+        backend_of(&client, &alb.url("/api/users")).await,
+        (200, "monolith".into())
+    );
+
+    let metrics = alb.plane.render_metrics();
+    assert!(
+        metrics.contains(
+            r#"ficus_alb_requests_total{target_group="users",rule="1",code_class="2xx"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ficus_alb_requests_total{target_group="monolith",rule="99",code_class="2xx"} 5"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ficus_alb_requests_total{target_group="monolith",rule="default",code_class="2xx"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ficus_alb_rule_table_generation 3"),
+        "{metrics}"
+    );
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn weights_split_traffic_in_proportion_and_weight_zero_gets_nothing() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let idle = Backend::start("idle").await;
+    let state = StateBuilder::new()
+        .target_group("blue", vec![blue.target()], health_check(30, 5))
+        .target_group("green", vec![green.target()], health_check(30, 5))
+        .target_group("idle", vec![idle.target()], health_check(30, 5))
+        .rule(
+            Priority::Default,
+            vec![],
+            forward_weighted(&[("blue", 30), ("green", 70), ("idle", 0)]),
+        )
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..1000 {
+        let (status, backend) = backend_of(&client, &alb.url("/api/posts")).await;
+        assert_eq!(status, 200);
+        *counts.entry(backend).or_default() += 1;
+    }
+    let blue_share = counts.get("blue").copied().unwrap_or(0);
+    let green_share = counts.get("green").copied().unwrap_or(0);
+    assert!(
+        (240..=360).contains(&blue_share),
+        "blue got {blue_share} of 1000: {counts:?}"
+    );
+    assert!(
+        (640..=760).contains(&green_share),
+        "green got {green_share} of 1000: {counts:?}"
+    );
+    assert_eq!(
+        counts.get("idle"),
+        None,
+        "weight 0 must get nothing: {counts:?}"
+    );
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_over_targets() {
+    let first = Backend::start("first").await;
+    let second = Backend::start("second").await;
+    let state = StateBuilder::new()
+        .target_group(
+            "pair",
+            vec![first.target(), second.target()],
+            health_check(30, 5),
+        )
+        .rule(Priority::Default, vec![], forward("pair"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..100 {
+        *counts
+            .entry(backend_of(&client, &alb.url("/")).await.1)
+            .or_default() += 1;
+    }
+    assert_eq!(counts.get("first"), Some(&50), "{counts:?}");
+    assert_eq!(counts.get("second"), Some(&50), "{counts:?}");
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn fixed_responses_and_redirects_are_answered_by_the_load_balancer() {
+    let state = StateBuilder::new()
+        .rule(
+            Priority::Number(1),
+            path_pattern(&["/maintenance*"]),
+            ActionKind::FixedResponse {
+                status_code: "503".to_owned(),
+                content_type: Some("application/json".to_owned()),
+                message_body: Some(r#"{"message":"down for maintenance"}"#.to_owned()),
+            },
+        )
+        .rule(
+            Priority::Number(2),
+            path_pattern(&["/old/*"]),
+            ActionKind::Redirect {
+                protocol: Some("HTTPS".to_owned()),
+                host: Some("forum.example.com".to_owned()),
+                port: Some("443".to_owned()),
+                path: Some("/new/#{path}".to_owned()),
+                query: None,
+                status_code: "HTTP_301".to_owned(),
+            },
+        )
+        .rule(
+            Priority::Default,
+            vec![],
+            ActionKind::Redirect {
+                protocol: None,
+                host: None,
+                port: None,
+                path: None,
+                query: None,
+                status_code: "HTTP_302".to_owned(),
+            },
+        )
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+
+    let response = client
+        .get(alb.url("/maintenance"))
+        .send()
+        .await
+        .expect("fixed");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["server"], "awselb/2.0");
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"message":"down for maintenance"}"#
+    );
+
+    let response = client
+        .get(alb.url("/old/page?id=7"))
+        .send()
+        .await
+        .expect("redirect");
+    assert_eq!(response.status(), 301);
+    assert_eq!(
+        response.headers()["location"],
+        "https://forum.example.com/new/old/page?id=7"
+    );
+
+    let response = client
+        .get(alb.url("/somewhere?q=1"))
+        .header("host", "forum.test:8080")
+        .send()
+        .await
+        .expect("default redirect");
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        response.headers()["location"],
+        "http://forum.test/somewhere?q=1"
+    );
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn failures_get_alb_error_pages() {
+    let silent = SilentBackend::start().await;
+    let state = StateBuilder::new()
+        .target_group("empty", vec![], health_check(30, 5))
+        .target_group("refusing", vec![closed_port_target()], health_check(30, 5))
+        .target_group("silent", vec![silent.target()], health_check(30, 5))
+        .rule(
+            Priority::Number(1),
+            path_pattern(&["/empty*"]),
+            forward("empty"),
+        )
+        .rule(
+            Priority::Number(2),
+            path_pattern(&["/refused*"]),
+            forward("refusing"),
+        )
+        .rule(
+            Priority::Number(3),
+            path_pattern(&["/silent*"]),
+            forward("silent"),
+        )
+        .rule(Priority::Default, vec![], forward("empty"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+    for (path, status, title) in [
+        ("/empty", 503, "503 Service Unavailable"),
+        ("/refused", 502, "502 Bad Gateway"),
+        ("/silent", 504, "504 Gateway Timeout"),
+    ] {
+        let started = std::time::Instant::now();
+        let response = client.get(alb.url(path)).send().await.expect("request");
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(response.headers()["server"], "awselb/2.0", "{path}");
+        assert_eq!(response.headers()["content-type"], "text/html", "{path}");
+        let body = response.text().await.expect("body");
+        assert!(
+            body.starts_with(&format!("<html>\r\n<head><title>{title}</title></head>")),
+            "{path}: {body}"
+        );
+        if status == 504 {
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
+                "504 after {waited:?}, the target timeout is 500 ms"
+            );
+        }
+    }
+    let metrics = alb.plane.render_metrics();
+    for line in [
+        r#"ficus_alb_elb_errors_total{code="503",reason="no_registered_targets"} 1"#,
+        r#"ficus_alb_elb_errors_total{code="502",reason="target_connection_failed"} 1"#,
+        r#"ficus_alb_elb_errors_total{code="504",reason="target_timeout"} 1"#,
+        r#"ficus_alb_requests_total{target_group="silent",rule="3",code_class="5xx"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn requests_arrive_with_forwarded_headers_and_intact() {
+    let backend = Backend::start("echo").await;
+    let state = StateBuilder::new()
+        .target_group("echo", vec![backend.target()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("echo"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+
+    let response = client
+        .post(alb.url("/api/posts/in-thread/1?sort=asc&x=%20y"))
+        .header("host", "forum.example.com")
+        .header("x-forwarded-for", "198.51.100.1")
+        .header("x-custom", "kept")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "removed")
+        .body("a body that is streamed through")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers().get("keep-alive"),
+        None,
+        "hop-by-hop response header"
+    );
+    let seen: serde_json::Value = response.json().await.expect("json");
+    let header = |name: &str| seen["headers"][name].as_str().map(str::to_owned);
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["uri"], "/api/posts/in-thread/1?sort=asc&x=%20y");
+    assert_eq!(seen["body"], "a body that is streamed through");
+    assert_eq!(header("host").as_deref(), Some("forum.example.com"));
+    assert_eq!(
+        header("x-forwarded-for").as_deref(),
+        Some("198.51.100.1, 127.0.0.1")
+    );
+    assert_eq!(header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(header("x-forwarded-port").as_deref(), Some("80"));
+    assert_eq!(header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(
+        header("x-hop"),
+        None,
+        "headers named in Connection are hop-by-hop"
+    );
+    let trace = header("x-amzn-trace-id").expect("trace id");
+    assert!(
+        trace.starts_with("Root=1-") && trace.len() == "Root=1-".len() + 8 + 1 + 24,
+        "{trace}"
+    );
+
+    let response = client
+        .head(alb.url("/"))
+        .header(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793",
+        )
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-length").is_some());
+    assert_eq!(
+        response.bytes().await.expect("empty").len(),
+        0,
+        "HEAD has no body"
+    );
+
+    let response = client
+        .get(alb.url("/"))
+        .header(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793",
+        )
+        .send()
+        .await
+        .expect("traced");
+    let seen: serde_json::Value = response.json().await.expect("json");
+    let trace = seen["headers"]["x-amzn-trace-id"].as_str().expect("trace");
+    assert!(
+        trace.starts_with("Self=1-")
+            && trace.ends_with(";Root=1-5759e988-bd862e3fe1be46a994272793"),
+        "{trace}"
+    );
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn http2_cleartext_clients_are_served() {
+    let backend = Backend::start("echo").await;
+    let state = StateBuilder::new()
+        .target_group("echo", vec![backend.target()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("echo"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2 client");
+    let response = h2
+        .get(alb.url("/api?x=1"))
+        .send()
+        .await
+        .expect("h2 request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let seen: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(
+        seen["version"], "HTTP/1.1",
+        "targets are spoken to in HTTP/1.1"
+    );
+    assert_eq!(seen["uri"], "/api?x=1");
+    assert_eq!(seen["headers"]["host"], alb.addr.to_string());
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_requests_are_rejected_without_harm() {
+    let backend = Backend::start("echo").await;
+    let state = StateBuilder::new()
+        .target_group("echo", vec![backend.target()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("echo"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(80 * 1024)
+    );
+    let answer = raw_exchange(alb.addr, huge.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let answer = raw_exchange(alb.addr, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let answer = raw_exchange(
+        alb.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "still serving: {answer}"
+    );
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("echo").await;
+    let state = StateBuilder::new()
+        .target_group("echo", vec![backend.target()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("echo"))
+        .build();
+    let options = local_alb::dataplane::DataPlaneOptions {
+        client_idle_timeout: Duration::from_millis(500),
+        ..quick_options()
+    };
+    let alb = RunningAlb::start(&state, options).await;
+    let mut stream = tokio::net::TcpStream::connect(alb.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    alb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_tables_are_republished() {
+    let monolith = Backend::start("monolith").await;
+    let users = Backend::start("users").await;
+    let mut state = forum_state(&monolith, &users, 101);
+    let alb = Arc::new(RunningAlb::start(&state, quick_options()).await);
+    let client = client();
+
+    let publishing = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let (alb, publishing) = (Arc::clone(&alb), Arc::clone(&publishing));
+        tokio::spawn(async move {
+            let mut published = 0u32;
+            while publishing.load(Ordering::Relaxed) {
+                let priority = if published.is_multiple_of(2) { 1 } else { 101 };
+                move_rule(&mut state, "/api/users*", priority);
+                alb.plane.publish(&state);
+                published += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            published
+        })
+    };
+    let workers: Vec<_> = (0..16)
+        .map(|worker| {
+            let (client, url) = (
+                client.clone(),
+                alb.url(if worker % 2 == 0 {
+                    "/api/users"
+                } else {
+                    "/api/threads"
+                }),
+            );
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for _ in 0..150 {
+                    let (status, backend) = backend_of(&client, &url).await;
+                    if status != 200 || backend.is_empty() {
+                        failures.push((status, backend));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for worker in workers {
+        failures.extend(worker.await.expect("worker"));
+    }
+    publishing.store(false, Ordering::Relaxed);
+    let published = publisher.await.expect("publisher");
+    assert!(
+        failures.is_empty(),
+        "{} of 2400 requests failed: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        published >= 100,
+        "only {published} tables were published during the load"
+    );
+    let metrics = alb.plane.render_metrics();
+    assert!(
+        metrics.contains(r#"reason="target_connection_error"} 0"#),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,294 @@
+//! Sending each request to the baseline (twice) and to the candidate, with
+//! bounded concurrency, and comparing the answers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::Client;
+use serde::Serialize;
+
+use crate::compare::{Comparator, Difference, Location, Response};
+use crate::error::Error;
+use crate::request::{Request, shorten};
+
+/// The default number of requests compared at once.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+/// The default timeout of one request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The base URLs a run compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sides {
+    /// The reference answers (the monolith).
+    pub baseline: String,
+    /// Where the second, noise-cancelling request goes (the baseline unless set).
+    pub baseline_2: String,
+    /// The answers under test (the service).
+    pub candidate: String,
+}
+
+impl Sides {
+    /// Checks the three base URLs (`http://host:port`, optionally with a path
+    /// prefix); `baseline_2` defaults to `baseline`.
+    pub fn new(baseline: &str, baseline_2: Option<&str>, candidate: &str) -> Result<Self, Error> {
+        Ok(Self {
+            baseline: base_url("baseline", baseline)?,
+            baseline_2: base_url("baseline-2", baseline_2.unwrap_or(baseline))?,
+            candidate: base_url("candidate", candidate)?,
+        })
+    }
+}
+
+fn base_url(side: &str, url: &str) -> Result<String, Error> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| {
+        Error::Spec(format!(
+            "the {side} URL {url:?} is not a URL ({error}); write it like http://127.0.0.1:3000"
+        ))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(Error::Spec(format!(
+            "the {side} URL {url:?} must be http:// or https:// with a host, like http://127.0.0.1:3000"
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(Error::Spec(format!(
+            "the {side} URL {url:?} must not have a query or fragment; request paths are appended to it"
+        )));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// How a run sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Requests compared at once (each sends three HTTP requests).
+    pub concurrency: usize,
+    /// Timeout of one HTTP request, connection included.
+    pub timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Which answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The first baseline answer.
+    Baseline,
+    /// The second, noise-cancelling baseline answer.
+    Baseline2,
+    /// The candidate's answer.
+    Candidate,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Side::Baseline => "baseline",
+            Side::Baseline2 => "second baseline",
+            Side::Candidate => "candidate",
+        })
+    }
+}
+
+/// What became of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// All three answers arrived and were compared.
+    Compared {
+        /// Baseline against candidate, suppressed differences included
+        /// (noise is applied when the report is built).
+        differences: Vec<Difference>,
+        /// Where the two baseline answers differed.
+        noise: Vec<Location>,
+    },
+    /// A side did not answer (connection error, timeout, broken body).
+    Failed {
+        /// The first side that failed.
+        side: Side,
+        /// Why.
+        error: String,
+    },
+}
+
+/// One request and its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// The request.
+    pub request: Request,
+    /// Its outcome.
+    pub outcome: Outcome,
+}
+
+/// The exchanges of one run, in request order, and how long it took.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// One per request.
+    pub exchanges: Vec<Exchange>,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+}
+
+fn client(options: &RunOptions) -> Result<Client, Error> {
+    Client::builder()
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(options.concurrency.max(1))
+        .tcp_nodelay(true)
+        .http1_only()
+        .no_gzip()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ficus-parity/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| Error::Spec(format!("cannot set up the HTTP client: {error}")))
+}
+
+/// Sends every request to the baseline twice and to the candidate once, at
+/// most `options.concurrency` requests at a time, and compares the answers.
+pub async fn run(
+    requests: Vec<Request>,
+    sides: &Sides,
+    options: &RunOptions,
+    comparator: &Comparator,
+) -> Result<Run, Error> {
+    if options.concurrency == 0 {
+        return Err(Error::Spec("concurrency must be at least 1".into()));
+    }
+    let shared = Arc::new(Shared {
+        baseline: client(options)?,
+        baseline_2: client(options)?,
+        candidate: client(options)?,
+        sides: sides.clone(),
+        comparator: comparator.clone(),
+        timeout: options.timeout,
+    });
+    let started = Instant::now();
+    let mut exchanges: Vec<(usize, Exchange)> =
+        futures_util::stream::iter(requests.into_iter().enumerate())
+            .map(|(index, request)| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    let task = tokio::spawn(async move {
+                        let outcome = shared.exchange(&request).await;
+                        Exchange { request, outcome }
+                    });
+                    (index, task.await.expect("an exchange task never panics"))
+                }
+            })
+            .buffer_unordered(options.concurrency)
+            .collect()
+            .await;
+    let elapsed = started.elapsed();
+    exchanges.sort_unstable_by_key(|(index, _)| *index);
+    Ok(Run {
+        exchanges: exchanges
+            .into_iter()
+            .map(|(_, exchange)| exchange)
+            .collect(),
+        elapsed,
+    })
+}
+
+struct Shared {
+    baseline: Client,
+    baseline_2: Client,
+    candidate: Client,
+    sides: Sides,
+    comparator: Comparator,
+    timeout: Duration,
+}
+
+impl Shared {
+    async fn exchange(&self, request: &Request) -> Outcome {
+        let (baseline, baseline_2, candidate) = tokio::join!(
+            self.fetch(&self.baseline, &self.sides.baseline, request),
+            self.fetch(&self.baseline_2, &self.sides.baseline_2, request),
+            self.fetch(&self.candidate, &self.sides.candidate, request),
+        );
+        let (baseline, baseline_2, candidate) = match (baseline, baseline_2, candidate) {
+            (Ok(baseline), Ok(baseline_2), Ok(candidate)) => (baseline, baseline_2, candidate),
+            (Err(error), _, _) => return failed(Side::Baseline, error),
+            (_, Err(error), _) => return failed(Side::Baseline2, error),
+            (_, _, Err(error)) => return failed(Side::Candidate, error),
+        };
+        let differences = if baseline == candidate {
+            Vec::new()
+        } else {
+            self.comparator.compare(&baseline, &candidate)
+        };
+        let noise = if baseline == baseline_2 {
+            Vec::new()
+        } else {
+            self.comparator.noise(&baseline, &baseline_2)
+        };
+        Outcome::Compared { differences, noise }
+    }
+
+    async fn fetch(
+        &self,
+        client: &Client,
+        base: &str,
+        request: &Request,
+    ) -> Result<Response, String> {
+        let url = format!("{base}{}", request.target);
+        let describe = |error: reqwest::Error| {
+            if error.is_timeout() {
+                format!("timed out after {:?}", self.timeout)
+            } else {
+                error_chain(&error)
+            }
+        };
+        let response = client
+            .request(request.method.clone(), &url)
+            .send()
+            .await
+            .map_err(describe)?;
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response.bytes().await.map_err(describe)?;
+        Ok(Response::new(
+            status,
+            headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+            body,
+        ))
+    }
+}
+
+fn failed(side: Side, error: String) -> Outcome {
+    Outcome::Failed { side, error }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    shorten(&text, 240)
+}

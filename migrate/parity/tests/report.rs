@@ -1,0 +1,148 @@
+//! Reports: human text, JSON and JUnit XML.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Reply, forum, serve, serve_forum};
+use parity::{Comparator, RouteReport, RunOptions, Sides, VerifySpec};
+use quick_xml::events::Event;
+
+async fn report_for(route: &str, spec: &str, baseline: &str, candidate: &str) -> RouteReport {
+    let spec: VerifySpec = toml::from_str(spec).unwrap();
+    let requests = spec.request_set(Path::new(".")).unwrap();
+    let sides = Sides::new(baseline, None, candidate).unwrap();
+    let run = parity::run(
+        requests.requests.clone(),
+        &sides,
+        &RunOptions::default(),
+        &Comparator::new(&spec).unwrap(),
+    )
+    .await
+    .unwrap();
+    RouteReport::build(route, &sides, &requests, &run)
+}
+
+/// Two routes: one passing, one whose user 2 answers with markup characters.
+async fn two_reports() -> Vec<RouteReport> {
+    let baseline = serve_forum().await;
+    let candidate = serve(Arc::new(|method: &hyper::Method, target: &str| {
+        if target.starts_with("/api/users/2") {
+            return Reply::json(
+                r#"{"id":2,"username":"finn","name":"<b>\"Finn\" & co</b>"}"#.into(),
+            );
+        }
+        forum(method, target)
+    }))
+    .await;
+    let spec = "requests = [\"/\", \"/api/users/{id}\"]\nvalues.id = [\"1..=4\"]";
+    vec![
+        report_for("root", "requests = [\"/\"]", &baseline, &candidate).await,
+        report_for("users", spec, &baseline, &candidate).await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junit_has_one_case_per_endpoint_template_and_is_well_formed() {
+    let reports = two_reports().await;
+    let xml = parity::junit_xml(&reports);
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let (mut cases, mut failures) = (Vec::new(), 0);
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Eof => break,
+            Event::Start(element) | Event::Empty(element)
+                if element.name().as_ref() == b"testcase" =>
+            {
+                let name = element.try_get_attribute("name").unwrap().unwrap();
+                cases.push(name.unescape_value().unwrap().into_owned());
+            }
+            Event::Start(element) if element.name().as_ref() == b"failure" => failures += 1,
+            _ => {}
+        }
+    }
+    let escaped = xml
+        .split_once("\">")
+        .and_then(|_| xml.split_once("<failure "))
+        .unwrap()
+        .1;
+    let escaped = escaped
+        .split_once('>')
+        .unwrap()
+        .1
+        .split_once("</failure>")
+        .unwrap()
+        .0;
+    let failure_text = quick_xml::escape::unescape(escaped).unwrap();
+    assert_eq!(cases, ["GET /", "GET /", "GET /api/users/{id}"]);
+    assert_eq!(failures, 1);
+    assert!(
+        failure_text.starts_with("body /name changed value: 1 requests\n  GET /api/users/2: baseline \"Finn 'the Human' Mertens\" | candidate \"<b>\\\"Finn\\\" & co</b>\""),
+        "{failure_text}"
+    );
+    assert!(
+        xml.contains("<testsuite name=\"parity users\" tests=\"2\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("message=\"1 of 4 requests differed, 0 failed\""),
+        "{xml}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_report_carries_pointers_kinds_and_examples() {
+    let reports = two_reports().await;
+    let json = parity::json(&reports);
+    assert_eq!(json["passed"], false);
+    let users = &json["routes"][1];
+    assert_eq!(users["route"], "users");
+    assert_eq!(
+        (users["requests"].as_u64(), users["differed"].as_u64()),
+        (Some(5), Some(1))
+    );
+    let group = &users["endpoints"][1]["differences"][0];
+    assert_eq!(group["location"], "body /name");
+    assert_eq!(group["kind"], "changed_value");
+    assert_eq!(group["examples"][0]["request"], "GET /api/users/2");
+    assert_eq!(users["inputs"][0]["source"], "request templates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_human_report_groups_by_template_then_location() {
+    let reports = two_reports().await;
+    let human = reports[1].human();
+    let lines: Vec<&str> = human.lines().collect();
+    assert!(
+        lines[0].starts_with("FAIL parity users: candidate http://127.0.0.1:"),
+        "{human}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "  5 requests: 4 matched, 1 differed, 0 failed; 1 differences suppressed; "
+        ),
+        "{human}"
+    );
+    assert_eq!(
+        lines[2],
+        "  input request templates: 5 requests, 0 lines skipped"
+    );
+    assert_eq!(
+        lines[3],
+        "  ok   GET /  (1 requests: 1 matched, 0 differed, 0 failed)"
+    );
+    assert_eq!(
+        lines[4],
+        "  FAIL GET /api/users/{id}  (4 requests: 3 matched, 1 differed, 0 failed)"
+    );
+    assert_eq!(lines[5], "       body /name changed value: 1 requests");
+    assert_eq!(
+        lines[6],
+        "         GET /api/users/2: baseline \"Finn 'the Human' Mertens\" | candidate \"<b>\\\"Finn\\\" & co</b>\""
+    );
+    assert!(lines[7].starts_with("       suppressed (length of a body that differs): header content-length changed value: 1 requests"), "{human}");
+    assert!(reports[1].first_differences(5).contains(
+        "GET /api/users/{id}: body /name changed value (1 requests), e.g. GET /api/users/2"
+    ));
+}

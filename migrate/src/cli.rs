@@ -1,0 +1,184 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Move URL paths from the monolith to their services behind an ALB, one route at a time, with a way back.";
+
+const LONG_ABOUT: &str = "\
+Move URL paths from the monolith to their services behind an ALB, one route at a time, with a way back.
+
+The model: the monolith's rule (e.g. `/api*` at priority 99, tagged ficus:role=monolith)
+never moves. Each route (users, threads, posts) has its own rule, tagged ficus:route=NAME.
+A route is ON THE MONOLITH while its rule sits behind the monolith's rule (a higher
+number), ON THE SERVICE when in front of it, and SHIFTING N% when in front with a weighted
+forward (service N, monolith 100-N). Every move is one SetRulePriorities call into a free
+slot. The ALB is the source of truth; the local journal only records what happened.
+
+Settings come from migrate.toml (cwd or --config), then MIGRATE__* environment variables
+(e.g. MIGRATE__ROUTES__USERS__SERVICE_URL), then flags. AWS credentials, region and endpoint
+come from the standard chain (AWS_* variables, --profile, --region, --endpoint-url).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  migrate init                                   create the routes' rules, parked behind the monolith
+  migrate status                                 where every route stands
+  migrate plan users                             the API calls `shift users` would make
+  migrate shift users --steps 10,50,100 --interval 30s
+  migrate rollback users                         back to the monolith, from any state
+  migrate rollback --all
+  migrate history users
+
+Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held.";
+
+#[derive(Debug, Parser)]
+#[command(name = "migrate", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The settings file (default: ./migrate.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The AWS profile (as the AWS CLI takes it).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// The AWS region.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// The ELBv2 endpoint, e.g. the local ALB's control listener http://127.0.0.1:9100.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Print each ELBv2 call and its duration, and a summary, on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Output format of results on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the missing route rules, parked behind the monolith's rule.
+    #[command(long_about = "\
+Create the missing route rules from migrate.toml, parked behind the monolith's rule
+(traffic unchanged) with a plain forward to the service and the tag ficus:route=NAME.
+Running it again changes nothing. Rules that exist but differ from the file (paths or
+target group) are reported as drift, never overwritten.")]
+    Init(LockArgs),
+    /// Show every route: state, priorities, weights, target health, last change, drift.
+    #[command(long_about = "\
+Show, per route: its path patterns, its state (on the monolith, shifting N%, on the
+service, inconsistent, missing), the priorities of its rule and of the monolith's rule,
+the forward weights, the health of the service's targets, the last change (who, when,
+what, from the rule's tag) and drift from migrate.toml. Read-only.
+
+Example: migrate status --output json")]
+    Status(StatusArgs),
+    /// Print the exact API calls a shift or rollback would make; changes nothing.
+    #[command(long_about = "\
+Print, in order, the ELBv2 calls that a shift (default: the route's configured steps;
+--to N: one step to N%) or a rollback (--to 0) would make from the current state, with
+the gates checked before each step. Changes nothing.
+
+Example: migrate plan users --to 10")]
+    Plan(PlanArgs),
+    /// Move a route to its service, directly or in steps, behind gates.
+    #[command(long_about = "\
+Move a route to its service. Without --steps, straight to 100% (one SetRulePriorities call);
+with --steps 10,50,100 --interval 30s gradually. Before each step: the service's target
+group has a healthy target and no unhealthy ones, and the parity sample passes. After each
+write the rule is read back until it shows what was written. During each interval the
+route is probed through lb_url; over the error budget, the step fails. Any failed gate
+rolls the route back, is journaled, and exits 3. Continues a shift stopped midway.
+
+Example: migrate shift users --steps 10,50,100 --interval 30s")]
+    Shift(ShiftArgs),
+    /// Return a route (or all) to the monolith, from any state.
+    #[command(long_about = "\
+Return a route to the monolith from any state (mid-shift, after a crash, after a manual
+edit): first one SetRulePriorities call moves its rule behind the monolith's rule, then
+ModifyRule restores its plain forward. A route already on the monolith is left alone
+(exit 0).
+
+Examples: migrate rollback users; migrate rollback --all")]
+    Rollback(RollbackArgs),
+    /// Show the journal of changes (this machine's), optionally of one route.
+    History(HistoryArgs),
+    /// Compare the monolith's and the service's responses for a route.
+    Verify(crate::verify::VerifyArgs),
+}
+
+/// Lock options shared by the commands that write.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// How long to wait for another operator's lock before exiting 4.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
+    pub wait: Duration,
+    /// Remove another operator's lock first (when that operator is gone).
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only this route.
+    pub route: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    pub route: String,
+    /// The target percentage on the service: 0 plans a rollback.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT")]
+    pub to: Option<u8>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShiftArgs {
+    pub route: String,
+    /// Percentages, increasing, ending at 100 (default: the route's `steps`).
+    #[arg(long, value_delimiter = ',', value_name = "PERCENTS")]
+    pub steps: Option<Vec<u8>>,
+    /// Time between steps, probing the route (default: the route's `interval`).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+    /// Proceed while some of the service's targets are unhealthy (one healthy is still required).
+    #[arg(long)]
+    pub allow_unhealthy: bool,
+    /// Skip the parity gate (`migrate verify` sample) before each step.
+    #[arg(long)]
+    pub skip_parity: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    /// The route to roll back.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub route: Option<String>,
+    /// Roll back every route.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Only this route.
+    pub route: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("`{text}` is not a duration like 30s or 2m: {err}"))
+}

@@ -1,0 +1,327 @@
+//! One operator at a time per listener, with tags on the listener.
+//!
+//! Each contender writes its own tag `ficus:lock:<id>` =
+//! `<holder> since <time> until <time>` (AddTags), then reads the listener's
+//! tags back (DescribeTags, together with the rules' tags). The live lock with
+//! the earliest `since` wins; the loser removes its tag and waits (`--wait`)
+//! or fails with exit 4 naming the holder. A lock is dead when expired, or
+//! when its holder is a process of this host that no longer exists (a SIGKILLed
+//! `migrate`): dead locks are ignored and cleaned up on release.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::elb::{Elb, hostname, local_user};
+use crate::error::Failure;
+
+pub const LOCK_TAG_PREFIX: &str = "ficus:lock:";
+
+/// A lock tag, parsed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LockTag {
+    pub key: String,
+    pub holder: String,
+    #[serde(serialize_with = "serialize_time")]
+    pub since: OffsetDateTime,
+    #[serde(serialize_with = "serialize_time")]
+    pub until: OffsetDateTime,
+}
+
+impl LockTag {
+    /// The tag value. Times carry milliseconds: two operators starting within
+    /// the same second must still be ordered.
+    pub fn value(&self) -> String {
+        format!(
+            "{} since {} until {}",
+            self.holder,
+            rfc3339_millis(self.since),
+            rfc3339_millis(self.until)
+        )
+    }
+
+    pub fn parse(key: &str, value: &str) -> Option<LockTag> {
+        let (holder, rest) = value.split_once(" since ")?;
+        let (since, until) = rest.split_once(" until ")?;
+        Some(LockTag {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            since: OffsetDateTime::parse(since, &Rfc3339).ok()?,
+            until: OffsetDateTime::parse(until, &Rfc3339).ok()?,
+        })
+    }
+
+    /// Expired, or held by a process of this host that is gone.
+    pub fn is_dead(&self, now: OffsetDateTime) -> bool {
+        if self.until <= now {
+            return true;
+        }
+        let local_prefix = format!("{}@{} pid ", user_name(), hostname());
+        match self
+            .holder
+            .strip_prefix(&local_prefix)
+            .and_then(|pid| pid.parse::<i32>().ok())
+        {
+            Some(pid) => !process_exists(pid),
+            None => false,
+        }
+    }
+}
+
+/// The lock tags among a listener's tags (unparseable ones are shown as held
+/// by their raw value, forever: a human must look).
+pub fn lock_tags(tags: &BTreeMap<String, String>) -> Vec<LockTag> {
+    tags.iter()
+        .filter(|(key, _)| key.starts_with(LOCK_TAG_PREFIX))
+        .map(|(key, value)| {
+            LockTag::parse(key, value).unwrap_or(LockTag {
+                key: key.clone(),
+                holder: value.clone(),
+                since: OffsetDateTime::UNIX_EPOCH,
+                until: OffsetDateTime::now_utc() + Duration::from_secs(3600),
+            })
+        })
+        .collect()
+}
+
+/// The live holder, if any (earliest `since`, then key).
+pub fn holder(tags: &BTreeMap<String, String>, now: OffsetDateTime) -> Option<LockTag> {
+    let mut live: Vec<LockTag> = lock_tags(tags)
+        .into_iter()
+        .filter(|l| !l.is_dead(now))
+        .collect();
+    live.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
+    live.into_iter().next()
+}
+
+/// A held lock. Release it with [`Lock::release`].
+pub struct Lock {
+    pub listener_arn: String,
+    pub tag: LockTag,
+    ttl: Duration,
+    /// Dead lock tags seen while acquiring, removed on release.
+    stale: Vec<String>,
+}
+
+/// How to acquire.
+pub struct LockOptions {
+    pub ttl: Duration,
+    pub wait: Duration,
+    pub force_unlock: bool,
+}
+
+/// Acquires the listener's lock. Returns the lock and the tags of every ARN in
+/// `also_describe` (read in the same DescribeTags call as the lock check).
+pub async fn acquire(
+    elb: &Elb,
+    listener_arn: &str,
+    also_describe: &[String],
+    options: &LockOptions,
+) -> anyhow::Result<(Lock, BTreeMap<String, BTreeMap<String, String>>)> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let key = format!("{LOCK_TAG_PREFIX}{}", &id[..12]);
+    let holder = format!("{} pid {}", local_user(), std::process::id());
+    let deadline = tokio::time::Instant::now() + options.wait;
+    let mut arns = vec![listener_arn.to_owned()];
+    arns.extend(also_describe.iter().cloned());
+    let force = options.force_unlock;
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let tag = LockTag {
+            key: key.clone(),
+            holder: holder.clone(),
+            since: now,
+            until: now + options.ttl,
+        };
+        elb.add_tags(listener_arn, &[(&tag.key, &tag.value())])
+            .await?;
+        let tags = elb.tags(&arns).await?;
+        let listener_tags = tags.get(listener_arn).cloned().unwrap_or_default();
+        let all = lock_tags(&listener_tags);
+        if force {
+            let others: Vec<String> = all
+                .iter()
+                .filter(|l| l.key != key)
+                .map(|l| l.key.clone())
+                .collect();
+            if !others.is_empty() {
+                for other in all.iter().filter(|l| l.key != key) {
+                    eprintln!(
+                        "migrate: removing the lock of {} (since {})",
+                        other.holder,
+                        rfc3339(other.since)
+                    );
+                }
+                elb.remove_tags(listener_arn, &others).await?;
+            }
+            let stale = Vec::new();
+            return Ok((
+                Lock {
+                    listener_arn: listener_arn.to_owned(),
+                    tag,
+                    ttl: options.ttl,
+                    stale,
+                },
+                tags,
+            ));
+        }
+        let winner = holder_among(&all, OffsetDateTime::now_utc());
+        match winner {
+            Some(winner) if winner.key != key => {
+                elb.remove_tags(listener_arn, std::slice::from_ref(&key))
+                    .await?;
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Failure::LockHeld {
+                        holder: winner.holder,
+                        since: rfc3339(winner.since),
+                    }
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => {
+                let now = OffsetDateTime::now_utc();
+                let stale = all
+                    .iter()
+                    .filter(|l| l.key != key && l.is_dead(now))
+                    .map(|l| l.key.clone())
+                    .collect();
+                return Ok((
+                    Lock {
+                        listener_arn: listener_arn.to_owned(),
+                        tag,
+                        ttl: options.ttl,
+                        stale,
+                    },
+                    tags,
+                ));
+            }
+        }
+    }
+}
+
+fn holder_among(all: &[LockTag], now: OffsetDateTime) -> Option<LockTag> {
+    let mut live: Vec<&LockTag> = all.iter().filter(|l| !l.is_dead(now)).collect();
+    live.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
+    live.first().map(|l| (*l).clone())
+}
+
+impl Lock {
+    /// Pushes the expiry out by the TTL (for long gradual shifts).
+    pub async fn refresh(&mut self, elb: &Elb) -> anyhow::Result<()> {
+        self.tag.until = OffsetDateTime::now_utc() + self.ttl;
+        elb.add_tags(&self.listener_arn, &[(&self.tag.key, &self.tag.value())])
+            .await
+    }
+
+    /// Whether the expiry is near enough to refresh.
+    pub fn needs_refresh(&self) -> bool {
+        self.tag.until - OffsetDateTime::now_utc() < self.ttl / 2
+    }
+
+    /// Removes our tag and any dead ones seen while acquiring (one call).
+    pub async fn release(self, elb: &Elb) -> anyhow::Result<()> {
+        let mut keys = self.stale;
+        keys.push(self.tag.key);
+        elb.remove_tags(&self.listener_arn, &keys).await
+    }
+}
+
+fn serialize_time<S: serde::Serializer>(
+    at: &OffsetDateTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&rfc3339(*at))
+}
+
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+fn rfc3339_millis(at: OffsetDateTime) -> String {
+    let millis = at.nanosecond() / 1_000_000 * 1_000_000;
+    at.replace_nanosecond(millis)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+fn user_name() -> String {
+    local_user()
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earliest_live_lock_wins_and_dead_ones_are_ignored() {
+        let now = OffsetDateTime::now_utc();
+        let minute = Duration::from_secs(60);
+        let tag = |key: &str, holder: &str, since: OffsetDateTime, until: OffsetDateTime| {
+            let t = LockTag {
+                key: key.into(),
+                holder: holder.into(),
+                since,
+                until,
+            };
+            (t.key.clone(), t.value())
+        };
+        let tags: BTreeMap<String, String> = [
+            tag(
+                "ficus:lock:a",
+                "ann@elsewhere pid 1",
+                now - minute,
+                now + minute,
+            ),
+            tag(
+                "ficus:lock:b",
+                "bob@elsewhere pid 2",
+                now - minute * 2,
+                now - minute,
+            ),
+            tag("ficus:lock:c", "cy@elsewhere pid 3", now, now + minute),
+            ("Name".into(), "not a lock".into()),
+        ]
+        .into_iter()
+        .collect();
+        let winner = holder(&tags, now).unwrap();
+        assert_eq!(winner.holder, "ann@elsewhere pid 1");
+        assert_eq!(lock_tags(&tags).len(), 3);
+    }
+
+    #[test]
+    fn a_lock_of_a_gone_local_process_is_dead() {
+        let now = OffsetDateTime::now_utc();
+        let me = format!("{} pid {}", local_user(), std::process::id());
+        let alive = LockTag {
+            key: "k".into(),
+            holder: me,
+            since: now,
+            until: now + Duration::from_secs(60),
+        };
+        assert!(!alive.is_dead(now));
+        let gone = LockTag {
+            holder: format!("{} pid {}", local_user(), i32::MAX),
+            ..alive.clone()
+        };
+        assert!(gone.is_dead(now));
+        let parsed = LockTag::parse("k", &alive.value()).unwrap();
+        assert_eq!(parsed.holder, alive.holder);
+    }
+}

@@ -1,0 +1,356 @@
+//! `migrate.toml`, layered: the file (cwd or `--config`), then `MIGRATE__...`
+//! environment variables (`__` separates keys, e.g.
+//! `MIGRATE__ROUTES__USERS__SERVICE_URL`), then command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::usage;
+
+/// The file looked for in the working directory when `--config` is absent.
+pub const DEFAULT_FILE: &str = "migrate.toml";
+/// The tag that marks the monolith's rule when no ARN or priority is configured.
+pub const MONOLITH_TAG: (&str, &str) = ("ficus:role", "monolith");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The base URL of the load balancer that interval probes go to, e.g.
+    /// `http://127.0.0.1:8080` locally or `http://<alb dns name>` on AWS.
+    #[serde(default)]
+    pub lb_url: Option<String>,
+    /// The journal file; relative paths are resolved beside the config file.
+    /// Default `.ficus/journal.jsonl`.
+    #[serde(default)]
+    pub journal: Option<PathBuf>,
+    /// How long a lock lives without being refreshed. Default `5m`.
+    #[serde(default = "default_lock_ttl", deserialize_with = "duration")]
+    pub lock_ttl: Duration,
+    #[serde(default)]
+    pub aws: AwsSettings,
+    pub listener: ListenerSettings,
+    #[serde(default)]
+    pub monolith: MonolithSettings,
+    pub routes: BTreeMap<String, RouteSettings>,
+    /// The directory of the config file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Overrides of the standard AWS chain; everything optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    /// Static credentials, meant for local endpoints (the local ALB's
+    /// well-known key). Leave unset on AWS: the standard chain applies.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+/// The listener: its ARN, or the load balancer's name and the listener's port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    pub arn: Option<String>,
+    pub load_balancer: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonolithSettings {
+    /// The monolith's own URL: `migrate verify`'s baseline.
+    pub base_url: Option<String>,
+    /// The monolith's rule by ARN (default: the rule tagged `ficus:role=monolith`).
+    pub rule_arn: Option<String>,
+    /// The monolith's rule by priority (default: by tag).
+    pub rule_priority: Option<u32>,
+    /// The monolith's target group, name or ARN (default: the one its rule forwards to).
+    pub target_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// ALB path patterns, e.g. `["/api/users*"]`.
+    pub paths: Vec<String>,
+    /// The service's target group, name or ARN.
+    pub target_group: String,
+    /// The service's own URL: `migrate verify`'s candidate.
+    #[serde(default)]
+    pub service_url: Option<String>,
+    #[serde(default)]
+    pub verify: parity::VerifySpec,
+    /// The preferred priority in front of the monolith's rule (e.g. 1); parked
+    /// behind it at monolith + this. Default: the lowest free slot.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Default steps of `migrate shift`, in percent. Default `[100]`.
+    #[serde(default = "default_steps")]
+    pub steps: Vec<u8>,
+    /// Default time between steps, e.g. `30s`.
+    #[serde(default = "default_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    /// The largest tolerated error ratio of the probes during an interval.
+    #[serde(default = "default_error_budget")]
+    pub error_budget: f64,
+    /// Paths probed through `lb_url` during intervals. Default: the path
+    /// patterns without their wildcards.
+    #[serde(default)]
+    pub probe_paths: Vec<String>,
+    /// Probe requests per second during intervals.
+    #[serde(default = "default_probe_rate")]
+    pub probe_rate: f64,
+    /// Probes needed before the error budget can fail a step early.
+    #[serde(default = "default_min_probes")]
+    pub min_probes: u32,
+    /// Let a step proceed while some targets are unhealthy (at least one must
+    /// be healthy, always).
+    #[serde(default)]
+    pub allow_unhealthy: bool,
+}
+
+fn default_lock_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_steps() -> Vec<u8> {
+    vec![100]
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_error_budget() -> f64 {
+    0.01
+}
+fn default_probe_rate() -> f64 {
+    5.0
+}
+fn default_min_probes() -> u32 {
+    10
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration like `30s` or `2m` ({err})"
+        ))
+    })
+}
+
+/// Command-line overrides, applied last.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+impl Settings {
+    /// Loads, layers and validates the settings. Every failure is a usage error
+    /// (exit 2) naming the file and, where known, the key.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Settings> {
+        let path = match &overrides.config {
+            Some(path) => path.clone(),
+            None => PathBuf::from(DEFAULT_FILE),
+        };
+        if !path.is_file() {
+            return Err(usage(format!(
+                "no settings file at {}; run migrate in the directory of migrate.toml or pass `--config FILE`",
+                path.display()
+            )));
+        }
+        let layered = config::Config::builder()
+            .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("MIGRATE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|built| built.try_deserialize::<Settings>())
+            .map_err(|err| {
+                usage(format!(
+                    "{}: {err} (MIGRATE__* environment variables are layered over the file)",
+                    path.display()
+                ))
+            })?;
+        let mut settings = layered;
+        settings.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        if let Some(profile) = &overrides.profile {
+            settings.aws.profile = Some(profile.clone());
+        }
+        if let Some(region) = &overrides.region {
+            settings.aws.region = Some(region.clone());
+        }
+        if let Some(endpoint) = &overrides.endpoint_url {
+            settings.aws.endpoint_url = Some(endpoint.clone());
+        }
+        settings
+            .validate()
+            .map_err(|problem| usage(format!("{}: {problem}", path.display())))?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: returns the first problem, naming its key.
+    pub fn validate(&self) -> Result<(), String> {
+        let listener = &self.listener;
+        if listener.arn.is_none() && (listener.load_balancer.is_none() || listener.port.is_none()) {
+            return Err("`listener`: set `arn`, or both `load_balancer` (name) and `port`".into());
+        }
+        if self.routes.is_empty() {
+            return Err("`routes`: no route; add a `[routes.NAME]` table".into());
+        }
+        for (name, route) in &self.routes {
+            let key = format!("routes.{name}");
+            if route.paths.is_empty() {
+                return Err(format!(
+                    "`{key}.paths`: empty; list the ALB path patterns, e.g. [\"/api/users*\"]"
+                ));
+            }
+            if let Some(path) = route.paths.iter().find(|p| !p.starts_with('/')) {
+                return Err(format!("`{key}.paths`: `{path}` must start with `/`"));
+            }
+            if route.target_group.trim().is_empty() {
+                return Err(format!(
+                    "`{key}.target_group`: empty; name the service's target group"
+                ));
+            }
+            check_steps(&route.steps).map_err(|problem| format!("`{key}.steps`: {problem}"))?;
+            if !(0.0..=1.0).contains(&route.error_budget) {
+                return Err(format!(
+                    "`{key}.error_budget`: {} is not a ratio between 0 and 1",
+                    route.error_budget
+                ));
+            }
+            if !(route.probe_rate > 0.0 && route.probe_rate <= 1000.0) {
+                return Err(format!(
+                    "`{key}.probe_rate`: {} is not between 0 and 1000 requests per second",
+                    route.probe_rate
+                ));
+            }
+            if route.priority.is_some_and(|p| p == 0 || p > 50_000) {
+                return Err(format!("`{key}.priority`: must be between 1 and 50000"));
+            }
+        }
+        for (key, url) in self.urls() {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(format!(
+                    "`{key}`: `{url}` is not an http:// or https:// URL"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn urls(&self) -> Vec<(String, Option<&String>)> {
+        let mut urls = vec![
+            ("lb_url".to_owned(), self.lb_url.as_ref()),
+            (
+                "monolith.base_url".to_owned(),
+                self.monolith.base_url.as_ref(),
+            ),
+            (
+                "aws.endpoint_url".to_owned(),
+                self.aws.endpoint_url.as_ref(),
+            ),
+        ];
+        for (name, route) in &self.routes {
+            urls.push((
+                format!("routes.{name}.service_url"),
+                route.service_url.as_ref(),
+            ));
+        }
+        urls
+    }
+
+    /// The route's settings, or a usage error listing the known routes.
+    pub fn route(&self, name: &str) -> anyhow::Result<&RouteSettings> {
+        self.routes.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+            usage(format!(
+                "unknown route `{name}`; known routes: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The journal file.
+    pub fn journal_path(&self) -> PathBuf {
+        let path = self
+            .journal
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".ficus/journal.jsonl"));
+        if path.is_absolute() {
+            path
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+impl RouteSettings {
+    /// The probe paths: configured, or the path patterns without wildcards.
+    pub fn probe_paths(&self) -> Vec<String> {
+        if !self.probe_paths.is_empty() {
+            return self.probe_paths.clone();
+        }
+        self.paths
+            .iter()
+            .map(|pattern| pattern.split(['*', '?']).next().unwrap_or("/").to_owned())
+            .map(|path| {
+                if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                }
+            })
+            .collect()
+    }
+}
+
+/// Steps are percentages, strictly increasing, from 1 to 100, ending at 100.
+pub fn check_steps(steps: &[u8]) -> Result<(), String> {
+    if steps.is_empty() {
+        return Err("empty; give percentages like 10,50,100".into());
+    }
+    if steps.iter().any(|s| *s == 0 || *s > 100) {
+        return Err("each step is a percentage from 1 to 100".into());
+    }
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("steps must increase, e.g. 10,50,100".into());
+    }
+    if steps.last() != Some(&100) {
+        return Err("the last step must be 100".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_must_increase_and_end_at_100() {
+        assert!(check_steps(&[10, 50, 100]).is_ok());
+        assert!(check_steps(&[100]).is_ok());
+        assert!(check_steps(&[]).is_err());
+        assert!(check_steps(&[50, 10, 100]).is_err());
+        assert!(check_steps(&[10, 50]).is_err());
+        assert!(check_steps(&[0, 100]).is_err());
+    }
+}

@@ -1,0 +1,730 @@
+//! `shift` and `rollback`: steps behind gates, each write read back, each
+//! change journaled; any failed gate rolls the route back (exit 3).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{Output, RollbackArgs, ShiftArgs};
+use crate::commands::{lock_options, print_json};
+use crate::context::{Ctx, Listing};
+use crate::error::{Failure, usage};
+use crate::journal::{self, Entry, LAST_CHANGE_TAG};
+use crate::lock::Lock;
+use crate::probe::{ProbeTally, Prober};
+use crate::settings::{RouteSettings, check_steps};
+use crate::state::{RouteState, RouteView, Write, target_group_name};
+
+/// How long a written rule may take to read back as written.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn now_rfc3339() -> String {
+    crate::lock::rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// The journal's view of a route's rule.
+pub fn snapshot(view: &RouteView) -> journal::Snapshot {
+    let rule = view.rule();
+    journal::Snapshot {
+        priority: rule.and_then(|r| r.priority),
+        action: rule.map_or_else(|| "none".to_owned(), |r| r.action.describe()),
+        state: view.state().explain(),
+    }
+}
+
+/// The steps still ahead from a state: those above the current percentage
+/// (all of them from an inconsistent state); a weighted 100% still needs its
+/// plain forward.
+pub fn pending_steps(state: &RouteState, steps: &[u8]) -> Vec<u8> {
+    match state {
+        RouteState::OnService { .. } => Vec::new(),
+        RouteState::Shifting { percent: 100, .. } => vec![100],
+        other => {
+            let current = other.percent();
+            steps
+                .iter()
+                .copied()
+                .filter(|s| current.is_none_or(|c| *s > c))
+                .collect()
+        }
+    }
+}
+
+/// The outcome of one route's shift or rollback, for `--output json`.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub route: String,
+    pub from: String,
+    pub to: String,
+    pub steps: Vec<serde_json::Value>,
+    pub routing_changes: usize,
+}
+
+pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
+    let route_settings = ctx.settings.route(&args.route)?.clone();
+    let steps = args
+        .steps
+        .clone()
+        .unwrap_or_else(|| route_settings.steps.clone());
+    check_steps(&steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
+    let interval = args.interval.unwrap_or(route_settings.interval);
+    if steps.len() > 1 && ctx.settings.lb_url.is_none() {
+        return Err(usage(
+            "a gradual shift probes the route through the load balancer: set `lb_url` in migrate.toml",
+        ));
+    }
+    ctx.start_who();
+    // The first step's parity sample runs while the listener is locked and read.
+    let options = lock_options(ctx, &args.lock);
+    let (locked, first_parity) = tokio::join!(ctx.lock_and_list(&options), async {
+        if args.skip_parity {
+            None
+        } else {
+            Some(timed_parity_gate(ctx, &args.route).await)
+        }
+    });
+    let (mut lock, listing) = locked?;
+    let mut run = Shift {
+        first_parity,
+        route: args.route.clone(),
+        settings: route_settings,
+        steps,
+        interval,
+        allow_unhealthy: args.allow_unhealthy,
+        skip_parity: args.skip_parity,
+        outcome: Outcome {
+            route: args.route.clone(),
+            from: String::new(),
+            to: String::new(),
+            steps: Vec::new(),
+            routing_changes: 0,
+        },
+    };
+    let result = run.run(ctx, &mut lock, &listing).await;
+    let released = lock.release(&ctx.elb).await;
+    summarize(ctx, Some(run.outcome.routing_changes));
+    result?;
+    released?;
+    if ctx.output == Output::Json {
+        print_json(&run.outcome)?;
+    } else {
+        println!("{}: {}", run.outcome.route, run.outcome.to);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verify::parity_gate`, timed with `-v`.
+async fn timed_parity_gate(ctx: &Ctx, route: &str) -> anyhow::Result<Option<String>> {
+    let started = Instant::now();
+    let parity = crate::verify::parity_gate(&ctx.settings, route).await;
+    if ctx.verbose {
+        eprintln!(
+            "migrate: parity gate {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    parity
+}
+
+/// With `-v`: the number of calls, how many changed routing (for commands
+/// that write), the time spent in calls and the wall time.
+pub fn summarize(ctx: &Ctx, routing_changes: Option<usize>) {
+    if ctx.verbose {
+        let calls = ctx.elb.calls();
+        let api_ms: f64 = calls.iter().map(|c| c.millis).sum();
+        let routing = routing_changes
+            .map(|n| format!(" ({n} changed routing)"))
+            .unwrap_or_default();
+        eprintln!(
+            "migrate: {} ELBv2 calls{routing}, {api_ms:.1} ms in calls, {:.1} ms wall",
+            calls.len(),
+            ctx.started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
+struct Shift {
+    /// The parity gate's answer for the first step, computed up front.
+    first_parity: Option<anyhow::Result<Option<String>>>,
+    route: String,
+    settings: RouteSettings,
+    steps: Vec<u8>,
+    interval: Duration,
+    allow_unhealthy: bool,
+    skip_parity: bool,
+    outcome: Outcome,
+}
+
+impl Shift {
+    async fn run(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &mut Lock,
+        listing: &Listing,
+    ) -> anyhow::Result<()> {
+        let mut view = listing.view(&ctx.settings, &self.route)?;
+        let state = view.state();
+        self.outcome.from = state.explain();
+        match &state {
+            RouteState::Missing => {
+                anyhow::bail!(
+                    "route `{}` has no rule on the listener; run `migrate init`",
+                    self.route
+                )
+            }
+            RouteState::Inconsistent { .. } if view.rule().is_none() => {
+                anyhow::bail!("{}: {}", self.route, state.explain())
+            }
+            _ => {}
+        }
+        let pending = pending_steps(&state, &self.steps);
+        if pending.is_empty() {
+            self.outcome.to = format!("already {}; nothing to do", state.explain());
+            return Ok(());
+        }
+        let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
+        for (index, percent) in pending.iter().copied().enumerate() {
+            let mut evidence = serde_json::Map::new();
+            // An interval before every step but the first, and before the
+            // first when continuing a shift that already sends traffic.
+            if index > 0 || continuing {
+                let tally = self.probe_interval(ctx, lock).await?;
+                evidence.insert("probes".into(), json!(tally));
+                if tally.over_budget(self.settings.error_budget, self.settings.min_probes, true) {
+                    let reason = format!(
+                        "probes during the interval exceeded the error budget of {:.1}%: {}",
+                        self.settings.error_budget * 100.0,
+                        tally.summary()
+                    );
+                    return self.fail(ctx, reason, evidence).await;
+                }
+            }
+            if let Some(reason) = self
+                .gates(ctx, &view, index == 0 && !continuing, &mut evidence)
+                .await?
+            {
+                return self.fail(ctx, reason, evidence).await;
+            }
+            let before = view.clone();
+            let writes = view
+                .transition(percent)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.route))?;
+            let started = Instant::now();
+            let mut done = Vec::new();
+            for write in &writes {
+                if view.changes_routing(write) {
+                    self.outcome.routing_changes += 1;
+                }
+                match execute(ctx, listing, &self.route, &view, write).await {
+                    Ok(next) => {
+                        done.push(next.1.describe());
+                        view = next.0;
+                    }
+                    Err(WriteError::NotConfirmed(reason)) => {
+                        evidence.insert("read_back".into(), json!(reason));
+                        return self.fail(ctx, reason, evidence).await;
+                    }
+                    Err(WriteError::Failed(err)) => return Err(err),
+                }
+            }
+            let what = format!("shift to {percent} percent");
+            record(
+                ctx,
+                "shift",
+                &self.route,
+                &what,
+                &before,
+                &view,
+                done,
+                serde_json::Value::Object(evidence.clone()),
+            )
+            .await?;
+            if ctx.chatty() {
+                eprintln!(
+                    "migrate: {}: step {}/{}: {percent}% on the service ({} writes, {:.0} ms; {})",
+                    self.route,
+                    index + 1,
+                    pending.len(),
+                    writes.len(),
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    evidence_line(&evidence)
+                );
+            }
+            self.outcome
+                .steps
+                .push(json!({ "percent": percent, "evidence": evidence }));
+        }
+        self.outcome.to = view.state().explain();
+        Ok(())
+    }
+
+    /// The gates before a step; `Some(reason)` when one fails.
+    async fn gates(
+        &mut self,
+        ctx: &Ctx,
+        view: &RouteView,
+        first_step: bool,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<Option<String>> {
+        let health = ctx.elb.target_health(&view.service_tg).await?;
+        let healthy = health.iter().filter(|t| t.state == "healthy").count();
+        let unhealthy: Vec<String> = health
+            .iter()
+            .filter(|t| t.state != "healthy")
+            .map(|t| format!("{} {}", t.target, t.state))
+            .collect();
+        evidence.insert(
+            "health".into(),
+            json!({ "healthy": healthy, "not_healthy": unhealthy }),
+        );
+        let group = target_group_name(&view.service_tg);
+        if healthy == 0 {
+            return Ok(Some(format!(
+                "health gate: target group {group} has no healthy target ({}); never shifting traffic onto it",
+                if unhealthy.is_empty() {
+                    "no targets registered".to_owned()
+                } else {
+                    unhealthy.join(", ")
+                }
+            )));
+        }
+        let tolerated = self.allow_unhealthy || self.settings.allow_unhealthy;
+        if !unhealthy.is_empty() && !tolerated {
+            return Ok(Some(format!(
+                "health gate: target group {group} has targets that are not healthy: {} (pass --allow-unhealthy to proceed with {healthy} healthy)",
+                unhealthy.join(", ")
+            )));
+        }
+        if self.skip_parity {
+            evidence.insert("parity".into(), json!("skipped (--skip-parity)"));
+            return Ok(None);
+        }
+        let parity = match self.first_parity.take() {
+            Some(parity) if first_step => parity,
+            _ => timed_parity_gate(ctx, &self.route).await,
+        };
+        match parity {
+            Ok(None) => {
+                evidence.insert("parity".into(), json!("passed"));
+                Ok(None)
+            }
+            Ok(Some(summary)) => {
+                evidence.insert("parity".into(), json!(summary));
+                Ok(Some(format!("parity gate: {summary}")))
+            }
+            Err(err)
+                if first_step
+                    && err
+                        .chain()
+                        .any(|e| matches!(e.downcast_ref(), Some(Failure::Usage(_)))) =>
+            {
+                // A settings problem, found before anything changed: exit 2.
+                Err(err)
+            }
+            Err(err) => {
+                evidence.insert("parity".into(), json!(format!("error: {err:#}")));
+                Ok(Some(format!("parity gate could not run: {err:#}")))
+            }
+        }
+    }
+
+    /// Probes the route through the load balancer for one interval, keeping
+    /// the lock fresh; stops early when the budget is blown.
+    async fn probe_interval(&self, ctx: &Ctx, lock: &mut Lock) -> anyhow::Result<ProbeTally> {
+        let lb_url = ctx.settings.lb_url.clone().unwrap_or_default();
+        let prober = Prober::new(
+            &lb_url,
+            &self.settings.probe_paths(),
+            self.settings.probe_rate,
+        )?;
+        let bar = if ctx.chatty() {
+            let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "migrate: {msg} [{bar:30}] {elapsed}/{duration}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.interval;
+        let mut ticker = tokio::time::interval(prober.period());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tally = ProbeTally::default();
+        let mut index = 0;
+        while tokio::time::Instant::now() < deadline {
+            ticker.tick().await;
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            prober.probe(index, &mut tally).await;
+            index += 1;
+            bar.set_position(started.elapsed().as_millis() as u64);
+            bar.set_message(format!(
+                "{}: probing, {} ok / {} errors",
+                self.route,
+                tally.total - tally.errors,
+                tally.errors
+            ));
+            if tally.over_budget(self.settings.error_budget, self.settings.min_probes, false) {
+                break;
+            }
+            if lock.needs_refresh() {
+                lock.refresh(&ctx.elb).await?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(tally)
+    }
+
+    /// Rolls the route back after a failed gate and returns the exit-3 error.
+    async fn fail(
+        &mut self,
+        ctx: &mut Ctx,
+        reason: String,
+        mut evidence: serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        if ctx.chatty() {
+            eprintln!(
+                "migrate: {}: gate failed: {reason}; rolling back",
+                self.route
+            );
+        }
+        evidence.insert("gate_failed".into(), json!(reason));
+        let listing = ctx.list().await?;
+        let view = listing.view(&ctx.settings, &self.route)?;
+        let (after, changes) = rollback_view(
+            ctx,
+            &listing,
+            &self.route,
+            view,
+            serde_json::Value::Object(evidence),
+            "shift",
+        )
+        .await?;
+        self.outcome.routing_changes += changes;
+        self.outcome.to = after.state().explain();
+        Err(Failure::GateFailed(format!(
+            "{}: {reason}; rolled back: {}",
+            self.route,
+            after.state().explain()
+        ))
+        .into())
+    }
+}
+
+fn evidence_line(evidence: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut parts = Vec::new();
+    if let Some(health) = evidence.get("health") {
+        parts.push(format!("health {} healthy", health["healthy"]));
+    }
+    if let Some(parity) = evidence.get("parity").and_then(|p| p.as_str()) {
+        parts.push(format!("parity {parity}"));
+    }
+    if let Some(probes) = evidence.get("probes") {
+        parts.push(format!(
+            "probes {} with {} errors",
+            probes["total"], probes["errors"]
+        ));
+    }
+    parts.join(", ")
+}
+
+enum WriteError {
+    /// The write was accepted but never read back as written.
+    NotConfirmed(String),
+    Failed(anyhow::Error),
+}
+
+/// Makes one write and reads the rule back until it shows what was written.
+/// A priority slot taken meanwhile is re-picked (the listener is re-read).
+async fn execute(
+    ctx: &Ctx,
+    listing: &Listing,
+    route: &str,
+    view: &RouteView,
+    write: &Write,
+) -> Result<(RouteView, Write), WriteError> {
+    let mut write = write.clone();
+    for _attempt in 0..3 {
+        let accepted = match &write {
+            Write::MovePriority { rule, to, .. } => ctx
+                .elb
+                .set_priority(rule, *to)
+                .await
+                .map_err(WriteError::Failed)?,
+            Write::SetAction { rule, to, .. } => {
+                ctx.elb
+                    .set_action(rule, to)
+                    .await
+                    .map_err(WriteError::Failed)?;
+                true
+            }
+        };
+        if !accepted {
+            // The slot was taken by someone outside `migrate`: pick another.
+            let rules = ctx
+                .elb
+                .rules(&listing.listener_arn)
+                .await
+                .map_err(WriteError::Failed)?;
+            let mut fresh = view.clone();
+            fresh.taken = rules.iter().filter_map(|r| r.priority).collect();
+            let Write::MovePriority { rule, from, to } = &write else {
+                return Err(WriteError::Failed(anyhow::anyhow!(
+                    "only SetRulePriorities can find its slot taken"
+                )));
+            };
+            let in_front = *to < fresh.monolith_priority;
+            let slot = if in_front {
+                fresh.front_slot()
+            } else {
+                fresh.behind_slot()
+            };
+            let slot = slot.ok_or_else(|| {
+                WriteError::Failed(anyhow::anyhow!("{route}: no free priority left"))
+            })?;
+            write = Write::MovePriority {
+                rule: rule.clone(),
+                from: *from,
+                to: slot,
+            };
+            continue;
+        }
+        let expected = view.apply(&write);
+        let wanted = expected.rule().cloned();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let seen = ctx
+                .elb
+                .rule(write.rule_arn())
+                .await
+                .map_err(WriteError::Failed)?;
+            match (&seen, &wanted) {
+                (Some(seen), Some(wanted))
+                    if seen.priority == wanted.priority && seen.action == wanted.action =>
+                {
+                    return Ok((expected, write));
+                }
+                _ if started.elapsed() > READ_BACK_TIMEOUT => {
+                    return Err(WriteError::NotConfirmed(format!(
+                        "read back: after {}s the rule still shows {} instead of what was written ({})",
+                        READ_BACK_TIMEOUT.as_secs(),
+                        seen.map_or("nothing".to_owned(), |r| format!(
+                            "priority {:?}, {}",
+                            r.priority,
+                            r.action.describe()
+                        )),
+                        write.describe()
+                    )));
+                }
+                _ => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    Err(WriteError::Failed(anyhow::anyhow!(
+        "{route}: the priority slots kept being taken; try again"
+    )))
+}
+
+/// Appends the journal entry and writes the rule's last-change tag.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    ctx: &mut Ctx,
+    command: &str,
+    route: &str,
+    what: &str,
+    before: &RouteView,
+    after: &RouteView,
+    writes: Vec<String>,
+    evidence: serde_json::Value,
+) -> anyhow::Result<()> {
+    let who = ctx.who().await;
+    let entry = Entry {
+        when: now_rfc3339(),
+        who,
+        command: command.to_owned(),
+        route: route.to_owned(),
+        what: what.to_owned(),
+        before: snapshot(before),
+        after: snapshot(after),
+        writes,
+        evidence,
+    };
+    journal::append(&ctx.settings.journal_path(), &entry)?;
+    if let Some(rule) = after.rule() {
+        ctx.elb
+            .add_tags(&rule.arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
+            .await?;
+    }
+    Ok(())
+}
+
+/// Brings one route back to the monolith; returns the final view and how
+/// many writes changed routing.
+async fn rollback_view(
+    ctx: &mut Ctx,
+    listing: &Listing,
+    route: &str,
+    mut view: RouteView,
+    evidence: serde_json::Value,
+    command: &str,
+) -> anyhow::Result<(RouteView, usize)> {
+    let state = view.state();
+    if state == RouteState::Missing {
+        anyhow::bail!("route `{route}` has no rule on the listener; run `migrate init`");
+    }
+    let writes = view
+        .transition(0)
+        .map_err(|e| anyhow::anyhow!("{route}: {e}"))?;
+    if writes.is_empty() {
+        return Ok((view, 0));
+    }
+    let before = view.clone();
+    let mut changes = 0;
+    let mut done = Vec::new();
+    for write in &writes {
+        if view.changes_routing(write) {
+            changes += 1;
+        }
+        match execute(ctx, listing, route, &view, write).await {
+            Ok((next, made)) => {
+                done.push(made.describe());
+                view = next;
+            }
+            Err(WriteError::NotConfirmed(reason)) => {
+                anyhow::bail!("{route}: rollback not confirmed: {reason}")
+            }
+            Err(WriteError::Failed(err)) => return Err(err),
+        }
+    }
+    record(
+        ctx,
+        command,
+        route,
+        "rollback to the monolith",
+        &before,
+        &view,
+        done,
+        evidence,
+    )
+    .await?;
+    Ok((view, changes))
+}
+
+pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    let routes: Vec<String> = if args.all {
+        ctx.settings.routes.keys().cloned().collect()
+    } else {
+        let route = args
+            .route
+            .clone()
+            .ok_or_else(|| usage("name a route or pass --all"))?;
+        ctx.settings.route(&route)?;
+        vec![route]
+    };
+    ctx.start_who();
+    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
+    let mut outcomes = Vec::new();
+    let mut result = Ok(());
+    let mut routing_changes = 0;
+    for route in &routes {
+        let view = match listing.view(&ctx.settings, route) {
+            Ok(view) => view,
+            Err(err) => {
+                result = Err(err);
+                break;
+            }
+        };
+        let from = view.state().explain();
+        if args.all && view.state() == RouteState::Missing {
+            outcomes.push(Outcome {
+                route: route.clone(),
+                from,
+                to: "no rule (run `migrate init`)".into(),
+                steps: vec![],
+                routing_changes: 0,
+            });
+            continue;
+        }
+        match rollback_view(
+            ctx,
+            &listing,
+            route,
+            view,
+            json!({ "reason": "operator rollback" }),
+            "rollback",
+        )
+        .await
+        {
+            Ok((after, changes)) => {
+                routing_changes += changes;
+                let to = if after.state().explain() == from {
+                    format!("already {from}; nothing to do")
+                } else {
+                    after.state().explain()
+                };
+                outcomes.push(Outcome {
+                    route: route.clone(),
+                    from,
+                    to,
+                    steps: vec![],
+                    routing_changes: changes,
+                });
+            }
+            Err(err) => {
+                result = Err(err);
+                break;
+            }
+        }
+    }
+    let released = lock.release(&ctx.elb).await;
+    summarize(ctx, Some(routing_changes));
+    result?;
+    released?;
+    if ctx.output == Output::Json {
+        print_json(&outcomes)?;
+    } else {
+        for outcome in &outcomes {
+            println!("{}: {}", outcome.route, outcome.to);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_steps_continue_from_the_current_percentage() {
+        let steps = [10, 50, 100];
+        let on_monolith = RouteState::OnMonolith {
+            priority: 100,
+            restored: true,
+        };
+        assert_eq!(pending_steps(&on_monolith, &steps), vec![10, 50, 100]);
+        let mid = RouteState::Shifting {
+            priority: 1,
+            percent: 10,
+        };
+        assert_eq!(pending_steps(&mid, &steps), vec![50, 100]);
+        let weighted_full = RouteState::Shifting {
+            priority: 1,
+            percent: 100,
+        };
+        assert_eq!(pending_steps(&weighted_full, &steps), vec![100]);
+        assert!(pending_steps(&RouteState::OnService { priority: 1 }, &steps).is_empty());
+        let odd = RouteState::Inconsistent { reason: "x".into() };
+        assert_eq!(pending_steps(&odd, &steps), vec![10, 50, 100]);
+    }
+}

@@ -1,0 +1,603 @@
+//! The route model, derived purely from described rules (no I/O here), and the
+//! writes that take a route from one state to another.
+//!
+//! A route is on the monolith while its rule sits behind the monolith's rule
+//! (a higher priority number), on the service when in front with a plain
+//! forward to the service, and shifting N% when in front with a weighted
+//! forward (service N, monolith 100-N). Every priority move is one
+//! SetRulePriorities call with one rule into a free slot.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+/// The highest rule priority ELBv2 accepts.
+pub const MAX_PRIORITY: u32 = 50_000;
+
+/// A listener rule as `migrate` sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleInfo {
+    pub arn: String,
+    /// `None` for the listener's default rule.
+    pub priority: Option<u32>,
+    /// The values of its path-pattern conditions.
+    pub paths: Vec<String>,
+    pub action: Forward,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A rule's terminal action, normalized: a forward to one target group is
+/// `Plain` however it was written (AWS describes it with a ForwardConfig too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Forward {
+    Plain {
+        target_group: String,
+    },
+    /// Target groups and weights, sorted by ARN.
+    Weighted {
+        target_groups: Vec<(String, u32)>,
+    },
+    /// Anything else (fixed response, redirect, authentication...).
+    Other {
+        description: String,
+    },
+}
+
+impl Forward {
+    pub fn weighted(groups: impl IntoIterator<Item = (String, u32)>) -> Forward {
+        let mut target_groups: Vec<(String, u32)> = groups.into_iter().collect();
+        target_groups.sort();
+        Forward::Weighted { target_groups }
+    }
+
+    /// The action that sends `percent` of the route to the service.
+    pub fn for_percent(percent: u8, service_tg: &str, monolith_tg: &str) -> Forward {
+        if percent >= 100 {
+            Forward::Plain {
+                target_group: service_tg.to_owned(),
+            }
+        } else {
+            Forward::weighted([
+                (service_tg.to_owned(), u32::from(percent)),
+                (monolith_tg.to_owned(), 100 - u32::from(percent)),
+            ])
+        }
+    }
+
+    /// One line for people: `forward users` or `forward users=10 monolith=90`.
+    pub fn describe(&self) -> String {
+        match self {
+            Forward::Plain { target_group } => {
+                format!("forward {}", target_group_name(target_group))
+            }
+            Forward::Weighted { target_groups } => {
+                let parts: Vec<String> = target_groups
+                    .iter()
+                    .map(|(arn, weight)| format!("{}={weight}", target_group_name(arn)))
+                    .collect();
+                format!("forward {}", parts.join(" "))
+            }
+            Forward::Other { description } => description.clone(),
+        }
+    }
+}
+
+/// The name inside a target group ARN (`...:targetgroup/NAME/ID`), or the input.
+pub fn target_group_name(arn_or_name: &str) -> &str {
+    match arn_or_name.split_once(":targetgroup/") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
+        None => arn_or_name,
+    }
+}
+
+/// Where a route stands, derived from the rules alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum RouteState {
+    /// No rule carries the route's tag: run `migrate init`.
+    Missing,
+    /// Behind the monolith's rule. `restored` is false when its action is not
+    /// yet the plain forward to the service (a gradual shift or a rollback
+    /// stopped between its two calls); traffic is on the monolith either way.
+    OnMonolith { priority: u32, restored: bool },
+    /// In front with a weighted forward: `percent` of the route on the service.
+    Shifting { priority: u32, percent: u8 },
+    /// In front with a plain forward to the service.
+    OnService { priority: u32 },
+    /// Anything else, explained.
+    Inconsistent { reason: String },
+}
+
+impl RouteState {
+    /// The share of the route's traffic on the service, when known.
+    pub fn percent(&self) -> Option<u8> {
+        match self {
+            RouteState::OnMonolith { .. } => Some(0),
+            RouteState::Shifting { percent, .. } => Some(*percent),
+            RouteState::OnService { .. } => Some(100),
+            RouteState::Missing | RouteState::Inconsistent { .. } => None,
+        }
+    }
+
+    /// One line for people.
+    pub fn explain(&self) -> String {
+        match self {
+            RouteState::Missing => {
+                "missing: no rule is tagged for this route; run `migrate init`".into()
+            }
+            RouteState::OnMonolith {
+                priority,
+                restored: true,
+            } => {
+                format!("on the monolith (rule parked at priority {priority})")
+            }
+            RouteState::OnMonolith {
+                priority,
+                restored: false,
+            } => format!(
+                "on the monolith (rule parked at priority {priority}; its action is not yet the plain forward to the service: `migrate rollback` restores it, `migrate shift` continues)"
+            ),
+            RouteState::Shifting { priority, percent } => {
+                format!(
+                    "shifting: {percent}% on the service (rule in front at priority {priority})"
+                )
+            }
+            RouteState::OnService { priority } => {
+                format!("on the service (rule in front at priority {priority})")
+            }
+            RouteState::Inconsistent { reason } => format!("inconsistent: {reason}"),
+        }
+    }
+}
+
+/// Everything the state of one route depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteView {
+    /// The rules tagged for the route (normally exactly one).
+    pub rules: Vec<RuleInfo>,
+    pub monolith_priority: u32,
+    pub service_tg: String,
+    pub monolith_tg: String,
+    /// Every numbered priority in use on the listener.
+    pub taken: BTreeSet<u32>,
+    /// The route's preferred slot in front (from settings).
+    pub preferred: Option<u32>,
+}
+
+impl RouteView {
+    /// The route's only rule, if exactly one.
+    pub fn rule(&self) -> Option<&RuleInfo> {
+        match self.rules.as_slice() {
+            [rule] => Some(rule),
+            _ => None,
+        }
+    }
+
+    pub fn state(&self) -> RouteState {
+        let rule = match self.rules.as_slice() {
+            [] => return RouteState::Missing,
+            [rule] => rule,
+            many => {
+                let arns: Vec<&str> = many.iter().map(|r| r.arn.as_str()).collect();
+                return RouteState::Inconsistent {
+                    reason: format!(
+                        "{} rules carry the route's tag ({}); delete or untag all but one",
+                        many.len(),
+                        arns.join(", ")
+                    ),
+                };
+            }
+        };
+        let Some(priority) = rule.priority else {
+            return RouteState::Inconsistent {
+                reason: "the route's tag is on the listener's default rule".into(),
+            };
+        };
+        if priority > self.monolith_priority {
+            let restored = rule.action
+                == Forward::Plain {
+                    target_group: self.service_tg.clone(),
+                };
+            return RouteState::OnMonolith { priority, restored };
+        }
+        let service = target_group_name(&self.service_tg);
+        let monolith = target_group_name(&self.monolith_tg);
+        match &rule.action {
+            Forward::Plain { target_group } if *target_group == self.service_tg => {
+                RouteState::OnService { priority }
+            }
+            Forward::Plain { target_group } => RouteState::Inconsistent {
+                reason: format!(
+                    "rule in front at priority {priority} forwards to {}, not to the service's target group {service}",
+                    target_group_name(target_group)
+                ),
+            },
+            Forward::Weighted { target_groups } => {
+                let mut service_weight = 0;
+                let mut monolith_weight = 0;
+                for (arn, weight) in target_groups {
+                    if *arn == self.service_tg {
+                        service_weight += weight;
+                    } else if *arn == self.monolith_tg {
+                        monolith_weight += weight;
+                    } else if *weight > 0 {
+                        return RouteState::Inconsistent {
+                            reason: format!(
+                                "rule in front at priority {priority} also forwards to {} (weight {weight}), neither {service} nor {monolith}",
+                                target_group_name(arn)
+                            ),
+                        };
+                    }
+                }
+                let total = service_weight + monolith_weight;
+                if total == 0 {
+                    return RouteState::Inconsistent {
+                        reason: format!(
+                            "rule in front at priority {priority} forwards with all weights 0"
+                        ),
+                    };
+                }
+                let percent = ((u64::from(service_weight) * 100 + u64::from(total) / 2)
+                    / u64::from(total)) as u8;
+                RouteState::Shifting { priority, percent }
+            }
+            Forward::Other { description } => RouteState::Inconsistent {
+                reason: format!(
+                    "rule in front at priority {priority} does not forward ({description})"
+                ),
+            },
+        }
+    }
+
+    /// A free slot in front of the monolith's rule: the preferred one when free
+    /// and in front, else the lowest free.
+    pub fn front_slot(&self) -> Option<u32> {
+        if let Some(preferred) = self.preferred
+            && preferred < self.monolith_priority
+            && !self.taken.contains(&preferred)
+        {
+            return Some(preferred);
+        }
+        (1..self.monolith_priority).find(|p| !self.taken.contains(p))
+    }
+
+    /// A free slot behind the monolith's rule: monolith + preferred when free,
+    /// else the lowest free behind it.
+    pub fn behind_slot(&self) -> Option<u32> {
+        if let Some(preferred) = self.preferred {
+            let slot = self.monolith_priority + preferred;
+            if slot <= MAX_PRIORITY && !self.taken.contains(&slot) {
+                return Some(slot);
+            }
+        }
+        (self.monolith_priority + 1..=MAX_PRIORITY).find(|p| !self.taken.contains(p))
+    }
+
+    /// The writes that bring the route to `percent` (0 = rollback), in order.
+    /// Shadowed changes first: the action is rewritten while the rule is
+    /// parked, then one priority move puts it in front; a rollback moves the
+    /// rule behind first, then restores its plain forward.
+    pub fn transition(&self, percent: u8) -> Result<Vec<Write>, String> {
+        let rule = match self.state() {
+            RouteState::Missing => return Err("the route has no rule; run `migrate init`".into()),
+            _ => self.rule().ok_or_else(|| self.state().explain())?,
+        };
+        let priority = rule.priority.ok_or_else(|| self.state().explain())?;
+        let in_front = priority < self.monolith_priority;
+        let plain = Forward::Plain {
+            target_group: self.service_tg.clone(),
+        };
+        let mut writes = Vec::new();
+        if percent == 0 {
+            if in_front {
+                let slot = self
+                    .behind_slot()
+                    .ok_or("no free priority behind the monolith's rule")?;
+                writes.push(Write::MovePriority {
+                    rule: rule.arn.clone(),
+                    from: priority,
+                    to: slot,
+                });
+            }
+            if rule.action != plain {
+                writes.push(Write::SetAction {
+                    rule: rule.arn.clone(),
+                    from: rule.action.clone(),
+                    to: plain,
+                });
+            }
+            return Ok(writes);
+        }
+        let desired = Forward::for_percent(percent, &self.service_tg, &self.monolith_tg);
+        if rule.action != desired {
+            writes.push(Write::SetAction {
+                rule: rule.arn.clone(),
+                from: rule.action.clone(),
+                to: desired,
+            });
+        }
+        if !in_front {
+            let slot = self
+                .front_slot()
+                .ok_or("no free priority in front of the monolith's rule")?;
+            writes.push(Write::MovePriority {
+                rule: rule.arn.clone(),
+                from: priority,
+                to: slot,
+            });
+        }
+        Ok(writes)
+    }
+
+    /// The view after a write succeeded (for plans and read-back checks).
+    pub fn apply(&self, write: &Write) -> RouteView {
+        let mut next = self.clone();
+        for rule in &mut next.rules {
+            match write {
+                Write::MovePriority {
+                    rule: arn,
+                    from,
+                    to,
+                } if *arn == rule.arn => {
+                    next.taken.remove(from);
+                    next.taken.insert(*to);
+                    rule.priority = Some(*to);
+                }
+                Write::SetAction { rule: arn, to, .. } if *arn == rule.arn => {
+                    rule.action = to.clone()
+                }
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// Whether a write moves traffic (a priority move always does; an action
+    /// change only while the rule is in front).
+    pub fn changes_routing(&self, write: &Write) -> bool {
+        match write {
+            Write::MovePriority { .. } => true,
+            Write::SetAction { .. } => self
+                .rule()
+                .and_then(|r| r.priority)
+                .is_some_and(|p| p < self.monolith_priority),
+        }
+    }
+}
+
+/// One ELBv2 write.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "call")]
+pub enum Write {
+    /// `SetRulePriorities` with this one rule into a free slot.
+    #[serde(rename = "SetRulePriorities")]
+    MovePriority { rule: String, from: u32, to: u32 },
+    /// `ModifyRule` replacing the rule's actions.
+    #[serde(rename = "ModifyRule")]
+    SetAction {
+        rule: String,
+        from: Forward,
+        to: Forward,
+    },
+}
+
+impl Write {
+    pub fn rule_arn(&self) -> &str {
+        match self {
+            Write::MovePriority { rule, .. } | Write::SetAction { rule, .. } => rule,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Write::MovePriority { rule, from, to } => {
+                format!("SetRulePriorities RuleArn={rule} Priority={to} (from {from})")
+            }
+            Write::SetAction { rule, from, to } => format!(
+                "ModifyRule RuleArn={rule} Actions=[{}] (was {})",
+                to.describe(),
+                from.describe()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/users/aaa";
+    const MONO: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/monolith/bbb";
+    const OTHER: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/posts/ccc";
+
+    fn plain(tg: &str) -> Forward {
+        Forward::Plain {
+            target_group: tg.into(),
+        }
+    }
+
+    fn view(priority: u32, action: Forward) -> RouteView {
+        RouteView {
+            rules: vec![RuleInfo {
+                arn: "rule-users".into(),
+                priority: Some(priority),
+                paths: vec!["/api/users*".into()],
+                action,
+                tags: BTreeMap::new(),
+            }],
+            monolith_priority: 99,
+            service_tg: SVC.into(),
+            monolith_tg: MONO.into(),
+            taken: [1, 99, priority].into_iter().collect(),
+            preferred: Some(1),
+        }
+    }
+
+    #[test]
+    fn states_are_derived_from_priority_and_action() {
+        let cases: Vec<(u32, Forward, RouteState)> = vec![
+            (
+                100,
+                plain(SVC),
+                RouteState::OnMonolith {
+                    priority: 100,
+                    restored: true,
+                },
+            ),
+            (
+                100,
+                Forward::for_percent(10, SVC, MONO),
+                RouteState::OnMonolith {
+                    priority: 100,
+                    restored: false,
+                },
+            ),
+            (2, plain(SVC), RouteState::OnService { priority: 2 }),
+            (
+                2,
+                Forward::for_percent(10, SVC, MONO),
+                RouteState::Shifting {
+                    priority: 2,
+                    percent: 10,
+                },
+            ),
+            (
+                2,
+                Forward::weighted([(SVC.into(), 1), (MONO.into(), 2)]),
+                RouteState::Shifting {
+                    priority: 2,
+                    percent: 33,
+                },
+            ),
+            (
+                2,
+                Forward::weighted([(SVC.into(), 5), (MONO.into(), 0)]),
+                RouteState::Shifting {
+                    priority: 2,
+                    percent: 100,
+                },
+            ),
+        ];
+        for (priority, action, expected) in cases {
+            assert_eq!(
+                view(priority, action.clone()).state(),
+                expected,
+                "{priority} {action:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_forwards_in_front_are_inconsistent() {
+        for action in [
+            plain(OTHER),
+            Forward::weighted([(SVC.into(), 1), (OTHER.into(), 1)]),
+            Forward::weighted([(SVC.into(), 0), (MONO.into(), 0)]),
+            Forward::Other {
+                description: "fixed-response 503".into(),
+            },
+        ] {
+            assert!(matches!(
+                view(2, action).state(),
+                RouteState::Inconsistent { .. }
+            ));
+        }
+        let mut two = view(100, plain(SVC));
+        two.rules.push(two.rules[0].clone());
+        assert!(matches!(two.state(), RouteState::Inconsistent { .. }));
+        let mut none = view(100, plain(SVC));
+        none.rules.clear();
+        assert_eq!(none.state(), RouteState::Missing);
+    }
+
+    #[test]
+    fn slots_prefer_the_configured_priority_and_skip_taken_ones() {
+        let v = view(100, plain(SVC));
+        // 1 is taken (by another rule in this fixture), so the lowest free is 2.
+        assert_eq!(v.front_slot(), Some(2));
+        assert_eq!(v.behind_slot(), Some(101));
+        let mut free = view(100, plain(SVC));
+        free.taken = [99, 100].into_iter().collect();
+        assert_eq!(free.front_slot(), Some(1));
+        free.preferred = None;
+        assert_eq!(free.behind_slot(), Some(101));
+    }
+
+    #[test]
+    fn a_direct_cutover_is_one_priority_move() {
+        let writes = view(100, plain(SVC)).transition(100).unwrap();
+        assert_eq!(
+            writes,
+            vec![Write::MovePriority {
+                rule: "rule-users".into(),
+                from: 100,
+                to: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_gradual_shift_rewrites_the_parked_action_before_moving_in_front() {
+        let start = view(100, plain(SVC));
+        let writes = start.transition(10).unwrap();
+        assert!(
+            matches!(&writes[0], Write::SetAction { to, .. } if *to == Forward::for_percent(10, SVC, MONO))
+        );
+        assert!(matches!(&writes[1], Write::MovePriority { to: 2, .. }));
+        assert!(!start.changes_routing(&writes[0]));
+        let at_10 = writes.iter().fold(start, |v, w| v.apply(w));
+        assert_eq!(
+            at_10.state(),
+            RouteState::Shifting {
+                priority: 2,
+                percent: 10
+            }
+        );
+        let writes = at_10.transition(50).unwrap();
+        assert_eq!(writes.len(), 1);
+        assert!(at_10.changes_routing(&writes[0]));
+        let at_100 = at_10.apply(&at_10.transition(50).unwrap()[0]);
+        let last = at_100.transition(100).unwrap();
+        let done = last.iter().fold(at_100, |v, w| v.apply(w));
+        assert_eq!(done.state(), RouteState::OnService { priority: 2 });
+        assert!(done.transition(100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rollback_moves_behind_first_then_restores_the_plain_forward() {
+        let shifting = view(2, Forward::for_percent(50, SVC, MONO));
+        let writes = shifting.transition(0).unwrap();
+        assert!(matches!(&writes[0], Write::MovePriority { to: 100, .. }));
+        assert!(matches!(&writes[1], Write::SetAction { to, .. } if *to == plain(SVC)));
+        let back = writes.iter().fold(shifting, |v, w| v.apply(w));
+        assert_eq!(
+            back.state(),
+            RouteState::OnMonolith {
+                priority: 100,
+                restored: true
+            }
+        );
+        assert!(back.transition(0).unwrap().is_empty());
+        // From an inconsistent state in front, rollback completes too.
+        let odd = view(2, plain(OTHER));
+        let back = odd
+            .transition(0)
+            .unwrap()
+            .iter()
+            .fold(odd.clone(), |v, w| v.apply(w));
+        assert_eq!(
+            back.state(),
+            RouteState::OnMonolith {
+                priority: 100,
+                restored: true
+            }
+        );
+    }
+
+    #[test]
+    fn target_group_names_come_from_arns() {
+        assert_eq!(target_group_name(SVC), "users");
+        assert_eq!(target_group_name("users"), "users");
+    }
+}

@@ -1,0 +1,493 @@
+//! The control-plane sequence against moto_server, an independent
+//! implementation of the ELBv2 API: init, status, plan, shift, gradual shift,
+//! rollback, gates, lock, SIGKILL mid-shift.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use support::*;
+
+fn weights(pairs: &[(&str, i32)]) -> std::collections::BTreeMap<String, i32> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[test]
+fn init_status_plan_shift_and_rollback() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let op = stack.operator();
+
+    let before_init = op.run(&["shift", "users"]);
+    assert_eq!(before_init.code, 1, "{before_init}");
+    assert!(
+        before_init.stderr.contains("run `migrate init`"),
+        "{before_init}"
+    );
+
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    assert_eq!(init.stdout.matches("created rule").count(), 3, "{init}");
+    for (route, priority) in [("users", "100"), ("threads", "101"), ("posts", "102")] {
+        let (p, w) = route_rule(&rt, &elb, &stack.listener_arn, route).unwrap();
+        assert_eq!(
+            (p.as_str(), w),
+            (priority, weights(&[(route, 100)])),
+            "{route}"
+        );
+    }
+    let again = op.run(&["init"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert_eq!(again.stdout.matches("nothing to do").count(), 3, "{again}");
+
+    let status = op.route_status("users");
+    assert_eq!(status["state"], "on-monolith");
+    assert_eq!(status["percent"], 0);
+    assert_eq!(status["healthy"], 1);
+    assert_eq!(status["monolith_priority"], 99);
+    assert!(
+        status["last_change"]["what"]
+            .as_str()
+            .unwrap()
+            .contains("init")
+    );
+
+    let plan = op.run(&["plan", "users", "--to", "10"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    let modify = plan
+        .stdout
+        .find("ModifyRule")
+        .expect("plan names ModifyRule");
+    let moved = plan
+        .stdout
+        .find("SetRulePriorities")
+        .expect("plan names SetRulePriorities");
+    assert!(
+        modify < moved,
+        "the shadowed action change comes first:\n{plan}"
+    );
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "users")
+            .unwrap()
+            .0,
+        "100",
+        "plan changed nothing"
+    );
+
+    let shift = op.run(&["shift", "users", "--steps", "100", "-v"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    assert!(shift.stderr.contains("(1 changed routing)"), "{shift}");
+    assert_eq!(
+        shift.stderr.matches("elbv2 SetRulePriorities").count(),
+        1,
+        "{shift}"
+    );
+    assert_eq!(
+        shift.stderr.matches("elbv2 ModifyRule").count(),
+        0,
+        "{shift}"
+    );
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "users").unwrap(),
+        ("1".to_owned(), weights(&[("users", 100)]))
+    );
+    assert_eq!(op.route_status("users")["state"], "on-service");
+    assert_eq!(op.route_status("threads")["state"], "on-monolith");
+    let done = op.run(&["shift", "users"]);
+    assert_eq!(done.code, 0, "{done}");
+    assert!(done.stdout.contains("nothing to do"), "{done}");
+
+    let rollback = op.run(&["rollback", "users"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "users")
+            .unwrap()
+            .0,
+        "100"
+    );
+    let again = op.run(&["rollback", "users"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("already on the monolith"), "{again}");
+
+    let history = op.run(&["history", "users", "--output", "json"]);
+    assert_eq!(history.code, 0, "{history}");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&history.stdout).unwrap();
+    let commands: Vec<&str> = entries
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["init", "shift", "rollback"]);
+    assert_eq!(entries[1]["before"]["priority"], 100);
+    assert_eq!(entries[1]["after"]["priority"], 1);
+    assert!(
+        entries[1]["who"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:sts::"),
+        "{}",
+        entries[1]
+    );
+    assert_eq!(entries[1]["evidence"]["health"]["healthy"], 1);
+}
+
+#[test]
+fn a_gradual_shift_moves_the_split_and_survives_sigkill() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+
+    // Watch the split move: 10%, 50%, then the plain forward.
+    let child = op.spawn(&[
+        "shift",
+        "users",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "1500ms",
+    ]);
+    let mut seen = Vec::new();
+    eventually(
+        Duration::from_secs(30),
+        "the gradual shift to end on the service",
+        || {
+            let (priority, w) = route_rule(&rt, &elb, &stack.listener_arn, "users").unwrap();
+            if seen.last() != Some(&(priority.clone(), w.clone())) {
+                seen.push((priority.clone(), w.clone()));
+            }
+            priority == "1" && w == weights(&[("users", 100)])
+        },
+    );
+    let run = finish(child);
+    assert_eq!(run.code, 0, "{run}");
+    let splits: Vec<_> = seen
+        .iter()
+        .filter(|(p, _)| p == "1")
+        .map(|(_, w)| w.clone())
+        .collect();
+    assert_eq!(
+        splits,
+        vec![
+            weights(&[("monolith", 90), ("users", 10)]),
+            weights(&[("monolith", 50), ("users", 50)]),
+            weights(&[("users", 100)])
+        ],
+        "observed {seen:?}"
+    );
+    assert!(
+        stack.lb_stub.requests.load(Ordering::SeqCst) > 0,
+        "intervals probe through lb_url"
+    );
+
+    // SIGKILL in the middle of a gradual shift, then status explains it and
+    // shift continues from where it stopped.
+    let mut child = op.spawn(&[
+        "shift",
+        "threads",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "30s",
+    ]);
+    eventually(Duration::from_secs(20), "threads at 10%, journaled", || {
+        route_rule(&rt, &elb, &stack.listener_arn, "threads")
+            .unwrap()
+            .1
+            == weights(&[("monolith", 90), ("threads", 10)])
+            && op
+                .journal()
+                .iter()
+                .any(|e| e["route"] == "threads" && e["what"] == "shift to 10 percent")
+    });
+    sigkill(&mut child);
+    let whole = op.status_json();
+    assert!(whole["lock"].is_null(), "{whole}");
+    assert!(
+        whole["stale_locks"][0]["holder"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("pid {}", child.id())),
+        "{whole}"
+    );
+    let status = op.route_status("threads");
+    assert_eq!(status["state"], "shifting", "{status}");
+    assert_eq!(status["percent"], 10);
+    assert!(
+        status["summary"]
+            .as_str()
+            .unwrap()
+            .contains("10% on the service")
+    );
+    let resumed = op.run(&[
+        "shift",
+        "threads",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "500ms",
+    ]);
+    assert_eq!(resumed.code, 0, "{resumed}");
+    let steps: Vec<String> = op
+        .journal()
+        .iter()
+        .filter(|e| e["route"] == "threads")
+        .map(|e| e["what"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "init: created rule at priority 101 behind the monolith",
+            "shift to 10 percent",
+            "shift to 50 percent",
+            "shift to 100 percent"
+        ]
+    );
+    assert_eq!(op.route_status("threads")["state"], "on-service");
+
+    // SIGKILL again, then rollback completes without --force-unlock (the dead
+    // holder was a process of this host).
+    let mut child = op.spawn(&[
+        "shift",
+        "posts",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "30s",
+    ]);
+    eventually(Duration::from_secs(20), "posts at 10%, journaled", || {
+        route_rule(&rt, &elb, &stack.listener_arn, "posts")
+            .unwrap()
+            .1
+            == weights(&[("monolith", 90), ("posts", 10)])
+            && op
+                .journal()
+                .iter()
+                .any(|e| e["route"] == "posts" && e["what"] == "shift to 10 percent")
+    });
+    sigkill(&mut child);
+    let rollback = op.run(&["rollback", "posts"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "posts").unwrap(),
+        ("102".to_owned(), weights(&[("posts", 100)]))
+    );
+    let all = op.run(&["rollback", "--all"]);
+    assert_eq!(all.code, 0, "{all}");
+    for route in ["users", "threads", "posts"] {
+        assert_eq!(op.route_status(route)["state"], "on-monolith", "{route}");
+    }
+}
+
+#[test]
+fn failed_gates_roll_back_and_exit_3() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+
+    // Probes through the load balancer fail after the first step.
+    let child = op.spawn(&["shift", "posts", "--steps", "10,100", "--interval", "3s"]);
+    eventually(Duration::from_secs(20), "posts at 10%", || {
+        route_rule(&rt, &elb, &stack.listener_arn, "posts")
+            .unwrap()
+            .0
+            == "3"
+    });
+    stack.lb_stub.status.store(503, Ordering::SeqCst);
+    let run = finish(child);
+    assert_eq!(run.code, 3, "{run}");
+    assert!(run.stderr.contains("error budget"), "{run}");
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "posts").unwrap(),
+        ("102".to_owned(), weights(&[("posts", 100)]))
+    );
+    let last = op.journal().into_iter().last().unwrap();
+    assert_eq!(last["route"], "posts");
+    assert!(
+        last["evidence"]["gate_failed"]
+            .as_str()
+            .unwrap()
+            .contains("error budget"),
+        "{last}"
+    );
+    stack.lb_stub.status.store(200, Ordering::SeqCst);
+
+    // Never shift traffic onto an empty target group.
+    rt.block_on(async {
+        let target = aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+            .id("10.0.0.11")
+            .port(3000)
+            .build();
+        elb.deregister_targets()
+            .target_group_arn(&stack.target_groups["users"])
+            .targets(target)
+            .send()
+            .await
+            .unwrap();
+    });
+    let run = op.run(&["shift", "users"]);
+    assert_eq!(run.code, 3, "{run}");
+    assert!(run.stderr.contains("no healthy target"), "{run}");
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "users")
+            .unwrap()
+            .0,
+        "100"
+    );
+}
+
+#[test]
+fn one_operator_at_a_time() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+
+    let first = op.spawn(&["shift", "users", "--steps", "50,100", "--interval", "3s"]);
+    eventually(Duration::from_secs(20), "users at 50%", || {
+        route_rule(&rt, &elb, &stack.listener_arn, "users")
+            .unwrap()
+            .0
+            == "1"
+    });
+    let second = op.run(&["shift", "posts"]);
+    assert_eq!(second.code, 4, "{second}");
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.id())),
+        "names the holder: {second}"
+    );
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "posts")
+            .unwrap()
+            .0,
+        "102"
+    );
+    let waiting = op.run(&["shift", "posts", "--wait", "30s"]);
+    assert_eq!(waiting.code, 0, "{waiting}");
+    assert_eq!(finish(first).code, 0);
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "posts")
+            .unwrap()
+            .0,
+        "3"
+    );
+
+    // A lock left by someone on another machine: exit 4 until --force-unlock.
+    rt.block_on(async {
+        let tag = aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+            .key("ficus:lock:elsewhere")
+            .value("ann@bastion pid 7 since 2026-01-01T00:00:00Z until 2999-01-01T00:00:00Z")
+            .build();
+        elb.add_tags()
+            .resource_arns(&stack.listener_arn)
+            .tags(tag)
+            .send()
+            .await
+            .unwrap();
+    });
+    let held = op.run(&["rollback", "posts"]);
+    assert_eq!(held.code, 4, "{held}");
+    assert!(
+        held.stderr
+            .contains("ann@bastion pid 7 since 2026-01-01T00:00:00Z"),
+        "{held}"
+    );
+    assert_eq!(op.status_json()["lock"]["holder"], "ann@bastion pid 7");
+    let forced = op.run(&["rollback", "posts", "--force-unlock"]);
+    assert_eq!(forced.code, 0, "{forced}");
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "posts")
+            .unwrap()
+            .0,
+        "102"
+    );
+    assert!(op.status_json()["lock"].is_null());
+}
+
+#[test]
+fn drift_is_reported_not_overwritten() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+    let drifted = stack.config().replace(
+        r#"paths = ["/api/users*"]"#,
+        r#"paths = ["/api/users*", "/api/people*"]"#,
+    );
+    std::fs::write(op.config_path(), drifted).unwrap();
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    assert!(
+        init.stdout.contains("users: rule exists") && init.stdout.contains("DRIFT"),
+        "{init}"
+    );
+    let status = op.route_status("users");
+    assert!(
+        status["drift"][0]
+            .as_str()
+            .unwrap()
+            .contains("/api/people*"),
+        "{status}"
+    );
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "users")
+            .unwrap()
+            .0,
+        "100"
+    );
+}
+
+#[test]
+fn rollback_completes_after_a_manual_edit_in_the_console() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+    assert_eq!(op.run(&["shift", "users"]).code, 0);
+    // Someone points the users rule at the posts target group by hand.
+    let rule_arn = op.route_status("users")["rule_arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rt.block_on(async {
+        let action = aws_sdk_elasticloadbalancingv2::types::Action::builder()
+            .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+            .target_group_arn(&stack.target_groups["posts"])
+            .build();
+        elb.modify_rule()
+            .rule_arn(&rule_arn)
+            .actions(action)
+            .send()
+            .await
+            .unwrap();
+    });
+    let status = op.route_status("users");
+    assert_eq!(status["state"], "inconsistent", "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains("forwards to posts"),
+        "{status}"
+    );
+    let plan = op.run(&["plan", "users", "--to", "0"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout.contains("SetRulePriorities") && plan.stdout.contains("ModifyRule"),
+        "{plan}"
+    );
+    let rollback = op.run(&["rollback", "users"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(
+        route_rule(&rt, &elb, &stack.listener_arn, "users").unwrap(),
+        ("100".to_owned(), weights(&[("users", 100)]))
+    );
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+}

@@ -1,0 +1,808 @@
+//! Shared test harness: real processes on free ports (moto_server, the forum
+//! binaries, the local ALB), the real `migrate` binary, and an ELBv2 client to
+//! look at the load balancer from the side.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+
+pub const MIGRATE: &str = env!("CARGO_BIN_EXE_migrate");
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tokio runtime for the SDK calls the tests make themselves.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An ELBv2 client for an endpoint, with static credentials.
+pub fn elb_client(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+) -> elbv2::Client {
+    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
+    let config = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(creds)
+            .load(),
+    );
+    elbv2::Client::new(&config)
+}
+
+/// A directory with a migrate.toml, and how to run `migrate` in it.
+pub struct Operator {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Operator {
+    pub fn new(config: &str, env: Vec<(String, String)>) -> Operator {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("migrate.toml"), config).unwrap();
+        Operator { dir, env }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("migrate.toml")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(MIGRATE);
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_CONFIG_FILE", "/nonexistent/ficus-test")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/ficus-test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Runs `migrate ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().unwrap();
+        Run::from(output)
+    }
+
+    /// Starts `migrate ARGS` in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let run = self.run(&["status", "--output", "json"]);
+        assert_eq!(run.code, 0, "status failed: {}", run.stderr);
+        serde_json::from_str(&run.stdout).unwrap()
+    }
+
+    pub fn route_status(&self, route: &str) -> serde_json::Value {
+        let status = self.status_json();
+        status["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap()
+            .clone()
+    }
+
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        let path = self.dir.path().join(".ficus/journal.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Finishes a background `migrate`.
+pub fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// A route's rule as the ELBv2 API describes it: (priority, forward weights by
+/// target group name; a plain forward is one group with weight 100).
+pub fn route_rule(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    listener: &str,
+    route: &str,
+) -> Option<(String, BTreeMap<String, i32>)> {
+    rt.block_on(async {
+        let rules = elb
+            .describe_rules()
+            .listener_arn(listener)
+            .send()
+            .await
+            .unwrap();
+        for rule in rules.rules() {
+            let arn = rule.rule_arn().unwrap();
+            let tags = elb.describe_tags().resource_arns(arn).send().await.unwrap();
+            let tagged = tags
+                .tag_descriptions()
+                .iter()
+                .flat_map(|d| d.tags())
+                .any(|t| t.key() == Some("ficus:route") && t.value() == Some(route));
+            if !tagged {
+                continue;
+            }
+            let action = rule.actions().last().unwrap();
+            let mut weights = BTreeMap::new();
+            let tuples = action
+                .forward_config()
+                .map(|c| c.target_groups())
+                .unwrap_or_default();
+            if tuples.len() > 1 {
+                for t in tuples {
+                    weights.insert(
+                        tg_name(t.target_group_arn().unwrap()),
+                        t.weight().unwrap_or(1),
+                    );
+                }
+            } else {
+                let arn = action
+                    .target_group_arn()
+                    .or_else(|| tuples.first().and_then(|t| t.target_group_arn()))
+                    .unwrap();
+                weights.insert(tg_name(arn), 100);
+            }
+            return Some((rule.priority().unwrap().to_owned(), weights));
+        }
+        None
+    })
+}
+
+fn tg_name(arn: &str) -> String {
+    arn.split(":targetgroup/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls until `check` holds, or panics with `what`.
+pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGKILL.
+pub fn sigkill(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait();
+}
+
+// ----------------------------------------------------------------- moto
+
+/// moto_server on a free port, with a load balancer like the local stack's.
+pub struct MotoStack {
+    pub server: Proc,
+    pub endpoint: String,
+    pub listener_arn: String,
+    pub target_groups: BTreeMap<String, String>,
+    pub lb_stub: LbStub,
+    /// Stands in for the monolith and the services in the parity gate.
+    pub service_stub: LbStub,
+}
+
+impl MotoStack {
+    pub fn start(rt: &tokio::runtime::Runtime) -> MotoStack {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server is on PATH (pip install 'moto[server]')");
+        let server = Proc(child);
+        wait_for_port(port, Duration::from_secs(30));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let (vpc, subnets) = default_subnets(&endpoint);
+        let elb = elb_client(rt, &endpoint, "testing", "testing");
+        let (listener_arn, target_groups) = rt.block_on(async {
+            let mut target_groups = BTreeMap::new();
+            for (index, name) in ["monolith", "users", "threads", "posts"].iter().enumerate() {
+                let tg = elb
+                    .create_target_group()
+                    .name(*name)
+                    .protocol(elbv2::types::ProtocolEnum::Http)
+                    .port(3000)
+                    .vpc_id(&vpc)
+                    .target_type(elbv2::types::TargetTypeEnum::Ip)
+                    .send()
+                    .await
+                    .unwrap();
+                let arn = tg.target_groups()[0].target_group_arn().unwrap().to_owned();
+                let target = elbv2::types::TargetDescription::builder()
+                    .id(format!("10.0.0.{}", 10 + index))
+                    .port(3000)
+                    .build();
+                elb.register_targets()
+                    .target_group_arn(&arn)
+                    .targets(target)
+                    .send()
+                    .await
+                    .unwrap();
+                target_groups.insert(name.to_string(), arn);
+            }
+            let lb = elb
+                .create_load_balancer()
+                .name("ficus-moto")
+                .set_subnets(Some(subnets))
+                .send()
+                .await
+                .unwrap();
+            let lb_arn = lb.load_balancers()[0]
+                .load_balancer_arn()
+                .unwrap()
+                .to_owned();
+            let forward_monolith = elbv2::types::Action::builder()
+                .r#type(elbv2::types::ActionTypeEnum::Forward)
+                .target_group_arn(&target_groups["monolith"])
+                .build();
+            let listener = elb
+                .create_listener()
+                .load_balancer_arn(&lb_arn)
+                .protocol(elbv2::types::ProtocolEnum::Http)
+                .port(80)
+                .default_actions(forward_monolith.clone())
+                .send()
+                .await
+                .unwrap();
+            let listener_arn = listener.listeners()[0].listener_arn().unwrap().to_owned();
+            let condition = elbv2::types::RuleCondition::builder()
+                .field("path-pattern")
+                .path_pattern_config(
+                    elbv2::types::PathPatternConditionConfig::builder()
+                        .values("/api*")
+                        .build(),
+                )
+                .build();
+            elb.create_rule()
+                .listener_arn(&listener_arn)
+                .priority(99)
+                .conditions(condition)
+                .actions(forward_monolith)
+                .tags(
+                    elbv2::types::Tag::builder()
+                        .key("ficus:role")
+                        .value("monolith")
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            (listener_arn, target_groups)
+        });
+        MotoStack {
+            server,
+            endpoint,
+            listener_arn,
+            target_groups,
+            lb_stub: LbStub::start(),
+            service_stub: LbStub::start(),
+        }
+    }
+
+    pub fn elb(&self, rt: &tokio::runtime::Runtime) -> elbv2::Client {
+        elb_client(rt, &self.endpoint, "testing", "testing")
+    }
+
+    /// A migrate.toml for this stack (routes users, threads, posts).
+    pub fn config(&self) -> String {
+        format!(
+            r#"lb_url = "{lb}"
+[listener]
+load_balancer = "ficus-moto"
+port = 80
+[monolith]
+base_url = "{service}"
+{routes}"#,
+            lb = self.lb_stub.url(),
+            service = self.service_stub.url(),
+            routes = routes_toml(1, "1s", &self.service_stub.url())
+        )
+    }
+
+    pub fn operator(&self) -> Operator {
+        Operator::new(
+            &self.config(),
+            vec![
+                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ],
+        )
+    }
+}
+
+/// The `[routes.*]` tables of the local stack's layout.
+pub fn routes_toml(priority_base: u32, interval: &str, service_url: &str) -> String {
+    let mut text = String::new();
+    for (index, (route, probe)) in [
+        ("users", "/api/users"),
+        ("threads", "/api/threads"),
+        ("posts", "/api/posts"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!(
+            r#"
+[routes.{route}]
+paths = ["/api/{route}*"]
+target_group = "{route}"
+service_url = "{service_url}"
+priority = {priority}
+steps = [10, 50, 100]
+interval = "{interval}"
+error_budget = 0.05
+probe_paths = ["{probe}"]
+probe_rate = 20.0
+min_probes = 5
+"#,
+            priority = priority_base + index as u32
+        ));
+    }
+    text
+}
+
+/// moto's default VPC and two of its subnets, asked with a plain Query call
+/// (moto does not check signatures, only reads the service from the scope).
+fn default_subnets(endpoint: &str) -> (String, Vec<String>) {
+    let body = "Action=DescribeSubnets&Version=2016-11-15";
+    let host = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let values = |tag: &str| -> Vec<String> {
+        response
+            .split(&format!("<{tag}>"))
+            .skip(1)
+            .filter_map(|rest| rest.split(&format!("</{tag}>")).next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let vpc = values("vpcId")
+        .into_iter()
+        .next()
+        .expect("moto has a default VPC");
+    let subnets = values("subnetId").into_iter().take(2).collect();
+    (vpc, subnets)
+}
+
+/// A stand-in for the load balancer's data plane when the control plane is
+/// moto (which routes nothing): answers every request with `status`.
+pub struct LbStub {
+    pub port: u16,
+    pub status: Arc<AtomicU16>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl LbStub {
+    pub fn start() -> LbStub {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let status = Arc::new(AtomicU16::new(200));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (status_in, requests_in) = (status.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let code = status_in.load(Ordering::SeqCst);
+                requests_in.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || answer(stream, code));
+            }
+        });
+        LbStub {
+            port,
+            status,
+            requests,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn answer(stream: TcpStream, code: u16) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+        if line == "\r\n" {
+            break;
+        }
+        line.clear();
+    }
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    );
+}
+
+pub fn file_exists(path: &Path) -> bool {
+    path.is_file()
+}
+
+// ------------------------------------------------------------ local stack
+
+/// A process whose stdout lines are collected (request logs, announced addresses).
+pub struct Logged {
+    pub proc: Proc,
+    pub lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Logged {
+    pub fn spawn(mut command: Command) -> Logged {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Logged {
+            proc: Proc(child),
+            lines,
+        }
+    }
+
+    /// Waits for a line containing `marker` and returns what follows it.
+    pub fn announced(&self, marker: &str, within: Duration) -> String {
+        let mut found = None;
+        eventually(within, marker, || {
+            found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim().to_owned()));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+    }
+}
+
+/// The directory holding the workspace's binaries (target/debug).
+fn bin_dir() -> PathBuf {
+    Path::new(MIGRATE).parent().unwrap().to_path_buf()
+}
+
+/// Builds the other binaries of the local stack (a no-op when fresh).
+fn build_stack_binaries() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--manifest-path"])
+            .arg(manifest)
+            .args([
+                "-p",
+                "local-alb",
+                "-p",
+                "monolith",
+                "-p",
+                "users",
+                "-p",
+                "threads",
+                "-p",
+                "posts",
+            ])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "building the local stack's binaries failed"
+        );
+    });
+}
+
+/// The local ALB in front of the real monolith and services, all on free ports.
+pub struct LocalStack {
+    pub dir: tempfile::TempDir,
+    pub services: BTreeMap<String, Logged>,
+    pub alb: Logged,
+    pub data_url: String,
+    pub control_url: String,
+}
+
+pub const LOCAL_KEY: &str = "AKIAFICUSLOCAL000000";
+pub const LOCAL_SECRET: &str = "ficus-local-secret-access-key";
+
+impl LocalStack {
+    pub fn start() -> LocalStack {
+        build_stack_binaries();
+        let dir = tempfile::tempdir().unwrap();
+        let mut services = BTreeMap::new();
+        let mut stack = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infrastructure/local/stack.toml"),
+        )
+        .unwrap();
+        for (name, default_port) in [
+            ("monolith", 3000),
+            ("users", 3001),
+            ("threads", 3002),
+            ("posts", 3003),
+        ] {
+            let mut command = Command::new(bin_dir().join(name));
+            command.args(["--host", "127.0.0.1", "--port", "0"]);
+            let service = Logged::spawn(command);
+            let addr = service.announced("listening on ", Duration::from_secs(20));
+            stack = stack.replace(&format!("127.0.0.1:{default_port}\""), &format!("{addr}\""));
+            services.insert(name.to_owned(), service);
+        }
+        // Faster health checks than the stack's (5 s is the ALB's minimum interval).
+        stack = stack.replace(
+            "interval_seconds = 6, timeout_seconds = 5",
+            "interval_seconds = 5, timeout_seconds = 2",
+        );
+        let stack_file = dir.path().join("stack.toml");
+        std::fs::write(&stack_file, stack).unwrap();
+        let mut command = Command::new(bin_dir().join("local-alb"));
+        command
+            .arg("--stack")
+            .arg(&stack_file)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"]);
+        let alb = Logged::spawn(command);
+        let data_url = alb.announced("data listener on ", Duration::from_secs(20));
+        let control_url = alb.announced("control listener on ", Duration::from_secs(20));
+        LocalStack {
+            dir,
+            services,
+            alb,
+            data_url,
+            control_url,
+        }
+    }
+
+    pub fn elb(&self, rt: &tokio::runtime::Runtime) -> elbv2::Client {
+        elb_client(rt, &self.control_url, LOCAL_KEY, LOCAL_SECRET)
+    }
+
+    pub fn listener_arn(&self, rt: &tokio::runtime::Runtime) -> String {
+        let elb = self.elb(rt);
+        rt.block_on(async {
+            let lbs = elb
+                .describe_load_balancers()
+                .names("ficus-local")
+                .send()
+                .await
+                .unwrap();
+            let lb = lbs.load_balancers()[0]
+                .load_balancer_arn()
+                .unwrap()
+                .to_owned();
+            let listeners = elb
+                .describe_listeners()
+                .load_balancer_arn(lb)
+                .send()
+                .await
+                .unwrap();
+            listeners.listeners()[0].listener_arn().unwrap().to_owned()
+        })
+    }
+
+    /// A migrate.toml like the repo's, pointing at this stack.
+    pub fn operator(&self, interval: &str) -> Operator {
+        let mut routes = routes_toml(1, interval, "SERVICE_URL");
+        for route in ["users", "threads", "posts"] {
+            let addr = self.services[route].announced("listening on ", Duration::from_secs(1));
+            routes = routes.replacen(
+                "service_url = \"SERVICE_URL\"",
+                &format!("service_url = \"http://{addr}\""),
+                1,
+            );
+        }
+        let monolith = self.services["monolith"].announced("listening on ", Duration::from_secs(1));
+        let config = format!(
+            r#"lb_url = "{data}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{control}"
+access_key_id = "{LOCAL_KEY}"
+secret_access_key = "{LOCAL_SECRET}"
+[listener]
+load_balancer = "ficus-local"
+port = 80
+[monolith]
+base_url = "http://{monolith}"
+{routes}"#,
+            data = self.data_url,
+            control = self.control_url,
+        );
+        Operator::new(&config, vec![])
+    }
+
+    /// Requests answered per target group, from the local ALB's metrics.
+    pub fn answered_by(&self) -> BTreeMap<String, u64> {
+        let body = http_get(&format!("{}/metrics", self.control_url)).1;
+        let mut counts = BTreeMap::new();
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("ficus_alb_requests_total{"))
+        {
+            let group = line
+                .split("target_group=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default();
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            *counts.entry(group.to_owned()).or_insert(0) += value as u64;
+        }
+        counts
+    }
+
+    /// Sends `n` GETs of `path` through the load balancer; returns the target
+    /// groups that answered them (from the metrics' difference) and the statuses.
+    pub fn burst(&self, path: &str, n: usize) -> (BTreeMap<String, u64>, Vec<u16>) {
+        let before = self.answered_by();
+        let statuses = (0..n)
+            .map(|_| http_get(&format!("{}{path}", self.data_url)).0)
+            .collect();
+        let after = self.answered_by();
+        let delta = after
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        (delta, statuses)
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+pub fn http_get(url: &str) -> (u16, String) {
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,502 @@
+//! `migrate verify` end to end: the real binary against small HTTP servers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+/// `(status, content type, body)` for a method and path.
+type Handler = Arc<dyn Fn(&str, &str) -> (u16, &'static str, String) + Send + Sync>;
+
+/// An HTTP/1.1 server on a free port that answers with `handler`; it lives
+/// until the test process ends.
+fn serve(handler: Handler) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let handler = Arc::clone(&handler);
+            std::thread::spawn(move || answer(stream, &handler));
+        }
+    });
+    url
+}
+
+fn answer(stream: TcpStream, handler: &Handler) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut content_length = 0;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                content_length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mut words = request_line.split_whitespace();
+        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let (status, content_type, body) = handler(method, target);
+        let mut response = format!("HTTP/1.1 {status} X\r\n");
+        if !content_type.is_empty() {
+            response.push_str(&format!("content-type: {content_type}\r\n"));
+        }
+        if status != 204 {
+            response.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        response.push_str("\r\n");
+        if method != "HEAD" {
+            response.push_str(&body);
+        }
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+const JSON: &str = "application/json; charset=utf-8";
+
+/// A tiny forum: users 1 to 3, 204 for other ids, 404 elsewhere.
+fn forum(method: &str, target: &str) -> (u16, &'static str, String) {
+    if method != "GET" && method != "HEAD" {
+        return (405, "text/plain", "Method Not Allowed".into());
+    }
+    let target = target.split('?').next().unwrap_or_default();
+    match target.strip_prefix("/api/users/").map(str::parse::<u32>) {
+        Some(Ok(id @ 1..=3)) => (200, JSON, format!(r#"{{"id":{id},"name":"user {id}"}}"#)),
+        Some(_) => (204, "", String::new()),
+        None if target == "/api/users" => (200, JSON, r#"[{"id":1},{"id":2},{"id":3}]"#.into()),
+        None => (404, "text/plain", "Not Found".into()),
+    }
+}
+
+/// The forum, except that user 2's name is spelt differently.
+fn drifted_forum(method: &str, target: &str) -> (u16, &'static str, String) {
+    if target == "/api/users/2" {
+        return (200, JSON, r#"{"id":2,"name":"User 2"}"#.into());
+    }
+    forum(method, target)
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A migrate.toml with the given `[monolith]` URL and routes tables.
+    fn new(monolith: &str, routes: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[listener]\narn = \"arn:aws:elasticloadbalancing:us-east-1:000000000000:listener/app/ficus-local/1/2\"\n\n[monolith]\nbase_url = \"{monolith}\"\n\n{routes}"
+        );
+        std::fs::write(dir.path().join("migrate.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn verify(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .arg("--config")
+            .arg(self.path("migrate.toml"))
+            .arg("verify")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run migrate")
+    }
+}
+
+fn users_route(service_url: &str) -> String {
+    format!(
+        r#"[routes.users]
+paths = ["/api/users*"]
+target_group = "users"
+service_url = "{service_url}"
+
+[routes.users.verify]
+requests = ["/api/users", "/api/users/{{id}}", "HEAD /api/users/{{id}}", "POST /api/users"]
+values.id = ["1..=4", "01", "abc"]
+"#
+    )
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn matching_answers_exit_0_and_write_junit_and_json() {
+    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(forum)));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users", "--junit", "parity.xml", "--json", "parity.json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(stdout(&output).starts_with(&format!("PASS parity users: candidate {service} against baseline {monolith}\n  14 requests: 14 matched")), "{}", stdout(&output));
+    let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
+    assert!(
+        junit.contains("<testsuite name=\"parity users\" tests=\"4\" failures=\"0\""),
+        "{junit}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.path("parity.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["routes"][0]["matched"], 14);
+}
+
+#[test]
+fn a_differing_field_exits_1_and_names_its_pointer() {
+    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(drifted_forum)));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users", "--junit", "parity.xml"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let report = stdout(&output);
+    assert!(report.contains("  FAIL GET /api/users/{id}  (6 requests: 5 matched, 1 differed, 0 failed)\n       body /name changed value: 1 requests\n         GET /api/users/2: baseline \"user 2\" | candidate \"User 2\"\n"), "{report}");
+    let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
+    assert!(junit.contains("<failure type=\"parity\" message=\"1 of 6 requests differed, 0 failed\">body /name changed value: 1 requests"), "{junit}");
+}
+
+#[test]
+fn candidate_flags_override_the_configured_service_url() {
+    let (monolith, good, drifted) = (
+        serve(Arc::new(forum)),
+        serve(Arc::new(forum)),
+        serve(Arc::new(drifted_forum)),
+    );
+    let project = Project::new(&monolith, &users_route(&drifted));
+    assert_eq!(
+        project
+            .verify(&["users", "--candidate", &good])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        project
+            .verify(&["users", "--candidate", &format!("users={good}")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let output = project.verify(&["users", "--candidate", "posts=http://127.0.0.1:1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("unknown route `posts`; known routes: users"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn all_without_a_candidate_for_some_route_is_a_config_error() {
+    let monolith = serve(Arc::new(forum));
+    let routes = format!(
+        "{}\n[routes.threads]\npaths = [\"/api/threads*\"]\ntarget_group = \"threads\"\n",
+        users_route(&monolith)
+    );
+    let project = Project::new(&monolith, &routes);
+    let output = project.verify(&["--all"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert_eq!(
+        stderr(&output),
+        "migrate: no candidate URL for route threads: set `[routes.threads] service_url` in migrate.toml, or pass `--candidate threads=URL` (or `--candidate URL` for every route)\n"
+    );
+    assert!(
+        stdout(&output).is_empty(),
+        "no request goes out before the config is complete"
+    );
+}
+
+#[test]
+fn usage_and_config_mistakes_exit_2() {
+    let monolith = serve(Arc::new(forum));
+    let project = Project::new(&monolith, &users_route(&monolith));
+    let output = project.verify(&[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("<ROUTE|--all>"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(project.verify(&["users", "--all"]).status.code(), Some(2));
+    assert_eq!(
+        project
+            .verify(&["users", "--concurrency", "0"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(project.verify(&["nope"]).status.code(), Some(2));
+
+    let bad_pointer = Project::new(
+        &monolith,
+        &format!("{}ignore = [\"name\"]\n", users_route(&monolith)),
+    );
+    let output = bad_pointer.verify(&["users"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains(
+            "`routes.users.verify`: verify settings: ignore: JSON Pointer \"name\" must be empty"
+        ),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = project.verify(&["users", "--from-alb-log", "missing.log"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).starts_with("migrate: cannot read missing.log: "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn an_unreachable_candidate_fails_every_request() {
+    let monolith = serve(Arc::new(forum));
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let project = Project::new(&monolith, &users_route(&closed));
+    let output = project.verify(&["users", "--timeout", "2s"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("14 requests: 0 matched, 0 differed, 14 failed"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output).contains("candidate failed to answer"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("parity/tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn an_alb_access_log_is_replayed_with_every_skipped_line_reported() {
+    let monolith = serve(Arc::new(forum));
+    let service = serve(Arc::new(|method: &str, target: &str| {
+        if target.starts_with("/api/users/3") {
+            return (200, JSON, r#"{"id":3,"name":"User 3"}"#.into());
+        }
+        forum(method, target)
+    }));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users", "--from-alb-log", &fixture("alb-access.log")]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let report = stdout(&output);
+    assert!(
+        report.contains("  5 requests: 4 matched, 1 differed, 0 failed"),
+        "{report}"
+    );
+    assert!(report.contains("         GET /api/users/3?utm_source=mail: baseline \"user 3\" | candidate \"User 3\"\n"), "{report}");
+    assert!(
+        report.contains("alb-access.log: 5 requests, 5 lines skipped\n"),
+        "{report}"
+    );
+    for reason in [
+        "skipped 1: POST is not replayed without --allow-unsafe",
+        "skipped 1: not an ALB access log line (unknown connection type)",
+        "skipped 1: too few fields for an ALB access log line",
+        "skipped 1: path outside the route's patterns",
+        "skipped 1: no request recorded (the ALB could not parse it)",
+    ] {
+        assert!(report.contains(reason), "{reason} missing in\n{report}");
+    }
+
+    let output = project.verify(&[
+        "users",
+        "--from-alb-log",
+        &fixture("alb-access.log"),
+        "--allow-unsafe",
+    ]);
+    assert!(
+        stdout(&output).contains("  6 requests: "),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn a_corpus_from_the_command_line_replaces_the_configured_requests() {
+    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(drifted_forum)));
+    let project = Project::new(&monolith, &users_route(&service));
+    std::fs::write(
+        project.path("corpus.txt"),
+        "# users only\nGET /api/users/1\n/api/users/3\nGET /api/threads/1\n",
+    )
+    .unwrap();
+    let output = project.verify(&[
+        "users",
+        "--corpus",
+        &project.path("corpus.txt").display().to_string(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let report = stdout(&output);
+    assert!(report.contains("  2 requests: 2 matched"), "{report}");
+    assert!(
+        report.contains("skipped 1: path outside the route's patterns"),
+        "{report}"
+    );
+}
+
+fn settings_of(project: &Project) -> migrate::settings::Settings {
+    migrate::settings::Settings::load(&migrate::settings::Overrides {
+        config: Some(project.path("migrate.toml")),
+        ..Default::default()
+    })
+    .expect("valid settings")
+}
+
+#[tokio::test]
+async fn the_parity_gate_passes_matching_services_and_names_the_first_differences() {
+    let (monolith, good, drifted) = (
+        serve(Arc::new(forum)),
+        serve(Arc::new(forum)),
+        serve(Arc::new(drifted_forum)),
+    );
+    let passing = Project::new(&monolith, &users_route(&good));
+    let gate = migrate::verify::parity_gate(&settings_of(&passing), "users").await;
+    assert_eq!(gate.unwrap(), None);
+
+    let failing = Project::new(&monolith, &users_route(&drifted));
+    let summary = migrate::verify::parity_gate(&settings_of(&failing), "users")
+        .await
+        .unwrap()
+        .expect("the gate fails");
+    assert_eq!(
+        summary,
+        format!(
+            "1 of 13 requests differed and 0 failed ({drifted} against {monolith})\nGET /api/users/{{id}}: body /name changed value (1 requests), e.g. GET /api/users/2: baseline \"user 2\" candidate \"User 2\""
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_parity_gate_without_a_service_url_is_a_config_error() {
+    let monolith = serve(Arc::new(forum));
+    let project = Project::new(
+        &monolith,
+        "[routes.users]\npaths = [\"/api/users*\"]\ntarget_group = \"users\"\n",
+    );
+    let error = migrate::verify::parity_gate(&settings_of(&project), "users")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        format!("{error:#}"),
+        "the parity gate needs the service's URL: set `[routes.users] service_url` in migrate.toml, or pass `--skip-parity`"
+    );
+    let error = migrate::verify::parity_gate(&settings_of(&project), "nope")
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{error:#}").starts_with("unknown route `nope`"),
+        "{error:#}"
+    );
+}
+
+#[test]
+fn a_route_without_a_request_set_gets_its_path_patterns() {
+    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(forum)));
+    let project = Project::new(
+        &monolith,
+        &format!(
+            "[routes.users]\npaths = [\"/api/users*\"]\ntarget_group = \"users\"\nservice_url = \"{service}\"\n"
+        ),
+    );
+    let output = project.verify(&["users"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains(
+            "  input the route's paths (no `[routes.users.verify]` requests configured): 1 requests"
+        ),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn a_second_baseline_and_a_baseline_override_are_used() {
+    let (monolith, other, service) = (
+        serve(Arc::new(forum)),
+        serve(Arc::new(forum)),
+        serve(Arc::new(forum)),
+    );
+    let project = Project::new("http://127.0.0.1:1", &users_route(&service));
+    let output = project.verify(&["users", "--baseline", &monolith, "--baseline-2", &other]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).starts_with(&format!(
+            "PASS parity users: candidate {service} against baseline {monolith} (second baseline {other})\n"
+        )),
+        "{}",
+        stdout(&output)
+    );
+}

@@ -1,0 +1,638 @@
+#!/usr/bin/env python3
+"""The AWS side of ficus, shared by scripts/deploy, scripts/test-aws and
+scripts/check-stacks, so the deploy and its test run the same code.
+
+Subcommands:
+  handover            after a deploy: apply the tags the platform template
+                      declares for its listener rules (Metadata "ficus:tags";
+                      CloudFormation cannot tag listener rules), then write
+                      migrate.toml and migrate-policy.json (the IAM policy
+                      migrate needs, infrastructure/aws/migrate-policy.json
+                      with the listener filled in) from the stack's outputs
+  check-routes        read the listener's rules and say where each route of a
+                      migrate.toml sends its traffic (missing, monolith,
+                      shifting, service); ROUTE=STATE arguments fail unless so
+  check-stacks        check that infrastructure/local/stack.toml (the local
+                      ALB's stack) and the CloudFormation templates agree
+
+AWS calls go through the `aws` CLI, so they honour the same profile, region
+and AWS_ENDPOINT_URL as the rest of the scripts. Exit codes: 0 ok, 1 a check
+failed or AWS refused, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PLATFORM_TEMPLATE = REPO / "infrastructure/aws/platform.yaml"
+MIGRATE_POLICY = REPO / "infrastructure/aws/migrate-policy.json"
+LOCAL_STACK = REPO / "infrastructure/local/stack.toml"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route `migrate` moves: the service's own resource."""
+
+    paths: tuple[str, ...]
+    # What `migrate shift` probes through the load balancer between steps.
+    probe_paths: tuple[str, ...]
+    # The priority of its rule in the original deployment (seed-api.md: "How
+    # the original was deployed"): in front of the monolith's 99.
+    priority: int
+    # The platform outputs holding its target group's ARN and its direct URL.
+    target_group_output: str
+    url_output: str
+
+
+ROUTES: dict[str, Route] = {
+    "users": Route(("/api/users*",), ("/api/users", "/api/users/1"), 1, "UsersTargetGroupArn", "UsersUrl"),
+    "threads": Route(("/api/threads*",), ("/api/threads", "/api/threads/2"), 2, "ThreadsTargetGroupArn", "ThreadsUrl"),
+    "posts": Route(
+        ("/api/posts*",),
+        ("/api/posts", "/api/posts/in-thread/1", "/api/posts/by-user/1"),
+        3,
+        "PostsTargetGroupArn",
+        "PostsUrl",
+    ),
+}
+
+# The Metadata key under which a template declares a listener rule's tags.
+RULE_TAGS_METADATA = "ficus:tags"
+# The tag that names a target group's service in the templates.
+SERVICE_TAG = "ficus:service"
+
+
+class Failure(Exception):
+    """A failure with a message for the operator; `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------
+# CloudFormation templates
+# ---------------------------------------------------------------------------
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    """YAML loader that reads CloudFormation's short forms (!Ref, !Sub, ...)
+    as their long forms ({"Ref": ...}, {"Fn::Sub": ...})."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "Condition":
+        return {"Condition": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_TemplateLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    try:
+        with path.open() as f:
+            template = yaml.load(f, Loader=_TemplateLoader)  # noqa: S506 (safe loader subclass)
+    except OSError as e:
+        raise Failure(f"cannot read template {path}: {e.strerror}", 2) from e
+    except yaml.YAMLError as e:
+        raise Failure(f"template {path} is not valid YAML: {e}", 2) from e
+    if not isinstance(template, dict) or not isinstance(template.get("Resources"), dict):
+        raise Failure(f"template {path} has no Resources section", 2)
+    return template
+
+
+def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource for logical_id, resource in template["Resources"].items() if resource.get("Type") == kind
+    }
+
+
+def rule_tags(template: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Logical id of each listener rule that declares tags -> its tags."""
+    declared = {}
+    for logical_id, rule in resources_of_type(template, "AWS::ElasticLoadBalancingV2::ListenerRule").items():
+        tags = (rule.get("Metadata") or {}).get(RULE_TAGS_METADATA)
+        if tags:
+            declared[logical_id] = {str(k): str(v) for k, v in tags.items()}
+    return declared
+
+
+# ---------------------------------------------------------------------------
+# The aws CLI
+# ---------------------------------------------------------------------------
+
+
+def aws(*args: str) -> Any:
+    """Runs `aws ARGS --output json`; returns the parsed output (None if empty)."""
+    command = ["aws", *args, "--output", "json"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise Failure("the aws CLI is not installed: python3 -m pip install awscli", 2) from e
+    if done.returncode != 0:
+        raise Failure(f"`aws {' '.join(args)}` failed: {done.stderr.strip()}")
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def stack_outputs(stack: str) -> dict[str, str]:
+    try:
+        described = aws("cloudformation", "describe-stacks", "--stack-name", stack)
+    except Failure as e:
+        if "does not exist" in str(e):
+            raise Failure(f"there is no stack {stack} in this account and region; deploy it with scripts/deploy") from e
+        raise
+    outputs = described["Stacks"][0].get("Outputs") or []
+    return {o["OutputKey"]: o["OutputValue"] for o in outputs}
+
+
+def require_output(outputs: dict[str, str], key: str, stack: str) -> str:
+    try:
+        return outputs[key]
+    except KeyError:
+        raise Failure(
+            f"stack {stack} has no output {key}: was it deployed from {PLATFORM_TEMPLATE.relative_to(REPO)}?"
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# handover: the rules' tags
+# ---------------------------------------------------------------------------
+
+
+def tag_rules(stack: str, template_path: Path) -> None:
+    declared = rule_tags(load_template(template_path))
+    if not declared:
+        return
+    resources = aws("cloudformation", "describe-stack-resources", "--stack-name", stack)["StackResources"]
+    # (moto lists a resource skipped by its Condition without ids: ignore those.)
+    physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
+    for logical_id, tags in declared.items():
+        arn = physical.get(logical_id)
+        if not arn:
+            raise Failure(f"stack {stack} has no resource {logical_id}")
+        aws("elbv2", "add-tags", "--resource-arns", arn, "--tags", *(f"Key={k},Value={v}" for k, v in tags.items()))
+        shown = ", ".join(f"{k}={v}" for k, v in tags.items())
+        print(f"tagged {logical_id} ({arn}) with {shown}")
+
+
+# ---------------------------------------------------------------------------
+# handover: migrate.toml
+# ---------------------------------------------------------------------------
+
+
+def toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def toml_strings(values: tuple[str, ...]) -> str:
+    return f"[{', '.join(toml_string(v) for v in values)}]"
+
+
+def migrate_toml(stack: str, region: str, endpoint_url: str, outputs: dict[str, str]) -> str:
+    """migrate.toml (keys: migrate/src/settings.rs) for the platform stack."""
+
+    def output(key: str) -> str:
+        return toml_string(require_output(outputs, key, stack))
+
+    lines = [
+        f"# migrate.toml for the CloudFormation stack {stack} ({region}), written by",
+        "# scripts/deploy from the stack's outputs; rewrite it with",
+        f"#   scripts/deploy --stack {stack} --only-migrate-toml",
+        "# The monolith's rule is found by its tag ficus:role=monolith (scripts/deploy",
+        "# applies it). monolith.base_url and routes.*.service_url are the direct",
+        "# listeners, reachable only from the platform stack's OperatorCidr.",
+        "",
+        f"lb_url = {output('LoadBalancerUrl')}",
+        "",
+        "[aws]",
+        f"region = {toml_string(region)}",
+    ]
+    if endpoint_url:
+        lines.append(f"endpoint_url = {toml_string(endpoint_url)}")
+    lines += [
+        "",
+        "[listener]",
+        f"arn = {output('ListenerArn')}",
+        "",
+        "[monolith]",
+        f"base_url = {output('MonolithUrl')}",
+    ]
+    for name, route in ROUTES.items():
+        lines += [
+            "",
+            f"[routes.{name}]",
+            f"paths = {toml_strings(route.paths)}",
+            f"target_group = {output(route.target_group_output)}",
+            f"service_url = {output(route.url_output)}",
+            f"priority = {route.priority}",
+            "steps = [10, 50, 100]",
+            'interval = "30s"',
+            f"probe_paths = {toml_strings(route.probe_paths)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_file(path: Path, text: str) -> None:
+    """Writes `text` to `path` atomically, creating its directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+    print(f"wrote {path}")
+
+
+def handover(stack: str, template: Path, region: str, endpoint_url: str, output_dir: Path) -> None:
+    """Tags the rules, then writes migrate.toml and migrate-policy.json."""
+    outputs = stack_outputs(stack)
+    tag_rules(stack, template)
+    settings = migrate_toml(stack, region, endpoint_url, outputs)
+    tomllib.loads(settings)  # never write a file migrate cannot read
+    write_file(output_dir / "migrate.toml", settings)
+    write_file(output_dir / "migrate-policy.json", migrate_policy(require_output(outputs, "ListenerArn", stack)))
+    print(f"load balancer: {outputs['LoadBalancerUrl']}")
+
+
+# ---------------------------------------------------------------------------
+# handover: migrate-policy.json
+# ---------------------------------------------------------------------------
+
+
+def migrate_policy(listener_arn: str) -> str:
+    """migrate-policy.json for one listener: its ARN, and its rules' ARNs
+    (listener-rule/app/<lb>/<lb id>/<listener id>/*)."""
+    prefix, separator, path = listener_arn.partition(":listener/")
+    if not separator or path.count("/") != 3:
+        raise Failure(f"{listener_arn!r} is not an ELBv2 listener ARN")
+    template = MIGRATE_POLICY.read_text()
+    for placeholder in ("{{listener_arn}}", "{{listener_rules_arn}}"):
+        if placeholder not in template:
+            raise Failure(f"{MIGRATE_POLICY} lacks the placeholder {placeholder}", 2)
+    text = template.replace("{{listener_arn}}", listener_arn).replace(
+        "{{listener_rules_arn}}", f"{prefix}:listener-rule/{path}/*"
+    )
+    json.loads(text)
+    return text
+
+
+# ---------------------------------------------------------------------------
+# check-routes
+# ---------------------------------------------------------------------------
+
+
+def _forward_weights(actions: list[dict[str, Any]]) -> dict[str, int]:
+    """Target group ARN -> weight of a rule's forward action ({} if none)."""
+    for action in actions:
+        if action.get("Type") != "forward":
+            continue
+        groups = (action.get("ForwardConfig") or {}).get("TargetGroups")
+        if groups:
+            return {g["TargetGroupArn"]: int(g.get("Weight", 1)) for g in groups}
+        return {action["TargetGroupArn"]: 1}
+    return {}
+
+
+def _path_patterns(rule: dict[str, Any]) -> list[str]:
+    return sorted(
+        value
+        for condition in rule.get("Conditions", [])
+        if condition.get("Field") == "path-pattern"
+        for value in (condition.get("PathPatternConfig") or {}).get("Values") or condition.get("Values") or []
+    )
+
+
+def route_states(settings_path: Path) -> dict[str, tuple[str, str]]:
+    """Where each route of a migrate.toml sends its traffic, read from the
+    listener's rules: route -> (state, description), state one of missing,
+    inconsistent, monolith, shifting, service."""
+    try:
+        settings = tomllib.loads(settings_path.read_text())
+        listener_arn = settings["listener"]["arn"]
+        routes = {name: (sorted(r["paths"]), r["target_group"]) for name, r in settings["routes"].items()}
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+        raise Failure(
+            f"{settings_path}: not a migrate.toml with listener.arn and routes.*.paths/target_group ({e!r})", 2
+        ) from e
+    names = [tg for _, tg in routes.values() if not tg.startswith("arn:")]
+    arns = {}
+    if names:
+        described = aws("elbv2", "describe-target-groups", "--names", *names)["TargetGroups"]
+        arns = {g["TargetGroupName"]: g["TargetGroupArn"] for g in described}
+    rules = aws("elbv2", "describe-rules", "--listener-arn", listener_arn)["Rules"]
+    rule_arns = [r["RuleArn"] for r in rules if not r.get("IsDefault")]
+    tags: dict[str, dict[str, str]] = {}
+    for start in range(0, len(rule_arns), 20):  # DescribeTags takes 20 ARNs at most
+        described = aws("elbv2", "describe-tags", "--resource-arns", *rule_arns[start : start + 20])
+        for entry in described["TagDescriptions"]:
+            tags[entry["ResourceArn"]] = {t["Key"]: t["Value"] for t in entry.get("Tags", [])}
+    monolith = [r for r in rules if tags.get(r["RuleArn"], {}).get("ficus:role") == "monolith"]
+    if len(monolith) != 1:
+        raise Failure(f"the listener has {len(monolith)} rules tagged ficus:role=monolith, expected 1")
+    monolith_priority = int(monolith[0]["Priority"])
+    states = {}
+    for name, (paths, configured_group) in routes.items():
+        target_group = arns.get(configured_group, configured_group)
+        mine = [r for r in rules if _path_patterns(r) == paths]
+        if len(mine) != 1:
+            states[name] = ("missing" if not mine else "inconsistent", f"{len(mine)} rules for {paths}")
+            continue
+        priority = int(mine[0]["Priority"])
+        weights = _forward_weights(mine[0].get("Actions", []))
+        total = sum(weights.values())
+        share = 100 * weights.get(target_group, 0) // total if total else 0
+        where = (
+            f"rule {priority} for {paths} forwards {share}% to the service; the monolith's rule is {monolith_priority}"
+        )
+        if priority > monolith_priority or share == 0:
+            states[name] = ("monolith", where)
+        else:
+            states[name] = ("service" if share == 100 else "shifting", where)
+    return states
+
+
+def check_routes(settings_path: Path, expectations: list[str]) -> int:
+    expected = {}
+    for expectation in expectations:
+        route, _, state = expectation.partition("=")
+        if state not in ROUTE_STATES:
+            raise Failure(f"{expectation!r}: write ROUTE=STATE, STATE one of {', '.join(ROUTE_STATES)}", 2)
+        expected[route] = state
+    states = route_states(settings_path)
+    unknown = set(expected) - set(states)
+    if unknown:
+        raise Failure(f"no route {', '.join(sorted(unknown))} in {settings_path}; its routes: {', '.join(states)}", 2)
+    wrong = 0
+    for route, (state, where) in states.items():
+        if route in expected and expected[route] != state:
+            wrong += 1
+            print(f"{route}: expected {expected[route]}, found {state}: {where}", file=sys.stderr)
+        else:
+            print(f"{route}: {state}: {where}")
+    return 1 if wrong else 0
+
+
+ROUTE_STATES = ("missing", "inconsistent", "monolith", "shifting", "service")
+
+
+# ---------------------------------------------------------------------------
+# check-stacks
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    problems: list[str]
+    checked: int = 0
+
+    def same(self, what: str, local: Any, aws_value: Any) -> None:
+        self.checked += 1
+        if local != aws_value:
+            self.problems.append(f"{what}: stack.toml says {local!r}, CloudFormation says {aws_value!r}")
+
+
+def _ref(value: Any) -> str | None:
+    return value.get("Ref") if isinstance(value, dict) else None
+
+
+def _tags(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: str(t["Value"]) for t in resource.get("Properties", {}).get("Tags", [])}
+
+
+def _forward_target(actions: list[dict[str, Any]], tg_names: dict[str, str], where: str) -> str:
+    """The name of the single target group a forward-only action list sends to."""
+    if len(actions) != 1 or actions[0].get("Type") != "forward":
+        raise Failure(f"{where}: expected exactly one forward action, found {actions!r}")
+    logical_id = _ref(actions[0].get("TargetGroupArn"))
+    if logical_id not in tg_names:
+        raise Failure(
+            f"{where}: forwards to {actions[0].get('TargetGroupArn')!r}, not to a target group of the template"
+        )
+    return tg_names[logical_id]
+
+
+def _local_forward(action: Any, where: str) -> str:
+    if not isinstance(action, dict) or set(action) != {"forward"}:
+        raise Failure(f'{where}: expected {{ forward = "<target group>" }}, found {action!r}', 2)
+    return action["forward"]
+
+
+INTERNET = ("0.0.0.0/0", "::/0")
+
+
+def _internet_ports(template: dict[str, Any]) -> set[int]:
+    """Ports some security group of the template admits from the whole internet."""
+    rules = [
+        ingress
+        for group in resources_of_type(template, "AWS::EC2::SecurityGroup").values()
+        for ingress in group.get("Properties", {}).get("SecurityGroupIngress", [])
+    ] + [
+        ingress.get("Properties", {})
+        for ingress in resources_of_type(template, "AWS::EC2::SecurityGroupIngress").values()
+    ]
+    ports: set[int] = set()
+    for ingress in rules:
+        if ingress.get("CidrIp") in INTERNET or ingress.get("CidrIpv6") in INTERNET:
+            ports.update(range(int(ingress["FromPort"]), int(ingress["ToPort"]) + 1))
+    return ports
+
+
+def check_stacks(local_path: Path, template_path: Path) -> Comparison:
+    try:
+        local = tomllib.loads(local_path.read_text())
+    except OSError as e:
+        raise Failure(f"cannot read {local_path}: {e.strerror}", 2) from e
+    except tomllib.TOMLDecodeError as e:
+        raise Failure(f"{local_path} is not valid TOML: {e}", 2) from e
+    template = load_template(template_path)
+    result = Comparison(problems=[])
+
+    # Target groups: matched by the template's ficus:service tag.
+    cfn_groups = resources_of_type(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    tg_names: dict[str, str] = {}
+    for logical_id, group in cfn_groups.items():
+        name = _tags(group).get(SERVICE_TAG)
+        if not name:
+            result.problems.append(f"target group {logical_id} has no {SERVICE_TAG} tag naming its service")
+            continue
+        tg_names[logical_id] = name
+    local_groups = {g["name"]: g for g in local.get("target_groups", [])}
+    result.same("target groups", sorted(local_groups), sorted(tg_names.values()))
+    by_name = {name: cfn_groups[logical_id]["Properties"] for logical_id, name in tg_names.items()}
+    for name in sorted(set(local_groups) & set(by_name)):
+        group, props = local_groups[name], by_name[name]
+        check = group.get("health_check", {})
+        matcher = props.get("Matcher", {}).get("HttpCode")
+        result.same(f"target group {name}: port", group.get("port"), props.get("Port"))
+        result.same(f"target group {name}: protocol", group.get("protocol", "HTTP"), props.get("Protocol"))
+        result.same(f"target group {name}: health check protocol", "HTTP", props.get("HealthCheckProtocol", "HTTP"))
+        result.same(f"target group {name}: health check path", check.get("path"), props.get("HealthCheckPath"))
+        result.same(
+            f"target group {name}: health check interval",
+            check.get("interval_seconds"),
+            props.get("HealthCheckIntervalSeconds"),
+        )
+        result.same(
+            f"target group {name}: health check timeout",
+            check.get("timeout_seconds"),
+            props.get("HealthCheckTimeoutSeconds"),
+        )
+        result.same(
+            f"target group {name}: healthy threshold",
+            check.get("healthy_threshold"),
+            props.get("HealthyThresholdCount"),
+        )
+        result.same(
+            f"target group {name}: unhealthy threshold",
+            check.get("unhealthy_threshold"),
+            props.get("UnhealthyThresholdCount"),
+        )
+        result.same(f"target group {name}: matcher", check.get("matcher"), matcher)
+
+    # The load balancer.
+    balancers = resources_of_type(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    result.same("number of load balancers", 1, len(balancers))
+    for balancer in balancers.values():
+        result.same(
+            "load balancer scheme",
+            local.get("load_balancer", {}).get("scheme"),
+            balancer["Properties"].get("Scheme", "internet-facing"),
+        )
+
+    # The listener: the one on stack.toml's port, open to the internet. Any
+    # other listener is a direct listener (see platform.yaml): closed to the
+    # internet, forwarding to one target group.
+    local_listener = local.get("listener", {})
+    listeners = resources_of_type(template, "AWS::ElasticLoadBalancingV2::Listener")
+    main = {
+        lid: listener
+        for lid, listener in listeners.items()
+        if listener["Properties"].get("Port") == local_listener.get("port")
+    }
+    result.same(f"listeners on port {local_listener.get('port')}", 1, len(main))
+    internet_ports = _internet_ports(template)
+    main_id = next(iter(main), None)
+    if main_id:
+        props = main[main_id]["Properties"]
+        result.same("listener protocol", local_listener.get("protocol"), props.get("Protocol"))
+        result.same(
+            "listener default action",
+            _local_forward(local_listener.get("default_action"), "stack.toml [listener] default_action"),
+            _forward_target(props.get("DefaultActions", []), tg_names, f"listener {main_id}"),
+        )
+        result.same("listener open to the internet", True, props.get("Port") in internet_ports)
+    for lid, listener in listeners.items():
+        if lid == main_id:
+            continue
+        props = listener["Properties"]
+        _forward_target(props.get("DefaultActions", []), tg_names, f"listener {lid}")
+        result.checked += 1
+        if props.get("Port") in internet_ports:
+            result.problems.append(
+                f"listener {lid} on port {props.get('Port')} is open to the internet, which stack.toml does not declare"
+            )
+
+    # Rules on the main listener: same priority, conditions, action and tags.
+    cfn_rules = {
+        int(rule["Properties"]["Priority"]): (lid, rule)
+        for lid, rule in resources_of_type(template, "AWS::ElasticLoadBalancingV2::ListenerRule").items()
+        if _ref(rule["Properties"].get("ListenerArn")) == main_id
+    }
+    local_rules = {int(r["priority"]): r for r in local.get("rules", [])}
+    result.same("rule priorities on the listener", sorted(local_rules), sorted(cfn_rules))
+    declared_tags = rule_tags(template)
+    for priority in sorted(set(local_rules) & set(cfn_rules)):
+        rule = local_rules[priority]
+        lid, cfn_rule = cfn_rules[priority]
+        props = cfn_rule["Properties"]
+        local_conditions = sorted((c["field"], tuple(c["values"])) for c in rule.get("conditions", []))
+        cfn_conditions = sorted(
+            (
+                c["Field"],
+                tuple(c.get("PathPatternConfig", {}).get("Values") or c.get("Values") or []),
+            )
+            for c in props.get("Conditions", [])
+        )
+        result.same(f"rule {priority}: conditions", local_conditions, cfn_conditions)
+        local_actions = rule.get("actions", [])
+        result.same(
+            f"rule {priority}: action",
+            _local_forward(
+                local_actions[0] if len(local_actions) == 1 else local_actions, f"stack.toml rule {priority}"
+            ),
+            _forward_target(props.get("Actions", []), tg_names, f"rule {lid}"),
+        )
+        result.same(f"rule {priority}: tags", rule.get("tags", {}), declared_tags.get(lid, {}))
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ficus_aws.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    hand = commands.add_parser("handover", help="tag the rules, write migrate.toml and migrate-policy.json")
+    hand.add_argument("--stack", required=True, help="the platform stack's name")
+    hand.add_argument("--template", type=Path, default=PLATFORM_TEMPLATE)
+    hand.add_argument("--region", required=True)
+    hand.add_argument("--endpoint-url", default="", help="a non-AWS endpoint (moto_server) to record in [aws]")
+    hand.add_argument("--output-dir", type=Path, required=True)
+
+    routes = commands.add_parser("check-routes", help="say where each route sends its traffic")
+    routes.add_argument("--migrate-toml", type=Path, required=True)
+    routes.add_argument("expect", nargs="*", metavar="ROUTE=STATE", help=f"STATE: {', '.join(ROUTE_STATES)}")
+
+    check = commands.add_parser("check-stacks", help="compare stack.toml with the platform template")
+    check.add_argument("--local-stack", type=Path, default=LOCAL_STACK)
+    check.add_argument("--template", type=Path, default=PLATFORM_TEMPLATE)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "handover":
+            handover(args.stack, args.template, args.region, args.endpoint_url, args.output_dir)
+        elif args.command == "check-routes":
+            return check_routes(args.migrate_toml, args.expect)
+        else:
+            result = check_stacks(args.local_stack, args.template)
+            for problem in result.problems:
+                print(f"MISMATCH {problem}", file=sys.stderr)
+            if result.problems:
+                print(
+                    f"check-stacks: {len(result.problems)} of {result.checked} checks differ between "
+                    f"{args.local_stack} and {args.template}; make the two declare the same load balancer",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"check-stacks: stack.toml and {args.template.name} agree ({result.checked} checks)")
+    except Failure as e:
+        print(f"ficus_aws.py {args.command}: {e}", file=sys.stderr)
+        return e.code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
