@@ -103,11 +103,12 @@ async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<Ini
                 )
                 .await
             {
-                Ok(arn) => {
+                Ok(Some(arn)) => {
                     created = Some((arn, slot));
                     break;
                 }
-                Err(err) if format!("{err:#}").contains("PriorityInUse") => continue,
+                // The slot was taken meanwhile (PriorityInUse): try the next.
+                Ok(None) => continue,
                 Err(err) => return Err(err),
             }
         }
@@ -169,8 +170,12 @@ async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<Ini
 pub struct RouteStatus {
     pub route: String,
     pub paths: Vec<String>,
-    #[serde(flatten)]
-    pub state: RouteState,
+    /// `missing`, `on-monolith`, `shifting`, `on-service` or `inconsistent`.
+    pub state: &'static str,
+    /// Why, when inconsistent.
+    pub reason: Option<String>,
+    /// Whether a parked rule's action is the plain forward to the service.
+    pub restored: Option<bool>,
     pub summary: String,
     pub percent: Option<u8>,
     pub rule_arn: Option<String>,
@@ -319,7 +324,15 @@ fn route_status(
             .unwrap_or_default(),
         summary: state.explain(),
         percent: state.percent(),
-        state,
+        state: state.name(),
+        reason: match &state {
+            RouteState::Inconsistent { reason } => Some(reason.clone()),
+            _ => None,
+        },
+        restored: match &state {
+            RouteState::OnMonolith { restored, .. } => Some(*restored),
+            _ => None,
+        },
         rule_arn: rule.map(|r| r.arn.clone()),
         priority: rule.and_then(|r| r.priority),
         monolith_priority: listing.monolith_priority,

@@ -392,6 +392,8 @@ impl Elb {
             .collect())
     }
 
+    /// Creates a rule; `Ok(None)` when the priority was taken meanwhile
+    /// (PriorityInUse), so the caller can pick another.
     pub async fn create_rule(
         &self,
         listener_arn: &str,
@@ -399,7 +401,7 @@ impl Elb {
         paths: &[String],
         action: &Forward,
         tags: &[(&str, &str)],
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Option<String>> {
         let condition = RuleCondition::builder()
             .field("path-pattern")
             .path_pattern_config(
@@ -412,8 +414,8 @@ impl Elb {
             .iter()
             .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
             .collect();
-        let out = self
-            .call(
+        let created = self
+            .timed(
                 "CreateRule",
                 self.client
                     .create_rule()
@@ -424,11 +426,22 @@ impl Elb {
                     .set_tags(Some(tags))
                     .send(),
             )
-            .await?;
+            .await;
+        let out = match created {
+            Ok(out) => out,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_priority_in_use_exception()) =>
+            {
+                return Ok(None);
+            }
+            Err(err) => return Err(explain("CreateRule", err)),
+        };
         out.rules()
             .first()
             .and_then(|r| r.rule_arn())
-            .map(str::to_owned)
+            .map(|arn| Some(arn.to_owned()))
             .context("CreateRule answered without the rule's ARN")
     }
 
@@ -599,6 +612,12 @@ where
         }
         Some(code) => anyhow::anyhow!("ELBv2 {action} failed: {code}: {message}"),
         None => match &err {
+            SdkError::DispatchFailure(_) if causes(&err).contains("no credentials") => {
+                anyhow::anyhow!(
+                    "ELBv2 {action}: no AWS credentials ({}); use `--profile`, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, as for the AWS CLI",
+                    causes(&err).lines().next().unwrap_or_default()
+                )
+            }
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => anyhow::anyhow!(
                 "ELBv2 {action}: cannot reach the endpoint ({}); check the region, `--endpoint-url` or aws.endpoint_url",
                 causes(&err)

@@ -67,9 +67,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         endpoint_url: cli.endpoint_url.clone(),
     };
     let settings = Settings::load(&overrides)?;
-    if let Command::Verify(args) = &cli.command {
-        return verify::run(&settings, args).await;
-    }
     let mut ctx = Ctx::new(settings, cli.output, cli.verbose).await;
     let result = match &cli.command {
         Command::Shift(args) => return shift::shift(&mut ctx, args).await,

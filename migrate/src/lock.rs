@@ -88,12 +88,7 @@ pub fn lock_tags(tags: &BTreeMap<String, String>) -> Vec<LockTag> {
 
 /// The live holder, if any (earliest `since`, then key).
 pub fn holder(tags: &BTreeMap<String, String>, now: OffsetDateTime) -> Option<LockTag> {
-    let mut live: Vec<LockTag> = lock_tags(tags)
-        .into_iter()
-        .filter(|l| !l.is_dead(now))
-        .collect();
-    live.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
-    live.into_iter().next()
+    holder_among(&lock_tags(tags), now)
 }
 
 /// A held lock. Release it with [`Lock::release`].

@@ -120,6 +120,17 @@ impl RouteState {
         }
     }
 
+    /// The state's name, as in JSON output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RouteState::Missing => "missing",
+            RouteState::OnMonolith { .. } => "on-monolith",
+            RouteState::Shifting { .. } => "shifting",
+            RouteState::OnService { .. } => "on-service",
+            RouteState::Inconsistent { .. } => "inconsistent",
+        }
+    }
+
     /// One line for people.
     pub fn explain(&self) -> String {
         match self {

@@ -491,3 +491,37 @@ fn rollback_completes_after_a_manual_edit_in_the_console() {
     );
     assert_eq!(op.route_status("users")["state"], "on-monolith");
 }
+
+#[test]
+fn a_profile_supplies_credentials_region_and_endpoint() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile moto]\nregion = us-east-1\nendpoint_url = {}\n",
+            stack.endpoint
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &credentials,
+        "[moto]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let op = Operator::new(&stack.config(), vec![]);
+    let mut command = op.command(&["--profile", "moto", "init"]);
+    command
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials);
+    let run = Run::from(command.output().unwrap());
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.stdout.matches("created rule").count(), 3, "{run}");
+    // Without the profile there are no credentials and no endpoint.
+    let without = op.run(&["status"]);
+    assert_eq!(without.code, 1, "{without}");
+    assert!(without.stderr.contains("no AWS credentials"), "{without}");
+}

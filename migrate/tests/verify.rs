@@ -185,9 +185,9 @@ fn a_differing_field_exits_1_and_names_its_pointer() {
         stderr(&output)
     );
     let report = stdout(&output);
-    assert!(report.contains("  FAIL GET /api/users/{id}  (6 requests: 5 matched, 1 differed, 0 failed)\n       body /name changed value: 1 requests\n         GET /api/users/2: baseline \"user 2\" | candidate \"User 2\"\n"), "{report}");
+    assert!(report.contains("  FAIL GET /api/users/{id}  (6 requests: 5 matched, 1 differed, 0 failed)\n       body /name changed value: 1 request\n         GET /api/users/2: baseline \"user 2\" | candidate \"User 2\"\n"), "{report}");
     let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
-    assert!(junit.contains("<failure type=\"parity\" message=\"1 of 6 requests differed, 0 failed\">body /name changed value: 1 requests"), "{junit}");
+    assert!(junit.contains("<failure type=\"parity\" message=\"1 of 6 requests differed, 0 failed\">body /name changed value: 1 request"), "{junit}");
 }
 
 #[test]
@@ -269,11 +269,17 @@ fn usage_and_config_mistakes_exit_2() {
     let output = bad_pointer.verify(&["users"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output).contains(
-            "`routes.users.verify`: verify settings: ignore: JSON Pointer \"name\" must be empty"
-        ),
+        stderr(&output)
+            .contains("`routes.users.verify`: ignore: JSON Pointer \"name\" must be empty"),
         "{}",
         stderr(&output)
+    );
+
+    let output = project.verify(&["users", "--baseline", "localhost:3000"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        "migrate: the baseline URL \"localhost:3000\" must be http:// or https:// with a host, like http://127.0.0.1:3000\n"
     );
 
     let output = project.verify(&["users", "--from-alb-log", "missing.log"]);
@@ -422,7 +428,7 @@ async fn the_parity_gate_passes_matching_services_and_names_the_first_difference
     assert_eq!(
         summary,
         format!(
-            "1 of 13 requests differed and 0 failed ({drifted} against {monolith})\nGET /api/users/{{id}}: body /name changed value (1 requests), e.g. GET /api/users/2: baseline \"user 2\" candidate \"User 2\""
+            "1 of 13 requests differed and 0 failed ({drifted} against {monolith})\nGET /api/users/{{id}}: body /name changed value (1 request), e.g. GET /api/users/2: baseline \"user 2\" candidate \"User 2\""
         )
     );
 }
@@ -469,7 +475,7 @@ fn a_route_without_a_request_set_gets_its_path_patterns() {
     );
     assert!(
         stdout(&output).contains(
-            "  input the route's paths (no `[routes.users.verify]` requests configured): 1 requests"
+            "  input the route's paths (no `[routes.users.verify]` requests configured): 1 request"
         ),
         "{}",
         stdout(&output)

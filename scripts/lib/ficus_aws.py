@@ -113,7 +113,7 @@ _TemplateLoader.add_multi_constructor("!", _intrinsic)
 def load_template(path: Path) -> dict[str, Any]:
     try:
         with path.open() as f:
-            template = yaml.load(f, Loader=_TemplateLoader)  # noqa: S506 (safe loader subclass)
+            template = yaml.load(f, Loader=_TemplateLoader)  # a SafeLoader
     except OSError as e:
         raise Failure(f"cannot read template {path}: {e.strerror}", 2) from e
     except yaml.YAMLError as e:
@@ -225,6 +225,7 @@ def migrate_toml(stack: str, region: str, endpoint_url: str, outputs: dict[str, 
         "# listeners, reachable only from the platform stack's OperatorCidr.",
         "",
         f"lb_url = {output('LoadBalancerUrl')}",
+        'journal = "journal.jsonl"',
         "",
         "[aws]",
         f"region = {toml_string(region)}",
@@ -254,9 +255,14 @@ def migrate_toml(stack: str, region: str, endpoint_url: str, outputs: dict[str, 
     return "\n".join(lines) + "\n"
 
 
-def write_file(path: Path, text: str) -> None:
-    """Writes `text` to `path` atomically, creating its directory."""
+def write_file(path: Path, text: str, keep_previous: bool = False) -> None:
+    """Writes `text` to `path` atomically, creating its directory; with
+    `keep_previous`, a different existing file is kept as `<name>.previous`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_previous and path.is_file() and path.read_text() != text:
+        previous = path.with_name(path.name + ".previous")
+        os.replace(path, previous)
+        print(f"kept the previous {path.name} as {previous} (merge your own edits back from it)")
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
@@ -269,7 +275,7 @@ def handover(stack: str, template: Path, region: str, endpoint_url: str, output_
     tag_rules(stack, template)
     settings = migrate_toml(stack, region, endpoint_url, outputs)
     tomllib.loads(settings)  # never write a file migrate cannot read
-    write_file(output_dir / "migrate.toml", settings)
+    write_file(output_dir / "migrate.toml", settings, keep_previous=True)
     write_file(output_dir / "migrate-policy.json", migrate_policy(require_output(outputs, "ListenerArn", stack)))
     print(f"load balancer: {outputs['LoadBalancerUrl']}")
 

@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 /// these as configuration errors (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The `[routes.<name>.verify]` table is inconsistent.
-    #[error("verify settings: {0}")]
+    /// The `[routes.<name>.verify]` table is inconsistent; the message names
+    /// the key (callers add which route's table).
+    #[error("{0}")]
     Spec(String),
+    /// A base URL or run option is unusable.
+    #[error("{0}")]
+    Usage(String),
     /// A file could not be read.
     #[error("cannot read {path}: {source}; check the path", path = path.display())]
     Read {

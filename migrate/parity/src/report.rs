@@ -11,12 +11,16 @@ use crate::request::{RequestSet, SourceSummary};
 use crate::run::{Outcome, Run, Side, Sides};
 
 /// `1 request`, `2 requests`.
-fn requests(count: usize) -> String {
+fn counted(count: usize, noun: &str) -> String {
     if count == 1 {
-        "1 request".to_owned()
+        format!("1 {noun}")
     } else {
-        format!("{count} requests")
+        format!("{count} {noun}s")
     }
+}
+
+fn requests(count: usize) -> String {
+    counted(count, "request")
 }
 
 /// Examples kept per group.
@@ -199,22 +203,22 @@ impl RouteReport {
         );
         let _ = writeln!(
             out,
-            "  {} requests: {} matched, {} differed, {} failed; {} differences suppressed; {:.2} s, {:.0} pairs/s",
-            self.requests,
+            "  {}: {} matched, {} differed, {} failed; {} suppressed; {:.2} s, {:.0} pairs/s",
+            requests(self.requests),
             self.matched,
             self.differed,
             self.failed,
-            self.suppressed,
+            counted(self.suppressed, "difference"),
             self.elapsed_seconds,
             self.pairs_per_second
         );
         for input in &self.inputs {
             let _ = writeln!(
                 out,
-                "  input {}: {} requests, {} lines skipped",
+                "  input {}: {}, {} skipped",
                 input.source,
-                input.requests,
-                input.skipped_total()
+                requests(input.requests),
+                counted(input.skipped_total(), "line")
             );
             for (reason, skipped) in &input.skipped {
                 let _ = writeln!(out, "    skipped {}: {reason}", skipped.count);
@@ -224,15 +228,19 @@ impl RouteReport {
             }
         }
         if self.duplicates > 0 {
-            let _ = writeln!(out, "  {} duplicate requests sent once", self.duplicates);
+            let _ = writeln!(
+                out,
+                "  {} sent once",
+                counted(self.duplicates, "duplicate request")
+            );
         }
         for endpoint in &self.endpoints {
             let verdict = if endpoint.passed() { "ok  " } else { "FAIL" };
             let _ = writeln!(
                 out,
-                "  {verdict} {}  ({} requests: {} matched, {} differed, {} failed)",
+                "  {verdict} {}  ({}: {} matched, {} differed, {} failed)",
                 endpoint.template,
-                endpoint.requests,
+                requests(endpoint.requests),
                 endpoint.matched,
                 endpoint.differed,
                 endpoint.failed
@@ -243,8 +251,9 @@ impl RouteReport {
             for failure in &endpoint.failures {
                 let _ = writeln!(
                     out,
-                    "       {} failed to answer {} requests",
-                    failure.side, failure.count
+                    "       {} failed to answer {}",
+                    failure.side,
+                    requests(failure.count)
                 );
                 for example in &failure.examples {
                     let _ = writeln!(out, "         {example}");
@@ -260,8 +269,12 @@ impl RouteReport {
     /// A few lines naming the first differences and failures, for a gate message.
     pub fn first_differences(&self, limit: usize) -> String {
         let mut lines = vec![format!(
-            "{} of {} requests differed and {} failed ({} against {})",
-            self.differed, self.requests, self.failed, self.sides.candidate, self.sides.baseline
+            "{} of {} differed and {} failed ({} against {})",
+            self.differed,
+            requests(self.requests),
+            self.failed,
+            self.sides.candidate,
+            self.sides.baseline
         )];
         let endpoints = self.endpoints.iter().filter(|endpoint| !endpoint.passed());
         'outer: for endpoint in endpoints {
@@ -271,11 +284,11 @@ impl RouteReport {
                 }
                 let example = &group.examples[0];
                 lines.push(format!(
-                    "{}: {} {} ({} requests), e.g. {}: baseline {} candidate {}",
+                    "{}: {} {} ({}), e.g. {}: baseline {} candidate {}",
                     endpoint.template,
                     group.location,
                     group.kind,
-                    group.count,
+                    requests(group.count),
                     example.request,
                     example.baseline,
                     example.candidate
@@ -286,8 +299,11 @@ impl RouteReport {
                     break 'outer;
                 }
                 lines.push(format!(
-                    "{}: {} failed {} requests, e.g. {}",
-                    endpoint.template, failure.side, failure.count, failure.examples[0]
+                    "{}: {} failed {}, e.g. {}",
+                    endpoint.template,
+                    failure.side,
+                    requests(failure.count),
+                    failure.examples[0]
                 ));
             }
         }
@@ -299,8 +315,10 @@ impl RouteReport {
 /// line with its first example (all of them are in the JSON report).
 fn write_group(out: &mut String, group: &DifferenceGroup) {
     let head = format!(
-        "{} {}: {} requests",
-        group.location, group.kind, group.count
+        "{} {}: {}",
+        group.location,
+        group.kind,
+        requests(group.count)
     );
     let show = |example: &Example| {
         format!(
@@ -499,15 +517,19 @@ pub fn junit_xml(reports: &[RouteReport]) -> String {
                 continue;
             }
             let message = format!(
-                "{} of {} requests differed, {} failed",
-                endpoint.differed, endpoint.requests, endpoint.failed
+                "{} of {} differed, {} failed",
+                endpoint.differed,
+                requests(endpoint.requests),
+                endpoint.failed
             );
             let mut details = String::new();
             for group in &endpoint.differences {
                 let _ = writeln!(
                     details,
-                    "{} {}: {} requests",
-                    group.location, group.kind, group.count
+                    "{} {}: {}",
+                    group.location,
+                    group.kind,
+                    requests(group.count)
                 );
                 for example in &group.examples {
                     let _ = writeln!(
@@ -520,8 +542,9 @@ pub fn junit_xml(reports: &[RouteReport]) -> String {
             for failure in &endpoint.failures {
                 let _ = writeln!(
                     details,
-                    "{} failed to answer {} requests",
-                    failure.side, failure.count
+                    "{} failed to answer {}",
+                    failure.side,
+                    requests(failure.count)
                 );
                 for example in &failure.examples {
                     let _ = writeln!(details, "  {example}");

@@ -42,17 +42,17 @@ impl Sides {
 
 fn base_url(side: &str, url: &str) -> Result<String, Error> {
     let parsed = reqwest::Url::parse(url).map_err(|error| {
-        Error::Spec(format!(
+        Error::Usage(format!(
             "the {side} URL {url:?} is not a URL ({error}); write it like http://127.0.0.1:3000"
         ))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(Error::Spec(format!(
+        return Err(Error::Usage(format!(
             "the {side} URL {url:?} must be http:// or https:// with a host, like http://127.0.0.1:3000"
         )));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(Error::Spec(format!(
+        return Err(Error::Usage(format!(
             "the {side} URL {url:?} must not have a query or fragment; request paths are appended to it"
         )));
     }
@@ -150,7 +150,7 @@ fn client(options: &RunOptions) -> Result<Client, Error> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("ficus-parity/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|error| Error::Spec(format!("cannot set up the HTTP client: {error}")))
+        .map_err(|error| Error::Usage(format!("cannot set up the HTTP client: {error}")))
 }
 
 /// Sends every request to the baseline twice and to the candidate once, at
@@ -162,7 +162,7 @@ pub async fn run(
     comparator: &Comparator,
 ) -> Result<Run, Error> {
     if options.concurrency == 0 {
-        return Err(Error::Spec("concurrency must be at least 1".into()));
+        return Err(Error::Usage("concurrency must be at least 1".into()));
     }
     let shared = Arc::new(Shared {
         baseline: client(options)?,

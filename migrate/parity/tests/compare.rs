@@ -220,7 +220,7 @@ fn a_bad_pointer_in_the_spec_is_a_clear_error() {
         .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "verify settings: ignore: JSON Pointer \"name\" must be empty (the whole body) or start with '/', like \"/0/name\""
+        "ignore: JSON Pointer \"name\" must be empty (the whole body) or start with '/', like \"/0/name\""
     );
     let error = Comparator::new(&toml::from_str::<VerifySpec>(r#"unordered = ["/a~2"]"#).unwrap())
         .unwrap_err();

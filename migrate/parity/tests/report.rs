@@ -78,7 +78,7 @@ async fn junit_has_one_case_per_endpoint_template_and_is_well_formed() {
     assert_eq!(cases, ["GET /", "GET /", "GET /api/users/{id}"]);
     assert_eq!(failures, 1);
     assert!(
-        failure_text.starts_with("body /name changed value: 1 requests\n  GET /api/users/2: baseline \"Finn 'the Human' Mertens\" | candidate \"<b>\\\"Finn\\\" & co</b>\""),
+        failure_text.starts_with("body /name changed value: 1 request\n  GET /api/users/2: baseline \"Finn 'the Human' Mertens\" | candidate \"<b>\\\"Finn\\\" & co</b>\""),
         "{failure_text}"
     );
     assert!(
@@ -120,7 +120,7 @@ async fn the_human_report_groups_by_template_then_location() {
     );
     assert!(
         lines[1].starts_with(
-            "  5 requests: 4 matched, 1 differed, 0 failed; 1 differences suppressed; "
+            "  5 requests: 4 matched, 1 differed, 0 failed; 1 difference suppressed; "
         ),
         "{human}"
     );
@@ -130,19 +130,19 @@ async fn the_human_report_groups_by_template_then_location() {
     );
     assert_eq!(
         lines[3],
-        "  ok   GET /  (1 requests: 1 matched, 0 differed, 0 failed)"
+        "  ok   GET /  (1 request: 1 matched, 0 differed, 0 failed)"
     );
     assert_eq!(
         lines[4],
         "  FAIL GET /api/users/{id}  (4 requests: 3 matched, 1 differed, 0 failed)"
     );
-    assert_eq!(lines[5], "       body /name changed value: 1 requests");
+    assert_eq!(lines[5], "       body /name changed value: 1 request");
     assert_eq!(
         lines[6],
         "         GET /api/users/2: baseline \"Finn 'the Human' Mertens\" | candidate \"<b>\\\"Finn\\\" & co</b>\""
     );
-    assert!(lines[7].starts_with("       suppressed (length of a body that differs): header content-length changed value: 1 requests"), "{human}");
+    assert!(lines[7].starts_with("       suppressed (length of a body that differs): header content-length changed value: 1 request"), "{human}");
     assert!(reports[1].first_differences(5).contains(
-        "GET /api/users/{id}: body /name changed value (1 requests), e.g. GET /api/users/2"
+        "GET /api/users/{id}: body /name changed value (1 request), e.g. GET /api/users/2"
     ));
 }

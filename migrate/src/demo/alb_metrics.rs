@@ -1,0 +1,184 @@
+//! Where the load balancer sent requests, from the local ALB's `/metrics`:
+//! `ficus_alb_requests_total{target_group,rule,code_class}` counters.
+//!
+//! A route's requests reach its service's target group only through the
+//! route's own rule; they reach the monolith's target group through that rule
+//! (a weighted forward) or, while the rule is parked behind the monolith's
+//! rule, through the monolith's rule. So between two scrapes, a route's
+//! service share is `service / (service + monolith via the rules that also fed
+//! the service)`, and 0 when its service got nothing.
+
+use std::collections::BTreeMap;
+
+/// Request counters by (target group, rule priority label).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    pub requests: BTreeMap<(String, String), u64>,
+    /// Responses the load balancer generated itself (502, 503, 504).
+    pub elb_errors: u64,
+}
+
+impl Counters {
+    /// Parses the Prometheus text; lines of other series are ignored.
+    pub fn parse(text: &str) -> Counters {
+        let mut counters = Counters::default();
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let value = value as u64;
+            if let Some(labels) = series.strip_prefix("ficus_alb_requests_total{") {
+                let labels = parse_labels(labels.trim_end_matches('}'));
+                let (Some(group), Some(rule)) = (labels.get("target_group"), labels.get("rule"))
+                else {
+                    continue;
+                };
+                *counters
+                    .requests
+                    .entry((group.clone(), rule.clone()))
+                    .or_default() += value;
+            } else if series.starts_with("ficus_alb_elb_errors_total") {
+                counters.elb_errors += value;
+            }
+        }
+        counters
+    }
+
+    /// What happened since `earlier`.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let requests = self
+            .requests
+            .iter()
+            .map(|(key, count)| {
+                let before = earlier.requests.get(key).copied().unwrap_or(0);
+                (key.clone(), count.saturating_sub(before))
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        Counters {
+            requests,
+            elb_errors: self.elb_errors.saturating_sub(earlier.elb_errors),
+        }
+    }
+
+    /// Requests sent to a target group, by any rule.
+    pub fn to_group(&self, group: &str) -> u64 {
+        self.requests
+            .iter()
+            .filter(|((g, _), _)| g == group)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Of the requests matched by the route's rule (see the module's doc): how
+    /// many went to its service and how many to the monolith.
+    pub fn route_split(&self, service_group: &str, monolith_group: &str) -> (u64, u64) {
+        let service = self.to_group(service_group);
+        let monolith = self
+            .requests
+            .iter()
+            .filter(|((g, _), count)| g == service_group && **count > 0)
+            .map(|((_, rule), _)| {
+                self.requests
+                    .get(&(monolith_group.to_owned(), rule.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
+        (service, monolith)
+    }
+
+    /// The share of the route's requests its service answered, from 0 to 1.
+    pub fn service_share(&self, service_group: &str, monolith_group: &str) -> f64 {
+        match self.route_split(service_group, monolith_group) {
+            (0, _) => 0.0,
+            (service, monolith) => service as f64 / (service + monolith) as f64,
+        }
+    }
+}
+
+/// `a="x",b="y"` into a map (values unescaped).
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((index, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(if escaped == 'n' { '\n' } else { escaped });
+                    }
+                }
+                '"' => {
+                    end = index + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').trim().to_owned(), value);
+        rest = &after[end..];
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCRAPE: &str = "\
+# HELP ficus_alb_requests_total Requests answered.
+# TYPE ficus_alb_requests_total counter
+ficus_alb_requests_total{target_group=\"monolith\",rule=\"99\",code_class=\"2xx\"} 700
+ficus_alb_requests_total{target_group=\"monolith\",rule=\"99\",code_class=\"4xx\"} 100
+ficus_alb_requests_total{target_group=\"monolith\",rule=\"1\",code_class=\"2xx\"} 90
+ficus_alb_requests_total{target_group=\"users\",rule=\"1\",code_class=\"2xx\"} 10
+ficus_alb_requests_total{target_group=\"threads\",rule=\"2\",code_class=\"2xx\"} 50
+ficus_alb_requests_total{target_group=\"monolith\",rule=\"default\",code_class=\"2xx\"} 5
+ficus_alb_elb_errors_total{code=\"502\",reason=\"target_connection_failed\"} 2
+ficus_alb_elb_errors_total{code=\"503\",reason=\"no_listener\"} 0
+ficus_alb_target_healthy{target_group=\"users\",target=\"127.0.0.1:1\"} 1
+";
+
+    #[test]
+    fn parses_request_counters_by_group_and_rule_summing_status_classes() {
+        let counters = Counters::parse(SCRAPE);
+        assert_eq!(
+            counters.requests[&("monolith".to_owned(), "99".to_owned())],
+            800
+        );
+        assert_eq!(counters.to_group("monolith"), 895);
+        assert_eq!(counters.elb_errors, 2);
+    }
+
+    #[test]
+    fn a_route_share_counts_the_monolith_only_through_the_route_rule() {
+        let counters = Counters::parse(SCRAPE);
+        assert_eq!(counters.route_split("users", "monolith"), (10, 90));
+        assert!((counters.service_share("users", "monolith") - 0.1).abs() < 1e-9);
+        assert!((counters.service_share("threads", "monolith") - 1.0).abs() < 1e-9);
+        assert_eq!(counters.service_share("posts", "monolith"), 0.0);
+    }
+
+    #[test]
+    fn deltas_since_an_earlier_scrape() {
+        let earlier = Counters::parse(SCRAPE);
+        let later = Counters::parse(&SCRAPE.replace("} 10\n", "} 30\n").replace("} 90\n", "} 110\n"));
+        let delta = later.since(&earlier);
+        assert_eq!(delta.route_split("users", "monolith"), (20, 20));
+        assert_eq!(delta.to_group("threads"), 0);
+    }
+
+    #[test]
+    fn escaped_label_values_are_unescaped() {
+        let labels = parse_labels(r#"target_group="a\"b",rule="x\\y""#);
+        assert_eq!(labels["target_group"], "a\"b");
+        assert_eq!(labels["rule"], "x\\y");
+    }
+}

@@ -1,0 +1,182 @@
+//! The demo's closing summary: requests sent, where each route's requests
+//! went, failures, differences, duration.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// One route's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSummary {
+    pub route: String,
+    /// Requests the demo's clients sent.
+    pub sent: u64,
+    /// Interval probes `migrate shift` sent through the load balancer.
+    pub probes: u64,
+    /// Requests the load balancer sent to the route's service.
+    pub to_service: u64,
+    pub failed: u64,
+    pub differed: u64,
+}
+
+impl RouteSummary {
+    /// Requests the load balancer sent to the monolith: everything of the
+    /// route (the demo's and the probes) that did not go to the service.
+    pub fn to_monolith(&self) -> u64 {
+        (self.sent + self.probes).saturating_sub(self.to_service)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub routes: Vec<RouteSummary>,
+    /// Responses the load balancer generated itself (502, 503, 504).
+    pub elb_errors: u64,
+    pub duration: Duration,
+    /// The first failures and differences, described.
+    pub problems: Vec<String>,
+}
+
+impl Summary {
+    pub fn sent(&self) -> u64 {
+        self.routes.iter().map(|r| r.sent).sum()
+    }
+    pub fn failed(&self) -> u64 {
+        self.routes.iter().map(|r| r.failed).sum()
+    }
+    pub fn differed(&self) -> u64 {
+        self.routes.iter().map(|r| r.differed).sum()
+    }
+    pub fn probes(&self) -> u64 {
+        self.routes.iter().map(|r| r.probes).sum()
+    }
+
+    /// No request failed and no response differed from the monolith's.
+    pub fn passed(&self) -> bool {
+        self.failed() == 0 && self.differed() == 0 && self.elb_errors == 0 && self.sent() > 0
+    }
+
+    /// The rows of the table: a header, each route, the total.
+    pub fn rows(&self) -> Vec<[String; 6]> {
+        let mut rows = vec![[
+            "route".to_owned(),
+            "sent".to_owned(),
+            "to its service".to_owned(),
+            "to the monolith".to_owned(),
+            "failed".to_owned(),
+            "differed".to_owned(),
+        ]];
+        for route in &self.routes {
+            rows.push([
+                route.route.clone(),
+                route.sent.to_string(),
+                route.to_service.to_string(),
+                route.to_monolith().to_string(),
+                route.failed.to_string(),
+                route.differed.to_string(),
+            ]);
+        }
+        let to_service: u64 = self.routes.iter().map(|r| r.to_service).sum();
+        let to_monolith: u64 = self.routes.iter().map(RouteSummary::to_monolith).sum();
+        rows.push([
+            "total".to_owned(),
+            self.sent().to_string(),
+            to_service.to_string(),
+            to_monolith.to_string(),
+            self.failed().to_string(),
+            self.differed().to_string(),
+        ]);
+        rows
+    }
+
+    /// The plain-text table and verdict.
+    pub fn text(&self) -> String {
+        let rows = self.rows();
+        let widths: Vec<usize> = (0..6)
+            .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for row in &rows {
+            let mut line = format!("{:<width$}", row[0], width = widths[0]);
+            for (cell, width) in row.iter().zip(&widths).skip(1) {
+                let _ = write!(line, "  {cell:>width$}");
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        let seconds = self.duration.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "{} requests in {seconds:.1} s ({:.0}/s); {} failed, {} differed from the monolith, {} load-balancer errors",
+            self.sent(),
+            self.sent() as f64 / seconds.max(0.001),
+            self.failed(),
+            self.differed(),
+            self.elb_errors
+        );
+        let _ = writeln!(
+            out,
+            "(where requests went is the load balancer's count; it includes the {} interval probes of `migrate shift`)",
+            self.probes()
+        );
+        for problem in &self.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            if self.passed() {
+                "PASS: no request failed and no response differed from the monolith's"
+            } else {
+                "FAIL: some requests failed or differed (see above)"
+            }
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn summary(failed: u64) -> Summary {
+        Summary {
+            routes: vec![
+                RouteSummary {
+                    route: "users".into(),
+                    sent: 100,
+                    probes: 20,
+                    to_service: 70,
+                    failed,
+                    differed: 0,
+                },
+                RouteSummary {
+                    route: "posts".into(),
+                    sent: 50,
+                    probes: 0,
+                    to_service: 0,
+                    failed: 0,
+                    differed: 0,
+                },
+            ],
+            elb_errors: 0,
+            duration: Duration::from_secs(10),
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn the_table_splits_each_route_between_service_and_monolith() {
+        let text = summary(0).text();
+        assert!(text.contains("users    100              70               50       0         0"), "{text}");
+        assert!(text.contains("total    150              70              100"), "{text}");
+        assert!(text.contains("150 requests in 10.0 s (15/s); 0 failed"), "{text}");
+        assert!(text.ends_with("PASS: no request failed and no response differed from the monolith's\n"));
+    }
+
+    #[test]
+    fn one_failed_request_fails_the_demo() {
+        assert!(summary(0).passed());
+        let failed = summary(1);
+        assert!(!failed.passed());
+        assert!(failed.text().contains("FAIL"));
+    }
+}
