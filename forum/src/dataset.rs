@@ -8,7 +8,9 @@ use std::fmt;
 use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::Value;
 
 use crate::id::{MAX_SAFE_INTEGER, id_from_number};
@@ -36,7 +38,11 @@ pub struct DanglingReference {
 
 impl fmt::Display for DanglingReference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.field.ends_with(".thread") { "thread" } else { "user" };
+        let kind = if self.field.ends_with(".thread") {
+            "thread"
+        } else {
+            "user"
+        };
         write!(f, "{} = {}: no {kind} has this id", self.field, self.id)
     }
 }
@@ -82,7 +88,8 @@ impl Dataset {
             .deserialize_map(FileVisitor)
             .and_then(|file| deserializer.end().map(|()| file))
             .map_err(|error| invalid(error.to_string()))?;
-        let missing = |schema: &Schema| invalid(format!("no `{}` array at the top level", schema.array));
+        let missing =
+            |schema: &Schema| invalid(format!("no `{}` array at the top level", schema.array));
         let users = file.users.ok_or_else(|| missing(&USERS))?;
         let threads = file.threads.ok_or_else(|| missing(&THREADS))?;
         let posts = file.posts.ok_or_else(|| missing(&POSTS))?;
@@ -205,7 +212,11 @@ impl Records {
         if records.is_empty() {
             return Bytes::from_static(b"[]");
         }
-        let length: usize = records.iter().map(|&r| self.span(r).len() + 1).sum::<usize>() + 1;
+        let length: usize = records
+            .iter()
+            .map(|&r| self.span(r).len() + 1)
+            .sum::<usize>()
+            + 1;
         let mut body = BytesMut::with_capacity(length);
         for (position, &record) in records.iter().enumerate() {
             body.put_u8(if position == 0 { b'[' } else { b',' });
@@ -304,7 +315,11 @@ struct ParsedArray {
 
 impl ParsedArray {
     fn integers_per_record(schema: &Schema) -> usize {
-        schema.fields.iter().filter(|(_, t)| *t == FieldType::Integer).count()
+        schema
+            .fields
+            .iter()
+            .filter(|(_, t)| *t == FieldType::Integer)
+            .count()
     }
 }
 
@@ -369,7 +384,10 @@ impl<'de> Visitor<'de> for FileVisitor {
 impl<'de> DeserializeSeed<'de> for &'static Schema {
     type Value = ParsedArray;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<ParsedArray, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<ParsedArray, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
@@ -389,7 +407,10 @@ impl<'de> Visitor<'de> for &'static Schema {
         let mut index = 0usize;
         while let Some(record) = seq.next_element::<Value>()? {
             if index == u32::MAX as usize {
-                return Err(de::Error::custom(format!("`{}` has too many records", self.array)));
+                return Err(de::Error::custom(format!(
+                    "`{}` has too many records",
+                    self.array
+                )));
             }
             validate(self, index, &record, &mut parsed.integers).map_err(de::Error::custom)?;
             parsed.records.push(&record);
@@ -400,10 +421,18 @@ impl<'de> Visitor<'de> for &'static Schema {
 }
 
 /// Checks one record's required fields, appending its Integer fields to `integers`.
-fn validate(schema: &Schema, index: usize, record: &Value, integers: &mut Vec<i64>) -> Result<(), String> {
+fn validate(
+    schema: &Schema,
+    index: usize,
+    record: &Value,
+    integers: &mut Vec<i64>,
+) -> Result<(), String> {
     let array = schema.array;
     let Value::Object(fields) = record else {
-        return Err(format!("{array}[{index}]: expected an object, found {}", excerpt(record)));
+        return Err(format!(
+            "{array}[{index}]: expected an object, found {}",
+            excerpt(record)
+        ));
     };
     for &(name, field_type) in schema.fields {
         let value = fields
@@ -448,7 +477,10 @@ mod tests {
     #[test]
     fn builtin_data_is_valid_and_complete() {
         let data = Dataset::builtin();
-        assert_eq!((data.user_count(), data.thread_count(), data.post_count()), (4, 3, 6));
+        assert_eq!(
+            (data.user_count(), data.thread_count(), data.post_count()),
+            (4, 3, 6)
+        );
         assert!(data.dangling_references().is_empty());
     }
 
@@ -481,26 +513,74 @@ mod tests {
 
     /// (how to break VALID, the error message expected to contain)
     const INVALID_CASES: &[(&str, &str, &str)] = &[
-        (r#""id":1,"username""#, r#""id":"1","username""#, "users[0].id: expected an integer"),
-        (r#""id":1,"username""#, r#""id":1.5,"username""#, "users[0].id: expected an integer"),
+        (
+            r#""id":1,"username""#,
+            r#""id":"1","username""#,
+            "users[0].id: expected an integer",
+        ),
+        (
+            r#""id":1,"username""#,
+            r#""id":1.5,"username""#,
+            "users[0].id: expected an integer",
+        ),
         (
             r#""id":1,"username""#,
             r#""id":9007199254740992,"username""#,
             "users[0].id: expected an integer",
         ),
         (r#""username":"u","#, "", "users[0].username: missing"),
-        (r#""bio":"b""#, r#""bio":null"#, "users[0].bio: expected a string, found null"),
-        (r#""createdBy":1"#, r#""createdBy":true"#, "threads[0].createdBy: expected an integer"),
-        (r#""title":"t""#, r#""title":5"#, "threads[0].title: expected a string"),
-        (r#""thread":1"#, r#""thread":"1""#, "posts[0].thread: expected an integer"),
-        (r#""user":1}"#, r#""user":[1]}"#, "posts[0].user: expected an integer"),
-        (r#""text":"x""#, r#""text":{}"#, "posts[0].text: expected a string"),
-        (r#""posts":["#, r#""posts":[5,"#, "posts[0]: expected an object, found 5"),
-        (r#""threads":[{"id":1,"title":"t","createdBy":1}]"#, r#""threads":{}"#, "`threads` to be an array"),
-        (r#""posts":[{"thread":1,"text":"x","user":1}]"#, r#""postz":[]"#, "no `posts` array"),
+        (
+            r#""bio":"b""#,
+            r#""bio":null"#,
+            "users[0].bio: expected a string, found null",
+        ),
+        (
+            r#""createdBy":1"#,
+            r#""createdBy":true"#,
+            "threads[0].createdBy: expected an integer",
+        ),
+        (
+            r#""title":"t""#,
+            r#""title":5"#,
+            "threads[0].title: expected a string",
+        ),
+        (
+            r#""thread":1"#,
+            r#""thread":"1""#,
+            "posts[0].thread: expected an integer",
+        ),
+        (
+            r#""user":1}"#,
+            r#""user":[1]}"#,
+            "posts[0].user: expected an integer",
+        ),
+        (
+            r#""text":"x""#,
+            r#""text":{}"#,
+            "posts[0].text: expected a string",
+        ),
+        (
+            r#""posts":["#,
+            r#""posts":[5,"#,
+            "posts[0]: expected an object, found 5",
+        ),
+        (
+            r#""threads":[{"id":1,"title":"t","createdBy":1}]"#,
+            r#""threads":{}"#,
+            "`threads` to be an array",
+        ),
+        (
+            r#""posts":[{"thread":1,"text":"x","user":1}]"#,
+            r#""postz":[]"#,
+            "no `posts` array",
+        ),
         ("]}", "]", "EOF while parsing an object at line 3 column"),
         ("]}", "]}}", "trailing characters at line 3 column"),
-        ("{", "[", "invalid type: sequence, expected an object with the arrays"),
+        (
+            "{",
+            "[",
+            "invalid type: sequence, expected an object with the arrays",
+        ),
     ];
 
     #[test]
@@ -510,7 +590,10 @@ mod tests {
             assert_ne!(text, VALID, "case {from:?} did not apply");
             let error = load(&text).expect_err(&text);
             assert!(error.starts_with("test.json: "), "{error}");
-            assert!(error.contains(expected), "{error:?} does not contain {expected:?}");
+            assert!(
+                error.contains(expected),
+                "{error:?} does not contain {expected:?}"
+            );
         }
     }
 
@@ -541,9 +624,16 @@ mod tests {
     fn dangling_references_are_reported_and_served() {
         let text = VALID.replace(r#""thread":1"#, r#""thread":9"#);
         let data = load(&text).unwrap();
-        let dangling: Vec<String> = data.dangling_references().iter().map(|d| d.to_string()).collect();
+        let dangling: Vec<String> = data
+            .dangling_references()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(dangling, ["posts[0].thread = 9: no thread has this id"]);
-        assert_eq!(&data.posts_in_thread_json(Some(9))[..], br#"[{"thread":9,"text":"x","user":1}]"#);
+        assert_eq!(
+            &data.posts_in_thread_json(Some(9))[..],
+            br#"[{"thread":9,"text":"x","user":1}]"#
+        );
     }
 
     #[test]

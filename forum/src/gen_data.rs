@@ -18,8 +18,26 @@ pub struct Volume {
 }
 
 const WORDS: &[&str] = &[
-    "lich", "candy", "kingdom", "guitar", "vampire", "adventure", "party", "tomorrow", "dungeon",
-    "sword", "tree", "fort", "princess", "ooo", "music", "science", "dog", "human", "hero", "song",
+    "lich",
+    "candy",
+    "kingdom",
+    "guitar",
+    "vampire",
+    "adventure",
+    "party",
+    "tomorrow",
+    "dungeon",
+    "sword",
+    "tree",
+    "fort",
+    "princess",
+    "ooo",
+    "music",
+    "science",
+    "dog",
+    "human",
+    "hero",
+    "song",
 ];
 
 /// Writes the data as JSON, one record per line. Posts point at existing threads
@@ -27,16 +45,21 @@ const WORDS: &[&str] = &[
 pub fn write_dataset(out: &mut impl Write, volume: Volume) -> io::Result<()> {
     let mut random = SplitMix64(volume.seed);
     let mut line = Vec::with_capacity(256);
-    let mut write_array = |out: &mut dyn Write, name: &str, count: u64, last: bool, make: &mut dyn FnMut(u64) -> serde_json::Value| {
-        write!(out, "\"{name}\":[")?;
-        for index in 0..count {
-            line.clear();
-            line.extend_from_slice(if index == 0 { b"\n" } else { b",\n" });
-            js_json::write_value(&mut line, &make(index));
-            out.write_all(&line)?;
-        }
-        out.write_all(if last { b"\n]" } else { b"\n],\n" })
-    };
+    let mut write_array =
+        |out: &mut dyn Write,
+         name: &str,
+         count: u64,
+         last: bool,
+         make: &mut dyn FnMut(u64) -> serde_json::Value| {
+            write!(out, "\"{name}\":[")?;
+            for index in 0..count {
+                line.clear();
+                line.extend_from_slice(if index == 0 { b"\n" } else { b",\n" });
+                js_json::write_value(&mut line, &make(index));
+                out.write_all(&line)?;
+            }
+            out.write_all(if last { b"\n]" } else { b"\n],\n" })
+        };
     out.write_all(b"{")?;
     write_array(out, "users", volume.users, false, &mut |index| {
         let id = index + 1;
@@ -107,11 +130,19 @@ mod tests {
 
     #[test]
     fn generated_data_loads_with_every_reference_resolved() {
-        let volume = Volume { users: 50, threads: 20, posts: 1000, seed: 7 };
+        let volume = Volume {
+            users: 50,
+            threads: 20,
+            posts: 1000,
+            seed: 7,
+        };
         let mut text = Vec::new();
         write_dataset(&mut text, volume).unwrap();
         let data = Dataset::from_json(std::str::from_utf8(&text).unwrap(), "generated").unwrap();
-        assert_eq!((data.user_count(), data.thread_count(), data.post_count()), (50, 20, 1000));
+        assert_eq!(
+            (data.user_count(), data.thread_count(), data.post_count()),
+            (50, 20, 1000)
+        );
         assert!(data.dangling_references().is_empty());
         let mut again = Vec::new();
         write_dataset(&mut again, volume).unwrap();
@@ -121,7 +152,16 @@ mod tests {
     #[test]
     fn empty_volume_is_valid_data() {
         let mut text = Vec::new();
-        write_dataset(&mut text, Volume { users: 0, threads: 0, posts: 0, seed: 1 }).unwrap();
+        write_dataset(
+            &mut text,
+            Volume {
+                users: 0,
+                threads: 0,
+                posts: 0,
+                seed: 1,
+            },
+        )
+        .unwrap();
         let data = Dataset::from_json(std::str::from_utf8(&text).unwrap(), "generated").unwrap();
         assert_eq!(data.post_count(), 0);
     }

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use crate::dataset::Dataset;
 use crate::router::{Route, RouteMatch, route};
@@ -25,8 +26,9 @@ pub struct AppState {
 }
 
 /// The default service of every server: answers any request and logs it.
-pub async fn handle_request(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub async fn handle_request(request: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
+    discard(body).await;
     let response = respond(&state, request.method().as_str(), request.uri().path());
     tracing::info!(
         method = %request.method(),
@@ -38,16 +40,28 @@ pub async fn handle_request(request: HttpRequest, state: web::Data<AppState>) ->
     response
 }
 
+/// Reads and drops a request body, as Node.js does, so that the connection can
+/// serve the next request (actix-web closes it when a body is left unread).
+async fn discard(mut body: web::Payload) {
+    while let Some(Ok(_chunk)) = body.next().await {}
+}
+
 /// The response to `method` on `raw_path` (HEAD is answered as GET; actix-web
 /// drops the body and keeps the headers, Content-Length included).
 pub fn respond(state: &AppState, method: &str, raw_path: &str) -> HttpResponse {
     match route(&state.service, method, raw_path) {
         RouteMatch::Get(found) => serve(&state.data, found),
         RouteMatch::Options => with_allow(HttpResponse::NoContent().finish()),
-        RouteMatch::MethodNotAllowed => with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")),
+        RouteMatch::MethodNotAllowed => {
+            with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"))
+        }
         RouteMatch::NotImplemented { known_path } => {
             let response = text(StatusCode::NOT_IMPLEMENTED, "Not Implemented");
-            if known_path { with_allow(response) } else { response }
+            if known_path {
+                with_allow(response)
+            } else {
+                response
+            }
         }
         RouteMatch::NotFound => text(StatusCode::NOT_FOUND, "Not Found"),
         RouteMatch::BadRequest => HttpResponse::BadRequest().force_close().body(NoBody::new()),

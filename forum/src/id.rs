@@ -37,7 +37,7 @@ pub fn parse_id(text: &str) -> Option<i64> {
 pub fn id_from_number(number: f64) -> Option<i64> {
     let in_range = number.abs() <= MAX_SAFE_INTEGER as f64;
     // `as` is exact here: the value is an integer of at most 53 bits.
-    (in_range && number.fract() == 0.0).then(|| number as i64)
+    (in_range && number.fract() == 0.0).then_some(number as i64)
 }
 
 /// The characters JavaScript's `String.prototype.trim` (and so `parseInt`) treats
@@ -54,13 +54,14 @@ pub fn is_js_whitespace(c: char) -> bool {
             | '\u{0020}'
             | '\u{00A0}'
             | '\u{1680}'
-            | '\u{2000}'..='\u{200A}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202F}'
-            | '\u{205F}'
-            | '\u{3000}'
-            | '\u{FEFF}'
+            | '\u{2000}'
+            ..='\u{200A}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202F}'
+                | '\u{205F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
     )
 }
 

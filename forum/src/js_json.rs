@@ -122,8 +122,14 @@ mod tests {
         ("0.30000000000000004", "0.30000000000000004"),
         ("true", "true"),
         ("null", "null"),
-        (r#""a\"b\\c/d\u00e9\u2028""#, "\"a\\\"b\\\\c/d\u{e9}\u{2028}\""),
-        (r#""\b\f\n\r\t\u0000\u001f\u007f""#, "\"\\b\\f\\n\\r\\t\\u0000\\u001f\u{7f}\""),
+        (
+            r#""a\"b\\c/d\u00e9\u2028""#,
+            "\"a\\\"b\\\\c/d\u{e9}\u{2028}\"",
+        ),
+        (
+            r#""\b\f\n\r\t\u0000\u001f\u007f""#,
+            "\"\\b\\f\\n\\r\\t\\u0000\\u001f\u{7f}\"",
+        ),
         (r#""\u000B""#, r#""\u000b""#),
         (r#"[]"#, "[]"),
         (r#"{}"#, "{}"),
@@ -133,7 +139,11 @@ mod tests {
     fn writes_what_json_stringify_writes() {
         for &(input, expected) in CASES {
             let value: Value = serde_json::from_str(input).unwrap();
-            assert_eq!(to_string(&value), expected, "JSON.stringify(JSON.parse({input:?}))");
+            assert_eq!(
+                to_string(&value),
+                expected,
+                "JSON.stringify(JSON.parse({input:?}))"
+            );
         }
     }
 }

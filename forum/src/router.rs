@@ -39,9 +39,7 @@ impl Route {
             Route::Ready | Route::ApiReady => None,
             Route::Users | Route::User(_) => Some(Resource::Users),
             Route::Threads | Route::Thread(_) => Some(Resource::Threads),
-            Route::Posts | Route::PostsInThread(_) | Route::PostsByUser(_) => {
-                Some(Resource::Posts)
-            }
+            Route::Posts | Route::PostsInThread(_) | Route::PostsByUser(_) => Some(Resource::Posts),
         }
     }
 }
@@ -247,8 +245,14 @@ mod tests {
         ("/api/posts/1", None),
         ("/api/posts/in-thread", None),
         ("/api/posts/in-thread/", None),
-        ("/api/posts/in-thread/1", Some(Route::PostsInThread(Some(1)))),
-        ("/api/posts/IN-THREAD/1/", Some(Route::PostsInThread(Some(1)))),
+        (
+            "/api/posts/in-thread/1",
+            Some(Route::PostsInThread(Some(1))),
+        ),
+        (
+            "/api/posts/IN-THREAD/1/",
+            Some(Route::PostsInThread(Some(1))),
+        ),
         ("/api/posts/in-thread/1/2", None),
         ("/api/posts/in-threadx/1", None),
         ("/api/posts/by-user/99", Some(Route::PostsByUser(Some(99)))),
@@ -290,13 +294,21 @@ mod tests {
                 } else {
                     RouteMatch::NotFound
                 };
-                assert_eq!(route_of(service, "GET", path), expected, "{service:?} {path}");
+                assert_eq!(
+                    route_of(service, "GET", path),
+                    expected,
+                    "{service:?} {path}"
+                );
                 let expected = if served {
                     RouteMatch::MethodNotAllowed
                 } else {
                     RouteMatch::NotFound
                 };
-                assert_eq!(route_of(service, "POST", path), expected, "{service:?} {path}");
+                assert_eq!(
+                    route_of(service, "POST", path),
+                    expected,
+                    "{service:?} {path}"
+                );
             }
         }
     }
@@ -314,7 +326,11 @@ mod tests {
         ("POST", "/api/users", RouteMatch::MethodNotAllowed),
         ("PUT", "/api/users/1", RouteMatch::MethodNotAllowed),
         ("PATCH", "/api/threads", RouteMatch::MethodNotAllowed),
-        ("DELETE", "/api/posts/by-user/1", RouteMatch::MethodNotAllowed),
+        (
+            "DELETE",
+            "/api/posts/by-user/1",
+            RouteMatch::MethodNotAllowed,
+        ),
         ("GET", "/nope", RouteMatch::NotFound),
         ("HEAD", "/nope", RouteMatch::NotFound),
         ("OPTIONS", "/nope", RouteMatch::NotFound),
@@ -322,11 +338,31 @@ mod tests {
         ("PUT", "/nope", RouteMatch::NotFound),
         ("PATCH", "/nope", RouteMatch::NotFound),
         ("DELETE", "/nope", RouteMatch::NotFound),
-        ("TRACE", "/api/users", RouteMatch::NotImplemented { known_path: true }),
-        ("TRACE", "/nope", RouteMatch::NotImplemented { known_path: false }),
-        ("M-SEARCH", "/", RouteMatch::NotImplemented { known_path: true }),
-        ("PROPFIND", "/api", RouteMatch::NotImplemented { known_path: true }),
-        ("QUERY", "/api/posts", RouteMatch::NotImplemented { known_path: true }),
+        (
+            "TRACE",
+            "/api/users",
+            RouteMatch::NotImplemented { known_path: true },
+        ),
+        (
+            "TRACE",
+            "/nope",
+            RouteMatch::NotImplemented { known_path: false },
+        ),
+        (
+            "M-SEARCH",
+            "/",
+            RouteMatch::NotImplemented { known_path: true },
+        ),
+        (
+            "PROPFIND",
+            "/api",
+            RouteMatch::NotImplemented { known_path: true },
+        ),
+        (
+            "QUERY",
+            "/api/posts",
+            RouteMatch::NotImplemented { known_path: true },
+        ),
         ("FOO", "/api/users", RouteMatch::BadRequest),
         ("get", "/api/users", RouteMatch::BadRequest),
         ("FOO", "/nope", RouteMatch::BadRequest),
@@ -335,7 +371,11 @@ mod tests {
     #[test]
     fn methods_are_answered_like_koa_on_node() {
         for &(method, path, expected) in METHOD_CASES {
-            assert_eq!(route_of(MONOLITH, method, path), expected, "{method} {path}");
+            assert_eq!(
+                route_of(MONOLITH, method, path),
+                expected,
+                "{method} {path}"
+            );
         }
     }
 

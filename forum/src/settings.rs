@@ -52,7 +52,14 @@ impl Default for Settings {
 }
 
 /// The environment variables that set each setting.
-const ENVIRONMENT_VARIABLES: &[&str] = &["HOST", "PORT", "DATA", "SHUTDOWN_TIMEOUT", "WORKERS", "LOG_FORMAT"];
+const ENVIRONMENT_VARIABLES: &[&str] = &[
+    "HOST",
+    "PORT",
+    "DATA",
+    "SHUTDOWN_TIMEOUT",
+    "WORKERS",
+    "LOG_FORMAT",
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,7 +105,9 @@ pub enum SettingsError {
 impl Settings {
     /// Reads the settings of `service` from the process's arguments and environment.
     pub fn from_process(service: &Service) -> Result<Settings, SettingsError> {
-        Settings::parse(service, std::env::args_os(), |name| std::env::var(name).ok())
+        Settings::parse(service, std::env::args_os(), |name| {
+            std::env::var(name).ok()
+        })
     }
 
     /// Reads the settings of `service` from `args` (the first is the program
@@ -121,7 +130,9 @@ impl Settings {
             .try_get_matches_from(args)
             .and_then(|matches| Flags::from_arg_matches(&matches))
             .map_err(SettingsError::Usage)?;
-        flags.config = flags.config.or_else(|| env("CONFIG_FILE").map(PathBuf::from));
+        flags.config = flags
+            .config
+            .or_else(|| env("CONFIG_FILE").map(PathBuf::from));
         let environment = ENVIRONMENT_VARIABLES
             .iter()
             .filter_map(|&name| Some((name.to_owned(), env(name)?)))
@@ -129,10 +140,14 @@ impl Settings {
         Settings::layer(flags, environment).map_err(SettingsError::Invalid)
     }
 
-    fn layer(flags: Flags, environment: config::Map<String, String>) -> Result<Settings, config::ConfigError> {
+    fn layer(
+        flags: Flags,
+        environment: config::Map<String, String>,
+    ) -> Result<Settings, config::ConfigError> {
         let mut builder = Config::builder().add_source(Config::try_from(&Settings::default())?);
         if let Some(path) = &flags.config {
-            builder = builder.add_source(File::new(&path.to_string_lossy(), FileFormat::Toml).required(true));
+            builder = builder
+                .add_source(File::new(&path.to_string_lossy(), FileFormat::Toml).required(true));
         }
         let log_format = flags
             .log_format
@@ -147,7 +162,10 @@ impl Settings {
             )
             .set_override_option("host", flags.host)?
             .set_override_option("port", flags.port)?
-            .set_override_option("data", flags.data.map(|path| path.to_string_lossy().into_owned()))?
+            .set_override_option(
+                "data",
+                flags.data.map(|path| path.to_string_lossy().into_owned()),
+            )?
             .set_override_option("shutdown_timeout", flags.shutdown_timeout)?
             .set_override_option("workers", flags.workers.map(|n| n as u64))?
             .set_override_option("log_format", log_format)?
@@ -165,7 +183,10 @@ mod tests {
     use crate::service::MONOLITH;
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let args = std::iter::once("monolith").chain(args.iter().copied());
         Settings::parse(&MONOLITH, args, |name| env.get(name).cloned())
     }
@@ -186,26 +207,69 @@ mod tests {
 
     #[test]
     fn file_then_environment_then_flags_win() {
-        let file = config_file("host = \"127.0.0.2\"\nport = 4000\nshutdown_timeout = 3\nlog_format = \"json\"\n");
+        let file = config_file(
+            "host = \"127.0.0.2\"\nport = 4000\nshutdown_timeout = 3\nlog_format = \"json\"\n",
+        );
         let path = file.path().to_str().unwrap();
         let from_file = parse(&["--config", path], &[]).unwrap();
         assert_eq!(
-            (from_file.host.as_str(), from_file.port, from_file.shutdown_timeout, from_file.log_format),
+            (
+                from_file.host.as_str(),
+                from_file.port,
+                from_file.shutdown_timeout,
+                from_file.log_format
+            ),
             ("127.0.0.2", 4000, 3, LogFormat::Json)
         );
-        let from_env = parse(&[], &[("CONFIG_FILE", path), ("PORT", "5000"), ("LOG_FORMAT", "text")]).unwrap();
-        assert_eq!((from_env.host.as_str(), from_env.port, from_env.log_format), ("127.0.0.2", 5000, LogFormat::Text));
+        let from_env = parse(
+            &[],
+            &[
+                ("CONFIG_FILE", path),
+                ("PORT", "5000"),
+                ("LOG_FORMAT", "text"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (from_env.host.as_str(), from_env.port, from_env.log_format),
+            ("127.0.0.2", 5000, LogFormat::Text)
+        );
         let from_flags = parse(
-            &["--config", path, "--port", "6000", "--data", "x.json", "--workers", "2", "--port", "6001"],
+            &[
+                "--config",
+                path,
+                "--port",
+                "6000",
+                "--data",
+                "x.json",
+                "--workers",
+                "2",
+                "--port",
+                "6001",
+            ],
             &[("PORT", "5000"), ("DATA", "y.json"), ("WORKERS", "3")],
         )
         .unwrap();
         assert_eq!(from_flags.port, 6001);
         assert_eq!(from_flags.data, Some(PathBuf::from("x.json")));
         assert_eq!(from_flags.workers, Some(2));
-        let env_only = parse(&[], &[("DATA", "y.json"), ("HOST", "::1"), ("SHUTDOWN_TIMEOUT", "0"), ("PORT", "")]).unwrap();
+        let env_only = parse(
+            &[],
+            &[
+                ("DATA", "y.json"),
+                ("HOST", "::1"),
+                ("SHUTDOWN_TIMEOUT", "0"),
+                ("PORT", ""),
+            ],
+        )
+        .unwrap();
         assert_eq!(
-            (env_only.data, env_only.host.as_str(), env_only.shutdown_timeout, env_only.port),
+            (
+                env_only.data,
+                env_only.host.as_str(),
+                env_only.shutdown_timeout,
+                env_only.port
+            ),
             (Some(PathBuf::from("y.json")), "::1", 0, 3000)
         );
     }
@@ -220,7 +284,9 @@ mod tests {
         assert!(message(parse(&["--config", file.path().to_str().unwrap()], &[])).contains("prot"));
         let missing = message(parse(&["--config", "/nonexistent/forum.toml"], &[]));
         assert!(missing.contains("/nonexistent/forum.toml"), "{missing}");
-        assert!(matches!(parse(&["--port", "x"], &[]), Err(SettingsError::Usage(e)) if e.use_stderr()));
+        assert!(
+            matches!(parse(&["--port", "x"], &[]), Err(SettingsError::Usage(e)) if e.use_stderr())
+        );
         assert!(matches!(parse(&["--help"], &[]), Err(SettingsError::Usage(e)) if !e.use_stderr()));
     }
 }

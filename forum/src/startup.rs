@@ -24,7 +24,10 @@ pub enum StartupError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("cannot listen on {address}: {error} (choose another --host/--port)")]
-    Bind { address: String, error: std::io::Error },
+    Bind {
+        address: String,
+        error: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -114,7 +117,8 @@ impl Application {
 /// Completes on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
+    let mut terminate =
+        signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
     let mut interrupt = signal(SignalKind::interrupt()).expect("a SIGINT handler can be installed");
     let name = tokio::select! {
         _ = terminate.recv() => "SIGTERM",
@@ -151,7 +155,9 @@ pub fn run(service: Service) -> ExitCode {
     };
     let _log_flush_guard = telemetry::init(settings.log_format);
     let outcome = actix_web::rt::System::new().block_on(async {
-        Application::build(service, &settings)?.run_until_stopped().await
+        Application::build(service, &settings)?
+            .run_until_stopped()
+            .await
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

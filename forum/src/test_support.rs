@@ -72,14 +72,22 @@ impl RawResponse {
 pub fn send(address: SocketAddr, method: &str, target: &str) -> io::Result<RawResponse> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
 }
 
 fn parse_response(raw: &[u8]) -> io::Result<RawResponse> {
-    let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {:?}", String::from_utf8_lossy(raw)));
+    let malformed = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what}: {:?}", String::from_utf8_lossy(raw)),
+        )
+    };
     let end = raw
         .windows(4)
         .position(|window| window == b"\r\n\r\n")
@@ -93,7 +101,9 @@ fn parse_response(raw: &[u8]) -> io::Result<RawResponse> {
         .ok_or_else(|| malformed("no status line"))?;
     let headers = lines
         .map(|line| {
-            let (name, value) = line.split_once(':').ok_or_else(|| malformed("bad header line"))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| malformed("bad header line"))?;
             Ok((name.to_ascii_lowercase(), value.trim().to_owned()))
         })
         .collect::<io::Result<_>>()?;
@@ -114,29 +124,32 @@ pub struct SpawnedServer {
 
 impl SpawnedServer {
     /// Starts `binary` with `args` on a free loopback port (flags given in `args`
-    /// win) and waits for its `listening on ADDRESS` line.
+    /// win) and waits for its `listening on ADDRESS` line. `RUST_LOG` is unset so
+    /// the default log filter applies.
     pub fn start(binary: impl AsRef<Path>, args: &[&str]) -> io::Result<SpawnedServer> {
         let mut child = Command::new(binary.as_ref())
             .args(["--host", "127.0.0.1", "--port", "0", "--workers", "1"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut line = String::new();
-        let address = loop {
-            line.clear();
-            if stdout.read_line(&mut line)? == 0 {
+        match read_listening_address(&mut stdout) {
+            Ok(address) => Ok(SpawnedServer {
+                child,
+                address,
+                stdout,
+            }),
+            Err(error) => {
+                let _ = child.kill();
                 let status = child.wait()?;
-                return Err(io::Error::other(format!("server exited with {status} before listening")));
+                Err(io::Error::other(format!(
+                    "server ({status}) did not report listening: {error}"
+                )))
             }
-            if let Some(address) = line.trim_end().split("listening on ").nth(1) {
-                break address.parse().map_err(io::Error::other)?;
-            }
-        };
-        Ok(SpawnedServer { child, address, stdout })
+        }
     }
 
     pub fn send(&self, method: &str, target: &str) -> io::Result<RawResponse> {
@@ -156,6 +169,11 @@ impl SpawnedServer {
         }
     }
 
+    /// Whether the process has not exited yet.
+    pub fn is_running(&mut self) -> io::Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
+    }
+
     /// Waits up to `limit` for the process to exit.
     pub fn wait_for_exit(&mut self, limit: Duration) -> io::Result<ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -164,9 +182,33 @@ impl SpawnedServer {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "server did not exit in time"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "server did not exit in time",
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Reads log lines up to the one saying `listening on ADDRESS` (text or JSON).
+fn read_listening_address(stdout: &mut impl BufRead) -> io::Result<SocketAddr> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stdout.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "no listening line",
+            ));
+        }
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let address: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                .collect();
+            return address.parse().map_err(io::Error::other);
         }
     }
 }

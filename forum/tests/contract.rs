@@ -46,26 +46,50 @@ fn json_array(records: &[&str]) -> String {
 }
 
 fn json(body: impl Into<String>) -> Expected {
-    Expected { status: 200, content_type: Some(JSON), allow: false, body: body.into() }
+    Expected {
+        status: 200,
+        content_type: Some(JSON),
+        allow: false,
+        body: body.into(),
+    }
 }
 
 fn text(status: u16, body: &str, allow: bool) -> Expected {
-    Expected { status, content_type: Some(TEXT), allow, body: body.to_owned() }
+    Expected {
+        status,
+        content_type: Some(TEXT),
+        allow,
+        body: body.to_owned(),
+    }
 }
 
 fn no_content(allow: bool) -> Expected {
-    Expected { status: 204, content_type: None, allow, body: String::new() }
+    Expected {
+        status: 204,
+        content_type: None,
+        allow,
+        body: String::new(),
+    }
 }
 
 fn bad_request() -> Expected {
-    Expected { status: 400, content_type: None, allow: false, body: String::new() }
+    Expected {
+        status: 400,
+        content_type: None,
+        allow: false,
+        body: String::new(),
+    }
 }
 
 /// What any service answers `method` on a path it does not know.
 fn unknown_path(method: &str) -> Expected {
     match method {
-        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => text(404, "Not Found", false),
-        "TRACE" | "M-SEARCH" | "PROPFIND" | "CONNECT" | "QUERY" => text(501, "Not Implemented", false),
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => {
+            text(404, "Not Found", false)
+        }
+        "TRACE" | "M-SEARCH" | "PROPFIND" | "CONNECT" | "QUERY" => {
+            text(501, "Not Implemented", false)
+        }
         _ => bad_request(),
     }
 }
@@ -94,55 +118,162 @@ fn monolith_cases() -> Vec<Case> {
     let threads = json_array(&THREAD[1..]);
     let posts = json_array(&POST);
     let mut get: Vec<(String, Option<Resource>, Expected)> = Vec::new();
-    let mut row = |target: &str, owner: Option<Resource>, expected: Expected| get.push((target.to_owned(), owner, expected));
+    let mut row = |target: &str, owner: Option<Resource>, expected: Expected| {
+        get.push((target.to_owned(), owner, expected))
+    };
 
     for target in ["/", "//", "/?x=1"] {
         row(target, None, text(200, "Ready to receive requests", false));
     }
     for target in ["/api", "/api/", "/API", "/Api/?q=1"] {
-        row(target, None, text(200, "API ready to receive requests", false));
+        row(
+            target,
+            None,
+            text(200, "API ready to receive requests", false),
+        );
     }
-    for target in ["/api/users", "/api/users/", "/API/USERS", "/Api/Users/", "/api/users?x=1"] {
+    for target in [
+        "/api/users",
+        "/api/users/",
+        "/API/USERS",
+        "/Api/Users/",
+        "/api/users?x=1",
+    ] {
         row(target, Some(Resource::Users), json(&users));
     }
     let found_users = [
-        ("1", 1), ("1.5", 1), ("1x", 1), ("01", 1), ("+2", 2), ("%2B2", 2), ("%20%202", 2), ("1e3", 1),
-        ("1/", 1), ("3", 3), ("4?id=1", 4), ("%2b2", 2), ("%E3%80%802", 2), ("2%20", 2),
+        ("1", 1),
+        ("1.5", 1),
+        ("1x", 1),
+        ("01", 1),
+        ("+2", 2),
+        ("%2B2", 2),
+        ("%20%202", 2),
+        ("1e3", 1),
+        ("1/", 1),
+        ("3", 3),
+        ("4?id=1", 4),
+        ("%2b2", 2),
+        ("%E3%80%802", 2),
+        ("2%20", 2),
     ];
     for (id, user) in found_users {
-        row(&format!("/api/users/{id}"), Some(Resource::Users), json(USER[user]));
-        row(&format!("/API/USERS/{id}"), Some(Resource::Users), json(USER[user]));
+        row(
+            &format!("/api/users/{id}"),
+            Some(Resource::Users),
+            json(USER[user]),
+        );
+        row(
+            &format!("/API/USERS/{id}"),
+            Some(Resource::Users),
+            json(USER[user]),
+        );
     }
-    for id in ["abc", "0x10", "-1", "0", "99", "99999999999999999999", "5", "%zz1", "-0", "NaN", "%C2%852"] {
-        row(&format!("/api/users/{id}"), Some(Resource::Users), no_content(false));
+    for id in [
+        "abc",
+        "0x10",
+        "-1",
+        "0",
+        "99",
+        "99999999999999999999",
+        "5",
+        "%zz1",
+        "-0",
+        "NaN",
+        "%C2%852",
+    ] {
+        row(
+            &format!("/api/users/{id}"),
+            Some(Resource::Users),
+            no_content(false),
+        );
     }
     for target in ["/api/threads", "/api/threads/", "/API/THREADS"] {
         row(target, Some(Resource::Threads), json(&threads));
     }
-    for (id, thread) in [("2", 2), ("2/", 2), ("1.9", 1), ("+3", 3), ("%203", 3), ("03x", 3)] {
-        row(&format!("/api/threads/{id}"), Some(Resource::Threads), json(THREAD[thread]));
+    for (id, thread) in [
+        ("2", 2),
+        ("2/", 2),
+        ("1.9", 1),
+        ("+3", 3),
+        ("%203", 3),
+        ("03x", 3),
+    ] {
+        row(
+            &format!("/api/threads/{id}"),
+            Some(Resource::Threads),
+            json(THREAD[thread]),
+        );
     }
     for id in ["4", "abc", "0", "-2"] {
-        row(&format!("/api/threads/{id}"), Some(Resource::Threads), no_content(false));
+        row(
+            &format!("/api/threads/{id}"),
+            Some(Resource::Threads),
+            no_content(false),
+        );
     }
     for target in ["/api/posts", "/api/posts/", "/API/POSTS"] {
         row(target, Some(Resource::Posts), json(&posts));
     }
-    for (id, selected) in [("1", &POST[0..2]), ("2", &POST[2..5]), ("3", &POST[5..6]), ("1.5", &POST[0..2]), ("%2B3/", &POST[5..6])] {
-        row(&format!("/api/posts/in-thread/{id}"), Some(Resource::Posts), json(json_array(selected)));
-        row(&format!("/API/POSTS/IN-THREAD/{id}"), Some(Resource::Posts), json(json_array(selected)));
+    for (id, selected) in [
+        ("1", &POST[0..2]),
+        ("2", &POST[2..5]),
+        ("3", &POST[5..6]),
+        ("1.5", &POST[0..2]),
+        ("%2B3/", &POST[5..6]),
+    ] {
+        row(
+            &format!("/api/posts/in-thread/{id}"),
+            Some(Resource::Posts),
+            json(json_array(selected)),
+        );
+        row(
+            &format!("/API/POSTS/IN-THREAD/{id}"),
+            Some(Resource::Posts),
+            json(json_array(selected)),
+        );
     }
-    for (id, selected) in [("1", vec![POST[4], POST[5]]), ("2", vec![POST[1], POST[3]]), ("4x", vec![POST[0]])] {
-        row(&format!("/api/posts/by-user/{id}"), Some(Resource::Posts), json(json_array(&selected)));
+    for (id, selected) in [
+        ("1", vec![POST[4], POST[5]]),
+        ("2", vec![POST[1], POST[3]]),
+        ("4x", vec![POST[0]]),
+    ] {
+        row(
+            &format!("/api/posts/by-user/{id}"),
+            Some(Resource::Posts),
+            json(json_array(&selected)),
+        );
     }
     for id in ["99", "0", "abc", "99999999999999999999"] {
-        row(&format!("/api/posts/by-user/{id}"), Some(Resource::Posts), json("[]"));
-        row(&format!("/api/posts/in-thread/{id}"), Some(Resource::Posts), json("[]"));
+        row(
+            &format!("/api/posts/by-user/{id}"),
+            Some(Resource::Posts),
+            json("[]"),
+        );
+        row(
+            &format!("/api/posts/in-thread/{id}"),
+            Some(Resource::Posts),
+            json("[]"),
+        );
     }
     let unknown = [
-        "//api/users", "/api/users/1/2", "/api/posts/in-thread/", "/api/posts/by-user/", "/api/usersx",
-        "/api/user", "/api//", "/api/users//", "/api/users/1//", "/nope", "/api/posts/1", "/api/%75sers",
-        "/apix", "/api/posts/in-thread", "/api/posts/in-thread/1/2", "/api/threads/in-thread/1", "///",
+        "//api/users",
+        "/api/users/1/2",
+        "/api/posts/in-thread/",
+        "/api/posts/by-user/",
+        "/api/usersx",
+        "/api/user",
+        "/api//",
+        "/api/users//",
+        "/api/users/1//",
+        "/nope",
+        "/api/posts/1",
+        "/api/%75sers",
+        "/apix",
+        "/api/posts/in-thread",
+        "/api/posts/in-thread/1/2",
+        "/api/threads/in-thread/1",
+        "///",
     ];
     for target in unknown {
         row(target, None, text(404, "Not Found", false));
@@ -151,25 +282,49 @@ fn monolith_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for (target, owner, expected) in get {
         for method in ["GET", "HEAD"] {
-            cases.push(Case { method, target: target.clone(), owner, expected: expected.clone() });
+            cases.push(Case {
+                method,
+                target: target.clone(),
+                owner,
+                expected: expected.clone(),
+            });
         }
     }
     let known = [
-        ("/", None), ("/api", None), ("/api/", None), ("/api/users", Some(Resource::Users)),
-        ("/api/users/1", Some(Resource::Users)), ("/api/users/abc", Some(Resource::Users)),
-        ("/api/threads", Some(Resource::Threads)), ("/api/threads/2", Some(Resource::Threads)),
-        ("/api/posts", Some(Resource::Posts)), ("/api/posts/in-thread/1", Some(Resource::Posts)),
+        ("/", None),
+        ("/api", None),
+        ("/api/", None),
+        ("/api/users", Some(Resource::Users)),
+        ("/api/users/1", Some(Resource::Users)),
+        ("/api/users/abc", Some(Resource::Users)),
+        ("/api/threads", Some(Resource::Threads)),
+        ("/api/threads/2", Some(Resource::Threads)),
+        ("/api/posts", Some(Resource::Posts)),
+        ("/api/posts/in-thread/1", Some(Resource::Posts)),
         ("/api/posts/by-user/1", Some(Resource::Posts)),
     ];
-    let methods = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "M-SEARCH", "PROPFIND", "QUERY", "FOO", "get"];
+    let methods = [
+        "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "M-SEARCH", "PROPFIND", "QUERY",
+        "FOO", "get",
+    ];
     for (target, owner) in known {
         for method in methods {
-            cases.push(Case { method, target: target.to_owned(), owner, expected: known_path_other_method(method) });
+            cases.push(Case {
+                method,
+                target: target.to_owned(),
+                owner,
+                expected: known_path_other_method(method),
+            });
         }
     }
     for target in ["/nope", "/api/usersx", "//api/users"] {
         for method in methods {
-            cases.push(Case { method, target: target.to_owned(), owner: None, expected: unknown_path(method) });
+            cases.push(Case {
+                method,
+                target: target.to_owned(),
+                owner: None,
+                expected: unknown_path(method),
+            });
         }
     }
     cases
@@ -184,15 +339,31 @@ fn mismatches(method: &str, expected: &Expected, response: &RawResponse) -> Vec<
         }
     };
     let header = |name: &str| response.header(name).map(str::to_owned);
-    check("status", Some(expected.status.to_string()), Some(response.status.to_string()));
-    check("content-type", expected.content_type.map(str::to_owned), header("content-type"));
-    check("allow", expected.allow.then(|| ALLOW.to_owned()), header("allow"));
+    check(
+        "status",
+        Some(expected.status.to_string()),
+        Some(response.status.to_string()),
+    );
+    check(
+        "content-type",
+        expected.content_type.map(str::to_owned),
+        header("content-type"),
+    );
+    check(
+        "allow",
+        expected.allow.then(|| ALLOW.to_owned()),
+        header("allow"),
+    );
     let content_length = match expected.status {
         204 | 400 => None,
         _ => Some(expected.body.len().to_string()),
     };
     check("content-length", content_length, header("content-length"));
-    let body = if method == "HEAD" { "" } else { expected.body.as_str() };
+    let body = if method == "HEAD" {
+        ""
+    } else {
+        expected.body.as_str()
+    };
     check("body", Some(body.to_owned()), Some(response.text()));
     if expected.status == 400 {
         check("connection", Some("close".to_owned()), header("connection"));
@@ -212,13 +383,25 @@ fn check_service(service: Service) -> usize {
     let cases = monolith_cases();
     for case in &cases {
         let served = case.owner.is_none_or(|resource| service.serves(resource));
-        let expected = if served { case.expected.clone() } else { unknown_path(case.method) };
+        let expected = if served {
+            case.expected.clone()
+        } else {
+            unknown_path(case.method)
+        };
         let response = send(address, case.method, &case.target).expect("request completes");
         for problem in mismatches(case.method, &expected, &response) {
-            failures.push(format!("{} {} {}: {problem}", service.name, case.method, case.target));
+            failures.push(format!(
+                "{} {} {}: {problem}",
+                service.name, case.method, case.target
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     cases.len()
 }
 
@@ -262,7 +445,11 @@ fn extracted_services_answer_their_rows_byte_for_byte_like_the_monolith() {
             }
             let want = without_date(send(monolith, case.method, &case.target).unwrap());
             let got = without_date(send(address, case.method, &case.target).unwrap());
-            assert_eq!(got, want, "{} {} {}", service.name, case.method, case.target);
+            assert_eq!(
+                got, want,
+                "{} {} {}",
+                service.name, case.method, case.target
+            );
         }
     }
 }
@@ -274,11 +461,17 @@ fn wire_data_has_the_reference_sizes() {
     assert_eq!(get("/api/users").body.len(), 460);
     assert_eq!(get("/api/posts/in-thread/1").body.len(), 150);
     let thread = get("/api/threads/2");
-    assert_eq!(thread.text(), r#"{"id":2,"title":"Party at the candy kingdom tomorrow","createdBy":3}"#);
+    assert_eq!(
+        thread.text(),
+        r#"{"id":2,"title":"Party at the candy kingdom tomorrow","createdBy":3}"#
+    );
     assert_eq!(thread.body.len(), 68);
     assert_eq!(get("/api/posts/by-user/99").text(), "[]");
     let head = send(address, "HEAD", "/api/users").unwrap();
-    assert_eq!((head.status, head.header("content-length"), head.body.len()), (200, Some("460"), 0));
+    assert_eq!(
+        (head.status, head.header("content-length"), head.body.len()),
+        (200, Some("460"), 0)
+    );
 }
 
 #[test]
@@ -288,9 +481,14 @@ fn keep_alive_connections_serve_many_requests() {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     let request = "GET /api/threads/2 HTTP/1.1\r\nHost: test\r\n\r\n";
     stream.write_all(request.repeat(3).as_bytes()).unwrap();
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 4, "{raw}");
-    assert_eq!(raw.matches("Party at the candy kingdom tomorrow").count(), 3);
+    assert_eq!(
+        raw.matches("Party at the candy kingdom tomorrow").count(),
+        3
+    );
 }

@@ -9,7 +9,12 @@ use forum::gen_data::{Volume, write_dataset};
 use forum::test_support::{send, start_in_process, test_settings};
 use serde_json::Value;
 
-const VOLUME: Volume = Volume { users: 3000, threads: 800, posts: 200_000, seed: 42 };
+const VOLUME: Volume = Volume {
+    users: 3000,
+    threads: 800,
+    posts: 200_000,
+    seed: 42,
+};
 
 /// The posts of each thread and of each user, found by scanning the file.
 fn scan(text: &str) -> (BTreeMap<i64, Vec<String>>, BTreeMap<i64, Vec<String>>) {
@@ -18,8 +23,14 @@ fn scan(text: &str) -> (BTreeMap<i64, Vec<String>>, BTreeMap<i64, Vec<String>>) 
     let mut by_user: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for post in file["posts"].as_array().unwrap() {
         let json = serde_json::to_string(post).unwrap();
-        by_thread.entry(post["thread"].as_i64().unwrap()).or_default().push(json.clone());
-        by_user.entry(post["user"].as_i64().unwrap()).or_default().push(json);
+        by_thread
+            .entry(post["thread"].as_i64().unwrap())
+            .or_default()
+            .push(json.clone());
+        by_user
+            .entry(post["user"].as_i64().unwrap())
+            .or_default()
+            .push(json);
     }
     (by_thread, by_user)
 }
@@ -36,16 +47,31 @@ fn indexes_over_200k_posts_match_a_linear_scan() {
     let data = Dataset::from_json(&text, "generated").unwrap();
     assert_eq!(data.post_count(), 200_000);
     let (by_thread, by_user) = scan(&text);
-    assert!(by_thread.len() > 700, "fan-out covers most threads: {}", by_thread.len());
+    assert!(
+        by_thread.len() > 700,
+        "fan-out covers most threads: {}",
+        by_thread.len()
+    );
     let busiest = by_thread.values().map(Vec::len).max().unwrap();
-    assert!(busiest > 2000, "fan-out is skewed: busiest thread has {busiest} posts");
+    assert!(
+        busiest > 2000,
+        "fan-out is skewed: busiest thread has {busiest} posts"
+    );
     for thread in by_thread.keys().copied().chain([0, 801, -1]) {
         let want = array(by_thread.get(&thread));
-        assert_eq!(data.posts_in_thread_json(Some(thread)), want.as_bytes(), "thread {thread}");
+        assert_eq!(
+            data.posts_in_thread_json(Some(thread)),
+            want.as_bytes(),
+            "thread {thread}"
+        );
     }
     for user in by_user.keys().copied().chain([0, 3001]) {
         let want = array(by_user.get(&user));
-        assert_eq!(data.posts_by_user_json(Some(user)), want.as_bytes(), "user {user}");
+        assert_eq!(
+            data.posts_by_user_json(Some(user)),
+            want.as_bytes(),
+            "user {user}"
+        );
     }
 
     let mut file = tempfile::NamedTempFile::new().unwrap();

@@ -114,6 +114,17 @@ Examples: migrate rollback users; migrate rollback --all")]
     History(HistoryArgs),
     /// Compare the monolith's and the service's responses for a route.
     Verify(crate::verify::VerifyArgs),
+    /// Run the whole migration on this machine: local ALB, monolith, services, live traffic.
+    #[command(long_about = "\
+Start the local ALB (from the repo's stack file) in front of the monolith and the three
+services on free ports, send steady client traffic through it (every answer compared with
+the monolith's), and walk through init, status, verify --all, a gradual shift users, shift
+threads, shift posts, rollback posts and status, showing live where each route's requests
+go. Ends with a summary; exit 0 only if no request failed and no response differed.
+Needs no migrate.toml: it writes its own for the stack. Stops everything it started.
+
+Example: migrate demo --report demo.html")]
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Lock options shared by the commands that write.

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod demo;
 pub mod elb;
 pub mod error;
 pub mod journal;
@@ -66,6 +67,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         region: cli.region.clone(),
         endpoint_url: cli.endpoint_url.clone(),
     };
+    // The demo writes its own settings for the stack it starts.
+    if let Command::Demo(args) = &cli.command {
+        return demo::run(args).await;
+    }
     let settings = Settings::load(&overrides)?;
     let mut ctx = Ctx::new(settings, cli.output, cli.verbose).await;
     let result = match &cli.command {
@@ -76,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => commands::plan(&mut ctx, args).await,
         Command::History(args) => commands::history(&mut ctx, args).await,
         Command::Verify(args) => verify::run(&ctx.settings, args).await,
+        Command::Demo(args) => demo::run(args).await,
     };
     shift::summarize(&ctx, None);
     result

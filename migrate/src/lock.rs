@@ -14,8 +14,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::elb::{Elb, hostname, local_user};
+use crate::elb::{Elb, local_user};
 use crate::error::Failure;
+use crate::journal::tag_safe;
 
 pub const LOCK_TAG_PREFIX: &str = "ficus:lock:";
 
@@ -58,7 +59,7 @@ impl LockTag {
         if self.until <= now {
             return true;
         }
-        let local_prefix = format!("{}@{} pid ", user_name(), hostname());
+        let local_prefix = format!("{} pid ", tag_safe(&local_user()));
         match self
             .holder
             .strip_prefix(&local_prefix)
@@ -117,7 +118,7 @@ pub async fn acquire(
 ) -> anyhow::Result<(Lock, BTreeMap<String, BTreeMap<String, String>>)> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let key = format!("{LOCK_TAG_PREFIX}{}", &id[..12]);
-    let holder = format!("{} pid {}", local_user(), std::process::id());
+    let holder = this_process();
     let deadline = tokio::time::Instant::now() + options.wait;
     let mut arns = vec![listener_arn.to_owned()];
     arns.extend(also_describe.iter().cloned());
@@ -246,12 +247,9 @@ fn rfc3339_millis(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.to_string())
 }
 
-fn user_name() -> String {
-    local_user()
-        .split('@')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+/// This process as a lock holder: `user@host pid N`, in tag-safe characters.
+pub fn this_process() -> String {
+    format!("{} pid {}", tag_safe(&local_user()), std::process::id())
 }
 
 fn process_exists(pid: i32) -> bool {
@@ -303,7 +301,7 @@ mod tests {
     #[test]
     fn a_lock_of_a_gone_local_process_is_dead() {
         let now = OffsetDateTime::now_utc();
-        let me = format!("{} pid {}", local_user(), std::process::id());
+        let me = this_process();
         let alive = LockTag {
             key: "k".into(),
             holder: me,
@@ -312,7 +310,7 @@ mod tests {
         };
         assert!(!alive.is_dead(now));
         let gone = LockTag {
-            holder: format!("{} pid {}", local_user(), i32::MAX),
+            holder: format!("{} pid {}", tag_safe(&local_user()), i32::MAX),
             ..alive.clone()
         };
         assert!(gone.is_dead(now));

@@ -34,16 +34,30 @@ fn write_file(dir: &Path, name: &str, text: &str) -> String {
 fn serves_then_stops_on_sigterm_with_exit_code_0() {
     let mut server = SpawnedServer::start(BINARY, &[]).unwrap();
     let response = server.send("GET", "/api/threads/2").unwrap();
-    assert_eq!(response.text(), r#"{"id":2,"title":"Party at the candy kingdom tomorrow","createdBy":3}"#);
+    assert_eq!(
+        response.text(),
+        r#"{"id":2,"title":"Party at the candy kingdom tomorrow","createdBy":3}"#
+    );
     let mut log_line = String::new();
     server.stdout.read_line(&mut log_line).unwrap();
-    for field in ["method=GET", "url=/api/threads/2", "status=200", "duration_ms="] {
-        assert!(log_line.contains(field), "{field} missing from {log_line:?}");
+    for field in [
+        "method=GET",
+        "url=/api/threads/2",
+        "status=200",
+        "duration_ms=",
+    ] {
+        assert!(
+            log_line.contains(field),
+            "{field} missing from {log_line:?}"
+        );
     }
     server.signal("TERM").unwrap();
     let status = server.wait_for_exit(Duration::from_secs(10)).unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(TcpStream::connect(server.address).is_err(), "still accepting after exit");
+    assert!(
+        TcpStream::connect(server.address).is_err(),
+        "still accepting after exit"
+    );
 }
 
 #[test]
@@ -53,10 +67,23 @@ fn sigint_stops_gracefully_too() {
     let mut log_line = String::new();
     server.stdout.read_line(&mut log_line).unwrap();
     let log: serde_json::Value = serde_json::from_str(&log_line).unwrap();
-    assert_eq!((log["method"].as_str(), log["url"].as_str(), log["status"].as_u64()), (Some("GET"), Some("/api/users?x=1"), Some(200)));
+    assert_eq!(
+        (
+            log["method"].as_str(),
+            log["url"].as_str(),
+            log["status"].as_u64()
+        ),
+        (Some("GET"), Some("/api/users?x=1"), Some(200))
+    );
     assert!(log["duration_ms"].is_f64(), "{log_line}");
     server.signal("INT").unwrap();
-    assert_eq!(server.wait_for_exit(Duration::from_secs(10)).unwrap().code(), Some(0));
+    assert_eq!(
+        server
+            .wait_for_exit(Duration::from_secs(10))
+            .unwrap()
+            .code(),
+        Some(0)
+    );
 }
 
 /// A response being written when SIGTERM arrives is still delivered in full.
@@ -65,25 +92,57 @@ fn in_flight_response_completes_after_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.json");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    write_dataset(&mut file, Volume { users: 100, threads: 100, posts: 100_000, seed: 3 }).unwrap();
+    write_dataset(
+        &mut file,
+        Volume {
+            users: 100,
+            threads: 100,
+            posts: 100_000,
+            seed: 3,
+        },
+    )
+    .unwrap();
     file.flush().unwrap();
     drop(file);
     let mut server = SpawnedServer::start(BINARY, &["--data", path.to_str().unwrap()]).unwrap();
     let mut stream = TcpStream::connect(server.address).unwrap();
-    stream.write_all(b"GET /api/posts HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /api/posts HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut start = vec![0; 1024];
     stream.read_exact(&mut start).unwrap();
     server.signal("TERM").unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.is_running().unwrap(),
+        "exited with the response still in flight"
+    );
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).unwrap();
     let raw = [start, rest].concat();
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
-    let length: usize = head.split("content-length: ").nth(1).unwrap().lines().next().unwrap().parse().unwrap();
-    assert!(length > 5_000_000, "body of {length} bytes is too small to be in flight");
+    let length: usize = head
+        .split("content-length: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        length > 5_000_000,
+        "body of {length} bytes is too small to be in flight"
+    );
     assert_eq!(raw.len() - end - 4, length, "whole body delivered");
-    assert_eq!(server.wait_for_exit(Duration::from_secs(10)).unwrap().code(), Some(0));
+    assert_eq!(
+        server
+            .wait_for_exit(Duration::from_secs(10))
+            .unwrap()
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -92,8 +151,14 @@ fn data_file_from_flag_or_environment_is_served() {
     let data = r#"{"users":[{"id":7,"username":"u","name":"N","bio":"b","extra":1.50}],"threads":[],"posts":[{"thread":1,"text":"t","user":7}]}"#;
     let path = write_file(dir.path(), "db.json", data);
     let server = SpawnedServer::start(BINARY, &["--data", &path]).unwrap();
-    assert_eq!(server.send("GET", "/api/users").unwrap().text(), r#"[{"id":7,"username":"u","name":"N","bio":"b","extra":1.5}]"#);
-    assert_eq!(server.send("GET", "/api/posts/in-thread/1").unwrap().text(), r#"[{"thread":1,"text":"t","user":7}]"#);
+    assert_eq!(
+        server.send("GET", "/api/users").unwrap().text(),
+        r#"[{"id":7,"username":"u","name":"N","bio":"b","extra":1.5}]"#
+    );
+    assert_eq!(
+        server.send("GET", "/api/posts/in-thread/1").unwrap().text(),
+        r#"[{"thread":1,"text":"t","user":7}]"#
+    );
 }
 
 #[test]
@@ -103,7 +168,10 @@ fn bad_json_exits_2_naming_the_file_line_and_column() {
     let output = run(&["--data", &path], &[]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
-    assert!(message.starts_with(&format!("monolith: data file {path}: ")), "{message}");
+    assert!(
+        message.starts_with(&format!("monolith: data file {path}: ")),
+        "{message}"
+    );
     assert!(message.contains("line 2 column 12"), "{message}");
 }
 
@@ -111,29 +179,56 @@ fn bad_json_exits_2_naming_the_file_line_and_column() {
 fn duplicate_id_exits_2_naming_both_records() {
     let dir = tempfile::tempdir().unwrap();
     let user = r#"{"id":1,"username":"u","name":"n","bio":"b"}"#;
-    let path = write_file(dir.path(), "dup.json", &format!(r#"{{"users":[{user},{user}],"threads":[],"posts":[]}}"#));
+    let path = write_file(
+        dir.path(),
+        "dup.json",
+        &format!(r#"{{"users":[{user},{user}],"threads":[],"posts":[]}}"#),
+    );
     let output = run(&[], &[("DATA", path.as_str())]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains(&format!("{path}: users[1].id: duplicate id 1, already used by users[0]")), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!(
+            "{path}: users[1].id: duplicate id 1, already used by users[0]"
+        )),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn wrong_type_and_missing_file_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "types.json", r#"{"users":[],"threads":[{"id":1,"title":"t","createdBy":"4"}],"posts":[]}"#);
+    let path = write_file(
+        dir.path(),
+        "types.json",
+        r#"{"users":[],"threads":[{"id":1,"title":"t","createdBy":"4"}],"posts":[]}"#,
+    );
     let output = run(&["--data", &path], &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("threads[0].createdBy: expected an integer"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("threads[0].createdBy: expected an integer"),
+        "{}",
+        stderr(&output)
+    );
     let output = run(&["--data", "/nonexistent/db.json"], &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("/nonexistent/db.json: cannot read it"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/nonexistent/db.json: cannot read it"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn bad_settings_exit_2_and_busy_port_exits_1() {
     let output = run(&[], &[("PORT", "abc")]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).starts_with("monolith: invalid settings: ") && stderr(&output).contains("`port`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with("monolith: invalid settings: ")
+            && stderr(&output).contains("`port`"),
+        "{}",
+        stderr(&output)
+    );
     let output = run(&["--port", "seventy"], &[]);
     assert_eq!(output.status.code(), Some(2));
 
@@ -141,7 +236,11 @@ fn bad_settings_exit_2_and_busy_port_exits_1() {
     let port = server.address.port().to_string();
     let output = run(&["--host", "127.0.0.1", "--port", &port], &[]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains(&format!("monolith: cannot listen on 127.0.0.1:{port}")), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("monolith: cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -149,7 +248,15 @@ fn help_describes_every_setting() {
     let output = run(&["--help"], &[]);
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
-    for expected in ["Usage: monolith", "--host", "--port", "--data", "--config", "--shutdown-timeout", "Exit codes"] {
+    for expected in [
+        "Usage: monolith",
+        "--host",
+        "--port",
+        "--data",
+        "--config",
+        "--shutdown-timeout",
+        "Exit codes",
+    ] {
         assert!(help.contains(expected), "{expected} missing from help");
     }
 }

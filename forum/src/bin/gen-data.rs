@@ -27,7 +27,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let volume = Volume { users: args.users, threads: args.threads, posts: args.posts, seed: args.seed };
+    let volume = Volume {
+        users: args.users,
+        threads: args.threads,
+        posts: args.posts,
+        seed: args.seed,
+    };
     let written = File::create(&args.out).and_then(|file| {
         let mut out = BufWriter::new(file);
         write_dataset(&mut out, volume)?;

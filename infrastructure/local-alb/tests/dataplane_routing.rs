@@ -557,3 +557,35 @@ async fn no_request_fails_while_tables_are_republished() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_repository_stack_file_routes_everything_to_the_monolith() {
+    let monolith = Backend::start("monolith").await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../local/stack.toml");
+    let text = std::fs::read_to_string(path).expect("read the stack file");
+    let mut state = local_alb::stack::parse(&text, path)
+        .expect("the stack file parses")
+        .state;
+    for group in &mut state.target_groups {
+        if group.name == "monolith" {
+            group.targets = vec![monolith.target()];
+        }
+    }
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+    for path in ["/", "/api", "/api/users/1", "/api/posts/by-user/2"] {
+        assert_eq!(
+            backend_of(&client, &alb.url(path)).await,
+            (200, "monolith".into()),
+            "{path}"
+        );
+    }
+    let metrics = alb.plane.render_metrics();
+    assert!(
+        metrics.contains(
+            r#"ficus_alb_requests_total{target_group="monolith",rule="99",code_class="2xx"} 3"#
+        ),
+        "{metrics}"
+    );
+    alb.stop().await;
+}

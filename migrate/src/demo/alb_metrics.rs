@@ -100,6 +100,31 @@ impl Counters {
     }
 }
 
+/// Target groups with a healthy target, and target groups seen at all, from
+/// the `ficus_alb_target_healthy` gauge.
+pub fn healthy_groups(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut healthy = Vec::new();
+    let mut seen = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("ficus_alb_target_healthy{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let Some(group) = parse_labels(labels).remove("target_group") else {
+            continue;
+        };
+        if value.trim() == "1" && !healthy.contains(&group) {
+            healthy.push(group.clone());
+        }
+        if !seen.contains(&group) {
+            seen.push(group);
+        }
+    }
+    (healthy, seen)
+}
+
 /// `a="x",b="y"` into a map (values unescaped).
 fn parse_labels(text: &str) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
@@ -169,10 +194,24 @@ ficus_alb_target_healthy{target_group=\"users\",target=\"127.0.0.1:1\"} 1
     #[test]
     fn deltas_since_an_earlier_scrape() {
         let earlier = Counters::parse(SCRAPE);
-        let later = Counters::parse(&SCRAPE.replace("} 10\n", "} 30\n").replace("} 90\n", "} 110\n"));
+        let later = Counters::parse(
+            &SCRAPE
+                .replace("} 10\n", "} 30\n")
+                .replace("} 90\n", "} 110\n"),
+        );
         let delta = later.since(&earlier);
         assert_eq!(delta.route_split("users", "monolith"), (20, 20));
         assert_eq!(delta.to_group("threads"), 0);
+    }
+
+    #[test]
+    fn healthy_groups_come_from_the_health_gauge() {
+        let text = format!(
+            "{SCRAPE}ficus_alb_target_healthy{{target_group=\"posts\",target=\"127.0.0.1:2\"}} 0\n"
+        );
+        let (healthy, seen) = healthy_groups(&text);
+        assert_eq!(healthy, ["users"]);
+        assert_eq!(seen, ["users", "posts"]);
     }
 
     #[test]

@@ -11,11 +11,11 @@ use crate::demo::summary::Summary;
 use crate::demo::timeline::{MarkerKind, Timeline};
 
 const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 420.0;
+const HEIGHT: f64 = 440.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 24.0;
 const TOP: f64 = 84.0;
-const BOTTOM: f64 = 44.0;
+const BOTTOM: f64 = 70.0;
 const COLORS: [&str; 6] = [
     "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
 ];
@@ -99,7 +99,7 @@ pub fn chart(timeline: &Timeline) -> String {
         svg,
         "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the traffic started</text>",
         LEFT + plot_width / 2.0,
-        HEIGHT - 6.0
+        HEIGHT - BOTTOM + 38.0
     );
     // Markers, labels staggered over rows above the plot.
     for (index, marker) in timeline.markers.iter().enumerate() {
@@ -138,13 +138,13 @@ pub fn chart(timeline: &Timeline) -> String {
             points.join(" "),
             route = escape(route)
         );
-        let legend_x = LEFT + 130.0 * index as f64;
+        let legend_x = LEFT + 160.0 * index as f64;
         let _ = writeln!(
             svg,
             "<g data-legend=\"{route}\"><rect x=\"{legend_x:.1}\" y=\"{:.1}\" width=\"14\" height=\"4\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\">{route} → service</text></g>",
-            HEIGHT - BOTTOM + 28.0 - 4.0 - 12.0,
+            HEIGHT - 12.0,
             legend_x + 18.0,
-            HEIGHT - BOTTOM + 28.0 - 12.0 + 2.0,
+            HEIGHT - 6.0,
             route = escape(route)
         );
     }

@@ -74,15 +74,15 @@ impl Binaries {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+        self.dir
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
     }
 }
 
-/// A temporary directory removed on drop unless kept.
+/// A temporary directory, removed on drop.
 #[derive(Debug)]
 pub struct TempDir {
     path: PathBuf,
-    keep: bool,
 }
 
 impl TempDir {
@@ -94,24 +94,17 @@ impl TempDir {
         ));
         std::fs::create_dir_all(&path)
             .with_context(|| format!("cannot create the directory {}", path.display()))?;
-        Ok(TempDir { path, keep: false })
+        Ok(TempDir { path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Leaves the directory in place when dropped.
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -276,8 +269,7 @@ impl Stack {
             }
         }
         for process in &mut self.processes {
-            let waited =
-                tokio::time::timeout(Duration::from_secs(3), process.child.wait()).await;
+            let waited = tokio::time::timeout(Duration::from_secs(3), process.child.wait()).await;
             if waited.is_err() {
                 let _ = process.child.kill().await;
             }

@@ -166,10 +166,23 @@ mod tests {
     #[test]
     fn the_table_splits_each_route_between_service_and_monolith() {
         let text = summary(0).text();
-        assert!(text.contains("users    100              70               50       0         0"), "{text}");
-        assert!(text.contains("total    150              70              100"), "{text}");
-        assert!(text.contains("150 requests in 10.0 s (15/s); 0 failed"), "{text}");
-        assert!(text.ends_with("PASS: no request failed and no response differed from the monolith's\n"));
+        assert!(
+            text.contains("users    100              70               50       0         0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("total    150              70              100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("150 requests in 10.0 s (15/s); 0 failed"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "PASS: no request failed and no response differed from the monolith's\n"
+            )
+        );
     }
 
     #[test]

@@ -245,12 +245,12 @@ impl Traffic {
     }
 
     /// Stops sending and waits for the requests in flight.
-    pub async fn stop(self) -> Arc<Tally> {
+    pub async fn stop(mut self) -> Arc<Tally> {
         self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
-        self.tally
+        Arc::clone(&self.tally)
     }
 }
 
@@ -276,7 +276,10 @@ async fn send(
     match Answer::fetch(client, &url).await {
         Ok(answer) if answer.status >= 500 => {
             counts.failed.fetch_add(1, Ordering::Relaxed);
-            tally.problem(format!("GET {} failed: status {}", entry.path, answer.status));
+            tally.problem(format!(
+                "GET {} failed: status {}",
+                entry.path, answer.status
+            ));
         }
         Ok(answer) => {
             if let Some(difference) = answer.difference(expected) {
@@ -309,22 +312,32 @@ mod tests {
     #[test]
     fn answers_differ_by_status_content_type_or_body() {
         let expected = answer(200, Some("application/json"), "[]");
-        assert_eq!(answer(200, Some("application/json"), "[]").difference(&expected), None);
+        assert_eq!(
+            answer(200, Some("application/json"), "[]").difference(&expected),
+            None
+        );
         assert_eq!(
             answer(204, None, "").difference(&expected).as_deref(),
             Some("status 204 instead of 200")
         );
-        assert!(answer(200, Some("text/plain"), "[]")
-            .difference(&expected)
-            .is_some_and(|d| d.starts_with("content type text/plain")));
-        assert!(answer(200, Some("application/json"), "[1]")
-            .difference(&expected)
-            .is_some_and(|d| d.contains("body")));
+        assert!(
+            answer(200, Some("text/plain"), "[]")
+                .difference(&expected)
+                .is_some_and(|d| d.starts_with("content type text/plain"))
+        );
+        assert!(
+            answer(200, Some("application/json"), "[1]")
+                .difference(&expected)
+                .is_some_and(|d| d.contains("body"))
+        );
     }
 
     #[test]
     fn the_mix_covers_every_route() {
         let routes: std::collections::BTreeSet<&str> = MIX.iter().map(|e| e.route).collect();
-        assert_eq!(routes.into_iter().collect::<Vec<_>>(), ["posts", "threads", "users"]);
+        assert_eq!(
+            routes.into_iter().collect::<Vec<_>>(),
+            ["posts", "threads", "users"]
+        );
     }
 }

@@ -312,7 +312,7 @@ impl DataPlane {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(None)
+            .header_read_timeout(self.options.client_idle_timeout)
             .max_buf_size(self.options.max_request_head_bytes.max(8192))
             .keep_alive(true)
             .writev(false);

@@ -201,7 +201,9 @@ impl Forward {
             groups: compiled,
             total_weight,
             stride,
-            next: AtomicU64::new(0),
+            // A random start, so frequent republishing does not favour the
+            // first slots.
+            next: AtomicU64::new(rand::random::<u64>() % total_weight.max(1)),
         }
     }
 

@@ -1,0 +1,462 @@
+//! `migrate demo`: the whole strangler-fig migration on one machine.
+//!
+//! Starts the local ALB (from the repo's stack file) in front of the monolith
+//! and the three services, sends steady client traffic through it (every answer
+//! checked against the monolith's), walks through `init`, `status`,
+//! `verify --all`, a gradual `shift users`, `shift threads`, `shift posts`,
+//! `rollback posts` and `status` by running the very commands (`crate::run`
+//! with a `migrate.toml` written for the stack), shows where each route's
+//! requests go live, and ends with a summary (and `--report FILE.html`).
+//! Every process it started is stopped on success, error, Ctrl-C or SIGTERM.
+//!
+//! Exit codes: 0 when no request failed and no response differed, 1 when some
+//! did or on an error, 2 for usage errors (e.g. a binary is missing).
+
+mod alb_metrics;
+mod progress;
+pub mod report;
+mod stack;
+pub mod summary;
+pub mod timeline;
+mod traffic;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use crate::cli::Cli;
+use crate::error::{EXIT_ERROR, usage};
+use crate::settings::check_steps;
+use alb_metrics::Counters;
+use progress::Progress;
+use stack::{Binaries, MONOLITH_TARGET_GROUP, Stack, TempDir};
+use summary::{RouteSummary, Summary};
+use timeline::{MarkerKind, Timeline};
+use traffic::Traffic;
+
+/// How often the local ALB's metrics are scraped.
+const SCRAPE_EVERY: Duration = Duration::from_millis(500);
+/// How long the targets may take to become healthy.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Arguments of `migrate demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// The steps of the gradual `shift users`, in percent.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,50,100",
+        value_name = "PERCENTS"
+    )]
+    pub steps: Vec<u8>,
+    /// Time between the steps of `shift users` (the route is probed meanwhile).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Pause after each walkthrough step, so that each state shows in the traffic.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub pause: Duration,
+    /// Client requests per second through the load balancer, in total.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub rate: u32,
+    /// Also write a self-contained HTML page with a chart of each route's
+    /// traffic share over time, a marker per step, and the summary.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Leave the stack up afterwards, print how to drive it by hand, and stop
+    /// it on Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Where the monolith, users, threads, posts and local-alb binaries are
+    /// (default: beside this migrate).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// One command of the walkthrough: its arguments after `migrate --config FILE`.
+struct Step {
+    args: Vec<String>,
+    kind: MarkerKind,
+}
+
+impl Step {
+    fn new(args: &[&str]) -> Step {
+        let kind = if args.first() == Some(&"rollback") {
+            MarkerKind::Rollback
+        } else {
+            MarkerKind::Step
+        };
+        Step {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            kind,
+        }
+    }
+
+    /// The marker's label, e.g. `shift users`.
+    fn label(&self) -> String {
+        self.args
+            .iter()
+            .take_while(|a| !a.starts_with("--") || *a == "--all")
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn walkthrough(args: &DemoArgs) -> Vec<Step> {
+    let steps = args
+        .steps
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let interval = humantime::format_duration(args.interval).to_string();
+    vec![
+        Step::new(&["init"]),
+        Step::new(&["status"]),
+        Step::new(&["verify", "--all"]),
+        Step::new(&["shift", "users", "--steps", &steps, "--interval", &interval]),
+        Step::new(&["shift", "threads", "--steps", "100"]),
+        Step::new(&["shift", "posts", "--steps", "100"]),
+        Step::new(&["rollback", "posts"]),
+        Step::new(&["status"]),
+    ]
+}
+
+/// Runs the demo; see the module's doc.
+pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    check_steps(&args.steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
+    let binaries = Binaries::locate(args.bin_dir.as_deref())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let dir = TempDir::create()?;
+    let mut running: Option<Stack> = None;
+    let outcome = tokio::select! {
+        outcome = demo(args, &binaries, dir.path(), &mut running) => outcome,
+        _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted (Ctrl-C)")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("stopped by SIGTERM")),
+    };
+    let outcome = match outcome {
+        Ok(code) if args.keep_running => {
+            if let Some(stack) = &running {
+                print_by_hand(stack, dir.path()).await;
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                eprintln!("demo: stopping the stack");
+            }
+            Ok(code)
+        }
+        outcome => outcome,
+    };
+    if let Some(stack) = running.take() {
+        stack.stop().await;
+    }
+    drop(dir);
+    outcome.map_err(|err| err.context("demo stopped every process it started"))
+}
+
+/// Everything up to the summary; the stack is left in `running` for the caller to stop.
+async fn demo(
+    args: &DemoArgs,
+    binaries: &Binaries,
+    dir: &Path,
+    running: &mut Option<Stack>,
+) -> anyhow::Result<ExitCode> {
+    eprintln!("demo: starting the monolith, users, threads, posts and the local ALB");
+    let stack = running.insert(Stack::start(binaries, dir).await?);
+    for (name, address) in &stack.servers {
+        eprintln!("demo: {name} on http://{address}");
+    }
+    eprintln!(
+        "demo: local ALB: traffic on {}, ELBv2 API on {} (files in {})",
+        stack.data_url,
+        stack.control_url,
+        dir.display()
+    );
+    let metrics_url = format!("{}/metrics", stack.control_url);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    wait_until_healthy(&client, &metrics_url).await?;
+    let routes = stack.routes()?;
+    let monolith_url = stack
+        .server_url(MONOLITH_TARGET_GROUP)
+        .context("the monolith is not running")?;
+    let traffic = Traffic::start(&stack.data_url, &monolith_url, args.rate).await?;
+    let started = Instant::now();
+    let before = scrape(&client, &metrics_url).await?;
+    let timeline = Arc::new(Mutex::new(Timeline::new(
+        routes.iter().map(|(name, _)| name.clone()).collect(),
+    )));
+    let sampler = Sampler::start(
+        client.clone(),
+        metrics_url.clone(),
+        routes.clone(),
+        before.clone(),
+        Arc::clone(&timeline),
+        Arc::clone(&traffic.tally),
+    );
+    eprintln!(
+        "demo: {} requests per second through the load balancer, each answer compared with the monolith's",
+        args.rate
+    );
+    let config = stack.config.display().to_string();
+    for (index, step) in walkthrough(args).iter().enumerate() {
+        lock(&timeline).mark(&step.label(), step.kind);
+        let mut argv = vec!["migrate".to_owned(), "--config".to_owned(), config.clone()];
+        argv.extend(step.args.iter().cloned());
+        println!("\n$ migrate {}", step.args.join(" "));
+        eprintln!(
+            "demo: step {}/8: migrate {}",
+            index + 1,
+            step.args.join(" ")
+        );
+        let cli = Cli::try_parse_from(&argv)
+            .with_context(|| format!("the demo built a bad command line: {argv:?}"))?;
+        // The command exactly as `migrate --config FILE ...` runs it.
+        let code = Box::pin(crate::run(cli))
+            .await
+            .with_context(|| format!("`migrate {}` failed", step.args.join(" ")))?;
+        if code != ExitCode::SUCCESS {
+            anyhow::bail!(
+                "`migrate {}` did not succeed ({code:?}); see its output above",
+                step.args.join(" ")
+            );
+        }
+        tokio::time::sleep(args.pause).await;
+    }
+    let tally = traffic.stop().await;
+    let duration = started.elapsed();
+    sampler.stop().await;
+    let after = scrape(&client, &metrics_url).await?;
+    let delta = after.since(&before);
+    let probes = probes_by_route(&dir.join("journal.jsonl"));
+    let summary = Summary {
+        routes: routes
+            .iter()
+            .map(|(route, group)| {
+                let counts = tally.route(route);
+                RouteSummary {
+                    route: route.clone(),
+                    sent: counts.sent,
+                    probes: probes.get(route).copied().unwrap_or(0),
+                    to_service: delta.to_group(group),
+                    failed: counts.failed,
+                    differed: counts.differed,
+                }
+            })
+            .collect(),
+        elb_errors: delta.elb_errors,
+        duration,
+        problems: tally.problems(),
+    };
+    println!("\nSummary\n{}", summary.text());
+    if let Some(path) = &args.report {
+        let page = report::render(&lock(&timeline), &summary);
+        std::fs::write(path, page)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        eprintln!("demo: report written to {}", path.display());
+    }
+    Ok(if summary.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    })
+}
+
+fn lock(timeline: &Mutex<Timeline>) -> std::sync::MutexGuard<'_, Timeline> {
+    timeline.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> anyhow::Result<Counters> {
+    Ok(Counters::parse(&scrape_text(client, url).await?))
+}
+
+async fn scrape_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot read the local ALB's metrics at {url}"))?;
+    let status = response.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "the local ALB's metrics at {url} answered {status}"
+    );
+    Ok(response.text().await?)
+}
+
+/// Waits until every target group has a healthy target.
+async fn wait_until_healthy(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut shown = 0;
+    loop {
+        let (healthy, seen) = alb_metrics::healthy_groups(&scrape_text(client, url).await?);
+        if !seen.is_empty() && healthy.len() == seen.len() {
+            eprintln!(
+                "demo: all {} target groups healthy after {:.1} s",
+                seen.len(),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > HEALTHY_TIMEOUT {
+            let waiting: Vec<&String> = seen.iter().filter(|g| !healthy.contains(g)).collect();
+            anyhow::bail!(
+                "target groups {waiting:?} were not healthy after {} s; see the servers' logs",
+                HEALTHY_TIMEOUT.as_secs()
+            );
+        }
+        if healthy.len() != shown {
+            shown = healthy.len();
+            eprintln!(
+                "demo: {shown} of {} target groups healthy, waiting (health checks every few seconds)",
+                seen.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Interval probes `migrate shift` sent per route, from the journal's evidence.
+fn probes_by_route(journal: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut probes = std::collections::BTreeMap::new();
+    for entry in crate::journal::read(journal, None).unwrap_or_default() {
+        if let Some(total) = entry.evidence["probes"]["total"].as_u64() {
+            *probes.entry(entry.route.clone()).or_default() += total;
+        }
+    }
+    probes
+}
+
+/// Scrapes the metrics periodically: the timeline's samples and the live line.
+struct Sampler {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Sampler {
+    fn start(
+        client: reqwest::Client,
+        url: String,
+        routes: Vec<(String, String)>,
+        mut previous: Counters,
+        timeline: Arc<Mutex<Timeline>>,
+        tally: Arc<traffic::Tally>,
+    ) -> Sampler {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut progress = Progress::new();
+            let mut ticker = tokio::time::interval(SCRAPE_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                let Ok(counters) = scrape(&client, &url).await else {
+                    continue;
+                };
+                let delta = counters.since(&previous);
+                previous = counters;
+                let shares: Vec<f64> = routes
+                    .iter()
+                    .map(|(_, group)| delta.service_share(group, MONOLITH_TARGET_GROUP))
+                    .collect();
+                let (step, at) = {
+                    let mut timeline = lock(&timeline);
+                    timeline.sample(shares.clone());
+                    (timeline.step().to_owned(), timeline.now())
+                };
+                let total = tally.total();
+                let routes_line: Vec<String> = routes
+                    .iter()
+                    .zip(&shares)
+                    .map(|((route, _), share)| {
+                        format!(
+                            "{route} {:.0}% service/{:.0}% monolith",
+                            share * 100.0,
+                            (1.0 - share) * 100.0
+                        )
+                    })
+                    .collect();
+                progress.show(
+                    &step,
+                    &format!(
+                        "{at:>5.1}s [{step}] {} | {} requests, {} failed, {} differed",
+                        routes_line.join(", "),
+                        total.sent,
+                        total.failed,
+                        total.differed
+                    ),
+                );
+            }
+        });
+        Sampler {
+            task: Some(task),
+            stop,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// `--keep-running`: how to drive the stack by hand.
+async fn print_by_hand(stack: &Stack, dir: &Path) {
+    let migrate = std::env::current_exe()
+        .map_or_else(|_| "migrate".to_owned(), |path| path.display().to_string());
+    let config = stack.config.display();
+    let listener = listener_arn(stack)
+        .await
+        .unwrap_or_else(|_| "LISTENER_ARN".to_owned());
+    println!(
+        "\nThe stack is still up; Ctrl-C stops it and removes {dir}.\n\
+Drive it by hand:\n\
+  curl {data}/api/users\n\
+  {migrate} --config {config} status\n\
+  {migrate} --config {config} shift posts --steps 10,100 --interval 10s\n\
+  {migrate} --config {config} rollback --all\n\
+  {migrate} --config {config} history\n\
+With the AWS CLI (the local ALB accepts its well-known local key):\n\
+  export AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={region}\n\
+  aws elbv2 describe-rules --listener-arn {listener} --endpoint-url {control}\n\
+  aws elbv2 describe-target-groups --endpoint-url {control}\n\
+The load balancer's counters: curl {control}/metrics",
+        dir = dir.display(),
+        data = stack.data_url,
+        control = stack.control_url,
+        key = stack.access_key_id,
+        secret = stack.secret_access_key,
+        region = stack.region,
+    );
+}
+
+async fn listener_arn(stack: &Stack) -> anyhow::Result<String> {
+    let settings = crate::settings::Settings::load(&crate::settings::Overrides {
+        config: Some(stack.config.clone()),
+        ..Default::default()
+    })?;
+    let ctx = crate::context::Ctx::new(settings, crate::cli::Output::Text, false).await;
+    ctx.elb.listener_arn(&ctx.settings.listener).await
+}

@@ -1,0 +1,229 @@
+//! `migrate demo`, black-box: the real binary starts the real local ALB and
+//! forum servers (built beside it: `cargo build --workspace` first, as
+//! `scripts/test` does).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const MIGRATE: &str = env!("CARGO_BIN_EXE_migrate");
+const SIBLINGS: [&str; 5] = ["monolith", "users", "threads", "posts", "local-alb"];
+
+/// Fails clearly when the servers the demo starts were not built.
+fn require_siblings() {
+    let dir = Path::new(MIGRATE)
+        .parent()
+        .expect("migrate has a directory");
+    let missing: Vec<&str> = SIBLINGS
+        .iter()
+        .copied()
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not built in {}; run `cargo build --workspace` (scripts/test does) before `cargo test -p migrate`",
+        dir.display()
+    );
+}
+
+/// A fast demo: short steps and pauses.
+fn demo_command(cwd: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(MIGRATE);
+    command
+        .current_dir(cwd)
+        .args(["demo", "--interval", "1s", "--pause", "1s", "--rate", "200"])
+        .args(extra)
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The addresses the demo announced on stderr (`demo: NAME on http://ADDR`
+/// and the local ALB's two listeners).
+fn announced_addresses(stderr: &str) -> Vec<SocketAddr> {
+    stderr
+        .split("http://")
+        .skip(1)
+        .filter_map(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
+}
+
+/// The demo's temporary directory, from `(files in DIR)`.
+fn announced_dir(stderr: &str) -> Option<PathBuf> {
+    let start = stderr.find("(files in ")? + "(files in ".len();
+    let end = start + stderr[start..].find(')')?;
+    Some(PathBuf::from(&stderr[start..end]))
+}
+
+fn assert_all_stopped(stderr: &str) {
+    let addresses = announced_addresses(stderr);
+    assert!(
+        addresses.len() >= 6,
+        "servers and listeners announced: {stderr}"
+    );
+    for address in addresses {
+        assert!(
+            TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_err(),
+            "{address} still accepts connections after the demo ended"
+        );
+    }
+    let dir = announced_dir(stderr).expect("the demo names its directory");
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+}
+
+#[test]
+fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
+    require_siblings();
+    let cwd = tempfile::tempdir().expect("a temporary directory");
+    let report = cwd.path().join("report.html");
+    let output = demo_command(cwd.path(), &["--report", report.to_str().expect("utf-8")])
+        .output()
+        .expect("migrate runs");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // The walkthrough ran the real commands.
+    for command in [
+        "$ migrate init",
+        "$ migrate status",
+        "$ migrate verify --all",
+        "$ migrate shift users --steps 10,50,100 --interval 1s",
+        "$ migrate shift threads --steps 100",
+        "$ migrate shift posts --steps 100",
+        "$ migrate rollback posts",
+    ] {
+        assert!(stdout.contains(command), "{command} missing:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("users: step 3/3: 100% on the service"),
+        "{stderr}"
+    );
+    // The summary: every route's requests, none failed, none differed.
+    let summary = stdout.split("\nSummary\n").nth(1).expect("a summary");
+    for route in ["users", "threads", "posts"] {
+        assert!(
+            summary.lines().any(|line| line.starts_with(route)),
+            "{route} missing from the summary:\n{summary}"
+        );
+    }
+    assert!(
+        summary.contains(" 0 failed, 0 differed from the monolith, 0 load-balancer errors"),
+        "{summary}"
+    );
+    assert!(summary.contains("PASS"), "{summary}");
+    // Users and threads ended on their services, posts back on the monolith.
+    let row = |route: &str| -> Vec<u64> {
+        summary
+            .lines()
+            .find(|line| line.starts_with(route))
+            .expect("a row")
+            .split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().expect("a count"))
+            .collect()
+    };
+    for route in ["users", "threads", "posts"] {
+        let counts = row(route);
+        assert!(counts[0] > 100, "{route} sent {counts:?}");
+        assert!(
+            counts[1] > 0 && counts[2] > 0,
+            "{route} went to both: {counts:?}"
+        );
+    }
+    // The report: one series per route and a marker per step.
+    let page = std::fs::read_to_string(&report).expect("the report was written");
+    assert_eq!(page.matches("<polyline data-route=").count(), 3, "{page}");
+    for route in ["users", "threads", "posts"] {
+        assert!(page.contains(&format!("data-route=\"{route}\"")));
+    }
+    assert_eq!(page.matches("data-step=").count(), 8, "{page}");
+    assert_eq!(page.matches("data-step=\"rollback posts\"").count(), 1);
+    assert!(!page.contains("<script"));
+    assert_all_stopped(&stderr);
+}
+
+#[test]
+fn ctrl_c_stops_everything_the_demo_started() {
+    require_siblings();
+    let cwd = tempfile::tempdir().expect("a temporary directory");
+    let mut child = demo_command(cwd.path(), &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("migrate starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let started = Instant::now();
+    while !seen.contains("step 4/8") {
+        match received.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(err) => panic!("the demo did not reach the shift ({err}):\n{seen}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{seen}");
+    }
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: kill(2) on the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.wait().expect("migrate exits");
+    while let Ok(line) = received.recv_timeout(Duration::from_secs(5)) {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(seen.contains("interrupted (Ctrl-C)"), "{seen}");
+    assert_all_stopped(&seen);
+}
+
+#[test]
+fn a_missing_binary_is_named_with_how_to_build_it() {
+    let empty = tempfile::tempdir().expect("a temporary directory");
+    let output = Command::new(MIGRATE)
+        .args(["demo", "--bin-dir"])
+        .arg(empty.path())
+        .output()
+        .expect("migrate runs");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("migrate: the demo starts"), "{stderr}");
+    assert!(stderr.contains("local-alb are missing"), "{stderr}");
+    assert!(stderr.contains("cargo build --release"), "{stderr}");
+}
+
+#[test]
+fn bad_steps_are_a_usage_error() {
+    let output = Command::new(MIGRATE)
+        .args(["demo", "--steps", "50,10"])
+        .output()
+        .expect("migrate runs");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--steps: steps must increase"), "{stderr}");
+}
