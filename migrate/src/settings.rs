@@ -169,12 +169,7 @@ impl Settings {
         }
         let layered = config::Config::builder()
             .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("MIGRATE")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            )
+            .add_source(environment())
             .build()
             .and_then(|built| built.try_deserialize::<Settings>())
             .map_err(|err| {
@@ -321,6 +316,33 @@ impl RouteSettings {
             })
             .collect()
     }
+}
+
+/// The list-valued keys of a route: comma-separated in environment variables,
+/// e.g. `MIGRATE__ROUTES__USERS__STEPS=10,50,100`.
+const LIST_KEYS: [&str; 3] = ["paths", "steps", "probe_paths"];
+
+/// `MIGRATE__...` variables (`__` separates keys); list keys split on commas.
+fn environment() -> config::Environment {
+    let mut environment = config::Environment::with_prefix("MIGRATE")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",");
+    for (name, _) in std::env::vars() {
+        let Some(rest) = name.strip_prefix("MIGRATE__") else {
+            continue;
+        };
+        let key = rest.to_lowercase().replace("__", ".");
+        if key.starts_with("routes.")
+            && LIST_KEYS
+                .iter()
+                .any(|list| key.ends_with(&format!(".{list}")))
+        {
+            environment = environment.with_list_parse_key(&key);
+        }
+    }
+    environment
 }
 
 /// Steps are percentages, strictly increasing, from 1 to 100, ending at 100.

@@ -146,3 +146,32 @@ fn an_unreachable_endpoint_is_an_error_naming_the_endpoint_setting() {
     assert_eq!(run.code, 1, "{run}");
     assert!(run.stderr.contains("cannot reach the endpoint"), "{run}");
 }
+
+#[test]
+fn list_settings_come_from_comma_separated_variables() {
+    let op = Operator::new(
+        VALID,
+        vec![("MIGRATE__ROUTES__USERS__STEPS".into(), "50,10,100".into())],
+    );
+    let run = op.run(&["status"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(
+        run.stderr
+            .contains("`routes.users.steps`: steps must increase"),
+        "{run}"
+    );
+    let op = Operator::new(
+        VALID,
+        vec![(
+            "MIGRATE__ROUTES__POSTS__PATHS".into(),
+            "/api/posts*,api/more".into(),
+        )],
+    );
+    let run = op.run(&["status"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(
+        run.stderr
+            .contains("`routes.posts.paths`: `api/more` must start with `/`"),
+        "{run}"
+    );
+}

@@ -30,6 +30,8 @@ except ImportError:
     print("check_deployment.py: needs boto3: python3 -m pip install boto3", file=sys.stderr)
     sys.exit(2)
 
+from ficus_aws import forward_weights, path_patterns  # beside this file
+
 SERVICES = ("monolith", "users", "threads", "posts")
 HEALTH_CHECK = {
     "TargetType": "ip",
@@ -59,8 +61,9 @@ class Checks:
 
 
 def forward_target(actions: list[dict[str, Any]]) -> str | None:
-    forwards = [a for a in actions if a["Type"] == "forward"]
-    return forwards[0].get("TargetGroupArn") if len(forwards) == 1 else None
+    """The one target group a forward action sends everything to, if any."""
+    weights = forward_weights(actions)
+    return next(iter(weights)) if len(weights) == 1 else None
 
 
 def main(argv: list[str]) -> int:
@@ -112,11 +115,7 @@ def main(argv: list[str]) -> int:
     rules = elbv2.describe_rules(ListenerArn=listener_arn)["Rules"]
     at_99 = [r for r in rules if r["Priority"] == "99"]
     rule = at_99[0] if at_99 else {}
-    paths = [
-        v
-        for c in rule.get("Conditions", [])
-        for v in (c.get("PathPatternConfig") or {}).get("Values") or c.get("Values", [])
-    ]
+    paths = path_patterns(rule)
     checks.check(
         paths == ["/api*"] and forward_target(rule.get("Actions", [])) == groups["monolith"],
         "rule 99 sends /api* to the monolith",

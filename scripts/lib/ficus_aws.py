@@ -307,7 +307,7 @@ def migrate_policy(listener_arn: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _forward_weights(actions: list[dict[str, Any]]) -> dict[str, int]:
+def forward_weights(actions: list[dict[str, Any]]) -> dict[str, int]:
     """Target group ARN -> weight of a rule's forward action ({} if none)."""
     for action in actions:
         if action.get("Type") != "forward":
@@ -319,7 +319,7 @@ def _forward_weights(actions: list[dict[str, Any]]) -> dict[str, int]:
     return {}
 
 
-def _path_patterns(rule: dict[str, Any]) -> list[str]:
+def path_patterns(rule: dict[str, Any]) -> list[str]:
     return sorted(
         value
         for condition in rule.get("Conditions", [])
@@ -359,12 +359,12 @@ def route_states(settings_path: Path) -> dict[str, tuple[str, str]]:
     states = {}
     for name, (paths, configured_group) in routes.items():
         target_group = arns.get(configured_group, configured_group)
-        mine = [r for r in rules if _path_patterns(r) == paths]
+        mine = [r for r in rules if path_patterns(r) == paths]
         if len(mine) != 1:
             states[name] = ("missing" if not mine else "inconsistent", f"{len(mine)} rules for {paths}")
             continue
         priority = int(mine[0]["Priority"])
-        weights = _forward_weights(mine[0].get("Actions", []))
+        weights = forward_weights(mine[0].get("Actions", []))
         total = sum(weights.values())
         share = 100 * weights.get(target_group, 0) // total if total else 0
         where = (

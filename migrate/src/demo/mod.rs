@@ -130,7 +130,7 @@ fn walkthrough(args: &DemoArgs) -> Vec<Step> {
 /// Runs the demo; see the module's doc.
 pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     check_steps(&args.steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
-    let binaries = Binaries::locate(args.bin_dir.as_deref())?;
+    let binaries = Binaries::locate(args.bin_dir.as_deref()).await?;
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -208,14 +208,17 @@ async fn demo(
         args.rate
     );
     let config = stack.config.display().to_string();
-    for (index, step) in walkthrough(args).iter().enumerate() {
+    eprintln!("demo: each command below runs as `migrate --config {config} ...`");
+    let steps = walkthrough(args);
+    for (index, step) in steps.iter().enumerate() {
         lock(&timeline).mark(&step.label(), step.kind);
         let mut argv = vec!["migrate".to_owned(), "--config".to_owned(), config.clone()];
         argv.extend(step.args.iter().cloned());
         println!("\n$ migrate {}", step.args.join(" "));
         eprintln!(
-            "demo: step {}/8: migrate {}",
+            "demo: step {}/{}: migrate {}",
             index + 1,
+            steps.len(),
             step.args.join(" ")
         );
         let cli = Cli::try_parse_from(&argv)
@@ -377,22 +380,16 @@ impl Sampler {
                     (timeline.step().to_owned(), timeline.now())
                 };
                 let total = tally.total();
-                let routes_line: Vec<String> = routes
+                let shares_line: Vec<String> = routes
                     .iter()
                     .zip(&shares)
-                    .map(|((route, _), share)| {
-                        format!(
-                            "{route} {:.0}% service/{:.0}% monolith",
-                            share * 100.0,
-                            (1.0 - share) * 100.0
-                        )
-                    })
+                    .map(|((route, _), share)| format!("{route} {:.0}%", share * 100.0))
                     .collect();
                 progress.show(
                     &step,
                     &format!(
-                        "{at:>5.1}s [{step}] {} | {} requests, {} failed, {} differed",
-                        routes_line.join(", "),
+                        "{at:>5.1}s [{step}] on their services: {} (the rest on the monolith) | {} requests, {} failed, {} differed",
+                        shares_line.join(", "),
                         total.sent,
                         total.failed,
                         total.differed

@@ -19,7 +19,9 @@ pub struct Progress {
 impl Progress {
     pub fn new() -> Progress {
         let rows = if std::io::stderr().is_terminal() {
-            terminal_rows().filter(|rows| *rows > 4)
+            terminal_size()
+                .map(|(rows, _)| rows)
+                .filter(|rows| *rows > 4)
         } else {
             None
         };
@@ -42,14 +44,17 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         match self.rows {
             Some(rows) => {
-                let rows = match terminal_rows() {
-                    Some(now) if now != rows && now > 4 => {
-                        let _ = write!(err, "\x1b7\x1b[1;{}r\x1b8", now - 1);
-                        self.rows = Some(now);
-                        now
-                    }
-                    _ => rows,
+                let (now, columns) = terminal_size().unwrap_or((rows, 80));
+                let rows = if now != rows && now > 4 {
+                    // Resized: move the scrolling region to the new bottom.
+                    let _ = write!(err, "\x1b7\x1b[1;{}r\x1b8", now - 1);
+                    self.rows = Some(now);
+                    now
+                } else {
+                    rows
                 };
+                // One row: never wrap (that would scroll the whole screen).
+                let line: String = line.chars().take(usize::from(columns.max(2)) - 1).collect();
                 let _ = write!(err, "\x1b7\x1b[{rows};1H\x1b[2K\x1b[7m{line}\x1b[0m\x1b8");
             }
             None => {
@@ -80,8 +85,8 @@ impl Drop for Progress {
     }
 }
 
-/// The terminal's height, from stderr.
-fn terminal_rows() -> Option<u16> {
+/// The terminal's rows and columns, from stderr.
+fn terminal_size() -> Option<(u16, u16)> {
     let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -91,5 +96,5 @@ fn terminal_rows() -> Option<u16> {
     // SAFETY: TIOCGWINSZ writes a `winsize` into the pointer it is given,
     // which points to a live, properly sized value.
     let result = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
-    (result == 0 && size.ws_row > 0).then_some(size.ws_row)
+    (result == 0 && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
 }

@@ -163,7 +163,7 @@ fn table(summary: &Summary) -> String {
         html.push_str("</tr>\n");
     }
     html.push_str("</table>\n<pre>");
-    html.push_str(&escape(&summary.text()));
+    html.push_str(&escape(&summary.notes()));
     html.push_str("</pre>\n");
     html
 }

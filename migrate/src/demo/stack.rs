@@ -41,27 +41,32 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds every binary the demo starts, or names the missing ones and how to build them.
-    pub fn locate(dir: Option<&Path>) -> anyhow::Result<Binaries> {
-        let dir = match dir {
-            Some(dir) => dir.to_path_buf(),
-            None => std::env::current_exe()
-                .context("cannot find the running migrate executable")?
-                .parent()
-                .map(Path::to_path_buf)
-                .context("the migrate executable has no parent directory")?,
+    /// Finds every binary the demo starts. Under `cargo run` (beside the
+    /// running `migrate`, with `$CARGO` set) missing ones are built first with
+    /// the same profile; otherwise they are named with how to build them.
+    pub async fn locate(dir: Option<&Path>) -> anyhow::Result<Binaries> {
+        let binaries = Binaries {
+            dir: match dir {
+                Some(dir) => dir.to_path_buf(),
+                None => std::env::current_exe()
+                    .context("cannot find the running migrate executable")?
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .context("the migrate executable has no parent directory")?,
+            },
         };
-        let binaries = Binaries { dir };
-        let missing: Vec<&str> = SERVERS
-            .iter()
-            .chain(std::iter::once(&ALB))
-            .copied()
-            .filter(|name| !binaries.path(name).is_file())
-            .collect();
+        let mut missing = binaries.missing();
+        if !missing.is_empty()
+            && dir.is_none()
+            && let Some(cargo) = std::env::var_os("CARGO")
+        {
+            binaries.build(&cargo).await?;
+            missing = binaries.missing();
+        }
         if !missing.is_empty() {
             return Err(crate::error::usage(format!(
-                "the demo starts {} but {} missing from {}; build them first with `cargo build --release` (or `cargo build` for a debug `migrate`), or pass `--bin-dir DIR`",
-                SERVERS.join(", ") + ", " + ALB,
+                "the demo starts {}, {ALB}, but {} missing from {}; build them first with `cargo build --release` (or `cargo build` for a debug `migrate`), or pass `--bin-dir DIR`",
+                SERVERS.join(", "),
                 if missing.len() == 1 {
                     format!("{} is", missing[0])
                 } else {
@@ -71,6 +76,45 @@ impl Binaries {
             )));
         }
         Ok(binaries)
+    }
+
+    fn missing(&self) -> Vec<&'static str> {
+        SERVERS
+            .iter()
+            .chain(std::iter::once(&ALB))
+            .copied()
+            .filter(|name| !self.path(name).is_file())
+            .collect()
+    }
+
+    /// `cargo build` of the servers and the local ALB, with the profile of
+    /// the directory `migrate` runs from (`target/release`, `target/debug`).
+    async fn build(&self, cargo: &std::ffi::OsStr) -> anyhow::Result<()> {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let mut args: Vec<String> = vec!["build".into(), "--manifest-path".into(), manifest.into()];
+        match self.dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => args.push("--release".into()),
+            Some(profile) => args.extend(["--profile".into(), profile.to_owned()]),
+        }
+        for name in SERVERS.iter().chain(std::iter::once(&ALB)) {
+            args.extend(["-p".into(), (*name).to_owned()]);
+        }
+        eprintln!(
+            "demo: building the servers and the local ALB: cargo {}",
+            args.join(" ")
+        );
+        let status = Command::new(cargo)
+            .args(&args)
+            .status()
+            .await
+            .context("cannot run cargo")?;
+        anyhow::ensure!(
+            status.success(),
+            "`cargo {}` failed ({status})",
+            args.join(" ")
+        );
+        Ok(())
     }
 
     fn path(&self, name: &str) -> PathBuf {

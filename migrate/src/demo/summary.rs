@@ -102,6 +102,14 @@ impl Summary {
             }
             let _ = writeln!(out, "{}", line.trim_end());
         }
+        out.push_str(&self.notes());
+        out
+    }
+
+    /// The lines under the table: totals, the probes note, the first
+    /// problems and the verdict.
+    pub fn notes(&self) -> String {
+        let mut out = String::new();
         let seconds = self.duration.as_secs_f64();
         let _ = writeln!(
             out,
@@ -166,14 +174,23 @@ mod tests {
     #[test]
     fn the_table_splits_each_route_between_service_and_monolith() {
         let text = summary(0).text();
-        assert!(
-            text.contains("users    100              70               50       0         0"),
+        let row = |name: &str| -> Vec<&str> {
+            text.lines()
+                .find(|line| line.starts_with(name))
+                .map(|line| line.split_whitespace().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            row("users"),
+            ["users", "100", "70", "50", "0", "0"],
             "{text}"
         );
-        assert!(
-            text.contains("total    150              70              100"),
+        assert_eq!(
+            row("total"),
+            ["total", "150", "70", "100", "0", "0"],
             "{text}"
         );
+        assert!(text.starts_with("route  sent  to its service"), "{text}");
         assert!(
             text.contains("150 requests in 10.0 s (15/s); 0 failed"),
             "{text}"

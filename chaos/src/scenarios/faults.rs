@@ -1,0 +1,247 @@
+//! Scenarios 2 to 5: `migrate` killed, the local ALB killed, a service killed
+//! mid-shift, and two operators at once.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::Profile;
+use crate::load::{Load, expected_answers};
+use crate::report::Outcome;
+use crate::stack::{Stack, finish};
+
+use super::{measured_share, route_status, routing_of};
+
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Requests sent to measure where a route's traffic goes.
+const SHARE_SAMPLE: u64 = 200;
+/// How far a measured share may be from the reported percentage (200 weighted
+/// random picks: 5 standard deviations at 50%).
+const SHARE_TOLERANCE: f64 = 0.18;
+
+/// 2. SIGKILL `migrate` at each step of a gradual shift: after it takes the
+/// lock, after its first step, after its second; then `status` must tell the
+/// truth (checked against measured traffic), `rollback` must complete without
+/// `--force-unlock`, and no lock or weight may remain.
+pub async fn migrate_killed(stack: &mut Stack, _: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let route = "users";
+    let kill_points = [
+        ("after taking the lock", "elbv2 AddTags"),
+        ("after step 1 (10%)", "step 1/3"),
+        ("after step 2 (50%)", "step 2/3"),
+    ];
+    let mut truthful = 0;
+    let mut rolled_back = 0;
+    for (label, needle) in kill_points {
+        let mut shift = stack.spawn_migrate(&[
+            "-v", "shift", route, "--steps", "10,50,100", "--interval", "3s", "--skip-parity",
+        ])?;
+        shift.wait_for_line(needle, Duration::from_secs(60)).await?;
+        shift.kill9().await;
+        let status = stack.status().await?;
+        let entry = route_status(&status, route)?;
+        let reported = entry["percent"].as_f64().context("status reports no percent")? / 100.0;
+        let share = measured_share(stack, route, "/api/users", SHARE_SAMPLE).await?;
+        let lock_free = status["lock"].is_null();
+        if outcome.check(
+            (reported - share).abs() <= SHARE_TOLERANCE && lock_free,
+            || {
+                format!(
+                    "killed {label}: status says {} ({}% on the service, lock {}), traffic shows {:.0}%",
+                    entry["summary"], entry["percent"], status["lock"], share * 100.0
+                )
+            },
+        ) {
+            truthful += 1;
+        }
+        stack
+            .migrate(&["rollback", route], MIGRATE_TIMEOUT)
+            .await?
+            .expect(0)
+            .with_context(|| format!("rollback after killing migrate {label}"))?;
+        let after = stack.status().await?;
+        let entry = route_status(&after, route)?;
+        let share = measured_share(stack, route, "/api/users", 20).await?;
+        let stale = after["stale_locks"].as_array().map_or(0, Vec::len);
+        if outcome.check(
+            entry["state"] == "on-monolith"
+                && entry["restored"] == true
+                && after["lock"].is_null()
+                && stale == 0
+                && share == 0.0,
+            || {
+                format!(
+                    "after killing migrate {label} and rolling back: {}, lock {}, {stale} stale locks, {:.0}% on the service",
+                    entry["summary"], after["lock"], share * 100.0
+                )
+            },
+        ) {
+            rolled_back += 1;
+        }
+    }
+    outcome.figure("kill points", kill_points.len());
+    outcome.figure("status truthful", truthful);
+    outcome.figure("rolled back clean", rolled_back);
+    Ok(())
+}
+
+/// 3. SIGKILL the local ALB right after a step of a gradual shift was
+/// acknowledged; restart it on the same state directory: the routing must be
+/// that step's, and traffic must flow again.
+pub async fn alb_killed(stack: &mut Stack, _: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let route = "posts";
+    let mut shift = stack.spawn_migrate(&[
+        "-v", "shift", route, "--steps", "50,100", "--interval", "3s", "--skip-parity",
+    ])?;
+    shift.wait_for_line("step 1/2", Duration::from_secs(60)).await?;
+    let acknowledged = routing_of(&stack.status().await?, route)?;
+    stack.kill_alb().await;
+    let killed_at = Instant::now();
+    let run = finish(shift, &["shift", route], MIGRATE_TIMEOUT).await?;
+    outcome.figure("migrate exit while ALB down", format!("{:?}", run.code));
+    stack.restart_alb().await?;
+    let restarted = Instant::now();
+    let after = routing_of(&stack.status().await?, route)?;
+    outcome.check(after == acknowledged, || {
+        format!("after the restart the routing is {after}, but the last acknowledged change was {acknowledged}")
+    });
+    outcome.check(acknowledged["percent"] == 50, || {
+        format!("the acknowledged step was not 50%: {acknowledged}")
+    });
+    // Traffic resumes: the contract's answer through the restarted ALB.
+    let answers = expected_answers(&stack.server_url("monolith")).await?;
+    let client = reqwest::Client::new();
+    let resumed = loop {
+        let mut all = true;
+        for (path, expected) in &answers {
+            let ok = match client.get(format!("{}{path}", stack.data_url())).send().await {
+                Ok(response) => {
+                    response.status().as_u16() == expected.status
+                        && response.bytes().await.is_ok_and(|b| b.as_ref() == expected.body)
+                }
+                Err(_) => false,
+            };
+            all &= ok;
+        }
+        if all {
+            break restarted.elapsed();
+        }
+        if restarted.elapsed() > Duration::from_secs(30) {
+            bail!("traffic did not resume within 30 s of the restart");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let share = measured_share(stack, route, "/api/posts", SHARE_SAMPLE).await?;
+    outcome.check((share - 0.5).abs() <= SHARE_TOLERANCE, || {
+        format!("after the restart {:.0}% of /api/posts reached the service, expected 50%", share * 100.0)
+    });
+    outcome.figure("down s", format!("{:.2}", (restarted - killed_at).as_secs_f64()));
+    outcome.figure("s to resume", format!("{:.2}", resumed.as_secs_f64()));
+    outcome.figure("state kept", after == acknowledged);
+    outcome.figure("share after restart", format!("{:.0}%", share * 100.0));
+    stack
+        .migrate(&["rollback", route], MIGRATE_TIMEOUT)
+        .await?
+        .expect(0)?;
+    Ok(())
+}
+
+/// 4. SIGKILL the users service during a gradual shift under load: the
+/// interval's probes fail, `migrate` rolls back and exits 3.
+pub async fn service_dies(stack: &mut Stack, profile: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let route = "users";
+    let answers = expected_answers(&stack.server_url("monolith")).await?;
+    let load = Load::start(
+        &stack.data_url(),
+        &answers,
+        profile.connections,
+        profile.max_requests,
+        Duration::from_secs(120),
+    )?;
+    let mut shift = stack.spawn_migrate(&[
+        "-v", "shift", route, "--steps", "50,100", "--interval", "5s", "--skip-parity",
+    ])?;
+    let stepped = shift.wait_for_line("step 1/2", Duration::from_secs(60)).await;
+    if let Err(err) = stepped {
+        load.finish().await;
+        return Err(err);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_flight = load.tally.in_flight.load(Ordering::Relaxed);
+    let killed_at = load.now();
+    stack.kill_server(route).await;
+    let run = finish(shift, &["shift", route], MIGRATE_TIMEOUT).await;
+    let back_at = load.now();
+    let tally = load.tally.clone();
+    let figures = load.finish().await;
+    let run = run?;
+    let failed_in_window = tally.failures_between(killed_at, back_at);
+    let status = stack.status().await?;
+    let entry = route_status(&status, route)?;
+    outcome.figure("migrate exit", format!("{:?}", run.code));
+    outcome.figure(
+        "s to rollback",
+        format!("{:.2}", (back_at - killed_at).as_secs_f64()),
+    );
+    outcome.figure("in flight at kill", in_flight);
+    outcome.figure("failed in window", failed_in_window);
+    outcome.figure(
+        "goal (failed <= in flight)",
+        if failed_in_window as u64 <= in_flight { "met" } else { "not met" },
+    );
+    outcome.figure("requests", figures.requests);
+    outcome.check(run.code == Some(3), || {
+        format!("migrate exited {:?}, expected 3 (gate failed, rolled back): {}", run.code, run.output.trim_end())
+    });
+    outcome.check(entry["state"] == "on-monolith", || {
+        format!("the route is not back on the monolith: {}", entry["summary"])
+    });
+    stack.restart_server(route).await?;
+    Ok(())
+}
+
+/// 5. Two `migrate shift` at once on the same listener: one proceeds, the
+/// other exits 4 naming the holder.
+pub async fn two_operators(stack: &mut Stack, _: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let route = "threads";
+    let args = ["shift", route, "--steps", "50,100", "--interval", "1s", "--skip-parity"];
+    let first = stack.spawn_migrate(&args)?;
+    let second = stack.spawn_migrate(&args)?;
+    let pids = [first.pid(), second.pid()];
+    let (a, b) = tokio::join!(
+        finish(first, &args, MIGRATE_TIMEOUT),
+        finish(second, &args, MIGRATE_TIMEOUT)
+    );
+    let runs = [a?, b?];
+    let codes: Vec<Option<i32>> = runs.iter().map(|r| r.code).collect();
+    outcome.figure("exit codes", format!("{codes:?}"));
+    let winner = runs.iter().position(|r| r.code == Some(0));
+    let loser = runs.iter().position(|r| r.code == Some(4));
+    match (winner, loser) {
+        (Some(w), Some(l)) => {
+            let holder = format!("pid {}", pids[w].unwrap_or_default());
+            outcome.check(runs[l].output.contains(&holder), || {
+                format!("the loser's message does not name the holder ({holder}): {}", runs[l].output.trim_end())
+            });
+        }
+        _ => {
+            outcome.check(false, || {
+                format!(
+                    "expected one exit 0 and one exit 4; outputs:\n{}\n---\n{}",
+                    runs[0].output.trim_end(),
+                    runs[1].output.trim_end()
+                )
+            });
+        }
+    }
+    let status = stack.status().await?;
+    let entry = route_status(&status, route)?;
+    let stale = status["stale_locks"].as_array().map_or(0, Vec::len);
+    outcome.check(
+        entry["state"] == "on-service" && status["lock"].is_null() && stale == 0,
+        || format!("final state: {}, lock {}, {stale} stale locks", entry["summary"], status["lock"]),
+    );
+    outcome.figure("final state", entry["state"].as_str().unwrap_or("?"));
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The scenarios, numbered as in the issue, and what they share.
+
+pub mod bad_input;
+mod cutover;
+mod faults;
+mod security;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::Profile;
+use crate::report::Outcome;
+use crate::stack::Stack;
+
+type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+type Scenario = for<'a> fn(&'a mut Stack, &'a Profile, &'a mut Outcome) -> ScenarioFuture<'a>;
+
+const SCENARIOS: [(u8, &str, Scenario); 7] = [
+    (1, "cutover under load", |s, p, o| Box::pin(cutover::under_load(s, p, o))),
+    (2, "migrate killed", |s, p, o| Box::pin(faults::migrate_killed(s, p, o))),
+    (3, "local ALB killed", |s, p, o| Box::pin(faults::alb_killed(s, p, o))),
+    (4, "service dies mid-shift", |s, p, o| Box::pin(faults::service_dies(s, p, o))),
+    (5, "two operators", |s, p, o| Box::pin(faults::two_operators(s, p, o))),
+    (6, "bad input", |s, p, o| Box::pin(bad_input::run(s, p, o))),
+    (7, "security", |s, p, o| Box::pin(security::run(s, p, o))),
+];
+
+/// Runs the scenarios in order (all, or those in `only`); one scenario's
+/// failure does not stop the next, but every route is rolled back between them.
+pub async fn run_all(stack: &mut Stack, profile: &Profile, only: &[u8]) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let ready = async {
+        stack.wait_healthy(Duration::from_secs(60)).await?;
+        stack.migrate(&["init"], Duration::from_secs(60)).await?.expect(0)?;
+        anyhow::Ok(())
+    };
+    if let Err(err) = ready.await {
+        let mut outcome = Outcome::new(0, "stack start");
+        outcome.error(&err);
+        return vec![outcome];
+    }
+    for (number, name, scenario) in SCENARIOS {
+        if !only.is_empty() && !only.contains(&number) {
+            continue;
+        }
+        eprintln!("chaos: scenario {number}: {name}");
+        let started = Instant::now();
+        let mut outcome = Outcome::new(number, name);
+        if let Err(err) = scenario(stack, profile, &mut outcome).await {
+            outcome.error(&err);
+        }
+        if let Err(err) = reset(stack).await {
+            outcome.error(&err.context("restoring the stack after the scenario"));
+        }
+        outcome.seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "chaos: scenario {number}: {} in {:.1} s",
+            if outcome.passed { "pass" } else { "FAIL" },
+            outcome.seconds
+        );
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// Back to the start: every route on the monolith, every target healthy.
+async fn reset(stack: &mut Stack) -> anyhow::Result<()> {
+    stack
+        .migrate(&["rollback", "--all", "--force-unlock"], Duration::from_secs(60))
+        .await?
+        .expect(0)?;
+    stack.wait_healthy(Duration::from_secs(60)).await?;
+    Ok(())
+}
+
+/// One route's entry of `migrate status --output json`.
+pub fn route_status<'a>(status: &'a Value, route: &str) -> anyhow::Result<&'a Value> {
+    status["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["route"] == route))
+        .with_context(|| format!("status has no route `{route}`: {status}"))
+}
+
+/// What decides routing in a route's status: state, priorities, action and
+/// weights (not target health, which moves on its own).
+pub fn routing_of(status: &Value, route: &str) -> anyhow::Result<Value> {
+    let entry = route_status(status, route)?;
+    Ok(serde_json::json!({
+        "state": entry["state"],
+        "percent": entry["percent"],
+        "restored": entry["restored"],
+        "rule_arn": entry["rule_arn"],
+        "priority": entry["priority"],
+        "monolith_priority": entry["monolith_priority"],
+        "action": entry["action"],
+        "weights": entry["weights"],
+    }))
+}
+
+/// Requests the data plane has sent to a target group so far (`/metrics`).
+pub async fn group_requests(stack: &Stack, group: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{}/metrics", stack.control_url()))
+        .await?
+        .text()
+        .await?;
+    let label = format!("target_group=\"{group}\"");
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with("ficus_alb_requests_total{") && line.contains(&label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// The share of `path`'s requests the route's service answers now, measured
+/// by sending `count` requests through the data plane.
+pub async fn measured_share(
+    stack: &Stack,
+    group: &str,
+    path: &str,
+    count: u64,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::new();
+    let before = group_requests(stack, group).await?;
+    for _ in 0..count {
+        client
+            .get(format!("{}{path}", stack.data_url()))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+    }
+    let after = group_requests(stack, group).await?;
+    Ok((after - before) as f64 / count as f64)
+}

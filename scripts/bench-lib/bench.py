@@ -1,0 +1,856 @@
+#!/usr/bin/env python3
+"""The ficus benchmark suite behind `scripts/bench` (issue 9).
+
+Starts the release binaries on free loopback ports, measures five sections and
+writes docs/benchmarks.md: every figure beside the same-run reference it is
+judged against (nginx, the direct backend, the smallest dataset), with the goal
+and whether it is met.
+
+  services  every route of the monolith and of each service vs nginx serving
+            the same bytes as a static response (wrk)
+  scale     gen-data datasets of 10k/100k/1M rows each; random by-id, in-thread
+            and by-user lookups per size; list endpoints at the largest size
+            (MiB/s, peak RSS); startup time
+  alb       wrk -> monolith directly, through the local ALB, through nginx with
+            the same path routing; the local ALB again with 100 rules
+  migrate   `migrate shift users` (direct cutover) and `migrate rollback users`
+            on the local stack: wall time and ELBv2 calls from `-v`; status
+  verify    compared pairs per second of the parity checker (its bench example)
+
+`--profile` then runs the figure furthest from its goal again under
+`perf record` and adds the hottest symbols to the document.
+
+Exit codes: 0 done (goals met or not: the document says which), 1 a server did
+not start or a measurement failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "target" / "release"
+LIB = Path(__file__).resolve().parent
+SECTIONS = ("services", "scale", "alb", "migrate", "verify")
+SERVICES = ("monolith", "users", "threads", "posts")
+
+# (path, the extracted service that owns it; None: every service serves it)
+ROUTES = (
+    ("/", None),
+    ("/api", None),
+    ("/api/users", "users"),
+    ("/api/users/1", "users"),
+    ("/api/threads", "threads"),
+    ("/api/threads/2", "threads"),
+    ("/api/posts", "posts"),
+    ("/api/posts/in-thread/1", "posts"),
+    ("/api/posts/by-user/1", "posts"),
+)
+# Scale lookups: (name, path prefix, which table the random id ranges over)
+LOOKUPS = (
+    ("by-id", "/api/users/", "users"),
+    ("in-thread", "/api/posts/in-thread/", "threads"),
+    ("by-user", "/api/posts/by-user/", "users"),
+)
+LISTS = ("/api/users", "/api/threads", "/api/posts")
+# Calls that change what the listener does with traffic.
+ROUTING_CALLS = {"SetRulePriorities", "ModifyRule", "CreateRule", "DeleteRule", "ModifyListener"}
+
+SERVICES_GOAL = 0.8
+FLAT_GOAL = 1.5
+ALB_ADDED_P99_GOAL_MS = 1.0
+MIGRATE_WALL_GOAL_MS = 300.0
+MIGRATE_CALLS_GOAL = 10
+VERIFY_GOAL = 5000.0
+
+
+class BenchError(Exception):
+    """A measurement could not be made; the message says which and why."""
+
+
+def log(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Fleet:
+    """Every process the suite starts, stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log_file = open(self.work / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+        log_file.close()
+        process.name = name  # type: ignore[attr-defined]
+        self.running.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process in self.running:
+            self.running.remove(process)
+
+    def stop_all(self) -> None:
+        for process in list(reversed(self.running)):
+            self.stop(process)
+
+    def log_tail(self, name: str) -> str:
+        path = self.work / f"{name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def wait_ready(fleet: Fleet, process: subprocess.Popen, url: str, timeout: float = 60.0) -> float:
+    """Seconds from now until `url` answers 200; fails if the process exits first."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise BenchError(f"{process.name} exited with {process.returncode} before answering {url}; "
+                             f"its log:\n{fleet.log_tail(process.name)}")
+        try:
+            if get(url, timeout=1.0)[0] == 200:
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise BenchError(f"{process.name} did not answer {url} within {timeout:.0f} s; its log:\n"
+                     f"{fleet.log_tail(process.name)}")
+
+
+def start_server(fleet: Fleet, binary: str, data: Path | None = None, name: str | None = None
+                 ) -> tuple[subprocess.Popen, str, float]:
+    """Starts a forum binary; returns the process, its base URL and its startup seconds."""
+    port = free_port()
+    argv = [str(RELEASE / binary), "--host", "127.0.0.1", "--port", str(port)]
+    if data:
+        argv += ["--data", str(data)]
+    spawned = time.monotonic()
+    process = fleet.start(name or binary, argv)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(fleet, process, base + "/")
+    return process, base, time.monotonic() - spawned
+
+
+def memory_kib(process: subprocess.Popen) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a running process in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
+
+
+# ---------------------------------------------------------------- wrk
+
+
+@dataclass
+class Load:
+    threads: int
+    connections: int
+    seconds: int
+
+    def describe(self) -> str:
+        return f"wrk -t{self.threads} -c{self.connections} -d{self.seconds}s --latency"
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50: float  # ms
+    p99: float  # ms
+    bytes_per_second: float
+    requests: int
+    errors: str
+
+    def mib_per_second(self) -> float:
+        return self.bytes_per_second / (1 << 20)
+
+
+UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def to_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise BenchError(f"unexpected wrk latency {text!r}")
+    value, unit = float(match[1]), match[2]
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url: str, load: Load, script_args: list[str] | None = None, timeout_s: int = 2) -> WrkResult:
+    argv = ["wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{load.seconds}s", "--latency",
+            f"--timeout={timeout_s}s"]
+    if script_args is not None:
+        argv += ["-s", str(LIB / "random-id.lua"), url, "--", *script_args]
+    else:
+        argv.append(url)
+    run = subprocess.run(argv, capture_output=True, text=True)
+    out = run.stdout
+    if run.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} failed ({run.returncode}):\n{out}{run.stderr}")
+    try:
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+        p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])
+        p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])
+        transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+        requests = int(re.search(r"(\d+) requests in", out)[1])
+    except (TypeError, KeyError) as error:
+        raise BenchError(f"cannot read wrk's output ({error}):\n{out}") from error
+    errors = "; ".join(line.strip() for line in out.splitlines()
+                       if "Non-2xx" in line or "Socket errors" in line)
+    return WrkResult(rps, p50, p99, float(transfer[1]) * UNITS[transfer[2]], requests, errors)
+
+
+def show(label: str, result: WrkResult, extra: str = "") -> None:
+    warn = f"  !! {result.errors}" if result.errors else ""
+    log(f"  {label:<44} {result.rps:>9.0f} req/s  p50 {result.p50:7.3f} ms  p99 {result.p99:7.3f} ms"
+        f"{extra}{warn}")
+
+
+# ---------------------------------------------------------------- report
+
+
+@dataclass
+class Goal:
+    section: str
+    what: str
+    goal: str
+    measured: str
+    met: bool
+    # How far from the goal: measured/goal for "at least", goal/measured for "at most" (<1: missed).
+    score: float
+    profile: Callable[[], str] | None = None
+
+
+@dataclass
+class Report:
+    settings: dict[str, str]
+    sections: dict[str, list[str]] = field(default_factory=dict)
+    goals: list[Goal] = field(default_factory=list)
+    profile: list[str] = field(default_factory=list)
+
+    def table(self, section: str, header: list[str], rows: list[list[str]], note: str = "") -> None:
+        lines = self.sections.setdefault(section, [])
+        if note:
+            lines += [note, ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+
+    def text(self, section: str, text: str) -> None:
+        self.sections.setdefault(section, []).extend([text, ""])
+
+    def goal(self, goal: Goal) -> None:
+        self.goals.append(goal)
+        log(f"  goal: {goal.what}: {goal.measured} (goal {goal.goal}) -> {'met' if goal.met else 'NOT MET'}")
+
+
+def met(flag: bool) -> str:
+    return "met" if flag else "**not met**"
+
+
+def fmt_ms(value: float) -> str:
+    return f"{value:.3f}"
+
+
+# ---------------------------------------------------------------- sections
+
+
+class Suite:
+    def __init__(self, args: argparse.Namespace, work: Path):
+        self.args = args
+        self.work = work
+        self.fleet = Fleet(work)
+        self.load = Load(2, 32, args.seconds)
+        self.cores = os.cpu_count() or 1
+        self.report = Report(settings={})
+
+    # --- services ------------------------------------------------------------
+
+    def nginx_static(self, bodies: dict[str, tuple[str, bytes]]) -> tuple[subprocess.Popen, str]:
+        """nginx serving each path's exact bytes and content type from a temp root."""
+        root = self.work / "static"
+        root.mkdir(exist_ok=True)
+        port = free_port()
+        locations = []
+        for index, (path, (content_type, body)) in enumerate(bodies.items()):
+            file = root / f"{index}.body"
+            file.write_bytes(body)
+            locations.append(f'location = {path} {{ types {{ }} default_type "{content_type}"; alias {file}; }}')
+        config = self.nginx_config(port, "\n        ".join(locations), upstreams="", extra="open_file_cache max=64;")
+        return self.start_nginx("nginx-static", config), f"http://127.0.0.1:{port}"
+
+    def nginx_config(self, port: int, locations: str, upstreams: str, extra: str = "") -> str:
+        return f"""worker_processes {self.cores};
+pid {self.work}/nginx-{port}.pid;
+error_log {self.work}/nginx-{port}-error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    {extra}
+    {upstreams}
+    server {{
+        listen 127.0.0.1:{port};
+        {locations}
+    }}
+}}
+"""
+
+    def start_nginx(self, name: str, config: str) -> subprocess.Popen:
+        path = self.work / f"{name}.conf"
+        path.write_text(config)
+        return self.fleet.start(name, [self.args.nginx, "-c", str(path), "-p", str(self.work)])
+
+    def start_services(self) -> dict[str, str]:
+        """The monolith and the three services on the built-in seed data; name -> base URL."""
+        if not hasattr(self, "bases"):
+            self.bases = {name: start_server(self.fleet, name)[1] for name in SERVICES}
+        return self.bases
+
+    def services(self) -> None:
+        log(f"\n== services: {self.load.describe()} against each server, nginx static as the ceiling")
+        bases = self.start_services()
+        bodies = {}
+        for path, _ in ROUTES:
+            status, headers, body = get(bases["monolith"] + path)
+            if status != 200:
+                raise BenchError(f"the monolith answered {status} to {path}")
+            bodies[path] = (headers.get("Content-Type", "application/octet-stream"), body)
+        nginx, nginx_base = self.nginx_static(bodies)
+        wait_ready(self.fleet, nginx, nginx_base + "/")
+        for path, (_, body) in bodies.items():
+            status, _, static = get(nginx_base + path)
+            if status != 200 or static != body:
+                raise BenchError(f"nginx does not serve the monolith's bytes on {path} ({status})")
+        rows, worst = [], None
+        for path, owner in ROUTES:
+            ceiling = wrk(nginx_base + path, self.load)
+            show(f"nginx static {path}", ceiling)
+            rows.append([f"`{path}`", "nginx (static)", str(len(bodies[path][1])), f"{ceiling.rps:.0f}",
+                         fmt_ms(ceiling.p50), fmt_ms(ceiling.p99), "1.00", "—"])
+            servers = SERVICES if owner is None else ("monolith", owner)
+            for server in servers:
+                result = wrk(bases[server] + path, self.load)
+                ratio = result.rps / ceiling.rps
+                show(f"{server} {path}", result, f"  {ratio:.2f} of nginx")
+                rows.append([f"`{path}`", server, str(len(bodies[path][1])), f"{result.rps:.0f}",
+                             fmt_ms(result.p50), fmt_ms(result.p99), f"{ratio:.2f}", met(ratio >= SERVICES_GOAL)])
+                if worst is None or ratio < worst[0]:
+                    worst = (ratio, server, path)
+        self.fleet.stop(nginx)
+        self.report.table(
+            "services",
+            ["route", "server", "body bytes", "req/s", "p50 ms", "p99 ms", "of nginx", f"goal ≥ {SERVICES_GOAL}"],
+            rows,
+            note=f"`{self.load.describe()}` per case, keep-alive; each server on the built-in seed data "
+                 f"with its default {self.cores} workers and request logging to a file; nginx "
+                 f"({self.cores} workers, access log off) serves the monolith's exact bytes and "
+                 f"content type from files, measured just before the servers on the same route.",
+        )
+        ratio, server, path = worst
+        self.report.goal(Goal("services", "services: lowest req/s vs nginx static on any route",
+                              f"≥ {SERVICES_GOAL} of nginx", f"{ratio:.2f} ({server} `{path}`)",
+                              ratio >= SERVICES_GOAL, ratio / SERVICES_GOAL,
+                              profile=lambda: self.profile_server(server, path)))
+
+    # --- scale --------------------------------------------------------------------
+
+    def generate(self, rows: int) -> tuple[Path, float]:
+        path = self.work / f"data-{rows}.json"
+        started = time.monotonic()
+        subprocess.run([str(RELEASE / "gen-data"), "--users", str(rows), "--threads", str(rows),
+                        "--posts", str(rows), "--seed", "1", "--out", str(path)], check=True)
+        return path, time.monotonic() - started
+
+    def scale(self) -> None:
+        sizes = self.args.sizes
+        log(f"\n== scale: gen-data --users N --threads N --posts N for N in {sizes}; "
+            f"{self.load.describe()}, random ids over the whole table")
+        latency: dict[tuple[str, int], WrkResult] = {}
+        size_rows, list_rows = [], []
+        for rows in sizes:
+            data, generated = self.generate(rows)
+            megabytes = data.stat().st_size / 1e6
+            process, base, startup = start_server(self.fleet, "monolith", data, name=f"monolith-{rows}")
+            rss_started, _ = memory_kib(process)
+            log(f"  {rows} rows each: {megabytes:.0f} MB of JSON (generated in {generated:.1f} s), "
+                f"startup {startup * 1000:.0f} ms, RSS {rss_started / 1024:.0f} MiB")
+            size_rows.append([f"{rows:,}", f"{megabytes:.0f}", f"{generated:.1f}", f"{startup * 1000:.0f}",
+                              f"{rss_started / 1024:.0f}"])
+            for name, prefix, _table in LOOKUPS:
+                result = wrk(base + "/", self.load, [prefix, str(rows)])
+                show(f"{name} {prefix}<1..{rows}>", result)
+                latency[(name, rows)] = result
+            if rows == sizes[-1]:
+                slow = Load(1, 1, max(self.load.seconds, 5))
+                for path in LISTS:
+                    result = wrk(base + path, slow, timeout_s=60)
+                    _, peak = memory_kib(process)
+                    size = len(get(base + path, timeout=60)[2]) if result.requests == 0 else \
+                        result.bytes_per_second * slow.seconds / max(result.requests, 1)
+                    log(f"  list {path}: {result.mib_per_second():.0f} MiB/s, "
+                        f"{result.requests / slow.seconds:.2f} responses/s of {size / 1e6:.0f} MB, "
+                        f"p50 {result.p50:.0f} ms, peak RSS {peak / 1024:.0f} MiB")
+                    list_rows.append([f"`{path}`", f"{size / 1e6:.1f}", f"{result.mib_per_second():.0f}",
+                                      f"{result.requests / slow.seconds:.2f}", f"{result.p50:.0f}",
+                                      f"{peak / 1024:.0f}"])
+                self.list_load = slow
+            self.fleet.stop(process)
+            data.unlink()
+        self.report.table("scale", ["rows each (users, threads, posts)", "JSON MB", "gen-data s",
+                                    "startup ms (spawn → first 200 on /)", "RSS after start MiB"], size_rows,
+                          note="`gen-data --users N --threads N --posts N --seed 1` (posts skewed towards "
+                               "low thread and user ids, density ∝ 1/√id, so a few threads and users "
+                               "carry most posts); the monolith serves it.")
+        header = ["lookup"] + [f"{rows:,}: req/s, p50, p99 ms" for rows in sizes] + \
+            ["p50 largest/smallest", f"goal flat (≤ {FLAT_GOAL}×)"]
+        table = []
+        smallest, largest = sizes[0], sizes[-1]
+        for name, prefix, _ in LOOKUPS:
+            cells = [f"{latency[(name, r)].rps:.0f}, {latency[(name, r)].p50:.3f}, {latency[(name, r)].p99:.3f}"
+                     for r in sizes]
+            growth = latency[(name, largest)].p50 / latency[(name, smallest)].p50
+            table.append([f"{name} `{prefix}<random id>`"] + cells + [f"{growth:.2f}", met(growth <= FLAT_GOAL)])
+            self.report.goal(Goal("scale", f"scale: {name} p50 at {largest:,} vs {smallest:,} rows",
+                                  f"flat (≤ {FLAT_GOAL}×)", f"{growth:.2f}×", growth <= FLAT_GOAL,
+                                  FLAT_GOAL / growth))
+        self.report.table("scale", header, table,
+                          note=f"`{self.load.describe()} -s scripts/bench-lib/random-id.lua`: every request a "
+                               "uniformly random id in 1..N, so the mix of response sizes is the same at "
+                               "every size (N posts over N threads and N users).")
+        self.report.table("scale", ["list endpoint", "body MB", "MiB/s", "responses/s", "p50 ms",
+                                    "peak RSS MiB (VmHWM, cumulative)"], list_rows,
+                          note=f"At {largest:,} rows each: `{self.list_load.describe()} --timeout=60s`; "
+                               "peak RSS read from /proc/PID/status after each endpoint.")
+
+    # --- local ALB ----------------------------------------------------------------
+
+    def stack_file(self, name: str, bases: dict[str, str], extra_rules: int = 0, interval: int = 6) -> Path:
+        """The repo's stack file, each target group's target on this run's port."""
+        text = (ROOT / "infrastructure/local/stack.toml").read_text()
+        for index, service in enumerate(SERVICES):
+            text = text.replace(f"127.0.0.1:{3000 + index}", bases[service].removeprefix("http://"))
+        text = text.replace("interval_seconds = 6", f"interval_seconds = {interval}")
+        # Extra rules that share the monolith's /api prefix but never match: 98 in
+        # front of the monolith's rule (priority 99), the rest behind it.
+        priorities = [p for p in range(1, 200) if p != 99][:extra_rules]
+        for priority in priorities:
+            text += (f'\n[[rules]]\npriority = {priority}\nconditions = [{{ field = "path-pattern", '
+                     f'values = ["/api/unused-{priority}/*", "/api/*/unused-{priority}"] }}]\n'
+                     f'actions = [{{ forward = "users" }}]\n')
+        path = self.work / f"{name}.toml"
+        path.write_text(text)
+        return path
+
+    def start_alb(self, name: str, stack: Path) -> tuple[subprocess.Popen, str, str]:
+        data_port, control_port = free_port(), free_port()
+        process = self.fleet.start(name, [
+            str(RELEASE / "local-alb"), "--stack", str(stack), "--state-dir", str(self.work / f"{name}-state"),
+            "--reset", "--listen", f"127.0.0.1:{data_port}", "--control-listen", f"127.0.0.1:{control_port}",
+        ], env={"RUST_LOG": "warn"})
+        data = f"http://127.0.0.1:{data_port}"
+        wait_ready(self.fleet, process, data + "/")
+        return process, data, f"http://127.0.0.1:{control_port}"
+
+    def nginx_proxy(self, monolith: str) -> tuple[subprocess.Popen, str]:
+        """nginx with the stack's routing: /api* and the default action both to the monolith."""
+        port = free_port()
+        upstream = f"upstream monolith {{ server {monolith.removeprefix('http://')}; keepalive 128; }}"
+        locations = """proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto http;
+        proxy_set_header X-Forwarded-Port 80;
+        location /api { proxy_pass http://monolith; }
+        location / { proxy_pass http://monolith; }"""
+        process = self.start_nginx("nginx-proxy", self.nginx_config(port, locations, upstream))
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(self.fleet, process, base + "/")
+        return process, base
+
+    def alb(self) -> None:
+        path = self.args.alb_path
+        load = Load(2, 32, self.args.alb_seconds)
+        log(f"\n== local ALB: {load.describe()} {path}: direct, local ALB, nginx proxy, local ALB with 100 rules")
+        bases = self.start_services()
+        alb, alb_base, _ = self.start_alb("local-alb", self.stack_file("stack", bases))
+        nginx, nginx_base = self.nginx_proxy(bases["monolith"])
+        results = {}
+        for name, url in (("direct", bases["monolith"]), ("local ALB", alb_base), ("nginx proxy", nginx_base)):
+            results[name] = wrk(url + path, load)
+            show(name, results[name])
+        self.fleet.stop(alb)
+        self.fleet.stop(nginx)
+        alb100, alb100_base, _ = self.start_alb("local-alb-100", self.stack_file("stack-100", bases, extra_rules=99))
+        name100 = "local ALB, 100 rules"
+        results[name100] = wrk(alb100_base + path, load)
+        show(name100, results[name100])
+        self.fleet.stop(alb100)
+        direct, alb_result, nginx_result = results["direct"], results["local ALB"], results["nginx proxy"]
+        rows = []
+        for name, result in results.items():
+            added = "—" if name == "direct" else \
+                f"{result.p50 - direct.p50:+.3f} / {result.p99 - direct.p99:+.3f}"
+            rows.append([name, f"{result.rps:.0f}", fmt_ms(result.p50), fmt_ms(result.p99), added,
+                         f"{result.rps / direct.rps:.2f}", f"{result.rps / nginx_result.rps:.2f}"])
+        self.report.table(
+            "alb", ["path through", "req/s", "p50 ms", "p99 ms", "added p50 / p99 ms", "of direct", "of nginx proxy"],
+            rows,
+            note=f"`{load.describe()} {path}`, one after the other against the same monolith (seed data). "
+                 "The local ALB runs the repo's stack file (`/api*` at priority 99 and the default action "
+                 "to the monolith); nginx proxies the same two paths to the same monolith over keep-alive "
+                 "upstream connections with the same X-Forwarded-* headers. The 100-rule run adds 99 "
+                 "non-matching path-pattern rules sharing the `/api/` prefix, 98 of them in front of "
+                 "priority 99, so every request is tested against 99 rules before it matches.",
+        )
+        ratio = alb_result.rps / nginx_result.rps
+        added_p99 = alb_result.p99 - direct.p99
+        self.report.goal(Goal("alb", "local ALB: req/s vs nginx proxy", "≥ 1.00", f"{ratio:.2f}", ratio >= 1.0,
+                              ratio, profile=lambda: self.profile_alb()))
+        self.report.goal(Goal("alb", "local ALB: added p99 over direct", f"≤ {ALB_ADDED_P99_GOAL_MS:.1f} ms",
+                              f"{added_p99:+.3f} ms", added_p99 <= ALB_ADDED_P99_GOAL_MS,
+                              ALB_ADDED_P99_GOAL_MS / max(added_p99, 0.001), profile=lambda: self.profile_alb()))
+        hundred = results[name100]
+        cost = hundred.rps / alb_result.rps
+        self.report.goal(Goal("alb", "local ALB with 100 rules: req/s vs nginx proxy", "≥ 1.00",
+                              f"{hundred.rps / nginx_result.rps:.2f} (100 rules vs 1: {cost:.2f})",
+                              hundred.rps >= nginx_result.rps, hundred.rps / nginx_result.rps,
+                              profile=lambda: self.profile_alb(extra_rules=99)))
+
+    # --- migrate ------------------------------------------------------------------
+
+    def migrate_config(self, bases: dict[str, str], alb_base: str, control: str) -> Path:
+        text = (ROOT / "migrate.toml").read_text()
+        text = text.replace("http://127.0.0.1:8080", alb_base).replace("http://127.0.0.1:9100", control)
+        for index, service in enumerate(SERVICES):
+            text = text.replace(f"http://127.0.0.1:{3000 + index}", bases[service])
+        path = self.work / "migrate.toml"
+        path.write_text(text)
+        return path
+
+    def migrate(self, *command: str) -> tuple[float, subprocess.CompletedProcess]:
+        argv = [str(RELEASE / "migrate"), "--config", str(self.work / "migrate.toml"), *command]
+        started = time.monotonic()
+        run = subprocess.run(argv, capture_output=True, text=True, cwd=self.work)
+        wall = (time.monotonic() - started) * 1000
+        if run.returncode != 0:
+            raise BenchError(f"`migrate {' '.join(command)}` exited {run.returncode}:\n{run.stdout}{run.stderr}")
+        return wall, run
+
+    @staticmethod
+    def calls_of(stderr: str) -> tuple[list[str], float | None]:
+        """The ELBv2 actions `-v` printed, and the in-process wall time of its summary."""
+        actions = re.findall(r"^migrate: elbv2 (\w+) ", stderr, re.M)
+        summary = re.search(r"ELBv2 calls.*?([\d.]+) ms wall", stderr)
+        return actions, float(summary[1]) if summary else None
+
+    def migrate_section(self) -> None:
+        runs = self.args.migrate_runs
+        log(f"\n== migrate: shift users (direct) and rollback users on the local stack, {runs} times each")
+        bases = self.start_services()
+        alb, alb_base, control = self.start_alb("local-alb-migrate", self.stack_file("stack-migrate", bases))
+        self.migrate_config(bases, alb_base, control)
+        self.migrate("init")
+        deadline = time.monotonic() + 60
+        while '"healthy"' not in self.migrate("status", "users", "--output", "json")[1].stdout.lower():
+            if time.monotonic() > deadline:
+                raise BenchError("the users target group did not become healthy within 60 s")
+            time.sleep(0.5)
+        measured: dict[str, list[tuple[float, float | None, list[str]]]] = {"shift": [], "rollback": [],
+                                                                            "status": []}
+        for _ in range(runs):
+            for kind, command in (("shift", ("shift", "users", "-v")), ("rollback", ("rollback", "users", "-v")),
+                                  ("status", ("status", "-v"))):
+                wall, run = self.migrate(*command)
+                actions, inner = self.calls_of(run.stderr)
+                measured[kind].append((wall, inner, actions))
+                routing = sum(action in ROUTING_CALLS for action in actions)
+                log(f"  {kind:<9} {wall:6.0f} ms process wall, {inner or 0:6.1f} ms in-process, "
+                    f"{len(actions)} ELBv2 calls, {routing} changing routing: {' '.join(actions)}")
+                # A rule changed less than 2 s before migrate's first read is read twice
+                # (another operator may be mid-change); space the runs like operators would.
+                if kind != "status":
+                    time.sleep(2.2)
+        self.fleet.stop(alb)
+        rows = []
+        for kind, samples in measured.items():
+            walls = [wall for wall, _, _ in samples]
+            inner = [value for _, value, _ in samples if value is not None]
+            counts = [len(actions) for _, _, actions in samples]
+            routing = [sum(a in ROUTING_CALLS for a in actions) for _, _, actions in samples]
+            rows.append([f"`migrate {kind} {'users' if kind != 'status' else ''}`".replace(" `", "`"),
+                         f"{min(walls):.0f} / {statistics.median(walls):.0f} / {max(walls):.0f}",
+                         f"{statistics.median(inner):.0f}" if inner else "—",
+                         f"{min(counts)}–{max(counts)}", f"{min(routing)}–{max(routing)}",
+                         " ".join(samples[-1][2])])
+            if kind in ("shift", "rollback"):
+                median = statistics.median(walls)
+                ok_calls = max(counts) <= MIGRATE_CALLS_GOAL and set(routing) == {1}
+                self.report.goal(Goal("migrate", f"migrate {kind}: median process wall time",
+                                      f"< {MIGRATE_WALL_GOAL_MS:.0f} ms", f"{median:.0f} ms",
+                                      median < MIGRATE_WALL_GOAL_MS, MIGRATE_WALL_GOAL_MS / median))
+                self.report.goal(Goal("migrate", f"migrate {kind}: ELBv2 calls, of which routing changes",
+                                      f"≤ {MIGRATE_CALLS_GOAL}, exactly 1",
+                                      f"{min(counts)}–{max(counts)}, {min(routing)}–{max(routing)}", ok_calls,
+                                      1.0 if ok_calls else 0.5))
+        self.report.table(
+            "migrate", ["command", "process wall ms min / median / max", "in-process wall ms (median)",
+                        "ELBv2 calls", "changing routing", "calls (last run)"], rows,
+            note=f"{runs} runs each of `migrate shift users -v` (direct cutover, parity gate on), "
+                 "`migrate rollback users -v` and `migrate status -v` (release build) against the local "
+                 "ALB (repo stack file, health-check interval 6 s) in front of the real monolith and "
+                 "services; 2.2 s between writes. Process wall: spawn to exit, measured by this script; "
+                 "in-process wall: migrate's own `-v` summary.",
+        )
+
+    # --- verify -------------------------------------------------------------------
+
+    def verify(self) -> None:
+        pairs, concurrency = self.args.verify_pairs, 32
+        log(f"\n== verify: the parity checker, {pairs} pairs, concurrency {concurrency}, monolith vs users")
+        bases = self.start_services()
+        run = subprocess.run([str(RELEASE / "examples" / "bench"), bases["monolith"], bases["users"],
+                              str(pairs), str(concurrency)], capture_output=True, text=True)
+        match = re.search(r"([\d.]+) compared pairs/s", run.stdout)
+        if run.returncode != 0 or not match:
+            raise BenchError(f"the parity bench failed ({run.returncode}):\n{run.stdout}{run.stderr}")
+        rate = float(match[1])
+        log("  " + run.stdout.strip().replace("\n", "\n  "))
+        self.report.table("verify", ["measured", "value"],
+                          [["compared pairs/s", f"{rate:.0f}"], ["pairs", str(pairs)],
+                           ["concurrency", str(concurrency)], ["run", run.stdout.strip().splitlines()[-1]]],
+                          note="`migrate/parity/examples/bench` (release): the users route's request templates "
+                               "(ids and odd spellings, HEAD, OPTIONS) cycled; each pair is one candidate "
+                               "request and two baseline requests (noise detection), compared. Against the "
+                               "monolith and the users service directly, as `migrate verify` does.")
+        self.report.goal(Goal("verify", "verify: compared pairs per second", f"≥ {VERIFY_GOAL:.0f}",
+                              f"{rate:.0f}", rate >= VERIFY_GOAL, rate / VERIFY_GOAL,
+                              profile=lambda: self.profile_command(
+                                  [str(RELEASE / "examples" / "bench"), self.start_services()["monolith"],
+                                   self.start_services()["users"], str(pairs), str(concurrency)])))
+
+    # --- profile ------------------------------------------------------------------
+
+    def perf_report(self, data: Path) -> str:
+        report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
+                                 "--sort", "dso,symbol", "--percent-limit", "1.5", "-g", "none"],
+                                capture_output=True, text=True)
+        lines = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")]
+        return "\n".join(lines[:30])
+
+    def perf_during_wrk(self, pid: int, url: str, name: str) -> str:
+        data = self.work / f"{name}.perf"
+        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", str(data), "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            result = wrk(url, self.load)
+            show(f"under perf: {name}", result)
+        finally:
+            perf.send_signal(2)
+            perf.wait()
+        return self.perf_report(data)
+
+    def profile_server(self, server: str, path: str) -> str:
+        process, base, _ = start_server(self.fleet, server, name=f"{server}-profiled")
+        try:
+            return f"`perf record -g` of `{server}` under `{self.load.describe()} {path}`:\n\n" + \
+                self.perf_during_wrk(process.pid, base + path, f"{server}-profile")
+        finally:
+            self.fleet.stop(process)
+
+    def profile_alb(self, extra_rules: int = 0) -> str:
+        bases = self.start_services()
+        alb, alb_base, _ = self.start_alb("local-alb-profiled", self.stack_file("stack-profile", bases, extra_rules))
+        try:
+            return f"`perf record -g` of `local-alb` ({1 + extra_rules} rules) under " \
+                   f"`{self.load.describe()} {self.args.alb_path}`:\n\n" + \
+                self.perf_during_wrk(alb.pid, alb_base + self.args.alb_path, "local-alb-profile")
+        finally:
+            self.fleet.stop(alb)
+
+    def profile_command(self, argv: list[str]) -> str:
+        data = self.work / "command.perf"
+        subprocess.run(["perf", "record", "-F", "999", "-g", "-o", str(data), "--", *argv],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return f"`perf record -g -- {' '.join(Path(a).name for a in argv[:1])} ...`:\n\n" + self.perf_report(data)
+
+    def profile(self) -> None:
+        candidates = [goal for goal in self.report.goals if goal.profile is not None]
+        if not candidates:
+            log("\n== profile: no measured figure can be profiled")
+            return
+        target = min(candidates, key=lambda goal: goal.score)
+        log(f"\n== profile: {target.what} ({target.measured}, goal {target.goal})")
+        text = target.profile()
+        log(text)
+        self.report.profile = [f"Profiled: {target.what} — {target.measured} against {target.goal} "
+                               "(the figure furthest from its goal).", "", "```", text.split(":\n\n", 1)[-1], "```",
+                               "", text.split(":\n\n", 1)[0]]
+
+    # --- document -----------------------------------------------------------------
+
+    def versions(self) -> dict[str, str]:
+        def first_line(argv: list[str]) -> str:
+            try:
+                run = subprocess.run(argv, capture_output=True, text=True)
+                return (run.stdout + run.stderr).strip().splitlines()[0]
+            except (OSError, IndexError):
+                return "unknown"
+
+        cpu = "unknown"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True,
+                               text=True).stdout.strip()
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{self.cores} cores ({cpu}), {platform.system()} {platform.release()}",
+            "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+            "wrk": first_line(["wrk", "-v"]),
+            "nginx": first_line([self.args.nginx, "-v"]),
+            "rustc": first_line(["rustc", "--version"]),
+            "python": platform.python_version(),
+            "binaries": "release profile (`cargo build --release`)",
+        }
+
+    def write(self, started: float, settings: dict[str, str]) -> None:
+        settings["wall time of this run"] = f"{time.monotonic() - started:.0f} s"
+        lines = ["# Benchmarks", "",
+                 "Regenerated by `scripts/bench` (do not edit by hand; the closing note comes from "
+                 "`scripts/bench-lib/closing-note.md`). Every figure is measured in the same run as the "
+                 "reference it is compared with, one case after the other, on a shared machine: read "
+                 "the ratios, not the absolute numbers.", ""]
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {key} | {value} |" for key, value in settings.items()]
+        lines += ["", "## Goals", "", "| section | measured | goal | value | met |", "|---|---|---|---|---|"]
+        lines += [f"| {g.section} | {g.what} | {g.goal} | {g.measured} | {met(g.met)} |" for g in self.report.goals]
+        titles = {"services": "1. Services vs nginx static", "scale": "2. Scale", "alb": "3. Local ALB",
+                  "migrate": "4. migrate cutover and rollback", "verify": "5. verify (parity checker)"}
+        for section in SECTIONS:
+            if section in self.report.sections:
+                lines += ["", f"## {titles[section]}", ""] + self.report.sections[section]
+        if self.report.profile:
+            lines += ["", "## Profile (`scripts/bench --profile`)", ""] + self.report.profile
+        note = LIB / "closing-note.md"
+        if note.exists():
+            lines += ["", note.read_text().strip()]
+        self.args.out.write_text("\n".join(lines).rstrip() + "\n")
+        log(f"\nwrote {self.args.out}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
+    parser.add_argument("--profile", action="store_true", help="profile the figure furthest from its goal")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per case (default 5)")
+    parser.add_argument("--alb-seconds", type=int, default=10, help="wrk duration per local ALB case (default 10)")
+    parser.add_argument("--alb-path", default="/api/threads/2", help="path of the local ALB cases")
+    parser.add_argument("--sizes", default="10000,100000,1000000",
+                        help="rows each of users, threads, posts per scale step (default 10000,100000,1000000)")
+    parser.add_argument("--migrate-runs", type=int, default=5, help="runs of each migrate command (default 5)")
+    parser.add_argument("--verify-pairs", type=int, default=50000, help="pairs in the verify run (default 50000)")
+    parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = sorted(int(size) for size in args.sizes.split(","))
+    except ValueError:
+        parser.error(f"--sizes takes comma-separated row counts such as 10000,100000, not {args.sizes!r}")
+    if not args.sizes or args.sizes[0] < 1:
+        parser.error("--sizes needs at least one positive row count")
+    if min(args.seconds, args.alb_seconds, args.migrate_runs, args.verify_pairs) < 1:
+        parser.error("--seconds, --alb-seconds, --migrate-runs and --verify-pairs must be at least 1")
+    if not args.alb_path.startswith("/"):
+        parser.error(f"--alb-path must start with /, not {args.alb_path!r}")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    sections = args.only or list(SECTIONS)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ficus-bench-") as work:
+        suite = Suite(args, Path(work))
+        settings = suite.versions()
+        settings.update({
+            "load": f"`{suite.load.describe()}` per case ({args.alb_seconds} s for the local ALB cases)",
+            "sections run": ", ".join(sections),
+        })
+        log("\n".join(f"{key}: {value}" for key, value in settings.items()))
+        try:
+            for section in sections:
+                {"services": suite.services, "scale": suite.scale, "alb": suite.alb,
+                 "migrate": suite.migrate_section, "verify": suite.verify}[section]()
+            if args.profile:
+                suite.profile()
+        except (BenchError, subprocess.CalledProcessError, OSError) as error:
+            print(f"bench: {error}", file=sys.stderr)
+            return 1
+        finally:
+            suite.fleet.stop_all()
+        suite.write(started, settings)
+    log("\n".join(f"{'met    ' if g.met else 'NOT MET'}  {g.what}: {g.measured} (goal {g.goal})"
+                  for g in suite.report.goals))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)
