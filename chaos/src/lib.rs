@@ -43,6 +43,9 @@ pub struct Cli {
     /// Also write the figures as a Markdown table to FILE.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Keep the run's directory (logs, settings, state) even when every scenario passed.
+    #[arg(long)]
+    pub keep_logs: bool,
     /// Run only the scenarios whose number is given (1-7), e.g. --only 1,5.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     pub only: Vec<u8>,
@@ -75,7 +78,7 @@ impl Profile {
     };
     pub const BOUNDED: Profile = Profile {
         name: "bounded",
-        cycles: 6,
+        cycles: 12,
         connections: 4,
         max_requests: 500_000,
         max_load_time: Duration::from_secs(120),
@@ -126,7 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(path) = &cli.markdown {
         stack::write(path, &report::markdown_table(&outcomes, &profile, total))?;
     }
-    if !passed {
+    if !passed || cli.keep_logs {
         // Keep the logs of a failed run for a look.
         let kept = stack.dir.keep();
         eprintln!("chaos: logs kept in {}", kept.display());

@@ -61,7 +61,11 @@ impl Outcome {
 /// The table printed at the end of a run.
 pub fn text_table(outcomes: &[Outcome]) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "{:<3} {:<26} {:<6} {:>6}  figures", "#", "scenario", "result", "secs");
+    let _ = writeln!(
+        text,
+        "{:<3} {:<26} {:<6} {:>6}  figures",
+        "#", "scenario", "result", "secs"
+    );
     for outcome in outcomes {
         let _ = writeln!(
             text,
@@ -85,7 +89,11 @@ pub fn markdown_table(outcomes: &[Outcome], profile: &Profile, total: Duration) 
     let _ = writeln!(
         text,
         "Run: `scripts/chaos{}` ({} profile), {:.0} s in all.\n",
-        if profile.name == "bounded" { " --bounded" } else { "" },
+        if profile.name == "bounded" {
+            " --bounded"
+        } else {
+            ""
+        },
         profile.name,
         total.as_secs_f64()
     );

@@ -119,7 +119,11 @@ impl Process {
 
     /// Waits until the log holds a line containing `needle`, and returns it.
     /// Fails if the process exits first or `timeout` passes.
-    pub async fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+    pub async fn wait_for_line(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
@@ -139,7 +143,7 @@ impl Process {
                     self.output()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -309,7 +313,8 @@ impl Stack {
                 CLIENT_IDLE_TIMEOUT.as_secs().to_string(),
             );
         // A restart appends to the same log: look only at what follows.
-        let before = std::fs::metadata(&log).map_or(0, |meta| usize::try_from(meta.len()).unwrap_or(0));
+        let before =
+            std::fs::metadata(&log).map_or(0, |meta| usize::try_from(meta.len()).unwrap_or(0));
         let mut alb = Process::spawn(ALB, command, &log)?;
         let data_line = wait_for_after(&mut alb, "data listener on ", before).await?;
         let control_line = wait_for_after(&mut alb, "control listener on ", before).await?;
@@ -357,7 +362,9 @@ impl Stack {
 
     /// Whether the ALB's process is still running (not crashed).
     pub fn alb_alive(&mut self) -> bool {
-        self.alb.as_mut().is_some_and(|alb| alb.try_wait().is_none())
+        self.alb
+            .as_mut()
+            .is_some_and(|alb| alb.try_wait().is_none())
     }
 
     /// Every forum server still running.
@@ -542,7 +549,7 @@ async fn wait_for_after(
         let output = process.output();
         // The last matching line: a restarted process appends to its log.
         let fresh = output.get(offset..).unwrap_or("");
-        if let Some(line) = fresh.lines().filter(|l| l.contains(needle)).last() {
+        if let Some(line) = fresh.lines().rev().find(|l| l.contains(needle)) {
             return Ok(line.to_owned());
         }
         if let Some(status) = process.try_wait() {
@@ -557,7 +564,7 @@ async fn wait_for_after(
                 process.name
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

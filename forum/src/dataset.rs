@@ -99,7 +99,8 @@ impl Dataset {
         let mut posts_by_thread: HashMap<i64, Vec<u32>> = HashMap::new();
         let mut posts_by_user: HashMap<i64, Vec<u32>> = HashMap::new();
         let mut dangling_references = Vec::new();
-        for (index, integers) in posts.integers.chunks_exact(2).enumerate() {
+        let stride = ParsedArray::integers_per_record(&POSTS);
+        for (index, integers) in posts.integers.chunks_exact(stride).enumerate() {
             let [thread, user] = [integers[0], integers[1]];
             let record = index as u32;
             posts_by_thread.entry(thread).or_default().push(record);

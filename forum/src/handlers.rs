@@ -26,7 +26,11 @@ pub struct AppState {
 }
 
 /// The default service of every server: answers any request and logs it.
-pub async fn handle_request(request: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn handle_request(
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let started = Instant::now();
     discard(body).await;
     let response = respond(&state, request.method().as_str(), request.uri().path());

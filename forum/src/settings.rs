@@ -100,6 +100,10 @@ pub enum SettingsError {
     Usage(clap::Error),
     #[error("invalid settings: {0}")]
     Invalid(config::ConfigError),
+    #[error(
+        "invalid settings: workers is 0; set at least 1, or leave it unset for one per CPU core"
+    )]
+    NoWorkers,
 }
 
 impl Settings {
@@ -137,7 +141,11 @@ impl Settings {
             .iter()
             .filter_map(|&name| Some((name.to_owned(), env(name)?)))
             .collect();
-        Settings::layer(flags, environment).map_err(SettingsError::Invalid)
+        let settings = Settings::layer(flags, environment).map_err(SettingsError::Invalid)?;
+        if settings.workers == Some(0) {
+            return Err(SettingsError::NoWorkers);
+        }
+        Ok(settings)
     }
 
     fn layer(
@@ -288,5 +296,13 @@ mod tests {
             matches!(parse(&["--port", "x"], &[]), Err(SettingsError::Usage(e)) if e.use_stderr())
         );
         assert!(matches!(parse(&["--help"], &[]), Err(SettingsError::Usage(e)) if !e.use_stderr()));
+        assert!(matches!(
+            parse(&[], &[("WORKERS", "0")]),
+            Err(SettingsError::NoWorkers)
+        ));
+        assert!(matches!(
+            parse(&["--workers", "0"], &[]),
+            Err(SettingsError::NoWorkers)
+        ));
     }
 }

@@ -49,19 +49,24 @@ pub struct Application {
 }
 
 impl Application {
-    /// Loads the data the settings name, binds the listener and prepares the server.
+    /// Loads the data the settings name, binds the listener and prepares the
+    /// server. Call it within an actix (or tokio) runtime.
     pub fn build(service: Service, settings: &Settings) -> Result<Application, StartupError> {
         let data = match &settings.data {
             Some(path) => Dataset::from_file(path)?,
             None => Dataset::builtin(),
         };
         log_dangling_references(&data);
-        let address = format!("{}:{}", settings.host, settings.port);
         let bind_error = |error| StartupError::Bind {
-            address: address.clone(),
+            address: if settings.host.contains(':') {
+                format!("[{}]:{}", settings.host, settings.port)
+            } else {
+                format!("{}:{}", settings.host, settings.port)
+            },
             error,
         };
-        let listener = TcpListener::bind(&address).map_err(bind_error)?;
+        let listener =
+            TcpListener::bind((settings.host.as_str(), settings.port)).map_err(bind_error)?;
         let local_address = listener.local_addr().map_err(bind_error)?;
         let state = web::Data::new(AppState { service, data });
         let mut server = HttpServer::new(move || {

@@ -118,6 +118,8 @@ fn parse_response(raw: &[u8]) -> io::Result<RawResponse> {
 pub struct SpawnedServer {
     child: Child,
     pub address: SocketAddr,
+    /// The log lines up to and including the `listening on` line.
+    pub startup_log: Vec<String>,
     /// Standard output after the `listening on` line.
     pub stdout: BufReader<ChildStdout>,
 }
@@ -136,10 +138,12 @@ impl SpawnedServer {
             .stderr(Stdio::null())
             .spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        match read_listening_address(&mut stdout) {
+        let mut startup_log = Vec::new();
+        match read_listening_address(&mut stdout, &mut startup_log) {
             Ok(address) => Ok(SpawnedServer {
                 child,
                 address,
+                startup_log,
                 stdout,
             }),
             Err(error) => {
@@ -192,22 +196,27 @@ impl SpawnedServer {
     }
 }
 
-/// Reads log lines up to the one saying `listening on ADDRESS` (text or JSON).
-fn read_listening_address(stdout: &mut impl BufRead) -> io::Result<SocketAddr> {
-    let mut line = String::new();
+/// Reads log lines into `lines` up to the one saying `listening on ADDRESS`
+/// (text or JSON) and returns the address.
+fn read_listening_address(
+    stdout: &mut impl BufRead,
+    lines: &mut Vec<String>,
+) -> io::Result<SocketAddr> {
     loop {
-        line.clear();
+        let mut line = String::new();
         if stdout.read_line(&mut line)? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "no listening line",
             ));
         }
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let address: String = rest
-                .chars()
+        let address: Option<String> = line.split("listening on ").nth(1).map(|rest| {
+            rest.chars()
                 .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
-                .collect();
+                .collect()
+        });
+        lines.push(line);
+        if let Some(address) = address {
             return address.parse().map_err(io::Error::other);
         }
     }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -156,50 +156,131 @@ fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
     assert_eq!(page.matches("data-step=").count(), 8, "{page}");
     assert_eq!(page.matches("data-step=\"rollback posts\"").count(), 1);
     assert!(!page.contains("<script"));
+    // The weights `migrate` set, as read from the rules, in order per route.
+    let weights: Vec<&str> = page
+        .split("data-weight=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let of = |route: &str| -> Vec<&str> {
+        weights
+            .iter()
+            .filter(|w| w.starts_with(route))
+            .copied()
+            .collect()
+    };
+    assert_eq!(
+        of("users"),
+        ["users 10", "users 50", "users 100"],
+        "{weights:?}"
+    );
+    assert_eq!(of("threads"), ["threads 100"], "{weights:?}");
+    assert_eq!(of("posts"), ["posts 100", "posts 0"], "{weights:?}");
     assert_all_stopped(&stderr);
+}
+
+/// A demo running in the background, its stdout and stderr read line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Running {
+    fn start(cwd: &Path, extra: &[&str]) -> Running {
+        let mut child = demo_command(cwd, extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("migrate starts");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let readers: [Box<dyn std::io::Read + Send>; 2] = [Box::new(stdout), Box::new(stderr)];
+        for reader in readers {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads output until a line contains `needle`; returns that line.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(err) => panic!("no `{needle}` ({err}):\n{}", self.seen),
+            }
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C), waits for the exit; returns its code.
+    fn interrupt(&mut self) -> Option<i32> {
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on the child this test spawned.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let status = self.child.wait().expect("migrate exits");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        status.code()
+    }
 }
 
 #[test]
 fn ctrl_c_stops_everything_the_demo_started() {
     require_siblings();
     let cwd = tempfile::tempdir().expect("a temporary directory");
-    let mut child = demo_command(cwd.path(), &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("migrate starts");
-    let stderr = child.stderr.take().expect("piped");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let started = Instant::now();
-    while !seen.contains("step 4/8") {
-        match received.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => {
-                seen.push_str(&line);
-                seen.push('\n');
-            }
-            Err(err) => panic!("the demo did not reach the shift ({err}):\n{seen}"),
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{seen}");
-    }
-    let pid = i32::try_from(child.id()).expect("a pid");
-    // SAFETY: kill(2) on the child this test spawned.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let status = child.wait().expect("migrate exits");
-    while let Ok(line) = received.recv_timeout(Duration::from_secs(5)) {
-        seen.push_str(&line);
-        seen.push('\n');
-    }
-    assert_eq!(status.code(), Some(1), "{seen}");
-    assert!(seen.contains("interrupted (Ctrl-C)"), "{seen}");
-    assert_all_stopped(&seen);
+    let mut demo = Running::start(cwd.path(), &[]);
+    demo.wait_for("step 4/8");
+    let code = demo.interrupt();
+    assert_eq!(code, Some(1), "{}", demo.seen);
+    assert!(demo.seen.contains("interrupted (Ctrl-C)"), "{}", demo.seen);
+    assert_all_stopped(&demo.seen);
+}
+
+#[test]
+fn keep_running_leaves_a_stack_to_drive_by_hand_until_ctrl_c() {
+    require_siblings();
+    let cwd = tempfile::tempdir().expect("a temporary directory");
+    let mut demo = Running::start(cwd.path(), &["--keep-running"]);
+    demo.wait_for("Ctrl-C stops it");
+    let status = demo.wait_for("--config ");
+    let command: Vec<&str> = status.split_whitespace().collect();
+    assert_eq!(command.last(), Some(&"status"), "{status}");
+    // The printed command works as printed.
+    let output = Command::new(command[0])
+        .args(&command[1..])
+        .output()
+        .expect("migrate runs");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("on the service (rule in front at priority 1)"),
+        "{stdout}"
+    );
+    demo.wait_for("aws elbv2 describe-rules --listener-arn arn:aws:elasticloadbalancing:");
+    assert_eq!(demo.interrupt(), Some(0), "{}", demo.seen);
+    assert_all_stopped(&demo.seen);
 }
 
 #[test]

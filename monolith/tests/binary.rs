@@ -146,11 +146,22 @@ fn in_flight_response_completes_after_sigterm() {
 }
 
 #[test]
-fn data_file_from_flag_or_environment_is_served() {
+fn data_file_is_served_as_is_with_dangling_references_logged_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = r#"{"users":[{"id":7,"username":"u","name":"N","bio":"b","extra":1.50}],"threads":[],"posts":[{"thread":1,"text":"t","user":7}]}"#;
     let path = write_file(dir.path(), "db.json", data);
     let server = SpawnedServer::start(BINARY, &["--data", &path]).unwrap();
+    let warnings: Vec<&String> = server
+        .startup_log
+        .iter()
+        .filter(|line| line.contains("WARN"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", server.startup_log);
+    assert!(
+        warnings[0].contains("posts[0].thread = 1: no thread has this id"),
+        "{}",
+        warnings[0]
+    );
     assert_eq!(
         server.send("GET", "/api/users").unwrap().text(),
         r#"[{"id":7,"username":"u","name":"N","bio":"b","extra":1.5}]"#

@@ -170,11 +170,13 @@ def main(argv: list[str]) -> int:
             container["name"],
             [p["containerPort"] for p in container.get("portMappings", [])],
         )
+        cpu = ""
         if not args.moto:
+            cpu = "256 CPU units, "
             wanted += ("256",)
             found += (definition.get("cpu"),)
         checks.check(
-            found == wanted, f"task definition {args.stack}-{name}: 512 MiB, container {name} on port 3000", found
+            found == wanted, f"task definition {args.stack}-{name}: {cpu}512 MiB, container {name} on port 3000", found
         )
         role = cloudformation.describe_stack_resource(StackName=f"{args.stack}-{name}", LogicalResourceId="TaskRole")
         role_name = role["StackResourceDetail"]["PhysicalResourceId"]

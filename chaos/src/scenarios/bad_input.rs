@@ -17,16 +17,43 @@ use crate::stack::{ALB, CLIENT_IDLE_TIMEOUT, Process, Stack, write};
 
 /// Pieces the control API fuzz builds form bodies from.
 const FORM_KEYS: &[&str] = &[
-    "Action", "Version", "RuleArn", "Priority", "ListenerArn", "Conditions.member.1.Field",
-    "Actions.member.1.Type", "RulePriorities.member.1.Priority", "Names.member.1", "Tags.member.1.Key",
-    "ResourceArns.member.1", "%ZZ", "", "Action.member.99999999999999999999",
+    "Action",
+    "Version",
+    "RuleArn",
+    "Priority",
+    "ListenerArn",
+    "Conditions.member.1.Field",
+    "Actions.member.1.Type",
+    "RulePriorities.member.1.Priority",
+    "Names.member.1",
+    "Tags.member.1.Key",
+    "ResourceArns.member.1",
+    "%ZZ",
+    "",
+    "Action.member.99999999999999999999",
 ];
 const FORM_VALUES: &[&str] = &[
-    "DescribeRules", "SetRulePriorities", "ModifyRule", "2015-12-01", "-1", "0", "50001",
-    "99999999999999999999", "forward", "%", "%00", "\u{1F980}", "arn:aws:elasticloadbalancing:x", "",
+    "DescribeRules",
+    "SetRulePriorities",
+    "ModifyRule",
+    "2015-12-01",
+    "-1",
+    "0",
+    "50001",
+    "99999999999999999999",
+    "forward",
+    "%",
+    "%00",
+    "\u{1F980}",
+    "arn:aws:elasticloadbalancing:x",
+    "",
 ];
 
-pub async fn run(stack: &mut Stack, profile: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+pub async fn run(
+    stack: &mut Stack,
+    profile: &Profile,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     control_fuzz(stack, profile, outcome).await?;
     malformed_settings(stack, outcome).await?;
     malformed_stacks(stack, outcome).await?;
@@ -41,7 +68,11 @@ pub async fn run(stack: &mut Stack, profile: &Profile, outcome: &mut Outcome) ->
 
 /// Random form bodies, unsigned or with a made-up signature: every answer
 /// must be an AWS error document with 403, never a crash.
-async fn control_fuzz(stack: &Stack, profile: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+async fn control_fuzz(
+    stack: &Stack,
+    profile: &Profile,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut rng = rand::rng();
     let mut error_documents = 0;
@@ -68,7 +99,10 @@ async fn control_fuzz(stack: &Stack, profile: &Profile, outcome: &mut Outcome) -
         if case % 2 == 1 {
             request = request.header("authorization", fake_authorization(&stack.access_key_id));
         }
-        let response = request.send().await.context("the control API did not answer")?;
+        let response = request
+            .send()
+            .await
+            .context("the control API did not answer")?;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         if status == 403 && text.contains("<ErrorResponse") && text.contains("<Code>") {
@@ -97,11 +131,31 @@ pub fn fake_authorization(access_key_id: &str) -> String {
 async fn malformed_settings(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
     let good = std::fs::read_to_string(&stack.config)?;
     let cases: [(&str, String, &str); 5] = [
-        ("unknown key", format!("bogus_setting = 1\n{good}"), "bogus_setting"),
-        ("wrong type", good.replacen("steps = [10, 50, 100]", "steps = \"ten\"", 1), "steps"),
-        ("out of range", good.replacen("error_budget = 0.01", "error_budget = 5.0", 1), "error_budget"),
-        ("bad duration", good.replacen("interval = \"10s\"", "interval = \"soon\"", 1), "interval"),
-        ("not TOML", format!("{good}\n[routes.users\n"), "routes.users"),
+        (
+            "unknown key",
+            format!("bogus_setting = 1\n{good}"),
+            "bogus_setting",
+        ),
+        (
+            "wrong type",
+            good.replacen("steps = [10, 50, 100]", "steps = \"ten\"", 1),
+            "steps",
+        ),
+        (
+            "out of range",
+            good.replacen("error_budget = 0.01", "error_budget = 5.0", 1),
+            "error_budget",
+        ),
+        (
+            "bad duration",
+            good.replacen("interval = \"10s\"", "interval = \"soon\"", 1),
+            "interval",
+        ),
+        (
+            "not TOML",
+            format!("{good}\n[routes.users\n"),
+            "routes.users",
+        ),
     ];
     let mut named = 0;
     for (index, (label, text, key)) in cases.iter().enumerate() {
@@ -109,7 +163,10 @@ async fn malformed_settings(stack: &Stack, outcome: &mut Outcome) -> anyhow::Res
         write(&path, text)?;
         let process = stack.spawn_migrate_with(&path, &["status"], &[])?;
         let run = crate::stack::finish(process, &["status"], Duration::from_secs(30)).await?;
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
         if outcome.check(
             run.code == Some(2) && run.output.contains(file) && run.output.contains(key),
             || format!("migrate.toml with {label}: exit {:?}, expected 2 naming {file} and `{key}`: {}", run.code, run.output.trim_end()),
@@ -125,9 +182,21 @@ async fn malformed_settings(stack: &Stack, outcome: &mut Outcome) -> anyhow::Res
 async fn malformed_stacks(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
     let good = std::fs::read_to_string(&stack.stack_file)?;
     let cases: [(&str, String, &str); 4] = [
-        ("unknown key", good.replacen("[listener]", "[listener]\nbogus_listener_key = 1", 1), "bogus_listener_key"),
-        ("interval below 5 s", good.replacen("interval_seconds = 5", "interval_seconds = 1", 1), "interval_seconds"),
-        ("priority 0", good.replacen("priority = 99", "priority = 0", 1), "priority"),
+        (
+            "unknown key",
+            good.replacen("[listener]", "[listener]\nbogus_listener_key = 1", 1),
+            "bogus_listener_key",
+        ),
+        (
+            "interval below 5 s",
+            good.replacen("interval_seconds = 5", "interval_seconds = 1", 1),
+            "interval_seconds",
+        ),
+        (
+            "priority 0",
+            good.replacen("priority = 99", "priority = 0", 1),
+            "priority",
+        ),
         ("not TOML", format!("{good}\n[[rules]\n"), "rules"),
     ];
     let mut named = 0;
@@ -135,8 +204,12 @@ async fn malformed_stacks(stack: &Stack, outcome: &mut Outcome) -> anyhow::Resul
         let path = stack.file(&format!("bad-stack-{index}.toml"));
         write(&path, text)?;
         let state_dir = stack.file(&format!("bad-stack-state-{index}"));
-        let (code, output) = run_alb(stack, &path, &state_dir, &format!("bad-stack-{index}")).await?;
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        let (code, output) =
+            run_alb(stack, &path, &state_dir, &format!("bad-stack-{index}")).await?;
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
         if outcome.check(
             code == Some(2) && output.contains(file) && output.contains(key),
             || format!("stack file with {label}: exit {code:?}, expected 2 naming {file} and `{key}`: {}", output.trim_end()),
@@ -162,8 +235,13 @@ async fn corrupt_state(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<(
         let state_dir = stack.file(&format!("corrupt-state-{index}"));
         std::fs::create_dir_all(&state_dir)?;
         write(&state_dir.join("state.json"), text)?;
-        let (code, output) =
-            run_alb(stack, &stack.stack_file, &state_dir, &format!("corrupt-state-{index}")).await?;
+        let (code, output) = run_alb(
+            stack,
+            &stack.stack_file,
+            &state_dir,
+            &format!("corrupt-state-{index}"),
+        )
+        .await?;
         if outcome.check(
             code == Some(3) && output.contains("state.json") && output.contains("--reset"),
             || format!("{label} state file: exit {code:?}, expected 3 naming state.json and --reset: {}", output.trim_end()),
@@ -171,7 +249,10 @@ async fn corrupt_state(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<(
             refused += 1;
         }
     }
-    outcome.figure("corrupt state refused", format!("{refused}/{}", cases.len()));
+    outcome.figure(
+        "corrupt state refused",
+        format!("{refused}/{}", cases.len()),
+    );
     Ok(())
 }
 
@@ -204,11 +285,20 @@ async fn run_alb(
 async fn oversized(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
     let long = "a".repeat(128 * 1024);
     let cases = [
-        ("request line", format!("GET /api/users/{long} HTTP/1.1\r\nHost: x\r\n\r\n")),
-        ("header", format!("GET /api/users HTTP/1.1\r\nHost: x\r\nX-Big: {long}\r\n\r\n")),
+        (
+            "request line",
+            format!("GET /api/users/{long} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ),
+        (
+            "header",
+            format!("GET /api/users HTTP/1.1\r\nHost: x\r\nX-Big: {long}\r\n\r\n"),
+        ),
         (
             "header count",
-            format!("GET /api/users HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-H: 1\r\n".repeat(2000)),
+            format!(
+                "GET /api/users HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                "X-H: 1\r\n".repeat(2000)
+            ),
         ),
     ];
     let mut refused = Vec::new();
@@ -217,10 +307,17 @@ async fn oversized(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
         outcome.check(matches!(status, Some(400 | 414 | 431)), || {
             format!("oversized {label}: answered {status:?}, expected 400, 414 or 431")
         });
-        refused.push(format!("{label} {}", status.map_or("none".into(), |s| s.to_string())));
+        refused.push(format!(
+            "{label} {}",
+            status.map_or("none".into(), |s| s.to_string())
+        ));
     }
-    let ok = reqwest::get(format!("{}/api/users/1", stack.data_url())).await?.status();
-    outcome.check(ok == 200, || format!("after the oversized requests GET /api/users/1 answered {ok}"));
+    let ok = reqwest::get(format!("{}/api/users/1", stack.data_url()))
+        .await?
+        .status();
+    outcome.check(ok == 200, || {
+        format!("after the oversized requests GET /api/users/1 answered {ok}")
+    });
     outcome.figure("oversized answers", refused.join(", "));
     Ok(())
 }
@@ -234,7 +331,8 @@ async fn raw_status(address: SocketAddr, request: &[u8]) -> anyhow::Result<Optio
     let mut read = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while read < buffer.len() && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer[read..])).await {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer[read..])).await
+        {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => {
                 read += n;
@@ -273,7 +371,11 @@ async fn idle(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
             }
         };
         let seconds = idle_since.elapsed().as_secs_f64();
-        let label = if after_request { "after a request" } else { "without a request" };
+        let label = if after_request {
+            "after a request"
+        } else {
+            "without a request"
+        };
         outcome.check(closed, || {
             format!("an idle connection {label} was still open after {limit:?}")
         });

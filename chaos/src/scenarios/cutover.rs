@@ -12,7 +12,11 @@ use super::group_requests;
 
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub async fn under_load(stack: &mut Stack, profile: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+pub async fn under_load(
+    stack: &mut Stack,
+    profile: &Profile,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     let answers = expected_answers(&stack.server_url("monolith")).await?;
     let mut to_services_before = 0;
     for route in ROUTES {
@@ -32,14 +36,18 @@ pub async fn under_load(stack: &mut Stack, profile: &Profile, outcome: &mut Outc
         let route = ROUTES[cycle % ROUTES.len()];
         // One sweep over the three routes direct, the next gradual.
         let is_gradual = (cycle / ROUTES.len()) % 2 == 1;
-        let mut shift = vec!["shift", route, "--skip-parity"];
+        let mut shift = vec!["-v", "shift", route, "--skip-parity"];
         if is_gradual {
             shift.extend(["--steps", "50,100", "--interval", "200ms"]);
+        } else {
+            shift.extend(["--steps", "100"]);
         }
         let step = async {
             let run = stack.migrate(&shift, MIGRATE_TIMEOUT).await?;
             run.expect(0)?;
-            let back = stack.migrate(&["rollback", route], MIGRATE_TIMEOUT).await?;
+            let back = stack
+                .migrate(&["-v", "rollback", route], MIGRATE_TIMEOUT)
+                .await?;
             back.expect(0)?;
             anyhow::Ok(run.elapsed + back.elapsed)
         };
@@ -67,7 +75,10 @@ pub async fn under_load(stack: &mut Stack, profile: &Profile, outcome: &mut Outc
     outcome.figure("requests", figures.requests);
     outcome.figure("req/s", format!("{:.0}", figures.per_second()));
     outcome.figure("connections", profile.connections);
-    outcome.figure("cycles", format!("{cycles} ({direct} direct, {gradual} gradual)"));
+    outcome.figure(
+        "cycles",
+        format!("{cycles} ({direct} direct, {gradual} gradual)"),
+    );
     outcome.figure(
         "migrate s/cycle",
         format!("{:.2}", migrate_seconds / cycles.max(1) as f64),
@@ -79,9 +90,10 @@ pub async fn under_load(stack: &mut Stack, profile: &Profile, outcome: &mut Outc
     outcome.check(cycles == profile.cycles, || {
         format!("{cycles} of {} cycles ran", profile.cycles)
     });
-    outcome.check(figures.failed == 0 && figures.connection_errors == 0, || {
-        format!("clients noticed the cutover: {examples:?}")
-    });
+    outcome.check(
+        figures.failed == 0 && figures.connection_errors == 0,
+        || format!("clients noticed the cutover: {examples:?}"),
+    );
     outcome.check(to_services > to_services_before, || {
         "no request reached a service: the shifts moved no traffic".into()
     });

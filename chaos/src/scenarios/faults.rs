@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::Profile;
-use crate::load::{Load, expected_answers};
+use crate::load::{Answer, Load, expected_answers};
 use crate::report::Outcome;
 use crate::stack::{Stack, finish};
 
@@ -20,14 +20,20 @@ const SHARE_SAMPLE: u64 = 200;
 /// random picks: 5 standard deviations at 50%).
 const SHARE_TOLERANCE: f64 = 0.18;
 
-/// 2. SIGKILL `migrate` at each step of a gradual shift: after it takes the
+/// Scenario 2: SIGKILL `migrate` at each step of a gradual shift: after it takes the
 /// lock, after its first step, after its second; then `status` must tell the
 /// truth (checked against measured traffic), `rollback` must complete without
 /// `--force-unlock`, and no lock or weight may remain.
-pub async fn migrate_killed(stack: &mut Stack, _: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+pub async fn migrate_killed(
+    stack: &mut Stack,
+    _: &Profile,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     let route = "users";
+    // Each needle is the `-v` line printed once that call was answered.
     let kill_points = [
         ("after taking the lock", "elbv2 AddTags"),
+        ("between step 1's two writes", "elbv2 ModifyRule"),
         ("after step 1 (10%)", "step 1/3"),
         ("after step 2 (50%)", "step 2/3"),
     ];
@@ -35,13 +41,23 @@ pub async fn migrate_killed(stack: &mut Stack, _: &Profile, outcome: &mut Outcom
     let mut rolled_back = 0;
     for (label, needle) in kill_points {
         let mut shift = stack.spawn_migrate(&[
-            "-v", "shift", route, "--steps", "10,50,100", "--interval", "3s", "--skip-parity",
+            "-v",
+            "shift",
+            route,
+            "--steps",
+            "10,50,100",
+            "--interval",
+            "3s",
+            "--skip-parity",
         ])?;
         shift.wait_for_line(needle, Duration::from_secs(60)).await?;
         shift.kill9().await;
         let status = stack.status().await?;
         let entry = route_status(&status, route)?;
-        let reported = entry["percent"].as_f64().context("status reports no percent")? / 100.0;
+        let reported = entry["percent"]
+            .as_f64()
+            .context("status reports no percent")?
+            / 100.0;
         let share = measured_share(stack, route, "/api/users", SHARE_SAMPLE).await?;
         let lock_free = status["lock"].is_null();
         if outcome.check(
@@ -67,6 +83,7 @@ pub async fn migrate_killed(stack: &mut Stack, _: &Profile, outcome: &mut Outcom
         if outcome.check(
             entry["state"] == "on-monolith"
                 && entry["restored"] == true
+                && entry["weights"].as_array().is_some_and(Vec::is_empty)
                 && after["lock"].is_null()
                 && stale == 0
                 && share == 0.0,
@@ -86,70 +103,130 @@ pub async fn migrate_killed(stack: &mut Stack, _: &Profile, outcome: &mut Outcom
     Ok(())
 }
 
-/// 3. SIGKILL the local ALB right after a step of a gradual shift was
-/// acknowledged; restart it on the same state directory: the routing must be
-/// that step's, and traffic must flow again.
-pub async fn alb_killed(stack: &mut Stack, _: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+/// Scenario 3: SIGKILL the local ALB during a gradual shift, first in the
+/// interval after step 1 (50%) was acknowledged, then in the middle of step 1
+/// (right after SetRulePriorities was answered, while `migrate` reads back
+/// and tags); restart it on the same state directory and ports each time: the
+/// routing must be step 1's, and traffic must flow again.
+pub async fn alb_killed(
+    stack: &mut Stack,
+    _: &Profile,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     let route = "posts";
-    let mut shift = stack.spawn_migrate(&[
-        "-v", "shift", route, "--steps", "50,100", "--interval", "3s", "--skip-parity",
-    ])?;
-    shift.wait_for_line("step 1/2", Duration::from_secs(60)).await?;
-    let acknowledged = routing_of(&stack.status().await?, route)?;
-    stack.kill_alb().await;
-    let killed_at = Instant::now();
-    let run = finish(shift, &["shift", route], MIGRATE_TIMEOUT).await?;
-    outcome.figure("migrate exit while ALB down", format!("{:?}", run.code));
-    stack.restart_alb().await?;
-    let restarted = Instant::now();
-    let after = routing_of(&stack.status().await?, route)?;
-    outcome.check(after == acknowledged, || {
-        format!("after the restart the routing is {after}, but the last acknowledged change was {acknowledged}")
-    });
-    outcome.check(acknowledged["percent"] == 50, || {
-        format!("the acknowledged step was not 50%: {acknowledged}")
-    });
-    // Traffic resumes: the contract's answer through the restarted ALB.
     let answers = expected_answers(&stack.server_url("monolith")).await?;
+    let mut acknowledged = None;
+    let (mut kept, mut down, mut resume, mut healthy) = (0, Vec::new(), Vec::new(), Vec::new());
+    for (moment, needle) in [
+        ("in the interval", "step 1/2"),
+        ("mid-step", "elbv2 SetRulePriorities"),
+    ] {
+        let mut shift = stack.spawn_migrate(&[
+            "-v",
+            "shift",
+            route,
+            "--steps",
+            "50,100",
+            "--interval",
+            "3s",
+            "--skip-parity",
+        ])?;
+        shift.wait_for_line(needle, Duration::from_secs(60)).await?;
+        // In the interval nothing moves: read what step 1 left, to compare
+        // both restarts with.
+        if acknowledged.is_none() {
+            acknowledged = Some(routing_of(&stack.status().await?, route)?);
+        }
+        stack.kill_alb().await;
+        let killed_at = Instant::now();
+        let run = finish(shift, &["shift", route], MIGRATE_TIMEOUT).await?;
+        outcome.check(run.code == Some(1), || {
+            format!(
+                "migrate exited {:?} while the ALB was down ({moment}), expected 1",
+                run.code
+            )
+        });
+        stack.restart_alb().await?;
+        let restarted = Instant::now();
+        down.push(format!("{:.1}", (restarted - killed_at).as_secs_f64()));
+        let after = routing_of(&stack.status().await?, route)?;
+        let expected = acknowledged.as_ref().context("no acknowledged routing")?;
+        if outcome.check(after == *expected && expected["percent"] == 50, || {
+            format!(
+                "killed {moment}: after the restart the routing is {after}, but the last acknowledged change was {expected}"
+            )
+        }) {
+            kept += 1;
+        }
+        resume.push(format!(
+            "{:.2}",
+            traffic_resumes(stack, &answers).await?.as_secs_f64()
+        ));
+        let share = measured_share(stack, route, "/api/posts", SHARE_SAMPLE).await?;
+        outcome.check((share - 0.5).abs() <= SHARE_TOLERANCE, || {
+            format!(
+                "killed {moment}: after the restart {:.0}% of /api/posts reached the service, expected 50%",
+                share * 100.0
+            )
+        });
+        stack
+            .migrate(&["rollback", route], MIGRATE_TIMEOUT)
+            .await?
+            .expect(0)?;
+        // Target health is not persisted: the next shift's health gate waits
+        // for the restarted ALB's checks.
+        stack.wait_healthy(Duration::from_secs(60)).await?;
+        healthy.push(format!("{:.1}", restarted.elapsed().as_secs_f64()));
+    }
+    outcome.figure("kills", 2);
+    outcome.figure("state kept", format!("{kept}/2"));
+    outcome.figure("s down", down.join(", "));
+    outcome.figure("s to resume", resume.join(", "));
+    outcome.figure("s to healthy", healthy.join(", "));
+    Ok(())
+}
+
+/// How long after now every path gets the contract's answer through the ALB
+/// again (at most 30 s).
+async fn traffic_resumes(stack: &Stack, answers: &[(String, Answer)]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
     let client = reqwest::Client::new();
-    let resumed = loop {
+    loop {
         let mut all = true;
-        for (path, expected) in &answers {
-            let ok = match client.get(format!("{}{path}", stack.data_url())).send().await {
+        for (path, expected) in answers {
+            let ok = match client
+                .get(format!("{}{path}", stack.data_url()))
+                .send()
+                .await
+            {
                 Ok(response) => {
                     response.status().as_u16() == expected.status
-                        && response.bytes().await.is_ok_and(|b| b.as_ref() == expected.body)
+                        && response
+                            .bytes()
+                            .await
+                            .is_ok_and(|b| b.as_ref() == expected.body)
                 }
                 Err(_) => false,
             };
             all &= ok;
         }
         if all {
-            break restarted.elapsed();
+            return Ok(started.elapsed());
         }
-        if restarted.elapsed() > Duration::from_secs(30) {
+        if started.elapsed() > Duration::from_secs(30) {
             bail!("traffic did not resume within 30 s of the restart");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let share = measured_share(stack, route, "/api/posts", SHARE_SAMPLE).await?;
-    outcome.check((share - 0.5).abs() <= SHARE_TOLERANCE, || {
-        format!("after the restart {:.0}% of /api/posts reached the service, expected 50%", share * 100.0)
-    });
-    outcome.figure("down s", format!("{:.2}", (restarted - killed_at).as_secs_f64()));
-    outcome.figure("s to resume", format!("{:.2}", resumed.as_secs_f64()));
-    outcome.figure("state kept", after == acknowledged);
-    outcome.figure("share after restart", format!("{:.0}%", share * 100.0));
-    stack
-        .migrate(&["rollback", route], MIGRATE_TIMEOUT)
-        .await?
-        .expect(0)?;
-    Ok(())
+    }
 }
 
-/// 4. SIGKILL the users service during a gradual shift under load: the
+/// Scenario 4: SIGKILL the users service during a gradual shift under load: the
 /// interval's probes fail, `migrate` rolls back and exits 3.
-pub async fn service_dies(stack: &mut Stack, profile: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+pub async fn service_dies(
+    stack: &mut Stack,
+    profile: &Profile,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     let route = "users";
     let answers = expected_answers(&stack.server_url("monolith")).await?;
     let load = Load::start(
@@ -160,9 +237,18 @@ pub async fn service_dies(stack: &mut Stack, profile: &Profile, outcome: &mut Ou
         Duration::from_secs(120),
     )?;
     let mut shift = stack.spawn_migrate(&[
-        "-v", "shift", route, "--steps", "50,100", "--interval", "5s", "--skip-parity",
+        "-v",
+        "shift",
+        route,
+        "--steps",
+        "50,100",
+        "--interval",
+        "5s",
+        "--skip-parity",
     ])?;
-    let stepped = shift.wait_for_line("step 1/2", Duration::from_secs(60)).await;
+    let stepped = shift
+        .wait_for_line("step 1/2", Duration::from_secs(60))
+        .await;
     if let Err(err) = stepped {
         load.finish().await;
         return Err(err);
@@ -188,24 +274,47 @@ pub async fn service_dies(stack: &mut Stack, profile: &Profile, outcome: &mut Ou
     outcome.figure("failed in window", failed_in_window);
     outcome.figure(
         "goal (failed <= in flight)",
-        if failed_in_window as u64 <= in_flight { "met" } else { "not met" },
+        if failed_in_window as u64 <= in_flight {
+            "met"
+        } else {
+            "not met"
+        },
     );
     outcome.figure("requests", figures.requests);
     outcome.check(run.code == Some(3), || {
-        format!("migrate exited {:?}, expected 3 (gate failed, rolled back): {}", run.code, run.output.trim_end())
+        format!(
+            "migrate exited {:?}, expected 3 (gate failed, rolled back): {}",
+            run.code,
+            run.output.trim_end()
+        )
     });
     outcome.check(entry["state"] == "on-monolith", || {
-        format!("the route is not back on the monolith: {}", entry["summary"])
+        format!(
+            "the route is not back on the monolith: {}",
+            entry["summary"]
+        )
     });
     stack.restart_server(route).await?;
     Ok(())
 }
 
-/// 5. Two `migrate shift` at once on the same listener: one proceeds, the
+/// Scenario 5: two `migrate shift` at once on the same listener: one proceeds, the
 /// other exits 4 naming the holder.
-pub async fn two_operators(stack: &mut Stack, _: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
+pub async fn two_operators(
+    stack: &mut Stack,
+    _: &Profile,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     let route = "threads";
-    let args = ["shift", route, "--steps", "50,100", "--interval", "1s", "--skip-parity"];
+    let args = [
+        "shift",
+        route,
+        "--steps",
+        "50,100",
+        "--interval",
+        "1s",
+        "--skip-parity",
+    ];
     let first = stack.spawn_migrate(&args)?;
     let second = stack.spawn_migrate(&args)?;
     let pids = [first.pid(), second.pid()];
@@ -222,7 +331,10 @@ pub async fn two_operators(stack: &mut Stack, _: &Profile, outcome: &mut Outcome
         (Some(w), Some(l)) => {
             let holder = format!("pid {}", pids[w].unwrap_or_default());
             outcome.check(runs[l].output.contains(&holder), || {
-                format!("the loser's message does not name the holder ({holder}): {}", runs[l].output.trim_end())
+                format!(
+                    "the loser's message does not name the holder ({holder}): {}",
+                    runs[l].output.trim_end()
+                )
             });
         }
         _ => {
@@ -240,7 +352,12 @@ pub async fn two_operators(stack: &mut Stack, _: &Profile, outcome: &mut Outcome
     let stale = status["stale_locks"].as_array().map_or(0, Vec::len);
     outcome.check(
         entry["state"] == "on-service" && status["lock"].is_null() && stale == 0,
-        || format!("final state: {}, lock {}, {stale} stale locks", entry["summary"], status["lock"]),
+        || {
+            format!(
+                "final state: {}, lock {}, {stale} stale locks",
+                entry["summary"], status["lock"]
+            )
+        },
     );
     outcome.figure("final state", entry["state"].as_str().unwrap_or("?"));
     Ok(())

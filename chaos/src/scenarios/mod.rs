@@ -20,11 +20,21 @@ type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>
 type Scenario = for<'a> fn(&'a mut Stack, &'a Profile, &'a mut Outcome) -> ScenarioFuture<'a>;
 
 const SCENARIOS: [(u8, &str, Scenario); 7] = [
-    (1, "cutover under load", |s, p, o| Box::pin(cutover::under_load(s, p, o))),
-    (2, "migrate killed", |s, p, o| Box::pin(faults::migrate_killed(s, p, o))),
-    (3, "local ALB killed", |s, p, o| Box::pin(faults::alb_killed(s, p, o))),
-    (4, "service dies mid-shift", |s, p, o| Box::pin(faults::service_dies(s, p, o))),
-    (5, "two operators", |s, p, o| Box::pin(faults::two_operators(s, p, o))),
+    (1, "cutover under load", |s, p, o| {
+        Box::pin(cutover::under_load(s, p, o))
+    }),
+    (2, "migrate killed", |s, p, o| {
+        Box::pin(faults::migrate_killed(s, p, o))
+    }),
+    (3, "local ALB killed", |s, p, o| {
+        Box::pin(faults::alb_killed(s, p, o))
+    }),
+    (4, "service dies mid-shift", |s, p, o| {
+        Box::pin(faults::service_dies(s, p, o))
+    }),
+    (5, "two operators", |s, p, o| {
+        Box::pin(faults::two_operators(s, p, o))
+    }),
     (6, "bad input", |s, p, o| Box::pin(bad_input::run(s, p, o))),
     (7, "security", |s, p, o| Box::pin(security::run(s, p, o))),
 ];
@@ -35,7 +45,10 @@ pub async fn run_all(stack: &mut Stack, profile: &Profile, only: &[u8]) -> Vec<O
     let mut outcomes = Vec::new();
     let ready = async {
         stack.wait_healthy(Duration::from_secs(60)).await?;
-        stack.migrate(&["init"], Duration::from_secs(60)).await?.expect(0)?;
+        stack
+            .migrate(&["init"], Duration::from_secs(60))
+            .await?
+            .expect(0)?;
         anyhow::Ok(())
     };
     if let Err(err) = ready.await {
@@ -70,7 +83,10 @@ pub async fn run_all(stack: &mut Stack, profile: &Profile, only: &[u8]) -> Vec<O
 /// Back to the start: every route on the monolith, every target healthy.
 async fn reset(stack: &mut Stack) -> anyhow::Result<()> {
     stack
-        .migrate(&["rollback", "--all", "--force-unlock"], Duration::from_secs(60))
+        .migrate(
+            &["rollback", "--all", "--force-unlock"],
+            Duration::from_secs(60),
+        )
         .await?
         .expect(0)?;
     stack.wait_healthy(Duration::from_secs(60)).await?;

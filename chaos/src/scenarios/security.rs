@@ -8,7 +8,10 @@ use tokio::process::Command;
 
 use crate::Profile;
 use crate::report::Outcome;
-use crate::stack::{ALB, Process, Stack};
+use crate::stack::{ALB, Process, Stack, write};
+
+/// The secret `migrate` signs with to be refused.
+const WRONG_SECRET: &str = "not-the-secret-access-key";
 
 use super::bad_input::fake_authorization;
 
@@ -16,7 +19,14 @@ use super::bad_input::fake_authorization;
 const RESOURCE_PATHS: [(&str, &[&str]); 3] = [
     ("users", &["/api/users", "/api/users/1"]),
     ("threads", &["/api/threads", "/api/threads/2"]),
-    ("posts", &["/api/posts", "/api/posts/in-thread/1", "/api/posts/by-user/1"]),
+    (
+        "posts",
+        &[
+            "/api/posts",
+            "/api/posts/in-thread/1",
+            "/api/posts/by-user/1",
+        ],
+    ),
 ];
 
 pub async fn run(stack: &mut Stack, _: &Profile, outcome: &mut Outcome) -> anyhow::Result<()> {
@@ -49,23 +59,38 @@ async fn signatures(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> 
         .send()
         .await?
         .status();
-    outcome.check(unsigned == 403, || format!("an unsigned request got {unsigned}, expected 403"));
-    outcome.check(wrong == 403, || format!("a wrongly signed request got {wrong}, expected 403"));
+    outcome.check(unsigned == 403, || {
+        format!("an unsigned request got {unsigned}, expected 403")
+    });
+    outcome.check(wrong == 403, || {
+        format!("a wrongly signed request got {wrong}, expected 403")
+    });
     // A real SigV4 signature made with the wrong secret, by the real client.
-    let process = stack.spawn_migrate_with(
-        &stack.config,
-        &["status"],
-        &[("MIGRATE__AWS__SECRET_ACCESS_KEY", "not-the-secret-access-key")],
+    let settings = std::fs::read_to_string(&stack.config)?;
+    let wrong_secret = stack.file("wrong-secret-migrate.toml");
+    write(
+        &wrong_secret,
+        &settings.replace(&stack.secret_access_key, WRONG_SECRET),
     )?;
+    let process = stack.spawn_migrate_with(&wrong_secret, &["status"], &[])?;
     let run = crate::stack::finish(process, &["status"], Duration::from_secs(60)).await?;
     let refused = run.code == Some(1)
         && (run.output.contains("SignatureDoesNotMatch") || run.output.contains("403"));
     outcome.check(refused, || {
-        format!("migrate with a wrong secret: exit {:?}: {}", run.code, run.output.trim_end())
+        format!(
+            "migrate with a wrong secret: exit {:?}: {}",
+            run.code,
+            run.output.trim_end()
+        )
     });
     outcome.figure(
         "unsigned / wrong signature / wrong secret",
-        format!("{} / {} / {}", unsigned.as_u16(), wrong.as_u16(), if refused { "403" } else { "accepted?" }),
+        format!(
+            "{} / {} / {}",
+            unsigned.as_u16(),
+            wrong.as_u16(),
+            if refused { "403" } else { "accepted?" }
+        ),
     );
     Ok(())
 }
@@ -159,7 +184,7 @@ async fn service_boundaries(stack: &Stack, outcome: &mut Outcome) -> anyhow::Res
 fn secrets_in_logs(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
     let forbidden = [
         stack.secret_access_key.as_str(),
-        "not-the-secret-access-key",
+        WRONG_SECRET,
         "Signature=",
         "AWS4-HMAC-SHA256 Credential",
     ];

@@ -16,6 +16,10 @@ pub struct Counters {
     pub requests: BTreeMap<(String, String), u64>,
     /// Responses the load balancer generated itself (502, 503, 504).
     pub elb_errors: u64,
+    /// The same, by `code reason`, e.g. `502 target_connection_error`.
+    pub elb_errors_by_reason: BTreeMap<String, u64>,
+    /// Routing tables compiled so far: it grows with each change of the rules.
+    pub generation: u64,
 }
 
 impl Counters {
@@ -40,8 +44,17 @@ impl Counters {
                     .requests
                     .entry((group.clone(), rule.clone()))
                     .or_default() += value;
-            } else if series.starts_with("ficus_alb_elb_errors_total") {
+            } else if let Some(labels) = series.strip_prefix("ficus_alb_elb_errors_total{") {
                 counters.elb_errors += value;
+                let labels = parse_labels(labels.trim_end_matches('}'));
+                let reason = format!(
+                    "{} {}",
+                    labels.get("code").map_or("", String::as_str),
+                    labels.get("reason").map_or("", String::as_str)
+                );
+                *counters.elb_errors_by_reason.entry(reason).or_default() += value;
+            } else if series == "ficus_alb_rule_table_generation" {
+                counters.generation = value;
             }
         }
         counters
@@ -61,6 +74,20 @@ impl Counters {
         Counters {
             requests,
             elb_errors: self.elb_errors.saturating_sub(earlier.elb_errors),
+            elb_errors_by_reason: self
+                .elb_errors_by_reason
+                .iter()
+                .map(|(reason, count)| {
+                    let before = earlier
+                        .elb_errors_by_reason
+                        .get(reason)
+                        .copied()
+                        .unwrap_or(0);
+                    (reason.clone(), count.saturating_sub(before))
+                })
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            generation: self.generation.saturating_sub(earlier.generation),
         }
     }
 
@@ -169,6 +196,7 @@ ficus_alb_requests_total{target_group=\"monolith\",rule=\"default\",code_class=\
 ficus_alb_elb_errors_total{code=\"502\",reason=\"target_connection_failed\"} 2
 ficus_alb_elb_errors_total{code=\"503\",reason=\"no_listener\"} 0
 ficus_alb_target_healthy{target_group=\"users\",target=\"127.0.0.1:1\"} 1
+ficus_alb_rule_table_generation 7
 ";
 
     #[test]
@@ -180,6 +208,14 @@ ficus_alb_target_healthy{target_group=\"users\",target=\"127.0.0.1:1\"} 1
         );
         assert_eq!(counters.to_group("monolith"), 895);
         assert_eq!(counters.elb_errors, 2);
+        assert_eq!(counters.generation, 7);
+        assert_eq!(
+            counters.elb_errors_by_reason,
+            BTreeMap::from([
+                ("502 target_connection_failed".to_owned(), 2),
+                ("503 no_listener".to_owned(), 0)
+            ])
+        );
     }
 
     #[test]

@@ -202,6 +202,7 @@ async fn demo(
         before.clone(),
         Arc::clone(&timeline),
         Arc::clone(&traffic.tally),
+        stack.config.clone(),
     );
     eprintln!(
         "demo: {} requests per second through the load balancer, each answer compared with the monolith's",
@@ -258,7 +259,13 @@ async fn demo(
             .collect(),
         elb_errors: delta.elb_errors,
         duration,
-        problems: tally.problems(),
+        problems: tally
+            .problems()
+            .into_iter()
+            .chain(delta.elb_errors_by_reason.iter().map(|(reason, count)| {
+                format!("the load balancer itself answered {count} × {reason}")
+            }))
+            .collect(),
     };
     println!("\nSummary\n{}", summary.text());
     if let Some(path) = &args.report {
@@ -350,13 +357,16 @@ impl Sampler {
         client: reqwest::Client,
         url: String,
         routes: Vec<(String, String)>,
-        mut previous: Counters,
+        before: Counters,
         timeline: Arc<Mutex<Timeline>>,
         tally: Arc<traffic::Tally>,
+        config: PathBuf,
     ) -> Sampler {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut progress = Progress::new();
+            let mut weights = WeightWatch::new(config, routes.len()).await;
+            let mut previous = [before.clone(), before];
             let mut ticker = tokio::time::interval(SCRAPE_EVERY);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
@@ -368,15 +378,27 @@ impl Sampler {
                 let Ok(counters) = scrape(&client, &url).await else {
                     continue;
                 };
-                let delta = counters.since(&previous);
-                previous = counters;
+                // Shares over the last two intervals: steadier at low rates.
+                let delta = counters.since(&previous[0]);
+                let rules_changed = counters.generation != previous[1].generation;
+                previous = [
+                    std::mem::replace(&mut previous[1], counters.clone()),
+                    counters,
+                ];
                 let shares: Vec<f64> = routes
                     .iter()
                     .map(|(_, group)| delta.service_share(group, MONOLITH_TARGET_GROUP))
                     .collect();
+                let changed = match &mut weights {
+                    Some(weights) if rules_changed => weights.changes(&routes).await,
+                    _ => Vec::new(),
+                };
                 let (step, at) = {
                     let mut timeline = lock(&timeline);
                     timeline.sample(shares.clone());
+                    for (route, percent) in changed {
+                        timeline.weight(route, percent);
+                    }
                     (timeline.step().to_owned(), timeline.now())
                 };
                 let total = tally.total();
@@ -419,6 +441,51 @@ impl Drop for Sampler {
     }
 }
 
+/// Reads the routes' rules through the same code as `migrate status` and
+/// reports each change of a route's weight on its service.
+struct WeightWatch {
+    ctx: crate::context::Ctx,
+    last: Vec<Option<u8>>,
+}
+
+impl WeightWatch {
+    async fn new(config: PathBuf, routes: usize) -> Option<WeightWatch> {
+        let overrides = crate::settings::Overrides {
+            config: Some(config),
+            ..Default::default()
+        };
+        let settings = crate::settings::Settings::load(&overrides).ok()?;
+        Some(WeightWatch {
+            ctx: crate::context::Ctx::new(settings, crate::cli::Output::Text, false).await,
+            last: vec![None; routes],
+        })
+    }
+
+    /// `(route index, percent)` of the routes whose weight changed since the
+    /// last call (a route's first known weight is not a change).
+    async fn changes(&mut self, routes: &[(String, String)]) -> Vec<(usize, u8)> {
+        let Ok(listing) = self.ctx.list().await else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (index, (route, _)) in routes.iter().enumerate() {
+            let percent = listing
+                .view(&self.ctx.settings, route)
+                .ok()
+                .and_then(|view| view.state().percent());
+            if let (Some(before), Some(now)) = (self.last[index], percent)
+                && before != now
+            {
+                changed.push((index, now));
+            }
+            if percent.is_some() {
+                self.last[index] = percent;
+            }
+        }
+        changed
+    }
+}
+
 /// `--keep-running`: how to drive the stack by hand.
 async fn print_by_hand(stack: &Stack, dir: &Path) {
     let migrate = std::env::current_exe()
@@ -430,15 +497,15 @@ async fn print_by_hand(stack: &Stack, dir: &Path) {
     println!(
         "\nThe stack is still up; Ctrl-C stops it and removes {dir}.\n\
 Drive it by hand:\n\
-  curl {data}/api/users\n\
-  {migrate} --config {config} status\n\
-  {migrate} --config {config} shift posts --steps 10,100 --interval 10s\n\
-  {migrate} --config {config} rollback --all\n\
-  {migrate} --config {config} history\n\
+\x20 curl {data}/api/users\n\
+\x20 {migrate} --config {config} status\n\
+\x20 {migrate} --config {config} shift posts --steps 10,100 --interval 10s\n\
+\x20 {migrate} --config {config} rollback --all\n\
+\x20 {migrate} --config {config} history\n\
 With the AWS CLI (the local ALB accepts its well-known local key):\n\
-  export AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={region}\n\
-  aws elbv2 describe-rules --listener-arn {listener} --endpoint-url {control}\n\
-  aws elbv2 describe-target-groups --endpoint-url {control}\n\
+\x20 export AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={region}\n\
+\x20 aws elbv2 describe-rules --listener-arn {listener} --endpoint-url {control}\n\
+\x20 aws elbv2 describe-target-groups --endpoint-url {control}\n\
 The load balancer's counters: curl {control}/metrics",
         dir = dir.display(),
         data = stack.data_url,
@@ -450,10 +517,12 @@ The load balancer's counters: curl {control}/metrics",
 }
 
 async fn listener_arn(stack: &Stack) -> anyhow::Result<String> {
-    let settings = crate::settings::Settings::load(&crate::settings::Overrides {
-        config: Some(stack.config.clone()),
-        ..Default::default()
-    })?;
-    let ctx = crate::context::Ctx::new(settings, crate::cli::Output::Text, false).await;
-    ctx.elb.listener_arn(&ctx.settings.listener).await
+    let watch = WeightWatch::new(stack.config.clone(), 0)
+        .await
+        .context("cannot load the demo's migrate.toml")?;
+    watch
+        .ctx
+        .elb
+        .listener_arn(&watch.ctx.settings.listener)
+        .await
 }

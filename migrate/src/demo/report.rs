@@ -40,7 +40,8 @@ th:first-child, td:first-child {{ text-align: left; }}\n\
 svg text {{ font-family: system-ui, sans-serif; font-size: 12px; }}\n\
 </style>\n</head>\n<body>\n<h1>ficus demo: <span class=\"{}\">{verdict}</span></h1>\n\
 <p>Share of each route's requests that the load balancer sent to the route's service \
-(the rest went to the monolith), between metric scrapes; a vertical line marks each step.</p>\n",
+(the rest went to the monolith), between metric scrapes; a vertical line marks each step, \
+a dot marks each weight `migrate` set on a route's rule.</p>\n",
         verdict.to_lowercase()
     );
     page.push_str(&chart(timeline));
@@ -138,6 +139,21 @@ pub fn chart(timeline: &Timeline) -> String {
             points.join(" "),
             route = escape(route)
         );
+        for weight in timeline.weights.iter().filter(|w| w.route == index) {
+            let (at, level) = (x(weight.at), y(f64::from(weight.percent) / 100.0));
+            let _ = writeln!(
+                svg,
+                "<g data-weight=\"{route} {percent}\"><circle cx=\"{at:.1}\" cy=\"{level:.1}\" r=\"4.5\" fill=\"white\" stroke=\"{color}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{percent}%</text></g>",
+                at + 6.0,
+                if weight.percent > 90 {
+                    level + 16.0
+                } else {
+                    level - 7.0
+                },
+                route = escape(route),
+                percent = weight.percent,
+            );
+        }
         let legend_x = LEFT + 160.0 * index as f64;
         let _ = writeln!(
             svg,
@@ -212,6 +228,11 @@ mod tests {
                 shares: vec![0.0, 0.5, 1.0],
             });
         }
+        timeline.weights.push(crate::demo::timeline::Weight {
+            at: 7.0,
+            route: 2,
+            percent: 10,
+        });
         let summary = Summary {
             routes: routes
                 .iter()
@@ -242,6 +263,7 @@ mod tests {
         assert_eq!(page.matches("data-step=").count(), STEPS.len());
         assert_eq!(page.matches("data-kind=\"rollback\"").count(), 1);
         assert!(page.contains("data-step=\"shift users\""));
+        assert!(page.contains("<g data-weight=\"users 10\">"));
         // Every series has a point per sample.
         let series = page.split("<polyline").nth(1).unwrap_or_default();
         let points = series.split("points=\"").nth(1).unwrap_or_default();

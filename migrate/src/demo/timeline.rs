@@ -26,11 +26,23 @@ pub struct Marker {
     pub kind: MarkerKind,
 }
 
+/// A route's forward weight on its service, as read from the listener's
+/// rules, from seconds since the start: what `migrate` set, where
+/// [`Sample::shares`] is what the load balancer then did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weight {
+    pub at: f64,
+    /// The route's index in [`Timeline::routes`].
+    pub route: usize,
+    pub percent: u8,
+}
+
 #[derive(Debug, Clone)]
 pub struct Timeline {
     pub routes: Vec<String>,
     pub samples: Vec<Sample>,
     pub markers: Vec<Marker>,
+    pub weights: Vec<Weight>,
     started: Instant,
 }
 
@@ -40,6 +52,7 @@ impl Timeline {
             routes,
             samples: Vec::new(),
             markers: Vec::new(),
+            weights: Vec::new(),
             started: Instant::now(),
         }
     }
@@ -61,6 +74,11 @@ impl Timeline {
             label: label.to_owned(),
             kind,
         });
+    }
+
+    pub fn weight(&mut self, route: usize, percent: u8) {
+        let at = self.now();
+        self.weights.push(Weight { at, route, percent });
     }
 
     /// The latest share of each route (0 before the first sample).
