@@ -488,7 +488,7 @@ impl WeightWatch {
 
 /// `--keep-running`: how to drive the stack by hand.
 async fn print_by_hand(stack: &Stack, dir: &Path) {
-    let migrate = std::env::current_exe()
+    let migrate = stack::current_exe()
         .map_or_else(|_| "migrate".to_owned(), |path| path.display().to_string());
     let config = stack.config.display();
     let listener = listener_arn(stack)

@@ -48,8 +48,7 @@ impl Binaries {
         let binaries = Binaries {
             dir: match dir {
                 Some(dir) => dir.to_path_buf(),
-                None => std::env::current_exe()
-                    .context("cannot find the running migrate executable")?
+                None => current_exe()?
                     .parent()
                     .map(Path::to_path_buf)
                     .context("the migrate executable has no parent directory")?,
@@ -121,6 +120,18 @@ impl Binaries {
         self.dir
             .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
     }
+}
+
+/// The running `migrate`'s path, also after a rebuild replaced the file
+/// (Linux then reports `PATH (deleted)`).
+pub fn current_exe() -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe().context("cannot find the running migrate executable")?;
+    Ok(
+        match path.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+            Some(original) => PathBuf::from(original),
+            None => path,
+        },
+    )
 }
 
 /// A temporary directory, removed on drop.
