@@ -124,23 +124,34 @@ impl Process {
         needle: &str,
         timeout: Duration,
     ) -> anyhow::Result<String> {
+        self.wait_for_line_after(needle, 0, timeout).await
+    }
+
+    /// [`Process::wait_for_line`] in the log past byte `offset` (a restarted
+    /// process appends to its predecessor's log).
+    pub async fn wait_for_line_after(
+        &mut self,
+        needle: &str,
+        offset: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
+            let output = self.output();
+            let fresh = output.get(offset..).unwrap_or("");
+            if let Some(line) = fresh.lines().find(|l| l.contains(needle)) {
                 return Ok(line.to_owned());
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "{} exited ({status}) before printing `{needle}`; its output:\n{}",
-                    self.name,
-                    self.output()
+                    "{} exited ({status}) before printing `{needle}`; its output:\n{fresh}",
+                    self.name
                 );
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "{} did not print `{needle}` within {timeout:?}; its output:\n{}",
-                    self.name,
-                    self.output()
+                    "{} did not print `{needle}` within {timeout:?}; its output:\n{fresh}",
+                    self.name
                 );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -316,8 +327,12 @@ impl Stack {
         let before =
             std::fs::metadata(&log).map_or(0, |meta| usize::try_from(meta.len()).unwrap_or(0));
         let mut alb = Process::spawn(ALB, command, &log)?;
-        let data_line = wait_for_after(&mut alb, "data listener on ", before).await?;
-        let control_line = wait_for_after(&mut alb, "control listener on ", before).await?;
+        let data_line = alb
+            .wait_for_line_after("data listener on ", before, START_TIMEOUT)
+            .await?;
+        let control_line = alb
+            .wait_for_line_after("control listener on ", before, START_TIMEOUT)
+            .await?;
         self.data_address = address_after(&data_line, "http://")?;
         self.control_address = address_after(&control_line, "http://")?;
         self.alb = Some(alb);
@@ -534,38 +549,10 @@ fn spawn_server(binaries: &Binaries, dir: &Path, name: &str, port: u16) -> anyho
 }
 
 async fn server_address(process: &mut Process, offset: usize) -> anyhow::Result<SocketAddr> {
-    let line = wait_for_after(process, "listening on ", offset).await?;
+    let line = process
+        .wait_for_line_after("listening on ", offset, START_TIMEOUT)
+        .await?;
     address_after(&line, "listening on ")
-}
-
-/// Waits for a line containing `needle` in the log past byte `offset`.
-async fn wait_for_after(
-    process: &mut Process,
-    needle: &str,
-    offset: usize,
-) -> anyhow::Result<String> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let output = process.output();
-        // The last matching line: a restarted process appends to its log.
-        let fresh = output.get(offset..).unwrap_or("");
-        if let Some(line) = fresh.lines().rev().find(|l| l.contains(needle)) {
-            return Ok(line.to_owned());
-        }
-        if let Some(status) = process.try_wait() {
-            bail!(
-                "{} exited ({status}) before printing `{needle}`; its log:\n{output}",
-                process.name
-            );
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{} did not print `{needle}` within {START_TIMEOUT:?}; its log:\n{output}",
-                process.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn address_after(line: &str, marker: &str) -> anyhow::Result<SocketAddr> {

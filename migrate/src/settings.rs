@@ -323,23 +323,29 @@ impl RouteSettings {
 const LIST_KEYS: [&str; 3] = ["paths", "steps", "probe_paths"];
 
 /// `MIGRATE__...` variables (`__` separates keys); list keys split on commas.
+///
+/// The config crate splits EVERY variable on the separator when no list key is
+/// registered, so the separator is only set when a list variable is present.
 fn environment() -> config::Environment {
+    let list_keys: Vec<String> = std::env::vars()
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix("MIGRATE__")?;
+            let key = rest.to_lowercase().replace("__", ".");
+            let is_list = key.starts_with("routes.")
+                && LIST_KEYS
+                    .iter()
+                    .any(|list| key.ends_with(&format!(".{list}")));
+            is_list.then_some(key)
+        })
+        .collect();
     let mut environment = config::Environment::with_prefix("MIGRATE")
         .prefix_separator("__")
         .separator("__")
-        .try_parsing(true)
-        .list_separator(",");
-    for (name, _) in std::env::vars() {
-        let Some(rest) = name.strip_prefix("MIGRATE__") else {
-            continue;
-        };
-        let key = rest.to_lowercase().replace("__", ".");
-        if key.starts_with("routes.")
-            && LIST_KEYS
-                .iter()
-                .any(|list| key.ends_with(&format!(".{list}")))
-        {
-            environment = environment.with_list_parse_key(&key);
+        .try_parsing(true);
+    if !list_keys.is_empty() {
+        environment = environment.list_separator(",");
+        for key in &list_keys {
+            environment = environment.with_list_parse_key(key);
         }
     }
     environment

@@ -148,6 +148,21 @@ fn an_unreachable_endpoint_is_an_error_naming_the_endpoint_setting() {
 }
 
 #[test]
+fn a_scalar_variable_alone_overrides_the_file() {
+    let op = Operator::new(
+        VALID,
+        vec![("MIGRATE__LB_URL".into(), "ftp://lb,example".into())],
+    );
+    let run = op.run(&["status"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(
+        run.stderr
+            .contains("`lb_url`: `ftp://lb,example` is not an http:// or https:// URL"),
+        "{run}"
+    );
+}
+
+#[test]
 fn list_settings_come_from_comma_separated_variables() {
     let op = Operator::new(
         VALID,

@@ -449,11 +449,12 @@ http {{
             data, generated = self.generate(rows)
             megabytes = data.stat().st_size / 1e6
             process, base, startup = start_server(self.fleet, "monolith", data, name=f"monolith-{rows}")
-            rss_started, _ = memory_kib(process)
+            rss_started, peak_started = memory_kib(process)
             log(f"  {rows} rows each: {megabytes:.0f} MB of JSON (generated in {generated:.1f} s), "
-                f"startup {startup * 1000:.0f} ms, RSS {rss_started / 1024:.0f} MiB")
+                f"startup {startup * 1000:.0f} ms, RSS {rss_started / 1024:.0f} MiB "
+                f"(peak while loading {peak_started / 1024:.0f} MiB)")
             size_rows.append([f"{rows:,}", f"{megabytes:.0f}", f"{generated:.1f}", f"{startup * 1000:.0f}",
-                              f"{rss_started / 1024:.0f}"])
+                              f"{rss_started / 1024:.0f}", f"{peak_started / 1024:.0f}"])
             for name, prefix, _table in LOOKUPS:
                 result = wrk(base + "/", lookup_load, [prefix, str(rows)])
                 show(f"{name} {prefix}<1..{rows}>", result)
@@ -475,7 +476,8 @@ http {{
             self.fleet.stop(process)
             data.unlink()
         self.report.table("scale", ["rows each (users, threads, posts)", "JSON MB", "gen-data s",
-                                    "startup ms (spawn → first 200 on /)", "RSS after start MiB"], size_rows,
+                                    "startup ms (spawn → first 200 on /)", "RSS after start MiB",
+                                    "peak RSS while loading MiB"], size_rows,
                           note="`gen-data --users N --threads N --posts N --seed 1` (posts skewed towards "
                                "low thread and user ids, density ∝ 1/√id, so a few threads and users "
                                "carry most posts); the monolith serves it.")
@@ -496,7 +498,7 @@ http {{
                                "uniformly random id in 1..N, so the mix of response sizes is the same at "
                                "every size (N posts over N threads and N users).")
         self.report.table("scale", ["list endpoint", "body MB", "MiB/s", "responses/s", "p50 ms",
-                                    "peak RSS MiB (VmHWM, cumulative)"], list_rows,
+                                    "peak RSS MiB (VmHWM since start)"], list_rows,
                           note=f"At {largest:,} rows each: `{self.list_load.describe()} --timeout=60s`; "
                                "peak RSS read from /proc/PID/status after each endpoint.")
 
@@ -555,22 +557,19 @@ http {{
             "direct, local ALB, nginx proxy, local ALB with 100 rules")
         bases = self.start_services()
         alb, alb_base, _ = self.start_alb("local-alb", self.stack_file("stack", bases))
+        alb100, alb100_base, _ = self.start_alb("local-alb-100", self.stack_file("stack-100", bases, extra_rules=99))
         nginx, nginx_base = self.nginx_proxy(bases["monolith"])
         hundred = "local ALB, 100 rules"
-        urls = {"direct": bases["monolith"], "local ALB": alb_base, "nginx proxy": nginx_base}
+        urls = {"direct": bases["monolith"], "local ALB": alb_base, "nginx proxy": nginx_base,
+                hundred: alb100_base}
         saturated: dict[str, WrkResult] = {}
         relaxed: dict[str, WrkResult] = {}
         for results, this_load in ((saturated, load), (relaxed, light)):
             results.update(interleaved([(name, url + path) for name, url in urls.items()], this_load, self.rounds))
             for name in urls:
                 show(f"{name} ({this_load.connections} connections)", results[name])
-        self.fleet.stop(alb)
-        self.fleet.stop(nginx)
-        alb100, alb100_base, _ = self.start_alb("local-alb-100", self.stack_file("stack-100", bases, extra_rules=99))
-        for results, this_load in ((saturated, load), (relaxed, light)):
-            results[hundred] = interleaved([(hundred, alb100_base + path)], this_load, self.rounds)[hundred]
-            show(f"{hundred} ({this_load.connections} connections)", results[hundred])
-        self.fleet.stop(alb100)
+        for process in (alb, alb100, nginx):
+            self.fleet.stop(process)
         for results, this_load, what in ((saturated, load, "saturating"), (relaxed, light, "light load")):
             direct, nginx_result = results["direct"], results["nginx proxy"]
             rows = []
@@ -584,7 +583,7 @@ http {{
                         "of nginx proxy"], rows, note=f"`{this_load.describe()} {path}`, {self.rounds} rounds taking turns, medians:")
         self.report.text(
             "alb",
-            "One case after the other against the same monolith (seed data). The local ALB runs the repo's "
+            "The four cases take turns against the same monolith (seed data). The local ALB runs the repo's "
             "stack file (`/api*` at priority 99 and the default action to the monolith); nginx proxies the "
             "same two paths to the same monolith over keep-alive upstream connections with the same "
             "X-Forwarded-* headers. The 100-rule run adds 99 non-matching path-pattern rules sharing the "
