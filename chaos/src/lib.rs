@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::report::Outcome;
 use crate::stack::{Binaries, Stack};
 
 /// Exit code: every scenario passed.
@@ -136,6 +135,3 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::from(if passed { EXIT_OK } else { EXIT_FAILED }))
 }
-
-/// Scenario outcomes, in order.
-pub type Outcomes = Vec<Outcome>;

@@ -121,7 +121,8 @@ pub struct Load {
     pub tally: Arc<Tally>,
     pub started: Instant,
     stop: Arc<AtomicBool>,
-    tasks: JoinSet<()>,
+    /// Each worker returns its answered requests' latencies in microseconds.
+    tasks: JoinSet<Vec<u32>>,
 }
 
 /// The figures of a finished load.
@@ -131,6 +132,8 @@ pub struct LoadFigures {
     pub failed: u64,
     pub connection_errors: u64,
     pub seconds: f64,
+    /// Latency percentiles of answered requests, in milliseconds: p50, p99, max.
+    pub latency_ms: [f64; 3],
 }
 
 impl LoadFigures {
@@ -160,6 +163,7 @@ impl Load {
             let (tally, stop, answers) = (tally.clone(), stop.clone(), answers.clone());
             let base_url = base_url.to_owned();
             tasks.spawn(async move {
+                let mut latencies = Vec::new();
                 let mut index = worker;
                 while !stop.load(Ordering::Relaxed)
                     && started.elapsed() < max_time
@@ -168,12 +172,14 @@ impl Load {
                     let (path, expected) = &answers[index % answers.len()];
                     index += 1;
                     tally.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let sent = Instant::now();
                     let result = match client.get(format!("{base_url}{path}")).send().await {
                         Ok(response) => Answer::read(response).await,
                         Err(err) => Err(err),
                     };
                     tally.in_flight.fetch_sub(1, Ordering::Relaxed);
                     tally.completed.fetch_add(1, Ordering::Relaxed);
+                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                     match result {
                         Ok(answer) if answer == *expected => {}
                         Ok(answer) => {
@@ -195,6 +201,7 @@ impl Load {
                         }
                     }
                 }
+                latencies
             });
         }
         Ok(Load {
@@ -213,7 +220,11 @@ impl Load {
     /// Stops the load and waits for the requests in flight.
     pub async fn finish(mut self) -> LoadFigures {
         self.stop.store(true, Ordering::Relaxed);
-        while self.tasks.join_next().await.is_some() {}
+        let mut latencies = Vec::new();
+        while let Some(joined) = self.tasks.join_next().await {
+            latencies.extend(joined.unwrap_or_default());
+        }
+        latencies.sort_unstable();
         let seconds = self.started.elapsed().as_secs_f64();
         let tally = &self.tally;
         LoadFigures {
@@ -221,6 +232,34 @@ impl Load {
             failed: tally.failed.load(Ordering::Relaxed),
             connection_errors: tally.connection_errors.load(Ordering::Relaxed),
             seconds,
+            latency_ms: [
+                percentile(&latencies, 0.50),
+                percentile(&latencies, 0.99),
+                percentile(&latencies, 1.0),
+            ],
         }
+    }
+}
+
+/// The `q` quantile (0 to 1) of sorted microseconds, in milliseconds.
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() - 1) as f64 * q).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_of_microseconds_are_milliseconds() {
+        let sorted: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
+        assert_eq!(percentile(&sorted, 0.5), 51.0);
+        assert_eq!(percentile(&sorted, 0.99), 99.0);
+        assert_eq!(percentile(&sorted, 1.0), 100.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
     }
 }

@@ -324,8 +324,7 @@ impl Stack {
                 CLIENT_IDLE_TIMEOUT.as_secs().to_string(),
             );
         // A restart appends to the same log: look only at what follows.
-        let before =
-            std::fs::metadata(&log).map_or(0, |meta| usize::try_from(meta.len()).unwrap_or(0));
+        let before = log_length(&log);
         let mut alb = Process::spawn(ALB, command, &log)?;
         let data_line = alb
             .wait_for_line_after("data listener on ", before, START_TIMEOUT)
@@ -367,8 +366,7 @@ impl Stack {
             .get(name)
             .map(|(_, address)| address.port())
             .context("no such server")?;
-        let offset = std::fs::metadata(self.file(&format!("{name}.log")))
-            .map_or(0, |meta| usize::try_from(meta.len()).unwrap_or(0));
+        let offset = log_length(&self.file(&format!("{name}.log")));
         let mut process = spawn_server(&self.binaries, self.dir.path(), name, port)?;
         let address = server_address(&mut process, offset).await?;
         self.servers.insert(name, (process, address));
@@ -553,6 +551,11 @@ async fn server_address(process: &mut Process, offset: usize) -> anyhow::Result<
         .wait_for_line_after("listening on ", offset, START_TIMEOUT)
         .await?;
     address_after(&line, "listening on ")
+}
+
+/// The length of a log so far (0 when it does not exist yet).
+fn log_length(log: &Path) -> usize {
+    std::fs::metadata(log).map_or(0, |meta| usize::try_from(meta.len()).unwrap_or(0))
 }
 
 fn address_after(line: &str, marker: &str) -> anyhow::Result<SocketAddr> {

@@ -235,7 +235,7 @@ impl Running {
     /// Sends SIGINT (Ctrl-C), waits for the exit; returns its code.
     fn interrupt(&mut self) -> Option<i32> {
         let pid = i32::try_from(self.child.id()).expect("a pid");
-        // SAFETY: kill(2) on the child this test spawned.
+        // SAFETY: kill(2) on the child this test spawned (not yet reaped).
         assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
         let status = self.child.wait().expect("migrate exits");
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
@@ -243,6 +243,22 @@ impl Running {
             self.seen.push('\n');
         }
         status.code()
+    }
+}
+
+/// A failed assertion must not leave the demo and its stack running: Ctrl-C
+/// lets it stop what it started.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait()
+            && let Ok(pid) = i32::try_from(self.child.id())
+        {
+            // SAFETY: kill(2) on the child this test spawned, still running.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -41,9 +41,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "target" / "release"
@@ -100,12 +100,14 @@ class Fleet:
         self.running: list[subprocess.Popen] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log_file = open(self.work / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
-        log_file.close()
+        with open(self.work / f"{name}.log", "ab") as log_file:
+            process = subprocess.Popen(
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
         process.name = name  # type: ignore[attr-defined]
         self.running.append(process)
         return process
@@ -150,20 +152,24 @@ def wait_ready(fleet: Fleet, process: subprocess.Popen, url: str, timeout: float
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
-            raise BenchError(f"{process.name} exited with {process.returncode} before answering {url}; "
-                             f"its log:\n{fleet.log_tail(process.name)}")
+            raise BenchError(
+                f"{process.name} exited with {process.returncode} before answering {url}; "
+                f"its log:\n{fleet.log_tail(process.name)}"
+            )
         try:
             if get(url, timeout=1.0)[0] == 200:
                 return time.monotonic() - started
         except OSError:
             pass
         time.sleep(0.005)
-    raise BenchError(f"{process.name} did not answer {url} within {timeout:.0f} s; its log:\n"
-                     f"{fleet.log_tail(process.name)}")
+    raise BenchError(
+        f"{process.name} did not answer {url} within {timeout:.0f} s; its log:\n{fleet.log_tail(process.name)}"
+    )
 
 
-def start_server(fleet: Fleet, binary: str, data: Path | None = None, name: str | None = None
-                 ) -> tuple[subprocess.Popen, str, float]:
+def start_server(
+    fleet: Fleet, binary: str, data: Path | None = None, name: str | None = None
+) -> tuple[subprocess.Popen, str, float]:
     """Starts a forum binary; returns the process, its base URL and its startup seconds."""
     port = free_port()
     argv = [str(RELEASE / binary), "--host", "127.0.0.1", "--port", str(port)]
@@ -226,26 +232,31 @@ def to_ms(text: str) -> float:
 
 
 def wrk(url: str, load: Load, script_args: list[str] | None = None, timeout_s: int = 2) -> WrkResult:
-    argv = ["wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{load.seconds}s", "--latency",
-            f"--timeout={timeout_s}s"]
+    argv = [
+        "wrk",
+        f"-t{load.threads}",
+        f"-c{load.connections}",
+        f"-d{load.seconds}s",
+        "--latency",
+        f"--timeout={timeout_s}s",
+    ]
     if script_args is not None:
         argv += ["-s", str(LIB / "random-id.lua"), url, "--", *script_args]
     else:
         argv.append(url)
-    run = subprocess.run(argv, capture_output=True, text=True)
+    run = subprocess.run(argv, capture_output=True, check=False, text=True)
     out = run.stdout
     if run.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({run.returncode}):\n{out}{run.stderr}")
     try:
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
-        p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])
-        p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])
+        p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)[1])
+        p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)[1])
         transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
         requests = int(re.search(r"(\d+) requests in", out)[1])
     except (TypeError, KeyError) as error:
         raise BenchError(f"cannot read wrk's output ({error}):\n{out}") from error
-    errors = "; ".join(line.strip() for line in out.splitlines()
-                       if "Non-2xx" in line or "Socket errors" in line)
+    errors = "; ".join(line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line)
     return WrkResult(rps, p50, p99, float(transfer[1]) * UNITS[transfer[2]], requests, errors)
 
 
@@ -256,22 +267,27 @@ def interleaved(cases: list[tuple[str, str]], load: Load, rounds: int) -> dict[s
     for _ in range(rounds):
         for name, url in cases:
             runs[name].append(wrk(url, load))
-    return {name: WrkResult(
-        rps=statistics.median(r.rps for r in results),
-        p50=statistics.median(r.p50 for r in results),
-        p99=statistics.median(r.p99 for r in results),
-        bytes_per_second=statistics.median(r.bytes_per_second for r in results),
-        requests=sum(r.requests for r in results),
-        errors="; ".join(r.errors for r in results if r.errors),
-        spread=(min(r.rps for r in results), max(r.rps for r in results)),
-    ) for name, results in runs.items()}
+    return {
+        name: WrkResult(
+            rps=statistics.median(r.rps for r in results),
+            p50=statistics.median(r.p50 for r in results),
+            p99=statistics.median(r.p99 for r in results),
+            bytes_per_second=statistics.median(r.bytes_per_second for r in results),
+            requests=sum(r.requests for r in results),
+            errors="; ".join(r.errors for r in results if r.errors),
+            spread=(min(r.rps for r in results), max(r.rps for r in results)),
+        )
+        for name, results in runs.items()
+    }
 
 
 def show(label: str, result: WrkResult, extra: str = "") -> None:
     warn = f"  !! {result.errors}" if result.errors else ""
     spread = f" ({result.spread[0]:.0f}–{result.spread[1]:.0f})" if result.spread else ""
-    log(f"  {label:<44} {result.rps:>9.0f} req/s{spread}  p50 {result.p50:7.3f} ms  p99 {result.p99:7.3f} ms"
-        f"{extra}{warn}")
+    log(
+        f"  {label:<44} {result.rps:>9.0f} req/s{spread}  p50 {result.p50:7.3f} ms  p99 {result.p99:7.3f} ms"
+        f"{extra}{warn}"
+    )
 
 
 # ---------------------------------------------------------------- report
@@ -345,7 +361,7 @@ class Suite:
             text = body.decode()
             for char, escaped in (("\\", "\\\\"), ("'", "\\'"), ("$", "${dollar}")):
                 text = text.replace(char, escaped)
-            locations.append(f'location = {path} {{ default_type "{content_type}"; return 200 \'{text}\'; }}')
+            locations.append(f"location = {path} {{ default_type \"{content_type}\"; return 200 '{text}'; }}")
         config = self.nginx_config(port, "\n        ".join(locations), upstreams='geo $dollar { default "$"; }')
         return self.start_nginx("nginx-static", config), f"http://127.0.0.1:{port}"
 
@@ -398,18 +414,41 @@ http {{
         rows, worst = [], None
         for path, owner in ROUTES:
             servers = SERVICES if owner is None else ("monolith", owner)
-            results = interleaved([("nginx", nginx_base + path)] + [(server, bases[server] + path)
-                                                                     for server in servers], self.load, self.rounds)
+            results = interleaved(
+                [("nginx", nginx_base + path)] + [(server, bases[server] + path) for server in servers],
+                self.load,
+                self.rounds,
+            )
             ceiling = results["nginx"]
             show(f"nginx static {path}", ceiling)
-            rows.append([f"`{path}`", "nginx (static)", str(len(bodies[path][1])), f"{ceiling.rps:.0f}",
-                         fmt_ms(ceiling.p50), fmt_ms(ceiling.p99), "1.00", "—"])
+            rows.append(
+                [
+                    f"`{path}`",
+                    "nginx (static)",
+                    str(len(bodies[path][1])),
+                    f"{ceiling.rps:.0f}",
+                    fmt_ms(ceiling.p50),
+                    fmt_ms(ceiling.p99),
+                    "1.00",
+                    "—",
+                ]
+            )
             for server in servers:
                 result = results[server]
                 ratio = result.rps / ceiling.rps
                 show(f"{server} {path}", result, f"  {ratio:.2f} of nginx")
-                rows.append([f"`{path}`", server, str(len(bodies[path][1])), f"{result.rps:.0f}",
-                             fmt_ms(result.p50), fmt_ms(result.p99), f"{ratio:.2f}", met(ratio >= SERVICES_GOAL)])
+                rows.append(
+                    [
+                        f"`{path}`",
+                        server,
+                        str(len(bodies[path][1])),
+                        f"{result.rps:.0f}",
+                        fmt_ms(result.p50),
+                        fmt_ms(result.p99),
+                        f"{ratio:.2f}",
+                        met(ratio >= SERVICES_GOAL),
+                    ]
+                )
                 if worst is None or ratio < worst[0]:
                     worst = (ratio, server, path)
         self.fleet.stop(nginx)
@@ -418,31 +457,54 @@ http {{
             ["route", "server", "body bytes", "req/s", "p50 ms", "p99 ms", "of nginx", f"goal ≥ {SERVICES_GOAL}"],
             rows,
             note=f"`{self.load.describe()}` per case, {self.rounds} rounds taking turns (medians shown), "
-                 f"keep-alive; each server on the built-in seed data "
-                 f"with its default {self.cores} workers and request logging to a file; nginx "
-                 f"({self.cores} workers, access log off) answers with the monolith's exact bytes and "
-                 f"content type (`return 200 '<body>'`), taking turns with the servers on the same route.",
+            f"keep-alive; each server on the built-in seed data "
+            f"with its default {self.cores} workers and request logging to a file; nginx "
+            f"({self.cores} workers, access log off) answers with the monolith's exact bytes and "
+            f"content type (`return 200 '<body>'`), taking turns with the servers on the same route.",
         )
         ratio, server, path = worst
-        self.report.goal(Goal("services", "services: lowest req/s vs nginx static on any route",
-                              f"≥ {SERVICES_GOAL} of nginx", f"{ratio:.2f} ({server} `{path}`)",
-                              ratio >= SERVICES_GOAL, ratio / SERVICES_GOAL,
-                              profile=lambda: self.profile_server(server, path)))
+        self.report.goal(
+            Goal(
+                "services",
+                "services: lowest req/s vs nginx static on any route",
+                f"≥ {SERVICES_GOAL} of nginx",
+                f"{ratio:.2f} ({server} `{path}`)",
+                ratio >= SERVICES_GOAL,
+                ratio / SERVICES_GOAL,
+                profile=lambda: self.profile_server(server, path),
+            )
+        )
 
     # --- scale --------------------------------------------------------------------
 
     def generate(self, rows: int) -> tuple[Path, float]:
         path = self.work / f"data-{rows}.json"
         started = time.monotonic()
-        subprocess.run([str(RELEASE / "gen-data"), "--users", str(rows), "--threads", str(rows),
-                        "--posts", str(rows), "--seed", "1", "--out", str(path)], check=True)
+        subprocess.run(
+            [
+                str(RELEASE / "gen-data"),
+                "--users",
+                str(rows),
+                "--threads",
+                str(rows),
+                "--posts",
+                str(rows),
+                "--seed",
+                "1",
+                "--out",
+                str(path),
+            ],
+            check=True,
+        )
         return path, time.monotonic() - started
 
     def scale(self) -> None:
         sizes = self.args.sizes
         lookup_load = Load(2, 32, max(1, round(self.args.seconds * 2.5)))
-        log(f"\n== scale: gen-data --users N --threads N --posts N for N in {sizes}; "
-            f"{lookup_load.describe()}, random ids over the whole table")
+        log(
+            f"\n== scale: gen-data --users N --threads N --posts N for N in {sizes}; "
+            f"{lookup_load.describe()}, random ids over the whole table"
+        )
         latency: dict[tuple[str, int], WrkResult] = {}
         size_rows, list_rows = [], []
         for rows in sizes:
@@ -450,11 +512,21 @@ http {{
             megabytes = data.stat().st_size / 1e6
             process, base, startup = start_server(self.fleet, "monolith", data, name=f"monolith-{rows}")
             rss_started, peak_started = memory_kib(process)
-            log(f"  {rows} rows each: {megabytes:.0f} MB of JSON (generated in {generated:.1f} s), "
+            log(
+                f"  {rows} rows each: {megabytes:.0f} MB of JSON (generated in {generated:.1f} s), "
                 f"startup {startup * 1000:.0f} ms, RSS {rss_started / 1024:.0f} MiB "
-                f"(peak while loading {peak_started / 1024:.0f} MiB)")
-            size_rows.append([f"{rows:,}", f"{megabytes:.0f}", f"{generated:.1f}", f"{startup * 1000:.0f}",
-                              f"{rss_started / 1024:.0f}", f"{peak_started / 1024:.0f}"])
+                f"(peak while loading {peak_started / 1024:.0f} MiB)"
+            )
+            size_rows.append(
+                [
+                    f"{rows:,}",
+                    f"{megabytes:.0f}",
+                    f"{generated:.1f}",
+                    f"{startup * 1000:.0f}",
+                    f"{rss_started / 1024:.0f}",
+                    f"{peak_started / 1024:.0f}",
+                ]
+            )
             for name, prefix, _table in LOOKUPS:
                 result = wrk(base + "/", lookup_load, [prefix, str(rows)])
                 show(f"{name} {prefix}<1..{rows}>", result)
@@ -464,43 +536,83 @@ http {{
                 for path in LISTS:
                     result = wrk(base + path, slow, timeout_s=60)
                     _, peak = memory_kib(process)
-                    size = len(get(base + path, timeout=60)[2]) if result.requests == 0 else \
-                        result.bytes_per_second * slow.seconds / max(result.requests, 1)
-                    log(f"  list {path}: {result.mib_per_second():.0f} MiB/s, "
+                    size = (
+                        len(get(base + path, timeout=60)[2])
+                        if result.requests == 0
+                        else result.bytes_per_second * slow.seconds / max(result.requests, 1)
+                    )
+                    log(
+                        f"  list {path}: {result.mib_per_second():.0f} MiB/s, "
                         f"{result.requests / slow.seconds:.2f} responses/s of {size / 1e6:.0f} MB, "
-                        f"p50 {result.p50:.0f} ms, peak RSS {peak / 1024:.0f} MiB")
-                    list_rows.append([f"`{path}`", f"{size / 1e6:.1f}", f"{result.mib_per_second():.0f}",
-                                      f"{result.requests / slow.seconds:.2f}", f"{result.p50:.0f}",
-                                      f"{peak / 1024:.0f}"])
+                        f"p50 {result.p50:.0f} ms, peak RSS {peak / 1024:.0f} MiB"
+                    )
+                    list_rows.append(
+                        [
+                            f"`{path}`",
+                            f"{size / 1e6:.1f}",
+                            f"{result.mib_per_second():.0f}",
+                            f"{result.requests / slow.seconds:.2f}",
+                            f"{result.p50:.0f}",
+                            f"{peak / 1024:.0f}",
+                        ]
+                    )
                 self.list_load = slow
             self.fleet.stop(process)
             data.unlink()
-        self.report.table("scale", ["rows each (users, threads, posts)", "JSON MB", "gen-data s",
-                                    "startup ms (spawn → first 200 on /)", "RSS after start MiB",
-                                    "peak RSS while loading MiB"], size_rows,
-                          note="`gen-data --users N --threads N --posts N --seed 1` (posts skewed towards "
-                               "low thread and user ids, density ∝ 1/√id, so a few threads and users "
-                               "carry most posts); the monolith serves it.")
-        header = ["lookup"] + [f"{rows:,}: req/s, p50, p99 ms" for rows in sizes] + \
-            ["p50 largest/smallest", f"goal flat (≤ {FLAT_GOAL}×)"]
+        self.report.table(
+            "scale",
+            [
+                "rows each (users, threads, posts)",
+                "JSON MB",
+                "gen-data s",
+                "startup ms (spawn → first 200 on /)",
+                "RSS after start MiB",
+                "peak RSS while loading MiB",
+            ],
+            size_rows,
+            note="`gen-data --users N --threads N --posts N --seed 1` (posts skewed towards "
+            "low thread and user ids, density ∝ 1/√id, so a few threads and users "
+            "carry most posts); the monolith serves it.",
+        )
+        header = (
+            ["lookup"]
+            + [f"{rows:,}: req/s, p50, p99 ms" for rows in sizes]
+            + ["p50 largest/smallest", f"goal flat (≤ {FLAT_GOAL}×)"]
+        )
         table = []
         smallest, largest = sizes[0], sizes[-1]
         for name, prefix, _ in LOOKUPS:
-            cells = [f"{latency[(name, r)].rps:.0f}, {latency[(name, r)].p50:.3f}, {latency[(name, r)].p99:.3f}"
-                     for r in sizes]
+            cells = [
+                f"{latency[(name, r)].rps:.0f}, {latency[(name, r)].p50:.3f}, {latency[(name, r)].p99:.3f}"
+                for r in sizes
+            ]
             growth = latency[(name, largest)].p50 / latency[(name, smallest)].p50
             table.append([f"{name} `{prefix}<random id>`"] + cells + [f"{growth:.2f}", met(growth <= FLAT_GOAL)])
-            self.report.goal(Goal("scale", f"scale: {name} p50 at {largest:,} vs {smallest:,} rows",
-                                  f"flat (≤ {FLAT_GOAL}×)", f"{growth:.2f}×", growth <= FLAT_GOAL,
-                                  FLAT_GOAL / growth))
-        self.report.table("scale", header, table,
-                          note=f"`{lookup_load.describe()} -s scripts/bench-lib/random-id.lua`: every request a "
-                               "uniformly random id in 1..N, so the mix of response sizes is the same at "
-                               "every size (N posts over N threads and N users).")
-        self.report.table("scale", ["list endpoint", "body MB", "MiB/s", "responses/s", "p50 ms",
-                                    "peak RSS MiB (VmHWM since start)"], list_rows,
-                          note=f"At {largest:,} rows each: `{self.list_load.describe()} --timeout=60s`; "
-                               "peak RSS read from /proc/PID/status after each endpoint.")
+            self.report.goal(
+                Goal(
+                    "scale",
+                    f"scale: {name} p50 at {largest:,} vs {smallest:,} rows",
+                    f"flat (≤ {FLAT_GOAL}×)",
+                    f"{growth:.2f}×",
+                    growth <= FLAT_GOAL,
+                    FLAT_GOAL / growth,
+                )
+            )
+        self.report.table(
+            "scale",
+            header,
+            table,
+            note=f"`{lookup_load.describe()} -s scripts/bench-lib/random-id.lua`: every request a "
+            "uniformly random id in 1..N, so the mix of response sizes is the same at "
+            "every size (N posts over N threads and N users).",
+        )
+        self.report.table(
+            "scale",
+            ["list endpoint", "body MB", "MiB/s", "responses/s", "p50 ms", "peak RSS MiB (VmHWM since start)"],
+            list_rows,
+            note=f"At {largest:,} rows each: `{self.list_load.describe()} --timeout=60s`; "
+            "peak RSS read from /proc/PID/status after each endpoint.",
+        )
 
     # --- local ALB ----------------------------------------------------------------
 
@@ -509,25 +621,41 @@ http {{
         text = (ROOT / "infrastructure/local/stack.toml").read_text()
         for index, service in enumerate(SERVICES):
             text = text.replace(f"127.0.0.1:{3000 + index}", bases[service].removeprefix("http://"))
-        text = text.replace("interval_seconds = 6, timeout_seconds = 5",
-                            f"interval_seconds = {interval}, timeout_seconds = {min(5, interval - 1)}")
+        text = text.replace(
+            "interval_seconds = 6, timeout_seconds = 5",
+            f"interval_seconds = {interval}, timeout_seconds = {min(5, interval - 1)}",
+        )
         # Extra rules that share the monolith's /api prefix but never match: 98 in
         # front of the monolith's rule (priority 99), the rest behind it.
         priorities = [p for p in range(1, 200) if p != 99][:extra_rules]
         for priority in priorities:
-            text += (f'\n[[rules]]\npriority = {priority}\nconditions = [{{ field = "path-pattern", '
-                     f'values = ["/api/unused-{priority}/*", "/api/*/unused-{priority}"] }}]\n'
-                     f'actions = [{{ forward = "users" }}]\n')
+            text += (
+                f'\n[[rules]]\npriority = {priority}\nconditions = [{{ field = "path-pattern", '
+                f'values = ["/api/unused-{priority}/*", "/api/*/unused-{priority}"] }}]\n'
+                f'actions = [{{ forward = "users" }}]\n'
+            )
         path = self.work / f"{name}.toml"
         path.write_text(text)
         return path
 
     def start_alb(self, name: str, stack: Path) -> tuple[subprocess.Popen, str, str]:
         data_port, control_port = free_port(), free_port()
-        process = self.fleet.start(name, [
-            str(RELEASE / "local-alb"), "--stack", str(stack), "--state-dir", str(self.work / f"{name}-state"),
-            "--reset", "--listen", f"127.0.0.1:{data_port}", "--control-listen", f"127.0.0.1:{control_port}",
-        ], env={"RUST_LOG": "warn"})
+        process = self.fleet.start(
+            name,
+            [
+                str(RELEASE / "local-alb"),
+                "--stack",
+                str(stack),
+                "--state-dir",
+                str(self.work / f"{name}-state"),
+                "--reset",
+                "--listen",
+                f"127.0.0.1:{data_port}",
+                "--control-listen",
+                f"127.0.0.1:{control_port}",
+            ],
+            env={"RUST_LOG": "warn"},
+        )
         data = f"http://127.0.0.1:{data_port}"
         wait_ready(self.fleet, process, data + "/")
         return process, data, f"http://127.0.0.1:{control_port}"
@@ -553,15 +681,16 @@ http {{
         path = self.args.alb_path
         load = Load(2, 32, self.args.alb_seconds)
         light = Load(1, 4, self.args.seconds)
-        log(f"\n== local ALB: {load.describe()} {path} (saturating) and {light.describe()} (light load): "
-            "direct, local ALB, nginx proxy, local ALB with 100 rules")
+        log(
+            f"\n== local ALB: {load.describe()} {path} (saturating) and {light.describe()} (light load): "
+            "direct, local ALB, nginx proxy, local ALB with 100 rules"
+        )
         bases = self.start_services()
         alb, alb_base, _ = self.start_alb("local-alb", self.stack_file("stack", bases))
         alb100, alb100_base, _ = self.start_alb("local-alb-100", self.stack_file("stack-100", bases, extra_rules=99))
         nginx, nginx_base = self.nginx_proxy(bases["monolith"])
         hundred = "local ALB, 100 rules"
-        urls = {"direct": bases["monolith"], "local ALB": alb_base, "nginx proxy": nginx_base,
-                hundred: alb100_base}
+        urls = {"direct": bases["monolith"], "local ALB": alb_base, "nginx proxy": nginx_base, hundred: alb100_base}
         saturated: dict[str, WrkResult] = {}
         relaxed: dict[str, WrkResult] = {}
         for results, this_load in ((saturated, load), (relaxed, light)):
@@ -574,13 +703,32 @@ http {{
             direct, nginx_result = results["direct"], results["nginx proxy"]
             rows = []
             for name, result in results.items():
-                added = "—" if name == "direct" else \
-                    f"{result.p50 - direct.p50:+.3f} / {result.p99 - direct.p99:+.3f}"
-                rows.append([name, f"{result.rps:.0f} ({result.spread[0]:.0f}–{result.spread[1]:.0f})", fmt_ms(result.p50), fmt_ms(result.p99), added,
-                             f"{result.rps / direct.rps:.2f}", f"{result.rps / nginx_result.rps:.2f}"])
+                added = "—" if name == "direct" else f"{result.p50 - direct.p50:+.3f} / {result.p99 - direct.p99:+.3f}"
+                rows.append(
+                    [
+                        name,
+                        f"{result.rps:.0f} ({result.spread[0]:.0f}–{result.spread[1]:.0f})",
+                        fmt_ms(result.p50),
+                        fmt_ms(result.p99),
+                        added,
+                        f"{result.rps / direct.rps:.2f}",
+                        f"{result.rps / nginx_result.rps:.2f}",
+                    ]
+                )
             self.report.table(
-                "alb", [f"{what}: path through", "req/s median (min–max)", "p50 ms", "p99 ms", "added p50 / p99 ms", "of direct",
-                        "of nginx proxy"], rows, note=f"`{this_load.describe()} {path}`, {self.rounds} rounds taking turns, medians:")
+                "alb",
+                [
+                    f"{what}: path through",
+                    "req/s median (min–max)",
+                    "p50 ms",
+                    "p99 ms",
+                    "added p50 / p99 ms",
+                    "of direct",
+                    "of nginx proxy",
+                ],
+                rows,
+                note=f"`{this_load.describe()} {path}`, {self.rounds} rounds taking turns, medians:",
+            )
         self.report.text(
             "alb",
             "The four cases take turns against the same monolith (seed data). The local ALB runs the repo's "
@@ -590,25 +738,57 @@ http {{
             "`/api/` prefix, 98 of them in front of priority 99, so every request is tested against 99 "
             "rules before it matches. Throughput is judged at the saturating load; added latency at the "
             "light load, since at saturation on 2 cores p99 is the CPU run queue shared by wrk, the proxy "
-            "and the monolith, not the proxy's own cost.")
+            "and the monolith, not the proxy's own cost.",
+        )
         ratio = saturated["local ALB"].rps / saturated["nginx proxy"].rps
         added_p99 = relaxed["local ALB"].p99 - relaxed["direct"].p99
-        self.report.goal(Goal("alb", "local ALB: req/s vs nginx proxy (saturating)", "≥ 1.00", f"{ratio:.2f}",
-                              ratio >= 1.0, ratio, profile=lambda: self.profile_alb()))
-        self.report.goal(Goal("alb", "local ALB: added p99 over direct (light load)",
-                              f"≤ {ALB_ADDED_P99_GOAL_MS:.1f} ms", f"{added_p99:+.3f} ms",
-                              added_p99 <= ALB_ADDED_P99_GOAL_MS,
-                              ALB_ADDED_P99_GOAL_MS / max(added_p99, 0.001), profile=lambda: self.profile_alb()))
+        self.report.goal(
+            Goal(
+                "alb",
+                "local ALB: req/s vs nginx proxy (saturating)",
+                "≥ 1.00",
+                f"{ratio:.2f}",
+                ratio >= 1.0,
+                ratio,
+                profile=lambda: self.profile_alb(),
+            )
+        )
+        self.report.goal(
+            Goal(
+                "alb",
+                "local ALB: added p99 over direct (light load)",
+                f"≤ {ALB_ADDED_P99_GOAL_MS:.1f} ms",
+                f"{added_p99:+.3f} ms",
+                added_p99 <= ALB_ADDED_P99_GOAL_MS,
+                ALB_ADDED_P99_GOAL_MS / max(added_p99, 0.001),
+                profile=lambda: self.profile_alb(),
+            )
+        )
         many = saturated[hundred].rps / saturated["nginx proxy"].rps
         cost = saturated[hundred].rps / saturated["local ALB"].rps
-        self.report.goal(Goal("alb", "local ALB with 100 rules: req/s vs nginx proxy (saturating)", "≥ 1.00",
-                              f"{many:.2f} (100 rules vs 1: {cost:.2f})", many >= 1.0, many,
-                              profile=lambda: self.profile_alb(extra_rules=99)))
+        self.report.goal(
+            Goal(
+                "alb",
+                "local ALB with 100 rules: req/s vs nginx proxy (saturating)",
+                "≥ 1.00",
+                f"{many:.2f} (100 rules vs 1: {cost:.2f})",
+                many >= 1.0,
+                many,
+                profile=lambda: self.profile_alb(extra_rules=99),
+            )
+        )
         added_p99 = relaxed[hundred].p99 - relaxed["direct"].p99
-        self.report.goal(Goal("alb", "local ALB with 100 rules: added p99 over direct (light load)",
-                              f"≤ {ALB_ADDED_P99_GOAL_MS:.1f} ms", f"{added_p99:+.3f} ms",
-                              added_p99 <= ALB_ADDED_P99_GOAL_MS, ALB_ADDED_P99_GOAL_MS / max(added_p99, 0.001),
-                              profile=lambda: self.profile_alb(extra_rules=99)))
+        self.report.goal(
+            Goal(
+                "alb",
+                "local ALB with 100 rules: added p99 over direct (light load)",
+                f"≤ {ALB_ADDED_P99_GOAL_MS:.1f} ms",
+                f"{added_p99:+.3f} ms",
+                added_p99 <= ALB_ADDED_P99_GOAL_MS,
+                ALB_ADDED_P99_GOAL_MS / max(added_p99, 0.001),
+                profile=lambda: self.profile_alb(extra_rules=99),
+            )
+        )
 
     # --- migrate ------------------------------------------------------------------
 
@@ -624,7 +804,7 @@ http {{
     def migrate(self, *command: str) -> tuple[float, subprocess.CompletedProcess]:
         argv = [str(RELEASE / "migrate"), "--config", str(self.work / "migrate.toml"), *command]
         started = time.monotonic()
-        run = subprocess.run(argv, capture_output=True, text=True, cwd=self.work)
+        run = subprocess.run(argv, capture_output=True, check=False, text=True, cwd=self.work)
         wall = (time.monotonic() - started) * 1000
         if run.returncode != 0:
             raise BenchError(f"`migrate {' '.join(command)}` exited {run.returncode}:\n{run.stdout}{run.stderr}")
@@ -638,7 +818,7 @@ http {{
     @staticmethod
     def calls_of(stderr: str) -> tuple[list[str], float | None]:
         """The ELBv2 actions `-v` printed, and the in-process wall time of its summary."""
-        actions = re.findall(r"^migrate: elbv2 (\w+) ", stderr, re.M)
+        actions = re.findall(r"^migrate: elbv2 (\w+) ", stderr, re.MULTILINE)
         summary = re.search(r"ELBv2 calls.*?([\d.]+) ms wall", stderr)
         return actions, float(summary[1]) if summary else None
 
@@ -646,8 +826,9 @@ http {{
         runs = self.args.migrate_runs
         log(f"\n== migrate: shift users (direct) and rollback users on the local stack, {runs} times each")
         bases = self.start_services()
-        alb, alb_base, control = self.start_alb("local-alb-migrate",
-                                                self.stack_file("stack-migrate", bases, interval=5))
+        alb, alb_base, control = self.start_alb(
+            "local-alb-migrate", self.stack_file("stack-migrate", bases, interval=5)
+        )
         self.migrate_config(bases, alb_base, control)
         self.migrate("init")
         waited = time.monotonic()
@@ -669,8 +850,10 @@ http {{
                 actions, inner = self.calls_of(run.stderr)
                 measured[kind].append((wall, inner, actions))
                 routing = sum(action in ROUTING_CALLS for action in actions)
-                log(f"  {kind:<19} {wall:6.0f} ms process wall, {inner or 0:6.1f} ms in-process, "
-                    f"{len(actions)} ELBv2 calls, {routing} changing routing: {' '.join(actions)}")
+                log(
+                    f"  {kind:<19} {wall:6.0f} ms process wall, {inner or 0:6.1f} ms in-process, "
+                    f"{len(actions)} ELBv2 calls, {routing} changing routing: {' '.join(actions)}"
+                )
                 # A rule changed less than 2 s before migrate's first read is read twice
                 # (another operator may be mid-change); space the runs like operators would.
                 if kind != "status":
@@ -682,30 +865,56 @@ http {{
             inner = [value for _, value, _ in samples if value is not None]
             counts = [len(actions) for _, _, actions in samples]
             routing = [sum(a in ROUTING_CALLS for a in actions) for _, _, actions in samples]
-            rows.append([f"`migrate {' '.join(commands[kind][:-1])}`",
-                         f"{min(walls):.0f} / {statistics.median(walls):.0f} / {max(walls):.0f}",
-                         f"{statistics.median(inner):.0f}" if inner else "—",
-                         f"{min(counts)}–{max(counts)}", f"{min(routing)}–{max(routing)}",
-                         " ".join(samples[-1][2])])
+            rows.append(
+                [
+                    f"`migrate {' '.join(commands[kind][:-1])}`",
+                    f"{min(walls):.0f} / {statistics.median(walls):.0f} / {max(walls):.0f}",
+                    f"{statistics.median(inner):.0f}" if inner else "—",
+                    f"{min(counts)}–{max(counts)}",
+                    f"{min(routing)}–{max(routing)}",
+                    " ".join(samples[-1][2]),
+                ]
+            )
             if kind in ("shift", "rollback"):  # the goals: a direct cutover with its gates, a rollback
                 median = statistics.median(walls)
                 ok_calls = max(counts) <= MIGRATE_CALLS_GOAL and set(routing) == {1}
-                self.report.goal(Goal("migrate", f"migrate {kind}: median process wall time",
-                                      f"< {MIGRATE_WALL_GOAL_MS:.0f} ms", f"{median:.0f} ms",
-                                      median < MIGRATE_WALL_GOAL_MS, MIGRATE_WALL_GOAL_MS / median))
-                self.report.goal(Goal("migrate", f"migrate {kind}: ELBv2 calls, of which routing changes",
-                                      f"≤ {MIGRATE_CALLS_GOAL}, exactly 1",
-                                      f"{min(counts)}–{max(counts)}, {min(routing)}–{max(routing)}", ok_calls,
-                                      1.0 if ok_calls else 0.5))
+                self.report.goal(
+                    Goal(
+                        "migrate",
+                        f"migrate {kind}: median process wall time",
+                        f"< {MIGRATE_WALL_GOAL_MS:.0f} ms",
+                        f"{median:.0f} ms",
+                        median < MIGRATE_WALL_GOAL_MS,
+                        MIGRATE_WALL_GOAL_MS / median,
+                    )
+                )
+                self.report.goal(
+                    Goal(
+                        "migrate",
+                        f"migrate {kind}: ELBv2 calls, of which routing changes",
+                        f"≤ {MIGRATE_CALLS_GOAL}, exactly 1",
+                        f"{min(counts)}–{max(counts)}, {min(routing)}–{max(routing)}",
+                        ok_calls,
+                        1.0 if ok_calls else 0.5,
+                    )
+                )
         self.report.table(
-            "migrate", ["command", "process wall ms min / median / max", "in-process wall ms (median)",
-                        "ELBv2 calls", "changing routing", "calls (last run)"], rows,
+            "migrate",
+            [
+                "command",
+                "process wall ms min / median / max",
+                "in-process wall ms (median)",
+                "ELBv2 calls",
+                "changing routing",
+                "calls (last run)",
+            ],
+            rows,
             note=f"{runs} rounds of `migrate shift users --steps 100 -v` (direct cutover, parity gate on), "
-                 "`migrate rollback users -v`, the same shift with `--skip-parity` (to show the gate's "
-                 "share), `rollback` again and `migrate status -v` (release build) against the local "
-                 "ALB (repo stack file, health-check interval 5 s, the shortest AWS allows, timeout 4 s) in front of the real monolith and "
-                 "services; 2.2 s between writes. Process wall: spawn to exit, measured by this script; "
-                 "in-process wall: migrate's own `-v` summary.",
+            "`migrate rollback users -v`, the same shift with `--skip-parity` (to show the gate's "
+            "share), `rollback` again and `migrate status -v` (release build) against the local "
+            "ALB (repo stack file, health-check interval 5 s, the shortest AWS allows, timeout 4 s) in front of the real monolith and "
+            "services; 2.2 s between writes. Process wall: spawn to exit, measured by this script; "
+            "in-process wall: migrate's own `-v` summary.",
         )
 
     # --- verify -------------------------------------------------------------------
@@ -714,43 +923,84 @@ http {{
         pairs, concurrency = self.args.verify_pairs, self.args.verify_concurrency
         log(f"\n== verify: the parity checker, {pairs} pairs, concurrency {concurrency}, monolith vs users")
         bases = self.start_services()
-        run = subprocess.run([str(RELEASE / "examples" / "bench"), bases["monolith"], bases["users"],
-                              str(pairs), str(concurrency)], capture_output=True, text=True)
+        run = subprocess.run(
+            [str(RELEASE / "examples" / "bench"), bases["monolith"], bases["users"], str(pairs), str(concurrency)],
+            capture_output=True,
+            check=False,
+            text=True,
+        )
         match = re.search(r"([\d.]+) compared pairs/s", run.stdout)
         if run.returncode != 0 or not match:
             raise BenchError(f"the parity bench failed ({run.returncode}):\n{run.stdout}{run.stderr}")
         rate = float(match[1])
         log("  " + run.stdout.strip().replace("\n", "\n  "))
-        self.report.table("verify", ["measured", "value"],
-                          [["compared pairs/s", f"{rate:.0f}"], ["pairs", str(pairs)],
-                           ["concurrency", str(concurrency)], ["run", run.stdout.strip().splitlines()[-1]]],
-                          note="`migrate/parity/examples/bench` (release): the users route's request templates "
-                               "(ids and odd spellings, HEAD, OPTIONS) cycled; each pair is one candidate "
-                               "request and two baseline requests (noise detection), compared. Against the "
-                               "monolith and the users service directly, as `migrate verify` does.")
-        self.report.goal(Goal("verify", "verify: compared pairs per second", f"≥ {VERIFY_GOAL:.0f}",
-                              f"{rate:.0f}", rate >= VERIFY_GOAL, rate / VERIFY_GOAL,
-                              profile=lambda: self.profile_command(
-                                  [str(RELEASE / "examples" / "bench"), self.start_services()["monolith"],
-                                   self.start_services()["users"], str(pairs), str(concurrency)])))
+        self.report.table(
+            "verify",
+            ["measured", "value"],
+            [
+                ["compared pairs/s", f"{rate:.0f}"],
+                ["pairs", str(pairs)],
+                ["concurrency", str(concurrency)],
+                ["run", run.stdout.strip().splitlines()[-1]],
+            ],
+            note="`migrate/parity/examples/bench` (release): the users route's request templates "
+            "(ids and odd spellings, HEAD, OPTIONS) cycled; each pair is one candidate "
+            "request and two baseline requests (noise detection), compared. Against the "
+            "monolith and the users service directly, as `migrate verify` does.",
+        )
+        self.report.goal(
+            Goal(
+                "verify",
+                "verify: compared pairs per second",
+                f"≥ {VERIFY_GOAL:.0f}",
+                f"{rate:.0f}",
+                rate >= VERIFY_GOAL,
+                rate / VERIFY_GOAL,
+                profile=lambda: self.profile_command(
+                    [
+                        str(RELEASE / "examples" / "bench"),
+                        self.start_services()["monolith"],
+                        self.start_services()["users"],
+                        str(pairs),
+                        str(concurrency),
+                    ]
+                ),
+            )
+        )
 
     # --- profile ------------------------------------------------------------------
 
     def perf_report(self, data: Path) -> str:
         def report(*sort: str) -> list[str]:
-            run = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none",
-                                  *sort], capture_output=True, text=True)
-            return [re.sub(r"\s+-\s+-\s*$", "", line).rstrip() for line in run.stdout.splitlines()
-                    if line.strip() and not line.startswith("#")]
+            run = subprocess.run(
+                ["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none", *sort],
+                capture_output=True,
+                check=False,
+                text=True,
+            )
+            return [
+                re.sub(r"\s+-\s+-\s*$", "", line).rstrip()
+                for line in run.stdout.splitlines()
+                if line.strip() and not line.startswith("#")
+            ]
 
-        return "\n".join(["self time by binary:", *report("--sort", "dso")[:6], "",
-                          "hottest symbols (self time):",
-                          *report("--sort", "dso,symbol", "--percent-limit", "0.7")[:30]])
+        return "\n".join(
+            [
+                "self time by binary:",
+                *report("--sort", "dso")[:6],
+                "",
+                "hottest symbols (self time):",
+                *report("--sort", "dso,symbol", "--percent-limit", "0.7")[:30],
+            ]
+        )
 
     def perf_during_wrk(self, pid: int, url: str, name: str) -> str:
         data = self.work / f"{name}.perf"
-        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", str(data), "-p", str(pid)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        perf = subprocess.Popen(
+            ["perf", "record", "-F", "999", "-g", "-o", str(data), "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             result = wrk(url, self.profile_load)
             show(f"under perf: {name}", result)
@@ -762,8 +1012,10 @@ http {{
     def profile_server(self, server: str, path: str) -> str:
         process, base, _ = start_server(self.fleet, server, name=f"{server}-profiled")
         try:
-            return f"`perf record -g` of `{server}` under `{self.profile_load.describe()} {path}`:\n\n" + \
-                self.perf_during_wrk(process.pid, base + path, f"{server}-profile")
+            return (
+                f"`perf record -g` of `{server}` under `{self.profile_load.describe()} {path}`:\n\n"
+                + self.perf_during_wrk(process.pid, base + path, f"{server}-profile")
+            )
         finally:
             self.fleet.stop(process)
 
@@ -771,16 +1023,22 @@ http {{
         bases = self.start_services()
         alb, alb_base, _ = self.start_alb("local-alb-profiled", self.stack_file("stack-profile", bases, extra_rules))
         try:
-            return f"`perf record -g` of `local-alb` ({1 + extra_rules} rules) under " \
-                   f"`{self.profile_load.describe()} {self.args.alb_path}`:\n\n" + \
-                self.perf_during_wrk(alb.pid, alb_base + self.args.alb_path, "local-alb-profile")
+            return (
+                f"`perf record -g` of `local-alb` ({1 + extra_rules} rules) under "
+                f"`{self.profile_load.describe()} {self.args.alb_path}`:\n\n"
+                + self.perf_during_wrk(alb.pid, alb_base + self.args.alb_path, "local-alb-profile")
+            )
         finally:
             self.fleet.stop(alb)
 
     def profile_command(self, argv: list[str]) -> str:
         data = self.work / "command.perf"
-        subprocess.run(["perf", "record", "-F", "999", "-g", "-o", str(data), "--", *argv],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            ["perf", "record", "-F", "999", "-g", "-o", str(data), "--", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
         return f"`perf record -g -- {' '.join(Path(a).name for a in argv[:1])} ...`:\n\n" + self.perf_report(data)
 
     def profile(self) -> None:
@@ -792,16 +1050,22 @@ http {{
         log(f"\n== profile: {target.what} ({target.measured}, goal {target.goal})")
         text = target.profile()
         log(text)
-        self.report.profile = [f"Profiled: {target.what} — {target.measured} against {target.goal} "
-                               "(the figure furthest from its goal).", "", "```", text.split(":\n\n", 1)[-1], "```",
-                               "", text.split(":\n\n", 1)[0]]
+        self.report.profile = [
+            (f"Profiled: {target.what} — {target.measured} against {target.goal} (the figure furthest from its goal)."),
+            "",
+            "```",
+            text.split(":\n\n", 1)[-1],
+            "```",
+            "",
+            text.split(":\n\n", 1)[0],
+        ]
 
     # --- document -----------------------------------------------------------------
 
     def versions(self) -> dict[str, str]:
         def first_line(argv: list[str]) -> str:
             try:
-                run = subprocess.run(argv, capture_output=True, text=True)
+                run = subprocess.run(argv, capture_output=True, check=False, text=True)
                 return (run.stdout + run.stderr).strip().splitlines()[0]
             except (OSError, IndexError):
                 return "unknown"
@@ -812,10 +1076,11 @@ http {{
                 cpu = line.split(":", 1)[1].strip()
                 break
         commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True,
-                               text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, check=False, text=True
+        ).stdout.strip()
         return {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{self.cores} cores ({cpu}), {platform.system()} {platform.release()}",
             "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "commit": commit + (" (with uncommitted changes)" if dirty else ""),
@@ -828,17 +1093,28 @@ http {{
 
     def write(self, started: float, settings: dict[str, str]) -> None:
         settings["wall time of this run"] = f"{time.monotonic() - started:.0f} s"
-        lines = ["# Benchmarks", "",
-                 "Regenerated by `scripts/bench` (do not edit by hand; the closing note comes from "
-                 "`scripts/bench-lib/closing-note.md`). Every figure is measured in the same run as the "
-                 "reference it is compared with, one case after the other, on a shared machine: read "
-                 "the ratios, not the absolute numbers.", ""]
+        lines = [
+            "# Benchmarks",
+            "",
+            (
+                "Regenerated by `scripts/bench` (do not edit by hand; the closing note comes from "
+                "`scripts/bench-lib/closing-note.md`). Every figure is measured in the same run as the "
+                "reference it is compared with, one case after the other, on a shared machine: read "
+                "the ratios, not the absolute numbers."
+            ),
+            "",
+        ]
         lines += ["| setting | value |", "|---|---|"]
         lines += [f"| {key} | {value} |" for key, value in settings.items()]
         lines += ["", "## Goals", "", "| section | measured | goal | value | met |", "|---|---|---|---|---|"]
         lines += [f"| {g.section} | {g.what} | {g.goal} | {g.measured} | {met(g.met)} |" for g in self.report.goals]
-        titles = {"services": "1. Services vs nginx static", "scale": "2. Scale", "alb": "3. Local ALB",
-                  "migrate": "4. migrate cutover and rollback", "verify": "5. verify (parity checker)"}
+        titles = {
+            "services": "1. Services vs nginx static",
+            "scale": "2. Scale",
+            "alb": "3. Local ALB",
+            "migrate": "4. migrate cutover and rollback",
+            "verify": "5. verify (parity checker)",
+        }
         for section in SECTIONS:
             if section in self.report.sections:
                 lines += ["", f"## {titles[section]}", ""] + self.report.sections[section]
@@ -858,23 +1134,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     parser.add_argument("--profile", action="store_true", help="profile the figure furthest from its goal")
-    parser.add_argument("--seconds", type=int, default=2,
-                        help="wrk duration per case and round (default 2; the scale lookups use 2.5×)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of the compared cases, taking turns; medians reported (default 3)")
-    parser.add_argument("--alb-seconds", type=int, default=4,
-                        help="wrk duration per saturating local ALB case and round (default 4)")
+    parser.add_argument(
+        "--seconds", type=int, default=2, help="wrk duration per case and round (default 2; the scale lookups use 2.5×)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the compared cases, taking turns; medians reported (default 3)"
+    )
+    parser.add_argument(
+        "--alb-seconds", type=int, default=4, help="wrk duration per saturating local ALB case and round (default 4)"
+    )
     parser.add_argument("--alb-path", default="/api/threads/2", help="path of the local ALB cases")
-    parser.add_argument("--sizes", default="10000,100000,1000000",
-                        help="rows each of users, threads, posts per scale step (default 10000,100000,1000000)")
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000,1000000",
+        help="rows each of users, threads, posts per scale step (default 10000,100000,1000000)",
+    )
     parser.add_argument("--migrate-runs", type=int, default=5, help="runs of each migrate command (default 5)")
     parser.add_argument("--verify-pairs", type=int, default=50000, help="pairs in the verify run (default 50000)")
-    parser.add_argument("--verify-concurrency", type=int, default=32,
-                        help="pairs in flight in the verify run (default 32)")
+    parser.add_argument(
+        "--verify-concurrency", type=int, default=32, help="pairs in flight in the verify run (default 32)"
+    )
     parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
-    parser.add_argument("--out", type=Path,
-                        help="the document to write (default: docs/benchmarks.md for a full run; "
-                             "with --only, nothing is written unless --out is given)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the document to write (default: docs/benchmarks.md for a full run; "
+        "with --only, nothing is written unless --out is given)",
+    )
     args = parser.parse_args(argv)
     if args.out is None and not args.only:
         args.out = ROOT / "docs" / "benchmarks.md"
@@ -884,10 +1170,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--sizes takes comma-separated row counts such as 10000,100000, not {args.sizes!r}")
     if not args.sizes or args.sizes[0] < 1:
         parser.error("--sizes needs at least one positive row count")
-    if min(args.seconds, args.rounds, args.alb_seconds, args.migrate_runs, args.verify_pairs,
-           args.verify_concurrency) < 1:
-        parser.error("--seconds, --rounds, --alb-seconds, --migrate-runs, --verify-pairs and "
-                     "--verify-concurrency must be at least 1")
+    if (
+        min(args.seconds, args.rounds, args.alb_seconds, args.migrate_runs, args.verify_pairs, args.verify_concurrency)
+        < 1
+    ):
+        parser.error(
+            "--seconds, --rounds, --alb-seconds, --migrate-runs, --verify-pairs and "
+            "--verify-concurrency must be at least 1"
+        )
     if not args.alb_path.startswith("/"):
         parser.error(f"--alb-path must start with /, not {args.alb_path!r}")
     return args
@@ -900,16 +1190,23 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="ficus-bench-") as work:
         suite = Suite(args, Path(work))
         settings = suite.versions()
-        settings.update({
-            "load": f"`{suite.load.describe()}` per case and round, {args.rounds} rounds taking turns "
-                    f"({args.alb_seconds} s for the saturating local ALB cases)",
-            "sections run": ", ".join(sections),
-        })
+        settings.update(
+            {
+                "load": f"`{suite.load.describe()}` per case and round, {args.rounds} rounds taking turns "
+                f"({args.alb_seconds} s for the saturating local ALB cases)",
+                "sections run": ", ".join(sections),
+            }
+        )
         log("\n".join(f"{key}: {value}" for key, value in settings.items()))
         try:
             for section in sections:
-                {"services": suite.services, "scale": suite.scale, "alb": suite.alb,
-                 "migrate": suite.migrate_section, "verify": suite.verify}[section]()
+                {
+                    "services": suite.services,
+                    "scale": suite.scale,
+                    "alb": suite.alb,
+                    "migrate": suite.migrate_section,
+                    "verify": suite.verify,
+                }[section]()
             if args.profile:
                 suite.profile()
         except (BenchError, subprocess.CalledProcessError, OSError) as error:
@@ -918,8 +1215,11 @@ def main(argv: list[str]) -> int:
         finally:
             suite.fleet.stop_all()
         suite.write(started, settings)
-    log("\n".join(f"{'met    ' if g.met else 'NOT MET'}  {g.what}: {g.measured} (goal {g.goal})"
-                  for g in suite.report.goals))
+    log(
+        "\n".join(
+            f"{'met    ' if g.met else 'NOT MET'}  {g.what}: {g.measured} (goal {g.goal})" for g in suite.report.goals
+        )
+    )
     return 0
 
 

@@ -227,7 +227,10 @@ async fn corrupt_state(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<(
         .context("the running ALB has no state.json")?;
     let cases = [
         ("garbage", "{ this is not json".to_owned()),
-        ("truncated", saved[..saved.len() / 2].to_owned()),
+        (
+            "truncated",
+            String::from_utf8_lossy(&saved.as_bytes()[..saved.len() / 2]).into_owned(),
+        ),
         ("empty", String::new()),
     ];
     let mut refused = 0;

@@ -75,6 +75,11 @@ pub async fn under_load(
     outcome.figure("requests", figures.requests);
     outcome.figure("req/s", format!("{:.0}", figures.per_second()));
     outcome.figure("connections", profile.connections);
+    let [p50, p99, max] = figures.latency_ms;
+    outcome.figure(
+        "latency p50/p99/max ms",
+        format!("{p50:.1}/{p99:.1}/{max:.1}"),
+    );
     outcome.figure(
         "cycles",
         format!("{cycles} ({direct} direct, {gradual} gradual)"),
