@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -12,6 +13,10 @@ use crate::handlers::{AppState, handle_request};
 use crate::service::Service;
 use crate::settings::{Settings, SettingsError};
 use crate::telemetry;
+
+/// How long an idle client connection stays open: above the ALB's 60 s idle
+/// timeout.
+const TARGET_KEEP_ALIVE_SECONDS: u64 = 75;
 
 /// At most this many dangling post references are logged one by one.
 const DANGLING_REFERENCES_LOGGED: usize = 20;
@@ -75,6 +80,9 @@ impl Application {
                 .default_service(web::to(handle_request))
         })
         .disable_signals()
+        // Longer than a load balancer's idle timeout (ALB: 60 s), as AWS advises
+        // for targets, so the balancer never reuses a connection we just closed.
+        .keep_alive(Duration::from_secs(TARGET_KEEP_ALIVE_SECONDS))
         .shutdown_timeout(settings.shutdown_timeout);
         if let Some(workers) = settings.workers {
             server = server.workers(workers);

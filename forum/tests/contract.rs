@@ -512,3 +512,32 @@ fn keep_alive_connections_serve_many_requests_even_after_a_body() {
         "only the last response closes: {raw}"
     );
 }
+
+/// An idle keep-alive connection outlives a load balancer's reuse of it: AWS
+/// advises targets to keep connections open longer than the ALB's idle timeout,
+/// or the balancer may send a request on a connection the target is closing
+/// (a 502 for the client). actix-web's default would close it after 5 s.
+#[test]
+fn idle_keep_alive_connections_stay_open_past_five_seconds() {
+    use std::io::{Read, Write};
+    let address = start(MONOLITH);
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let request = b"GET /api/threads/2 HTTP/1.1\r\nHost: test\r\n\r\n";
+    let expected_len = b"Party at the candy kingdom tomorrow".len();
+    for round in 0..2 {
+        if round == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(6_500));
+        }
+        stream.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\"createdBy\":3}") {
+            let mut chunk = [0; 512];
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "connection closed before answer {round}");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.len() > expected_len);
+    }
+}

@@ -161,7 +161,9 @@ fn target_client() -> TargetClient {
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(50))
+        // Shorter than the 5 s keep-alive many servers use (Node's default), so a
+        // pooled connection is never reused just as the target closes it.
+        .pool_idle_timeout(Duration::from_secs(4))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
