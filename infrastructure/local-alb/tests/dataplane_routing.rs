@@ -491,6 +491,33 @@ async fn idle_client_connections_are_closed_after_the_idle_timeout() {
     alb.stop().await;
 }
 
+/// A client that connects and never sends a byte is closed after the idle
+/// timeout too (otherwise idle sockets could pile up without bound).
+#[tokio::test]
+async fn silent_client_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let backend = Backend::start("echo").await;
+    let state = StateBuilder::new()
+        .target_group("echo", vec![backend.target()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("echo"))
+        .build();
+    let options = local_alb::dataplane::DataPlaneOptions {
+        client_idle_timeout: Duration::from_millis(500),
+        ..quick_options()
+    };
+    let alb = RunningAlb::start(&state, options).await;
+    let mut stream = tokio::net::TcpStream::connect(alb.addr)
+        .await
+        .expect("connect");
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent connection was not closed: {closed:?}"
+    );
+    alb.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_fails_while_tables_are_republished() {
     let monolith = Backend::start("monolith").await;

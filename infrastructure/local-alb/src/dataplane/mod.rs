@@ -335,12 +335,23 @@ impl DataPlane {
                     Ok::<_, std::convert::Infallible>(plane.handle(request, peer, &client).await)
                 }
             });
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
+            let idle = self.options.client_idle_timeout;
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
+                // hyper-util's auto connection reads the protocol preface with
+                // no timer (hyperium/hyper#3962): like an ALB, close a
+                // connection that sends nothing within the idle timeout.
+                let mut first = [0u8; 1];
+                if !matches!(
+                    tokio::time::timeout(idle, stream.peek(&mut first)).await,
+                    Ok(Ok(1..))
+                ) {
+                    return;
+                }
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!("connection from {peer}: {error}");
                 }
             });
