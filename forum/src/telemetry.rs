@@ -1,7 +1,7 @@
 //! Logging: one subscriber for the process, writing through a non-blocking writer
 //! so that request logging never waits on standard output.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -16,7 +16,10 @@ const DEFAULT_FILTER: &str = "info,actix_server=warn";
 /// the levels `RUST_LOG` selects. Keep the guard alive until exit: dropping it
 /// flushes the lines still buffered.
 pub fn init(format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    // The writer thread flushes after each batch of lines it finds queued, so a
+    // buffer turns a write(2) per request into one per batch under load, and
+    // lines still appear at once when the server is idle.
+    let (writer, guard) = tracing_appender::non_blocking(BufWriter::new(std::io::stdout()));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()

@@ -260,13 +260,16 @@ def wrk(url: str, load: Load, script_args: list[str] | None = None, timeout_s: i
     return WrkResult(rps, p50, p99, float(transfer[1]) * UNITS[transfer[2]], requests, errors)
 
 
-def interleaved(cases: list[tuple[str, str]], load: Load, rounds: int) -> dict[str, WrkResult]:
+def interleaved(
+    cases: list[tuple[str, str]], load: Load, rounds: int, script_args: dict[str, list[str]] | None = None
+) -> dict[str, WrkResult]:
     """Runs every (name, url) case once per round, in turn, so slow and fast moments of a
-    shared machine hit every case alike; each case's figures are its medians over the rounds."""
+    shared machine hit every case alike; each case's figures are its medians over the rounds.
+    `script_args` gives a case random-id.lua's arguments."""
     runs: dict[str, list[WrkResult]] = {name: [] for name, _ in cases}
     for _ in range(rounds):
         for name, url in cases:
-            runs[name].append(wrk(url, load))
+            runs[name].append(wrk(url, load, (script_args or {}).get(name)))
     return {
         name: WrkResult(
             rps=statistics.median(r.rps for r in results),
@@ -500,13 +503,15 @@ http {{
 
     def scale(self) -> None:
         sizes = self.args.sizes
-        lookup_load = Load(2, 32, max(1, round(self.args.seconds * 2.5)))
+        # A light load: at saturation on 2 cores the median is the run queue's, not the lookup's.
+        lookup_load = Load(1, 4, self.args.seconds)
         log(
             f"\n== scale: gen-data --users N --threads N --posts N for N in {sizes}; "
             f"{lookup_load.describe()}, random ids over the whole table"
         )
         latency: dict[tuple[str, int], WrkResult] = {}
         size_rows, list_rows = [], []
+        servers = {}
         for rows in sizes:
             data, generated = self.generate(rows)
             megabytes = data.stat().st_size / 1e6
@@ -527,10 +532,18 @@ http {{
                     f"{peak_started / 1024:.0f}",
                 ]
             )
-            for name, prefix, _table in LOOKUPS:
-                result = wrk(base + "/", lookup_load, [prefix, str(rows)])
-                show(f"{name} {prefix}<1..{rows}>", result)
-                latency[(name, rows)] = result
+            servers[rows] = (process, base)
+            data.unlink()
+        # Every size's server stays up so that the sizes take turns, round after round.
+        for name, prefix, _table in LOOKUPS:
+            cases = [(str(rows), servers[rows][1] + "/") for rows in sizes]
+            arguments = {str(rows): [prefix, str(rows)] for rows in sizes}
+            results = interleaved(cases, lookup_load, self.rounds, arguments)
+            for rows in sizes:
+                latency[(name, rows)] = results[str(rows)]
+                show(f"{name} {prefix}<1..{rows}>", results[str(rows)])
+        for rows in sizes:
+            process, base = servers[rows]
             if rows == sizes[-1]:
                 slow = Load(1, 1, max(1, round(self.args.seconds * 2.5)))
                 for path in LISTS:
@@ -558,7 +571,6 @@ http {{
                     )
                 self.list_load = slow
             self.fleet.stop(process)
-            data.unlink()
         self.report.table(
             "scale",
             [
@@ -604,7 +616,9 @@ http {{
             table,
             note=f"`{lookup_load.describe()} -s scripts/bench-lib/random-id.lua`: every request a "
             "uniformly random id in 1..N, so the mix of response sizes is the same at "
-            "every size (N posts over N threads and N users).",
+            "every size (N posts over N threads and N users); the sizes' servers run side by side and "
+            f"take turns, {self.rounds} rounds, medians; a light load (4 connections), so the "
+            "latency is the lookup's and not the run queue's of a saturated 2-core machine.",
         )
         self.report.table(
             "scale",
