@@ -228,3 +228,33 @@ impl Drop for SpawnedServer {
         let _ = self.child.wait();
     }
 }
+
+/// The black-box check every extracted binary passes: started as a process it
+/// answers `/`, `/api/` and `own_paths` (JSON), answers 404 (GET and POST) on
+/// `foreign_paths`, and exits 0 on SIGTERM. Panics with the failing path.
+pub fn check_extracted_binary(binary: &str, own_paths: &[&str], foreign_paths: &[&str]) {
+    let mut server = SpawnedServer::start(binary, &[]).expect("the binary starts");
+    let answer = |method: &str, target: &str| {
+        let response = server.send(method, target).expect("the server answers");
+        (
+            response.status,
+            response.header("content-type").map(str::to_owned),
+        )
+    };
+    let json = Some("application/json; charset=utf-8".to_owned());
+    let text = Some("text/plain; charset=utf-8".to_owned());
+    assert_eq!(answer("GET", "/"), (200, text.clone()));
+    assert_eq!(answer("GET", "/api/"), (200, text.clone()));
+    for target in own_paths {
+        assert_eq!(answer("GET", target), (200, json.clone()), "{target}");
+    }
+    for target in foreign_paths {
+        assert_eq!(answer("GET", target), (404, text.clone()), "{target}");
+        assert_eq!(answer("POST", target), (404, text.clone()), "{target}");
+    }
+    server.signal("TERM").expect("SIGTERM is sent");
+    let status = server
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("the binary exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
