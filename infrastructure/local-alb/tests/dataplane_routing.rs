@@ -455,9 +455,9 @@ async fn oversized_and_malformed_requests_are_rejected_without_harm() {
     alb.stop().await;
 }
 
-#[tokio::test]
-async fn idle_client_connections_are_closed_after_the_idle_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A local ALB forwarding everything to one echo backend, closing idle client
+/// connections after 500 ms. Keep the backend alive as long as the ALB.
+async fn alb_with_short_client_idle_timeout() -> (Backend, RunningAlb) {
     let backend = Backend::start("echo").await;
     let state = StateBuilder::new()
         .target_group("echo", vec![backend.target()], health_check(30, 5))
@@ -468,6 +468,13 @@ async fn idle_client_connections_are_closed_after_the_idle_timeout() {
         ..quick_options()
     };
     let alb = RunningAlb::start(&state, options).await;
+    (backend, alb)
+}
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_backend, alb) = alb_with_short_client_idle_timeout().await;
     let mut stream = tokio::net::TcpStream::connect(alb.addr)
         .await
         .expect("connect");
@@ -496,16 +503,7 @@ async fn idle_client_connections_are_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn silent_client_connections_are_closed_after_the_idle_timeout() {
     use tokio::io::AsyncReadExt;
-    let backend = Backend::start("echo").await;
-    let state = StateBuilder::new()
-        .target_group("echo", vec![backend.target()], health_check(30, 5))
-        .rule(Priority::Default, vec![], forward("echo"))
-        .build();
-    let options = local_alb::dataplane::DataPlaneOptions {
-        client_idle_timeout: Duration::from_millis(500),
-        ..quick_options()
-    };
-    let alb = RunningAlb::start(&state, options).await;
+    let (_backend, alb) = alb_with_short_client_idle_timeout().await;
     let mut stream = tokio::net::TcpStream::connect(alb.addr)
         .await
         .expect("connect");
