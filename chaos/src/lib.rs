@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::stack::{Binaries, Stack};
+use crate::stack::Stack;
 
 /// Exit code: every scenario passed.
 pub const EXIT_OK: u8 = 0;
@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("chaos: --only {bad}: scenarios are numbered 1 to 7");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let binaries = match Binaries::locate(cli.bin_dir.as_deref()) {
+    let binaries = match stack::locate_binaries(cli.bin_dir.as_deref()) {
         Ok(binaries) => binaries,
         Err(err) => {
             eprintln!("chaos: {err:#}");

@@ -96,7 +96,9 @@ Move a route to its service. Without --steps, straight to 100% (one SetRulePrior
 with --steps 10,50,100 --interval 30s gradually. Before each step: the service's target
 group has a healthy target and no unhealthy ones, and the parity sample passes. After each
 write the rule is read back until it shows what was written. During each interval the
-route is probed through lb_url; over the error budget, the step fails. Any failed gate
+route is probed through lb_url (over the error budget, the step fails) and the service's
+target health is read every health_poll (default 1s; a target that stops being healthy
+fails the step). Any failed gate
 rolls the route back, is journaled, and exits 3. Continues a shift stopped midway.
 
 Example: migrate shift users --steps 10,50,100 --interval 30s")]

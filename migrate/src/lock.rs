@@ -152,16 +152,7 @@ pub async fn acquire(
                 }
                 elb.remove_tags(listener_arn, &others).await?;
             }
-            let stale = Vec::new();
-            return Ok((
-                Lock {
-                    listener_arn: listener_arn.to_owned(),
-                    tag,
-                    ttl: options.ttl,
-                    stale,
-                },
-                tags,
-            ));
+            return Ok((Lock::held(listener_arn, tag, options.ttl, Vec::new()), tags));
         }
         let winner = holder_among(&all, OffsetDateTime::now_utc());
         match winner {
@@ -184,15 +175,7 @@ pub async fn acquire(
                     .filter(|l| l.key != key && l.is_dead(now))
                     .map(|l| l.key.clone())
                     .collect();
-                return Ok((
-                    Lock {
-                        listener_arn: listener_arn.to_owned(),
-                        tag,
-                        ttl: options.ttl,
-                        stale,
-                    },
-                    tags,
-                ));
+                return Ok((Lock::held(listener_arn, tag, options.ttl, stale), tags));
             }
         }
     }
@@ -205,6 +188,17 @@ fn holder_among(all: &[LockTag], now: OffsetDateTime) -> Option<LockTag> {
 }
 
 impl Lock {
+    /// The lock `tag` won on the listener, to be held for `ttl`; `stale` are
+    /// the dead lock tags of others, removed on release.
+    fn held(listener_arn: &str, tag: LockTag, ttl: Duration, stale: Vec<String>) -> Lock {
+        Lock {
+            listener_arn: listener_arn.to_owned(),
+            tag,
+            ttl,
+            stale,
+        }
+    }
+
     /// Pushes the expiry out by the TTL (for long gradual shifts).
     pub async fn refresh(&mut self, elb: &Elb) -> anyhow::Result<()> {
         self.tag.until = OffsetDateTime::now_utc() + self.ttl;

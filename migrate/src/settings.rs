@@ -107,6 +107,10 @@ pub struct RouteSettings {
     /// Probe requests per second during intervals.
     #[serde(default = "default_probe_rate")]
     pub probe_rate: f64,
+    /// How often the service's target health is read during an interval, e.g.
+    /// `1s`; a target that stops being healthy fails the step at once.
+    #[serde(default = "default_health_poll", deserialize_with = "duration")]
+    pub health_poll: Duration,
     /// Probes needed before the error budget can fail a step early.
     #[serde(default = "default_min_probes")]
     pub min_probes: u32,
@@ -130,6 +134,9 @@ fn default_error_budget() -> f64 {
 }
 fn default_probe_rate() -> f64 {
     5.0
+}
+fn default_health_poll() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_min_probes() -> u32 {
     10
@@ -234,6 +241,12 @@ impl Settings {
                 return Err(format!(
                     "`{key}.probe_rate`: {} is not between 0 and 1000 requests per second",
                     route.probe_rate
+                ));
+            }
+            if route.health_poll < Duration::from_millis(100) {
+                return Err(format!(
+                    "`{key}.health_poll`: {} is too short; use 100ms or more",
+                    humantime::format_duration(route.health_poll)
                 ));
             }
             if route.priority.is_some_and(|p| p == 0 || p > 50_000) {

@@ -190,8 +190,13 @@ impl Shift {
             // An interval before every step but the first, and before the
             // first when continuing a shift that already sends traffic.
             if index > 0 || continuing {
-                let tally = self.probe_interval(ctx, lock).await?;
+                let (tally, unhealthy) = self
+                    .probe_interval(ctx, lock, &view.service_tg, &mut evidence)
+                    .await?;
                 evidence.insert("probes".into(), json!(tally));
+                if let Some(reason) = unhealthy {
+                    return self.fail(ctx, reason, evidence).await;
+                }
                 if tally.over_budget(self.settings.error_budget, self.settings.min_probes, true) {
                     let reason = format!(
                         "probes during the interval exceeded the error budget of {:.1}%: {}",
@@ -268,34 +273,8 @@ impl Shift {
         first_step: bool,
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<Option<String>> {
-        let health = ctx.elb.target_health(&view.service_tg).await?;
-        let healthy = health.iter().filter(|t| t.state == "healthy").count();
-        let unhealthy: Vec<String> = health
-            .iter()
-            .filter(|t| t.state != "healthy")
-            .map(|t| format!("{} {}", t.target, t.state))
-            .collect();
-        evidence.insert(
-            "health".into(),
-            json!({ "healthy": healthy, "not_healthy": unhealthy }),
-        );
-        let group = target_group_name(&view.service_tg);
-        if healthy == 0 {
-            return Ok(Some(format!(
-                "health gate: target group {group} has no healthy target ({}); never shifting traffic onto it",
-                if unhealthy.is_empty() {
-                    "no targets registered".to_owned()
-                } else {
-                    unhealthy.join(", ")
-                }
-            )));
-        }
-        let tolerated = self.allow_unhealthy || self.settings.allow_unhealthy;
-        if !unhealthy.is_empty() && !tolerated {
-            return Ok(Some(format!(
-                "health gate: target group {group} has targets that are not healthy: {} (pass --allow-unhealthy to proceed with {healthy} healthy)",
-                unhealthy.join(", ")
-            )));
+        if let Some(reason) = self.health_gate(ctx, &view.service_tg, evidence).await? {
+            return Ok(Some(reason));
         }
         if self.skip_parity {
             evidence.insert("parity".into(), json!("skipped (--skip-parity)"));
@@ -330,9 +309,60 @@ impl Shift {
         }
     }
 
+    /// The health gate: the service's target group must have a healthy
+    /// target, and (unless tolerated) no target that is not healthy.
+    async fn health_gate(
+        &self,
+        ctx: &Ctx,
+        service_tg: &str,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<Option<String>> {
+        let health = ctx.elb.target_health(service_tg).await?;
+        let healthy = health.iter().filter(|t| t.state == "healthy").count();
+        let unhealthy: Vec<String> = health
+            .iter()
+            .filter(|t| t.state != "healthy")
+            .map(|t| match &t.reason {
+                Some(reason) => format!("{} {} ({reason})", t.target, t.state),
+                None => format!("{} {}", t.target, t.state),
+            })
+            .collect();
+        evidence.insert(
+            "health".into(),
+            json!({ "healthy": healthy, "not_healthy": unhealthy }),
+        );
+        let group = target_group_name(service_tg);
+        if healthy == 0 {
+            return Ok(Some(format!(
+                "health gate: target group {group} has no healthy target ({}); never shifting traffic onto it",
+                if unhealthy.is_empty() {
+                    "no targets registered".to_owned()
+                } else {
+                    unhealthy.join(", ")
+                }
+            )));
+        }
+        let tolerated = self.allow_unhealthy || self.settings.allow_unhealthy;
+        if !unhealthy.is_empty() && !tolerated {
+            return Ok(Some(format!(
+                "health gate: target group {group} has targets that are not healthy: {} (pass --allow-unhealthy to proceed with {healthy} healthy)",
+                unhealthy.join(", ")
+            )));
+        }
+        Ok(None)
+    }
+
     /// Probes the route through the load balancer for one interval, keeping
-    /// the lock fresh; stops early when the budget is blown.
-    async fn probe_interval(&self, ctx: &Ctx, lock: &mut Lock) -> anyhow::Result<ProbeTally> {
+    /// the lock fresh, and reads the service's target health every
+    /// `health_poll`; stops early when the budget is blown or the health gate
+    /// fails (its reason is returned).
+    async fn probe_interval(
+        &self,
+        ctx: &Ctx,
+        lock: &mut Lock,
+        service_tg: &str,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<(ProbeTally, Option<String>)> {
         let lb_url = ctx.settings.lb_url.clone().unwrap_or_default();
         let prober = Prober::new(
             &lb_url,
@@ -357,6 +387,7 @@ impl Shift {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tally = ProbeTally::default();
         let mut index = 0;
+        let mut next_health = started + self.settings.health_poll;
         while tokio::time::Instant::now() < deadline {
             ticker.tick().await;
             if tokio::time::Instant::now() >= deadline {
@@ -374,12 +405,19 @@ impl Shift {
             if tally.over_budget(self.settings.error_budget, self.settings.min_probes, false) {
                 break;
             }
+            if tokio::time::Instant::now() >= next_health {
+                next_health = tokio::time::Instant::now() + self.settings.health_poll;
+                if let Some(reason) = self.health_gate(ctx, service_tg, evidence).await? {
+                    bar.finish_and_clear();
+                    return Ok((tally, Some(format!("during the interval, {reason}"))));
+                }
+            }
             if lock.needs_refresh() {
                 lock.refresh(&ctx.elb).await?;
             }
         }
         bar.finish_and_clear();
-        Ok(tally)
+        Ok((tally, None))
     }
 
     /// Rolls the route back after a failed gate and returns the exit-3 error.

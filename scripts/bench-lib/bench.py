@@ -652,12 +652,12 @@ http {{
         path.write_text(text)
         return path
 
-    def start_alb(self, name: str, stack: Path) -> tuple[subprocess.Popen, str, str]:
+    def start_alb(self, name: str, stack: Path, binary: Path | None = None) -> tuple[subprocess.Popen, str, str]:
         data_port, control_port = free_port(), free_port()
         process = self.fleet.start(
             name,
             [
-                str(RELEASE / "local-alb"),
+                str(binary or RELEASE / "local-alb"),
                 "--stack",
                 str(stack),
                 "--state-dir",
@@ -705,14 +705,21 @@ http {{
         nginx, nginx_base = self.nginx_proxy(bases["monolith"])
         hundred = "local ALB, 100 rules"
         urls = {"direct": bases["monolith"], "local ALB": alb_base, "nginx proxy": nginx_base, hundred: alb100_base}
+        baseline = None
+        if self.args.alb_baseline:
+            baseline, baseline_base, _ = self.start_alb(
+                "local-alb-baseline", self.stack_file("stack-baseline", bases), Path(self.args.alb_baseline)
+            )
+            urls["local ALB (baseline build)"] = baseline_base
         saturated: dict[str, WrkResult] = {}
         relaxed: dict[str, WrkResult] = {}
         for results, this_load in ((saturated, load), (relaxed, light)):
             results.update(interleaved([(name, url + path) for name, url in urls.items()], this_load, self.rounds))
             for name in urls:
                 show(f"{name} ({this_load.connections} connections)", results[name])
-        for process in (alb, alb100, nginx):
-            self.fleet.stop(process)
+        for process in (alb, alb100, nginx, baseline):
+            if process is not None:
+                self.fleet.stop(process)
         for results, this_load, what in ((saturated, load, "saturating"), (relaxed, light, "light load")):
             direct, nginx_result = results["direct"], results["nginx proxy"]
             rows = []
@@ -1158,6 +1165,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--alb-seconds", type=int, default=4, help="wrk duration per saturating local ALB case and round (default 4)"
     )
     parser.add_argument("--alb-path", default="/api/threads/2", help="path of the local ALB cases")
+    parser.add_argument(
+        "--alb-baseline",
+        metavar="BIN",
+        help="another local-alb binary (say, a build of main) to run as one more case in the same rounds",
+    )
     parser.add_argument(
         "--sizes",
         default="10000,100000,1000000",

@@ -3,6 +3,7 @@
 //! data-plane connections. Nothing may crash.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -127,53 +128,107 @@ pub fn fake_authorization(access_key_id: &str) -> String {
     )
 }
 
-/// Malformed `migrate.toml` files: exit 2 naming the file and the key.
-async fn malformed_settings(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
-    let good = std::fs::read_to_string(&stack.config)?;
-    let cases: [(&str, String, &str); 5] = [
-        (
-            "unknown key",
-            format!("bogus_setting = 1\n{good}"),
-            "bogus_setting",
-        ),
-        (
-            "wrong type",
-            good.replacen("steps = [10, 50, 100]", "steps = \"ten\"", 1),
-            "steps",
-        ),
-        (
-            "out of range",
-            good.replacen("error_budget = 0.01", "error_budget = 5.0", 1),
-            "error_budget",
-        ),
-        (
-            "bad duration",
-            good.replacen("interval = \"10s\"", "interval = \"soon\"", 1),
-            "interval",
-        ),
-        (
-            "not TOML",
-            format!("{good}\n[routes.users\n"),
-            "routes.users",
-        ),
-    ];
+/// A broken copy of a good file: what is wrong with it, its text, and the key
+/// the refusal must name.
+type Broken = (&'static str, String, &'static str);
+
+/// One edit that breaks a good file: what is wrong, the text whose first
+/// occurrence it replaces, the replacement, and the key the refusal must name.
+type Edit = (&'static str, &'static str, &'static str, &'static str);
+
+/// `good` broken by each edit.
+fn edited(good: &str, edits: &[Edit]) -> Vec<Broken> {
+    edits
+        .iter()
+        .map(|&(label, from, to, key)| (label, good.replacen(from, to, 1), key))
+        .collect()
+}
+
+/// Writes each broken file as `{stem}-{index}.toml`, runs `refuse` on it (its
+/// exit code and output) and checks that it exits 2 naming the file and the
+/// key, `what` naming the file in problems; returns how many did.
+async fn refusals_naming_the_key(
+    stack: &Stack,
+    outcome: &mut Outcome,
+    what: &str,
+    stem: &str,
+    cases: &[Broken],
+    mut refuse: impl AsyncFnMut(&Path, usize) -> anyhow::Result<(Option<i32>, String)>,
+) -> anyhow::Result<usize> {
     let mut named = 0;
     for (index, (label, text, key)) in cases.iter().enumerate() {
-        let path = stack.file(&format!("bad-migrate-{index}.toml"));
+        let path = stack.file(&format!("{stem}-{index}.toml"));
         write(&path, text)?;
-        let process = stack.spawn_migrate_with(&path, &["status"], &[])?;
-        let run = crate::stack::finish(process, &["status"], Duration::from_secs(30)).await?;
+        let (code, output) = refuse(&path, index).await?;
         let file = path
             .file_name()
             .and_then(|f| f.to_str())
             .unwrap_or_default();
         if outcome.check(
-            run.code == Some(2) && run.output.contains(file) && run.output.contains(key),
-            || format!("migrate.toml with {label}: exit {:?}, expected 2 naming {file} and `{key}`: {}", run.code, run.output.trim_end()),
+            code == Some(2) && output.contains(file) && output.contains(key),
+            || {
+                format!(
+                    "{what} with {label}: exit {code:?}, expected 2 naming {file} and `{key}`: {}",
+                    output.trim_end()
+                )
+            },
         ) {
             named += 1;
         }
     }
+    Ok(named)
+}
+
+/// Malformed `migrate.toml` files: exit 2 naming the file and the key.
+async fn malformed_settings(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let good = std::fs::read_to_string(&stack.config)?;
+    let mut cases = vec![(
+        "unknown key",
+        format!("bogus_setting = 1\n{good}"),
+        "bogus_setting",
+    )];
+    cases.extend(edited(
+        &good,
+        &[
+            (
+                "wrong type",
+                "steps = [10, 50, 100]",
+                "steps = \"ten\"",
+                "steps",
+            ),
+            (
+                "out of range",
+                "error_budget = 0.01",
+                "error_budget = 5.0",
+                "error_budget",
+            ),
+            (
+                "bad duration",
+                "interval = \"10s\"",
+                "interval = \"soon\"",
+                "interval",
+            ),
+        ],
+    ));
+    cases.push((
+        "not TOML",
+        format!("{good}\n[routes.users\n"),
+        "routes.users",
+    ));
+    let status = async |path: &Path, _| {
+        let process = stack.spawn_migrate_with(path, &["status"], &[])?;
+        let run = crate::stack::finish(process, &["status"], Duration::from_secs(30)).await?;
+        Ok((run.code, run.output))
+    };
+    let named = refusals_naming_the_key(
+        stack,
+        outcome,
+        "migrate.toml",
+        "bad-migrate",
+        &cases,
+        status,
+    )
+    .await?;
     outcome.figure("bad migrate.toml named", format!("{named}/{}", cases.len()));
     Ok(())
 }
@@ -181,42 +236,31 @@ async fn malformed_settings(stack: &Stack, outcome: &mut Outcome) -> anyhow::Res
 /// Malformed stack files: `local-alb` exits 2 naming the file and the key.
 async fn malformed_stacks(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<()> {
     let good = std::fs::read_to_string(&stack.stack_file)?;
-    let cases: [(&str, String, &str); 4] = [
-        (
-            "unknown key",
-            good.replacen("[listener]", "[listener]\nbogus_listener_key = 1", 1),
-            "bogus_listener_key",
-        ),
-        (
-            "interval below 5 s",
-            good.replacen("interval_seconds = 5", "interval_seconds = 1", 1),
-            "interval_seconds",
-        ),
-        (
-            "priority 0",
-            good.replacen("priority = 99", "priority = 0", 1),
-            "priority",
-        ),
-        ("not TOML", format!("{good}\n[[rules]\n"), "rules"),
-    ];
-    let mut named = 0;
-    for (index, (label, text, key)) in cases.iter().enumerate() {
-        let path = stack.file(&format!("bad-stack-{index}.toml"));
-        write(&path, text)?;
+    let mut cases = edited(
+        &good,
+        &[
+            (
+                "unknown key",
+                "[listener]",
+                "[listener]\nbogus_listener_key = 1",
+                "bogus_listener_key",
+            ),
+            (
+                "interval below 5 s",
+                "interval_seconds = 5",
+                "interval_seconds = 1",
+                "interval_seconds",
+            ),
+            ("priority 0", "priority = 99", "priority = 0", "priority"),
+        ],
+    );
+    cases.push(("not TOML", format!("{good}\n[[rules]\n"), "rules"));
+    let start = async |path: &Path, index| {
         let state_dir = stack.file(&format!("bad-stack-state-{index}"));
-        let (code, output) =
-            run_alb(stack, &path, &state_dir, &format!("bad-stack-{index}")).await?;
-        let file = path
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or_default();
-        if outcome.check(
-            code == Some(2) && output.contains(file) && output.contains(key),
-            || format!("stack file with {label}: exit {code:?}, expected 2 naming {file} and `{key}`: {}", output.trim_end()),
-        ) {
-            named += 1;
-        }
-    }
+        run_alb(stack, path, &state_dir, &format!("bad-stack-{index}")).await
+    };
+    let named =
+        refusals_naming_the_key(stack, outcome, "stack file", "bad-stack", &cases, start).await?;
     outcome.figure("bad stack files named", format!("{named}/{}", cases.len()));
     Ok(())
 }
@@ -263,8 +307,8 @@ async fn corrupt_state(stack: &Stack, outcome: &mut Outcome) -> anyhow::Result<(
 /// code and output (it is killed if it starts after all).
 async fn run_alb(
     stack: &Stack,
-    stack_file: &std::path::Path,
-    state_dir: &std::path::Path,
+    stack_file: &Path,
+    state_dir: &Path,
     log_name: &str,
 ) -> anyhow::Result<(Option<i32>, String)> {
     let mut command = Command::new(stack.binaries.path(ALB));

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use crate::Profile;
 use crate::load::{Answer, Load, expected_answers};
 use crate::report::Outcome;
-use crate::stack::{Stack, finish};
+use crate::stack::{Process, Stack, finish};
 
 use super::{measured_share, route_status, routing_of};
 
@@ -19,6 +19,33 @@ const SHARE_SAMPLE: u64 = 200;
 /// How far a measured share may be from the reported percentage (200 weighted
 /// random picks: 5 standard deviations at 50%).
 const SHARE_TOLERANCE: f64 = 0.18;
+
+/// `shift ROUTE --steps STEPS --interval INTERVAL --skip-parity`: these
+/// scenarios are about the moves, not about parity.
+fn shift_args<'a>(route: &'a str, steps: &'a str, interval: &'a str) -> [&'a str; 7] {
+    [
+        "shift",
+        route,
+        "--steps",
+        steps,
+        "--interval",
+        interval,
+        "--skip-parity",
+    ]
+}
+
+/// Starts `migrate -v` [`shift_args`]: `-v` prints each ELBv2 call once it is
+/// answered, and each step, the points to kill at.
+fn start_verbose_shift(
+    stack: &Stack,
+    route: &str,
+    steps: &str,
+    interval: &str,
+) -> anyhow::Result<Process> {
+    let mut args = vec!["-v"];
+    args.extend(shift_args(route, steps, interval));
+    stack.spawn_migrate(&args)
+}
 
 /// Scenario 2: SIGKILL `migrate` at each step of a gradual shift: after it takes the
 /// lock, after its first step, after its second; then `status` must tell the
@@ -40,16 +67,7 @@ pub async fn migrate_killed(
     let mut truthful = 0;
     let mut rolled_back = 0;
     for (label, needle) in kill_points {
-        let mut shift = stack.spawn_migrate(&[
-            "-v",
-            "shift",
-            route,
-            "--steps",
-            "10,50,100",
-            "--interval",
-            "3s",
-            "--skip-parity",
-        ])?;
+        let mut shift = start_verbose_shift(stack, route, "10,50,100", "3s")?;
         shift.wait_for_line(needle, Duration::from_secs(60)).await?;
         shift.kill9().await;
         let status = stack.status().await?;
@@ -121,16 +139,7 @@ pub async fn alb_killed(
         ("in the interval", "step 1/2"),
         ("mid-step", "elbv2 SetRulePriorities"),
     ] {
-        let mut shift = stack.spawn_migrate(&[
-            "-v",
-            "shift",
-            route,
-            "--steps",
-            "50,100",
-            "--interval",
-            "3s",
-            "--skip-parity",
-        ])?;
+        let mut shift = start_verbose_shift(stack, route, "50,100", "3s")?;
         shift.wait_for_line(needle, Duration::from_secs(60)).await?;
         // In the interval nothing moves: read what step 1 left, to compare
         // both restarts with.
@@ -306,15 +315,7 @@ pub async fn two_operators(
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let route = "threads";
-    let args = [
-        "shift",
-        route,
-        "--steps",
-        "50,100",
-        "--interval",
-        "1s",
-        "--skip-parity",
-    ];
+    let args = shift_args(route, "50,100", "1s");
     let first = stack.spawn_migrate(&args)?;
     let second = stack.spawn_migrate(&args)?;
     let pids = [first.pid(), second.pid()];

@@ -176,6 +176,21 @@ impl HealthTracker {
         }
     }
 
+    /// A forwarded request could not connect to the target: unhealthy at
+    /// once, without waiting for the unhealthy threshold (a deviation from
+    /// ALB, which keeps routing to the target until its health checks fail).
+    /// Healthy again after `healthy_threshold` successful checks.
+    pub fn mark_unreachable(&mut self, error: &std::io::Error) {
+        if self.state == HealthState::Draining {
+            return;
+        }
+        self.state = HealthState::Unhealthy;
+        self.consecutive_successes = 0;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.reason = Some("Target.FailedHealthChecks");
+        self.description = Some(format!("Forwarding a request failed to connect: {error}"));
+    }
+
     /// Marks the target as deregistered.
     pub fn drain(&mut self) {
         self.state = HealthState::Draining;

@@ -5,6 +5,11 @@ use clap::Parser;
 use local_alb::Application;
 use local_alb::settings::{Cli, EXIT_OK, EXIT_RUNTIME};
 
+/// mimalloc's thread-local free lists suit the data plane, which allocates
+/// and frees small buffers per request on each worker thread.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -26,10 +26,43 @@ use crate::model::{Condition, QueryPair};
 /// One compiled glob pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
-    /// Literal segments split at `*`; each element is `Some(byte)` or `None`
-    /// for `?`. A pattern without `*` has one segment.
-    segments: Vec<Vec<Option<u8>>>,
+    /// Literal segments split at `*`. A pattern without `*` has one segment.
+    segments: Vec<Segment>,
     case_insensitive: bool,
+}
+
+/// A run of a pattern between stars: bytes to compare, with `?` positions
+/// (any byte) marked. Most segments have no `?` and compare as one slice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Segment {
+    /// The bytes (lowercased when case-insensitive); `?` positions hold 0.
+    bytes: Vec<u8>,
+    /// `any[i]` is true where the pattern has `?`; empty when it has none.
+    any: Vec<bool>,
+}
+
+impl Segment {
+    fn push(&mut self, byte: Option<u8>) {
+        match byte {
+            Some(byte) => {
+                self.bytes.push(byte);
+                if !self.any.is_empty() {
+                    self.any.push(false);
+                }
+            }
+            None => {
+                if self.any.is_empty() {
+                    self.any = vec![false; self.bytes.len()];
+                }
+                self.bytes.push(0);
+                self.any.push(true);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// How a glob pattern is written and compared.
@@ -48,12 +81,12 @@ impl Glob {
     pub fn new(pattern: &str, syntax: GlobSyntax) -> Glob {
         let case_insensitive = syntax != GlobSyntax::CaseSensitive;
         let escapes = syntax == GlobSyntax::CaseInsensitiveEscaped;
-        let mut segments = vec![Vec::new()];
+        let mut segments = vec![Segment::default()];
         let mut bytes = pattern.bytes();
         while let Some(b) = bytes.next() {
             let current = segments.last_mut().expect("segments is never empty");
             match b {
-                b'*' => segments.push(Vec::new()),
+                b'*' => segments.push(Segment::default()),
                 b'?' => current.push(None),
                 b'\\' if escapes => match bytes.next() {
                     Some(escaped) => current.push(Some(fold(escaped, case_insensitive))),
@@ -95,24 +128,26 @@ impl Glob {
         true
     }
 
-    /// Whether `segment` matches `text` at byte offset `at` (fits assumed
-    /// checked by the caller for anchored segments).
-    fn segment_at(&self, segment: &[Option<u8>], text: &[u8], at: usize) -> bool {
-        if at + segment.len() > text.len() {
+    /// Whether `segment` matches `text` at byte offset `at`.
+    fn segment_at(&self, segment: &Segment, text: &[u8], at: usize) -> bool {
+        let Some(window) = text.get(at..at + segment.len()) else {
             return false;
+        };
+        match (segment.any.is_empty(), self.case_insensitive) {
+            (true, false) => window == segment.bytes.as_slice(),
+            (true, true) => window.eq_ignore_ascii_case(&segment.bytes),
+            (false, _) => segment
+                .bytes
+                .iter()
+                .zip(&segment.any)
+                .zip(window)
+                .all(|((want, any), &got)| *any || *want == fold(got, self.case_insensitive)),
         }
-        segment
-            .iter()
-            .zip(&text[at..])
-            .all(|(want, &got)| match want {
-                None => true,
-                Some(want) => *want == fold(got, self.case_insensitive),
-            })
     }
 
     /// The leftmost offset at or after `from` where `segment` matches.
-    fn find(&self, segment: &[Option<u8>], text: &[u8], from: usize) -> Option<usize> {
-        if segment.is_empty() {
+    fn find(&self, segment: &Segment, text: &[u8], from: usize) -> Option<usize> {
+        if segment.len() == 0 {
             return Some(from);
         }
         let last_start = text.len().checked_sub(segment.len())?;

@@ -11,6 +11,9 @@
 //!   priority (`default` for the default rule) and status class of the answer.
 //! - `ficus_alb_elb_errors_total{code,reason}`: responses the load balancer
 //!   generated itself because no target could answer.
+//! - `ficus_alb_target_connect_retries_total`: requests sent to another
+//!   target (or target group of a weighted forward) because connecting to
+//!   the one they were routed to failed.
 //! - `ficus_alb_target_healthy{target_group,target}`: 1 when healthy, else 0.
 //! - `ficus_alb_rule_table_generation`: how many routing tables were
 //!   compiled (1 at start, +1 per publish).
@@ -90,6 +93,7 @@ pub struct TargetHealthSample<'a> {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String), Arc<StatusClassCounters>>>,
     elb_errors: [AtomicU64; ElbError::ALL.len()],
+    retries: AtomicU64,
     generation: AtomicU64,
 }
 
@@ -105,6 +109,12 @@ impl Metrics {
 
     pub fn record_elb_error(&self, error: ElbError) {
         self.elb_errors[error as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request sent to another target because the connection to
+    /// the one it was routed to failed.
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn elb_errors(&self, error: ElbError) -> u64 {
@@ -148,6 +158,13 @@ impl Metrics {
                 self.elb_errors(error)
             );
         }
+        out.push_str("# HELP ficus_alb_target_connect_retries_total Requests sent to another target because the connection to the first one failed (the request had not been sent).\n");
+        out.push_str("# TYPE ficus_alb_target_connect_retries_total counter\n");
+        let _ = writeln!(
+            out,
+            "ficus_alb_target_connect_retries_total {}",
+            self.retries.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP ficus_alb_target_healthy Whether a registered target is healthy (1) or not (0).\n");
         out.push_str("# TYPE ficus_alb_target_healthy gauge\n");
         for sample in health {

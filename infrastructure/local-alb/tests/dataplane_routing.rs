@@ -614,3 +614,101 @@ async fn the_repository_stack_file_routes_everything_to_the_monolith() {
     );
     alb.stop().await;
 }
+
+#[tokio::test]
+async fn target_connections_are_kept_alive_and_reused() {
+    let backend = Backend::start("kept").await;
+    let state = StateBuilder::new()
+        .target_group("kept", vec![backend.target()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("kept"))
+        .build();
+    let options = local_alb::dataplane::DataPlaneOptions {
+        worker_threads: 2,
+        ..quick_options()
+    };
+    let alb = RunningAlb::start(&state, options).await;
+    // The first health check (a connection of its own) comes at once; the
+    // next one only after 30 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while backend.requests.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no health check came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let probes = backend.connections.load(Ordering::Relaxed);
+    // Sequential requests on several client connections (so both workers
+    // serve some), GET and HEAD, each answered in full.
+    for round in 0..4 {
+        let client = client();
+        for index in 0..50 {
+            let url = alb.url(&format!("/round/{round}/{index}"));
+            let response = if index % 5 == 0 {
+                client.head(&url).send().await.expect("HEAD")
+            } else {
+                client.get(&url).send().await.expect("GET")
+            };
+            assert_eq!(response.status(), 200);
+            response.bytes().await.expect("body");
+        }
+    }
+    let opened = backend.connections.load(Ordering::Relaxed) - probes;
+    assert!(
+        (1..=2).contains(&opened),
+        "200 sequential requests opened {opened} connections to the target; expected one per worker thread at most"
+    );
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_connect_goes_to_another_target_and_the_target_turns_unhealthy() {
+    let live = Backend::start("live").await;
+    let spare = Backend::start("spare").await;
+    let dead = closed_port_target();
+    let state = StateBuilder::new()
+        .target_group(
+            "pair",
+            vec![dead.clone(), live.target()],
+            health_check(30, 5),
+        )
+        .target_group("gone", vec![closed_port_target()], health_check(30, 5))
+        .target_group("spare", vec![spare.target()], health_check(30, 5))
+        .rule(
+            Priority::Number(1),
+            path_pattern(&["/split*"]),
+            forward_weighted(&[("gone", 50), ("spare", 50)]),
+        )
+        .rule(Priority::Default, vec![], forward("pair"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+    // Every request is answered: by the other target of the group, or, in a
+    // weighted forward whose group cannot be reached, by the other group.
+    for index in 0..40 {
+        let (status, backend) = backend_of(&client, &alb.url(&format!("/pair/{index}"))).await;
+        assert_eq!((status, backend.as_str()), (200, "live"), "request {index}");
+        let (status, backend) = backend_of(&client, &alb.url(&format!("/split/{index}"))).await;
+        assert_eq!(
+            (status, backend.as_str()),
+            (200, "spare"),
+            "request {index}"
+        );
+    }
+    let health = alb.plane.target_health(&tg_arn("pair"), &dead);
+    assert_eq!(health.state, "unhealthy", "{health:?}");
+    assert_eq!(
+        health.reason.as_deref(),
+        Some("Target.FailedHealthChecks"),
+        "{health:?}"
+    );
+    let metrics = alb.plane.render_metrics();
+    let retries: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ficus_alb_target_connect_retries_total "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no retry counter in\n{metrics}"));
+    assert!(retries >= 2, "{retries} retries\n{metrics}");
+    assert!(
+        !metrics.contains(r#"reason="target_connection_failed"} 1"#),
+        "no request may have failed\n{metrics}"
+    );
+    alb.stop().await;
+}

@@ -246,21 +246,13 @@ impl RouteReport {
                 endpoint.failed
             );
             for group in &endpoint.differences {
-                write_group(&mut out, group);
+                write_group(&mut out, group, DETAIL_INDENT);
             }
             for failure in &endpoint.failures {
-                let _ = writeln!(
-                    out,
-                    "       {} failed to answer {}",
-                    failure.side,
-                    requests(failure.count)
-                );
-                for example in &failure.examples {
-                    let _ = writeln!(out, "         {example}");
-                }
+                write_failure(&mut out, failure, DETAIL_INDENT);
             }
             for group in &endpoint.suppressed {
-                write_group(&mut out, group);
+                write_group(&mut out, group, DETAIL_INDENT);
             }
         }
         out
@@ -311,9 +303,13 @@ impl RouteReport {
     }
 }
 
+/// How far the human report indents an endpoint's groups and failures.
+const DETAIL_INDENT: &str = "       ";
+
 /// A counted group with up to three examples, or a suppressed group on one
-/// line with its first example (all of them are in the JSON report).
-fn write_group(out: &mut String, group: &DifferenceGroup) {
+/// line with its first example (all of them are in the JSON report); each
+/// line after `indent`, examples two spaces further in.
+fn write_group(out: &mut String, group: &DifferenceGroup, indent: &str) {
     let head = format!(
         "{} {}: {}",
         group.location,
@@ -332,12 +328,25 @@ fn write_group(out: &mut String, group: &DifferenceGroup) {
             .first()
             .map(|example| format!(", e.g. {}", show(example)))
             .unwrap_or_default();
-        let _ = writeln!(out, "       suppressed ({reason}): {head}{example}");
+        let _ = writeln!(out, "{indent}suppressed ({reason}): {head}{example}");
         return;
     }
-    let _ = writeln!(out, "       {head}");
+    let _ = writeln!(out, "{indent}{head}");
     for example in &group.examples {
-        let _ = writeln!(out, "         {}", show(example));
+        let _ = writeln!(out, "{indent}  {}", show(example));
+    }
+}
+
+/// A side's failures: the count, then the examples two spaces further in.
+fn write_failure(out: &mut String, failure: &FailureGroup, indent: &str) {
+    let _ = writeln!(
+        out,
+        "{indent}{} failed to answer {}",
+        failure.side,
+        requests(failure.count)
+    );
+    for example in &failure.examples {
+        let _ = writeln!(out, "{indent}  {example}");
     }
 }
 
@@ -524,31 +533,10 @@ pub fn junit_xml(reports: &[RouteReport]) -> String {
             );
             let mut details = String::new();
             for group in &endpoint.differences {
-                let _ = writeln!(
-                    details,
-                    "{} {}: {}",
-                    group.location,
-                    group.kind,
-                    requests(group.count)
-                );
-                for example in &group.examples {
-                    let _ = writeln!(
-                        details,
-                        "  {}: baseline {} | candidate {}",
-                        example.request, example.baseline, example.candidate
-                    );
-                }
+                write_group(&mut details, group, "");
             }
             for failure in &endpoint.failures {
-                let _ = writeln!(
-                    details,
-                    "{} failed to answer {}",
-                    failure.side,
-                    requests(failure.count)
-                );
-                for example in &failure.examples {
-                    let _ = writeln!(details, "  {example}");
-                }
+                write_failure(&mut details, failure, "");
             }
             let _ = writeln!(
                 out,

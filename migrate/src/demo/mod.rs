@@ -30,10 +30,11 @@ use clap::Parser as _;
 
 use crate::cli::Cli;
 use crate::error::{EXIT_ERROR, usage};
+use crate::localstack::{Binaries, MONOLITH_TARGET_GROUP, Stack};
 use crate::settings::check_steps;
 use alb_metrics::Counters;
 use progress::Progress;
-use stack::{Binaries, MONOLITH_TARGET_GROUP, Stack, TempDir};
+use stack::TempDir;
 use summary::{RouteSummary, Summary};
 use timeline::{MarkerKind, Timeline};
 use traffic::Traffic;
@@ -130,7 +131,7 @@ fn walkthrough(args: &DemoArgs) -> Vec<Step> {
 /// Runs the demo; see the module's doc.
 pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     check_steps(&args.steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
-    let binaries = Binaries::locate(args.bin_dir.as_deref()).await?;
+    let binaries = stack::locate(args.bin_dir.as_deref()).await?;
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -155,7 +156,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         }
         outcome => outcome,
     };
-    if let Some(stack) = running.take() {
+    if let Some(mut stack) = running.take() {
         stack.stop().await;
     }
     drop(dir);
@@ -170,26 +171,24 @@ async fn demo(
     running: &mut Option<Stack>,
 ) -> anyhow::Result<ExitCode> {
     eprintln!("demo: starting the monolith, users, threads, posts and the local ALB");
-    let stack = running.insert(Stack::start(binaries, dir).await?);
-    for (name, address) in &stack.servers {
+    let stack = running.insert(stack::start(binaries, dir).await?);
+    for (name, address) in stack.servers() {
         eprintln!("demo: {name} on http://{address}");
     }
     eprintln!(
         "demo: local ALB: traffic on {}, ELBv2 API on {} (files in {})",
-        stack.data_url,
-        stack.control_url,
+        stack.data_url(),
+        stack.control_url(),
         dir.display()
     );
-    let metrics_url = format!("{}/metrics", stack.control_url);
+    let metrics_url = format!("{}/metrics", stack.control_url());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     wait_until_healthy(&client, &metrics_url).await?;
-    let routes = stack.routes()?;
-    let monolith_url = stack
-        .server_url(MONOLITH_TARGET_GROUP)
-        .context("the monolith is not running")?;
-    let traffic = Traffic::start(&stack.data_url, &monolith_url, args.rate).await?;
+    let routes = stack::routes(stack)?;
+    let monolith_url = stack.server_url(MONOLITH_TARGET_GROUP);
+    let traffic = Traffic::start(&stack.data_url(), &monolith_url, args.rate).await?;
     let started = Instant::now();
     let before = scrape(&client, &metrics_url).await?;
     let timeline = Arc::new(Mutex::new(Timeline::new(
@@ -488,7 +487,7 @@ impl WeightWatch {
 
 /// `--keep-running`: how to drive the stack by hand.
 async fn print_by_hand(stack: &Stack, dir: &Path) {
-    let migrate = stack::current_exe()
+    let migrate = crate::localstack::current_exe()
         .map_or_else(|_| "migrate".to_owned(), |path| path.display().to_string());
     let config = stack.config.display();
     let listener = listener_arn(stack)
@@ -508,8 +507,8 @@ With the AWS CLI (the local ALB accepts its well-known local key):\n\
 \x20 aws elbv2 describe-target-groups --endpoint-url {control}\n\
 The load balancer's counters: curl {control}/metrics",
         dir = dir.display(),
-        data = stack.data_url,
-        control = stack.control_url,
+        data = stack.data_url(),
+        control = stack.control_url(),
         key = stack.access_key_id,
         secret = stack.secret_access_key,
         region = stack.region,

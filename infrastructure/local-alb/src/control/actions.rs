@@ -8,7 +8,7 @@ use super::form::Form;
 use super::xml::{self, Xml};
 use super::{parse, render, validate};
 use crate::dataplane::{DataPlane, TargetHealthView};
-use crate::model::{Priority, ResourceKind, Rule, State, Target};
+use crate::model::{Priority, ResourceKind, Rule, State, Target, TargetGroup};
 
 /// What an action handler needs besides the state.
 pub struct Request<'a> {
@@ -102,28 +102,43 @@ fn at_most_one_filter(form: &Form, keys: &[&str]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What each of `keys` names, looked up with `find`; the first one not found
+/// is the error `not_found(key)`.
+fn find_each<'s, T>(
+    keys: &[String],
+    find: impl Fn(&str) -> Option<&'s T>,
+    not_found: fn(&str) -> ApiError,
+) -> Result<Vec<&'s T>, ApiError> {
+    keys.iter()
+        .map(|key| find(key).ok_or_else(|| not_found(key)))
+        .collect()
+}
+
+/// The `LoadBalancerArn` filter, if given, naming a load balancer that exists.
+fn load_balancer_filter<'f>(state: &State, form: &'f Form) -> Result<Option<&'f str>, ApiError> {
+    match form.get("LoadBalancerArn") {
+        Some(arn) if state.load_balancer(arn).is_none() => {
+            Err(ApiError::load_balancer_not_found(arn))
+        }
+        filter => Ok(filter),
+    }
+}
+
 fn describe_load_balancers(state: &State, req: &Request) -> Result<String, ApiError> {
     let form = req.form;
     at_most_one_filter(form, &["LoadBalancerArns", "Names"])?;
     let selected = if let Some(arns) = form.string_list("LoadBalancerArns")? {
-        arns.iter()
-            .map(|arn| {
-                state
-                    .load_balancer(arn)
-                    .ok_or_else(|| ApiError::load_balancer_not_found(arn))
-            })
-            .collect::<Result<Vec<_>, _>>()?
+        find_each(
+            &arns,
+            |arn| state.load_balancer(arn),
+            ApiError::load_balancer_not_found,
+        )?
     } else if let Some(names) = form.string_list("Names")? {
-        names
-            .iter()
-            .map(|name| {
-                state
-                    .load_balancers
-                    .iter()
-                    .find(|lb| &lb.name == name)
-                    .ok_or_else(|| ApiError::load_balancer_not_found(name))
-            })
-            .collect::<Result<Vec<_>, _>>()?
+        find_each(
+            &names,
+            |name| state.load_balancers.iter().find(|lb| lb.name == name),
+            ApiError::load_balancer_not_found,
+        )?
     } else {
         state.load_balancers.iter().collect()
     };
@@ -138,17 +153,12 @@ fn describe_listeners(state: &State, req: &Request) -> Result<String, ApiError> 
     let form = req.form;
     at_most_one_filter(form, &["LoadBalancerArn", "ListenerArns"])?;
     let selected = if let Some(arns) = form.string_list("ListenerArns")? {
-        arns.iter()
-            .map(|arn| {
-                state
-                    .listener(arn)
-                    .ok_or_else(|| ApiError::listener_not_found(arn))
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    } else if let Some(lb_arn) = form.get("LoadBalancerArn") {
-        if state.load_balancer(lb_arn).is_none() {
-            return Err(ApiError::load_balancer_not_found(lb_arn));
-        }
+        find_each(
+            &arns,
+            |arn| state.listener(arn),
+            ApiError::listener_not_found,
+        )?
+    } else if let Some(lb_arn) = load_balancer_filter(state, form)? {
         state
             .listeners
             .iter()
@@ -170,9 +180,7 @@ fn describe_rules(state: &State, req: &Request) -> Result<String, ApiError> {
     let form = req.form;
     at_most_one_filter(form, &["ListenerArn", "RuleArns"])?;
     let selected = if let Some(arns) = form.string_list("RuleArns")? {
-        arns.iter()
-            .map(|arn| state.rule(arn).ok_or_else(|| ApiError::rule_not_found(arn)))
-            .collect::<Result<Vec<_>, _>>()?
+        find_each(&arns, |arn| state.rule(arn), ApiError::rule_not_found)?
     } else if let Some(listener_arn) = form.get("ListenerArn") {
         if state.listener(listener_arn).is_none() {
             return Err(ApiError::listener_not_found(listener_arn));
@@ -192,26 +200,18 @@ fn describe_target_groups(state: &State, req: &Request) -> Result<String, ApiErr
     let form = req.form;
     at_most_one_filter(form, &["LoadBalancerArn", "TargetGroupArns", "Names"])?;
     let selected = if let Some(arns) = form.string_list("TargetGroupArns")? {
-        arns.iter()
-            .map(|arn| {
-                state
-                    .target_group(arn)
-                    .ok_or_else(|| ApiError::target_group_not_found(arn))
-            })
-            .collect::<Result<Vec<_>, _>>()?
+        find_each(
+            &arns,
+            |arn| state.target_group(arn),
+            ApiError::target_group_not_found,
+        )?
     } else if let Some(names) = form.string_list("Names")? {
-        names
-            .iter()
-            .map(|name| {
-                state
-                    .target_group_by_name(name)
-                    .ok_or_else(|| ApiError::target_group_not_found(name))
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    } else if let Some(lb_arn) = form.get("LoadBalancerArn") {
-        if state.load_balancer(lb_arn).is_none() {
-            return Err(ApiError::load_balancer_not_found(lb_arn));
-        }
+        find_each(
+            &names,
+            |name| state.target_group_by_name(name),
+            ApiError::target_group_not_found,
+        )?
+    } else if let Some(lb_arn) = load_balancer_filter(state, form)? {
         state
             .target_groups
             .iter()
@@ -469,16 +469,29 @@ fn set_rule_priorities(state: &mut State, req: &Request) -> Result<String, ApiEr
     }))
 }
 
-fn register_targets(state: &mut State, req: &Request) -> Result<String, ApiError> {
-    let form = req.form;
-    let arn = form.required("TargetGroupArn")?;
-    let tg = state
+/// The target group an action changes, by ARN.
+fn target_group_mut<'s>(state: &'s mut State, arn: &str) -> Result<&'s mut TargetGroup, ApiError> {
+    state
         .target_groups
         .iter_mut()
         .find(|t| t.arn == arn)
-        .ok_or_else(|| ApiError::target_group_not_found(arn))?;
+        .ok_or_else(|| ApiError::target_group_not_found(arn))
+}
+
+/// What RegisterTargets and DeregisterTargets name: the target group
+/// (`TargetGroupArn`) and the `Targets`.
+fn targets_to_change<'s>(
+    state: &'s mut State,
+    form: &Form,
+) -> Result<(&'s mut TargetGroup, Vec<Target>), ApiError> {
+    let tg = target_group_mut(state, form.required("TargetGroupArn")?)?;
     let targets =
         parse::targets(form, "Targets", tg.port)?.ok_or_else(|| ApiError::missing("Targets"))?;
+    Ok((tg, targets))
+}
+
+fn register_targets(state: &mut State, req: &Request) -> Result<String, ApiError> {
+    let (tg, targets) = targets_to_change(state, req.form)?;
     for target in targets {
         if !tg.targets.contains(&target) {
             tg.targets.push(target);
@@ -488,15 +501,7 @@ fn register_targets(state: &mut State, req: &Request) -> Result<String, ApiError
 }
 
 fn deregister_targets(state: &mut State, req: &Request) -> Result<String, ApiError> {
-    let form = req.form;
-    let arn = form.required("TargetGroupArn")?;
-    let tg = state
-        .target_groups
-        .iter_mut()
-        .find(|t| t.arn == arn)
-        .ok_or_else(|| ApiError::target_group_not_found(arn))?;
-    let targets =
-        parse::targets(form, "Targets", tg.port)?.ok_or_else(|| ApiError::missing("Targets"))?;
+    let (tg, targets) = targets_to_change(state, req.form)?;
     if let Some(missing) = targets.iter().find(|t| !tg.targets.contains(t)) {
         return Err(ApiError::invalid_target(format!(
             "The following targets are not registered to target group '{}': '{}:{}'",
@@ -558,11 +563,7 @@ fn modify_listener(state: &mut State, req: &Request) -> Result<String, ApiError>
 fn modify_target_group(state: &mut State, req: &Request) -> Result<String, ApiError> {
     let form = req.form;
     let arn = form.required("TargetGroupArn")?;
-    let tg = state
-        .target_groups
-        .iter_mut()
-        .find(|t| t.arn == arn)
-        .ok_or_else(|| ApiError::target_group_not_found(arn))?;
+    let tg = target_group_mut(state, arn)?;
     if let Some(protocol) = form.get("HealthCheckProtocol").filter(|p| *p != "HTTP") {
         return Err(ApiError::validation(format!(
             "HealthCheckProtocol '{protocol}' is not supported here: use HTTP"

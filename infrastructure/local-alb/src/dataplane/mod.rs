@@ -23,6 +23,7 @@
 //!
 //! Durations are decimal seconds (`0.5` is allowed).
 
+mod pool;
 mod proxy;
 mod responses;
 mod table;
@@ -32,9 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
@@ -152,24 +150,6 @@ impl DataPlaneOptions {
 
 const WORKER_THREADS_VARIABLE: &str = "LOCAL_ALB_WORKER_THREADS";
 
-/// Pooled keep-alive connections to targets (one pool per worker thread,
-/// shared by every routing table generation).
-pub(crate) type TargetClient = Client<HttpConnector, Incoming>;
-
-fn target_client() -> TargetClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        // Shorter than the 5 s keep-alive many servers use (Node's default), so a
-        // pooled connection is never reused just as the target closes it.
-        .pool_idle_timeout(Duration::from_secs(4))
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
-
 /// The running data plane: routing table, target health, metrics.
 pub struct DataPlane {
     options: DataPlaneOptions,
@@ -194,7 +174,7 @@ impl DataPlane {
 
     /// Like [`DataPlane::new`] with explicit options.
     pub fn with_options(initial: &State, options: DataPlaneOptions) -> Arc<DataPlane> {
-        let registry = targets::Registry::new(options.deregistration_delay);
+        let registry = targets::Registry::new(options.deregistration_delay, options.worker_threads);
         let metrics = Metrics::default();
         let groups = registry.sync(initial);
         let tables = table::RouteTables::compile(initial, &groups, &metrics);
@@ -252,7 +232,7 @@ impl DataPlane {
                     let result = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .map(|runtime| runtime.block_on(plane.serve_worker(accepted)));
+                        .map(|runtime| runtime.block_on(plane.serve_worker(index, accepted)));
                     let _ = finished.send(result);
                 })?;
             workers.push(hand_over);
@@ -304,12 +284,12 @@ impl DataPlane {
     /// (single-threaded) runtime until the hand-over channel closes.
     async fn serve_worker(
         self: Arc<Self>,
+        worker: usize,
         mut accepted: tokio::sync::mpsc::UnboundedReceiver<(
             std::net::TcpStream,
             std::net::SocketAddr,
         )>,
     ) {
-        let client = Arc::new(target_client());
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -328,11 +308,11 @@ impl DataPlane {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (plane, client) = (Arc::clone(&self), Arc::clone(&client));
+            let plane = Arc::clone(&self);
             let service = hyper::service::service_fn(move |request| {
-                let (plane, client) = (Arc::clone(&plane), Arc::clone(&client));
+                let plane = Arc::clone(&plane);
                 async move {
-                    Ok::<_, std::convert::Infallible>(plane.handle(request, peer, &client).await)
+                    Ok::<_, std::convert::Infallible>(plane.handle(request, peer, worker).await)
                 }
             });
             let (builder, watcher) = (builder.clone(), graceful.watcher());

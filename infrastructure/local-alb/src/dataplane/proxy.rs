@@ -7,9 +7,11 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
+use crate::dataplane::DataPlane;
+use crate::dataplane::pool::{self, ExchangeError, PooledBody};
 use crate::dataplane::responses::{self, ProxyBody, RedirectSource};
-use crate::dataplane::table::{CompiledAction, RouteTable};
-use crate::dataplane::{DataPlane, TargetClient};
+use crate::dataplane::table::{CompiledAction, Forward, target_key};
+use crate::dataplane::targets::TargetRuntime;
 use crate::matcher::{RequestView, strip_port};
 use crate::metrics::{ElbError, StatusClassCounters};
 
@@ -19,6 +21,9 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// How many targets one request may try to connect to before it gets a 502.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that are never forwarded.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -62,7 +67,7 @@ impl DataPlane {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
-        client: &TargetClient,
+        worker: usize,
     ) -> Response<ProxyBody> {
         let tables = self.tables.load_full();
         let Some(table) = tables.primary() else {
@@ -106,77 +111,92 @@ impl DataPlane {
                 response
             }
             CompiledAction::Forward(forward) => {
-                let Some(weighted) = forward.pick() else {
+                let Some(picked) = forward.pick() else {
                     return self.elb_error(ElbError::NoRegisteredTargets, None);
                 };
-                let counters = &weighted.counters;
-                let picked = weighted.group.as_ref().and_then(|g| g.pick());
-                let Some((authority, _target)) = picked else {
-                    return self.elb_error(ElbError::NoRegisteredTargets, Some(counters));
-                };
-                let Some(authority) = authority.clone() else {
-                    return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
-                };
-                self.forward(client, request, authority, table, source_ip, counters)
-                    .await
+                let request = prepare_upstream(request, table.port, source_ip);
+                let exchange = self.forward(worker, request, forward, picked);
+                match tokio::time::timeout(self.options.target_timeout, exchange).await {
+                    Ok(response) => response,
+                    Err(_) => self.elb_error(
+                        ElbError::TargetTimeout,
+                        Some(&forward.group(picked).counters),
+                    ),
+                }
             }
         }
     }
 
+    /// Sends the request to a target of the picked group. When connecting to
+    /// that target fails (so the request never left), the request goes to
+    /// another target of the group, then to the forward's other target
+    /// groups: at most [`MAX_CONNECT_ATTEMPTS`] targets in all.
     async fn forward(
         &self,
-        client: &TargetClient,
-        request: Request<Incoming>,
-        authority: http::uri::Authority,
-        table: &RouteTable,
-        source_ip: IpAddr,
-        counters: &StatusClassCounters,
+        worker: usize,
+        mut request: Request<Incoming>,
+        forward: &Forward,
+        picked: usize,
     ) -> Response<ProxyBody> {
-        let (mut parts, body) = request.into_parts();
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = Some(
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        let original_authority = parts.uri.authority().cloned();
-        let Ok(upstream_uri) = Uri::from_parts(uri) else {
-            return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
-        };
-        parts.uri = upstream_uri;
-        let headers = &mut parts.headers;
-        remove_hop_by_hop(headers);
-        if !headers.contains_key(header::HOST)
-            && let Some(authority) = original_authority
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            headers.insert(header::HOST, host);
-        }
-        add_forwarded_for(headers, source_ip);
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        headers.insert(&X_FORWARDED_PORT, HeaderValue::from(table.port));
-        let trace = responses::trace_header(headers.get(&X_AMZN_TRACE_ID));
-        headers.insert(&X_AMZN_TRACE_ID, trace);
-        parts.version = Version::HTTP_11;
-        let upstream = Request::from_parts(parts, body);
-
-        let outcome =
-            tokio::time::timeout(self.options.target_timeout, client.request(upstream)).await;
-        match outcome {
-            Err(_) => self.elb_error(ElbError::TargetTimeout, Some(counters)),
-            Ok(Err(error)) if error.is_connect() => {
-                self.elb_error(ElbError::TargetConnectionFailed, Some(counters))
+        let first = forward.group(picked);
+        let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
+        let mut attempts = 0;
+        let mut weighted = first;
+        loop {
+            let excluded = &tried[..attempts];
+            let mut candidate = weighted
+                .group
+                .as_ref()
+                .and_then(|group| group.pick_excluding(excluded));
+            if candidate.is_none() && attempts > 0 {
+                for other in forward.others(picked) {
+                    if let Some(target) = other
+                        .group
+                        .as_ref()
+                        .and_then(|group| group.pick_excluding(excluded))
+                    {
+                        weighted = other;
+                        candidate = Some(target);
+                        break;
+                    }
+                }
             }
-            Ok(Err(_)) => self.elb_error(ElbError::TargetConnectionError, Some(counters)),
-            Ok(Ok(response)) => {
-                counters.record(response.status().as_u16());
-                let (mut parts, body) = response.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Either::Left(body))
+            let Some((_, target)) = candidate else {
+                let error = if attempts == 0 {
+                    ElbError::NoRegisteredTargets
+                } else {
+                    ElbError::TargetConnectionFailed
+                };
+                return self.elb_error(error, Some(&first.counters));
+            };
+            let counters = &weighted.counters;
+            let Some(address) = target.address() else {
+                return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
+            };
+            if attempts > 0 {
+                self.metrics.record_retry();
+            }
+            tried[attempts] = target_key(target);
+            attempts += 1;
+            match pool::exchange(target, address, worker, request).await {
+                Ok((response, release)) => {
+                    counters.record(response.status().as_u16());
+                    let (mut parts, body) = response.into_parts();
+                    remove_hop_by_hop(&mut parts.headers);
+                    let body = PooledBody::new(body, release);
+                    return Response::from_parts(parts, Either::Left(body));
+                }
+                Err(ExchangeError::NotSent(unsent, error)) => {
+                    target.connection_failed(&error);
+                    if attempts == MAX_CONNECT_ATTEMPTS {
+                        return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
+                    }
+                    request = *unsent;
+                }
+                Err(ExchangeError::Failed(error)) => {
+                    tracing::debug!("forwarding to {}: {error}", address_label(target));
+                    return self.elb_error(ElbError::TargetConnectionError, Some(counters));
+                }
             }
         }
     }
@@ -193,6 +213,42 @@ impl DataPlane {
         }
         responses::error_page(status)
     }
+}
+
+/// The request as the target gets it: origin-form URI, hop-by-hop headers
+/// removed, `Host` kept (from the URI for HTTP/2), the `X-Forwarded-*` and
+/// `X-Amzn-Trace-Id` headers added.
+fn prepare_upstream(request: Request<Incoming>, port: u16, source_ip: IpAddr) -> Request<Incoming> {
+    let (mut parts, body) = request.into_parts();
+    let original_authority = parts.uri.authority().cloned();
+    if parts.uri.scheme().is_some() || original_authority.is_some() {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path_and_query);
+    }
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = original_authority
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
+    }
+    add_forwarded_for(headers, source_ip);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PORT, HeaderValue::from(port));
+    let trace = responses::trace_header(headers.get(&X_AMZN_TRACE_ID));
+    headers.insert(&X_AMZN_TRACE_ID, trace);
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, body)
+}
+
+/// `host:port` of a target, for log lines.
+fn address_label(target: &TargetRuntime) -> String {
+    format!("{}:{}", target.target.id, target.target.port)
 }
 
 /// IPv4-mapped IPv6 peers (dual-stack sockets) are reported as IPv4.

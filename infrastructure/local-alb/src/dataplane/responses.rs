@@ -7,13 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+
+use crate::dataplane::pool::PooledBody;
 
 use crate::dataplane::table::RedirectTemplate;
 
 /// The body of every response the data plane sends: streamed from a target
 /// or generated whole.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 const SERVER: HeaderValue = HeaderValue::from_static("awselb/2.0");
 

@@ -207,17 +207,31 @@ impl Forward {
         }
     }
 
-    /// The target group this request goes to; `None` when every weight is 0.
-    pub fn pick(&self) -> Option<&WeightedGroup> {
+    /// The index of the target group this request goes to; `None` when
+    /// every weight is 0.
+    pub fn pick(&self) -> Option<usize> {
         match self.groups.len() {
             0 => None,
-            1 => self.groups.first(),
+            1 => Some(0),
             _ => {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
                 let slot = n.wrapping_mul(self.stride) % self.total_weight;
-                self.groups.iter().find(|g| slot < g.upper)
+                self.groups.iter().position(|g| slot < g.upper)
             }
         }
+    }
+
+    /// The weighted target group at `index` (from [`Forward::pick`]).
+    pub fn group(&self, index: usize) -> &WeightedGroup {
+        &self.groups[index]
+    }
+
+    /// The other target groups with a weight above 0, starting after
+    /// `index`: where a request goes when no target of its group could be
+    /// reached.
+    pub fn others(&self, index: usize) -> impl Iterator<Item = &WeightedGroup> {
+        let count = self.groups.len();
+        (1..count).map(move |offset| &self.groups[(index + offset) % count])
     }
 }
 
@@ -247,16 +261,33 @@ pub struct CompiledTargetGroup {
 
 impl CompiledTargetGroup {
     /// Round robin over healthy targets; when none is healthy, over all of
-    /// them (ALB fails open). `None` when no target is registered.
-    pub fn pick(&self) -> Option<&(Option<http::uri::Authority>, Arc<TargetRuntime>)> {
+    /// them (ALB fails open). Targets in `tried` (by [`target_key`]; the
+    /// request could not reach them) are passed over. `None` when no other
+    /// target is registered.
+    pub fn pick_excluding(
+        &self,
+        tried: &[usize],
+    ) -> Option<&(Option<http::uri::Authority>, Arc<TargetRuntime>)> {
         let count = self.targets.len();
         if count == 0 {
             return None;
         }
         let start = self.runtime.next.fetch_add(1, Ordering::Relaxed);
-        (0..count)
+        let untried = |target: &Arc<TargetRuntime>| !tried.contains(&target_key(target));
+        let mut candidates = (0..count)
             .map(|offset| &self.targets[(start + offset) % count])
+            .filter(|(_, target)| untried(target));
+        let first = candidates.next()?;
+        if first.1.health() == HealthState::Healthy {
+            return Some(first);
+        }
+        candidates
             .find(|(_, target)| target.health() == HealthState::Healthy)
-            .or_else(|| self.targets.get(start % count))
+            .or(Some(first))
     }
+}
+
+/// Identifies a target runtime within one request (its address in memory).
+pub fn target_key(target: &Arc<TargetRuntime>) -> usize {
+    Arc::as_ptr(target) as usize
 }

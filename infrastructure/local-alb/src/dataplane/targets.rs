@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 use tokio::task::AbortHandle;
 
+use crate::dataplane::pool::{Address, ConnectionPool};
 use crate::health::{self, HealthState, HealthTracker, ProbeClient};
 use crate::model::{HealthCheck, State, Target};
 
@@ -27,6 +28,10 @@ pub struct TargetRuntime {
     /// `host:port`, `None` when the id is not a valid host (requests to it
     /// fail with 502, health checks fail).
     pub authority: Option<Authority>,
+    /// The target's socket address when its id is an IP address.
+    socket_address: Option<std::net::SocketAddr>,
+    /// Idle keep-alive connections to the target, per worker thread.
+    pub(crate) pool: ConnectionPool,
     /// The [`HealthState`] as `u8`, read lock-free on the request path.
     health: AtomicU8,
     tracker: Mutex<HealthTracker>,
@@ -34,15 +39,40 @@ pub struct TargetRuntime {
 }
 
 impl TargetRuntime {
-    fn new(target: Target) -> TargetRuntime {
+    fn new(target: Target, workers: usize) -> TargetRuntime {
         let authority = format!("{}:{}", target.id, target.port).parse().ok();
+        let socket_address = target
+            .id
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, target.port));
         TargetRuntime {
             target,
             authority,
+            socket_address,
+            pool: ConnectionPool::new(workers),
             health: AtomicU8::new(HealthState::Initial as u8),
             tracker: Mutex::new(HealthTracker::default()),
             checker: Mutex::new(None),
         }
+    }
+
+    /// Where to connect; `None` when the id is not a valid host.
+    pub fn address(&self) -> Option<Address<'_>> {
+        match (self.socket_address, &self.authority) {
+            (Some(socket), _) => Some(Address::Socket(socket)),
+            (None, Some(authority)) => Some(Address::HostPort(authority.as_str())),
+            (None, None) => None,
+        }
+    }
+
+    /// A forwarded request could not connect: the target is taken out of
+    /// rotation at once (it comes back through its health checks).
+    pub fn connection_failed(&self, error: &std::io::Error) {
+        if self.health() == HealthState::Unhealthy {
+            return;
+        }
+        self.update(|tracker| tracker.mark_unreachable(error));
     }
 
     pub fn health(&self) -> HealthState {
@@ -97,17 +127,20 @@ pub struct Registry {
     groups: Mutex<HashMap<String, Arc<TargetGroupRuntime>>>,
     draining: Mutex<Vec<Draining>>,
     deregistration_delay: Duration,
+    /// Data-plane worker threads (each target keeps a pool per worker).
+    workers: usize,
     /// Set by `start_health_checks`; checkers are spawned on it.
     runtime: OnceLock<tokio::runtime::Handle>,
     probe_client: OnceLock<ProbeClient>,
 }
 
 impl Registry {
-    pub fn new(deregistration_delay: Duration) -> Registry {
+    pub fn new(deregistration_delay: Duration, workers: usize) -> Registry {
         Registry {
             groups: Mutex::new(HashMap::new()),
             draining: Mutex::new(Vec::new()),
             deregistration_delay,
+            workers: workers.max(1),
             runtime: OnceLock::new(),
             probe_client: OnceLock::new(),
         }
@@ -148,7 +181,7 @@ impl Registry {
                             draining.retain(|d| {
                                 !(d.target_group_arn == group.arn && &d.target.target == target)
                             });
-                            let fresh = Arc::new(TargetRuntime::new(target.clone()));
+                            let fresh = Arc::new(TargetRuntime::new(target.clone(), self.workers));
                             self.spawn_checker(&runtime, &fresh);
                             kept.push(fresh);
                         }

@@ -30,6 +30,8 @@ pub struct Backend {
     pub status: Arc<AtomicU16>,
     /// Requests answered so far, health checks included.
     pub requests: Arc<AtomicUsize>,
+    /// Connections accepted so far, health checks included.
+    pub connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -41,12 +43,15 @@ impl Backend {
         let addr = listener.local_addr().expect("backend address");
         let status = Arc::new(AtomicU16::new(200));
         let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let (answer_status, counted) = (Arc::clone(&status), Arc::clone(&requests));
+        let accepted = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
                 let (status, counted) = (Arc::clone(&answer_status), Arc::clone(&counted));
                 let service = hyper::service::service_fn(move |request| {
@@ -66,6 +71,7 @@ impl Backend {
             addr,
             status,
             requests,
+            connections,
             task,
         }
     }

@@ -1,0 +1,252 @@
+//! Keep-alive HTTP/1.1 connections to one target, pooled per worker thread.
+//!
+//! Each target holds one idle list per data-plane worker, so a request only
+//! ever touches its own worker's list (an uncontended lock, no hashing) and
+//! the connection it reuses is driven by the same single-threaded runtime.
+//! A connection goes back to its list when the response body has been read
+//! to the end; a connection whose response was abandoned is closed instead.
+//!
+//! Lists are LIFO, so a steady load keeps reusing the same warm connections
+//! while the ones at the cold end age out: a connection idle for longer than
+//! [`IDLE_LIMIT`] is closed rather than reused, so it is never reused just
+//! as a target with a short keep-alive (Node's default is 5 s) closes it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use crate::dataplane::targets::TargetRuntime;
+
+/// Idle connections older than this are closed instead of reused.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(4);
+
+/// Idle connections kept per target and worker; more are closed.
+const MAX_IDLE_PER_WORKER: usize = 1024;
+
+/// How many pooled connections one request may find closed before it opens
+/// a fresh one.
+const STALE_RETRIES: usize = 4;
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// The idle connections to one target, one list per worker thread.
+pub struct ConnectionPool {
+    slots: Box<[Mutex<VecDeque<Idle>>]>,
+}
+
+impl ConnectionPool {
+    pub fn new(workers: usize) -> ConnectionPool {
+        ConnectionPool {
+            slots: (0..workers.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
+        }
+    }
+
+    fn slot(&self, worker: usize) -> MutexGuard<'_, VecDeque<Idle>> {
+        self.slots[worker % self.slots.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used live connection of `worker`, if any.
+    fn checkout(&self, worker: usize) -> Option<SendRequest<Incoming>> {
+        let mut slot = self.slot(worker);
+        while let Some(idle) = slot.pop_back() {
+            if idle.since.elapsed() > IDLE_LIMIT {
+                // Everything below it is older still.
+                slot.clear();
+                return None;
+            }
+            if !idle.sender.is_closed() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, worker: usize, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut slot = self.slot(worker);
+        while slot
+            .front()
+            .is_some_and(|idle| now.duration_since(idle.since) > IDLE_LIMIT)
+        {
+            slot.pop_front();
+        }
+        if slot.len() < MAX_IDLE_PER_WORKER {
+            slot.push_back(Idle { sender, since: now });
+        }
+    }
+}
+
+/// Why an exchange with a target produced no response.
+pub enum ExchangeError {
+    /// The request never left: no connection could be opened. The request is
+    /// handed back so another target can take it.
+    NotSent(Box<Request<Incoming>>, std::io::Error),
+    /// The request was (at least partly) sent and the connection failed.
+    Failed(hyper::Error),
+}
+
+/// Sends `request` to `target` on a pooled connection of `worker`, or on a
+/// new one. A pooled connection found closed before the request was written
+/// is skipped; the request is then sent on another (or a new) connection.
+pub async fn exchange(
+    target: &Arc<TargetRuntime>,
+    address: Address<'_>,
+    worker: usize,
+    mut request: Request<Incoming>,
+) -> Result<(Response<Incoming>, Release), ExchangeError> {
+    let mut stale = 0;
+    loop {
+        let pooled = if stale < STALE_RETRIES {
+            target.pool.checkout(worker)
+        } else {
+            None
+        };
+        let mut sender = match pooled {
+            Some(sender) => sender,
+            None => match connect(address).await {
+                Ok(sender) => sender,
+                Err(error) => return Err(ExchangeError::NotSent(Box::new(request), error)),
+            },
+        };
+        if sender.ready().await.is_err() {
+            stale += 1;
+            continue;
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                let release = Release {
+                    sender,
+                    target: Arc::clone(target),
+                    worker,
+                };
+                return Ok((response, release));
+            }
+            Err(mut error) => match error.take_message() {
+                Some(unsent) => {
+                    request = unsent;
+                    stale += 1;
+                }
+                None => return Err(ExchangeError::Failed(error.into_error())),
+            },
+        }
+    }
+}
+
+/// Where a target listens: a resolved socket address when its id is an IP
+/// address, else `host:port` to resolve at connect time.
+#[derive(Clone, Copy)]
+pub enum Address<'a> {
+    Socket(SocketAddr),
+    HostPort(&'a str),
+}
+
+async fn connect(address: Address<'_>) -> std::io::Result<SendRequest<Incoming>> {
+    let stream = match address {
+        Address::Socket(address) => tokio::net::TcpStream::connect(address).await?,
+        Address::HostPort(authority) => tokio::net::TcpStream::connect(authority).await?,
+    };
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    // Driven on this worker's runtime, next to the requests that use it.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!("target connection: {error}");
+        }
+    });
+    Ok(sender)
+}
+
+/// A connection on loan to one response; it returns to its pool when the
+/// response body has been read to the end.
+pub struct Release {
+    sender: SendRequest<Incoming>,
+    target: Arc<TargetRuntime>,
+    worker: usize,
+}
+
+impl Release {
+    fn give_back(self) {
+        self.target.pool.checkin(self.worker, self.sender);
+    }
+}
+
+/// A target's response body, streamed to the client; its connection returns
+/// to the pool once the body is complete.
+pub struct PooledBody {
+    inner: Incoming,
+    release: Option<Release>,
+}
+
+impl PooledBody {
+    pub fn new(inner: Incoming, release: Release) -> PooledBody {
+        PooledBody {
+            inner,
+            release: Some(release),
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(release) = self.release.take() {
+                    release.give_back();
+                }
+            }
+            // A broken body leaves the connection unusable.
+            Poll::Ready(Some(Err(_))) => self.release = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body read to its declared end (or empty, as for HEAD and 204)
+        // leaves the connection idle; an abandoned one closes it.
+        if let Some(release) = self.release.take()
+            && self.inner.is_end_stream()
+        {
+            release.give_back();
+        }
+    }
+}
