@@ -215,6 +215,8 @@ class WrkResult:
     errors: str
     # Lowest and highest req/s over the rounds of `interleaved`.
     spread: tuple[float, float] | None = None
+    # req/s of each round of `interleaved`, in order.
+    round_rps: tuple[float, ...] = ()
 
     def mib_per_second(self) -> float:
         return self.bytes_per_second / (1 << 20)
@@ -279,9 +281,18 @@ def interleaved(
             requests=sum(r.requests for r in results),
             errors="; ".join(r.errors for r in results if r.errors),
             spread=(min(r.rps for r in results), max(r.rps for r in results)),
+            round_rps=tuple(r.rps for r in results),
         )
         for name, results in runs.items()
     }
+
+
+def paired_ratio(a: WrkResult, b: WrkResult) -> float:
+    """The median over the rounds of a's req/s over b's in the same round: on a machine
+    whose speed drifts, each round compares two runs made seconds apart."""
+    if a.round_rps and len(a.round_rps) == len(b.round_rps):
+        return statistics.median(x / y for x, y in zip(a.round_rps, b.round_rps))
+    return a.rps / b.rps
 
 
 def show(label: str, result: WrkResult, extra: str = "") -> None:
@@ -714,7 +725,9 @@ http {{
         saturated: dict[str, WrkResult] = {}
         relaxed: dict[str, WrkResult] = {}
         for results, this_load in ((saturated, load), (relaxed, light)):
-            results.update(interleaved([(name, url + path) for name, url in urls.items()], this_load, self.rounds))
+            results.update(
+                interleaved([(name, url + path) for name, url in urls.items()], this_load, self.args.alb_rounds)
+            )
             for name in urls:
                 show(f"{name} ({this_load.connections} connections)", results[name])
         for process in (alb, alb100, nginx, baseline):
@@ -732,8 +745,8 @@ http {{
                         fmt_ms(result.p50),
                         fmt_ms(result.p99),
                         added,
-                        f"{result.rps / direct.rps:.2f}",
-                        f"{result.rps / nginx_result.rps:.2f}",
+                        f"{paired_ratio(result, direct):.2f}",
+                        f"{paired_ratio(result, nginx_result):.2f}",
                     ]
                 )
             self.report.table(
@@ -748,7 +761,9 @@ http {{
                     "of nginx proxy",
                 ],
                 rows,
-                note=f"`{this_load.describe()} {path}`, {self.rounds} rounds taking turns, medians:",
+                note=f"`{this_load.describe()} {path}`, {self.args.alb_rounds} rounds taking turns; req/s, "
+                "latencies and ratios are medians over the rounds (a ratio is taken within each round, "
+                "between runs seconds apart):",
             )
         self.report.text(
             "alb",
@@ -761,7 +776,7 @@ http {{
             "light load, since at saturation on 2 cores p99 is the CPU run queue shared by wrk, the proxy "
             "and the monolith, not the proxy's own cost.",
         )
-        ratio = saturated["local ALB"].rps / saturated["nginx proxy"].rps
+        ratio = paired_ratio(saturated["local ALB"], saturated["nginx proxy"])
         added_p99 = relaxed["local ALB"].p99 - relaxed["direct"].p99
         self.report.goal(
             Goal(
@@ -785,8 +800,8 @@ http {{
                 profile=lambda: self.profile_alb(),
             )
         )
-        many = saturated[hundred].rps / saturated["nginx proxy"].rps
-        cost = saturated[hundred].rps / saturated["local ALB"].rps
+        many = paired_ratio(saturated[hundred], saturated["nginx proxy"])
+        cost = paired_ratio(saturated[hundred], saturated["local ALB"])
         self.report.goal(
             Goal(
                 "alb",
@@ -1166,6 +1181,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--alb-path", default="/api/threads/2", help="path of the local ALB cases")
     parser.add_argument(
+        "--alb-rounds",
+        type=int,
+        default=7,
+        help="rounds of the local ALB cases, taking turns (default 7: its ratio to nginx is a goal)",
+    )
+    parser.add_argument(
         "--alb-baseline",
         metavar="BIN",
         help="another local-alb binary (say, a build of main) to run as one more case in the same rounds",
@@ -1197,11 +1218,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.sizes or args.sizes[0] < 1:
         parser.error("--sizes needs at least one positive row count")
     if (
-        min(args.seconds, args.rounds, args.alb_seconds, args.migrate_runs, args.verify_pairs, args.verify_concurrency)
+        min(
+            args.seconds,
+            args.rounds,
+            args.alb_seconds,
+            args.alb_rounds,
+            args.migrate_runs,
+            args.verify_pairs,
+            args.verify_concurrency,
+        )
         < 1
     ):
         parser.error(
-            "--seconds, --rounds, --alb-seconds, --migrate-runs, --verify-pairs and "
+            "--seconds, --rounds, --alb-seconds, --alb-rounds, --migrate-runs, --verify-pairs and "
             "--verify-concurrency must be at least 1"
         )
     if not args.alb_path.startswith("/"):

@@ -124,11 +124,31 @@ fn next_random() -> u64 {
 
 /// A fresh trace id, `1-<8 hex epoch seconds>-<24 hex random>`.
 pub fn new_trace_id() -> String {
+    let mut id = [0u8; TRACE_ID_LEN];
+    write_trace_id(&mut id);
+    String::from_utf8_lossy(&id).into_owned()
+}
+
+/// Length of `1-<8 hex>-<24 hex>`.
+const TRACE_ID_LEN: usize = 35;
+
+/// Writes a new trace id into `out` (the request path's allocation-free form
+/// of [`new_trace_id`]).
+fn write_trace_id(out: &mut [u8; TRACE_ID_LEN]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_secs()) as u32;
     let random = (u128::from(next_random()) << 64 | u128::from(next_random())) >> 32;
-    format!("1-{:08x}-{:024x}", seconds as u32, random)
+    out[0] = b'1';
+    out[1] = b'-';
+    for (index, slot) in out[2..10].iter_mut().enumerate() {
+        *slot = HEX[(seconds >> (28 - 4 * index) & 0xf) as usize];
+    }
+    out[10] = b'-';
+    for (index, slot) in out[11..].iter_mut().enumerate() {
+        *slot = HEX[(random >> (92 - 4 * index) & 0xf) as usize];
+    }
 }
 
 /// The `X-Amzn-Trace-Id` forwarded to the target. Without a header (or an
@@ -137,27 +157,32 @@ pub fn new_trace_id() -> String {
 /// of it; a header without `Root` gets `Root=<new id>;` in front (ALB's
 /// documented behaviour).
 pub fn trace_header(incoming: Option<&HeaderValue>) -> HeaderValue {
-    let id = new_trace_id();
-    let value = match incoming
+    let Some(existing) = incoming
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-    {
-        None => format!("Root={id}"),
-        Some(existing) => {
-            let has_root = existing
-                .split(';')
-                .any(|field| field.trim_start().starts_with("Root="));
-            let existing = existing
-                .split(';')
-                .filter(|field| !field.trim_start().starts_with("Self="))
-                .collect::<Vec<_>>()
-                .join(";");
-            if has_root {
-                format!("Self={id};{existing}")
-            } else {
-                format!("Root={id};{existing}")
-            }
-        }
+    else {
+        // The common case, without allocating a String.
+        let mut value = [0u8; 5 + TRACE_ID_LEN];
+        value[..5].copy_from_slice(b"Root=");
+        let id: &mut [u8; TRACE_ID_LEN] = (&mut value[5..])
+            .try_into()
+            .expect("the slice is TRACE_ID_LEN long");
+        write_trace_id(id);
+        return HeaderValue::from_bytes(&value).expect("a trace id is visible ASCII");
+    };
+    let id = new_trace_id();
+    let has_root = existing
+        .split(';')
+        .any(|field| field.trim_start().starts_with("Root="));
+    let existing = existing
+        .split(';')
+        .filter(|field| !field.trim_start().starts_with("Self="))
+        .collect::<Vec<_>>()
+        .join(";");
+    let value = if has_root {
+        format!("Self={id};{existing}")
+    } else {
+        format!("Root={id};{existing}")
     };
     HeaderValue::from_str(&value).unwrap_or_else(|_| {
         HeaderValue::from_str(&format!("Root={id}")).expect("a trace id is visible ASCII")
