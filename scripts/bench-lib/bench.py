@@ -449,7 +449,7 @@ http {{
             )
             for server in servers:
                 result = results[server]
-                ratio = result.rps / ceiling.rps
+                ratio = paired_ratio(result, ceiling)
                 show(f"{server} {path}", result, f"  {ratio:.2f} of nginx")
                 rows.append(
                     [
@@ -470,7 +470,8 @@ http {{
             "services",
             ["route", "server", "body bytes", "req/s", "p50 ms", "p99 ms", "of nginx", f"goal ≥ {SERVICES_GOAL}"],
             rows,
-            note=f"`{self.load.describe()}` per case, {self.rounds} rounds taking turns (medians shown), "
+            note=f"`{self.load.describe()}` per case, {self.rounds} rounds taking turns (medians shown; "
+            f"the ratio to nginx is the median of the ratios within each round), "
             f"keep-alive; each server on the built-in seed data "
             f"with its default {self.cores} workers and request logging to a file; nginx "
             f"({self.cores} workers, access log off) answers with the monolith's exact bytes and "

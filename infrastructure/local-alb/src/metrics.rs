@@ -158,12 +158,12 @@ impl Metrics {
                 self.elb_errors(error)
             );
         }
-        out.push_str("# HELP ficus_alb_target_connect_retries_total Requests sent to another target because the connection to the first one failed (the request had not been sent).\n");
-        out.push_str("# TYPE ficus_alb_target_connect_retries_total counter\n");
-        let _ = writeln!(
-            out,
-            "ficus_alb_target_connect_retries_total {}",
-            self.retries.load(Ordering::Relaxed)
+        write_single(
+            &mut out,
+            "ficus_alb_target_connect_retries_total",
+            "Requests sent to another target because the connection to the first one failed (the request had not been sent).",
+            "counter",
+            self.retries.load(Ordering::Relaxed),
         );
         out.push_str("# HELP ficus_alb_target_healthy Whether a registered target is healthy (1) or not (0).\n");
         out.push_str("# TYPE ficus_alb_target_healthy gauge\n");
@@ -176,15 +176,22 @@ impl Metrics {
                 u8::from(sample.healthy)
             );
         }
-        out.push_str("# HELP ficus_alb_rule_table_generation Routing tables compiled so far (1 at start, one more per published change).\n");
-        out.push_str("# TYPE ficus_alb_rule_table_generation counter\n");
-        let _ = writeln!(
-            out,
-            "ficus_alb_rule_table_generation {}",
-            self.generation.load(Ordering::Relaxed)
+        write_single(
+            &mut out,
+            "ficus_alb_rule_table_generation",
+            "Routing tables compiled so far (1 at start, one more per published change).",
+            "counter",
+            self.generation.load(Ordering::Relaxed),
         );
         out
     }
+}
+
+/// A metric without labels: its HELP and TYPE lines and its one sample.
+fn write_single(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Escapes a Prometheus label value.
