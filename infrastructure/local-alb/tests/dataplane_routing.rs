@@ -712,3 +712,38 @@ async fn a_request_that_cannot_connect_goes_to_another_target_and_the_target_tur
     );
     alb.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_that_closes_new_connections_gets_a_502_not_a_retry_loop() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    let closer = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let closing = local_alb::model::Target {
+        id: "127.0.0.1".to_owned(),
+        port,
+    };
+    let state = StateBuilder::new()
+        .target_group("closing", vec![closing.clone()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("closing"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+    // A 502, not a 504 after the 500 ms target timeout spent reconnecting.
+    let (status, _) = backend_of(&client, &alb.url("/")).await;
+    assert_eq!(status, 502);
+    // One connection for the request, one for the first health check.
+    let connections = accepted.load(Ordering::Relaxed);
+    assert!(
+        connections <= 2,
+        "{connections} connections for one request"
+    );
+    alb.stop().await;
+    closer.abort();
+}

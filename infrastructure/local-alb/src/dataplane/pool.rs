@@ -120,6 +120,7 @@ pub async fn exchange(
         } else {
             None
         };
+        let fresh = pooled.is_none();
         let mut sender = match pooled {
             Some(sender) => sender,
             None => match connect(address).await {
@@ -127,7 +128,18 @@ pub async fn exchange(
                 Err(error) => return Err(ExchangeError::NotSent(Box::new(request), error)),
             },
         };
+        // A new connection that closes before taking the request is the
+        // target's failure; a pooled one may just have timed out.
+        let closed_early = || {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the target closed a new connection before the request was sent",
+            )
+        };
         if sender.ready().await.is_err() {
+            if fresh {
+                return Err(ExchangeError::NotSent(Box::new(request), closed_early()));
+            }
             stale += 1;
             continue;
         }
@@ -141,6 +153,9 @@ pub async fn exchange(
                 return Ok((response, release));
             }
             Err(mut error) => match error.take_message() {
+                Some(unsent) if fresh => {
+                    return Err(ExchangeError::NotSent(Box::new(unsent), closed_early()));
+                }
                 Some(unsent) => {
                     request = unsent;
                     stale += 1;
