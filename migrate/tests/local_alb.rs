@@ -5,7 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_elasticloadbalancingv2::Client;
 use support::*;
+use tokio::runtime::Runtime;
 
 /// Waits until every service's target is healthy (health checks every 5 s).
 fn wait_healthy(op: &Operator) {
@@ -17,6 +19,15 @@ fn wait_healthy(op: &Operator) {
             .iter()
             .all(|r| r["healthy"] == 1 && r["unhealthy"] == 0)
     });
+}
+
+/// The forward weight of the route's own target group in its rule.
+fn service_weight(rt: &Runtime, elb: &Client, listener: &str, route: &str) -> Option<i32> {
+    route_rule(rt, elb, listener, route)
+        .unwrap()
+        .1
+        .get(route)
+        .copied()
 }
 
 fn only(group: &str, n: u64) -> std::collections::BTreeMap<String, u64> {
@@ -78,26 +89,13 @@ fn a_gradual_shift_moves_the_split() {
     assert_eq!(op.run(&["init"]).code, 0);
     wait_healthy(&op);
 
-    let child = op.spawn(&[
-        "shift",
-        "threads",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "4s",
-    ]);
+    let child = op.spawn_shift("threads", "10,50,100", "4s");
     let mut shares = Vec::new();
     for percent in [10, 50] {
         eventually(
             Duration::from_secs(20),
             &format!("threads at {percent}%"),
-            || {
-                route_rule(&rt, &elb, &listener, "threads")
-                    .unwrap()
-                    .1
-                    .get("threads")
-                    == Some(&percent)
-            },
+            || service_weight(&rt, &elb, &listener, "threads") == Some(percent),
         );
         let (answered, _) = stack.burst("/api/threads/2", 100);
         let to_service = *answered.get("threads").unwrap_or(&0) as f64;
@@ -128,13 +126,9 @@ fn stopping_the_service_mid_shift_fails_the_gate_and_rolls_back() {
     assert_eq!(op.run(&["init"]).code, 0);
     wait_healthy(&op);
 
-    let child = op.spawn(&["shift", "users", "--steps", "10,50,100", "--interval", "5s"]);
+    let child = op.spawn_shift("users", "10,50,100", "5s");
     eventually(Duration::from_secs(20), "users at 10%", || {
-        route_rule(&rt, &elb, &listener, "users")
-            .unwrap()
-            .1
-            .get("users")
-            == Some(&10)
+        service_weight(&rt, &elb, &listener, "users") == Some(10)
     });
     stack.services.get_mut("users").unwrap().stop();
     let run = finish(child);
@@ -166,20 +160,9 @@ fn sigkill_mid_shift_then_status_and_rollback_and_a_second_operator_exits_4() {
     assert_eq!(op.run(&["init"]).code, 0);
     wait_healthy(&op);
 
-    let mut child = op.spawn(&[
-        "shift",
-        "posts",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "30s",
-    ]);
+    let mut child = op.spawn_shift("posts", "10,50,100", "30s");
     eventually(Duration::from_secs(20), "posts at 10%, journaled", || {
-        route_rule(&rt, &elb, &listener, "posts")
-            .unwrap()
-            .1
-            .get("posts")
-            == Some(&10)
+        service_weight(&rt, &elb, &listener, "posts") == Some(10)
             && op
                 .journal()
                 .iter()

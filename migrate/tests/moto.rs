@@ -4,13 +4,56 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use aws_sdk_elasticloadbalancingv2::Client;
 use support::*;
+use tokio::runtime::Runtime;
 
-fn weights(pairs: &[(&str, i32)]) -> std::collections::BTreeMap<String, i32> {
+fn weights(pairs: &[(&str, i32)]) -> BTreeMap<String, i32> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// The route's rule on the stack's listener: (priority, forward weights).
+fn rule(
+    rt: &Runtime,
+    elb: &Client,
+    stack: &MotoStack,
+    route: &str,
+) -> (String, BTreeMap<String, i32>) {
+    route_rule(rt, elb, &stack.listener_arn, route).unwrap()
+}
+
+/// The priority of the route's rule on the stack's listener.
+fn priority(rt: &Runtime, elb: &Client, stack: &MotoStack, route: &str) -> String {
+    rule(rt, elb, stack, route).0
+}
+
+/// Starts `shift ROUTE --steps 10,50,100 --interval 30s` and waits until the
+/// route is at 10% and that step is journaled; the background `migrate`.
+fn shift_resting_at_10_percent(
+    rt: &Runtime,
+    elb: &Client,
+    stack: &MotoStack,
+    op: &Operator,
+    route: &str,
+) -> Child {
+    let child = op.spawn_shift(route, "10,50,100", "30s");
+    eventually(
+        Duration::from_secs(20),
+        &format!("{route} at 10%, journaled"),
+        || {
+            rule(rt, elb, stack, route).1 == weights(&[("monolith", 90), (route, 10)])
+                && op
+                    .journal()
+                    .iter()
+                    .any(|e| e["route"] == route && e["what"] == "shift to 10 percent")
+        },
+    );
+    child
 }
 
 #[test]
@@ -31,7 +74,7 @@ fn init_status_plan_shift_and_rollback() {
     assert_eq!(init.code, 0, "{init}");
     assert_eq!(init.stdout.matches("created rule").count(), 3, "{init}");
     for (route, priority) in [("users", "100"), ("threads", "101"), ("posts", "102")] {
-        let (p, w) = route_rule(&rt, &elb, &stack.listener_arn, route).unwrap();
+        let (p, w) = rule(&rt, &elb, &stack, route);
         assert_eq!(
             (p.as_str(), w),
             (priority, weights(&[(route, 100)])),
@@ -69,9 +112,7 @@ fn init_status_plan_shift_and_rollback() {
         "the shadowed action change comes first:\n{plan}"
     );
     assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "users")
-            .unwrap()
-            .0,
+        priority(&rt, &elb, &stack, "users"),
         "100",
         "plan changed nothing"
     );
@@ -90,7 +131,7 @@ fn init_status_plan_shift_and_rollback() {
         "{shift}"
     );
     assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "users").unwrap(),
+        rule(&rt, &elb, &stack, "users"),
         ("1".to_owned(), weights(&[("users", 100)]))
     );
     assert_eq!(op.route_status("users")["state"], "on-service");
@@ -101,12 +142,7 @@ fn init_status_plan_shift_and_rollback() {
 
     let rollback = op.run(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
-    assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "users")
-            .unwrap()
-            .0,
-        "100"
-    );
+    assert_eq!(priority(&rt, &elb, &stack, "users"), "100");
     let again = op.run(&["rollback", "users"]);
     assert_eq!(again.code, 0, "{again}");
     assert!(again.stdout.contains("already on the monolith"), "{again}");
@@ -141,20 +177,13 @@ fn a_gradual_shift_moves_the_split_and_survives_sigkill() {
     assert_eq!(op.run(&["init"]).code, 0);
 
     // Watch the split move: 10%, 50%, then the plain forward.
-    let child = op.spawn(&[
-        "shift",
-        "users",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "1500ms",
-    ]);
+    let child = op.spawn_shift("users", "10,50,100", "1500ms");
     let mut seen = Vec::new();
     eventually(
         Duration::from_secs(30),
         "the gradual shift to end on the service",
         || {
-            let (priority, w) = route_rule(&rt, &elb, &stack.listener_arn, "users").unwrap();
+            let (priority, w) = rule(&rt, &elb, &stack, "users");
             if seen.last() != Some(&(priority.clone(), w.clone())) {
                 seen.push((priority.clone(), w.clone()));
             }
@@ -184,24 +213,7 @@ fn a_gradual_shift_moves_the_split_and_survives_sigkill() {
 
     // SIGKILL in the middle of a gradual shift, then status explains it and
     // shift continues from where it stopped.
-    let mut child = op.spawn(&[
-        "shift",
-        "threads",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "30s",
-    ]);
-    eventually(Duration::from_secs(20), "threads at 10%, journaled", || {
-        route_rule(&rt, &elb, &stack.listener_arn, "threads")
-            .unwrap()
-            .1
-            == weights(&[("monolith", 90), ("threads", 10)])
-            && op
-                .journal()
-                .iter()
-                .any(|e| e["route"] == "threads" && e["what"] == "shift to 10 percent")
-    });
+    let mut child = shift_resting_at_10_percent(&rt, &elb, &stack, &op, "threads");
     sigkill(&mut child);
     let whole = op.status_json();
     assert!(whole["lock"].is_null(), "{whole}");
@@ -221,14 +233,7 @@ fn a_gradual_shift_moves_the_split_and_survives_sigkill() {
             .unwrap()
             .contains("10% on the service")
     );
-    let resumed = op.run(&[
-        "shift",
-        "threads",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "500ms",
-    ]);
+    let resumed = op.run(&shift_args("threads", "10,50,100", "500ms"));
     assert_eq!(resumed.code, 0, "{resumed}");
     let steps: Vec<String> = op
         .journal()
@@ -249,29 +254,12 @@ fn a_gradual_shift_moves_the_split_and_survives_sigkill() {
 
     // SIGKILL again, then rollback completes without --force-unlock (the dead
     // holder was a process of this host).
-    let mut child = op.spawn(&[
-        "shift",
-        "posts",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "30s",
-    ]);
-    eventually(Duration::from_secs(20), "posts at 10%, journaled", || {
-        route_rule(&rt, &elb, &stack.listener_arn, "posts")
-            .unwrap()
-            .1
-            == weights(&[("monolith", 90), ("posts", 10)])
-            && op
-                .journal()
-                .iter()
-                .any(|e| e["route"] == "posts" && e["what"] == "shift to 10 percent")
-    });
+    let mut child = shift_resting_at_10_percent(&rt, &elb, &stack, &op, "posts");
     sigkill(&mut child);
     let rollback = op.run(&["rollback", "posts"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "posts").unwrap(),
+        rule(&rt, &elb, &stack, "posts"),
         ("102".to_owned(), weights(&[("posts", 100)]))
     );
     let all = op.run(&["rollback", "--all"]);
@@ -290,19 +278,16 @@ fn failed_gates_roll_back_and_exit_3() {
     assert_eq!(op.run(&["init"]).code, 0);
 
     // Probes through the load balancer fail after the first step.
-    let child = op.spawn(&["shift", "posts", "--steps", "10,100", "--interval", "3s"]);
+    let child = op.spawn_shift("posts", "10,100", "3s");
     eventually(Duration::from_secs(20), "posts at 10%", || {
-        route_rule(&rt, &elb, &stack.listener_arn, "posts")
-            .unwrap()
-            .0
-            == "3"
+        priority(&rt, &elb, &stack, "posts") == "3"
     });
     stack.lb_stub.status.store(503, Ordering::SeqCst);
     let run = finish(child);
     assert_eq!(run.code, 3, "{run}");
     assert!(run.stderr.contains("error budget"), "{run}");
     assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "posts").unwrap(),
+        rule(&rt, &elb, &stack, "posts"),
         ("102".to_owned(), weights(&[("posts", 100)]))
     );
     let last = op.journal().into_iter().last().unwrap();
@@ -332,12 +317,7 @@ fn failed_gates_roll_back_and_exit_3() {
     let run = op.run(&["shift", "users"]);
     assert_eq!(run.code, 3, "{run}");
     assert!(run.stderr.contains("no healthy target"), "{run}");
-    assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "users")
-            .unwrap()
-            .0,
-        "100"
-    );
+    assert_eq!(priority(&rt, &elb, &stack, "users"), "100");
 }
 
 #[test]
@@ -348,12 +328,9 @@ fn one_operator_at_a_time() {
     let op = stack.operator();
     assert_eq!(op.run(&["init"]).code, 0);
 
-    let first = op.spawn(&["shift", "users", "--steps", "50,100", "--interval", "3s"]);
+    let first = op.spawn_shift("users", "50,100", "3s");
     eventually(Duration::from_secs(20), "users at 50%", || {
-        route_rule(&rt, &elb, &stack.listener_arn, "users")
-            .unwrap()
-            .0
-            == "1"
+        priority(&rt, &elb, &stack, "users") == "1"
     });
     let second = op.run(&["shift", "posts"]);
     assert_eq!(second.code, 4, "{second}");
@@ -361,21 +338,11 @@ fn one_operator_at_a_time() {
         second.stderr.contains(&format!("pid {}", first.id())),
         "names the holder: {second}"
     );
-    assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "posts")
-            .unwrap()
-            .0,
-        "102"
-    );
+    assert_eq!(priority(&rt, &elb, &stack, "posts"), "102");
     let waiting = op.run(&["shift", "posts", "--wait", "30s"]);
     assert_eq!(waiting.code, 0, "{waiting}");
     assert_eq!(finish(first).code, 0);
-    assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "posts")
-            .unwrap()
-            .0,
-        "3"
-    );
+    assert_eq!(priority(&rt, &elb, &stack, "posts"), "3");
 
     // A lock left by someone on another machine: exit 4 until --force-unlock.
     rt.block_on(async {
@@ -400,12 +367,7 @@ fn one_operator_at_a_time() {
     assert_eq!(op.status_json()["lock"]["holder"], "ann@bastion pid 7");
     let forced = op.run(&["rollback", "posts", "--force-unlock"]);
     assert_eq!(forced.code, 0, "{forced}");
-    assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "posts")
-            .unwrap()
-            .0,
-        "102"
-    );
+    assert_eq!(priority(&rt, &elb, &stack, "posts"), "102");
     assert!(op.status_json()["lock"].is_null());
 }
 
@@ -435,12 +397,7 @@ fn drift_is_reported_not_overwritten() {
             .contains("/api/people*"),
         "{status}"
     );
-    assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "users")
-            .unwrap()
-            .0,
-        "100"
-    );
+    assert_eq!(priority(&rt, &elb, &stack, "users"), "100");
 }
 
 #[test]
@@ -486,7 +443,7 @@ fn rollback_completes_after_a_manual_edit_in_the_console() {
     let rollback = op.run(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert_eq!(
-        route_rule(&rt, &elb, &stack.listener_arn, "users").unwrap(),
+        rule(&rt, &elb, &stack, "users"),
         ("100".to_owned(), weights(&[("users", 100)]))
     );
     assert_eq!(op.route_status("users")["state"], "on-monolith");

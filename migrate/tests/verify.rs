@@ -11,7 +11,10 @@ type Handler = Arc<dyn Fn(&str, &str) -> (u16, &'static str, String) + Send + Sy
 
 /// An HTTP/1.1 server on a free port that answers with `handler`; it lives
 /// until the test process ends.
-fn serve(handler: Handler) -> String {
+fn serve(
+    handler: impl Fn(&str, &str) -> (u16, &'static str, String) + Send + Sync + 'static,
+) -> String {
+    let handler: Handler = Arc::new(handler);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -147,23 +150,46 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-#[test]
-fn matching_answers_exit_0_and_write_junit_and_json() {
-    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(forum)));
-    let project = Project::new(&monolith, &users_route(&service));
-    let output = project.verify(&["users", "--junit", "parity.xml", "--json", "parity.json"]);
+/// Asserts that `migrate` exited with `code`; the message shows its output.
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
     assert_eq!(
         output.status.code(),
-        Some(0),
+        Some(code),
         "{}{}",
-        stdout(&output),
-        stderr(&output)
+        stdout(output),
+        stderr(output)
     );
-    assert!(stdout(&output).starts_with(&format!("PASS parity users: candidate {service} against baseline {monolith}\n  14 requests: 14 matched")), "{}", stdout(&output));
+}
+
+/// Asserts that `text` contains `needle`; the message shows `text`.
+#[track_caller]
+fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{text}");
+}
+
+/// Asserts that `text` starts with `prefix`; the message shows `text`.
+#[track_caller]
+fn assert_starts_with(text: &str, prefix: &str) {
+    assert!(text.starts_with(prefix), "{text}");
+}
+
+#[test]
+fn matching_answers_exit_0_and_write_junit_and_json() {
+    let (monolith, service) = (serve(forum), serve(forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users", "--junit", "parity.xml", "--json", "parity.json"]);
+    assert_exit(&output, 0);
+    assert_starts_with(
+        &stdout(&output),
+        &format!(
+            "PASS parity users: candidate {service} against baseline {monolith}\n  14 requests: 14 matched"
+        ),
+    );
     let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
-    assert!(
-        junit.contains("<testsuite name=\"parity users\" tests=\"4\" failures=\"0\""),
-        "{junit}"
+    assert_contains(
+        &junit,
+        "<testsuite name=\"parity users\" tests=\"4\" failures=\"0\"",
     );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(project.path("parity.json")).unwrap())
@@ -174,63 +200,49 @@ fn matching_answers_exit_0_and_write_junit_and_json() {
 
 #[test]
 fn a_differing_field_exits_1_and_names_its_pointer() {
-    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(drifted_forum)));
+    let (monolith, service) = (serve(forum), serve(drifted_forum));
     let project = Project::new(&monolith, &users_route(&service));
     let output = project.verify(&["users", "--junit", "parity.xml"]);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
+    assert_exit(&output, 1);
     let report = stdout(&output);
-    assert!(report.contains("  FAIL GET /api/users/{id}  (6 requests: 5 matched, 1 differed, 0 failed)\n       body /name changed value: 1 request\n         GET /api/users/2: baseline \"user 2\" | candidate \"User 2\"\n"), "{report}");
+    assert_contains(
+        &report,
+        "  FAIL GET /api/users/{id}  (6 requests: 5 matched, 1 differed, 0 failed)\n       body /name changed value: 1 request\n         GET /api/users/2: baseline \"user 2\" | candidate \"User 2\"\n",
+    );
     let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
-    assert!(junit.contains("<failure type=\"parity\" message=\"1 of 6 requests differed, 0 failed\">body /name changed value: 1 request"), "{junit}");
+    assert_contains(
+        &junit,
+        "<failure type=\"parity\" message=\"1 of 6 requests differed, 0 failed\">body /name changed value: 1 request",
+    );
 }
 
 #[test]
 fn candidate_flags_override_the_configured_service_url() {
-    let (monolith, good, drifted) = (
-        serve(Arc::new(forum)),
-        serve(Arc::new(forum)),
-        serve(Arc::new(drifted_forum)),
-    );
+    let (monolith, good, drifted) = (serve(forum), serve(forum), serve(drifted_forum));
     let project = Project::new(&monolith, &users_route(&drifted));
-    assert_eq!(
-        project
-            .verify(&["users", "--candidate", &good])
-            .status
-            .code(),
-        Some(0)
-    );
-    assert_eq!(
-        project
-            .verify(&["users", "--candidate", &format!("users={good}")])
-            .status
-            .code(),
-        Some(0)
+    assert_exit(&project.verify(&["users", "--candidate", &good]), 0);
+    assert_exit(
+        &project.verify(&["users", "--candidate", &format!("users={good}")]),
+        0,
     );
     let output = project.verify(&["users", "--candidate", "posts=http://127.0.0.1:1"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("unknown route `posts`; known routes: users"),
-        "{}",
-        stderr(&output)
+    assert_exit(&output, 2);
+    assert_contains(
+        &stderr(&output),
+        "unknown route `posts`; known routes: users",
     );
 }
 
 #[test]
 fn all_without_a_candidate_for_some_route_is_a_config_error() {
-    let monolith = serve(Arc::new(forum));
+    let monolith = serve(forum);
     let routes = format!(
         "{}\n[routes.threads]\npaths = [\"/api/threads*\"]\ntarget_group = \"threads\"\n",
         users_route(&monolith)
     );
     let project = Project::new(&monolith, &routes);
     let output = project.verify(&["--all"]);
-    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert_exit(&output, 2);
     assert_eq!(
         stderr(&output),
         "migrate: no candidate URL for route threads: set `[routes.threads] service_url` in migrate.toml, or pass `--candidate threads=URL` (or `--candidate URL` for every route)\n"
@@ -243,74 +255,53 @@ fn all_without_a_candidate_for_some_route_is_a_config_error() {
 
 #[test]
 fn usage_and_config_mistakes_exit_2() {
-    let monolith = serve(Arc::new(forum));
+    let monolith = serve(forum);
     let project = Project::new(&monolith, &users_route(&monolith));
     let output = project.verify(&[]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("<ROUTE|--all>"),
-        "{}",
-        stderr(&output)
-    );
-    assert_eq!(project.verify(&["users", "--all"]).status.code(), Some(2));
-    assert_eq!(
-        project
-            .verify(&["users", "--concurrency", "0"])
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(project.verify(&["nope"]).status.code(), Some(2));
+    assert_exit(&output, 2);
+    assert_contains(&stderr(&output), "<ROUTE|--all>");
+    assert_exit(&project.verify(&["users", "--all"]), 2);
+    assert_exit(&project.verify(&["users", "--concurrency", "0"]), 2);
+    assert_exit(&project.verify(&["nope"]), 2);
 
     let bad_pointer = Project::new(
         &monolith,
         &format!("{}ignore = [\"name\"]\n", users_route(&monolith)),
     );
     let output = bad_pointer.verify(&["users"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output)
-            .contains("`routes.users.verify`: ignore: JSON Pointer \"name\" must be empty"),
-        "{}",
-        stderr(&output)
+    assert_exit(&output, 2);
+    assert_contains(
+        &stderr(&output),
+        "`routes.users.verify`: ignore: JSON Pointer \"name\" must be empty",
     );
 
     let output = project.verify(&["users", "--baseline", "localhost:3000"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_exit(&output, 2);
     assert_eq!(
         stderr(&output),
         "migrate: the baseline URL \"localhost:3000\" must be http:// or https:// with a host, like http://127.0.0.1:3000\n"
     );
 
     let output = project.verify(&["users", "--from-alb-log", "missing.log"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).starts_with("migrate: cannot read missing.log: "),
-        "{}",
-        stderr(&output)
-    );
+    assert_exit(&output, 2);
+    assert_starts_with(&stderr(&output), "migrate: cannot read missing.log: ");
 }
 
 #[test]
 fn an_unreachable_candidate_fails_every_request() {
-    let monolith = serve(Arc::new(forum));
+    let monolith = serve(forum);
     let closed = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", listener.local_addr().unwrap())
     };
     let project = Project::new(&monolith, &users_route(&closed));
     let output = project.verify(&["users", "--timeout", "2s"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stdout(&output).contains("14 requests: 0 matched, 0 differed, 14 failed"),
-        "{}",
-        stdout(&output)
+    assert_exit(&output, 1);
+    assert_contains(
+        &stdout(&output),
+        "14 requests: 0 matched, 0 differed, 14 failed",
     );
-    assert!(
-        stdout(&output).contains("candidate failed to answer"),
-        "{}",
-        stdout(&output)
-    );
+    assert_contains(&stdout(&output), "candidate failed to answer");
 }
 
 fn fixture(name: &str) -> String {
@@ -323,32 +314,23 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn an_alb_access_log_is_replayed_with_every_skipped_line_reported() {
-    let monolith = serve(Arc::new(forum));
-    let service = serve(Arc::new(|method: &str, target: &str| {
+    let monolith = serve(forum);
+    let service = serve(|method: &str, target: &str| {
         if target.starts_with("/api/users/3") {
             return (200, JSON, r#"{"id":3,"name":"User 3"}"#.into());
         }
         forum(method, target)
-    }));
+    });
     let project = Project::new(&monolith, &users_route(&service));
     let output = project.verify(&["users", "--from-alb-log", &fixture("alb-access.log")]);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
+    assert_exit(&output, 1);
     let report = stdout(&output);
-    assert!(
-        report.contains("  5 requests: 4 matched, 1 differed, 0 failed"),
-        "{report}"
+    assert_contains(&report, "  5 requests: 4 matched, 1 differed, 0 failed");
+    assert_contains(
+        &report,
+        "         GET /api/users/3?utm_source=mail: baseline \"user 3\" | candidate \"User 3\"\n",
     );
-    assert!(report.contains("         GET /api/users/3?utm_source=mail: baseline \"user 3\" | candidate \"User 3\"\n"), "{report}");
-    assert!(
-        report.contains("alb-access.log: 5 requests, 5 lines skipped\n"),
-        "{report}"
-    );
+    assert_contains(&report, "alb-access.log: 5 requests, 5 lines skipped\n");
     for reason in [
         "skipped 1: POST is not replayed without --allow-unsafe",
         "skipped 1: not an ALB access log line (unknown connection type)",
@@ -365,16 +347,12 @@ fn an_alb_access_log_is_replayed_with_every_skipped_line_reported() {
         &fixture("alb-access.log"),
         "--allow-unsafe",
     ]);
-    assert!(
-        stdout(&output).contains("  6 requests: "),
-        "{}",
-        stdout(&output)
-    );
+    assert_contains(&stdout(&output), "  6 requests: ");
 }
 
 #[test]
 fn a_corpus_from_the_command_line_replaces_the_configured_requests() {
-    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(drifted_forum)));
+    let (monolith, service) = (serve(forum), serve(drifted_forum));
     let project = Project::new(&monolith, &users_route(&service));
     std::fs::write(
         project.path("corpus.txt"),
@@ -386,19 +364,10 @@ fn a_corpus_from_the_command_line_replaces_the_configured_requests() {
         "--corpus",
         &project.path("corpus.txt").display().to_string(),
     ]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
+    assert_exit(&output, 0);
     let report = stdout(&output);
-    assert!(report.contains("  2 requests: 2 matched"), "{report}");
-    assert!(
-        report.contains("skipped 1: path outside the route's patterns"),
-        "{report}"
-    );
+    assert_contains(&report, "  2 requests: 2 matched");
+    assert_contains(&report, "skipped 1: path outside the route's patterns");
 }
 
 fn settings_of(project: &Project) -> migrate::settings::Settings {
@@ -411,11 +380,7 @@ fn settings_of(project: &Project) -> migrate::settings::Settings {
 
 #[tokio::test]
 async fn the_parity_gate_passes_matching_services_and_names_the_first_differences() {
-    let (monolith, good, drifted) = (
-        serve(Arc::new(forum)),
-        serve(Arc::new(forum)),
-        serve(Arc::new(drifted_forum)),
-    );
+    let (monolith, good, drifted) = (serve(forum), serve(forum), serve(drifted_forum));
     let passing = Project::new(&monolith, &users_route(&good));
     let gate = migrate::verify::parity_gate(&settings_of(&passing), "users").await;
     assert_eq!(gate.unwrap(), None);
@@ -435,7 +400,7 @@ async fn the_parity_gate_passes_matching_services_and_names_the_first_difference
 
 #[tokio::test]
 async fn the_parity_gate_without_a_service_url_is_a_config_error() {
-    let monolith = serve(Arc::new(forum));
+    let monolith = serve(forum);
     let project = Project::new(
         &monolith,
         "[routes.users]\npaths = [\"/api/users*\"]\ntarget_group = \"users\"\n",
@@ -458,7 +423,7 @@ async fn the_parity_gate_without_a_service_url_is_a_config_error() {
 
 #[test]
 fn a_route_without_a_request_set_gets_its_path_patterns() {
-    let (monolith, service) = (serve(Arc::new(forum)), serve(Arc::new(forum)));
+    let (monolith, service) = (serve(forum), serve(forum));
     let project = Project::new(
         &monolith,
         &format!(
@@ -466,43 +431,23 @@ fn a_route_without_a_request_set_gets_its_path_patterns() {
         ),
     );
     let output = project.verify(&["users"]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    assert!(
-        stdout(&output).contains(
-            "  input the route's paths (no `[routes.users.verify]` requests configured): 1 request"
-        ),
-        "{}",
-        stdout(&output)
+    assert_exit(&output, 0);
+    assert_contains(
+        &stdout(&output),
+        "  input the route's paths (no `[routes.users.verify]` requests configured): 1 request",
     );
 }
 
 #[test]
 fn a_second_baseline_and_a_baseline_override_are_used() {
-    let (monolith, other, service) = (
-        serve(Arc::new(forum)),
-        serve(Arc::new(forum)),
-        serve(Arc::new(forum)),
-    );
+    let (monolith, other, service) = (serve(forum), serve(forum), serve(forum));
     let project = Project::new("http://127.0.0.1:1", &users_route(&service));
     let output = project.verify(&["users", "--baseline", &monolith, "--baseline-2", &other]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    assert!(
-        stdout(&output).starts_with(&format!(
+    assert_exit(&output, 0);
+    assert_starts_with(
+        &stdout(&output),
+        &format!(
             "PASS parity users: candidate {service} against baseline {monolith} (second baseline {other})\n"
-        )),
-        "{}",
-        stdout(&output)
+        ),
     );
 }

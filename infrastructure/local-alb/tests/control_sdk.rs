@@ -3,11 +3,28 @@
 
 mod common;
 
+use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::operation::add_tags::builders::AddTagsFluentBuilder;
+use aws_sdk_elasticloadbalancingv2::operation::create_rule::builders::CreateRuleFluentBuilder;
+use aws_sdk_elasticloadbalancingv2::operation::describe_rules::DescribeRulesOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_rules::builders::DescribeRulesFluentBuilder;
+use aws_sdk_elasticloadbalancingv2::operation::describe_tags::DescribeTagsOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
+use aws_sdk_elasticloadbalancingv2::operation::set_rule_priorities::builders::SetRulePrioritiesFluentBuilder;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, PathPatternConditionConfig, RuleCondition,
     RulePriorityPair, Tag, TargetDescription, TargetGroupTuple,
 };
 use common::{RunningAlb, code_of, stack_arns};
+
+/// Sends `request` (a fluent builder) and asserts that it fails with the AWS
+/// error `code`.
+macro_rules! assert_fails_with {
+    ($request:expr, $code:expr) => {{
+        let err = $request.send().await.unwrap_err();
+        assert_eq!(code_of(&err), $code);
+    }};
+}
 
 fn path_condition(values: &[&str]) -> RuleCondition {
     RuleCondition::builder()
@@ -47,6 +64,94 @@ fn weighted(pairs: &[(&str, i32)]) -> Action {
         .build()
 }
 
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+/// The target 127.0.0.1:`port`.
+fn local_target(port: i32) -> TargetDescription {
+    TargetDescription::builder()
+        .id("127.0.0.1")
+        .port(port)
+        .build()
+}
+
+/// SetRulePriorities with one (rule, priority) pair per entry.
+fn set_rule_priorities(client: &Client, pairs: &[(&str, i32)]) -> SetRulePrioritiesFluentBuilder {
+    pairs
+        .iter()
+        .fold(client.set_rule_priorities(), |request, (arn, priority)| {
+            request.rule_priorities(
+                RulePriorityPair::builder()
+                    .rule_arn(*arn)
+                    .priority(*priority)
+                    .build(),
+            )
+        })
+}
+
+/// CreateRule on `listener` with one condition and one action.
+fn create_rule(
+    client: &Client,
+    listener: &str,
+    priority: i32,
+    condition: RuleCondition,
+    action: Action,
+) -> CreateRuleFluentBuilder {
+    client
+        .create_rule()
+        .listener_arn(listener)
+        .priority(priority)
+        .conditions(condition)
+        .actions(action)
+}
+
+/// DescribeRules of one rule.
+fn describe_rule(client: &Client, rule_arn: &str) -> DescribeRulesFluentBuilder {
+    client.describe_rules().rule_arns(rule_arn)
+}
+
+/// DescribeRules of a whole listener, which must succeed.
+async fn listener_rules(client: &Client, listener: &str) -> DescribeRulesOutput {
+    client
+        .describe_rules()
+        .listener_arn(listener)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// DescribeTags of `resources`, which must succeed.
+async fn describe_tags(client: &Client, resources: &[&str]) -> DescribeTagsOutput {
+    resources
+        .iter()
+        .fold(client.describe_tags(), |request, arn| {
+            request.resource_arns(*arn)
+        })
+        .send()
+        .await
+        .unwrap()
+}
+
+/// AddTags of `tags` on `resources`.
+fn add_tags(client: &Client, resources: &[&str], tags: &[Tag]) -> AddTagsFluentBuilder {
+    let request = resources.iter().fold(client.add_tags(), |request, arn| {
+        request.resource_arns(*arn)
+    });
+    tags.iter()
+        .fold(request, |request, tag| request.tags(tag.clone()))
+}
+
+/// DescribeTargetHealth of a target group, which must succeed.
+async fn target_health(client: &Client, target_group: &str) -> DescribeTargetHealthOutput {
+    client
+        .describe_target_health()
+        .target_group_arn(target_group)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn describes_the_stack_the_way_aws_does() {
     let alb = RunningAlb::start().await;
@@ -84,12 +189,7 @@ async fn describes_the_stack_the_way_aws_does() {
         Some(arns.target_group["monolith"].as_str())
     );
 
-    let rules = client
-        .describe_rules()
-        .listener_arn(&arns.listener)
-        .send()
-        .await
-        .unwrap();
+    let rules = listener_rules(&client, &arns.listener).await;
     let priorities: Vec<_> = rules
         .rules()
         .iter()
@@ -111,12 +211,7 @@ async fn describes_the_stack_the_way_aws_does() {
     assert_eq!(tuple.weight(), Some(1));
     assert_eq!(rules.rules()[1].is_default(), Some(true));
 
-    let tags = client
-        .describe_tags()
-        .resource_arns(&arns.monolith_rule)
-        .send()
-        .await
-        .unwrap();
+    let tags = describe_tags(&client, &[&arns.monolith_rule]).await;
     let tag = &tags.tag_descriptions()[0].tags()[0];
     assert_eq!(
         (tag.key(), tag.value()),
@@ -155,12 +250,7 @@ async fn describes_the_stack_the_way_aws_does() {
         "only the monolith is routed to by the stack"
     );
 
-    let health = client
-        .describe_target_health()
-        .target_group_arn(&arns.target_group["users"])
-        .send()
-        .await
-        .unwrap();
+    let health = target_health(&client, &arns.target_group["users"]).await;
     let description = &health.target_health_descriptions()[0];
     assert_eq!(description.target().and_then(|t| t.id()), Some("127.0.0.1"));
     assert_eq!(description.target().and_then(|t| t.port()), Some(3001));
@@ -175,22 +265,21 @@ async fn describes_the_stack_the_way_aws_does() {
 
 #[tokio::test]
 async fn creates_reweights_swaps_and_deletes_rules() {
-    let alb = RunningAlb::start().await;
-    let client = alb.client().await;
-    let arns = stack_arns(&client).await;
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
     let users = arns.target_group["users"].as_str();
     let monolith = arns.target_group["monolith"].as_str();
 
-    let created = client
-        .create_rule()
-        .listener_arn(&arns.listener)
-        .priority(100)
-        .conditions(path_condition(&["/api/users", "/api/users/*"]))
-        .actions(forward(users))
-        .tags(Tag::builder().key("ficus:service").value("users").build())
-        .send()
-        .await
-        .unwrap();
+    let created = create_rule(
+        &client,
+        &arns.listener,
+        100,
+        path_condition(&["/api/users", "/api/users/*"]),
+        forward(users),
+    )
+    .tags(tag("ficus:service", "users"))
+    .send()
+    .await
+    .unwrap();
     let rule = &created.rules()[0];
     let rule_arn = rule.rule_arn().unwrap().to_owned();
     assert!(
@@ -220,30 +309,12 @@ async fn creates_reweights_swaps_and_deletes_rules() {
         ["/api/users", "/api/users/*"]
     );
 
-    let swapped = client
-        .set_rule_priorities()
-        .rule_priorities(
-            RulePriorityPair::builder()
-                .rule_arn(&rule_arn)
-                .priority(99)
-                .build(),
-        )
-        .rule_priorities(
-            RulePriorityPair::builder()
-                .rule_arn(&arns.monolith_rule)
-                .priority(100)
-                .build(),
-        )
+    let swapped = set_rule_priorities(&client, &[(&rule_arn, 99), (&arns.monolith_rule, 100)])
         .send()
         .await
         .unwrap();
     assert_eq!(swapped.rules().len(), 2);
-    let rules = client
-        .describe_rules()
-        .listener_arn(&arns.listener)
-        .send()
-        .await
-        .unwrap();
+    let rules = listener_rules(&client, &arns.listener).await;
     let order: Vec<_> = rules
         .rules()
         .iter()
@@ -264,28 +335,17 @@ async fn creates_reweights_swaps_and_deletes_rules() {
         .send()
         .await
         .unwrap();
-    let err = client
-        .describe_rules()
-        .rule_arns(&rule_arn)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "RuleNotFound");
+    assert_fails_with!(describe_rule(&client, &rule_arn), "RuleNotFound");
     alb.stop().await;
 }
 
 #[tokio::test]
 async fn pages_rules_with_marker_and_page_size() {
-    let alb = RunningAlb::start().await;
-    let client = alb.client().await;
-    let arns = stack_arns(&client).await;
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
     for priority in [10, 20, 30] {
-        client
-            .create_rule()
-            .listener_arn(&arns.listener)
-            .priority(priority)
-            .conditions(path_condition(&[&format!("/p{priority}")]))
-            .actions(forward(&arns.target_group["posts"]))
+        let condition = path_condition(&[&format!("/p{priority}")]);
+        let action = forward(&arns.target_group["posts"]);
+        create_rule(&client, &arns.listener, priority, condition, action)
             .send()
             .await
             .unwrap();
@@ -313,42 +373,29 @@ async fn pages_rules_with_marker_and_page_size() {
         }
     }
     assert_eq!(seen, ["10", "20", "30", "99", "default"]);
-    let err = client
-        .describe_rules()
-        .listener_arn(&arns.listener)
-        .marker("bogus")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "ValidationError");
+    assert_fails_with!(
+        client
+            .describe_rules()
+            .listener_arn(&arns.listener)
+            .marker("bogus"),
+        "ValidationError"
+    );
     alb.stop().await;
 }
 
 #[tokio::test]
 async fn registers_deregisters_and_tags() {
-    let alb = RunningAlb::start().await;
-    let client = alb.client().await;
-    let arns = stack_arns(&client).await;
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
     let posts = arns.target_group["posts"].as_str();
 
     client
         .register_targets()
         .target_group_arn(posts)
-        .targets(
-            TargetDescription::builder()
-                .id("127.0.0.1")
-                .port(3013)
-                .build(),
-        )
+        .targets(local_target(3013))
         .send()
         .await
         .unwrap();
-    let health = client
-        .describe_target_health()
-        .target_group_arn(posts)
-        .send()
-        .await
-        .unwrap();
+    let health = target_health(&client, posts).await;
     let ports: Vec<_> = health
         .target_health_descriptions()
         .iter()
@@ -356,18 +403,13 @@ async fn registers_deregisters_and_tags() {
         .collect();
     assert_eq!(ports, [3003, 3013]);
 
-    client
-        .deregister_targets()
-        .target_group_arn(posts)
-        .targets(
-            TargetDescription::builder()
-                .id("127.0.0.1")
-                .port(3013)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let deregister = |port| {
+        client
+            .deregister_targets()
+            .target_group_arn(posts)
+            .targets(local_target(port))
+    };
+    deregister(3013).send().await.unwrap();
     let tgs = client
         .describe_target_groups()
         .target_group_arns(posts)
@@ -375,42 +417,17 @@ async fn registers_deregisters_and_tags() {
         .await
         .unwrap();
     assert_eq!(tgs.target_groups().len(), 1);
-    let err = client
-        .deregister_targets()
-        .target_group_arn(posts)
-        .targets(
-            TargetDescription::builder()
-                .id("127.0.0.1")
-                .port(3999)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "InvalidTarget");
+    assert_fails_with!(deregister(3999), "InvalidTarget");
 
-    client
-        .add_tags()
-        .resource_arns(posts)
-        .resource_arns(&arns.listener)
-        .tags(Tag::builder().key("team").value("forum").build())
+    add_tags(&client, &[posts, &arns.listener], &[tag("team", "forum")])
         .send()
         .await
         .unwrap();
-    client
-        .add_tags()
-        .resource_arns(posts)
-        .tags(Tag::builder().key("team").value("posts").build())
+    add_tags(&client, &[posts], &[tag("team", "posts")])
         .send()
         .await
         .unwrap();
-    let described = client
-        .describe_tags()
-        .resource_arns(posts)
-        .resource_arns(&arns.listener)
-        .send()
-        .await
-        .unwrap();
+    let described = describe_tags(&client, &[posts, &arns.listener]).await;
     let values: Vec<_> = described
         .tag_descriptions()
         .iter()
@@ -427,161 +444,115 @@ async fn registers_deregisters_and_tags() {
         .send()
         .await
         .unwrap();
-    let described = client
-        .describe_tags()
-        .resource_arns(posts)
-        .send()
-        .await
-        .unwrap();
+    let described = describe_tags(&client, &[posts]).await;
     assert!(described.tag_descriptions()[0].tags().is_empty());
     alb.stop().await;
 }
 
 #[tokio::test]
 async fn answers_every_documented_error_code() {
-    let alb = RunningAlb::start().await;
-    let client = alb.client().await;
-    let arns = stack_arns(&client).await;
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
     let users = arns.target_group["users"].as_str();
     let create = |priority: i32, condition: RuleCondition, action: Action| {
-        client
-            .create_rule()
-            .listener_arn(&arns.listener)
-            .priority(priority)
-            .conditions(condition)
-            .actions(action)
-            .send()
+        create_rule(&client, &arns.listener, priority, condition, action)
     };
 
-    let err = create(99, path_condition(&["/x"]), forward(users))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "PriorityInUse");
-    let err = create(0, path_condition(&["/x"]), forward(users))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "ValidationError");
-    let err = create(50_001, path_condition(&["/x"]), forward(users))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "ValidationError");
-    let err = create(
-        5,
-        path_condition(&["/a", "/b", "/c", "/d", "/e", "/f"]),
-        forward(users),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code_of(&err), "ValidationError");
+    assert_fails_with!(
+        create(99, path_condition(&["/x"]), forward(users)),
+        "PriorityInUse"
+    );
+    assert_fails_with!(
+        create(0, path_condition(&["/x"]), forward(users)),
+        "ValidationError"
+    );
+    assert_fails_with!(
+        create(50_001, path_condition(&["/x"]), forward(users)),
+        "ValidationError"
+    );
+    assert_fails_with!(
+        create(
+            5,
+            path_condition(&["/a", "/b", "/c", "/d", "/e", "/f"]),
+            forward(users),
+        ),
+        "ValidationError"
+    );
     let long = format!("/{}", "a".repeat(128));
-    let err = create(5, path_condition(&[&long]), forward(users))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "ValidationError");
-    let err = create(5, path_condition(&["/x"]), weighted(&[(users, 1000)]))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "ValidationError");
+    assert_fails_with!(
+        create(5, path_condition(&[&long]), forward(users)),
+        "ValidationError"
+    );
+    assert_fails_with!(
+        create(5, path_condition(&["/x"]), weighted(&[(users, 1000)])),
+        "ValidationError"
+    );
     let all: Vec<&str> = arns.target_group.values().map(String::as_str).collect();
     let six_groups: Vec<(&str, i32)> = all.iter().cycle().take(6).map(|a| (*a, 1)).collect();
-    let err = create(5, path_condition(&["/x"]), weighted(&six_groups))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "TooManyTargetGroups");
+    assert_fails_with!(
+        create(5, path_condition(&["/x"]), weighted(&six_groups)),
+        "TooManyTargetGroups"
+    );
     let missing_tg = users.replace("targetgroup/users/", "targetgroup/nobody/");
-    let err = create(5, path_condition(&["/x"]), forward(&missing_tg))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "TargetGroupNotFound");
+    assert_fails_with!(
+        create(5, path_condition(&["/x"]), forward(&missing_tg)),
+        "TargetGroupNotFound"
+    );
     let missing_listener = format!("{}0", arns.listener);
-    let err = client
-        .create_rule()
-        .listener_arn(&missing_listener)
-        .priority(5)
-        .conditions(path_condition(&["/x"]))
-        .actions(forward(users))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "ListenerNotFound");
+    assert_fails_with!(
+        create_rule(
+            &client,
+            &missing_listener,
+            5,
+            path_condition(&["/x"]),
+            forward(users),
+        ),
+        "ListenerNotFound"
+    );
 
-    let err = client
-        .modify_rule()
-        .rule_arn(&arns.default_rule)
-        .actions(forward(users))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "OperationNotPermitted");
-    let err = client
-        .delete_rule()
-        .rule_arn(&arns.default_rule)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "OperationNotPermitted");
-    let err = client
-        .set_rule_priorities()
-        .rule_priorities(
-            RulePriorityPair::builder()
-                .rule_arn(&arns.default_rule)
-                .priority(7)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "OperationNotPermitted");
-    let err = client
-        .delete_rule()
-        .rule_arn(format!("{}0", arns.monolith_rule))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "RuleNotFound");
-    let err = client
-        .describe_load_balancers()
-        .names("no-such-lb")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "LoadBalancerNotFound");
-    let err = client
-        .describe_target_groups()
-        .names("nobody")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "TargetGroupNotFound");
-    let err = client
-        .add_tags()
-        .resource_arns(users)
-        .tags(Tag::builder().key("k").value("1").build())
-        .tags(Tag::builder().key("k").value("2").build())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "DuplicateTagKeys");
+    assert_fails_with!(
+        client
+            .modify_rule()
+            .rule_arn(&arns.default_rule)
+            .actions(forward(users)),
+        "OperationNotPermitted"
+    );
+    assert_fails_with!(
+        client.delete_rule().rule_arn(&arns.default_rule),
+        "OperationNotPermitted"
+    );
+    assert_fails_with!(
+        set_rule_priorities(&client, &[(&arns.default_rule, 7)]),
+        "OperationNotPermitted"
+    );
+    assert_fails_with!(
+        client
+            .delete_rule()
+            .rule_arn(format!("{}0", arns.monolith_rule)),
+        "RuleNotFound"
+    );
+    assert_fails_with!(
+        client.describe_load_balancers().names("no-such-lb"),
+        "LoadBalancerNotFound"
+    );
+    assert_fails_with!(
+        client.describe_target_groups().names("nobody"),
+        "TargetGroupNotFound"
+    );
+    assert_fails_with!(
+        add_tags(&client, &[users], &[tag("k", "1"), tag("k", "2")]),
+        "DuplicateTagKeys"
+    );
 
     // Moving the monolith rule onto a taken priority fails and changes nothing.
     create(7, path_condition(&["/seven"]), forward(users))
-        .await
-        .unwrap();
-    let err = client
-        .set_rule_priorities()
-        .rule_priorities(
-            RulePriorityPair::builder()
-                .rule_arn(&arns.monolith_rule)
-                .priority(7)
-                .build(),
-        )
         .send()
         .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "PriorityInUse");
-    let rules = client
-        .describe_rules()
-        .rule_arns(&arns.monolith_rule)
+        .unwrap();
+    assert_fails_with!(
+        set_rule_priorities(&client, &[(&arns.monolith_rule, 7)]),
+        "PriorityInUse"
+    );
+    let rules = describe_rule(&client, &arns.monolith_rule)
         .send()
         .await
         .unwrap();
@@ -591,55 +562,47 @@ async fn answers_every_documented_error_code() {
 
 #[tokio::test]
 async fn refuses_the_hundred_and_first_rule() {
-    let alb = RunningAlb::start().await;
-    let client = alb.client().await;
-    let arns = stack_arns(&client).await;
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
+    let threads = arns.target_group["threads"].as_str();
     // The stack has one numbered rule (99); add 99 more to reach 100.
     for priority in (1..=100).filter(|p| *p != 99) {
-        client
-            .create_rule()
-            .listener_arn(&arns.listener)
-            .priority(priority)
-            .conditions(path_condition(&[&format!("/r{priority}")]))
-            .actions(forward(&arns.target_group["threads"]))
-            .send()
-            .await
-            .unwrap();
-    }
-    let err = client
-        .create_rule()
-        .listener_arn(&arns.listener)
-        .priority(101)
-        .conditions(path_condition(&["/one-too-many"]))
-        .actions(forward(&arns.target_group["threads"]))
+        let condition = path_condition(&[&format!("/r{priority}")]);
+        create_rule(
+            &client,
+            &arns.listener,
+            priority,
+            condition,
+            forward(threads),
+        )
         .send()
         .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "TooManyRules");
+        .unwrap();
+    }
+    assert_fails_with!(
+        create_rule(
+            &client,
+            &arns.listener,
+            101,
+            path_condition(&["/one-too-many"]),
+            forward(threads),
+        ),
+        "TooManyRules"
+    );
     alb.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_at_one_priority_admit_exactly_one() {
-    let alb = RunningAlb::start().await;
-    let client = alb.client().await;
-    let arns = stack_arns(&client).await;
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
     let attempts = (0..8).map(|i| {
-        let client = client.clone();
-        let listener = arns.listener.clone();
-        let users = arns.target_group["users"].clone();
-        tokio::spawn(async move {
-            client
-                .create_rule()
-                .listener_arn(listener)
-                .priority(5)
-                .conditions(path_condition(&[&format!("/race{i}")]))
-                .actions(forward(&users))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| code_of(&e))
-        })
+        let request = create_rule(
+            &client,
+            &arns.listener,
+            5,
+            path_condition(&[&format!("/race{i}")]),
+            forward(&arns.target_group["users"]),
+        );
+        tokio::spawn(async move { request.send().await.map(|_| ()).map_err(|e| code_of(&e)) })
     });
     let mut outcomes = Vec::new();
     for attempt in attempts.collect::<Vec<_>>() {
@@ -661,9 +624,7 @@ async fn concurrent_creates_at_one_priority_admit_exactly_one() {
 
 #[tokio::test]
 async fn modifies_health_checks_and_the_listeners_default_action() {
-    let alb = RunningAlb::start().await;
-    let client = alb.client().await;
-    let arns = stack_arns(&client).await;
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
     let users = arns.target_group["users"].as_str();
 
     let modified = client
@@ -686,14 +647,13 @@ async fn modifies_health_checks_and_the_listeners_default_action() {
     assert_eq!(tg.health_check_timeout_seconds(), Some(5));
     assert_eq!(tg.healthy_threshold_count(), Some(3));
     assert_eq!(tg.matcher().and_then(|m| m.http_code()), Some("200-299"));
-    let err = client
-        .modify_target_group()
-        .target_group_arn(users)
-        .health_check_timeout_seconds(30)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), "ValidationError");
+    assert_fails_with!(
+        client
+            .modify_target_group()
+            .target_group_arn(users)
+            .health_check_timeout_seconds(30),
+        "ValidationError"
+    );
 
     client
         .modify_listener()
@@ -717,9 +677,7 @@ async fn modifies_health_checks_and_the_listeners_default_action() {
         .map(|t| t.weight().unwrap())
         .collect();
     assert_eq!(weights, [1, 3]);
-    let rules = client
-        .describe_rules()
-        .rule_arns(&arns.default_rule)
+    let rules = describe_rule(&client, &arns.default_rule)
         .send()
         .await
         .unwrap();

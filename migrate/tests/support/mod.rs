@@ -121,6 +121,12 @@ impl Operator {
             .unwrap()
     }
 
+    /// Starts `migrate shift ROUTE --steps STEPS --interval INTERVAL` in the
+    /// background.
+    pub fn spawn_shift(&self, route: &str, steps: &str, interval: &str) -> Child {
+        self.spawn(&shift_args(route, steps, interval))
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let run = self.run(&["status", "--output", "json"]);
         assert_eq!(run.code, 0, "status failed: {}", run.stderr);
@@ -172,6 +178,11 @@ impl std::fmt::Display for Run {
             self.code, self.stdout, self.stderr
         )
     }
+}
+
+/// The arguments of `migrate shift ROUTE --steps STEPS --interval INTERVAL`.
+pub fn shift_args<'a>(route: &'a str, steps: &'a str, interval: &'a str) -> [&'a str; 6] {
+    ["shift", route, "--steps", steps, "--interval", interval]
 }
 
 /// Finishes a background `migrate`.

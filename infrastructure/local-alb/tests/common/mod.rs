@@ -71,6 +71,15 @@ impl RunningAlb {
         sdk_client(&self.control_url).await
     }
 
+    /// Starts as [`RunningAlb::start`] does; also an SDK client for it and the
+    /// stack's ARNs as the SDK reports them.
+    pub async fn start_with_arns() -> (RunningAlb, elbv2::Client, StackArns) {
+        let alb = RunningAlb::start().await;
+        let client = alb.client().await;
+        let arns = stack_arns(&client).await;
+        (alb, client, arns)
+    }
+
     /// Stops gracefully and waits until both listeners are closed.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
