@@ -160,6 +160,26 @@ pub enum ActionKind {
     },
 }
 
+/// A redirect action's URL parts with ALB's defaults for the ones left out:
+/// `[protocol, host, port, path, query]`.
+pub fn redirect_parts(
+    protocol: &Option<String>,
+    host: &Option<String>,
+    port: &Option<String>,
+    path: &Option<String>,
+    query: &Option<String>,
+) -> [String; 5] {
+    let or =
+        |value: &Option<String>, default: &str| value.clone().unwrap_or_else(|| default.to_owned());
+    [
+        or(protocol, "#{protocol}"),
+        or(host, "#{host}"),
+        or(port, "#{port}"),
+        or(path, "/#{path}"),
+        or(query, "#{query}"),
+    ]
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightedTargetGroup {
     pub target_group_arn: String,

@@ -311,10 +311,7 @@ async fn failures_get_alb_error_pages() {
 #[tokio::test]
 async fn requests_arrive_with_forwarded_headers_and_intact() {
     let backend = Backend::start("echo").await;
-    let state = StateBuilder::new()
-        .target_group("echo", vec![backend.target()], health_check(30, 5))
-        .rule(Priority::Default, vec![], forward("echo"))
-        .build();
+    let state = one_group_state("echo", &backend);
     let alb = RunningAlb::start(&state, quick_options()).await;
     let client = client();
 
@@ -398,10 +395,7 @@ async fn requests_arrive_with_forwarded_headers_and_intact() {
 #[tokio::test]
 async fn http2_cleartext_clients_are_served() {
     let backend = Backend::start("echo").await;
-    let state = StateBuilder::new()
-        .target_group("echo", vec![backend.target()], health_check(30, 5))
-        .rule(Priority::Default, vec![], forward("echo"))
-        .build();
+    let state = one_group_state("echo", &backend);
     let alb = RunningAlb::start(&state, quick_options()).await;
     let h2 = reqwest::Client::builder()
         .no_proxy()
@@ -427,10 +421,7 @@ async fn http2_cleartext_clients_are_served() {
 #[tokio::test]
 async fn oversized_and_malformed_requests_are_rejected_without_harm() {
     let backend = Backend::start("echo").await;
-    let state = StateBuilder::new()
-        .target_group("echo", vec![backend.target()], health_check(30, 5))
-        .rule(Priority::Default, vec![], forward("echo"))
-        .build();
+    let state = one_group_state("echo", &backend);
     let alb = RunningAlb::start(&state, quick_options()).await;
 
     let huge = format!(
@@ -459,10 +450,7 @@ async fn oversized_and_malformed_requests_are_rejected_without_harm() {
 /// connections after 500 ms. Keep the backend alive as long as the ALB.
 async fn alb_with_short_client_idle_timeout() -> (Backend, RunningAlb) {
     let backend = Backend::start("echo").await;
-    let state = StateBuilder::new()
-        .target_group("echo", vec![backend.target()], health_check(30, 5))
-        .rule(Priority::Default, vec![], forward("echo"))
-        .build();
+    let state = one_group_state("echo", &backend);
     let options = local_alb::dataplane::DataPlaneOptions {
         client_idle_timeout: Duration::from_millis(500),
         ..quick_options()
@@ -618,10 +606,7 @@ async fn the_repository_stack_file_routes_everything_to_the_monolith() {
 #[tokio::test]
 async fn target_connections_are_kept_alive_and_reused() {
     let backend = Backend::start("kept").await;
-    let state = StateBuilder::new()
-        .target_group("kept", vec![backend.target()], health_check(30, 5))
-        .rule(Priority::Default, vec![], forward("kept"))
-        .build();
+    let state = one_group_state("kept", &backend);
     let options = local_alb::dataplane::DataPlaneOptions {
         worker_threads: 2,
         ..quick_options()

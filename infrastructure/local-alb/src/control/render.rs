@@ -110,17 +110,16 @@ pub fn action(x: &mut Xml, index: usize, action: &Action) {
             query,
             status_code,
         } => {
-            let or = |value: &Option<String>, default: &str| {
-                value.clone().unwrap_or_else(|| default.to_owned())
-            };
+            let [protocol, host, port, path, query] =
+                crate::model::redirect_parts(protocol, host, port, path, query);
             x.leaf("Type", "redirect")
                 .leaf("Order", order)
                 .node("RedirectConfig", |x| {
-                    x.leaf("Protocol", or(protocol, "#{protocol}"))
-                        .leaf("Port", or(port, "#{port}"))
-                        .leaf("Host", or(host, "#{host}"))
-                        .leaf("Path", or(path, "/#{path}"))
-                        .leaf("Query", or(query, "#{query}"))
+                    x.leaf("Protocol", protocol)
+                        .leaf("Port", port)
+                        .leaf("Host", host)
+                        .leaf("Path", path)
+                        .leaf("Query", query)
                         .leaf("StatusCode", status_code);
                 });
         }

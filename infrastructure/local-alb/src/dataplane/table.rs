@@ -86,17 +86,21 @@ impl RouteTable {
                         path,
                         query,
                         status_code,
-                    } => CompiledAction::Redirect {
-                        template: RedirectTemplate {
-                            protocol: protocol.clone().unwrap_or_else(|| "#{protocol}".to_owned()),
-                            host: host.clone().unwrap_or_else(|| "#{host}".to_owned()),
-                            port: port.clone().unwrap_or_else(|| "#{port}".to_owned()),
-                            path: path.clone().unwrap_or_else(|| "/#{path}".to_owned()),
-                            query: query.clone().unwrap_or_else(|| "#{query}".to_owned()),
-                            permanent: status_code == "HTTP_301",
-                        },
-                        counters: metrics.requests("", &label),
-                    },
+                    } => {
+                        let [protocol, host, port, path, query] =
+                            crate::model::redirect_parts(protocol, host, port, path, query);
+                        CompiledAction::Redirect {
+                            template: RedirectTemplate {
+                                protocol,
+                                host,
+                                port,
+                                path,
+                                query,
+                                permanent: status_code == "HTTP_301",
+                            },
+                            counters: metrics.requests("", &label),
+                        }
+                    }
                 };
                 Some(CompiledRule {
                     conditions: Conditions::compile(&rule.conditions),

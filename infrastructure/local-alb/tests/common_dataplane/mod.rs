@@ -278,6 +278,14 @@ impl StateBuilder {
     }
 }
 
+/// One target group of one backend, the listener's default action.
+pub fn one_group_state(name: &str, backend: &Backend) -> State {
+    StateBuilder::new()
+        .target_group(name, vec![backend.target()], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward(name))
+        .build()
+}
+
 pub fn forward(target_group: &str) -> ActionKind {
     ActionKind::Forward {
         target_groups: vec![WeightedTargetGroup {
