@@ -29,6 +29,70 @@ pub struct Glob {
     /// Literal segments split at `*`. A pattern without `*` has one segment.
     segments: Vec<Segment>,
     case_insensitive: bool,
+    /// A word-sized test that rejects most texts before the segments are
+    /// compared (case-sensitive patterns with a star).
+    quick: Option<QuickReject>,
+}
+
+/// Up to 8 bytes the text must start with and up to 8 it must end with,
+/// compared as masked little-endian words (`?` positions masked out), and
+/// its least length. A listener with a hundred rules evaluates this about
+/// twice per rule for each request, so it is kept branch-light.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuickReject {
+    min_len: usize,
+    head: u64,
+    head_mask: u64,
+    tail: u64,
+    tail_mask: u64,
+}
+
+impl QuickReject {
+    /// For a pattern of one segment, `first` and `last` are the same.
+    fn new(first: &Segment, last: &Segment, single: bool) -> QuickReject {
+        let word = |segment: &Segment, from_end: bool| {
+            let take = segment.len().min(8);
+            let start = if from_end { segment.len() - take } else { 0 };
+            let (mut value, mut mask) = ([0u8; 8], [0u8; 8]);
+            // Right-aligned for the tail, so it lines up with the text's end.
+            let offset = if from_end { 8 - take } else { 0 };
+            for index in 0..take {
+                let position = start + index;
+                let wildcard = segment.any.get(position).copied().unwrap_or(false);
+                if !wildcard {
+                    value[offset + index] = segment.bytes[position];
+                    mask[offset + index] = 0xff;
+                }
+            }
+            (u64::from_le_bytes(value), u64::from_le_bytes(mask))
+        };
+        let (head, head_mask) = word(first, false);
+        let (tail, tail_mask) = word(last, true);
+        QuickReject {
+            min_len: if single {
+                first.len()
+            } else {
+                first.len() + last.len()
+            },
+            head,
+            head_mask,
+            tail,
+            tail_mask,
+        }
+    }
+
+    #[inline]
+    fn may_match(&self, text: &[u8]) -> bool {
+        if text.len() < self.min_len {
+            return false;
+        }
+        let (mut head, mut tail) = ([0u8; 8], [0u8; 8]);
+        let take = text.len().min(8);
+        head[..take].copy_from_slice(&text[..take]);
+        tail[8 - take..].copy_from_slice(&text[text.len() - take..]);
+        u64::from_le_bytes(head) & self.head_mask == self.head
+            && u64::from_le_bytes(tail) & self.tail_mask == self.tail
+    }
 }
 
 /// A run of a pattern between stars: bytes to compare, with `?` positions
@@ -95,9 +159,17 @@ impl Glob {
                 _ => current.push(Some(fold(b, case_insensitive))),
             }
         }
+        let quick = (!case_insensitive).then(|| {
+            QuickReject::new(
+                &segments[0],
+                &segments[segments.len() - 1],
+                segments.len() == 1,
+            )
+        });
         Glob {
             segments,
             case_insensitive,
+            quick,
         }
     }
 
@@ -109,6 +181,11 @@ impl Glob {
         let first = &self.segments[0];
         if self.segments.len() == 1 {
             return text.len() == first.len() && self.segment_at(first, text, 0);
+        }
+        if let Some(quick) = &self.quick
+            && !quick.may_match(text)
+        {
+            return false;
         }
         let last = &self.segments[self.segments.len() - 1];
         if text.len() < first.len() + last.len()
@@ -235,8 +312,34 @@ pub struct RequestView<'a> {
     /// The host name as the client sent it (Host header or HTTP/2 authority),
     /// possibly with a port.
     pub host: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    pub headers: RequestHeaders<'a>,
     pub source_ip: IpAddr,
+}
+
+/// A request's headers: hyper's map (HTTP/2) or the parsed lines of an
+/// HTTP/1.x head.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestHeaders<'a> {
+    Map(&'a HeaderMap),
+    Lines(&'a [httparse::Header<'a>]),
+}
+
+impl<'a> From<&'a HeaderMap> for RequestHeaders<'a> {
+    fn from(map: &'a HeaderMap) -> Self {
+        RequestHeaders::Map(map)
+    }
+}
+
+impl RequestHeaders<'_> {
+    /// Whether any value of the header `name` (lowercase) satisfies `test`.
+    pub fn any_value(&self, name: &str, test: impl Fn(&[u8]) -> bool) -> bool {
+        match self {
+            RequestHeaders::Map(map) => map.get_all(name).iter().any(|v| test(v.as_bytes())),
+            RequestHeaders::Lines(lines) => lines
+                .iter()
+                .any(|line| line.name.eq_ignore_ascii_case(name) && test(line.value.trim_ascii())),
+        }
+    }
 }
 
 /// The host name without a trailing `:port` (IPv6 literals keep brackets).
@@ -324,11 +427,11 @@ impl CompiledCondition {
             CompiledCondition::HttpRequestMethod(methods) => {
                 methods.iter().any(|m| m == request.method)
             }
-            CompiledCondition::HttpHeader { name, values } => request
-                .headers
-                .get_all(name)
-                .iter()
-                .any(|value| values.iter().any(|g| g.matches_bytes(value.as_bytes()))),
+            CompiledCondition::HttpHeader { name, values } => {
+                request.headers.any_value(name.as_str(), |value| {
+                    values.iter().any(|g| g.matches_bytes(value))
+                })
+            }
             CompiledCondition::QueryString(pairs) => match request.query {
                 Some(query) => form_urlencoded::parse(query.as_bytes()).any(|(key, value)| {
                     pairs.iter().any(|(key_glob, value_glob)| {
@@ -346,6 +449,26 @@ impl CompiledCondition {
     }
 }
 
+/// A word-sized test of a path against every value of a rule's
+/// `path-pattern` condition: when it fails, the rule cannot match. Routing
+/// runs these from one contiguous array before evaluating any rule, so a
+/// listener with many rules costs a few nanoseconds per rule.
+#[derive(Debug, Clone, Copy)]
+pub struct PathPrefilter {
+    values: [QuickReject; 5],
+    count: usize,
+}
+
+impl PathPrefilter {
+    #[inline]
+    pub fn may_match(&self, path: &str) -> bool {
+        let path = path.as_bytes();
+        self.values[..self.count]
+            .iter()
+            .any(|quick| quick.may_match(path))
+    }
+}
+
 /// All conditions of one rule, ANDed. No conditions match every request.
 #[derive(Debug, Clone, Default)]
 pub struct Conditions(Vec<CompiledCondition>);
@@ -357,5 +480,30 @@ impl Conditions {
 
     pub fn matches(&self, request: &RequestView<'_>) -> bool {
         self.0.iter().all(|c| c.matches(request))
+    }
+
+    /// The prefilter of the rule's `path-pattern` condition, if it has one
+    /// with at most five values.
+    pub fn path_prefilter(&self) -> Option<PathPrefilter> {
+        self.0.iter().find_map(|condition| match condition {
+            CompiledCondition::PathPattern(globs) if (1..=5).contains(&globs.len()) => {
+                let none = QuickReject {
+                    min_len: usize::MAX,
+                    head: 0,
+                    head_mask: 0,
+                    tail: 0,
+                    tail_mask: 0,
+                };
+                let mut values = [none; 5];
+                for (slot, glob) in values.iter_mut().zip(globs) {
+                    *slot = glob.quick?;
+                }
+                Some(PathPrefilter {
+                    values,
+                    count: globs.len(),
+                })
+            }
+            _ => None,
+        })
     }
 }

@@ -150,7 +150,7 @@ impl Case {
             path,
             query,
             host: self.host,
-            headers: &headers,
+            headers: (&headers).into(),
             source_ip: self.source.parse().expect("test address"),
         };
         Conditions::compile(conditions).matches(&view)
@@ -636,8 +636,9 @@ fn reference_glob(pattern: &[u8], text: &[u8]) -> bool {
 proptest::proptest! {
     #[test]
     fn glob_agrees_with_the_reference_matcher(
-        pattern in "[ab*?/]{0,8}",
-        text in "[ab/]{0,12}",
+        // Long enough for segments past the 8-byte quick test.
+        pattern in "[ab*?/]{0,16}",
+        text in "[ab/]{0,20}",
     ) {
         let glob = Glob::new(&pattern, GlobSyntax::CaseSensitive);
         proptest::prop_assert_eq!(
@@ -645,5 +646,35 @@ proptest::proptest! {
             reference_glob(pattern.as_bytes(), text.as_bytes()),
             "pattern {:?} text {:?}", pattern, text
         );
+    }
+}
+
+proptest::proptest! {
+    /// The routing prefilter may let a path through that no value matches,
+    /// but never stops one that a value matches.
+    #[test]
+    fn path_prefilter_never_rejects_a_matching_path(
+        patterns in proptest::collection::vec("/?[ab*?/]{0,14}", 1..=5),
+        text in "/[ab/]{0,20}",
+    ) {
+        let conditions = Conditions::compile(&[local_alb::model::Condition::PathPattern {
+            values: patterns.clone(),
+        }]);
+        let prefilter = conditions.path_prefilter().expect("every path pattern has one");
+        let headers = http::HeaderMap::new();
+        let view = RequestView {
+            method: "GET",
+            path: &text,
+            query: None,
+            host: None,
+            headers: (&headers).into(),
+            source_ip: "127.0.0.1".parse().expect("test address"),
+        };
+        if conditions.matches(&view) {
+            proptest::prop_assert!(
+                prefilter.may_match(&text),
+                "patterns {:?} match {:?} but the prefilter rejects it", patterns, text
+            );
+        }
     }
 }

@@ -23,18 +23,20 @@
 //!
 //! Durations are decimal seconds (`0.5` is allowed).
 
+mod http1;
 mod pool;
 mod proxy;
 mod responses;
 mod table;
 mod targets;
+mod upstream;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 
 use crate::health::HealthState;
 use crate::metrics::{Metrics, TargetHealthSample};
@@ -149,6 +151,38 @@ impl DataPlaneOptions {
 }
 
 const WORKER_THREADS_VARIABLE: &str = "LOCAL_ALB_WORKER_THREADS";
+
+/// The protocol a client connection speaks.
+enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+/// Tells HTTP/2 (its connection preface) from HTTP/1.x by peeking at the
+/// first bytes; `None` when the client closes or sends nothing within `idle`.
+async fn opening_protocol(stream: &tokio::net::TcpStream, idle: Duration) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + idle;
+    let mut opening = [0u8; PREFACE.len()];
+    loop {
+        let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut opening)).await {
+            Ok(Ok(seen @ 1..)) => seen,
+            _ => return None,
+        };
+        if !PREFACE.starts_with(&opening[..seen]) {
+            return Some(Protocol::Http1);
+        }
+        if seen == PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        // A part of the preface so far: peeking again would return at once.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
 
 /// The running data plane: routing table, target health, metrics.
 pub struct DataPlane {
@@ -281,7 +315,9 @@ impl DataPlane {
     }
 
     /// One worker: serves the connections handed to it on the current
-    /// (single-threaded) runtime until the hand-over channel closes.
+    /// (single-threaded) runtime until the hand-over channel closes. HTTP/1.x
+    /// connections go to [`http1`]; a connection that opens with the HTTP/2
+    /// preface is served by hyper.
     async fn serve_worker(
         self: Arc<Self>,
         worker: usize,
@@ -290,53 +326,55 @@ impl DataPlane {
             std::net::SocketAddr,
         )>,
     ) {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.options.client_idle_timeout)
-            .max_buf_size(self.options.max_request_head_bytes.max(8192))
-            .keep_alive(true)
-            .writev(false);
-        builder
-            .http2()
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(self.options.client_idle_timeout));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (closing, closing_seen) = tokio::sync::watch::channel(false);
+        // Every connection task holds a sender; all dropped = all finished.
+        let (serving, mut all_finished) = tokio::sync::mpsc::channel::<()>(1);
         while let Some((stream, peer)) = accepted.recv().await {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let plane = Arc::clone(&self);
-            let service = hyper::service::service_fn(move |request| {
-                let plane = Arc::clone(&plane);
-                async move {
-                    Ok::<_, std::convert::Infallible>(plane.handle(request, peer, worker).await)
-                }
-            });
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
-            let idle = self.options.client_idle_timeout;
+            let (http2, watcher) = (http2.clone(), graceful.watcher());
+            let (closing_seen, serving) = (closing_seen.clone(), serving.clone());
             tokio::spawn(async move {
-                // hyper-util's auto connection reads the protocol preface with
-                // no timer (hyperium/hyper#3962): like an ALB, close a
-                // connection that sends nothing within the idle timeout.
-                let mut first = [0u8; 1];
-                if !matches!(
-                    tokio::time::timeout(idle, stream.peek(&mut first)).await,
-                    Ok(Ok(1..))
-                ) {
-                    return;
-                }
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!("connection from {peer}: {error}");
+                let _serving = serving;
+                let idle = plane.options.client_idle_timeout;
+                match opening_protocol(&stream, idle).await {
+                    Some(Protocol::Http1) => {
+                        http1::serve(plane, stream, peer, worker, closing_seen).await;
+                    }
+                    Some(Protocol::Http2) => {
+                        let service = hyper::service::service_fn(move |request| {
+                            let plane = Arc::clone(&plane);
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    plane.handle(request, peer, worker).await,
+                                )
+                            }
+                        });
+                        let connection = http2.serve_connection(TokioIo::new(stream), service);
+                        if let Err(error) = watcher.watch(connection).await {
+                            tracing::debug!("connection from {peer}: {error}");
+                        }
+                    }
+                    // Closed, or silent for the idle timeout (as an ALB does).
+                    None => {}
                 }
             });
         }
-        let _ = tokio::time::timeout(self.options.target_timeout, graceful.shutdown()).await;
+        let _ = closing.send(true);
+        drop(serving);
+        let _ = tokio::time::timeout(self.options.target_timeout, async {
+            let _ = all_finished.recv().await;
+            graceful.shutdown().await;
+        })
+        .await;
     }
 
     /// The health of one registered (or draining) target of a target group.

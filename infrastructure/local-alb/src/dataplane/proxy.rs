@@ -23,7 +23,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// How many targets one request may try to connect to before it gets a 502.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
+pub(super) const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 /// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -96,7 +96,7 @@ impl DataPlane {
                 path: request.uri().path(),
                 query: request.uri().query(),
                 host: request_host(&request),
-                headers: request.headers(),
+                headers: request.headers().into(),
                 source_ip,
             };
             table.route(&view)
@@ -113,7 +113,7 @@ impl DataPlane {
                 counters,
             } => {
                 counters.record(status.as_u16());
-                responses::generated(*status, content_type, body.clone())
+                responses::generated(*status, content_type, body.clone()).into_response()
             }
             CompiledAction::Redirect { template, counters } => {
                 let source = RedirectSource {
@@ -123,8 +123,8 @@ impl DataPlane {
                     query: request.uri().query(),
                 };
                 let response = responses::redirect(template, &source);
-                counters.record(response.status().as_u16());
-                response
+                counters.record(response.status.as_u16());
+                response.into_response()
             }
             CompiledAction::Forward(forward) => {
                 let Some(picked) = forward.pick() else {
@@ -159,25 +159,8 @@ impl DataPlane {
         let mut attempts = 0;
         let mut weighted = first;
         loop {
-            let excluded = &tried[..attempts];
-            let mut candidate = weighted
-                .group
-                .as_ref()
-                .and_then(|group| group.pick_excluding(excluded));
-            if candidate.is_none() && attempts > 0 {
-                for other in forward.others(picked) {
-                    if let Some(target) = other
-                        .group
-                        .as_ref()
-                        .and_then(|group| group.pick_excluding(excluded))
-                    {
-                        weighted = other;
-                        candidate = Some(target);
-                        break;
-                    }
-                }
-            }
-            let Some((_, target)) = candidate else {
+            let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
+            else {
                 let error = if attempts == 0 {
                     ElbError::NoRegisteredTargets
                 } else {
@@ -222,6 +205,15 @@ impl DataPlane {
         error: ElbError,
         counters: Option<&StatusClassCounters>,
     ) -> Response<ProxyBody> {
+        self.elb_error_page(error, counters).into_response()
+    }
+
+    /// Records an error the load balancer answers itself and makes its page.
+    pub(crate) fn elb_error_page(
+        &self,
+        error: ElbError,
+        counters: Option<&StatusClassCounters>,
+    ) -> responses::Generated {
         self.metrics.record_elb_error(error);
         let status: StatusCode = error.status();
         if let Some(counters) = counters {
@@ -268,7 +260,7 @@ fn address_label(target: &TargetRuntime) -> String {
 }
 
 /// IPv4-mapped IPv6 peers (dual-stack sockets) are reported as IPv4.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub(super) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

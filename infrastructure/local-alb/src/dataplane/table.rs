@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dataplane::targets::{TargetGroupRuntime, TargetRuntime};
 use crate::health::HealthState;
-use crate::matcher::{Conditions, RequestView};
+use crate::matcher::{Conditions, PathPrefilter, RequestView};
 use crate::metrics::{Metrics, StatusClassCounters};
 use crate::model::{ActionKind, State};
 
@@ -45,6 +45,10 @@ pub struct RouteTable {
     /// The listener's declared port (`X-Forwarded-Port`, `#{port}`).
     pub port: u16,
     pub rules: Vec<CompiledRule>,
+    /// For each rule, the quick test of its path patterns (see
+    /// [`PathPrefilter`]); kept apart from the rules so the scan over them
+    /// stays in a few cache lines.
+    prefilters: Vec<Option<PathPrefilter>>,
 }
 
 impl RouteTable {
@@ -107,13 +111,32 @@ impl RouteTable {
                     action,
                 })
             })
+            .collect::<Vec<CompiledRule>>();
+        let prefilters = rules
+            .iter()
+            .map(|rule| rule.conditions.path_prefilter())
             .collect();
-        RouteTable { port, rules }
+        RouteTable {
+            port,
+            rules,
+            prefilters,
+        }
     }
 
     /// The first rule whose conditions all match.
     pub fn route(&self, request: &RequestView<'_>) -> Option<&CompiledRule> {
-        self.rules.iter().find(|r| r.conditions.matches(request))
+        self.route_index(request).map(|index| &self.rules[index])
+    }
+
+    /// The index in `rules` of the first rule whose conditions all match.
+    pub fn route_index(&self, request: &RequestView<'_>) -> Option<usize> {
+        self.prefilters
+            .iter()
+            .zip(&self.rules)
+            .position(|(prefilter, rule)| {
+                prefilter.is_none_or(|filter| filter.may_match(request.path))
+                    && rule.conditions.matches(request)
+            })
     }
 }
 
@@ -228,6 +251,36 @@ impl Forward {
     /// The weighted target group at `index` (from [`Forward::pick`]).
     pub fn group(&self, index: usize) -> &WeightedGroup {
         &self.groups[index]
+    }
+
+    /// The target a request tries next: the first untried target of
+    /// `current` (initially the picked group); once a connection failed and
+    /// `current` has no untried target left, one of the forward's other
+    /// groups (which then becomes `current`). `tried` holds [`target_key`]s.
+    pub fn next_target<'f>(
+        &'f self,
+        picked: usize,
+        current: &mut &'f WeightedGroup,
+        tried: &[usize],
+    ) -> Option<&'f Arc<TargetRuntime>> {
+        let untried = |group: &'f WeightedGroup| {
+            group
+                .group
+                .as_ref()
+                .and_then(|group| group.pick_excluding(tried))
+                .map(|(_, target)| target)
+        };
+        if let Some(target) = untried(current) {
+            return Some(target);
+        }
+        if tried.is_empty() {
+            return None;
+        }
+        self.others(picked).find_map(|other| {
+            let target = untried(other)?;
+            *current = other;
+            Some(target)
+        })
     }
 
     /// The other target groups with a weight above 0, starting after

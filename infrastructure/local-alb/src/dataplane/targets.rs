@@ -15,6 +15,7 @@ use http::uri::Authority;
 use tokio::task::AbortHandle;
 
 use crate::dataplane::pool::{Address, ConnectionPool};
+use crate::dataplane::upstream::UpstreamPool;
 use crate::health::{self, HealthState, HealthTracker, ProbeClient};
 use crate::model::{HealthCheck, State, Target};
 
@@ -30,8 +31,11 @@ pub struct TargetRuntime {
     pub authority: Option<Authority>,
     /// The target's socket address when its id is an IP address.
     socket_address: Option<std::net::SocketAddr>,
-    /// Idle keep-alive connections to the target, per worker thread.
+    /// Idle keep-alive connections to the target, per worker thread: for
+    /// HTTP/2 clients (hyper's client connections) ...
     pub(crate) pool: ConnectionPool,
+    /// ... and for HTTP/1.x clients (bare sockets).
+    pub(crate) upstreams: UpstreamPool,
     /// The [`HealthState`] as `u8`, read lock-free on the request path.
     health: AtomicU8,
     tracker: Mutex<HealthTracker>,
@@ -51,6 +55,7 @@ impl TargetRuntime {
             authority,
             socket_address,
             pool: ConnectionPool::new(workers),
+            upstreams: UpstreamPool::new(workers),
             health: AtomicU8::new(HealthState::Initial as u8),
             tracker: Mutex::new(HealthTracker::default()),
             checker: Mutex::new(None),

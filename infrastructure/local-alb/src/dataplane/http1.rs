@@ -1,0 +1,818 @@
+//! HTTP/1.x client connections: the data plane's common path.
+//!
+//! One task per client connection reads request heads, routes each by the
+//! current table, and either writes the load balancer's own answer or
+//! forwards the request to a target over a pooled keep-alive connection
+//! ([`super::upstream`]) that the same task writes to and reads from. Heads
+//! are rewritten as bytes ([`super::wire`]); bodies are copied through as
+//! they arrive, framed as they came (a chunked body stays chunked, except
+//! towards an HTTP/1.0 client). Nothing is converted into `http` types, and
+//! no other task or channel takes part in a request: this is what lets the
+//! local ALB keep up with nginx.
+//!
+//! Per request: the client's idle timeout bounds the wait for (and the
+//! reading of) the request head and body, the target timeout bounds
+//! connecting, sending and the wait for the response head (504), and each
+//! read of the response body.
+
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::dataplane::DataPlane;
+use crate::dataplane::responses::{self, Generated, RedirectSource};
+use crate::dataplane::table::{CompiledAction, Forward, RouteTables, target_key};
+use crate::dataplane::upstream::{self, Upstream};
+use crate::dataplane::wire::{
+    self, ChunkError, ChunkedScanner, ClientFraming, Forwarding, Framing, MAX_HEADERS, Rejection,
+};
+use crate::matcher::{RequestHeaders, RequestView, strip_port};
+use crate::metrics::{ElbError, StatusClassCounters};
+
+/// How many targets one request may try to connect to before it gets a 502.
+const MAX_CONNECT_ATTEMPTS: usize = super::proxy::MAX_CONNECT_ATTEMPTS;
+
+/// How many pooled connections one request may find closed by the target
+/// before it opens a fresh one.
+const STALE_RETRIES: usize = 4;
+
+/// The largest response head accepted from a target.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Serves one HTTP/1.x client connection until it closes, times out, or
+/// `closing` turns true (then after the request in progress).
+pub(super) async fn serve(
+    plane: Arc<DataPlane>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: usize,
+    closing: watch::Receiver<bool>,
+) {
+    let options = &plane.options;
+    let mut connection = ClientConnection {
+        client_timer: Deadline::new(options.client_idle_timeout),
+        target_timer: Deadline::new(options.target_timeout),
+        max_head: options.max_request_head_bytes,
+        stream,
+        client_ip: super::proxy::canonical_ip(peer.ip()),
+        worker,
+        input: BytesMut::with_capacity(8 * 1024),
+        out: Vec::with_capacity(8 * 1024),
+        closing,
+        plane: Arc::clone(&plane),
+    };
+    let linger = connection.run().await;
+    let _ = connection.stream.shutdown().await;
+    if linger {
+        // The client may still be sending what was refused: read it away for
+        // a moment, so closing does not reset the connection under the
+        // answer before the client has read it.
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(1..) = connection.stream.read(&mut sink).await {}
+        })
+        .await;
+    }
+}
+
+/// A timer reused for every wait of one kind on a connection. Moving a
+/// timer costs a lock on the runtime's timer wheel, so the deadline is only
+/// moved when it would fire too early: a wait times out between `timeout`
+/// and `timeout + slack` after it began.
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    timeout: Duration,
+    slack: Duration,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Deadline {
+        let slack = (timeout / 8).min(Duration::from_secs(1));
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep(timeout + slack)),
+            timeout,
+            slack,
+        }
+    }
+
+    /// Starts a wait: the timer fires `timeout` (plus at most `slack`) from now.
+    fn start(&mut self) {
+        let wanted = Instant::now() + self.timeout;
+        let current = self.sleep.deadline();
+        if current < wanted || current > wanted + self.slack {
+            self.sleep.as_mut().reset(wanted + self.slack);
+        }
+    }
+}
+
+/// Reads more bytes into `buffer`; `Ok(None)` when `timer` fires first.
+async fn read_within(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+    timer: &mut Deadline,
+) -> std::io::Result<Option<usize>> {
+    if buffer.capacity() - buffer.len() < 2048 {
+        buffer.reserve(16 * 1024);
+    }
+    timer.start();
+    tokio::select! {
+        biased;
+        read = stream.read_buf(buffer) => read.map(Some),
+        () = timer.sleep.as_mut() => Ok(None),
+    }
+}
+
+/// Writes all of `bytes`; `Ok(false)` when `timer` fires first.
+async fn write_within(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    timer: &mut Deadline,
+) -> std::io::Result<bool> {
+    timer.start();
+    tokio::select! {
+        biased;
+        written = stream.write_all(bytes) => written.map(|()| true),
+        () = timer.sleep.as_mut() => Ok(false),
+    }
+}
+
+/// What a request head says about the client side of the exchange.
+#[derive(Debug, Clone, Copy)]
+struct ClientSide {
+    http10: bool,
+    keep_alive: bool,
+    head_request: bool,
+    idempotent: bool,
+    framing: Framing,
+    expect_continue: bool,
+}
+
+/// What to do with a request whose head has been read.
+enum Plan {
+    /// The load balancer's own answer is in `out`.
+    Answered { close: bool },
+    /// The request head for the target is in `out`; forward by the rule at
+    /// this index of the primary table, to this weighted target group.
+    Forward { rule: usize, picked: usize },
+}
+
+/// Where a body stands while it is copied through.
+enum BodyProgress {
+    Done,
+    Length(u64),
+    /// The scanner, and whether the data is decoded (for an HTTP/1.0 client).
+    Chunked(ChunkedScanner, bool),
+    UntilClose,
+}
+
+impl BodyProgress {
+    fn new(framing: Framing, decode_chunks: bool) -> BodyProgress {
+        match framing {
+            Framing::Empty => BodyProgress::Done,
+            Framing::Length(length) => BodyProgress::Length(length),
+            Framing::Chunked => BodyProgress::Chunked(ChunkedScanner::default(), decode_chunks),
+            Framing::UntilClose => BodyProgress::UntilClose,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, BodyProgress::Done)
+    }
+
+    /// Moves the body bytes at the front of `buffer` to the end of `out`;
+    /// returns whether the body is complete.
+    fn take(&mut self, buffer: &mut BytesMut, out: &mut Vec<u8>) -> Result<bool, ChunkError> {
+        match self {
+            BodyProgress::Done => {}
+            BodyProgress::Length(remaining) => {
+                let take = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buffer.len());
+                out.extend_from_slice(&buffer[..take]);
+                buffer.advance(take);
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    *self = BodyProgress::Done;
+                }
+            }
+            BodyProgress::Chunked(scanner, decode) => {
+                let used = if *decode {
+                    scanner.scan(buffer, |data| out.extend_from_slice(data))?
+                } else {
+                    let used = scanner.scan(buffer, |_| {})?;
+                    out.extend_from_slice(&buffer[..used]);
+                    used
+                };
+                buffer.advance(used);
+                if scanner.is_done() {
+                    *self = BodyProgress::Done;
+                }
+            }
+            BodyProgress::UntilClose => {
+                out.extend_from_slice(buffer);
+                buffer.clear();
+            }
+        }
+        Ok(self.is_done())
+    }
+}
+
+/// Writes a whole answer of the load balancer into `out`.
+fn write_answer(out: &mut Vec<u8>, answer: &Generated, client: &ClientSide, close: bool) {
+    wire::write_generated(
+        out,
+        answer.status,
+        &answer.headers,
+        &answer.body,
+        client.head_request,
+        close,
+        client.http10,
+    );
+}
+
+/// How the response to a forwarded request begins.
+struct ResponseStart {
+    status: u16,
+    framing: Framing,
+    reusable: bool,
+    client_framing: ClientFraming,
+    close: bool,
+}
+
+/// Why no response head came from a target.
+enum HeadFailure {
+    /// The connection ended before any byte of a response: a pooled
+    /// connection the target had closed, possibly.
+    EndedEarly,
+    /// Broken while sending or receiving, or a malformed response.
+    Broken(String),
+    TimedOut,
+    /// The client went away or sent a malformed body.
+    ClientFailed,
+}
+
+struct ClientConnection {
+    plane: Arc<DataPlane>,
+    stream: TcpStream,
+    client_ip: IpAddr,
+    worker: usize,
+    max_head: usize,
+    /// Bytes read from the client and not handled yet.
+    input: BytesMut,
+    /// What is being written next (to the client or a target).
+    out: Vec<u8>,
+    client_timer: Deadline,
+    target_timer: Deadline,
+    closing: watch::Receiver<bool>,
+}
+
+impl ClientConnection {
+    /// Serves requests until the connection should close; returns whether
+    /// the client may still be sending (a refused request).
+    async fn run(&mut self) -> bool {
+        loop {
+            // Wait for a whole request head.
+            let (tables, plan, client) = loop {
+                if !self.input.is_empty() {
+                    match self.prepare() {
+                        Ok(Some(prepared)) => break prepared,
+                        Ok(None) if self.input.len() < self.max_head => {}
+                        Ok(None) => return self.refuse(Rejection::HeadTooLarge).await,
+                        Err(rejection) => return self.refuse(rejection).await,
+                    }
+                }
+                let between_requests = self.input.is_empty();
+                if between_requests && *self.closing.borrow() {
+                    return false;
+                }
+                match self.read_request_bytes(between_requests).await {
+                    Some(1..) => {}
+                    _ => return false,
+                }
+            };
+            let keep_open = match plan {
+                Plan::Answered { close } => {
+                    let written = self.stream.write_all(&self.out).await.is_ok();
+                    self.out.clear();
+                    written && !close
+                }
+                Plan::Forward { rule, picked } => {
+                    let forward = tables
+                        .primary()
+                        .and_then(|table| table.rules.get(rule))
+                        .and_then(|rule| match &rule.action {
+                            CompiledAction::Forward(forward) => Some(forward),
+                            _ => None,
+                        });
+                    match forward {
+                        Some(forward) => self.forward(&client, forward, picked).await,
+                        None => false,
+                    }
+                }
+            };
+            if !keep_open {
+                return false;
+            }
+        }
+    }
+
+    /// Reads request bytes from the client within the idle timeout; between
+    /// requests a shutdown also ends the wait. `None`: stop serving.
+    async fn read_request_bytes(&mut self, between_requests: bool) -> Option<usize> {
+        if !between_requests {
+            return read_within(&mut self.stream, &mut self.input, &mut self.client_timer)
+                .await
+                .ok()
+                .flatten();
+        }
+        let closing = &mut self.closing;
+        tokio::select! {
+            biased;
+            read = read_within(&mut self.stream, &mut self.input, &mut self.client_timer) => {
+                read.ok().flatten()
+            }
+            _ = closing.changed() => None,
+        }
+    }
+
+    /// Parses and routes the request head at the front of `input`, writes
+    /// what goes out next into `out`, and consumes the head. `Ok(None)`: the
+    /// head is not complete yet.
+    fn prepare(&mut self) -> Result<Option<(Arc<RouteTables>, Plan, ClientSide)>, Rejection> {
+        let tables = self.plane.tables.load_full();
+        let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut request,
+            &self.input,
+            &mut lines,
+        ) {
+            Ok(httparse::Status::Complete(length)) if length <= self.max_head => length,
+            Ok(httparse::Status::Complete(_)) => return Err(Rejection::HeadTooLarge),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(Rejection::HeadTooLarge),
+            Err(_) => return Err(Rejection::Malformed("not an HTTP/1.x request head")),
+        };
+        let facts = wire::request_facts(&request)?;
+        let client = ClientSide {
+            http10: facts.http10,
+            keep_alive: facts.keep_alive,
+            head_request: facts.is_head(),
+            idempotent: facts.is_idempotent(),
+            framing: facts.framing,
+            expect_continue: facts.expect_continue,
+        };
+        // An answer that leaves a request body unread closes the connection.
+        let close_after_answer =
+            !client.keep_alive || client.framing != Framing::Empty || *self.closing.borrow();
+        let Some(table) = tables.primary() else {
+            let page = self.plane.elb_error_page(ElbError::NoListener, None);
+            write_answer(&mut self.out, &page, &client, close_after_answer);
+            self.input.advance(head_len);
+            return Ok(Some((tables, Plan::Answered { close: true }, client)));
+        };
+        let view = RequestView {
+            method: facts.method,
+            path: facts.path,
+            query: facts.query,
+            host: facts.host,
+            headers: RequestHeaders::Lines(request.headers),
+            source_ip: self.client_ip,
+        };
+        let routed = table.route_index(&view);
+        let plan = match routed.map(|index| (index, &table.rules[index].action)) {
+            None => {
+                let page = self.plane.elb_error_page(ElbError::NoListener, None);
+                write_answer(&mut self.out, &page, &client, close_after_answer);
+                Plan::Answered {
+                    close: close_after_answer,
+                }
+            }
+            Some((
+                _,
+                CompiledAction::FixedResponse {
+                    status,
+                    content_type,
+                    body,
+                    counters,
+                },
+            )) => {
+                counters.record(status.as_u16());
+                let answer = responses::generated(*status, content_type, body.clone());
+                write_answer(&mut self.out, &answer, &client, close_after_answer);
+                Plan::Answered {
+                    close: close_after_answer,
+                }
+            }
+            Some((_, CompiledAction::Redirect { template, counters })) => {
+                let source = RedirectSource {
+                    host: facts.host.map_or("", strip_port),
+                    listener_port: table.port,
+                    path: facts.path,
+                    query: facts.query,
+                };
+                let answer = responses::redirect(template, &source);
+                counters.record(answer.status.as_u16());
+                write_answer(&mut self.out, &answer, &client, close_after_answer);
+                Plan::Answered {
+                    close: close_after_answer,
+                }
+            }
+            Some((index, CompiledAction::Forward(forward))) => match forward.pick() {
+                None => {
+                    let page = self
+                        .plane
+                        .elb_error_page(ElbError::NoRegisteredTargets, None);
+                    write_answer(&mut self.out, &page, &client, close_after_answer);
+                    Plan::Answered {
+                        close: close_after_answer,
+                    }
+                }
+                Some(picked) => {
+                    let trace = responses::trace_value(wire::incoming_trace(request.headers));
+                    wire::write_upstream_head(
+                        &mut self.out,
+                        &facts,
+                        request.headers,
+                        &Forwarding {
+                            listener_port: table.port,
+                            client_ip: self.client_ip,
+                            trace: trace.as_bytes(),
+                        },
+                    );
+                    Plan::Forward {
+                        rule: index,
+                        picked,
+                    }
+                }
+            },
+        };
+        self.input.advance(head_len);
+        Ok(Some((tables, plan, client)))
+    }
+
+    /// Answers a request that cannot be handled and ends the connection.
+    async fn refuse(&mut self, rejection: Rejection) -> bool {
+        if let Rejection::Malformed(reason) = rejection {
+            tracing::debug!("refusing a request: {reason}");
+        }
+        let page = responses::error_page(rejection.status());
+        self.out.clear();
+        wire::write_generated(
+            &mut self.out,
+            page.status,
+            &page.headers,
+            &page.body,
+            false,
+            true,
+            false,
+        );
+        let _ = self.stream.write_all(&self.out).await;
+        true
+    }
+
+    /// Answers with an error page of the load balancer (after `out` held a
+    /// request for a target); false when the connection must close.
+    async fn answer_error(
+        &mut self,
+        error: ElbError,
+        counters: Option<&StatusClassCounters>,
+        client: &ClientSide,
+        body_unread: bool,
+    ) -> bool {
+        let page = self.plane.elb_error_page(error, counters);
+        let close = !client.keep_alive || body_unread || *self.closing.borrow();
+        self.out.clear();
+        write_answer(&mut self.out, &page, client, close);
+        let written = self.stream.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        written && !close
+    }
+
+    /// Forwards the request whose head for the target is in `out`; returns
+    /// whether the client connection stays open. A target that cannot be
+    /// connected to is marked unhealthy and the next one is tried (as
+    /// [`DataPlane::forward`] does for HTTP/2).
+    async fn forward(&mut self, client: &ClientSide, forward: &Forward, picked: usize) -> bool {
+        // The body bytes already read go out with the head.
+        let mut body = BodyProgress::new(client.framing, false);
+        let body_buffered = match body.take(&mut self.input, &mut self.out) {
+            Ok(complete) => complete,
+            Err(ChunkError(reason)) => return self.refuse_body(reason).await,
+        };
+        if client.expect_continue
+            && !body_buffered
+            && self
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        // A request wholly in `out` can be sent again if a pooled connection
+        // turns out closed (RFC 9110 §9.2.2: idempotent methods only).
+        let replayable = body_buffered && client.idempotent;
+        let first = forward.group(picked);
+        let mut weighted = first;
+        let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
+        let mut attempts = 0;
+        let mut stale = 0;
+        let (mut upstream, target, start) = 'targets: loop {
+            let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
+            else {
+                let error = if attempts == 0 {
+                    ElbError::NoRegisteredTargets
+                } else {
+                    ElbError::TargetConnectionFailed
+                };
+                let unread = !body.is_done();
+                return self
+                    .answer_error(error, Some(&first.counters), client, unread)
+                    .await;
+            };
+            let Some(address) = target.address() else {
+                let unread = !body.is_done();
+                return self
+                    .answer_error(
+                        ElbError::TargetConnectionFailed,
+                        Some(&weighted.counters),
+                        client,
+                        unread,
+                    )
+                    .await;
+            };
+            if attempts > 0 {
+                self.plane.metrics.record_retry();
+            }
+            tried[attempts] = target_key(target);
+            attempts += 1;
+            loop {
+                let pooled = if stale < STALE_RETRIES {
+                    target.upstreams.checkout(self.worker)
+                } else {
+                    None
+                };
+                let mut upstream = match pooled {
+                    Some(upstream) => upstream,
+                    None => {
+                        self.target_timer.start();
+                        let connected = tokio::select! {
+                            biased;
+                            connected = upstream::connect(address) => connected,
+                            () = self.target_timer.sleep.as_mut() => Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "connecting timed out",
+                            )),
+                        };
+                        match connected {
+                            Ok(upstream) => upstream,
+                            Err(error) => {
+                                target.connection_failed(&error);
+                                if attempts == MAX_CONNECT_ATTEMPTS {
+                                    let unread = !body.is_done();
+                                    return self
+                                        .answer_error(
+                                            ElbError::TargetConnectionFailed,
+                                            Some(&weighted.counters),
+                                            client,
+                                            unread,
+                                        )
+                                        .await;
+                                }
+                                continue 'targets;
+                            }
+                        }
+                    }
+                };
+                match self.exchange_head(&mut upstream, &mut body, client).await {
+                    Ok(start) => break 'targets (upstream, target, start),
+                    Err(HeadFailure::EndedEarly) if upstream.reused && replayable => {
+                        stale += 1;
+                    }
+                    Err(HeadFailure::ClientFailed) => return false,
+                    Err(HeadFailure::TimedOut) => {
+                        return self
+                            .answer_error(
+                                ElbError::TargetTimeout,
+                                Some(&weighted.counters),
+                                client,
+                                !body.is_done(),
+                            )
+                            .await;
+                    }
+                    Err(failure) => {
+                        if let HeadFailure::Broken(reason) = failure {
+                            tracing::debug!(
+                                "forwarding to {}:{}: {reason}",
+                                target.target.id,
+                                target.target.port
+                            );
+                        }
+                        return self
+                            .answer_error(
+                                ElbError::TargetConnectionError,
+                                Some(&weighted.counters),
+                                client,
+                                !body.is_done(),
+                            )
+                            .await;
+                    }
+                }
+            }
+        };
+        weighted.counters.record(start.status);
+        // The response body, copied through as it arrives.
+        let mut response_body = BodyProgress::new(
+            start.framing,
+            start.client_framing == ClientFraming::Dechunked,
+        );
+        let mut complete = match response_body.take(&mut upstream.buffer, &mut self.out) {
+            Ok(complete) => complete,
+            Err(_) => return false,
+        };
+        let written = self.stream.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        if !written {
+            return false;
+        }
+        while !complete {
+            match read_within(
+                &mut upstream.stream,
+                &mut upstream.buffer,
+                &mut self.target_timer,
+            )
+            .await
+            {
+                Ok(Some(0)) if matches!(response_body, BodyProgress::UntilClose) => break,
+                Ok(Some(1..)) => {}
+                // Cut short or stalled: the client must not take it as whole.
+                _ => return false,
+            }
+            complete = match response_body.take(&mut upstream.buffer, &mut self.out) {
+                Ok(complete) => complete,
+                Err(_) => return false,
+            };
+            let written = self.stream.write_all(&self.out).await.is_ok();
+            self.out.clear();
+            if !written {
+                return false;
+            }
+        }
+        if start.reusable && complete {
+            target.upstreams.checkin(self.worker, upstream);
+        }
+        !start.close
+    }
+
+    /// Answers 400 for a request body that is not valid chunked encoding.
+    async fn refuse_body(&mut self, reason: &'static str) -> bool {
+        let _ = self.refuse(Rejection::Malformed(reason)).await;
+        false
+    }
+
+    /// Sends the request in `out` (and the rest of its body, read from the
+    /// client) on `upstream`, reads the response head, and leaves the head
+    /// for the client in `out`.
+    async fn exchange_head(
+        &mut self,
+        upstream: &mut Upstream,
+        body: &mut BodyProgress,
+        client: &ClientSide,
+    ) -> Result<ResponseStart, HeadFailure> {
+        let broken = |error: std::io::Error| HeadFailure::Broken(error.to_string());
+        match write_within(&mut upstream.stream, &self.out, &mut self.target_timer).await {
+            Ok(true) => {}
+            Ok(false) => return Err(HeadFailure::TimedOut),
+            // A closed pooled connection usually fails only at the read.
+            Err(_) if upstream.reused => return Err(HeadFailure::EndedEarly),
+            Err(error) => return Err(broken(error)),
+        }
+        if !body.is_done() {
+            // The rest of the body, as the client sends it. From here on the
+            // request cannot be sent again.
+            self.out.clear();
+            while !body.is_done() {
+                match read_within(&mut self.stream, &mut self.input, &mut self.client_timer).await {
+                    Ok(Some(1..)) => {}
+                    _ => return Err(HeadFailure::ClientFailed),
+                }
+                if body.take(&mut self.input, &mut self.out).is_err() {
+                    let _ = self
+                        .refuse(Rejection::Malformed("a malformed chunked body"))
+                        .await;
+                    return Err(HeadFailure::ClientFailed);
+                }
+                match write_within(&mut upstream.stream, &self.out, &mut self.target_timer).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(HeadFailure::TimedOut),
+                    Err(error) => return Err(broken(error)),
+                }
+                self.out.clear();
+            }
+        }
+        let mut interim_seen = false;
+        loop {
+            if !upstream.buffer.is_empty() {
+                let mut lines =
+                    [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+                let mut response = httparse::Response::new(&mut []);
+                let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut response,
+                    &upstream.buffer,
+                    &mut lines,
+                );
+                match parsed {
+                    Ok(httparse::Status::Complete(head_len)) => {
+                        let status = response.code.unwrap_or(0);
+                        if status == 101 {
+                            return Err(HeadFailure::Broken(
+                                "the target switched protocols, which the load balancer does not forward"
+                                    .to_owned(),
+                            ));
+                        }
+                        if (100..200).contains(&status) {
+                            // Interim responses (100 Continue was sent by the
+                            // load balancer itself) are not passed on.
+                            upstream.buffer.advance(head_len);
+                            interim_seen = true;
+                            continue;
+                        }
+                        let facts = wire::response_facts(&response, client.head_request)
+                            .map_err(|reason| HeadFailure::Broken(reason.to_owned()))?;
+                        let client_framing =
+                            ClientFraming::for_response(facts.framing, client.http10);
+                        let close =
+                            !client.keep_alive || client_framing.closes() || *self.closing.borrow();
+                        self.out.clear();
+                        wire::write_client_head(
+                            &mut self.out,
+                            &response,
+                            client_framing,
+                            facts.framing == Framing::Chunked,
+                            close,
+                            client.http10,
+                        );
+                        upstream.buffer.advance(head_len);
+                        return Ok(ResponseStart {
+                            status: facts.status,
+                            framing: facts.framing,
+                            reusable: facts.reusable,
+                            client_framing,
+                            close,
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if upstream.buffer.len() < MAX_RESPONSE_HEAD => {}
+                    Ok(httparse::Status::Partial) => {
+                        return Err(HeadFailure::Broken(
+                            "a response head that is too large".to_owned(),
+                        ));
+                    }
+                    Err(error) => {
+                        return Err(HeadFailure::Broken(format!(
+                            "a malformed response head: {error}"
+                        )));
+                    }
+                }
+            }
+            let nothing_yet = upstream.buffer.is_empty() && !interim_seen;
+            match read_within(
+                &mut upstream.stream,
+                &mut upstream.buffer,
+                &mut self.target_timer,
+            )
+            .await
+            {
+                Ok(Some(1..)) => {}
+                Ok(None) => return Err(HeadFailure::TimedOut),
+                Ok(Some(0)) if nothing_yet => return Err(HeadFailure::EndedEarly),
+                Err(error)
+                    if nothing_yet
+                        && matches!(
+                            error.kind(),
+                            std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionAborted
+                                | std::io::ErrorKind::BrokenPipe
+                        ) =>
+                {
+                    return Err(HeadFailure::EndedEarly);
+                }
+                Ok(Some(0)) => {
+                    return Err(HeadFailure::Broken(
+                        "the target closed the connection in the middle of a response head"
+                            .to_owned(),
+                    ));
+                }
+                Err(error) => return Err(broken(error)),
+            }
+        }
+    }
+}
