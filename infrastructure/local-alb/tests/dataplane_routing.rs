@@ -504,6 +504,43 @@ async fn silent_client_connections_are_closed_after_the_idle_timeout() {
     alb.stop().await;
 }
 
+/// The idle timeout bounds the whole request head: a client that trickles
+/// a header line in now and then (each well within the timeout) is cut off
+/// instead of holding the connection for as long as it likes.
+#[tokio::test]
+async fn a_request_head_trickled_in_is_cut_off_at_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_backend, alb) = alb_with_short_client_idle_timeout().await;
+    let mut stream = tokio::net::TcpStream::connect(alb.addr)
+        .await
+        .expect("connect");
+    // 20 lines 150 ms apart: 3 s for a head, against a 500 ms idle timeout.
+    let mut cut_off = false;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    for index in 0..20 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let line = format!("X-Line-{index}: {index}\r\n");
+        if stream.write_all(line.as_bytes()).await.is_err() {
+            cut_off = true;
+            break;
+        }
+    }
+    if !cut_off {
+        let _ = stream.write_all(b"\r\n").await;
+    }
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+    let received = String::from_utf8_lossy(&received);
+    assert!(
+        !received.starts_with("HTTP/1.1 200"),
+        "a head trickled in over 3 s was served: {received}"
+    );
+    alb.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_fails_while_tables_are_republished() {
     let monolith = Backend::start("monolith").await;

@@ -10,10 +10,11 @@
 //! no other task or channel takes part in a request: this is what lets the
 //! local ALB keep up with nginx.
 //!
-//! Per request: the client's idle timeout bounds the wait for (and the
-//! reading of) the request head and body, the target timeout bounds
-//! connecting, sending and the wait for the response head (504), and each
-//! read of the response body.
+//! Timeouts: the client's idle timeout bounds the wait for a request and
+//! the whole of its head (from the first wait), then each read of its body.
+//! The target timeout bounds connecting, each write of the request, the
+//! whole wait for the response head (a 504 when it passes), then each read
+//! of the response body.
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
@@ -114,7 +115,19 @@ impl Deadline {
 }
 
 /// Reads more bytes into `buffer`; `Ok(None)` when `timer` fires first.
+/// The timer restarts: `timer`'s timeout bounds this read alone.
 async fn read_within(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+    timer: &mut Deadline,
+) -> std::io::Result<Option<usize>> {
+    timer.start();
+    read_before(stream, buffer, timer).await
+}
+
+/// Reads more bytes into `buffer`; `Ok(None)` when `timer` fires first.
+/// The timer goes on from where it was started.
+async fn read_before(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
     timer: &mut Deadline,
@@ -122,7 +135,6 @@ async fn read_within(
     if buffer.capacity() - buffer.len() < 2048 {
         buffer.reserve(16 * 1024);
     }
-    timer.start();
     tokio::select! {
         biased;
         read = stream.read_buf(buffer) => read.map(Some),
@@ -324,19 +336,22 @@ impl ClientConnection {
         }
     }
 
-    /// Reads request bytes from the client within the idle timeout; between
+    /// Reads request-head bytes from the client. The idle timeout starts
+    /// between requests and bounds the wait and the whole head (so a client
+    /// cannot hold the connection by sending a byte now and then); between
     /// requests a shutdown also ends the wait. `None`: stop serving.
     async fn read_request_bytes(&mut self, between_requests: bool) -> Option<usize> {
         if !between_requests {
-            return read_within(&mut self.stream, &mut self.input, &mut self.client_timer)
+            return read_before(&mut self.stream, &mut self.input, &mut self.client_timer)
                 .await
                 .ok()
                 .flatten();
         }
+        self.client_timer.start();
         let closing = &mut self.closing;
         tokio::select! {
             biased;
-            read = read_within(&mut self.stream, &mut self.input, &mut self.client_timer) => {
+            read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
                 read.ok().flatten()
             }
             _ = closing.changed() => None,
@@ -719,6 +734,8 @@ impl ClientConnection {
                 self.out.clear();
             }
         }
+        // The target timeout bounds the whole wait for the response head.
+        self.target_timer.start();
         let mut interim_seen = false;
         loop {
             if !upstream.buffer.is_empty() {
@@ -784,7 +801,7 @@ impl ClientConnection {
                 }
             }
             let nothing_yet = upstream.buffer.is_empty() && !interim_seen;
-            match read_within(
+            match read_before(
                 &mut upstream.stream,
                 &mut upstream.buffer,
                 &mut self.target_timer,
