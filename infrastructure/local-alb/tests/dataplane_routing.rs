@@ -769,3 +769,96 @@ async fn a_target_that_closes_new_connections_gets_a_502_not_a_retry_loop() {
     alb.stop().await;
     closer.abort();
 }
+
+/// A target that answers the first request on each connection (keeping it
+/// open) and closes the connection on the second without answering: what a
+/// target timing out an idle keep-alive connection looks like to a request
+/// sent on it at that moment.
+async fn target_dropping_second_requests() -> (local_alb::model::Target, tokio::task::JoinHandle<()>)
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                let mut answered = false;
+                loop {
+                    let Ok(read @ 1..) = stream.read(&mut buffer).await else {
+                        return;
+                    };
+                    seen.extend_from_slice(&buffer[..read]);
+                    // Heads only matter here (bodies are a few bytes and
+                    // arrive with their head).
+                    if !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    if answered {
+                        return; // the second request: close, no answer
+                    }
+                    answered = true;
+                    seen.clear();
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    let target = local_alb::model::Target {
+        id: "127.0.0.1".to_owned(),
+        port,
+    };
+    (target, task)
+}
+
+/// A request sent on a pooled connection that the target closes without
+/// answering is sent again on a new connection when its method is
+/// idempotent (RFC 9110 §9.2.2), and gets a 502 otherwise.
+#[tokio::test]
+async fn only_idempotent_requests_are_resent_when_a_pooled_connection_was_closed_under_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (target, task) = target_dropping_second_requests().await;
+    let state = StateBuilder::new()
+        .target_group("dropping", vec![target], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("dropping"))
+        .build();
+    let options = local_alb::dataplane::DataPlaneOptions {
+        worker_threads: 1,
+        ..quick_options()
+    };
+    let alb = RunningAlb::start(&state, options).await;
+    // One client connection, so one worker and one target connection pool.
+    let mut stream = tokio::net::TcpStream::connect(alb.addr).await.unwrap();
+    let mut exchange = async |request: &[u8]| {
+        stream.write_all(request).await.expect("write");
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Each answer here is small: read until its body has arrived.
+        while !(answer.ends_with(b"ok") || answer.ends_with(b"</html>\r\n")) {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+                Ok(Ok(read @ 1..)) => answer.extend_from_slice(&buffer[..read]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let first = exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Pooled now; the target drops the next request on it.
+    let again = exchange(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "an idempotent request must be re-sent on a new connection: {again}"
+    );
+    let posted = exchange(b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi").await;
+    assert!(
+        posted.starts_with("HTTP/1.1 502"),
+        "a POST must not be sent twice: {posted}"
+    );
+    alb.stop().await;
+    task.abort();
+}
