@@ -1313,3 +1313,643 @@ async fn clients_that_disconnect_early_do_not_disturb_others() {
     assert_eq!(response.text(), "slow".repeat(20));
     alb.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// 16. Adversarial review of the HTTP/1 path.
+// ---------------------------------------------------------------------------
+
+/// A raw target: answers health checks (`GET /`) with an empty 200 on a
+/// kept-alive connection and hands any connection whose request is anything
+/// else to `serve`, with that request's head (its body unread).
+async fn raw_target<F, Fut>(serve: F) -> (local_alb::model::Target, JoinHandle<()>)
+where
+    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw");
+    let port = listener.local_addr().expect("raw address").port();
+    let serve = Arc::new(serve);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let serve = Arc::clone(&serve);
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let mut buffered = Vec::new();
+                let mut chunk = vec![0u8; 16 * 1024];
+                loop {
+                    let end = loop {
+                        if let Some(end) = find(&buffered, b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buffered[..end]).into_owned();
+                    buffered.drain(..end);
+                    if head.starts_with("GET / ") {
+                        if stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    serve(stream, head).await;
+                    return;
+                }
+            });
+        }
+    });
+    (
+        local_alb::model::Target {
+            id: "127.0.0.1".to_owned(),
+            port,
+        },
+        task,
+    )
+}
+
+fn raw_target_state(target: local_alb::model::Target) -> local_alb::model::State {
+    StateBuilder::new()
+        .target_group("raw", vec![target], health_check(30, 5))
+        .rule(Priority::Default, vec![], forward("raw"))
+        .build()
+}
+
+/// `Connection: Content-Length` must not strip the length the ALB framed the
+/// body by: the target would read the body as the next request (one that
+/// the ALB never routed, here one a rule denies).
+#[tokio::test]
+async fn connection_header_naming_content_length_cannot_smuggle_a_request() {
+    let backend = ScriptedBackend::start(|_| vec![write(OK_RESPONSE)]).await;
+    let state = StateBuilder::new()
+        .target_group("scripted", vec![backend.target()], health_check(30, 5))
+        .rule(
+            Priority::Number(1),
+            path_pattern(&["/admin*"]),
+            ActionKind::FixedResponse {
+                status_code: "403".to_owned(),
+                content_type: None,
+                message_body: Some("denied".to_owned()),
+            },
+        )
+        .rule(Priority::Default, vec![], forward("scripted"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let smuggled = "GET /admin/secret HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    let request = format!(
+        "POST /form HTTP/1.1\r\nHost: app.test\r\nConnection: Content-Length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let mut client = RawClient::connect(alb.addr).await;
+    client.send(request.as_bytes()).await;
+    let response = client.response().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let requests = backend.requests();
+    assert!(
+        !requests.iter().any(|line| line.contains("/admin")),
+        "a request the ALB never routed reached the target: {requests:?} (client got {response:?})"
+    );
+    assert!(matches!(response.status, 200 | 400), "{response:?}");
+    alb.stop().await;
+}
+
+/// A target's `Connection: Content-Length` must not strip the length the
+/// ALB copies the body by: the client would wait for a close that never comes.
+#[tokio::test]
+async fn target_connection_header_naming_content_length_keeps_the_response_framed() {
+    let backend = ScriptedBackend::start(|_| {
+        vec![write(
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok",
+        )]
+    })
+    .await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client.send(&get("/framed")).await;
+    let head = client.head_response().await;
+    let framed = head.header("content-length").is_some()
+        || head
+            .header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let closes = head
+        .header("connection")
+        .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+    assert!(
+        framed || closes,
+        "a kept-alive response with no length: the client cannot tell where it ends: {head:?}"
+    );
+    alb.stop().await;
+}
+
+/// RFC 9112 §6.3: a response with both `Transfer-Encoding: chunked` and
+/// `Content-Length` is passed on without the length (a client or proxy that
+/// believes the length desyncs).
+#[tokio::test]
+async fn target_response_with_chunked_and_content_length_loses_the_length() {
+    let backend = ScriptedBackend::start(|_| {
+        vec![write(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        )]
+    })
+    .await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client.send(&get("/both")).await;
+    let response = client.response().await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.text(), "ok");
+    assert!(
+        !(response.chunked && response.header("content-length").is_some()),
+        "both framings reach the client: {response:?}"
+    );
+    alb.stop().await;
+}
+
+/// A fixed response with status 204 (allowed by the API) and a message
+/// body: no body may follow a 204 on the wire, or the next response on the
+/// connection starts with it.
+#[tokio::test]
+async fn fixed_response_204_with_a_body_does_not_desync_the_connection() {
+    let state = StateBuilder::new()
+        .target_group("empty", vec![], health_check(30, 5))
+        .rule(
+            Priority::Number(1),
+            path_pattern(&["/nc"]),
+            ActionKind::FixedResponse {
+                status_code: "204".to_owned(),
+                content_type: None,
+                message_body: Some("gone".to_owned()),
+            },
+        )
+        .rule(
+            Priority::Number(2),
+            path_pattern(&["/fine"]),
+            ActionKind::FixedResponse {
+                status_code: "200".to_owned(),
+                content_type: None,
+                message_body: Some("fine".to_owned()),
+            },
+        )
+        .rule(Priority::Default, vec![], forward("empty"))
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client.send(&get("/nc")).await;
+    let no_content = client.response().await;
+    assert_eq!(no_content.status, 204, "{no_content:?}");
+    client.send(&get("/fine")).await;
+    let next = client.response().await;
+    assert_eq!((next.status, next.text().as_str()), (200, "fine"));
+    assert!(
+        matches!(no_content.header("content-length"), None | Some("0")),
+        "RFC 9110 §8.6: no Content-Length in a 204: {no_content:?}"
+    );
+    alb.stop().await;
+}
+
+/// RFC 9112 §3.2.1: an absolute-form target with an empty path is sent as
+/// `/` plus its query; the query must not be dropped.
+#[tokio::test]
+async fn absolute_form_target_without_a_path_keeps_its_query() {
+    let backend = Backend::start("echo").await;
+    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let response = one_shot(
+        alb.addr,
+        b"GET http://example.test?x=1 HTTP/1.1\r\nHost: example.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.echo()["uri"], "/?x=1");
+    alb.stop().await;
+}
+
+/// A pipelined request head that began arriving while the previous request
+/// was with the target: its idle timeout starts when the ALB starts waiting
+/// for it, not when it started waiting for the previous request.
+#[tokio::test]
+async fn pipelined_head_arriving_during_a_slow_response_is_not_timed_out() {
+    let backend = ScriptedBackend::start(|line| {
+        if line.starts_with("GET /slow") {
+            vec![sleep_ms(1500), write(OK_RESPONSE)]
+        } else {
+            vec![write(OK_RESPONSE)]
+        }
+    })
+    .await;
+    let mut options = quick_options();
+    options.client_idle_timeout = Duration::from_secs(1);
+    options.target_timeout = Duration::from_secs(5);
+    let alb = RunningAlb::start(&scripted_state(&backend), options).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client.send(&get("/slow")).await;
+    // The next request starts while the first is still being answered...
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    client.send(b"GET /ok HTTP/1.1\r\nHo").await;
+    let first = client.response().await;
+    assert_eq!((first.status, first.text().as_str()), (200, "ok"));
+    // ...and its head is whole 400 ms after it began (idle timeout: 1 s).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.send(b"st: app.test\r\n\r\n").await;
+    let second = client.response().await;
+    assert_eq!((second.status, second.text().as_str()), (200, "ok"));
+    alb.stop().await;
+}
+
+/// A client that stops reading a large response: the ALB must give up on it
+/// (its idle timeout, as AWS ALB does) and release the target connection,
+/// not block on the write forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_hold_the_target_connection_forever() {
+    let (released_tx, mut released) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (target, task) = raw_target(move |mut stream, _head| {
+        let released_tx = released_tx.clone();
+        async move {
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let block = vec![b'x'; 64 * 1024];
+            while stream.write_all(&block).await.is_ok() {}
+            let _ = released_tx.send(());
+        }
+    })
+    .await;
+    let mut options = quick_options();
+    options.client_idle_timeout = Duration::from_secs(1);
+    options.target_timeout = Duration::from_secs(1);
+    let alb = RunningAlb::start(&raw_target_state(target), options).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client.send(&get("/endless")).await;
+    // Never read.
+    let outcome = tokio::time::timeout(Duration::from_secs(8), released.recv()).await;
+    drop(client);
+    task.abort();
+    assert!(
+        outcome.is_ok(),
+        "the target connection is still held 8 s after the client stopped reading \
+         (idle timeout 1 s)"
+    );
+    alb.stop().await;
+}
+
+/// `Transfer-Encoding: gzip, chunked`: the body is gzip-coded; forwarding it
+/// as only `chunked` hands the target gzip bytes as if they were the content.
+/// Either keep the codings or refuse (501) as for `gzip` alone.
+#[tokio::test]
+async fn transfer_codings_before_chunked_are_not_dropped() {
+    let backend = Backend::start("echo").await;
+    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let response = one_shot(
+        alb.addr,
+        b"POST /coded HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    if response.status != 501 {
+        assert_eq!(response.status, 200, "{response:?}");
+        let echo = response.echo();
+        let codings = echo["headers"]["transfer-encoding"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(
+            codings.contains("gzip"),
+            "the target was not told the body is gzip-coded: {echo}"
+        );
+    }
+    alb.stop().await;
+}
+
+/// A target that answers before reading the request body (413, 401...) and
+/// closes: the client gets that answer, not a 502.
+#[tokio::test]
+async fn an_early_target_answer_to_an_upload_reaches_the_client() {
+    let (target, task) = raw_target(|mut stream, _head| async move {
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    let alb = RunningAlb::start(&raw_target_state(target), quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    let pieces = 16;
+    client
+        .send(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n",
+                pieces * 16 * 1024
+            )
+            .as_bytes(),
+        )
+        .await;
+    let piece = pattern(16 * 1024);
+    for _ in 0..pieces {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if client.stream.write_all(&piece).await.is_err() {
+            break;
+        }
+    }
+    let response = client.response().await;
+    task.abort();
+    assert_eq!(response.status, 413, "{response:?}");
+    alb.stop().await;
+}
+
+/// Malformed chunked request bodies (bare LF, sizes that are not hex or too
+/// large) get a 400 and the connection closes: nothing after them is read as
+/// a request.
+#[tokio::test]
+async fn malformed_chunked_request_bodies_get_400_and_close() {
+    let backend = Backend::start("echo").await;
+    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    for body in [
+        &b"5\nhello\r\n0\r\n\r\n"[..],
+        b"5\r\nhello\n0\r\n\r\n",
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        b"-5\r\nhello\r\n0\r\n\r\n",
+        b"0x5\r\nhello\r\n0\r\n\r\n",
+        b";ext\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nX-Trailer: 1\n\r\n",
+    ] {
+        let mut request =
+            b"POST /chunks HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        request.extend_from_slice(body);
+        request.extend_from_slice(&get("/after"));
+        let mut client = RawClient::connect(alb.addr).await;
+        client.send(&request).await;
+        let response = client.response().await;
+        let shown = String::from_utf8_lossy(body).into_owned();
+        assert_eq!(response.status, 400, "{shown:?}: {response:?}");
+        assert!(
+            client.closes_within(Duration::from_secs(3)).await,
+            "{shown:?}: the connection must close after a framing error"
+        );
+        assert!(
+            !String::from_utf8_lossy(&client.buffered).contains("HTTP/1.1"),
+            "{shown:?}: a response after the 400: {:?}",
+            String::from_utf8_lossy(&client.buffered)
+        );
+    }
+    let after = one_shot(alb.addr, &get("/fine")).await;
+    assert_eq!(after.echo()["uri"], "/fine");
+    alb.stop().await;
+}
+
+/// Transfer codings the ALB cannot delimit (chunked not last, or another
+/// Transfer-Encoding line after it) are refused, never forwarded.
+#[tokio::test]
+async fn request_transfer_encoding_not_ending_in_chunked_is_refused() {
+    let backend = ScriptedBackend::start(|_| vec![write(OK_RESPONSE)]).await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    for codings in [
+        "Transfer-Encoding: chunked, gzip\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+        "Transfer-Encoding: xchunked\r\n",
+    ] {
+        let request =
+            format!("POST /te HTTP/1.1\r\nHost: app.test\r\n{codings}\r\n5\r\nhello\r\n0\r\n\r\n");
+        let mut client = RawClient::connect(alb.addr).await;
+        client.send(request.as_bytes()).await;
+        let response = client.response().await;
+        assert!(
+            matches!(response.status, 400 | 501),
+            "{codings:?}: {response:?}"
+        );
+        assert!(
+            client.closes_within(Duration::from_secs(3)).await,
+            "{codings:?}: the connection must close"
+        );
+    }
+    assert_eq!(backend.requests(), Vec::<String>::new());
+    alb.stop().await;
+}
+
+/// An HTTP/1.0 client cannot read chunked encoding: a chunked response
+/// reaches it decoded, delimited by the connection closing.
+#[tokio::test]
+async fn chunked_response_reaches_an_http10_client_decoded_then_eof() {
+    let backend = ScriptedBackend::start(|_| {
+        vec![
+            write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            write("5;x=1\r\nhello\r\n"),
+            sleep_ms(30),
+            write("6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        ]
+    })
+    .await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client
+        .send(b"GET /old HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let response = client.response().await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(!response.chunked, "{response:?}");
+    assert_eq!(response.header("transfer-encoding"), None, "{response:?}");
+    assert_eq!(response.text(), "hello world");
+    assert!(client.buffered.is_empty());
+    alb.stop().await;
+}
+
+/// Bytes a confused target sends after a complete response (here a whole
+/// second response) never reach the next request, whether they came with
+/// the response or a moment later.
+#[tokio::test]
+async fn stray_bytes_after_a_target_response_never_reach_another_request() {
+    let backend = ScriptedBackend::start(|line| {
+        if line.starts_with("GET /confused-now") {
+            vec![write(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray",
+            )]
+        } else if line.starts_with("GET /confused-later") {
+            vec![
+                write(OK_RESPONSE),
+                sleep_ms(50),
+                write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"),
+            ]
+        } else if line.starts_with("HEAD /head-with-body") {
+            vec![write(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray",
+            )]
+        } else {
+            vec![write(OK_RESPONSE)]
+        }
+    })
+    .await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    for first in [
+        &get("/confused-now")[..],
+        &get("/confused-later"),
+        b"HEAD /head-with-body HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    ] {
+        client.send(first).await;
+        let response = if first.starts_with(b"HEAD") {
+            client.head_response().await
+        } else {
+            client.response().await
+        };
+        assert_eq!(response.status, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for _ in 0..3 {
+            client.send(&get("/ok")).await;
+            let next = client.response().await;
+            assert_eq!(
+                (next.status, next.text().as_str()),
+                (200, "ok"),
+                "after {:?}",
+                String::from_utf8_lossy(first)
+            );
+        }
+    }
+    alb.stop().await;
+}
+
+/// The next request's head arrived in the same segment as the end of the
+/// previous request's body; its remainder comes 500 ms after its first bytes
+/// (idle timeout: 1 s). The idle timer must not still be the one started
+/// for reading the previous body.
+#[tokio::test]
+async fn pipelined_head_sent_with_the_previous_body_gets_its_own_idle_timeout() {
+    let backend = ScriptedBackend::start(|line| {
+        if line.starts_with("POST /slow") {
+            vec![sleep_ms(400), write(OK_RESPONSE)]
+        } else {
+            vec![write(OK_RESPONSE)]
+        }
+    })
+    .await;
+    let mut options = quick_options();
+    options.client_idle_timeout = Duration::from_secs(1);
+    options.target_timeout = Duration::from_secs(5);
+    let alb = RunningAlb::start(&scripted_state(&backend), options).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client
+        .send(b"POST /slow HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n\r\n")
+        .await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    client.send(b"bodyGET /ok HTTP/1.1\r\nHo").await;
+    let first = client.response().await;
+    assert_eq!((first.status, first.text().as_str()), (200, "ok"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.send(b"st: app.test\r\n\r\n").await;
+    let second = client.response().await;
+    assert_eq!((second.status, second.text().as_str()), (200, "ok"));
+    alb.stop().await;
+}
+
+/// RFC 9110 §9.3.2: a HEAD response carries the header fields a GET would
+/// have had, `Transfer-Encoding: chunked` included (it says the GET's length
+/// is unknown).
+#[tokio::test]
+async fn head_response_keeps_the_targets_transfer_encoding() {
+    let backend = ScriptedBackend::start(|line| {
+        if line.starts_with("HEAD ") {
+            vec![write(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )]
+        } else {
+            vec![write(OK_RESPONSE)]
+        }
+    })
+    .await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client
+        .send(b"HEAD /stream HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let head = client.head_response().await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(
+        head.header("transfer-encoding"),
+        Some("chunked"),
+        "{head:?}"
+    );
+    client.send(&get("/ok")).await;
+    assert_eq!(client.response().await.text(), "ok");
+    alb.stop().await;
+}
+
+/// RFC 9112 §3.2.2 / RFC 9110 §4.2.4: the Host sent on for an absolute-form
+/// target is the URI's host and port, never its userinfo.
+#[tokio::test]
+async fn absolute_form_userinfo_is_not_sent_as_the_host() {
+    let backend = Backend::start("echo").await;
+    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let response = one_shot(
+        alb.addr,
+        b"GET http://user:secret@example.test/p HTTP/1.1\r\nHost: example.test\r\n\r\n",
+    )
+    .await;
+    if response.status != 400 {
+        assert_eq!(response.status, 200, "{response:?}");
+        let echo = response.echo();
+        assert_eq!(echo["headers"]["host"], "example.test", "{echo}");
+        assert_eq!(echo["uri"], "/p");
+    }
+    alb.stop().await;
+}
+
+/// A close-delimited response with `Transfer-Encoding: gzip`: the body is
+/// gzip-coded, and dropping the header hands the client gzip bytes as if
+/// they were the content. Keep the coding (or refuse the response, 502).
+#[tokio::test]
+async fn response_transfer_coding_other_than_chunked_is_not_dropped() {
+    let backend = ScriptedBackend::start(|_| {
+        vec![
+            write("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n"),
+            write(b"\x1f\x8b\x08\x00coded"),
+            Step::Close,
+        ]
+    })
+    .await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let response = one_shot(alb.addr, &get("/gzip")).await;
+    if response.status != 502 {
+        assert_eq!(response.status, 200, "{response:?}");
+        assert!(
+            response
+                .header("transfer-encoding")
+                .is_some_and(|te| te.to_ascii_lowercase().contains("gzip")),
+            "the client was not told the body is gzip-coded: {response:?}"
+        );
+    }
+    alb.stop().await;
+}
+
+/// `Trailer` is an end-to-end field (RFC 9110 §6.6.2; only RFC 2616 listed
+/// it as hop-by-hop): when the chunked body and its trailers are passed on,
+/// so is the announcement.
+#[tokio::test]
+async fn trailer_announcement_is_passed_on_with_the_trailers() {
+    let backend = ScriptedBackend::start(|_| {
+        vec![write(
+            "HTTP/1.1 200 OK\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Checksum: 42\r\n\r\n",
+        )]
+    })
+    .await;
+    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let mut client = RawClient::connect(alb.addr).await;
+    client.send(&get("/trailers")).await;
+    let response = client.response().await;
+    assert_eq!(response.text(), "ok");
+    assert!(response.chunked, "{response:?}");
+    assert_eq!(
+        response.header("trailer"),
+        Some("X-Checksum"),
+        "{response:?}"
+    );
+    alb.stop().await;
+}

@@ -142,6 +142,64 @@ async fn read_before(
     }
 }
 
+/// The most response bytes read from a target while the request body is
+/// still being sent to it.
+const MAX_EARLY_RESPONSE: usize = 1024 * 1024;
+
+/// Reads what a target sent into `buffer`; `Err` when it closed or failed.
+async fn drain(stream: &TcpStream, buffer: &mut BytesMut) -> std::io::Result<()> {
+    loop {
+        stream.readable().await?;
+        if buffer.capacity() - buffer.len() < 2048 {
+            buffer.reserve(16 * 1024);
+        }
+        match stream.try_read_buf(buffer) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the target closed the connection",
+                ));
+            }
+            Ok(_) => return Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Writes `bytes` to a target while reading whatever it sends meanwhile
+/// (up to [`MAX_EARLY_RESPONSE`]), so a target that answers before it has
+/// read the whole body cannot deadlock the exchange. `Ok(false)`: `timer`
+/// fired; `Err`: the write failed or the target closed.
+async fn send_draining(
+    upstream: &mut Upstream,
+    mut bytes: &[u8],
+    timer: &mut Deadline,
+) -> std::io::Result<bool> {
+    timer.start();
+    while !bytes.is_empty() {
+        let stream = &upstream.stream;
+        tokio::select! {
+            biased;
+            ready = stream.writable() => {
+                ready?;
+                match stream.try_write(bytes) {
+                    Ok(written) => bytes = &bytes[written..],
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            drained = drain(stream, &mut upstream.buffer),
+                if upstream.buffer.len() < MAX_EARLY_RESPONSE =>
+            {
+                drained?;
+            }
+            () = timer.sleep.as_mut() => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// Writes all of `bytes`; `Ok(false)` when `timer` fires first.
 async fn write_within(
     stream: &mut TcpStream,
@@ -291,7 +349,8 @@ impl ClientConnection {
     /// the client may still be sending (a refused request).
     async fn run(&mut self) -> bool {
         loop {
-            // Wait for a whole request head.
+            // Wait for a whole request head, within the idle timeout from now.
+            self.client_timer.start();
             let (tables, plan, client) = loop {
                 if !self.input.is_empty() {
                     match self.prepare() {
@@ -312,7 +371,7 @@ impl ClientConnection {
             };
             let keep_open = match plan {
                 Plan::Answered { close } => {
-                    let written = self.stream.write_all(&self.out).await.is_ok();
+                    let written = self.write_client().await;
                     self.out.clear();
                     written && !close
                 }
@@ -336,10 +395,19 @@ impl ClientConnection {
         }
     }
 
-    /// Reads request-head bytes from the client. The idle timeout starts
-    /// between requests and bounds the wait and the whole head (so a client
-    /// cannot hold the connection by sending a byte now and then); between
-    /// requests a shutdown also ends the wait. `None`: stop serving.
+    /// Writes `out` to the client; false when that fails or the client
+    /// reads nothing for the idle timeout.
+    async fn write_client(&mut self) -> bool {
+        matches!(
+            write_within(&mut self.stream, &self.out, &mut self.client_timer).await,
+            Ok(true)
+        )
+    }
+
+    /// Reads request-head bytes from the client, before the idle timeout
+    /// started when the previous exchange ended (so a client cannot hold the
+    /// connection by sending a byte now and then); between requests a
+    /// shutdown also ends the wait. `None`: stop serving.
     async fn read_request_bytes(&mut self, between_requests: bool) -> Option<usize> {
         if !between_requests {
             return read_before(&mut self.stream, &mut self.input, &mut self.client_timer)
@@ -347,7 +415,6 @@ impl ClientConnection {
                 .ok()
                 .flatten();
         }
-        self.client_timer.start();
         let closing = &mut self.closing;
         tokio::select! {
             biased;
@@ -490,7 +557,7 @@ impl ClientConnection {
             true,
             false,
         );
-        let _ = self.stream.write_all(&self.out).await;
+        let _ = self.write_client().await;
         true
     }
 
@@ -507,7 +574,7 @@ impl ClientConnection {
         let close = !client.keep_alive || body_unread || *self.closing.borrow();
         self.out.clear();
         write_answer(&mut self.out, &page, client, close);
-        let written = self.stream.write_all(&self.out).await.is_ok();
+        let written = self.write_client().await;
         self.out.clear();
         written && !close
     }
@@ -523,15 +590,16 @@ impl ClientConnection {
             Ok(complete) => complete,
             Err(ChunkError(reason)) => return self.refuse_body(reason).await,
         };
-        if client.expect_continue
-            && !body_buffered
-            && self
-                .stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
-        {
-            return false;
+        if client.expect_continue && !body_buffered {
+            let continued = write_within(
+                &mut self.stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                &mut self.client_timer,
+            )
+            .await;
+            if !matches!(continued, Ok(true)) {
+                return false;
+            }
         }
         // A request wholly in `out` can be sent again if a pooled connection
         // turns out closed (RFC 9110 §9.2.2: idempotent methods only).
@@ -654,7 +722,7 @@ impl ClientConnection {
             Ok(complete) => complete,
             Err(_) => return false,
         };
-        let written = self.stream.write_all(&self.out).await.is_ok();
+        let written = self.write_client().await;
         self.out.clear();
         if !written {
             return false;
@@ -676,7 +744,7 @@ impl ClientConnection {
                 Ok(complete) => complete,
                 Err(_) => return false,
             };
-            let written = self.stream.write_all(&self.out).await.is_ok();
+            let written = self.write_client().await;
             self.out.clear();
             if !written {
                 return false;
@@ -711,14 +779,37 @@ impl ClientConnection {
             Err(_) if upstream.reused => return Err(HeadFailure::EndedEarly),
             Err(error) => return Err(broken(error)),
         }
+        // Whether the target answered before taking the whole body.
+        let mut answered_early = false;
         if !body.is_done() {
             // The rest of the body, as the client sends it. From here on the
-            // request cannot be sent again.
+            // request cannot be sent again. Whatever the target sends
+            // meanwhile is read (up to a limit), so an answer it sends
+            // before closing without the rest of the body (a 413, a 401)
+            // reaches the client instead of a 502.
             self.out.clear();
-            while !body.is_done() {
-                match read_within(&mut self.stream, &mut self.input, &mut self.client_timer).await {
-                    Ok(Some(1..)) => {}
-                    _ => return Err(HeadFailure::ClientFailed),
+            'upload: while !body.is_done() {
+                self.client_timer.start();
+                loop {
+                    tokio::select! {
+                        biased;
+                        read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
+                            match read {
+                                Ok(Some(1..)) => break,
+                                _ => return Err(HeadFailure::ClientFailed),
+                            }
+                        }
+                        drained = drain(&upstream.stream, &mut upstream.buffer),
+                            if upstream.buffer.len() < MAX_EARLY_RESPONSE =>
+                        {
+                            // A target may answer and go on reading; one that
+                            // closes will not take the rest of the body.
+                            if drained.is_err() {
+                                answered_early = true;
+                                break 'upload;
+                            }
+                        }
+                    }
                 }
                 if body.take(&mut self.input, &mut self.out).is_err() {
                     let _ = self
@@ -726,10 +817,14 @@ impl ClientConnection {
                         .await;
                     return Err(HeadFailure::ClientFailed);
                 }
-                match write_within(&mut upstream.stream, &self.out, &mut self.target_timer).await {
+                match send_draining(upstream, &self.out, &mut self.target_timer).await {
                     Ok(true) => {}
                     Ok(false) => return Err(HeadFailure::TimedOut),
-                    Err(error) => return Err(broken(error)),
+                    // Closed or answered: see below whether an answer came.
+                    Err(_) => {
+                        answered_early = true;
+                        break 'upload;
+                    }
                 }
                 self.out.clear();
             }
@@ -767,14 +862,19 @@ impl ClientConnection {
                             .map_err(|reason| HeadFailure::Broken(reason.to_owned()))?;
                         let client_framing =
                             ClientFraming::for_response(facts.framing, client.http10);
-                        let close =
-                            !client.keep_alive || client_framing.closes() || *self.closing.borrow();
+                        // After an early answer the rest of the request body
+                        // is still on its way: neither connection is reusable.
+                        let close = !client.keep_alive
+                            || client_framing.closes()
+                            || answered_early
+                            || *self.closing.borrow();
                         self.out.clear();
                         wire::write_client_head(
                             &mut self.out,
                             &response,
+                            &facts,
                             client_framing,
-                            facts.framing == Framing::Chunked,
+                            client.head_request,
                             close,
                             client.http10,
                         );
@@ -782,7 +882,7 @@ impl ClientConnection {
                         return Ok(ResponseStart {
                             status: facts.status,
                             framing: facts.framing,
-                            reusable: facts.reusable,
+                            reusable: facts.reusable && !answered_early,
                             client_framing,
                             close,
                         });

@@ -54,12 +54,12 @@ impl Rejection {
 
 /// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1), never forwarded.
 pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP_BY_HOP: [&str; 7] = [
+    // RFC 9110 §7.6.1; `Trailer` is end-to-end (only RFC 2616 listed it).
+    const HOP_BY_HOP: [&str; 6] = [
         "connection",
         "keep-alive",
         "proxy-connection",
         "te",
-        "trailer",
         "transfer-encoding",
         "upgrade",
     ];
@@ -166,7 +166,8 @@ pub struct RequestFacts<'b> {
     pub path: &'b str,
     /// The query string without `?`.
     pub query: Option<&'b str>,
-    /// The origin-form target sent to the target (path and query).
+    /// The origin-form target sent to the target (path and query; from an
+    /// absolute-form URL without a path, just `?query`, written after `/`).
     pub target: &'b str,
     /// The authority of an absolute-form target (`GET http://host/ HTTP/1.1`).
     pub authority: Option<&'b str>,
@@ -207,6 +208,7 @@ pub fn request_facts<'b>(
     };
     let (authority, target) = split_target(raw_target)?;
     let (path, query) = match target.split_once('?') {
+        Some(("", query)) => ("/", Some(query)),
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
@@ -282,11 +284,15 @@ fn split_target(raw: &str) -> Result<(Option<&str>, &str), Rejection> {
     let rest = &raw[scheme_end + 3..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, target) = rest.split_at(authority_end);
+    // Credentials (`user:secret@host`) are never a host to pass on.
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if authority.is_empty() {
         return Err(Rejection::Malformed("a request target URL without a host"));
     }
-    // `http://host?q` has an empty path: `/` is implied (RFC 9112 §3.2.1).
-    let target = if target.starts_with('/') { target } else { "" };
+    // `http://host` and `http://host?q` have an empty path: `/` is implied
+    // (RFC 9112 §3.2.1); a target starting with `?` is written after it.
     Ok((
         Some(authority),
         if target.is_empty() { "/" } else { target },
@@ -313,13 +319,32 @@ pub fn write_upstream_head(
 ) {
     out.extend_from_slice(facts.method.as_bytes());
     out.push(b' ');
+    if facts.target.starts_with('?') {
+        out.push(b'/');
+    }
     out.extend_from_slice(facts.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = ConnectionOptions::of(headers);
     let mut forwarded_for = false;
+    let mut declared_length = false;
     for header in headers {
         let name = header.name;
-        if is_hop_by_hop(name) || connection.lists(name) {
+        // The framing comes from `facts`, never from what `Connection`
+        // lists: a body sent by its length under a dropped Content-Length
+        // would reach the target as a request of its own.
+        if name.eq_ignore_ascii_case("content-length") {
+            declared_length = true;
+            continue;
+        }
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            // The chunked body goes on as it came, so its codings do too.
+            if facts.framing == Framing::Chunked {
+                write_header(out, name.as_bytes(), header.value.trim_ascii());
+            }
+            continue;
+        }
+        let is_host = name.eq_ignore_ascii_case("host");
+        if !is_host && (is_hop_by_hop(name) || connection.lists(name)) {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -328,7 +353,7 @@ pub fn write_upstream_head(
         }
         if name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-port")
-            || (facts.authority.is_some() && name.eq_ignore_ascii_case("host"))
+            || (facts.authority.is_some() && is_host)
             || name.eq_ignore_ascii_case("x-amzn-trace-id")
             || (facts.expect_continue && name.eq_ignore_ascii_case("expect"))
         {
@@ -339,8 +364,14 @@ pub fn write_upstream_head(
     if let Some(authority) = facts.authority {
         write_header(out, b"host", authority.as_bytes());
     }
-    if facts.framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match facts.framing {
+        Framing::Length(length) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Empty if declared_length => out.extend_from_slice(b"content-length: 0\r\n"),
+        _ => {}
     }
     // The client's X-Forwarded-For values in order, then the client.
     out.extend_from_slice(b"x-forwarded-for: ");
@@ -464,8 +495,9 @@ impl ClientFraming {
 pub fn write_client_head(
     out: &mut Vec<u8>,
     response: &httparse::Response<'_, '_>,
+    facts: &ResponseFacts,
     framing: ClientFraming,
-    chunked_as_is: bool,
+    head_request: bool,
     close: bool,
     client_http10: bool,
 ) {
@@ -473,14 +505,28 @@ pub fn write_client_head(
     write_status_line(out, status, response.reason.unwrap_or(""));
     let headers = &*response.headers;
     let connection = ConnectionOptions::of(headers);
+    let chunked = facts.framing == Framing::Chunked;
+    // The body goes on as the target framed it (HEAD: as it would have), so
+    // the framing headers do too, whatever `Connection` lists. A chunked
+    // body's Content-Length is dropped (RFC 9112 §6.3), and a decoded one
+    // has neither.
+    let keep_length = !chunked && framing != ClientFraming::Dechunked;
+    let keep_codings = !client_http10
+        && framing != ClientFraming::Dechunked
+        && (chunked || facts.framing == Framing::UntilClose || head_request);
     let mut has_date = false;
     for header in headers {
         let name = header.name;
-        if chunked_as_is
-            && framing == ClientFraming::AsIs
-            && name.eq_ignore_ascii_case("transfer-encoding")
-        {
-            write_header(out, name.as_bytes(), header.value.trim_ascii());
+        if name.eq_ignore_ascii_case("content-length") {
+            if keep_length {
+                write_header(out, name.as_bytes(), header.value.trim_ascii());
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            if keep_codings {
+                write_header(out, name.as_bytes(), header.value.trim_ascii());
+            }
             continue;
         }
         if is_hop_by_hop(name) || connection.lists(name) {
@@ -535,13 +581,20 @@ pub fn write_generated(
     for (name, value) in headers {
         write_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // These statuses have no body, whatever a fixed response says
+    // (RFC 9110 §6.4.1).
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     write_date(out);
     write_connection(out, close, client_http10);
     out.extend_from_slice(b"\r\n");
-    if !head_only {
+    if !head_only && !bodiless {
         out.extend_from_slice(body);
     }
 }
@@ -823,7 +876,14 @@ mod tests {
                 Some(("/p", Some("q"), Some("h.example:8080"))),
             ),
             ("HTTP://h.example", Some(("/", None, Some("h.example")))),
-            ("http://h.example?q=1", Some(("/", None, Some("h.example")))),
+            (
+                "http://h.example?q=1",
+                Some(("/", Some("q=1"), Some("h.example"))),
+            ),
+            (
+                "http://user:secret@h.example/p",
+                Some(("/p", None, Some("h.example"))),
+            ),
             ("ftp://h.example/", None),
             ("http:///path", None),
             ("relative", None),
@@ -881,10 +941,26 @@ mod tests {
             upstream_head(
                 "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
             ),
-            "POST /p HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\
+            "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\
              x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\n\
              x-forwarded-port: 80\r\nx-amzn-trace-id: Root=1-00000000-000000000000000000000000\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connection_cannot_drop_the_headers_that_frame_a_forwarded_request() {
+        let head = upstream_head(
+            "POST /form HTTP/1.1\r\nHost: h\r\nConnection: Content-Length, Host\r\n\
+             Content-Length: 5\r\n\r\n",
+        );
+        assert!(head.contains("\r\nHost: h\r\n"), "{head}");
+        assert!(head.contains("\r\ncontent-length: 5\r\n"), "{head}");
+        let head = upstream_head("POST /empty HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(head.contains("\r\ncontent-length: 0\r\n"), "{head}");
+        let head = upstream_head("GET /q HTTP/1.1\r\n\r\n");
+        assert!(!head.contains("content-length"), "{head}");
+        let head = upstream_head("GET http://h?x=1 HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("GET /?x=1 HTTP/1.1\r\n"), "{head}");
     }
 
     fn response(head: &str, head_request: bool) -> Result<ResponseFacts, &'static str> {
@@ -962,7 +1038,20 @@ mod tests {
         let mut parsed = httparse::Response::new(&mut headers);
         assert!(parsed.parse(head.as_bytes()).unwrap().is_complete());
         let mut out = Vec::new();
-        write_client_head(&mut out, &parsed, ClientFraming::AsIs, true, false, false);
+        let chunked = ResponseFacts {
+            status: 200,
+            framing: Framing::Chunked,
+            reusable: true,
+        };
+        write_client_head(
+            &mut out,
+            &parsed,
+            &chunked,
+            ClientFraming::AsIs,
+            false,
+            false,
+            false,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n\
@@ -972,8 +1061,9 @@ mod tests {
         write_client_head(
             &mut out,
             &parsed,
+            &chunked,
             ClientFraming::Dechunked,
-            true,
+            false,
             true,
             true,
         );
