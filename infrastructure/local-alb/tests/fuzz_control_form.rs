@@ -133,31 +133,37 @@ struct Target {
     _dir: tempfile::TempDir,
 }
 
+/// The control plane the properties share (their forms may delete or
+/// change rules, so a test that needs the stack as declared builds its own).
 fn target() -> &'static Target {
     static TARGET: OnceLock<Target> = OnceLock::new();
-    TARGET.get_or_init(|| {
-        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-        let dir = tempfile::tempdir().expect("a temporary state directory");
-        let app = runtime
-            .block_on(Application::build(common::settings_for(dir.path())))
-            .expect("the local ALB builds from the repository's stack file");
-        let control = app.control_plane();
-        let state = control.state();
-        let arns = state
-            .load_balancers
-            .iter()
-            .map(|x| x.arn.clone())
-            .chain(state.listeners.iter().map(|x| x.arn.clone()))
-            .chain(state.target_groups.iter().map(|x| x.arn.clone()))
-            .chain(state.rules.iter().map(|x| x.arn.clone()))
-            .collect();
-        Target {
-            control,
-            arns,
-            _runtime: runtime,
-            _dir: dir,
-        }
-    })
+    TARGET.get_or_init(fresh_target)
+}
+
+/// A control plane on the repository's stack file, in a state directory of
+/// its own.
+fn fresh_target() -> Target {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let dir = tempfile::tempdir().expect("a temporary state directory");
+    let app = runtime
+        .block_on(Application::build(common::settings_for(dir.path())))
+        .expect("the local ALB builds from the repository's stack file");
+    let control = app.control_plane();
+    let state = control.state();
+    let arns = state
+        .load_balancers
+        .iter()
+        .map(|x| x.arn.clone())
+        .chain(state.listeners.iter().map(|x| x.arn.clone()))
+        .chain(state.target_groups.iter().map(|x| x.arn.clone()))
+        .chain(state.rules.iter().map(|x| x.arn.clone()))
+        .collect();
+    Target {
+        control,
+        arns,
+        _runtime: runtime,
+        _dir: dir,
+    }
 }
 
 fn encode(text: &str) -> String {
@@ -244,13 +250,15 @@ proptest! {
 /// properties above test more than the refusal of everything.
 #[test]
 fn well_formed_forms_reach_the_actions() {
-    let listener = target()
+    // Not the shared plane: a fuzzed DeleteRule may have removed the rule.
+    let target = fresh_target();
+    let listener = target
         .arns
         .iter()
         .find(|arn| arn.contains(":listener/"))
         .expect("the stack has a listener");
     let body = format!("Version=2015-12-01&ListenerArn={}", encode(listener));
-    let answer = target()
+    let answer = target
         .control
         .execute("DescribeRules", &Form::parse(body.as_bytes()), "fuzz")
         .expect("DescribeRules of the stack's listener is answered");

@@ -68,9 +68,11 @@ pub(super) async fn serve(
         input: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(8 * 1024),
         closing,
+        body_unread: false,
         plane: Arc::clone(&plane),
     };
-    let linger = connection.run().await;
+    let refused = connection.run().await;
+    let linger = refused || connection.body_unread;
     let _ = connection.stream.shutdown().await;
     if linger {
         // The client may still be sending what was refused: read it away for
@@ -295,6 +297,18 @@ impl BodyProgress {
     }
 }
 
+/// Whether a request head that was incomplete in `input[..scanned]` may be
+/// complete now: the bytes read since hold, or finish, an empty line.
+/// (Always true for a head's first bytes, which usually hold all of it.)
+fn may_end_head(input: &[u8], scanned: usize) -> bool {
+    if scanned == 0 {
+        return true;
+    }
+    input[scanned.saturating_sub(3)..]
+        .windows(2)
+        .any(|pair| pair == b"\n\n" || pair == b"\n\r")
+}
+
 /// Writes a whole answer of the load balancer into `out`.
 fn write_answer(out: &mut Vec<u8>, answer: &Generated, client: &ClientSide, close: bool) {
     wire::write_generated(
@@ -342,6 +356,9 @@ struct ClientConnection {
     client_timer: Deadline,
     target_timer: Deadline,
     closing: watch::Receiver<bool>,
+    /// Set when the connection closes after an answer that left (part of)
+    /// a request body unread: the client may still be sending it.
+    body_unread: bool,
 }
 
 impl ClientConnection {
@@ -351,8 +368,11 @@ impl ClientConnection {
         loop {
             // Wait for a whole request head, within the idle timeout from now.
             self.client_timer.start();
+            // Bytes of `input` known to hold no end of head: a head that
+            // arrives in pieces is parsed again only once its end may be in.
+            let mut scanned = 0;
             let (tables, plan, client) = loop {
-                if !self.input.is_empty() {
+                if !self.input.is_empty() && may_end_head(&self.input, scanned) {
                     match self.prepare() {
                         Ok(Some(prepared)) => break prepared,
                         Ok(None) if self.input.len() < self.max_head => {}
@@ -364,6 +384,7 @@ impl ClientConnection {
                 if between_requests && *self.closing.borrow() {
                     return false;
                 }
+                scanned = self.input.len();
                 match self.read_request_bytes(between_requests).await {
                     Some(1..) => {}
                     _ => return false,
@@ -373,6 +394,7 @@ impl ClientConnection {
                 Plan::Answered { close } => {
                     let written = self.write_client().await;
                     self.out.clear();
+                    self.body_unread = close && client.framing != Framing::Empty;
                     written && !close
                 }
                 Plan::Forward { rule, picked } => {
@@ -457,7 +479,7 @@ impl ClientConnection {
             !client.keep_alive || client.framing != Framing::Empty || *self.closing.borrow();
         let Some(table) = tables.primary() else {
             let page = self.plane.elb_error_page(ElbError::NoListener, None);
-            write_answer(&mut self.out, &page, &client, close_after_answer);
+            write_answer(&mut self.out, &page, &client, true);
             self.input.advance(head_len);
             return Ok(Some((tables, Plan::Answered { close: true }, client)));
         };
@@ -572,6 +594,7 @@ impl ClientConnection {
     ) -> bool {
         let page = self.plane.elb_error_page(error, counters);
         let close = !client.keep_alive || body_unread || *self.closing.borrow();
+        self.body_unread = body_unread;
         self.out.clear();
         write_answer(&mut self.out, &page, client, close);
         let written = self.write_client().await;
@@ -930,6 +953,33 @@ impl ClientConnection {
                 }
                 Err(error) => return Err(broken(error)),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_end_head;
+
+    #[test]
+    fn a_head_in_pieces_is_parsed_again_only_when_its_end_may_have_arrived() {
+        let cases: [(&[u8], usize, bool); 7] = [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0, true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-B: 1", 16, false),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 24, true),
+            // The empty line split across reads.
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", 25, true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 26, true),
+            (b"GET / HTTP/1.1\nHost: a\n\n", 20, true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-", 25, false),
+        ];
+        for (input, scanned, expected) in cases {
+            assert_eq!(
+                may_end_head(input, scanned),
+                expected,
+                "{:?} scanned to {scanned}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 }
