@@ -51,6 +51,16 @@ pub enum ElbError {
 }
 
 impl ElbError {
+    /// Why a forward found no target to send its request to: none
+    /// registered, or none left to try after `attempts` could not connect.
+    pub fn no_target_left(attempts: usize) -> ElbError {
+        if attempts == 0 {
+            ElbError::NoRegisteredTargets
+        } else {
+            ElbError::TargetConnectionFailed
+        }
+    }
+
     const ALL: [ElbError; 5] = [
         ElbError::NoRegisteredTargets,
         ElbError::NoListener,

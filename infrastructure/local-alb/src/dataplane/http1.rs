@@ -635,11 +635,7 @@ impl ClientConnection {
         let (mut upstream, target, start) = 'targets: loop {
             let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
             else {
-                let error = if attempts == 0 {
-                    ElbError::NoRegisteredTargets
-                } else {
-                    ElbError::TargetConnectionFailed
-                };
+                let error = ElbError::no_target_left(attempts);
                 let unread = !body.is_done();
                 return self
                     .answer_error(error, Some(&first.counters), client, unread)

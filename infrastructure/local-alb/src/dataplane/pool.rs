@@ -36,64 +36,68 @@ const MAX_IDLE_PER_WORKER: usize = 1024;
 /// a fresh one.
 const STALE_RETRIES: usize = 4;
 
-struct Idle {
-    sender: SendRequest<Incoming>,
-    since: Instant,
+/// Idle connections of some kind to one target: one LIFO list per worker
+/// thread, entries older than [`IDLE_LIMIT`] dropped. Shared by this
+/// module's hyper senders (HTTP/2 clients) and `upstream`'s sockets
+/// (HTTP/1.x clients).
+pub struct IdleLists<C> {
+    slots: Box<[Mutex<IdleList<C>>]>,
 }
 
-/// The idle connections to one target, one list per worker thread.
-pub struct ConnectionPool {
-    slots: Box<[Mutex<VecDeque<Idle>>]>,
-}
+/// One worker's idle connections, each with when it became idle; the most
+/// recent at the back.
+type IdleList<C> = VecDeque<(C, Instant)>;
 
-impl ConnectionPool {
-    pub fn new(workers: usize) -> ConnectionPool {
-        ConnectionPool {
+impl<C> IdleLists<C> {
+    pub fn new(workers: usize) -> IdleLists<C> {
+        IdleLists {
             slots: (0..workers.max(1))
                 .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
         }
     }
 
-    fn slot(&self, worker: usize) -> MutexGuard<'_, VecDeque<Idle>> {
+    fn slot(&self, worker: usize) -> MutexGuard<'_, IdleList<C>> {
         self.slots[worker % self.slots.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used live connection of `worker`, if any.
-    fn checkout(&self, worker: usize) -> Option<SendRequest<Incoming>> {
+    /// The most recently returned connection of `worker` that `usable`
+    /// accepts (the others are dropped), if any.
+    pub fn checkout(&self, worker: usize, usable: impl Fn(&C) -> bool) -> Option<C> {
         let mut slot = self.slot(worker);
-        while let Some(idle) = slot.pop_back() {
-            if idle.since.elapsed() > IDLE_LIMIT {
+        while let Some((connection, since)) = slot.pop_back() {
+            if since.elapsed() > IDLE_LIMIT {
                 // Everything below it is older still.
                 slot.clear();
                 return None;
             }
-            if !idle.sender.is_closed() {
-                return Some(idle.sender);
+            if usable(&connection) {
+                return Some(connection);
             }
         }
         None
     }
 
-    fn checkin(&self, worker: usize, sender: SendRequest<Incoming>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Keeps `connection` for `worker` (unless the list is full).
+    pub fn checkin(&self, worker: usize, connection: C) {
         let now = Instant::now();
         let mut slot = self.slot(worker);
         while slot
             .front()
-            .is_some_and(|idle| now.duration_since(idle.since) > IDLE_LIMIT)
+            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_LIMIT)
         {
             slot.pop_front();
         }
         if slot.len() < MAX_IDLE_PER_WORKER {
-            slot.push_back(Idle { sender, since: now });
+            slot.push_back((connection, now));
         }
     }
 }
+
+/// Idle hyper client connections to one target, for HTTP/2 clients.
+pub type ConnectionPool = IdleLists<SendRequest<Incoming>>;
 
 /// Why an exchange with a target produced no response.
 pub enum ExchangeError {
@@ -116,7 +120,7 @@ pub async fn exchange(
     let mut stale = 0;
     loop {
         let pooled = if stale < STALE_RETRIES {
-            target.pool.checkout(worker)
+            target.pool.checkout(worker, |sender| !sender.is_closed())
         } else {
             None
         };
@@ -203,7 +207,9 @@ pub struct Release {
 
 impl Release {
     fn give_back(self) {
-        self.target.pool.checkin(self.worker, self.sender);
+        if !self.sender.is_closed() {
+            self.target.pool.checkin(self.worker, self.sender);
+        }
     }
 }
 

@@ -161,11 +161,7 @@ impl DataPlane {
         loop {
             let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
             else {
-                let error = if attempts == 0 {
-                    ElbError::NoRegisteredTargets
-                } else {
-                    ElbError::TargetConnectionFailed
-                };
+                let error = ElbError::no_target_left(attempts);
                 return self.elb_error(error, Some(&first.counters));
             };
             let counters = &weighted.counters;
