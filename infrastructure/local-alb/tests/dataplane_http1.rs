@@ -5,11 +5,14 @@
 
 mod common_dataplane;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common_dataplane::*;
+use local_alb::dataplane::DataPlaneOptions;
 use local_alb::model::{ActionKind, Priority};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -129,6 +132,12 @@ impl RawClient {
                 String::from_utf8_lossy(&self.buffered)
             );
         }
+    }
+
+    /// Sends `request` and reads one response.
+    async fn exchange(&mut self, request: &[u8]) -> RawResponse {
+        self.send(request).await;
+        self.response().await
     }
 
     /// Reads one response (interim 1xx responses are returned as they come).
@@ -274,9 +283,23 @@ fn sleep_ms(ms: u64) -> Step {
 
 type Script = Arc<dyn Fn(&str) -> Vec<Step> + Send + Sync>;
 
-/// A raw TCP backend: reads each request head (and a Content-Length body),
-/// then plays the script chosen by the request line. Health checks
-/// (`GET /`) get an empty 200 unless the script says otherwise.
+type RawServe = Arc<dyn Fn(TcpStream, String) -> BoxFuture + Send + Sync>;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How a scripted backend answers a request other than a health check.
+#[derive(Clone)]
+enum Handler {
+    /// Reads the Content-Length body, then plays the steps the request line
+    /// picks; the connection is kept for the next request.
+    Script(Script),
+    /// Takes over the connection with the request's head (its body unread).
+    Raw(RawServe),
+}
+
+/// A raw TCP backend: reads each request head, answers health checks
+/// (`GET /`) with an empty 200 on the kept-alive connection and hands other
+/// requests to its [`Handler`].
 struct ScriptedBackend {
     addr: SocketAddr,
     /// Request lines received, in order.
@@ -285,18 +308,35 @@ struct ScriptedBackend {
 }
 
 impl ScriptedBackend {
+    /// Plays the script chosen by each request line (after reading the
+    /// request's Content-Length body).
     async fn start(script: impl Fn(&str) -> Vec<Step> + Send + Sync + 'static) -> ScriptedBackend {
+        Self::with_handler(Handler::Script(Arc::new(script))).await
+    }
+
+    /// Hands each connection whose request is not a health check to
+    /// `serve`, with that request's head (its body unread).
+    async fn raw<F, Fut>(serve: F) -> ScriptedBackend
+    where
+        F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self::with_handler(Handler::Raw(Arc::new(move |stream, head| {
+            Box::pin(serve(stream, head)) as BoxFuture
+        })))
+        .await
+    }
+
+    async fn with_handler(handler: Handler) -> ScriptedBackend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind scripted");
         let addr = listener.local_addr().expect("scripted address");
-        let script: Script = Arc::new(script);
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&requests);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (script, seen) = (Arc::clone(&script), Arc::clone(&seen));
-                tokio::spawn(serve_scripted(stream, script, seen));
+                tokio::spawn(serve_scripted(stream, handler.clone(), Arc::clone(&seen)));
             }
         });
         ScriptedBackend {
@@ -311,6 +351,11 @@ impl ScriptedBackend {
             id: "127.0.0.1".to_owned(),
             port: self.addr.port(),
         }
+    }
+
+    /// An ALB forwarding everything to this backend.
+    async fn alb(&self, options: DataPlaneOptions) -> RunningAlb {
+        RunningAlb::start(&scripted_state(self), options).await
     }
 
     /// Request lines other than health checks.
@@ -331,41 +376,66 @@ impl Drop for ScriptedBackend {
     }
 }
 
-async fn serve_scripted(mut stream: TcpStream, script: Script, seen: Arc<Mutex<Vec<String>>>) {
-    let _ = stream.set_nodelay(true);
-    let mut buffered = Vec::new();
+/// Reads from `stream` into `buffered` until `enough` finds what it needs,
+/// and returns that; `None` at EOF or on an error.
+async fn read_until(
+    stream: &mut TcpStream,
+    buffered: &mut Vec<u8>,
+    enough: impl Fn(&[u8]) -> Option<usize>,
+) -> Option<usize> {
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        let end = loop {
-            if let Some(end) = find(&buffered, b"\r\n\r\n") {
-                break end + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffered.extend_from_slice(&chunk[..n]),
-            }
+        if let Some(found) = enough(buffered) {
+            return Some(found);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn serve_scripted(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<String>>>) {
+    let _ = stream.set_nodelay(true);
+    let mut buffered = Vec::new();
+    loop {
+        let Some(end) = read_until(&mut stream, &mut buffered, |b| {
+            find(b, b"\r\n\r\n").map(|end| end + 4)
+        })
+        .await
+        else {
+            return;
         };
         let head = String::from_utf8_lossy(&buffered[..end]).into_owned();
         buffered.drain(..end);
+        let request_line = head.lines().next().unwrap_or_default().to_owned();
+        let health_check = request_line.starts_with("GET / ");
+        let script = match &handler {
+            Handler::Raw(serve) if !health_check => {
+                serve(stream, head).await;
+                return;
+            }
+            Handler::Raw(_) => None,
+            Handler::Script(script) => Some(script),
+        };
         let body_length = head
             .lines()
             .filter_map(|line| line.split_once(':'))
             .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
             .and_then(|(_, value)| value.trim().parse::<usize>().ok())
             .unwrap_or(0);
-        while buffered.len() < body_length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffered.extend_from_slice(&chunk[..n]),
-            }
+        let enough = |b: &[u8]| (b.len() >= body_length).then_some(body_length);
+        if read_until(&mut stream, &mut buffered, enough)
+            .await
+            .is_none()
+        {
+            return;
         }
         buffered.drain(..body_length);
-        let request_line = head.lines().next().unwrap_or_default().to_owned();
         seen.lock().unwrap().push(request_line.clone());
-        let steps = if request_line.starts_with("GET / ") {
-            vec![write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]
-        } else {
-            script(&request_line)
+        let steps = match script {
+            Some(script) if !health_check => script(&request_line),
+            _ => vec![write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")],
         };
         for step in steps {
             match step {
@@ -391,6 +461,45 @@ fn scripted_state(backend: &ScriptedBackend) -> local_alb::model::State {
         .build()
 }
 
+/// A script that answers requests whose line starts with `prefix` with
+/// `steps()` and any other with [`OK_RESPONSE`].
+fn ok_except(
+    prefix: &'static str,
+    steps: impl Fn() -> Vec<Step> + Send + Sync + 'static,
+) -> impl Fn(&str) -> Vec<Step> + Send + Sync + 'static {
+    move |line| {
+        if line.starts_with(prefix) {
+            steps()
+        } else {
+            vec![write(OK_RESPONSE)]
+        }
+    }
+}
+
+/// An ALB in front of the echo backend (which must outlive it).
+async fn echo_alb() -> (Backend, RunningAlb) {
+    let backend = Backend::start("echo").await;
+    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    (backend, alb)
+}
+
+/// [`quick_options`] with the client idle and target timeouts, in seconds.
+fn timeouts(client_idle_s: u64, target_s: u64) -> DataPlaneOptions {
+    let mut options = quick_options();
+    options.client_idle_timeout = Duration::from_secs(client_idle_s);
+    options.target_timeout = Duration::from_secs(target_s);
+    options
+}
+
+/// A fixed-response action.
+fn fixed(status: &str, content_type: Option<&str>, body: Option<&str>) -> ActionKind {
+    ActionKind::FixedResponse {
+        status_code: status.to_owned(),
+        content_type: content_type.map(str::to_owned),
+        message_body: body.map(str::to_owned),
+    }
+}
+
 const OK_RESPONSE: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 
@@ -400,14 +509,11 @@ const OK_RESPONSE: &str =
 
 #[tokio::test]
 async fn pipelined_requests_get_their_own_responses_in_order() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
     let mut both = get("/one?n=1");
     both.extend_from_slice(&get("/two?n=2"));
-    client.send(&both).await;
-
-    let first = client.response().await;
+    let first = client.exchange(&both).await;
     assert_eq!(first.status, 200, "{first:?}");
     assert_eq!(first.echo()["uri"], "/one?n=1");
     let second = client.response().await;
@@ -433,31 +539,30 @@ async fn pipelined_requests_get_their_own_responses_in_order() {
 
 #[tokio::test]
 async fn content_length_request_body_reaches_the_backend_intact() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let body = "name=ficus&note=a%20b&bytes=\x01\x7f";
     let request = format!(
         "POST /submit HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(request.as_bytes()).await;
-    let response = client.response().await;
+    let response = client.exchange(request.as_bytes()).await;
     assert_eq!(response.status, 200, "{response:?}");
     let echo = response.echo();
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["body"], body);
     assert_eq!(echo["headers"]["content-length"], body.len().to_string());
     // The connection stays usable after a body.
-    client.send(&get("/after")).await;
-    assert_eq!(client.response().await.echo()["uri"], "/after");
+    assert_eq!(
+        client.exchange(&get("/after")).await.echo()["uri"],
+        "/after"
+    );
     alb.stop().await;
 }
 
 #[tokio::test]
 async fn chunked_request_body_sent_in_pieces_reaches_the_backend_intact() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
     client
         .send(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -481,8 +586,7 @@ async fn chunked_request_body_sent_in_pieces_reaches_the_backend_intact() {
     // A chunk extension and a trailer-less last chunk.
     client.send(b"3;ext=1\r\nxyz\r\n").await;
     expected.push_str("xyz");
-    client.send(b"0\r\n\r\n").await;
-    let response = client.response().await;
+    let response = client.exchange(b"0\r\n\r\n").await;
     assert_eq!(response.status, 200, "{response:?}");
     let echo = response.echo();
     assert_eq!(echo["body"], expected);
@@ -491,15 +595,16 @@ async fn chunked_request_body_sent_in_pieces_reaches_the_backend_intact() {
         None,
         "the body was streamed, so the target should not see a made-up length: {echo}"
     );
-    client.send(&get("/after-chunked")).await;
-    assert_eq!(client.response().await.echo()["uri"], "/after-chunked");
+    assert_eq!(
+        client.exchange(&get("/after-chunked")).await.echo()["uri"],
+        "/after-chunked"
+    );
     alb.stop().await;
 }
 
 #[tokio::test]
 async fn one_mebibyte_request_body_reaches_the_backend_intact() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let body = pattern(1024 * 1024);
     let mut request = format!(
         "PUT /big HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n",
@@ -610,10 +715,9 @@ async fn chunked_response_from_the_target_arrives_decoded() {
         ]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(&get("/chunked")).await;
-    let response = client.response().await;
+    let response = client.exchange(&get("/chunked")).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.text(), "hello world!");
     assert_eq!(response.header("content-type"), Some("text/plain"));
@@ -622,8 +726,10 @@ async fn chunked_response_from_the_target_arrives_decoded() {
         "{response:?}"
     );
     // Framing was right: the connection carries another exchange.
-    client.send(&get("/chunked")).await;
-    assert_eq!(client.response().await.text(), "hello world!");
+    assert_eq!(
+        client.exchange(&get("/chunked")).await.text(),
+        "hello world!"
+    );
     alb.stop().await;
 }
 
@@ -641,15 +747,13 @@ async fn one_mebibyte_response_arrives_intact() {
         vec![Step::Write(response)]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(&get("/big")).await;
-    let response = client.response().await;
+    let response = client.exchange(&get("/big")).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.body.len(), body.len());
     assert!(response.body == body, "the body changed on the way");
-    client.send(&get("/big")).await;
-    assert_eq!(client.response().await.body.len(), body.len());
+    assert_eq!(client.exchange(&get("/big")).await.body.len(), body.len());
     alb.stop().await;
 }
 
@@ -667,18 +771,16 @@ async fn close_delimited_response_arrives_whole() {
         ]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(&get("/eof")).await;
-    let response = client.response().await;
+    let response = client.exchange(&get("/eof")).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.text(), "part one, part two, the end");
     // If the ALB framed it (chunked or not close-delimited), the client
     // connection may be reused.
     if response.chunked {
-        client.send(&get("/eof")).await;
         assert_eq!(
-            client.response().await.text(),
+            client.exchange(&get("/eof")).await.text(),
             "part one, part two, the end"
         );
     }
@@ -705,21 +807,18 @@ async fn close_delimited_response_arrives_whole() {
 
 #[tokio::test]
 async fn http10_without_keep_alive_gets_a_response_then_eof() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
-    client
-        .send(b"GET /legacy HTTP/1.0\r\nHost: app.test\r\n\r\n")
+    let response = client
+        .exchange(b"GET /legacy HTTP/1.0\r\nHost: app.test\r\n\r\n")
         .await;
-    let response = client.response().await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.echo()["uri"], "/legacy");
     client.expect_eof().await;
 
     // Without a Host header at all (legal in HTTP/1.0).
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(b"GET /nohost HTTP/1.0\r\n\r\n").await;
-    let response = client.response().await;
+    let response = client.exchange(b"GET /nohost HTTP/1.0\r\n\r\n").await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.echo()["uri"], "/nohost");
     client.expect_eof().await;
@@ -728,17 +827,15 @@ async fn http10_without_keep_alive_gets_a_response_then_eof() {
 
 #[tokio::test]
 async fn http10_with_keep_alive_serves_a_second_request() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
     for path in ["/ka/1", "/ka/2"] {
-        client
-            .send(
+        let response = client
+            .exchange(
                 format!("GET {path} HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
                     .as_bytes(),
             )
             .await;
-        let response = client.response().await;
         assert_eq!(response.status, 200, "{response:?}");
         assert!(!response.chunked, "chunked is not HTTP/1.0: {response:?}");
         assert!(
@@ -748,25 +845,28 @@ async fn http10_with_keep_alive_serves_a_second_request() {
         assert_eq!(response.echo()["uri"], path);
     }
     // And without keep-alive the third one ends the connection.
-    client
-        .send(b"GET /ka/3 HTTP/1.0\r\nHost: app.test\r\n\r\n")
-        .await;
-    assert_eq!(client.response().await.echo()["uri"], "/ka/3");
+    assert_eq!(
+        client
+            .exchange(b"GET /ka/3 HTTP/1.0\r\nHost: app.test\r\n\r\n")
+            .await
+            .echo()["uri"],
+        "/ka/3"
+    );
     client.expect_eof().await;
     alb.stop().await;
 }
 
 #[tokio::test]
 async fn connection_close_from_an_http11_client_ends_the_connection_after_the_response() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(&get("/first")).await;
-    assert_eq!(client.response().await.echo()["uri"], "/first");
-    client
-        .send(b"GET /last HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    assert_eq!(
+        client.exchange(&get("/first")).await.echo()["uri"],
+        "/first"
+    );
+    let response = client
+        .exchange(b"GET /last HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
         .await;
-    let response = client.response().await;
     assert_eq!(response.status, 200, "{response:?}");
     let echo = response.echo();
     assert_eq!(echo["uri"], "/last");
@@ -785,13 +885,11 @@ async fn connection_close_from_an_http11_client_ends_the_connection_after_the_re
 
 #[tokio::test]
 async fn head_gets_headers_without_body_and_the_connection_stays_in_sync() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
 
     // The GET's length, to compare the HEAD's with.
-    client.send(&get("/same")).await;
-    let full = client.response().await;
+    let full = client.exchange(&get("/same")).await;
     assert_eq!(full.status, 200);
 
     client
@@ -809,8 +907,7 @@ async fn head_gets_headers_without_body_and_the_connection_stays_in_sync() {
     assert_eq!(length, full.body.len() + 1, "{head:?}");
     // No body bytes may follow: give them a moment to arrive, then check.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    client.send(&get("/after-head")).await;
-    let next = client.response().await;
+    let next = client.exchange(&get("/after-head")).await;
     assert_eq!(next.status, 200, "{next:?}");
     assert_eq!(next.echo()["uri"], "/after-head");
     alb.stop().await;
@@ -831,11 +928,10 @@ async fn target_204_and_304_have_no_body_and_keep_the_connection_usable() {
         }
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
 
-    client.send(&get("/no-content")).await;
-    let response = client.response().await;
+    let response = client.exchange(&get("/no-content")).await;
     assert_eq!(response.status, 204, "{response:?}");
     assert_eq!(response.header("x-kind"), Some("204"));
     assert_eq!(response.header("transfer-encoding"), None, "{response:?}");
@@ -843,19 +939,16 @@ async fn target_204_and_304_have_no_body_and_keep_the_connection_usable() {
         matches!(response.header("content-length"), None | Some("0")),
         "{response:?}"
     );
-    client.send(&get("/ok")).await;
-    let response = client.response().await;
+    let response = client.exchange(&get("/ok")).await;
     assert_eq!((response.status, response.text().as_str()), (200, "ok"));
 
-    client
-        .send(b"GET /not-modified HTTP/1.1\r\nHost: app.test\r\nIf-None-Match: \"v1\"\r\n\r\n")
+    let response = client
+        .exchange(b"GET /not-modified HTTP/1.1\r\nHost: app.test\r\nIf-None-Match: \"v1\"\r\n\r\n")
         .await;
-    let response = client.response().await;
     assert_eq!(response.status, 304, "{response:?}");
     assert_eq!(response.header("etag"), Some("\"v1\""));
     assert_eq!(response.header("transfer-encoding"), None, "{response:?}");
-    client.send(&get("/ok")).await;
-    let response = client.response().await;
+    let response = client.exchange(&get("/ok")).await;
     assert_eq!((response.status, response.text().as_str()), (200, "ok"));
     alb.stop().await;
 }
@@ -866,8 +959,7 @@ async fn target_204_and_304_have_no_body_and_keep_the_connection_usable() {
 
 #[tokio::test]
 async fn expect_100_continue_gets_the_final_response_and_the_body_arrives() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
     let body = "payload after continue";
     client
@@ -892,16 +984,17 @@ async fn expect_100_continue_gets_the_final_response_and_the_body_arrives() {
         "only a 100 Continue may come before the body: {:?}",
         String::from_utf8_lossy(&client.buffered)
     );
-    client.send(body.as_bytes()).await;
-    let mut response = client.response().await;
+    let mut response = client.exchange(body.as_bytes()).await;
     if response.status == 100 {
         response = client.response().await;
     }
     assert_eq!(response.status, 200, "{response:?}");
     let echo = response.echo();
     assert_eq!(echo["body"], body);
-    client.send(&get("/after-expect")).await;
-    assert_eq!(client.response().await.echo()["uri"], "/after-expect");
+    assert_eq!(
+        client.exchange(&get("/after-expect")).await.echo()["uri"],
+        "/after-expect"
+    );
     alb.stop().await;
 }
 
@@ -912,7 +1005,7 @@ async fn expect_100_continue_gets_the_final_response_and_the_body_arrives() {
 #[tokio::test]
 async fn content_length_with_transfer_encoding_is_rejected_with_400() {
     let backend = ScriptedBackend::start(|_| vec![write(OK_RESPONSE)]).await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     // A smuggled second request hides in the chunked body when a hop reads
     // Content-Length instead.
     let smuggled = "GPOST /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
@@ -921,8 +1014,7 @@ async fn content_length_with_transfer_encoding_is_rejected_with_400() {
         smuggled.len()
     );
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(request.as_bytes()).await;
-    let response = client.response().await;
+    let response = client.exchange(request.as_bytes()).await;
     assert_eq!(response.status, 400, "{response:?}");
     assert!(
         client.closes_within(Duration::from_secs(2)).await,
@@ -948,19 +1040,17 @@ async fn content_length_with_transfer_encoding_is_rejected_with_400() {
 
 #[tokio::test]
 async fn non_numeric_content_length_is_rejected_with_400() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     for bad in ["abc", "-1", "1 2", "0x10", "+5"] {
         let mut client = RawClient::connect(alb.addr).await;
-        client
-            .send(
+        let response = client
+            .exchange(
                 format!(
                     "POST /bad HTTP/1.1\r\nHost: app.test\r\nContent-Length: {bad}\r\n\r\nhello"
                 )
                 .as_bytes(),
             )
             .await;
-        let response = client.response().await;
         assert_eq!(response.status, 400, "Content-Length: {bad}: {response:?}");
         assert!(
             client.closes_within(Duration::from_secs(2)).await,
@@ -968,11 +1058,7 @@ async fn non_numeric_content_length_is_rejected_with_400() {
         );
     }
     // Two different lengths are as ambiguous.
-    let mut client = RawClient::connect(alb.addr).await;
-    client
-        .send(b"POST /bad HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
-        .await;
-    let response = client.response().await;
+    let response = one_shot(alb.addr, b"POST /bad HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!").await;
     assert_eq!(response.status, 400, "two lengths: {response:?}");
     // The ALB still serves new connections.
     let after = one_shot(alb.addr, &get("/fine")).await;
@@ -987,19 +1073,15 @@ async fn non_numeric_content_length_is_rejected_with_400() {
 
 #[tokio::test]
 async fn truncated_target_response_does_not_hang_the_client() {
-    let backend = ScriptedBackend::start(|line| {
-        if line.starts_with("GET /truncated") {
-            vec![
-                write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"),
-                write("0123456789"),
-                Step::Close,
-            ]
-        } else {
-            vec![write(OK_RESPONSE)]
-        }
-    })
+    let backend = ScriptedBackend::start(ok_except("GET /truncated", || {
+        vec![
+            write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"),
+            write("0123456789"),
+            Step::Close,
+        ]
+    }))
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
     client.send(&get("/truncated")).await;
     // The head may already be on its way (status 200) or the ALB may answer
@@ -1060,8 +1142,7 @@ async fn truncated_target_response_does_not_hang_the_client() {
 
 #[tokio::test]
 async fn absolute_form_target_reaches_the_backend_in_origin_form() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let response = one_shot(
         alb.addr,
         b"GET http://example.test/api/x?y=1 HTTP/1.1\r\nHost: example.test\r\n\r\n",
@@ -1101,8 +1182,7 @@ async fn absolute_form_target_routes_by_its_path() {
 
 #[tokio::test]
 async fn repeated_header_lines_all_reach_the_backend_in_order() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let response = one_shot(
         alb.addr,
         b"GET /multi HTTP/1.1\r\nHost: app.test\r\nX-Multi: one\r\nX-Other: between\r\nX-Multi: two\r\nx-multi: three\r\n\r\n",
@@ -1117,8 +1197,7 @@ async fn repeated_header_lines_all_reach_the_backend_in_order() {
 
 #[tokio::test]
 async fn header_whitespace_around_values_is_trimmed() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let response = one_shot(
         alb.addr,
         b"GET /spaces HTTP/1.1\r\nHost:   app.test  \r\nX-A:   v  \r\nX-B:\tw\t\r\nX-C:inner  space\r\nX-Empty:   \r\n\r\n",
@@ -1181,39 +1260,28 @@ async fn generated_responses_have_date_and_length_and_keep_the_connection() {
         .rule(
             Priority::Number(1),
             path_pattern(&["/fixed"]),
-            ActionKind::FixedResponse {
-                status_code: "200".to_owned(),
-                content_type: Some("text/plain".to_owned()),
-                message_body: Some("fixed body ✓".to_owned()),
-            },
+            fixed("200", Some("text/plain"), Some("fixed body ✓")),
         )
         .rule(
             Priority::Number(2),
             path_pattern(&["/gone"]),
-            ActionKind::FixedResponse {
-                status_code: "404".to_owned(),
-                content_type: None,
-                message_body: None,
-            },
+            fixed("404", None, None),
         )
         .rule(Priority::Default, vec![], forward("empty"))
         .build();
     let alb = RunningAlb::start(&state, quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
 
-    client.send(&get("/fixed")).await;
-    let fixed = client.response().await;
+    let fixed = client.exchange(&get("/fixed")).await;
     check_generated(&fixed, 200);
     assert_eq!(fixed.text(), "fixed body ✓");
     assert_eq!(fixed.header("content-type"), Some("text/plain"));
 
-    client.send(&get("/gone")).await;
-    let empty = client.response().await;
+    let empty = client.exchange(&get("/gone")).await;
     check_generated(&empty, 404);
     assert!(empty.body.is_empty(), "{empty:?}");
 
-    client.send(&get("/anything")).await;
-    let unavailable = client.response().await;
+    let unavailable = client.exchange(&get("/anything")).await;
     check_generated(&unavailable, 503);
     assert!(
         unavailable
@@ -1235,8 +1303,7 @@ async fn generated_responses_have_date_and_length_and_keep_the_connection() {
     );
 
     // Still the same connection.
-    client.send(&get("/fixed")).await;
-    assert_eq!(client.response().await.text(), "fixed body ✓");
+    assert_eq!(client.exchange(&get("/fixed")).await.text(), "fixed body ✓");
     alb.stop().await;
 }
 
@@ -1246,30 +1313,25 @@ async fn generated_responses_have_date_and_length_and_keep_the_connection() {
 
 #[tokio::test]
 async fn clients_that_disconnect_early_do_not_disturb_others() {
-    let backend = ScriptedBackend::start(|line| {
-        if line.starts_with("GET /slow") {
-            let mut steps = vec![write(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
-            )];
-            for _ in 0..20 {
-                steps.push(write("4\r\nslow\r\n"));
-                steps.push(sleep_ms(50));
-            }
-            steps.push(write("0\r\n\r\n"));
-            steps
-        } else {
-            vec![write(OK_RESPONSE)]
+    let backend = ScriptedBackend::start(ok_except("GET /slow", || {
+        let mut steps = vec![write(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )];
+        for _ in 0..20 {
+            steps.push(write("4\r\nslow\r\n"));
+            steps.push(sleep_ms(50));
         }
-    })
+        steps.push(write("0\r\n\r\n"));
+        steps
+    }))
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let addr = alb.addr;
 
     let steady = tokio::spawn(async move {
         let mut client = RawClient::connect(addr).await;
         for _ in 0..20 {
-            client.send(&get("/ok")).await;
-            let response = client.response().await;
+            let response = client.exchange(&get("/ok")).await;
             assert_eq!((response.status, response.text().as_str()), (200, "ok"));
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -1318,68 +1380,6 @@ async fn clients_that_disconnect_early_do_not_disturb_others() {
 // 16. Adversarial review of the HTTP/1 path.
 // ---------------------------------------------------------------------------
 
-/// A raw target: answers health checks (`GET /`) with an empty 200 on a
-/// kept-alive connection and hands any connection whose request is anything
-/// else to `serve`, with that request's head (its body unread).
-async fn raw_target<F, Fut>(serve: F) -> (local_alb::model::Target, JoinHandle<()>)
-where
-    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw");
-    let port = listener.local_addr().expect("raw address").port();
-    let serve = Arc::new(serve);
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let serve = Arc::clone(&serve);
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let mut buffered = Vec::new();
-                let mut chunk = vec![0u8; 16 * 1024];
-                loop {
-                    let end = loop {
-                        if let Some(end) = find(&buffered, b"\r\n\r\n") {
-                            break end + 4;
-                        }
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffered.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buffered[..end]).into_owned();
-                    buffered.drain(..end);
-                    if head.starts_with("GET / ") {
-                        if stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        continue;
-                    }
-                    serve(stream, head).await;
-                    return;
-                }
-            });
-        }
-    });
-    (
-        local_alb::model::Target {
-            id: "127.0.0.1".to_owned(),
-            port,
-        },
-        task,
-    )
-}
-
-fn raw_target_state(target: local_alb::model::Target) -> local_alb::model::State {
-    StateBuilder::new()
-        .target_group("raw", vec![target], health_check(30, 5))
-        .rule(Priority::Default, vec![], forward("raw"))
-        .build()
-}
-
 /// `Connection: Content-Length` must not strip the length the ALB framed the
 /// body by: the target would read the body as the next request (one that
 /// the ALB never routed, here one a rule denies).
@@ -1391,11 +1391,7 @@ async fn connection_header_naming_content_length_cannot_smuggle_a_request() {
         .rule(
             Priority::Number(1),
             path_pattern(&["/admin*"]),
-            ActionKind::FixedResponse {
-                status_code: "403".to_owned(),
-                content_type: None,
-                message_body: Some("denied".to_owned()),
-            },
+            fixed("403", None, Some("denied")),
         )
         .rule(Priority::Default, vec![], forward("scripted"))
         .build();
@@ -1406,8 +1402,7 @@ async fn connection_header_naming_content_length_cannot_smuggle_a_request() {
         smuggled.len()
     );
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(request.as_bytes()).await;
-    let response = client.response().await;
+    let response = client.exchange(request.as_bytes()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let requests = backend.requests();
     assert!(
@@ -1428,7 +1423,7 @@ async fn target_connection_header_naming_content_length_keeps_the_response_frame
         )]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
     client.send(&get("/framed")).await;
     let head = client.head_response().await;
@@ -1457,10 +1452,9 @@ async fn target_response_with_chunked_and_content_length_loses_the_length() {
         )]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(&get("/both")).await;
-    let response = client.response().await;
+    let response = client.exchange(&get("/both")).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.text(), "ok");
     assert!(
@@ -1480,30 +1474,20 @@ async fn fixed_response_204_with_a_body_does_not_desync_the_connection() {
         .rule(
             Priority::Number(1),
             path_pattern(&["/nc"]),
-            ActionKind::FixedResponse {
-                status_code: "204".to_owned(),
-                content_type: None,
-                message_body: Some("gone".to_owned()),
-            },
+            fixed("204", None, Some("gone")),
         )
         .rule(
             Priority::Number(2),
             path_pattern(&["/fine"]),
-            ActionKind::FixedResponse {
-                status_code: "200".to_owned(),
-                content_type: None,
-                message_body: Some("fine".to_owned()),
-            },
+            fixed("200", None, Some("fine")),
         )
         .rule(Priority::Default, vec![], forward("empty"))
         .build();
     let alb = RunningAlb::start(&state, quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
-    client.send(&get("/nc")).await;
-    let no_content = client.response().await;
+    let no_content = client.exchange(&get("/nc")).await;
     assert_eq!(no_content.status, 204, "{no_content:?}");
-    client.send(&get("/fine")).await;
-    let next = client.response().await;
+    let next = client.exchange(&get("/fine")).await;
     assert_eq!((next.status, next.text().as_str()), (200, "fine"));
     assert!(
         matches!(no_content.header("content-length"), None | Some("0")),
@@ -1516,8 +1500,7 @@ async fn fixed_response_204_with_a_body_does_not_desync_the_connection() {
 /// `/` plus its query; the query must not be dropped.
 #[tokio::test]
 async fn absolute_form_target_without_a_path_keeps_its_query() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let response = one_shot(
         alb.addr,
         b"GET http://example.test?x=1 HTTP/1.1\r\nHost: example.test\r\n\r\n",
@@ -1533,29 +1516,20 @@ async fn absolute_form_target_without_a_path_keeps_its_query() {
 /// for it, not when it started waiting for the previous request.
 #[tokio::test]
 async fn pipelined_head_arriving_during_a_slow_response_is_not_timed_out() {
-    let backend = ScriptedBackend::start(|line| {
-        if line.starts_with("GET /slow") {
-            vec![sleep_ms(1500), write(OK_RESPONSE)]
-        } else {
-            vec![write(OK_RESPONSE)]
-        }
-    })
+    let backend = ScriptedBackend::start(ok_except("GET /slow", || {
+        vec![sleep_ms(1500), write(OK_RESPONSE)]
+    }))
     .await;
-    let mut options = quick_options();
-    options.client_idle_timeout = Duration::from_secs(1);
-    options.target_timeout = Duration::from_secs(5);
-    let alb = RunningAlb::start(&scripted_state(&backend), options).await;
+    let alb = backend.alb(timeouts(1, 5)).await;
     let mut client = RawClient::connect(alb.addr).await;
     client.send(&get("/slow")).await;
     // The next request starts while the first is still being answered...
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    client.send(b"GET /ok HTTP/1.1\r\nHo").await;
-    let first = client.response().await;
+    let first = client.exchange(b"GET /ok HTTP/1.1\r\nHo").await;
     assert_eq!((first.status, first.text().as_str()), (200, "ok"));
     // ...and its head is whole 400 ms after it began (idle timeout: 1 s).
     tokio::time::sleep(Duration::from_millis(100)).await;
-    client.send(b"st: app.test\r\n\r\n").await;
-    let second = client.response().await;
+    let second = client.exchange(b"st: app.test\r\n\r\n").await;
     assert_eq!((second.status, second.text().as_str()), (200, "ok"));
     alb.stop().await;
 }
@@ -1566,7 +1540,7 @@ async fn pipelined_head_arriving_during_a_slow_response_is_not_timed_out() {
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_hold_the_target_connection_forever() {
     let (released_tx, mut released) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (target, task) = raw_target(move |mut stream, _head| {
+    let backend = ScriptedBackend::raw(move |mut stream, _head| {
         let released_tx = released_tx.clone();
         async move {
             if stream
@@ -1582,16 +1556,13 @@ async fn a_client_that_stops_reading_does_not_hold_the_target_connection_forever
         }
     })
     .await;
-    let mut options = quick_options();
-    options.client_idle_timeout = Duration::from_secs(1);
-    options.target_timeout = Duration::from_secs(1);
-    let alb = RunningAlb::start(&raw_target_state(target), options).await;
+    let alb = backend.alb(timeouts(1, 1)).await;
     let mut client = RawClient::connect(alb.addr).await;
     client.send(&get("/endless")).await;
     // Never read.
     let outcome = tokio::time::timeout(Duration::from_secs(8), released.recv()).await;
     drop(client);
-    task.abort();
+    drop(backend);
     assert!(
         outcome.is_ok(),
         "the target connection is still held 8 s after the client stopped reading \
@@ -1605,8 +1576,7 @@ async fn a_client_that_stops_reading_does_not_hold_the_target_connection_forever
 /// Either keep the codings or refuse (501) as for `gzip` alone.
 #[tokio::test]
 async fn transfer_codings_before_chunked_are_not_dropped() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let response = one_shot(
         alb.addr,
         b"POST /coded HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -1631,7 +1601,7 @@ async fn transfer_codings_before_chunked_are_not_dropped() {
 /// closes: the client gets that answer, not a 502.
 #[tokio::test]
 async fn an_early_target_answer_to_an_upload_reaches_the_client() {
-    let (target, task) = raw_target(|mut stream, _head| async move {
+    let backend = ScriptedBackend::raw(|mut stream, _head| async move {
         let _ = stream
             .write_all(
                 b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -1640,7 +1610,7 @@ async fn an_early_target_answer_to_an_upload_reaches_the_client() {
         let _ = stream.shutdown().await;
     })
     .await;
-    let alb = RunningAlb::start(&raw_target_state(target), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
     let pieces = 16;
     client
@@ -1660,7 +1630,7 @@ async fn an_early_target_answer_to_an_upload_reaches_the_client() {
         }
     }
     let response = client.response().await;
-    task.abort();
+    drop(backend);
     assert_eq!(response.status, 413, "{response:?}");
     alb.stop().await;
 }
@@ -1670,8 +1640,7 @@ async fn an_early_target_answer_to_an_upload_reaches_the_client() {
 /// a request.
 #[tokio::test]
 async fn malformed_chunked_request_bodies_get_400_and_close() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     for body in [
         &b"5\nhello\r\n0\r\n\r\n"[..],
         b"5\r\nhello\n0\r\n\r\n",
@@ -1688,8 +1657,7 @@ async fn malformed_chunked_request_bodies_get_400_and_close() {
         request.extend_from_slice(body);
         request.extend_from_slice(&get("/after"));
         let mut client = RawClient::connect(alb.addr).await;
-        client.send(&request).await;
-        let response = client.response().await;
+        let response = client.exchange(&request).await;
         let shown = String::from_utf8_lossy(body).into_owned();
         assert_eq!(response.status, 400, "{shown:?}: {response:?}");
         assert!(
@@ -1712,7 +1680,7 @@ async fn malformed_chunked_request_bodies_get_400_and_close() {
 #[tokio::test]
 async fn request_transfer_encoding_not_ending_in_chunked_is_refused() {
     let backend = ScriptedBackend::start(|_| vec![write(OK_RESPONSE)]).await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     for codings in [
         "Transfer-Encoding: chunked, gzip\r\n",
         "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
@@ -1721,8 +1689,7 @@ async fn request_transfer_encoding_not_ending_in_chunked_is_refused() {
         let request =
             format!("POST /te HTTP/1.1\r\nHost: app.test\r\n{codings}\r\n5\r\nhello\r\n0\r\n\r\n");
         let mut client = RawClient::connect(alb.addr).await;
-        client.send(request.as_bytes()).await;
-        let response = client.response().await;
+        let response = client.exchange(request.as_bytes()).await;
         assert!(
             matches!(response.status, 400 | 501),
             "{codings:?}: {response:?}"
@@ -1749,12 +1716,11 @@ async fn chunked_response_reaches_an_http10_client_decoded_then_eof() {
         ]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
-    client
-        .send(b"GET /old HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
+    let response = client
+        .exchange(b"GET /old HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
         .await;
-    let response = client.response().await;
     assert_eq!(response.status, 200, "{response:?}");
     assert!(!response.chunked, "{response:?}");
     assert_eq!(response.header("transfer-encoding"), None, "{response:?}");
@@ -1788,7 +1754,7 @@ async fn stray_bytes_after_a_target_response_never_reach_another_request() {
         }
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
     for first in [
         &get("/confused-now")[..],
@@ -1804,8 +1770,7 @@ async fn stray_bytes_after_a_target_response_never_reach_another_request() {
         assert_eq!(response.status, 200);
         tokio::time::sleep(Duration::from_millis(150)).await;
         for _ in 0..3 {
-            client.send(&get("/ok")).await;
-            let next = client.response().await;
+            let next = client.exchange(&get("/ok")).await;
             assert_eq!(
                 (next.status, next.text().as_str()),
                 (200, "ok"),
@@ -1823,29 +1788,20 @@ async fn stray_bytes_after_a_target_response_never_reach_another_request() {
 /// for reading the previous body.
 #[tokio::test]
 async fn pipelined_head_sent_with_the_previous_body_gets_its_own_idle_timeout() {
-    let backend = ScriptedBackend::start(|line| {
-        if line.starts_with("POST /slow") {
-            vec![sleep_ms(400), write(OK_RESPONSE)]
-        } else {
-            vec![write(OK_RESPONSE)]
-        }
-    })
+    let backend = ScriptedBackend::start(ok_except("POST /slow", || {
+        vec![sleep_ms(400), write(OK_RESPONSE)]
+    }))
     .await;
-    let mut options = quick_options();
-    options.client_idle_timeout = Duration::from_secs(1);
-    options.target_timeout = Duration::from_secs(5);
-    let alb = RunningAlb::start(&scripted_state(&backend), options).await;
+    let alb = backend.alb(timeouts(1, 5)).await;
     let mut client = RawClient::connect(alb.addr).await;
     client
         .send(b"POST /slow HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n\r\n")
         .await;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    client.send(b"bodyGET /ok HTTP/1.1\r\nHo").await;
-    let first = client.response().await;
+    let first = client.exchange(b"bodyGET /ok HTTP/1.1\r\nHo").await;
     assert_eq!((first.status, first.text().as_str()), (200, "ok"));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    client.send(b"st: app.test\r\n\r\n").await;
-    let second = client.response().await;
+    let second = client.exchange(b"st: app.test\r\n\r\n").await;
     assert_eq!((second.status, second.text().as_str()), (200, "ok"));
     alb.stop().await;
 }
@@ -1855,17 +1811,13 @@ async fn pipelined_head_sent_with_the_previous_body_gets_its_own_idle_timeout() 
 /// is unknown).
 #[tokio::test]
 async fn head_response_keeps_the_targets_transfer_encoding() {
-    let backend = ScriptedBackend::start(|line| {
-        if line.starts_with("HEAD ") {
-            vec![write(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
-            )]
-        } else {
-            vec![write(OK_RESPONSE)]
-        }
-    })
+    let backend = ScriptedBackend::start(ok_except("HEAD ", || {
+        vec![write(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )]
+    }))
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
     client
         .send(b"HEAD /stream HTTP/1.1\r\nHost: app.test\r\n\r\n")
@@ -1877,8 +1829,7 @@ async fn head_response_keeps_the_targets_transfer_encoding() {
         Some("chunked"),
         "{head:?}"
     );
-    client.send(&get("/ok")).await;
-    assert_eq!(client.response().await.text(), "ok");
+    assert_eq!(client.exchange(&get("/ok")).await.text(), "ok");
     alb.stop().await;
 }
 
@@ -1886,8 +1837,7 @@ async fn head_response_keeps_the_targets_transfer_encoding() {
 /// target is the URI's host and port, never its userinfo.
 #[tokio::test]
 async fn absolute_form_userinfo_is_not_sent_as_the_host() {
-    let backend = Backend::start("echo").await;
-    let alb = RunningAlb::start(&one_group_state("echo", &backend), quick_options()).await;
+    let (_backend, alb) = echo_alb().await;
     let response = one_shot(
         alb.addr,
         b"GET http://user:secret@example.test/p HTTP/1.1\r\nHost: example.test\r\n\r\n",
@@ -1915,7 +1865,7 @@ async fn response_transfer_coding_other_than_chunked_is_not_dropped() {
         ]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
+    let alb = backend.alb(quick_options()).await;
     let response = one_shot(alb.addr, &get("/gzip")).await;
     if response.status != 502 {
         assert_eq!(response.status, 200, "{response:?}");
@@ -1940,10 +1890,8 @@ async fn trailer_announcement_is_passed_on_with_the_trailers() {
         )]
     })
     .await;
-    let alb = RunningAlb::start(&scripted_state(&backend), quick_options()).await;
-    let mut client = RawClient::connect(alb.addr).await;
-    client.send(&get("/trailers")).await;
-    let response = client.response().await;
+    let alb = backend.alb(quick_options()).await;
+    let response = one_shot(alb.addr, &get("/trailers")).await;
     assert_eq!(response.text(), "ok");
     assert!(response.chunked, "{response:?}");
     assert_eq!(
