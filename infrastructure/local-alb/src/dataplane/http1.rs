@@ -602,6 +602,20 @@ impl ClientConnection {
         written && !close
     }
 
+    /// Answers with an error page when a forwarded request got no response;
+    /// the connection closes if the client has not sent all of its body.
+    async fn answer_unsent(
+        &mut self,
+        error: ElbError,
+        counters: &StatusClassCounters,
+        client: &ClientSide,
+        body: &BodyProgress,
+    ) -> bool {
+        let unread = !body.is_done();
+        self.answer_error(error, Some(counters), client, unread)
+            .await
+    }
+
     /// Forwards the request whose head for the target is in `out`; returns
     /// whether the client connection stays open. A target that cannot be
     /// connected to is marked unhealthy and the next one is tried (as
@@ -636,19 +650,17 @@ impl ClientConnection {
             let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
             else {
                 let error = ElbError::no_target_left(attempts);
-                let unread = !body.is_done();
                 return self
-                    .answer_error(error, Some(&first.counters), client, unread)
+                    .answer_unsent(error, &first.counters, client, &body)
                     .await;
             };
             let Some(address) = target.address() else {
-                let unread = !body.is_done();
                 return self
-                    .answer_error(
+                    .answer_unsent(
                         ElbError::TargetConnectionFailed,
-                        Some(&weighted.counters),
+                        &weighted.counters,
                         client,
-                        unread,
+                        &body,
                     )
                     .await;
             };
@@ -680,13 +692,12 @@ impl ClientConnection {
                             Err(error) => {
                                 target.connection_failed(&error);
                                 if attempts == MAX_CONNECT_ATTEMPTS {
-                                    let unread = !body.is_done();
                                     return self
-                                        .answer_error(
+                                        .answer_unsent(
                                             ElbError::TargetConnectionFailed,
-                                            Some(&weighted.counters),
+                                            &weighted.counters,
                                             client,
-                                            unread,
+                                            &body,
                                         )
                                         .await;
                                 }
@@ -703,11 +714,11 @@ impl ClientConnection {
                     Err(HeadFailure::ClientFailed) => return false,
                     Err(HeadFailure::TimedOut) => {
                         return self
-                            .answer_error(
+                            .answer_unsent(
                                 ElbError::TargetTimeout,
-                                Some(&weighted.counters),
+                                &weighted.counters,
                                 client,
-                                !body.is_done(),
+                                &body,
                             )
                             .await;
                     }
@@ -720,11 +731,11 @@ impl ClientConnection {
                             );
                         }
                         return self
-                            .answer_error(
+                            .answer_unsent(
                                 ElbError::TargetConnectionError,
-                                Some(&weighted.counters),
+                                &weighted.counters,
                                 client,
-                                !body.is_done(),
+                                &body,
                             )
                             .await;
                     }
