@@ -69,10 +69,29 @@ pub enum Command {
     /// Create the missing route rules, parked behind the monolith's rule.
     #[command(long_about = "\
 Create the missing route rules from migrate.toml, parked behind the monolith's rule
-(traffic unchanged) with a plain forward to the service and the tag ficus:route=NAME.
-Running it again changes nothing. Rules that exist but differ from the file (paths or
-target group) are reported as drift, never overwritten.")]
-    Init(LockArgs),
+(traffic unchanged) with a plain forward to the service and the tags ficus:route=NAME
+and ficus:parked-priority=N (where a rollback parks it again).
+
+Parked means parked only if the monolith's rule matches every request the route's rule
+does. init compares their conditions (path, host, header, method, query, source address):
+a condition of the monolith's rule that the route's rule lacks is copied into it (within
+AWS's quotas of 5 condition values and 5 wildcards per rule); a gap that copying can't
+close (a path outside the monolith's patterns, a host of the route's own outside the
+monolith's hosts) is refused, naming the condition. A parked rule that exists and leaks
+is narrowed the same way. Each route's `priority` must be free and in front of the
+monolith's rule, or nothing is created.
+
+A listener whose monolith is only the default action has no rule to tag:
+--create-monolith-rule creates one (path /*, forward to the default action's target
+group, tag ficus:role=monolith) behind every other rule, so every request goes where it
+went. Running it again changes nothing. Rules that exist but differ from the file (paths,
+hosts or target group) are reported as drift, never overwritten.
+
+Examples:
+  migrate init
+  migrate init --dry-run                         the calls, without making them
+  migrate init --create-monolith-rule --monolith-priority 1000")]
+    Init(InitArgs),
     /// Show every route: state, priorities, weights, target health, last change, drift.
     #[command(long_about = "\
 Show, per route: its path patterns, its state (on the monolith, shifting N%, on the
@@ -129,6 +148,24 @@ Example: migrate demo --report demo.html")]
     Demo(crate::demo::DemoArgs),
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// When no rule is tagged ficus:role=monolith and the listener's default action
+    /// forwards to the monolith: create a catch-all rule for it first.
+    #[arg(long)]
+    pub create_monolith_rule: bool,
+    /// The created monolith rule's priority; it must be behind every other rule
+    /// (default: the next multiple of 1000 above the highest rule, at least 1000).
+    #[arg(long, value_name = "PRIORITY", requires = "create_monolith_rule",
+          value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub monolith_priority: Option<u32>,
+    /// Print the calls init would make, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
 /// Lock options shared by the commands that write.
 #[derive(Debug, Clone, Args)]
 pub struct LockArgs {
@@ -169,6 +206,10 @@ pub struct ShiftArgs {
     /// Skip the parity gate (`migrate verify` sample) before each step.
     #[arg(long)]
     pub skip_parity: bool,
+    /// Move the route's rule in front even though it would shadow other rules
+    /// between its priority and the monolith's (they are named without this flag).
+    #[arg(long)]
+    pub allow_shadow: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }

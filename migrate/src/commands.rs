@@ -5,15 +5,17 @@ use std::process::ExitCode;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{HistoryArgs, LockArgs, Output, PlanArgs, StatusArgs};
+use anyhow::Context as _;
+
+use crate::cli::{HistoryArgs, InitArgs, LockArgs, Output, PlanArgs, StatusArgs};
 use crate::context::{Ctx, Listing, ROUTE_TAG};
 use crate::elb::TargetHealth;
 use crate::error::usage;
 use crate::journal::{self, Entry, LAST_CHANGE_TAG, LastChange};
 use crate::lock::{self, LockOptions, rfc3339};
-use crate::settings::check_steps;
+use crate::settings::{MONOLITH_TAG, check_steps};
 use crate::shift::now_rfc3339;
-use crate::state::{Forward, RouteState, RouteView, Write, target_group_name};
+use crate::state::{Forward, PARKED_TAG, RouteState, RouteView, Write, target_group_name};
 
 pub fn lock_options(ctx: &Ctx, args: &LockArgs) -> LockOptions {
     LockOptions {
@@ -29,13 +31,29 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn init(ctx: &mut Ctx, args: &LockArgs) -> anyhow::Result<ExitCode> {
+pub async fn init(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<ExitCode> {
     ctx.start_who();
-    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, args)).await?;
-    let result = init_locked(ctx, &listing).await;
-    let released = lock.release(&ctx.elb).await;
-    let report = result?;
-    released?;
+    let mut report = Vec::new();
+    if args.create_monolith_rule {
+        report.push(create_monolith_rule(ctx, args).await?);
+    }
+    if args.dry_run {
+        let listing = match ctx.list().await {
+            Ok(listing) => Some(listing),
+            // The monolith's rule is only planned: the routes can't be planned yet.
+            Err(_) if args.create_monolith_rule => None,
+            Err(err) => return Err(err),
+        };
+        if let Some(listing) = listing {
+            report.extend(init_locked(ctx, &listing, true).await?);
+        }
+    } else {
+        let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
+        let result = init_locked(ctx, &listing, false).await;
+        let released = lock.release(&ctx.elb).await;
+        report.extend(result?);
+        released?;
+    }
     if ctx.output == Output::Json {
         print_json(&report)?;
     } else {
@@ -54,7 +72,192 @@ struct InitLine {
     drift: Vec<String>,
 }
 
-async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<InitLine>> {
+/// The default priority of a created monolith rule: the next multiple of
+/// 1000 above the highest numbered rule, at least 1000.
+fn default_monolith_priority(highest: Option<u32>) -> u32 {
+    highest.map_or(1000, |h| (h / 1000 + 1) * 1000)
+}
+
+/// `init --create-monolith-rule`: a catch-all rule (`/*`) forwarding where the
+/// default action forwards, behind every other rule, tagged as the monolith's.
+/// Every request that reached the default action reaches the same target
+/// group through it, and no rule is behind it to lose traffic.
+async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<InitLine> {
+    let listener_arn = ctx.elb.listener_arn(&ctx.settings.listener).await?;
+    let mut rules = ctx.elb.rules(&listener_arn).await?;
+    let arns: Vec<String> = rules.iter().map(|r| r.arn.clone()).collect();
+    let mut tags = ctx.elb.tags(&arns).await?;
+    for rule in &mut rules {
+        rule.tags = tags.remove(&rule.arn).unwrap_or_default();
+    }
+    if let Ok(existing) = crate::context::find_monolith(&ctx.settings, &rules, &listener_arn) {
+        return Ok(InitLine {
+            route: "monolith".into(),
+            outcome: "exists",
+            message: format!(
+                "monolith: rule {} at priority {} exists; nothing to create",
+                existing.arn,
+                existing
+                    .priority
+                    .map_or("default".into(), |p| p.to_string())
+            ),
+            drift: Vec::new(),
+        });
+    }
+    let default = rules
+        .iter()
+        .find(|r| r.priority.is_none())
+        .context("the listener has no default rule")?;
+    let Forward::Plain { target_group } = &default.action else {
+        return Err(usage(format!(
+            "--create-monolith-rule: the listener's default action is `{}`, not a forward to one target group; create and tag the monolith's rule by hand",
+            default.action.describe()
+        )));
+    };
+    if let Some(wanted) = &ctx.settings.monolith.target_group
+        && target_group_name(wanted) != target_group_name(target_group)
+    {
+        return Err(usage(format!(
+            "--create-monolith-rule: the default action forwards to {}, but monolith.target_group is {wanted}; the rule would change where requests go",
+            target_group_name(target_group)
+        )));
+    }
+    let highest = rules.iter().filter_map(|r| r.priority).max();
+    let priority = args
+        .monolith_priority
+        .unwrap_or_else(|| default_monolith_priority(highest));
+    let behind: Vec<String> = rules
+        .iter()
+        .filter(|r| r.priority.is_some_and(|p| p >= priority))
+        .map(crate::coverage::shadow_line)
+        .collect();
+    if !behind.is_empty() {
+        return Err(usage(format!(
+            "--monolith-priority {priority}: a catch-all rule there would take the traffic of {}; choose a priority above {}",
+            behind.join("; "),
+            highest.unwrap_or_default()
+        )));
+    }
+    let conditions = alb::Conditions::paths(["/*".to_owned()]);
+    let action = Forward::Plain {
+        target_group: target_group.clone(),
+    };
+    let (key, value) = MONOLITH_TAG;
+    let call = format!(
+        "CreateRule Priority={priority} Conditions=[{}] Actions=[{}] Tags={key}={value}",
+        conditions.describe(),
+        action.describe()
+    );
+    if args.dry_run {
+        return Ok(InitLine {
+            route: "monolith".into(),
+            outcome: "planned",
+            message: format!("monolith: would call {call}"),
+            drift: Vec::new(),
+        });
+    }
+    let options = lock_options(ctx, &args.lock);
+    let (lock, _) = lock::acquire(&ctx.elb, &listener_arn, &[], &options).await?;
+    let created = ctx
+        .elb
+        .create_rule(
+            &listener_arn,
+            priority,
+            &conditions,
+            &action,
+            &[(key, value)],
+        )
+        .await;
+    let released = lock.release(&ctx.elb).await;
+    let arn = created?.ok_or_else(|| {
+        usage(format!(
+            "--monolith-priority {priority} was taken meanwhile; run init again"
+        ))
+    })?;
+    released?;
+    let who = ctx.who().await;
+    let entry = Entry {
+        when: now_rfc3339(),
+        who,
+        command: "init".into(),
+        route: "monolith".into(),
+        what: format!(
+            "created the monolith's rule at priority {priority}, behind every other rule (traffic unchanged)"
+        ),
+        before: journal::Snapshot {
+            priority: None,
+            action: default.action.describe(),
+            state: "the listener's default action".into(),
+        },
+        after: journal::Snapshot {
+            priority: Some(priority),
+            action: action.describe(),
+            state: "the monolith's rule".into(),
+        },
+        writes: vec![call],
+        evidence: json!({ "rules_in_front": rules.len() - 1 }),
+    };
+    journal::append(&ctx.settings.journal_path(), &entry)?;
+    Ok(InitLine {
+        route: "monolith".into(),
+        outcome: "created",
+        message: format!(
+            "monolith: created rule {arn} at priority {priority} (path /*, {}), behind every other rule: every request goes where the default action sent it",
+            action.describe()
+        ),
+        drift: Vec::new(),
+    })
+}
+
+/// What init would refuse before changing anything: routes whose rule must
+/// still be created or stays parked, with an unusable priority or conditions
+/// the monolith's rule can't be made to cover.
+fn init_problems(ctx: &Ctx, listing: &Listing) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (route, settings) in &ctx.settings.routes {
+        let view = listing.view(&ctx.settings, route)?;
+        let in_front = view
+            .rule()
+            .and_then(|r| r.priority)
+            .is_some_and(|p| p < listing.monolith_priority);
+        if in_front {
+            continue;
+        }
+        if let Some(problem) = crate::coverage::priority_problem(listing, &view, route) {
+            problems.push(problem);
+        }
+        match view.rule() {
+            None if view.rules.is_empty() => {
+                if let Err(why) = crate::coverage::route_conditions(settings, &listing.monolith) {
+                    problems.push(format!("{route}: its rule can't be parked safely: {why}"));
+                }
+            }
+            Some(rule) => {
+                if let Err(why) = rule.conditions.narrowed_into(&listing.monolith.conditions) {
+                    problems.push(format!(
+                        "{route}: its parked rule {} can take traffic and can't be narrowed: {why}",
+                        rule.arn
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(problems)
+}
+
+async fn init_locked(
+    ctx: &mut Ctx,
+    listing: &Listing,
+    dry_run: bool,
+) -> anyhow::Result<Vec<InitLine>> {
+    let problems = init_problems(ctx, listing)?;
+    if !problems.is_empty() {
+        return Err(usage(format!(
+            "nothing was changed:\n  {}",
+            problems.join("\n  ")
+        )));
+    }
     let mut report = Vec::new();
     let mut taken: std::collections::BTreeSet<u32> =
         listing.rules.iter().filter_map(|r| r.priority).collect();
@@ -62,6 +265,10 @@ async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<Ini
     for route in routes {
         let mut view = listing.view(&ctx.settings, &route)?;
         if !view.rules.is_empty() {
+            if let Some(line) = narrow_parked(ctx, listing, &route, &view, dry_run).await? {
+                report.push(line);
+                continue;
+            }
             let drift = listing.drift(&ctx.settings, &route, &view);
             let state = view.state().explain();
             let message = if drift.is_empty() {
@@ -82,9 +289,32 @@ async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<Ini
             continue;
         }
         let settings = ctx.settings.route(&route)?.clone();
+        let conditions = crate::coverage::route_conditions(&settings, &listing.monolith)
+            .map_err(|why| usage(format!("{route}: {why}")))?;
         let action = Forward::Plain {
             target_group: view.service_tg.clone(),
         };
+        let describe_call = |slot: u32| {
+            format!(
+                "CreateRule Priority={slot} Conditions=[{}] Actions=[{}] Tags={ROUTE_TAG}={route},{PARKED_TAG}={slot}",
+                conditions.describe(),
+                action.describe()
+            )
+        };
+        if dry_run {
+            view.taken = taken.clone();
+            let slot = view
+                .behind_slot()
+                .ok_or_else(|| anyhow::anyhow!("no free priority behind the monolith's rule"))?;
+            taken.insert(slot);
+            report.push(InitLine {
+                route: route.clone(),
+                outcome: "planned",
+                message: format!("{route}: would call {}", describe_call(slot)),
+                drift: Vec::new(),
+            });
+            continue;
+        }
         let mut created = None;
         for _attempt in 0..5 {
             view.taken = taken.clone();
@@ -92,14 +322,18 @@ async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<Ini
                 .behind_slot()
                 .ok_or_else(|| anyhow::anyhow!("no free priority behind the monolith's rule"))?;
             taken.insert(slot);
+            let slot_text = slot.to_string();
             match ctx
                 .elb
                 .create_rule(
                     &listing.listener_arn,
                     slot,
-                    &settings.paths,
+                    &conditions,
                     &action,
-                    &[(ROUTE_TAG, route.as_str())],
+                    &[
+                        (ROUTE_TAG, route.as_str()),
+                        (PARKED_TAG, slot_text.as_str()),
+                    ],
                 )
                 .await
             {
@@ -136,21 +370,25 @@ async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<Ini
                 }
                 .explain(),
             },
-            writes: vec![format!(
-                "CreateRule Priority={slot} paths={:?} Actions=[{}] Tags={ROUTE_TAG}={route}",
-                settings.paths,
-                action.describe()
-            )],
-            evidence: json!({}),
+            writes: vec![describe_call(slot)],
+            evidence: json!({ "conditions": conditions, "monolith_conditions": listing.monolith.conditions }),
         };
         journal::append(&ctx.settings.journal_path(), &entry)?;
         ctx.elb
             .add_tags(&arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
             .await?;
+        let copied = if conditions.value_count() > settings.paths.len() + settings.hosts.len() {
+            format!(
+                "; the monolith's rule's conditions copied in: {}",
+                conditions.describe()
+            )
+        } else {
+            String::new()
+        };
         report.push(InitLine {
             route: route.clone(),
             outcome: "created",
-            message: format!("{route}: created rule {arn} at priority {slot}, parked behind the monolith's rule ({})", listing.monolith_priority),
+            message: format!("{route}: created rule {arn} at priority {slot}, parked behind the monolith's rule ({}){copied}", listing.monolith_priority),
             drift: Vec::new(),
         });
     }
@@ -163,6 +401,73 @@ async fn init_locked(ctx: &mut Ctx, listing: &Listing) -> anyhow::Result<Vec<Ini
         });
     }
     Ok(report)
+}
+
+/// A parked rule that the monolith's rule does not cover takes traffic it
+/// should not: narrow it (ModifyRule of its conditions; narrowing a parked
+/// rule only gives requests back to the rules in front and the default
+/// action). `None` when it does not leak.
+async fn narrow_parked(
+    ctx: &mut Ctx,
+    listing: &Listing,
+    route: &str,
+    view: &RouteView,
+    dry_run: bool,
+) -> anyhow::Result<Option<InitLine>> {
+    let leaks = crate::coverage::parked_leaks(listing, view);
+    let Some(rule) = view.rule() else {
+        return Ok(None);
+    };
+    let parked = rule.priority.is_some_and(|p| p > listing.monolith_priority);
+    if leaks.is_empty() || !parked {
+        return Ok(None);
+    }
+    let narrowed = rule
+        .conditions
+        .narrowed_into(&listing.monolith.conditions)
+        .map_err(|why| usage(format!("{route}: {why}")))?;
+    let call = format!(
+        "ModifyRule RuleArn={} Conditions=[{}] (was {})",
+        rule.arn,
+        narrowed.describe(),
+        rule.conditions.describe()
+    );
+    if dry_run {
+        return Ok(Some(InitLine {
+            route: route.to_owned(),
+            outcome: "planned",
+            message: format!("{route}: the parked rule can take traffic; would call {call}"),
+            drift: Vec::new(),
+        }));
+    }
+    ctx.elb.set_conditions(&rule.arn, &narrowed).await?;
+    let who = ctx.who().await;
+    let snapshot = crate::shift::snapshot(view);
+    let entry = Entry {
+        when: now_rfc3339(),
+        who,
+        command: "init".into(),
+        route: route.to_owned(),
+        what: "narrowed the parked rule's conditions so the monolith's rule covers it".into(),
+        before: snapshot.clone(),
+        after: snapshot,
+        writes: vec![call.clone()],
+        evidence: json!({ "leaks": leaks }),
+    };
+    journal::append(&ctx.settings.journal_path(), &entry)?;
+    ctx.elb
+        .add_tags(&rule.arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
+        .await?;
+    let named: Vec<String> = leaks.iter().map(ToString::to_string).collect();
+    Ok(Some(InitLine {
+        route: route.to_owned(),
+        outcome: "narrowed",
+        message: format!(
+            "{route}: the parked rule could take traffic ({}); narrowed: {call}",
+            named.join("; ")
+        ),
+        drift: Vec::new(),
+    }))
 }
 
 /// One route in `status`.
@@ -180,6 +485,10 @@ pub struct RouteStatus {
     pub percent: Option<u8>,
     pub rule_arn: Option<String>,
     pub priority: Option<u32>,
+    /// Where the rule is (or would be) parked behind the monolith's rule.
+    pub parked_priority: Option<u32>,
+    /// The rule's conditions as the ALB has them.
+    pub conditions: Option<alb::Conditions>,
     pub monolith_priority: u32,
     pub action: Option<String>,
     pub weights: Vec<(String, u32)>,
@@ -197,6 +506,7 @@ struct StatusReport {
     monolith_rule: String,
     monolith_priority: u32,
     monolith_action: String,
+    monolith_conditions: alb::Conditions,
     lock: Option<lock::LockTag>,
     /// Lock tags left by operators that are gone (expired, or a dead process
     /// of this host); the next command that locks removes them.
@@ -226,6 +536,7 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         monolith_rule: listing.monolith.arn.clone(),
         monolith_priority: listing.monolith_priority,
         monolith_action: listing.monolith.action.describe(),
+        monolith_conditions: listing.monolith.conditions.clone(),
         lock: lock::holder(&listing.listener_tags, now),
         stale_locks: lock::lock_tags(&listing.listener_tags)
             .into_iter()
@@ -240,8 +551,10 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
     }
     println!("listener {}", report.listener_arn);
     println!(
-        "monolith rule at priority {} ({})",
-        report.monolith_priority, report.monolith_action
+        "monolith rule at priority {} ({}; {})",
+        report.monolith_priority,
+        report.monolith_conditions.describe(),
+        report.monolith_action
     );
     match &report.lock {
         Some(held) => println!(
@@ -263,8 +576,14 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         println!();
         println!("{}  {}", status.route, status.paths.join(" "));
         println!("  state:    {}", status.summary);
+        if let Some(conditions) = &status.conditions {
+            println!("  matches:  {}", conditions.describe());
+        }
         if let Some(action) = &status.action {
             println!("  action:   {action}");
+        }
+        if let Some(parked) = status.parked_priority {
+            println!("  parked:   priority {parked} (where rollback puts the rule)");
         }
         let targets: Vec<String> = status
             .targets
@@ -335,6 +654,8 @@ fn route_status(
         },
         rule_arn: rule.map(|r| r.arn.clone()),
         priority: rule.and_then(|r| r.priority),
+        parked_priority: view.parked_priority(),
+        conditions: rule.map(|r| r.conditions.clone()),
         monolith_priority: listing.monolith_priority,
         action: rule.map(|r| r.action.describe()),
         weights,
@@ -364,6 +685,9 @@ struct Plan {
     from: RouteState,
     to: u8,
     lock: String,
+    /// What would make `shift` refuse (shadowed rules, a parked rule that
+    /// can take traffic); empty when nothing would.
+    refused: Vec<String>,
     steps: Vec<PlannedStep>,
     unlock: String,
 }
@@ -394,6 +718,22 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     } else {
         crate::shift::pending_steps(&state, &targets)
     };
+    let parked = view
+        .rule()
+        .and_then(|r| r.priority)
+        .is_some_and(|p| p > listing.monolith_priority);
+    let shifting = targets.first().is_some_and(|t| *t > 0);
+    if shifting
+        && parked
+        && let Some(problem) = crate::coverage::priority_problem(&listing, &view, &args.route)
+    {
+        return Err(usage(problem));
+    }
+    let problems = if shifting {
+        crate::coverage::preflight(&listing, &view, &args.route, false)
+    } else {
+        Vec::new()
+    };
     let mut simulated = view.clone();
     let mut steps = Vec::new();
     for target in targets {
@@ -412,6 +752,10 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
                     target_group_name(&view.service_tg)
                 ),
                 "parity sample (migrate verify) passes".to_owned(),
+                format!(
+                    "coverage: the monolith's rule ({}) still matches every request the route's rule does",
+                    listing.monolith.conditions.describe()
+                ),
             ]
         };
         for write in &writes {
@@ -440,6 +784,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             .map(|s| &s.percent)
             .unwrap_or(&current.unwrap_or(0)),
         lock: "AddTags ficus:lock:<id> on the listener, DescribeTags to confirm".into(),
+        refused: problems,
         steps,
         unlock: "RemoveTags ficus:lock:<id> on the listener".into(),
     };
@@ -448,6 +793,9 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}: {}", plan.route, state.explain());
+    for problem in &plan.refused {
+        println!("shift would refuse: {problem}");
+    }
     if plan.steps.is_empty() {
         println!("nothing to do: no API call would change anything");
         return Ok(ExitCode::SUCCESS);

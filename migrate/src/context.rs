@@ -243,7 +243,7 @@ fn forwarded(action: &Forward) -> Vec<&str> {
 }
 
 /// The monolith's rule: by configured ARN, by configured priority, else by tag.
-fn find_monolith(
+pub(crate) fn find_monolith(
     settings: &Settings,
     rules: &[RuleInfo],
     listener_arn: &str,
@@ -267,9 +267,21 @@ fn find_monolith(
             .collect();
         match tagged.as_slice() {
             [one] => return Ok((*one).clone()),
-            [] => anyhow::bail!(
-                "no rule on listener {listener_arn} is tagged {key}={value}; tag the monolith's rule, or set monolith.rule_priority or monolith.rule_arn in migrate.toml"
-            ),
+            [] => {
+                let default_forward = rules
+                    .iter()
+                    .find(|r| r.priority.is_none())
+                    .map(|r| r.action.describe());
+                let default_hint = match default_forward {
+                    Some(action) if action.starts_with("forward") => format!(
+                        " The listener's default action is `{action}`: if that is the monolith, `migrate init --create-monolith-rule` creates a catch-all rule for it, tagged, behind every other rule (traffic unchanged; `--dry-run` shows the call)."
+                    ),
+                    _ => String::new(),
+                };
+                anyhow::bail!(
+                    "no rule on listener {listener_arn} is tagged {key}={value}. Tag the monolith's rule (aws elbv2 add-tags --resource-arns RULE_ARN --tags Key={key},Value={value}), or set monolith.rule_priority or monolith.rule_arn in migrate.toml.{default_hint}"
+                )
+            }
             many => anyhow::bail!(
                 "{} rules on listener {listener_arn} are tagged {key}={value}; keep the tag on the monolith's rule only",
                 many.len()
@@ -312,13 +324,26 @@ impl Listing {
             return Vec::new();
         };
         let mut drift = Vec::new();
-        let on_alb: BTreeSet<&String> = rule.paths.iter().collect();
+        let on_alb: BTreeSet<&String> = rule.conditions.paths.iter().collect();
         let in_file: BTreeSet<&String> = route_settings.paths.iter().collect();
         if on_alb != in_file {
             drift.push(format!(
                 "paths on the ALB {:?} differ from routes.{route}.paths {:?}",
-                rule.paths, route_settings.paths
+                rule.conditions.paths, route_settings.paths
             ));
+        }
+        if !route_settings.hosts.is_empty() && rule.conditions.hosts != route_settings.hosts {
+            drift.push(format!(
+                "hosts on the ALB {:?} differ from routes.{route}.hosts {:?}",
+                rule.conditions.hosts, route_settings.hosts
+            ));
+        }
+        let leaks = crate::coverage::parked_leaks(self, view);
+        if !leaks.is_empty() {
+            drift.push(crate::coverage::leak_line(self, view, &leaks));
+        }
+        if let Some(problem) = crate::coverage::priority_problem(self, view, route) {
+            drift.push(problem);
         }
         let targets = forwarded(&rule.action);
         if !targets.is_empty() && !targets.contains(&view.service_tg.as_str()) {

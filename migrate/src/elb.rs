@@ -16,8 +16,10 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use elbv2::types::{
-    Action, ActionTypeEnum, ForwardActionConfig, PathPatternConditionConfig, RuleCondition,
-    RulePriorityPair, Tag, TargetGroupTuple,
+    Action, ActionTypeEnum, ForwardActionConfig, HostHeaderConditionConfig,
+    HttpHeaderConditionConfig, HttpRequestMethodConditionConfig, PathPatternConditionConfig,
+    QueryStringConditionConfig, QueryStringKeyValuePair, RuleCondition, RulePriorityPair,
+    SourceIpConditionConfig, Tag, TargetGroupTuple,
 };
 
 use crate::settings::AwsSettings;
@@ -398,18 +400,10 @@ impl Elb {
         &self,
         listener_arn: &str,
         priority: u32,
-        paths: &[String],
+        conditions: &alb::Conditions,
         action: &Forward,
         tags: &[(&str, &str)],
     ) -> anyhow::Result<Option<String>> {
-        let condition = RuleCondition::builder()
-            .field("path-pattern")
-            .path_pattern_config(
-                PathPatternConditionConfig::builder()
-                    .set_values(Some(paths.to_vec()))
-                    .build(),
-            )
-            .build();
         let tags: Vec<Tag> = tags
             .iter()
             .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
@@ -421,7 +415,7 @@ impl Elb {
                     .create_rule()
                     .listener_arn(listener_arn)
                     .priority(priority as i32)
-                    .conditions(condition)
+                    .set_conditions(Some(sdk_conditions(conditions)))
                     .set_actions(Some(vec![sdk_action(action)?]))
                     .set_tags(Some(tags))
                     .send(),
@@ -481,6 +475,24 @@ impl Elb {
         }
     }
 
+    /// Replaces a rule's conditions (ModifyRule), leaving its actions.
+    pub async fn set_conditions(
+        &self,
+        rule_arn: &str,
+        conditions: &alb::Conditions,
+    ) -> anyhow::Result<()> {
+        self.call(
+            "ModifyRule",
+            self.client
+                .modify_rule()
+                .rule_arn(rule_arn)
+                .set_conditions(Some(sdk_conditions(conditions)))
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn set_action(&self, rule_arn: &str, action: &Forward) -> anyhow::Result<()> {
         self.call(
             "ModifyRule",
@@ -536,22 +548,176 @@ fn sdk_action(action: &Forward) -> anyhow::Result<Action> {
 /// Converts a described rule into the model.
 fn rule_info(rule: &elbv2::types::Rule) -> RuleInfo {
     let priority = rule.priority().and_then(|p| p.parse::<u32>().ok());
-    let paths = rule
-        .conditions()
-        .iter()
-        .filter(|c| c.field() == Some("path-pattern"))
-        .flat_map(|c| match c.path_pattern_config() {
-            Some(config) if !config.values().is_empty() => config.values().to_vec(),
-            _ => c.values().to_vec(),
-        })
-        .collect();
     RuleInfo {
         arn: rule.rule_arn().unwrap_or_default().to_owned(),
         priority,
-        paths,
+        conditions: conditions_of(rule.conditions()),
         action: forward_of(rule.actions()),
         tags: BTreeMap::new(),
     }
+}
+
+/// A described rule's conditions in the model. Each condition's `*Config`
+/// block wins over its legacy `Values` (AWS returns both).
+fn conditions_of(described: &[RuleCondition]) -> alb::Conditions {
+    let mut conditions = alb::Conditions::default();
+    for condition in described {
+        let legacy = condition.values().to_vec();
+        let or_legacy = |values: &[String]| {
+            if values.is_empty() {
+                legacy.clone()
+            } else {
+                values.to_vec()
+            }
+        };
+        match condition.field().unwrap_or_default() {
+            "path-pattern" => {
+                conditions.paths = or_legacy(
+                    condition
+                        .path_pattern_config()
+                        .map(|c| c.values())
+                        .unwrap_or_default(),
+                )
+            }
+            "host-header" => {
+                conditions.hosts = or_legacy(
+                    condition
+                        .host_header_config()
+                        .map(|c| c.values())
+                        .unwrap_or_default(),
+                )
+            }
+            "http-request-method" => {
+                conditions.methods = or_legacy(
+                    condition
+                        .http_request_method_config()
+                        .map(|c| c.values())
+                        .unwrap_or_default(),
+                )
+            }
+            "source-ip" => {
+                conditions.source_ips = or_legacy(
+                    condition
+                        .source_ip_config()
+                        .map(|c| c.values())
+                        .unwrap_or_default(),
+                )
+            }
+            "http-header" => {
+                if let Some(config) = condition.http_header_config() {
+                    conditions.headers.push(alb::HeaderCondition {
+                        name: config.http_header_name().unwrap_or_default().to_owned(),
+                        values: config.values().to_vec(),
+                    });
+                }
+            }
+            "query-string" => {
+                if let Some(config) = condition.query_string_config() {
+                    conditions.queries.push(
+                        config
+                            .values()
+                            .iter()
+                            .map(|pair| alb::QueryPair {
+                                key: pair.key().map(str::to_owned),
+                                value: pair.value().unwrap_or_default().to_owned(),
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    conditions
+}
+
+/// The model's conditions as the SDK writes them (`*Config` blocks only).
+fn sdk_conditions(conditions: &alb::Conditions) -> Vec<RuleCondition> {
+    let mut out = Vec::new();
+    let values = |v: &[String]| Some(v.to_vec());
+    if !conditions.paths.is_empty() {
+        out.push(
+            RuleCondition::builder()
+                .field("path-pattern")
+                .path_pattern_config(
+                    PathPatternConditionConfig::builder()
+                        .set_values(values(&conditions.paths))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    if !conditions.hosts.is_empty() {
+        out.push(
+            RuleCondition::builder()
+                .field("host-header")
+                .host_header_config(
+                    HostHeaderConditionConfig::builder()
+                        .set_values(values(&conditions.hosts))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    if !conditions.methods.is_empty() {
+        out.push(
+            RuleCondition::builder()
+                .field("http-request-method")
+                .http_request_method_config(
+                    HttpRequestMethodConditionConfig::builder()
+                        .set_values(values(&conditions.methods))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    if !conditions.source_ips.is_empty() {
+        out.push(
+            RuleCondition::builder()
+                .field("source-ip")
+                .source_ip_config(
+                    SourceIpConditionConfig::builder()
+                        .set_values(values(&conditions.source_ips))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    for header in &conditions.headers {
+        out.push(
+            RuleCondition::builder()
+                .field("http-header")
+                .http_header_config(
+                    HttpHeaderConditionConfig::builder()
+                        .http_header_name(&header.name)
+                        .set_values(values(&header.values))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    for query in &conditions.queries {
+        let pairs = query
+            .iter()
+            .map(|pair| {
+                QueryStringKeyValuePair::builder()
+                    .set_key(pair.key.clone())
+                    .value(&pair.value)
+                    .build()
+            })
+            .collect();
+        out.push(
+            RuleCondition::builder()
+                .field("query-string")
+                .query_string_config(
+                    QueryStringConditionConfig::builder()
+                        .set_values(Some(pairs))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    out
 }
 
 /// The terminal action, normalized (see [`Forward`]).

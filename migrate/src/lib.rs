@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod coverage;
 pub mod demo;
 pub mod elb;
 pub mod error;

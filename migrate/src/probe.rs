@@ -1,6 +1,12 @@
 //! Probes during a shift's intervals: GETs of the route's probe paths through
-//! the load balancer's URL at a steady rate. A response is an error when its
-//! status is 500 or more or the request fails.
+//! the load balancer's URL at a steady rate.
+//!
+//! A probe counts what a client would notice. Before the interval, each probe
+//! path is asked of the monolith (`monolith.base_url`) once, and its status
+//! class (2xx, 3xx, 4xx, 5xx) becomes the expected one: a probe answered with
+//! another class is an error (a 404 where the monolith answers 200 is one, a
+//! 404 where it answers 404 is not). Without a baseline URL, a probe is an
+//! error when its status is 500 or more. A request that fails is always one.
 
 use std::time::Duration;
 
@@ -48,8 +54,11 @@ impl ProbeTally {
 /// Probes one interval's worth of requests.
 pub struct Prober {
     client: reqwest::Client,
+    paths: Vec<String>,
     urls: Vec<String>,
     period: Duration,
+    /// The monolith's status class (1-5) per probe path, when learned.
+    expected: Vec<Option<u16>>,
 }
 
 impl Prober {
@@ -62,9 +71,27 @@ impl Prober {
         let period = Duration::from_secs_f64(1.0 / rate_per_second);
         Ok(Prober {
             client,
+            paths: paths.to_vec(),
             urls,
             period,
+            expected: vec![None; paths.len()],
         })
+    }
+
+    /// Asks the monolith at `baseline_url` for every probe path once and
+    /// keeps each answer's status class as the expected one.
+    pub async fn learn_expected(&mut self, baseline_url: &str) -> anyhow::Result<()> {
+        let base = baseline_url.trim_end_matches('/');
+        for (index, path) in self.paths.iter().enumerate() {
+            let url = format!("{base}{path}");
+            let response = self.client.get(&url).send().await.map_err(|err| {
+                anyhow::anyhow!(
+                    "probes: the monolith (monolith.base_url) did not answer GET {url}: {err}; the probes compare each answer's status class with the monolith's"
+                )
+            })?;
+            self.expected[index] = Some(response.status().as_u16() / 100);
+        }
+        Ok(())
     }
 
     pub fn period(&self) -> Duration {
@@ -77,11 +104,10 @@ impl Prober {
             return;
         };
         tally.total += 1;
+        let expected = self.expected[index % self.urls.len()];
         let error = match self.client.get(url).send().await {
-            Ok(response) if response.status().as_u16() >= 500 => {
-                Some(format!("GET {url} answered {}", response.status()))
-            }
-            Ok(_) => None,
+            Ok(response) => noticed(response.status().as_u16(), expected)
+                .map(|why| format!("GET {url} answered {}{why}", response.status())),
             Err(err) => Some(format!("GET {url} failed: {err}")),
         };
         if let Some(error) = error {
@@ -91,9 +117,34 @@ impl Prober {
     }
 }
 
+/// Why a client would notice an answer with `status`, given the monolith's
+/// status class for the same path (when known); `None` when it would not.
+fn noticed(status: u16, expected_class: Option<u16>) -> Option<String> {
+    match expected_class {
+        Some(class) if status / 100 != class => {
+            Some(format!(" where the monolith answers {class}xx"))
+        }
+        Some(_) => None,
+        None if status >= 500 => Some(String::new()),
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_is_an_error_when_its_class_differs_from_the_monolith() {
+        assert!(noticed(404, Some(2)).is_some_and(|why| why.contains("2xx")));
+        assert_eq!(noticed(404, Some(4)), None);
+        assert_eq!(noticed(200, Some(2)), None);
+        assert!(noticed(200, Some(4)).is_some());
+        assert!(noticed(503, Some(5)).is_none());
+        // Without a baseline, only server errors count.
+        assert!(noticed(502, None).is_some());
+        assert_eq!(noticed(404, None), None);
+    }
 
     #[test]
     fn the_budget_needs_a_minimum_sample_until_the_end() {

@@ -80,6 +80,12 @@ pub struct MonolithSettings {
 pub struct RouteSettings {
     /// ALB path patterns, e.g. `["/api/users*"]`.
     pub paths: Vec<String>,
+    /// Host patterns of the route's own (a `host-header` condition), for a
+    /// monolith that serves several hosts: e.g. `["api.shop.example"]`.
+    /// Default: none of its own; the monolith's rule's conditions other than
+    /// the path are copied into the route's rule when needed.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// The service's target group, name or ARN.
     pub target_group: String,
     /// The service's own URL: `migrate verify`'s candidate.
@@ -87,8 +93,10 @@ pub struct RouteSettings {
     pub service_url: Option<String>,
     #[serde(default)]
     pub verify: parity::VerifySpec,
-    /// The preferred priority in front of the monolith's rule (e.g. 1); parked
-    /// behind it at monolith + this. Default: the lowest free slot.
+    /// The priority of the route's rule in front of the monolith's rule
+    /// (e.g. 1): must be below the monolith's rule's and free. `migrate init`
+    /// parks the rule at monolith + this and records that slot on the rule.
+    /// Required by `init`, `plan` and `shift`.
     #[serde(default)]
     pub priority: Option<u32>,
     /// Default steps of `migrate shift`, in percent. Default `[100]`.
@@ -249,6 +257,15 @@ impl Settings {
                     humantime::format_duration(route.health_poll)
                 ));
             }
+            if let Some(host) = route
+                .hosts
+                .iter()
+                .find(|h| h.is_empty() || h.len() > 128 || h.contains(['/', ' ', ':']))
+            {
+                return Err(format!(
+                    "`{key}.hosts`: `{host}` is not a host pattern (1-128 characters, no `/`, `:` or spaces; `*` and `?` are wildcards)"
+                ));
+            }
             if route.priority.is_some_and(|p| p == 0 || p > 50_000) {
                 return Err(format!("`{key}.priority`: must be between 1 and 50000"));
             }
@@ -333,7 +350,7 @@ impl RouteSettings {
 
 /// The list-valued keys of a route: comma-separated in environment variables,
 /// e.g. `MIGRATE__ROUTES__USERS__STEPS=10,50,100`.
-const LIST_KEYS: [&str; 3] = ["paths", "steps", "probe_paths"];
+const LIST_KEYS: [&str; 4] = ["paths", "hosts", "steps", "probe_paths"];
 
 /// `MIGRATE__...` variables (`__` separates keys); list keys split on commas.
 ///

@@ -94,6 +94,7 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         interval,
         allow_unhealthy: args.allow_unhealthy,
         skip_parity: args.skip_parity,
+        allow_shadow: args.allow_shadow,
         outcome: Outcome {
             route: args.route.clone(),
             from: String::new(),
@@ -154,6 +155,7 @@ struct Shift {
     interval: Duration,
     allow_unhealthy: bool,
     skip_parity: bool,
+    allow_shadow: bool,
     outcome: Outcome,
 }
 
@@ -178,6 +180,14 @@ impl Shift {
                 anyhow::bail!("{}: {}", self.route, state.explain())
             }
             _ => {}
+        }
+        let problems = crate::coverage::preflight(listing, &view, &self.route, self.allow_shadow);
+        if !problems.is_empty() {
+            return Err(usage(format!(
+                "{}: nothing was changed:\n  {}",
+                self.route,
+                problems.join("\n  ")
+            )));
         }
         let pending = pending_steps(&state, &self.steps);
         if pending.is_empty() {
@@ -205,6 +215,11 @@ impl Shift {
                     );
                     return self.fail(ctx, reason, evidence).await;
                 }
+            }
+            if (index > 0 || continuing)
+                && let Some(reason) = coverage_gate(ctx, listing, &view, &mut evidence).await?
+            {
+                return self.fail(ctx, reason, evidence).await;
             }
             if let Some(reason) = self
                 .gates(ctx, &view, index == 0 && !continuing, &mut evidence)
@@ -364,11 +379,14 @@ impl Shift {
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<(ProbeTally, Option<String>)> {
         let lb_url = ctx.settings.lb_url.clone().unwrap_or_default();
-        let prober = Prober::new(
+        let mut prober = Prober::new(
             &lb_url,
             &self.settings.probe_paths(),
             self.settings.probe_rate,
         )?;
+        if let Some(baseline) = &ctx.settings.monolith.base_url {
+            prober.learn_expected(baseline).await?;
+        }
         let bar = if ctx.chatty() {
             let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
             bar.set_style(
@@ -454,6 +472,36 @@ impl Shift {
         ))
         .into())
     }
+}
+
+/// Re-reads the monolith's rule: if it no longer covers the route's rule (its
+/// conditions were edited during the shift), a rollback would park the rule
+/// where it takes traffic; the step fails and says so.
+async fn coverage_gate(
+    ctx: &Ctx,
+    listing: &Listing,
+    view: &RouteView,
+    evidence: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<Option<String>> {
+    let Some(monolith) = ctx.elb.rule(&listing.monolith.arn).await? else {
+        return Ok(Some(format!(
+            "coverage gate: the monolith's rule {} no longer exists",
+            listing.monolith.arn
+        )));
+    };
+    let Some(rule) = view.rule() else {
+        return Ok(None);
+    };
+    let gaps = monolith.conditions.gaps_covering(&rule.conditions);
+    evidence.insert("coverage".into(), json!(gaps));
+    if gaps.is_empty() {
+        return Ok(None);
+    }
+    let named: Vec<String> = gaps.iter().map(ToString::to_string).collect();
+    Ok(Some(format!(
+        "coverage gate: the monolith's rule changed and no longer covers the route's rule ({}); once rolled back, run `migrate init` to narrow the parked rule",
+        named.join("; ")
+    )))
 }
 
 fn evidence_line(evidence: &serde_json::Map<String, serde_json::Value>) -> String {

@@ -14,14 +14,19 @@ use serde::Serialize;
 /// The highest rule priority ELBv2 accepts.
 pub const MAX_PRIORITY: u32 = 50_000;
 
+/// The tag that keeps a route's parked priority, written when `migrate init`
+/// creates the rule, so a rollback parks it where it was whatever
+/// `priority` says later.
+pub const PARKED_TAG: &str = "ficus:parked-priority";
+
 /// A listener rule as `migrate` sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleInfo {
     pub arn: String,
     /// `None` for the listener's default rule.
     pub priority: Option<u32>,
-    /// The values of its path-pattern conditions.
-    pub paths: Vec<String>,
+    /// Its conditions (path, host, header, method, query, source address).
+    pub conditions: alb::Conditions,
     pub action: Forward,
     pub tags: BTreeMap<String, String>,
 }
@@ -261,26 +266,37 @@ impl RouteView {
         }
     }
 
-    /// A free slot in front of the monolith's rule: the preferred one when free
-    /// and in front, else the lowest free.
+    /// The slot in front of the monolith's rule: the configured `priority`,
+    /// only when it is in front and free. Never another one: a slot picked
+    /// by `migrate` could shadow rules the operator did not name
+    /// (`settings::priority_problem` explains a refusal).
     pub fn front_slot(&self) -> Option<u32> {
-        if let Some(preferred) = self.preferred
-            && preferred < self.monolith_priority
-            && !self.taken.contains(&preferred)
-        {
-            return Some(preferred);
-        }
-        (1..self.monolith_priority).find(|p| !self.taken.contains(p))
+        self.preferred
+            .filter(|p| *p < self.monolith_priority && !self.taken.contains(p))
     }
 
-    /// A free slot behind the monolith's rule: monolith + preferred when free,
+    /// Where the route's rule is parked, or would be: the priority recorded
+    /// in its [`PARKED_TAG`], else monolith + `priority`.
+    pub fn parked_priority(&self) -> Option<u32> {
+        let tagged = self
+            .rule()
+            .and_then(|r| r.tags.get(PARKED_TAG))
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|p| *p > self.monolith_priority && *p <= MAX_PRIORITY);
+        tagged.or_else(|| {
+            self.preferred
+                .map(|p| self.monolith_priority + p)
+                .filter(|p| *p <= MAX_PRIORITY)
+        })
+    }
+
+    /// A free slot behind the monolith's rule: the parked priority when free,
     /// else the lowest free behind it.
     pub fn behind_slot(&self) -> Option<u32> {
-        if let Some(preferred) = self.preferred {
-            let slot = self.monolith_priority + preferred;
-            if slot <= MAX_PRIORITY && !self.taken.contains(&slot) {
-                return Some(slot);
-            }
+        if let Some(slot) = self.parked_priority()
+            && !self.taken.contains(&slot)
+        {
+            return Some(slot);
         }
         (self.monolith_priority + 1..=MAX_PRIORITY).find(|p| !self.taken.contains(p))
     }
@@ -329,9 +345,14 @@ impl RouteView {
             });
         }
         if !in_front {
-            let slot = self
-                .front_slot()
-                .ok_or("no free priority in front of the monolith's rule")?;
+            let slot = self.front_slot().ok_or_else(|| match self.preferred {
+                Some(p) if p >= self.monolith_priority => format!(
+                    "priority {p} is not in front of the monolith's rule ({})",
+                    self.monolith_priority
+                ),
+                Some(p) => format!("priority {p} is taken by another rule"),
+                None => "the route has no `priority` to move its rule to".to_owned(),
+            })?;
             writes.push(Write::MovePriority {
                 rule: rule.arn.clone(),
                 from: priority,
@@ -433,14 +454,14 @@ mod tests {
             rules: vec![RuleInfo {
                 arn: "rule-users".into(),
                 priority: Some(priority),
-                paths: vec!["/api/users*".into()],
+                conditions: alb::Conditions::paths(["/api/users*".to_owned()]),
                 action,
                 tags: BTreeMap::new(),
             }],
             monolith_priority: 99,
             service_tg: SVC.into(),
             monolith_tg: MONO.into(),
-            taken: [1, 99, priority].into_iter().collect(),
+            taken: [99, priority].into_iter().collect(),
             preferred: Some(1),
         }
     }
@@ -523,16 +544,34 @@ mod tests {
     }
 
     #[test]
-    fn slots_prefer_the_configured_priority_and_skip_taken_ones() {
-        let v = view(100, plain(SVC));
-        // 1 is taken (by another rule in this fixture), so the lowest free is 2.
-        assert_eq!(v.front_slot(), Some(2));
-        assert_eq!(v.behind_slot(), Some(101));
+    fn the_front_slot_is_the_configured_priority_or_none() {
+        let mut v = view(100, plain(SVC));
+        v.taken.insert(1);
+        // 1 is taken (by another rule in this fixture): no other slot is picked.
+        assert_eq!(v.front_slot(), None);
+        assert!(v.transition(100).unwrap_err().contains("taken"));
+        // A rule in front parks at monolith + priority.
+        assert_eq!(view(1, plain(SVC)).behind_slot(), Some(100));
         let mut free = view(100, plain(SVC));
         free.taken = [99, 100].into_iter().collect();
         assert_eq!(free.front_slot(), Some(1));
+        free.preferred = Some(150);
+        assert_eq!(free.front_slot(), None);
         free.preferred = None;
+        assert_eq!(free.front_slot(), None);
         assert_eq!(free.behind_slot(), Some(101));
+    }
+
+    #[test]
+    fn the_parked_priority_is_kept_by_its_tag() {
+        let mut v = view(120, plain(SVC));
+        assert_eq!(v.parked_priority(), Some(100));
+        v.rules[0].tags.insert(PARKED_TAG.into(), "120".into());
+        v.preferred = Some(7);
+        assert_eq!(v.parked_priority(), Some(120));
+        // A tag in front of the monolith's rule is not a parking place.
+        v.rules[0].tags.insert(PARKED_TAG.into(), "5".into());
+        assert_eq!(v.parked_priority(), Some(106));
     }
 
     #[test]
@@ -543,7 +582,7 @@ mod tests {
             vec![Write::MovePriority {
                 rule: "rule-users".into(),
                 from: 100,
-                to: 2
+                to: 1
             }]
         );
     }
@@ -555,13 +594,13 @@ mod tests {
         assert!(
             matches!(&writes[0], Write::SetAction { to, .. } if *to == Forward::for_percent(10, SVC, MONO))
         );
-        assert!(matches!(&writes[1], Write::MovePriority { to: 2, .. }));
+        assert!(matches!(&writes[1], Write::MovePriority { to: 1, .. }));
         assert!(!start.changes_routing(&writes[0]));
         let at_10 = writes.iter().fold(start, |v, w| v.apply(w));
         assert_eq!(
             at_10.state(),
             RouteState::Shifting {
-                priority: 2,
+                priority: 1,
                 percent: 10
             }
         );
@@ -571,7 +610,7 @@ mod tests {
         let at_100 = at_10.apply(&at_10.transition(50).unwrap()[0]);
         let last = at_100.transition(100).unwrap();
         let done = last.iter().fold(at_100, |v, w| v.apply(w));
-        assert_eq!(done.state(), RouteState::OnService { priority: 2 });
+        assert_eq!(done.state(), RouteState::OnService { priority: 1 });
         assert!(done.transition(100).unwrap().is_empty());
     }
 
