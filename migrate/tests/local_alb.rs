@@ -190,3 +190,356 @@ fn sigkill_mid_shift_then_status_and_rollback_and_a_second_operator_exits_4() {
     assert_eq!(op.route_status("posts")["state"], "on-monolith");
     assert_eq!(stack.burst("/api/posts", 10).0, only("monolith", 10));
 }
+
+/// A create-rule of a hand-made rule on the local ALB: `paths`, forwarding to
+/// the target group `group`, tagged `tags`.
+fn create_rule(
+    rt: &Runtime,
+    elb: &Client,
+    listener: &str,
+    priority: i32,
+    paths: &[&str],
+    group: &str,
+    tags: &[(&str, &str)],
+) -> String {
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, Tag};
+    rt.block_on(async {
+        let groups = elb
+            .describe_target_groups()
+            .names(group)
+            .send()
+            .await
+            .unwrap();
+        let tg = groups.target_groups()[0]
+            .target_group_arn()
+            .unwrap()
+            .to_owned();
+        let out = elb
+            .create_rule()
+            .listener_arn(listener)
+            .priority(priority)
+            .set_conditions(Some(conditions(paths, None)))
+            .actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(tg)
+                    .build(),
+            )
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .unwrap();
+        out.rules()[0].rule_arn().unwrap().to_owned()
+    })
+}
+
+/// Issue 21: a monolith rule with a host condition. A parked route rule
+/// without it would take another host's requests; init copies the host in,
+/// and narrows a leaking parked rule made by hand.
+#[test]
+fn a_monolith_rule_with_a_host_condition_keeps_parked_routes_parked() {
+    let stack = LocalStack::start();
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let monolith_rule = rule_at(&rt, &elb, &listener, 99).unwrap();
+    rt.block_on(
+        elb.modify_rule()
+            .rule_arn(&monolith_rule)
+            .set_conditions(Some(conditions(&["/api*"], Some("api.shop.example"))))
+            .send(),
+    )
+    .unwrap();
+    // A rule for posts parked behind the monolith by hand, the way `init`
+    // used to create it: path only.
+    create_rule(
+        &rt,
+        &elb,
+        &listener,
+        150,
+        &["/api/posts*"],
+        "posts",
+        &[("ficus:route", "posts")],
+    );
+    let op = stack.operator("2s");
+    wait_healthy(&op);
+    let other = Some("admin.other.example");
+    let shop = Some("api.shop.example");
+    // The hand-made parked rule takes the other host's requests...
+    assert_eq!(
+        stack.burst_for_host("/api/posts/by-user/1", other, 4).0,
+        only("posts", 4)
+    );
+    // ... and status says so, though the route looks parked.
+    let status = op.route_status("posts");
+    assert_eq!(status["state"], "on-monolith", "{status}");
+    let drift = status["drift"].to_string();
+    assert!(
+        drift.contains("LEAK") && drift.contains("api.shop.example"),
+        "{drift}"
+    );
+    assert!(op.run(&["status"]).stdout.contains("drift:    LEAK"));
+    // Before init, the other host's users requests go to the default action.
+    assert_eq!(
+        stack.burst_for_host("/api/users/1", other, 4).0,
+        only("monolith", 4)
+    );
+
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    assert!(
+        init.stdout
+            .contains("posts: the parked rule could take traffic"),
+        "{init}"
+    );
+    assert!(
+        init.stdout
+            .contains("copied in: path-pattern /api/users* AND host-header api.shop.example"),
+        "{init}"
+    );
+    for route in ["users", "threads", "posts"] {
+        let arn = op.route_status(route)["rule_arn"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(rule_hosts(&rt, &elb, &arn), ["api.shop.example"], "{route}");
+        assert_eq!(
+            op.route_status(route)["drift"],
+            serde_json::json!([]),
+            "{route}"
+        );
+    }
+    // After init, no request for another host reaches a parked service.
+    for path in ["/api/users/1", "/api/threads/2", "/api/posts/by-user/1"] {
+        assert_eq!(
+            stack.burst_for_host(path, other, 3).0,
+            only("monolith", 3),
+            "{path}"
+        );
+        assert_eq!(
+            stack.burst_for_host(path, shop, 3).0,
+            only("monolith", 3),
+            "{path}"
+        );
+    }
+    // A shift moves the monolith's host only; the other host stays put.
+    let shift = op.run(&["shift", "users", "--steps", "100"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    assert_eq!(
+        stack.burst_for_host("/api/users/1", shop, 4).0,
+        only("users", 4)
+    );
+    assert_eq!(
+        stack.burst_for_host("/api/users/1", other, 4).0,
+        only("monolith", 4)
+    );
+    let rollback = op.run(&["rollback", "users"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(
+        stack.burst_for_host("/api/users/1", other, 4).0,
+        only("monolith", 4)
+    );
+}
+
+/// Issue 21: a monolith that is only the listener's default action. init
+/// says what to create; --create-monolith-rule creates it behind every rule
+/// and no request moves.
+#[test]
+fn init_creates_the_monolith_rule_when_the_default_action_is_the_monolith() {
+    let stack = LocalStack::start();
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let monolith_rule = rule_at(&rt, &elb, &listener, 99).unwrap();
+    rt.block_on(elb.delete_rule().rule_arn(&monolith_rule).send())
+        .unwrap();
+    // An operator's own rule, which a catch-all rule in front would shadow.
+    create_rule(&rt, &elb, &listener, 1500, &["/internal*"], "monolith", &[]);
+    let op = stack.operator("2s");
+    let paths = [
+        "/",
+        "/api/users/1",
+        "/api/threads",
+        "/api/posts/in-thread/1",
+        "/internal/x",
+        "/nothing",
+    ];
+    let before: Vec<_> = paths.iter().map(|p| stack.burst(p, 2).0).collect();
+    assert!(
+        before.iter().all(|b| *b == only("monolith", 2)),
+        "{before:?}"
+    );
+
+    let status = op.run(&["status"]);
+    assert_eq!(status.code, 1, "{status}");
+    assert!(status.stderr.contains("--create-monolith-rule"), "{status}");
+
+    let low = op.run(&[
+        "init",
+        "--create-monolith-rule",
+        "--monolith-priority",
+        "1000",
+    ]);
+    assert_eq!(low.code, 2, "{low}");
+    assert!(
+        low.stderr.contains("/internal*") && low.stderr.contains("1500"),
+        "{low}"
+    );
+
+    let dry = op.run(&["init", "--create-monolith-rule", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry}");
+    assert!(
+        dry.stdout
+            .contains("would call CreateRule Priority=2000 Conditions=[path-pattern /*]"),
+        "{dry}"
+    );
+    assert!(
+        rule_at(&rt, &elb, &listener, 2000).is_none(),
+        "a dry run changes nothing"
+    );
+
+    let init = op.run(&["init", "--create-monolith-rule"]);
+    assert_eq!(init.code, 0, "{init}");
+    assert!(
+        init.stdout.contains("created rule") && init.stdout.contains("at priority 2000"),
+        "{init}"
+    );
+    assert_eq!(op.route_status("users")["monolith_priority"], 2000);
+    assert_eq!(op.route_status("users")["priority"], 2001);
+    let after: Vec<_> = paths.iter().map(|p| stack.burst(p, 2).0).collect();
+    assert_eq!(before, after, "every request goes where it went");
+    let again = op.run(&["init", "--create-monolith-rule"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(
+        again.stdout.contains("exists; nothing to create"),
+        "{again}"
+    );
+}
+
+/// Issue 21: a priority behind the monolith's rule or taken is refused, and
+/// a move in front that would shadow an operator's rule names it.
+#[test]
+fn bad_priorities_are_refused_and_a_shadowing_move_names_the_rule() {
+    let stack = LocalStack::start();
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let export = create_rule(
+        &rt,
+        &elb,
+        &listener,
+        5,
+        &["/api/users/export*"],
+        "monolith",
+        &[],
+    );
+    let op = stack.operator("2s");
+    let config = std::fs::read_to_string(op.config_path()).unwrap();
+    let behind = Operator::new(
+        &config.replacen("priority = 1\n", "priority = 150\n", 1),
+        vec![],
+    );
+    let refused = behind.run(&["init"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(
+        refused.stderr.contains(
+            "`routes.users.priority` = 150 is not in front of the monolith's rule (priority 99)"
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.stderr.contains("free priorities just in front"),
+        "{refused}"
+    );
+    assert!(
+        op.route_status("users")["rule_arn"].is_null(),
+        "nothing was created"
+    );
+    let taken = Operator::new(
+        &config.replacen("priority = 2\n", "priority = 5\n", 1),
+        vec![],
+    );
+    let refused = taken.run(&["init"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "`routes.threads.priority` = 5 is taken by rule {export}"
+        )),
+        "{refused}"
+    );
+
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    wait_healthy(&op);
+    let plan = op.run(&["plan", "users", "--to", "100"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout.contains("shift would refuse") && plan.stdout.contains(&export),
+        "{plan}"
+    );
+    let shift = op.run(&["shift", "users", "--steps", "100"]);
+    assert_eq!(shift.code, 2, "{shift}");
+    assert!(
+        shift.stderr.contains("would shadow") && shift.stderr.contains("/api/users/export*"),
+        "{shift}"
+    );
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+    let shift = op.run(&["shift", "users", "--steps", "100", "--allow-shadow"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    assert_eq!(stack.burst("/api/users/export/1", 2).0, only("users", 2));
+    // Rollback parks the rule where init put it, whatever `priority` says now.
+    let moved = Operator::new(
+        &config.replacen("priority = 1\n", "priority = 7\n", 1),
+        vec![],
+    );
+    let rollback = moved.run(&["rollback", "users"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(op.route_status("users")["priority"], 100);
+}
+
+/// Issue 21: a probe answered 404 where the monolith answers 200 is an
+/// error a client would notice, and fails the step.
+#[test]
+fn a_probe_answered_404_where_the_monolith_answers_200_fails_the_shift() {
+    let stack = LocalStack::start();
+    let op = stack.operator("3s");
+    // A mistaken route: its rule also sends /api/threads to the users
+    // service, which answers 404 there; the monolith answers 200.
+    let config = std::fs::read_to_string(op.config_path())
+        .unwrap()
+        .replacen(
+            "paths = [\"/api/users*\"]",
+            "paths = [\"/api/users*\", \"/api/threads*\"]",
+            1,
+        )
+        .replacen(
+            "probe_paths = [\"/api/users\"]",
+            "probe_paths = [\"/api/threads/2\"]",
+            1,
+        );
+    let op = Operator::new(&config, vec![]);
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    wait_healthy(&op);
+    let shift = op.run(&[
+        "shift",
+        "users",
+        "--steps",
+        "50,100",
+        "--interval",
+        "3s",
+        "--skip-parity",
+    ]);
+    assert_eq!(shift.code, 3, "{shift}");
+    assert!(
+        shift
+            .stderr
+            .contains("answered 404 Not Found where the monolith answers 2xx"),
+        "{shift}"
+    );
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+}

@@ -773,9 +773,19 @@ base_url = "http://{monolith}"
     /// Sends `n` GETs of `path` through the load balancer; returns the target
     /// groups that answered them (from the metrics' difference) and the statuses.
     pub fn burst(&self, path: &str, n: usize) -> (BTreeMap<String, u64>, Vec<u16>) {
+        self.burst_for_host(path, None, n)
+    }
+
+    /// [`LocalStack::burst`] with the request's `Host` header set to `host`.
+    pub fn burst_for_host(
+        &self,
+        path: &str,
+        host: Option<&str>,
+        n: usize,
+    ) -> (BTreeMap<String, u64>, Vec<u16>) {
         let before = self.answered_by();
         let statuses = (0..n)
-            .map(|_| http_get(&format!("{}{path}", self.data_url)).0)
+            .map(|_| http_get_host(&format!("{}{path}", self.data_url), host).0)
             .collect();
         let after = self.answered_by();
         let delta = after
@@ -789,12 +799,18 @@ base_url = "http://{monolith}"
 
 /// A plain HTTP/1.1 GET: (status, body).
 pub fn http_get(url: &str) -> (u16, String) {
+    http_get_host(url, None)
+}
+
+/// A plain HTTP/1.1 GET with `Host` set to `host` (default: the URL's).
+pub fn http_get_host(url: &str, host_header: Option<&str>) -> (u16, String) {
     let rest = url.trim_start_matches("http://");
-    let (host, path) = match rest.find('/') {
+    let (addr, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let mut stream = TcpStream::connect(host).unwrap();
+    let host = host_header.unwrap_or(addr);
+    let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -816,4 +832,77 @@ pub fn http_get(url: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The ARN of the rule at `priority` on the listener.
+pub fn rule_at(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    listener: &str,
+    priority: u32,
+) -> Option<String> {
+    rt.block_on(async {
+        let rules = elb
+            .describe_rules()
+            .listener_arn(listener)
+            .send()
+            .await
+            .unwrap();
+        rules
+            .rules()
+            .iter()
+            .find(|r| r.priority() == Some(priority.to_string().as_str()))
+            .and_then(|r| r.rule_arn())
+            .map(str::to_owned)
+    })
+}
+
+/// A path-pattern condition, and with `host` a host-header one too.
+pub fn conditions(paths: &[&str], host: Option<&str>) -> Vec<elbv2::types::RuleCondition> {
+    use elbv2::types::{HostHeaderConditionConfig, PathPatternConditionConfig, RuleCondition};
+    let mut out = vec![
+        RuleCondition::builder()
+            .field("path-pattern")
+            .path_pattern_config(
+                PathPatternConditionConfig::builder()
+                    .set_values(Some(paths.iter().map(|p| p.to_string()).collect()))
+                    .build(),
+            )
+            .build(),
+    ];
+    if let Some(host) = host {
+        out.push(
+            RuleCondition::builder()
+                .field("host-header")
+                .host_header_config(HostHeaderConditionConfig::builder().values(host).build())
+                .build(),
+        );
+    }
+    out
+}
+
+/// A rule's host-header values, as described.
+pub fn rule_hosts(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    rule_arn: &str,
+) -> Vec<String> {
+    rt.block_on(async {
+        let out = elb
+            .describe_rules()
+            .rule_arns(rule_arn)
+            .send()
+            .await
+            .unwrap();
+        out.rules()[0]
+            .conditions()
+            .iter()
+            .filter(|c| c.field() == Some("host-header"))
+            .flat_map(|c| {
+                c.host_header_config()
+                    .map(|h| h.values().to_vec())
+                    .unwrap_or_default()
+            })
+            .collect()
+    })
 }
