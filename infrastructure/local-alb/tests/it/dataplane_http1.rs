@@ -3,15 +3,13 @@
 //! rewrite of the data plane's HTTP/1 server and client can be checked
 //! against them.
 
-mod common_dataplane;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common_dataplane::*;
+use crate::common_dataplane::*;
 use local_alb::dataplane::DataPlaneOptions;
 use local_alb::model::{ActionKind, Priority};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,8 +1,8 @@
 //! The control API driven by the AWS CLI (`aws elbv2 ... --endpoint-url`).
 
-mod common;
+use crate::common;
 
-use common::{RunningAlb, aws_cli};
+use crate::common::{RunningAlb, aws_cli};
 use serde_json::Value;
 
 /// Runs `aws elbv2 ARGS` off the async runtime, expecting success; its JSON.

@@ -2,8 +2,6 @@
 //! binaries, the local ALB), the real `migrate` binary, and an ELBv2 client to
 //! look at the load balancer from the side.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -278,7 +276,8 @@ pub fn sigkill(child: &mut Child) {
 
 /// moto_server on a free port, with a load balancer like the local stack's.
 pub struct MotoStack {
-    pub server: Proc,
+    /// Held: moto_server stops when the stack is dropped.
+    _server: Proc,
     pub endpoint: String,
     pub listener_arn: String,
     pub target_groups: BTreeMap<String, String>,
@@ -377,7 +376,7 @@ impl MotoStack {
             (listener_arn, target_groups)
         });
         MotoStack {
-            server,
+            _server: server,
             endpoint,
             listener_arn,
             target_groups,
@@ -530,10 +529,6 @@ fn answer(stream: TcpStream, code: u16) {
     );
 }
 
-pub fn file_exists(path: &Path) -> bool {
-    path.is_file()
-}
-
 // ------------------------------------------------------------ local stack
 
 /// A process whose stdout lines are collected (request logs, announced addresses).
@@ -631,9 +626,11 @@ fn build_stack_binaries() {
 
 /// The local ALB in front of the real monolith and services, all on free ports.
 pub struct LocalStack {
-    pub dir: tempfile::TempDir,
+    /// Held: the stack file and the ALB's state live until the stack is dropped.
+    _dir: tempfile::TempDir,
     pub services: BTreeMap<String, Logged>,
-    pub alb: Logged,
+    /// Held: the local ALB stops when the stack is dropped.
+    _alb: Logged,
     pub data_url: String,
     pub control_url: String,
 }
@@ -681,9 +678,9 @@ impl LocalStack {
         let data_url = alb.announced("data listener on ", Duration::from_secs(20));
         let control_url = alb.announced("control listener on ", Duration::from_secs(20));
         LocalStack {
-            dir,
+            _dir: dir,
             services,
-            alb,
+            _alb: alb,
             data_url,
             control_url,
         }

@@ -1,8 +1,7 @@
 //! The control API driven by the official AWS SDK for Rust, the way `migrate`
 //! drives it.
 
-mod common;
-
+use crate::common::{RunningAlb, code_of, stack_arns};
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::operation::add_tags::builders::AddTagsFluentBuilder;
 use aws_sdk_elasticloadbalancingv2::operation::create_rule::builders::CreateRuleFluentBuilder;
@@ -15,7 +14,6 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, PathPatternConditionConfig, RuleCondition,
     RulePriorityPair, Tag, TargetDescription, TargetGroupTuple,
 };
-use common::{RunningAlb, code_of, stack_arns};
 
 /// Sends `request` (a fluent builder) and asserts that it fails with the AWS
 /// error `code`.

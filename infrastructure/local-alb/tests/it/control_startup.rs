@@ -1,7 +1,7 @@
 //! The real `local-alb` binary: startup lines, graceful stop, and refusing to
 //! start on a bad stack file, a corrupt state file or an exposed control port.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

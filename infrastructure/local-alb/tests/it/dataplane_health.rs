@@ -1,12 +1,10 @@
 //! Health checks against real backends, fail-open routing and draining.
 
-mod common_dataplane;
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common_dataplane::*;
+use crate::common_dataplane::*;
 use local_alb::model::Priority;
 
 /// Checks every second, 1 s timeout, 2 healthy / 2 unhealthy.

@@ -1,11 +1,9 @@
 //! Reports: human text, JSON and JUnit XML.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Reply, forum, serve, serve_forum};
+use crate::common::{Reply, forum, serve, serve_forum};
 use parity::{Comparator, RouteReport, RunOptions, Sides, VerifySpec};
 use quick_xml::events::Event;
 

@@ -2,15 +2,13 @@
 //! implementation of the ELBv2 API: init, status, plan, shift, gradual shift,
 //! rollback, gates, lock, SIGKILL mid-shift.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::*;
 use aws_sdk_elasticloadbalancingv2::Client;
-use support::*;
 use tokio::runtime::Runtime;
 
 fn weights(pairs: &[(&str, i32)]) -> BTreeMap<String, i32> {

@@ -2,13 +2,13 @@
 //! target becomes `healthy`, a dead one `unhealthy`, a deregistered one
 //! `draining`, an unknown one `unused`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::RunningAlb;
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
-use common::RunningAlb;
 
 /// A port nothing listens on.
 async fn dead_port() -> u16 {

@@ -1,11 +1,11 @@
 //! The control API on the wire: signatures, XML shapes, both condition forms,
 //! malformed input, and `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Answer, RunningAlb, form_body, send, sign, signed_post, stack_credentials};
+use crate::common::{Answer, RunningAlb, form_body, send, sign, signed_post, stack_credentials};
 use local_alb::sigv4::Credentials;
 
 const NS: &str = r#"xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/""#;

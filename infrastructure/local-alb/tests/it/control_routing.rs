@@ -1,12 +1,12 @@
 //! A change accepted by the control API reroutes real traffic on the data
 //! listener before the API answers.
 
-mod common;
+use crate::common;
 
+use crate::common::RunningAlb;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, PathPatternConditionConfig, RuleCondition,
 };
-use common::RunningAlb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_and_deleting_a_rule_moves_a_path_between_services() {

@@ -1,8 +1,6 @@
 //! Helpers for the control-plane and persistence tests: a local ALB started
 //! in-process on free ports, an SDK client for it, signed raw requests, and the
 //! real binary.
-#![allow(dead_code)] // each test crate uses a different subset
-
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -30,7 +28,6 @@ pub const REGION: &str = "us-east-1";
 pub struct RunningAlb {
     pub control_url: String,
     pub data_url: String,
-    pub state_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     _owned_dir: Option<tempfile::TempDir>,
@@ -47,7 +44,6 @@ impl RunningAlb {
 
     /// Starts with `settings` (which must succeed).
     pub async fn start_with(settings: Settings) -> RunningAlb {
-        let state_dir = settings.state_dir.clone();
         let app = Application::build(settings)
             .await
             .expect("the local ALB starts");
@@ -60,7 +56,6 @@ impl RunningAlb {
         RunningAlb {
             control_url,
             data_url,
-            state_dir,
             stop: Some(stop),
             task,
             _owned_dir: None,
@@ -138,10 +133,6 @@ impl Answer {
         let start = self.body.find(&open)? + open.len();
         let end = self.body[start..].find(&format!("</{tag}>"))? + start;
         Some(&self.body[start..end])
-    }
-
-    pub fn error_code(&self) -> Option<&str> {
-        self.element("Code")
     }
 }
 

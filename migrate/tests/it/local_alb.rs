@@ -1,12 +1,10 @@
 //! End to end on the local ALB with the real monolith and services: real
 //! traffic through the data plane, counted by the ALB's own metrics.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use aws_sdk_elasticloadbalancingv2::Client;
-use support::*;
 use tokio::runtime::Runtime;
 
 /// Waits until every service's target is healthy (health checks every 5 s).

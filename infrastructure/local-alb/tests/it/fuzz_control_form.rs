@@ -6,9 +6,9 @@
 //! every success an XML `...Response` document.
 //!
 //! CI runs the default number of cases; a long run:
-//! `PROPTEST_CASES=200000 cargo test -p local-alb --test fuzz_control_form --release`.
+//! `PROPTEST_CASES=200000 cargo test -p local-alb --release --test it fuzz_control_form::`.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,13 +1,11 @@
 //! Routing real HTTP traffic through a running data plane to real backends.
 
-mod common_dataplane;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common_dataplane::*;
+use crate::common_dataplane::*;
 use local_alb::model::{ActionKind, Priority};
 
 /// The forum's deployment: monolith behind `/api*` at 99 and the default

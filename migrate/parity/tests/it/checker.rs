@@ -1,13 +1,13 @@
 //! The checker catches what it must: real test servers that differ on purpose.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Reply, forum, serve, serve_forum, user_json, users_json};
+use crate::common::{Reply, forum, serve, serve_forum, user_json, users_json};
 use parity::{Comparator, DifferenceGroup, Kind, RouteReport, RunOptions, Side, Sides, VerifySpec};
 
 const USERS_SPEC: &str = r#"

@@ -1,8 +1,6 @@
 //! Small HTTP servers for the parity tests: a forum-like baseline and
 //! candidates that answer differently on purpose.
 
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;

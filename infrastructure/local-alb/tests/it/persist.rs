@@ -1,10 +1,8 @@
 //! Persistence: every accepted change survives a restart, `--reset` returns to
 //! the stack file, and a change that cannot be saved is refused.
 
-mod common;
-
+use crate::common::{RunningAlb, code_of, settings_for, stack_arns};
 use aws_sdk_elasticloadbalancingv2::types::RulePriorityPair;
-use common::{RunningAlb, code_of, settings_for, stack_arns};
 
 async fn monolith_priority(alb: &RunningAlb) -> String {
     let client = alb.client().await;

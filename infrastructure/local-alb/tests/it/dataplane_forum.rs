@@ -1,8 +1,6 @@
 //! The data plane in front of the real forum binaries (`monolith`, `users`),
 //! built by this test with `cargo build -p monolith -p users`.
 
-mod common_dataplane;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common_dataplane::*;
+use crate::common_dataplane::*;
 use local_alb::model::{Priority, Target};
 
 /// A forum server running as a child process; its stdout (the request log)

@@ -1,7 +1,5 @@
 //! Shared pieces of the data-plane tests: small real HTTP backends, a `State`
 //! builder and a running data plane on a free port.
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +22,6 @@ use tokio::task::JoinHandle;
 /// A real HTTP server that answers every request with a JSON description of
 /// what it received: `{"backend", "method", "uri", "headers", "body"}`.
 pub struct Backend {
-    pub name: &'static str,
     pub addr: SocketAddr,
     /// The status it answers with (200 unless changed).
     pub status: Arc<AtomicU16>,
@@ -67,7 +64,6 @@ impl Backend {
             }
         });
         Backend {
-            name,
             addr,
             status,
             requests,

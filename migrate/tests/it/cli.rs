@@ -1,9 +1,7 @@
 //! Usage and configuration errors: exit 2 with a message naming the problem,
 //! before any call to AWS.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const VALID: &str = r#"
 [aws]

@@ -1,0 +1,19 @@
+//! The integration tests of `local-alb`, in one test binary (one link, one
+//! process): each former `tests/*.rs` file is a module here, and the shared
+//! helpers are modules beside them.
+
+mod common;
+mod common_dataplane;
+mod control_cli;
+mod control_health;
+mod control_routing;
+mod control_sdk;
+mod control_startup;
+mod control_wire;
+mod dataplane_forum;
+mod dataplane_health;
+mod dataplane_http1;
+mod dataplane_matcher;
+mod dataplane_routing;
+mod fuzz_control_form;
+mod persist;

@@ -1,0 +1,10 @@
+//! The integration tests of `migrate`, in one test binary (one link, one
+//! process): each former `tests/*.rs` file is a module here, and the shared
+//! helpers are modules beside them.
+
+mod cli;
+mod demo;
+mod local_alb;
+mod moto;
+mod support;
+mod verify;
