@@ -480,3 +480,49 @@ fn a_profile_supplies_credentials_region_and_endpoint() {
     assert_eq!(without.code, 1, "{without}");
     assert!(without.stderr.contains("no AWS credentials"), "{without}");
 }
+
+/// Issue 21 against moto: the coverage check reads the monolith rule's host
+/// condition as AWS describes it, init copies it into the route rules, a
+/// rule edited by hand to lose it shows as a leak, and init narrows it back.
+#[test]
+fn coverage_of_a_host_conditioned_monolith_rule() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let op = stack.operator();
+    let monolith_rule = rule_at(&rt, &elb, &stack.listener_arn, 99).unwrap();
+    rt.block_on(
+        elb.modify_rule()
+            .rule_arn(&monolith_rule)
+            .set_conditions(Some(conditions(&["/api*"], Some("api.shop.example"))))
+            .send(),
+    )
+    .unwrap();
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    let users = op.route_status("users");
+    let arn = users["rule_arn"].as_str().unwrap().to_owned();
+    assert_eq!(rule_hosts(&rt, &elb, &arn), ["api.shop.example"]);
+    assert_eq!(users["drift"], serde_json::json!([]), "{users}");
+    // A colleague drops the host condition from the parked users rule.
+    rt.block_on(
+        elb.modify_rule()
+            .rule_arn(&arn)
+            .set_conditions(Some(conditions(&["/api/users*"], None)))
+            .send(),
+    )
+    .unwrap();
+    let leaking = op.route_status("users");
+    assert!(leaking["drift"].to_string().contains("LEAK"), "{leaking}");
+    let shift = op.run(&["shift", "users", "--steps", "100", "--skip-parity"]);
+    assert_eq!(shift.code, 2, "{shift}");
+    assert!(
+        shift.stderr.contains("host-header api.shop.example"),
+        "{shift}"
+    );
+    let narrowed = op.run(&["init"]);
+    assert_eq!(narrowed.code, 0, "{narrowed}");
+    assert!(narrowed.stdout.contains("narrowed"), "{narrowed}");
+    assert_eq!(rule_hosts(&rt, &elb, &arn), ["api.shop.example"]);
+    assert_eq!(op.route_status("users")["drift"], serde_json::json!([]));
+}
