@@ -4,6 +4,7 @@
 
 mod cli;
 mod demo;
+mod docs;
 mod local_alb;
 mod moto;
 mod support;

@@ -590,7 +590,7 @@ impl Logged {
 }
 
 /// The directory holding the workspace's binaries (target/debug).
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     Path::new(MIGRATE).parent().unwrap().to_path_buf()
 }
 
