@@ -1,4 +1,4 @@
-//! The local stack under test ([`migrate::localstack`]) in the run's temporary
+//! The local stack under test ([`localstack`]) in the run's temporary
 //! directory, and `migrate` run as a subprocess against it, each run's output
 //! in a log of its own.
 
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::Command;
 
-pub use migrate::localstack::{ALB, Binaries, Process, SERVERS, write};
-use migrate::localstack::{Options, Stack as LocalStack};
+pub use localstack::{ALB, Binaries, Process, SERVERS, write};
+use localstack::{Options, Stack as LocalStack};
 
 /// The routes `migrate` moves, each served by the server of the same name.
 pub const ROUTES: [&str; 3] = ["users", "threads", "posts"];

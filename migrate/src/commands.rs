@@ -78,32 +78,15 @@ fn default_monolith_priority(highest: Option<u32>) -> u32 {
     highest.map_or(1000, |h| (h / 1000 + 1) * 1000)
 }
 
-/// `init --create-monolith-rule`: a catch-all rule (`/*`) forwarding where the
-/// default action forwards, behind every other rule, tagged as the monolith's.
-/// Every request that reached the default action reaches the same target
-/// group through it, and no rule is behind it to lose traffic.
-async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<InitLine> {
-    let listener_arn = ctx.elb.listener_arn(&ctx.settings.listener).await?;
-    let mut rules = ctx.elb.rules(&listener_arn).await?;
-    let arns: Vec<String> = rules.iter().map(|r| r.arn.clone()).collect();
-    let mut tags = ctx.elb.tags(&arns).await?;
-    for rule in &mut rules {
-        rule.tags = tags.remove(&rule.arn).unwrap_or_default();
-    }
-    if let Ok(existing) = crate::context::find_monolith(&ctx.settings, &rules, &listener_arn) {
-        return Ok(InitLine {
-            route: "monolith".into(),
-            outcome: "exists",
-            message: format!(
-                "monolith: rule {} at priority {} exists; nothing to create",
-                existing.arn,
-                existing
-                    .priority
-                    .map_or("default".into(), |p| p.to_string())
-            ),
-            drift: Vec::new(),
-        });
-    }
+/// Where `--create-monolith-rule` would put the monolith's rule: the default
+/// rule, the target group it forwards to, and a priority behind every rule.
+/// Refused (exit 2) when the default action is not one forward, disagrees
+/// with `monolith.target_group`, or the priority is not behind every rule.
+fn monolith_rule_slot<'a>(
+    ctx: &Ctx,
+    args: &InitArgs,
+    rules: &'a [crate::state::RuleInfo],
+) -> anyhow::Result<(&'a crate::state::RuleInfo, &'a str, u32)> {
     let default = rules
         .iter()
         .find(|r| r.priority.is_none())
@@ -138,10 +121,39 @@ async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<
             highest.unwrap_or_default()
         )));
     }
+    Ok((default, target_group, priority))
+}
+
+/// `init --create-monolith-rule`: a catch-all rule (`/*`) forwarding where the
+/// default action forwards, behind every other rule, tagged as the monolith's.
+/// Every request that reached the default action reaches the same target
+/// group through it, and no rule is behind it to lose traffic.
+async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<InitLine> {
+    let listener_arn = ctx.elb.listener_arn(&ctx.settings.listener).await?;
+    let mut rules = ctx.elb.rules(&listener_arn).await?;
+    let arns: Vec<String> = rules.iter().map(|r| r.arn.clone()).collect();
+    let mut tags = ctx.elb.tags(&arns).await?;
+    for rule in &mut rules {
+        rule.tags = tags.remove(&rule.arn).unwrap_or_default();
+    }
+    if let Ok(existing) = crate::context::find_monolith(&ctx.settings, &rules, &listener_arn) {
+        return Ok(InitLine {
+            route: "monolith".into(),
+            outcome: "exists",
+            message: format!(
+                "monolith: rule {} at priority {} exists; nothing to create",
+                existing.arn,
+                existing
+                    .priority
+                    .map_or("default".into(), |p| p.to_string())
+            ),
+            drift: Vec::new(),
+        });
+    }
+    let (default, target_group, priority) = monolith_rule_slot(ctx, args, &rules)?;
+    let target_group = target_group.to_owned();
     let conditions = alb::Conditions::paths(["/*".to_owned()]);
-    let action = Forward::Plain {
-        target_group: target_group.clone(),
-    };
+    let action = Forward::Plain { target_group };
     let (key, value) = MONOLITH_TAG;
     let call = format!(
         "CreateRule Priority={priority} Conditions=[{}] Actions=[{}] Tags={key}={value}",
@@ -288,109 +300,7 @@ async fn init_locked(
             });
             continue;
         }
-        let settings = ctx.settings.route(&route)?.clone();
-        let conditions = crate::coverage::route_conditions(&settings, &listing.monolith)
-            .map_err(|why| usage(format!("{route}: {why}")))?;
-        let action = Forward::Plain {
-            target_group: view.service_tg.clone(),
-        };
-        let describe_call = |slot: u32| {
-            format!(
-                "CreateRule Priority={slot} Conditions=[{}] Actions=[{}] Tags={ROUTE_TAG}={route},{PARKED_TAG}={slot}",
-                conditions.describe(),
-                action.describe()
-            )
-        };
-        if dry_run {
-            view.taken = taken.clone();
-            let slot = view
-                .behind_slot()
-                .ok_or_else(|| anyhow::anyhow!("no free priority behind the monolith's rule"))?;
-            taken.insert(slot);
-            report.push(InitLine {
-                route: route.clone(),
-                outcome: "planned",
-                message: format!("{route}: would call {}", describe_call(slot)),
-                drift: Vec::new(),
-            });
-            continue;
-        }
-        let mut created = None;
-        for _attempt in 0..5 {
-            view.taken = taken.clone();
-            let slot = view
-                .behind_slot()
-                .ok_or_else(|| anyhow::anyhow!("no free priority behind the monolith's rule"))?;
-            taken.insert(slot);
-            let slot_text = slot.to_string();
-            match ctx
-                .elb
-                .create_rule(
-                    &listing.listener_arn,
-                    slot,
-                    &conditions,
-                    &action,
-                    &[
-                        (ROUTE_TAG, route.as_str()),
-                        (PARKED_TAG, slot_text.as_str()),
-                    ],
-                )
-                .await
-            {
-                Ok(Some(arn)) => {
-                    created = Some((arn, slot));
-                    break;
-                }
-                // The slot was taken meanwhile (PriorityInUse): try the next.
-                Ok(None) => continue,
-                Err(err) => return Err(err),
-            }
-        }
-        let (arn, slot) = created.ok_or_else(|| {
-            anyhow::anyhow!("{route}: every free priority tried was taken meanwhile")
-        })?;
-        let who = ctx.who().await;
-        let entry = Entry {
-            when: now_rfc3339(),
-            who,
-            command: "init".into(),
-            route: route.clone(),
-            what: format!("init: created rule at priority {slot} behind the monolith"),
-            before: journal::Snapshot {
-                priority: None,
-                action: "none".into(),
-                state: "missing".into(),
-            },
-            after: journal::Snapshot {
-                priority: Some(slot),
-                action: action.describe(),
-                state: RouteState::OnMonolith {
-                    priority: slot,
-                    restored: true,
-                }
-                .explain(),
-            },
-            writes: vec![describe_call(slot)],
-            evidence: json!({ "conditions": conditions, "monolith_conditions": listing.monolith.conditions }),
-        };
-        journal::append(&ctx.settings.journal_path(), &entry)?;
-        ctx.elb
-            .add_tags(&arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
-            .await?;
-        let copied = if conditions.value_count() > settings.paths.len() + settings.hosts.len() {
-            format!(
-                "; the monolith's rule's conditions copied in: {}",
-                conditions.describe()
-            )
-        } else {
-            String::new()
-        };
-        report.push(InitLine {
-            route: route.clone(),
-            outcome: "created",
-            message: format!("{route}: created rule {arn} at priority {slot}, parked behind the monolith's rule ({}){copied}", listing.monolith_priority),
-            drift: Vec::new(),
-        });
+        report.push(create_route_rule(ctx, listing, &route, &mut view, &mut taken, dry_run).await?);
     }
     for unknown in listing.unknown_routes(&ctx.settings) {
         report.push(InitLine {
@@ -401,6 +311,123 @@ async fn init_locked(
         });
     }
     Ok(report)
+}
+
+/// Creates one route's rule, parked behind the monolith's rule with the
+/// conditions coverage asks for, tagged and journaled (or, dry, says so).
+async fn create_route_rule(
+    ctx: &mut Ctx,
+    listing: &Listing,
+    route: &str,
+    view: &mut RouteView,
+    taken: &mut std::collections::BTreeSet<u32>,
+    dry_run: bool,
+) -> anyhow::Result<InitLine> {
+    let route = route.to_owned();
+    let settings = ctx.settings.route(&route)?.clone();
+    let conditions = crate::coverage::route_conditions(&settings, &listing.monolith)
+        .map_err(|why| usage(format!("{route}: {why}")))?;
+    let action = Forward::Plain {
+        target_group: view.service_tg.clone(),
+    };
+    let describe_call = |slot: u32| {
+        format!(
+            "CreateRule Priority={slot} Conditions=[{}] Actions=[{}] Tags={ROUTE_TAG}={route},{PARKED_TAG}={slot}",
+            conditions.describe(),
+            action.describe()
+        )
+    };
+    if dry_run {
+        view.taken = taken.clone();
+        let slot = view
+            .behind_slot()
+            .ok_or_else(|| anyhow::anyhow!("no free priority behind the monolith's rule"))?;
+        taken.insert(slot);
+        return Ok(InitLine {
+            route: route.clone(),
+            outcome: "planned",
+            message: format!("{route}: would call {}", describe_call(slot)),
+            drift: Vec::new(),
+        });
+    }
+    let mut created = None;
+    for _attempt in 0..5 {
+        view.taken = taken.clone();
+        let slot = view
+            .behind_slot()
+            .ok_or_else(|| anyhow::anyhow!("no free priority behind the monolith's rule"))?;
+        taken.insert(slot);
+        let slot_text = slot.to_string();
+        match ctx
+            .elb
+            .create_rule(
+                &listing.listener_arn,
+                slot,
+                &conditions,
+                &action,
+                &[
+                    (ROUTE_TAG, route.as_str()),
+                    (PARKED_TAG, slot_text.as_str()),
+                ],
+            )
+            .await
+        {
+            Ok(Some(arn)) => {
+                created = Some((arn, slot));
+                break;
+            }
+            // The slot was taken meanwhile (PriorityInUse): try the next.
+            Ok(None) => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    let (arn, slot) = created
+        .ok_or_else(|| anyhow::anyhow!("{route}: every free priority tried was taken meanwhile"))?;
+    let who = ctx.who().await;
+    let entry = Entry {
+        when: now_rfc3339(),
+        who,
+        command: "init".into(),
+        route: route.clone(),
+        what: format!("init: created rule at priority {slot} behind the monolith"),
+        before: journal::Snapshot {
+            priority: None,
+            action: "none".into(),
+            state: "missing".into(),
+        },
+        after: journal::Snapshot {
+            priority: Some(slot),
+            action: action.describe(),
+            state: RouteState::OnMonolith {
+                priority: slot,
+                restored: true,
+            }
+            .explain(),
+        },
+        writes: vec![describe_call(slot)],
+        evidence: json!({ "conditions": conditions, "monolith_conditions": listing.monolith.conditions }),
+    };
+    journal::append(&ctx.settings.journal_path(), &entry)?;
+    ctx.elb
+        .add_tags(&arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
+        .await?;
+    let copied = if conditions.value_count() > settings.paths.len() + settings.hosts.len() {
+        format!(
+            "; the monolith's rule's conditions copied in: {}",
+            conditions.describe()
+        )
+    } else {
+        String::new()
+    };
+    Ok(InitLine {
+        route: route.clone(),
+        outcome: "created",
+        message: format!(
+            "{route}: created rule {arn} at priority {slot}, parked behind the monolith's rule ({}){copied}",
+            listing.monolith_priority
+        ),
+        drift: Vec::new(),
+    })
 }
 
 /// A parked rule that the monolith's rule does not cover takes traffic it
@@ -790,15 +817,26 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     };
     if ctx.output == Output::Json {
         print_json(&plan)?;
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_plan(&plan, &state, &route, args.to.is_none());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A plan for people.
+fn print_plan(
+    plan: &Plan,
+    state: &RouteState,
+    route: &crate::settings::RouteSettings,
+    configured_steps: bool,
+) {
     println!("{}: {}", plan.route, state.explain());
     for problem in &plan.refused {
         println!("shift would refuse: {problem}");
     }
     if plan.steps.is_empty() {
         println!("nothing to do: no API call would change anything");
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
     println!("lock:   {}", plan.lock);
     for step in &plan.steps {
@@ -817,14 +855,13 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         println!("  check: {}", step.read_back);
     }
     println!("unlock: {}", plan.unlock);
-    if route.steps.len() > 1 && args.to.is_none() {
+    if route.steps.len() > 1 && configured_steps {
         println!(
             "between steps: probe {} through lb_url for {}",
             route.probe_paths().join(" "),
             humantime::format_duration(route.interval)
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn history(ctx: &mut Ctx, args: &HistoryArgs) -> anyhow::Result<ExitCode> {

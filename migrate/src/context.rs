@@ -13,6 +13,7 @@ use crate::elb::{Elb, caller_identity};
 use crate::journal::LastChange;
 use crate::lock::{self, Lock, LockOptions};
 use crate::settings::{MONOLITH_TAG, Settings};
+pub use crate::state::Listing;
 use crate::state::{Forward, RouteView, RuleInfo, target_group_name};
 
 /// The tag that marks a route's rule: `ficus:route=<name>`.
@@ -31,19 +32,6 @@ pub struct Ctx {
     pub started: Instant,
     who: Option<tokio::task::JoinHandle<String>>,
     who_known: Option<String>,
-}
-
-/// The listener as read: its rules with their tags, and the monolith's rule.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    pub listener_arn: String,
-    pub listener_tags: BTreeMap<String, String>,
-    pub rules: Vec<RuleInfo>,
-    pub monolith: RuleInfo,
-    pub monolith_priority: u32,
-    pub monolith_tg: String,
-    /// Service target group ARNs by route.
-    pub service_tgs: BTreeMap<String, String>,
 }
 
 impl Ctx {

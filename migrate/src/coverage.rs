@@ -12,9 +12,8 @@
 
 use alb::{Conditions, Gap};
 
-use crate::context::Listing;
 use crate::settings::RouteSettings;
-use crate::state::{RouteView, RuleInfo};
+use crate::state::{Listing, RouteView, RuleInfo};
 
 /// The conditions a route's rule is created with: its paths (and hosts of
 /// its own), narrowed by the monolith's rule's other conditions so that the

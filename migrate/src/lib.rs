@@ -11,7 +11,6 @@ pub mod demo;
 pub mod elb;
 pub mod error;
 pub mod journal;
-pub mod localstack;
 pub mod lock;
 pub mod probe;
 pub mod settings;

@@ -31,6 +31,20 @@ pub struct RuleInfo {
     pub tags: BTreeMap<String, String>,
 }
 
+/// The listener as read: its rules with their tags, and the monolith's rule.
+/// (Built and read by `context`, which also derives route views from it.)
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub listener_arn: String,
+    pub listener_tags: BTreeMap<String, String>,
+    pub rules: Vec<RuleInfo>,
+    pub monolith: RuleInfo,
+    pub monolith_priority: u32,
+    pub monolith_tg: String,
+    /// Service target group ARNs by route.
+    pub service_tgs: BTreeMap<String, String>,
+}
+
 /// A rule's terminal action, normalized: a forward to one target group is
 /// `Plain` however it was written (AWS describes it with a ForwardConfig too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -30,9 +30,9 @@ use clap::Parser as _;
 
 use crate::cli::Cli;
 use crate::error::{EXIT_ERROR, usage};
-use crate::localstack::{Binaries, MONOLITH_TARGET_GROUP, Stack};
 use crate::settings::check_steps;
 use alb_metrics::Counters;
+use localstack::{Binaries, MONOLITH_TARGET_GROUP, Stack};
 use progress::Progress;
 use stack::TempDir;
 use summary::{RouteSummary, Summary};
@@ -487,7 +487,7 @@ impl WeightWatch {
 
 /// `--keep-running`: how to drive the stack by hand.
 async fn print_by_hand(stack: &Stack, dir: &Path) {
-    let migrate = crate::localstack::current_exe()
+    let migrate = localstack::current_exe()
         .map_or_else(|_| "migrate".to_owned(), |path| path.display().to_string());
     let config = stack.config.display();
     let listener = listener_arn(stack)

@@ -1,4 +1,4 @@
-//! What the demo adds to the local stack ([`crate::localstack`]): its binaries
+//! What the demo adds to the local stack ([`localstack`]): its binaries
 //! found (or built) beside the running `migrate`, its temporary directory, and
 //! the routes of the `migrate.toml` written for it.
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use tokio::process::Command;
 
-use crate::localstack::{ALB, Binaries, Options, SERVERS, Stack};
+use localstack::{ALB, Binaries, Options, SERVERS, Stack};
 
 /// Finds every binary the demo starts. Under `cargo run` (beside the running
 /// `migrate`, with `$CARGO` set) missing ones are built first with the same

@@ -16,9 +16,9 @@ use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 
 /// The repo's local stack file.
-const STACK_FILE: &str = include_str!("../../infrastructure/local/stack.toml");
+const STACK_FILE: &str = include_str!("../stack.toml");
 /// The repo's `migrate.toml` for the local stack.
-const MIGRATE_FILE: &str = include_str!("../../migrate.toml");
+const MIGRATE_FILE: &str = include_str!("../../../migrate.toml");
 
 /// The forum servers, by binary name; each is also its target group's name in
 /// the stack file.
