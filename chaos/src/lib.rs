@@ -3,6 +3,8 @@
 //! bounded in time and requests, run against the real binaries on loopback.
 //! Prints a table of figures; exit 0 only when every scenario passed.
 
+#![forbid(unsafe_code)]
+
 pub mod load;
 pub mod report;
 pub mod scenarios;

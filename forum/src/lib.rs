@@ -1,5 +1,8 @@
 //! The forum API shared by the monolith and the extracted services: data model,
 //! id parsing, routing, handlers and the service runtime.
+
+#![forbid(unsafe_code)]
+
 pub mod dataset;
 pub mod gen_data;
 pub mod handlers;

@@ -3,6 +3,8 @@
 //!
 //! The library holds everything; `main.rs` only maps the result to an exit code.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod commands;
 pub mod context;

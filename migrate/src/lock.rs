@@ -246,10 +246,31 @@ pub fn this_process() -> String {
     format!("{} pid {}", tag_safe(&local_user()), std::process::id())
 }
 
+/// Whether process `pid` exists (signal 0; EPERM means it does, as another
+/// user's). A pid that is not positive names no one process: as with an
+/// unparseable holder, the lock is not presumed dead.
 fn process_exists(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    let Some(pid) = rustix::process::Pid::from_raw(pid.max(0)) else {
+        return true;
+    };
+    rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH)
+}
+
+#[cfg(test)]
+mod process_exists_tests {
+    use super::process_exists;
+
+    #[test]
+    fn this_process_exists_a_reaped_one_does_not_and_no_pid_is_not_presumed_dead() {
+        let this = i32::try_from(std::process::id()).unwrap();
+        assert!(process_exists(this));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let reaped = i32::try_from(child.id()).unwrap();
+        child.wait().unwrap();
+        assert!(!process_exists(reaped));
+        assert!(process_exists(0));
+        assert!(process_exists(-1));
+    }
 }
 
 #[cfg(test)]

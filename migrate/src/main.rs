@@ -1,5 +1,7 @@
 //! The `migrate` binary; see the library for everything.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -1,4 +1,7 @@
 //! `gen-data`: writes a db.json-shaped file of the requested size.
+
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;

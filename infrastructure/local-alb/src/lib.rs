@@ -4,6 +4,9 @@
 //! state ([`persist`]) gives the configuration, the data plane ([`dataplane`])
 //! routes traffic by it and the control plane ([`control`]) changes it through
 //! the ELBv2 API.
+
+#![forbid(unsafe_code)]
+
 pub mod control;
 pub mod dataplane;
 pub mod health;

@@ -187,11 +187,8 @@ impl Process {
 
     /// SIGTERM: asks for a graceful shutdown, without waiting for it.
     pub fn terminate(&self) {
-        if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) on a pid this process spawned and has not reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+        if let Some(pid) = self.pid().and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     }
 

@@ -6,6 +6,8 @@
 //! structurally ([`Comparator`]), cancels the noise the two baseline answers
 //! show, and reports by endpoint template and JSON Pointer ([`RouteReport`]).
 
+#![forbid(unsafe_code)]
+
 mod compare;
 mod error;
 pub mod pointer;

@@ -87,14 +87,6 @@ impl Drop for Progress {
 
 /// The terminal's rows and columns, from stderr.
 fn terminal_size() -> Option<(u16, u16)> {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes a `winsize` into the pointer it is given,
-    // which points to a live, properly sized value.
-    let result = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
-    (result == 0 && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
+    let size = rustix::termios::tcgetwinsize(std::io::stderr()).ok()?;
+    (size.ws_row > 0).then_some((size.ws_row, size.ws_col))
 }
