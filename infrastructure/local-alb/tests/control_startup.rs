@@ -274,3 +274,88 @@ fn an_address_in_use_exits_1_before_touching_the_state() {
         "the state directory is left alone"
     );
 }
+
+/// Starts `local-alb` on `state_dir` and waits until it prints its listeners.
+fn start_on(state_dir: &Path, stack: &Path, extra: &[&str]) -> Started {
+    let mut child = Started::spawn(
+        command(state_dir, stack)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let (data, _) = listener_lines(&mut child.0);
+    assert!(data.starts_with("data listener on "), "{data}");
+    child
+}
+
+#[test]
+fn a_second_instance_on_the_same_state_dir_exits_4_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let first = start_on(&state_dir, &common::stack_path(), &[]);
+    let output = run_failing(command(&state_dir, &common::stack_path()));
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = stderr_of(&output);
+    for needle in [
+        format!("local-alb: the state directory {}", state_dir.display()),
+        format!("in use by another local-alb (PID {})", first.0.id()),
+        "--state-dir".to_owned(),
+    ] {
+        assert!(stderr.contains(&needle), "missing {needle:?} in {stderr}");
+    }
+    // The first one is untouched and still stops cleanly.
+    assert_eq!(first.terminate().0, Some(0));
+    // Once it has stopped, the directory is free again.
+    let next = start_on(&state_dir, &common::stack_path(), &[]);
+    assert_eq!(next.terminate().0, Some(0));
+}
+
+#[test]
+fn a_killed_instance_does_not_block_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_on(dir.path(), &common::stack_path(), &[]);
+    first.0.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.0.wait().unwrap();
+    assert!(
+        dir.path().join("local-alb.lock").is_file(),
+        "the file stays"
+    );
+    let next = start_on(dir.path(), &common::stack_path(), &[]);
+    assert_eq!(next.terminate().0, Some(0));
+}
+
+#[test]
+fn an_edited_stack_file_is_warned_about_naming_the_differences_and_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let stack = common::write_stack(dir.path(), &[("web", &[3000]), ("old", &[3001])]);
+    let (code, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert_eq!(code, Some(0));
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // The same file again: no warning.
+    let (_, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // A target group added to the file, one removed: the saved state wins,
+    // loudly.
+    common::write_stack(dir.path(), &[("web", &[3000]), ("search", &[3002])]);
+    let (code, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert_eq!(code, Some(0));
+    for needle in [
+        " WARN ",
+        "local-alb: warning: the stack file",
+        "differs from the saved state",
+        "target group 'search' is in the stack file but not in the saved state",
+        "target group 'old' is in the saved state but not in the stack file",
+        "restart with --reset",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in {stderr}");
+    }
+
+    // --reset applies the file, and the warning stops.
+    let (_, stderr) = start_on(&state_dir, &stack, &["--reset"]).terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (_, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
