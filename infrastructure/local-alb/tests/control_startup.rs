@@ -21,9 +21,27 @@ fn command(state_dir: &Path, stack: &Path) -> Command {
     command
 }
 
-/// Runs a start that must fail, with a deadline.
+/// Runs a start that must fail, with a deadline: one that is still running
+/// after 30 s has started after all, and is killed.
 fn run_failing(mut command: Command) -> Output {
-    let output = command.output().expect("local-alb runs");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("local-alb runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("waitable").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("killed");
+            panic!(
+                "it should refuse to start, but it ran: {}",
+                stderr_of(&output)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("local-alb output");
     assert!(!output.status.success(), "it should refuse to start");
     output
 }
@@ -277,15 +295,24 @@ fn an_address_in_use_exits_1_before_touching_the_state() {
 
 /// Starts `local-alb` on `state_dir` and waits until it prints its listeners.
 fn start_on(state_dir: &Path, stack: &Path, extra: &[&str]) -> Started {
+    start_with_control_url(state_dir, stack, extra).0
+}
+
+/// As [`start_on`]; also the control listener's URL.
+fn start_with_control_url(state_dir: &Path, stack: &Path, extra: &[&str]) -> (Started, String) {
     let mut child = Started::spawn(
         command(state_dir, stack)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    let (data, _) = listener_lines(&mut child.0);
+    let (data, control) = listener_lines(&mut child.0);
     assert!(data.starts_with("data listener on "), "{data}");
-    child
+    let control_url = control
+        .strip_prefix("control listener on ")
+        .expect(&control)
+        .to_owned();
+    (child, control_url)
 }
 
 #[test]
@@ -333,7 +360,33 @@ fn an_edited_stack_file_is_warned_about_naming_the_differences_and_reset() {
     assert_eq!(code, Some(0));
     assert!(!stderr.contains("warning"), "{stderr}");
 
-    // The same file again: no warning.
+    // The same file again, after a change through the API: no warning (the
+    // API changes the saved state, not the stack file).
+    let (alb, control_url) = start_with_control_url(&state_dir, &stack, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let described = runtime.block_on(common::signed_post(
+        &control_url,
+        &[
+            ("Action", "DescribeTargetGroups"),
+            ("Version", "2015-12-01"),
+            ("Names.member.1", "web"),
+        ],
+        None,
+    ));
+    let web = described.element("TargetGroupArn").expect("web's ARN");
+    let registered = runtime.block_on(common::signed_post(
+        &control_url,
+        &[
+            ("Action", "RegisterTargets"),
+            ("Version", "2015-12-01"),
+            ("TargetGroupArn", web),
+            ("Targets.member.1.Id", "127.0.0.1"),
+            ("Targets.member.1.Port", "3999"),
+        ],
+        None,
+    ));
+    assert_eq!(registered.status, 200, "{registered:?}");
+    assert_eq!(alb.terminate().0, Some(0));
     let (_, stderr) = start_on(&state_dir, &stack, &[]).terminate();
     assert!(!stderr.contains("warning"), "{stderr}");
 
