@@ -636,6 +636,48 @@ mod tests {
     }
 
     #[test]
+    fn differences_name_what_an_edit_changed_and_ignore_minted_arns() {
+        let before = bundled().state;
+        let edited = |from: &str, to: &str| {
+            assert!(BUNDLED_STACK.contains(from), "{from}");
+            parse(&BUNDLED_STACK.replacen(from, to, 1), "edited")
+                .unwrap()
+                .state
+        };
+        assert_eq!(differences(&before, &bundled().state), Vec::<String>::new());
+        // A target group inserted first shifts every minted ARN; only it differs.
+        let search = "[[target_groups]]\nname = \"search\"\nport = 3000\ntargets = []\n\
+                      health_check = { path = \"/\", interval_seconds = 6, timeout_seconds = 5, healthy_threshold = 2, unhealthy_threshold = 2, matcher = \"200\" }\n\n\
+                      [[target_groups]]\nname = \"monolith\"";
+        let after = edited("[[target_groups]]\nname = \"monolith\"", search);
+        assert_eq!(
+            differences(&before, &after),
+            ["target group 'search' is in the stack file but not in the saved state"]
+        );
+        let after = edited("priority = 99", "priority = 98");
+        assert_eq!(
+            differences(&before, &after),
+            [
+                "rule at priority 98 is in the stack file but not in the saved state",
+                "rule at priority 99 is no longer in the stack file"
+            ]
+        );
+        let after = edited("values = [\"/api*\"]", "values = [\"/api/*\"]");
+        assert_eq!(
+            differences(&before, &after),
+            ["rule at priority 99 changed"]
+        );
+        let after = edited(
+            "targets = [\"127.0.0.1:3001\"]",
+            "targets = [\"127.0.0.1:3011\"]",
+        );
+        assert_eq!(
+            differences(&before, &after),
+            ["target group 'users' changed (port, targets, health check or tags)"]
+        );
+    }
+
+    #[test]
     fn the_bundled_stack_mirrors_the_cloudformation_stack() {
         let state = bundled().state;
         let names: Vec<&str> = state
