@@ -51,7 +51,9 @@ async fn discard(mut body: web::Payload) {
 }
 
 /// The response to `method` on `raw_path` (HEAD is answered as GET; actix-web
-/// drops the body and keeps the headers, Content-Length included).
+/// drops the body and keeps the headers, Content-Length included), except a
+/// HEAD that answers 404: the original never sets that body, so it carries no
+/// Content-Type and no Content-Length.
 pub fn respond(state: &AppState, method: &str, raw_path: &str) -> HttpResponse {
     match route(&state.service, method, raw_path) {
         RouteMatch::Get(found) => serve(&state.data, found),
@@ -67,6 +69,7 @@ pub fn respond(state: &AppState, method: &str, raw_path: &str) -> HttpResponse {
                 response
             }
         }
+        RouteMatch::NotFound if method == "HEAD" => HttpResponse::NotFound().body(NoBody::new()),
         RouteMatch::NotFound => text(StatusCode::NOT_FOUND, "Not Found"),
         RouteMatch::BadRequest => HttpResponse::BadRequest().force_close().body(NoBody::new()),
     }

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use crate::control::ControlPlane;
 use crate::dataplane::{DataPlane, DataPlaneOptions};
 use crate::persist::{PersistError, StateStore};
-use crate::settings::{EXIT_RUNTIME, EXIT_STATE, EXIT_USAGE, Settings};
+use crate::settings::{EXIT_LOCKED, EXIT_RUNTIME, EXIT_STATE, EXIT_USAGE, Settings};
 use crate::stack::{Stack, StackError};
 
 /// Why the local ALB could not start; each kind has its exit code.
@@ -55,14 +55,16 @@ impl StartupError {
         match self {
             StartupError::Usage(_) | StartupError::Stack(_) => EXIT_USAGE,
             StartupError::State(PersistError::Write { .. }) => EXIT_RUNTIME,
+            StartupError::State(PersistError::Locked { .. }) => EXIT_LOCKED,
             StartupError::State(_) => EXIT_STATE,
             StartupError::Bind { .. } => EXIT_RUNTIME,
         }
     }
 }
 
-/// Reads the stack file the settings name (see [`Settings::stack`]).
-fn load_stack(settings: &Settings) -> Result<Stack, StartupError> {
+/// Reads the stack file the settings name (see [`Settings::stack`]); also
+/// where it came from, for messages.
+fn load_stack(settings: &Settings) -> Result<(Stack, String), StartupError> {
     let (text, origin) = match &settings.stack {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -86,7 +88,35 @@ fn load_stack(settings: &Settings) -> Result<Stack, StartupError> {
     };
     let parsed = stack::parse(&text, &origin)?;
     tracing::info!(stack = %origin, "stack file loaded");
-    Ok(parsed)
+    Ok((parsed, origin))
+}
+
+/// Warns, as a WARN log line and a plain stderr line, when the stack file
+/// differs from the one the saved state started from (or, for a state saved
+/// before that was recorded, has other target groups): the saved state wins,
+/// so the edit is not in effect until `--reset`.
+fn warn_if_the_stack_file_changed(
+    store: &StateStore,
+    stack: &Stack,
+    origin: &str,
+    saved: &model::State,
+) {
+    let differences = match store.load_stack_record() {
+        Some(recorded) => stack::differences(&recorded, &stack.state),
+        None => stack::target_group_differences(saved, &stack.state),
+    };
+    if differences.is_empty() {
+        return;
+    }
+    let summary = format!(
+        "the stack file {} differs from the saved state in {} and the saved state wins: {}; \
+         to use the stack file, restart with --reset (this discards the changes made through the API)",
+        origin,
+        store.path().display(),
+        differences.join("; ")
+    );
+    tracing::warn!("{summary}");
+    eprintln!("local-alb: warning: {summary}");
 }
 
 /// A local ALB with both listeners bound, ready to run.
@@ -110,7 +140,7 @@ impl Application {
                 settings.control_listen
             )));
         }
-        let stack = load_stack(&settings)?;
+        let (stack, stack_origin) = load_stack(&settings)?;
         let options =
             DataPlaneOptions::from_env().map_err(|e| StartupError::Usage(e.to_string()))?;
         // Bind first: a second instance on the same addresses fails here,
@@ -139,15 +169,18 @@ impl Application {
             settings.control_listen,
             "control listener",
         )?;
+        // Bound: now take the state directory (one instance per directory).
         let store = StateStore::open(&settings.state_dir)?;
         let saved = if settings.reset { None } else { store.load()? };
         let state = match saved {
             Some(saved) => {
+                warn_if_the_stack_file_changed(&store, &stack, &stack_origin, &saved);
                 tracing::info!(path = %store.path().display(), "restored the saved state (it wins over the stack file; --reset discards it)");
                 saved
             }
             None => {
                 store.save(&stack.state)?;
+                store.save_stack_record(&stack.state)?;
                 tracing::info!(path = %store.path().display(), "state initialised from the stack file");
                 stack.state.clone()
             }

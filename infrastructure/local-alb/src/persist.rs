@@ -4,10 +4,17 @@
 //! Saving is atomic and durable: write `state.json.tmp`, fsync it, rename it
 //! over `state.json`, fsync the directory. A reader therefore sees either the
 //! old or the new state, never a torn one, even across a crash.
+//!
+//! One process owns a state directory: it holds an advisory lock (`flock`) on
+//! `local-alb.lock`, which names its PID. The kernel drops the lock when the
+//! process ends, however it ends, so a killed instance never blocks the next.
+//! `stack.json` keeps the stack file's configuration the state started from,
+//! so a restart can tell that the stack file was edited since.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +22,10 @@ use crate::model::State;
 
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.json";
+/// The stack file's configuration the saved state started from (same layout).
+pub const STACK_RECORD_FILE: &str = "stack.json";
+/// The lock file: locked by the instance using the directory, holding its PID.
+pub const LOCK_FILE: &str = "local-alb.lock";
 /// Version of the state file's layout.
 const FORMAT_VERSION: u32 = 1;
 
@@ -38,23 +49,31 @@ pub enum PersistError {
     Corrupt { path: PathBuf, problem: String },
     #[error("cannot write the state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "the state directory {dir} is in use by another local-alb (PID {pid}); stop that one, or give this one its own directory with --state-dir"
+    )]
+    Locked { dir: PathBuf, pid: String },
 }
 
-/// The state directory.
+/// The state directory, locked for this process while a store is alive.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    _lock: Arc<File>,
 }
 
 impl StateStore {
-    /// Uses (and creates if needed) the directory `dir`.
+    /// Uses (and creates if needed) the directory `dir`, and locks it; fails
+    /// with [`PersistError::Locked`] when another process holds it.
     pub fn open(dir: &Path) -> Result<StateStore, PersistError> {
         fs::create_dir_all(dir).map_err(|source| PersistError::Write {
             path: dir.to_owned(),
             source,
         })?;
+        let lock = lock(dir)?;
         Ok(StateStore {
             dir: dir.to_owned(),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -64,35 +83,34 @@ impl StateStore {
 
     /// The saved state, or `None` when nothing was saved yet.
     pub fn load(&self) -> Result<Option<State>, PersistError> {
-        let path = self.path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(PersistError::Unreadable { path, source }),
-        };
-        let file: StateFile = serde_json::from_str(&text).map_err(|e| PersistError::Corrupt {
-            path: path.clone(),
-            problem: format!("not a valid state document: {e}"),
-        })?;
-        if file.format_version != FORMAT_VERSION {
-            return Err(PersistError::Corrupt {
-                path,
-                problem: format!(
-                    "format_version {} is not the supported {FORMAT_VERSION}",
-                    file.format_version
-                ),
-            });
-        }
-        crate::control::validate::state(&file.state).map_err(|e| PersistError::Corrupt {
-            path,
-            problem: format!("inconsistent configuration: {}", e.message),
-        })?;
-        Ok(Some(file.state))
+        read_state_file(self.path())
+    }
+
+    /// The stack file's configuration the saved state started from; `None`
+    /// when it was not recorded (a directory from an older version) or cannot
+    /// be read, which only costs the edited-stack-file warning.
+    pub fn load_stack_record(&self) -> Option<State> {
+        let path = self.dir.join(STACK_RECORD_FILE);
+        read_state_file(path)
+            .inspect_err(|e| tracing::warn!("ignoring the stack record: {e}"))
+            .ok()
+            .flatten()
+    }
+
+    /// Records `stack` as the configuration the saved state starts from.
+    pub fn save_stack_record(&self, stack: &State) -> Result<(), PersistError> {
+        self.write_atomically(STACK_RECORD_FILE, stack)
     }
 
     /// Saves `state` atomically and durably.
     pub fn save(&self, state: &State) -> Result<(), PersistError> {
-        let path = self.path();
+        self.write_atomically(STATE_FILE, state)
+    }
+
+    /// Writes `state` to the file `name` of the directory: temporary file,
+    /// fsync, rename, fsync of the directory.
+    fn write_atomically(&self, name: &str, state: &State) -> Result<(), PersistError> {
+        let path = self.dir.join(name);
         let write_error = |source| PersistError::Write {
             path: path.clone(),
             source,
@@ -102,7 +120,7 @@ impl StateStore {
             state: state.clone(),
         })
         .map_err(|e| write_error(io::Error::other(e)))?;
-        let temporary = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let temporary = self.dir.join(format!("{name}.tmp"));
         let mut file = File::create(&temporary).map_err(write_error)?;
         file.write_all(&document).map_err(write_error)?;
         file.sync_all().map_err(write_error)?;
@@ -113,4 +131,67 @@ impl StateStore {
             .map_err(write_error)?;
         Ok(())
     }
+}
+
+/// Takes the directory's lock and writes this process's PID into the lock
+/// file; names the holder's PID when another process has it.
+fn lock(dir: &Path) -> Result<File, PersistError> {
+    let path = dir.join(LOCK_FILE);
+    let write_error = |source| PersistError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(write_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let pid = match holder.trim() {
+                "" => "unknown".to_owned(),
+                pid => pid.to_owned(),
+            };
+            return Err(PersistError::Locked {
+                dir: dir.to_owned(),
+                pid,
+            });
+        }
+        Err(TryLockError::Error(source)) => return Err(write_error(source)),
+    }
+    file.set_len(0).map_err(write_error)?;
+    writeln!(file, "{}", std::process::id()).map_err(write_error)?;
+    Ok(file)
+}
+
+/// Reads and checks a state-layout file; `None` when it does not exist.
+fn read_state_file(path: PathBuf) -> Result<Option<State>, PersistError> {
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(PersistError::Unreadable { path, source }),
+    };
+    let file: StateFile = serde_json::from_str(&text).map_err(|e| PersistError::Corrupt {
+        path: path.clone(),
+        problem: format!("not a valid state document: {e}"),
+    })?;
+    if file.format_version != FORMAT_VERSION {
+        return Err(PersistError::Corrupt {
+            path,
+            problem: format!(
+                "format_version {} is not the supported {FORMAT_VERSION}",
+                file.format_version
+            ),
+        });
+    }
+    crate::control::validate::state(&file.state).map_err(|e| PersistError::Corrupt {
+        path,
+        problem: format!("inconsistent configuration: {}", e.message),
+    })?;
+    Ok(Some(file.state))
 }

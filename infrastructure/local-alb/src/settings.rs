@@ -13,6 +13,8 @@ pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the state file cannot be used.
 pub const EXIT_STATE: u8 = 3;
+/// Exit code: another local-alb uses the state directory.
+pub const EXIT_LOCKED: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,7 +43,8 @@ LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS  how long deregistered targets drain (def
 LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS   idle client keep-alive limit (default 60)\n\n\
 EXIT CODES:\n  0  stopped by SIGTERM or SIGINT\n  1  runtime failure (for example an address in use)\n  \
 2  bad command line or stack file (the message names the key)\n  \
-3  the state file is unreadable or corrupt (start with --reset to rebuild it)"
+3  the state file is unreadable or corrupt (start with --reset to rebuild it)\n  \
+4  another local-alb uses the state directory (the message names its PID; pick another --state-dir)"
 )]
 pub struct Cli {
     /// Stack file declaring the load balancer, listener, target groups and rules.
@@ -51,6 +54,7 @@ pub struct Cli {
     pub stack: Option<PathBuf>,
 
     /// Directory holding the saved state (state.json); created if missing.
+    /// One local-alb at a time uses a directory (it locks local-alb.lock there).
     #[arg(long, value_name = "DIR", default_value = ".ficus/local-alb")]
     pub state_dir: PathBuf,
 

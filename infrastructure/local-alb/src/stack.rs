@@ -515,6 +515,110 @@ fn action(state: &State, raw: &RawAction, key: &str) -> Result<Action, String> {
 }
 
 /// The current time as AWS writes it: `2026-11-26T04:02:41.000Z`.
+/// What differs between two configurations read from a stack file (`before`,
+/// the one a saved state started from, and `after`, the file now), one line
+/// per difference; ARNs and creation times are ignored (they are minted).
+pub fn differences(before: &State, after: &State) -> Vec<String> {
+    let mut found = Vec::new();
+    let names = |state: &State| -> Vec<String> {
+        state
+            .load_balancers
+            .iter()
+            .map(|lb| format!("{} ({})", lb.name, lb.scheme))
+            .collect()
+    };
+    if names(before) != names(after) {
+        found.push(format!(
+            "load balancer {:?} is now {:?}",
+            names(before),
+            names(after)
+        ));
+    }
+    let ports = |state: &State| -> Vec<u16> { state.listeners.iter().map(|l| l.port).collect() };
+    if ports(before) != ports(after) {
+        found.push(format!(
+            "listener port {:?} is now {:?}",
+            ports(before),
+            ports(after)
+        ));
+    }
+    found.extend(target_group_differences(before, after));
+    let rules = |state: &State| -> BTreeMap<Priority, Rule> {
+        state
+            .rules
+            .iter()
+            .map(|rule| (rule.priority, comparable_rule(state, rule)))
+            .collect()
+    };
+    let (old_rules, new_rules) = (rules(before), rules(after));
+    for (priority, rule) in &new_rules {
+        let at = priority.as_api_string();
+        match old_rules.get(priority) {
+            None => found.push(format!(
+                "rule at priority {at} is in the stack file but not in the saved state"
+            )),
+            Some(old) if old != rule => found.push(format!("rule at priority {at} changed")),
+            Some(_) => {}
+        }
+    }
+    for priority in old_rules.keys().filter(|p| !new_rules.contains_key(p)) {
+        found.push(format!(
+            "rule at priority {} is no longer in the stack file",
+            priority.as_api_string()
+        ));
+    }
+    found
+}
+
+/// The target groups (by name) that `file` has and `saved` lacks, and the
+/// reverse, and those that differ (port, targets, health check, tags).
+pub fn target_group_differences(saved: &State, file: &State) -> Vec<String> {
+    let comparable = |tg: &TargetGroup| TargetGroup {
+        arn: String::new(),
+        ..tg.clone()
+    };
+    let mut found = Vec::new();
+    for tg in &file.target_groups {
+        match saved.target_group_by_name(&tg.name) {
+            None => found.push(format!(
+                "target group '{}' is in the stack file but not in the saved state",
+                tg.name
+            )),
+            Some(old) if comparable(old) != comparable(tg) => found.push(format!(
+                "target group '{}' changed (port, targets, health check or tags)",
+                tg.name
+            )),
+            Some(_) => {}
+        }
+    }
+    for tg in &saved.target_groups {
+        if file.target_group_by_name(&tg.name).is_none() {
+            found.push(format!(
+                "target group '{}' is in the saved state but not in the stack file",
+                tg.name
+            ));
+        }
+    }
+    found
+}
+
+/// `rule` without ARNs: forwards name their target groups.
+fn comparable_rule(state: &State, rule: &Rule) -> Rule {
+    let mut rule = rule.clone();
+    rule.arn.clear();
+    rule.listener_arn.clear();
+    for action in &mut rule.actions {
+        if let ActionKind::Forward { target_groups, .. } = &mut action.kind {
+            for weighted in target_groups {
+                if let Some(tg) = state.target_group(&weighted.target_group_arn) {
+                    weighted.target_group_arn = tg.name.clone();
+                }
+            }
+        }
+    }
+    rule
+}
+
 fn now_iso8601() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.format(time::macros::format_description!(
@@ -529,6 +633,48 @@ mod tests {
 
     fn bundled() -> Stack {
         parse(BUNDLED_STACK, "bundled").expect("the bundled stack file is valid")
+    }
+
+    #[test]
+    fn differences_name_what_an_edit_changed_and_ignore_minted_arns() {
+        let before = bundled().state;
+        let edited = |from: &str, to: &str| {
+            assert!(BUNDLED_STACK.contains(from), "{from}");
+            parse(&BUNDLED_STACK.replacen(from, to, 1), "edited")
+                .unwrap()
+                .state
+        };
+        assert_eq!(differences(&before, &bundled().state), Vec::<String>::new());
+        // A target group inserted first shifts every minted ARN; only it differs.
+        let search = "[[target_groups]]\nname = \"search\"\nport = 3000\ntargets = []\n\
+                      health_check = { path = \"/\", interval_seconds = 6, timeout_seconds = 5, healthy_threshold = 2, unhealthy_threshold = 2, matcher = \"200\" }\n\n\
+                      [[target_groups]]\nname = \"monolith\"";
+        let after = edited("[[target_groups]]\nname = \"monolith\"", search);
+        assert_eq!(
+            differences(&before, &after),
+            ["target group 'search' is in the stack file but not in the saved state"]
+        );
+        let after = edited("priority = 99", "priority = 98");
+        assert_eq!(
+            differences(&before, &after),
+            [
+                "rule at priority 98 is in the stack file but not in the saved state",
+                "rule at priority 99 is no longer in the stack file"
+            ]
+        );
+        let after = edited("values = [\"/api*\"]", "values = [\"/api/*\"]");
+        assert_eq!(
+            differences(&before, &after),
+            ["rule at priority 99 changed"]
+        );
+        let after = edited(
+            "targets = [\"127.0.0.1:3001\"]",
+            "targets = [\"127.0.0.1:3011\"]",
+        );
+        assert_eq!(
+            differences(&before, &after),
+            ["target group 'users' changed (port, targets, health check or tags)"]
+        );
     }
 
     #[test]

@@ -322,6 +322,12 @@ fn describe_tags(state: &State, req: &Request) -> Result<String, ApiError> {
 
 fn add_tags(state: &mut State, req: &Request) -> Result<String, ApiError> {
     let arns = resource_arns(state, req.form)?;
+    if arns.len() > 1 {
+        // AWS's answer word for word: AddTags takes a list but tags one resource.
+        return Err(ApiError::validation(
+            "Only one resource can be tagged at a time",
+        ));
+    }
     let tags = parse::tags(req.form, "Tags")?.ok_or_else(|| ApiError::missing("Tags"))?;
     for arn in &arns {
         if let Some(existing) = state.tags_of_mut(arn) {
@@ -501,13 +507,8 @@ fn register_targets(state: &mut State, req: &Request) -> Result<String, ApiError
 }
 
 fn deregister_targets(state: &mut State, req: &Request) -> Result<String, ApiError> {
+    // A target that is not registered is no error: AWS answers success.
     let (tg, targets) = targets_to_change(state, req.form)?;
-    if let Some(missing) = targets.iter().find(|t| !tg.targets.contains(t)) {
-        return Err(ApiError::invalid_target(format!(
-            "The following targets are not registered to target group '{}': '{}:{}'",
-            tg.name, missing.id, missing.port
-        )));
-    }
     tg.targets.retain(|t| !targets.contains(t));
     Ok(req.answer(|_| {}))
 }

@@ -113,10 +113,6 @@ impl ApiError {
         )
     }
 
-    pub fn invalid_target(message: impl Into<String>) -> ApiError {
-        ApiError::sender("InvalidTarget", message)
-    }
-
     /// The change was valid but could not be persisted; nothing changed.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError {

@@ -60,13 +60,29 @@ fn condition(member: &Form) -> Result<Condition, ApiError> {
             member.name_of(expected)
         )));
     }
-    if legacy.is_some() && has_config {
-        return Err(ApiError::validation(format!(
-            "Give either '{}' or '{}', not both",
-            member.name_of("Values"),
-            member.name_of(expected)
-        )));
-    }
+    let legacy = match legacy {
+        // DescribeRules shows both forms with the same values; AWS takes that
+        // back (describe, edit, modify), so the config's values stand.
+        Some(values) if has_config => {
+            if Some(&values) != config.string_list("Values")?.as_ref() {
+                return Err(ApiError::validation(format!(
+                    "'{}' and '{}' give different values; give one of them, or the same values in both as DescribeRules shows them",
+                    member.name_of("Values"),
+                    config.name_of("Values")
+                )));
+            }
+            None
+        }
+        Some(values) if values.len() > 1 => {
+            return Err(ApiError::validation(format!(
+                "'{}' takes a single {field} value, but {} were given; put several in '{}'",
+                member.name_of("Values"),
+                values.len(),
+                config.name_of("Values")
+            )));
+        }
+        other => other,
+    };
     let strings = |legacy: Option<Vec<String>>| -> Result<Vec<String>, ApiError> {
         match legacy {
             Some(values) => Ok(values),
@@ -252,6 +268,12 @@ pub fn tags(form: &Form, key: &str) -> Result<Option<Vec<Tag>>, ApiError> {
     let Some(members) = form.member_list(key)? else {
         return Ok(None);
     };
+    if members.is_empty() {
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value '[]' at '{}' failed to satisfy constraint: Member must have length greater than or equal to 1",
+            form.name_of(key)
+        )));
+    }
     let tags = members
         .iter()
         .map(|member| {

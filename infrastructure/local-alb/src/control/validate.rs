@@ -12,6 +12,8 @@ use crate::model::{Action, ActionKind, Condition, HealthCheck, Priority, State, 
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = 1..=50_000;
 /// Condition values per rule, over all its conditions.
 pub const MAX_CONDITION_VALUES: usize = 5;
+/// Wildcards (`*` and `?`) per rule, over all its condition values.
+pub const MAX_WILDCARDS: usize = 5;
 /// Longest path-pattern or host-header value.
 pub const MAX_PATTERN_LENGTH: usize = 128;
 /// Target groups in one forward action.
@@ -48,6 +50,7 @@ pub fn conditions(conditions: &[Condition]) -> Result<(), ApiError> {
     }
     let mut seen_fields = HashSet::new();
     let mut total_values = 0;
+    let mut wildcards = 0;
     for condition in conditions {
         let (field, count) = match condition {
             Condition::PathPattern { values } => ("path-pattern", values.len()),
@@ -72,7 +75,13 @@ pub fn conditions(conditions: &[Condition]) -> Result<(), ApiError> {
             )));
         }
         total_values += count;
+        wildcards += wildcards_in(condition);
         condition_values(field, condition)?;
+    }
+    if wildcards > MAX_WILDCARDS {
+        return Err(ApiError::validation(format!(
+            "A rule can have at most {MAX_WILDCARDS} wildcards ('*' or '?') in its condition values, but this one has {wildcards}"
+        )));
     }
     if total_values > MAX_CONDITION_VALUES {
         return Err(ApiError::validation(format!(
@@ -147,6 +156,36 @@ fn condition_values(field: &str, condition: &Condition) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// The wildcards (`*`, `?`) a condition's values use; in a query string a
+/// backslash makes the next character literal.
+fn wildcards_in(condition: &Condition) -> usize {
+    let plain = |value: &str| value.chars().filter(|c| matches!(c, '*' | '?')).count();
+    let escaped = |value: &str| {
+        let mut count = 0;
+        let mut chars = value.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '*' | '?' => count += 1,
+                _ => {}
+            }
+        }
+        count
+    };
+    match condition {
+        Condition::PathPattern { values }
+        | Condition::HostHeader { values }
+        | Condition::HttpHeader { values, .. } => values.iter().map(|v| plain(v)).sum(),
+        Condition::QueryString { values } => values
+            .iter()
+            .map(|pair| pair.key.as_deref().map_or(0, escaped) + escaped(&pair.value))
+            .sum(),
+        Condition::HttpRequestMethod { .. } | Condition::SourceIp { .. } => 0,
+    }
+}
+
 fn is_cidr(value: &str) -> bool {
     let Some((address, bits)) = value.split_once('/') else {
         return false;
@@ -207,8 +246,22 @@ fn action_kind(state: &State, kind: &ActionKind) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// AWS's pattern for tag keys and values.
+pub const TAG_PATTERN: &str = r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$";
+
+/// Whether `text` matches [`TAG_PATTERN`]: letters, numbers, separators
+/// (spaces) and `_ . : / = + - @`.
+fn is_tag_text(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_alphabetic()
+            || c.is_numeric()
+            || (c.is_whitespace() && !c.is_control())
+            || "_.:/=+-@".contains(c)
+    })
+}
+
 /// A list of tags given in one request: keys 1–128 characters, values up to
-/// 256, no key twice.
+/// 256, both in AWS's character set, no key twice.
 pub fn tags(tags: &[Tag]) -> Result<(), ApiError> {
     let mut seen = HashSet::new();
     for tag in tags {
@@ -218,10 +271,22 @@ pub fn tags(tags: &[Tag]) -> Result<(), ApiError> {
                 tag.key
             )));
         }
+        if !is_tag_text(&tag.key) {
+            return Err(ApiError::validation(format!(
+                "Tag key '{}' must match {TAG_PATTERN}: letters, numbers, spaces and _ . : / = + - @",
+                tag.key
+            )));
+        }
         if tag.value.chars().count() > 256 {
             return Err(ApiError::validation(format!(
                 "The value of tag '{}' is longer than 256 characters",
                 tag.key
+            )));
+        }
+        if !is_tag_text(&tag.value) {
+            return Err(ApiError::validation(format!(
+                "The value '{}' of tag '{}' must match {TAG_PATTERN}: letters, numbers, spaces and _ . : / = + - @",
+                tag.value, tag.key
             )));
         }
         if !seen.insert(tag.key.as_str()) {

@@ -290,3 +290,94 @@ async fn the_aws_cli_sees_error_codes_and_auth_failures() {
     );
     alb.stop().await;
 }
+
+/// The shell block of README.md's "The local ALB" section.
+fn readme_local_alb_block() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let section = readme
+        .split_once("\n## The local ALB\n")
+        .expect("README.md has a 'The local ALB' section")
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .expect("the section has a ```sh block")
+        .1;
+    block
+        .split_once("```")
+        .expect("the block is closed")
+        .0
+        .to_owned()
+}
+
+/// README.md's local-ALB commands, run as written by bash with the AWS CLI
+/// that scripts/test installs (v1, which reads only AWS_DEFAULT_REGION), in an
+/// environment with no AWS settings of its own. The first line starts the
+/// binary on the README's ports; here it starts on free ports, and the other
+/// lines get those ports in place of the README's.
+#[test]
+fn the_readme_local_alb_commands_work_as_written() {
+    let block = readme_local_alb_block();
+    let (start, rest) = block.split_once('\n').expect("more than one line");
+    assert!(
+        start.starts_with("target/release/local-alb "),
+        "the block starts the local ALB: {start}"
+    );
+    assert!(rest.contains("127.0.0.1:9100"), "{rest}");
+
+    let state = tempfile::tempdir().unwrap();
+    let mut alb = std::process::Command::new(env!("CARGO_BIN_EXE_local-alb"))
+        .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
+        .arg("--stack")
+        .arg(common::stack_path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("local-alb starts");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        alb.stdout.take().expect("piped stdout"),
+    ));
+    let mut address = |prefix: &str| -> String {
+        let line = lines.next().expect("a listener line").expect("utf-8");
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned()
+    };
+    let data = address("data listener on http://");
+    let control = address("control listener on http://");
+    let script = rest
+        .replace("127.0.0.1:9100", &control)
+        .replace("127.0.0.1:8080", &data);
+
+    let output = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_PAGER", "")
+        .output()
+        .expect("bash runs");
+    let _ = alb.kill();
+    let _ = alb.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the README's commands failed:\n{script}\nstdout: {stdout}\nstderr: {}",
+        stderr_of(&output)
+    );
+    assert!(
+        stdout.contains(r#""LoadBalancerName": "ficus-local""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("# TYPE ficus_alb_requests_total counter"),
+        "{stdout}"
+    );
+}

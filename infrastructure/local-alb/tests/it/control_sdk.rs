@@ -15,6 +15,26 @@ use aws_sdk_elasticloadbalancingv2::types::{
     RulePriorityPair, Tag, TargetDescription, TargetGroupTuple,
 };
 
+/// The AWS error message of an SDK error.
+fn message_of<E, R>(error: &aws_sdk_elasticloadbalancingv2::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata,
+{
+    use aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata;
+    error.message().unwrap_or("<no message>").to_owned()
+}
+
+/// Sends `request` and asserts that it fails with a ValidationError whose
+/// message contains `words`.
+macro_rules! assert_refused {
+    ($request:expr, $words:expr) => {{
+        let err = $request.send().await.unwrap_err();
+        assert_eq!(code_of(&err), "ValidationError", "{err:?}");
+        let message = message_of(&err);
+        assert!(message.contains($words), "{message}");
+    }};
+}
+
 /// Sends `request` (a fluent builder) and asserts that it fails with the AWS
 /// error `code`.
 macro_rules! assert_fails_with {
@@ -415,9 +435,20 @@ async fn registers_deregisters_and_tags() {
         .await
         .unwrap();
     assert_eq!(tgs.target_groups().len(), 1);
-    assert_fails_with!(deregister(3999), "InvalidTarget");
+    // Deregistering a target that is not registered succeeds, as on AWS,
+    // and changes nothing.
+    let ports = |health: DescribeTargetHealthOutput| -> Vec<i32> {
+        health
+            .target_health_descriptions()
+            .iter()
+            .map(|d| d.target().unwrap().port().unwrap())
+            .collect()
+    };
+    let before = ports(target_health(&client, posts).await);
+    deregister(3999).send().await.unwrap();
+    assert_eq!(ports(target_health(&client, posts).await), before);
 
-    add_tags(&client, &[posts, &arns.listener], &[tag("team", "forum")])
+    add_tags(&client, &[&arns.listener], &[tag("team", "forum")])
         .send()
         .await
         .unwrap();
@@ -555,6 +586,189 @@ async fn answers_every_documented_error_code() {
         .await
         .unwrap();
     assert_eq!(rules.rules()[0].priority(), Some("99"));
+    alb.stop().await;
+}
+
+/// A path-pattern condition in the legacy form (`Values` beside `Field`).
+fn legacy_path_condition(values: &[&str]) -> RuleCondition {
+    RuleCondition::builder()
+        .field("path-pattern")
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
+}
+
+#[tokio::test]
+async fn refuses_legacy_values_with_more_than_one_value_as_aws_does() {
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
+    let users = arns.target_group["users"].as_str();
+    assert_refused!(
+        create_rule(
+            &client,
+            &arns.listener,
+            5,
+            legacy_path_condition(&["/a", "/b"]),
+            forward(users)
+        ),
+        "'Conditions.member.1.Values' takes a single path-pattern value, but 2 were given; put several in 'Conditions.member.1.PathPatternConfig.Values'"
+    );
+    let host = RuleCondition::builder()
+        .field("host-header")
+        .values("a.example.com")
+        .values("b.example.com")
+        .build();
+    assert_refused!(
+        client
+            .modify_rule()
+            .rule_arn(&arns.monolith_rule)
+            .conditions(host),
+        "takes a single host-header value"
+    );
+    // One legacy value, and several in the config, are fine.
+    create_rule(
+        &client,
+        &arns.listener,
+        5,
+        legacy_path_condition(&["/a"]),
+        forward(users),
+    )
+    .send()
+    .await
+    .unwrap();
+    create_rule(
+        &client,
+        &arns.listener,
+        6,
+        path_condition(&["/b", "/c"]),
+        forward(users),
+    )
+    .send()
+    .await
+    .unwrap();
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_a_rule_with_more_than_five_wildcards() {
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
+    let users = arns.target_group["users"].as_str();
+    let create = |priority, patterns: &[&str]| {
+        create_rule(
+            &client,
+            &arns.listener,
+            priority,
+            path_condition(patterns),
+            forward(users),
+        )
+    };
+    assert_refused!(
+        create(5, &["/a*/b*", "/c?/d*", "/e*?"]),
+        "at most 5 wildcards ('*' or '?') in its condition values, but this one has 6"
+    );
+    create(5, &["/a*/b*", "/c?/d*", "/e"]).send().await.unwrap();
+    alb.stop().await;
+}
+
+#[tokio::test]
+async fn add_tags_tags_one_resource_per_call_with_keys_in_aws_pattern() {
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
+    let posts = arns.target_group["posts"].as_str();
+    let err = add_tags(&client, &[posts, &arns.listener], &[tag("team", "forum")])
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (code_of(&err), message_of(&err)),
+        (
+            "ValidationError".to_owned(),
+            "Only one resource can be tagged at a time".to_owned()
+        )
+    );
+    assert_refused!(
+        add_tags(&client, &[posts], &[tag("team#1", "forum")]),
+        r"Tag key 'team#1' must match ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$"
+    );
+    assert_refused!(
+        add_tags(&client, &[posts], &[tag("team", "a,b")]),
+        "The value 'a,b' of tag 'team' must match"
+    );
+    assert_refused!(
+        client
+            .add_tags()
+            .resource_arns(posts)
+            .set_tags(Some(Vec::new())),
+        "Value '[]' at 'Tags' failed to satisfy constraint: Member must have length greater than or equal to 1"
+    );
+    // Nothing was tagged by the refused calls.
+    let described = describe_tags(&client, &[posts, &arns.listener]).await;
+    for description in described.tag_descriptions() {
+        assert!(
+            description.tags().iter().all(|t| t.key() != Some("team")),
+            "{description:?}"
+        );
+    }
+    add_tags(
+        &client,
+        &[posts],
+        &[tag("ficus:role team_1/a=b+c-d@e.f", "Ünïcode value 2")],
+    )
+    .send()
+    .await
+    .unwrap();
+    alb.stop().await;
+}
+
+/// describe, edit, modify: what DescribeRules returns (legacy `Values` and
+/// the `*Config` block together) goes back into ModifyRule, as on AWS.
+#[tokio::test]
+async fn describe_rules_output_fed_back_to_modify_rule_is_accepted() {
+    let (alb, client, arns) = RunningAlb::start_with_arns().await;
+    let users = arns.target_group["users"].as_str();
+    create_rule(
+        &client,
+        &arns.listener,
+        5,
+        path_condition(&["/a", "/b"]),
+        forward(users),
+    )
+    .send()
+    .await
+    .unwrap();
+    let rules = listener_rules(&client, &arns.listener).await;
+    for rule in rules
+        .rules()
+        .iter()
+        .filter(|r| r.is_default() != Some(true))
+    {
+        let conditions = rule.conditions().to_vec();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| !c.values().is_empty() && c.path_pattern_config().is_some()),
+            "DescribeRules shows both forms: {conditions:?}"
+        );
+        let modified = client
+            .modify_rule()
+            .rule_arn(rule.rule_arn().unwrap())
+            .set_conditions(Some(conditions.clone()))
+            .set_actions(Some(rule.actions().to_vec()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(modified.rules()[0].conditions(), conditions.as_slice());
+    }
+    // Both forms with different values are refused, naming both.
+    let mismatched = RuleCondition::builder()
+        .field("path-pattern")
+        .values("/x")
+        .path_pattern_config(PathPatternConditionConfig::builder().values("/y").build())
+        .build();
+    assert_refused!(
+        client
+            .modify_rule()
+            .rule_arn(&arns.monolith_rule)
+            .conditions(mismatched),
+        "'Conditions.member.1.Values' and 'Conditions.member.1.PathPatternConfig.Values' give different values"
+    );
     alb.stop().await;
 }
 

@@ -21,9 +21,27 @@ fn command(state_dir: &Path, stack: &Path) -> Command {
     command
 }
 
-/// Runs a start that must fail, with a deadline.
+/// Runs a start that must fail, with a deadline: one that is still running
+/// after 30 s has started after all, and is killed.
 fn run_failing(mut command: Command) -> Output {
-    let output = command.output().expect("local-alb runs");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("local-alb runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("waitable").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("killed");
+            panic!(
+                "it should refuse to start, but it ran: {}",
+                stderr_of(&output)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("local-alb output");
     assert!(!output.status.success(), "it should refuse to start");
     output
 }
@@ -273,4 +291,124 @@ fn an_address_in_use_exits_1_before_touching_the_state() {
         !dir.path().join("state").exists(),
         "the state directory is left alone"
     );
+}
+
+/// Starts `local-alb` on `state_dir` and waits until it prints its listeners.
+fn start_on(state_dir: &Path, stack: &Path, extra: &[&str]) -> Started {
+    start_with_control_url(state_dir, stack, extra).0
+}
+
+/// As [`start_on`]; also the control listener's URL.
+fn start_with_control_url(state_dir: &Path, stack: &Path, extra: &[&str]) -> (Started, String) {
+    let mut child = Started::spawn(
+        command(state_dir, stack)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let (data, control) = listener_lines(&mut child.0);
+    assert!(data.starts_with("data listener on "), "{data}");
+    let control_url = control
+        .strip_prefix("control listener on ")
+        .expect(&control)
+        .to_owned();
+    (child, control_url)
+}
+
+#[test]
+fn a_second_instance_on_the_same_state_dir_exits_4_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let first = start_on(&state_dir, &common::stack_path(), &[]);
+    let output = run_failing(command(&state_dir, &common::stack_path()));
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = stderr_of(&output);
+    for needle in [
+        format!("local-alb: the state directory {}", state_dir.display()),
+        format!("in use by another local-alb (PID {})", first.0.id()),
+        "--state-dir".to_owned(),
+    ] {
+        assert!(stderr.contains(&needle), "missing {needle:?} in {stderr}");
+    }
+    // The first one is untouched and still stops cleanly.
+    assert_eq!(first.terminate().0, Some(0));
+    // Once it has stopped, the directory is free again.
+    let next = start_on(&state_dir, &common::stack_path(), &[]);
+    assert_eq!(next.terminate().0, Some(0));
+}
+
+#[test]
+fn a_killed_instance_does_not_block_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_on(dir.path(), &common::stack_path(), &[]);
+    first.0.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.0.wait().unwrap();
+    assert!(
+        dir.path().join("local-alb.lock").is_file(),
+        "the file stays"
+    );
+    let next = start_on(dir.path(), &common::stack_path(), &[]);
+    assert_eq!(next.terminate().0, Some(0));
+}
+
+#[test]
+fn an_edited_stack_file_is_warned_about_naming_the_differences_and_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let stack = common::write_stack(dir.path(), &[("web", &[3000]), ("old", &[3001])]);
+    let (code, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert_eq!(code, Some(0));
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // The same file again, after a change through the API: no warning (the
+    // API changes the saved state, not the stack file).
+    let (alb, control_url) = start_with_control_url(&state_dir, &stack, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let described = runtime.block_on(common::signed_post(
+        &control_url,
+        &[
+            ("Action", "DescribeTargetGroups"),
+            ("Version", "2015-12-01"),
+            ("Names.member.1", "web"),
+        ],
+        None,
+    ));
+    let web = described.element("TargetGroupArn").expect("web's ARN");
+    let registered = runtime.block_on(common::signed_post(
+        &control_url,
+        &[
+            ("Action", "RegisterTargets"),
+            ("Version", "2015-12-01"),
+            ("TargetGroupArn", web),
+            ("Targets.member.1.Id", "127.0.0.1"),
+            ("Targets.member.1.Port", "3999"),
+        ],
+        None,
+    ));
+    assert_eq!(registered.status, 200, "{registered:?}");
+    assert_eq!(alb.terminate().0, Some(0));
+    let (_, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // A target group added to the file, one removed: the saved state wins,
+    // loudly.
+    common::write_stack(dir.path(), &[("web", &[3000]), ("search", &[3002])]);
+    let (code, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert_eq!(code, Some(0));
+    for needle in [
+        " WARN ",
+        "local-alb: warning: the stack file",
+        "differs from the saved state",
+        "target group 'search' is in the stack file but not in the saved state",
+        "target group 'old' is in the saved state but not in the stack file",
+        "restart with --reset",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in {stderr}");
+    }
+
+    // --reset applies the file, and the warning stops.
+    let (_, stderr) = start_on(&state_dir, &stack, &["--reset"]).terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (_, stderr) = start_on(&state_dir, &stack, &[]).terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
 }

@@ -150,6 +150,17 @@ async fn the_users_rule_moves_traffic_between_the_real_monolith_and_users_servic
     alb.plane.publish(&state);
     let after = fetch("/api/users/1").await;
     assert_eq!(after, before, "clients cannot tell who answered");
+    // HEAD on a path the users service does not know (a longer word): 404
+    // with no body, no Content-Type and no Content-Length, as the original.
+    let head = client
+        .head(alb.url("/api/usersx"))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status(), 404);
+    for name in ["content-type", "content-length"] {
+        assert_eq!(head.headers().get(name), None, "{name}: {head:?}");
+    }
     assert_eq!(
         fetch("/api/threads/2").await.0,
         200,
