@@ -31,7 +31,13 @@ Examples:
   migrate rollback --all
   migrate history users
 
-Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held.";
+Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held.
+
+--output json: stdout carries exactly one JSON document, whatever happens: the command's
+result, or on failure {\"ok\": false, \"exit_code\": N, \"error\": \"...\", ...} with what was done
+so far (for shift and rollback: route, from, to, steps, routing_changes). Messages stay on
+stderr. A closed stdout (`migrate status | head -3`) is not an error: the command finishes
+its work quietly and exits with its own code.";
 
 #[derive(Debug, Parser)]
 #[command(name = "migrate", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]

@@ -23,11 +23,7 @@ pub fn lock_options(ctx: &Ctx, args: &LockArgs) -> LockOptions {
     }
 }
 
-/// Prints a JSON value on stdout.
-pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
+pub use crate::output::print_json;
 
 pub async fn init(ctx: &mut Ctx, args: &LockArgs) -> anyhow::Result<ExitCode> {
     ctx.start_who();

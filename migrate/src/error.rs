@@ -1,7 +1,5 @@
 //! Failures that map to documented exit codes. Anything else exits 1.
 
-use std::process::ExitCode;
-
 /// Exit 0: done.
 pub const EXIT_OK: u8 = 0;
 /// Exit 1: an error (API, network, inconsistent state that needs a human).
@@ -46,10 +44,8 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// The exit code for an error: the first [`Failure`] in its chain, else 1.
-pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    let code = err
-        .chain()
+pub fn code(err: &anyhow::Error) -> u8 {
+    err.chain()
         .find_map(|cause| cause.downcast_ref::<Failure>())
-        .map_or(EXIT_ERROR, Failure::code);
-    ExitCode::from(code)
+        .map_or(EXIT_ERROR, Failure::code)
 }
