@@ -56,6 +56,23 @@ fn usage_errors_exit_2() {
         let run = op.run(args);
         assert_eq!(run.code, 2, "{args:?}: {run}");
     }
+    let rollback = op.run(&["rollback"]);
+    assert!(rollback.stderr.contains("<ROUTE|--all>"), "{rollback}");
+    let plan = op.run(&["plan", "--help"]);
+    assert!(
+        plan.stdout
+            .contains("The route to plan, as named in migrate.toml"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_bad_endpoint_url_flag_is_blamed_on_the_flag() {
+    let op = operator(VALID);
+    let run = op.run(&["status", "--endpoint-url", "127.0.0.1:9100"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("--endpoint-url"), "{run}");
+    assert!(!run.stderr.contains("aws.endpoint_url"), "{run}");
 }
 
 #[test]
@@ -191,20 +208,6 @@ fn list_settings_come_from_comma_separated_variables() {
     );
 }
 
-/// `migrate ARGS` with a stdout whose reader is already gone (as in
-/// `migrate history | head -0`).
-fn run_with_stdout_closed(op: &Operator, args: &[&str]) -> Run {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let output = op
-        .command(args)
-        .stdout(writer)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    Run::from(output)
-}
-
 #[test]
 fn a_closed_stdout_ends_quietly_with_the_commands_own_exit_code() {
     let op = operator(VALID);
@@ -217,12 +220,12 @@ fn a_closed_stdout_ends_quietly_with_the_commands_own_exit_code() {
         &["history", "--output", "json"][..],
         &["--help"][..],
     ] {
-        let run = run_with_stdout_closed(&op, args);
+        let run = op.run_stdout_closed(args);
         assert_eq!(run.code, 0, "{args:?}: {run}");
         assert_eq!(run.stderr, "", "{args:?}: {run}");
     }
     // A failing command keeps its exit code and its message on stderr.
-    let run = run_with_stdout_closed(&op, &["--output", "json", "shift", "people"]);
+    let run = op.run_stdout_closed(&["--output", "json", "shift", "people"]);
     assert_eq!(run.code, 2, "{run}");
     assert!(run.stderr.starts_with("migrate: unknown route"), "{run}");
     assert!(!run.stderr.contains("panicked"), "{run}");
