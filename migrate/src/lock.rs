@@ -118,6 +118,9 @@ pub struct Lock {
     written: Instant,
     /// How long after `written` the tags are read again before the first write.
     settle: Duration,
+    /// Lock tags of others removed by `--force-unlock`: a read that still
+    /// shows one (tags are eventually consistent) does not take the lock back.
+    forced: Vec<String>,
 }
 
 /// How to acquire.
@@ -181,6 +184,7 @@ pub async fn acquire(
                 stale: Vec::new(),
                 written,
                 settle: options.settle,
+                forced: others,
             };
             return Ok((lock, tags));
         }
@@ -212,6 +216,7 @@ pub async fn acquire(
                     stale,
                     written,
                     settle: options.settle,
+                    forced: Vec::new(),
                 };
                 return Ok((lock, tags));
             }
@@ -237,7 +242,11 @@ impl Lock {
         let listener_tags = tags.get(&self.listener_arn).cloned().unwrap_or_default();
         let now = OffsetDateTime::now_utc();
         let ours = listener_tags.contains_key(&self.tag.key);
-        let winner = holder_among(&lock_tags(&listener_tags), now);
+        let contenders: Vec<LockTag> = lock_tags(&listener_tags)
+            .into_iter()
+            .filter(|l| !self.forced.contains(&l.key))
+            .collect();
+        let winner = holder_among(&contenders, now);
         match winner {
             Some(winner) if ours && winner.key == self.tag.key => Ok(()),
             None if ours => Ok(()),

@@ -81,6 +81,11 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
         "journaled"
     );
 
+    for args in [&["status"][..], &["plan", "users", "--to", "0"][..]] {
+        let run = op.run_stdout_closed(args);
+        assert_eq!(run.code, 0, "{args:?}: {run}");
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {run}");
+    }
     let rollback = op.run_stdout_closed(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert_eq!(stack.burst("/api/users", 5).0, only("monolith", 5));
@@ -258,10 +263,17 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
         .to_owned();
     assert!(who.starts_with(&format!("{}@", login_name())), "{who}");
 
-    // The shift continues from 10%; during its interval a colleague forces
-    // the lock and rolls the route back. The shift stops before its next
-    // write (exit 4), and the route stays where the colleague left it.
-    let child = op.spawn_shift("users", "10,50,100", "5s");
+    // The shift continues from 10%; early in its interval a colleague forces
+    // the lock and rolls the route back. The shift's next lock refresh (its
+    // lock_ttl is 6s: every 3s) finds the lock gone and stops there, well
+    // before its next write is due (exit 4), without taking the lock back;
+    // the route stays where the colleague left it.
+    let mut command = op.command(&shift_args("users", "10,50,100", "20s"));
+    command
+        .env("MIGRATE__LOCK_TTL", "6s")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
     let pid = format!("pid {}", child.id());
     eventually(Duration::from_secs(20), "the shift holds the lock", || {
         op.status_json()["lock"]["holder"]
@@ -269,12 +281,17 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
             .is_some_and(|holder| holder.ends_with(&pid))
     });
     let colleague = op.run(&["rollback", "users", "--force-unlock"]);
+    let forced = Instant::now();
     assert_eq!(colleague.code, 0, "{colleague}");
     assert!(
         colleague.stderr.contains("removing the lock of"),
         "{colleague}"
     );
     let run = finish(child);
+    assert!(
+        forced.elapsed() < Duration::from_secs(10),
+        "stopped at the lock refresh, not at the next write: {run}"
+    );
     assert_eq!(run.code, 4, "{run}");
     assert!(
         run.stderr.contains("the listener's lock is no longer ours"),
@@ -286,6 +303,37 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
     assert_eq!(weights, [("users".to_owned(), 100)].into_iter().collect());
     assert_eq!(op.journal().last().unwrap()["command"], "rollback");
     assert!(op.status_json()["lock"].is_null());
+
+    // With no refresh due, the check before the next write stops it: the
+    // 50/50 split is never written to the parked rule. (`-v` lists every
+    // ELBv2 call: step 1's two writes are the only ones.)
+    let child = op.spawn(&[
+        "shift",
+        "users",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "5s",
+        "-v",
+    ]);
+    // Step 1 ends with the rule's last-change tag; then the interval starts.
+    eventually(Duration::from_secs(20), "users at 10%, tagged", || {
+        op.route_status("users")["last_change"]["what"] == "shift to 10 percent"
+    });
+    let colleague = op.run(&["rollback", "users", "--force-unlock"]);
+    assert_eq!(colleague.code, 0, "{colleague}");
+    let run = finish(child);
+    assert_eq!(run.code, 4, "{run}");
+    assert!(
+        run.stderr.contains("the listener's lock is no longer ours"),
+        "{run}"
+    );
+    let writes = run.stderr.matches("elbv2 SetRulePriorities").count()
+        + run.stderr.matches("elbv2 ModifyRule").count();
+    assert_eq!(writes, 2, "only step 1's writes: {run}");
+    let (priority, weights) = route_rule(&rt, &elb, &listener, "users").unwrap();
+    assert_eq!(priority, "100");
+    assert_eq!(weights, [("users".to_owned(), 100)].into_iter().collect());
 }
 
 #[test]
