@@ -31,7 +31,14 @@ Examples:
   migrate rollback --all
   migrate history users
 
-Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held.";
+Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held
+(or taken away mid-shift), 130 stopped by Ctrl-C.
+
+--output json: stdout carries exactly one JSON document, whatever happens: the command's
+result, or on failure {\"ok\": false, \"exit_code\": N, \"error\": \"...\", ...} with what was done
+so far (for shift and rollback: route, from, to, steps, routing_changes). Messages stay on
+stderr. A closed stdout (`migrate status | head -3`) is not an error: the command finishes
+its work quietly and exits with its own code.";
 
 #[derive(Debug, Parser)]
 #[command(name = "migrate", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -46,7 +53,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// The ELBv2 endpoint, e.g. the local ALB's control listener http://127.0.0.1:9100.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", value_parser = parse_endpoint_url)]
     pub endpoint_url: Option<String>,
     /// Print each ELBv2 call and its duration, and a summary, on stderr.
     #[arg(short, long, global = true)]
@@ -118,7 +125,14 @@ write the rule is read back until it shows what was written. During each interva
 route is probed through lb_url (over the error budget, the step fails) and the service's
 target health is read every health_poll (default 1s; a target that stops being healthy
 fails the step). Any failed gate
-rolls the route back, is journaled, and exits 3. Continues a shift stopped midway.
+rolls the route back, is journaled (also when nothing had moved yet), and exits 3. Once
+anything was written, any other error (an API call that still fails after the SDK's
+retries) rolls back too and exits 1; if that rollback fails, the error names the route's
+last known state and the command that finishes it. Before every write the shift confirms
+it still holds the lock; if a colleague took it (`rollback --force-unlock`), it stops
+without writing and exits 4. Ctrl-C during an interval stops the shift where it is,
+releases the lock, prints the commands that continue or undo it, and exits 130.
+Continues a shift stopped midway.
 
 Example: migrate shift users --steps 10,50,100 --interval 30s")]
     Shift(ShiftArgs),
@@ -175,6 +189,11 @@ pub struct LockArgs {
     /// Remove another operator's lock first (when that operator is gone).
     #[arg(long)]
     pub force_unlock: bool,
+    /// How long after taking the lock its tags are read again, before the first
+    /// write: AWS documents no read-after-write consistency for tags, so a
+    /// contender that was not visible yet is seen then (and we stop, exit 4).
+    #[arg(long, value_parser = parse_duration, default_value = "500ms", value_name = "DURATION")]
+    pub lock_settle: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -185,6 +204,7 @@ pub struct StatusArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
+    /// The route to plan, as named in migrate.toml (e.g. users).
     pub route: String,
     /// The target percentage on the service: 0 plans a rollback.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT")]
@@ -193,6 +213,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ShiftArgs {
+    /// The route to shift, as named in migrate.toml (e.g. users).
     pub route: String,
     /// Percentages, increasing, ending at 100 (default: the route's `steps`).
     #[arg(long, value_delimiter = ',', value_name = "PERCENTS")]
@@ -215,9 +236,10 @@ pub struct ShiftArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["route", "all"])))]
 pub struct RollbackArgs {
-    /// The route to roll back.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    /// The route to roll back (or pass --all for every route).
+    #[arg(conflicts_with = "all")]
     pub route: Option<String>,
     /// Roll back every route.
     #[arg(long)]
@@ -230,6 +252,18 @@ pub struct RollbackArgs {
 pub struct HistoryArgs {
     /// Only this route.
     pub route: Option<String>,
+}
+
+/// `--endpoint-url` is checked here, so a bad one is blamed on the flag (not
+/// on `aws.endpoint_url` in migrate.toml, which it overrides).
+fn parse_endpoint_url(text: &str) -> Result<String, String> {
+    if text.starts_with("http://") || text.starts_with("https://") {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not an http:// or https:// URL, e.g. http://127.0.0.1:9100"
+        ))
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

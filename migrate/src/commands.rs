@@ -22,14 +22,11 @@ pub fn lock_options(ctx: &Ctx, args: &LockArgs) -> LockOptions {
         ttl: ctx.settings.lock_ttl,
         wait: args.wait,
         force_unlock: args.force_unlock,
+        settle: args.lock_settle,
     }
 }
 
-/// Prints a JSON value on stdout.
-pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
+pub use crate::output::print_json;
 
 pub async fn init(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<ExitCode> {
     ctx.start_who();
@@ -880,18 +877,73 @@ pub async fn history(ctx: &mut Ctx, args: &HistoryArgs) -> anyhow::Result<ExitCo
         );
     }
     for entry in &entries {
-        println!(
-            "{} {} {} {}: {} (priority {} -> {}, {} -> {})",
-            entry.when,
-            entry.who,
-            entry.route,
-            entry.command,
-            entry.what,
-            entry.before.priority.map_or("-".into(), |p| p.to_string()),
-            entry.after.priority.map_or("-".into(), |p| p.to_string()),
-            entry.before.action,
-            entry.after.action
-        );
+        println!("{}", history_line(entry));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One journal entry as `history` prints it: what happened, the move, and why
+/// a gate failed or an error stopped it.
+fn history_line(entry: &Entry) -> String {
+    // Older entries repeat their command in `what` (`init: created ...`).
+    let what = entry
+        .what
+        .strip_prefix(&format!("{}: ", entry.command))
+        .unwrap_or(&entry.what);
+    let mut line = format!(
+        "{} {} {} {}: {what} (priority {} -> {}, {} -> {})",
+        entry.when,
+        entry.who,
+        entry.route,
+        entry.command,
+        entry.before.priority.map_or("-".into(), |p| p.to_string()),
+        entry.after.priority.map_or("-".into(), |p| p.to_string()),
+        entry.before.action,
+        entry.after.action
+    );
+    for (key, label) in [("gate_failed", "gate failed"), ("error", "error")] {
+        if let Some(reason) = entry.evidence.get(key).and_then(|r| r.as_str()) {
+            line.push_str(&format!("; {label}: {reason}"));
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_lines_name_the_command_once_and_show_why_a_gate_failed() {
+        let snapshot = journal::Snapshot {
+            priority: Some(100),
+            action: "forward users".into(),
+            state: "on the monolith".into(),
+        };
+        let mut entry = Entry {
+            when: "2026-11-26T04:00:00Z".into(),
+            who: "ann@vm".into(),
+            command: "init".into(),
+            route: "users".into(),
+            what: "init: created rule at priority 100 behind the monolith".into(),
+            before: snapshot.clone(),
+            after: snapshot,
+            writes: vec![],
+            evidence: json!({}),
+        };
+        assert_eq!(
+            history_line(&entry),
+            "2026-11-26T04:00:00Z ann@vm users init: created rule at priority 100 behind the monolith (priority 100 -> 100, forward users -> forward users)"
+        );
+        entry.command = "shift".into();
+        entry.what = "gate failed; nothing had moved".into();
+        entry.evidence = json!({ "gate_failed": "health gate: target group users has no healthy target (no targets registered)" });
+        assert!(
+            history_line(&entry).ends_with(
+                "shift: gate failed; nothing had moved (priority 100 -> 100, forward users -> forward users); gate failed: health gate: target group users has no healthy target (no targets registered)"
+            ),
+            "{}",
+            history_line(&entry)
+        );
+    }
 }

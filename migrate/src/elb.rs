@@ -28,6 +28,30 @@ use crate::state::{Forward, RuleInfo};
 /// The most ARNs DescribeTags accepts in one call.
 const TAGS_PER_CALL: usize = 20;
 
+/// Retries, set once for every client (ELBv2 and STS). ELBv2's rate limits
+/// are per account and region, shared with everything else in the account,
+/// and not published; "Rate exceeded" is reported at a few calls per second.
+/// Adaptive mode retries throttling and transient errors (5xx, timeouts,
+/// connection failures) and, once throttled, slows this client's own calls
+/// down. 5 attempts with full-jitter exponential backoff from 500 ms capped at
+/// 10 s give up after about 7 s on average (at most about 17 s): long enough to
+/// ride out throttling or a blip, short enough that a shift stopped by an
+/// outage rolls back while the operator is still watching.
+fn retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::adaptive()
+        .with_max_attempts(5)
+        .with_initial_backoff(Duration::from_millis(500))
+        .with_max_backoff(Duration::from_secs(10))
+}
+
+/// No single attempt may hang a shift: 3 s to connect, 10 s per attempt.
+fn timeout_config() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .build()
+}
+
 /// One recorded call: the action, how long it took, whether it succeeded.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CallRecord {
@@ -46,7 +70,9 @@ pub struct Elb {
 /// Builds the shared `SdkConfig`: the standard chain (`AWS_*` variables,
 /// profiles and their `endpoint_url`), then the settings' and flags' overrides.
 pub async fn sdk_config(aws: &AwsSettings) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry_config())
+        .timeout_config(timeout_config());
     if let Some(profile) = &aws.profile {
         loader = loader.profile_name(profile);
     }
@@ -815,7 +841,7 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> String {
 pub const WHO_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// "Who" for the journal: the STS caller ARN when STS answers quickly, else
-/// `$USER@hostname`.
+/// the local operator ([`operator_name`]).
 pub async fn caller_identity(config: &SdkConfig, verbose: bool) -> String {
     let sts = aws_sdk_sts::Client::new(config);
     let started = Instant::now();
@@ -833,7 +859,32 @@ pub async fn caller_identity(config: &SdkConfig, verbose: bool) -> String {
         };
         eprintln!("migrate: sts GetCallerIdentity {millis:.1} ms ({outcome})");
     }
-    who.unwrap_or_else(local_user)
+    who.unwrap_or_else(operator_name)
+}
+
+/// The local operator, `user@hostname`: [`local_user`], and when neither
+/// `USER` nor `LOGNAME` is set (CI, containers) the login name of this
+/// process's user id, from /etc/passwd (`uid1234` when it has no entry).
+pub fn operator_name() -> String {
+    let user = local_user();
+    match (user.strip_prefix("unknown@"), login_name()) {
+        (Some(host), Some(login)) => format!("{login}@{host}"),
+        _ => user,
+    }
+}
+
+/// The login name of this process's user id (Linux: the owner of /proc/self).
+fn login_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (id.parse::<u32>().ok()? == uid && !name.is_empty()).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid{uid}")))
 }
 
 /// `$USER@hostname`.
@@ -870,6 +921,16 @@ mod tests {
             .build();
         let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
         SdkError::service_error(SetRulePrioritiesError::generic(meta), raw)
+    }
+
+    #[test]
+    fn the_login_name_is_the_users_of_this_process() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let expected = String::from_utf8(id.stdout).unwrap().trim().to_owned();
+        assert_eq!(login_name().as_deref(), Some(expected.as_str()));
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Failures that map to documented exit codes. Anything else exits 1.
 
-use std::process::ExitCode;
-
 /// Exit 0: done.
 pub const EXIT_OK: u8 = 0;
 /// Exit 1: an error (API, network, inconsistent state that needs a human).
@@ -10,8 +8,10 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit 3: a gate failed and the route was rolled back.
 pub const EXIT_GATE_FAILED: u8 = 3;
-/// Exit 4: another operator holds the listener's lock.
+/// Exit 4: another operator holds the listener's lock, or took it away.
 pub const EXIT_LOCK_HELD: u8 = 4;
+/// Exit 130: stopped by Ctrl-C (SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// A failure with its own exit code. Wrap it in `anyhow::Error`; [`exit_code`]
 /// finds it anywhere in the error chain.
@@ -28,6 +28,14 @@ pub enum Failure {
         "the listener is locked by {holder} since {since}; wait with `--wait 5m`, or if that operator is gone, pass `--force-unlock`"
     )]
     LockHeld { holder: String, since: String },
+    /// The lock was taken away while we held it (exit 4); nothing more was written.
+    #[error(
+        "the listener's lock is no longer ours: {now}; stopped before the next write, so nothing more was written. `migrate status` shows where the routes stand"
+    )]
+    LockLost { now: String },
+    /// Ctrl-C (exit 130): the message says where the route stands and how to go on.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl Failure {
@@ -35,7 +43,8 @@ impl Failure {
         match self {
             Failure::Usage(_) => EXIT_USAGE,
             Failure::GateFailed(_) => EXIT_GATE_FAILED,
-            Failure::LockHeld { .. } => EXIT_LOCK_HELD,
+            Failure::LockHeld { .. } | Failure::LockLost { .. } => EXIT_LOCK_HELD,
+            Failure::Interrupted(_) => EXIT_INTERRUPTED,
         }
     }
 }
@@ -46,10 +55,8 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// The exit code for an error: the first [`Failure`] in its chain, else 1.
-pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    let code = err
-        .chain()
+pub fn code(err: &anyhow::Error) -> u8 {
+    err.chain()
         .find_map(|cause| cause.downcast_ref::<Failure>())
-        .map_or(EXIT_ERROR, Failure::code);
-    ExitCode::from(code)
+        .map_or(EXIT_ERROR, Failure::code)
 }

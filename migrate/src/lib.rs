@@ -5,6 +5,25 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for this crate: stdout through [`output::write_stdout`], so a
+/// closed stdout (the reader went away) never panics. Defined before the
+/// modules, it shadows std's macro in all of them.
+macro_rules! println {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for this crate; see [`println!`].
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
 pub mod cli;
 pub mod commands;
 pub mod context;
@@ -14,6 +33,7 @@ pub mod elb;
 pub mod error;
 pub mod journal;
 pub mod lock;
+pub mod output;
 pub mod probe;
 pub mod settings;
 pub mod shift;
@@ -24,24 +44,30 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Output};
 use crate::context::Ctx;
 use crate::settings::{Overrides, Settings};
 
 /// Parses the command line and runs the command. Usage errors print clap's
-/// message and exit 2; `--help` and `--version` exit 0.
+/// message and exit 2; `--help` and `--version` exit 0. Every error is
+/// printed on stderr as `migrate: ...`; under `--output json` stdout also gets
+/// one JSON document saying so (see [`output`]).
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() {
-                error::EXIT_USAGE
-            } else {
-                error::EXIT_OK
-            });
+            if !err.use_stderr() {
+                return ExitCode::from(error::EXIT_OK);
+            }
+            if wants_json(&args) {
+                output::print_failure(err.render().to_string().trim_end(), error::EXIT_USAGE);
+            }
+            return ExitCode::from(error::EXIT_USAGE);
         }
     };
+    let json = cli.output == Output::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -49,17 +75,34 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("migrate: cannot start the async runtime: {err}");
+            let message = format!("cannot start the async runtime: {err}");
+            eprintln!("migrate: {message}");
+            if json {
+                output::print_failure(&message, error::EXIT_ERROR);
+            }
             return ExitCode::from(error::EXIT_ERROR);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("migrate: {err:#}");
-            error::exit_code(&err)
+            let code = error::code(&err);
+            let message = format!("{err:#}");
+            eprintln!("migrate: {message}");
+            if json {
+                output::print_failure(&message, code);
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// Whether a command line that clap refused asked for `--output json`.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .zip(args.iter().skip(1))
+        .any(|(flag, value)| flag == "--output" && value == "json")
+        || args.iter().any(|arg| arg == "--output=json")
 }
 
 /// Runs one parsed command.

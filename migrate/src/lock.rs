@@ -7,14 +7,24 @@
 //! or fails with exit 4 naming the holder. A lock is dead when expired, or
 //! when its holder is a process of this host that no longer exists (a SIGKILLed
 //! `migrate`): dead locks are ignored and cleaned up on release.
+//!
+//! The lock fences every write: before each SetRulePriorities, ModifyRule or
+//! AddTags of a shift or rollback, [`Lock::confirm`] reads the listener's tags
+//! (one DescribeTags) and stops with exit 4 if our tag is gone (a colleague's
+//! `--force-unlock`) or another holder now wins. The first confirmation also
+//! waits until `settle` has passed since our tag was written: AWS documents no
+//! read-after-write consistency for tags, so a contender whose tag we could
+//! not see yet at acquisition is seen then, before anything is written.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::elb::{Elb, local_user};
+use crate::elb::{Elb, operator_name};
 use crate::error::Failure;
 use crate::journal::tag_safe;
 
@@ -59,7 +69,7 @@ impl LockTag {
         if self.until <= now {
             return true;
         }
-        let local_prefix = format!("{} pid ", tag_safe(&local_user()));
+        let local_prefix = format!("{} pid ", tag_safe(&operator_name()));
         match self
             .holder
             .strip_prefix(&local_prefix)
@@ -92,6 +102,11 @@ pub fn holder(tags: &BTreeMap<String, String>, now: OffsetDateTime) -> Option<Lo
     holder_among(&lock_tags(tags), now)
 }
 
+/// How long a contender that lost waits before trying again. Each try is
+/// three calls (AddTags, DescribeTags, RemoveTags): at 2 s that is 1.5 calls
+/// per second per waiting operator, well under ELBv2's shared account limits.
+const LOCK_RETRY: Duration = Duration::from_secs(2);
+
 /// A held lock. Release it with [`Lock::release`].
 pub struct Lock {
     pub listener_arn: String,
@@ -99,6 +114,13 @@ pub struct Lock {
     ttl: Duration,
     /// Dead lock tags seen while acquiring, removed on release.
     stale: Vec<String>,
+    /// When our tag was last written.
+    written: Instant,
+    /// How long after `written` the tags are read again before the first write.
+    settle: Duration,
+    /// Lock tags of others removed by `--force-unlock`: a read that still
+    /// shows one (tags are eventually consistent) does not take the lock back.
+    forced: Vec<String>,
 }
 
 /// How to acquire.
@@ -106,6 +128,8 @@ pub struct LockOptions {
     pub ttl: Duration,
     pub wait: Duration,
     pub force_unlock: bool,
+    /// How long tags may take to read back as written (see the module doc).
+    pub settle: Duration,
 }
 
 /// Acquires the listener's lock. Returns the lock and the tags of every ARN in
@@ -133,6 +157,7 @@ pub async fn acquire(
         };
         elb.add_tags(listener_arn, &[(&tag.key, &tag.value())])
             .await?;
+        let written = Instant::now();
         let tags = elb.tags(&arns).await?;
         let listener_tags = tags.get(listener_arn).cloned().unwrap_or_default();
         let all = lock_tags(&listener_tags);
@@ -152,7 +177,16 @@ pub async fn acquire(
                 }
                 elb.remove_tags(listener_arn, &others).await?;
             }
-            return Ok((Lock::held(listener_arn, tag, options.ttl, Vec::new()), tags));
+            let lock = Lock {
+                listener_arn: listener_arn.to_owned(),
+                tag,
+                ttl: options.ttl,
+                stale: Vec::new(),
+                written,
+                settle: options.settle,
+                forced: others,
+            };
+            return Ok((lock, tags));
         }
         let winner = holder_among(&all, OffsetDateTime::now_utc());
         match winner {
@@ -166,7 +200,7 @@ pub async fn acquire(
                     }
                     .into());
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(LOCK_RETRY).await;
             }
             _ => {
                 let now = OffsetDateTime::now_utc();
@@ -175,7 +209,16 @@ pub async fn acquire(
                     .filter(|l| l.key != key && l.is_dead(now))
                     .map(|l| l.key.clone())
                     .collect();
-                return Ok((Lock::held(listener_arn, tag, options.ttl, stale), tags));
+                let lock = Lock {
+                    listener_arn: listener_arn.to_owned(),
+                    tag,
+                    ttl: options.ttl,
+                    stale,
+                    written,
+                    settle: options.settle,
+                    forced: Vec::new(),
+                };
+                return Ok((lock, tags));
             }
         }
     }
@@ -188,22 +231,51 @@ fn holder_among(all: &[LockTag], now: OffsetDateTime) -> Option<LockTag> {
 }
 
 impl Lock {
-    /// The lock `tag` won on the listener, to be held for `ttl`; `stale` are
-    /// the dead lock tags of others, removed on release.
-    fn held(listener_arn: &str, tag: LockTag, ttl: Duration, stale: Vec<String>) -> Lock {
-        Lock {
-            listener_arn: listener_arn.to_owned(),
-            tag,
-            ttl,
-            stale,
+    /// Confirms, with one DescribeTags of the listener, that we still hold the
+    /// lock: our tag is there and no other live lock wins. Call it before
+    /// every write. Waits first until `settle` has passed since our tag was
+    /// written. Exit 4 ([`Failure::LockLost`]) when the lock is no longer ours.
+    pub async fn confirm(&self, elb: &Elb) -> anyhow::Result<()> {
+        tokio::time::sleep_until(self.written + self.settle).await;
+        let arns = [self.listener_arn.clone()];
+        let tags = elb.tags(&arns).await?;
+        let listener_tags = tags.get(&self.listener_arn).cloned().unwrap_or_default();
+        let now = OffsetDateTime::now_utc();
+        let ours = listener_tags.contains_key(&self.tag.key);
+        let contenders: Vec<LockTag> = lock_tags(&listener_tags)
+            .into_iter()
+            .filter(|l| !self.forced.contains(&l.key))
+            .collect();
+        let winner = holder_among(&contenders, now);
+        match winner {
+            Some(winner) if ours && winner.key == self.tag.key => Ok(()),
+            None if ours => Ok(()),
+            Some(winner) => Err(Failure::LockLost {
+                now: format!(
+                    "it is now held by {} since {}",
+                    winner.holder,
+                    rfc3339(winner.since)
+                ),
+            }
+            .into()),
+            None => Err(Failure::LockLost {
+                now: "our lock tag was removed (a `--force-unlock`?) and nobody holds it now"
+                    .to_owned(),
+            }
+            .into()),
         }
     }
 
-    /// Pushes the expiry out by the TTL (for long gradual shifts).
+    /// Pushes the expiry out by the TTL (for long gradual shifts), after
+    /// confirming the lock is still ours: a lock taken away by a colleague's
+    /// `--force-unlock` is never written back.
     pub async fn refresh(&mut self, elb: &Elb) -> anyhow::Result<()> {
+        self.confirm(elb).await?;
         self.tag.until = OffsetDateTime::now_utc() + self.ttl;
         elb.add_tags(&self.listener_arn, &[(&self.tag.key, &self.tag.value())])
-            .await
+            .await?;
+        self.written = Instant::now();
+        Ok(())
     }
 
     /// Whether the expiry is near enough to refresh.
@@ -243,7 +315,7 @@ fn rfc3339_millis(at: OffsetDateTime) -> String {
 
 /// This process as a lock holder: `user@host pid N`, in tag-safe characters.
 pub fn this_process() -> String {
-    format!("{} pid {}", tag_safe(&local_user()), std::process::id())
+    format!("{} pid {}", tag_safe(&operator_name()), std::process::id())
 }
 
 /// Whether process `pid` exists (signal 0; EPERM means it does, as another
@@ -325,7 +397,7 @@ mod tests {
         };
         assert!(!alive.is_dead(now));
         let gone = LockTag {
-            holder: format!("{} pid {}", tag_safe(&local_user()), i32::MAX),
+            holder: format!("{} pid {}", tag_safe(&operator_name()), i32::MAX),
             ..alive.clone()
         };
         assert!(gone.is_dead(now));

@@ -1,5 +1,13 @@
 //! `shift` and `rollback`: steps behind gates, each write read back, each
 //! change journaled; any failed gate rolls the route back (exit 3).
+//!
+//! Once a shift has written anything, every other error (an API call that
+//! failed after the SDK's retries, a failed write, a lock refresh that failed)
+//! also ends in a rollback (exit 1); if that rollback fails too, the error
+//! states the route's last known state and the command that finishes it.
+//! Three things stop a shift without a rollback: a gate already rolled back,
+//! the lock taken away by a colleague (exit 4: the route is theirs now), and
+//! Ctrl-C during an interval (exit 130: the operator decides what next).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -13,6 +21,7 @@ use crate::context::{Ctx, Listing};
 use crate::error::{Failure, usage};
 use crate::journal::{self, Entry, LAST_CHANGE_TAG};
 use crate::lock::Lock;
+use crate::output::record_outcome;
 use crate::probe::{ProbeTally, Prober};
 use crate::settings::{RouteSettings, check_steps};
 use crate::state::{RouteState, RouteView, Write, target_group_name};
@@ -76,6 +85,7 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         ));
     }
     ctx.start_who();
+    record_outcome(&json!({ "route": args.route }));
     // The first step's parity sample runs while the listener is locked and read.
     let options = lock_options(ctx, &args.lock);
     let (locked, first_parity) = tokio::join!(ctx.lock_and_list(&options), async {
@@ -86,7 +96,19 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         }
     });
     let (mut lock, listing) = locked?;
+    // Listened for once the lock is ours (Ctrl-C while waiting for it just
+    // ends the process, which leaves nothing behind that matters).
+    let interrupt = match CtrlC::listen() {
+        Ok(interrupt) => interrupt,
+        Err(err) => {
+            let _ = lock.release(&ctx.elb).await;
+            return Err(err);
+        }
+    };
     let mut run = Shift {
+        interrupt,
+        moved: false,
+        last: None,
         first_parity,
         route: args.route.clone(),
         settings: route_settings,
@@ -104,6 +126,14 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         },
     };
     let result = run.run(ctx, &mut lock, &listing).await;
+    let result = match result {
+        Err(err) if interrupted(&err) => Err(run.interrupted(args)),
+        Err(err) if run.moved && !stops_without_rollback(&err) => {
+            run.recover(ctx, &lock, err).await
+        }
+        other => other,
+    };
+    record_outcome(&run.outcome);
     let released = lock.release(&ctx.elb).await;
     summarize(ctx, Some(run.outcome.routing_changes));
     result?;
@@ -146,7 +176,67 @@ pub fn summarize(ctx: &Ctx, routing_changes: Option<usize>) {
     }
 }
 
+/// Errors after which a shift must not roll back: a gate failure (already
+/// rolled back), a lock that is no longer ours, Ctrl-C.
+fn stops_without_rollback(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<Failure>(),
+            Some(
+                Failure::GateFailed(_)
+                    | Failure::LockLost { .. }
+                    | Failure::LockHeld { .. }
+                    | Failure::Interrupted(_)
+            )
+        )
+    })
+}
+
+fn interrupted(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(Failure::Interrupted(_))))
+}
+
+/// Ctrl-C (SIGINT), listened for from the start of a shift so that none is
+/// missed; a shift stops at the next interval or between steps.
+struct CtrlC(tokio::signal::unix::Signal);
+
+impl CtrlC {
+    fn listen() -> anyhow::Result<CtrlC> {
+        use anyhow::Context as _;
+        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot listen for Ctrl-C")?;
+        Ok(CtrlC(signal))
+    }
+
+    /// Waits for Ctrl-C.
+    async fn pressed(&mut self) {
+        if self.0.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether Ctrl-C was pressed, without waiting.
+    async fn was_pressed(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.pressed() => true,
+            _ = std::future::ready(()) => false,
+        }
+    }
+}
+
+/// The error that stops a shift on Ctrl-C; [`Shift::interrupted`] words it.
+fn stop_on_ctrl_c() -> anyhow::Error {
+    Failure::Interrupted("interrupted (Ctrl-C)".into()).into()
+}
+
 struct Shift {
+    interrupt: CtrlC,
+    /// Whether any write was attempted (routing may have changed).
+    moved: bool,
+    /// The route as last read or written.
+    last: Option<RouteView>,
     /// The parity gate's answer for the first step, computed up front.
     first_parity: Option<anyhow::Result<Option<String>>>,
     route: String,
@@ -167,6 +257,7 @@ impl Shift {
         listing: &Listing,
     ) -> anyhow::Result<()> {
         let mut view = listing.view(&ctx.settings, &self.route)?;
+        self.last = Some(view.clone());
         let state = view.state();
         self.outcome.from = state.explain();
         match &state {
@@ -205,7 +296,7 @@ impl Shift {
                     .await?;
                 evidence.insert("probes".into(), json!(tally));
                 if let Some(reason) = unhealthy {
-                    return self.fail(ctx, reason, evidence).await;
+                    return self.fail(ctx, lock, reason, evidence).await;
                 }
                 if tally.over_budget(self.settings.error_budget, self.settings.min_probes, true) {
                     let reason = format!(
@@ -213,38 +304,43 @@ impl Shift {
                         self.settings.error_budget * 100.0,
                         tally.summary()
                     );
-                    return self.fail(ctx, reason, evidence).await;
+                    return self.fail(ctx, lock, reason, evidence).await;
                 }
             }
             if (index > 0 || continuing)
                 && let Some(reason) = coverage_gate(ctx, listing, &view, &mut evidence).await?
             {
-                return self.fail(ctx, reason, evidence).await;
+                return self.fail(ctx, lock, reason, evidence).await;
             }
             if let Some(reason) = self
                 .gates(ctx, &view, index == 0 && !continuing, &mut evidence)
                 .await?
             {
-                return self.fail(ctx, reason, evidence).await;
+                return self.fail(ctx, lock, reason, evidence).await;
             }
             let before = view.clone();
             let writes = view
                 .transition(percent)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.route))?;
+            if self.interrupt.was_pressed().await {
+                return Err(stop_on_ctrl_c());
+            }
             let started = Instant::now();
             let mut done = Vec::new();
             for write in &writes {
                 if view.changes_routing(write) {
                     self.outcome.routing_changes += 1;
                 }
-                match execute(ctx, listing, &self.route, &view, write).await {
+                self.moved = true;
+                match execute(ctx, lock, listing, &self.route, &view, write).await {
                     Ok(next) => {
                         done.push(next.1.describe());
                         view = next.0;
+                        self.last = Some(view.clone());
                     }
                     Err(WriteError::NotConfirmed(reason)) => {
                         evidence.insert("read_back".into(), json!(reason));
-                        return self.fail(ctx, reason, evidence).await;
+                        return self.fail(ctx, lock, reason, evidence).await;
                     }
                     Err(WriteError::Failed(err)) => return Err(err),
                 }
@@ -252,6 +348,7 @@ impl Shift {
             let what = format!("shift to {percent} percent");
             record(
                 ctx,
+                lock,
                 "shift",
                 &self.route,
                 &what,
@@ -275,6 +372,7 @@ impl Shift {
             self.outcome
                 .steps
                 .push(json!({ "percent": percent, "evidence": evidence }));
+            record_outcome(&self.outcome);
         }
         self.outcome.to = view.state().explain();
         Ok(())
@@ -349,7 +447,7 @@ impl Shift {
         let group = target_group_name(service_tg);
         if healthy == 0 {
             return Ok(Some(format!(
-                "health gate: target group {group} has no healthy target ({}); never shifting traffic onto it",
+                "health gate: target group {group} has no healthy target ({})",
                 if unhealthy.is_empty() {
                     "no targets registered".to_owned()
                 } else {
@@ -372,7 +470,7 @@ impl Shift {
     /// `health_poll`; stops early when the budget is blown or the health gate
     /// fails (its reason is returned).
     async fn probe_interval(
-        &self,
+        &mut self,
         ctx: &Ctx,
         lock: &mut Lock,
         service_tg: &str,
@@ -407,7 +505,13 @@ impl Shift {
         let mut index = 0;
         let mut next_health = started + self.settings.health_poll;
         while tokio::time::Instant::now() < deadline {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.interrupt.pressed() => {
+                    bar.finish_and_clear();
+                    return Err(stop_on_ctrl_c());
+                }
+            }
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -439,39 +543,152 @@ impl Shift {
     }
 
     /// Rolls the route back after a failed gate and returns the exit-3 error.
+    /// A gate failure that changed nothing is journaled too.
     async fn fail(
         &mut self,
         ctx: &mut Ctx,
+        lock: &Lock,
         reason: String,
         mut evidence: serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<()> {
-        if ctx.chatty() {
-            eprintln!(
-                "migrate: {}: gate failed: {reason}; rolling back",
-                self.route
-            );
-        }
         evidence.insert("gate_failed".into(), json!(reason));
+        let evidence = serde_json::Value::Object(evidence);
         let listing = ctx.list().await?;
         let view = listing.view(&ctx.settings, &self.route)?;
+        self.last = Some(view.clone());
+        let what = "gate failed; rolled back to the monolith";
         let (after, changes) = rollback_view(
             ctx,
+            lock,
             &listing,
             &self.route,
-            view,
-            serde_json::Value::Object(evidence),
-            "shift",
+            view.clone(),
+            evidence.clone(),
+            ("shift", what),
         )
         .await?;
+        self.last = Some(after.clone());
         self.outcome.routing_changes += changes;
         self.outcome.to = after.state().explain();
+        let moved = if after.rules == view.rules {
+            journal_only(
+                ctx,
+                &self.route,
+                "gate failed; nothing had moved",
+                &view,
+                evidence,
+            )
+            .await?;
+            "nothing had moved"
+        } else {
+            "rolled back"
+        };
         Err(Failure::GateFailed(format!(
-            "{}: {reason}; rolled back: {}",
+            "{}: {reason}; {moved}: {}",
             self.route,
             after.state().explain()
         ))
         .into())
     }
+
+    /// After an error once routing may have changed: rolls the route back.
+    /// If that fails too, the error says loudly where the route was last seen
+    /// and which command finishes the rollback.
+    async fn recover(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &Lock,
+        err: anyhow::Error,
+    ) -> anyhow::Result<()> {
+        if ctx.chatty() {
+            eprintln!("migrate: {}: the shift failed; rolling back", self.route);
+        }
+        let evidence = json!({ "error": format!("{err:#}") });
+        let attempt = async {
+            let listing = ctx.list().await?;
+            let view = listing.view(&ctx.settings, &self.route)?;
+            rollback_view(
+                ctx,
+                lock,
+                &listing,
+                &self.route,
+                view,
+                evidence,
+                ("shift", "error; rolled back to the monolith"),
+            )
+            .await
+        }
+        .await;
+        match attempt {
+            Ok((after, changes)) => {
+                self.outcome.routing_changes += changes;
+                self.outcome.to = after.state().explain();
+                Err(err.context(format!(
+                    "{}: the shift failed and was rolled back: {}",
+                    self.route,
+                    after.state().explain()
+                )))
+            }
+            Err(lost) if stops_without_rollback(&lost) => Err(lost),
+            Err(rollback_err) => {
+                let last = self.last.as_ref().map_or_else(
+                    || "unknown".to_owned(),
+                    |view| {
+                        let rule = view.rule().map_or_else(String::new, |rule| {
+                            format!(
+                                "; rule {}: {}, {}",
+                                rule.arn,
+                                priority_text(rule.priority),
+                                rule.action.describe()
+                            )
+                        });
+                        format!("{}{rule}", view.state().explain())
+                    },
+                );
+                self.outcome.to = format!("unknown; last seen {last}");
+                Err(anyhow::anyhow!(
+                    "{route}: THE ROLLBACK FAILED: the route may still send traffic to its service.\n  \
+                     the shift failed: {err:#}\n  \
+                     the rollback failed: {rollback_err:#}\n  \
+                     last known state: {last}\n  \
+                     finish it with `migrate rollback {route}` as soon as the ELBv2 API answers (`migrate status {route}` shows where it stands)",
+                    route = self.route,
+                ))
+            }
+        }
+    }
+
+    /// The error for Ctrl-C: where the route stands and the two ways on.
+    fn interrupted(&self, args: &ShiftArgs) -> anyhow::Error {
+        let state = self
+            .last
+            .as_ref()
+            .map_or_else(|| "unchanged".to_owned(), |view| view.state().explain());
+        let mut again = format!("migrate shift {}", self.route);
+        if let Some(steps) = &args.steps {
+            let steps: Vec<String> = steps.iter().map(u8::to_string).collect();
+            again.push_str(&format!(" --steps {}", steps.join(",")));
+        }
+        if let Some(interval) = args.interval {
+            again.push_str(&format!(
+                " --interval {}",
+                humantime::format_duration(interval)
+            ));
+        }
+        Failure::Interrupted(format!(
+            "{route}: interrupted (Ctrl-C); the route is {state}. Continue the shift: `{again}`; or undo it: `migrate rollback {route}`",
+            route = self.route
+        ))
+        .into()
+    }
+}
+
+/// `priority 100`, or what a rule without one is.
+fn priority_text(priority: Option<u32>) -> String {
+    priority.map_or_else(
+        || "no priority (the default rule)".to_owned(),
+        |p| format!("priority {p}"),
+    )
 }
 
 /// Re-reads the monolith's rule: if it no longer covers the route's rule (its
@@ -531,6 +748,7 @@ enum WriteError {
 /// A priority slot taken meanwhile is re-picked (the listener is re-read).
 async fn execute(
     ctx: &Ctx,
+    lock: &Lock,
     listing: &Listing,
     route: &str,
     view: &RouteView,
@@ -538,6 +756,7 @@ async fn execute(
 ) -> Result<(RouteView, Write), WriteError> {
     let mut write = write.clone();
     for _attempt in 0..3 {
+        lock.confirm(&ctx.elb).await.map_err(WriteError::Failed)?;
         let accepted = match &write {
             Write::MovePriority { rule, to, .. } => ctx
                 .elb
@@ -602,9 +821,9 @@ async fn execute(
                     return Err(WriteError::NotConfirmed(format!(
                         "read back: after {}s the rule still shows {} instead of what was written ({})",
                         READ_BACK_TIMEOUT.as_secs(),
-                        seen.map_or("nothing".to_owned(), |r| format!(
-                            "priority {:?}, {}",
-                            r.priority,
+                        seen.map_or("no rule".to_owned(), |r| format!(
+                            "{}, {}",
+                            priority_text(r.priority),
                             r.action.describe()
                         )),
                         write.describe()
@@ -626,6 +845,7 @@ async fn execute(
 #[allow(clippy::too_many_arguments)]
 async fn record(
     ctx: &mut Ctx,
+    lock: &Lock,
     command: &str,
     route: &str,
     what: &str,
@@ -648,6 +868,7 @@ async fn record(
     };
     journal::append(&ctx.settings.journal_path(), &entry)?;
     if let Some(rule) = after.rule() {
+        lock.confirm(&ctx.elb).await?;
         ctx.elb
             .add_tags(&rule.arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
             .await?;
@@ -655,15 +876,39 @@ async fn record(
     Ok(())
 }
 
+/// Appends a journal entry for something that changed nothing (a gate that
+/// failed before any write): no write, so no tag on the rule either.
+async fn journal_only(
+    ctx: &mut Ctx,
+    route: &str,
+    what: &str,
+    view: &RouteView,
+    evidence: serde_json::Value,
+) -> anyhow::Result<()> {
+    let entry = Entry {
+        when: now_rfc3339(),
+        who: ctx.who().await,
+        command: "shift".to_owned(),
+        route: route.to_owned(),
+        what: what.to_owned(),
+        before: snapshot(view),
+        after: snapshot(view),
+        writes: Vec::new(),
+        evidence,
+    };
+    journal::append(&ctx.settings.journal_path(), &entry)
+}
+
 /// Brings one route back to the monolith; returns the final view and how
 /// many writes changed routing.
 async fn rollback_view(
     ctx: &mut Ctx,
+    lock: &Lock,
     listing: &Listing,
     route: &str,
     mut view: RouteView,
     evidence: serde_json::Value,
-    command: &str,
+    (command, what): (&str, &str),
 ) -> anyhow::Result<(RouteView, usize)> {
     let state = view.state();
     if state == RouteState::Missing {
@@ -682,7 +927,7 @@ async fn rollback_view(
         if view.changes_routing(write) {
             changes += 1;
         }
-        match execute(ctx, listing, route, &view, write).await {
+        match execute(ctx, lock, listing, route, &view, write).await {
             Ok((next, made)) => {
                 done.push(made.describe());
                 view = next;
@@ -694,14 +939,7 @@ async fn rollback_view(
         }
     }
     record(
-        ctx,
-        command,
-        route,
-        "rollback to the monolith",
-        &before,
-        &view,
-        done,
-        evidence,
+        ctx, lock, command, route, what, &before, &view, done, evidence,
     )
     .await?;
     Ok((view, changes))
@@ -719,6 +957,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
         vec![route]
     };
     ctx.start_who();
+    record_outcome(&json!({ "routes": routes }));
     let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
     let mut outcomes = Vec::new();
     let mut result = Ok(());
@@ -744,11 +983,12 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
         }
         match rollback_view(
             ctx,
+            &lock,
             &listing,
             route,
             view,
             json!({ "reason": "operator rollback" }),
-            "rollback",
+            ("rollback", "rollback to the monolith"),
         )
         .await
         {
@@ -773,6 +1013,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
             }
         }
     }
+    record_outcome(&json!({ "routes": routes, "done": outcomes }));
     let released = lock.release(&ctx.elb).await;
     summarize(ctx, Some(routing_changes));
     result?;

@@ -7,6 +7,8 @@
 //! `migrate demo` runs its walkthrough on it; the chaos suite also kills and
 //! restarts its parts.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

@@ -131,6 +131,9 @@ fn walkthrough(args: &DemoArgs) -> Vec<Step> {
 /// Runs the demo; see the module's doc.
 pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     check_steps(&args.steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
+    if let Some(path) = &args.report {
+        check_report_path(path)?;
+    }
     let binaries = stack::locate(args.bin_dir.as_deref()).await?;
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
@@ -278,6 +281,44 @@ async fn demo(
     } else {
         ExitCode::from(EXIT_ERROR)
     })
+}
+
+/// `--report PATH` is checked before the demo runs: its directory exists and
+/// the file can be written (a file created by the check is removed again).
+fn check_report_path(path: &Path) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(usage(format!(
+            "--report {}: the directory {} does not exist; create it or pick another path",
+            path.display(),
+            parent.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(usage(format!(
+            "--report {}: is a directory; name a file, e.g. {}",
+            path.display(),
+            path.join("demo.html").display()
+        )));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|err| {
+            usage(format!(
+                "--report {}: cannot be written ({err}); pick another path",
+                path.display()
+            ))
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 fn lock(timeline: &Mutex<Timeline>) -> std::sync::MutexGuard<'_, Timeline> {

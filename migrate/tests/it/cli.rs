@@ -54,6 +54,23 @@ fn usage_errors_exit_2() {
         let run = op.run(args);
         assert_eq!(run.code, 2, "{args:?}: {run}");
     }
+    let rollback = op.run(&["rollback"]);
+    assert!(rollback.stderr.contains("<ROUTE|--all>"), "{rollback}");
+    let plan = op.run(&["plan", "--help"]);
+    assert!(
+        plan.stdout
+            .contains("The route to plan, as named in migrate.toml"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_bad_endpoint_url_flag_is_blamed_on_the_flag() {
+    let op = operator(VALID);
+    let run = op.run(&["status", "--endpoint-url", "127.0.0.1:9100"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("--endpoint-url"), "{run}");
+    assert!(!run.stderr.contains("aws.endpoint_url"), "{run}");
 }
 
 #[test]
@@ -185,6 +202,85 @@ fn list_settings_come_from_comma_separated_variables() {
     assert!(
         run.stderr
             .contains("`routes.posts.paths`: `api/more` must start with `/`"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_the_commands_own_exit_code() {
+    let op = operator(VALID);
+    let journal = op.dir.path().join(".ficus/journal.jsonl");
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    let entry = r#"{"when":"2026-11-26T04:00:00Z","who":"ann@vm","command":"shift","route":"users","what":"shift to 100 percent","before":{"priority":100,"action":"forward users","state":"on the monolith"},"after":{"priority":1,"action":"forward users","state":"on the service"},"writes":[],"evidence":{}}"#;
+    std::fs::write(&journal, format!("{entry}\n").repeat(50)).unwrap();
+    for args in [
+        &["history"][..],
+        &["history", "--output", "json"][..],
+        &["--help"][..],
+    ] {
+        let run = op.run_stdout_closed(args);
+        assert_eq!(run.code, 0, "{args:?}: {run}");
+        assert_eq!(run.stderr, "", "{args:?}: {run}");
+    }
+    // A failing command keeps its exit code and its message on stderr.
+    let run = op.run_stdout_closed(&["--output", "json", "shift", "people"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.starts_with("migrate: unknown route"), "{run}");
+    assert!(!run.stderr.contains("panicked"), "{run}");
+}
+
+/// The one JSON document a failed command prints on stdout under `--output json`.
+fn failure_json(run: &Run, code: i32) -> serde_json::Value {
+    assert_eq!(run.code, code, "{run}");
+    let document: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err}): {run}"));
+    assert_eq!(document["ok"], false, "{run}");
+    assert_eq!(document["exit_code"], code, "{run}");
+    assert!(
+        run.stderr
+            .contains(document["error"].as_str().unwrap().lines().next().unwrap()),
+        "the text stays on stderr: {run}"
+    );
+    document
+}
+
+#[test]
+fn output_json_prints_a_json_document_for_usage_and_plain_errors() {
+    let op = operator(VALID);
+    // Refused by the command line parser.
+    let run = op.run(&["--output", "json", "statu"]);
+    let document = failure_json(&run, 2);
+    assert!(
+        document["error"].as_str().unwrap().contains("statu"),
+        "{run}"
+    );
+    // Refused by the settings.
+    let run = op.run(&["shift", "users", "--steps", "50,10,100", "--output=json"]);
+    let document = failure_json(&run, 2);
+    assert!(
+        document["error"]
+            .as_str()
+            .unwrap()
+            .contains("steps must increase"),
+        "{run}"
+    );
+    // An unknown route, naming it.
+    let run = op.run(&["--output", "json", "shift", "people"]);
+    let document = failure_json(&run, 2);
+    assert!(
+        document["error"].as_str().unwrap().contains("people"),
+        "{run}"
+    );
+    // A plain error: nothing answers at the endpoint.
+    let port = free_port();
+    let op = operator(&VALID.replace("http://127.0.0.1:1", &format!("http://127.0.0.1:{port}")));
+    let run = op.run(&["status", "--output", "json"]);
+    let document = failure_json(&run, 1);
+    assert!(
+        document["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the endpoint"),
         "{run}"
     );
 }

@@ -315,6 +315,33 @@ fn a_missing_binary_is_named_with_how_to_build_it() {
 }
 
 #[test]
+fn a_bad_report_path_is_refused_before_the_demo_starts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let started = Instant::now();
+    let output = Command::new(MIGRATE)
+        .args(["demo", "--report"])
+        .arg(dir.path().join("no-such-dir/demo.html"))
+        .output()
+        .expect("migrate runs");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no-such-dir does not exist; create it or pick another path"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("demo: starting"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{stderr}");
+    let output = Command::new(MIGRATE)
+        .args(["demo", "--report"])
+        .arg(dir.path())
+        .output()
+        .expect("migrate runs");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is a directory"), "{stderr}");
+}
+
+#[test]
 fn bad_steps_are_a_usage_error() {
     let output = Command::new(MIGRATE)
         .args(["demo", "--steps", "50,10"])

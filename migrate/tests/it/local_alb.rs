@@ -43,16 +43,20 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
     // Before: everything on the monolith.
     assert_eq!(stack.burst("/api/users", 5).0, only("monolith", 5));
 
-    // A direct cutover: at most 10 ELBv2 calls, exactly one changes routing.
+    // A direct cutover: at most 12 ELBv2 calls, exactly one changes routing
+    // (3 to find the listener and its rules, 3 for the lock, 1 health gate,
+    // 1 write and 1 read-back, 1 last-change tag, and 2 lock confirmations,
+    // one before each write). Its reader gone (`| true`), it still completes.
     // (Wait out the window in which init's change counts as recent, which
     // would make migrate read the rules a second time.)
     std::thread::sleep(Duration::from_millis(2100));
     let started = Instant::now();
-    let shift = op.run(&["shift", "users", "--steps", "100", "-v"]);
+    let shift = op.run_stdout_closed(&["shift", "users", "--steps", "100", "-v"]);
     let wall = started.elapsed();
     assert_eq!(shift.code, 0, "{shift}");
+    assert!(!shift.stderr.contains("panicked"), "{shift}");
     let calls = shift.stderr.matches("migrate: elbv2 ").count();
-    assert!(calls <= 10, "{calls} calls: {shift}");
+    assert!(calls <= 12, "{calls} calls: {shift}");
     assert!(shift.stderr.contains("(1 changed routing)"), "{shift}");
     eprintln!("direct cutover: {calls} calls, {wall:?} wall including process start");
 
@@ -69,7 +73,18 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
         "the users service logged the requests"
     );
 
-    let rollback = op.run(&["rollback", "users"]);
+    assert_eq!(
+        op.journal().last().unwrap()["what"],
+        "shift to 100 percent",
+        "journaled"
+    );
+
+    for args in [&["status"][..], &["plan", "users", "--to", "0"][..]] {
+        let run = op.run_stdout_closed(args);
+        assert_eq!(run.code, 0, "{args:?}: {run}");
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {run}");
+    }
+    let rollback = op.run_stdout_closed(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert_eq!(stack.burst("/api/users", 5).0, only("monolith", 5));
     let again = op.run(&["rollback", "users"]);
@@ -540,4 +555,170 @@ fn a_probe_answered_404_where_the_monolith_answers_200_fails_the_shift() {
         "{shift}"
     );
     assert_eq!(op.route_status("users")["state"], "on-monolith");
+/// The login name of this test's user, as `id -un` gives it.
+fn login_name() -> String {
+    let id = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    String::from_utf8(id.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_its_next_write() {
+    let rt = runtime();
+    let stack = LocalStack::start();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let op = stack.operator("30s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+
+    // Ctrl-C during an interval, with USER and LOGNAME unset (as in CI).
+    let mut command = op.command(&shift_args("users", "10,50,100", "30s"));
+    command
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    eventually(Duration::from_secs(20), "users at 10%, journaled", || {
+        service_weight(&rt, &elb, &listener, "users") == Some(10)
+            && op
+                .journal()
+                .iter()
+                .any(|e| e["what"] == "shift to 10 percent")
+    });
+    sigint(&child);
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{run}");
+    assert!(
+        run.stderr
+            .contains("users: interrupted (Ctrl-C); the route is shifting: 10% on the service"),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("`migrate shift users --steps 10,50,100 --interval 30s`"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("`migrate rollback users`"), "{run}");
+    let status = op.status_json();
+    assert!(status["lock"].is_null(), "the lock was released: {status}");
+    assert_eq!(op.route_status("users")["percent"], 10);
+    let who = op.journal().last().unwrap()["who"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(who.starts_with(&format!("{}@", login_name())), "{who}");
+
+    // The shift continues from 10%; early in its interval a colleague forces
+    // the lock and rolls the route back. The shift's next lock refresh (its
+    // lock_ttl is 6s: every 3s) finds the lock gone and stops there, well
+    // before its next write is due (exit 4), without taking the lock back;
+    // the route stays where the colleague left it.
+    let mut command = op.command(&shift_args("users", "10,50,100", "20s"));
+    command
+        .env("MIGRATE__LOCK_TTL", "6s")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let pid = format!("pid {}", child.id());
+    eventually(Duration::from_secs(20), "the shift holds the lock", || {
+        op.status_json()["lock"]["holder"]
+            .as_str()
+            .is_some_and(|holder| holder.ends_with(&pid))
+    });
+    let colleague = op.run(&["rollback", "users", "--force-unlock"]);
+    let forced = Instant::now();
+    assert_eq!(colleague.code, 0, "{colleague}");
+    assert!(
+        colleague.stderr.contains("removing the lock of"),
+        "{colleague}"
+    );
+    let run = finish(child);
+    assert!(
+        forced.elapsed() < Duration::from_secs(10),
+        "stopped at the lock refresh, not at the next write: {run}"
+    );
+    assert_eq!(run.code, 4, "{run}");
+    assert!(
+        run.stderr.contains("the listener's lock is no longer ours"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("nothing more was written"), "{run}");
+    let (priority, weights) = route_rule(&rt, &elb, &listener, "users").unwrap();
+    assert_eq!(priority, "100");
+    assert_eq!(weights, [("users".to_owned(), 100)].into_iter().collect());
+    assert_eq!(op.journal().last().unwrap()["command"], "rollback");
+    assert!(op.status_json()["lock"].is_null());
+
+    // With no refresh due, the check before the next write stops it: the
+    // 50/50 split is never written to the parked rule. (`-v` lists every
+    // ELBv2 call: step 1's two writes are the only ones.)
+    let child = op.spawn(&[
+        "shift",
+        "users",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "5s",
+        "-v",
+    ]);
+    // Step 1 ends with the rule's last-change tag; then the interval starts.
+    eventually(Duration::from_secs(20), "users at 10%, tagged", || {
+        op.route_status("users")["last_change"]["what"] == "shift to 10 percent"
+    });
+    let colleague = op.run(&["rollback", "users", "--force-unlock"]);
+    assert_eq!(colleague.code, 0, "{colleague}");
+    let run = finish(child);
+    assert_eq!(run.code, 4, "{run}");
+    assert!(
+        run.stderr.contains("the listener's lock is no longer ours"),
+        "{run}"
+    );
+    let writes = run.stderr.matches("elbv2 SetRulePriorities").count()
+        + run.stderr.matches("elbv2 ModifyRule").count();
+    assert_eq!(writes, 2, "only step 1's writes: {run}");
+    let (priority, weights) = route_rule(&rt, &elb, &listener, "users").unwrap();
+    assert_eq!(priority, "100");
+    assert_eq!(weights, [("users".to_owned(), 100)].into_iter().collect());
+}
+
+#[test]
+fn a_shift_whose_api_goes_away_tries_to_roll_back_and_says_exactly_what_is_left() {
+    let rt = runtime();
+    let mut stack = LocalStack::start();
+    let op = stack.operator("30s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+
+    let child = op.spawn_shift("posts", "10,100", "30s");
+    eventually(Duration::from_secs(20), "posts at 10%", || {
+        service_weight(&rt, &elb, &listener, "posts") == Some(10)
+    });
+    // The load balancer and its API go away mid-interval: the shift fails,
+    // its rollback cannot reach the API either, and it says so loudly.
+    stack.alb.stop();
+    let run = finish(child);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("THE ROLLBACK FAILED"), "{run}");
+    assert!(
+        run.stderr
+            .contains("last known state: shifting: 10% on the service"),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("finish it with `migrate rollback posts`"),
+        "{run}"
+    );
+
+    // Back up with its acknowledged state, the command named finishes it.
+    stack.restart_alb();
+    let rollback = op.run(&["rollback", "posts"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(op.route_status("posts")["state"], "on-monolith");
 }

@@ -284,6 +284,16 @@ fn failed_gates_roll_back_and_exit_3() {
     let run = finish(child);
     assert_eq!(run.code, 3, "{run}");
     assert!(run.stderr.contains("error budget"), "{run}");
+    // The failure is said once, and it says what moved.
+    assert_eq!(
+        run.stderr.matches("exceeded the error budget").count(),
+        1,
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("; rolled back: on the monolith"),
+        "{run}"
+    );
     assert_eq!(
         rule(&rt, &elb, &stack, "posts"),
         ("102".to_owned(), weights(&[("posts", 100)]))
@@ -312,10 +322,43 @@ fn failed_gates_roll_back_and_exit_3() {
             .await
             .unwrap();
     });
-    let run = op.run(&["shift", "users"]);
+    let run = op.run(&["shift", "users", "--output", "json"]);
     assert_eq!(run.code, 3, "{run}");
     assert!(run.stderr.contains("no healthy target"), "{run}");
+    assert!(!run.stderr.contains("never shifting"), "{run}");
+    assert!(
+        run.stderr.contains("; nothing had moved: on the monolith"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("rolled back"), "{run}");
     assert_eq!(priority(&rt, &elb, &stack, "users"), "100");
+    // Under --output json, one JSON document on stdout says so too.
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert_eq!(document["ok"], false, "{run}");
+    assert_eq!(document["exit_code"], 3, "{run}");
+    assert_eq!(document["route"], "users", "{run}");
+    assert_eq!(document["routing_changes"], 0, "{run}");
+    assert!(
+        document["error"]
+            .as_str()
+            .unwrap()
+            .contains("no healthy target"),
+        "{run}"
+    );
+    // A gate failure that changed nothing is journaled, and history shows why.
+    let last = op.journal().into_iter().last().unwrap();
+    assert_eq!(last["route"], "users", "{last}");
+    assert_eq!(last["what"], "gate failed; nothing had moved", "{last}");
+    let history = op.run(&["history", "users"]);
+    assert!(
+        history
+            .stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("; gate failed: health gate: target group users has no healthy target"),
+        "{history}"
+    );
 }
 
 #[test]
@@ -355,8 +398,12 @@ fn one_operator_at_a_time() {
             .await
             .unwrap();
     });
-    let held = op.run(&["rollback", "posts"]);
+    let held = op.run(&["rollback", "posts", "--output", "json"]);
     assert_eq!(held.code, 4, "{held}");
+    let document: serde_json::Value = serde_json::from_str(&held.stdout).expect("JSON on stdout");
+    assert_eq!(document["ok"], false, "{held}");
+    assert_eq!(document["exit_code"], 4, "{held}");
+    assert_eq!(document["routes"], serde_json::json!(["posts"]), "{held}");
     assert!(
         held.stderr
             .contains("ann@bastion pid 7 since 2026-01-01T00:00:00Z"),

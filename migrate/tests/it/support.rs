@@ -110,6 +110,20 @@ impl Operator {
         Run::from(output)
     }
 
+    /// Runs `migrate ARGS` with a stdout whose reader is already gone (as in
+    /// `migrate ARGS | true`).
+    pub fn run_stdout_closed(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = self
+            .command(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        Run::from(output)
+    }
+
     /// Starts `migrate ARGS` in the background.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args)
@@ -260,6 +274,15 @@ pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// SIGINT, as Ctrl-C sends it.
+pub fn sigint(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// SIGKILL.
@@ -688,6 +711,27 @@ impl LocalStack {
 
     pub fn elb(&self, rt: &tokio::runtime::Runtime) -> elbv2::Client {
         elb_client(rt, &self.control_url, LOCAL_KEY, LOCAL_SECRET)
+    }
+
+    /// Starts the local ALB again (after `alb.stop()`) on the same addresses,
+    /// stack file and state directory: it comes back with the changes it had
+    /// acknowledged.
+    pub fn restart_alb(&mut self) {
+        let mut command = Command::new(bin_dir().join("local-alb"));
+        command
+            .arg("--stack")
+            .arg(self.dir.path().join("stack.toml"))
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--listen")
+            .arg(self.data_url.trim_start_matches("http://"))
+            .arg("--control-listen")
+            .arg(self.control_url.trim_start_matches("http://"));
+        self.alb = Logged::spawn(command);
+        let control = self
+            .alb
+            .announced("control listener on ", Duration::from_secs(20));
+        assert_eq!(control, self.control_url);
     }
 
     pub fn listener_arn(&self, rt: &tokio::runtime::Runtime) -> String {

@@ -1,0 +1,101 @@
+//! Everything `migrate` prints on stdout goes through [`write_stdout`]: the
+//! crate's `println!` and `print!` are the macros in `lib.rs`, which call it.
+//!
+//! A closed stdout means the reader went away (`migrate status | head -3`,
+//! `migrate shift users | true`). That is not an error: the command keeps
+//! going (a shift still finishes its change and journals it), prints nothing
+//! more, and exits with the code its work earned, as `rg … | head` does.
+//!
+//! Under `--output json`, a command that fails still prints one JSON document
+//! on stdout ([`print_failure`]): `ok: false`, the exit code, the error, and the
+//! outcome so far that the command recorded with [`record_outcome`].
+
+use std::io::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+/// Set once a write to stdout failed: nothing more is written.
+static READER_GONE: AtomicBool = AtomicBool::new(false);
+
+/// What the running command has done so far, for the failure document.
+static OUTCOME: Mutex<Option<serde_json::Map<String, serde_json::Value>>> = Mutex::new(None);
+
+/// Writes to stdout and flushes. A failed write (EPIPE: the reader is gone)
+/// silences stdout for the rest of the process; it never panics.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if READER_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        READER_GONE.store(true, Ordering::Relaxed);
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("migrate: cannot write to stdout ({err}); printing nothing more there");
+        }
+    }
+}
+
+/// Whether stdout's reader went away.
+pub fn reader_gone() -> bool {
+    READER_GONE.load(Ordering::Relaxed)
+}
+
+/// Prints a JSON value on stdout.
+pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    write_stdout(format_args!("{}\n", serde_json::to_string_pretty(value)?));
+    Ok(())
+}
+
+/// Records what the command has done so far (an object; its fields are
+/// copied into the failure document). Replaces what was recorded before.
+pub fn record_outcome(value: &impl Serialize) {
+    let fields = match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(other) => [("outcome".to_owned(), other)].into_iter().collect(),
+        Err(_) => return,
+    };
+    if let Ok(mut outcome) = OUTCOME.lock() {
+        *outcome = Some(fields);
+    }
+}
+
+/// The `--output json` document of a failed command:
+/// `{"ok": false, "exit_code": N, "error": "...", <outcome so far>}`.
+pub fn failure_document(error: &str, exit_code: u8) -> serde_json::Value {
+    let mut document = serde_json::Map::new();
+    document.insert("ok".into(), false.into());
+    document.insert("exit_code".into(), exit_code.into());
+    document.insert("error".into(), error.into());
+    let recorded = OUTCOME.lock().ok().and_then(|outcome| outcome.clone());
+    for (key, value) in recorded.unwrap_or_default() {
+        document.entry(key).or_insert(value);
+    }
+    serde_json::Value::Object(document)
+}
+
+/// Prints [`failure_document`] on stdout.
+pub fn print_failure(error: &str, exit_code: u8) {
+    let document = failure_document(error, exit_code);
+    write_stdout(format_args!(
+        "{}\n",
+        serde_json::to_string_pretty(&document).unwrap_or_else(|_| document.to_string())
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_document_carries_the_outcome_so_far_without_overriding_its_own_fields() {
+        record_outcome(&serde_json::json!({ "route": "users", "ok": true, "routing_changes": 1 }));
+        let document = failure_document("users: boom", 3);
+        assert_eq!(document["ok"], false);
+        assert_eq!(document["exit_code"], 3);
+        assert_eq!(document["error"], "users: boom");
+        assert_eq!(document["route"], "users");
+        assert_eq!(document["routing_changes"], 1);
+    }
+}
