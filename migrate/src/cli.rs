@@ -31,7 +31,8 @@ Examples:
   migrate rollback --all
   migrate history users
 
-Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held.";
+Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held;
+verify: 1 an answer differed, 5 the check could not run (see `migrate verify --help`).";
 
 #[derive(Debug, Parser)]
 #[command(name = "migrate", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]

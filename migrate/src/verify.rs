@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use parity::{Comparator, RequestSet, RouteReport, RunOptions, Sides};
+use parity::{Comparator, RequestSet, RouteReport, RunOptions, Sides, SkippedRoute};
 
-use crate::error::{EXIT_ERROR, EXIT_OK, usage};
+use crate::cli::Output;
+use crate::error::{EXIT_ERROR, EXIT_NOT_RUN, EXIT_OK, Failure, usage};
 use crate::settings::{RouteSettings, Settings};
 
 /// The methods the parity gate sends; it runs against live systems.
@@ -24,6 +25,7 @@ const GATE_METHODS: [reqwest::Method; 3] = [
 /// Arguments of `migrate verify`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("routes").required(true).args(["route", "all"])))]
+#[command(after_help = VERIFY_EXIT_CODES)]
 pub struct VerifyArgs {
     /// The route to verify (see `migrate status` for the known routes).
     pub route: Option<String>,
@@ -57,33 +59,87 @@ pub struct VerifyArgs {
     /// Timeout of each HTTP request, e.g. `10s` or `500ms`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Also write the reports as JSON to FILE.
+    /// Also write the reports as JSON to FILE (`-`: stdout, the text report
+    /// then goes to stderr; `--output json` does the same).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Also write JUnit XML to FILE (one test case per endpoint template).
+    /// Also write JUnit XML to FILE (one test case per endpoint template; `-`: stdout).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
 }
 
-/// Runs `migrate verify`; exit 0 when every request matched, 1 when any differed
-/// or failed, 2 for usage or config errors.
-pub async fn run(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+/// How `migrate verify` ends (documented in `--help` and docs/parity.md):
+/// 0 every request matched, 1 an answer differed, 2 usage or configuration
+/// error, 5 the check could not run (requests got no answer, nothing differed).
+const VERIFY_EXIT_CODES: &str = "Exit codes: 0 every request matched; 1 the candidate answered differently \
+(a difference was found); 2 usage or configuration error (nothing was sent); 5 the check \
+could not run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
+
+/// Runs `migrate verify`: exit 0 when every request matched, 1 when an answer
+/// differed, 2 for usage or config errors, 5 when requests got no answer and
+/// nothing differed. With `--output json`, stdout holds the JSON report (or,
+/// on a usage error, `{"passed": false, "error": ...}`), and the text report
+/// goes to stderr.
+pub async fn run(
+    settings: &Settings,
+    args: &VerifyArgs,
+    output: Output,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let result = verify(settings, args, output, verbose).await;
+    if output == Output::Json
+        && let Err(error) = &result
+    {
+        let code: u8 = match error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Failure>())
+        {
+            Some(failure) => failure.code(),
+            None => EXIT_ERROR,
+        };
+        let json = serde_json::json!({
+            "passed": false,
+            "error": format!("{error:#}"),
+            "exit_code": code,
+        });
+        println!("{json}");
+    }
+    result
+}
+
+async fn verify(
+    settings: &Settings,
+    args: &VerifyArgs,
+    output: Output,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let sinks = Sinks::new(args, output)?;
     let plans = plan(settings, args)?;
     let options = RunOptions {
         concurrency: args.concurrency,
         timeout: args.timeout,
     };
     let mut reports = Vec::new();
+    let mut skipped = Vec::new();
     for plan in plans {
         if plan.requests.requests.is_empty() {
-            println!(
-                "SKIP parity {}: no request in the given files matches its paths {:?}",
-                plan.route, plan.paths
+            let reason = format!(
+                "no request in the given files matches its paths {:?}",
+                plan.paths
             );
+            sinks.text(&format!("SKIP parity {}: {reason}\n", plan.route));
+            skipped.push(SkippedRoute {
+                route: plan.route,
+                reason,
+            });
             continue;
         }
         let report = verify_route(&plan, &options).await?;
-        print!("{}", report.human());
+        sinks.text(&if verbose {
+            report.human_verbose()
+        } else {
+            report.human()
+        });
         reports.push(report);
     }
     if reports.is_empty() {
@@ -91,31 +147,113 @@ pub async fn run(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<ExitC
             "no route had requests to verify; check that the files hold requests for the routes' paths",
         ));
     }
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&parity::json(&reports))?;
-        write_report(path, &text)?;
+    if !sinks.json.is_empty() {
+        let text = serde_json::to_string_pretty(&parity::json(&reports, &skipped))?;
+        for sink in &sinks.json {
+            sink.write(&format!("{text}\n"))?;
+        }
     }
-    if let Some(path) = &args.junit {
-        write_report(path, &parity::junit_xml(&reports))?;
+    if let Some(sink) = &sinks.junit {
+        sink.write(&parity::junit_xml(&reports, &skipped))?;
     }
     let failing: Vec<&str> = reports
         .iter()
         .filter(|report| !report.passed())
         .map(|report| report.route.as_str())
         .collect();
-    if reports.len() > 1 {
+    if reports.len() + skipped.len() > 1 {
         let verdict = if failing.is_empty() {
             "PASS".to_owned()
         } else {
             format!("FAIL ({})", failing.join(", "))
         };
-        println!("{verdict}: {} routes verified", reports.len());
+        let skipped_note = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", skipped.len())
+        };
+        sinks.text(&format!(
+            "{verdict}: {} routes verified{skipped_note}\n",
+            reports.len()
+        ));
     }
-    Ok(ExitCode::from(if failing.is_empty() {
-        EXIT_OK
-    } else {
+    Ok(ExitCode::from(verdict_code(&reports)))
+}
+
+/// 1 when any answer differed, else 5 when any request got no answer, else 0.
+fn verdict_code(reports: &[RouteReport]) -> u8 {
+    if reports.iter().any(|report| report.differed > 0) {
         EXIT_ERROR
-    }))
+    } else if reports.iter().any(|report| report.failed > 0) {
+        EXIT_NOT_RUN
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Where each report goes: a file, or stdout for `-` (and `--output json`).
+/// The text report goes to stdout unless a machine report does, then to stderr.
+struct Sinks {
+    json: Vec<Sink>,
+    junit: Option<Sink>,
+    text_to_stderr: bool,
+}
+
+enum Sink {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Sink {
+    fn of(path: &Path) -> Self {
+        if path == Path::new("-") {
+            Sink::Stdout
+        } else {
+            Sink::File(path.to_owned())
+        }
+    }
+
+    fn write(&self, text: &str) -> anyhow::Result<()> {
+        match self {
+            Sink::Stdout => {
+                print!("{text}");
+                Ok(())
+            }
+            Sink::File(path) => std::fs::write(path, text)
+                .with_context(|| format!("cannot write the report to {}", path.display())),
+        }
+    }
+}
+
+impl Sinks {
+    fn new(args: &VerifyArgs, output: Output) -> anyhow::Result<Self> {
+        let mut json: Vec<Sink> = args.json.as_deref().map(Sink::of).into_iter().collect();
+        let junit = args.junit.as_deref().map(Sink::of);
+        let json_to_stdout = |json: &[Sink]| json.iter().any(|sink| matches!(sink, Sink::Stdout));
+        if output == Output::Json && !json_to_stdout(&json) {
+            json.push(Sink::Stdout);
+        }
+        let junit_to_stdout = matches!(junit, Some(Sink::Stdout));
+        if json_to_stdout(&json) && junit_to_stdout {
+            return Err(usage(
+                "the JSON report (`--json -` or `--output json`) and `--junit -` both ask for stdout; write the JUnit report to a file, like `--junit parity.xml`",
+            ));
+        }
+        let text_to_stderr = json_to_stdout(&json) || junit_to_stdout;
+        Ok(Self {
+            json,
+            junit,
+            text_to_stderr,
+        })
+    }
+
+    fn text(&self, text: &str) {
+        if self.text_to_stderr {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
 }
 
 /// The parity gate `migrate shift` checks before each step: the route's
@@ -330,9 +468,4 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
             "`{text}` is not a number of requests from 1 to 10000"
         )),
     }
-}
-
-fn write_report(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text)
-        .with_context(|| format!("cannot write the report to {}", path.display()))
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-/// `(status, content type, body)` for a method and path.
+/// `(status, content type, body)` for a method and path; status 0 closes the
+/// connection without an answer.
 type Handler = Arc<dyn Fn(&str, &str) -> (u16, &'static str, String) + Send + Sync>;
 
 /// An HTTP/1.1 server on a free port that answers with `handler`; it lives
@@ -25,6 +26,8 @@ fn serve(
     });
     url
 }
+
+static ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn answer(stream: TcpStream, handler: &Handler) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
@@ -56,7 +59,16 @@ fn answer(stream: TcpStream, handler: &Handler) {
         let mut words = request_line.split_whitespace();
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let (status, content_type, body) = handler(method, target);
-        let mut response = format!("HTTP/1.1 {status} X\r\n");
+        if status == 0 {
+            // A handler's way to close the connection without answering.
+            return;
+        }
+        // A Date-like header that differs on every answer, as real servers'
+        // does: ignored by default, counted as suppressed.
+        let mut response = format!(
+            "HTTP/1.1 {status} X\r\ndate: {}\r\n",
+            ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         if !content_type.is_empty() {
             response.push_str(&format!("content-type: {content_type}\r\n"));
         }
@@ -212,7 +224,7 @@ fn a_differing_field_exits_1_and_names_its_pointer() {
     let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
     assert_contains(
         &junit,
-        "<failure type=\"parity\" message=\"1 of 6 requests differed, 0 failed\">body /name changed value: 1 request",
+        "<failure type=\"parity\" message=\"GET /api/users/2: body /name changed value: baseline &quot;user 2&quot; | candidate &quot;User 2&quot; (1 of 6 requests differed, 0 failed)\">body /name changed value: 1 request",
     );
 }
 
@@ -295,13 +307,111 @@ fn an_unreachable_candidate_fails_every_request() {
         format!("http://{}", listener.local_addr().unwrap())
     };
     let project = Project::new(&monolith, &users_route(&closed));
-    let output = project.verify(&["users", "--timeout", "2s"]);
-    assert_exit(&output, 1);
+    let output = project.verify(&["users", "--timeout", "2s", "--junit", "parity.xml"]);
+    // "Could not run" is not "differs": exit 5, JUnit <error>, no <failure>.
+    assert_exit(&output, 5);
     assert_contains(
         &stdout(&output),
         "14 requests: 0 matched, 0 differed, 14 failed",
     );
     assert_contains(&stdout(&output), "candidate failed to answer");
+    let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
+    assert_contains(
+        &junit,
+        "<error type=\"parity\" message=\"candidate failed to answer GET /api/users",
+    );
+    assert_contains(&junit, "errors=\"4\"");
+    assert!(!junit.contains("<failure"), "{junit}");
+
+    // A difference wins over requests without answers: exit 1.
+    let half = serve(|method: &str, target: &str| {
+        if target == "/api/users" {
+            // Close without answering.
+            return (0, "", String::new());
+        }
+        drifted_forum(method, target)
+    });
+    let project = Project::new(&monolith, &users_route(&half));
+    assert_exit(&project.verify(&["users"]), 1);
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["verify", "--help"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_contains(&stdout(&output), "1 the candidate answered differently");
+    assert_contains(&stdout(&output), "5 the check could not run");
+}
+
+#[test]
+fn a_dash_writes_a_report_to_stdout_and_output_json_prints_json() {
+    let (monolith, service) = (serve(forum), serve(drifted_forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users", "--json", "-"]);
+    assert_exit(&output, 1);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["routes"][0]["differed"], 1);
+    assert!(!project.path("-").exists(), "no file named -");
+    // The text report moves to stderr.
+    assert_contains(&stderr(&output), "FAIL parity users");
+
+    let output = project.verify(&["users", "--junit", "-"]);
+    assert_exit(&output, 1);
+    assert_starts_with(&stdout(&output), "<?xml version=\"1.0\"");
+    assert!(!project.path("-").exists(), "no file named -");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(project.path("migrate.toml"))
+        .args(["verify", "users", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["passed"], false);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(project.path("migrate.toml"))
+        .args(["--output", "json", "verify", "nope"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["exit_code"], 2);
+    assert_contains(json["error"].as_str().unwrap(), "unknown route `nope`");
+
+    let output = project.verify(&["users", "--json", "-", "--junit", "-"]);
+    assert_exit(&output, 2);
+    assert_contains(&stderr(&output), "both ask for stdout");
+}
+
+#[test]
+fn a_passing_run_counts_suppressions_on_one_line_and_lists_them_with_v() {
+    let (monolith, service) = (serve(forum), serve(forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users"]);
+    assert_exit(&output, 0);
+    let report = stdout(&output);
+    assert_contains(&report, " differences suppressed (ignored header: ");
+    assert!(!report.contains("suppressed (ignored header)"), "{report}");
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(project.path("migrate.toml"))
+        .args(["verify", "users", "-v"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_contains(
+        &stdout(&output),
+        "suppressed (ignored header): header date changed value: ",
+    );
 }
 
 fn fixture(name: &str) -> String {
@@ -331,6 +441,17 @@ fn an_alb_access_log_is_replayed_with_every_skipped_line_reported() {
         "         GET /api/users/3?utm_source=mail: baseline \"user 3\" | candidate \"User 3\"\n",
     );
     assert_contains(&report, "alb-access.log: 5 requests, 5 lines skipped\n");
+    // Skipped lines are shown whole (up to parity::SKIPPED_LINE_CHARS).
+    let log = std::fs::read_to_string(fixture("alb-access.log")).unwrap();
+    let post = log.lines().find(|line| line.contains("\"POST ")).unwrap();
+    assert!(post.len() > 300);
+    assert_contains(
+        &report,
+        &format!(
+            ":{}: {post}\n",
+            1 + log.lines().position(|line| line == post).unwrap()
+        ),
+    );
     for reason in [
         "skipped 1: POST is not replayed without --allow-unsafe",
         "skipped 1: not an ALB access log line (unknown connection type)",
@@ -393,7 +514,7 @@ async fn the_parity_gate_passes_matching_services_and_names_the_first_difference
     assert_eq!(
         summary,
         format!(
-            "1 of 13 requests differed and 0 failed ({drifted} against {monolith})\nGET /api/users/{{id}}: body /name changed value (1 request), e.g. GET /api/users/2: baseline \"user 2\" candidate \"User 2\""
+            "1 of 13 requests differed and 0 failed ({drifted} against {monolith})\nGET /api/users/{{id}}: body /name changed value (1 request), e.g. GET /api/users/2: baseline \"user 2\" | candidate \"User 2\""
         )
     );
 }

@@ -19,14 +19,14 @@ pub use compare::{
 };
 pub use error::Error;
 pub use report::{
-    DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FailureGroup, RouteReport, json,
-    junit_xml,
+    DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FIRST_DIFFERENCE_CHARS,
+    FailureGroup, RouteReport, SkippedRoute, TEXT_REPORT_LINES, json, junit_xml,
 };
 pub use request::{
-    Request, RequestSet, Skipped, SourceSummary, infer_template, matches_path_pattern,
-    parse_alb_log_line, split_alb_log_fields,
+    Request, RequestSet, SKIPPED_LINE_CHARS, Skipped, SourceSummary, infer_template,
+    matches_path_pattern, parse_alb_log_line, split_alb_log_fields,
 };
 pub use run::{
     DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Exchange, Outcome, Run, RunOptions, Side, Sides, run,
 };
-pub use spec::{TemplateValue, VerifySpec};
+pub use spec::{KeyOrder, TemplateValue, VerifySpec};
