@@ -66,6 +66,10 @@ pub struct VerifyArgs {
     /// Also write JUnit XML to FILE (one test case per endpoint template; `-`: stdout).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Append a GitHub-flavoured Markdown summary to FILE (a table per route,
+    /// the first differences; under 512 KiB), e.g. `--summary "$GITHUB_STEP_SUMMARY"`.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 }
 
 /// How `migrate verify` ends (documented in `--help` and docs/parity.md):
@@ -155,6 +159,9 @@ async fn verify(
     }
     if let Some(sink) = &sinks.junit {
         sink.write(&parity::junit_xml(&reports, &skipped))?;
+    }
+    if let Some(path) = &args.summary {
+        append_summary(path, &parity::markdown_summary(&reports, &skipped))?;
     }
     let failing: Vec<&str> = reports
         .iter()
@@ -468,4 +475,15 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
             "`{text}` is not a number of requests from 1 to 10000"
         )),
     }
+}
+
+/// Appends to FILE, as GitHub's `$GITHUB_STEP_SUMMARY` expects.
+fn append_summary(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write the summary to {}", path.display()))
 }

@@ -572,3 +572,38 @@ fn a_second_baseline_and_a_baseline_override_are_used() {
         ),
     );
 }
+
+/// Renders GitHub-flavoured Markdown to HTML as GitHub's step summary does
+/// (tables, strikethrough, autolinks).
+fn render_gfm(markdown: &str) -> String {
+    let mut options = comrak::Options::default();
+    options.extension.table = true;
+    options.extension.strikethrough = true;
+    options.extension.autolink = true;
+    comrak::markdown_to_html(markdown, &options)
+}
+
+#[test]
+fn the_summary_renders_as_a_table_per_route_with_the_first_difference() {
+    let (monolith, service) = (serve(forum), serve(drifted_forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    std::fs::write(project.path("summary.md"), "earlier step\n\n").unwrap();
+    let output = project.verify(&["users", "--summary", "summary.md"]);
+    assert_exit(&output, 1);
+    let markdown = std::fs::read_to_string(project.path("summary.md")).unwrap();
+    assert_starts_with(&markdown, "earlier step\n\n## Parity: FAIL in users");
+    let html = render_gfm(&markdown);
+    for needle in [
+        "<table>",
+        "<th>endpoint</th>",
+        "<th align=\"right\">suppressed</th>",
+        "<td><strong>FAIL</strong> <code>GET /api/users/{id}</code></td>",
+        "<td align=\"right\">6</td>",
+        "<code>GET /api/users/2: body /name changed value: baseline &quot;user 2&quot; | candidate &quot;User 2&quot;</code>",
+    ] {
+        assert!(
+            html.contains(needle),
+            "{needle} not in\n{html}\nfrom\n{markdown}"
+        );
+    }
+}

@@ -20,7 +20,8 @@ pub use compare::{
 pub use error::Error;
 pub use report::{
     DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FIRST_DIFFERENCE_CHARS,
-    FailureGroup, RouteReport, SkippedRoute, TEXT_REPORT_LINES, json, junit_xml,
+    FailureGroup, RouteReport, SUMMARY_BYTES, SkippedRoute, TEXT_REPORT_LINES, json, junit_xml,
+    markdown_summary,
 };
 pub use request::{
     Request, RequestSet, SKIPPED_LINE_CHARS, Skipped, SourceSummary, infer_template,

@@ -645,6 +645,151 @@ pub fn json(reports: &[RouteReport], skipped: &[SkippedRoute]) -> serde_json::Va
     })
 }
 
+/// The most bytes `--summary` writes: well under GitHub's 1 MiB limit of a
+/// step summary, with room for other steps' notes.
+pub const SUMMARY_BYTES: usize = 512 * 1024;
+
+/// GitHub-flavoured Markdown for `$GITHUB_STEP_SUMMARY`: a verdict, then per
+/// route a table of its endpoints (requests, matched, differed, failed,
+/// suppressed) and the first difference of each failing endpoint; skipped
+/// routes with their reason. At most [`SUMMARY_BYTES`]: what does not fit is
+/// counted on a last line that points at the JSON report.
+pub fn markdown_summary(reports: &[RouteReport], skipped: &[SkippedRoute]) -> String {
+    let passed = reports.iter().all(RouteReport::passed);
+    let mut blocks: Vec<String> = Vec::new();
+    let failing: Vec<&str> = reports
+        .iter()
+        .filter(|report| !report.passed())
+        .map(|report| report.route.as_str())
+        .collect();
+    blocks.push(format!(
+        "## Parity: {} ({} verified{})\n\n",
+        if passed {
+            "PASS".to_owned()
+        } else {
+            format!("FAIL in {}", failing.join(", "))
+        },
+        counted(reports.len(), "route"),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", skipped.len())
+        }
+    ));
+    for report in reports {
+        let mut block = format!(
+            "### {} {}: {} of {} differed, {} failed\n\nCandidate {} against baseline {}; {} suppressed.\n\n",
+            if report.passed() { "PASS" } else { "FAIL" },
+            markdown_text(&report.route),
+            report.differed,
+            requests(report.requests),
+            report.failed,
+            code(&report.sides.candidate),
+            code(&report.sides.baseline),
+            counted(report.suppressed, "difference"),
+        );
+        block.push_str("| endpoint | requests | matched | differed | failed | suppressed |\n");
+        block.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for endpoint in &report.endpoints {
+            let suppressed: usize = endpoint.suppressed.iter().map(|group| group.count).sum();
+            let _ = writeln!(
+                block,
+                "| {} {} | {} | {} | {} | {} | {suppressed} |",
+                if endpoint.passed() { "ok" } else { "**FAIL**" },
+                table_cell(&code(&endpoint.template)),
+                endpoint.requests,
+                endpoint.matched,
+                endpoint.differed,
+                endpoint.failed
+            );
+        }
+        block.push('\n');
+        blocks.push(block);
+        let failing: Vec<&EndpointReport> = report
+            .endpoints
+            .iter()
+            .filter(|endpoint| !endpoint.passed())
+            .collect();
+        if !failing.is_empty() {
+            blocks.push(format!(
+                "First differences of {}:\n\n",
+                markdown_text(&report.route)
+            ));
+            for endpoint in failing {
+                blocks.push(format!(
+                    "- {}: {}\n",
+                    code(&endpoint.template),
+                    code(&endpoint.first_difference().unwrap_or_default())
+                ));
+            }
+            blocks.push("\n".to_owned());
+        }
+    }
+    for route in skipped {
+        blocks.push(format!(
+            "### SKIPPED {}\n\n{}\n\n",
+            markdown_text(&route.route),
+            markdown_text(&route.reason)
+        ));
+    }
+    let mut out = String::new();
+    // Room for the last line.
+    let budget = SUMMARY_BYTES - 200;
+    let mut left_out = 0;
+    for block in &blocks {
+        if left_out == 0 && out.len() + block.len() <= budget {
+            out.push_str(block);
+        } else {
+            left_out += 1;
+        }
+    }
+    if left_out > 0 {
+        let _ = writeln!(
+            out,
+            "\n… {} left out to stay under {} KiB; the whole report: `migrate verify --json FILE`.",
+            counted(left_out, "more part"),
+            SUMMARY_BYTES / 1024
+        );
+    }
+    out
+}
+
+/// Text as a Markdown code span: a backtick fence longer than any run of
+/// backticks inside, and line breaks as spaces.
+fn code(text: &str) -> String {
+    let text = one_line(text);
+    let mut longest = 0;
+    let mut run = 0;
+    for character in text.chars() {
+        run = if character == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// Text in a GFM table cell: `|` escaped, even inside code spans.
+fn table_cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+/// Plain text in Markdown: characters with a meaning there escaped.
+fn markdown_text(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in one_line(text).chars() {
+        if "\\`*_{}[]<>()#+-.!|~".contains(character) {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
+}
+
 /// Text as XML character data or attribute value: markup characters escaped,
 /// characters XML 1.0 cannot hold replaced by U+FFFD.
 fn xml_text(text: &str) -> String {

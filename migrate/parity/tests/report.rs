@@ -274,3 +274,55 @@ async fn the_text_report_is_capped_and_says_what_it_left_out() {
         .unwrap();
     assert_eq!(groups.len(), 600);
 }
+
+#[test]
+fn the_markdown_summary_stays_under_its_cap_and_says_what_it_left_out() {
+    let endpoint = |index: usize| parity::EndpointReport {
+        template: format!("GET /api/{index}/{}", "x".repeat(200)),
+        requests: 1,
+        matched: 0,
+        differed: 1,
+        failed: 0,
+        differences: vec![parity::DifferenceGroup {
+            location: parity::Location::Status,
+            kind: parity::Kind::ChangedValue,
+            suppressed: None,
+            count: 1,
+            examples: vec![parity::Example {
+                request: format!("GET /api/{index}"),
+                at: None,
+                places: 1,
+                baseline: "200".into(),
+                candidate: "404".into(),
+            }],
+        }],
+        suppressed: Vec::new(),
+        failures: Vec::new(),
+    };
+    let report = |route: &str| RouteReport {
+        route: route.into(),
+        sides: Sides::new("http://127.0.0.1:1", None, "http://127.0.0.1:2").unwrap(),
+        requests: 2000,
+        matched: 0,
+        differed: 2000,
+        failed: 0,
+        suppressed: 0,
+        elapsed_seconds: 1.0,
+        pairs_per_second: 2000.0,
+        inputs: Vec::new(),
+        duplicates: 0,
+        endpoints: (0..2000).map(endpoint).collect(),
+    };
+    let reports: Vec<RouteReport> = ["a", "b", "c"].map(report).into();
+    let summary = parity::markdown_summary(&reports, &[]);
+    assert!(summary.len() <= parity::SUMMARY_BYTES, "{}", summary.len());
+    assert!(summary.len() > parity::SUMMARY_BYTES / 2);
+    let last = summary.lines().last().unwrap();
+    assert!(
+        last.starts_with("… ")
+            && last.ends_with(
+                " left out to stay under 512 KiB; the whole report: `migrate verify --json FILE`."
+            ),
+        "{last}"
+    );
+}
