@@ -6,10 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use parity::{Comparator, RequestSet, RouteReport, RunOptions, Sides, SkippedRoute};
+use parity::{
+    Comparator, RecordedAnswers, Recording, RequestSet, RouteReport, RunOptions, Sides,
+    SkippedRoute,
+};
 
 use crate::cli::Output;
 use crate::error::{EXIT_ERROR, EXIT_NOT_RUN, EXIT_OK, Failure, usage};
@@ -66,6 +70,14 @@ pub struct VerifyArgs {
     /// Also write JUnit XML to FILE (one test case per endpoint template; `-`: stdout).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Record the baseline's answers to FILE instead of comparing: each request
+    /// of the route(s) twice, to the baseline only (no candidate needed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["recorded", "candidate", "json", "junit", "summary"])]
+    pub record: Option<PathBuf>,
+    /// Compare the candidate against the answers recorded in FILE (by
+    /// `--record`) instead of a live baseline, which is not contacted.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["baseline", "baseline_2"])]
+    pub recorded: Option<PathBuf>,
     /// Append a GitHub-flavoured Markdown summary to FILE (a table per route,
     /// the first differences; under 512 KiB), e.g. `--summary "$GITHUB_STEP_SUMMARY"`.
     #[arg(long, value_name = "FILE")]
@@ -123,6 +135,9 @@ async fn verify(
         concurrency: args.concurrency,
         timeout: args.timeout,
     };
+    if let Some(path) = &args.record {
+        return record(&plans, &options, path).await;
+    }
     let mut reports = Vec::new();
     let mut skipped = Vec::new();
     for plan in plans {
@@ -285,6 +300,7 @@ pub async fn parity_gate(settings: &Settings, route: &str) -> anyhow::Result<Opt
         route: route.to_owned(),
         paths: route_settings.paths.clone(),
         sides: Sides::new(baseline, None, candidate).map_err(|error| usage(error.to_string()))?,
+        recorded: None,
         comparator: comparator(route, route_settings)?,
         requests,
     };
@@ -297,18 +313,27 @@ struct Plan {
     route: String,
     paths: Vec<String>,
     sides: Sides,
+    /// The baseline's answers, with `--recorded`.
+    recorded: Option<Arc<RecordedAnswers>>,
     comparator: Comparator,
     requests: RequestSet,
 }
 
 async fn verify_route(plan: &Plan, options: &RunOptions) -> anyhow::Result<RouteReport> {
-    let run = parity::run(
-        plan.requests.requests.clone(),
-        &plan.sides,
-        options,
-        &plan.comparator,
-    )
-    .await
+    let requests = plan.requests.requests.clone();
+    let run = match &plan.recorded {
+        None => parity::run(requests, &plan.sides, options, &plan.comparator).await,
+        Some(recorded) => {
+            parity::run_recorded(
+                requests,
+                &plan.sides,
+                options,
+                &plan.comparator,
+                Arc::clone(recorded),
+            )
+            .await
+        }
+    }
     .map_err(|error| usage(format!("route `{}`: {error}", plan.route)))?;
     Ok(RouteReport::build(
         &plan.route,
@@ -337,18 +362,65 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
     let baseline = args
         .baseline
         .as_deref()
-        .or(settings.monolith.base_url.as_deref())
-        .ok_or_else(|| usage("no baseline URL: pass `--baseline URL` or set `[monolith] base_url` in migrate.toml"))?;
+        .or(settings.monolith.base_url.as_deref());
+    let baseline = match (&args.recorded, baseline) {
+        (Some(_), _) => None,
+        (None, Some(baseline)) => Some(baseline),
+        (None, None) => {
+            return Err(usage(
+                "no baseline URL: pass `--baseline URL` or set `[monolith] base_url` in migrate.toml (or compare against a recording: `--recorded FILE`)",
+            ));
+        }
+    };
+    let recording = match &args.recorded {
+        Some(path) => Some(Recording::read(path).map_err(|error| usage(error.to_string()))?),
+        None => None,
+    };
     let candidates = CandidateArgs::parse(&args.candidate, settings)?;
     let mut missing = Vec::new();
     let mut plans = Vec::new();
     for (name, route) in routes {
-        let Some(candidate) = candidates.for_route(name).or(route.service_url.as_deref()) else {
-            missing.push(name);
-            continue;
+        let candidate = candidates.for_route(name).or(route.service_url.as_deref());
+        let sides = match (baseline, candidate, &args.recorded) {
+            // Recording: the baseline only.
+            (Some(baseline), _, _) if args.record.is_some() => {
+                Sides::new(baseline, args.baseline_2.as_deref(), baseline)
+            }
+            (_, None, _) => {
+                missing.push(name);
+                continue;
+            }
+            (Some(baseline), Some(candidate), _) => {
+                Sides::new(baseline, args.baseline_2.as_deref(), candidate)
+            }
+            (None, Some(candidate), Some(path)) => {
+                Sides::new(candidate, None, candidate).map(|sides| Sides {
+                    baseline: format!("recording {}", path.display()),
+                    baseline_2: format!("recording {}", path.display()),
+                    candidate: sides.candidate,
+                })
+            }
+            (None, Some(_), None) => Err(parity::Error::Usage(
+                "no baseline URL: pass `--baseline URL` or `--recorded FILE`".into(),
+            )),
+        }
+        .map_err(|error| usage(error.to_string()))?;
+        let recorded = match (&recording, &args.recorded) {
+            (Some(recording), Some(path)) => {
+                let answers = recording
+                    .answers(name, path)
+                    .map_err(|error| usage(error.to_string()))?
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "route `{name}` is not in the recording {}; record it: `migrate verify {name} --record {}`",
+                            path.display(),
+                            path.display()
+                        ))
+                    })?;
+                Some(Arc::new(answers))
+            }
+            _ => None,
         };
-        let sides = Sides::new(baseline, args.baseline_2.as_deref(), candidate)
-            .map_err(|error| usage(error.to_string()))?;
         let requests = if args.corpus.is_empty() && args.from_alb_log.is_empty() {
             route_requests(name, route, &settings.base_dir)?
         } else {
@@ -358,6 +430,7 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
             route: name.to_owned(),
             paths: route.paths.clone(),
             sides,
+            recorded,
             comparator: comparator(name, route)?,
             requests,
         });
@@ -486,4 +559,62 @@ fn append_summary(path: &Path, text: &str) -> anyhow::Result<()> {
         .open(path)
         .and_then(|mut file| file.write_all(text.as_bytes()))
         .with_context(|| format!("cannot write the summary to {}", path.display()))
+}
+
+/// `--record FILE`: each route's requests to the baseline only, twice; the
+/// answers go to FILE (other routes already in it are kept). Exit 0, or 5
+/// without writing when requests got no answer.
+async fn record(plans: &[Plan], options: &RunOptions, path: &Path) -> anyhow::Result<ExitCode> {
+    let mut recording = if path.exists() {
+        Recording::read(path).unwrap_or_default()
+    } else {
+        Recording::default()
+    };
+    let mut unanswered = Vec::new();
+    for plan in plans {
+        let (recorded, failures) = parity::record(
+            plan.requests.requests.clone(),
+            &plan.sides,
+            options,
+            &plan.comparator,
+        )
+        .await
+        .map_err(|error| usage(format!("route `{}`: {error}", plan.route)))?;
+        let noisy = recorded
+            .requests
+            .iter()
+            .filter(|exchange| exchange.second_answer.is_some())
+            .count();
+        println!(
+            "recorded {}: {} requests from {} ({noisy} with a second answer that differs)",
+            plan.route,
+            recorded.requests.len(),
+            plan.sides.baseline
+        );
+        unanswered.extend(
+            failures
+                .into_iter()
+                .map(|failure| format!("{}: {failure}", plan.route)),
+        );
+        recording.routes.insert(plan.route.clone(), recorded);
+    }
+    if !unanswered.is_empty() {
+        eprintln!(
+            "migrate: {} requests got no answer from the baseline; nothing was written to {}:",
+            unanswered.len(),
+            path.display()
+        );
+        for failure in unanswered.iter().take(10) {
+            eprintln!("  {failure}");
+        }
+        return Ok(ExitCode::from(EXIT_NOT_RUN));
+    }
+    std::fs::write(path, recording.to_json())
+        .with_context(|| format!("cannot write the recording to {}", path.display()))?;
+    println!(
+        "wrote {}; compare a candidate with `migrate verify ROUTE --recorded {}`",
+        path.display(),
+        path.display()
+    );
+    Ok(ExitCode::from(EXIT_OK))
 }

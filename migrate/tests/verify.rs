@@ -607,3 +607,252 @@ fn the_summary_renders_as_a_table_per_route_with_the_first_difference() {
         );
     }
 }
+
+/// A forum server binary built beside `migrate` (`cargo build --workspace`
+/// first, as scripts/test does), on a free port.
+fn start_server(name: &str) -> forum::test_support::SpawnedServer {
+    let binary = Path::new(env!("CARGO_BIN_EXE_migrate"))
+        .parent()
+        .unwrap()
+        .join(name);
+    assert!(
+        binary.is_file(),
+        "{} is not built; run `cargo build --workspace` (scripts/test does) before `cargo test -p migrate`",
+        binary.display()
+    );
+    forum::test_support::SpawnedServer::start(&binary, &[]).expect("the server starts")
+}
+
+/// A bad candidate outside the product binaries: forwards each request to
+/// `upstream` and answers with its body passed through `rewrite`.
+fn rewriting_proxy(upstream: std::net::SocketAddr, rewrite: fn(String) -> String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || proxy_one(client, upstream, rewrite));
+        }
+    });
+    url
+}
+
+/// Every `bio` rewritten.
+fn rewrite_bio(body: String) -> String {
+    body.replace("\"bio\":\"", "\"bio\":\"(rewritten) ")
+}
+
+/// Every JSON list in reverse order.
+fn reverse_lists(body: String) -> String {
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(mut items)) => {
+            items.reverse();
+            serde_json::Value::Array(items).to_string()
+        }
+        _ => body,
+    }
+}
+
+/// One request per connection (the answer says `connection: close`).
+fn proxy_one(mut client: TcpStream, upstream: std::net::SocketAddr, rewrite: fn(String) -> String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let request: String = head
+        .trim_end()
+        .lines()
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .map(|line| format!("{line}\r\n"))
+        .collect();
+    let Ok(mut server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let _ = server.write_all(format!("{request}connection: close\r\n\r\n").as_bytes());
+    let mut answer = Vec::new();
+    let _ = server.read_to_end(&mut answer);
+    let Some(split) = answer.windows(4).position(|window| window == b"\r\n\r\n") else {
+        return;
+    };
+    let body = rewrite(String::from_utf8_lossy(&answer[split + 4..]).into_owned());
+    let mut lines: Vec<String> = String::from_utf8_lossy(&answer[..split])
+        .lines()
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .map(str::to_owned)
+        .collect();
+    if !body.is_empty() {
+        for line in &mut lines {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                *line = format!("content-length: {}", body.len());
+            }
+        }
+    }
+    lines.push("connection: close".into());
+    let _ = client.write_all(format!("{}\r\n\r\n{body}", lines.join("\r\n")).as_bytes());
+}
+
+fn repository_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrate.toml")
+}
+
+fn migrate_verify(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(repository_config())
+        .arg("verify")
+        .args(args)
+        .output()
+        .expect("run migrate")
+}
+
+#[test]
+fn a_recording_of_the_monolith_verifies_the_users_service_without_the_monolith() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("users.recording.json");
+    let recording_arg = recording.display().to_string();
+    let mut monolith = start_server("monolith");
+    let users = start_server("users");
+    let monolith_url = format!("http://{}", monolith.address);
+
+    let output = migrate_verify(&[
+        "users",
+        "--baseline",
+        &monolith_url,
+        "--record",
+        &recording_arg,
+    ]);
+    assert_exit(&output, 0);
+    assert_contains(&stdout(&output), "recorded users: ");
+    let first = std::fs::read_to_string(&recording).unwrap();
+    assert_contains(
+        &first,
+        "\"format\": \"ficus parity recording\",\n  \"version\": 1,",
+    );
+    assert!(
+        !first.contains("\"date\""),
+        "no time of the recording in it"
+    );
+    // Stable: recording the same baseline again gives the same bytes.
+    assert_exit(
+        &migrate_verify(&[
+            "users",
+            "--baseline",
+            &monolith_url,
+            "--record",
+            &recording_arg,
+        ]),
+        0,
+    );
+    assert_eq!(std::fs::read_to_string(&recording).unwrap(), first);
+
+    monolith.signal("TERM").unwrap();
+    monolith
+        .wait_for_exit(std::time::Duration::from_secs(10))
+        .unwrap();
+
+    let users_url = format!("http://{}", users.address);
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 0);
+    assert_starts_with(
+        &stdout(&output),
+        &format!(
+            "PASS parity users: candidate {users_url} against baseline recording {recording_arg}\n"
+        ),
+    );
+
+    let rewriting = rewriting_proxy(users.address, rewrite_bio);
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &rewriting,
+    ]);
+    assert_exit(&output, 1);
+    let bio_report = stdout(&output);
+    assert_contains(&bio_report, "body /*/bio changed value");
+    assert_contains(&bio_report, "body /bio changed value");
+
+    // Every list reversed: one `order` finding per list endpoint, and a
+    // report no longer than the one for the `bio` rewrite.
+    let reversing = rewriting_proxy(users.address, reverse_lists);
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &reversing,
+    ]);
+    assert_exit(&output, 1);
+    let order_report = stdout(&output);
+    assert_contains(&order_report, "       body order: 1 request\n");
+    assert!(!order_report.contains("changed value"), "{order_report}");
+    assert!(
+        order_report.lines().count() <= bio_report.lines().count(),
+        "{order_report}\nlonger than\n{bio_report}"
+    );
+
+    // A request of the route's set that is not in the recording is reported.
+    let mut edited: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let requests = edited["routes"]["users"]["requests"]
+        .as_array_mut()
+        .unwrap();
+    let dropped = requests.remove(0)["request"].as_str().unwrap().to_owned();
+    std::fs::write(&recording, edited.to_string()).unwrap();
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 5);
+    assert_contains(
+        &stdout(&output),
+        &format!(
+            "{dropped}: not in the recording {recording_arg}; re-record it: `migrate verify users --record {recording_arg}`"
+        ),
+    );
+
+    // A recording by another version is refused with how to re-record.
+    edited["version"] = 0.into();
+    std::fs::write(&recording, edited.to_string()).unwrap();
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 2);
+    assert_contains(
+        &stderr(&output),
+        "was recorded by an older ficus (recording version 0; this migrate reads version 1); re-record it against the baseline: `migrate verify --all --record ",
+    );
+    // A route that is not in the recording is a usage error too.
+    std::fs::write(&recording, &first).unwrap();
+    let output = migrate_verify(&[
+        "threads",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 2);
+    assert_contains(
+        &stderr(&output),
+        &format!(
+            "route `threads` is not in the recording {recording_arg}; record it: `migrate verify threads --record {recording_arg}`"
+        ),
+    );
+}

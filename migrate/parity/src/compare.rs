@@ -272,6 +272,11 @@ impl Comparator {
         })
     }
 
+    /// Whether differences in the header `name` (lower case) are ignored.
+    pub fn ignores_header(&self, name: &str) -> bool {
+        self.ignored_headers.contains(name)
+    }
+
     /// Every difference between two answers, suppressed ones included.
     pub fn compare(&self, baseline: &Response, candidate: &Response) -> Vec<Difference> {
         let mut differences = Vec::new();

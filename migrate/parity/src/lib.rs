@@ -9,6 +9,7 @@
 mod compare;
 mod error;
 pub mod pointer;
+mod recording;
 mod report;
 mod request;
 mod run;
@@ -18,6 +19,10 @@ pub use compare::{
     Comparator, DEFAULT_IGNORED_HEADERS, Difference, Kind, Location, Response, Suppression,
 };
 pub use error::Error;
+pub use recording::{
+    RECORDING_FORMAT, RECORDING_VERSION, RecordedAnswer, RecordedAnswers, RecordedExchange,
+    Recording, RouteRecording, record,
+};
 pub use report::{
     DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FIRST_DIFFERENCE_CHARS,
     FailureGroup, RouteReport, SUMMARY_BYTES, SkippedRoute, TEXT_REPORT_LINES, json, junit_xml,
@@ -29,5 +34,6 @@ pub use request::{
 };
 pub use run::{
     DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Exchange, Outcome, Run, RunOptions, Side, Sides, run,
+    run_recorded,
 };
 pub use spec::{KeyOrder, TemplateValue, VerifySpec};
