@@ -32,7 +32,8 @@ Examples:
   migrate history users
 
 Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held
-(or taken away mid-shift), 130 stopped by Ctrl-C.
+(or taken away mid-shift), 130 stopped by Ctrl-C; verify: 1 an answer differed, 5 the check
+could not run (see `migrate verify --help`).
 
 --output json: stdout carries exactly one JSON document, whatever happens: the command's
 result, or on failure {\"ok\": false, \"exit_code\": N, \"error\": \"...\", ...} with what was done

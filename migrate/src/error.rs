@@ -12,6 +12,8 @@ pub const EXIT_GATE_FAILED: u8 = 3;
 pub const EXIT_LOCK_HELD: u8 = 4;
 /// Exit 130: stopped by Ctrl-C (SIGINT), as shells report it.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit 5 (`verify`): the check could not run; requests got no answer.
+pub const EXIT_NOT_RUN: u8 = 5;
 
 /// A failure with its own exit code. Wrap it in `anyhow::Error`; [`exit_code`]
 /// finds it anywhere in the error chain.

@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => commands::status(&mut ctx, args).await,
         Command::Plan(args) => commands::plan(&mut ctx, args).await,
         Command::History(args) => commands::history(&mut ctx, args).await,
-        Command::Verify(args) => verify::run(&ctx.settings, args).await,
+        Command::Verify(args) => verify::run(&ctx.settings, args, ctx.output, ctx.verbose).await,
         Command::Demo(args) => demo::run(args).await,
     };
     shift::summarize(&ctx, None);

@@ -6,12 +6,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use parity::{Comparator, RequestSet, RouteReport, RunOptions, Sides};
+use parity::{
+    Comparator, RecordedAnswers, Recording, RequestSet, RouteReport, RunOptions, Sides,
+    SkippedRoute,
+};
 
-use crate::error::{EXIT_ERROR, EXIT_OK, usage};
+use crate::cli::Output;
+use crate::error::{EXIT_ERROR, EXIT_NOT_RUN, EXIT_OK, Failure, usage};
 use crate::settings::{RouteSettings, Settings};
 
 /// The methods the parity gate sends; it runs against live systems.
@@ -24,6 +29,7 @@ const GATE_METHODS: [reqwest::Method; 3] = [
 /// Arguments of `migrate verify`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("routes").required(true).args(["route", "all"])))]
+#[command(after_help = VERIFY_EXIT_CODES)]
 pub struct VerifyArgs {
     /// The route to verify (see `migrate status` for the known routes).
     pub route: Option<String>,
@@ -57,33 +63,102 @@ pub struct VerifyArgs {
     /// Timeout of each HTTP request, e.g. `10s` or `500ms`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Also write the reports as JSON to FILE.
+    /// Also write the reports as JSON to FILE (`-`: stdout, the text report
+    /// then goes to stderr; `--output json` does the same).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Also write JUnit XML to FILE (one test case per endpoint template).
+    /// Also write JUnit XML to FILE (one test case per endpoint template; `-`: stdout).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Record the baseline's answers to FILE instead of comparing: each request
+    /// of the route(s) twice, to the baseline only (no candidate needed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["recorded", "candidate", "json", "junit", "summary"])]
+    pub record: Option<PathBuf>,
+    /// Compare the candidate against the answers recorded in FILE (by
+    /// `--record`) instead of a live baseline, which is not contacted.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["baseline", "baseline_2"])]
+    pub recorded: Option<PathBuf>,
+    /// Append a GitHub-flavoured Markdown summary to FILE (a table per route,
+    /// the first differences; under 512 KiB), e.g. `--summary "$GITHUB_STEP_SUMMARY"`.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 }
 
-/// Runs `migrate verify`; exit 0 when every request matched, 1 when any differed
-/// or failed, 2 for usage or config errors.
-pub async fn run(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+/// How `migrate verify` ends (documented in `--help` and docs/parity.md):
+/// 0 every request matched, 1 an answer differed, 2 usage or configuration
+/// error, 5 the check could not run (requests got no answer, nothing differed).
+const VERIFY_EXIT_CODES: &str = "Exit codes: 0 every request matched; 1 the candidate answered differently \
+(a difference was found); 2 usage or configuration error (nothing was sent); 5 the check \
+could not run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
+
+/// Runs `migrate verify`: exit 0 when every request matched, 1 when an answer
+/// differed, 2 for usage or config errors, 5 when requests got no answer and
+/// nothing differed. With `--output json`, stdout holds the JSON report (or,
+/// on a usage error, `{"passed": false, "error": ...}`), and the text report
+/// goes to stderr.
+pub async fn run(
+    settings: &Settings,
+    args: &VerifyArgs,
+    output: Output,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let result = verify(settings, args, output, verbose).await;
+    if output == Output::Json
+        && let Err(error) = &result
+    {
+        let code: u8 = match error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Failure>())
+        {
+            Some(failure) => failure.code(),
+            None => EXIT_ERROR,
+        };
+        let json = serde_json::json!({
+            "passed": false,
+            "error": format!("{error:#}"),
+            "exit_code": code,
+        });
+        println!("{json}");
+    }
+    result
+}
+
+async fn verify(
+    settings: &Settings,
+    args: &VerifyArgs,
+    output: Output,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let sinks = Sinks::new(args, output)?;
     let plans = plan(settings, args)?;
     let options = RunOptions {
         concurrency: args.concurrency,
         timeout: args.timeout,
     };
+    if let Some(path) = &args.record {
+        return record(&plans, &options, path).await;
+    }
     let mut reports = Vec::new();
+    let mut skipped = Vec::new();
     for plan in plans {
         if plan.requests.requests.is_empty() {
-            println!(
-                "SKIP parity {}: no request in the given files matches its paths {:?}",
-                plan.route, plan.paths
+            let reason = format!(
+                "no request in the given files matches its paths {:?}",
+                plan.paths
             );
+            sinks.text(&format!("SKIP parity {}: {reason}\n", plan.route));
+            skipped.push(SkippedRoute {
+                route: plan.route,
+                reason,
+            });
             continue;
         }
         let report = verify_route(&plan, &options).await?;
-        print!("{}", report.human());
+        sinks.text(&if verbose {
+            report.human_verbose()
+        } else {
+            report.human()
+        });
         reports.push(report);
     }
     if reports.is_empty() {
@@ -91,31 +166,116 @@ pub async fn run(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<ExitC
             "no route had requests to verify; check that the files hold requests for the routes' paths",
         ));
     }
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&parity::json(&reports))?;
-        write_report(path, &text)?;
+    if !sinks.json.is_empty() {
+        let text = serde_json::to_string_pretty(&parity::json(&reports, &skipped))?;
+        for sink in &sinks.json {
+            sink.write(&format!("{text}\n"))?;
+        }
     }
-    if let Some(path) = &args.junit {
-        write_report(path, &parity::junit_xml(&reports))?;
+    if let Some(sink) = &sinks.junit {
+        sink.write(&parity::junit_xml(&reports, &skipped))?;
+    }
+    if let Some(path) = &args.summary {
+        append_summary(path, &parity::markdown_summary(&reports, &skipped))?;
     }
     let failing: Vec<&str> = reports
         .iter()
         .filter(|report| !report.passed())
         .map(|report| report.route.as_str())
         .collect();
-    if reports.len() > 1 {
+    if reports.len() + skipped.len() > 1 {
         let verdict = if failing.is_empty() {
             "PASS".to_owned()
         } else {
             format!("FAIL ({})", failing.join(", "))
         };
-        println!("{verdict}: {} routes verified", reports.len());
+        let skipped_note = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", skipped.len())
+        };
+        sinks.text(&format!(
+            "{verdict}: {} routes verified{skipped_note}\n",
+            reports.len()
+        ));
     }
-    Ok(ExitCode::from(if failing.is_empty() {
-        EXIT_OK
-    } else {
+    Ok(ExitCode::from(verdict_code(&reports)))
+}
+
+/// 1 when any answer differed, else 5 when any request got no answer, else 0.
+fn verdict_code(reports: &[RouteReport]) -> u8 {
+    if reports.iter().any(|report| report.differed > 0) {
         EXIT_ERROR
-    }))
+    } else if reports.iter().any(|report| report.failed > 0) {
+        EXIT_NOT_RUN
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Where each report goes: a file, or stdout for `-` (and `--output json`).
+/// The text report goes to stdout unless a machine report does, then to stderr.
+struct Sinks {
+    json: Vec<Sink>,
+    junit: Option<Sink>,
+    text_to_stderr: bool,
+}
+
+enum Sink {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Sink {
+    fn of(path: &Path) -> Self {
+        if path == Path::new("-") {
+            Sink::Stdout
+        } else {
+            Sink::File(path.to_owned())
+        }
+    }
+
+    fn write(&self, text: &str) -> anyhow::Result<()> {
+        match self {
+            Sink::Stdout => {
+                print!("{text}");
+                Ok(())
+            }
+            Sink::File(path) => std::fs::write(path, text)
+                .with_context(|| format!("cannot write the report to {}", path.display())),
+        }
+    }
+}
+
+impl Sinks {
+    fn new(args: &VerifyArgs, output: Output) -> anyhow::Result<Self> {
+        let mut json: Vec<Sink> = args.json.as_deref().map(Sink::of).into_iter().collect();
+        let junit = args.junit.as_deref().map(Sink::of);
+        let json_to_stdout = |json: &[Sink]| json.iter().any(|sink| matches!(sink, Sink::Stdout));
+        if output == Output::Json && !json_to_stdout(&json) {
+            json.push(Sink::Stdout);
+        }
+        let junit_to_stdout = matches!(junit, Some(Sink::Stdout));
+        if json_to_stdout(&json) && junit_to_stdout {
+            return Err(usage(
+                "the JSON report (`--json -` or `--output json`) and `--junit -` both ask for stdout; write the JUnit report to a file, like `--junit parity.xml`",
+            ));
+        }
+        let text_to_stderr = json_to_stdout(&json) || junit_to_stdout;
+        Ok(Self {
+            json,
+            junit,
+            text_to_stderr,
+        })
+    }
+
+    fn text(&self, text: &str) {
+        if self.text_to_stderr {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
 }
 
 /// The parity gate `migrate shift` checks before each step: the route's
@@ -140,6 +300,7 @@ pub async fn parity_gate(settings: &Settings, route: &str) -> anyhow::Result<Opt
         route: route.to_owned(),
         paths: route_settings.paths.clone(),
         sides: Sides::new(baseline, None, candidate).map_err(|error| usage(error.to_string()))?,
+        recorded: None,
         comparator: comparator(route, route_settings)?,
         requests,
     };
@@ -152,18 +313,27 @@ struct Plan {
     route: String,
     paths: Vec<String>,
     sides: Sides,
+    /// The baseline's answers, with `--recorded`.
+    recorded: Option<Arc<RecordedAnswers>>,
     comparator: Comparator,
     requests: RequestSet,
 }
 
 async fn verify_route(plan: &Plan, options: &RunOptions) -> anyhow::Result<RouteReport> {
-    let run = parity::run(
-        plan.requests.requests.clone(),
-        &plan.sides,
-        options,
-        &plan.comparator,
-    )
-    .await
+    let requests = plan.requests.requests.clone();
+    let run = match &plan.recorded {
+        None => parity::run(requests, &plan.sides, options, &plan.comparator).await,
+        Some(recorded) => {
+            parity::run_recorded(
+                requests,
+                &plan.sides,
+                options,
+                &plan.comparator,
+                Arc::clone(recorded),
+            )
+            .await
+        }
+    }
     .map_err(|error| usage(format!("route `{}`: {error}", plan.route)))?;
     Ok(RouteReport::build(
         &plan.route,
@@ -192,18 +362,65 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
     let baseline = args
         .baseline
         .as_deref()
-        .or(settings.monolith.base_url.as_deref())
-        .ok_or_else(|| usage("no baseline URL: pass `--baseline URL` or set `[monolith] base_url` in migrate.toml"))?;
+        .or(settings.monolith.base_url.as_deref());
+    let baseline = match (&args.recorded, baseline) {
+        (Some(_), _) => None,
+        (None, Some(baseline)) => Some(baseline),
+        (None, None) => {
+            return Err(usage(
+                "no baseline URL: pass `--baseline URL` or set `[monolith] base_url` in migrate.toml (or compare against a recording: `--recorded FILE`)",
+            ));
+        }
+    };
+    let recording = match &args.recorded {
+        Some(path) => Some(Recording::read(path).map_err(|error| usage(error.to_string()))?),
+        None => None,
+    };
     let candidates = CandidateArgs::parse(&args.candidate, settings)?;
     let mut missing = Vec::new();
     let mut plans = Vec::new();
     for (name, route) in routes {
-        let Some(candidate) = candidates.for_route(name).or(route.service_url.as_deref()) else {
-            missing.push(name);
-            continue;
+        let candidate = candidates.for_route(name).or(route.service_url.as_deref());
+        let sides = match (baseline, candidate, &args.recorded) {
+            // Recording: the baseline only.
+            (Some(baseline), _, _) if args.record.is_some() => {
+                Sides::new(baseline, args.baseline_2.as_deref(), baseline)
+            }
+            (_, None, _) => {
+                missing.push(name);
+                continue;
+            }
+            (Some(baseline), Some(candidate), _) => {
+                Sides::new(baseline, args.baseline_2.as_deref(), candidate)
+            }
+            (None, Some(candidate), Some(path)) => {
+                Sides::new(candidate, None, candidate).map(|sides| Sides {
+                    baseline: format!("recording {}", path.display()),
+                    baseline_2: format!("recording {}", path.display()),
+                    candidate: sides.candidate,
+                })
+            }
+            (None, Some(_), None) => Err(parity::Error::Usage(
+                "no baseline URL: pass `--baseline URL` or `--recorded FILE`".into(),
+            )),
+        }
+        .map_err(|error| usage(error.to_string()))?;
+        let recorded = match (&recording, &args.recorded) {
+            (Some(recording), Some(path)) => {
+                let answers = recording
+                    .answers(name, path)
+                    .map_err(|error| usage(error.to_string()))?
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "route `{name}` is not in the recording {}; record it: `migrate verify {name} --record {}`",
+                            path.display(),
+                            path.display()
+                        ))
+                    })?;
+                Some(Arc::new(answers))
+            }
+            _ => None,
         };
-        let sides = Sides::new(baseline, args.baseline_2.as_deref(), candidate)
-            .map_err(|error| usage(error.to_string()))?;
         let requests = if args.corpus.is_empty() && args.from_alb_log.is_empty() {
             route_requests(name, route, &settings.base_dir)?
         } else {
@@ -213,6 +430,7 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
             route: name.to_owned(),
             paths: route.paths.clone(),
             sides,
+            recorded,
             comparator: comparator(name, route)?,
             requests,
         });
@@ -332,7 +550,71 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
     }
 }
 
-fn write_report(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text)
-        .with_context(|| format!("cannot write the report to {}", path.display()))
+/// Appends to FILE, as GitHub's `$GITHUB_STEP_SUMMARY` expects.
+fn append_summary(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write the summary to {}", path.display()))
+}
+
+/// `--record FILE`: each route's requests to the baseline only, twice; the
+/// answers go to FILE (other routes already in it are kept). Exit 0, or 5
+/// without writing when requests got no answer.
+async fn record(plans: &[Plan], options: &RunOptions, path: &Path) -> anyhow::Result<ExitCode> {
+    let mut recording = if path.exists() {
+        Recording::read(path).unwrap_or_default()
+    } else {
+        Recording::default()
+    };
+    let mut unanswered = Vec::new();
+    for plan in plans {
+        let (recorded, failures) = parity::record(
+            plan.requests.requests.clone(),
+            &plan.sides,
+            options,
+            &plan.comparator,
+        )
+        .await
+        .map_err(|error| usage(format!("route `{}`: {error}", plan.route)))?;
+        let noisy = recorded
+            .requests
+            .iter()
+            .filter(|exchange| exchange.second_answer.is_some())
+            .count();
+        println!(
+            "recorded {}: {} requests from {} ({noisy} with a second answer that differs)",
+            plan.route,
+            recorded.requests.len(),
+            plan.sides.baseline
+        );
+        unanswered.extend(
+            failures
+                .into_iter()
+                .map(|failure| format!("{}: {failure}", plan.route)),
+        );
+        recording.routes.insert(plan.route.clone(), recorded);
+    }
+    if !unanswered.is_empty() {
+        eprintln!(
+            "migrate: {} requests got no answer from the baseline; nothing was written to {}:",
+            unanswered.len(),
+            path.display()
+        );
+        for failure in unanswered.iter().take(10) {
+            eprintln!("  {failure}");
+        }
+        return Ok(ExitCode::from(EXIT_NOT_RUN));
+    }
+    std::fs::write(path, recording.to_json())
+        .with_context(|| format!("cannot write the recording to {}", path.display()))?;
+    println!(
+        "wrote {}; compare a candidate with `migrate verify ROUTE --recorded {}`",
+        path.display(),
+        path.display()
+    );
+    Ok(ExitCode::from(EXIT_OK))
 }

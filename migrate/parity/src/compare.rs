@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::pointer::{self, PointerPattern};
 use crate::request::shorten;
-use crate::spec::VerifySpec;
+use crate::spec::{KeyOrder, VerifySpec};
 
 /// Headers ignored unless `compare_default_ignored_headers` is set: they differ
 /// between any two answers (Date), describe the connection, or trace the request.
@@ -36,6 +36,26 @@ pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
 
 /// Headers that only restate the body's length; compared when the bodies are equal.
 const BODY_LENGTH_HEADERS: &[&str] = &["content-length", "transfer-encoding"];
+
+/// Headers whose value is a comma-separated list (RFC 9110 §5.6.1): white
+/// space around the commas and empty elements do not count.
+const LIST_HEADERS: &[&str] = &[
+    "accept-patch",
+    "accept-post",
+    "accept-ranges",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-expose-headers",
+    "allow",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-language",
+    "trailer",
+    "transfer-encoding",
+    "vary",
+    "via",
+];
 
 /// How long a value may be in a report before it is shortened.
 const VALUE_LIMIT: usize = 80;
@@ -165,6 +185,8 @@ pub enum Suppression {
     FollowsBody,
     /// Element order of an `unordered` array.
     Unordered(String),
+    /// Object key order, with `json_key_order = "ignore"`.
+    KeyOrder,
     /// The two baseline answers differed here too.
     Noise,
 }
@@ -178,6 +200,7 @@ impl fmt::Display for Suppression {
             Suppression::IgnoredHeader => formatter.write_str("ignored header"),
             Suppression::FollowsBody => formatter.write_str("length of a body that differs"),
             Suppression::Unordered(pattern) => write!(formatter, "unordered array {pattern}"),
+            Suppression::KeyOrder => formatter.write_str("json_key_order = \"ignore\""),
             Suppression::Noise => {
                 formatter.write_str("noise: the two baseline answers differ here too")
             }
@@ -190,6 +213,8 @@ impl fmt::Display for Suppression {
 pub struct Difference {
     /// Where.
     pub location: Location,
+    /// Where, with array indexes written `*`: reports group by it.
+    pub pattern: Location,
     /// What kind.
     pub kind: Kind,
     /// The baseline's side, shortened for reports.
@@ -206,6 +231,7 @@ pub struct Comparator {
     ignore: Vec<PointerPattern>,
     unordered: Vec<PointerPattern>,
     ignored_headers: HashSet<String>,
+    key_order: KeyOrder,
 }
 
 impl Default for Comparator {
@@ -242,7 +268,13 @@ impl Comparator {
             ignore: patterns("ignore", &spec.ignore)?,
             unordered: patterns("unordered", &spec.unordered)?,
             ignored_headers,
+            key_order: spec.json_key_order,
         })
+    }
+
+    /// Whether differences in the header `name` (lower case) are ignored.
+    pub fn ignores_header(&self, name: &str) -> bool {
+        self.ignored_headers.contains(name)
     }
 
     /// Every difference between two answers, suppressed ones included.
@@ -251,6 +283,7 @@ impl Comparator {
         if baseline.status != candidate.status {
             differences.push(Difference {
                 location: Location::Status,
+                pattern: Location::Status,
                 kind: Kind::ChangedValue,
                 baseline: baseline.status.to_string(),
                 candidate: candidate.status.to_string(),
@@ -289,7 +322,7 @@ impl Comparator {
         for name in names {
             let (left, right) = (baseline.headers.get(name), candidate.headers.get(name));
             let kind = match (left, right) {
-                (Some(left), Some(right)) if left == right => continue,
+                (Some(left), Some(right)) if field_values_equivalent(name, left, right) => continue,
                 (Some(_), Some(_)) => Kind::ChangedValue,
                 (Some(_), None) => Kind::Missing,
                 (None, _) => Kind::Extra,
@@ -309,6 +342,7 @@ impl Comparator {
             };
             differences.push(Difference {
                 location: Location::Header(name.clone()),
+                pattern: Location::Header(name.clone()),
                 kind,
                 baseline: show(left),
                 candidate: show(right),
@@ -334,6 +368,7 @@ impl Comparator {
         let mut walker = Walker {
             comparator: self,
             path: Vec::new(),
+            is_index: Vec::new(),
             differences: Vec::new(),
         };
         match (&left, &right) {
@@ -367,6 +402,97 @@ impl Comparator {
             .find(|pattern| pattern.covers(tokens))
             .map(|pattern| Suppression::IgnoredPointer(pattern.to_string()))
     }
+}
+
+/// Whether two values of the header `name` (lower case) mean the same by RFC
+/// 9110: leading and trailing white space is not part of a value (§5.5);
+/// list headers ignore white space around their commas (§5.6.1); a media type
+/// (`Content-Type`) has case-insensitive type, subtype and parameter names, a
+/// case-insensitive charset, and the same value quoted or not (§8.3.1).
+fn field_values_equivalent(name: &str, left: &str, right: &str) -> bool {
+    left == right || normalized_field_value(name, left) == normalized_field_value(name, right)
+}
+
+fn normalized_field_value(name: &str, value: &str) -> String {
+    let value = value.trim_matches([' ', '\t']);
+    if name == "content-type" {
+        media_type(value)
+    } else if LIST_HEADERS.contains(&name) {
+        value
+            .split(',')
+            .map(|element| element.trim_matches([' ', '\t']))
+            .filter(|element| !element.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        value.to_owned()
+    }
+}
+
+/// A media type in one spelling: `type/subtype; name=value` in lower case
+/// except parameter values other than charset, quotes removed.
+fn media_type(value: &str) -> String {
+    let mut parts = split_outside_quotes(value, ';').into_iter();
+    let mut normalized = parts
+        .next()
+        .unwrap_or_default()
+        .trim_matches([' ', '\t'])
+        .to_ascii_lowercase();
+    for parameter in parts {
+        let parameter = parameter.trim_matches([' ', '\t']);
+        if parameter.is_empty() {
+            continue;
+        }
+        let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+        let name = name.trim_matches([' ', '\t']).to_ascii_lowercase();
+        let value = unquote(value.trim_matches([' ', '\t']));
+        let value = if name == "charset" {
+            value.to_ascii_lowercase()
+        } else {
+            value
+        };
+        normalized.push_str(&format!("; {name}={value}"));
+    }
+    normalized
+}
+
+/// Splits at `separator` where it is not inside a quoted string.
+fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (index, character) in text.char_indices() {
+        match character {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ if character == separator && !quoted => {
+                parts.push(&text[start..index]);
+                start = index + character.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// The content of a quoted string (RFC 9110 §5.6.4), or the text as it is.
+fn unquote(text: &str) -> String {
+    let Some(inner) = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return text.to_owned();
+    };
+    let mut unquoted = String::with_capacity(inner.len());
+    let mut characters = inner.chars();
+    while let Some(character) = characters.next() {
+        if character == '\\' {
+            unquoted.extend(characters.next());
+        } else {
+            unquoted.push(character);
+        }
+    }
+    unquoted
 }
 
 enum Body<'a> {
@@ -454,17 +580,52 @@ fn line_diff(left: &str, right: &str) -> (String, String) {
     (show(&left_lines), show(&right_lines))
 }
 
+/// A reference token on the way down a JSON value.
+enum Token {
+    Key(String),
+    Index(usize),
+}
+
+/// Whether two arrays of the same length hold the same elements, in another
+/// order: one `order` finding, not one per index.
+fn is_permutation(left: &[Value], right: &[Value]) -> bool {
+    if left.len() != right.len() || left.len() < 2 || left == right {
+        return false;
+    }
+    let sorted = |values: &[Value]| {
+        let mut texts: Vec<String> = values.iter().map(Value::to_string).collect();
+        texts.sort_unstable();
+        texts
+    };
+    sorted(left) == sorted(right)
+}
+
 struct Walker<'a> {
     comparator: &'a Comparator,
     path: Vec<String>,
+    /// Whether each token of `path` is an array index.
+    is_index: Vec<bool>,
     differences: Vec<Difference>,
 }
 
 impl Walker<'_> {
     fn emit(&mut self, kind: Kind, baseline: String, candidate: String) {
         let suppressed = self.comparator.ignored_by(&self.path);
+        let pattern = self
+            .path
+            .iter()
+            .zip(&self.is_index)
+            .map(|(token, &is_index)| {
+                if is_index {
+                    "*".to_owned()
+                } else {
+                    token.clone()
+                }
+            })
+            .collect();
         self.differences.push(Difference {
             location: Location::Body(self.path.clone()),
+            pattern: Location::Body(pattern),
             kind,
             baseline,
             candidate,
@@ -472,10 +633,31 @@ impl Walker<'_> {
         });
     }
 
-    fn descend(&mut self, token: String, left: &Value, right: &Value) {
+    /// Emits a difference at the child `token` of the current place.
+    fn emit_at(&mut self, token: Token, kind: Kind, baseline: String, candidate: String) {
+        self.push(token);
+        self.emit(kind, baseline, candidate);
+        self.pop();
+    }
+
+    fn push(&mut self, token: Token) {
+        let (token, is_index) = match token {
+            Token::Key(key) => (key, false),
+            Token::Index(index) => (index.to_string(), true),
+        };
         self.path.push(token);
-        self.json(left, right);
+        self.is_index.push(is_index);
+    }
+
+    fn pop(&mut self) {
         self.path.pop();
+        self.is_index.pop();
+    }
+
+    fn descend(&mut self, token: Token, left: &Value, right: &Value) {
+        self.push(token);
+        self.json(left, right);
+        self.pop();
     }
 
     fn json(&mut self, left: &Value, right: &Value) {
@@ -483,19 +665,23 @@ impl Walker<'_> {
             (Value::Object(left), Value::Object(right)) => {
                 for (key, value) in left {
                     match right.get(key) {
-                        Some(other) => self.descend(key.clone(), value, other),
-                        None => {
-                            self.path.push(key.clone());
-                            self.emit(Kind::Missing, show_json(value), "(absent)".into());
-                            self.path.pop();
-                        }
+                        Some(other) => self.descend(Token::Key(key.clone()), value, other),
+                        None => self.emit_at(
+                            Token::Key(key.clone()),
+                            Kind::Missing,
+                            show_json(value),
+                            "(absent)".into(),
+                        ),
                     }
                 }
                 for (key, value) in right {
                     if !left.contains_key(key) {
-                        self.path.push(key.clone());
-                        self.emit(Kind::Extra, "(absent)".into(), show_json(value));
-                        self.path.pop();
+                        self.emit_at(
+                            Token::Key(key.clone()),
+                            Kind::Extra,
+                            "(absent)".into(),
+                            show_json(value),
+                        );
                     }
                 }
                 let same_keys =
@@ -506,6 +692,12 @@ impl Walker<'_> {
                         shorten(&format!("keys {}", names.join(", ")), VALUE_LIMIT)
                     };
                     self.emit(Kind::Order, keys(left), keys(right));
+                    if self.comparator.key_order == KeyOrder::Ignore
+                        && let Some(last) = self.differences.last_mut()
+                        && last.suppressed.is_none()
+                    {
+                        last.suppressed = Some(Suppression::KeyOrder);
+                    }
                 }
             }
             (Value::Array(left), Value::Array(right)) => {
@@ -519,6 +711,16 @@ impl Walker<'_> {
                         let pattern = pattern.to_string();
                         self.unordered_array(left, right, pattern);
                     }
+                    None if is_permutation(left, right) => {
+                        let moved = (0..left.len())
+                            .find(|&index| left[index] != right[index])
+                            .unwrap_or_default();
+                        self.emit(
+                            Kind::Order,
+                            format!("{} elements in one order", left.len()),
+                            format!("the same elements in another, from index {moved}"),
+                        );
+                    }
                     None => {
                         if left.len() != right.len() {
                             self.emit(
@@ -528,7 +730,7 @@ impl Walker<'_> {
                             );
                         }
                         for (index, (left, right)) in left.iter().zip(right).enumerate() {
-                            self.descend(index.to_string(), left, right);
+                            self.descend(Token::Index(index), left, right);
                         }
                     }
                 }
@@ -581,21 +783,27 @@ impl Walker<'_> {
         }
         for (&left_index, &right_index) in left_unmatched.iter().zip(&right_unmatched) {
             self.descend(
-                left_index.to_string(),
+                Token::Index(left_index),
                 &left[left_index],
                 &right[right_index],
             );
         }
         let paired = left_unmatched.len().min(right_unmatched.len());
         for &index in &left_unmatched[paired..] {
-            self.path.push(index.to_string());
-            self.emit(Kind::Missing, show_json(&left[index]), "(absent)".into());
-            self.path.pop();
+            self.emit_at(
+                Token::Index(index),
+                Kind::Missing,
+                show_json(&left[index]),
+                "(absent)".into(),
+            );
         }
         for &index in &right_unmatched[paired..] {
-            self.path.push(index.to_string());
-            self.emit(Kind::Extra, "(absent)".into(), show_json(&right[index]));
-            self.path.pop();
+            self.emit_at(
+                Token::Index(index),
+                Kind::Extra,
+                "(absent)".into(),
+                show_json(&right[index]),
+            );
         }
     }
 }

@@ -11,6 +11,7 @@
 mod compare;
 mod error;
 pub mod pointer;
+mod recording;
 mod report;
 mod request;
 mod run;
@@ -20,15 +21,21 @@ pub use compare::{
     Comparator, DEFAULT_IGNORED_HEADERS, Difference, Kind, Location, Response, Suppression,
 };
 pub use error::Error;
+pub use recording::{
+    RECORDING_FORMAT, RECORDING_VERSION, RecordedAnswer, RecordedAnswers, RecordedExchange,
+    Recording, RouteRecording, record,
+};
 pub use report::{
-    DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FailureGroup, RouteReport, json,
-    junit_xml,
+    DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FIRST_DIFFERENCE_CHARS,
+    FailureGroup, RouteReport, SUMMARY_BYTES, SkippedRoute, TEXT_REPORT_LINES, json, junit_xml,
+    markdown_summary,
 };
 pub use request::{
-    Request, RequestSet, Skipped, SourceSummary, infer_template, matches_path_pattern,
-    parse_alb_log_line, split_alb_log_fields,
+    Request, RequestSet, SKIPPED_LINE_CHARS, Skipped, SourceSummary, infer_template,
+    matches_path_pattern, parse_alb_log_line, split_alb_log_fields,
 };
 pub use run::{
     DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Exchange, Outcome, Run, RunOptions, Side, Sides, run,
+    run_recorded,
 };
-pub use spec::{TemplateValue, VerifySpec};
+pub use spec::{KeyOrder, TemplateValue, VerifySpec};

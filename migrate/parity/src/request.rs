@@ -135,6 +135,10 @@ fn fits_template(template_path: &str, path: &str) -> bool {
             })
 }
 
+/// Examples of skipped input lines are shown whole up to this many characters
+/// (an ALB access log line with a long user agent fits); longer ones end in `…`.
+pub const SKIPPED_LINE_CHARS: usize = 4096;
+
 /// Why an input line was not replayed, and how many lines had that reason.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Skipped {
@@ -169,7 +173,7 @@ impl SourceSummary {
         if skipped.examples.len() < 3 {
             skipped
                 .examples
-                .push(format!("{location}: {}", shorten(line, 160)));
+                .push(format!("{location}: {}", shorten(line, SKIPPED_LINE_CHARS)));
         }
     }
 

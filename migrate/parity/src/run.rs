@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::compare::{Comparator, Difference, Location, Response};
 use crate::error::Error;
+use crate::recording::RecordedAnswers;
 use crate::request::{Request, shorten};
 
 /// The default number of requests compared at once.
@@ -161,6 +162,29 @@ pub async fn run(
     options: &RunOptions,
     comparator: &Comparator,
 ) -> Result<Run, Error> {
+    run_with(requests, sides, options, comparator, None).await
+}
+
+/// [`run()`] against a recording: the two baseline answers of each request
+/// come from `recording` (no baseline is contacted); a request missing from
+/// it fails on the baseline side with a message saying how to re-record.
+pub async fn run_recorded(
+    requests: Vec<Request>,
+    sides: &Sides,
+    options: &RunOptions,
+    comparator: &Comparator,
+    recording: Arc<RecordedAnswers>,
+) -> Result<Run, Error> {
+    run_with(requests, sides, options, comparator, Some(recording)).await
+}
+
+async fn run_with(
+    requests: Vec<Request>,
+    sides: &Sides,
+    options: &RunOptions,
+    comparator: &Comparator,
+    recording: Option<Arc<RecordedAnswers>>,
+) -> Result<Run, Error> {
     if options.concurrency == 0 {
         return Err(Error::Usage("concurrency must be at least 1".into()));
     }
@@ -171,32 +195,80 @@ pub async fn run(
         sides: sides.clone(),
         comparator: comparator.clone(),
         timeout: options.timeout,
+        recording,
     });
     let started = Instant::now();
-    let mut exchanges: Vec<(usize, Exchange)> =
-        futures_util::stream::iter(requests.into_iter().enumerate())
-            .map(|(index, request)| {
-                let shared = Arc::clone(&shared);
-                async move {
-                    let task = tokio::spawn(async move {
-                        let outcome = shared.exchange(&request).await;
-                        Exchange { request, outcome }
-                    });
-                    (index, task.await.expect("an exchange task never panics"))
-                }
-            })
-            .buffer_unordered(options.concurrency)
-            .collect()
-            .await;
-    let elapsed = started.elapsed();
-    exchanges.sort_unstable_by_key(|(index, _)| *index);
-    Ok(Run {
-        exchanges: exchanges
-            .into_iter()
-            .map(|(_, exchange)| exchange)
-            .collect(),
-        elapsed,
+    let exchanges = each_request(requests, options.concurrency, move |request| {
+        let shared = Arc::clone(&shared);
+        async move {
+            let outcome = shared.exchange(&request).await;
+            Exchange { request, outcome }
+        }
     })
+    .await;
+    Ok(Run {
+        exchanges,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Runs `work` on every request, at most `concurrency` at a time, each on its
+/// own task; the results in request order.
+pub(crate) async fn each_request<T, F, Fut>(
+    requests: Vec<Request>,
+    concurrency: usize,
+    work: F,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut results: Vec<(usize, T)> = futures_util::stream::iter(requests.into_iter().enumerate())
+        .map(|(index, request)| {
+            let task = tokio::spawn(work(request));
+            async move { (index, task.await.expect("an exchange task never panics")) }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    results.sort_unstable_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Sends every request to the baseline and to the second baseline (no
+/// candidate), for a recording: each request with its two answers or the
+/// first error.
+pub(crate) async fn fetch_baseline_twice(
+    requests: Vec<Request>,
+    sides: &Sides,
+    options: &RunOptions,
+) -> Result<Vec<(Request, Result<(Response, Response), (Side, String)>)>, Error> {
+    let shared = Arc::new(Shared {
+        baseline: client(options)?,
+        baseline_2: client(options)?,
+        candidate: client(options)?,
+        sides: sides.clone(),
+        comparator: Comparator::default(),
+        timeout: options.timeout,
+        recording: None,
+    });
+    Ok(each_request(requests, options.concurrency, move |request| {
+        let shared = Arc::clone(&shared);
+        async move {
+            let (first, second) = tokio::join!(
+                shared.fetch(&shared.baseline, &shared.sides.baseline, &request),
+                shared.fetch(&shared.baseline_2, &shared.sides.baseline_2, &request),
+            );
+            let answers = match (first, second) {
+                (Ok(first), Ok(second)) => Ok((first, second)),
+                (Err(error), _) => Err((Side::Baseline, error)),
+                (_, Err(error)) => Err((Side::Baseline2, error)),
+            };
+            (request, answers)
+        }
+    })
+    .await)
 }
 
 struct Shared {
@@ -206,15 +278,30 @@ struct Shared {
     sides: Sides,
     comparator: Comparator,
     timeout: Duration,
+    /// The baseline's answers, when they come from a recording.
+    recording: Option<Arc<RecordedAnswers>>,
 }
 
 impl Shared {
     async fn exchange(&self, request: &Request) -> Outcome {
-        let (baseline, baseline_2, candidate) = tokio::join!(
-            self.fetch(&self.baseline, &self.sides.baseline, request),
-            self.fetch(&self.baseline_2, &self.sides.baseline_2, request),
-            self.fetch(&self.candidate, &self.sides.candidate, request),
-        );
+        let (baseline, baseline_2, candidate) = match &self.recording {
+            None => {
+                tokio::join!(
+                    self.fetch(&self.baseline, &self.sides.baseline, request),
+                    self.fetch(&self.baseline_2, &self.sides.baseline_2, request),
+                    self.fetch(&self.candidate, &self.sides.candidate, request),
+                )
+            }
+            Some(recording) => {
+                let candidate = self
+                    .fetch(&self.candidate, &self.sides.candidate, request)
+                    .await;
+                match recording.answers(request) {
+                    Ok((first, second)) => (Ok(first.clone()), Ok(second.clone()), candidate),
+                    Err(missing) => (Err(missing), Err(String::new()), candidate),
+                }
+            }
+        };
         let (baseline, baseline_2, candidate) = match (baseline, baseline_2, candidate) {
             (Ok(baseline), Ok(baseline_2), Ok(candidate)) => (baseline, baseline_2, candidate),
             (Err(error), _, _) => return failed(Side::Baseline, error),

@@ -47,6 +47,20 @@ pub struct VerifySpec {
     pub ignore_headers: Vec<String>,
     /// Compare the headers ignored by default too.
     pub compare_default_ignored_headers: bool,
+    /// Whether the order of keys in JSON objects counts: `"strict"` (the
+    /// default; the contract fixes it) or `"ignore"` (clients do not depend on it).
+    pub json_key_order: KeyOrder,
+}
+
+/// The `json_key_order` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOrder {
+    /// Keys in another order are an `order` difference.
+    #[default]
+    Strict,
+    /// Keys in another order are counted as suppressed.
+    Ignore,
 }
 
 /// One value of a template placeholder.

@@ -555,6 +555,8 @@ fn a_probe_answered_404_where_the_monolith_answers_200_fails_the_shift() {
         "{shift}"
     );
     assert_eq!(op.route_status("users")["state"], "on-monolith");
+}
+
 /// The login name of this test's user, as `id -un` gives it.
 fn login_name() -> String {
     let id = std::process::Command::new("id")

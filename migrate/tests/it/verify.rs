@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-/// `(status, content type, body)` for a method and path.
+/// `(status, content type, body)` for a method and path; status 0 closes the
+/// connection without an answer.
 type Handler = Arc<dyn Fn(&str, &str) -> (u16, &'static str, String) + Send + Sync>;
 
 /// An HTTP/1.1 server on a free port that answers with `handler`; it lives
@@ -25,6 +26,8 @@ fn serve(
     });
     url
 }
+
+static ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn answer(stream: TcpStream, handler: &Handler) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
@@ -56,7 +59,16 @@ fn answer(stream: TcpStream, handler: &Handler) {
         let mut words = request_line.split_whitespace();
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let (status, content_type, body) = handler(method, target);
-        let mut response = format!("HTTP/1.1 {status} X\r\n");
+        if status == 0 {
+            // A handler's way to close the connection without answering.
+            return;
+        }
+        // A Date-like header that differs on every answer, as real servers'
+        // does: ignored by default, counted as suppressed.
+        let mut response = format!(
+            "HTTP/1.1 {status} X\r\ndate: {}\r\n",
+            ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         if !content_type.is_empty() {
             response.push_str(&format!("content-type: {content_type}\r\n"));
         }
@@ -212,7 +224,7 @@ fn a_differing_field_exits_1_and_names_its_pointer() {
     let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
     assert_contains(
         &junit,
-        "<failure type=\"parity\" message=\"1 of 6 requests differed, 0 failed\">body /name changed value: 1 request",
+        "<failure type=\"parity\" message=\"GET /api/users/2: body /name changed value: baseline &quot;user 2&quot; | candidate &quot;User 2&quot; (1 of 6 requests differed, 0 failed)\">body /name changed value: 1 request",
     );
 }
 
@@ -295,13 +307,111 @@ fn an_unreachable_candidate_fails_every_request() {
         format!("http://{}", listener.local_addr().unwrap())
     };
     let project = Project::new(&monolith, &users_route(&closed));
-    let output = project.verify(&["users", "--timeout", "2s"]);
-    assert_exit(&output, 1);
+    let output = project.verify(&["users", "--timeout", "2s", "--junit", "parity.xml"]);
+    // "Could not run" is not "differs": exit 5, JUnit <error>, no <failure>.
+    assert_exit(&output, 5);
     assert_contains(
         &stdout(&output),
         "14 requests: 0 matched, 0 differed, 14 failed",
     );
     assert_contains(&stdout(&output), "candidate failed to answer");
+    let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
+    assert_contains(
+        &junit,
+        "<error type=\"parity\" message=\"candidate failed to answer GET /api/users",
+    );
+    assert_contains(&junit, "errors=\"4\"");
+    assert!(!junit.contains("<failure"), "{junit}");
+
+    // A difference wins over requests without answers: exit 1.
+    let half = serve(|method: &str, target: &str| {
+        if target == "/api/users" {
+            // Close without answering.
+            return (0, "", String::new());
+        }
+        drifted_forum(method, target)
+    });
+    let project = Project::new(&monolith, &users_route(&half));
+    assert_exit(&project.verify(&["users"]), 1);
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["verify", "--help"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_contains(&stdout(&output), "1 the candidate answered differently");
+    assert_contains(&stdout(&output), "5 the check could not run");
+}
+
+#[test]
+fn a_dash_writes_a_report_to_stdout_and_output_json_prints_json() {
+    let (monolith, service) = (serve(forum), serve(drifted_forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users", "--json", "-"]);
+    assert_exit(&output, 1);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["routes"][0]["differed"], 1);
+    assert!(!project.path("-").exists(), "no file named -");
+    // The text report moves to stderr.
+    assert_contains(&stderr(&output), "FAIL parity users");
+
+    let output = project.verify(&["users", "--junit", "-"]);
+    assert_exit(&output, 1);
+    assert_starts_with(&stdout(&output), "<?xml version=\"1.0\"");
+    assert!(!project.path("-").exists(), "no file named -");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(project.path("migrate.toml"))
+        .args(["verify", "users", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["passed"], false);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(project.path("migrate.toml"))
+        .args(["--output", "json", "verify", "nope"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["exit_code"], 2);
+    assert_contains(json["error"].as_str().unwrap(), "unknown route `nope`");
+
+    let output = project.verify(&["users", "--json", "-", "--junit", "-"]);
+    assert_exit(&output, 2);
+    assert_contains(&stderr(&output), "both ask for stdout");
+}
+
+#[test]
+fn a_passing_run_counts_suppressions_on_one_line_and_lists_them_with_v() {
+    let (monolith, service) = (serve(forum), serve(forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    let output = project.verify(&["users"]);
+    assert_exit(&output, 0);
+    let report = stdout(&output);
+    assert_contains(&report, " differences suppressed (ignored header: ");
+    assert!(!report.contains("suppressed (ignored header)"), "{report}");
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(project.path("migrate.toml"))
+        .args(["verify", "users", "-v"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_contains(
+        &stdout(&output),
+        "suppressed (ignored header): header date changed value: ",
+    );
 }
 
 fn fixture(name: &str) -> String {
@@ -331,6 +441,17 @@ fn an_alb_access_log_is_replayed_with_every_skipped_line_reported() {
         "         GET /api/users/3?utm_source=mail: baseline \"user 3\" | candidate \"User 3\"\n",
     );
     assert_contains(&report, "alb-access.log: 5 requests, 5 lines skipped\n");
+    // Skipped lines are shown whole (up to parity::SKIPPED_LINE_CHARS).
+    let log = std::fs::read_to_string(fixture("alb-access.log")).unwrap();
+    let post = log.lines().find(|line| line.contains("\"POST ")).unwrap();
+    assert!(post.len() > 300);
+    assert_contains(
+        &report,
+        &format!(
+            ":{}: {post}\n",
+            1 + log.lines().position(|line| line == post).unwrap()
+        ),
+    );
     for reason in [
         "skipped 1: POST is not replayed without --allow-unsafe",
         "skipped 1: not an ALB access log line (unknown connection type)",
@@ -393,7 +514,7 @@ async fn the_parity_gate_passes_matching_services_and_names_the_first_difference
     assert_eq!(
         summary,
         format!(
-            "1 of 13 requests differed and 0 failed ({drifted} against {monolith})\nGET /api/users/{{id}}: body /name changed value (1 request), e.g. GET /api/users/2: baseline \"user 2\" candidate \"User 2\""
+            "1 of 13 requests differed and 0 failed ({drifted} against {monolith})\nGET /api/users/{{id}}: body /name changed value (1 request), e.g. GET /api/users/2: baseline \"user 2\" | candidate \"User 2\""
         )
     );
 }
@@ -448,6 +569,290 @@ fn a_second_baseline_and_a_baseline_override_are_used() {
         &stdout(&output),
         &format!(
             "PASS parity users: candidate {service} against baseline {monolith} (second baseline {other})\n"
+        ),
+    );
+}
+
+/// Renders GitHub-flavoured Markdown to HTML as GitHub's step summary does
+/// (tables, strikethrough, autolinks).
+fn render_gfm(markdown: &str) -> String {
+    let mut options = comrak::Options::default();
+    options.extension.table = true;
+    options.extension.strikethrough = true;
+    options.extension.autolink = true;
+    comrak::markdown_to_html(markdown, &options)
+}
+
+#[test]
+fn the_summary_renders_as_a_table_per_route_with_the_first_difference() {
+    let (monolith, service) = (serve(forum), serve(drifted_forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    std::fs::write(project.path("summary.md"), "earlier step\n\n").unwrap();
+    let output = project.verify(&["users", "--summary", "summary.md"]);
+    assert_exit(&output, 1);
+    let markdown = std::fs::read_to_string(project.path("summary.md")).unwrap();
+    assert_starts_with(&markdown, "earlier step\n\n## Parity: FAIL in users");
+    let html = render_gfm(&markdown);
+    for needle in [
+        "<table>",
+        "<th>endpoint</th>",
+        "<th align=\"right\">suppressed</th>",
+        "<td><strong>FAIL</strong> <code>GET /api/users/{id}</code></td>",
+        "<td align=\"right\">6</td>",
+        "<code>GET /api/users/2: body /name changed value: baseline &quot;user 2&quot; | candidate &quot;User 2&quot;</code>",
+    ] {
+        assert!(
+            html.contains(needle),
+            "{needle} not in\n{html}\nfrom\n{markdown}"
+        );
+    }
+}
+
+/// A forum server binary built beside `migrate` (`cargo build --workspace`
+/// first, as scripts/test does), on a free port.
+fn start_server(name: &str) -> forum::test_support::SpawnedServer {
+    let binary = Path::new(env!("CARGO_BIN_EXE_migrate"))
+        .parent()
+        .unwrap()
+        .join(name);
+    assert!(
+        binary.is_file(),
+        "{} is not built; run `cargo build --workspace` (scripts/test does) before `cargo test -p migrate`",
+        binary.display()
+    );
+    forum::test_support::SpawnedServer::start(&binary, &[]).expect("the server starts")
+}
+
+/// A bad candidate outside the product binaries: forwards each request to
+/// `upstream` and answers with its body passed through `rewrite`.
+fn rewriting_proxy(upstream: std::net::SocketAddr, rewrite: fn(String) -> String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || proxy_one(client, upstream, rewrite));
+        }
+    });
+    url
+}
+
+/// Every `bio` rewritten.
+fn rewrite_bio(body: String) -> String {
+    body.replace("\"bio\":\"", "\"bio\":\"(rewritten) ")
+}
+
+/// Every JSON list in reverse order.
+fn reverse_lists(body: String) -> String {
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(mut items)) => {
+            items.reverse();
+            serde_json::Value::Array(items).to_string()
+        }
+        _ => body,
+    }
+}
+
+/// One request per connection (the answer says `connection: close`).
+fn proxy_one(mut client: TcpStream, upstream: std::net::SocketAddr, rewrite: fn(String) -> String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let request: String = head
+        .trim_end()
+        .lines()
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .map(|line| format!("{line}\r\n"))
+        .collect();
+    let Ok(mut server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let _ = server.write_all(format!("{request}connection: close\r\n\r\n").as_bytes());
+    let mut answer = Vec::new();
+    let _ = server.read_to_end(&mut answer);
+    let Some(split) = answer.windows(4).position(|window| window == b"\r\n\r\n") else {
+        return;
+    };
+    let body = rewrite(String::from_utf8_lossy(&answer[split + 4..]).into_owned());
+    let mut lines: Vec<String> = String::from_utf8_lossy(&answer[..split])
+        .lines()
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .map(str::to_owned)
+        .collect();
+    if !body.is_empty() {
+        for line in &mut lines {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                *line = format!("content-length: {}", body.len());
+            }
+        }
+    }
+    lines.push("connection: close".into());
+    let _ = client.write_all(format!("{}\r\n\r\n{body}", lines.join("\r\n")).as_bytes());
+}
+
+fn repository_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrate.toml")
+}
+
+fn migrate_verify(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(repository_config())
+        .arg("verify")
+        .args(args)
+        .output()
+        .expect("run migrate")
+}
+
+#[test]
+fn a_recording_of_the_monolith_verifies_the_users_service_without_the_monolith() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("users.recording.json");
+    let recording_arg = recording.display().to_string();
+    let mut monolith = start_server("monolith");
+    let users = start_server("users");
+    let monolith_url = format!("http://{}", monolith.address);
+
+    let output = migrate_verify(&[
+        "users",
+        "--baseline",
+        &monolith_url,
+        "--record",
+        &recording_arg,
+    ]);
+    assert_exit(&output, 0);
+    assert_contains(&stdout(&output), "recorded users: ");
+    let first = std::fs::read_to_string(&recording).unwrap();
+    assert_contains(
+        &first,
+        "\"format\": \"ficus parity recording\",\n  \"version\": 1,",
+    );
+    assert!(
+        !first.contains("\"date\""),
+        "no time of the recording in it"
+    );
+    // Stable: recording the same baseline again gives the same bytes.
+    assert_exit(
+        &migrate_verify(&[
+            "users",
+            "--baseline",
+            &monolith_url,
+            "--record",
+            &recording_arg,
+        ]),
+        0,
+    );
+    assert_eq!(std::fs::read_to_string(&recording).unwrap(), first);
+
+    monolith.signal("TERM").unwrap();
+    monolith
+        .wait_for_exit(std::time::Duration::from_secs(10))
+        .unwrap();
+
+    let users_url = format!("http://{}", users.address);
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 0);
+    assert_starts_with(
+        &stdout(&output),
+        &format!(
+            "PASS parity users: candidate {users_url} against baseline recording {recording_arg}\n"
+        ),
+    );
+
+    let rewriting = rewriting_proxy(users.address, rewrite_bio);
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &rewriting,
+    ]);
+    assert_exit(&output, 1);
+    let bio_report = stdout(&output);
+    assert_contains(&bio_report, "body /*/bio changed value");
+    assert_contains(&bio_report, "body /bio changed value");
+
+    // Every list reversed: one `order` finding per list endpoint, and a
+    // report no longer than the one for the `bio` rewrite.
+    let reversing = rewriting_proxy(users.address, reverse_lists);
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &reversing,
+    ]);
+    assert_exit(&output, 1);
+    let order_report = stdout(&output);
+    assert_contains(&order_report, "       body order: 1 request\n");
+    assert!(!order_report.contains("changed value"), "{order_report}");
+    assert!(
+        order_report.lines().count() <= bio_report.lines().count(),
+        "{order_report}\nlonger than\n{bio_report}"
+    );
+
+    // A request of the route's set that is not in the recording is reported.
+    let mut edited: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let requests = edited["routes"]["users"]["requests"]
+        .as_array_mut()
+        .unwrap();
+    let dropped = requests.remove(0)["request"].as_str().unwrap().to_owned();
+    std::fs::write(&recording, edited.to_string()).unwrap();
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 5);
+    assert_contains(
+        &stdout(&output),
+        &format!(
+            "{dropped}: not in the recording {recording_arg}; re-record it: `migrate verify users --record {recording_arg}`"
+        ),
+    );
+
+    // A recording by another version is refused with how to re-record.
+    edited["version"] = 0.into();
+    std::fs::write(&recording, edited.to_string()).unwrap();
+    let output = migrate_verify(&[
+        "users",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 2);
+    assert_contains(
+        &stderr(&output),
+        "was recorded by an older ficus (recording version 0; this migrate reads version 1); re-record it against the baseline: `migrate verify --all --record ",
+    );
+    // A route that is not in the recording is a usage error too.
+    std::fs::write(&recording, &first).unwrap();
+    let output = migrate_verify(&[
+        "threads",
+        "--recorded",
+        &recording_arg,
+        "--candidate",
+        &users_url,
+    ]);
+    assert_exit(&output, 2);
+    assert_contains(
+        &stderr(&output),
+        &format!(
+            "route `threads` is not in the recording {recording_arg}; record it: `migrate verify threads --record {recording_arg}`"
         ),
     );
 }

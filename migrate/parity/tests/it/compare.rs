@@ -226,3 +226,96 @@ fn a_bad_pointer_in_the_spec_is_a_clear_error() {
         .unwrap_err();
     assert!(error.to_string().contains("write '~' as \"~0\""), "{error}");
 }
+
+fn with_header(name: &'static str, value: &'static str) -> Response {
+    Response::new(200, [(name, value)], "same body".to_owned())
+}
+
+#[test]
+fn media_types_compare_as_media_types() {
+    // RFC 9110 §8.3.1: type, subtype and parameter names are case-insensitive,
+    // so is the charset value, and a quoted value equals the same token.
+    let baseline = with_header("Content-Type", "application/json; charset=utf-8");
+    for same in [
+        "application/json; charset=UTF-8",
+        "Application/JSON;Charset=\"utf-8\"",
+        "application/json ;  charset=utf-8",
+        " application/json; charset=utf-8\t",
+    ] {
+        let candidate = with_header("Content-Type", same);
+        assert_eq!(compare(&baseline, &candidate), vec![], "{same}");
+    }
+    for other in [
+        "text/json; charset=utf-8",
+        "application/json",
+        "application/json; charset=latin1",
+        "application/json; charset=utf-8; profile=a",
+    ] {
+        let candidate = with_header("Content-Type", other);
+        assert_eq!(
+            compare(&baseline, &candidate),
+            vec![("header content-type".to_owned(), Kind::ChangedValue)],
+            "{other}"
+        );
+    }
+    // Other parameter values keep their case.
+    assert_eq!(
+        compare(
+            &with_header("Content-Type", "multipart/mixed; boundary=Abc"),
+            &with_header("Content-Type", "multipart/mixed; boundary=abc")
+        ),
+        vec![("header content-type".to_owned(), Kind::ChangedValue)]
+    );
+}
+
+#[test]
+fn header_values_follow_the_white_space_rules_of_rfc_9110() {
+    // §5.5: leading and trailing white space is not part of a field value;
+    // §5.6.1: list elements are separated by commas with optional white space.
+    let allow = with_header("Allow", "HEAD, GET");
+    assert_eq!(compare(&allow, &with_header("Allow", "HEAD,GET")), vec![]);
+    assert_eq!(
+        compare(&allow, &with_header("Allow", " HEAD ,\tGET ")),
+        vec![]
+    );
+    assert_eq!(
+        compare(&allow, &with_header("Allow", "GET, HEAD")),
+        vec![("header allow".to_owned(), Kind::ChangedValue)],
+        "element order still counts"
+    );
+    let etag = with_header("ETag", "\"a, b\"");
+    assert_eq!(compare(&etag, &with_header("ETag", " \"a, b\" ")), vec![]);
+    assert_eq!(
+        compare(&etag, &with_header("ETag", "\"a,b\"")),
+        vec![("header etag".to_owned(), Kind::ChangedValue)],
+        "white space inside a value that is not a list counts"
+    );
+}
+
+#[test]
+fn a_permuted_array_is_one_order_finding_and_json_key_order_can_be_ignored() {
+    let baseline = json(r#"{"items":[{"id":1},{"id":2},{"id":3}]}"#);
+    let reversed = json(r#"{"items":[{"id":3},{"id":2},{"id":1}]}"#);
+    assert_eq!(
+        compare(&baseline, &reversed),
+        vec![("body /items".to_owned(), Kind::Order)]
+    );
+    let keys = json(r#"{"b":1,"a":2}"#);
+    let swapped = json(r#"{"a":2,"b":1}"#);
+    assert_eq!(
+        compare(&keys, &swapped),
+        vec![("body".to_owned(), Kind::Order)],
+        "strict by default"
+    );
+    let ignoring = with_spec("json_key_order = \"ignore\"");
+    let differences = ignoring.compare(&keys, &swapped);
+    assert_eq!(counted(&differences), vec![]);
+    assert_eq!(differences[0].suppressed, Some(Suppression::KeyOrder));
+    // A changed value is still one.
+    assert_eq!(
+        counted(&ignoring.compare(&keys, &json(r#"{"a":3,"b":1}"#))),
+        vec![("body /a".to_owned(), Kind::ChangedValue)]
+    );
+    let error = toml::from_str::<VerifySpec>("json_key_order = \"loose\"").unwrap_err();
+    assert!(error.to_string().contains("strict"), "{error}");
+}
