@@ -771,17 +771,27 @@ fn a_recording_of_the_monolith_verifies_the_users_service_without_the_monolith()
     );
 
     let rewriting = rewriting_proxy(users.address, rewrite_bio);
+    let junit = dir.path().join("bio.xml");
     let output = migrate_verify(&[
         "users",
         "--recorded",
         &recording_arg,
         "--candidate",
         &rewriting,
+        "--junit",
+        &junit.display().to_string(),
     ]);
     assert_exit(&output, 1);
     let bio_report = stdout(&output);
     assert_contains(&bio_report, "body /*/bio changed value");
     assert_contains(&bio_report, "body /bio changed value");
+    // The JUnit message alone names the request, the pointer and both values.
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert_contains(
+        &junit,
+        "message=\"GET /api/users: body /0/bio changed value: baseline &quot;",
+    );
+    assert_contains(&junit, " | candidate &quot;(rewritten) ");
 
     // Every list reversed: one `order` finding per list endpoint, and a
     // report no longer than the one for the `bio` rewrite.
