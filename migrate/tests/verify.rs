@@ -748,6 +748,26 @@ fn a_recording_of_the_monolith_verifies_the_users_service_without_the_monolith()
         0,
     );
     assert_eq!(std::fs::read_to_string(&recording).unwrap(), first);
+    // `--output json`: JSON on stdout for a recording too.
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(repository_config())
+        .args([
+            "--output",
+            "json",
+            "verify",
+            "users",
+            "--baseline",
+            &monolith_url,
+        ])
+        .args(["--record", &recording_arg])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["recorded"], true);
+    assert_eq!(json["routes"][0]["route"], "users");
 
     monolith.signal("TERM").unwrap();
     monolith
