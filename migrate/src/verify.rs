@@ -195,8 +195,12 @@ async fn verify(
             format!(", {} skipped", skipped.len())
         };
         sinks.text(&format!(
-            "{verdict}: {} routes verified{skipped_note}\n",
-            reports.len()
+            "{verdict}: {} verified{skipped_note}\n",
+            if reports.len() == 1 {
+                "1 route".to_owned()
+            } else {
+                format!("{} routes", reports.len())
+            }
         ));
     }
     Ok(ExitCode::from(verdict_code(&reports)))

@@ -491,6 +491,26 @@ fn a_corpus_from_the_command_line_replaces_the_configured_requests() {
     assert_contains(&report, "skipped 1: path outside the route's patterns");
 }
 
+#[test]
+fn routes_skipped_under_all_are_skipped_junit_cases_that_say_why() {
+    let (monolith, service) = (serve(forum), serve(forum));
+    let routes = format!(
+        "{}\n[routes.threads]\npaths = [\"/api/threads*\"]\ntarget_group = \"threads\"\nservice_url = \"{service}\"\n",
+        users_route(&service)
+    );
+    let project = Project::new(&monolith, &routes);
+    std::fs::write(project.path("corpus.txt"), "/api/users/1\n").unwrap();
+    let output = project.verify(&["--all", "--corpus", "corpus.txt", "--junit", "parity.xml"]);
+    assert_exit(&output, 0);
+    assert_contains(&stdout(&output), "PASS: 1 route verified, 1 skipped\n");
+    let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
+    assert_contains(
+        &junit,
+        "<testcase classname=\"parity.threads\" name=\"threads\">\n      <skipped message=\"no request in the given files matches its paths [&quot;/api/threads*&quot;]\"/>",
+    );
+    assert_contains(&junit, "skipped=\"1\"");
+}
+
 fn settings_of(project: &Project) -> migrate::settings::Settings {
     migrate::settings::Settings::load(&migrate::settings::Overrides {
         config: Some(project.path("migrate.toml")),
