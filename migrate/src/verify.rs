@@ -136,7 +136,7 @@ async fn verify(
         timeout: args.timeout,
     };
     if let Some(path) = &args.record {
-        return record(&plans, &options, path).await;
+        return record(&plans, &options, path, &sinks).await;
     }
     let mut reports = Vec::new();
     let mut skipped = Vec::new();
@@ -195,8 +195,12 @@ async fn verify(
             format!(", {} skipped", skipped.len())
         };
         sinks.text(&format!(
-            "{verdict}: {} routes verified{skipped_note}\n",
-            reports.len()
+            "{verdict}: {} verified{skipped_note}\n",
+            if reports.len() == 1 {
+                "1 route".to_owned()
+            } else {
+                format!("{} routes", reports.len())
+            }
         ));
     }
     Ok(ExitCode::from(verdict_code(&reports)))
@@ -563,14 +567,22 @@ fn append_summary(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// `--record FILE`: each route's requests to the baseline only, twice; the
 /// answers go to FILE (other routes already in it are kept). Exit 0, or 5
-/// without writing when requests got no answer.
-async fn record(plans: &[Plan], options: &RunOptions, path: &Path) -> anyhow::Result<ExitCode> {
+/// without writing when requests got no answer. With `--output json`, stdout
+/// gets `{"recorded": bool, "file", "routes": [{"route", "requests", "noisy"}],
+/// "unanswered": [...]}` and the text goes to stderr.
+async fn record(
+    plans: &[Plan],
+    options: &RunOptions,
+    path: &Path,
+    sinks: &Sinks,
+) -> anyhow::Result<ExitCode> {
     let mut recording = if path.exists() {
         Recording::read(path).unwrap_or_default()
     } else {
         Recording::default()
     };
     let mut unanswered = Vec::new();
+    let mut routes = Vec::new();
     for plan in plans {
         let (recorded, failures) = parity::record(
             plan.requests.requests.clone(),
@@ -585,12 +597,17 @@ async fn record(plans: &[Plan], options: &RunOptions, path: &Path) -> anyhow::Re
             .iter()
             .filter(|exchange| exchange.second_answer.is_some())
             .count();
-        println!(
-            "recorded {}: {} requests from {} ({noisy} with a second answer that differs)",
+        sinks.text(&format!(
+            "recorded {}: {} requests from {} ({noisy} with a second answer that differs)\n",
             plan.route,
             recorded.requests.len(),
             plan.sides.baseline
-        );
+        ));
+        routes.push(serde_json::json!({
+            "route": plan.route,
+            "requests": recorded.requests.len(),
+            "noisy": noisy,
+        }));
         unanswered.extend(
             failures
                 .into_iter()
@@ -598,7 +615,19 @@ async fn record(plans: &[Plan], options: &RunOptions, path: &Path) -> anyhow::Re
         );
         recording.routes.insert(plan.route.clone(), recorded);
     }
-    if !unanswered.is_empty() {
+    let written = unanswered.is_empty();
+    if !sinks.json.is_empty() {
+        let json = serde_json::json!({
+            "recorded": written,
+            "file": path.display().to_string(),
+            "routes": routes,
+            "unanswered": unanswered,
+        });
+        for sink in &sinks.json {
+            sink.write(&format!("{}\n", serde_json::to_string_pretty(&json)?))?;
+        }
+    }
+    if !written {
         eprintln!(
             "migrate: {} requests got no answer from the baseline; nothing was written to {}:",
             unanswered.len(),
@@ -611,10 +640,10 @@ async fn record(plans: &[Plan], options: &RunOptions, path: &Path) -> anyhow::Re
     }
     std::fs::write(path, recording.to_json())
         .with_context(|| format!("cannot write the recording to {}", path.display()))?;
-    println!(
-        "wrote {}; compare a candidate with `migrate verify ROUTE --recorded {}`",
+    sinks.text(&format!(
+        "wrote {}; compare a candidate with `migrate verify ROUTE --recorded {}`\n",
         path.display(),
         path.display()
-    );
+    ));
     Ok(ExitCode::from(EXIT_OK))
 }

@@ -491,6 +491,26 @@ fn a_corpus_from_the_command_line_replaces_the_configured_requests() {
     assert_contains(&report, "skipped 1: path outside the route's patterns");
 }
 
+#[test]
+fn routes_skipped_under_all_are_skipped_junit_cases_that_say_why() {
+    let (monolith, service) = (serve(forum), serve(forum));
+    let routes = format!(
+        "{}\n[routes.threads]\npaths = [\"/api/threads*\"]\ntarget_group = \"threads\"\nservice_url = \"{service}\"\n",
+        users_route(&service)
+    );
+    let project = Project::new(&monolith, &routes);
+    std::fs::write(project.path("corpus.txt"), "/api/users/1\n").unwrap();
+    let output = project.verify(&["--all", "--corpus", "corpus.txt", "--junit", "parity.xml"]);
+    assert_exit(&output, 0);
+    assert_contains(&stdout(&output), "PASS: 1 route verified, 1 skipped\n");
+    let junit = std::fs::read_to_string(project.path("parity.xml")).unwrap();
+    assert_contains(
+        &junit,
+        "<testcase classname=\"parity.threads\" name=\"threads\">\n      <skipped message=\"no request in the given files matches its paths [&quot;/api/threads*&quot;]\"/>",
+    );
+    assert_contains(&junit, "skipped=\"1\"");
+}
+
 fn settings_of(project: &Project) -> migrate::settings::Settings {
     migrate::settings::Settings::load(&migrate::settings::Overrides {
         config: Some(project.path("migrate.toml")),
@@ -748,6 +768,26 @@ fn a_recording_of_the_monolith_verifies_the_users_service_without_the_monolith()
         0,
     );
     assert_eq!(std::fs::read_to_string(&recording).unwrap(), first);
+    // `--output json`: JSON on stdout for a recording too.
+    let output = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(repository_config())
+        .args([
+            "--output",
+            "json",
+            "verify",
+            "users",
+            "--baseline",
+            &monolith_url,
+        ])
+        .args(["--record", &recording_arg])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(&output)));
+    assert_eq!(json["recorded"], true);
+    assert_eq!(json["routes"][0]["route"], "users");
 
     monolith.signal("TERM").unwrap();
     monolith
@@ -771,17 +811,27 @@ fn a_recording_of_the_monolith_verifies_the_users_service_without_the_monolith()
     );
 
     let rewriting = rewriting_proxy(users.address, rewrite_bio);
+    let junit = dir.path().join("bio.xml");
     let output = migrate_verify(&[
         "users",
         "--recorded",
         &recording_arg,
         "--candidate",
         &rewriting,
+        "--junit",
+        &junit.display().to_string(),
     ]);
     assert_exit(&output, 1);
     let bio_report = stdout(&output);
     assert_contains(&bio_report, "body /*/bio changed value");
     assert_contains(&bio_report, "body /bio changed value");
+    // The JUnit message alone names the request, the pointer and both values.
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert_contains(
+        &junit,
+        "message=\"GET /api/users: body /0/bio changed value: baseline &quot;",
+    );
+    assert_contains(&junit, " | candidate &quot;(rewritten) ");
 
     // Every list reversed: one `order` finding per list endpoint, and a
     // report no longer than the one for the `bio` rewrite.
