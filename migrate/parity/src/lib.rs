@@ -23,7 +23,7 @@ pub use compare::{
 pub use error::Error;
 pub use recording::{
     RECORDING_FORMAT, RECORDING_VERSION, RecordedAnswer, RecordedAnswers, RecordedExchange,
-    Recording, RouteRecording, record,
+    Recording, RouteRecording,
 };
 pub use report::{
     DifferenceGroup, EXAMPLES_PER_GROUP, EndpointReport, Example, FIRST_DIFFERENCE_CHARS,
@@ -35,7 +35,7 @@ pub use request::{
     matches_path_pattern, parse_alb_log_line, split_alb_log_fields,
 };
 pub use run::{
-    DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Exchange, Outcome, Run, RunOptions, Side, Sides, run,
-    run_recorded,
+    DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Exchange, Outcome, Run, RunOptions, Side, Sides, record,
+    run, run_recorded,
 };
 pub use spec::{KeyOrder, TemplateValue, VerifySpec};

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::compare::{Comparator, Response};
 use crate::error::{Error, read_file};
 use crate::request::Request;
-use crate::run::{RunOptions, Sides, fetch_baseline_twice};
 
 /// The `format` of a recording file.
 pub const RECORDING_FORMAT: &str = "ficus parity recording";
@@ -75,7 +74,7 @@ pub struct RecordedAnswer {
 }
 
 impl RecordedAnswer {
-    fn of(response: &Response, comparator: &Comparator) -> Self {
+    pub(crate) fn of(response: &Response, comparator: &Comparator) -> Self {
         let (body, body_hex) = match std::str::from_utf8(&response.body) {
             Ok(text) => (text.to_owned(), None),
             Err(_) => (
@@ -238,32 +237,4 @@ impl RecordedAnswers {
                 )
             })
     }
-}
-
-/// Sends each request to the baseline twice (no candidate) and records the
-/// answers; requests that got no answer are returned as `METHOD /path: side:
-/// error`, and are not in the recording.
-pub async fn record(
-    requests: Vec<Request>,
-    sides: &Sides,
-    options: &RunOptions,
-    comparator: &Comparator,
-) -> Result<(RouteRecording, Vec<String>), Error> {
-    let mut recording = RouteRecording::default();
-    let mut failures = Vec::new();
-    for (request, answers) in fetch_baseline_twice(requests, sides, options).await? {
-        match answers {
-            Ok((first, second)) => {
-                let answer = RecordedAnswer::of(&first, comparator);
-                let second = RecordedAnswer::of(&second, comparator);
-                recording.requests.push(RecordedExchange {
-                    request: request.to_string(),
-                    second_answer: (second != answer).then_some(second),
-                    answer,
-                });
-            }
-            Err((side, error)) => failures.push(format!("{request}: {side}: {error}")),
-        }
-    }
-    Ok((recording, failures))
 }

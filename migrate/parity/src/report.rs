@@ -513,6 +513,61 @@ fn write_failure(out: &mut String, failure: &FailureGroup, indent: &str) {
     }
 }
 
+/// Groups one compared answer's differences into `counted` (they fail the
+/// endpoint) or `suppressed` (ignored, declared or noise), one example per
+/// group and answer; true when any counted.
+fn group_answer<'a>(
+    request: &str,
+    differences: &'a [Difference],
+    noise: &'a [Location],
+    template_noise: &BTreeSet<&'a Location>,
+    counted: &mut BTreeMap<(&'a Location, Kind), GroupBuilder>,
+    suppressed: &mut BTreeMap<(&'a Location, Kind, String), GroupBuilder>,
+) -> bool {
+    // This answer's differences by group: the first one, and how many.
+    let mut answer: BTreeMap<(&Location, Kind, Option<String>), (&Difference, usize)> =
+        BTreeMap::new();
+    for difference in differences {
+        let reason = difference.suppressed.clone().or_else(|| {
+            template_noise
+                .iter()
+                .copied()
+                .chain(noise)
+                .any(|noise| difference.location.is_covered_by(noise))
+                .then_some(Suppression::Noise)
+        });
+        answer
+            .entry((
+                &difference.pattern,
+                difference.kind,
+                reason.map(|reason| reason.to_string()),
+            ))
+            .or_insert((difference, 0))
+            .1 += 1;
+    }
+    let mut differs = false;
+    for ((pattern, kind, reason), (difference, places)) in answer {
+        let example = Example {
+            request: request.to_owned(),
+            at: (*pattern != difference.location).then(|| difference.location.to_string()),
+            places,
+            baseline: difference.baseline.clone(),
+            candidate: difference.candidate.clone(),
+        };
+        match reason {
+            Some(reason) => suppressed
+                .entry((pattern, kind, reason))
+                .or_default()
+                .add(example),
+            None => {
+                differs = true;
+                counted.entry((pattern, kind)).or_default().add(example);
+            }
+        }
+    }
+    differs
+}
+
 fn endpoint_report<'a>(
     template: &str,
     exchanges: impl Iterator<Item = &'a crate::run::Exchange> + Clone,
@@ -554,48 +609,14 @@ fn endpoint_report<'a>(
                 }
             }
             Outcome::Compared { differences, noise } => {
-                // This answer's differences by group: the first one, and how many.
-                let mut answer: BTreeMap<(&Location, Kind, Option<String>), (&Difference, usize)> =
-                    BTreeMap::new();
-                for difference in differences {
-                    let reason = difference.suppressed.clone().or_else(|| {
-                        template_noise
-                            .iter()
-                            .copied()
-                            .chain(noise)
-                            .any(|noise| difference.location.is_covered_by(noise))
-                            .then_some(Suppression::Noise)
-                    });
-                    answer
-                        .entry((
-                            &difference.pattern,
-                            difference.kind,
-                            reason.map(|reason| reason.to_string()),
-                        ))
-                        .or_insert((difference, 0))
-                        .1 += 1;
-                }
-                let mut differs = false;
-                for ((pattern, kind, reason), (difference, places)) in answer {
-                    let example = Example {
-                        request: request.clone(),
-                        at: (*pattern != difference.location)
-                            .then(|| difference.location.to_string()),
-                        places,
-                        baseline: difference.baseline.clone(),
-                        candidate: difference.candidate.clone(),
-                    };
-                    match reason {
-                        Some(reason) => suppressed
-                            .entry((pattern, kind, reason))
-                            .or_default()
-                            .add(example),
-                        None => {
-                            differs = true;
-                            counted.entry((pattern, kind)).or_default().add(example);
-                        }
-                    }
-                }
+                let differs = group_answer(
+                    &request,
+                    differences,
+                    noise,
+                    &template_noise,
+                    &mut counted,
+                    &mut suppressed,
+                );
                 if differs {
                     report.differed += 1;
                 } else {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::compare::{Comparator, Difference, Location, Response};
 use crate::error::Error;
-use crate::recording::RecordedAnswers;
+use crate::recording::{RecordedAnswer, RecordedAnswers, RecordedExchange, RouteRecording};
 use crate::request::{Request, shorten};
 
 /// The default number of requests compared at once.
@@ -378,4 +378,32 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     shorten(&text, 240)
+}
+
+/// Sends each request to the baseline twice (no candidate) and records the
+/// answers; requests that got no answer are returned as `METHOD /path: side:
+/// error`, and are not in the recording.
+pub async fn record(
+    requests: Vec<Request>,
+    sides: &Sides,
+    options: &RunOptions,
+    comparator: &Comparator,
+) -> Result<(RouteRecording, Vec<String>), Error> {
+    let mut recording = RouteRecording::default();
+    let mut failures = Vec::new();
+    for (request, answers) in fetch_baseline_twice(requests, sides, options).await? {
+        match answers {
+            Ok((first, second)) => {
+                let answer = RecordedAnswer::of(&first, comparator);
+                let second = RecordedAnswer::of(&second, comparator);
+                recording.requests.push(RecordedExchange {
+                    request: request.to_string(),
+                    second_answer: (second != answer).then_some(second),
+                    answer,
+                });
+            }
+            Err((side, error)) => failures.push(format!("{request}: {side}: {error}")),
+        }
+    }
+    Ok((recording, failures))
 }
