@@ -649,11 +649,11 @@ fn build_stack_binaries() {
 
 /// The local ALB in front of the real monolith and services, all on free ports.
 pub struct LocalStack {
-    /// Held: the stack file and the ALB's state live until the stack is dropped.
-    _dir: tempfile::TempDir,
+    /// The stack file and the ALB's state; they live until the stack is dropped.
+    dir: tempfile::TempDir,
     pub services: BTreeMap<String, Logged>,
-    /// Held: the local ALB stops when the stack is dropped.
-    _alb: Logged,
+    /// The local ALB; it stops when the stack is dropped (or `alb.stop()`).
+    pub alb: Logged,
     pub data_url: String,
     pub control_url: String,
 }
@@ -701,9 +701,9 @@ impl LocalStack {
         let data_url = alb.announced("data listener on ", Duration::from_secs(20));
         let control_url = alb.announced("control listener on ", Duration::from_secs(20));
         LocalStack {
-            _dir: dir,
+            dir,
             services,
-            _alb: alb,
+            alb,
             data_url,
             control_url,
         }
