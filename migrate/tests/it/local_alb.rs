@@ -689,17 +689,15 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
 
 #[test]
 fn a_shift_whose_api_goes_away_tries_to_roll_back_and_says_exactly_what_is_left() {
-    let rt = runtime();
     let mut stack = LocalStack::start();
     let op = stack.operator("30s");
     assert_eq!(op.run(&["init"]).code, 0);
     wait_healthy(&op);
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
 
     let child = op.spawn_shift("posts", "10,100", "30s");
-    eventually(Duration::from_secs(20), "posts at 10%", || {
-        service_weight(&rt, &elb, &listener, "posts") == Some(10)
+    // Step 1 ends with the rule's last-change tag; then the interval starts.
+    eventually(Duration::from_secs(20), "posts at 10%, tagged", || {
+        op.route_status("posts")["last_change"]["what"] == "shift to 10 percent"
     });
     // The load balancer and its API go away mid-interval: the shift fails,
     // its rollback cannot reach the API either, and it says so loudly.
@@ -723,4 +721,52 @@ fn a_shift_whose_api_goes_away_tries_to_roll_back_and_says_exactly_what_is_left(
     let rollback = op.run(&["rollback", "posts"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert_eq!(op.route_status("posts")["state"], "on-monolith");
+
+    // When the API is back while the shift is rolling back (the SDK retries
+    // each call for seconds), the rollback completes: exit 1, rolled back.
+    wait_healthy(&op);
+    let mut child = op
+        .command(&shift_args("posts", "10,100", "30s"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    // Step 1 ends with the rule's last-change tag; then the interval starts.
+    eventually(Duration::from_secs(20), "posts at 10%, tagged", || {
+        op.route_status("posts")["last_change"]["what"] == "shift to 10 percent"
+    });
+    stack.alb.stop();
+    eventually(Duration::from_secs(60), "the shift rolling back", || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("posts: the shift failed; rolling back"))
+    });
+    stack.restart_alb();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let stderr = lines.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("posts: the shift failed and was rolled back: on the monolith"),
+        "{stderr}"
+    );
+    assert_eq!(op.route_status("posts")["state"], "on-monolith");
+    assert_eq!(
+        op.journal().last().unwrap()["what"],
+        "error; rolled back to the monolith"
+    );
 }

@@ -649,10 +649,10 @@ fn build_stack_binaries() {
 
 /// The local ALB in front of the real monolith and services, all on free ports.
 pub struct LocalStack {
-    /// Held: the stack file and the ALB's state live until the stack is dropped.
-    pub dir: tempfile::TempDir,
+    /// The stack file and the ALB's state; they live until the stack is dropped.
+    dir: tempfile::TempDir,
     pub services: BTreeMap<String, Logged>,
-    /// Held: the local ALB stops when the stack is dropped.
+    /// The local ALB; it stops when the stack is dropped (or `alb.stop()`).
     pub alb: Logged,
     pub data_url: String,
     pub control_url: String,
