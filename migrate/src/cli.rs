@@ -121,10 +121,12 @@ Example: migrate plan users --to 10")]
     #[command(long_about = "\
 Move a route to its service. Without --steps, straight to 100% (one SetRulePriorities call);
 with --steps 10,50,100 --interval 30s gradually. Before each step: the service's target
-group has a healthy target and no unhealthy ones, and the parity sample passes. After each
+group has a healthy target and no unhealthy ones (targets `draining` or `initial`, as
+during an ECS deploy, get no traffic and are tolerated while one target is healthy), and
+the parity sample passes. After each
 write the rule is read back until it shows what was written. During each interval the
 route is probed through lb_url (over the error budget, the step fails) and the service's
-target health is read every health_poll (default 1s; a target that stops being healthy
+target health is read every health_poll (default 1s; a target that turns unhealthy
 fails the step). Any failed gate
 rolls the route back, is journaled (also when nothing had moved yet), and exits 3. Once
 anything was written, any other error (an API call that still fails after the SDK's

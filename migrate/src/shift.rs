@@ -432,29 +432,39 @@ impl Shift {
     ) -> anyhow::Result<Option<String>> {
         let health = ctx.elb.target_health(service_tg).await?;
         let healthy = health.iter().filter(|t| t.state == "healthy").count();
-        let unhealthy: Vec<String> = health
+        let describe = |t: &crate::elb::TargetHealth| match &t.reason {
+            Some(reason) => format!("{} {} ({reason})", t.target, t.state),
+            None => format!("{} {}", t.target, t.state),
+        };
+        let not_healthy: Vec<String> = health
             .iter()
             .filter(|t| t.state != "healthy")
-            .map(|t| match &t.reason {
-                Some(reason) => format!("{} {} ({reason})", t.target, t.state),
-                None => format!("{} {}", t.target, t.state),
-            })
+            .map(describe)
             .collect();
         evidence.insert(
             "health".into(),
-            json!({ "healthy": healthy, "not_healthy": unhealthy }),
+            json!({ "healthy": healthy, "not_healthy": not_healthy }),
         );
         let group = target_group_name(service_tg);
         if healthy == 0 {
             return Ok(Some(format!(
                 "health gate: target group {group} has no healthy target ({})",
-                if unhealthy.is_empty() {
+                if not_healthy.is_empty() {
                     "no targets registered".to_owned()
                 } else {
-                    unhealthy.join(", ")
+                    not_healthy.join(", ")
                 }
             )));
         }
+        // While a target is healthy, a `draining` target (deregistered,
+        // finishing its requests) and an `initial` one (registered, checks not
+        // yet passed) get no new requests: every ECS deploy shows both for a
+        // while, so they pass the gate (and stay in the evidence).
+        let unhealthy: Vec<String> = health
+            .iter()
+            .filter(|t| !matches!(t.state.as_str(), "healthy" | "draining" | "initial"))
+            .map(describe)
+            .collect();
         let tolerated = self.allow_unhealthy || self.settings.allow_unhealthy;
         if !unhealthy.is_empty() && !tolerated {
             return Ok(Some(format!(

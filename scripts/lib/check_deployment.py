@@ -4,11 +4,14 @@ moto_server, with AWS_ENDPOINT_URL): the stacks, the listener and its default
 action, the monolith's rule and its tag, the four target groups, the ECS
 services, task definitions and task roles, and the migrate.toml written for it.
 
-  python3 scripts/lib/check_deployment.py --stack ficus [--migrate-toml FILE] [--moto]
+  python3 scripts/lib/check_deployment.py --stack ficus [--region R] [--migrate-toml FILE] [--moto]
+
+The region is --region, else migrate.toml's [aws] region, else the standard
+chain (AWS_REGION, the profile's region).
 
 --moto skips what moto_server cannot show: the launch type and load balancer
-of services created through CloudFormation, task CPU, running tasks and target
-health. On a real account, run it without --moto once scripts/deploy has
+of services created through CloudFormation, task CPU, running tasks, target
+health and target group attributes (the deregistration delay). On a real account, run it without --moto once scripts/deploy has
 finished: it then also checks that every service runs its desired tasks and
 that every target group's targets are healthy.
 
@@ -43,6 +46,8 @@ HEALTH_CHECK = {
     "HealthyThresholdCount": 2,
     "UnhealthyThresholdCount": 2,
 }
+# platform.yaml's deliberate deregistration delay (AWS's default is 300 s).
+DEREGISTRATION_DELAY_SECONDS = "30"
 
 
 class Checks:
@@ -71,9 +76,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stack", required=True, help="the platform stack's name")
     parser.add_argument("--migrate-toml", type=Path, help="the migrate.toml scripts/deploy wrote")
     parser.add_argument("--moto", action="store_true", help="skip what moto_server cannot show")
+    parser.add_argument("--region", help="default: migrate.toml's [aws] region, else the standard chain")
     args = parser.parse_args(argv)
 
-    session = boto3.session.Session()
+    region = args.region
+    if not region and args.migrate_toml:
+        region = tomllib.loads(args.migrate_toml.read_text()).get("aws", {}).get("region")
+    session = boto3.session.Session(region_name=region or None)
     cloudformation = session.client("cloudformation")
     elbv2 = session.client("elbv2")
     ecs = session.client("ecs")
@@ -133,6 +142,14 @@ def main(argv: list[str]) -> int:
             f"target group {group['TargetGroupName']}: ip, HTTP 3000, health check / every 6 s, timeout 5 s, 2/2, 200",
             settings,
         )
+        if not args.moto:  # moto's CloudFormation ignores TargetGroupAttributes
+            attributes = elbv2.describe_target_group_attributes(TargetGroupArn=group["TargetGroupArn"])["Attributes"]
+            delay = {a["Key"]: a["Value"] for a in attributes}.get("deregistration_delay.timeout_seconds")
+            checks.check(
+                delay == DEREGISTRATION_DELAY_SECONDS,
+                f"target group {group['TargetGroupName']}: deregistration delay {DEREGISTRATION_DELAY_SECONDS} s",
+                delay,
+            )
         checks.check(
             bool(group.get("LoadBalancerArns")),
             f"target group {group['TargetGroupName']} is used by the load balancer (ECS requires it)",

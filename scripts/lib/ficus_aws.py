@@ -14,9 +14,17 @@ Subcommands:
                       shifting, service); ROUTE=STATE arguments fail unless so
   check-stacks        check that infrastructure/local/stack.toml (the local
                       ALB's stack) and the CloudFormation templates agree
+  check-templates     check the templates for what AWS refuses though
+                      cfn-lint and moto accept it (security-group description
+                      characters, deregistration delay, Fn::GetAZs)
+  pick-zones          two Availability Zones of a region where Fargate runs
+  teardown            delete what scripts/deploy made: the IAM policy
+                      <stack>-migrate, migrate's rules, then the stacks in
+                      order (waiting for each), the ECR repositories
 
-AWS calls go through the `aws` CLI, so they honour the same profile, region
-and AWS_ENDPOINT_URL as the rest of the scripts. Exit codes: 0 ok, 1 a check
+AWS calls go through the `aws` CLI, so they honour the same profile and
+AWS_ENDPOINT_URL as the rest of the scripts; the region is passed explicitly
+(--region, or migrate.toml's [aws] region for check-routes). Exit codes: 0 ok, 1 a check
 failed or AWS refused, 2 bad usage or input.
 """
 
@@ -25,9 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,9 +154,19 @@ def rule_tags(template: dict[str, Any]) -> dict[str, dict[str, str]]:
 # ---------------------------------------------------------------------------
 
 
+# Where the aws CLI calls go: set once from --region (or migrate.toml's [aws]
+# region and endpoint_url), so that no later step depends on an exported
+# AWS_REGION. Empty: the CLI's own chain (AWS_REGION, the profile's region).
+TARGET = {"region": "", "endpoint_url": ""}
+
+
 def aws(*args: str) -> Any:
     """Runs `aws ARGS --output json`; returns the parsed output (None if empty)."""
     command = ["aws", *args, "--output", "json"]
+    if TARGET["region"]:
+        command += ["--region", TARGET["region"]]
+    if TARGET["endpoint_url"]:
+        command += ["--endpoint-url", TARGET["endpoint_url"]]
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     except FileNotFoundError as e:
@@ -192,8 +212,15 @@ def tag_rules(stack: str, template_path: Path) -> None:
         arn = physical.get(logical_id)
         if not arn:
             raise Failure(f"stack {stack} has no resource {logical_id}")
-        aws("elbv2", "add-tags", "--resource-arns", arn, "--tags", *(f"Key={k},Value={v}" for k, v in tags.items()))
         shown = ", ".join(f"{k}={v}" for k, v in tags.items())
+        # Tag only a rule that lacks them: migrate's policy denies tagging the
+        # monolith's rule once it is tagged, and a deployer may hold it too.
+        described = aws("elbv2", "describe-tags", "--resource-arns", arn)["TagDescriptions"]
+        present = {t["Key"]: t["Value"] for d in described for t in d.get("Tags", [])}
+        if all(present.get(k) == v for k, v in tags.items()):
+            print(f"{logical_id} ({arn}) is tagged {shown}")
+            continue
+        aws("elbv2", "add-tags", "--resource-arns", arn, "--tags", *(f"Key={k},Value={v}" for k, v in tags.items()))
         print(f"tagged {logical_id} ({arn}) with {shown}")
 
 
@@ -270,13 +297,16 @@ def write_file(path: Path, text: str, keep_previous: bool = False) -> None:
 
 
 def handover(stack: str, template: Path, region: str, endpoint_url: str, output_dir: Path) -> None:
-    """Tags the rules, then writes migrate.toml and migrate-policy.json."""
+    """Tags the rules, writes migrate.toml and migrate-policy.json, and creates
+    or updates the IAM policy <stack>-migrate from the latter."""
     outputs = stack_outputs(stack)
     tag_rules(stack, template)
     settings = migrate_toml(stack, region, endpoint_url, outputs)
     tomllib.loads(settings)  # never write a file migrate cannot read
     write_file(output_dir / "migrate.toml", settings, keep_previous=True)
-    write_file(output_dir / "migrate-policy.json", migrate_policy(require_output(outputs, "ListenerArn", stack)))
+    policy = migrate_policy(require_output(outputs, "ListenerArn", stack))
+    write_file(output_dir / "migrate-policy.json", policy)
+    ensure_migrate_policy(stack, policy)
     print(f"load balancer: {outputs['LoadBalancerUrl']}")
 
 
@@ -340,6 +370,9 @@ def route_states(settings_path: Path) -> dict[str, tuple[str, str]]:
         raise Failure(
             f"{settings_path}: not a migrate.toml with listener.arn and routes.*.paths/target_group ({e!r})", 2
         ) from e
+    aws_settings = settings.get("aws") or {}
+    TARGET["region"] = TARGET["region"] or str(aws_settings.get("region") or "")
+    TARGET["endpoint_url"] = TARGET["endpoint_url"] or str(aws_settings.get("endpoint_url") or "")
     names = [tg for _, tg in routes.values() if not tg.startswith("arn:")]
     arns = {}
     if names:
@@ -593,6 +626,353 @@ def check_stacks(local_path: Path, template_path: Path) -> Comparison:
 
 
 # ---------------------------------------------------------------------------
+# check-templates: what AWS refuses that cfn-lint and moto let through
+# ---------------------------------------------------------------------------
+
+# The characters EC2 accepts in a security group's GroupDescription and in the
+# Description of a rule on an IPv4 or IPv6 range (EC2 API Reference:
+# CreateSecurityGroup, IpRange, Ipv6Range): letters, digits, spaces and
+# ._-:/()#,@[]+=&;{}!$*, up to 255 characters. A rule that references a
+# security group or a prefix list (UserIdGroupPair, PrefixListId) accepts the
+# same set without "&".
+EC2_DESCRIPTION_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-:/()#,@[]+=&;{}!$*"
+)
+EC2_GROUP_RULE_DESCRIPTION_CHARACTERS = EC2_DESCRIPTION_CHARACTERS - {"&"}
+EC2_DESCRIPTION_MAX = 255
+# Rule properties that make a rule reference a group or prefix list.
+GROUP_REFERENCES = (
+    "SourceSecurityGroupId",
+    "SourceSecurityGroupName",
+    "SourcePrefixListId",
+    "DestinationSecurityGroupId",
+    "DestinationPrefixListId",
+)
+DEREGISTRATION_DELAY = "deregistration_delay.timeout_seconds"
+
+
+def _literal_text(value: Any) -> str | None:
+    """The literal characters of a template string (a plain string, or the text
+    of an Fn::Sub with its ${...} references removed); None for other values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"]
+        text = text[0] if isinstance(text, list) and text else text
+        if isinstance(text, str):
+            return re.sub(r"\$\{[^}]*\}", "", text)
+    return None
+
+
+def _ec2_description_problem(value: Any, allowed: frozenset[str]) -> str | None:
+    text = _literal_text(value)
+    if text is None:
+        return None
+    bad = sorted(set(text) - allowed)
+    if bad:
+        return f"{text!r} holds {''.join(bad)!r}, which EC2 refuses in descriptions"
+    if len(text) > EC2_DESCRIPTION_MAX:
+        return f"{text[:40]!r}... is {len(text)} characters long, EC2 accepts {EC2_DESCRIPTION_MAX}"
+    return None
+
+
+def _walk(value: Any) -> Any:
+    """Every mapping and list nested in a template value, depth first."""
+    yield value
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        yield from _walk(child)
+
+
+def check_template(path: Path) -> list[str]:
+    """What AWS would refuse or do by default in one template, though
+    cfn-lint and moto accept it: security-group descriptions outside EC2's
+    character set, target groups without a deliberate deregistration delay,
+    Availability Zones guessed with Fn::GetAZs."""
+    template = load_template(path)
+    problems = []
+
+    def description(where: str, value: Any, allowed: frozenset[str]) -> None:
+        problem = _ec2_description_problem(value, allowed)
+        if problem:
+            problems.append(f"{path.name}: {where}: {problem}")
+
+    def rule(where: str, props: dict[str, Any]) -> None:
+        if "Description" in props:
+            references_group = any(key in props for key in GROUP_REFERENCES)
+            allowed = EC2_GROUP_RULE_DESCRIPTION_CHARACTERS if references_group else EC2_DESCRIPTION_CHARACTERS
+            description(f"{where} Description", props["Description"], allowed)
+
+    for logical_id, group in resources_of_type(template, "AWS::EC2::SecurityGroup").items():
+        props = group.get("Properties") or {}
+        description(f"{logical_id} GroupDescription", props.get("GroupDescription"), EC2_DESCRIPTION_CHARACTERS)
+        for direction in ("SecurityGroupIngress", "SecurityGroupEgress"):
+            for index, entry in enumerate(props.get(direction) or []):
+                rule(f"{logical_id} {direction}[{index}]", entry)
+    for kind in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+        for logical_id, resource in resources_of_type(template, kind).items():
+            rule(logical_id, resource.get("Properties") or {})
+    for logical_id, group in resources_of_type(template, "AWS::ElasticLoadBalancingV2::TargetGroup").items():
+        attributes = (group.get("Properties") or {}).get("TargetGroupAttributes") or []
+        if not any(a.get("Key") == DEREGISTRATION_DELAY for a in attributes):
+            problems.append(
+                f"{path.name}: {logical_id}: no {DEREGISTRATION_DELAY} attribute, so AWS's default of 300 s "
+                "keeps replaced tasks draining for five minutes; declare it (platform.yaml explains the choice)"
+            )
+    for logical_id, resource in template["Resources"].items():
+        if any(isinstance(v, dict) and "Fn::GetAZs" in v for v in _walk(resource)):
+            problems.append(
+                f"{path.name}: {logical_id}: Fn::GetAZs picks zones by index, which may name a zone without "
+                "Fargate; take the zones as parameters"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# pick-zones: two Availability Zones where Fargate runs
+# ---------------------------------------------------------------------------
+
+# Regions where AWS's list of Fargate regions ("Supported Regions for Amazon
+# ECS on AWS Fargate", Linux containers) names only some Availability Zone IDs;
+# in every other region, every zone runs Fargate. Zone IDs, not names: a
+# zone's name maps to a different zone in each account.
+FARGATE_ZONE_IDS = {
+    "us-west-1": frozenset({"usw1-az1", "usw1-az3"}),
+    "ap-northeast-1": frozenset({"apne1-az1", "apne1-az2", "apne1-az4"}),
+}
+
+
+def pick_zones(region: str, requested: list[str]) -> list[str]:
+    """The two zones network.yaml's subnets go in: `requested` when given
+    (checked), else the first two available zones, by name, where Fargate runs."""
+    zones = aws("ec2", "describe-availability-zones")["AvailabilityZones"]
+    usable = {
+        z["ZoneName"]: z.get("ZoneId", "")
+        for z in zones
+        if z.get("State", "available") == "available" and z.get("ZoneType", "availability-zone") == "availability-zone"
+    }
+    fargate = FARGATE_ZONE_IDS.get(region)
+
+    def runs_fargate(name: str) -> bool:
+        return fargate is None or usable[name] in fargate
+
+    if requested:
+        if len(requested) != 2 or requested[0] == requested[1]:
+            raise Failure(f"--zones takes two different zones, like {region}a,{region}b", 2)
+        for name in requested:
+            if name not in usable:
+                raise Failure(f"--zones: {name} is not an available zone of {region}; its zones: {', '.join(sorted(usable))}", 2)
+            if not runs_fargate(name):
+                raise Failure(
+                    f"--zones: {name} ({usable[name]}) is not a zone where Fargate runs in {region} "
+                    f"(AWS lists {', '.join(sorted(fargate or ()))}); pick another",
+                    2,
+                )
+        return requested
+    picked = [name for name in sorted(usable) if runs_fargate(name)][:2]
+    if len(picked) < 2:
+        raise Failure(f"{region} has fewer than two available zones where Fargate runs ({picked}); pick another region", 2)
+    return picked
+
+
+# ---------------------------------------------------------------------------
+# The IAM policy migrate needs, created by scripts/deploy
+# ---------------------------------------------------------------------------
+
+STACK_TAG = "ficus:stack"
+
+
+def migrate_policy_name(stack: str) -> str:
+    return f"{stack}-migrate"
+
+
+def _policy_arn(stack: str) -> str:
+    identity = aws("sts", "get-caller-identity")
+    partition = identity["Arn"].split(":")[1]
+    return f"arn:{partition}:iam::{identity['Account']}:policy/{migrate_policy_name(stack)}"
+
+
+def _policy_document(document: Any) -> Any:
+    """A policy version's document, as the CLI returns it (a JSON object, or
+    the URL-encoded JSON string IAM sends)."""
+    if isinstance(document, str):
+        return json.loads(urllib.parse.unquote(document))
+    return document
+
+
+def _existing_policy(arn: str) -> dict[str, Any] | None:
+    try:
+        return aws("iam", "get-policy", "--policy-arn", arn)["Policy"]
+    except Failure as e:
+        if "NoSuchEntity" in str(e):
+            return None
+        raise
+
+
+def _owned_by(arn: str, stack: str) -> bool:
+    tags = aws("iam", "list-policy-tags", "--policy-arn", arn).get("Tags") or []
+    return {"Key": STACK_TAG, "Value": stack} in tags
+
+
+def ensure_migrate_policy(stack: str, text: str) -> str:
+    """Creates or updates the customer-managed policy <stack>-migrate with
+    `text`, tagged ficus:stack=<stack> so that `scripts/deploy --delete` knows
+    it made it. An IAM Identity Center permission set references it by name."""
+    arn = _policy_arn(stack)
+    name = migrate_policy_name(stack)
+    policy = _existing_policy(arn)
+    if policy is None:
+        aws(
+            "iam", "create-policy", "--policy-name", name, "--policy-document", text,
+            "--description", f"ficus: what migrate needs on the listener of stack {stack}",
+            "--tags", f"Key={STACK_TAG},Value={stack}",
+        )  # fmt: skip
+        print(f"created the IAM policy {name} ({arn})")
+        return arn
+    if not _owned_by(arn, stack):
+        raise Failure(
+            f"an IAM policy {name} exists that scripts/deploy did not create (no tag {STACK_TAG}={stack}); "
+            f"rename or delete it, or deploy with another --stack"
+        )
+    version = aws("iam", "get-policy-version", "--policy-arn", arn, "--version-id", policy["DefaultVersionId"])
+    if _policy_document(version["PolicyVersion"]["Document"]) == json.loads(text):
+        print(f"the IAM policy {name} is up to date")
+        return arn
+    versions = aws("iam", "list-policy-versions", "--policy-arn", arn)["Versions"]
+    old = sorted((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
+    if len(versions) >= 5 and old:  # IAM keeps five versions at most
+        aws("iam", "delete-policy-version", "--policy-arn", arn, "--version-id", old[0]["VersionId"])
+    aws("iam", "create-policy-version", "--policy-arn", arn, "--policy-document", text, "--set-as-default")
+    print(f"updated the IAM policy {name} ({arn})")
+    return arn
+
+
+def delete_migrate_policy(stack: str) -> None:
+    """Deletes <stack>-migrate if scripts/deploy created it: detached from
+    every role, user and group first, its old versions, then the policy."""
+    arn = _policy_arn(stack)
+    name = migrate_policy_name(stack)
+    if _existing_policy(arn) is None:
+        print(f"  no IAM policy {name}")
+        return
+    if not _owned_by(arn, stack):
+        print(f"  left the IAM policy {name} alone: scripts/deploy did not create it (no tag {STACK_TAG}={stack})")
+        return
+    entities = aws("iam", "list-entities-for-policy", "--policy-arn", arn)
+    for kind, key, field in (("role", "PolicyRoles", "RoleName"), ("user", "PolicyUsers", "UserName"),
+                             ("group", "PolicyGroups", "GroupName")):  # fmt: skip
+        for entity in entities.get(key) or []:
+            try:
+                aws("iam", f"detach-{kind}-policy", f"--{kind}-name", entity[field], "--policy-arn", arn)
+            except Failure as e:
+                raise Failure(
+                    f"could not detach {name} from the {kind} {entity[field]} ({e}); an IAM Identity Center "
+                    "role changes only through its permission set: remove the policy reference there, then run "
+                    "scripts/deploy --delete again"
+                ) from e
+            print(f"  detached {name} from the {kind} {entity[field]}")
+    for version in aws("iam", "list-policy-versions", "--policy-arn", arn)["Versions"]:
+        if not version["IsDefaultVersion"]:
+            aws("iam", "delete-policy-version", "--policy-arn", arn, "--version-id", version["VersionId"])
+    aws("iam", "delete-policy", "--policy-arn", arn)
+    print(f"  deleted the IAM policy {name}")
+
+
+# ---------------------------------------------------------------------------
+# teardown: everything scripts/deploy made, in an order AWS accepts
+# ---------------------------------------------------------------------------
+
+SERVICES = ("monolith", "users", "threads", "posts")
+
+
+def _stack_exists(name: str) -> bool:
+    try:
+        aws("cloudformation", "describe-stacks", "--stack-name", name)
+        return True
+    except Failure as e:
+        if "does not exist" in str(e):
+            return False
+        raise
+
+
+def delete_route_rules(stack: str) -> None:
+    """Deletes the rules `migrate init` created on the stack's listener
+    (tagged ficus:route=<route>). They forward to the services' target groups,
+    and AWS refuses to delete a target group that a rule uses (ResourceInUse),
+    whatever state the routes are in."""
+    if not _stack_exists(stack):
+        print(f"  no stack {stack}: no listener, no rules")
+        return
+    listener_arn = require_output(stack_outputs(stack), "ListenerArn", stack)
+    rules = [r for r in aws("elbv2", "describe-rules", "--listener-arn", listener_arn)["Rules"] if not r.get("IsDefault")]
+    arns = [r["RuleArn"] for r in rules]
+    deleted = 0
+    for start in range(0, len(arns), 20):  # DescribeTags takes 20 ARNs at most
+        described = aws("elbv2", "describe-tags", "--resource-arns", *arns[start : start + 20])["TagDescriptions"]
+        for entry in described:
+            route = {t["Key"]: t["Value"] for t in entry.get("Tags", [])}.get("ficus:route")
+            if route is not None:
+                aws("elbv2", "delete-rule", "--rule-arn", entry["ResourceArn"])
+                print(f"  deleted migrate's rule for {route} ({entry['ResourceArn']})")
+                deleted += 1
+    if not deleted:
+        print("  no rules tagged ficus:route on the listener")
+
+
+def delete_stacks(names: list[str]) -> None:
+    """Deletes the stacks that exist among `names` together, then waits for each."""
+    present = [name for name in names if _stack_exists(name)]
+    for name in names:
+        if name not in present:
+            print(f"  no stack {name}")
+    for name in present:
+        aws("cloudformation", "delete-stack", "--stack-name", name)
+        print(f"  deleting {name}")
+    for name in present:
+        try:
+            aws("cloudformation", "wait", "stack-delete-complete", "--stack-name", name)
+        except Failure as e:
+            events = aws("cloudformation", "describe-stack-events", "--stack-name", name)["StackEvents"]
+            failed = [
+                f"{ev['LogicalResourceId']}: {ev.get('ResourceStatusReason', '')}"
+                for ev in events
+                if "FAILED" in ev.get("ResourceStatus", "")
+            ]
+            raise Failure(
+                f"stack {name} was not deleted ({e}); its failed events: {'; '.join(failed[:5]) or 'none'}. "
+                "Fix what they name and run scripts/deploy --delete again"
+            ) from e
+        print(f"  {name}: deleted")
+
+
+def delete_repositories(stack: str) -> None:
+    existing = {r["repositoryName"] for r in aws("ecr", "describe-repositories")["repositories"]}
+    for service in SERVICES:
+        name = f"{stack}/{service}"
+        if name in existing:
+            aws("ecr", "delete-repository", "--repository-name", name, "--force")
+            print(f"  deleted the ECR repository {name} and its images")
+
+
+def teardown(stack: str) -> None:
+    """The IAM policy, migrate's rules, the service stacks, the platform stack,
+    the network stack (each deleted and waited for), the ECR repositories. The
+    policy goes first: its Deny on the monolith's rule would stop
+    CloudFormation deleting that rule for a deployer who holds it too."""
+    steps = [
+        ("the IAM policy for migrate", lambda: delete_migrate_policy(stack)),
+        ("migrate's rules on the listener", lambda: delete_route_rules(stack)),
+        ("the service stacks", lambda: delete_stacks([f"{stack}-{s}" for s in SERVICES])),
+        ("the platform stack", lambda: delete_stacks([stack])),
+        ("the network stack", lambda: delete_stacks([f"{stack}-network"])),
+        ("the ECR repositories", lambda: delete_repositories(stack)),
+    ]
+    for what, step in steps:
+        print(f"\n==> deleting {what}")
+        step()
+
+
+# ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
@@ -610,18 +990,45 @@ def main(argv: list[str]) -> int:
 
     routes = commands.add_parser("check-routes", help="say where each route sends its traffic")
     routes.add_argument("--migrate-toml", type=Path, required=True)
+    routes.add_argument("--region", default="", help="default: migrate.toml's [aws] region")
     routes.add_argument("expect", nargs="*", metavar="ROUTE=STATE", help=f"STATE: {', '.join(ROUTE_STATES)}")
 
     check = commands.add_parser("check-stacks", help="compare stack.toml with the platform template")
     check.add_argument("--local-stack", type=Path, default=LOCAL_STACK)
     check.add_argument("--template", type=Path, default=PLATFORM_TEMPLATE)
 
+    templates = commands.add_parser(
+        "check-templates", help="check what AWS refuses though cfn-lint and moto accept it"
+    )
+    templates.add_argument("templates", nargs="*", type=Path, metavar="TEMPLATE")
+
+    zones = commands.add_parser("pick-zones", help="print two zones where Fargate runs, comma-separated")
+    zones.add_argument("--region", required=True)
+    zones.add_argument("--zones", default="", help="A,B: check these instead of picking")
+
+    down = commands.add_parser("teardown", help="delete migrate's rules, the stacks, repositories and policy")
+    down.add_argument("--stack", required=True, help="the platform stack's name")
+    down.add_argument("--region", required=True)
+
     args = parser.parse_args(argv)
+    TARGET["region"] = getattr(args, "region", "") or ""
     try:
         if args.command == "handover":
             handover(args.stack, args.template, args.region, args.endpoint_url, args.output_dir)
         elif args.command == "check-routes":
             return check_routes(args.migrate_toml, args.expect)
+        elif args.command == "check-templates":
+            paths = args.templates or sorted((REPO / "infrastructure/aws").glob("*.yaml"))
+            problems = [problem for path in paths for problem in check_template(path)]
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                return 1
+            print(f"check-templates: {len(paths)} templates, nothing AWS would refuse")
+        elif args.command == "pick-zones":
+            print(",".join(pick_zones(args.region, [z for z in args.zones.split(",") if z])))
+        elif args.command == "teardown":
+            teardown(args.stack)
         else:
             result = check_stacks(args.local_stack, args.template)
             for problem in result.problems:

@@ -770,3 +770,82 @@ fn a_shift_whose_api_goes_away_tries_to_roll_back_and_says_exactly_what_is_left(
         "error; rolled back to the monolith"
     );
 }
+
+/// An ECS deploy replaces a task: the old task's target is `draining`, the
+/// new one `initial` until its health checks pass. Neither gets traffic while
+/// another target is healthy, so neither stops a shift; the gate keeps them
+/// in the journal's evidence.
+#[test]
+fn a_shift_proceeds_while_a_replaced_target_is_draining_or_initial() {
+    use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let rt = runtime();
+    let stack = LocalStack::start();
+    let elb = stack.elb(&rt);
+    let op = stack.operator("2s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+    let users = rt
+        .block_on(elb.describe_target_groups().names("users").send())
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_owned();
+
+    // A task being replaced, over and over: registered (initial: its checks
+    // have not run), then deregistered (draining for the local ALB's 5 s), so
+    // the users group always holds one target that is one or the other.
+    let replaced = TargetDescription::builder()
+        .id("127.0.0.1")
+        .port(i32::from(free_port()))
+        .build();
+    let churning = std::sync::Arc::new(AtomicBool::new(true));
+    let churn = std::thread::spawn({
+        let (elb, users, replaced, churning) = (
+            elb.clone(),
+            users.clone(),
+            replaced.clone(),
+            churning.clone(),
+        );
+        move || {
+            let rt = runtime();
+            while churning.load(Ordering::Relaxed) {
+                rt.block_on(async {
+                    let register = elb.register_targets().target_group_arn(&users);
+                    register.targets(replaced.clone()).send().await.unwrap();
+                    let deregister = elb.deregister_targets().target_group_arn(&users);
+                    deregister.targets(replaced.clone()).send().await.unwrap();
+                });
+                // Pacing the churn, not waiting for anything.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    eventually(Duration::from_secs(10), "a draining users target", || {
+        rt.block_on(elb.describe_target_health().target_group_arn(&users).send())
+            .unwrap()
+            .target_health_descriptions()
+            .iter()
+            .any(|t| {
+                t.target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str())
+                    == Some("draining")
+            })
+    });
+
+    let shift = op.run(&["shift", "users", "--steps", "100"]);
+    churning.store(false, Ordering::Relaxed);
+    churn.join().unwrap();
+    assert_eq!(shift.code, 0, "{shift}");
+    let gate = &op.journal().into_iter().last().unwrap()["evidence"]["health"];
+    assert!(gate["healthy"] == 1, "{gate}");
+    let not_healthy = gate["not_healthy"].to_string();
+    assert!(
+        not_healthy.contains("draining") || not_healthy.contains("initial"),
+        "the gate saw the replaced target: {gate}"
+    );
+    assert_eq!(stack.burst("/api/users/1", 5).0, only("users", 5));
+}
