@@ -8,7 +8,8 @@
 //!
 //! Under `--output json`, a command that fails still prints one JSON document
 //! on stdout ([`print_failure`]): `ok: false`, the exit code, the error, and the
-//! outcome so far that the command recorded with [`record_outcome`].
+//! outcome so far that the command recorded with [`record_outcome`] — unless
+//! the command already printed its own document (`verify` does).
 
 use std::io::Write as _;
 use std::sync::Mutex;
@@ -19,6 +20,9 @@ use serde::Serialize;
 /// Set once a write to stdout failed: nothing more is written.
 static READER_GONE: AtomicBool = AtomicBool::new(false);
 
+/// Set once anything was written to stdout.
+static WRITTEN: AtomicBool = AtomicBool::new(false);
+
 /// What the running command has done so far, for the failure document.
 static OUTCOME: Mutex<Option<serde_json::Map<String, serde_json::Value>>> = Mutex::new(None);
 
@@ -28,6 +32,7 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     if READER_GONE.load(Ordering::Relaxed) {
         return;
     }
+    WRITTEN.store(true, Ordering::Relaxed);
     let mut stdout = std::io::stdout().lock();
     if let Err(err) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
         READER_GONE.store(true, Ordering::Relaxed);
@@ -75,8 +80,12 @@ pub fn failure_document(error: &str, exit_code: u8) -> serde_json::Value {
     serde_json::Value::Object(document)
 }
 
-/// Prints [`failure_document`] on stdout.
+/// Prints [`failure_document`] on stdout, unless the command printed its own
+/// document already (stdout carries exactly one).
 pub fn print_failure(error: &str, exit_code: u8) {
+    if WRITTEN.load(Ordering::Relaxed) {
+        return;
+    }
     let document = failure_document(error, exit_code);
     write_stdout(format_args!(
         "{}\n",

@@ -238,11 +238,12 @@ fn create_rule(
                     .target_group_arn(tg)
                     .build(),
             )
-            .set_tags(Some(
+            // AWS refuses an empty tag list: no tags, no Tags parameter.
+            .set_tags((!tags.is_empty()).then(|| {
                 tags.iter()
                     .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                    .collect(),
-            ))
+                    .collect()
+            }))
             .send()
             .await
             .unwrap();
