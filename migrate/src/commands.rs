@@ -149,6 +149,27 @@ async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<
     }
     let (default, target_group, priority) = monolith_rule_slot(ctx, args, &rules)?;
     let target_group = target_group.to_owned();
+    // A numbered rule that already forwards to the monolith is most likely its
+    // rule, left untagged: say so, next to what would be created.
+    let untagged: Vec<String> = rules
+        .iter()
+        .filter(|r| {
+            r.priority.is_some()
+                && r.action
+                    == (Forward::Plain {
+                        target_group: target_group.clone(),
+                    })
+        })
+        .map(crate::coverage::shadow_line)
+        .collect();
+    let hint = if untagged.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (note: {} already forwards to the monolith; if that is its rule, tag it ficus:role=monolith instead of creating one)",
+            untagged.join("; ")
+        )
+    };
     let conditions = alb::Conditions::paths(["/*".to_owned()]);
     let action = Forward::Plain { target_group };
     let (key, value) = MONOLITH_TAG;
@@ -161,7 +182,7 @@ async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<
         return Ok(InitLine {
             route: "monolith".into(),
             outcome: "planned",
-            message: format!("monolith: would call {call}"),
+            message: format!("monolith: would call {call}{hint}"),
             drift: Vec::new(),
         });
     }
@@ -438,7 +459,7 @@ async fn narrow_parked(
     view: &RouteView,
     dry_run: bool,
 ) -> anyhow::Result<Option<InitLine>> {
-    let leaks = crate::coverage::parked_leaks(listing, view);
+    let leaks = view.leaks();
     let Some(rule) = view.rule() else {
         return Ok(None);
     };
@@ -665,7 +686,13 @@ fn route_status(
             .get(route)
             .map(|r| r.paths.clone())
             .unwrap_or_default(),
-        summary: state.explain(),
+        summary: match &state {
+            RouteState::OnMonolith { .. } if !view.leaks().is_empty() => format!(
+                "{}, but its rule matches requests the monolith's rule does not (LEAK, see drift); `migrate rollback` narrows it, or points it at the monolith when it can't be narrowed",
+                state.explain()
+            ),
+            _ => state.explain(),
+        },
         percent: state.percent(),
         state: state.name(),
         reason: match &state {

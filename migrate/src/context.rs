@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::cli::Output;
 use crate::elb::{Elb, caller_identity};
+use crate::error::usage;
 use crate::journal::LastChange;
 use crate::lock::{self, Lock, LockOptions};
 use crate::settings::{MONOLITH_TAG, Settings};
@@ -191,17 +192,17 @@ impl Ctx {
             unresolved.dedup();
             let found = self.elb.target_group_arns(&unresolved).await?;
             if let (None, Some(wanted)) = (&monolith_tg, &monolith_wanted) {
-                monolith_tg = Some(found.get(wanted).cloned().with_context(|| {
-                    format!("target group `{wanted}` (monolith.target_group in migrate.toml) does not exist")
+                monolith_tg = Some(found.get(wanted).cloned().ok_or_else(|| {
+                    usage(format!("target group `{wanted}` (monolith.target_group) does not exist; create it or fix the name"))
                 })?);
             }
             for (name, route) in &self.settings.routes {
                 if !service_tgs.contains_key(name) {
-                    let arn = found.get(&route.target_group).with_context(|| {
-                        format!(
-                            "target group `{}` (routes.{name}.target_group in migrate.toml) does not exist; create it or fix the name",
+                    let arn = found.get(&route.target_group).ok_or_else(|| {
+                        usage(format!(
+                            "target group `{}` (routes.{name}.target_group) does not exist; create it or fix the name",
                             route.target_group
-                        )
+                        ))
                     })?;
                     service_tgs.insert(name.clone(), arn.clone());
                 }
@@ -266,8 +267,26 @@ pub(crate) fn find_monolith(
                     ),
                     _ => String::new(),
                 };
+                let live: Vec<String> = rules
+                    .iter()
+                    .filter_map(|r| {
+                        let route = r.tags.get(ROUTE_TAG)?;
+                        Some(format!(
+                            "{route} (priority {})",
+                            r.priority.map_or("default".into(), |p| p.to_string())
+                        ))
+                    })
+                    .collect();
+                let danger = if live.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " WARNING: without the monolith's rule in front of them, the rules of {} take every request they match now; recreate the monolith's rule in front of them (or delete them) before anything else.",
+                        live.join(", ")
+                    )
+                };
                 anyhow::bail!(
-                    "no rule on listener {listener_arn} is tagged {key}={value}. Tag the monolith's rule (aws elbv2 add-tags --resource-arns RULE_ARN --tags Key={key},Value={value}), or set monolith.rule_priority or monolith.rule_arn in migrate.toml.{default_hint}"
+                    "no rule on listener {listener_arn} is tagged {key}={value}.{danger} Tag the monolith's rule (aws elbv2 add-tags --resource-arns RULE_ARN --tags Key={key},Value={value}), or set monolith.rule_priority or monolith.rule_arn in migrate.toml.{default_hint}"
                 )
             }
             many => anyhow::bail!(
@@ -298,6 +317,7 @@ impl Listing {
                 .cloned()
                 .context("the service's target group is unknown")?,
             monolith_tg: self.monolith_tg.clone(),
+            monolith_conditions: self.monolith.conditions.clone(),
             taken: self.rules.iter().filter_map(|r| r.priority).collect(),
             preferred: route_settings.priority,
         })
@@ -326,7 +346,16 @@ impl Listing {
                 rule.conditions.hosts, route_settings.hosts
             ));
         }
-        let leaks = crate::coverage::parked_leaks(self, view);
+        if route_settings.hosts.is_empty()
+            && !rule.conditions.hosts.is_empty()
+            && rule.conditions.normalized().hosts != self.monolith.conditions.normalized().hosts
+        {
+            drift.push(format!(
+                "the rule matches only the hosts {:?} (copied from the monolith's rule when it was created), but the monolith's rule now has {:?} and routes.{route}.hosts is unset: shifted, the route would leave the other hosts on the monolith; while parked, delete the rule and run `migrate init`, or set routes.{route}.hosts",
+                rule.conditions.hosts, self.monolith.conditions.hosts
+            ));
+        }
+        let leaks = view.leaks();
         if !leaks.is_empty() {
             drift.push(crate::coverage::leak_line(self, view, &leaks));
         }

@@ -27,16 +27,6 @@ pub fn route_conditions(route: &RouteSettings, monolith: &RuleInfo) -> Result<Co
     own.narrowed_into(&monolith.conditions)
 }
 
-/// What of the route's rule the monolith's rule does not cover: requests
-/// that would reach the route's rule while it is parked. Empty when covered
-/// or when the route has no rule.
-pub fn parked_leaks(listing: &Listing, view: &RouteView) -> Vec<Gap> {
-    match view.rule() {
-        Some(rule) => listing.monolith.conditions.gaps_covering(&rule.conditions),
-        None => Vec::new(),
-    }
-}
-
 /// One line naming a leak and its fix.
 pub fn leak_line(listing: &Listing, view: &RouteView, gaps: &[Gap]) -> String {
     let named: Vec<String> = gaps.iter().map(Gap::to_string).collect();
@@ -158,9 +148,47 @@ pub fn preflight(
             }
         }
     }
-    let leaks = parked_leaks(listing, view);
+    let leaks = view.leaks();
     if !leaks.is_empty() {
         problems.push(leak_line(listing, view, &leaks));
     }
     problems
+}
+
+/// The Host header the probes need to reach the route's rule: the route's
+/// `probe_host`, else the rule's first host without wildcards; `None` when the
+/// rule has no host condition (the load balancer URL's host will do).
+/// Refused when no host is known or the configured one misses the rule:
+/// probes that miss the rule would judge the monolith, not the route.
+pub fn probe_host(
+    route: &str,
+    settings: &RouteSettings,
+    view: &RouteView,
+) -> Result<Option<String>, String> {
+    let hosts = view
+        .rule()
+        .map(|r| r.conditions.hosts.clone())
+        .unwrap_or_default();
+    if let Some(host) = &settings.probe_host {
+        let matches = hosts.is_empty()
+            || hosts
+                .iter()
+                .any(|h| alb::Pattern::new(h, alb::Syntax::CaseInsensitive).matches(host));
+        return if matches {
+            Ok(Some(host.clone()))
+        } else {
+            Err(format!(
+                "`routes.{route}.probe_host` = {host} does not match the route's rule's hosts {hosts:?}: the probes would miss the route"
+            ))
+        };
+    }
+    if hosts.is_empty() {
+        return Ok(None);
+    }
+    match hosts.iter().find(|h| !h.contains(['*', '?'])) {
+        Some(host) => Ok(Some(host.clone())),
+        None => Err(format!(
+            "the route's rule matches only the hosts {hosts:?}: set `routes.{route}.probe_host` to one of its hosts, or the probes would miss the route"
+        )),
+    }
 }

@@ -174,9 +174,9 @@ impl Elb {
                     .as_service_error()
                     .is_some_and(|e| e.is_load_balancer_not_found_exception()) =>
             {
-                anyhow::bail!(
-                    "no load balancer named `{name}` (listener.load_balancer in migrate.toml); check the name and the region"
-                )
+                return Err(crate::error::usage(format!(
+                    "no load balancer named `{name}` (listener.load_balancer); check the name and the region"
+                )));
             }
             Err(err) => return Err(explain("DescribeLoadBalancers", err)),
         };
@@ -201,17 +201,17 @@ impl Elb {
             .find(|l| l.port() == Some(i32::from(port)))
             .and_then(|l| l.listener_arn())
             .map(str::to_owned)
-            .with_context(|| {
+            .ok_or_else(|| {
                 let ports: Vec<String> = listeners
                     .listeners()
                     .iter()
                     .filter_map(|l| l.port())
                     .map(|p| p.to_string())
                     .collect();
-                format!(
+                crate::error::usage(format!(
                     "load balancer `{name}` has no listener on port {port} (it has: {}); fix listener.port",
                     ports.join(", ")
-                )
+                ))
             })
     }
 

@@ -54,6 +54,8 @@ impl ProbeTally {
 /// Probes one interval's worth of requests.
 pub struct Prober {
     client: reqwest::Client,
+    /// The Host header, when the route's rule has a host condition.
+    host: Option<String>,
     paths: Vec<String>,
     urls: Vec<String>,
     period: Duration,
@@ -62,7 +64,12 @@ pub struct Prober {
 }
 
 impl Prober {
-    pub fn new(lb_url: &str, paths: &[String], rate_per_second: f64) -> anyhow::Result<Prober> {
+    pub fn new(
+        lb_url: &str,
+        host: Option<String>,
+        paths: &[String],
+        rate_per_second: f64,
+    ) -> anyhow::Result<Prober> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
@@ -71,6 +78,7 @@ impl Prober {
         let period = Duration::from_secs_f64(1.0 / rate_per_second);
         Ok(Prober {
             client,
+            host,
             paths: paths.to_vec(),
             urls,
             period,
@@ -105,7 +113,11 @@ impl Prober {
         };
         tally.total += 1;
         let expected = self.expected[index % self.urls.len()];
-        let error = match self.client.get(url).send().await {
+        let mut request = self.client.get(url);
+        if let Some(host) = &self.host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        let error = match request.send().await {
             Ok(response) => noticed(response.status().as_u16(), expected)
                 .map(|why| format!("GET {url} answered {}{why}", response.status())),
             Err(err) => Some(format!("GET {url} failed: {err}")),

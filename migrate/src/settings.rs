@@ -97,7 +97,7 @@ pub struct RouteSettings {
     /// (e.g. 1): must be below the monolith's rule's and free. `migrate init`
     /// parks the rule at monolith + this and records that slot on the rule.
     /// Required by `init`, `plan` and `shift`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_priority")]
     pub priority: Option<u32>,
     /// Default steps of `migrate shift`, in percent. Default `[100]`.
     #[serde(default = "default_steps")]
@@ -112,6 +112,10 @@ pub struct RouteSettings {
     /// patterns without their wildcards.
     #[serde(default)]
     pub probe_paths: Vec<String>,
+    /// The Host header of the probes, when the route's rule has a host
+    /// condition. Default: the rule's first host without wildcards.
+    #[serde(default)]
+    pub probe_host: Option<String>,
     /// Probe requests per second during intervals.
     #[serde(default = "default_probe_rate")]
     pub probe_rate: f64,
@@ -157,6 +161,37 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
             "`{text}` is not a duration like `30s` or `2m` ({err})"
         ))
     })
+}
+
+/// A priority: a whole number (`10`, or `"10"` from an environment
+/// variable); `10.5` is refused rather than rounded.
+fn whole_priority<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number from 1 to 50000")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is not between 1 and 50000")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is not between 1 and 50000")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u32, E> {
+            Err(E::custom(format!(
+                "{v} is not a whole number; priorities are integers like 10"
+            )))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u32, E> {
+            v.trim().parse().map_err(|_| {
+                E::custom(format!(
+                    "`{v}` is not a whole number; priorities are integers like 10"
+                ))
+            })
+        }
+    }
+    deserializer.deserialize_any(Whole).map(Some)
 }
 
 /// Command-line overrides, applied last.
@@ -401,6 +436,25 @@ pub fn check_steps(steps: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn priorities_are_whole_numbers() {
+        #[derive(Deserialize)]
+        struct P {
+            #[serde(deserialize_with = "whole_priority")]
+            priority: Option<u32>,
+        }
+        let parse = |text: &str| toml::from_str::<P>(text).map(|p| p.priority);
+        assert_eq!(parse("priority = 10").unwrap(), Some(10));
+        assert_eq!(parse("priority = \"10\"").unwrap(), Some(10));
+        assert!(
+            parse("priority = 10.5")
+                .unwrap_err()
+                .to_string()
+                .contains("whole number")
+        );
+        assert!(parse("priority = -1").is_err());
+    }
 
     #[test]
     fn steps_must_increase_and_end_at_100() {

@@ -281,6 +281,10 @@ impl Shift {
             )));
         }
         let pending = pending_steps(&state, &self.steps);
+        if pending.len() > 1 || state.percent().is_some_and(|p| p > 0) {
+            crate::coverage::probe_host(&self.route, &self.settings, &view)
+                .map_err(|why| usage(format!("{}: nothing was changed: {why}", self.route)))?;
+        }
         if pending.is_empty() {
             self.outcome.to = format!("already {}; nothing to do", state.explain());
             return Ok(());
@@ -487,8 +491,15 @@ impl Shift {
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<(ProbeTally, Option<String>)> {
         let lb_url = ctx.settings.lb_url.clone().unwrap_or_default();
+        let host = match &self.last {
+            Some(view) => {
+                crate::coverage::probe_host(&self.route, &self.settings, view).map_err(usage)?
+            }
+            None => None,
+        };
         let mut prober = Prober::new(
             &lb_url,
+            host,
             &self.settings.probe_paths(),
             self.settings.probe_rate,
         )?;
@@ -780,6 +791,13 @@ async fn execute(
                     .map_err(WriteError::Failed)?;
                 true
             }
+            Write::SetConditions { rule, to, .. } => {
+                ctx.elb
+                    .set_conditions(rule, to)
+                    .await
+                    .map_err(WriteError::Failed)?;
+                true
+            }
         };
         if !accepted {
             // The slot was taken by someone outside `migrate`: pick another.
@@ -823,7 +841,9 @@ async fn execute(
                 .map_err(WriteError::Failed)?;
             match (&seen, &wanted) {
                 (Some(seen), Some(wanted))
-                    if seen.priority == wanted.priority && seen.action == wanted.action =>
+                    if seen.priority == wanted.priority
+                        && seen.action == wanted.action
+                        && seen.conditions.normalized() == wanted.conditions.normalized() =>
                 {
                     return Ok((expected, write));
                 }

@@ -193,9 +193,19 @@ pub struct RouteView {
     pub taken: BTreeSet<u32>,
     /// The route's preferred slot in front (from settings).
     pub preferred: Option<u32>,
+    /// The monolith's rule's conditions: what a parked rule must stay within.
+    pub monolith_conditions: alb::Conditions,
 }
 
 impl RouteView {
+    /// What of the route's rule the monolith's rule does not cover: requests
+    /// the rule would take while parked (empty when covered or missing).
+    pub fn leaks(&self) -> Vec<alb::Gap> {
+        self.rule()
+            .map(|rule| self.monolith_conditions.gaps_covering(&rule.conditions))
+            .unwrap_or_default()
+    }
+
     /// The route's only rule, if exactly one.
     pub fn rule(&self) -> Option<&RuleInfo> {
         match self.rules.as_slice() {
@@ -341,11 +351,38 @@ impl RouteView {
                     to: slot,
                 });
             }
-            if rule.action != plain {
+            // Parked is not back while the monolith's rule does not cover
+            // the rule: narrow it (a narrower parked rule only gives back).
+            // When it can't be narrowed (a host of its own outside the
+            // monolith's, say), it forwards to the monolith itself, so what
+            // it still catches goes where the route belongs.
+            let narrowed: Option<Option<alb::Conditions>> = if self.leaks().is_empty() {
+                None
+            } else {
+                Some(
+                    rule.conditions
+                        .narrowed_into(&self.monolith_conditions)
+                        .ok(),
+                )
+            };
+            let action = match &narrowed {
+                Some(None) => Forward::Plain {
+                    target_group: self.monolith_tg.clone(),
+                },
+                _ => plain,
+            };
+            if rule.action != action {
                 writes.push(Write::SetAction {
                     rule: rule.arn.clone(),
                     from: rule.action.clone(),
-                    to: plain,
+                    to: action,
+                });
+            }
+            if let Some(Some(narrowed)) = narrowed {
+                writes.push(Write::SetConditions {
+                    rule: rule.arn.clone(),
+                    from: rule.conditions.clone(),
+                    to: narrowed,
                 });
             }
             return Ok(writes);
@@ -393,6 +430,9 @@ impl RouteView {
                 Write::SetAction { rule: arn, to, .. } if *arn == rule.arn => {
                     rule.action = to.clone()
                 }
+                Write::SetConditions { rule: arn, to, .. } if *arn == rule.arn => {
+                    rule.conditions = to.clone()
+                }
                 _ => {}
             }
         }
@@ -403,7 +443,7 @@ impl RouteView {
     /// change only while the rule is in front).
     pub fn changes_routing(&self, write: &Write) -> bool {
         match write {
-            Write::MovePriority { .. } => true,
+            Write::MovePriority { .. } | Write::SetConditions { .. } => true,
             Write::SetAction { .. } => self
                 .rule()
                 .and_then(|r| r.priority)
@@ -426,12 +466,21 @@ pub enum Write {
         from: Forward,
         to: Forward,
     },
+    /// `ModifyRule` replacing the rule's conditions (narrowing a parked rule).
+    #[serde(rename = "ModifyRule(Conditions)")]
+    SetConditions {
+        rule: String,
+        from: alb::Conditions,
+        to: alb::Conditions,
+    },
 }
 
 impl Write {
     pub fn rule_arn(&self) -> &str {
         match self {
-            Write::MovePriority { rule, .. } | Write::SetAction { rule, .. } => rule,
+            Write::MovePriority { rule, .. }
+            | Write::SetAction { rule, .. }
+            | Write::SetConditions { rule, .. } => rule,
         }
     }
 
@@ -442,6 +491,11 @@ impl Write {
             }
             Write::SetAction { rule, from, to } => format!(
                 "ModifyRule RuleArn={rule} Actions=[{}] (was {})",
+                to.describe(),
+                from.describe()
+            ),
+            Write::SetConditions { rule, from, to } => format!(
+                "ModifyRule RuleArn={rule} Conditions=[{}] (was {})",
                 to.describe(),
                 from.describe()
             ),
@@ -477,6 +531,7 @@ mod tests {
             monolith_tg: MONO.into(),
             taken: [99, priority].into_iter().collect(),
             preferred: Some(1),
+            monolith_conditions: alb::Conditions::paths(["/api*".to_owned()]),
         }
     }
 
@@ -657,6 +712,28 @@ mod tests {
                 restored: true
             }
         );
+    }
+
+    #[test]
+    fn rollback_narrows_a_rule_that_would_leak_when_parked() {
+        let mut shifting = view(1, Forward::for_percent(50, SVC, MONO));
+        shifting.monolith_conditions.hosts = vec!["api.shop.example".into()];
+        let writes = shifting.transition(0).unwrap();
+        assert!(
+            matches!(&writes[2], Write::SetConditions { to, .. } if to.hosts == ["api.shop.example"])
+        );
+        let back = writes.iter().fold(shifting, |v, w| v.apply(w));
+        assert!(back.leaks().is_empty());
+        assert!(back.transition(0).unwrap().is_empty());
+        // A rule that can't be narrowed (a host outside the monolith's)
+        // forwards to the monolith itself once parked.
+        let mut outside = view(1, plain(SVC));
+        outside.rules[0].conditions.hosts = vec!["admin.example".into()];
+        outside.monolith_conditions.hosts = vec!["api.example".into()];
+        let writes = outside.transition(0).unwrap();
+        assert!(matches!(&writes[1], Write::SetAction { to, .. } if *to == plain(MONO)));
+        let back = writes.iter().fold(outside, |v, w| v.apply(w));
+        assert!(back.transition(0).unwrap().is_empty());
     }
 
     #[test]

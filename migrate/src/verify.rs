@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use parity::{
     Comparator, RecordedAnswers, Recording, RequestSet, RouteReport, RunOptions, Sides,
     SkippedRoute,
@@ -245,8 +244,7 @@ impl Sink {
                 print!("{text}");
                 Ok(())
             }
-            Sink::File(path) => std::fs::write(path, text)
-                .with_context(|| format!("cannot write the report to {}", path.display())),
+            Sink::File(path) => write_file(path, text.as_bytes(), "the report"),
         }
     }
 }
@@ -557,12 +555,41 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
 /// Appends to FILE, as GitHub's `$GITHUB_STEP_SUMMARY` expects.
 fn append_summary(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
+    create_parent(path, "the summary")?;
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .and_then(|mut file| file.write_all(text.as_bytes()))
-        .with_context(|| format!("cannot write the summary to {}", path.display()))
+        .map_err(|err| {
+            usage(format!(
+                "cannot write the summary to {}: {err}",
+                path.display()
+            ))
+        })
+}
+
+/// Creates the directory a report or recording goes to, as CI steps expect
+/// (`--junit reports/parity.xml`); a path that can't be made is a usage
+/// error (exit 2), never "an answer differed".
+fn create_parent(path: &Path, what: &str) -> anyhow::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|err| {
+            usage(format!(
+                "cannot write {what} to {}: cannot create {}: {err}",
+                path.display(),
+                dir.display()
+            ))
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a report or recording whole, creating its directory.
+fn write_file(path: &Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    create_parent(path, what)?;
+    std::fs::write(path, bytes)
+        .map_err(|err| usage(format!("cannot write {what} to {}: {err}", path.display())))
 }
 
 /// `--record FILE`: each route's requests to the baseline only, twice; the
@@ -638,8 +665,7 @@ async fn record(
         }
         return Ok(ExitCode::from(EXIT_NOT_RUN));
     }
-    std::fs::write(path, recording.to_json())
-        .with_context(|| format!("cannot write the recording to {}", path.display()))?;
+    write_file(path, recording.to_json().as_bytes(), "the recording")?;
     sinks.text(&format!(
         "wrote {}; compare a candidate with `migrate verify ROUTE --recorded {}`\n",
         path.display(),

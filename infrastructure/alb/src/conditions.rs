@@ -80,6 +80,31 @@ impl Conditions {
         }
     }
 
+    /// The same conditions in a canonical order (values and conditions
+    /// sorted), for comparing what was written with what is read back.
+    pub fn normalized(&self) -> Conditions {
+        let mut c = self.clone();
+        for values in [
+            &mut c.paths,
+            &mut c.hosts,
+            &mut c.methods,
+            &mut c.source_ips,
+        ] {
+            values.sort();
+        }
+        for header in &mut c.headers {
+            header.name.make_ascii_lowercase();
+            header.values.sort();
+        }
+        c.headers
+            .sort_by(|a, b| (&a.name, &a.values).cmp(&(&b.name, &b.values)));
+        for query in &mut c.queries {
+            query.sort_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
+        }
+        c.queries.sort_by_key(|q| format!("{q:?}"));
+        c
+    }
+
     /// One line for people: `path-pattern /api* AND host-header api.example`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -260,7 +285,7 @@ impl Conditions {
         let gaps = outer.gaps_covering(self);
         if let Some(gap) = gaps.iter().find(|g| !g.copyable) {
             return Err(format!(
-                "the covering rule's condition {} does not cover this rule: {}",
+                "the condition {} of the rule in front does not cover it: {}",
                 gap.condition, gap.escapes
             ));
         }
@@ -291,7 +316,7 @@ impl Conditions {
         }
         if narrowed.value_count() > crate::MAX_CONDITION_VALUES {
             return Err(format!(
-                "with the covering rule's conditions copied in ({}), the rule would have {} condition values; AWS allows {}",
+                "with the conditions of the rule in front copied in ({}), the rule would have {} condition values; AWS allows {}",
                 narrowed.describe(),
                 narrowed.value_count(),
                 crate::MAX_CONDITION_VALUES
@@ -299,7 +324,7 @@ impl Conditions {
         }
         if narrowed.wildcard_count() > crate::MAX_WILDCARDS {
             return Err(format!(
-                "with the covering rule's conditions copied in ({}), the rule would have {} wildcards; AWS allows {}",
+                "with the conditions of the rule in front copied in ({}), the rule would have {} wildcards; AWS allows {}",
                 narrowed.describe(),
                 narrowed.wildcard_count(),
                 crate::MAX_WILDCARDS

@@ -357,6 +357,41 @@ fn a_monolith_rule_with_a_host_condition_keeps_parked_routes_parked() {
         stack.burst_for_host("/api/users/1", other, 4).0,
         only("monolith", 4)
     );
+
+    // A gradual shift probes with the rule's host, so the probes reach the
+    // route (with the load balancer URL's host they would all miss it).
+    let users_before = stack.answered_by().get("users").copied().unwrap_or(0);
+    let gradual = op.run(&["shift", "users", "--steps", "50,100", "--interval", "2s"]);
+    assert_eq!(gradual.code, 0, "{gradual}");
+    let users_after = stack.answered_by().get("users").copied().unwrap_or(0);
+    assert!(
+        users_after >= users_before + 5,
+        "probes reached users: {users_before} -> {users_after}"
+    );
+
+    // The monolith's rule changes host mid-migration. Parked, the users rule
+    // would take api.shop.example requests; it can't be narrowed (a rule has
+    // one host condition), so the rollback points it at the monolith.
+    rt.block_on(
+        elb.modify_rule()
+            .rule_arn(&monolith_rule)
+            .set_conditions(Some(conditions(&["/api*"], Some("admin.shop.example"))))
+            .send(),
+    )
+    .unwrap();
+    let rollback = op.run(&["rollback", "users"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(
+        stack.burst_for_host("/api/users/1", shop, 4).0,
+        only("monolith", 4)
+    );
+    let status = op.route_status("users");
+    assert!(
+        status["summary"].as_str().unwrap().contains("LEAK"),
+        "{status}"
+    );
+    let shift = op.run(&["shift", "users", "--steps", "100"]);
+    assert_eq!(shift.code, 2, "{shift}");
 }
 
 /// Issue 21: a monolith that is only the listener's default action. init
