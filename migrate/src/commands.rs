@@ -780,11 +780,24 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     {
         return Err(usage(problem));
     }
-    let problems = if shifting {
+    let mut problems = if shifting {
         crate::coverage::preflight(&listing, &view, &args.route, false)
     } else {
         Vec::new()
     };
+    if shifting {
+        if ctx.settings.monolith.base_url.is_none() {
+            problems.push("the parity gate needs the monolith's URL: set `[monolith] base_url`, or shift with `--skip-parity`".into());
+        }
+        if route.service_url.is_none() {
+            problems.push(format!("the parity gate needs the service's URL: set `[routes.{}] service_url`, or shift with `--skip-parity`", args.route));
+        }
+        if targets.len() > 1
+            && let Err(why) = crate::coverage::probe_host(&args.route, &route, &view)
+        {
+            problems.push(why);
+        }
+    }
     let mut simulated = view.clone();
     let mut steps = Vec::new();
     for target in targets {

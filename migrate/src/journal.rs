@@ -62,6 +62,9 @@ pub fn tag_safe(text: &str) -> String {
         .map(|c| {
             if c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c) {
                 c
+            } else if c == ';' || c == ',' {
+                // Clause separators read best as a colon: `gate failed: rolled back`.
+                ':'
             } else {
                 '-'
             }

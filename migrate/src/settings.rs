@@ -223,9 +223,16 @@ impl Settings {
             .build()
             .and_then(|built| built.try_deserialize::<Settings>())
             .map_err(|err| {
+                let layered = std::env::vars().any(|(name, _)| name.starts_with("MIGRATE__"));
+                let note = if layered {
+                    " (MIGRATE__* environment variables are layered over the file)"
+                } else {
+                    ""
+                };
                 usage(format!(
-                    "{}: {err} (MIGRATE__* environment variables are layered over the file)",
-                    path.display()
+                    "{}: {}{note}",
+                    path.display(),
+                    err.to_string().trim_end()
                 ))
             })?;
         let mut settings = layered;

@@ -696,6 +696,15 @@ impl Shift {
                 humantime::format_duration(interval)
             ));
         }
+        for (set, flag) in [
+            (args.allow_unhealthy, " --allow-unhealthy"),
+            (args.skip_parity, " --skip-parity"),
+            (args.allow_shadow, " --allow-shadow"),
+        ] {
+            if set {
+                again.push_str(flag);
+            }
+        }
         Failure::Interrupted(format!(
             "{route}: interrupted (Ctrl-C); the route is {state}. Continue the shift: `{again}`; or undo it: `migrate rollback {route}`",
             route = self.route

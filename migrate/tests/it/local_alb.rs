@@ -839,14 +839,18 @@ fn a_shift_proceeds_while_a_replaced_target_is_draining_or_initial() {
         .build();
     let churning = std::sync::Arc::new(AtomicBool::new(true));
     let churn = std::thread::spawn({
-        let (elb, users, replaced, churning) = (
-            elb.clone(),
+        let (control, users, replaced, churning) = (
+            stack.control_url.clone(),
             users.clone(),
             replaced.clone(),
             churning.clone(),
         );
         move || {
+            // A client of its own: one shared with the test's runtime would
+            // reuse connections driven by that runtime, which is not polled
+            // while the test waits for `migrate`.
             let rt = runtime();
+            let elb = elb_client(&rt, &control, LOCAL_KEY, LOCAL_SECRET);
             while churning.load(Ordering::Relaxed) {
                 rt.block_on(async {
                     let register = elb.register_targets().target_group_arn(&users);
