@@ -63,7 +63,7 @@ pub(super) async fn serve(
         target_timer: Deadline::new(options.target_timeout),
         max_head: options.max_request_head_bytes,
         stream,
-        client_ip: super::proxy::canonical_ip(peer.ip()),
+        client_ip: alb::cidr::canonical_ip(peer.ip()),
         worker,
         input: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(8 * 1024),

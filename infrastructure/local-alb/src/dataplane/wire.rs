@@ -13,6 +13,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use alb::headers::is_hop_by_hop;
 use http::{HeaderMap, StatusCode};
 
 /// The most header lines one head may have (hyper's default too).
@@ -50,22 +51,6 @@ impl Rejection {
             Rejection::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
-}
-
-/// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1), never forwarded.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    // RFC 9110 §7.6.1; `Trailer` is end-to-end (only RFC 2616 listed it).
-    const HOP_BY_HOP: [&str; 6] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    // Most header names are longer than any of these: one length check each.
-    name.len() <= "transfer-encoding".len()
-        && HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// The comma-separated tokens of a header value, trimmed.
