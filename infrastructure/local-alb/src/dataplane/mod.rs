@@ -1,17 +1,12 @@
 //! The data plane: the ALB's HTTP listener.
 //!
-//! INTERFACE CONTRACT between the control plane and the data plane. The
-//! signatures below are what `lib.rs` and `control` call; the data plane
-//! owner fills in the bodies (and may add modules under `dataplane/`), keeping
-//! these signatures stable.
-//!
 //! How it works: every published [`State`] is compiled into immutable
 //! [`table::RouteTables`] swapped in with `arc-swap`; a request loads the
 //! current tables once and is routed wholly by them. Target health, the
 //! round-robin position, pooled connections and metrics live outside the
 //! tables and survive republishing.
 //!
-//! Timeouts ([`DataPlaneOptions`], from the environment in [`DataPlane::new`]):
+//! Timeouts ([`DataPlaneOptions`], read from the environment by [`DataPlaneOptions::from_env`]):
 //! - `LOCAL_ALB_TARGET_TIMEOUT_SECONDS` (default 60, ALB's idle timeout): a
 //!   target that sends no response head within it gets the client a 504.
 //! - `LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS` (default 5; AWS uses 300):
@@ -196,17 +191,7 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Builds the data plane for `initial` (compiles its routing table and
-    /// prepares health checking; spawns nothing yet). Options come from the
-    /// environment; an unreadable variable is reported and its default used.
-    pub fn new(initial: &State) -> Arc<DataPlane> {
-        let options = DataPlaneOptions::from_env().unwrap_or_else(|error| {
-            tracing::warn!("{error}; using the defaults");
-            DataPlaneOptions::default()
-        });
-        DataPlane::with_options(initial, options)
-    }
-
-    /// Like [`DataPlane::new`] with explicit options.
+    /// prepares health checking; spawns nothing yet).
     pub fn with_options(initial: &State, options: DataPlaneOptions) -> Arc<DataPlane> {
         let registry = targets::Registry::new(options.deregistration_delay, options.worker_threads);
         let metrics = Metrics::default();

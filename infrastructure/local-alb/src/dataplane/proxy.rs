@@ -156,7 +156,7 @@ impl DataPlane {
             }
             tried[attempts] = target_key(target);
             attempts += 1;
-            match pool::exchange(target, address, worker, request).await {
+            match pool::exchange(&target.pool, address, worker, request).await {
                 Ok((response, release)) => {
                     counters.record(response.status().as_u16());
                     let (mut parts, body) = response.into_parts();

@@ -1,7 +1,9 @@
 //! The HTTP/1.1 wire format of the data plane: reading request and response
 //! heads (with `httparse`), deciding how a message's body is framed
 //! (RFC 9112 §6), scanning chunked bodies, and writing the heads the load
-//! balancer sends on. Pure: no I/O; `http1` does the reading and writing.
+//! balancer sends on. No I/O (`http1` does the reading and writing); the one
+//! outside input is the clock, read for the `Date` header of generated
+//! responses.
 //!
 //! Heads are copied byte for byte except for what a proxy must change:
 //! hop-by-hop headers (RFC 9110 §7.6.1, and any named in `Connection`) are
