@@ -1,8 +1,6 @@
 //! Rule conditions, health-check matchers, redirects and trace ids: pure
 //! functions checked against tables of cases.
 
-use std::time::Duration;
-
 use http::{HeaderMap, HeaderValue};
 use local_alb::dataplane::{RedirectSource, RedirectTemplate, redirect_location, trace_header};
 use local_alb::health::{HealthState, HealthTracker, ProbeOutcome, SuccessCodes};
@@ -485,52 +483,6 @@ fn trace_ids_are_minted_or_extended() {
     let forwarded = forwarded.to_str().expect("ascii");
     assert!(forwarded.starts_with("Root=1-"), "{forwarded}");
     assert!(forwarded.ends_with(";CalledFrom=app"), "{forwarded}");
-}
-
-#[test]
-fn options_come_from_local_alb_variables() {
-    use local_alb::dataplane::DataPlaneOptions;
-    let variables = |pairs: &'static [(&'static str, &'static str)]| {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        }
-    };
-    let defaults = DataPlaneOptions::from_variables(variables(&[])).expect("defaults");
-    assert_eq!(defaults, DataPlaneOptions::default());
-    assert_eq!(defaults.target_timeout, Duration::from_secs(60));
-    assert_eq!(defaults.deregistration_delay, Duration::from_secs(5));
-    assert_eq!(defaults.client_idle_timeout, Duration::from_secs(60));
-
-    let set = DataPlaneOptions::from_variables(variables(&[
-        ("LOCAL_ALB_TARGET_TIMEOUT_SECONDS", "0.5"),
-        ("LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS", " 300 "),
-        ("LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS", "4"),
-        ("LOCAL_ALB_WORKER_THREADS", "3"),
-    ]))
-    .expect("valid values");
-    assert_eq!(set.target_timeout, Duration::from_millis(500));
-    assert_eq!(set.deregistration_delay, Duration::from_secs(300));
-    assert_eq!(set.client_idle_timeout, Duration::from_secs(4));
-    assert_eq!(set.worker_threads, 3);
-
-    for (name, value) in [
-        ("LOCAL_ALB_TARGET_TIMEOUT_SECONDS", "soon"),
-        ("LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS", "-1"),
-        ("LOCAL_ALB_WORKER_THREADS", "0"),
-    ] {
-        let error =
-            DataPlaneOptions::from_variables(|asked| (asked == name).then(|| value.to_owned()))
-                .expect_err("invalid value");
-        let message = error.to_string();
-        assert!(
-            message.starts_with(&format!("{name}={value:?} is not "))
-                && message.ends_with("set it to one or unset it"),
-            "{message}"
-        );
-    }
 }
 
 proptest::proptest! {
