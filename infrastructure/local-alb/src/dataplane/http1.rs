@@ -967,6 +967,7 @@ impl ClientConnection {
 #[cfg(test)]
 mod tests {
     use super::may_end_head;
+    use crate::dataplane::wire::MAX_HEADERS;
 
     #[test]
     fn a_head_in_pieces_is_parsed_again_only_when_its_end_may_have_arrived() {
@@ -987,6 +988,98 @@ mod tests {
                 "{:?} scanned to {scanned}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    /// A request head, the start of its body after it, and the facts its
+    /// whole head gives.
+    fn head_and_body() -> impl proptest::strategy::Strategy<Value = (String, Vec<u8>)> {
+        use proptest::prelude::*;
+        let method = prop_oneof!["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"];
+        let target = prop_oneof![
+            "/[a-z0-9/]{0,12}",
+            "/[a-z]{1,6}\\?[a-z]=[0-9]{1,3}",
+            "http://[a-z]{1,6}\\.example/[a-z]{0,6}",
+        ];
+        let version = prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0")];
+        let header = prop_oneof![
+            "Host: [a-z]{1,8}(:[0-9]{2,4})?",
+            "Content-Length: [0-9]{1,3}",
+            "Transfer-Encoding: chunked",
+            "Connection: (close|keep-alive)",
+            "Expect: 100-continue",
+            "X-[A-Z][a-z]{0,6}: [ -~]{0,20}",
+        ];
+        let newline = prop_oneof!["\r\n", "\n"];
+        (
+            method,
+            target,
+            version,
+            proptest::collection::vec(header, 0..6),
+            newline,
+            proptest::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(|(method, target, version, headers, newline, body)| {
+                let mut head = format!("{method} {target} {version}{newline}");
+                for header in headers {
+                    head.push_str(&header);
+                    head.push_str(&newline);
+                }
+                head.push_str(&newline);
+                (head, body)
+            })
+    }
+
+    /// Parses `input` as `prepare` does: the head's length and its facts.
+    fn parse(
+        input: &[u8],
+    ) -> Option<(
+        usize,
+        Result<crate::dataplane::wire::RequestFacts<'_>, crate::dataplane::wire::Rejection>,
+    )> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(input).expect("a well-formed head") {
+            httparse::Status::Complete(length) => {
+                Some((length, crate::dataplane::wire::request_facts(&request)))
+            }
+            httparse::Status::Partial => None,
+        }
+    }
+
+    proptest::proptest! {
+        /// However a head and the body after it are split into reads, the
+        /// loop in `ClientConnection::run` (parse again only when
+        /// `may_end_head`) finds the head as soon as its last byte is in, and
+        /// `wire::request_facts` says of it what it says of the whole head.
+        #[test]
+        fn a_head_split_anywhere_gives_the_facts_of_the_whole_head(
+            (head, body) in head_and_body(),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+        ) {
+            let whole: Vec<u8> = [head.as_bytes(), &body].concat();
+            let expected = parse(&whole).expect("a complete head");
+            proptest::prop_assert_eq!(expected.0, head.len());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (whole.len() + 1)).collect();
+            cuts.push(whole.len());
+            cuts.sort_unstable();
+            cuts.dedup();
+            let first_cut_with_head = cuts.iter().copied().find(|&c| c >= head.len());
+            let mut scanned = 0;
+            let mut found = None;
+            for cut in cuts {
+                let input = &whole[..cut];
+                if !input.is_empty() && may_end_head(input, scanned) {
+                    if let Some(parsed) = parse(input) {
+                        found = Some((cut, parsed));
+                        break;
+                    }
+                }
+                scanned = cut;
+            }
+            let (arrived, parsed) = found.expect("the head is found once it is in");
+            proptest::prop_assert_eq!(Some(arrived), first_cut_with_head, "found late or early");
+            proptest::prop_assert_eq!(parsed, expected);
         }
     }
 }

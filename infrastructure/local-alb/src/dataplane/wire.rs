@@ -1126,4 +1126,66 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
     }
+
+    /// A chunked body of `chunks` (each with an optional extension), with
+    /// optional trailer lines.
+    fn chunked(chunks: &[(Vec<u8>, bool)], trailers: &[String]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (data, extension) in chunks.iter().filter(|(data, _)| !data.is_empty()) {
+            body.extend_from_slice(format!("{:x}", data.len()).as_bytes());
+            if *extension {
+                body.extend_from_slice(b";name=value");
+            }
+            body.extend_from_slice(b"\r\n");
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n");
+        for trailer in trailers {
+            body.extend_from_slice(trailer.as_bytes());
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"\r\n");
+        body
+    }
+
+    proptest::proptest! {
+        /// However a chunked body (and the next message after it) is split
+        /// into reads, the scanner ends the body at the same byte and passes
+        /// on the same chunk data as when it sees it whole.
+        #[test]
+        fn the_chunked_scanner_ends_the_body_at_the_same_byte_under_any_split(
+            chunks in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), proptest::prelude::any::<bool>()),
+                0..5,
+            ),
+            trailers in proptest::collection::vec("X-[a-z]{1,5}: [a-z0-9]{0,8}", 0..3),
+            cuts in proptest::collection::vec(0usize..400, 0..10),
+        ) {
+            let body = chunked(&chunks, &trailers);
+            let data: Vec<u8> = chunks.iter().flat_map(|(d, _)| d.clone()).collect();
+            let next = b"GET /next HTTP/1.1\r\n\r\n";
+            let input = [body.as_slice(), next].concat();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.extend([0, input.len()]);
+            cuts.sort_unstable();
+            cuts.dedup();
+
+            let mut scanner = ChunkedScanner::default();
+            let mut seen = Vec::new();
+            let mut consumed = 0;
+            for piece in cuts.windows(2).map(|w| &input[w[0]..w[1]]) {
+                let taken = scanner
+                    .scan(piece, |run| seen.extend_from_slice(run))
+                    .expect("a well-formed body");
+                consumed += taken;
+                if taken < piece.len() || scanner.is_done() {
+                    break;
+                }
+            }
+            proptest::prop_assert!(scanner.is_done());
+            proptest::prop_assert_eq!(consumed, body.len());
+            proptest::prop_assert_eq!(seen, data);
+        }
+    }
 }
