@@ -1069,11 +1069,12 @@ mod tests {
             let mut found = None;
             for cut in cuts {
                 let input = &whole[..cut];
-                if !input.is_empty() && may_end_head(input, scanned) {
-                    if let Some(parsed) = parse(input) {
-                        found = Some((cut, parsed));
-                        break;
-                    }
+                if !input.is_empty()
+                    && may_end_head(input, scanned)
+                    && let Some(parsed) = parse(input)
+                {
+                    found = Some((cut, parsed));
+                    break;
                 }
                 scanned = cut;
             }
