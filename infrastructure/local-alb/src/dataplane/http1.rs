@@ -316,9 +316,11 @@ fn write_answer(out: &mut Vec<u8>, answer: &Generated, client: &ClientSide, clos
         answer.status,
         &answer.headers,
         &answer.body,
-        client.head_request,
-        close,
-        client.http10,
+        wire::ReplyTo {
+            head_request: client.head_request,
+            close,
+            http10: client.http10,
+        },
     );
 }
 
@@ -575,9 +577,12 @@ impl ClientConnection {
             page.status,
             &page.headers,
             &page.body,
-            false,
-            true,
-            false,
+            // A refused request: the connection closes after the answer.
+            wire::ReplyTo {
+                head_request: false,
+                close: true,
+                http10: false,
+            },
         );
         let _ = self.write_client().await;
         true
