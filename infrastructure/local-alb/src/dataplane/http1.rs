@@ -29,8 +29,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::dataplane::DataPlane;
+use crate::dataplane::pool::Address;
 use crate::dataplane::responses::{self, Generated, RedirectSource};
 use crate::dataplane::table::{CompiledAction, Forward, RouteTables, target_key};
+use crate::dataplane::targets::TargetRuntime;
 use crate::dataplane::upstream::{self, Upstream};
 use crate::dataplane::wire::{
     self, ChunkError, ChunkedScanner, ClientFraming, Forwarding, Framing, MAX_HEADERS, Rejection,
@@ -675,40 +677,22 @@ impl ClientConnection {
             tried[attempts] = target_key(target);
             attempts += 1;
             loop {
-                let pooled = if stale < STALE_RETRIES {
-                    target.upstreams.checkout(self.worker)
-                } else {
-                    None
-                };
-                let mut upstream = match pooled {
-                    Some(upstream) => upstream,
-                    None => {
-                        self.target_timer.start();
-                        let connected = tokio::select! {
-                            biased;
-                            connected = upstream::connect(address) => connected,
-                            () = self.target_timer.sleep.as_mut() => Err(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "connecting timed out",
-                            )),
-                        };
-                        match connected {
-                            Ok(upstream) => upstream,
-                            Err(error) => {
-                                target.connection_failed(&error);
-                                if attempts == MAX_CONNECT_ATTEMPTS {
-                                    return self
-                                        .answer_unsent(
-                                            ElbError::TargetConnectionFailed,
-                                            &weighted.counters,
-                                            client,
-                                            &body,
-                                        )
-                                        .await;
-                                }
-                                continue 'targets;
-                            }
+                let connected = self.checkout_or_connect(target, address, stale).await;
+                let mut upstream = match connected {
+                    Ok(upstream) => upstream,
+                    Err(error) => {
+                        target.connection_failed(&error);
+                        if attempts == MAX_CONNECT_ATTEMPTS {
+                            return self
+                                .answer_unsent(
+                                    ElbError::TargetConnectionFailed,
+                                    &weighted.counters,
+                                    client,
+                                    &body,
+                                )
+                                .await;
                         }
+                        continue 'targets;
                     }
                 };
                 match self.exchange_head(&mut upstream, &mut body, client).await {
@@ -748,6 +732,23 @@ impl ClientConnection {
             }
         };
         weighted.counters.record(start.status);
+        let Some(complete) = self.relay_response(&mut upstream, &start).await else {
+            return false;
+        };
+        if start.reusable && complete {
+            target.upstreams.checkin(self.worker, upstream);
+        }
+        !start.close
+    }
+
+    /// Copies the response head in `out` and then the body to the client as
+    /// it arrives from `upstream`. `Some(complete)`: whether the body was read
+    /// to its end; `None`: the client or the target failed mid-way.
+    async fn relay_response(
+        &mut self,
+        upstream: &mut Upstream,
+        start: &ResponseStart,
+    ) -> Option<bool> {
         // The response body, copied through as it arrives.
         let mut response_body = BodyProgress::new(
             start.framing,
@@ -755,12 +756,12 @@ impl ClientConnection {
         );
         let mut complete = match response_body.take(&mut upstream.buffer, &mut self.out) {
             Ok(complete) => complete,
-            Err(_) => return false,
+            Err(_) => return None,
         };
         let written = self.write_client().await;
         self.out.clear();
         if !written {
-            return false;
+            return None;
         }
         while !complete {
             match read_within(
@@ -773,22 +774,44 @@ impl ClientConnection {
                 Ok(Some(0)) if matches!(response_body, BodyProgress::UntilClose) => break,
                 Ok(Some(1..)) => {}
                 // Cut short or stalled: the client must not take it as whole.
-                _ => return false,
+                _ => return None,
             }
             complete = match response_body.take(&mut upstream.buffer, &mut self.out) {
                 Ok(complete) => complete,
-                Err(_) => return false,
+                Err(_) => return None,
             };
             let written = self.write_client().await;
             self.out.clear();
             if !written {
-                return false;
+                return None;
             }
         }
-        if start.reusable && complete {
-            target.upstreams.checkin(self.worker, upstream);
+        Some(complete)
+    }
+
+    /// A pooled connection to `target` for this worker (unless `stale`
+    /// pooled ones were already found closed), else a new one within the
+    /// target timeout.
+    async fn checkout_or_connect(
+        &mut self,
+        target: &TargetRuntime,
+        address: Address<'_>,
+        stale: usize,
+    ) -> std::io::Result<Upstream> {
+        if stale < STALE_RETRIES
+            && let Some(upstream) = target.upstreams.checkout(self.worker)
+        {
+            return Ok(upstream);
         }
-        !start.close
+        self.target_timer.start();
+        tokio::select! {
+            biased;
+            connected = upstream::connect(address) => connected,
+            () = self.target_timer.sleep.as_mut() => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting timed out",
+            )),
+        }
     }
 
     /// Answers 400 for a request body that is not valid chunked encoding.
