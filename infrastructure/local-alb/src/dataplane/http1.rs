@@ -838,55 +838,7 @@ impl ClientConnection {
             Err(error) => return Err(broken(error)),
         }
         // Whether the target answered before taking the whole body.
-        let mut answered_early = false;
-        if !body.is_done() {
-            // The rest of the body, as the client sends it. From here on the
-            // request cannot be sent again. Whatever the target sends
-            // meanwhile is read (up to a limit), so an answer it sends
-            // before closing without the rest of the body (a 413, a 401)
-            // reaches the client instead of a 502.
-            self.out.clear();
-            'upload: while !body.is_done() {
-                self.client_timer.start();
-                loop {
-                    tokio::select! {
-                        biased;
-                        read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
-                            match read {
-                                Ok(Some(1..)) => break,
-                                _ => return Err(HeadFailure::ClientFailed),
-                            }
-                        }
-                        drained = drain(&upstream.stream, &mut upstream.buffer),
-                            if upstream.buffer.len() < MAX_EARLY_RESPONSE =>
-                        {
-                            // A target may answer and go on reading; one that
-                            // closes will not take the rest of the body.
-                            if drained.is_err() {
-                                answered_early = true;
-                                break 'upload;
-                            }
-                        }
-                    }
-                }
-                if body.take(&mut self.input, &mut self.out).is_err() {
-                    let _ = self
-                        .refuse(Rejection::Malformed("a malformed chunked body"))
-                        .await;
-                    return Err(HeadFailure::ClientFailed);
-                }
-                match send_draining(upstream, &self.out, &mut self.target_timer).await {
-                    Ok(true) => {}
-                    Ok(false) => return Err(HeadFailure::TimedOut),
-                    // Closed or answered: see below whether an answer came.
-                    Err(_) => {
-                        answered_early = true;
-                        break 'upload;
-                    }
-                }
-                self.out.clear();
-            }
-        }
+        let answered_early = self.upload_body(upstream, body).await?;
         // The target timeout bounds the whole wait for the response head.
         self.target_timer.start();
         let mut interim_seen = false;
@@ -959,35 +911,97 @@ impl ClientConnection {
                 }
             }
             let nothing_yet = upstream.buffer.is_empty() && !interim_seen;
-            match read_before(
-                &mut upstream.stream,
-                &mut upstream.buffer,
-                &mut self.target_timer,
-            )
-            .await
-            {
-                Ok(Some(1..)) => {}
-                Ok(None) => return Err(HeadFailure::TimedOut),
-                Ok(Some(0)) if nothing_yet => return Err(HeadFailure::EndedEarly),
-                Err(error)
-                    if nothing_yet
-                        && matches!(
-                            error.kind(),
-                            std::io::ErrorKind::ConnectionReset
-                                | std::io::ErrorKind::ConnectionAborted
-                                | std::io::ErrorKind::BrokenPipe
-                        ) =>
-                {
-                    return Err(HeadFailure::EndedEarly);
+            self.read_response_bytes(upstream, nothing_yet).await?;
+        }
+    }
+
+    /// Sends the rest of the request body as the client sends it. From here
+    /// on the request cannot be sent again. Whatever the target sends
+    /// meanwhile is read (up to a limit), so an answer it sends before closing
+    /// without the rest of the body (a 413, a 401) reaches the client instead
+    /// of a 502. `Ok(true)`: the target answered (or closed) before taking the
+    /// whole body.
+    async fn upload_body(
+        &mut self,
+        upstream: &mut Upstream,
+        body: &mut BodyProgress,
+    ) -> Result<bool, HeadFailure> {
+        if body.is_done() {
+            return Ok(false);
+        }
+        self.out.clear();
+        while !body.is_done() {
+            self.client_timer.start();
+            loop {
+                tokio::select! {
+                    biased;
+                    read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
+                        match read {
+                            Ok(Some(1..)) => break,
+                            _ => return Err(HeadFailure::ClientFailed),
+                        }
+                    }
+                    drained = drain(&upstream.stream, &mut upstream.buffer),
+                        if upstream.buffer.len() < MAX_EARLY_RESPONSE =>
+                    {
+                        // A target may answer and go on reading; one that
+                        // closes will not take the rest of the body.
+                        if drained.is_err() {
+                            return Ok(true);
+                        }
+                    }
                 }
-                Ok(Some(0)) => {
-                    return Err(HeadFailure::Broken(
-                        "the target closed the connection in the middle of a response head"
-                            .to_owned(),
-                    ));
-                }
-                Err(error) => return Err(broken(error)),
             }
+            if body.take(&mut self.input, &mut self.out).is_err() {
+                let _ = self
+                    .refuse(Rejection::Malformed("a malformed chunked body"))
+                    .await;
+                return Err(HeadFailure::ClientFailed);
+            }
+            match send_draining(upstream, &self.out, &mut self.target_timer).await {
+                Ok(true) => {}
+                Ok(false) => return Err(HeadFailure::TimedOut),
+                // Closed or answered: the caller reads whether an answer came.
+                Err(_) => return Ok(true),
+            }
+            self.out.clear();
+        }
+        Ok(false)
+    }
+
+    /// Reads more of a response head from `upstream` within the target
+    /// timeout. `nothing_yet`: no byte of a response has come, so a closed
+    /// connection means a pooled one the target had closed (`EndedEarly`).
+    async fn read_response_bytes(
+        &mut self,
+        upstream: &mut Upstream,
+        nothing_yet: bool,
+    ) -> Result<(), HeadFailure> {
+        match read_before(
+            &mut upstream.stream,
+            &mut upstream.buffer,
+            &mut self.target_timer,
+        )
+        .await
+        {
+            Ok(Some(1..)) => Ok(()),
+            Ok(None) => Err(HeadFailure::TimedOut),
+            Ok(Some(0)) if nothing_yet => Err(HeadFailure::EndedEarly),
+            Err(error)
+                if nothing_yet
+                    && matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                Err(HeadFailure::EndedEarly)
+            }
+            Ok(Some(0)) => Err(HeadFailure::Broken(
+                "the target closed the connection in the middle of a response head".to_owned(),
+            )),
+            Err(error) => Err(HeadFailure::Broken(error.to_string())),
         }
     }
 }
