@@ -9,8 +9,8 @@
 
 pub mod control;
 pub mod dataplane;
-pub mod health;
-pub mod matcher;
+pub(crate) mod health;
+pub(crate) mod matcher;
 pub mod metrics;
 pub mod model;
 pub mod persist;

@@ -224,3 +224,329 @@ impl Conditions {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::*;
+    use crate::model::{Condition, QueryPair};
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        let cases = [
+            ("example.com", "example.com"),
+            ("example.com:8080", "example.com"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(strip_port(host), expected, "{host}");
+        }
+    }
+
+    /// A request to match against: method, path?query, host, headers, source.
+    struct Case {
+        method: &'static str,
+        target: &'static str,
+        host: Option<&'static str>,
+        headers: &'static [(&'static str, &'static str)],
+        source: &'static str,
+    }
+
+    impl Case {
+        fn get(target: &'static str) -> Case {
+            Case {
+                method: "GET",
+                target,
+                host: Some("forum.example.com"),
+                headers: &[],
+                source: "203.0.113.7",
+            }
+        }
+
+        fn matches(&self, conditions: &[Condition]) -> bool {
+            let mut headers = HeaderMap::new();
+            for (name, value) in self.headers {
+                headers.append(
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let (path, query) = match self.target.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (self.target, None),
+            };
+            let view = RequestView {
+                method: self.method,
+                path,
+                query,
+                host: self.host,
+                headers: (&headers).into(),
+                source_ip: self.source.parse().expect("test address"),
+            };
+            Conditions::compile(conditions).matches(&view)
+        }
+    }
+
+    fn path(values: &[&str]) -> Condition {
+        Condition::PathPattern {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    fn query(pairs: &[(Option<&str>, &str)]) -> Condition {
+        Condition::QueryString {
+            values: pairs
+                .iter()
+                .map(|(key, value)| QueryPair {
+                    key: key.map(str::to_owned),
+                    value: value.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn conditions_match_requests() {
+        let host = |values: &[&str]| Condition::HostHeader {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let method = |values: &[&str]| Condition::HttpRequestMethod {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let header = |name: &str, values: &[&str]| Condition::HttpHeader {
+            name: name.to_owned(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let source = |values: &[&str]| Condition::SourceIp {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let with_headers = |headers: &'static [(&'static str, &'static str)]| Case {
+            headers,
+            ..Case::get("/")
+        };
+        let cases: Vec<(&str, Vec<Condition>, Case, bool)> = vec![
+            (
+                "no conditions match everything",
+                vec![],
+                Case::get("/x"),
+                true,
+            ),
+            (
+                "path glob",
+                vec![path(&["/api/users*"])],
+                Case::get("/api/users/2"),
+                true,
+            ),
+            (
+                "path never sees the query",
+                vec![path(&["*users*"])],
+                Case::get("/api/posts?x=users"),
+                false,
+            ),
+            (
+                "path matches with a query",
+                vec![path(&["/api/users"])],
+                Case::get("/api/users?sort=1"),
+                true,
+            ),
+            (
+                "path is case-sensitive",
+                vec![path(&["/api/users*"])],
+                Case::get("/API/USERS"),
+                false,
+            ),
+            (
+                "path values are ORed",
+                vec![path(&["/a*", "/api/posts*"])],
+                Case::get("/api/posts"),
+                true,
+            ),
+            (
+                "host ignores case and port",
+                vec![host(&["forum.example.com"])],
+                Case {
+                    host: Some("FORUM.Example.com:8080"),
+                    ..Case::get("/")
+                },
+                true,
+            ),
+            (
+                "host glob",
+                vec![host(&["*.example.com"])],
+                Case::get("/"),
+                true,
+            ),
+            (
+                "host mismatch",
+                vec![host(&["other.example.com"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "missing host",
+                vec![host(&["*"])],
+                Case {
+                    host: None,
+                    ..Case::get("/")
+                },
+                false,
+            ),
+            (
+                "method exact",
+                vec![method(&["GET", "HEAD"])],
+                Case::get("/"),
+                true,
+            ),
+            (
+                "method is case-sensitive",
+                vec![method(&["get"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "method other",
+                vec![method(&["POST"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "header name and value ignore case",
+                vec![header("User-Agent", &["*mobile*"])],
+                with_headers(&[("user-agent", "Some MOBILE Browser")]),
+                true,
+            ),
+            (
+                "header value mismatch",
+                vec![header("user-agent", &["*mobile*"])],
+                with_headers(&[("user-agent", "desktop")]),
+                false,
+            ),
+            (
+                "any repeated header value may match",
+                vec![header("x-tag", &["b"])],
+                with_headers(&[("x-tag", "a"), ("x-tag", "b")]),
+                true,
+            ),
+            (
+                "header absent",
+                vec![header("x-canary", &["*"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "query key and value",
+                vec![query(&[(Some("version"), "v2")])],
+                Case::get("/api?version=v2"),
+                true,
+            ),
+            (
+                "query ignores case",
+                vec![query(&[(Some("VERSION"), "V*")])],
+                Case::get("/api?version=v2"),
+                true,
+            ),
+            (
+                "query value only",
+                vec![query(&[(None, "beta")])],
+                Case::get("/api?x=1&channel=beta"),
+                true,
+            ),
+            (
+                "query is decoded",
+                vec![query(&[(Some("name"), "a b")])],
+                Case::get("/api?name=a%20b"),
+                true,
+            ),
+            (
+                "query literal star",
+                vec![query(&[(Some("q"), "\\*")])],
+                Case::get("/api?q=*"),
+                true,
+            ),
+            (
+                "query escaped star is not a wildcard",
+                vec![query(&[(Some("q"), "\\*")])],
+                Case::get("/api?q=x"),
+                false,
+            ),
+            (
+                "query mismatch",
+                vec![query(&[(Some("version"), "v2")])],
+                Case::get("/api?version=v3"),
+                false,
+            ),
+            (
+                "no query",
+                vec![query(&[(None, "*")])],
+                Case::get("/api"),
+                false,
+            ),
+            (
+                "query pairs are ORed",
+                vec![query(&[(Some("a"), "1"), (Some("b"), "2")])],
+                Case::get("/?b=2"),
+                true,
+            ),
+            (
+                "source in block",
+                vec![source(&["203.0.113.0/24"])],
+                Case::get("/"),
+                true,
+            ),
+            (
+                "source outside block",
+                vec![source(&["10.0.0.0/8"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "conditions are ANDed (both)",
+                vec![path(&["/api*"]), method(&["GET"])],
+                Case::get("/api/x"),
+                true,
+            ),
+            (
+                "conditions are ANDed (one fails)",
+                vec![path(&["/api*"]), method(&["POST"])],
+                Case::get("/api/x"),
+                false,
+            ),
+        ];
+        for (name, conditions, request, expected) in cases {
+            assert_eq!(request.matches(&conditions), expected, "{name}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The routing prefilter may let a path through that no value matches,
+        /// but never stops one that a value matches.
+        #[test]
+        fn path_prefilter_never_rejects_a_matching_path(
+            patterns in proptest::collection::vec("/?[ab*?/]{0,14}", 1..=5),
+            text in "/[ab/]{0,20}",
+        ) {
+            let conditions = Conditions::compile(&[crate::model::Condition::PathPattern {
+                values: patterns.clone(),
+            }]);
+            let prefilter = conditions.path_prefilter().expect("every path pattern has one");
+            let headers = http::HeaderMap::new();
+            let view = RequestView {
+                method: "GET",
+                path: &text,
+                query: None,
+                host: None,
+                headers: (&headers).into(),
+                source_ip: "127.0.0.1".parse().expect("test address"),
+            };
+            if conditions.matches(&view) {
+                proptest::prop_assert!(
+                    prefilter.may_match(&text),
+                    "patterns {:?} match {:?} but the prefilter rejects it", patterns, text
+                );
+            }
+        }
+    }
+}

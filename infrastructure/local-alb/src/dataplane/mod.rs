@@ -29,8 +29,6 @@ use crate::health::HealthState;
 use crate::metrics::{Metrics, TargetHealthSample};
 use crate::model::{State, Target};
 
-pub use responses::{RedirectSource, new_trace_id, redirect_location, trace_header};
-pub use table::RedirectTemplate;
 
 /// Target health as DescribeTargetHealth reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
