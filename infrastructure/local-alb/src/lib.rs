@@ -11,7 +11,7 @@ pub mod control;
 pub mod dataplane;
 pub(crate) mod health;
 pub(crate) mod matcher;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod model;
 pub mod persist;
 pub mod settings;
