@@ -29,7 +29,6 @@ use crate::health::HealthState;
 use crate::metrics::{Metrics, TargetHealthSample};
 use crate::model::{State, Target};
 
-
 /// Target health as DescribeTargetHealth reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetHealthView {
