@@ -13,6 +13,7 @@ pub mod service;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
 pub mod test_support;
 
 pub use dataset::Dataset;

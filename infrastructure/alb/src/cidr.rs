@@ -39,9 +39,26 @@ impl Cidr {
             && mask(inner.network, self.prefix) == self.network
     }
 
+    /// Whether `address` is in this block. IPv4-mapped IPv6 addresses
+    /// (`::ffff:10.0.0.1`) are taken as the IPv4 address they carry.
+    pub fn contains_address(&self, address: IpAddr) -> bool {
+        let address = canonical_ip(address);
+        self.network.is_ipv4() == address.is_ipv4() && mask(address, self.prefix) == self.network
+    }
+
     /// Whether the two blocks share an address (one contains the other).
     pub fn overlaps(&self, other: &Cidr) -> bool {
         self.contains(other) || other.contains(self)
+    }
+}
+
+/// The address a client is known by: an IPv4-mapped IPv6 peer (a
+/// dual-stack socket's `::ffff:10.0.0.1`) is the IPv4 address it carries.
+/// `source-ip` conditions and `X-Forwarded-For` both use this form.
+pub fn canonical_ip(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -86,5 +103,55 @@ mod tests {
         assert!(Cidr::parse("10.0.0.1").is_err());
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nope/8").is_err());
+    }
+
+    #[test]
+    fn blocks_contain_addresses() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("10.0.0.0/8", "10.200.3.4", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("192.168.1.0/24", "192.168.1.255", true),
+            ("192.168.1.0/24", "192.168.2.0", false),
+            ("192.168.1.128/25", "192.168.1.127", false),
+            ("192.168.1.128/25", "192.168.1.200", true),
+            ("127.0.0.1/32", "127.0.0.1", true),
+            ("0.0.0.0/0", "8.8.8.8", true),
+            ("10.0.0.0/8", "::ffff:10.1.2.3", true),
+            ("2001:db8::/32", "2001:db8:1::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("2001:db8::/32", "10.0.0.1", false),
+            ("::/0", "10.0.0.1", false),
+        ];
+        for (block, address, expected) in cases {
+            let cidr = Cidr::parse(block).unwrap_or_else(|e| panic!("{block} should parse: {e}"));
+            let address: IpAddr = address.parse().expect("test address");
+            assert_eq!(
+                cidr.contains_address(address),
+                *expected,
+                "{block} contains {address}"
+            );
+        }
+        // The ELBv2 API takes CIDR notation only: a bare address is refused.
+        for invalid in [
+            "10.0.0.0/33",
+            "::/129",
+            "nonsense",
+            "10.0.0/8",
+            "",
+            "127.0.0.1",
+        ] {
+            assert!(
+                Cidr::parse(invalid).is_err(),
+                "{invalid:?} should not parse"
+            );
+        }
+    }
+
+    #[test]
+    fn mapped_peers_are_known_by_their_ipv4_address() {
+        let ip = |t: &str| t.parse::<IpAddr>().expect("test address");
+        assert_eq!(canonical_ip(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(canonical_ip(ip("2001:db8::1")), ip("2001:db8::1"));
+        assert_eq!(canonical_ip(ip("10.1.2.3")), ip("10.1.2.3"));
     }
 }

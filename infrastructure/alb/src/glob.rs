@@ -10,8 +10,15 @@
 //! - [`is_covered`]: is every text that one pattern matches matched by at
 //!   least one of several others?
 //! - [`overlaps`]: is there a text that two patterns both match?
+//!
+//! Matching a text is the job of [`Glob`], the compiled form of a
+//! [`Pattern`] that the local ALB evaluates per request.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
+
+mod compiled;
+
+pub use compiled::{Glob, QuickReject};
 
 /// How a pattern is written and compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,29 +85,10 @@ impl Pattern {
             .count()
     }
 
-    /// Whether the pattern matches `text` (a plain NFA walk; not a hot path).
+    /// Whether the pattern matches `text`. Compiles a [`Glob`] each call;
+    /// compile once where the same pattern meets many texts.
     pub fn matches(&self, text: &str) -> bool {
-        let mut states: BTreeSet<usize> = BTreeSet::from([0]);
-        close(&self.tokens, &mut states);
-        for byte in text.bytes() {
-            let byte = if self.case_insensitive {
-                byte.to_ascii_lowercase()
-            } else {
-                byte
-            };
-            let mut next = BTreeSet::new();
-            for &state in &states {
-                if let Some(to) = step(&self.tokens, state, Some(byte)) {
-                    next.insert(to);
-                }
-            }
-            close(&self.tokens, &mut next);
-            if next.is_empty() {
-                return false;
-            }
-            states = next;
-        }
-        states.contains(&self.tokens.len())
+        Glob::from(self).matches(text)
     }
 }
 
@@ -112,16 +100,6 @@ fn step(tokens: &[Token], state: usize, class: Option<u8>) -> Option<usize> {
         Token::Byte(_) => None,
         Token::One => Some(state + 1),
         Token::Star => Some(state),
-    }
-}
-
-/// Adds the states reachable without consuming (past stars).
-fn close(tokens: &[Token], states: &mut BTreeSet<usize>) {
-    let mut pending: Vec<usize> = states.iter().copied().collect();
-    while let Some(state) = pending.pop() {
-        if tokens.get(state) == Some(&Token::Star) && states.insert(state + 1) {
-            pending.push(state + 1);
-        }
     }
 }
 

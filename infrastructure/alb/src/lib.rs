@@ -2,19 +2,22 @@
 //! pure code (no I/O): glob patterns as languages (does one pattern cover
 //! another? can two match the same text?), CIDR blocks, and rule conditions
 //! (does one rule match every request another matches? can two rules match
-//! the same request?).
+//! the same request?), the canonical client address, and which header fields
+//! are hop-by-hop.
 //!
 //! `migrate` uses it to prove that a parked route's rule can take no traffic
 //! and to name the rules a move would shadow; the semantics are the ones the
-//! local ALB's matcher applies per request (`infrastructure/local-alb`).
+//! local ALB's matcher applies per request (`infrastructure/local-alb`), which
+//! matches with [`glob::Glob`], the compiled form of a [`Pattern`].
 #![forbid(unsafe_code)]
 
 pub mod cidr;
 pub mod conditions;
 pub mod glob;
+pub mod headers;
 
 pub use conditions::{Conditions, Gap, HeaderCondition, QueryPair};
-pub use glob::{Pattern, Syntax};
+pub use glob::{Glob, Pattern, Syntax};
 
 /// AWS's quota of condition values per rule (all conditions together).
 pub const MAX_CONDITION_VALUES: usize = 5;

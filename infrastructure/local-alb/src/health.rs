@@ -238,3 +238,98 @@ pub async fn probe(client: &ProbeClient, authority: &str, check: &HealthCheck) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_code_matchers_parse_aws_syntax() {
+        let cases: &[(&str, &[(u16, bool)])] = &[
+            ("200", &[(200, true), (201, false), (404, false)]),
+            ("200,202", &[(200, true), (201, false), (202, true)]),
+            (
+                "200-299",
+                &[
+                    (199, false),
+                    (200, true),
+                    (250, true),
+                    (299, true),
+                    (300, false),
+                ],
+            ),
+            ("200-204,404", &[(204, true), (205, false), (404, true)]),
+        ];
+        for (matcher, statuses) in cases {
+            let codes = SuccessCodes::parse(matcher).unwrap_or_else(|| panic!("{matcher} parses"));
+            for (status, expected) in *statuses {
+                assert_eq!(
+                    codes.contains(*status),
+                    *expected,
+                    "{matcher} contains {status}"
+                );
+            }
+        }
+        for invalid in ["", "abc", "299-200", "200-", "100", "600", "200,,202"] {
+            assert_eq!(
+                SuccessCodes::parse(invalid),
+                None,
+                "{invalid:?} should not parse"
+            );
+        }
+    }
+
+    #[test]
+    fn health_tracker_follows_thresholds_and_reasons() {
+        let mut tracker = HealthTracker::default();
+        assert_eq!(tracker.state, HealthState::Initial);
+        assert_eq!(tracker.reason, Some("Elb.RegistrationInProgress"));
+
+        tracker.record(ProbeOutcome::Success, 2, 3);
+        assert_eq!(
+            tracker.state,
+            HealthState::Initial,
+            "one success is not enough"
+        );
+        tracker.record(ProbeOutcome::Success, 2, 3);
+        assert_eq!(
+            (tracker.state, tracker.reason),
+            (HealthState::Healthy, None)
+        );
+
+        tracker.record(ProbeOutcome::Timeout, 2, 3);
+        tracker.record(ProbeOutcome::Timeout, 2, 3);
+        assert_eq!(tracker.state, HealthState::Healthy, "two of three failures");
+        tracker.record(ProbeOutcome::Success, 2, 3);
+        tracker.record(ProbeOutcome::Timeout, 2, 3);
+        tracker.record(ProbeOutcome::Timeout, 2, 3);
+        assert_eq!(
+            tracker.state,
+            HealthState::Healthy,
+            "a success resets the count"
+        );
+        tracker.record(ProbeOutcome::Timeout, 2, 3);
+        assert_eq!(
+            (tracker.state, tracker.reason),
+            (HealthState::Unhealthy, Some("Target.Timeout"))
+        );
+        tracker.record(ProbeOutcome::ResponseCodeMismatch(503), 2, 3);
+        assert_eq!(tracker.reason, Some("Target.ResponseCodeMismatch"));
+        assert_eq!(
+            tracker.description.as_deref(),
+            Some("Health checks failed with these codes: [503]")
+        );
+        tracker.record(ProbeOutcome::ConnectionFailed, 2, 3);
+        assert_eq!(tracker.reason, Some("Target.FailedHealthChecks"));
+
+        tracker.drain();
+        tracker.record(ProbeOutcome::Success, 1, 1);
+        assert_eq!(
+            (tracker.state, tracker.reason),
+            (
+                HealthState::Draining,
+                Some("Target.DeregistrationInProgress")
+            )
+        );
+    }
+}

@@ -9,9 +9,9 @@
 
 pub mod control;
 pub mod dataplane;
-pub mod health;
-pub mod matcher;
-pub mod metrics;
+pub(crate) mod health;
+pub(crate) mod matcher;
+pub(crate) mod metrics;
 pub mod model;
 pub mod persist;
 pub mod settings;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::control::ControlPlane;
-use crate::dataplane::{DataPlane, DataPlaneOptions};
+use crate::dataplane::DataPlane;
 use crate::persist::{PersistError, StateStore};
 use crate::settings::{EXIT_LOCKED, EXIT_RUNTIME, EXIT_STATE, EXIT_USAGE, Settings};
 use crate::stack::{Stack, StackError};
@@ -141,8 +141,7 @@ impl Application {
             )));
         }
         let (stack, stack_origin) = load_stack(&settings)?;
-        let options =
-            DataPlaneOptions::from_env().map_err(|e| StartupError::Usage(e.to_string()))?;
+        let options = settings.data_plane.clone();
         // Bind first: a second instance on the same addresses fails here,
         // before it touches the state directory.
         let bind = |address: SocketAddr, what: &'static str| async move {

@@ -12,294 +12,18 @@
 //!   query parameters; `\*` and `\?` match a literal `*` or `?`.
 //! - `source-ip`: CIDR blocks (IPv4 or IPv6) matched against the client address.
 //!
-//! Globs: `*` matches any run of bytes (including `/`), `?` exactly one byte.
-//! Matching is by segments between stars (anchored first and last segments,
-//! leftmost search for the middle ones), so no pattern backtracks
+//! The glob patterns, CIDR blocks and canonical client address are `alb`'s
+//! (one home for ALB semantics, shared with `migrate`): `*` matches any run
+//! of bytes (including `/`), `?` exactly one byte, and no pattern backtracks
 //! exponentially.
 
 use std::net::IpAddr;
 
+use alb::cidr::Cidr;
+use alb::glob::{Glob, QuickReject, Syntax};
 use http::HeaderMap;
 
 use crate::model::{Condition, QueryPair};
-
-/// One compiled glob pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob {
-    /// Literal segments split at `*`. A pattern without `*` has one segment.
-    segments: Vec<Segment>,
-    case_insensitive: bool,
-    /// A word-sized test that rejects most texts before the segments are
-    /// compared (case-sensitive patterns with a star).
-    quick: Option<QuickReject>,
-}
-
-/// Up to 8 bytes the text must start with and up to 8 it must end with,
-/// compared as masked little-endian words (`?` positions masked out), and
-/// its least length. A listener with a hundred rules evaluates this about
-/// twice per rule for each request, so it is kept branch-light.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct QuickReject {
-    min_len: usize,
-    head: u64,
-    head_mask: u64,
-    tail: u64,
-    tail_mask: u64,
-}
-
-impl QuickReject {
-    /// For a pattern of one segment, `first` and `last` are the same.
-    fn new(first: &Segment, last: &Segment, single: bool) -> QuickReject {
-        let word = |segment: &Segment, from_end: bool| {
-            let take = segment.len().min(8);
-            let start = if from_end { segment.len() - take } else { 0 };
-            let (mut value, mut mask) = ([0u8; 8], [0u8; 8]);
-            // Right-aligned for the tail, so it lines up with the text's end.
-            let offset = if from_end { 8 - take } else { 0 };
-            for index in 0..take {
-                let position = start + index;
-                let wildcard = segment.any.get(position).copied().unwrap_or(false);
-                if !wildcard {
-                    value[offset + index] = segment.bytes[position];
-                    mask[offset + index] = 0xff;
-                }
-            }
-            (u64::from_le_bytes(value), u64::from_le_bytes(mask))
-        };
-        let (head, head_mask) = word(first, false);
-        let (tail, tail_mask) = word(last, true);
-        QuickReject {
-            min_len: if single {
-                first.len()
-            } else {
-                first.len() + last.len()
-            },
-            head,
-            head_mask,
-            tail,
-            tail_mask,
-        }
-    }
-
-    #[inline]
-    fn may_match(&self, text: &[u8]) -> bool {
-        if text.len() < self.min_len {
-            return false;
-        }
-        let (mut head, mut tail) = ([0u8; 8], [0u8; 8]);
-        let take = text.len().min(8);
-        head[..take].copy_from_slice(&text[..take]);
-        tail[8 - take..].copy_from_slice(&text[text.len() - take..]);
-        u64::from_le_bytes(head) & self.head_mask == self.head
-            && u64::from_le_bytes(tail) & self.tail_mask == self.tail
-    }
-}
-
-/// A run of a pattern between stars: bytes to compare, with `?` positions
-/// (any byte) marked. Most segments have no `?` and compare as one slice.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Segment {
-    /// The bytes (lowercased when case-insensitive); `?` positions hold 0.
-    bytes: Vec<u8>,
-    /// `any[i]` is true where the pattern has `?`; empty when it has none.
-    any: Vec<bool>,
-}
-
-impl Segment {
-    fn push(&mut self, byte: Option<u8>) {
-        match byte {
-            Some(byte) => {
-                self.bytes.push(byte);
-                if !self.any.is_empty() {
-                    self.any.push(false);
-                }
-            }
-            None => {
-                if self.any.is_empty() {
-                    self.any = vec![false; self.bytes.len()];
-                }
-                self.bytes.push(0);
-                self.any.push(true);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-/// How a glob pattern is written and compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GlobSyntax {
-    /// Case-sensitive; `*` and `?` are always wildcards (path patterns).
-    CaseSensitive,
-    /// Case-insensitive; `*` and `?` are always wildcards (hosts, headers).
-    CaseInsensitive,
-    /// Case-insensitive; a backslash escapes the next character
-    /// (query-string keys and values).
-    CaseInsensitiveEscaped,
-}
-
-impl Glob {
-    pub fn new(pattern: &str, syntax: GlobSyntax) -> Glob {
-        let case_insensitive = syntax != GlobSyntax::CaseSensitive;
-        let escapes = syntax == GlobSyntax::CaseInsensitiveEscaped;
-        let mut segments = vec![Segment::default()];
-        let mut bytes = pattern.bytes();
-        while let Some(b) = bytes.next() {
-            let current = segments.last_mut().expect("segments is never empty");
-            match b {
-                b'*' => segments.push(Segment::default()),
-                b'?' => current.push(None),
-                b'\\' if escapes => match bytes.next() {
-                    Some(escaped) => current.push(Some(fold(escaped, case_insensitive))),
-                    None => current.push(Some(b'\\')),
-                },
-                _ => current.push(Some(fold(b, case_insensitive))),
-            }
-        }
-        let quick = (!case_insensitive).then(|| {
-            QuickReject::new(
-                &segments[0],
-                &segments[segments.len() - 1],
-                segments.len() == 1,
-            )
-        });
-        Glob {
-            segments,
-            case_insensitive,
-            quick,
-        }
-    }
-
-    pub fn matches(&self, text: &str) -> bool {
-        self.matches_bytes(text.as_bytes())
-    }
-
-    pub fn matches_bytes(&self, text: &[u8]) -> bool {
-        let first = &self.segments[0];
-        if self.segments.len() == 1 {
-            return text.len() == first.len() && self.segment_at(first, text, 0);
-        }
-        if let Some(quick) = &self.quick
-            && !quick.may_match(text)
-        {
-            return false;
-        }
-        let last = &self.segments[self.segments.len() - 1];
-        if text.len() < first.len() + last.len()
-            || !self.segment_at(first, text, 0)
-            || !self.segment_at(last, text, text.len() - last.len())
-        {
-            return false;
-        }
-        let mut position = first.len();
-        let end = text.len() - last.len();
-        for segment in &self.segments[1..self.segments.len() - 1] {
-            match self.find(segment, &text[..end], position) {
-                Some(found) => position = found + segment.len(),
-                None => return false,
-            }
-        }
-        true
-    }
-
-    /// Whether `segment` matches `text` at byte offset `at`.
-    fn segment_at(&self, segment: &Segment, text: &[u8], at: usize) -> bool {
-        let Some(window) = text.get(at..at + segment.len()) else {
-            return false;
-        };
-        match (segment.any.is_empty(), self.case_insensitive) {
-            (true, false) => window == segment.bytes.as_slice(),
-            (true, true) => window.eq_ignore_ascii_case(&segment.bytes),
-            (false, _) => segment
-                .bytes
-                .iter()
-                .zip(&segment.any)
-                .zip(window)
-                .all(|((want, any), &got)| *any || *want == fold(got, self.case_insensitive)),
-        }
-    }
-
-    /// The leftmost offset at or after `from` where `segment` matches.
-    fn find(&self, segment: &Segment, text: &[u8], from: usize) -> Option<usize> {
-        if segment.len() == 0 {
-            return Some(from);
-        }
-        let last_start = text.len().checked_sub(segment.len())?;
-        (from..=last_start).find(|&at| self.segment_at(segment, text, at))
-    }
-}
-
-fn fold(b: u8, case_insensitive: bool) -> u8 {
-    if case_insensitive {
-        b.to_ascii_lowercase()
-    } else {
-        b
-    }
-}
-
-/// A CIDR block such as `10.0.0.0/8` or `2001:db8::/32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `address/prefix` (a bare address means a single host).
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text.trim(), None),
-        };
-        let network: IpAddr = address.parse().ok()?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= max)?,
-            None => max,
-        };
-        Some(Cidr { network, prefix })
-    }
-
-    pub fn contains(&self, address: IpAddr) -> bool {
-        let address = canonical(address);
-        match (self.network, address) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                prefix_equal(&network.octets(), &address.octets(), self.prefix)
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                prefix_equal(&network.octets(), &address.octets(), self.prefix)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as IPv4.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
-}
-
-fn prefix_equal(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    a[full] & mask == b[full] & mask
-}
 
 /// The parts of a request that rule conditions look at.
 #[derive(Debug, Clone, Copy)]
@@ -379,10 +103,10 @@ impl CompiledCondition {
             |values: &[String], syntax| values.iter().map(|v| Glob::new(v, syntax)).collect();
         match condition {
             Condition::PathPattern { values } => {
-                CompiledCondition::PathPattern(globs(values, GlobSyntax::CaseSensitive))
+                CompiledCondition::PathPattern(globs(values, Syntax::CaseSensitive))
             }
             Condition::HostHeader { values } => {
-                CompiledCondition::HostHeader(globs(values, GlobSyntax::CaseInsensitive))
+                CompiledCondition::HostHeader(globs(values, Syntax::CaseInsensitive))
             }
             Condition::HttpRequestMethod { values } => {
                 CompiledCondition::HttpRequestMethod(values.clone())
@@ -391,7 +115,7 @@ impl CompiledCondition {
                 match http::HeaderName::from_bytes(name.as_bytes()) {
                     Ok(name) => CompiledCondition::HttpHeader {
                         name,
-                        values: globs(values, GlobSyntax::CaseInsensitive),
+                        values: globs(values, Syntax::CaseInsensitive),
                     },
                     Err(_) => CompiledCondition::Never,
                 }
@@ -402,15 +126,15 @@ impl CompiledCondition {
                     .map(|QueryPair { key, value }| {
                         (
                             key.as_deref()
-                                .map(|k| Glob::new(k, GlobSyntax::CaseInsensitiveEscaped)),
-                            Glob::new(value, GlobSyntax::CaseInsensitiveEscaped),
+                                .map(|k| Glob::new(k, Syntax::CaseInsensitiveEscaped)),
+                            Glob::new(value, Syntax::CaseInsensitiveEscaped),
                         )
                     })
                     .collect(),
             ),
-            Condition::SourceIp { values } => {
-                CompiledCondition::SourceIp(values.iter().filter_map(|v| Cidr::parse(v)).collect())
-            }
+            Condition::SourceIp { values } => CompiledCondition::SourceIp(
+                values.iter().filter_map(|v| Cidr::parse(v).ok()).collect(),
+            ),
         }
     }
 
@@ -442,7 +166,7 @@ impl CompiledCondition {
                 None => false,
             },
             CompiledCondition::SourceIp(blocks) => {
-                blocks.iter().any(|b| b.contains(request.source_ip))
+                blocks.iter().any(|b| b.contains_address(request.source_ip))
             }
             CompiledCondition::Never => false,
         }
@@ -487,16 +211,9 @@ impl Conditions {
     pub fn path_prefilter(&self) -> Option<PathPrefilter> {
         self.0.iter().find_map(|condition| match condition {
             CompiledCondition::PathPattern(globs) if (1..=5).contains(&globs.len()) => {
-                let none = QuickReject {
-                    min_len: usize::MAX,
-                    head: 0,
-                    head_mask: 0,
-                    tail: 0,
-                    tail_mask: 0,
-                };
-                let mut values = [none; 5];
+                let mut values = [QuickReject::REJECT_ALL; 5];
                 for (slot, glob) in values.iter_mut().zip(globs) {
-                    *slot = glob.quick?;
+                    *slot = glob.quick_reject()?;
                 }
                 Some(PathPrefilter {
                     values,
@@ -505,5 +222,331 @@ impl Conditions {
             }
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::*;
+    use crate::model::{Condition, QueryPair};
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        let cases = [
+            ("example.com", "example.com"),
+            ("example.com:8080", "example.com"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(strip_port(host), expected, "{host}");
+        }
+    }
+
+    /// A request to match against: method, path?query, host, headers, source.
+    struct Case {
+        method: &'static str,
+        target: &'static str,
+        host: Option<&'static str>,
+        headers: &'static [(&'static str, &'static str)],
+        source: &'static str,
+    }
+
+    impl Case {
+        fn get(target: &'static str) -> Case {
+            Case {
+                method: "GET",
+                target,
+                host: Some("forum.example.com"),
+                headers: &[],
+                source: "203.0.113.7",
+            }
+        }
+
+        fn matches(&self, conditions: &[Condition]) -> bool {
+            let mut headers = HeaderMap::new();
+            for (name, value) in self.headers {
+                headers.append(
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let (path, query) = match self.target.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (self.target, None),
+            };
+            let view = RequestView {
+                method: self.method,
+                path,
+                query,
+                host: self.host,
+                headers: (&headers).into(),
+                source_ip: self.source.parse().expect("test address"),
+            };
+            Conditions::compile(conditions).matches(&view)
+        }
+    }
+
+    fn path(values: &[&str]) -> Condition {
+        Condition::PathPattern {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    fn query(pairs: &[(Option<&str>, &str)]) -> Condition {
+        Condition::QueryString {
+            values: pairs
+                .iter()
+                .map(|(key, value)| QueryPair {
+                    key: key.map(str::to_owned),
+                    value: value.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn conditions_match_requests() {
+        let host = |values: &[&str]| Condition::HostHeader {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let method = |values: &[&str]| Condition::HttpRequestMethod {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let header = |name: &str, values: &[&str]| Condition::HttpHeader {
+            name: name.to_owned(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let source = |values: &[&str]| Condition::SourceIp {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let with_headers = |headers: &'static [(&'static str, &'static str)]| Case {
+            headers,
+            ..Case::get("/")
+        };
+        let cases: Vec<(&str, Vec<Condition>, Case, bool)> = vec![
+            (
+                "no conditions match everything",
+                vec![],
+                Case::get("/x"),
+                true,
+            ),
+            (
+                "path glob",
+                vec![path(&["/api/users*"])],
+                Case::get("/api/users/2"),
+                true,
+            ),
+            (
+                "path never sees the query",
+                vec![path(&["*users*"])],
+                Case::get("/api/posts?x=users"),
+                false,
+            ),
+            (
+                "path matches with a query",
+                vec![path(&["/api/users"])],
+                Case::get("/api/users?sort=1"),
+                true,
+            ),
+            (
+                "path is case-sensitive",
+                vec![path(&["/api/users*"])],
+                Case::get("/API/USERS"),
+                false,
+            ),
+            (
+                "path values are ORed",
+                vec![path(&["/a*", "/api/posts*"])],
+                Case::get("/api/posts"),
+                true,
+            ),
+            (
+                "host ignores case and port",
+                vec![host(&["forum.example.com"])],
+                Case {
+                    host: Some("FORUM.Example.com:8080"),
+                    ..Case::get("/")
+                },
+                true,
+            ),
+            (
+                "host glob",
+                vec![host(&["*.example.com"])],
+                Case::get("/"),
+                true,
+            ),
+            (
+                "host mismatch",
+                vec![host(&["other.example.com"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "missing host",
+                vec![host(&["*"])],
+                Case {
+                    host: None,
+                    ..Case::get("/")
+                },
+                false,
+            ),
+            (
+                "method exact",
+                vec![method(&["GET", "HEAD"])],
+                Case::get("/"),
+                true,
+            ),
+            (
+                "method is case-sensitive",
+                vec![method(&["get"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "method other",
+                vec![method(&["POST"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "header name and value ignore case",
+                vec![header("User-Agent", &["*mobile*"])],
+                with_headers(&[("user-agent", "Some MOBILE Browser")]),
+                true,
+            ),
+            (
+                "header value mismatch",
+                vec![header("user-agent", &["*mobile*"])],
+                with_headers(&[("user-agent", "desktop")]),
+                false,
+            ),
+            (
+                "any repeated header value may match",
+                vec![header("x-tag", &["b"])],
+                with_headers(&[("x-tag", "a"), ("x-tag", "b")]),
+                true,
+            ),
+            (
+                "header absent",
+                vec![header("x-canary", &["*"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "query key and value",
+                vec![query(&[(Some("version"), "v2")])],
+                Case::get("/api?version=v2"),
+                true,
+            ),
+            (
+                "query ignores case",
+                vec![query(&[(Some("VERSION"), "V*")])],
+                Case::get("/api?version=v2"),
+                true,
+            ),
+            (
+                "query value only",
+                vec![query(&[(None, "beta")])],
+                Case::get("/api?x=1&channel=beta"),
+                true,
+            ),
+            (
+                "query is decoded",
+                vec![query(&[(Some("name"), "a b")])],
+                Case::get("/api?name=a%20b"),
+                true,
+            ),
+            (
+                "query literal star",
+                vec![query(&[(Some("q"), "\\*")])],
+                Case::get("/api?q=*"),
+                true,
+            ),
+            (
+                "query escaped star is not a wildcard",
+                vec![query(&[(Some("q"), "\\*")])],
+                Case::get("/api?q=x"),
+                false,
+            ),
+            (
+                "query mismatch",
+                vec![query(&[(Some("version"), "v2")])],
+                Case::get("/api?version=v3"),
+                false,
+            ),
+            (
+                "no query",
+                vec![query(&[(None, "*")])],
+                Case::get("/api"),
+                false,
+            ),
+            (
+                "query pairs are ORed",
+                vec![query(&[(Some("a"), "1"), (Some("b"), "2")])],
+                Case::get("/?b=2"),
+                true,
+            ),
+            (
+                "source in block",
+                vec![source(&["203.0.113.0/24"])],
+                Case::get("/"),
+                true,
+            ),
+            (
+                "source outside block",
+                vec![source(&["10.0.0.0/8"])],
+                Case::get("/"),
+                false,
+            ),
+            (
+                "conditions are ANDed (both)",
+                vec![path(&["/api*"]), method(&["GET"])],
+                Case::get("/api/x"),
+                true,
+            ),
+            (
+                "conditions are ANDed (one fails)",
+                vec![path(&["/api*"]), method(&["POST"])],
+                Case::get("/api/x"),
+                false,
+            ),
+        ];
+        for (name, conditions, request, expected) in cases {
+            assert_eq!(request.matches(&conditions), expected, "{name}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The routing prefilter may let a path through that no value matches,
+        /// but never stops one that a value matches.
+        #[test]
+        fn path_prefilter_never_rejects_a_matching_path(
+            patterns in proptest::collection::vec("/?[ab*?/]{0,14}", 1..=5),
+            text in "/[ab/]{0,20}",
+        ) {
+            let conditions = Conditions::compile(&[crate::model::Condition::PathPattern {
+                values: patterns.clone(),
+            }]);
+            let prefilter = conditions.path_prefilter().expect("every path pattern has one");
+            let headers = http::HeaderMap::new();
+            let view = RequestView {
+                method: "GET",
+                path: &text,
+                query: None,
+                host: None,
+                headers: (&headers).into(),
+                source_ip: "127.0.0.1".parse().expect("test address"),
+            };
+            if conditions.matches(&view) {
+                proptest::prop_assert!(
+                    prefilter.may_match(&text),
+                    "patterns {:?} match {:?} but the prefilter rejects it", patterns, text
+                );
+            }
+        }
     }
 }

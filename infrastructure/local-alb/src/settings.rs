@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+
+use crate::dataplane::DataPlaneOptions;
 
 /// Exit code: stopped cleanly (SIGTERM or SIGINT).
 pub const EXIT_OK: u8 = 0;
@@ -37,10 +40,9 @@ aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0
 The access key and secret are the stack file's [credentials] (local defaults \
 above). On start, one line per listener is printed to stdout:\n  \
 data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\
-ENVIRONMENT:\n  RUST_LOG                                log filter (default info); logs go to stderr\n  \
-LOCAL_ALB_TARGET_TIMEOUT_SECONDS        a target's time to answer before 504 (default 60)\n  \
-LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS  how long deregistered targets drain (default 5)\n  \
-LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS   idle client keep-alive limit (default 60)\n\n\
+ENVIRONMENT:\n  RUST_LOG  log filter (default info); logs go to stderr\n  \
+The LOCAL_ALB_* variables are listed with the options they set (an option given \
+on the command line wins).\n\n\
 EXIT CODES:\n  0  stopped by SIGTERM or SIGINT\n  1  runtime failure (for example an address in use)\n  \
 2  bad command line or stack file (the message names the key)\n  \
 3  the state file is unreadable or corrupt (start with --reset to rebuild it)\n  \
@@ -75,6 +77,43 @@ pub struct Cli {
     /// knows the local credentials can change routing).
     #[arg(long)]
     pub allow_remote_control: bool,
+
+    /// Seconds a target has to send a response head before the client gets a
+    /// 504 (ALB's idle timeout). Decimal seconds, such as 0.5. Default: 60.
+    #[arg(long, env = "LOCAL_ALB_TARGET_TIMEOUT_SECONDS", value_name = "SECONDS", value_parser = seconds)]
+    pub target_timeout: Option<Duration>,
+
+    /// Seconds a deregistered target is reported `draining` (AWS: 300).
+    /// Default: 5.
+    #[arg(long, env = "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS", value_name = "SECONDS", value_parser = seconds)]
+    pub deregistration_delay: Option<Duration>,
+
+    /// Seconds after which an idle keep-alive client connection is closed
+    /// (also the limit for receiving a request head). Default: 60.
+    #[arg(long, env = "LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS", value_name = "SECONDS", value_parser = seconds)]
+    pub client_idle_timeout: Option<Duration>,
+
+    /// Threads serving the data listener. Default: one per CPU core.
+    #[arg(long, env = "LOCAL_ALB_WORKER_THREADS", value_name = "THREADS", value_parser = threads)]
+    pub worker_threads: Option<usize>,
+}
+
+/// A number of seconds, such as 60 or 0.5.
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| "expected a number of seconds, such as 60 or 0.5 (from the option or its LOCAL_ALB_* variable, see --help)".to_owned())
+}
+
+/// A whole number of threads above 0.
+fn threads(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "expected a whole number of threads above 0, such as 2 (from the option or its LOCAL_ALB_* variable, see --help)".to_owned())
 }
 
 /// Everything `Application::build` needs.
@@ -87,6 +126,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub control_listen: SocketAddr,
     pub allow_remote_control: bool,
+    /// Timeouts and threads of the data plane.
+    pub data_plane: DataPlaneOptions,
 }
 
 impl Settings {
@@ -101,12 +142,25 @@ impl Settings {
             listen: loopback_any_port,
             control_listen: loopback_any_port,
             allow_remote_control: false,
+            data_plane: DataPlaneOptions::default(),
         }
     }
 }
 
 impl From<Cli> for Settings {
     fn from(cli: Cli) -> Settings {
+        let defaults = DataPlaneOptions::default();
+        let data_plane = DataPlaneOptions {
+            target_timeout: cli.target_timeout.unwrap_or(defaults.target_timeout),
+            deregistration_delay: cli
+                .deregistration_delay
+                .unwrap_or(defaults.deregistration_delay),
+            client_idle_timeout: cli
+                .client_idle_timeout
+                .unwrap_or(defaults.client_idle_timeout),
+            worker_threads: cli.worker_threads.unwrap_or(defaults.worker_threads),
+            ..defaults
+        };
         Settings {
             stack: cli.stack,
             state_dir: cli.state_dir,
@@ -114,6 +168,7 @@ impl From<Cli> for Settings {
             listen: cli.listen,
             control_listen: cli.control_listen,
             allow_remote_control: cli.allow_remote_control,
+            data_plane,
         }
     }
 }

@@ -240,7 +240,35 @@ fn check_port(port: i64, key: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{key} = {port}: ports are 1 to 65535"))
 }
 
+/// The stack file's model, checked as the control API checks it, with ids
+/// minted in file order (so ARNs are the same every time the file is read).
 fn build(raw: RawStack) -> Result<State, String> {
+    check_account(&raw)?;
+    let mut state = State {
+        region: raw.region,
+        account_id: raw.account_id,
+        load_balancers: Vec::new(),
+        listeners: Vec::new(),
+        target_groups: Vec::new(),
+        rules: Vec::new(),
+        next_id: 1,
+    };
+    let (lb_arn, lb_id) = add_load_balancer(&mut state, &raw.load_balancer)?;
+    add_target_groups(&mut state, &raw.target_groups)?;
+    let listener_arn = add_listener(
+        &mut state,
+        &raw.listener,
+        &raw.load_balancer.name,
+        lb_arn,
+        &lb_id,
+    )?;
+    add_rules(&mut state, &raw.rules, &listener_arn)?;
+    validate::state(&state).map_err(|e| e.message)?;
+    Ok(state)
+}
+
+/// Region, account id and credentials.
+fn check_account(raw: &RawStack) -> Result<(), String> {
     if raw.region.is_empty() {
         return Err("region must not be empty (for example \"us-east-1\")".to_owned());
     }
@@ -256,18 +284,12 @@ fn build(raw: RawStack) -> Result<State, String> {
                 .to_owned(),
         );
     }
-    let mut state = State {
-        region: raw.region,
-        account_id: raw.account_id,
-        load_balancers: Vec::new(),
-        listeners: Vec::new(),
-        target_groups: Vec::new(),
-        rules: Vec::new(),
-        next_id: 1,
-    };
-    let prefix = state.arn_prefix();
+    Ok(())
+}
 
-    let lb = &raw.load_balancer;
+/// The load balancer; its ARN and id.
+fn add_load_balancer(state: &mut State, lb: &RawLoadBalancer) -> Result<(String, String), String> {
+    let prefix = state.arn_prefix();
     check_name(&lb.name, "load_balancer.name")?;
     if lb.scheme != "internet-facing" && lb.scheme != "internal" {
         return Err(format!(
@@ -286,8 +308,14 @@ fn build(raw: RawStack) -> Result<State, String> {
         tags: tags(&lb.tags, "load_balancer.tags")?,
     });
 
+    Ok((lb_arn, lb_id))
+}
+
+/// The target groups, in file order.
+fn add_target_groups(state: &mut State, groups: &[RawTargetGroup]) -> Result<(), String> {
+    let prefix = state.arn_prefix();
     let mut names = HashSet::new();
-    for (i, tg) in raw.target_groups.iter().enumerate() {
+    for (i, tg) in groups.iter().enumerate() {
         let key = format!("target_groups[{i}]");
         check_name(&tg.name, &format!("{key}.name"))?;
         if !names.insert(tg.name.as_str()) {
@@ -317,7 +345,18 @@ fn build(raw: RawStack) -> Result<State, String> {
         });
     }
 
-    let listener = &raw.listener;
+    Ok(())
+}
+
+/// The listener and its default rule; the listener's ARN.
+fn add_listener(
+    state: &mut State,
+    listener: &RawListener,
+    lb_name: &str,
+    lb_arn: String,
+    lb_id: &str,
+) -> Result<String, String> {
+    let prefix = state.arn_prefix();
     let listener_port = check_port(listener.port, "listener.port")?;
     if listener.protocol != "HTTP" {
         return Err(format!(
@@ -326,7 +365,7 @@ fn build(raw: RawStack) -> Result<State, String> {
         ));
     }
     let listener_id = state.mint_id();
-    let listener_arn = format!("{prefix}listener/app/{}/{lb_id}/{listener_id}", lb.name);
+    let listener_arn = format!("{prefix}listener/app/{lb_name}/{lb_id}/{listener_id}");
     state.listeners.push(Listener {
         arn: listener_arn.clone(),
         load_balancer_arn: lb_arn,
@@ -334,15 +373,8 @@ fn build(raw: RawStack) -> Result<State, String> {
         protocol: "HTTP".to_owned(),
         tags: tags(&listener.tags, "listener.tags")?,
     });
-    let rule_arn = |state: &mut State| {
-        let id = state.mint_id();
-        format!(
-            "{}/{id}",
-            listener_arn.replacen(":listener/", ":listener-rule/", 1)
-        )
-    };
-    let default_action = action(&state, &listener.default_action, "listener.default_action")?;
-    let arn = rule_arn(&mut state);
+    let default_action = action(state, &listener.default_action, "listener.default_action")?;
+    let arn = rule_arn(state, &listener_arn);
     state.rules.push(Rule {
         arn,
         listener_arn: listener_arn.clone(),
@@ -352,8 +384,13 @@ fn build(raw: RawStack) -> Result<State, String> {
         tags: Vec::new(),
     });
 
+    Ok(listener_arn)
+}
+
+/// The listener's numbered rules, in file order.
+fn add_rules(state: &mut State, rules: &[RawRule], listener_arn: &str) -> Result<(), String> {
     let mut priorities = HashSet::new();
-    for (i, rule) in raw.rules.iter().enumerate() {
+    for (i, rule) in rules.iter().enumerate() {
         let key = format!("rules[{i}]");
         let priority = validate::priority(rule.priority)
             .map_err(|e| format!("{key}.priority: {}", e.message))?;
@@ -369,21 +406,29 @@ fn build(raw: RawStack) -> Result<State, String> {
             .actions
             .iter()
             .enumerate()
-            .map(|(j, a)| action(&state, a, &format!("{key}.actions[{j}]")))
+            .map(|(j, a)| action(state, a, &format!("{key}.actions[{j}]")))
             .collect::<Result<Vec<_>, _>>()?;
-        validate::actions(&state, &actions).map_err(|e| format!("{key}.actions: {}", e.message))?;
-        let arn = rule_arn(&mut state);
+        validate::actions(state, &actions).map_err(|e| format!("{key}.actions: {}", e.message))?;
+        let arn = rule_arn(state, listener_arn);
         state.rules.push(Rule {
             arn,
-            listener_arn: listener_arn.clone(),
+            listener_arn: listener_arn.to_owned(),
             priority: Priority::Number(priority),
             conditions,
             actions,
             tags: tags(&rule.tags, &format!("{key}.tags"))?,
         });
     }
-    validate::state(&state).map_err(|e| e.message)?;
-    Ok(state)
+    Ok(())
+}
+
+/// A new rule ARN on `listener_arn`.
+fn rule_arn(state: &mut State, listener_arn: &str) -> String {
+    let id = state.mint_id();
+    format!(
+        "{}/{id}",
+        listener_arn.replacen(":listener/", ":listener-rule/", 1)
+    )
 }
 
 fn target(text: &str, key: &str) -> Result<Target, String> {

@@ -63,29 +63,10 @@ pub fn split_method_and_target(line: &str) -> Result<(Method, &str), String> {
     Ok((method, target))
 }
 
-/// Whether `path` matches an ALB path pattern: case-sensitive, `*` matches any
-/// run of characters and `?` exactly one.
+/// Whether `path` matches an ALB path pattern (`alb`'s glob: case-sensitive,
+/// `*` matches any run of characters and `?` exactly one).
 pub fn matches_path_pattern(pattern: &str, path: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let path: Vec<char> = path.chars().collect();
-    let (mut p, mut s) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while s < path.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == path[s]) {
-            p += 1;
-            s += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            backtrack = Some((p, s));
-            p += 1;
-        } else if let Some((star, matched)) = backtrack {
-            p = star + 1;
-            s = matched + 1;
-            backtrack = Some((star, matched + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&character| character == '*')
+    alb::Glob::new(pattern, alb::Syntax::CaseSensitive).matches(path)
 }
 
 /// The path of a request target, without its query string.

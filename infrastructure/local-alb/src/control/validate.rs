@@ -3,7 +3,6 @@
 //! file reports its message next to the offending key.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 use super::error::ApiError;
 use crate::model::{Action, ActionKind, Condition, HealthCheck, Priority, State, Tag};
@@ -118,7 +117,7 @@ fn condition_values(field: &str, condition: &Condition) -> Result<(), ApiError> 
         }
         Condition::SourceIp { values } => {
             for value in values {
-                if !is_cidr(value) {
+                if alb::cidr::Cidr::parse(value).is_err() {
                     return Err(ApiError::validation(format!(
                         "The source-ip value '{value}' is not a CIDR block such as 192.0.2.0/24"
                     )));
@@ -183,20 +182,6 @@ fn wildcards_in(condition: &Condition) -> usize {
             .map(|pair| pair.key.as_deref().map_or(0, escaped) + escaped(&pair.value))
             .sum(),
         Condition::HttpRequestMethod { .. } | Condition::SourceIp { .. } => 0,
-    }
-}
-
-fn is_cidr(value: &str) -> bool {
-    let Some((address, bits)) = value.split_once('/') else {
-        return false;
-    };
-    let Ok(bits) = bits.parse::<u8>() else {
-        return false;
-    };
-    match address.parse::<IpAddr>() {
-        Ok(IpAddr::V4(_)) => bits <= 32,
-        Ok(IpAddr::V6(_)) => bits <= 128,
-        Err(_) => false,
     }
 }
 

@@ -29,8 +29,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::dataplane::DataPlane;
+use crate::dataplane::pool::Address;
 use crate::dataplane::responses::{self, Generated, RedirectSource};
 use crate::dataplane::table::{CompiledAction, Forward, RouteTables, target_key};
+use crate::dataplane::targets::TargetRuntime;
 use crate::dataplane::upstream::{self, Upstream};
 use crate::dataplane::wire::{
     self, ChunkError, ChunkedScanner, ClientFraming, Forwarding, Framing, MAX_HEADERS, Rejection,
@@ -63,7 +65,7 @@ pub(super) async fn serve(
         target_timer: Deadline::new(options.target_timeout),
         max_head: options.max_request_head_bytes,
         stream,
-        client_ip: super::proxy::canonical_ip(peer.ip()),
+        client_ip: alb::cidr::canonical_ip(peer.ip()),
         worker,
         input: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(8 * 1024),
@@ -316,9 +318,11 @@ fn write_answer(out: &mut Vec<u8>, answer: &Generated, client: &ClientSide, clos
         answer.status,
         &answer.headers,
         &answer.body,
-        client.head_request,
-        close,
-        client.http10,
+        wire::ReplyTo {
+            head_request: client.head_request,
+            close,
+            http10: client.http10,
+        },
     );
 }
 
@@ -575,9 +579,12 @@ impl ClientConnection {
             page.status,
             &page.headers,
             &page.body,
-            false,
-            true,
-            false,
+            // A refused request: the connection closes after the answer.
+            wire::ReplyTo {
+                head_request: false,
+                close: true,
+                http10: false,
+            },
         );
         let _ = self.write_client().await;
         true
@@ -670,40 +677,22 @@ impl ClientConnection {
             tried[attempts] = target_key(target);
             attempts += 1;
             loop {
-                let pooled = if stale < STALE_RETRIES {
-                    target.upstreams.checkout(self.worker)
-                } else {
-                    None
-                };
-                let mut upstream = match pooled {
-                    Some(upstream) => upstream,
-                    None => {
-                        self.target_timer.start();
-                        let connected = tokio::select! {
-                            biased;
-                            connected = upstream::connect(address) => connected,
-                            () = self.target_timer.sleep.as_mut() => Err(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "connecting timed out",
-                            )),
-                        };
-                        match connected {
-                            Ok(upstream) => upstream,
-                            Err(error) => {
-                                target.connection_failed(&error);
-                                if attempts == MAX_CONNECT_ATTEMPTS {
-                                    return self
-                                        .answer_unsent(
-                                            ElbError::TargetConnectionFailed,
-                                            &weighted.counters,
-                                            client,
-                                            &body,
-                                        )
-                                        .await;
-                                }
-                                continue 'targets;
-                            }
+                let connected = self.checkout_or_connect(target, address, stale).await;
+                let mut upstream = match connected {
+                    Ok(upstream) => upstream,
+                    Err(error) => {
+                        target.connection_failed(&error);
+                        if attempts == MAX_CONNECT_ATTEMPTS {
+                            return self
+                                .answer_unsent(
+                                    ElbError::TargetConnectionFailed,
+                                    &weighted.counters,
+                                    client,
+                                    &body,
+                                )
+                                .await;
                         }
+                        continue 'targets;
                     }
                 };
                 match self.exchange_head(&mut upstream, &mut body, client).await {
@@ -743,6 +732,23 @@ impl ClientConnection {
             }
         };
         weighted.counters.record(start.status);
+        let Some(complete) = self.relay_response(&mut upstream, &start).await else {
+            return false;
+        };
+        if start.reusable && complete {
+            target.upstreams.checkin(self.worker, upstream);
+        }
+        !start.close
+    }
+
+    /// Copies the response head in `out` and then the body to the client as
+    /// it arrives from `upstream`. `Some(complete)`: whether the body was read
+    /// to its end; `None`: the client or the target failed mid-way.
+    async fn relay_response(
+        &mut self,
+        upstream: &mut Upstream,
+        start: &ResponseStart,
+    ) -> Option<bool> {
         // The response body, copied through as it arrives.
         let mut response_body = BodyProgress::new(
             start.framing,
@@ -750,12 +756,12 @@ impl ClientConnection {
         );
         let mut complete = match response_body.take(&mut upstream.buffer, &mut self.out) {
             Ok(complete) => complete,
-            Err(_) => return false,
+            Err(_) => return None,
         };
         let written = self.write_client().await;
         self.out.clear();
         if !written {
-            return false;
+            return None;
         }
         while !complete {
             match read_within(
@@ -768,22 +774,44 @@ impl ClientConnection {
                 Ok(Some(0)) if matches!(response_body, BodyProgress::UntilClose) => break,
                 Ok(Some(1..)) => {}
                 // Cut short or stalled: the client must not take it as whole.
-                _ => return false,
+                _ => return None,
             }
             complete = match response_body.take(&mut upstream.buffer, &mut self.out) {
                 Ok(complete) => complete,
-                Err(_) => return false,
+                Err(_) => return None,
             };
             let written = self.write_client().await;
             self.out.clear();
             if !written {
-                return false;
+                return None;
             }
         }
-        if start.reusable && complete {
-            target.upstreams.checkin(self.worker, upstream);
+        Some(complete)
+    }
+
+    /// A pooled connection to `target` for this worker (unless `stale`
+    /// pooled ones were already found closed), else a new one within the
+    /// target timeout.
+    async fn checkout_or_connect(
+        &mut self,
+        target: &TargetRuntime,
+        address: Address<'_>,
+        stale: usize,
+    ) -> std::io::Result<Upstream> {
+        if stale < STALE_RETRIES
+            && let Some(upstream) = target.upstreams.checkout(self.worker)
+        {
+            return Ok(upstream);
         }
-        !start.close
+        self.target_timer.start();
+        tokio::select! {
+            biased;
+            connected = upstream::connect(address) => connected,
+            () = self.target_timer.sleep.as_mut() => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting timed out",
+            )),
+        }
     }
 
     /// Answers 400 for a request body that is not valid chunked encoding.
@@ -810,55 +838,7 @@ impl ClientConnection {
             Err(error) => return Err(broken(error)),
         }
         // Whether the target answered before taking the whole body.
-        let mut answered_early = false;
-        if !body.is_done() {
-            // The rest of the body, as the client sends it. From here on the
-            // request cannot be sent again. Whatever the target sends
-            // meanwhile is read (up to a limit), so an answer it sends
-            // before closing without the rest of the body (a 413, a 401)
-            // reaches the client instead of a 502.
-            self.out.clear();
-            'upload: while !body.is_done() {
-                self.client_timer.start();
-                loop {
-                    tokio::select! {
-                        biased;
-                        read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
-                            match read {
-                                Ok(Some(1..)) => break,
-                                _ => return Err(HeadFailure::ClientFailed),
-                            }
-                        }
-                        drained = drain(&upstream.stream, &mut upstream.buffer),
-                            if upstream.buffer.len() < MAX_EARLY_RESPONSE =>
-                        {
-                            // A target may answer and go on reading; one that
-                            // closes will not take the rest of the body.
-                            if drained.is_err() {
-                                answered_early = true;
-                                break 'upload;
-                            }
-                        }
-                    }
-                }
-                if body.take(&mut self.input, &mut self.out).is_err() {
-                    let _ = self
-                        .refuse(Rejection::Malformed("a malformed chunked body"))
-                        .await;
-                    return Err(HeadFailure::ClientFailed);
-                }
-                match send_draining(upstream, &self.out, &mut self.target_timer).await {
-                    Ok(true) => {}
-                    Ok(false) => return Err(HeadFailure::TimedOut),
-                    // Closed or answered: see below whether an answer came.
-                    Err(_) => {
-                        answered_early = true;
-                        break 'upload;
-                    }
-                }
-                self.out.clear();
-            }
-        }
+        let answered_early = self.upload_body(upstream, body).await?;
         // The target timeout bounds the whole wait for the response head.
         self.target_timer.start();
         let mut interim_seen = false;
@@ -931,35 +911,97 @@ impl ClientConnection {
                 }
             }
             let nothing_yet = upstream.buffer.is_empty() && !interim_seen;
-            match read_before(
-                &mut upstream.stream,
-                &mut upstream.buffer,
-                &mut self.target_timer,
-            )
-            .await
-            {
-                Ok(Some(1..)) => {}
-                Ok(None) => return Err(HeadFailure::TimedOut),
-                Ok(Some(0)) if nothing_yet => return Err(HeadFailure::EndedEarly),
-                Err(error)
-                    if nothing_yet
-                        && matches!(
-                            error.kind(),
-                            std::io::ErrorKind::ConnectionReset
-                                | std::io::ErrorKind::ConnectionAborted
-                                | std::io::ErrorKind::BrokenPipe
-                        ) =>
-                {
-                    return Err(HeadFailure::EndedEarly);
+            self.read_response_bytes(upstream, nothing_yet).await?;
+        }
+    }
+
+    /// Sends the rest of the request body as the client sends it. From here
+    /// on the request cannot be sent again. Whatever the target sends
+    /// meanwhile is read (up to a limit), so an answer it sends before closing
+    /// without the rest of the body (a 413, a 401) reaches the client instead
+    /// of a 502. `Ok(true)`: the target answered (or closed) before taking the
+    /// whole body.
+    async fn upload_body(
+        &mut self,
+        upstream: &mut Upstream,
+        body: &mut BodyProgress,
+    ) -> Result<bool, HeadFailure> {
+        if body.is_done() {
+            return Ok(false);
+        }
+        self.out.clear();
+        while !body.is_done() {
+            self.client_timer.start();
+            loop {
+                tokio::select! {
+                    biased;
+                    read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
+                        match read {
+                            Ok(Some(1..)) => break,
+                            _ => return Err(HeadFailure::ClientFailed),
+                        }
+                    }
+                    drained = drain(&upstream.stream, &mut upstream.buffer),
+                        if upstream.buffer.len() < MAX_EARLY_RESPONSE =>
+                    {
+                        // A target may answer and go on reading; one that
+                        // closes will not take the rest of the body.
+                        if drained.is_err() {
+                            return Ok(true);
+                        }
+                    }
                 }
-                Ok(Some(0)) => {
-                    return Err(HeadFailure::Broken(
-                        "the target closed the connection in the middle of a response head"
-                            .to_owned(),
-                    ));
-                }
-                Err(error) => return Err(broken(error)),
             }
+            if body.take(&mut self.input, &mut self.out).is_err() {
+                let _ = self
+                    .refuse(Rejection::Malformed("a malformed chunked body"))
+                    .await;
+                return Err(HeadFailure::ClientFailed);
+            }
+            match send_draining(upstream, &self.out, &mut self.target_timer).await {
+                Ok(true) => {}
+                Ok(false) => return Err(HeadFailure::TimedOut),
+                // Closed or answered: the caller reads whether an answer came.
+                Err(_) => return Ok(true),
+            }
+            self.out.clear();
+        }
+        Ok(false)
+    }
+
+    /// Reads more of a response head from `upstream` within the target
+    /// timeout. `nothing_yet`: no byte of a response has come, so a closed
+    /// connection means a pooled one the target had closed (`EndedEarly`).
+    async fn read_response_bytes(
+        &mut self,
+        upstream: &mut Upstream,
+        nothing_yet: bool,
+    ) -> Result<(), HeadFailure> {
+        match read_before(
+            &mut upstream.stream,
+            &mut upstream.buffer,
+            &mut self.target_timer,
+        )
+        .await
+        {
+            Ok(Some(1..)) => Ok(()),
+            Ok(None) => Err(HeadFailure::TimedOut),
+            Ok(Some(0)) if nothing_yet => Err(HeadFailure::EndedEarly),
+            Err(error)
+                if nothing_yet
+                    && matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                Err(HeadFailure::EndedEarly)
+            }
+            Ok(Some(0)) => Err(HeadFailure::Broken(
+                "the target closed the connection in the middle of a response head".to_owned(),
+            )),
+            Err(error) => Err(HeadFailure::Broken(error.to_string())),
         }
     }
 }
@@ -967,6 +1009,7 @@ impl ClientConnection {
 #[cfg(test)]
 mod tests {
     use super::may_end_head;
+    use crate::dataplane::wire::MAX_HEADERS;
 
     #[test]
     fn a_head_in_pieces_is_parsed_again_only_when_its_end_may_have_arrived() {
@@ -987,6 +1030,99 @@ mod tests {
                 "{:?} scanned to {scanned}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    /// A request head, the start of its body after it, and the facts its
+    /// whole head gives.
+    fn head_and_body() -> impl proptest::strategy::Strategy<Value = (String, Vec<u8>)> {
+        use proptest::prelude::*;
+        let method = prop_oneof!["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"];
+        let target = prop_oneof![
+            "/[a-z0-9/]{0,12}",
+            "/[a-z]{1,6}\\?[a-z]=[0-9]{1,3}",
+            "http://[a-z]{1,6}\\.example/[a-z]{0,6}",
+        ];
+        let version = prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0")];
+        let header = prop_oneof![
+            "Host: [a-z]{1,8}(:[0-9]{2,4})?",
+            "Content-Length: [0-9]{1,3}",
+            "Transfer-Encoding: chunked",
+            "Connection: (close|keep-alive)",
+            "Expect: 100-continue",
+            "X-[A-Z][a-z]{0,6}: [ -~]{0,20}",
+        ];
+        let newline = prop_oneof!["\r\n", "\n"];
+        (
+            method,
+            target,
+            version,
+            proptest::collection::vec(header, 0..6),
+            newline,
+            proptest::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(|(method, target, version, headers, newline, body)| {
+                let mut head = format!("{method} {target} {version}{newline}");
+                for header in headers {
+                    head.push_str(&header);
+                    head.push_str(&newline);
+                }
+                head.push_str(&newline);
+                (head, body)
+            })
+    }
+
+    /// Parses `input` as `prepare` does: the head's length and its facts.
+    fn parse(
+        input: &[u8],
+    ) -> Option<(
+        usize,
+        Result<crate::dataplane::wire::RequestFacts<'_>, crate::dataplane::wire::Rejection>,
+    )> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(input).expect("a well-formed head") {
+            httparse::Status::Complete(length) => {
+                Some((length, crate::dataplane::wire::request_facts(&request)))
+            }
+            httparse::Status::Partial => None,
+        }
+    }
+
+    proptest::proptest! {
+        /// However a head and the body after it are split into reads, the
+        /// loop in `ClientConnection::run` (parse again only when
+        /// `may_end_head`) finds the head as soon as its last byte is in, and
+        /// `wire::request_facts` says of it what it says of the whole head.
+        #[test]
+        fn a_head_split_anywhere_gives_the_facts_of_the_whole_head(
+            (head, body) in head_and_body(),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+        ) {
+            let whole: Vec<u8> = [head.as_bytes(), &body].concat();
+            let expected = parse(&whole).expect("a complete head");
+            proptest::prop_assert_eq!(expected.0, head.len());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (whole.len() + 1)).collect();
+            cuts.push(whole.len());
+            cuts.sort_unstable();
+            cuts.dedup();
+            let first_cut_with_head = cuts.iter().copied().find(|&c| c >= head.len());
+            let mut scanned = 0;
+            let mut found = None;
+            for cut in cuts {
+                let input = &whole[..cut];
+                if !input.is_empty()
+                    && may_end_head(input, scanned)
+                    && let Some(parsed) = parse(input)
+                {
+                    found = Some((cut, parsed));
+                    break;
+                }
+                scanned = cut;
+            }
+            let (arrived, parsed) = found.expect("the head is found once it is in");
+            proptest::prop_assert_eq!(Some(arrived), first_cut_with_head, "found late or early");
+            proptest::prop_assert_eq!(parsed, expected);
         }
     }
 }

@@ -1,27 +1,14 @@
 //! The data plane: the ALB's HTTP listener.
 //!
-//! INTERFACE CONTRACT between the control plane and the data plane. The
-//! signatures below are what `lib.rs` and `control` call; the data plane
-//! owner fills in the bodies (and may add modules under `dataplane/`), keeping
-//! these signatures stable.
-//!
 //! How it works: every published [`State`] is compiled into immutable
 //! [`table::RouteTables`] swapped in with `arc-swap`; a request loads the
 //! current tables once and is routed wholly by them. Target health, the
 //! round-robin position, pooled connections and metrics live outside the
 //! tables and survive republishing.
 //!
-//! Timeouts ([`DataPlaneOptions`], from the environment in [`DataPlane::new`]):
-//! - `LOCAL_ALB_TARGET_TIMEOUT_SECONDS` (default 60, ALB's idle timeout): a
-//!   target that sends no response head within it gets the client a 504.
-//! - `LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS` (default 5; AWS uses 300):
-//!   how long a deregistered target is reported `draining`.
-//! - `LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS` (default 60): idle keep-alive
-//!   client connections are closed after it.
-//! - `LOCAL_ALB_WORKER_THREADS` (default: one per CPU core): threads serving
-//!   the data listener.
-//!
-//! Durations are decimal seconds (`0.5` is allowed).
+//! Timeouts and threads are [`DataPlaneOptions`]; the binary takes them from
+//! its command line or the `LOCAL_ALB_*` variables (`settings.rs`, listed by
+//! `local-alb --help`).
 
 mod http1;
 mod pool;
@@ -41,9 +28,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::health::HealthState;
 use crate::metrics::{Metrics, TargetHealthSample};
 use crate::model::{State, Target};
-
-pub use responses::{RedirectSource, new_trace_id, redirect_location, trace_header};
-pub use table::RedirectTemplate;
 
 /// Target health as DescribeTargetHealth reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,72 +69,6 @@ impl Default for DataPlaneOptions {
         }
     }
 }
-
-/// An environment variable that does not hold what it should.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}={value:?} is not {expected}; set it to one or unset it")]
-pub struct OptionsError {
-    pub name: &'static str,
-    pub value: String,
-    pub expected: &'static str,
-}
-
-impl DataPlaneOptions {
-    /// The defaults, overridden by the `LOCAL_ALB_*` variables listed in the
-    /// module documentation.
-    pub fn from_env() -> Result<DataPlaneOptions, OptionsError> {
-        DataPlaneOptions::from_variables(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`DataPlaneOptions::from_env`], reading variables through `lookup`.
-    pub fn from_variables(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<DataPlaneOptions, OptionsError> {
-        let mut options = DataPlaneOptions::default();
-        for (name, slot) in [
-            (
-                "LOCAL_ALB_TARGET_TIMEOUT_SECONDS",
-                &mut options.target_timeout,
-            ),
-            (
-                "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS",
-                &mut options.deregistration_delay,
-            ),
-            (
-                "LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS",
-                &mut options.client_idle_timeout,
-            ),
-        ] {
-            if let Some(value) = lookup(name) {
-                *slot = value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .ok_or(OptionsError {
-                        name,
-                        value,
-                        expected: "a number of seconds, such as 60 or 0.5",
-                    })?;
-            }
-        }
-        if let Some(value) = lookup(WORKER_THREADS_VARIABLE) {
-            options.worker_threads = value
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(OptionsError {
-                    name: WORKER_THREADS_VARIABLE,
-                    value,
-                    expected: "a whole number of threads above 0, such as 2",
-                })?;
-        }
-        Ok(options)
-    }
-}
-
-const WORKER_THREADS_VARIABLE: &str = "LOCAL_ALB_WORKER_THREADS";
 
 /// The protocol a client connection speaks.
 enum Protocol {
@@ -196,17 +114,7 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Builds the data plane for `initial` (compiles its routing table and
-    /// prepares health checking; spawns nothing yet). Options come from the
-    /// environment; an unreadable variable is reported and its default used.
-    pub fn new(initial: &State) -> Arc<DataPlane> {
-        let options = DataPlaneOptions::from_env().unwrap_or_else(|error| {
-            tracing::warn!("{error}; using the defaults");
-            DataPlaneOptions::default()
-        });
-        DataPlane::with_options(initial, options)
-    }
-
-    /// Like [`DataPlane::new`] with explicit options.
+    /// prepares health checking; spawns nothing yet).
     pub fn with_options(initial: &State, options: DataPlaneOptions) -> Arc<DataPlane> {
         let registry = targets::Registry::new(options.deregistration_delay, options.worker_threads);
         let metrics = Metrics::default();

@@ -24,8 +24,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use crate::dataplane::targets::TargetRuntime;
-
 /// Idle connections older than this are closed instead of reused.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(4);
 
@@ -108,11 +106,11 @@ pub enum ExchangeError {
     Failed(hyper::Error),
 }
 
-/// Sends `request` to `target` on a pooled connection of `worker`, or on a
-/// new one. A pooled connection found closed before the request was written
+/// Sends `request` to the target at `address` on a connection of `pool` (the
+/// target's) for `worker`, or on a new one. A pooled connection found closed before the request was written
 /// is skipped; the request is then sent on another (or a new) connection.
 pub async fn exchange(
-    target: &Arc<TargetRuntime>,
+    pool: &Arc<ConnectionPool>,
     address: Address<'_>,
     worker: usize,
     mut request: Request<Incoming>,
@@ -120,7 +118,7 @@ pub async fn exchange(
     let mut stale = 0;
     loop {
         let pooled = if stale < STALE_RETRIES {
-            target.pool.checkout(worker, |sender| !sender.is_closed())
+            pool.checkout(worker, |sender| !sender.is_closed())
         } else {
             None
         };
@@ -151,7 +149,7 @@ pub async fn exchange(
             Ok(response) => {
                 let release = Release {
                     sender,
-                    target: Arc::clone(target),
+                    pool: Arc::clone(pool),
                     worker,
                 };
                 return Ok((response, release));
@@ -201,14 +199,14 @@ async fn connect(address: Address<'_>) -> std::io::Result<SendRequest<Incoming>>
 /// response body has been read to the end.
 pub struct Release {
     sender: SendRequest<Incoming>,
-    target: Arc<TargetRuntime>,
+    pool: Arc<ConnectionPool>,
     worker: usize,
 }
 
 impl Release {
     fn give_back(self) {
         if !self.sender.is_closed() {
-            self.target.pool.checkin(self.worker, self.sender);
+            self.pool.checkin(self.worker, self.sender);
         }
     }
 }

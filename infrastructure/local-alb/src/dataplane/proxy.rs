@@ -2,6 +2,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use alb::cidr::canonical_ip;
+use alb::headers::{HOP_BY_HOP, is_hop_by_hop};
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
@@ -19,28 +22,16 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// How many targets one request may try to connect to before it gets a 502.
 pub(super) const MAX_CONNECT_ATTEMPTS: usize = 3;
 
-/// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) that are never forwarded.
+/// Hop-by-hop headers (`alb::headers`, RFC 9110 §7.6.1), and any the
+/// `Connection` header lists, are never forwarded.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names instead of a lookup
     // for each.
-    if !headers.keys().any(is_hop_by_hop) {
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -54,16 +45,8 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         for name in listed {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -173,7 +156,7 @@ impl DataPlane {
             }
             tried[attempts] = target_key(target);
             attempts += 1;
-            match pool::exchange(target, address, worker, request).await {
+            match pool::exchange(&target.pool, address, worker, request).await {
                 Ok((response, release)) => {
                     counters.record(response.status().as_u16());
                     let (mut parts, body) = response.into_parts();
@@ -253,14 +236,6 @@ fn prepare_upstream(request: Request<Incoming>, port: u16, source_ip: IpAddr) ->
 /// `host:port` of a target, for log lines.
 fn address_label(target: &TargetRuntime) -> String {
     format!("{}:{}", target.target.id, target.target.port)
-}
-
-/// IPv4-mapped IPv6 peers (dual-stack sockets) are reported as IPv4.
-pub(super) fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Appends the client address to `X-Forwarded-For` (all existing values

@@ -233,3 +233,117 @@ impl TraceValue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::dataplane::table::RedirectTemplate;
+
+    fn template(
+        protocol: &str,
+        host: &str,
+        port: &str,
+        path: &str,
+        query: &str,
+    ) -> RedirectTemplate {
+        RedirectTemplate {
+            protocol: protocol.to_owned(),
+            host: host.to_owned(),
+            port: port.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            permanent: true,
+        }
+    }
+
+    #[test]
+    fn redirect_locations_fill_placeholders() {
+        let defaults = || template("#{protocol}", "#{host}", "#{port}", "/#{path}", "#{query}");
+        let cases: Vec<(RedirectTemplate, u16, &str, Option<&str>, &str)> = vec![
+            (
+                defaults(),
+                80,
+                "/api/users",
+                Some("a=1"),
+                "http://forum.test/api/users?a=1",
+            ),
+            (defaults(), 8080, "/x", None, "http://forum.test:8080/x"),
+            (
+                template("HTTPS", "#{host}", "443", "/#{path}", "#{query}"),
+                80,
+                "/login",
+                None,
+                "https://forum.test/login",
+            ),
+            (
+                template(
+                    "HTTPS",
+                    "new.example.com",
+                    "8443",
+                    "/v2/#{path}",
+                    "from=#{host}",
+                ),
+                80,
+                "/a/b",
+                Some("z=9"),
+                "https://new.example.com:8443/v2/a/b?from=forum.test",
+            ),
+            (
+                template("#{protocol}", "#{host}", "#{port}", "moved", ""),
+                80,
+                "/old",
+                Some("q=1"),
+                "http://forum.test/moved",
+            ),
+        ];
+        for (template, port, path, query, expected) in cases {
+            let source = RedirectSource {
+                host: "forum.test",
+                listener_port: port,
+                path,
+                query,
+            };
+            assert_eq!(redirect_location(&template, &source), expected);
+        }
+    }
+
+    #[test]
+    fn trace_ids_are_minted_or_extended() {
+        let fresh = trace_header(None);
+        let fresh = fresh.to_str().expect("ascii");
+        let id = fresh.strip_prefix("Root=1-").expect("Root=1-…");
+        let (seconds, random) = id.split_once('-').expect("two parts");
+        assert_eq!(seconds.len(), 8);
+        assert_eq!(random.len(), 24);
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let stamped = u64::from_str_radix(seconds, 16).expect("hex");
+        assert!(
+            now.abs_diff(stamped) < 5,
+            "epoch seconds {stamped} vs {now}"
+        );
+        assert_ne!(trace_header(None), trace_header(None), "ids are random");
+
+        let client =
+            HeaderValue::from_static("Root=1-67891233-abcdef012345678912345678;CalledFrom=app");
+        let forwarded = trace_header(Some(&client));
+        let forwarded = forwarded.to_str().expect("ascii");
+        let (self_field, rest) = forwarded.split_once(';').expect("Self first");
+        assert!(self_field.starts_with("Self=1-"), "{forwarded}");
+        assert_eq!(
+            rest,
+            "Root=1-67891233-abcdef012345678912345678;CalledFrom=app"
+        );
+
+        let without_root = HeaderValue::from_static("CalledFrom=app");
+        let forwarded = trace_header(Some(&without_root));
+        let forwarded = forwarded.to_str().expect("ascii");
+        assert!(forwarded.starts_with("Root=1-"), "{forwarded}");
+        assert!(forwarded.ends_with(";CalledFrom=app"), "{forwarded}");
+    }
+}

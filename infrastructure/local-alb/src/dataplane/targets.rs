@@ -33,7 +33,7 @@ pub struct TargetRuntime {
     socket_address: Option<std::net::SocketAddr>,
     /// Idle keep-alive connections to the target, per worker thread: for
     /// HTTP/2 clients (hyper's client connections) ...
-    pub(crate) pool: ConnectionPool,
+    pub(crate) pool: Arc<ConnectionPool>,
     /// ... and for HTTP/1.x clients (bare sockets).
     pub(crate) upstreams: UpstreamPool,
     /// The [`HealthState`] as `u8`, read lock-free on the request path.
@@ -54,7 +54,7 @@ impl TargetRuntime {
             target,
             authority,
             socket_address,
-            pool: ConnectionPool::new(workers),
+            pool: Arc::new(ConnectionPool::new(workers)),
             upstreams: UpstreamPool::new(workers),
             health: AtomicU8::new(HealthState::Initial as u8),
             tracker: Mutex::new(HealthTracker::default()),

@@ -415,6 +415,16 @@ pub async fn backend_of(client: &reqwest::Client, url: &str) -> (u16, String) {
     (status, backend)
 }
 
+/// Waits until `condition` holds, checking every 20 ms; fails the test naming
+/// `what` if it does not within `within`.
+pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not so after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `target`'s health has `state` (at most `within`).
 pub async fn wait_for_health(
     plane: &DataPlane,

@@ -251,6 +251,93 @@ fn help_explains_flags_credentials_and_exit_codes() {
 }
 
 #[test]
+fn data_plane_options_come_from_flags_or_local_alb_variables() {
+    use clap::Parser;
+    use local_alb::dataplane::DataPlaneOptions;
+    use local_alb::settings::{Cli, Settings};
+    use std::time::Duration;
+
+    let parse = |args: &[&str]| -> Settings {
+        Cli::try_parse_from(std::iter::once("local-alb").chain(args.iter().copied()))
+            .expect("valid command line")
+            .into()
+    };
+    let defaults = parse(&[]).data_plane;
+    // The variables may be set around the test run; only unset ones show defaults.
+    if std::env::vars().all(|(name, _)| !name.starts_with("LOCAL_ALB_")) {
+        assert_eq!(defaults, DataPlaneOptions::default());
+        assert_eq!(defaults.target_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.deregistration_delay, Duration::from_secs(5));
+        assert_eq!(defaults.client_idle_timeout, Duration::from_secs(60));
+    }
+    let set = parse(&[
+        "--target-timeout",
+        "0.5",
+        "--deregistration-delay",
+        " 300 ",
+        "--client-idle-timeout",
+        "4",
+        "--worker-threads",
+        "3",
+    ])
+    .data_plane;
+    assert_eq!(set.target_timeout, Duration::from_millis(500));
+    assert_eq!(set.deregistration_delay, Duration::from_secs(300));
+    assert_eq!(set.client_idle_timeout, Duration::from_secs(4));
+    assert_eq!(set.worker_threads, 3);
+
+    // The variables reach the binary through clap: a bad one is a usage error
+    // (exit 2) that says what was expected.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, expected) in [
+        (
+            "LOCAL_ALB_TARGET_TIMEOUT_SECONDS",
+            "soon",
+            "a number of seconds",
+        ),
+        (
+            "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS",
+            "-1",
+            "a number of seconds",
+        ),
+        (
+            "LOCAL_ALB_WORKER_THREADS",
+            "0",
+            "a whole number of threads above 0",
+        ),
+    ] {
+        let mut command = Command::new(BINARY);
+        command
+            .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(dir.path())
+            .env(name, value);
+        let output = run_failing(command);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("'{value}'")) && stderr.contains(expected),
+            "{name}={value}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_lists_the_local_alb_variables() {
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "LOCAL_ALB_TARGET_TIMEOUT_SECONDS",
+        "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS",
+        "LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS",
+        "LOCAL_ALB_WORKER_THREADS",
+    ] {
+        assert!(help.contains(needle), "--help should list {needle}: {help}");
+    }
+}
+
+#[test]
 fn works_anywhere_with_the_built_in_stack() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Started::spawn(

@@ -11,6 +11,9 @@ use std::time::Duration;
 use crate::common_dataplane::*;
 use local_alb::model::{Priority, Target};
 
+/// How long a forum server may take to log a request it answered.
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 /// A forum server running as a child process; its stdout (the request log)
 /// is collected line by line.
 struct ForumServer {
@@ -166,8 +169,11 @@ async fn the_users_rule_moves_traffic_between_the_real_monolith_and_users_servic
         200,
         "threads stay on the monolith"
     );
-    // The request log is written asynchronously; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The request log is written asynchronously: wait for its line.
+    wait_until("users answered after the move", LOG_WAIT, || {
+        users.requests_for("/api/users/1") >= 1
+    })
+    .await;
     assert_eq!(
         users.requests_for("/api/users/1"),
         1,
@@ -182,7 +188,10 @@ async fn the_users_rule_moves_traffic_between_the_real_monolith_and_users_servic
     move_rule(&mut state, "/api/users*", 101);
     alb.plane.publish(&state);
     assert_eq!(fetch("/api/users/1").await, before);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("back on the monolith", LOG_WAIT, || {
+        monolith.requests_for("/api/users/1") >= 2
+    })
+    .await;
     assert_eq!(
         monolith.requests_for("/api/users/1"),
         2,

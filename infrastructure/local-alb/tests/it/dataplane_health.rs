@@ -182,8 +182,12 @@ async fn republishing_keeps_health_and_deregistered_targets_drain() {
     );
 
     // The deregistration delay is 2 s in these tests.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert!(plane.draining_targets(&tg_arn("group")).is_empty());
+    wait_until(
+        "the deregistered target has drained",
+        Duration::from_secs(5),
+        || plane.draining_targets(&tg_arn("group")).is_empty(),
+    )
+    .await;
     assert_eq!(
         plane
             .target_health(&tg_arn("group"), &leaving.target())

@@ -416,6 +416,33 @@ async fn http2_cleartext_clients_are_served() {
     alb.stop().await;
 }
 
+/// HTTP/2 and HTTP/1.1 clients meet one hop-by-hop policy (RFC 9110
+/// §7.6.1): `TE` stays on the client's hop, `Trailer` is end-to-end and
+/// reaches the target.
+#[tokio::test]
+async fn http2_requests_keep_trailer_and_drop_te() {
+    let backend = Backend::start("echo").await;
+    let state = one_group_state("echo", &backend);
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2 client");
+    let response = h2
+        .get(alb.url("/api"))
+        .header("trailer", "X-Checksum")
+        .header("te", "trailers")
+        .send()
+        .await
+        .expect("h2 request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let seen: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(seen["headers"]["trailer"], "X-Checksum", "{seen}");
+    assert!(seen["headers"].get("te").is_none(), "{seen}");
+    alb.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_and_malformed_requests_are_rejected_without_harm() {
     let backend = Backend::start("echo").await;

@@ -13,7 +13,6 @@ mod control_wire;
 mod dataplane_forum;
 mod dataplane_health;
 mod dataplane_http1;
-mod dataplane_matcher;
 mod dataplane_routing;
 mod fuzz_control_form;
 mod persist;
