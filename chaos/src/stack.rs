@@ -98,10 +98,10 @@ impl Stack {
         route_settings.insert("min_probes".into(), 1.into());
         let options = Options {
             written_by: "the chaos suite",
-            alb_env: vec![(
-                "LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS",
+            alb_args: vec![
+                "--client-idle-timeout".to_owned(),
                 CLIENT_IDLE_TIMEOUT.as_secs().to_string(),
-            )],
+            ],
             route_settings,
         };
         let local = LocalStack::start(binaries, dir.path(), options).await?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 const ABOUT: &str = "Move URL paths from the monolith to their services behind an ALB, one route at a time, with a way back.";
 
@@ -66,11 +66,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
+pub use crate::output::Output;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -151,7 +147,7 @@ Examples: migrate rollback users; migrate rollback --all")]
     /// Show the journal of changes (this machine's), optionally of one route.
     History(HistoryArgs),
     /// Compare the monolith's and the service's responses for a route.
-    Verify(crate::verify::VerifyArgs),
+    Verify(VerifyArgs),
     /// Run the whole migration on this machine: local ALB, monolith, services, live traffic.
     #[command(long_about = "\
 Start the local ALB (from the repo's stack file) in front of the monolith and the three
@@ -162,7 +158,7 @@ go. Ends with a summary; exit 0 only if no request failed and no response differ
 Needs no migrate.toml: it writes its own for the stack. Stops everything it started.
 
 Example: migrate demo --report demo.html")]
-    Demo(crate::demo::DemoArgs),
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -272,4 +268,112 @@ fn parse_endpoint_url(text: &str) -> Result<String, String> {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|err| format!("`{text}` is not a duration like 30s or 2m: {err}"))
+}
+
+/// Arguments of `migrate verify`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("routes").required(true).args(["route", "all"])))]
+#[command(after_help = VERIFY_EXIT_CODES)]
+pub struct VerifyArgs {
+    /// The route to verify (see `migrate status` for the known routes).
+    pub route: Option<String>,
+    /// Verify every route.
+    #[arg(long)]
+    pub all: bool,
+    /// The baseline's base URL (default: `[monolith] base_url`).
+    #[arg(long, value_name = "URL")]
+    pub baseline: Option<String>,
+    /// Where the second, noise-cancelling baseline request goes (default: the baseline).
+    #[arg(long = "baseline-2", value_name = "URL")]
+    pub baseline_2: Option<String>,
+    /// The candidate's base URL: `URL` for every route, or `ROUTE=URL` for one
+    /// (repeatable; default: the route's `service_url`).
+    #[arg(long, value_name = "[ROUTE=]URL")]
+    pub candidate: Vec<String>,
+    /// Replay a corpus file (one `METHOD /path` per line) instead of the
+    /// route's configured requests; only paths matching the route's patterns.
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Vec<PathBuf>,
+    /// Replay ALB access logs (plain or gzip) instead of the route's configured
+    /// requests; only paths matching the route's patterns.
+    #[arg(long = "from-alb-log", value_name = "FILE", num_args = 1..)]
+    pub from_alb_log: Vec<PathBuf>,
+    /// Replay methods other than GET and HEAD from ALB logs too.
+    #[arg(long)]
+    pub allow_unsafe: bool,
+    /// Requests compared at once (each sends three HTTP requests).
+    #[arg(long, default_value_t = parity::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
+    pub concurrency: usize,
+    /// Timeout of each HTTP request, e.g. `10s` or `500ms`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Also write the reports as JSON to FILE (`-`: stdout, the text report
+    /// then goes to stderr; `--output json` does the same).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write JUnit XML to FILE (one test case per endpoint template; `-`: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Record the baseline's answers to FILE instead of comparing: each request
+    /// of the route(s) twice, to the baseline only (no candidate needed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["recorded", "candidate", "json", "junit", "summary"])]
+    pub record: Option<PathBuf>,
+    /// Compare the candidate against the answers recorded in FILE (by
+    /// `--record`) instead of a live baseline, which is not contacted.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["baseline", "baseline_2"])]
+    pub recorded: Option<PathBuf>,
+    /// Append a GitHub-flavoured Markdown summary to FILE (a table per route,
+    /// the first differences; under 512 KiB), e.g. `--summary "$GITHUB_STEP_SUMMARY"`.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+}
+
+/// How `migrate verify` ends (documented in `--help` and docs/parity.md):
+/// 0 every request matched, 1 an answer differed, 2 usage or configuration
+/// error, 5 the check could not run (requests got no answer, nothing differed).
+const VERIFY_EXIT_CODES: &str = "Exit codes: 0 every request matched; 1 the candidate answered differently \
+(a difference was found); 2 usage or configuration error (nothing was sent); 5 the check \
+could not run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(concurrency) if (1..=10_000).contains(&concurrency) => Ok(concurrency),
+        _ => Err(format!(
+            "`{text}` is not a number of requests from 1 to 10000"
+        )),
+    }
+}
+
+/// Arguments of `migrate demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// The steps of the gradual `shift users`, in percent.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,50,100",
+        value_name = "PERCENTS"
+    )]
+    pub steps: Vec<u8>,
+    /// Time between the steps of `shift users` (the route is probed meanwhile).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Pause after each walkthrough step, so that each state shows in the traffic.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub pause: Duration,
+    /// Client requests per second through the load balancer, in total.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub rate: u32,
+    /// Also write a self-contained HTML page with a chart of each route's
+    /// traffic share over time, a marker per step, and the summary.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Leave the stack up afterwards, print how to drive it by hand, and stop
+    /// it on Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Where the monolith, users, threads, posts and local-alb binaries are
+    /// (default: beside this migrate).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
 }

@@ -7,14 +7,15 @@ use serde_json::json;
 
 use anyhow::Context as _;
 
-use crate::cli::{HistoryArgs, InitArgs, LockArgs, Output, PlanArgs, StatusArgs};
+use crate::cli::{HistoryArgs, InitArgs, LockArgs, PlanArgs, StatusArgs};
 use crate::context::{Ctx, Listing, ROUTE_TAG};
 use crate::elb::TargetHealth;
 use crate::error::usage;
+use crate::journal::now_rfc3339;
 use crate::journal::{self, Entry, LAST_CHANGE_TAG, LastChange};
 use crate::lock::{self, LockOptions, rfc3339};
+use crate::output::Output;
 use crate::settings::{MONOLITH_TAG, check_steps};
-use crate::shift::now_rfc3339;
 use crate::state::{Forward, PARKED_TAG, RouteState, RouteView, Write, target_group_name};
 
 pub fn lock_options(ctx: &Ctx, args: &LockArgs) -> LockOptions {
@@ -487,7 +488,7 @@ async fn narrow_parked(
     }
     ctx.elb.set_conditions(&rule.arn, &narrowed).await?;
     let who = ctx.who().await;
-    let snapshot = crate::shift::snapshot(view);
+    let snapshot = crate::journal::snapshot(view);
     let entry = Entry {
         when: now_rfc3339(),
         who,
@@ -767,7 +768,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let targets = if targets == [0] {
         targets
     } else {
-        crate::shift::pending_steps(&state, &targets)
+        crate::state::pending_steps(&state, &targets)
     };
     let parked = view
         .rule()

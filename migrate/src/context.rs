@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use aws_config::SdkConfig;
 use time::OffsetDateTime;
 
-use crate::cli::Output;
 use crate::elb::{Elb, caller_identity};
 use crate::error::usage;
 use crate::journal::LastChange;
 use crate::lock::{self, Lock, LockOptions};
+use crate::output::Output;
 use crate::settings::{MONOLITH_TAG, Settings};
 pub use crate::state::Listing;
 use crate::state::{Forward, RouteView, RuleInfo, target_group_name};

@@ -133,6 +133,29 @@ pub fn read(path: &Path, route: Option<&str>) -> anyhow::Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// Now, as journal entries and tags write it.
+pub fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A time to the second, as journal entries, tags and `status` write it.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// The journal's view of a route's rule.
+pub fn snapshot(view: &crate::state::RouteView) -> Snapshot {
+    let rule = view.rule();
+    Snapshot {
+        priority: rule.and_then(|r| r.priority),
+        action: rule.map_or_else(|| "none".to_owned(), |r| r.action.describe()),
+        state: view.state().explain(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

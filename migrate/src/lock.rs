@@ -26,6 +26,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::elb::{Elb, operator_name};
 use crate::error::Failure;
+pub use crate::journal::rfc3339;
 use crate::journal::tag_safe;
 
 pub const LOCK_TAG_PREFIX: &str = "ficus:lock:";
@@ -296,13 +297,6 @@ fn serialize_time<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&rfc3339(*at))
-}
-
-pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.replace_nanosecond(0)
-        .unwrap_or(at)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
 }
 
 fn rfc3339_millis(at: OffsetDateTime) -> String {

@@ -17,6 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+/// The format of results on stdout (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
 /// Set once a write to stdout failed: nothing more is written.
 static READER_GONE: AtomicBool = AtomicBool::new(false);
 

@@ -15,51 +15,23 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{Output, RollbackArgs, ShiftArgs};
-use crate::commands::{lock_options, print_json};
+use crate::cli::{RollbackArgs, ShiftArgs};
+use crate::commands::lock_options;
 use crate::context::{Ctx, Listing};
 use crate::error::{Failure, usage};
 use crate::journal::{self, Entry, LAST_CHANGE_TAG};
+use crate::journal::{now_rfc3339, snapshot};
 use crate::lock::Lock;
+use crate::output::Output;
+use crate::output::print_json;
 use crate::output::record_outcome;
 use crate::probe::{ProbeTally, Prober};
 use crate::settings::{RouteSettings, check_steps};
+use crate::state::pending_steps;
 use crate::state::{RouteState, RouteView, Write, target_group_name};
 
 /// How long a written rule may take to read back as written.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(15);
-
-pub fn now_rfc3339() -> String {
-    crate::lock::rfc3339(time::OffsetDateTime::now_utc())
-}
-
-/// The journal's view of a route's rule.
-pub fn snapshot(view: &RouteView) -> journal::Snapshot {
-    let rule = view.rule();
-    journal::Snapshot {
-        priority: rule.and_then(|r| r.priority),
-        action: rule.map_or_else(|| "none".to_owned(), |r| r.action.describe()),
-        state: view.state().explain(),
-    }
-}
-
-/// The steps still ahead from a state: those above the current percentage
-/// (all of them from an inconsistent state); a weighted 100% still needs its
-/// plain forward.
-pub fn pending_steps(state: &RouteState, steps: &[u8]) -> Vec<u8> {
-    match state {
-        RouteState::OnService { .. } => Vec::new(),
-        RouteState::Shifting { percent: 100, .. } => vec![100],
-        other => {
-            let current = other.percent();
-            steps
-                .iter()
-                .copied()
-                .filter(|s| current.is_none_or(|c| *s > c))
-                .collect()
-        }
-    }
-}
 
 /// The outcome of one route's shift or rollback, for `--output json`.
 #[derive(Debug, Serialize)]
@@ -292,32 +264,9 @@ impl Shift {
         let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
         for (index, percent) in pending.iter().copied().enumerate() {
             let mut evidence = serde_json::Map::new();
-            // An interval before every step but the first, and before the
-            // first when continuing a shift that already sends traffic.
-            if index > 0 || continuing {
-                let (tally, unhealthy) = self
-                    .probe_interval(ctx, lock, &view.service_tg, &mut evidence)
-                    .await?;
-                evidence.insert("probes".into(), json!(tally));
-                if let Some(reason) = unhealthy {
-                    return self.fail(ctx, lock, reason, evidence).await;
-                }
-                if tally.over_budget(self.settings.error_budget, self.settings.min_probes, true) {
-                    let reason = format!(
-                        "probes during the interval exceeded the error budget of {:.1}%: {}",
-                        self.settings.error_budget * 100.0,
-                        tally.summary()
-                    );
-                    return self.fail(ctx, lock, reason, evidence).await;
-                }
-            }
-            if (index > 0 || continuing)
-                && let Some(reason) = coverage_gate(ctx, listing, &view, &mut evidence).await?
-            {
-                return self.fail(ctx, lock, reason, evidence).await;
-            }
+            let first = index == 0 && !continuing;
             if let Some(reason) = self
-                .gates(ctx, &view, index == 0 && !continuing, &mut evidence)
+                .judge_step(ctx, lock, listing, &view, first, &mut evidence)
                 .await?
             {
                 return self.fail(ctx, lock, reason, evidence).await;
@@ -380,6 +329,41 @@ impl Shift {
         }
         self.outcome.to = view.state().explain();
         Ok(())
+    }
+
+    /// Everything a step must pass before its writes: after an interval of
+    /// probes and health polls (before every step but the first of a new
+    /// shift), the coverage gate; then health and parity. `Some(reason)`
+    /// when one fails.
+    async fn judge_step(
+        &mut self,
+        ctx: &Ctx,
+        lock: &mut Lock,
+        listing: &Listing,
+        view: &RouteView,
+        first: bool,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<Option<String>> {
+        if !first {
+            let (tally, unhealthy) = self
+                .probe_interval(ctx, lock, &view.service_tg, evidence)
+                .await?;
+            evidence.insert("probes".into(), json!(tally));
+            if let Some(reason) = unhealthy {
+                return Ok(Some(reason));
+            }
+            if tally.over_budget(self.settings.error_budget, self.settings.min_probes, true) {
+                return Ok(Some(format!(
+                    "probes during the interval exceeded the error budget of {:.1}%: {}",
+                    self.settings.error_budget * 100.0,
+                    tally.summary()
+                )));
+            }
+            if let Some(reason) = coverage_gate(ctx, listing, view, evidence).await? {
+                return Ok(Some(reason));
+            }
+        }
+        self.gates(ctx, view, first, evidence).await
     }
 
     /// The gates before a step; `Some(reason)` when one fails.
@@ -1065,32 +1049,4 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_steps_continue_from_the_current_percentage() {
-        let steps = [10, 50, 100];
-        let on_monolith = RouteState::OnMonolith {
-            priority: 100,
-            restored: true,
-        };
-        assert_eq!(pending_steps(&on_monolith, &steps), vec![10, 50, 100]);
-        let mid = RouteState::Shifting {
-            priority: 1,
-            percent: 10,
-        };
-        assert_eq!(pending_steps(&mid, &steps), vec![50, 100]);
-        let weighted_full = RouteState::Shifting {
-            priority: 1,
-            percent: 100,
-        };
-        assert_eq!(pending_steps(&weighted_full, &steps), vec![100]);
-        assert!(pending_steps(&RouteState::OnService { priority: 1 }, &steps).is_empty());
-        let odd = RouteState::Inconsistent { reason: "x".into() };
-        assert_eq!(pending_steps(&odd, &steps), vec![10, 50, 100]);
-    }
 }

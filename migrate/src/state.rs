@@ -503,6 +503,24 @@ impl Write {
     }
 }
 
+/// The steps still ahead from a state: those above the current percentage
+/// (all of them from an inconsistent state); a weighted 100% still needs its
+/// plain forward.
+pub fn pending_steps(state: &RouteState, steps: &[u8]) -> Vec<u8> {
+    match state {
+        RouteState::OnService { .. } => Vec::new(),
+        RouteState::Shifting { percent: 100, .. } => vec![100],
+        other => {
+            let current = other.percent();
+            steps
+                .iter()
+                .copied()
+                .filter(|s| current.is_none_or(|c| *s > c))
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,5 +758,28 @@ mod tests {
     fn target_group_names_come_from_arns() {
         assert_eq!(target_group_name(SVC), "users");
         assert_eq!(target_group_name("users"), "users");
+    }
+
+    #[test]
+    fn pending_steps_continue_from_the_current_percentage() {
+        let steps = [10, 50, 100];
+        let on_monolith = RouteState::OnMonolith {
+            priority: 100,
+            restored: true,
+        };
+        assert_eq!(pending_steps(&on_monolith, &steps), vec![10, 50, 100]);
+        let mid = RouteState::Shifting {
+            priority: 1,
+            percent: 10,
+        };
+        assert_eq!(pending_steps(&mid, &steps), vec![50, 100]);
+        let weighted_full = RouteState::Shifting {
+            priority: 1,
+            percent: 100,
+        };
+        assert_eq!(pending_steps(&weighted_full, &steps), vec![100]);
+        assert!(pending_steps(&RouteState::OnService { priority: 1 }, &steps).is_empty());
+        let odd = RouteState::Inconsistent { reason: "x".into() };
+        assert_eq!(pending_steps(&odd, &steps), vec![10, 50, 100]);
     }
 }

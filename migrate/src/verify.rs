@@ -7,15 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parity::{
     Comparator, RecordedAnswers, Recording, RequestSet, RouteReport, RunOptions, Sides,
     SkippedRoute,
 };
 
-use crate::cli::Output;
+use crate::cli::VerifyArgs;
 use crate::error::{EXIT_ERROR, EXIT_NOT_RUN, EXIT_OK, Failure, usage};
+use crate::output::Output;
 use crate::settings::{RouteSettings, Settings};
 
 /// The methods the parity gate sends; it runs against live systems.
@@ -24,71 +24,6 @@ const GATE_METHODS: [reqwest::Method; 3] = [
     reqwest::Method::HEAD,
     reqwest::Method::OPTIONS,
 ];
-
-/// Arguments of `migrate verify`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(group(clap::ArgGroup::new("routes").required(true).args(["route", "all"])))]
-#[command(after_help = VERIFY_EXIT_CODES)]
-pub struct VerifyArgs {
-    /// The route to verify (see `migrate status` for the known routes).
-    pub route: Option<String>,
-    /// Verify every route.
-    #[arg(long)]
-    pub all: bool,
-    /// The baseline's base URL (default: `[monolith] base_url`).
-    #[arg(long, value_name = "URL")]
-    pub baseline: Option<String>,
-    /// Where the second, noise-cancelling baseline request goes (default: the baseline).
-    #[arg(long = "baseline-2", value_name = "URL")]
-    pub baseline_2: Option<String>,
-    /// The candidate's base URL: `URL` for every route, or `ROUTE=URL` for one
-    /// (repeatable; default: the route's `service_url`).
-    #[arg(long, value_name = "[ROUTE=]URL")]
-    pub candidate: Vec<String>,
-    /// Replay a corpus file (one `METHOD /path` per line) instead of the
-    /// route's configured requests; only paths matching the route's patterns.
-    #[arg(long, value_name = "FILE")]
-    pub corpus: Vec<PathBuf>,
-    /// Replay ALB access logs (plain or gzip) instead of the route's configured
-    /// requests; only paths matching the route's patterns.
-    #[arg(long = "from-alb-log", value_name = "FILE", num_args = 1..)]
-    pub from_alb_log: Vec<PathBuf>,
-    /// Replay methods other than GET and HEAD from ALB logs too.
-    #[arg(long)]
-    pub allow_unsafe: bool,
-    /// Requests compared at once (each sends three HTTP requests).
-    #[arg(long, default_value_t = parity::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
-    pub concurrency: usize,
-    /// Timeout of each HTTP request, e.g. `10s` or `500ms`.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-    /// Also write the reports as JSON to FILE (`-`: stdout, the text report
-    /// then goes to stderr; `--output json` does the same).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Also write JUnit XML to FILE (one test case per endpoint template; `-`: stdout).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Record the baseline's answers to FILE instead of comparing: each request
-    /// of the route(s) twice, to the baseline only (no candidate needed).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["recorded", "candidate", "json", "junit", "summary"])]
-    pub record: Option<PathBuf>,
-    /// Compare the candidate against the answers recorded in FILE (by
-    /// `--record`) instead of a live baseline, which is not contacted.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["baseline", "baseline_2"])]
-    pub recorded: Option<PathBuf>,
-    /// Append a GitHub-flavoured Markdown summary to FILE (a table per route,
-    /// the first differences; under 512 KiB), e.g. `--summary "$GITHUB_STEP_SUMMARY"`.
-    #[arg(long, value_name = "FILE")]
-    pub summary: Option<PathBuf>,
-}
-
-/// How `migrate verify` ends (documented in `--help` and docs/parity.md):
-/// 0 every request matched, 1 an answer differed, 2 usage or configuration
-/// error, 5 the check could not run (requests got no answer, nothing differed).
-const VERIFY_EXIT_CODES: &str = "Exit codes: 0 every request matched; 1 the candidate answered differently \
-(a difference was found); 2 usage or configuration error (nothing was sent); 5 the check \
-could not run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
 
 /// Runs `migrate verify`: exit 0 when every request matched, 1 when an answer
 /// differed, 2 for usage or config errors, 5 when requests got no answer and
@@ -540,15 +475,6 @@ impl<'a> CandidateArgs<'a> {
             .find(|(name, _)| *name == route)
             .map(|(_, url)| *url)
             .or(self.every_route)
-    }
-}
-
-fn parse_concurrency(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(concurrency) if (1..=10_000).contains(&concurrency) => Ok(concurrency),
-        _ => Err(format!(
-            "`{text}` is not a number of requests from 1 to 10000"
-        )),
     }
 }
 

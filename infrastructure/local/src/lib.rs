@@ -223,8 +223,8 @@ impl Process {
 pub struct Options {
     /// Named in the first line of `migrate.toml`, e.g. "`migrate demo`".
     pub written_by: &'static str,
-    /// More environment for the local ALB.
-    pub alb_env: Vec<(&'static str, String)>,
+    /// More flags for the local ALB (e.g. `--client-idle-timeout 2`).
+    pub alb_args: Vec<String>,
     /// Set on every route of `migrate.toml`, over the repo's values.
     pub route_settings: toml::Table,
 }
@@ -244,7 +244,7 @@ pub struct Stack {
     /// In [`SERVERS`] order.
     servers: Vec<Server>,
     alb: Option<Process>,
-    alb_env: Vec<(&'static str, String)>,
+    alb_args: Vec<String>,
     pub data_address: SocketAddr,
     pub control_address: SocketAddr,
     /// The patched stack file the local ALB started from.
@@ -286,7 +286,7 @@ impl Stack {
             dir: dir.to_path_buf(),
             servers,
             alb: None,
-            alb_env: options.alb_env,
+            alb_args: options.alb_args,
             data_address: loopback,
             control_address: loopback,
             stack_file,
@@ -374,7 +374,7 @@ impl Stack {
             .arg("--control-listen")
             .arg(control.to_string())
             .env("RUST_LOG", "info")
-            .envs(self.alb_env.iter().map(|(key, value)| (*key, value)));
+            .args(&self.alb_args);
         // A restart appends to the same log: look only at what follows.
         let before = log_length(&log);
         let mut alb = Process::spawn(ALB, command, &log)?;

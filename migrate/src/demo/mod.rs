@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, DemoArgs};
 use crate::error::{EXIT_ERROR, usage};
 use crate::settings::check_steps;
 use alb_metrics::Counters;
@@ -43,40 +43,6 @@ use traffic::Traffic;
 const SCRAPE_EVERY: Duration = Duration::from_millis(500);
 /// How long the targets may take to become healthy.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// Arguments of `migrate demo`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
-    /// The steps of the gradual `shift users`, in percent.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "10,50,100",
-        value_name = "PERCENTS"
-    )]
-    pub steps: Vec<u8>,
-    /// Time between the steps of `shift users` (the route is probed meanwhile).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub interval: Duration,
-    /// Pause after each walkthrough step, so that each state shows in the traffic.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub pause: Duration,
-    /// Client requests per second through the load balancer, in total.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=5000))]
-    pub rate: u32,
-    /// Also write a self-contained HTML page with a chart of each route's
-    /// traffic share over time, a marker per step, and the summary.
-    #[arg(long, value_name = "FILE.html")]
-    pub report: Option<PathBuf>,
-    /// Leave the stack up afterwards, print how to drive it by hand, and stop
-    /// it on Ctrl-C.
-    #[arg(long)]
-    pub keep_running: bool,
-    /// Where the monolith, users, threads, posts and local-alb binaries are
-    /// (default: beside this migrate).
-    #[arg(long, value_name = "DIR")]
-    pub bin_dir: Option<PathBuf>,
-}
 
 /// One command of the walkthrough: its arguments after `migrate --config FILE`.
 struct Step {
@@ -496,7 +462,7 @@ impl WeightWatch {
         };
         let settings = crate::settings::Settings::load(&overrides).ok()?;
         Some(WeightWatch {
-            ctx: crate::context::Ctx::new(settings, crate::cli::Output::Text, false).await,
+            ctx: crate::context::Ctx::new(settings, crate::output::Output::Text, false).await,
             last: vec![None; routes],
         })
     }

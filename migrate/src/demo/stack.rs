@@ -74,7 +74,7 @@ async fn build(binaries: &Binaries, cargo: &std::ffi::OsStr) -> anyhow::Result<(
 pub async fn start(binaries: &Binaries, dir: &Path) -> anyhow::Result<Stack> {
     let options = Options {
         written_by: "`migrate demo`",
-        alb_env: Vec::new(),
+        alb_args: Vec::new(),
         route_settings: toml::Table::new(),
     };
     Stack::start(binaries.clone(), dir, options).await
