@@ -381,8 +381,8 @@ impl RouteView {
             if let Some(Some(narrowed)) = narrowed {
                 writes.push(Write::SetConditions {
                     rule: rule.arn.clone(),
-                    from: rule.conditions.clone(),
-                    to: narrowed,
+                    from: Box::new(rule.conditions.clone()),
+                    to: Box::new(narrowed),
                 });
             }
             return Ok(writes);
@@ -431,7 +431,7 @@ impl RouteView {
                     rule.action = to.clone()
                 }
                 Write::SetConditions { rule: arn, to, .. } if *arn == rule.arn => {
-                    rule.conditions = to.clone()
+                    rule.conditions = (**to).clone()
                 }
                 _ => {}
             }
@@ -470,8 +470,8 @@ pub enum Write {
     #[serde(rename = "ModifyRule(Conditions)")]
     SetConditions {
         rule: String,
-        from: alb::Conditions,
-        to: alb::Conditions,
+        from: Box<alb::Conditions>,
+        to: Box<alb::Conditions>,
     },
 }
 
