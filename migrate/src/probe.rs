@@ -1,12 +1,13 @@
 //! Probes during a shift's intervals: GETs of the route's probe paths through
 //! the load balancer's URL at a steady rate.
 //!
-//! A probe counts what a client would notice. Before the interval, each probe
-//! path is asked of the monolith (`monolith.base_url`) once, and its status
-//! class (2xx, 3xx, 4xx, 5xx) becomes the expected one: a probe answered with
-//! another class is an error (a 404 where the monolith answers 200 is one, a
-//! 404 where it answers 404 is not). Without a baseline URL, a probe is an
-//! error when its status is 500 or more. A request that fails is always one.
+//! A probe counts what a client would notice. Once per shift, each probe path
+//! is asked of the monolith (`monolith.base_url`, or the load balancer while
+//! the route is wholly on the monolith), and its status class (2xx, 3xx, 4xx,
+//! 5xx) becomes the expected one: a probe answered with another class is an
+//! error (a 404 where the monolith answers 200 is one, a 404 where it answers
+//! 404 is not). When neither answers, a probe is an error when its status is
+//! 500 or more (and the shift says so). A request that fails is always one.
 
 use std::time::Duration;
 
@@ -56,7 +57,6 @@ pub struct Prober {
     client: reqwest::Client,
     /// The Host header, when the route's rule has a host condition.
     host: Option<String>,
-    paths: Vec<String>,
     urls: Vec<String>,
     period: Duration,
     /// The monolith's status class (1-5) per probe path, when learned.
@@ -79,27 +79,37 @@ impl Prober {
         Ok(Prober {
             client,
             host,
-            paths: paths.to_vec(),
             urls,
             period,
             expected: vec![None; paths.len()],
         })
     }
 
-    /// Asks the monolith at `baseline_url` for every probe path once and
-    /// keeps each answer's status class as the expected one.
-    pub async fn learn_expected(&mut self, baseline_url: &str) -> anyhow::Result<()> {
-        let base = baseline_url.trim_end_matches('/');
-        for (index, path) in self.paths.iter().enumerate() {
-            let url = format!("{base}{path}");
-            let response = self.client.get(&url).send().await.map_err(|err| {
-                anyhow::anyhow!(
-                    "probes: the monolith (monolith.base_url) did not answer GET {url}: {err}; the probes compare each answer's status class with the monolith's"
-                )
-            })?;
-            self.expected[index] = Some(response.status().as_u16() / 100);
+    /// Asks this prober's own URL (with its host) for every probe path once
+    /// and returns each answer's status class: the expected classes, when the
+    /// URL is the monolith's (`monolith.base_url`, or the load balancer while
+    /// the route is wholly on the monolith).
+    pub async fn answer_classes(&self) -> anyhow::Result<Vec<Option<u16>>> {
+        let mut classes = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            let mut request = self.client.get(url);
+            if let Some(host) = &self.host {
+                request = request.header(reqwest::header::HOST, host);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|err| anyhow::anyhow!("GET {url}: {err}"))?;
+            classes.push(Some(response.status().as_u16() / 100));
         }
-        Ok(())
+        Ok(classes)
+    }
+
+    /// Compares each answer's status class with these (one per probe path).
+    pub fn expect(&mut self, classes: Vec<Option<u16>>) {
+        if classes.len() == self.expected.len() {
+            self.expected = classes;
+        }
     }
 
     pub fn period(&self) -> Duration {

@@ -89,6 +89,7 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         allow_unhealthy: args.allow_unhealthy,
         skip_parity: args.skip_parity,
         allow_shadow: args.allow_shadow,
+        expected: None,
         outcome: Outcome {
             route: args.route.clone(),
             from: String::new(),
@@ -218,6 +219,8 @@ struct Shift {
     allow_unhealthy: bool,
     skip_parity: bool,
     allow_shadow: bool,
+    /// The monolith's status class per probe path, learned once per shift.
+    expected: Option<Vec<Option<u16>>>,
     outcome: Outcome,
 }
 
@@ -254,8 +257,10 @@ impl Shift {
         }
         let pending = pending_steps(&state, &self.steps);
         if pending.len() > 1 || state.percent().is_some_and(|p| p > 0) {
-            crate::coverage::probe_host(&self.route, &self.settings, &view)
+            let host = crate::coverage::probe_host(&self.route, &self.settings, &view)
                 .map_err(|why| usage(format!("{}: nothing was changed: {why}", self.route)))?;
+            let on_monolith = matches!(state, RouteState::OnMonolith { .. });
+            self.expected = self.monolith_classes(ctx, host, on_monolith).await;
         }
         if pending.is_empty() {
             self.outcome.to = format!("already {}; nothing to do", state.explain());
@@ -364,6 +369,49 @@ impl Shift {
             }
         }
         self.gates(ctx, view, first, evidence).await
+    }
+
+    /// The status class the monolith answers for each probe path: asked of
+    /// `monolith.base_url`, or else of the load balancer while the route is
+    /// wholly on the monolith. `None` (probes then count only failures and
+    /// 5xx, and say so) when neither answers.
+    async fn monolith_classes(
+        &self,
+        ctx: &Ctx,
+        host: Option<String>,
+        on_monolith: bool,
+    ) -> Option<Vec<Option<u16>>> {
+        let paths = self.settings.probe_paths();
+        let mut tried = Vec::new();
+        let mut sources = Vec::new();
+        if let Some(base) = &ctx.settings.monolith.base_url {
+            sources.push(("monolith.base_url", base.clone(), None));
+        }
+        if let (true, Some(lb)) = (on_monolith, &ctx.settings.lb_url) {
+            sources.push(("lb_url, the route being on the monolith", lb.clone(), host));
+        }
+        for (name, url, host) in sources {
+            let classes = match Prober::new(&url, host, &paths, self.settings.probe_rate) {
+                Ok(prober) => prober.answer_classes().await,
+                Err(err) => Err(err),
+            };
+            match classes {
+                Ok(classes) => return Some(classes),
+                Err(err) => tried.push(format!("{name}: {err}")),
+            }
+        }
+        if ctx.chatty() {
+            eprintln!(
+                "migrate: {}: probes count only failed requests and 5xx answers: the monolith's answers to the probe paths are unknown ({})",
+                self.route,
+                if tried.is_empty() {
+                    "set monolith.base_url".to_owned()
+                } else {
+                    tried.join("; ")
+                }
+            );
+        }
+        None
     }
 
     /// The gates before a step; `Some(reason)` when one fails.
@@ -487,8 +535,8 @@ impl Shift {
             &self.settings.probe_paths(),
             self.settings.probe_rate,
         )?;
-        if let Some(baseline) = &ctx.settings.monolith.base_url {
-            prober.learn_expected(baseline).await?;
+        if let Some(classes) = &self.expected {
+            prober.expect(classes.clone());
         }
         let bar = if ctx.chatty() {
             let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
