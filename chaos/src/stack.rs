@@ -164,16 +164,11 @@ impl Stack {
                 Ok(response) => response.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
+            let (groups_up, _) = alb::metrics::target_group_health(&alb::metrics::parse(&text));
             let healthy: Vec<&str> = SERVERS
                 .iter()
                 .copied()
-                .filter(|group| {
-                    text.lines().any(|line| {
-                        line.starts_with("ficus_alb_target_healthy{")
-                            && line.contains(&format!("target_group=\"{group}\""))
-                            && line.trim_end().ends_with(" 1")
-                    })
-                })
+                .filter(|group| groups_up.iter().any(|up| up == group))
                 .collect();
             if healthy.len() == SERVERS.len() {
                 return Ok(started.elapsed());

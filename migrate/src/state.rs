@@ -782,4 +782,148 @@ mod tests {
         let odd = RouteState::Inconsistent { reason: "x".into() };
         assert_eq!(pending_steps(&odd, &steps), vec![10, 50, 100]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any action a route's rule may carry: the plain forwards, a
+        /// weighted forward (weights may be 0, not both), something else.
+        fn action() -> impl Strategy<Value = Forward> {
+            prop_oneof![
+                Just(plain(SVC)),
+                Just(plain(MONO)),
+                Just(plain(OTHER)),
+                (0u32..=999, 0u32..=999)
+                    .prop_filter("not all weights 0", |(s, m)| s + m > 0)
+                    .prop_map(|(s, m)| Forward::weighted([(SVC.into(), s), (MONO.into(), m)])),
+                Just(Forward::Other {
+                    description: "fixed-response 404".into()
+                }),
+            ]
+        }
+
+        /// A route with one rule anywhere (in front or parked, tagged or
+        /// not, covered by the monolith's rule or leaking), other rules in
+        /// random slots, and a free preferred slot in front.
+        fn route() -> impl Strategy<Value = RouteView> {
+            (
+                2u32..500,
+                any::<bool>(),
+                0u32..1000,
+                action(),
+                prop::sample::select(vec!["/api/users*", "/api/users/*/posts", "/other*"]),
+                prop::collection::btree_set(1u32..2000, 0..20),
+                prop::option::of(1u32..2000),
+            )
+                .prop_flat_map(
+                    |(monolith, in_front, offset, action, path, others, tag)| {
+                        let priority = if in_front {
+                            1 + offset % (monolith - 1)
+                        } else {
+                            monolith + 1 + offset
+                        };
+                        let mut taken = others;
+                        taken.insert(monolith);
+                        taken.insert(priority);
+                        let free_in_front: Vec<u32> =
+                            (1..monolith).filter(|p| !taken.contains(p)).collect();
+                        let preferred = if in_front {
+                            Just(Some(priority)).boxed()
+                        } else if free_in_front.is_empty() {
+                            Just(None).boxed()
+                        } else {
+                            prop::sample::select(free_in_front).prop_map(Some).boxed()
+                        };
+                        preferred.prop_map(move |preferred| {
+                            let tags = tag
+                                .map(|t| BTreeMap::from([(PARKED_TAG.to_owned(), t.to_string())]))
+                                .unwrap_or_default();
+                            RouteView {
+                                rules: vec![RuleInfo {
+                                    arn: "rule-users".into(),
+                                    priority: Some(priority),
+                                    conditions: alb::Conditions::paths([path.to_owned()]),
+                                    action: action.clone(),
+                                    tags,
+                                }],
+                                monolith_priority: monolith,
+                                service_tg: SVC.into(),
+                                monolith_tg: MONO.into(),
+                                taken: taken.clone(),
+                                preferred,
+                                monolith_conditions: alb::Conditions::paths(["/api*".to_owned()]),
+                            }
+                        })
+                    },
+                )
+        }
+
+        /// Applies `transition(percent)`, checking that no priority move
+        /// targets a slot another rule holds.
+        fn reach(view: &RouteView, percent: u8) -> Result<RouteView, TestCaseError> {
+            let writes = view
+                .transition(percent)
+                .map_err(|e| TestCaseError::fail(format!("transition({percent}): {e}")))?;
+            let mut now = view.clone();
+            for write in &writes {
+                if let Write::MovePriority { to, .. } = write {
+                    prop_assert!(
+                        !now.taken.contains(to),
+                        "{} moves into taken slot {to} ({:?})",
+                        write.describe(),
+                        now.taken
+                    );
+                }
+                now = now.apply(write);
+            }
+            Ok(now)
+        }
+
+        proptest! {
+            #[test]
+            fn a_transition_reaches_its_percent_and_then_has_nothing_left(
+                view in route(),
+                percent in 0u8..=100,
+            ) {
+                prop_assume!(percent == 0 || view.preferred.is_some());
+                let reached = reach(&view, percent)?;
+                let state = reached.state();
+                if percent == 0 {
+                    prop_assert!(
+                        matches!(state, RouteState::OnMonolith { .. }),
+                        "rollback ended {state:?}"
+                    );
+                } else {
+                    prop_assert_eq!(state.percent(), Some(percent), "{:?}", state);
+                }
+                let again = reached.transition(percent);
+                prop_assert_eq!(again, Ok(vec![]));
+            }
+
+            #[test]
+            fn a_rollback_parks_the_rule_behind_the_monolith_in_a_free_slot(view in route()) {
+                let reached = reach(&view, 0)?;
+                let rule = reached.rule().expect("one rule");
+                let priority = rule.priority.expect("numbered");
+                prop_assert!(priority > view.monolith_priority, "parked at {priority}");
+                prop_assert!(
+                    matches!(reached.state(), RouteState::OnMonolith { .. }),
+                    "rollback ended {:?}",
+                    reached.state()
+                );
+                prop_assert!(reached.leaks().is_empty() || rule.action == plain(MONO));
+                if rule.action == plain(SVC) {
+                    prop_assert_eq!(
+                        reached.state(),
+                        RouteState::OnMonolith { priority, restored: true }
+                    );
+                }
+                // Other rules kept their slots: only the route's moved.
+                let mut others = view.taken.clone();
+                others.remove(&view.rules[0].priority.unwrap());
+                prop_assert!(others.iter().all(|p| reached.taken.contains(p)));
+            }
+        }
+    }
 }

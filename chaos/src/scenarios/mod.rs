@@ -123,12 +123,11 @@ pub async fn group_requests(stack: &Stack, group: &str) -> anyhow::Result<u64> {
         .await?
         .text()
         .await?;
-    let label = format!("target_group=\"{group}\"");
-    Ok(text
-        .lines()
-        .filter(|line| line.starts_with("ficus_alb_requests_total{") && line.contains(&label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+    let samples = alb::metrics::parse(&text);
+    Ok(alb::metrics::requests_by_target_group(&samples)
+        .get(group)
+        .copied()
+        .unwrap_or(0))
 }
 
 /// The share of `path`'s requests the route's service answers now, measured

@@ -3,7 +3,8 @@
 //! another? can two match the same text?), CIDR blocks, and rule conditions
 //! (does one rule match every request another matches? can two rules match
 //! the same request?), the canonical client address, and which header fields
-//! are hop-by-hop.
+//! are hop-by-hop; and the names and parser of the local ALB's `/metrics`
+//! text.
 //!
 //! `migrate` uses it to prove that a parked route's rule can take no traffic
 //! and to name the rules a move would shadow; the semantics are the ones the
@@ -15,6 +16,7 @@ pub mod cidr;
 pub mod conditions;
 pub mod glob;
 pub mod headers;
+pub mod metrics;
 
 pub use conditions::{Conditions, Gap, HeaderCondition, QueryPair};
 pub use glob::{Glob, Pattern, Syntax};

@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use alb::metrics;
+
 /// Request counters by (target group, rule priority label).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
@@ -23,41 +25,17 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Parses the Prometheus text; lines of other series are ignored.
+    /// Parses the `/metrics` text with [`alb::metrics`]; other series are
+    /// ignored.
     pub fn parse(text: &str) -> Counters {
-        let mut counters = Counters::default();
-        for line in text.lines().filter(|line| !line.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.trim().parse::<f64>() else {
-                continue;
-            };
-            let value = value as u64;
-            if let Some(labels) = series.strip_prefix("ficus_alb_requests_total{") {
-                let labels = parse_labels(labels.trim_end_matches('}'));
-                let (Some(group), Some(rule)) = (labels.get("target_group"), labels.get("rule"))
-                else {
-                    continue;
-                };
-                *counters
-                    .requests
-                    .entry((group.clone(), rule.clone()))
-                    .or_default() += value;
-            } else if let Some(labels) = series.strip_prefix("ficus_alb_elb_errors_total{") {
-                counters.elb_errors += value;
-                let labels = parse_labels(labels.trim_end_matches('}'));
-                let reason = format!(
-                    "{} {}",
-                    labels.get("code").map_or("", String::as_str),
-                    labels.get("reason").map_or("", String::as_str)
-                );
-                *counters.elb_errors_by_reason.entry(reason).or_default() += value;
-            } else if series == "ficus_alb_rule_table_generation" {
-                counters.generation = value;
-            }
+        let samples = metrics::parse(text);
+        let elb_errors_by_reason = metrics::elb_errors_by_reason(&samples);
+        Counters {
+            requests: metrics::requests_by_target_group_and_rule(&samples),
+            elb_errors: elb_errors_by_reason.values().sum(),
+            elb_errors_by_reason,
+            generation: metrics::single(&samples, metrics::RULE_TABLE_GENERATION).unwrap_or(0),
         }
-        counters
     }
 
     /// What happened since `earlier`.
@@ -127,77 +105,17 @@ impl Counters {
     }
 }
 
-/// Target groups with a healthy target, and target groups seen at all, from
-/// the `ficus_alb_target_healthy` gauge.
+/// Target groups with a healthy target, and target groups seen at all.
 pub fn healthy_groups(text: &str) -> (Vec<String>, Vec<String>) {
-    let mut healthy = Vec::new();
-    let mut seen = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("ficus_alb_target_healthy{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let Some(group) = parse_labels(labels).remove("target_group") else {
-            continue;
-        };
-        if value.trim() == "1" && !healthy.contains(&group) {
-            healthy.push(group.clone());
-        }
-        if !seen.contains(&group) {
-            seen.push(group);
-        }
-    }
-    (healthy, seen)
-}
-
-/// `a="x",b="y"` into a map (values unescaped).
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while let Some((name, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((index, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, escaped)) = chars.next() {
-                        value.push(if escaped == 'n' { '\n' } else { escaped });
-                    }
-                }
-                '"' => {
-                    end = index + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        labels.insert(name.trim_start_matches(',').trim().to_owned(), value);
-        rest = &after[end..];
-    }
-    labels
+    metrics::target_group_health(&metrics::parse(text))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SCRAPE: &str = "\
-# HELP ficus_alb_requests_total Requests answered.
-# TYPE ficus_alb_requests_total counter
-ficus_alb_requests_total{target_group=\"monolith\",rule=\"99\",code_class=\"2xx\"} 700
-ficus_alb_requests_total{target_group=\"monolith\",rule=\"99\",code_class=\"4xx\"} 100
-ficus_alb_requests_total{target_group=\"monolith\",rule=\"1\",code_class=\"2xx\"} 90
-ficus_alb_requests_total{target_group=\"users\",rule=\"1\",code_class=\"2xx\"} 10
-ficus_alb_requests_total{target_group=\"threads\",rule=\"2\",code_class=\"2xx\"} 50
-ficus_alb_requests_total{target_group=\"monolith\",rule=\"default\",code_class=\"2xx\"} 5
-ficus_alb_elb_errors_total{code=\"502\",reason=\"target_connection_failed\"} 2
-ficus_alb_elb_errors_total{code=\"503\",reason=\"no_listener\"} 0
-ficus_alb_target_healthy{target_group=\"users\",target=\"127.0.0.1:1\"} 1
-ficus_alb_rule_table_generation 7
-";
+    /// The local ALB's real rendering (its unit test pins it).
+    const SCRAPE: &str = alb::metrics::EXAMPLE_SCRAPE;
 
     #[test]
     fn parses_request_counters_by_group_and_rule_summing_status_classes() {
@@ -212,8 +130,11 @@ ficus_alb_rule_table_generation 7
         assert_eq!(
             counters.elb_errors_by_reason,
             BTreeMap::from([
+                ("502 target_connection_error".to_owned(), 0),
                 ("502 target_connection_failed".to_owned(), 2),
-                ("503 no_listener".to_owned(), 0)
+                ("503 no_listener".to_owned(), 0),
+                ("503 no_registered_targets".to_owned(), 0),
+                ("504 target_timeout".to_owned(), 0),
             ])
         );
     }
@@ -242,18 +163,8 @@ ficus_alb_rule_table_generation 7
 
     #[test]
     fn healthy_groups_come_from_the_health_gauge() {
-        let text = format!(
-            "{SCRAPE}ficus_alb_target_healthy{{target_group=\"posts\",target=\"127.0.0.1:2\"}} 0\n"
-        );
-        let (healthy, seen) = healthy_groups(&text);
+        let (healthy, seen) = healthy_groups(SCRAPE);
         assert_eq!(healthy, ["users"]);
         assert_eq!(seen, ["users", "posts"]);
-    }
-
-    #[test]
-    fn escaped_label_values_are_unescaped() {
-        let labels = parse_labels(r#"target_group="a\"b",rule="x\\y""#);
-        assert_eq!(labels["target_group"], "a\"b");
-        assert_eq!(labels["rule"], "x\\y");
     }
 }

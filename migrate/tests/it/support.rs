@@ -791,24 +791,7 @@ base_url = "http://{monolith}"
     /// Requests answered per target group, from the local ALB's metrics.
     pub fn answered_by(&self) -> BTreeMap<String, u64> {
         let body = http_get(&format!("{}/metrics", self.control_url)).1;
-        let mut counts = BTreeMap::new();
-        for line in body
-            .lines()
-            .filter(|l| l.starts_with("ficus_alb_requests_total{"))
-        {
-            let group = line
-                .split("target_group=\"")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default();
-            let value: f64 = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-            *counts.entry(group.to_owned()).or_insert(0) += value as u64;
-        }
-        counts
+        alb::metrics::requests_by_target_group(&alb::metrics::parse(&body))
     }
 
     /// Sends `n` GETs of `path` through the load balancer; returns the target
