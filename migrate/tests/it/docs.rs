@@ -60,13 +60,13 @@ fn existing_alb_md_runs_as_written() {
     let elb = stack.elb(&rt);
     let listener = stack.listener_arn(&rt);
     let monolith_rule = rule_at(&rt, &elb, &listener, 99).unwrap();
-    rt.block_on(
-        elb.modify_rule()
-            .rule_arn(&monolith_rule)
-            .set_conditions(Some(conditions(&["/api*"], Some("api.shop.example"))))
-            .send(),
-    )
-    .unwrap();
+    set_rule_conditions(
+        &rt,
+        &elb,
+        &monolith_rule,
+        &["/api*"],
+        Some("api.shop.example"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let script = format!("set -euo pipefail\n{}", sh.join("\n"));
     let path = format!(

@@ -261,13 +261,13 @@ fn a_monolith_rule_with_a_host_condition_keeps_parked_routes_parked() {
     let elb = stack.elb(&rt);
     let listener = stack.listener_arn(&rt);
     let monolith_rule = rule_at(&rt, &elb, &listener, 99).unwrap();
-    rt.block_on(
-        elb.modify_rule()
-            .rule_arn(&monolith_rule)
-            .set_conditions(Some(conditions(&["/api*"], Some("api.shop.example"))))
-            .send(),
-    )
-    .unwrap();
+    set_rule_conditions(
+        &rt,
+        &elb,
+        &monolith_rule,
+        &["/api*"],
+        Some("api.shop.example"),
+    );
     // A rule for posts parked behind the monolith by hand, the way `init`
     // used to create it: path only.
     create_rule(
@@ -372,13 +372,13 @@ fn a_monolith_rule_with_a_host_condition_keeps_parked_routes_parked() {
     // The monolith's rule changes host mid-migration. Parked, the users rule
     // would take api.shop.example requests; it can't be narrowed (a rule has
     // one host condition), so the rollback points it at the monolith.
-    rt.block_on(
-        elb.modify_rule()
-            .rule_arn(&monolith_rule)
-            .set_conditions(Some(conditions(&["/api*"], Some("admin.shop.example"))))
-            .send(),
-    )
-    .unwrap();
+    set_rule_conditions(
+        &rt,
+        &elb,
+        &monolith_rule,
+        &["/api*"],
+        Some("admin.shop.example"),
+    );
     let rollback = op.run(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert_eq!(

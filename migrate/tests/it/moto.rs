@@ -538,13 +538,13 @@ fn coverage_of_a_host_conditioned_monolith_rule() {
     let elb = stack.elb(&rt);
     let op = stack.operator();
     let monolith_rule = rule_at(&rt, &elb, &stack.listener_arn, 99).unwrap();
-    rt.block_on(
-        elb.modify_rule()
-            .rule_arn(&monolith_rule)
-            .set_conditions(Some(conditions(&["/api*"], Some("api.shop.example"))))
-            .send(),
-    )
-    .unwrap();
+    set_rule_conditions(
+        &rt,
+        &elb,
+        &monolith_rule,
+        &["/api*"],
+        Some("api.shop.example"),
+    );
     let init = op.run(&["init"]);
     assert_eq!(init.code, 0, "{init}");
     let users = op.route_status("users");

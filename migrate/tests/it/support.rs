@@ -930,3 +930,21 @@ pub fn rule_hosts(
             .collect()
     })
 }
+
+/// Rewrites a rule's conditions to `paths` and, with `host`, a host-header
+/// condition (e.g. to give the monolith's rule a host, as hand-made ALBs have).
+pub fn set_rule_conditions(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    rule_arn: &str,
+    paths: &[&str],
+    host: Option<&str>,
+) {
+    rt.block_on(
+        elb.modify_rule()
+            .rule_arn(rule_arn)
+            .set_conditions(Some(conditions(paths, host)))
+            .send(),
+    )
+    .unwrap();
+}
