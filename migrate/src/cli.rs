@@ -30,6 +30,7 @@ Examples:
   migrate rollback users                         back to the monolith, from any state
   migrate rollback --all
   migrate history users
+  migrate notify test                            a test event to every [[notify]] sink
 
 Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held
 (or taken away mid-shift), 130 stopped by Ctrl-C; verify: 1 an answer differed, 5 the check
@@ -148,6 +149,21 @@ Examples: migrate rollback users; migrate rollback --all")]
     History(HistoryArgs),
     /// Compare the monolith's and the service's responses for a route.
     Verify(VerifyArgs),
+    /// Notification sinks ([[notify]] in migrate.toml): `migrate notify test`.
+    #[command(long_about = "\
+Notifications go to the [[notify]] sinks of migrate.toml: webhooks (the event as JSON, or
+Slack's {\"text\": ...} with format = \"slack\", signed with X-Ficus-Signature when
+secret_env is set) and SNS topics. Events: shift.started, step.applied, gate.passed,
+gate.failed, rollback.started, rollback.finished, lock.forced, drift.found (by status),
+shift.held, shift.promoted, shift.aborted; schema ficus.event/v1 (docs/operations.md).
+Each sink gets the events from its min_severity up (info, warning, critical; default info).
+Delivery never blocks or fails a command: a failed delivery is printed, journaled and
+counted by `migrate status`.
+
+Example:
+  migrate notify test        a notify.test event to every sink, whatever its min_severity;
+                             one line per sink; exit 0 when all delivered, 1 when one failed")]
+    Notify(NotifyArgs),
     /// Run the whole migration on this machine: local ALB, monolith, services, live traffic.
     #[command(long_about = "\
 Start the local ALB (from the repo's stack file) in front of the monolith and the three
@@ -245,6 +261,18 @@ pub struct RollbackArgs {
     pub all: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    #[command(subcommand)]
+    pub action: NotifyAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum NotifyAction {
+    /// Send a test event to every sink and report each result (exit 1 if one failed).
+    Test,
 }
 
 #[derive(Debug, Clone, Args)]

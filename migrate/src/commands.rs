@@ -1,4 +1,4 @@
-//! `init`, `status`, `plan` and `history`.
+//! `init`, `status`, `plan`, `history` and `notify test`.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use serde_json::json;
 
 use anyhow::Context as _;
 
-use crate::cli::{HistoryArgs, InitArgs, LockArgs, PlanArgs, StatusArgs};
+use crate::cli::{HistoryArgs, InitArgs, LockArgs, NotifyAction, NotifyArgs, PlanArgs, StatusArgs};
 use crate::context::{Ctx, Listing, ROUTE_TAG};
 use crate::elb::TargetHealth;
 use crate::error::usage;
@@ -15,7 +15,7 @@ use crate::journal::now_rfc3339;
 use crate::journal::{self, Entry, LAST_CHANGE_TAG, LastChange};
 use crate::lock::{self, LockOptions, rfc3339};
 use crate::output::Output;
-use crate::settings::{MONOLITH_TAG, check_steps};
+use crate::settings::{GatePhase, MONOLITH_TAG, check_steps};
 use crate::state::{Forward, PARKED_TAG, RouteState, RouteView, Write, target_group_name};
 
 pub fn lock_options(ctx: &Ctx, args: &LockArgs) -> LockOptions {
@@ -208,6 +208,7 @@ async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<
     released?;
     let who = ctx.who().await;
     let entry = Entry {
+        id: crate::journal::new_id(),
         when: now_rfc3339(),
         who,
         command: "init".into(),
@@ -404,6 +405,7 @@ async fn create_route_rule(
         .ok_or_else(|| anyhow::anyhow!("{route}: every free priority tried was taken meanwhile"))?;
     let who = ctx.who().await;
     let entry = Entry {
+        id: crate::journal::new_id(),
         when: now_rfc3339(),
         who,
         command: "init".into(),
@@ -490,6 +492,7 @@ async fn narrow_parked(
     let who = ctx.who().await;
     let snapshot = crate::journal::snapshot(view);
     let entry = Entry {
+        id: crate::journal::new_id(),
         when: now_rfc3339(),
         who,
         command: "init".into(),
@@ -559,6 +562,15 @@ struct StatusReport {
     stale_locks: Vec<lock::LockTag>,
     routes: Vec<RouteStatus>,
     unknown_routes: Vec<String>,
+    notifications: NotifyStatus,
+}
+
+/// The `[[notify]]` sinks and the deliveries that failed (from the journal).
+#[derive(Debug, Serialize)]
+struct NotifyStatus {
+    sinks: usize,
+    failed_deliveries: usize,
+    last_failure: Option<String>,
 }
 
 pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -590,7 +602,15 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
             .collect(),
         routes: statuses,
         unknown_routes: listing.unknown_routes(&ctx.settings),
+        notifications: notify_status(ctx)?,
     };
+    for status in report.routes.iter().filter(|s| !s.drift.is_empty()) {
+        ctx.notifier.emit(
+            crate::notify::Event::new(crate::notify::Kind::DriftFound, Some(&status.route))
+                .shares(status.percent, status.percent)
+                .reason(status.drift.join("; ")),
+        );
+    }
     if ctx.output == Output::Json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
@@ -660,7 +680,36 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
             "\n{unknown}: a rule is tagged {ROUTE_TAG}={unknown} but migrate.toml has no such route"
         );
     }
+    let notifications = &report.notifications;
+    if notifications.sinks > 0 || notifications.failed_deliveries > 0 {
+        println!();
+        println!(
+            "notify: {} sinks; {} failed deliveries in the journal{}",
+            notifications.sinks,
+            notifications.failed_deliveries,
+            notifications
+                .last_failure
+                .as_ref()
+                .map(|last| format!(" (last: {last})"))
+                .unwrap_or_default()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn notify_status(ctx: &Ctx) -> anyhow::Result<NotifyStatus> {
+    let (failed, last) = crate::notify::journaled_failures(&ctx.settings.journal_path())?;
+    Ok(NotifyStatus {
+        sinks: ctx.settings.notify.len(),
+        failed_deliveries: failed,
+        last_failure: last.map(|entry| {
+            let error = entry.evidence["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            format!("{} {}: {error}", entry.when, entry.what)
+        }),
+    })
 }
 
 fn route_status(
@@ -742,6 +791,8 @@ struct Plan {
     refused: Vec<String>,
     steps: Vec<PlannedStep>,
     unlock: String,
+    /// The `after-rollback` hooks: run after any rollback of the route.
+    after_rollback: Vec<String>,
 }
 
 pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -808,7 +859,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         if writes.is_empty() {
             continue;
         }
-        let gates = if target == 0 {
+        let mut gates = if target == 0 {
             Vec::new()
         } else {
             vec![
@@ -823,6 +874,14 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
                 ),
             ]
         };
+        if target > 0 {
+            let first = steps.is_empty();
+            let custom = route.gates.iter().filter(|gate| {
+                (first && gate.phase == GatePhase::BeforeShift)
+                    || crate::custom_gates::step_phases(target).contains(&gate.phase)
+            });
+            gates.extend(custom.map(crate::custom_gates::describe));
+        }
         for write in &writes {
             simulated = simulated.apply(write);
         }
@@ -852,6 +911,12 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         refused: problems,
         steps,
         unlock: "RemoveTags ficus:lock:<id> on the listener".into(),
+        after_rollback: route
+            .gates
+            .iter()
+            .filter(|gate| gate.phase == GatePhase::AfterRollback)
+            .map(crate::custom_gates::describe)
+            .collect(),
     };
     if ctx.output == Output::Json {
         print_json(&plan)?;
@@ -893,6 +958,9 @@ fn print_plan(
         println!("  check: {}", step.read_back);
     }
     println!("unlock: {}", plan.unlock);
+    for hook in &plan.after_rollback {
+        println!("after any rollback: {hook}");
+    }
     if route.steps.len() > 1 && configured_steps {
         println!(
             "between steps: probe {} through lb_url for {}",
@@ -900,6 +968,44 @@ fn print_plan(
             humantime::format_duration(route.interval)
         );
     }
+}
+
+/// `migrate notify test`: a `notify.test` event to every sink, one result each.
+pub async fn notify(ctx: &mut Ctx, args: &NotifyArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        NotifyAction::Test => {}
+    }
+    if ctx.settings.notify.is_empty() {
+        return Err(usage(
+            "no sink to test: add a `[[notify]]` table with `url = \"https://...\"` or `sns_topic_arn = \"arn:aws:sns:...\"` to migrate.toml",
+        ));
+    }
+    let who = ctx.who().await;
+    let results = crate::notify::test_all(&ctx.settings, &ctx.sdk, &who).await;
+    let failed = results.iter().filter(|r| !r.delivered).count();
+    if ctx.output == Output::Json {
+        print_json(&results)?;
+    } else {
+        for result in &results {
+            match &result.error {
+                None => println!(
+                    "{}: delivered in {} ms ({} attempt{})",
+                    result.sink,
+                    result.millis,
+                    result.attempts,
+                    if result.attempts == 1 { "" } else { "s" }
+                ),
+                Some(error) => println!("{}: FAILED: {error}", result.sink),
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(anyhow::anyhow!(
+            "{failed} of {} sinks did not take the test event",
+            results.len()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn history(ctx: &mut Ctx, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -931,6 +1037,13 @@ fn history_line(entry: &Entry) -> String {
         .what
         .strip_prefix(&format!("{}: ", entry.command))
         .unwrap_or(&entry.what);
+    if entry.command == crate::notify::JOURNAL_COMMAND {
+        let error = entry.evidence["error"].as_str().unwrap_or_default();
+        return format!(
+            "{} {} {} notify: {what}: {error}",
+            entry.when, entry.who, entry.route
+        );
+    }
     let mut line = format!(
         "{} {} {} {}: {what} (priority {} -> {}, {} -> {})",
         entry.when,
@@ -962,6 +1075,7 @@ mod tests {
             state: "on the monolith".into(),
         };
         let mut entry = Entry {
+            id: crate::journal::new_id(),
             when: "2026-11-26T04:00:00Z".into(),
             who: "ann@vm".into(),
             command: "init".into(),

@@ -31,6 +31,8 @@ pub struct Ctx {
     pub output: Output,
     pub verbose: bool,
     pub started: Instant,
+    /// Where events go (`[[notify]]`); finished by `lib::run`.
+    pub notifier: crate::notify::Notifier,
     who: Option<tokio::task::JoinHandle<String>>,
     who_known: Option<String>,
 }
@@ -39,7 +41,9 @@ impl Ctx {
     pub async fn new(settings: Settings, output: Output, verbose: bool) -> Ctx {
         let sdk = crate::elb::sdk_config(&settings.aws).await;
         let elb = Elb::new(&sdk, verbose);
+        let notifier = crate::notify::Notifier::new(&settings, &sdk);
         Ctx {
+            notifier,
             settings,
             sdk,
             elb,
@@ -70,6 +74,7 @@ impl Ctx {
             None => caller_identity(&self.sdk, self.verbose).await,
         };
         self.who_known = Some(who.clone());
+        self.notifier.set_who(&who);
         who
     }
 
@@ -96,6 +101,14 @@ impl Ctx {
         let mut rules = self.elb.rules(&listener_arn).await?;
         let rule_arns: Vec<String> = rules.iter().map(|r| r.arn.clone()).collect();
         let (lock, tags) = lock::acquire(&self.elb, &listener_arn, &rule_arns, options).await?;
+        if !lock.forced_holders().is_empty() {
+            self.notifier.emit(
+                crate::notify::Event::new(crate::notify::Kind::LockForced, None).reason(format!(
+                    "--force-unlock removed the lock of {}",
+                    lock.forced_holders().join(", ")
+                )),
+            );
+        }
         // Another operator may have changed the rules between our DescribeRules
         // and taking the lock: its last-change tag would be that recent.
         let recent = tags

@@ -17,6 +17,10 @@ const TAG_VALUE_MAX: usize = 256;
 /// One change of one route.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
+    /// This entry's id, which notifications name (`journal_id`). Entries
+    /// written before ids existed have none (empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// RFC 3339 UTC.
     pub when: String,
     /// The AWS caller ARN, or `$USER@hostname`.
@@ -88,6 +92,11 @@ impl LastChange {
         let what = parts.next().unwrap_or_default().to_owned();
         LastChange { who, when, what }
     }
+}
+
+/// A new entry id: 16 hex digits, random.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
 }
 
 /// Appends one entry.
@@ -167,6 +176,7 @@ mod tests {
             state: "on-monolith".into(),
         };
         Entry {
+            id: new_id(),
             when: "2026-11-26T04:00:00Z".into(),
             who: who.into(),
             command: "shift".into(),
@@ -190,6 +200,27 @@ mod tests {
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].who, "ann");
         assert!(read(&dir.path().join("absent"), None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn entries_written_before_ids_existed_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut old = serde_json::to_value(entry("users", "ann")).unwrap();
+        old.as_object_mut().unwrap().remove("id");
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        append(&path, &entry("users", "bob")).unwrap();
+        let entries = read(&path, None).unwrap();
+        assert_eq!(entries[0].id, "");
+        assert_eq!(entries[1].id.len(), 16);
+        assert!(
+            !std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .contains("\"id\"")
+        );
     }
 
     #[test]

@@ -28,11 +28,13 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod coverage;
+pub mod custom_gates;
 pub mod demo;
 pub mod elb;
 pub mod error;
 pub mod journal;
 pub mod lock;
+pub mod notify;
 pub mod output;
 pub mod probe;
 pub mod settings;
@@ -120,15 +122,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&overrides)?;
     let mut ctx = Ctx::new(settings, cli.output, cli.verbose).await;
     let result = match &cli.command {
-        Command::Shift(args) => return shift::shift(&mut ctx, args).await,
-        Command::Rollback(args) => return shift::rollback(&mut ctx, args).await,
+        Command::Shift(args) => shift::shift(&mut ctx, args).await,
+        Command::Rollback(args) => shift::rollback(&mut ctx, args).await,
         Command::Init(args) => commands::init(&mut ctx, args).await,
         Command::Status(args) => commands::status(&mut ctx, args).await,
         Command::Plan(args) => commands::plan(&mut ctx, args).await,
         Command::History(args) => commands::history(&mut ctx, args).await,
         Command::Verify(args) => verify::run(&ctx.settings, args, ctx.output, ctx.verbose).await,
+        Command::Notify(args) => commands::notify(&mut ctx, args).await,
         Command::Demo(args) => demo::run(args).await,
     };
-    shift::summarize(&ctx, None);
+    // shift and rollback summarize their own calls, with the routing changes.
+    if !matches!(cli.command, Command::Shift(_) | Command::Rollback(_)) {
+        shift::summarize(&ctx, None);
+    }
+    // Deliveries still under way get a bounded wait; a failed one is printed
+    // and journaled, and never changes the exit code.
+    ctx.notifier.finish().await;
     result
 }

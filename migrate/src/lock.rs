@@ -122,6 +122,8 @@ pub struct Lock {
     /// Lock tags of others removed by `--force-unlock`: a read that still
     /// shows one (tags are eventually consistent) does not take the lock back.
     forced: Vec<String>,
+    /// Who held the locks that `--force-unlock` removed, and since when.
+    forced_holders: Vec<String>,
 }
 
 /// How to acquire.
@@ -178,6 +180,11 @@ pub async fn acquire(
                 }
                 elb.remove_tags(listener_arn, &others).await?;
             }
+            let forced_holders = all
+                .iter()
+                .filter(|l| l.key != key)
+                .map(|l| format!("{} (since {})", l.holder, rfc3339(l.since)))
+                .collect();
             let lock = Lock {
                 listener_arn: listener_arn.to_owned(),
                 tag,
@@ -186,6 +193,7 @@ pub async fn acquire(
                 written,
                 settle: options.settle,
                 forced: others,
+                forced_holders,
             };
             return Ok((lock, tags));
         }
@@ -218,6 +226,7 @@ pub async fn acquire(
                     written,
                     settle: options.settle,
                     forced: Vec::new(),
+                    forced_holders: Vec::new(),
                 };
                 return Ok((lock, tags));
             }
@@ -277,6 +286,11 @@ impl Lock {
             .await?;
         self.written = Instant::now();
         Ok(())
+    }
+
+    /// The holders whose locks `--force-unlock` removed (the `lock.forced` event).
+    pub fn forced_holders(&self) -> &[String] {
+        &self.forced_holders
     }
 
     /// Whether the expiry is near enough to refresh.

@@ -35,6 +35,9 @@ pub struct Settings {
     #[serde(default)]
     pub monolith: MonolithSettings,
     pub routes: BTreeMap<String, RouteSettings>,
+    /// Where events go (`[[notify]]`, see docs/operations.md).
+    #[serde(default)]
+    pub notify: Vec<NotifySink>,
     /// The directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -130,6 +133,132 @@ pub struct RouteSettings {
     /// be healthy, always).
     #[serde(default)]
     pub allow_unhealthy: bool,
+    /// The team's own gates and hooks (`[[routes.NAME.gates]]`, see
+    /// docs/operations.md).
+    #[serde(default)]
+    pub gates: Vec<GateSettings>,
+}
+
+/// How much an event matters; sinks take events from their `min_severity` up.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Severity {
+    #[default]
+    Info,
+    Warning,
+    Critical,
+}
+
+/// The body a webhook sink posts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum NotifyFormat {
+    /// The event itself (`ficus.event/v1`).
+    #[default]
+    Json,
+    /// `{"text": "..."}`, what Slack-compatible incoming webhooks accept.
+    Slack,
+}
+
+/// One `[[notify]]` sink: a webhook (`url`) or an SNS topic (`sns_topic_arn`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySink {
+    /// POST each event here.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Publish each event to this SNS topic (same AWS settings as ELBv2).
+    #[serde(default)]
+    pub sns_topic_arn: Option<String>,
+    /// The least severity delivered. Default `info` (everything).
+    #[serde(default)]
+    pub min_severity: Severity,
+    /// `json` (default) or `slack` (webhooks only).
+    #[serde(default)]
+    pub format: NotifyFormat,
+    /// The environment variable holding the HMAC-SHA256 key that signs a
+    /// webhook's body (`X-Ficus-Signature: sha256=<hex>`).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// How long one attempt may take. Default `5s`.
+    #[serde(default = "default_notify_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Attempts after the first failed one. Default 2.
+    #[serde(default = "default_notify_retries")]
+    pub retries: u32,
+}
+
+impl NotifySink {
+    /// The sink as messages name it: its URL's host and path, or its topic.
+    pub fn label(&self) -> String {
+        match (&self.url, &self.sns_topic_arn) {
+            (Some(url), _) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                // Never print a query string: webhook URLs often carry tokens.
+                rest.split(['?', '#']).next().unwrap_or(rest).to_owned()
+            }
+            (None, Some(topic)) => format!("sns {topic}"),
+            (None, None) => "no sink".to_owned(),
+        }
+    }
+}
+
+/// When a custom gate runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
+pub enum GatePhase {
+    /// Once, before a shift's first write.
+    BeforeShift,
+    /// Before every step, after the built-in gates passed.
+    Step,
+    /// Before the step to 100%.
+    BeforeFull,
+    /// After a rollback moved the route back: a hook, its verdict only reported.
+    AfterRollback,
+}
+
+impl GatePhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            GatePhase::BeforeShift => "before-shift",
+            GatePhase::Step => "step",
+            GatePhase::BeforeFull => "before-full",
+            GatePhase::AfterRollback => "after-rollback",
+        }
+    }
+}
+
+/// What a gate that timed out counts as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum OnTimeout {
+    #[default]
+    Fail,
+    Pass,
+}
+
+/// One `[[routes.NAME.gates]]`: a webhook (`url`) or a `command`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSettings {
+    pub name: String,
+    pub phase: GatePhase,
+    /// POST of the event JSON; a 2xx answer passes.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A program and its arguments (no shell); exit 0 passes.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Default `30s`; a command's whole process group is killed then.
+    #[serde(default = "default_gate_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// Report the verdict, never fail the step.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 fn default_lock_ttl() -> Duration {
@@ -152,6 +281,15 @@ fn default_health_poll() -> Duration {
 }
 fn default_min_probes() -> u32 {
     10
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_notify_retries() -> u32 {
+    2
+}
+fn default_gate_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -311,6 +449,10 @@ impl Settings {
             if route.priority.is_some_and(|p| p == 0 || p > 50_000) {
                 return Err(format!("`{key}.priority`: must be between 1 and 50000"));
             }
+            check_gates(&key, &route.gates)?;
+        }
+        for (index, sink) in self.notify.iter().enumerate() {
+            check_sink(&format!("notify[{index}]"), sink)?;
         }
         for (key, url) in self.urls() {
             if let Some(url) = url
@@ -341,6 +483,15 @@ impl Settings {
                 format!("routes.{name}.service_url"),
                 route.service_url.as_ref(),
             ));
+            for (index, gate) in route.gates.iter().enumerate() {
+                urls.push((
+                    format!("routes.{name}.gates[{index}].url"),
+                    gate.url.as_ref(),
+                ));
+            }
+        }
+        for (index, sink) in self.notify.iter().enumerate() {
+            urls.push((format!("notify[{index}].url"), sink.url.as_ref()));
         }
         urls
     }
@@ -421,6 +572,147 @@ fn environment() -> config::Environment {
         }
     }
     environment
+}
+
+/// One of a setting's words, or an error listing them all.
+fn one_of<T: Copy>(what: &str, text: &str, words: &[(&str, T)]) -> Result<T, String> {
+    words
+        .iter()
+        .find(|(word, _)| *word == text)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = words.iter().map(|(word, _)| *word).collect();
+            format!("`{text}` is not {what}; use one of: {}", names.join(", "))
+        })
+}
+
+impl TryFrom<String> for Severity {
+    type Error = String;
+    fn try_from(text: String) -> Result<Severity, String> {
+        use Severity::*;
+        let words = [("info", Info), ("warning", Warning), ("critical", Critical)];
+        one_of("a severity", &text, &words)
+    }
+}
+
+impl TryFrom<String> for NotifyFormat {
+    type Error = String;
+    fn try_from(text: String) -> Result<NotifyFormat, String> {
+        let words = [("json", NotifyFormat::Json), ("slack", NotifyFormat::Slack)];
+        one_of("a notification format", &text, &words)
+    }
+}
+
+impl TryFrom<String> for GatePhase {
+    type Error = String;
+    fn try_from(text: String) -> Result<GatePhase, String> {
+        use GatePhase::*;
+        let words = [BeforeShift, Step, BeforeFull, AfterRollback].map(|p| (p.name(), p));
+        one_of("a gate phase", &text, &words)
+    }
+}
+
+impl TryFrom<String> for OnTimeout {
+    type Error = String;
+    fn try_from(text: String) -> Result<OnTimeout, String> {
+        let words = [("fail", OnTimeout::Fail), ("pass", OnTimeout::Pass)];
+        one_of("what a timed-out gate counts as", &text, &words)
+    }
+}
+
+/// A route's custom gates: named uniquely, a `url` or a `command`, not both.
+fn check_gates(route_key: &str, gates: &[GateSettings]) -> Result<(), String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (index, gate) in gates.iter().enumerate() {
+        let key = format!("{route_key}.gates[{index}]");
+        if gate.name.trim().is_empty() {
+            return Err(format!(
+                "`{key}.name`: empty; name the gate, e.g. \"contract-tests\""
+            ));
+        }
+        if !names.insert(gate.name.as_str()) {
+            return Err(format!(
+                "`{key}.name`: `{}` names two gates of the route; give each its own name",
+                gate.name
+            ));
+        }
+        match (&gate.url, &gate.command) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "`{key}`: both `url` and `command`; a gate is one or the other"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "`{key}`: neither `url` nor `command`; set `url = \"http://...\"` (POST, 2xx passes) or `command = [\"program\", \"arg\"]` (exit 0 passes)"
+                ));
+            }
+            (None, Some(command)) if command.first().is_none_or(|p| p.trim().is_empty()) => {
+                return Err(format!(
+                    "`{key}.command`: empty; give the program and its arguments, e.g. [\"scripts/check\", \"--route\", \"users\"]"
+                ));
+            }
+            _ => {}
+        }
+        if gate.timeout.is_zero() {
+            return Err(format!(
+                "`{key}.timeout`: must be longer than 0s, e.g. \"30s\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A notification sink: a `url` or an `sns_topic_arn`, not both.
+fn check_sink(key: &str, sink: &NotifySink) -> Result<(), String> {
+    match (&sink.url, &sink.sns_topic_arn) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "`{key}`: both `url` and `sns_topic_arn`; a sink is one or the other (add another `[[notify]]`)"
+            ));
+        }
+        (None, None) => {
+            return Err(format!(
+                "`{key}`: neither `url` nor `sns_topic_arn`; set one, e.g. `url = \"https://hooks.example.com/ficus\"`"
+            ));
+        }
+        (None, Some(topic)) if !topic.starts_with("arn:") => {
+            return Err(format!(
+                "`{key}.sns_topic_arn`: `{topic}` is not an ARN like arn:aws:sns:us-east-1:123456789012:ficus"
+            ));
+        }
+        _ => {}
+    }
+    if sink.sns_topic_arn.is_some() && sink.format == NotifyFormat::Slack {
+        return Err(format!(
+            "`{key}.format`: `slack` is for webhook URLs; an SNS sink publishes the event JSON"
+        ));
+    }
+    if sink.sns_topic_arn.is_some() && sink.secret_env.is_some() {
+        return Err(format!(
+            "`{key}.secret_env`: only webhooks are signed; SNS messages are authenticated by AWS"
+        ));
+    }
+    if let Some(name) = &sink.secret_env
+        && (name.is_empty() || name.contains(['=', '\0']))
+    {
+        return Err(format!(
+            "`{key}.secret_env`: `{name}` is not an environment variable's name"
+        ));
+    }
+    if sink.timeout.is_zero() || sink.timeout > Duration::from_secs(60) {
+        return Err(format!(
+            "`{key}.timeout`: {} is not between 1ms and 60s",
+            humantime::format_duration(sink.timeout)
+        ));
+    }
+    if sink.retries > 5 {
+        return Err(format!(
+            "`{key}.retries`: {} is more than 5; delivery must stay bounded",
+            sink.retries
+        ));
+    }
+    Ok(())
 }
 
 /// Steps are percentages, strictly increasing, from 1 to 100, ending at 100.

@@ -18,15 +18,17 @@ use serde_json::json;
 use crate::cli::{RollbackArgs, ShiftArgs};
 use crate::commands::lock_options;
 use crate::context::{Ctx, Listing};
+use crate::custom_gates::{self, Verdict};
 use crate::error::{Failure, usage};
 use crate::journal::{self, Entry, LAST_CHANGE_TAG};
 use crate::journal::{now_rfc3339, snapshot};
 use crate::lock::Lock;
+use crate::notify::{Event, Kind};
 use crate::output::Output;
 use crate::output::print_json;
 use crate::output::record_outcome;
 use crate::probe::{ProbeTally, Prober};
-use crate::settings::{RouteSettings, check_steps};
+use crate::settings::{GatePhase, RouteSettings, check_steps};
 use crate::state::pending_steps;
 use crate::state::{RouteState, RouteView, Write, target_group_name};
 
@@ -90,6 +92,8 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         skip_parity: args.skip_parity,
         allow_shadow: args.allow_shadow,
         expected: None,
+        next: 0,
+        who: String::new(),
         outcome: Outcome {
             route: args.route.clone(),
             from: String::new(),
@@ -221,6 +225,10 @@ struct Shift {
     allow_shadow: bool,
     /// The monolith's status class per probe path, learned once per shift.
     expected: Option<Vec<Option<u16>>>,
+    /// The percent of the step being judged or made.
+    next: u8,
+    /// The operator, for events and custom gates.
+    who: String,
     outcome: Outcome,
 }
 
@@ -267,15 +275,31 @@ impl Shift {
             return Ok(());
         }
         let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
+        self.who = ctx.who().await;
+        let from = state.percent().unwrap_or(0);
+        self.next = pending.first().copied().unwrap_or(100);
+        ctx.notifier.emit(
+            Event::new(Kind::ShiftStarted, Some(&self.route))
+                .shares(Some(from), pending.last().copied()),
+        );
+        let mut evidence = serde_json::Map::new();
+        let phases = [GatePhase::BeforeShift];
+        if let Some(reason) = self.custom_gates(ctx, &phases, from, &mut evidence).await {
+            return self.fail(ctx, lock, reason, evidence).await;
+        }
+        self.notify_passed(ctx, from, &evidence);
         for (index, percent) in pending.iter().copied().enumerate() {
             let mut evidence = serde_json::Map::new();
             let first = index == 0 && !continuing;
+            self.next = percent;
+            let from = view.state().percent().unwrap_or(0);
             if let Some(reason) = self
                 .judge_step(ctx, lock, listing, &view, first, &mut evidence)
                 .await?
             {
                 return self.fail(ctx, lock, reason, evidence).await;
             }
+            self.notify_passed(ctx, from, &evidence);
             let before = view.clone();
             let writes = view
                 .transition(percent)
@@ -304,7 +328,7 @@ impl Shift {
                 }
             }
             let what = format!("shift to {percent} percent");
-            record(
+            let journal_id = record(
                 ctx,
                 lock,
                 "shift",
@@ -316,6 +340,12 @@ impl Shift {
                 serde_json::Value::Object(evidence.clone()),
             )
             .await?;
+            ctx.notifier.emit(
+                Event::new(Kind::StepApplied, Some(&self.route))
+                    .shares(Some(from), Some(percent))
+                    .step(percent)
+                    .journal(&journal_id),
+            );
             if ctx.chatty() {
                 eprintln!(
                     "migrate: {}: step {}/{}: {percent}% on the service ({} writes, {:.0} ms; {})",
@@ -427,7 +457,7 @@ impl Shift {
         }
         if self.skip_parity {
             evidence.insert("parity".into(), json!("skipped (--skip-parity)"));
-            return Ok(None);
+            return Ok(self.step_gates(ctx, view, evidence).await);
         }
         let parity = match self.first_parity.take() {
             Some(parity) if first_step => parity,
@@ -436,7 +466,7 @@ impl Shift {
         match parity {
             Ok(None) => {
                 evidence.insert("parity".into(), json!("passed"));
-                Ok(None)
+                Ok(self.step_gates(ctx, view, evidence).await)
             }
             Ok(Some(summary)) => {
                 evidence.insert("parity".into(), json!(summary));
@@ -455,6 +485,77 @@ impl Shift {
                 evidence.insert("parity".into(), json!(format!("error: {err:#}")));
                 Ok(Some(format!("parity gate could not run: {err:#}")))
             }
+        }
+    }
+
+    /// The custom gates of the step (`step`, and `before-full` for the step
+    /// to 100%), once the built-in ones passed.
+    async fn step_gates(
+        &self,
+        ctx: &Ctx,
+        view: &RouteView,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Option<String> {
+        let from = view.state().percent().unwrap_or(0);
+        let phases = custom_gates::step_phases(self.next);
+        self.custom_gates(ctx, &phases, from, evidence).await
+    }
+
+    /// Runs the route's custom gates of these phases; their verdicts go to
+    /// stderr and the evidence. `Some(reason)` naming the first that fails.
+    async fn custom_gates(
+        &self,
+        ctx: &Ctx,
+        phases: &[GatePhase],
+        from: u8,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Option<String> {
+        let mut verdicts = Vec::new();
+        for phase in phases {
+            let call = custom_gates::Call {
+                route: &self.route,
+                phase: *phase,
+                from,
+                to: self.next,
+                who: &self.who,
+                base_dir: &ctx.settings.base_dir,
+            };
+            verdicts.extend(custom_gates::run_phase(&self.settings.gates, &call).await);
+        }
+        report_verdicts(ctx, &self.route, &verdicts, evidence)
+    }
+
+    /// A `gate.passed` event for each gate that passed before the step
+    /// (a dry-run gate's verdict included, marked dry-run).
+    fn notify_passed(
+        &self,
+        ctx: &Ctx,
+        from: u8,
+        evidence: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        let built_in = ["health", "parity", "probes", "coverage"]
+            .into_iter()
+            .filter(|gate| {
+                evidence
+                    .get(*gate)
+                    .is_some_and(|value| !value.as_str().is_some_and(|v| v.starts_with("skipped")))
+            })
+            .map(|gate| (gate.to_owned(), false, None));
+        let verdicts: Vec<Verdict> = evidence
+            .get("gates")
+            .and_then(|gates| serde_json::from_value(gates.clone()).ok())
+            .unwrap_or_default();
+        let custom = verdicts.into_iter().map(|v| {
+            let reason = (v.dry_run && !v.passed).then_some(v.reason);
+            (v.gate, v.dry_run, reason)
+        });
+        for (gate, dry_run, reason) in built_in.chain(custom) {
+            let mut event = Event::new(Kind::GatePassed, Some(&self.route))
+                .shares(Some(from), Some(self.next))
+                .step(self.next)
+                .gate(&gate, reason);
+            event.dry_run = dry_run;
+            ctx.notifier.emit(event);
         }
     }
 
@@ -605,6 +706,16 @@ impl Shift {
         mut evidence: serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<()> {
         evidence.insert("gate_failed".into(), json!(reason));
+        let from = self
+            .last
+            .as_ref()
+            .map_or(0, |view| view.state().percent().unwrap_or(0));
+        ctx.notifier.emit(
+            Event::new(Kind::GateFailed, Some(&self.route))
+                .shares(Some(from), Some(self.next))
+                .step(self.next)
+                .gate(&gate_name(&reason, &evidence), Some(reason.clone())),
+        );
         let evidence = serde_json::Value::Object(evidence);
         let listing = ctx.list().await?;
         let view = listing.view(&ctx.settings, &self.route)?;
@@ -924,9 +1035,10 @@ async fn record(
     after: &RouteView,
     writes: Vec<String>,
     evidence: serde_json::Value,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let who = ctx.who().await;
     let entry = Entry {
+        id: crate::journal::new_id(),
         when: now_rfc3339(),
         who,
         command: command.to_owned(),
@@ -944,7 +1056,7 @@ async fn record(
             .add_tags(&rule.arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
             .await?;
     }
-    Ok(())
+    Ok(entry.id)
 }
 
 /// Appends a journal entry for something that changed nothing (a gate that
@@ -957,6 +1069,7 @@ async fn journal_only(
     evidence: serde_json::Value,
 ) -> anyhow::Result<()> {
     let entry = Entry {
+        id: crate::journal::new_id(),
         when: now_rfc3339(),
         who: ctx.who().await,
         command: "shift".to_owned(),
@@ -992,6 +1105,17 @@ async fn rollback_view(
         return Ok((view, 0));
     }
     let before = view.clone();
+    let from = state.percent().unwrap_or(0);
+    let cause = ["gate_failed", "error", "reason"]
+        .iter()
+        .find_map(|key| evidence.get(*key).and_then(|v| v.as_str()))
+        .unwrap_or(what)
+        .to_owned();
+    ctx.notifier.emit(
+        Event::new(Kind::RollbackStarted, Some(route))
+            .shares(Some(from), Some(0))
+            .reason(cause.clone()),
+    );
     let mut changes = 0;
     let mut done = Vec::new();
     for write in &writes {
@@ -1009,11 +1133,104 @@ async fn rollback_view(
             Err(WriteError::Failed(err)) => return Err(err),
         }
     }
-    record(
+    let mut evidence = evidence;
+    let hooks = after_rollback_hooks(ctx, route, from).await;
+    if !hooks.is_empty()
+        && let Some(fields) = evidence.as_object_mut()
+    {
+        fields.insert("hooks".into(), json!(hooks));
+    }
+    let journal_id = record(
         ctx, lock, command, route, what, &before, &view, done, evidence,
     )
     .await?;
+    ctx.notifier.emit(
+        Event::new(Kind::RollbackFinished, Some(route))
+            .shares(Some(from), view.state().percent().or(Some(0)))
+            .reason(cause)
+            .journal(&journal_id),
+    );
     Ok((view, changes))
+}
+
+/// The route's `after-rollback` hooks, run once a rollback moved it back;
+/// their verdicts are shown and journaled, and fail nothing.
+async fn after_rollback_hooks(ctx: &mut Ctx, route: &str, from: u8) -> Vec<Verdict> {
+    let gates = match ctx.settings.routes.get(route) {
+        Some(settings) if !settings.gates.is_empty() => settings.gates.clone(),
+        _ => return Vec::new(),
+    };
+    let who = ctx.who().await;
+    let call = custom_gates::Call {
+        route,
+        phase: GatePhase::AfterRollback,
+        from,
+        to: 0,
+        who: &who,
+        base_dir: &ctx.settings.base_dir,
+    };
+    let verdicts = custom_gates::run_phase(&gates, &call).await;
+    if ctx.chatty() {
+        for verdict in &verdicts {
+            eprintln!("migrate: {route}: hook {}", verdict.line());
+        }
+    }
+    verdicts
+}
+
+/// Shows custom gates' verdicts and records them in the evidence (`gates`);
+/// `Some(reason)` for the first that fails the step (its name in
+/// `failed_gate`). Dry-run verdicts are always shown, marked dry-run.
+fn report_verdicts(
+    ctx: &Ctx,
+    route: &str,
+    verdicts: &[Verdict],
+    evidence: &mut serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    if verdicts.is_empty() {
+        return None;
+    }
+    for verdict in verdicts {
+        if verdict.dry_run || ctx.chatty() {
+            eprintln!("migrate: {route}: {}", verdict.line());
+        }
+    }
+    let mut all: Vec<serde_json::Value> = evidence
+        .get("gates")
+        .and_then(|gates| gates.as_array().cloned())
+        .unwrap_or_default();
+    all.extend(verdicts.iter().map(|v| json!(v)));
+    evidence.insert("gates".into(), json!(all));
+    let failed = verdicts.iter().find(|v| v.fails())?;
+    evidence.insert("failed_gate".into(), json!(failed.gate));
+    Some(format!(
+        "gate {} ({}): {}",
+        failed.gate,
+        failed.phase.name(),
+        failed.reason
+    ))
+}
+
+/// The gate a failure reason names: a custom gate (`failed_gate` in the
+/// evidence), or the built-in gate its reason starts with.
+fn gate_name(reason: &str, evidence: &serde_json::Map<String, serde_json::Value>) -> String {
+    if let Some(gate) = evidence.get("failed_gate").and_then(|g| g.as_str()) {
+        return gate.to_owned();
+    }
+    let reason = reason
+        .strip_prefix("during the interval, ")
+        .unwrap_or(reason);
+    [
+        ("health gate", "health"),
+        ("parity gate", "parity"),
+        ("probes", "probes"),
+        ("coverage gate", "coverage"),
+        ("read back", "read-back"),
+    ]
+    .iter()
+    .find(|(prefix, _)| reason.starts_with(prefix))
+    .map_or("gate", |(_, name)| name)
+    .to_owned()
 }
 
 pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
