@@ -588,8 +588,7 @@ async fn post_webhook(
         .http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(EVENT_HEADER, event.event.name())
-        .timeout(sink.timeout);
+        .header(EVENT_HEADER, event.event.name());
     if let Some(name) = &sink.secret_env {
         let key = std::env::var(name).map_err(|_| {
             format!("the signing key's environment variable {name} (secret_env) is not set")

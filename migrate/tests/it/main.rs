@@ -7,5 +7,6 @@ mod demo;
 mod docs;
 mod local_alb;
 mod moto;
+mod ops;
 mod support;
 mod verify;

@@ -429,8 +429,14 @@ base_url = "{service}"
     }
 
     pub fn operator(&self) -> Operator {
+        self.operator_with("")
+    }
+
+    /// An operator whose migrate.toml is this stack's with `extra` TOML
+    /// appended (e.g. `[[notify]]` sinks, `[[routes.users.gates]]`).
+    pub fn operator_with(&self, extra: &str) -> Operator {
         Operator::new(
-            &self.config(),
+            &format!("{}{extra}", self.config()),
             vec![
                 ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
                 ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
@@ -947,4 +953,145 @@ pub fn set_rule_conditions(
             .send(),
     )
     .unwrap();
+}
+
+// ------------------------------------------------------------ webhooks
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!("not JSON ({err}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+}
+
+/// How a [`Receiver`] answers: `status` with `body`, after `delay`; the
+/// statuses in `first` are used first, one per request.
+#[derive(Debug, Clone)]
+pub struct Behavior {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+    pub first: std::collections::VecDeque<u16>,
+}
+
+/// A webhook receiver on a free port: records every request (before
+/// answering) and answers as its [`Behavior`] says: 200, 500, slowly...
+pub struct Receiver {
+    pub port: u16,
+    pub requests: Arc<std::sync::Mutex<Vec<Received>>>,
+    pub behavior: Arc<std::sync::Mutex<Behavior>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let behavior = Arc::new(std::sync::Mutex::new(Behavior {
+            status: 200,
+            body: "ok".into(),
+            delay: Duration::ZERO,
+            first: Default::default(),
+        }));
+        let (requests_in, behavior_in) = (requests.clone(), behavior.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (requests, behavior) = (requests_in.clone(), behavior_in.clone());
+                std::thread::spawn(move || receive(stream, &requests, &behavior));
+            }
+        });
+        Receiver {
+            port,
+            requests,
+            behavior,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Answers every request with this status and body from now on.
+    pub fn answer(&self, status: u16, body: &str) {
+        let mut behavior = self.behavior.lock().unwrap();
+        behavior.status = status;
+        body.clone_into(&mut behavior.body);
+    }
+
+    /// The JSON bodies received so far, in order.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Received::json)
+            .collect()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A URL where nothing listens (a port bound, then closed).
+pub fn down_url() -> String {
+    format!("http://127.0.0.1:{}/hook", free_port())
+}
+
+fn receive(
+    stream: TcpStream,
+    requests: &std::sync::Mutex<Vec<Received>>,
+    behavior: &std::sync::Mutex<Behavior>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+    let mut headers = BTreeMap::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.trim_end().split_once(':') {
+            headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    requests.lock().unwrap().push(Received {
+        path,
+        headers,
+        body,
+    });
+    let (status, text, delay) = {
+        let mut behavior = behavior.lock().unwrap();
+        let status = behavior.first.pop_front().unwrap_or(behavior.status);
+        (status, behavior.body.clone(), behavior.delay)
+    };
+    std::thread::sleep(delay);
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
 }
