@@ -134,6 +134,13 @@ without writing and exits 4. Ctrl-C during an interval stops the shift where it 
 releases the lock, prints the commands that continue or undo it, and exits 130.
 Continues a shift stopped midway.
 
+Custom gates of the route ([[routes.NAME.gates]]: a webhook, 2xx passes, or a command,
+exit 0 passes) run before the first write (before-shift), before every step after the
+built-in gates (step) and before the step to 100% (before-full); one that fails rolls
+back and exits 3 like a built-in gate, unless dry_run = true (its verdict is then only
+shown and journaled). after-rollback hooks run after any rollback. Events go to the
+[[notify]] sinks (see `migrate notify --help`, docs/operations.md).
+
 Example: migrate shift users --steps 10,50,100 --interval 30s")]
     Shift(ShiftArgs),
     /// Return a route (or all) to the monolith, from any state.

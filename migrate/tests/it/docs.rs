@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::support::*;
 
 /// The fenced blocks of `lang` in a doc of the repository, in order.
-fn blocks(doc: &str, lang: &str) -> Vec<String> {
+pub fn blocks(doc: &str, lang: &str) -> Vec<String> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(doc))
         .unwrap();
     let mut blocks = Vec::new();

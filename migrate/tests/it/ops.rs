@@ -661,3 +661,15 @@ target_group = "users"
     assert_eq!(test.code, 2, "{test}");
     assert!(test.stderr.contains("add a `[[notify]]` table"), "{test}");
 }
+
+#[test]
+fn every_toml_block_of_operations_md_loads() {
+    let toml = crate::docs::blocks("docs/operations.md", "toml");
+    assert!(toml.len() >= 5, "{toml:?}");
+    for (index, block) in toml.iter().enumerate() {
+        let op = Operator::new(block, Vec::new());
+        // `history` loads and validates the settings and calls no AWS API.
+        let run = op.run(&["history"]);
+        assert_eq!(run.code, 0, "block {index}:\n{block}\n{run}");
+    }
+}
