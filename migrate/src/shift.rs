@@ -277,7 +277,8 @@ impl Shift {
         let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
         self.who = ctx.who().await;
         let from = state.percent().unwrap_or(0);
-        self.next = pending.first().copied().unwrap_or(100);
+        // before-shift gates are told the shift's last step.
+        self.next = pending.last().copied().unwrap_or(100);
         ctx.notifier.emit(
             Event::new(Kind::ShiftStarted, Some(&self.route))
                 .shares(Some(from), pending.last().copied()),
@@ -287,9 +288,11 @@ impl Shift {
         if let Some(reason) = self.custom_gates(ctx, &phases, from, &mut evidence).await {
             return self.fail(ctx, lock, reason, evidence).await;
         }
-        self.notify_passed(ctx, from, &evidence);
+        self.notify_passed(ctx, from, &evidence, &phases);
+        // Their verdicts are journaled with the first step's.
+        let mut before_shift = evidence;
         for (index, percent) in pending.iter().copied().enumerate() {
-            let mut evidence = serde_json::Map::new();
+            let mut evidence = std::mem::take(&mut before_shift);
             let first = index == 0 && !continuing;
             self.next = percent;
             let from = view.state().percent().unwrap_or(0);
@@ -299,7 +302,8 @@ impl Shift {
             {
                 return self.fail(ctx, lock, reason, evidence).await;
             }
-            self.notify_passed(ctx, from, &evidence);
+            let phases = custom_gates::step_phases(percent);
+            self.notify_passed(ctx, from, &evidence, &phases);
             let before = view.clone();
             let writes = view
                 .transition(percent)
@@ -532,6 +536,7 @@ impl Shift {
         ctx: &Ctx,
         from: u8,
         evidence: &serde_json::Map<String, serde_json::Value>,
+        phases: &[GatePhase],
     ) {
         let built_in = ["health", "parity", "probes", "coverage"]
             .into_iter()
@@ -545,10 +550,13 @@ impl Shift {
             .get("gates")
             .and_then(|gates| serde_json::from_value(gates.clone()).ok())
             .unwrap_or_default();
-        let custom = verdicts.into_iter().map(|v| {
-            let reason = (v.dry_run && !v.passed).then_some(v.reason);
-            (v.gate, v.dry_run, reason)
-        });
+        let custom = verdicts
+            .into_iter()
+            .filter(|v| phases.contains(&v.phase))
+            .map(|v| {
+                let reason = (v.dry_run && !v.passed).then_some(v.reason);
+                (v.gate, v.dry_run, reason)
+            });
         for (gate, dry_run, reason) in built_in.chain(custom) {
             let mut event = Event::new(Kind::GatePassed, Some(&self.route))
                 .shares(Some(from), Some(self.next))

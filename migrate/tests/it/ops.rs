@@ -391,7 +391,13 @@ command = ["true"]
     );
     let step = last_entry(&op, "shift");
     assert_eq!(step["what"], "shift to 100 percent");
-    let verdict = &step["evidence"]["gates"][0];
+    let verdicts = step["evidence"]["gates"].as_array().unwrap();
+    assert_eq!(
+        verdicts[0]["gate"], "ticket",
+        "before-shift, journaled with the first step"
+    );
+    assert_eq!(verdicts[0]["phase"], "before-shift");
+    let verdict = &verdicts[1];
     assert_eq!(
         (
             verdict["gate"].clone(),
