@@ -1323,3 +1323,38 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_its_gate() {
+        let none = serde_json::Map::new();
+        let name = |reason: &str| gate_name(reason, &none);
+        assert_eq!(
+            name("health gate: target group users has no healthy target"),
+            "health"
+        );
+        assert_eq!(name("during the interval, health gate: ..."), "health");
+        assert_eq!(name("parity gate could not run: refused"), "parity");
+        assert_eq!(
+            name("probes during the interval exceeded the error budget"),
+            "probes"
+        );
+        assert_eq!(
+            name("coverage gate: the monolith's rule changed"),
+            "coverage"
+        );
+        assert_eq!(
+            name("read back: after 15s the rule still shows"),
+            "read-back"
+        );
+        let mut custom = serde_json::Map::new();
+        custom.insert("failed_gate".into(), json!("contract-tests"));
+        assert_eq!(
+            gate_name("gate contract-tests (step): HTTP 500", &custom),
+            "contract-tests"
+        );
+    }
+}
