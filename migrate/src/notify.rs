@@ -499,10 +499,16 @@ async fn worker(
     mut events: mpsc::UnboundedReceiver<Event>,
     shared: Arc<Shared>,
 ) {
+    // Once an event could not be delivered, the next ones get one attempt
+    // each until one is delivered: a sink that is down costs one event's
+    // retries, not every event's.
+    let mut failing = false;
     while let Some(event) = events.recv().await {
         let who = shared.who().await;
         let event = event.finish(&who);
-        let result = deliver_with_retry(&shared, &sink, &event).await;
+        let retries = if failing { 0 } else { sink.settings.retries };
+        let result = deliver_with_retry(&shared, &sink, &event, retries).await;
+        failing = result.is_err();
         if let Ok(mut log) = shared.log.lock() {
             log.pending.remove(&(index, event.id.clone()));
             if let Err((attempts, error)) = result {
@@ -520,12 +526,14 @@ async fn worker(
 }
 
 /// Delivers one event: each attempt under the sink's timeout, then a pause
-/// (250 ms, doubling) and again, `retries` times at most. Ok: the attempts
+/// (250 ms, doubling) and again, `retries` times at most (the sink's
+/// `retries`, or none while the sink is failing). Ok: the attempts
 /// made; Err: the attempts and the last error.
 async fn deliver_with_retry(
     shared: &Shared,
     sink: &Sink,
     event: &Event,
+    retries: u32,
 ) -> Result<u32, (u32, String)> {
     let mut pause = FIRST_BACKOFF;
     let mut attempt = 0;
@@ -541,7 +549,7 @@ async fn deliver_with_retry(
             });
         match outcome {
             Ok(()) => return Ok(attempt),
-            Err(error) if attempt > sink.settings.retries => {
+            Err(error) if attempt > retries => {
                 return Err((attempt, format!("{error} (after {attempt} attempts)")));
             }
             Err(_) => {
@@ -718,7 +726,8 @@ pub async fn test_all(settings: &Settings, sdk: &SdkConfig, who: &str) -> Vec<Te
             let (shared, event) = (shared.clone(), event.clone());
             tokio::spawn(async move {
                 let started = Instant::now();
-                let outcome = deliver_with_retry(&shared, &sink, &event).await;
+                let retries = sink.settings.retries;
+                let outcome = deliver_with_retry(&shared, &sink, &event, retries).await;
                 let millis = started.elapsed().as_millis() as u64;
                 match outcome {
                     Ok(attempts) => TestResult {

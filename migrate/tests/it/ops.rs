@@ -246,14 +246,36 @@ retries = 1
         "{shift}"
     );
     assert!(took < Duration::from_secs(30), "the shift took {took:?}");
-    // Bounded retry: the first event reached the 500 sink exactly 1 + 2 times.
-    let first_id = failing.bodies()[0]["id"].clone();
+    // The same shift of another route without sinks, for the figure.
+    let started = Instant::now();
+    let plain = stack
+        .operator()
+        .run(&["shift", "threads", "--steps", "100"]);
+    assert_eq!(plain.code, 0, "{plain}");
+    eprintln!(
+        "shift --steps 100: {took:?} with a sink down, one answering 500 and one slow; {:?} without sinks",
+        started.elapsed()
+    );
+    // Bounded retry: the shift's first event reached the 500 sink 1 + 2 times...
+    let first_id = failing
+        .bodies()
+        .into_iter()
+        .find(|b| b["event"] == "shift.started")
+        .unwrap()["id"]
+        .clone();
     let tries = failing
         .bodies()
         .iter()
         .filter(|b| b["id"] == first_id)
         .count();
     assert_eq!(tries, 3);
+    // ...and once failing, the sink's next events get one attempt each.
+    let step_applied = failing
+        .bodies()
+        .iter()
+        .filter(|b| b["event"] == "step.applied")
+        .count();
+    assert_eq!(step_applied, 1);
 
     let failures: Vec<serde_json::Value> = op
         .journal()
