@@ -446,6 +446,7 @@ timeout = "{timeout}"
 "#
         )
     };
+    let on_timeout_pass = |gate: String| gate + "on_timeout = \"pass\"\n";
     let op = stack.operator_with(&gate(
         r#"["scripts/check-orders", "--route", "users"]"#,
         "30s",
@@ -516,6 +517,17 @@ timeout = "{timeout}"
                 .starts_with('Z')
         })
     });
+
+    // on_timeout = "pass": the same hanging gate lets the step go.
+    let config = on_timeout_pass(gate(r#"["scripts/hang"]"#, "1s"));
+    std::fs::write(op.config_path(), format!("{}{config}", stack.config())).unwrap();
+    let passed = op.run(&["shift", "users", "--steps", "100"]);
+    assert_eq!(passed.code, 0, "{passed}");
+    assert!(
+        passed.stderr.contains("on_timeout = pass so it passes"),
+        "{passed}"
+    );
+    assert_eq!(op.route_status("users")["state"], "on-service");
 }
 
 #[test]
