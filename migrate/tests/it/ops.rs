@@ -528,6 +528,19 @@ timeout = "{timeout}"
         "{passed}"
     );
     assert_eq!(op.route_status("users")["state"], "on-service");
+
+    // A before-shift gate that fails stops the shift before anything moved.
+    let ticket = "[[routes.threads.gates]]\nname = \"ticket\"\nphase = \"before-shift\"\ncommand = [\"false\"]\n";
+    std::fs::write(op.config_path(), format!("{}{ticket}", stack.config())).unwrap();
+    let refused = op.run(&["shift", "threads", "--steps", "100"]);
+    assert_eq!(refused.code, 3, "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("threads: gate ticket (before-shift): exit 1; nothing had moved"),
+        "{refused}"
+    );
+    assert_eq!(op.route_status("threads")["state"], "on-monolith");
 }
 
 #[test]
