@@ -544,6 +544,10 @@ pub struct RouteStatus {
     pub targets: Vec<TargetHealth>,
     pub last_change: Option<LastChange>,
     pub drift: Vec<String>,
+    /// The plan kept on the rule (holding, moving, baking), if any.
+    pub plan: Option<crate::plan::PlanStatus>,
+    /// Why the rule's plan tags can't be read, if so.
+    pub plan_problem: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -628,6 +632,15 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         if let Some(action) = &status.action {
             println!("  action:   {action}");
         }
+        if let Some(plan) = &status.plan {
+            println!(
+                "  plan:     {} (steps {}, interval {}, started by {})",
+                plan.summary, plan.steps, plan.interval, plan.by
+            );
+        }
+        if let Some(problem) = &status.plan_problem {
+            println!("  plan:     UNREADABLE: {problem}");
+        }
         if let Some(parked) = status.parked_priority {
             println!("  parked:   priority {parked} (where rollback puts the rule)");
         }
@@ -672,6 +685,12 @@ fn route_status(
 ) -> RouteStatus {
     let state = view.state();
     let rule = view.rule();
+    let now = time::OffsetDateTime::now_utc();
+    let (plan, plan_problem) = match rule.map(|r| crate::plan::Plan::from_tags(&r.tags)) {
+        Some(Ok(Some(plan))) => (Some(plan.status(route, now)), None),
+        Some(Err(why)) => (None, Some(why)),
+        _ => (None, None),
+    };
     let weights = match rule.map(|r| &r.action) {
         Some(Forward::Weighted { target_groups }) => target_groups
             .iter()
@@ -692,7 +711,10 @@ fn route_status(
                 "{}, but its rule matches requests the monolith's rule does not (LEAK, see drift); `migrate rollback` narrows it, or points it at the monolith when it can't be narrowed",
                 state.explain()
             ),
-            _ => state.explain(),
+            _ => match &plan {
+                Some(plan) => format!("{}; {}", plan.summary, state.explain()),
+                None => state.explain(),
+            },
         },
         percent: state.percent(),
         state: state.name(),
@@ -719,6 +741,8 @@ fn route_status(
             .and_then(|r| r.tags.get(LAST_CHANGE_TAG))
             .map(|v| LastChange::parse(v)),
         drift: listing.drift(&ctx.settings, route, view),
+        plan,
+        plan_problem,
     }
 }
 

@@ -34,6 +34,7 @@ pub mod error;
 pub mod journal;
 pub mod lock;
 pub mod output;
+pub mod plan;
 pub mod probe;
 pub mod settings;
 pub mod shift;
@@ -122,6 +123,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let result = match &cli.command {
         Command::Shift(args) => return shift::shift(&mut ctx, args).await,
         Command::Rollback(args) => return shift::rollback(&mut ctx, args).await,
+        Command::Promote(args) => return shift::promote(&mut ctx, args).await,
+        Command::Abort(args) => return shift::abort(&mut ctx, args).await,
         Command::Init(args) => commands::init(&mut ctx, args).await,
         Command::Status(args) => commands::status(&mut ctx, args).await,
         Command::Plan(args) => commands::plan(&mut ctx, args).await,

@@ -1,0 +1,348 @@
+//! Migrations that last days: the plan kept in tags on the route's rule
+//! (holds, `--to`, `promote`, `abort`, the bake), continued and undone from
+//! other working directories (other journals), on the local ALB and on moto.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn summary(status: &serde_json::Value) -> String {
+    status["summary"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The forward weights of the route's rule, by target group name.
+fn split(
+    rt: &tokio::runtime::Runtime,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    listener: &str,
+    route: &str,
+) -> Vec<(String, i32)> {
+    route_rule(rt, elb, listener, route)
+        .unwrap()
+        .1
+        .into_iter()
+        .collect()
+}
+
+fn weights(pairs: &[(&str, i32)]) -> Vec<(String, i32)> {
+    let mut out: Vec<(String, i32)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+    out.sort();
+    out
+}
+
+fn plan_tags(
+    rt: &tokio::runtime::Runtime,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    listener: &str,
+    route: &str,
+) -> Vec<String> {
+    tags_of(rt, elb, &route_rule_arn(rt, elb, listener, route))
+        .into_keys()
+        .filter(|k| k.starts_with("ficus:plan"))
+        .collect()
+}
+
+#[test]
+fn a_plan_survives_a_killed_migrate_and_is_promoted_and_aborted_from_elsewhere() {
+    let rt = runtime();
+    let stack = LocalStack::start();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let ann = stack.operator("5s");
+    assert_eq!(ann.run(&["init"]).code, 0);
+    wait_healthy(&ann);
+
+    // Ann starts a plan and her `migrate` is killed during the interval after 10%.
+    let mut shift = ann.spawn(&[
+        "shift",
+        "users",
+        "--steps",
+        "10,50,hold,100",
+        "--interval",
+        "5s",
+        "--lock-settle",
+        "0s",
+    ]);
+    let bob = stack.operator("5s");
+    eventually(Duration::from_secs(30), "users at 10% in its plan", || {
+        let status = bob.route_status("users");
+        status["percent"] == 10 && status["plan"]["phase"] == "moving"
+    });
+    sigkill(&mut shift);
+    let status = bob.route_status("users");
+    assert!(
+        summary(&status).starts_with("moving: at 10% since "),
+        "{status}"
+    );
+    assert!(summary(&status).contains("next 50%"), "{status}");
+    assert_eq!(status["plan"]["steps"], "10,50,hold,100");
+    assert!(!status["plan"]["by"].as_str().unwrap().is_empty());
+
+    // Bob, in another directory (another journal), continues it to the hold.
+    let promoted = bob.run(&["promote", "users", "--lock-settle", "0s"]);
+    assert_eq!(promoted.code, 0, "{promoted}");
+    assert!(
+        promoted.stdout.contains("holding at 50% since "),
+        "{promoted}"
+    );
+    assert_eq!(
+        split(&rt, &elb, &listener, "users"),
+        weights(&[("monolith", 50), ("users", 50)])
+    );
+    let carol = stack.operator("5s");
+    let status = carol.route_status("users");
+    assert_eq!(status["plan"]["phase"], "holding", "{status}");
+    assert!(
+        summary(&status).starts_with("holding at 50% since "),
+        "{status}"
+    );
+    assert!(summary(&status).contains("next 100%"), "{status}");
+    let text = carol.run(&["status", "users"]);
+    assert!(text.stdout.contains("holding at 50% since "), "{text}");
+    assert_eq!(
+        bob.journal().last().unwrap()["what"],
+        "shift to 50 percent",
+        "bob's journal has his step"
+    );
+
+    // Carol, in a third, aborts it: back on the monolith, the plan gone, why recorded.
+    let aborted = carol.run(&["abort", "users", "--reason", "p99 up on the dashboard"]);
+    assert_eq!(aborted.code, 0, "{aborted}");
+    let status = ann.route_status("users");
+    assert_eq!(status["state"], "on-monolith", "{status}");
+    assert!(status["plan"].is_null(), "{status}");
+    assert_eq!(
+        status["last_change"]["what"],
+        "abort: p99 up on the dashboard"
+    );
+    assert!(plan_tags(&rt, &elb, &listener, "users").is_empty());
+    assert_eq!(
+        stack.burst("/api/users", 5).0,
+        [("monolith".to_owned(), 5)].into_iter().collect()
+    );
+    assert_eq!(carol.journal().last().unwrap()["command"], "abort");
+}
+
+#[test]
+fn to_holds_steps_back_down_and_bad_input_changes_nothing() {
+    let rt = runtime();
+    let stack = LocalStack::start();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let op = stack.operator("1s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+    let parked = route_rule(&rt, &elb, &listener, "users").unwrap();
+
+    for (args, says) in [
+        (
+            &["shift", "users", "--to", "101"][..],
+            "not a percentage from 1 to 100",
+        ),
+        (
+            &["shift", "users", "--to", "ten"][..],
+            "not a percentage from 1 to 100",
+        ),
+        (
+            &["shift", "users", "--steps", "10,wait,100"][..],
+            "nor `hold`",
+        ),
+        (
+            &["shift", "users", "--steps", "hold,10,100"][..],
+            "a hold follows a percentage",
+        ),
+        (&["promote", "users"][..], "nothing to promote"),
+    ] {
+        let run = op.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run}");
+        assert!(run.stderr.contains(says), "{args:?}: {run}");
+    }
+    assert_eq!(route_rule(&rt, &elb, &listener, "users").unwrap(), parked);
+
+    // --to holds; a lower --to steps back down, behind the same gates.
+    let up = op.run(&["shift", "users", "--to", "50", "--lock-settle", "0s"]);
+    assert_eq!(up.code, 0, "{up}");
+    assert!(up.stdout.contains("holding at 50% since "), "{up}");
+    assert_eq!(
+        split(&rt, &elb, &listener, "users"),
+        weights(&[("monolith", 50), ("users", 50)])
+    );
+    let down = op.run(&["shift", "users", "--to", "10", "--lock-settle", "0s"]);
+    assert_eq!(down.code, 0, "{down}");
+    assert_eq!(
+        split(&rt, &elb, &listener, "users"),
+        weights(&[("monolith", 90), ("users", 10)])
+    );
+    let status = op.route_status("users");
+    assert!(
+        summary(&status).starts_with("holding at 10% since "),
+        "{status}"
+    );
+    assert!(summary(&status).contains("next 50%"), "{status}");
+    let step = op.journal().last().unwrap().clone();
+    assert_eq!(step["what"], "shift to 10 percent");
+    assert!(
+        step["evidence"]["probes"]["total"].as_u64().unwrap() > 0,
+        "{step}"
+    );
+
+    // Another operator holds the lock: promote and abort exit 4 naming them.
+    add_tag(
+        &rt,
+        &elb,
+        &listener,
+        "ficus:lock:elsewhere",
+        "ann@bastion pid 7 since 2026-01-01T00:00:00Z until 2999-01-01T00:00:00Z",
+    );
+    for args in [&["promote", "users"][..], &["abort", "users"][..]] {
+        let run = op.run(args);
+        assert_eq!(run.code, 4, "{args:?}: {run}");
+        assert!(run.stderr.contains("ann@bastion pid 7"), "{run}");
+    }
+    rt.block_on(
+        elb.remove_tags()
+            .resource_arns(&listener)
+            .tag_keys("ficus:lock:elsewhere")
+            .send(),
+    )
+    .unwrap();
+
+    // A plan tag edited by hand: refused, exit 2, nothing changed.
+    let rule = route_rule_arn(&rt, &elb, &listener, "users");
+    add_tag(&rt, &elb, &rule, "ficus:plan", "10 wait 100");
+    for args in [
+        &["promote", "users"][..],
+        &["shift", "users", "--to", "50"][..],
+    ] {
+        let run = op.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run}");
+        assert!(
+            run.stderr.contains("ficus:plan=\"10 wait 100\""),
+            "{args:?}: {run}"
+        );
+    }
+    assert_eq!(
+        split(&rt, &elb, &listener, "users"),
+        weights(&[("monolith", 90), ("users", 10)])
+    );
+    let text = op.run(&["status", "users"]);
+    assert!(text.stdout.contains("plan:     UNREADABLE"), "{text}");
+    // abort is the way out of anything.
+    let aborted = op.run(&["abort", "users"]);
+    assert_eq!(aborted.code, 0, "{aborted}");
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+    assert!(plan_tags(&rt, &elb, &listener, "users").is_empty());
+}
+
+#[test]
+fn a_gate_that_fails_during_the_bake_rolls_back_and_exits_3() {
+    let rt = runtime();
+    let mut stack = LocalStack::start();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let op = stack.operator("1s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+    let shift = op.spawn(&[
+        "shift",
+        "users",
+        "--steps",
+        "100",
+        "--bake",
+        "5m",
+        "--lock-settle",
+        "0s",
+    ]);
+    eventually(Duration::from_secs(30), "users baking", || {
+        let status = op.route_status("users");
+        status["state"] == "on-service" && summary(&status).starts_with("baking until ")
+    });
+    assert_eq!(
+        split(&rt, &elb, &listener, "users"),
+        weights(&[("users", 100)])
+    );
+    stack.services.get_mut("users").unwrap().stop();
+    let run = finish(shift);
+    assert_eq!(run.code, 3, "{run}");
+    assert!(run.stderr.contains("during the bake"), "{run}");
+    let status = op.route_status("users");
+    assert_eq!(status["state"], "on-monolith", "{status}");
+    assert!(status["plan"].is_null(), "{status}");
+    assert!(plan_tags(&rt, &elb, &listener, "users").is_empty());
+}
+
+#[test]
+fn holds_promote_abort_and_the_bake_on_moto() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn.clone();
+    let ann = stack.operator();
+    assert_eq!(ann.run(&["init"]).code, 0);
+
+    let held = ann.run(&["shift", "users", "--to", "10", "--lock-settle", "0s"]);
+    assert_eq!(held.code, 0, "{held}");
+    let bob = stack.operator();
+    let status = bob.route_status("users");
+    assert!(
+        summary(&status).starts_with("holding at 10% since "),
+        "{status}"
+    );
+    assert!(summary(&status).contains("next 50%"), "{status}");
+    assert_eq!(
+        split(&rt, &elb, &listener, "users"),
+        weights(&[("monolith", 90), ("users", 10)])
+    );
+    // Bob promotes: 50%, then 100% (the route's steps above 10), plan done.
+    let promoted = bob.run(&["promote", "users", "--lock-settle", "0s"]);
+    assert_eq!(promoted.code, 0, "{promoted}");
+    let status = bob.route_status("users");
+    assert_eq!(status["state"], "on-service", "{status}");
+    assert!(status["plan"].is_null(), "{status}");
+    assert!(plan_tags(&rt, &elb, &listener, "users").is_empty());
+    let nothing = bob.run(&["promote", "users"]);
+    assert_eq!(nothing.code, 2, "{nothing}");
+    let carol = stack.operator();
+    let aborted = carol.run(&["abort", "users", "--reason", "rollback drill"]);
+    assert_eq!(aborted.code, 0, "{aborted}");
+    assert_eq!(ann.route_status("users")["state"], "on-monolith");
+
+    // A malformed plan tag on moto: exit 2, nothing changed; abort clears it.
+    assert_eq!(
+        ann.run(&["shift", "threads", "--steps", "10,hold,100"])
+            .code,
+        0
+    );
+    let rule = route_rule_arn(&rt, &elb, &listener, "threads");
+    add_tag(&rt, &elb, &rule, "ficus:plan:at", "seven");
+    let refused = bob.run(&["promote", "threads"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(refused.stderr.contains("ficus:plan:at"), "{refused}");
+    assert_eq!(
+        split(&rt, &elb, &listener, "threads"),
+        weights(&[("monolith", 90), ("threads", 10)])
+    );
+    assert_eq!(carol.run(&["abort", "threads"]).code, 0);
+    assert!(plan_tags(&rt, &elb, &listener, "threads").is_empty());
+
+    // A bake whose probes start failing rolls back, exit 3; one that passes ends on the service.
+    let baking = ann.spawn(&["shift", "posts", "--steps", "100", "--bake", "5m"]);
+    eventually(Duration::from_secs(30), "posts baking", || {
+        summary(&bob.route_status("posts")).starts_with("baking until ")
+    });
+    stack.lb_stub.status.store(500, Ordering::SeqCst);
+    let run = finish(baking);
+    assert_eq!(run.code, 3, "{run}");
+    assert_eq!(bob.route_status("posts")["state"], "on-monolith");
+    stack.lb_stub.status.store(200, Ordering::SeqCst);
+    let baked = ann.run(&["shift", "posts", "--steps", "100", "--bake", "2s"]);
+    assert_eq!(baked.code, 0, "{baked}");
+    let status = bob.route_status("posts");
+    assert_eq!(status["state"], "on-service", "{status}");
+    assert!(status["plan"].is_null(), "{status}");
+    assert_eq!(
+        ann.journal().last().unwrap()["what"],
+        "bake passed; the plan is done"
+    );
+}
