@@ -326,6 +326,24 @@ fn holds_promote_abort_and_the_bake_on_moto() {
     assert_eq!(carol.run(&["abort", "threads"]).code, 0);
     assert!(plan_tags(&rt, &elb, &listener, "threads").is_empty());
 
+    // Without --steps, the route's `steps` apply ([10, 50, 100] here), as the help says.
+    let default = carol.run(&["shift", "threads"]);
+    assert_eq!(default.code, 0, "{default}");
+    let steps: Vec<String> = carol
+        .journal()
+        .iter()
+        .filter(|e| e["route"] == "threads" && e["command"] == "shift")
+        .map(|e| e["what"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "shift to 10 percent",
+            "shift to 50 percent",
+            "shift to 100 percent"
+        ]
+    );
+
     // A bake whose probes start failing rolls back, exit 3; one that passes ends on the service.
     let baking = ann.spawn(&["shift", "posts", "--steps", "100", "--bake", "5m"]);
     eventually(Duration::from_secs(30), "posts baking", || {
@@ -345,4 +363,30 @@ fn holds_promote_abort_and_the_bake_on_moto() {
         ann.journal().last().unwrap()["what"],
         "bake passed; the plan is done"
     );
+}
+
+#[test]
+fn shift_help_and_behaviour_agree_on_the_default_steps() {
+    let op = Operator::new("", vec![]);
+    let help = op.run(&["shift", "--help"]);
+    assert_eq!(help.code, 0, "{help}");
+    assert!(
+        !help.stdout.contains("Without --steps, straight to 100%"),
+        "{help}"
+    );
+    assert!(
+        help.stdout.contains(
+            "The steps are --steps, else the route's `steps` in\nmigrate.toml (default [100]"
+        ),
+        "{help}"
+    );
+    for (flag, says) in [("--to", "hold"), ("--bake", "30m"), ("--steps", "hold")] {
+        assert!(
+            help.stdout.contains(flag) && help.stdout.contains(says),
+            "{flag}: {help}"
+        );
+    }
+    // The behaviour: `holds_promote_abort_and_the_bake_on_moto` shifts with
+    // the route's steps when no --steps is given, and continues `--to 10`
+    // with those above 10.
 }
