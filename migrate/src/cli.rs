@@ -32,6 +32,8 @@ Examples:
   migrate abort users --reason \"errors\"         back to the monolith, plan ended
   migrate rollback users                         back to the monolith, from any state
   migrate rollback --all
+  migrate preview users                          X-Ficus-Preview: users reaches the service
+  migrate verify users --through-lb              compare through the LB, header vs none
   migrate history users
 
 Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4 lock held
@@ -71,6 +73,8 @@ pub struct Cli {
 
 pub use crate::output::Output;
 
+// Parsed once per process: the size of the largest arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the missing route rules, parked behind the monolith's rule.
@@ -183,6 +187,23 @@ ModifyRule restores its plain forward. A route already on the monolith is left a
 
 Examples: migrate rollback users; migrate rollback --all")]
     Rollback(RollbackArgs),
+    /// Add (or with --off remove) a rule sending a route's requests with a header to its service.
+    #[command(long_about = "\
+Add a preview rule: the route's paths (with the monolith rule's other conditions, as
+init copies them) and an http-header condition (default `X-Ficus-Preview: ROUTE`), in
+front of the monolith's rule at the lowest free priority that is no route's `priority`,
+forwarding to the service, tagged ficus:preview=ROUTE. Testers and CI then reach the
+service through the real load balancer (`curl -H 'X-Ficus-Preview: users' ...`, or
+`migrate verify users --through-lb`) while every client still gets the monolith.
+--off deletes it, leaving no trace. It is never mistaken for the route's rule: status
+shows it on its own line, shift passes it, and rollback leaves it (and says so).
+
+Examples:
+  migrate preview users
+  migrate preview users --header 'X-Canary: qa'
+  migrate verify users --through-lb
+  migrate preview users --off")]
+    Preview(PreviewArgs),
     /// Show the journal of changes (this machine's), optionally of one route.
     History(HistoryArgs),
     /// Compare the monolith's and the service's responses for a route.
@@ -320,6 +341,46 @@ fn parse_percent(text: &str) -> Result<u8, String> {
     }
 }
 
+/// The default header of a preview rule: `X-Ficus-Preview: <route>`.
+pub const PREVIEW_HEADER: &str = "X-Ficus-Preview";
+
+/// Arguments of `migrate preview`.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    /// The route to preview.
+    pub route: String,
+    /// Remove the route's preview rule.
+    #[arg(long)]
+    pub off: bool,
+    /// The header that selects the preview, as `NAME: VALUE`
+    /// (default: `X-Ficus-Preview: ROUTE`).
+    #[arg(long, value_name = "NAME: VALUE", value_parser = parse_header, conflicts_with = "off")]
+    pub header: Option<(String, String)>,
+    /// The preview rule's priority, in front of the monolith's rule (default:
+    /// the lowest free one that is no route's `priority`).
+    #[arg(long, value_name = "PRIORITY", conflicts_with = "off",
+          value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub priority: Option<u32>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// `NAME: VALUE` (or `NAME=VALUE`) of an HTTP header.
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .or_else(|| text.split_once('='))
+        .ok_or_else(|| format!("`{text}` is not a header like `X-Ficus-Preview: users`"))?;
+    let (name, value) = (name.trim(), value.trim());
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) || value.is_empty() || value.len() > 128 {
+        return Err(format!(
+            "`{text}` is not a header like `X-Ficus-Preview: users` (a token name, a value of 1 to 128 characters)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 /// Arguments of `migrate promote`.
 #[derive(Debug, Clone, Args)]
 pub struct PromoteArgs {
@@ -435,6 +496,15 @@ pub struct VerifyArgs {
     /// `--record`) instead of a live baseline, which is not contacted.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["baseline", "baseline_2"])]
     pub recorded: Option<PathBuf>,
+    /// Compare through the load balancer (`lb_url`): each request without the
+    /// preview header (today's routing) is the baseline, the same with it (the
+    /// service, through `migrate preview`'s rule) the candidate.
+    #[arg(long, conflicts_with_all = ["baseline", "baseline_2", "candidate", "record", "recorded"])]
+    pub through_lb: bool,
+    /// The preview header for --through-lb, as `NAME: VALUE` (default:
+    /// `X-Ficus-Preview: ROUTE`).
+    #[arg(long, value_name = "NAME: VALUE", value_parser = parse_header, requires = "through_lb")]
+    pub preview_header: Option<(String, String)>,
     /// Append a GitHub-flavoured Markdown summary to FILE (a table per route,
     /// the first differences; under 512 KiB), e.g. `--summary "$GITHUB_STEP_SUMMARY"`.
     #[arg(long, value_name = "FILE")]

@@ -321,6 +321,19 @@ async fn init_locked(
         }
         report.push(create_route_rule(ctx, listing, &route, &mut view, &mut taken, dry_run).await?);
     }
+    for route in ctx.settings.routes.keys() {
+        for preview in listing.previews_of(route) {
+            report.push(InitLine {
+                route: route.clone(),
+                outcome: "preview",
+                message: format!(
+                    "{route}: preview {}; left alone",
+                    crate::preview::status_of(route, preview, None).summary
+                ),
+                drift: Vec::new(),
+            });
+        }
+    }
     for unknown in listing.unknown_routes(&ctx.settings) {
         report.push(InitLine {
             route: unknown.clone(),
@@ -548,6 +561,8 @@ pub struct RouteStatus {
     pub plan: Option<crate::plan::PlanStatus>,
     /// Why the rule's plan tags can't be read, if so.
     pub plan_problem: Option<String>,
+    /// The route's preview rules (`migrate preview`), not the route's rule.
+    pub previews: Vec<crate::preview::PreviewStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -640,6 +655,9 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         }
         if let Some(problem) = &status.plan_problem {
             println!("  plan:     UNREADABLE: {problem}");
+        }
+        for preview in &status.previews {
+            println!("  preview:  {}", preview.summary);
         }
         if let Some(parked) = status.parked_priority {
             println!("  parked:   priority {parked} (where rollback puts the rule)");
@@ -743,6 +761,11 @@ fn route_status(
         drift: listing.drift(&ctx.settings, route, view),
         plan,
         plan_problem,
+        previews: listing
+            .previews_of(route)
+            .into_iter()
+            .map(|p| crate::preview::status_of(route, p, rule.and_then(|r| r.priority)))
+            .collect(),
     }
 }
 
@@ -766,6 +789,8 @@ struct Plan {
     refused: Vec<String>,
     steps: Vec<PlannedStep>,
     unlock: String,
+    /// The route's preview rules, left alone.
+    previews: Vec<String>,
 }
 
 pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -865,6 +890,16 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             },
         });
     }
+    let previews: Vec<String> = listing
+        .previews_of(&args.route)
+        .into_iter()
+        .map(|p| {
+            format!(
+                "preview {} (not the route's rule; no call touches it)",
+                crate::preview::status_of(&args.route, p, None).summary
+            )
+        })
+        .collect();
     let plan = Plan {
         route: args.route.clone(),
         from: state.clone(),
@@ -876,6 +911,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         refused: problems,
         steps,
         unlock: "RemoveTags ficus:lock:<id> on the listener".into(),
+        previews,
     };
     if ctx.output == Output::Json {
         print_json(&plan)?;
@@ -893,6 +929,9 @@ fn print_plan(
     configured_steps: bool,
 ) {
     println!("{}: {}", plan.route, state.explain());
+    for preview in &plan.previews {
+        println!("{preview}");
+    }
     for problem in &plan.refused {
         println!("shift would refuse: {problem}");
     }

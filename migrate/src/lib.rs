@@ -35,6 +35,7 @@ pub mod journal;
 pub mod lock;
 pub mod output;
 pub mod plan;
+pub mod preview;
 pub mod probe;
 pub mod settings;
 pub mod shift;
@@ -125,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback(args) => return shift::rollback(&mut ctx, args).await,
         Command::Promote(args) => return shift::promote(&mut ctx, args).await,
         Command::Abort(args) => return shift::abort(&mut ctx, args).await,
+        Command::Preview(args) => preview::preview(&mut ctx, args).await,
         Command::Init(args) => commands::init(&mut ctx, args).await,
         Command::Status(args) => commands::status(&mut ctx, args).await,
         Command::Plan(args) => commands::plan(&mut ctx, args).await,

@@ -1550,5 +1550,15 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
             println!("{}: {}", outcome.route, outcome.to);
         }
     }
+    for route in &routes {
+        for preview in listing.previews_of(route) {
+            if ctx.chatty() {
+                eprintln!(
+                    "migrate: {route}: the preview rule at priority {} stays (requests with its header still reach the service); `migrate preview {route} --off` removes it",
+                    preview.priority.unwrap_or_default()
+                );
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -390,3 +390,206 @@ fn shift_help_and_behaviour_agree_on_the_default_steps() {
     // the route's steps when no --steps is given, and continues `--to 10`
     // with those above 10.
 }
+
+/// Sends `n` GETs of `path` through the load balancer with `fields`; the
+/// target groups that answered them (the metrics' difference).
+fn answered_with(
+    stack: &LocalStack,
+    path: &str,
+    fields: &[(&str, &str)],
+    n: usize,
+) -> std::collections::BTreeMap<String, u64> {
+    let before = stack.answered_by();
+    for _ in 0..n {
+        let (status, _) = http_get_with(&format!("{}{path}", stack.data_url), None, fields);
+        assert_eq!(status, 200, "{path} {fields:?}");
+    }
+    stack
+        .answered_by()
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn rule_arns(
+    rt: &tokio::runtime::Runtime,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    listener: &str,
+) -> Vec<String> {
+    let rules = rt
+        .block_on(elb.describe_rules().listener_arn(listener).send())
+        .unwrap();
+    let mut arns: Vec<String> = rules
+        .rules()
+        .iter()
+        .map(|r| r.rule_arn().unwrap().to_owned())
+        .collect();
+    arns.sort();
+    arns
+}
+
+#[test]
+fn a_preview_rule_sends_header_requests_to_the_service_and_verify_compares_through_the_lb() {
+    let rt = runtime();
+    let stack = LocalStack::start();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let op = stack.operator("1s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+    let rules_before = rule_arns(&rt, &elb, &listener);
+    let journal_before = op.journal().len();
+
+    let on = op.run(&["preview", "users", "--lock-settle", "0s"]);
+    assert_eq!(on.code, 0, "{on}");
+    assert!(on.stdout.contains("X-Ficus-Preview: users"), "{on}");
+    let header = [("X-Ficus-Preview", "users")];
+    assert_eq!(
+        answered_with(&stack, "/api/users/1", &header, 5),
+        [("users".to_owned(), 5)].into_iter().collect()
+    );
+    assert_eq!(
+        answered_with(&stack, "/api/users/1", &[], 5),
+        [("monolith".to_owned(), 5)].into_iter().collect()
+    );
+    // Other routes are untouched by the header.
+    assert_eq!(
+        answered_with(&stack, "/api/threads/2", &header, 3),
+        [("monolith".to_owned(), 3)].into_iter().collect()
+    );
+
+    // status, plan and init see it for what it is: not the route's rule, no drift, no shadow.
+    let status = op.route_status("users");
+    assert_eq!(status["state"], "on-monolith", "{status}");
+    assert_eq!(status["drift"], serde_json::json!([]), "{status}");
+    assert_eq!(status["previews"][0]["header"], "X-Ficus-Preview: users");
+    assert!(op.status_json()["unknown_routes"] == serde_json::json!([]));
+    let plan = op.run(&["plan", "users", "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["refused"], serde_json::json!([]), "{plan}");
+    assert_eq!(plan["previews"].as_array().unwrap().len(), 1, "{plan}");
+    let init = op.run(&["init", "--output", "json"]);
+    assert_eq!(init.code, 0, "{init}");
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&init.stdout).unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["route"] == "users" && l["outcome"] == "preview"),
+        "{init}"
+    );
+    assert!(lines.iter().all(|l| l["outcome"] != "drift"), "{init}");
+
+    // A shift passes its own preview rule (no shadowing refusal); rollback keeps it and says so.
+    let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    let status = op.route_status("users");
+    assert!(
+        status["previews"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("is in front of it"),
+        "{status}"
+    );
+    let back = op.run(&["rollback", "users", "--lock-settle", "0s"]);
+    assert_eq!(back.code, 0, "{back}");
+    assert!(
+        back.stderr.contains("the preview rule at priority"),
+        "{back}"
+    );
+    assert_eq!(
+        answered_with(&stack, "/api/users/1", &header, 2),
+        [("users".to_owned(), 2)].into_iter().collect()
+    );
+
+    // verify --through-lb: the same requests without the header and with it.
+    let good = op.run(&["verify", "users", "--through-lb"]);
+    assert_eq!(good.code, 0, "{good}");
+    // A bad service behind the users target group: it fails, naming the pointer.
+    let users_addr: std::net::SocketAddr = stack.services["users"]
+        .announced("listening on ", Duration::from_secs(1))
+        .parse()
+        .unwrap();
+    let bad = crate::verify::rewriting_proxy(users_addr, crate::verify::rewrite_bio);
+    let bad_port: i32 = bad.rsplit(':').next().unwrap().parse().unwrap();
+    rt.block_on(async {
+        use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+        let groups = elb
+            .describe_target_groups()
+            .names("users")
+            .send()
+            .await
+            .unwrap();
+        let tg = groups.target_groups()[0].target_group_arn().unwrap();
+        let target = |port: i32| {
+            TargetDescription::builder()
+                .id("127.0.0.1")
+                .port(port)
+                .build()
+        };
+        elb.register_targets()
+            .target_group_arn(tg)
+            .targets(target(bad_port))
+            .send()
+            .await
+            .unwrap();
+        elb.deregister_targets()
+            .target_group_arn(tg)
+            .targets(target(users_addr.port() as i32))
+            .send()
+            .await
+            .unwrap();
+    });
+    eventually(
+        Duration::from_secs(40),
+        "only the bad target, healthy",
+        || {
+            let status = op.route_status("users");
+            let targets = status["targets"].as_array().unwrap().clone();
+            targets.len() == 1
+                && targets[0]["state"] == "healthy"
+                && targets[0]["target"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&bad_port.to_string())
+        },
+    );
+    let failed = op.run(&["verify", "users", "--through-lb"]);
+    assert_eq!(failed.code, 1, "{failed}");
+    assert!(
+        failed.stdout.contains("body /0/bio changed value")
+            || failed.stdout.contains("/bio changed value"),
+        "{failed}"
+    );
+
+    // --off leaves no trace on the listener.
+    let off = op.run(&["preview", "users", "--off", "--lock-settle", "0s"]);
+    assert_eq!(off.code, 0, "{off}");
+    assert_eq!(rule_arns(&rt, &elb, &listener), rules_before);
+    assert_eq!(op.route_status("users")["previews"], serde_json::json!([]));
+    assert_eq!(
+        answered_with(&stack, "/api/users/1", &header, 3),
+        [("monolith".to_owned(), 3)].into_iter().collect()
+    );
+    let whats: Vec<String> = op.journal()[journal_before..]
+        .iter()
+        .map(|e| e["what"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        whats.first().unwrap(),
+        "preview rule created at priority 4 (X-Ficus-Preview: users)"
+    );
+    assert!(
+        whats
+            .last()
+            .unwrap()
+            .starts_with("preview rule at priority 4 removed"),
+        "{whats:?}"
+    );
+    let again = op.run(&["preview", "users", "--off"]);
+    assert!(
+        again.stdout.contains("no preview rule; nothing to do"),
+        "{again}"
+    );
+}

@@ -885,6 +885,16 @@ pub fn http_get(url: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 GET with `Host` set to `host` (default: the URL's).
 pub fn http_get_host(url: &str, host_header: Option<&str>) -> (u16, String) {
+    http_get_with(url, host_header, &[])
+}
+
+/// A plain HTTP/1.1 GET with `Host` set to `host` (default: the URL's) and
+/// more header fields.
+pub fn http_get_with(
+    url: &str,
+    host_header: Option<&str>,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
     let rest = url.trim_start_matches("http://");
     let (addr, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -895,9 +905,13 @@ pub fn http_get_host(url: &str, host_header: Option<&str>) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let fields: String = fields
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{fields}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = Vec::new();
