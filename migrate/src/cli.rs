@@ -29,6 +29,7 @@ Examples:
   migrate shift users --steps 10,50,100 --interval 30s
   migrate shift users --to 10                    10%, then hold
   migrate promote users                          continue a held plan, from any machine
+  migrate watch users                            live: weights, health, gates, next step
   migrate abort users --reason \"errors\"         back to the monolith, plan ended
   migrate rollback users                         back to the monolith, from any state
   migrate rollback --all
@@ -204,6 +205,20 @@ Examples:
   migrate verify users --through-lb
   migrate preview users --off")]
     Preview(PreviewArgs),
+    /// Watch routes live while their plans run: weights, health, gates, time to the next step.
+    #[command(long_about = "\
+A live view of one route (or every route) while a plan runs on it, from any machine:
+the forward weights, the service's target health, the plan's phase (moving, holding,
+baking) with the time to the next step or to the end of the bake, and the latest gate
+values this machine's journal holds. Refreshes every --every (default 2s) until no
+watched route has a plan left, or Ctrl-C (exit 0). On a terminal the view is redrawn in
+place; otherwise (a CI log, a pipe) each refresh prints one plain line per route.
+Read-only: it takes no lock and judges no gate.
+
+Examples:
+  migrate watch users
+  migrate watch --every 10s > watch.log")]
+    Watch(WatchArgs),
     /// Show the journal of changes (this machine's), optionally of one route.
     History(HistoryArgs),
     /// Compare the monolith's and the service's responses for a route.
@@ -379,6 +394,16 @@ pub fn parse_header(text: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((name.to_owned(), value.to_owned()))
+}
+
+/// Arguments of `migrate watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Only this route (default: every route).
+    pub route: Option<String>,
+    /// Time between refreshes.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub every: Duration,
 }
 
 /// Arguments of `migrate promote`.

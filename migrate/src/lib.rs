@@ -41,6 +41,7 @@ pub mod settings;
 pub mod shift;
 pub mod state;
 pub mod verify;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -127,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promote(args) => return shift::promote(&mut ctx, args).await,
         Command::Abort(args) => return shift::abort(&mut ctx, args).await,
         Command::Preview(args) => preview::preview(&mut ctx, args).await,
+        Command::Watch(args) => watch::watch(&mut ctx, args).await,
         Command::Init(args) => commands::init(&mut ctx, args).await,
         Command::Status(args) => commands::status(&mut ctx, args).await,
         Command::Plan(args) => commands::plan(&mut ctx, args).await,

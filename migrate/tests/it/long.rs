@@ -593,3 +593,50 @@ fn a_preview_rule_sends_header_requests_to_the_service_and_verify_compares_throu
         "{again}"
     );
 }
+
+#[test]
+fn watch_shows_the_plan_live_in_plain_lines_and_ends_with_it() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+
+    let idle = op.run(&["watch", "threads"]);
+    assert_eq!(idle.code, 0, "{idle}");
+    assert!(
+        idle.stdout.ends_with("no plan in progress; watch ends\n"),
+        "{idle}"
+    );
+
+    let shift = op.spawn(&shift_args("users", "10,50,100", "3s"));
+    eventually(Duration::from_secs(15), "the plan on the rule", || {
+        !op.route_status("users")["plan"].is_null()
+    });
+    let mut watch = op.spawn(&["watch", "users", "--every", "300ms"]);
+    assert_eq!(finish(shift).code, 0);
+    eventually(
+        Duration::from_secs(15),
+        "watch ends once the plan is done",
+        || watch.try_wait().unwrap().is_some(),
+    );
+    let run = finish(watch);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(!run.stdout.contains('\x1b'), "plain lines: {run}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("20") || l.starts_with("no plan")),
+        "{run}"
+    );
+    let at_10 = lines
+        .iter()
+        .find(|l| l.contains("monolith=90 users=10"))
+        .unwrap_or_else(|| panic!("a line at 10%: {run}"));
+    assert!(at_10.contains("targets 1/1 healthy"), "{at_10}");
+    assert!(at_10.contains("moving: at 10%"), "{at_10}");
+    assert!(at_10.contains("next 50%"), "{at_10}");
+    assert!(at_10.contains("; in "), "time to the next step: {at_10}");
+    assert!(at_10.contains("last gates: health 1 healthy"), "{at_10}");
+    assert_eq!(lines.last(), Some(&"no plan in progress; watch ends"));
+}
