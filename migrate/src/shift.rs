@@ -76,6 +76,7 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
             skip_parity: args.skip_parity,
             allow_shadow: args.allow_shadow,
             lock: args.lock.clone(),
+            again: shift_again(args),
         },
     )
     .await
@@ -96,9 +97,67 @@ pub async fn promote(ctx: &mut Ctx, args: &PromoteArgs) -> anyhow::Result<ExitCo
             skip_parity: args.skip_parity,
             allow_shadow: false,
             lock: args.lock.clone(),
+            again: again_command(
+                &args.route,
+                None,
+                None,
+                args.allow_unhealthy,
+                args.skip_parity,
+                false,
+                "promote",
+            ),
         },
     )
     .await
+}
+
+/// The `shift` command line that continues this one (its steps, interval
+/// and flags).
+fn shift_again(args: &ShiftArgs) -> String {
+    let steps = args.to.map(|to| format!(" --to {to}")).or_else(|| {
+        args.steps.as_ref().map(|steps| {
+            let steps: Vec<String> = steps.iter().map(ToString::to_string).collect();
+            format!(" --steps {}", steps.join(","))
+        })
+    });
+    again_command(
+        &args.route,
+        steps,
+        args.interval,
+        args.allow_unhealthy,
+        args.skip_parity,
+        args.allow_shadow,
+        "shift",
+    )
+}
+
+/// `migrate COMMAND ROUTE` with the given steps, interval and flags.
+fn again_command(
+    route: &str,
+    steps: Option<String>,
+    interval: Option<Duration>,
+    allow_unhealthy: bool,
+    skip_parity: bool,
+    allow_shadow: bool,
+    command: &str,
+) -> String {
+    let mut again = format!("migrate {command} {route}{}", steps.unwrap_or_default());
+    if let Some(interval) = interval {
+        again.push_str(&format!(
+            " --interval {}",
+            humantime::format_duration(interval)
+        ));
+    }
+    for (set, flag) in [
+        (allow_unhealthy, " --allow-unhealthy"),
+        (skip_parity, " --skip-parity"),
+        (allow_shadow, " --allow-shadow"),
+    ] {
+        if set {
+            again.push_str(flag);
+        }
+    }
+    again
 }
 
 /// What `shift` or `promote` runs.
@@ -114,6 +173,8 @@ struct Drive {
     skip_parity: bool,
     allow_shadow: bool,
     lock: LockArgs,
+    /// The command that continues after Ctrl-C.
+    again: String,
 }
 
 /// The plan to run now, decided once the listener is locked and read.
@@ -279,7 +340,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
         other => other,
     };
     let result = match result {
-        Err(err) if interrupted(&err) => Err(run.interrupted()),
+        Err(err) if interrupted(&err) => Err(run.interrupted(&drive.again)),
         Err(err) if run.moved && !stops_without_rollback(&err) => {
             run.recover(ctx, &lock, err).await
         }
@@ -1052,22 +1113,28 @@ impl Shift {
 
     /// The error for Ctrl-C: where the route stands and the two ways on
     /// (the plan on the rule continues with `promote`).
-    fn interrupted(&self) -> anyhow::Error {
+    fn interrupted(&self, again: &str) -> anyhow::Error {
         let state = self
             .last
             .as_ref()
             .map_or_else(|| "unchanged".to_owned(), |view| view.state().explain());
-        let mut again = format!("migrate promote {}", self.route);
+        let mut promote = format!("migrate promote {}", self.route);
         for (set, flag) in [
             (self.allow_unhealthy, " --allow-unhealthy"),
             (self.skip_parity, " --skip-parity"),
         ] {
             if set {
-                again.push_str(flag);
+                promote.push_str(flag);
             }
         }
+        let persisted = self.plan.as_ref().is_some_and(|p| p.persist);
+        let go_on = if persisted && again != promote {
+            format!("`{promote}` (from any machine; the plan is on the rule), or `{again}`")
+        } else {
+            format!("`{again}`")
+        };
         Failure::Interrupted(format!(
-            "{route}: interrupted (Ctrl-C); the route is {state}. Continue the shift: `{again}`; or undo it: `migrate abort {route}`",
+            "{route}: interrupted (Ctrl-C); the route is {state}. Continue the shift: {go_on}; or undo it: `migrate rollback {route}` (`migrate abort {route} --reason ...` records why)",
             route = self.route
         ))
         .into()
