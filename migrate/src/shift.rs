@@ -329,6 +329,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
             steps: Vec::new(),
             routing_changes: 0,
         },
+        judged_since: (!prepared.fresh).then_some(prepared.plan.since),
         plan: Some(prepared),
     };
     let result = match run.start_plan(ctx, &lock, &listing).await {
@@ -464,6 +465,11 @@ struct Shift {
     outcome: Outcome,
     /// The plan kept on the rule, and what this run does of it.
     plan: Option<Prepared>,
+    /// Since when no `migrate` judged the route's gates: the plan's `since`
+    /// for `promote` (the hold, or a killed run, began then); `None` for a
+    /// new shift. Probes and health can only be judged live; gates over
+    /// metric history judge the whole window from here.
+    judged_since: Option<time::OffsetDateTime>,
 }
 
 impl Shift {
@@ -739,7 +745,10 @@ impl Shift {
     /// Everything a step must pass before its writes: after an interval of
     /// probes and health polls (before every step but the first of a new
     /// shift), the coverage gate; then health and parity. `Some(reason)`
-    /// when one fails.
+    /// when one fails. The bake judges through here too (`bake`), so a gate
+    /// added here (metric gates) watches the bake as well; gates over history
+    /// judge from [`Shift::judged_since`] when it is set (a `promote` after a
+    /// hold nobody watched), else over the interval.
     async fn judge_step(
         &mut self,
         ctx: &Ctx,
@@ -749,6 +758,13 @@ impl Shift {
         first: bool,
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<Option<String>> {
+        if let Some(since) = self.judged_since.take() {
+            // Recorded with the first judgement after a hold or a killed run.
+            evidence.insert(
+                "unwatched_since".into(),
+                json!(crate::journal::rfc3339(since)),
+            );
+        }
         if !first {
             let (tally, unhealthy) = self
                 .probe_interval(ctx, lock, &view.service_tg, evidence)

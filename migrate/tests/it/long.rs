@@ -79,6 +79,7 @@ fn a_plan_survives_a_killed_migrate_and_is_promoted_and_aborted_from_elsewhere()
     assert_eq!(status["plan"]["steps"], "10,50,hold,100");
     assert!(!status["plan"]["by"].as_str().unwrap().is_empty());
 
+    let status_before_promote = status.clone();
     // Bob, in another directory (another journal), continues it to the hold.
     let promoted = bob.run(&["promote", "users", "--lock-settle", "0s"]);
     assert_eq!(promoted.code, 0, "{promoted}");
@@ -100,10 +101,14 @@ fn a_plan_survives_a_killed_migrate_and_is_promoted_and_aborted_from_elsewhere()
     assert!(summary(&status).contains("next 100%"), "{status}");
     let text = carol.run(&["status", "users"]);
     assert!(text.stdout.contains("holding at 50% since "), "{text}");
+    let step = bob.journal().last().unwrap().clone();
     assert_eq!(
-        bob.journal().last().unwrap()["what"],
-        "shift to 50 percent",
+        step["what"], "shift to 50 percent",
         "bob's journal has his step"
+    );
+    assert_eq!(
+        step["evidence"]["unwatched_since"], status_before_promote["plan"]["since"],
+        "the first judgement says since when nobody watched: {step}"
     );
 
     // Carol, in a third, aborts it: back on the monolith, the plan gone, why recorded.
