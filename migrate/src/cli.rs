@@ -213,7 +213,12 @@ baking) with the time to the next step or to the end of the bake, and the latest
 values this machine's journal holds. Refreshes every --every (default 2s) until no
 watched route has a plan left, or Ctrl-C (exit 0). On a terminal the view is redrawn in
 place; otherwise (a CI log, a pipe) each refresh prints one plain line per route.
-Read-only: it takes no lock and judges no gate.
+
+While a route holds or bakes, watch judges its health gate at every refresh (a target
+group with no healthy target, or an unhealthy target unless the route's allow_unhealthy):
+when it fails, watch takes the lock, rolls the route back, removes its plan and exits 3.
+--no-judge only shows. Keep a watch running for a hold or a bake that lasts (a CI job, a
+scheduled task: docs/long-migrations.md).
 
 Examples:
   migrate watch users
@@ -404,6 +409,11 @@ pub struct WatchArgs {
     /// Time between refreshes.
     #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
     pub every: Duration,
+    /// Only show: do not judge the health gate of holding or baking routes.
+    #[arg(long)]
+    pub no_judge: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// Arguments of `migrate promote`.

@@ -883,48 +883,10 @@ impl Shift {
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<Option<String>> {
         let health = ctx.elb.target_health(service_tg).await?;
-        let healthy = health.iter().filter(|t| t.state == "healthy").count();
-        let describe = |t: &crate::elb::TargetHealth| match &t.reason {
-            Some(reason) => format!("{} {} ({reason})", t.target, t.state),
-            None => format!("{} {}", t.target, t.state),
-        };
-        let not_healthy: Vec<String> = health
-            .iter()
-            .filter(|t| t.state != "healthy")
-            .map(describe)
-            .collect();
-        evidence.insert(
-            "health".into(),
-            json!({ "healthy": healthy, "not_healthy": not_healthy }),
-        );
-        let group = target_group_name(service_tg);
-        if healthy == 0 {
-            return Ok(Some(format!(
-                "health gate: target group {group} has no healthy target ({})",
-                if not_healthy.is_empty() {
-                    "no targets registered".to_owned()
-                } else {
-                    not_healthy.join(", ")
-                }
-            )));
-        }
-        // While a target is healthy, a `draining` target (deregistered,
-        // finishing its requests) and an `initial` one (registered, checks not
-        // yet passed) get no new requests: every ECS deploy shows both for a
-        // while, so they pass the gate (and stay in the evidence).
-        let unhealthy: Vec<String> = health
-            .iter()
-            .filter(|t| !matches!(t.state.as_str(), "healthy" | "draining" | "initial"))
-            .map(describe)
-            .collect();
         let tolerated = self.allow_unhealthy || self.settings.allow_unhealthy;
-        if !unhealthy.is_empty() && !tolerated {
-            return Ok(Some(format!(
-                "health gate: target group {group} has targets that are not healthy: {} (pass --allow-unhealthy to proceed with {healthy} healthy)",
-                unhealthy.join(", ")
-            )));
-        }
-        Ok(None)
+        let (problem, seen) = health_verdict(&health, service_tg, tolerated);
+        evidence.insert("health".into(), seen);
+        Ok(problem)
     }
 
     /// Probes the route through the load balancer for one interval, keeping
@@ -1155,6 +1117,85 @@ impl Shift {
         ))
         .into()
     }
+}
+
+/// The health gate over a target group's health: `Some(reason)` when it has
+/// no healthy target, or (unless `tolerated`) a target that is not healthy;
+/// and the evidence (`healthy`, `not_healthy`).
+pub(crate) fn health_verdict(
+    health: &[crate::elb::TargetHealth],
+    service_tg: &str,
+    tolerated: bool,
+) -> (Option<String>, serde_json::Value) {
+    let healthy = health.iter().filter(|t| t.state == "healthy").count();
+    let describe = |t: &crate::elb::TargetHealth| match &t.reason {
+        Some(reason) => format!("{} {} ({reason})", t.target, t.state),
+        None => format!("{} {}", t.target, t.state),
+    };
+    let not_healthy: Vec<String> = health
+        .iter()
+        .filter(|t| t.state != "healthy")
+        .map(describe)
+        .collect();
+    let evidence = json!({ "healthy": healthy, "not_healthy": not_healthy });
+    let group = target_group_name(service_tg);
+    if healthy == 0 {
+        let problem = format!(
+            "health gate: target group {group} has no healthy target ({})",
+            if not_healthy.is_empty() {
+                "no targets registered".to_owned()
+            } else {
+                not_healthy.join(", ")
+            }
+        );
+        return (Some(problem), evidence);
+    }
+    // While a target is healthy, a `draining` target (deregistered,
+    // finishing its requests) and an `initial` one (registered, checks not
+    // yet passed) get no new requests: every ECS deploy shows both for a
+    // while, so they pass the gate (and stay in the evidence).
+    let unhealthy: Vec<String> = health
+        .iter()
+        .filter(|t| !matches!(t.state.as_str(), "healthy" | "draining" | "initial"))
+        .map(describe)
+        .collect();
+    if !unhealthy.is_empty() && !tolerated {
+        let problem = format!(
+            "health gate: target group {group} has targets that are not healthy: {} (pass --allow-unhealthy to proceed with {healthy} healthy)",
+            unhealthy.join(", ")
+        );
+        return (Some(problem), evidence);
+    }
+    (None, evidence)
+}
+
+/// A gate failed while a plan held or baked and a `migrate watch` judged
+/// it: the route goes back to the monolith (locked like every write), the
+/// plan is removed, and the exit-3 error says why.
+pub(crate) async fn roll_back_for_gate(
+    ctx: &mut Ctx,
+    lock: &LockArgs,
+    route: &str,
+    reason: &str,
+    evidence: serde_json::Value,
+) -> anyhow::Result<()> {
+    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, lock)).await?;
+    let what = "gate failed while watched; rolled back to the monolith";
+    let mut evidence = evidence;
+    evidence["gate_failed"] = json!(reason);
+    let result = async {
+        let view = listing.view(&ctx.settings, route)?;
+        rollback_view(ctx, &lock, &listing, route, view, evidence, ("watch", what)).await
+    }
+    .await;
+    let released = lock.release(&ctx.elb).await;
+    let (after, _) = result?;
+    released?;
+    Err(Failure::GateFailed(format!(
+        "{route}: {reason}; rolled back: {}",
+        after.state().explain()
+    ))
+    .into())
 }
 
 /// `priority 100`, or what a rule without one is.

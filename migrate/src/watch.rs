@@ -3,14 +3,16 @@
 //! step — refreshed until no plan is left or Ctrl-C. On a terminal the view
 //! is redrawn in place; otherwise each refresh prints plain lines.
 //!
-//! Read-only: it takes no lock and judges no gate (a hold or a bake is
-//! judged by the `migrate` that runs the plan; see docs/long-migrations.md).
+//! While a route holds or bakes, watch judges its health gate at every
+//! refresh (unless `--no-judge`) and rolls the route back when it fails
+//! (exit 3): the target health it reads anyway is the gate's input.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::cli::WatchArgs;
@@ -109,12 +111,20 @@ fn latest_gates(ctx: &Ctx, route: &str) -> Option<String> {
     (!parts.is_empty()).then(|| format!("{} ({})", parts.join(", "), entry.when))
 }
 
-/// Reads every watched route once; `true` when one still has a plan.
-async fn snapshot(ctx: &Ctx, routes: &[String]) -> anyhow::Result<(Vec<RouteLine>, bool)> {
+/// A failed health gate of a holding or baking route: (route, reason, evidence).
+type Failed = (String, String, serde_json::Value);
+
+/// Reads every watched route once; `true` when one still has a plan; the
+/// first holding or baking route whose health gate fails.
+async fn snapshot(
+    ctx: &Ctx,
+    routes: &[String],
+) -> anyhow::Result<(Vec<RouteLine>, bool, Option<Failed>)> {
     let listing = ctx.list().await?;
     let now = OffsetDateTime::now_utc();
     let mut lines = Vec::new();
     let mut active = false;
+    let mut failed = None;
     for route in routes {
         let view = listing.view(&ctx.settings, route)?;
         let health = ctx.elb.target_health(&view.service_tg).await?;
@@ -124,6 +134,18 @@ async fn snapshot(ctx: &Ctx, routes: &[String]) -> anyhow::Result<(Vec<RouteLine
             _ => None,
         };
         active |= matches!(plan, Some(Ok(_)));
+        let still = matches!(
+            &plan,
+            Some(Ok(p)) if matches!(p.phase(), Phase::Holding { .. } | Phase::Baking { .. })
+        );
+        if still && failed.is_none() {
+            let tolerated = ctx.settings.route(route)?.allow_unhealthy;
+            if let (Some(reason), evidence) =
+                crate::shift::health_verdict(&health, &view.service_tg, tolerated)
+            {
+                failed = Some((route.clone(), reason, json!({ "health": evidence })));
+            }
+        }
         lines.push(RouteLine {
             route: route.clone(),
             state: view.state().explain(),
@@ -141,7 +163,7 @@ async fn snapshot(ctx: &Ctx, routes: &[String]) -> anyhow::Result<(Vec<RouteLine
             gates: latest_gates(ctx, route),
         });
     }
-    Ok((lines, active))
+    Ok((lines, active, failed))
 }
 
 pub async fn watch(ctx: &mut Ctx, args: &WatchArgs) -> anyhow::Result<ExitCode> {
@@ -156,7 +178,7 @@ pub async fn watch(ctx: &mut Ctx, args: &WatchArgs) -> anyhow::Result<ExitCode> 
     let terminal = !json && std::io::stdout().is_terminal();
     let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
-        let (lines, active) = snapshot(ctx, &routes).await?;
+        let (lines, active, failed) = snapshot(ctx, &routes).await?;
         let now = rfc3339(OffsetDateTime::now_utc());
         if json {
             if !active {
@@ -178,6 +200,12 @@ pub async fn watch(ctx: &mut Ctx, args: &WatchArgs) -> anyhow::Result<ExitCode> 
             if !active {
                 println!("no plan in progress; watch ends");
             }
+        }
+        if let (Some((route, reason, evidence)), false) = (failed, args.no_judge) {
+            if json {
+                print_json(&lines)?;
+            }
+            crate::shift::roll_back_for_gate(ctx, &args.lock, &route, &reason, evidence).await?;
         }
         if !active {
             return Ok(ExitCode::SUCCESS);

@@ -645,3 +645,44 @@ fn watch_shows_the_plan_live_in_plain_lines_and_ends_with_it() {
     assert!(at_10.contains("last gates: health 1 healthy"), "{at_10}");
     assert_eq!(lines.last(), Some(&"no plan in progress; watch ends"));
 }
+
+#[test]
+fn watch_judges_a_hold_and_rolls_back_when_the_service_fails() {
+    let rt = runtime();
+    let mut stack = LocalStack::start();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let op = stack.operator("1s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+    let held = op.run(&["shift", "users", "--to", "10", "--lock-settle", "0s"]);
+    assert_eq!(held.code, 0, "{held}");
+
+    let colleague = stack.operator("1s");
+    let mut watch = colleague.spawn(&["watch", "users", "--every", "500ms", "--lock-settle", "0s"]);
+    stack.services.get_mut("users").unwrap().stop();
+    eventually(
+        Duration::from_secs(60),
+        "watch judges the hold's health gate and ends",
+        || watch.try_wait().unwrap().is_some(),
+    );
+    let run = finish(watch);
+    assert_eq!(run.code, 3, "{run}");
+    assert!(
+        run.stderr.contains("health gate: target group users"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("holding at 10% since "), "{run}");
+    let status = op.route_status("users");
+    assert_eq!(status["state"], "on-monolith", "{status}");
+    assert!(status["plan"].is_null(), "{status}");
+    assert!(plan_tags(&rt, &elb, &listener, "users").is_empty());
+    let entry = colleague.journal().last().unwrap().clone();
+    assert_eq!(entry["command"], "watch", "{entry}");
+    assert!(
+        entry["evidence"]["gate_failed"]
+            .as_str()
+            .unwrap()
+            .contains("health gate")
+    );
+}
