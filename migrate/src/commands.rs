@@ -791,6 +791,8 @@ struct Plan {
     unlock: String,
     /// The route's preview rules, left alone.
     previews: Vec<String>,
+    /// The plan kept on the route's rule (`migrate promote` continues it).
+    plan_on_rule: Option<String>,
 }
 
 pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -900,6 +902,20 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
+    let plan_on_rule = view
+        .rule()
+        .map(|r| crate::plan::Plan::from_tags(&r.tags))
+        .map(|plan| match plan {
+            Ok(Some(plan)) => Some(format!(
+                "plan on the rule: {} (steps {}); `migrate promote {}` continues it",
+                plan.describe(&args.route, time::OffsetDateTime::now_utc()),
+                plan.steps_text(),
+                args.route
+            )),
+            Ok(None) => None,
+            Err(why) => Some(format!("plan on the rule: UNREADABLE: {why}")),
+        })
+        .unwrap_or_default();
     let plan = Plan {
         route: args.route.clone(),
         from: state.clone(),
@@ -912,6 +928,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         steps,
         unlock: "RemoveTags ficus:lock:<id> on the listener".into(),
         previews,
+        plan_on_rule,
     };
     if ctx.output == Output::Json {
         print_json(&plan)?;
@@ -931,6 +948,9 @@ fn print_plan(
     println!("{}: {}", plan.route, state.explain());
     for preview in &plan.previews {
         println!("{preview}");
+    }
+    if let Some(on_rule) = &plan.plan_on_rule {
+        println!("{on_rule}");
     }
     for problem in &plan.refused {
         println!("shift would refuse: {problem}");

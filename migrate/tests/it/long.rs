@@ -101,6 +101,12 @@ fn a_plan_survives_a_killed_migrate_and_is_promoted_and_aborted_from_elsewhere()
     assert!(summary(&status).contains("next 100%"), "{status}");
     let text = carol.run(&["status", "users"]);
     assert!(text.stdout.contains("holding at 50% since "), "{text}");
+    let plan = carol.run(&["plan", "users"]);
+    assert!(
+        plan.stdout
+            .contains("plan on the rule: holding at 50% since "),
+        "{plan}"
+    );
     let step = bob.journal().last().unwrap().clone();
     assert_eq!(
         step["what"], "shift to 50 percent",
