@@ -287,3 +287,59 @@ async fn journal_entry(
     };
     journal::append(&ctx.settings.journal_path(), &entry)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_header;
+
+    #[test]
+    fn the_header_defaults_to_the_route_and_parses_name_and_value() {
+        assert_eq!(
+            header_for("users", None),
+            ("X-Ficus-Preview".to_owned(), "users".to_owned())
+        );
+        let given = parse_header("X-Canary: qa").unwrap();
+        assert_eq!(given, ("X-Canary".to_owned(), "qa".to_owned()));
+        assert_eq!(header_for("users", Some(&given)), given);
+        assert_eq!(parse_header("X-Canary=qa").unwrap(), given);
+        for bad in ["no-separator", ": value", "X Bad: v", "X-Empty:"] {
+            assert!(parse_header(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn status_names_the_header_and_a_route_rule_in_front() {
+        let rule = RuleInfo {
+            arn: "rule-preview".into(),
+            priority: Some(4),
+            conditions: alb::Conditions {
+                paths: vec!["/api/users*".into()],
+                headers: vec![alb::HeaderCondition {
+                    name: "X-Ficus-Preview".into(),
+                    values: vec!["users".into()],
+                }],
+                ..alb::Conditions::default()
+            },
+            action: Forward::Plain {
+                target_group: "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/users/a".into(),
+            },
+            tags: [(PREVIEW_TAG.to_owned(), "users".to_owned())].into(),
+        };
+        assert_eq!(rule.previews(), Some("users"));
+        let parked = status_of("users", &rule, Some(100));
+        assert_eq!(parked.header, "X-Ficus-Preview: users");
+        assert!(
+            parked.summary.starts_with(
+                "rule at priority 4: requests with `X-Ficus-Preview: users` go to users"
+            ),
+            "{}",
+            parked.summary
+        );
+        assert!(
+            status_of("users", &rule, Some(1))
+                .summary
+                .contains("is in front of it")
+        );
+    }
+}
