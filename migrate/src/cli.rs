@@ -27,8 +27,14 @@ Examples:
   migrate status                                 where every route stands
   migrate plan users                             the API calls `shift users` would make
   migrate shift users --steps 10,50,100 --interval 30s
+  migrate shift users --to 10                    10%, then hold
+  migrate promote users                          continue a held plan, from any machine
+  migrate watch users                            live: weights, health, gates, next step
+  migrate abort users --reason \"errors\"         back to the monolith, plan ended
   migrate rollback users                         back to the monolith, from any state
   migrate rollback --all
+  migrate preview users                          X-Ficus-Preview: users reaches the service
+  migrate verify users --through-lb              compare through the LB, header vs none
   migrate history users
   migrate notify test                            a test event to every [[notify]] sink
 
@@ -69,6 +75,8 @@ pub struct Cli {
 
 pub use crate::output::Output;
 
+// Parsed once per process: the size of the largest arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the missing route rules, parked behind the monolith's rule.
@@ -114,18 +122,30 @@ the gates checked before each step. Changes nothing.
 
 Example: migrate plan users --to 10")]
     Plan(PlanArgs),
-    /// Move a route to its service, directly or in steps, behind gates.
+    /// Move a route to its service, directly or in steps, behind gates; a plan may hold.
     #[command(long_about = "\
-Move a route to its service. Without --steps, straight to 100% (one SetRulePriorities call);
-with --steps 10,50,100 --interval 30s gradually. Before each step: the service's target
+Move a route to its service. The steps are --steps, else the route's `steps` in
+migrate.toml (default [100]: straight to 100%, one SetRulePriorities call); with
+--steps 10,50,100 --interval 30s gradually. A step list may hold: --steps 5,hold,25,50,hold,100
+moves to 5%, stops there (exit 0) until `migrate promote` continues to 25% and 50%, and so on.
+--to 10 moves to 10% and holds (then the route's steps above 10%); --to below the current
+share steps the route back down behind the same gates (a partial rollback).
+
+The plan (steps, the step reached, a hold and since when, the bake deadline, who started it)
+is kept in tags on the route's rule (ficus:plan*), not in this process: `migrate status`
+shows it from any machine, `migrate promote` continues it and `migrate abort` undoes it
+from any machine, also after this process was killed.
+
+Before each step: the service's target
 group has a healthy target and no unhealthy ones (targets `draining` or `initial`, as
 during an ECS deploy, get no traffic and are tolerated while one target is healthy), and
 the parity sample passes. After each
 write the rule is read back until it shows what was written. During each interval the
 route is probed through lb_url (over the error budget, the step fails) and the service's
 target health is read every health_poll (default 1s; a target that turns unhealthy
-fails the step). Any failed gate
-rolls the route back, is journaled (also when nothing had moved yet), and exits 3. Once
+fails the step). --bake 30m keeps those gates watching for 30 minutes after 100%. Any
+failed gate rolls the route back, is journaled (also when nothing had moved yet), and
+exits 3. Once
 anything was written, any other error (an API call that still fails after the SDK's
 retries) rolls back too and exits 1; if that rollback fails, the error names the route's
 last known state and the command that finishes it. Before every write the shift confirms
@@ -141,8 +161,32 @@ back and exits 3 like a built-in gate, unless dry_run = true (its verdict is the
 shown and journaled). after-rollback hooks run after any rollback. Events go to the
 [[notify]] sinks (see `migrate notify --help`, docs/operations.md).
 
-Example: migrate shift users --steps 10,50,100 --interval 30s")]
+Examples:
+  migrate shift users                            the route's steps (default [100])
+  migrate shift users --steps 10,50,100 --interval 30s
+  migrate shift users --to 10                    10%, then hold until `migrate promote users`
+  migrate shift users --steps 5,hold,25,50,hold,100 --bake 30m
+  migrate shift users --to 5                     from 25%: back down to 5%, behind the gates")]
     Shift(ShiftArgs),
+    /// Continue a route's plan to its next hold (or to the end), behind the gates.
+    #[command(long_about = "\
+Continue the plan kept on the route's rule (see `migrate shift --help`): from a hold, or
+where a killed `migrate` left it, to the next hold or to 100% (then its bake, if any),
+with the same gates, interval and lock as `shift`. Works from any machine. During a
+bake, promote ends the bake after one more judgement of the gates. A route with no plan
+has nothing to promote (exit 2).
+
+Example: migrate promote users")]
+    Promote(PromoteArgs),
+    /// Return a route to the monolith, end its plan, and record why.
+    #[command(long_about = "\
+Roll the route back to the monolith from any state, as `migrate rollback` does, remove
+its plan tags and record the reason in the journal and the rule's last-change tag. Works
+from any machine, with the lock rules of every write (exit 4 while another operator
+holds the lock).
+
+Example: migrate abort users --reason \"p99 latency up on the dashboard\"")]
+    Abort(AbortArgs),
     /// Return a route (or all) to the monolith, from any state.
     #[command(long_about = "\
 Return a route to the monolith from any state (mid-shift, after a crash, after a manual
@@ -152,6 +196,42 @@ ModifyRule restores its plain forward. A route already on the monolith is left a
 
 Examples: migrate rollback users; migrate rollback --all")]
     Rollback(RollbackArgs),
+    /// Add (or with --off remove) a rule sending a route's requests with a header to its service.
+    #[command(long_about = "\
+Add a preview rule: the route's paths (with the monolith rule's other conditions, as
+init copies them) and an http-header condition (default `X-Ficus-Preview: ROUTE`), in
+front of the monolith's rule at the lowest free priority that is no route's `priority`,
+forwarding to the service, tagged ficus:preview=ROUTE. Testers and CI then reach the
+service through the real load balancer (`curl -H 'X-Ficus-Preview: users' ...`, or
+`migrate verify users --through-lb`) while every client still gets the monolith.
+--off deletes it, leaving no trace. It is never mistaken for the route's rule: status
+shows it on its own line, shift passes it, and rollback leaves it (and says so).
+
+Examples:
+  migrate preview users
+  migrate preview users --header 'X-Canary: qa'
+  migrate verify users --through-lb
+  migrate preview users --off")]
+    Preview(PreviewArgs),
+    /// Watch routes live while their plans run: weights, health, gates, time to the next step.
+    #[command(long_about = "\
+A live view of one route (or every route) while a plan runs on it, from any machine:
+the forward weights, the service's target health, the plan's phase (moving, holding,
+baking) with the time to the next step or to the end of the bake, and the latest gate
+values this machine's journal holds. Refreshes every --every (default 2s) until no
+watched route has a plan left, or Ctrl-C (exit 0). On a terminal the view is redrawn in
+place; otherwise (a CI log, a pipe) each refresh prints one plain line per route.
+
+While a route holds or bakes, watch judges its health gate at every refresh (a target
+group with no healthy target, or an unhealthy target unless the route's allow_unhealthy):
+when it fails, watch takes the lock, rolls the route back, removes its plan and exits 3.
+--no-judge only shows. Keep a watch running for a hold or a bake that lasts (a CI job, a
+scheduled task: docs/long-migrations.md).
+
+Examples:
+  migrate watch users
+  migrate watch --every 10s > watch.log")]
+    Watch(WatchArgs),
     /// Show the journal of changes (this machine's), optionally of one route.
     History(HistoryArgs),
     /// Compare the monolith's and the service's responses for a route.
@@ -237,9 +317,19 @@ pub struct PlanArgs {
 pub struct ShiftArgs {
     /// The route to shift, as named in migrate.toml (e.g. users).
     pub route: String,
-    /// Percentages, increasing, ending at 100 (default: the route's `steps`).
-    #[arg(long, value_delimiter = ',', value_name = "PERCENTS")]
-    pub steps: Option<Vec<u8>>,
+    /// Percentages, increasing, ending at 100, with `hold` where the shift stops
+    /// until `migrate promote` (default: the route's `steps`, which default to [100]).
+    #[arg(long, value_delimiter = ',', value_name = "STEPS", value_parser = parse_step,
+          conflicts_with = "to")]
+    pub steps: Option<Vec<Step>>,
+    /// Move to this percentage and hold there (`migrate promote` continues with
+    /// the route's steps above it); below the current share, step back down.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub to: Option<u8>,
+    /// After 100%, keep the gates watching this long (e.g. 30m); a failed gate
+    /// then rolls back (exit 3). Default: no bake.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub bake: Option<Duration>,
     /// Time between steps, probing the route (default: the route's `interval`).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Option<Duration>,
@@ -253,6 +343,125 @@ pub struct ShiftArgs {
     /// between its priority and the monolith's (they are named without this flag).
     #[arg(long)]
     pub allow_shadow: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// One item of a shift's step list: a percentage, or a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Percent(u8),
+    /// Stop here until `migrate promote`.
+    Hold,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Percent(percent) => write!(f, "{percent}"),
+            Step::Hold => f.write_str("hold"),
+        }
+    }
+}
+
+/// `10` or `hold`.
+pub fn parse_step(text: &str) -> Result<Step, String> {
+    if text.trim().eq_ignore_ascii_case("hold") {
+        return Ok(Step::Hold);
+    }
+    parse_percent(text)
+        .map(Step::Percent)
+        .map_err(|_| format!("`{text}` is neither a percentage from 1 to 100 nor `hold`"))
+}
+
+/// A percentage from 1 to 100.
+fn parse_percent(text: &str) -> Result<u8, String> {
+    match text.trim().parse::<u32>() {
+        Ok(percent) if (1..=100).contains(&percent) => Ok(percent as u8),
+        _ => Err(format!(
+            "`{text}` is not a percentage from 1 to 100 (to go back to the monolith: `migrate abort` or `migrate rollback`)"
+        )),
+    }
+}
+
+/// The default header of a preview rule: `X-Ficus-Preview: <route>`.
+pub const PREVIEW_HEADER: &str = "X-Ficus-Preview";
+
+/// Arguments of `migrate preview`.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    /// The route to preview.
+    pub route: String,
+    /// Remove the route's preview rule.
+    #[arg(long)]
+    pub off: bool,
+    /// The header that selects the preview, as `NAME: VALUE`
+    /// (default: `X-Ficus-Preview: ROUTE`).
+    #[arg(long, value_name = "NAME: VALUE", value_parser = parse_header, conflicts_with = "off")]
+    pub header: Option<(String, String)>,
+    /// The preview rule's priority, in front of the monolith's rule (default:
+    /// the lowest free one that is no route's `priority`).
+    #[arg(long, value_name = "PRIORITY", conflicts_with = "off",
+          value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub priority: Option<u32>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// `NAME: VALUE` (or `NAME=VALUE`) of an HTTP header.
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .or_else(|| text.split_once('='))
+        .ok_or_else(|| format!("`{text}` is not a header like `X-Ficus-Preview: users`"))?;
+    let (name, value) = (name.trim(), value.trim());
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) || value.is_empty() || value.len() > 128 {
+        return Err(format!(
+            "`{text}` is not a header like `X-Ficus-Preview: users` (a token name, a value of 1 to 128 characters)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// Arguments of `migrate watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Only this route (default: every route).
+    pub route: Option<String>,
+    /// Time between refreshes.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub every: Duration,
+    /// Only show: do not judge the health gate of holding or baking routes.
+    #[arg(long)]
+    pub no_judge: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// Arguments of `migrate promote`.
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    /// The route whose plan continues.
+    pub route: String,
+    /// Proceed while some of the service's targets are unhealthy (one healthy is still required).
+    #[arg(long)]
+    pub allow_unhealthy: bool,
+    /// Skip the parity gate (`migrate verify` sample) before each step.
+    #[arg(long)]
+    pub skip_parity: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// Arguments of `migrate abort`.
+#[derive(Debug, Clone, Args)]
+pub struct AbortArgs {
+    /// The route to return to the monolith.
+    pub route: String,
+    /// Why, for the journal and the rule's last-change tag.
+    #[arg(long, default_value = "aborted by the operator")]
+    pub reason: String,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -357,6 +566,15 @@ pub struct VerifyArgs {
     /// `--record`) instead of a live baseline, which is not contacted.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["baseline", "baseline_2"])]
     pub recorded: Option<PathBuf>,
+    /// Compare through the load balancer (`lb_url`): each request without the
+    /// preview header (today's routing) is the baseline, the same with it (the
+    /// service, through `migrate preview`'s rule) the candidate.
+    #[arg(long, conflicts_with_all = ["baseline", "baseline_2", "candidate", "record", "recorded"])]
+    pub through_lb: bool,
+    /// The preview header for --through-lb, as `NAME: VALUE` (default:
+    /// `X-Ficus-Preview: ROUTE`).
+    #[arg(long, value_name = "NAME: VALUE", value_parser = parse_header, requires = "through_lb")]
+    pub preview_header: Option<(String, String)>,
     /// Append a GitHub-flavoured Markdown summary to FILE (a table per route,
     /// the first differences; under 512 KiB), e.g. `--summary "$GITHUB_STEP_SUMMARY"`.
     #[arg(long, value_name = "FILE")]

@@ -322,6 +322,19 @@ async fn init_locked(
         }
         report.push(create_route_rule(ctx, listing, &route, &mut view, &mut taken, dry_run).await?);
     }
+    for route in ctx.settings.routes.keys() {
+        for preview in listing.previews_of(route) {
+            report.push(InitLine {
+                route: route.clone(),
+                outcome: "preview",
+                message: format!(
+                    "{route}: preview {}; left alone",
+                    crate::preview::status_of(route, preview, None).summary
+                ),
+                drift: Vec::new(),
+            });
+        }
+    }
     for unknown in listing.unknown_routes(&ctx.settings) {
         report.push(InitLine {
             route: unknown.clone(),
@@ -547,6 +560,12 @@ pub struct RouteStatus {
     pub targets: Vec<TargetHealth>,
     pub last_change: Option<LastChange>,
     pub drift: Vec<String>,
+    /// The plan kept on the rule (holding, moving, baking), if any.
+    pub plan: Option<crate::plan::PlanStatus>,
+    /// Why the rule's plan tags can't be read, if so.
+    pub plan_problem: Option<String>,
+    /// The route's preview rules (`migrate preview`), not the route's rule.
+    pub previews: Vec<crate::preview::PreviewStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -648,6 +667,18 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         if let Some(action) = &status.action {
             println!("  action:   {action}");
         }
+        if let Some(plan) = &status.plan {
+            println!(
+                "  plan:     {} (steps {}, interval {}, started by {})",
+                plan.summary, plan.steps, plan.interval, plan.by
+            );
+        }
+        if let Some(problem) = &status.plan_problem {
+            println!("  plan:     UNREADABLE: {problem}");
+        }
+        for preview in &status.previews {
+            println!("  preview:  {}", preview.summary);
+        }
         if let Some(parked) = status.parked_priority {
             println!("  parked:   priority {parked} (where rollback puts the rule)");
         }
@@ -721,6 +752,12 @@ fn route_status(
 ) -> RouteStatus {
     let state = view.state();
     let rule = view.rule();
+    let now = time::OffsetDateTime::now_utc();
+    let (plan, plan_problem) = match rule.map(|r| crate::plan::Plan::from_tags(&r.tags)) {
+        Some(Ok(Some(plan))) => (Some(plan.status(route, now)), None),
+        Some(Err(why)) => (None, Some(why)),
+        _ => (None, None),
+    };
     let weights = match rule.map(|r| &r.action) {
         Some(Forward::Weighted { target_groups }) => target_groups
             .iter()
@@ -741,7 +778,10 @@ fn route_status(
                 "{}, but its rule matches requests the monolith's rule does not (LEAK, see drift); `migrate rollback` narrows it, or points it at the monolith when it can't be narrowed",
                 state.explain()
             ),
-            _ => state.explain(),
+            _ => match &plan {
+                Some(plan) => format!("{}; {}", plan.summary, state.explain()),
+                None => state.explain(),
+            },
         },
         percent: state.percent(),
         state: state.name(),
@@ -768,6 +808,13 @@ fn route_status(
             .and_then(|r| r.tags.get(LAST_CHANGE_TAG))
             .map(|v| LastChange::parse(v)),
         drift: listing.drift(&ctx.settings, route, view),
+        plan,
+        plan_problem,
+        previews: listing
+            .previews_of(route)
+            .into_iter()
+            .map(|p| crate::preview::status_of(route, p, rule.and_then(|r| r.priority)))
+            .collect(),
     }
 }
 
@@ -793,6 +840,10 @@ struct Plan {
     unlock: String,
     /// The `after-rollback` hooks: run after any rollback of the route.
     after_rollback: Vec<String>,
+    /// The route's preview rules, left alone.
+    previews: Vec<String>,
+    /// The plan kept on the route's rule (`migrate promote` continues it).
+    plan_on_rule: Option<String>,
 }
 
 pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -900,6 +951,30 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             },
         });
     }
+    let previews: Vec<String> = listing
+        .previews_of(&args.route)
+        .into_iter()
+        .map(|p| {
+            format!(
+                "preview {} (not the route's rule; no call touches it)",
+                crate::preview::status_of(&args.route, p, None).summary
+            )
+        })
+        .collect();
+    let plan_on_rule = view
+        .rule()
+        .map(|r| crate::plan::Plan::from_tags(&r.tags))
+        .map(|plan| match plan {
+            Ok(Some(plan)) => Some(format!(
+                "plan on the rule: {} (steps {}); `migrate promote {}` continues it",
+                plan.describe(&args.route, time::OffsetDateTime::now_utc()),
+                plan.steps_text(),
+                args.route
+            )),
+            Ok(None) => None,
+            Err(why) => Some(format!("plan on the rule: UNREADABLE: {why}")),
+        })
+        .unwrap_or_default();
     let plan = Plan {
         route: args.route.clone(),
         from: state.clone(),
@@ -917,6 +992,8 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             .filter(|gate| gate.phase == GatePhase::AfterRollback)
             .map(crate::custom_gates::describe)
             .collect(),
+        previews,
+        plan_on_rule,
     };
     if ctx.output == Output::Json {
         print_json(&plan)?;
@@ -934,6 +1011,12 @@ fn print_plan(
     configured_steps: bool,
 ) {
     println!("{}: {}", plan.route, state.explain());
+    for preview in &plan.previews {
+        println!("{preview}");
+    }
+    if let Some(on_rule) = &plan.plan_on_rule {
+        println!("{on_rule}");
+    }
     for problem in &plan.refused {
         println!("shift would refuse: {problem}");
     }

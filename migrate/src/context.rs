@@ -17,8 +17,7 @@ use crate::settings::{MONOLITH_TAG, Settings};
 pub use crate::state::Listing;
 use crate::state::{Forward, RouteView, RuleInfo, target_group_name};
 
-/// The tag that marks a route's rule: `ficus:route=<name>`.
-pub const ROUTE_TAG: &str = "ficus:route";
+pub use crate::state::ROUTE_TAG;
 
 /// How far apart two machines' clocks may be when deciding whether rules read
 /// before the lock was confirmed may have changed meanwhile.

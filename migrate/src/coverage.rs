@@ -13,7 +13,7 @@
 use alb::{Conditions, Gap};
 
 use crate::settings::RouteSettings;
-use crate::state::{Listing, RouteView, RuleInfo};
+use crate::state::{Listing, ROUTE_TAG, RouteView, RuleInfo};
 
 /// The conditions a route's rule is created with: its paths (and hosts of
 /// its own), narrowed by the monolith's rule's other conditions so that the
@@ -104,6 +104,9 @@ pub fn shadowed<'a>(listing: &'a Listing, view: &RouteView, slot: u32) -> Vec<&'
             r.priority
                 .is_some_and(|p| p > slot && p < listing.monolith_priority)
                 && r.arn != route_rule.arn
+                // The route's own preview rule is meant to be passed.
+                && !(r.previews().is_some()
+                    && r.previews() == route_rule.tags.get(ROUTE_TAG).map(String::as_str))
                 && r.conditions.overlaps(&route_rule.conditions)
         })
         .collect()

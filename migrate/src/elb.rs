@@ -519,6 +519,16 @@ impl Elb {
         Ok(())
     }
 
+    /// DeleteRule (the preview rule's `--off`).
+    pub async fn delete_rule(&self, rule_arn: &str) -> anyhow::Result<()> {
+        self.call(
+            "DeleteRule",
+            self.client.delete_rule().rule_arn(rule_arn).send(),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn set_action(&self, rule_arn: &str, action: &Forward) -> anyhow::Result<()> {
         self.call(
             "ModifyRule",

@@ -36,11 +36,14 @@ pub mod journal;
 pub mod lock;
 pub mod notify;
 pub mod output;
+pub mod plan;
+pub mod preview;
 pub mod probe;
 pub mod settings;
 pub mod shift;
 pub mod state;
 pub mod verify;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -124,6 +127,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let result = match &cli.command {
         Command::Shift(args) => shift::shift(&mut ctx, args).await,
         Command::Rollback(args) => shift::rollback(&mut ctx, args).await,
+        Command::Promote(args) => shift::promote(&mut ctx, args).await,
+        Command::Abort(args) => shift::abort(&mut ctx, args).await,
+        Command::Preview(args) => preview::preview(&mut ctx, args).await,
+        Command::Watch(args) => watch::watch(&mut ctx, args).await,
         Command::Init(args) => commands::init(&mut ctx, args).await,
         Command::Status(args) => commands::status(&mut ctx, args).await,
         Command::Plan(args) => commands::plan(&mut ctx, args).await,
@@ -133,7 +140,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
     };
     // shift and rollback summarize their own calls, with the routing changes.
-    if !matches!(cli.command, Command::Shift(_) | Command::Rollback(_)) {
+    if !matches!(
+        cli.command,
+        Command::Shift(_) | Command::Rollback(_) | Command::Promote(_) | Command::Abort(_)
+    ) {
         shift::summarize(&ctx, None);
     }
     // Deliveries still under way get a bounded wait; a failed one is printed

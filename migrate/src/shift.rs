@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{RollbackArgs, ShiftArgs};
+use crate::cli::{AbortArgs, LockArgs, PromoteArgs, RollbackArgs, ShiftArgs, Step};
 use crate::commands::lock_options;
 use crate::context::{Ctx, Listing};
 use crate::custom_gates::{self, Verdict};
@@ -27,8 +27,9 @@ use crate::notify::{Event, Kind};
 use crate::output::Output;
 use crate::output::print_json;
 use crate::output::record_outcome;
+use crate::plan::{self, Plan, SegmentEnd};
 use crate::probe::{ProbeTally, Prober};
-use crate::settings::{GatePhase, RouteSettings, check_steps};
+use crate::settings::{GatePhase, RouteSettings};
 use crate::state::pending_steps;
 use crate::state::{RouteState, RouteView, Write, target_group_name};
 
@@ -47,29 +48,260 @@ pub struct Outcome {
 
 pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
     let route_settings = ctx.settings.route(&args.route)?.clone();
-    let steps = args
-        .steps
-        .clone()
-        .unwrap_or_else(|| route_settings.steps.clone());
-    check_steps(&steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
+    // The steps: --to N (N, a hold, the route's steps above N), --steps, else
+    // the route's `steps` (default [100]).
+    let steps: Vec<Step> = match (args.to, &args.steps) {
+        (Some(to), _) => plan::steps_to(to, &route_settings.steps),
+        (None, Some(steps)) => steps.clone(),
+        (None, None) => route_settings
+            .steps
+            .iter()
+            .map(|p| Step::Percent(*p))
+            .collect(),
+    };
+    plan::check_steps(&steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
     let interval = args.interval.unwrap_or(route_settings.interval);
-    if steps.len() > 1 && ctx.settings.lb_url.is_none() {
+    let fresh = Plan::new(steps, "", interval, args.bake);
+    if fresh.segment().0.len() > 1 && ctx.settings.lb_url.is_none() {
         return Err(usage(
             "a gradual shift probes the route through the load balancer: set `lb_url` in migrate.toml",
         ));
     }
+    drive(
+        ctx,
+        Drive {
+            route: args.route.clone(),
+            settings: route_settings,
+            start: Some(fresh),
+            to: args.to,
+            allow_unhealthy: args.allow_unhealthy,
+            skip_parity: args.skip_parity,
+            allow_shadow: args.allow_shadow,
+            lock: args.lock.clone(),
+            again: shift_again(args),
+        },
+    )
+    .await
+}
+
+/// `migrate promote`: the plan on the route's rule continues to its next
+/// hold or its end (or, during a bake, ends the bake after one judgement).
+pub async fn promote(ctx: &mut Ctx, args: &PromoteArgs) -> anyhow::Result<ExitCode> {
+    let route_settings = ctx.settings.route(&args.route)?.clone();
+    drive(
+        ctx,
+        Drive {
+            route: args.route.clone(),
+            settings: route_settings,
+            start: None,
+            to: None,
+            allow_unhealthy: args.allow_unhealthy,
+            skip_parity: args.skip_parity,
+            allow_shadow: false,
+            lock: args.lock.clone(),
+            again: again_command(
+                &args.route,
+                None,
+                None,
+                args.allow_unhealthy,
+                args.skip_parity,
+                false,
+                "promote",
+            ),
+        },
+    )
+    .await
+}
+
+/// The `shift` command line that continues this one (its steps, interval
+/// and flags).
+fn shift_again(args: &ShiftArgs) -> String {
+    let steps = args.to.map(|to| format!(" --to {to}")).or_else(|| {
+        args.steps.as_ref().map(|steps| {
+            let steps: Vec<String> = steps.iter().map(ToString::to_string).collect();
+            format!(" --steps {}", steps.join(","))
+        })
+    });
+    again_command(
+        &args.route,
+        steps,
+        args.interval,
+        args.allow_unhealthy,
+        args.skip_parity,
+        args.allow_shadow,
+        "shift",
+    )
+}
+
+/// `migrate COMMAND ROUTE` with the given steps, interval and flags.
+fn again_command(
+    route: &str,
+    steps: Option<String>,
+    interval: Option<Duration>,
+    allow_unhealthy: bool,
+    skip_parity: bool,
+    allow_shadow: bool,
+    command: &str,
+) -> String {
+    let mut again = format!("migrate {command} {route}{}", steps.unwrap_or_default());
+    if let Some(interval) = interval {
+        again.push_str(&format!(
+            " --interval {}",
+            humantime::format_duration(interval)
+        ));
+    }
+    for (set, flag) in [
+        (allow_unhealthy, " --allow-unhealthy"),
+        (skip_parity, " --skip-parity"),
+        (allow_shadow, " --allow-shadow"),
+    ] {
+        if set {
+            again.push_str(flag);
+        }
+    }
+    again
+}
+
+/// What `shift` or `promote` runs.
+struct Drive {
+    route: String,
+    settings: RouteSettings,
+    /// `shift`: the new plan (replacing the rule's); `promote`: `None`, the
+    /// rule's plan continues.
+    start: Option<Plan>,
+    /// `shift --to`: below the current share, the route steps down.
+    to: Option<u8>,
+    allow_unhealthy: bool,
+    skip_parity: bool,
+    allow_shadow: bool,
+    lock: LockArgs,
+    /// The command that continues after Ctrl-C.
+    again: String,
+}
+
+/// The plan to run now, decided once the listener is locked and read.
+struct Prepared {
+    plan: Plan,
+    /// The percentages of this run, and how the run ends.
+    segment: Vec<u8>,
+    end: SegmentEnd,
+    /// `--to` below the current share.
+    step_down: Option<u8>,
+    /// How long to bake once the segment reaches 100% (zero: one judgement).
+    bake: Option<Duration>,
+    /// Plan keys on the rule when it was read.
+    on_rule: Vec<String>,
+    /// A new plan (`shift`), written on the rule before the first step.
+    fresh: bool,
+    /// Whether the plan is kept on the rule: always but for a one-step
+    /// shift without a bake, which leaves nothing to continue.
+    persist: bool,
+}
+
+/// Reads the rule's plan (a malformed one is refused, exit 2) and decides
+/// what this run does.
+fn prepare(ctx: &Ctx, listing: &Listing, drive: &Drive, who: &str) -> anyhow::Result<Prepared> {
+    let view = listing.view(&ctx.settings, &drive.route)?;
+    let on_rule = match view.rule() {
+        Some(rule) => Plan::from_tags(&rule.tags)
+            .map_err(|why| usage(format!("{}: nothing was changed: {why}", drive.route)))?,
+        None => None,
+    };
+    let state = view.state();
+    let (mut plan, step_down) = match &drive.start {
+        Some(fresh) => {
+            let mut plan = fresh.clone();
+            plan.by = who.to_owned();
+            let current = state.percent().unwrap_or(0);
+            let step_down = drive.to.filter(|to| *to < current);
+            (plan, step_down)
+        }
+        None => match on_rule {
+            Some(plan) => (plan, None),
+            None => {
+                return Err(usage(format!(
+                    "{route}: nothing to promote: its rule carries no plan (the route is {}); start one with `migrate shift {route} --to 10` or `--steps 10,hold,50,100`",
+                    state.explain(),
+                    route = drive.route
+                )));
+            }
+        },
+    };
+    let (segment, end, bake) = if drive.start.is_none() && plan.bake_until.is_some() {
+        // Promote during a bake: one more judgement, then done.
+        (Vec::new(), SegmentEnd::End, Some(Duration::ZERO))
+    } else if let Some(to) = step_down {
+        let hold = plan.index_of(to).map_or(SegmentEnd::End, |i| {
+            if plan.steps.get(i + 1) == Some(&Step::Hold) {
+                SegmentEnd::Hold(i + 1)
+            } else {
+                SegmentEnd::End
+            }
+        });
+        (vec![to], hold, None)
+    } else {
+        let (items, end) = plan.segment();
+        let bake = plan.bake;
+        (items.into_iter().map(|(_, p)| p).collect(), end, bake)
+    };
+    if drive.start.is_none()
+        && (segment.len() > 1 || state.percent().is_some_and(|p| p > 0))
+        && ctx.settings.lb_url.is_none()
+    {
+        return Err(usage(
+            "promote probes the route through the load balancer between steps: set `lb_url` in migrate.toml",
+        ));
+    }
+    let on_rule = view
+        .rule()
+        .map(|rule| {
+            plan::PLAN_KEYS
+                .iter()
+                .filter(|k| rule.tags.contains_key(**k))
+                .map(|k| (*k).to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let persist = drive.start.is_none()
+        || plan.bake.is_some()
+        || plan.steps.contains(&Step::Hold)
+        || plan::percents(&plan.steps).len() > 1;
+    if drive.start.is_some() {
+        plan.since = time::OffsetDateTime::now_utc();
+    }
+    Ok(Prepared {
+        plan,
+        segment,
+        end,
+        step_down,
+        bake,
+        on_rule,
+        fresh: drive.start.is_some(),
+        persist,
+    })
+}
+
+async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
     ctx.start_who();
-    record_outcome(&json!({ "route": args.route }));
+    record_outcome(&json!({ "route": drive.route }));
     // The first step's parity sample runs while the listener is locked and read.
-    let options = lock_options(ctx, &args.lock);
+    let options = lock_options(ctx, &drive.lock);
     let (locked, first_parity) = tokio::join!(ctx.lock_and_list(&options), async {
-        if args.skip_parity {
+        if drive.skip_parity {
             None
         } else {
-            Some(timed_parity_gate(ctx, &args.route).await)
+            Some(timed_parity_gate(ctx, &drive.route).await)
         }
     });
     let (mut lock, listing) = locked?;
+    let who = ctx.who().await;
+    let prepared = match prepare(ctx, &listing, &drive, &who) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            let _ = lock.release(&ctx.elb).await;
+            return Err(err);
+        }
+    };
     // Listened for once the lock is ours (Ctrl-C while waiting for it just
     // ends the process, which leaves nothing behind that matters).
     let interrupt = match CtrlC::listen() {
@@ -84,27 +316,36 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         moved: false,
         last: None,
         first_parity,
-        route: args.route.clone(),
-        settings: route_settings,
-        steps,
-        interval,
-        allow_unhealthy: args.allow_unhealthy,
-        skip_parity: args.skip_parity,
-        allow_shadow: args.allow_shadow,
+        route: drive.route.clone(),
+        settings: drive.settings.clone(),
+        steps: prepared.segment.clone(),
+        interval: prepared.plan.interval,
+        allow_unhealthy: drive.allow_unhealthy,
+        skip_parity: drive.skip_parity,
+        allow_shadow: drive.allow_shadow,
         expected: None,
         next: 0,
         who: String::new(),
         outcome: Outcome {
-            route: args.route.clone(),
+            route: drive.route.clone(),
             from: String::new(),
             to: String::new(),
             steps: Vec::new(),
             routing_changes: 0,
         },
+        judged_since: (!prepared.fresh).then_some(prepared.plan.since),
+        plan: Some(prepared),
     };
-    let result = run.run(ctx, &mut lock, &listing).await;
+    let result = match run.start_plan(ctx, &lock, &listing).await {
+        Ok(()) => run.run(ctx, &mut lock, &listing).await,
+        Err(err) => Err(err),
+    };
     let result = match result {
-        Err(err) if interrupted(&err) => Err(run.interrupted(args)),
+        Ok(()) => run.finish_plan(ctx, &mut lock, &listing).await,
+        other => other,
+    };
+    let result = match result {
+        Err(err) if interrupted(&err) => Err(run.interrupted(&drive.again)),
         Err(err) if run.moved && !stops_without_rollback(&err) => {
             run.recover(ctx, &lock, err).await
         }
@@ -230,6 +471,13 @@ struct Shift {
     /// The operator, for events and custom gates.
     who: String,
     outcome: Outcome,
+    /// The plan kept on the rule, and what this run does of it.
+    plan: Option<Prepared>,
+    /// Since when no `migrate` judged the route's gates: the plan's `since`
+    /// for `promote` (the hold, or a killed run, began then); `None` for a
+    /// new shift. Probes and health can only be judged live; gates over
+    /// metric history judge the whole window from here.
+    judged_since: Option<time::OffsetDateTime>,
 }
 
 impl Shift {
@@ -263,7 +511,10 @@ impl Shift {
                 problems.join("\n  ")
             )));
         }
-        let pending = pending_steps(&state, &self.steps);
+        let pending = match self.plan.as_ref().and_then(|p| p.step_down) {
+            Some(to) => vec![to],
+            None => pending_steps(&state, &self.steps),
+        };
         if pending.len() > 1 || state.percent().is_some_and(|p| p > 0) {
             let host = crate::coverage::probe_host(&self.route, &self.settings, &view)
                 .map_err(|why| usage(format!("{}: nothing was changed: {why}", self.route)))?;
@@ -332,16 +583,15 @@ impl Shift {
                 }
             }
             let what = format!("shift to {percent} percent");
-            let journal_id = record(
+            let plan_tags = self.plan_advance(percent);
+            let journal_id = record_with(
                 ctx,
                 lock,
-                "shift",
-                &self.route,
-                &what,
-                &before,
-                &view,
+                (&self.route, "shift", &what),
+                (&before, &view),
                 done,
                 serde_json::Value::Object(evidence.clone()),
+                &plan_tags,
             )
             .await?;
             ctx.notifier.emit(
@@ -370,10 +620,169 @@ impl Shift {
         Ok(())
     }
 
+    /// A new plan goes on the rule before the first step, so that a killed
+    /// `migrate` leaves it for `status`, `promote` and `abort` anywhere.
+    async fn start_plan(
+        &mut self,
+        ctx: &Ctx,
+        lock: &Lock,
+        listing: &Listing,
+    ) -> anyhow::Result<()> {
+        let Some(prepared) = self.plan.as_mut() else {
+            return Ok(());
+        };
+        if !prepared.fresh || !prepared.persist {
+            return Ok(());
+        }
+        let view = listing.view(&ctx.settings, &self.route)?;
+        let Some(rule) = view.rule() else {
+            return Ok(());
+        };
+        if prepared.step_down.is_none()
+            && prepared.bake.is_none()
+            && pending_steps(&view.state(), &prepared.segment).is_empty()
+        {
+            // Nothing to move (already there): no plan to keep.
+            prepared.persist = false;
+            return Ok(());
+        }
+        let (tags, _) = prepared.plan.tags();
+        let stale: Vec<String> = prepared
+            .on_rule
+            .iter()
+            .filter(|k| !tags.iter().any(|(key, _)| key == k))
+            .cloned()
+            .collect();
+        write_plan(ctx, lock, &rule.arn, &prepared.plan, &stale).await
+    }
+
+    /// After a step: the plan's position moves to it; returns the tags that
+    /// record it on the rule (none when the plan is not kept there).
+    fn plan_advance(&mut self, percent: u8) -> Vec<(&'static str, String)> {
+        let Some(prepared) = self.plan.as_mut() else {
+            return Vec::new();
+        };
+        if let Some(index) = prepared.plan.index_of(percent) {
+            prepared.plan.at = Some(index);
+        }
+        prepared.plan.since = time::OffsetDateTime::now_utc();
+        if prepared.persist {
+            prepared.plan.tags().0
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// After the run's steps: at a hold, the plan records it; at the end,
+    /// the bake (if any) and then the plan leaves the rule.
+    async fn finish_plan(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &mut Lock,
+        listing: &Listing,
+    ) -> anyhow::Result<()> {
+        let (Some(view), Some(prepared)) = (self.last.clone(), self.plan.as_mut()) else {
+            return Ok(());
+        };
+        let Some(rule) = view.rule() else {
+            return Ok(());
+        };
+        let now = time::OffsetDateTime::now_utc();
+        match prepared.end {
+            SegmentEnd::Hold(index) => {
+                prepared.plan.at = Some(index);
+                prepared.plan.since = now;
+                write_plan(ctx, lock, &rule.arn, &prepared.plan, &[]).await?;
+                self.outcome.to = format!(
+                    "{}; {}",
+                    prepared.plan.describe(&self.route, now),
+                    view.state().explain()
+                );
+            }
+            SegmentEnd::End => {
+                let written = if prepared.persist {
+                    prepared.plan.tags().0
+                } else {
+                    Vec::new()
+                };
+                let mut keys: Vec<String> = written
+                    .iter()
+                    .map(|(k, _)| (*k).to_owned())
+                    .chain(prepared.on_rule.iter().cloned())
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                if let Some(bake) = prepared.bake {
+                    if !bake.is_zero() {
+                        let until =
+                            now + time::Duration::try_from(bake).unwrap_or(time::Duration::MAX);
+                        prepared.plan.bake_until = Some(until);
+                        write_plan(ctx, lock, &rule.arn, &prepared.plan, &[]).await?;
+                        keys.push(plan::BAKE_UNTIL_TAG.to_owned());
+                        keys.dedup();
+                        if ctx.chatty() {
+                            eprintln!(
+                                "migrate: {}: on the service; baking until {} (gates watching)",
+                                self.route,
+                                crate::journal::rfc3339(until)
+                            );
+                        }
+                    }
+                    self.bake(ctx, lock, listing, &view, bake).await?;
+                }
+                if !keys.is_empty() {
+                    lock.confirm(&ctx.elb).await?;
+                    ctx.elb.remove_tags(&rule.arn, &keys).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bake: the gates keep watching the route at 100% for `duration`
+    /// (probes and target health through the interval, then coverage,
+    /// health and parity, as before a step: metric gates join them in
+    /// `judge_step`); a failed gate rolls back (exit 3).
+    async fn bake(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &mut Lock,
+        listing: &Listing,
+        view: &RouteView,
+        duration: Duration,
+    ) -> anyhow::Result<()> {
+        let interval = std::mem::replace(&mut self.interval, duration);
+        let mut evidence = serde_json::Map::new();
+        evidence.insert(
+            "bake".into(),
+            json!(humantime::format_duration(duration).to_string()),
+        );
+        let verdict = self
+            .judge_step(ctx, lock, listing, view, false, &mut evidence)
+            .await;
+        self.interval = interval;
+        if let Some(reason) = verdict? {
+            return self
+                .fail(ctx, lock, format!("during the bake, {reason}"), evidence)
+                .await;
+        }
+        journal_only(
+            ctx,
+            &self.route,
+            "bake passed; the plan is done",
+            view,
+            serde_json::Value::Object(evidence),
+        )
+        .await
+    }
+
     /// Everything a step must pass before its writes: after an interval of
     /// probes and health polls (before every step but the first of a new
     /// shift), the coverage gate; then health and parity. `Some(reason)`
-    /// when one fails.
+    /// when one fails. The bake judges through here too (`bake`), so a gate
+    /// added here (metric gates) watches the bake as well; gates over history
+    /// judge from [`Shift::judged_since`] when it is set (a `promote` after a
+    /// hold nobody watched), else over the interval.
     async fn judge_step(
         &mut self,
         ctx: &Ctx,
@@ -383,6 +792,13 @@ impl Shift {
         first: bool,
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<Option<String>> {
+        if let Some(since) = self.judged_since.take() {
+            // Recorded with the first judgement after a hold or a killed run.
+            evidence.insert(
+                "unwatched_since".into(),
+                json!(crate::journal::rfc3339(since)),
+            );
+        }
         if !first {
             let (tally, unhealthy) = self
                 .probe_interval(ctx, lock, &view.service_tg, evidence)
@@ -576,48 +992,10 @@ impl Shift {
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<Option<String>> {
         let health = ctx.elb.target_health(service_tg).await?;
-        let healthy = health.iter().filter(|t| t.state == "healthy").count();
-        let describe = |t: &crate::elb::TargetHealth| match &t.reason {
-            Some(reason) => format!("{} {} ({reason})", t.target, t.state),
-            None => format!("{} {}", t.target, t.state),
-        };
-        let not_healthy: Vec<String> = health
-            .iter()
-            .filter(|t| t.state != "healthy")
-            .map(describe)
-            .collect();
-        evidence.insert(
-            "health".into(),
-            json!({ "healthy": healthy, "not_healthy": not_healthy }),
-        );
-        let group = target_group_name(service_tg);
-        if healthy == 0 {
-            return Ok(Some(format!(
-                "health gate: target group {group} has no healthy target ({})",
-                if not_healthy.is_empty() {
-                    "no targets registered".to_owned()
-                } else {
-                    not_healthy.join(", ")
-                }
-            )));
-        }
-        // While a target is healthy, a `draining` target (deregistered,
-        // finishing its requests) and an `initial` one (registered, checks not
-        // yet passed) get no new requests: every ECS deploy shows both for a
-        // while, so they pass the gate (and stay in the evidence).
-        let unhealthy: Vec<String> = health
-            .iter()
-            .filter(|t| !matches!(t.state.as_str(), "healthy" | "draining" | "initial"))
-            .map(describe)
-            .collect();
         let tolerated = self.allow_unhealthy || self.settings.allow_unhealthy;
-        if !unhealthy.is_empty() && !tolerated {
-            return Ok(Some(format!(
-                "health gate: target group {group} has targets that are not healthy: {} (pass --allow-unhealthy to proceed with {healthy} healthy)",
-                unhealthy.join(", ")
-            )));
-        }
-        Ok(None)
+        let (problem, seen) = health_verdict(&health, service_tg, tolerated);
+        evidence.insert("health".into(), seen);
+        Ok(problem)
     }
 
     /// Probes the route through the load balancer for one interval, keeping
@@ -830,38 +1208,113 @@ impl Shift {
         }
     }
 
-    /// The error for Ctrl-C: where the route stands and the two ways on.
-    fn interrupted(&self, args: &ShiftArgs) -> anyhow::Error {
+    /// The error for Ctrl-C: where the route stands and the two ways on
+    /// (the plan on the rule continues with `promote`).
+    fn interrupted(&self, again: &str) -> anyhow::Error {
         let state = self
             .last
             .as_ref()
             .map_or_else(|| "unchanged".to_owned(), |view| view.state().explain());
-        let mut again = format!("migrate shift {}", self.route);
-        if let Some(steps) = &args.steps {
-            let steps: Vec<String> = steps.iter().map(u8::to_string).collect();
-            again.push_str(&format!(" --steps {}", steps.join(",")));
-        }
-        if let Some(interval) = args.interval {
-            again.push_str(&format!(
-                " --interval {}",
-                humantime::format_duration(interval)
-            ));
-        }
+        let mut promote = format!("migrate promote {}", self.route);
         for (set, flag) in [
-            (args.allow_unhealthy, " --allow-unhealthy"),
-            (args.skip_parity, " --skip-parity"),
-            (args.allow_shadow, " --allow-shadow"),
+            (self.allow_unhealthy, " --allow-unhealthy"),
+            (self.skip_parity, " --skip-parity"),
         ] {
             if set {
-                again.push_str(flag);
+                promote.push_str(flag);
             }
         }
+        let persisted = self.plan.as_ref().is_some_and(|p| p.persist);
+        let go_on = if persisted && again != promote {
+            format!("`{promote}` (from any machine; the plan is on the rule), or `{again}`")
+        } else {
+            format!("`{again}`")
+        };
         Failure::Interrupted(format!(
-            "{route}: interrupted (Ctrl-C); the route is {state}. Continue the shift: `{again}`; or undo it: `migrate rollback {route}`",
+            "{route}: interrupted (Ctrl-C); the route is {state}. Continue the shift: {go_on}; or undo it: `migrate rollback {route}` (`migrate abort {route} --reason ...` records why)",
             route = self.route
         ))
         .into()
     }
+}
+
+/// The health gate over a target group's health: `Some(reason)` when it has
+/// no healthy target, or (unless `tolerated`) a target that is not healthy;
+/// and the evidence (`healthy`, `not_healthy`).
+pub(crate) fn health_verdict(
+    health: &[crate::elb::TargetHealth],
+    service_tg: &str,
+    tolerated: bool,
+) -> (Option<String>, serde_json::Value) {
+    let healthy = health.iter().filter(|t| t.state == "healthy").count();
+    let describe = |t: &crate::elb::TargetHealth| match &t.reason {
+        Some(reason) => format!("{} {} ({reason})", t.target, t.state),
+        None => format!("{} {}", t.target, t.state),
+    };
+    let not_healthy: Vec<String> = health
+        .iter()
+        .filter(|t| t.state != "healthy")
+        .map(describe)
+        .collect();
+    let evidence = json!({ "healthy": healthy, "not_healthy": not_healthy });
+    let group = target_group_name(service_tg);
+    if healthy == 0 {
+        let problem = format!(
+            "health gate: target group {group} has no healthy target ({})",
+            if not_healthy.is_empty() {
+                "no targets registered".to_owned()
+            } else {
+                not_healthy.join(", ")
+            }
+        );
+        return (Some(problem), evidence);
+    }
+    // While a target is healthy, a `draining` target (deregistered,
+    // finishing its requests) and an `initial` one (registered, checks not
+    // yet passed) get no new requests: every ECS deploy shows both for a
+    // while, so they pass the gate (and stay in the evidence).
+    let unhealthy: Vec<String> = health
+        .iter()
+        .filter(|t| !matches!(t.state.as_str(), "healthy" | "draining" | "initial"))
+        .map(describe)
+        .collect();
+    if !unhealthy.is_empty() && !tolerated {
+        let problem = format!(
+            "health gate: target group {group} has targets that are not healthy: {} (pass --allow-unhealthy to proceed with {healthy} healthy)",
+            unhealthy.join(", ")
+        );
+        return (Some(problem), evidence);
+    }
+    (None, evidence)
+}
+
+/// A gate failed while a plan held or baked and a `migrate watch` judged
+/// it: the route goes back to the monolith (locked like every write), the
+/// plan is removed, and the exit-3 error says why.
+pub(crate) async fn roll_back_for_gate(
+    ctx: &mut Ctx,
+    lock: &LockArgs,
+    route: &str,
+    reason: &str,
+    evidence: serde_json::Value,
+) -> anyhow::Result<()> {
+    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, lock)).await?;
+    let what = "gate failed while watched; rolled back to the monolith";
+    let mut evidence = evidence;
+    evidence["gate_failed"] = json!(reason);
+    let result = async {
+        let view = listing.view(&ctx.settings, route)?;
+        rollback_view(ctx, &lock, &listing, route, view, evidence, ("watch", what)).await
+    }
+    .await;
+    let released = lock.release(&ctx.elb).await;
+    let (after, _) = result?;
+    released?;
+    Err(Failure::GateFailed(format!(
+        "{route}: {reason}; rolled back: {}",
+        after.state().explain()
+    ))
+    .into())
 }
 
 /// `priority 100`, or what a rule without one is.
@@ -1044,6 +1497,28 @@ async fn record(
     writes: Vec<String>,
     evidence: serde_json::Value,
 ) -> anyhow::Result<String> {
+    record_with(
+        ctx,
+        lock,
+        (route, command, what),
+        (before, after),
+        writes,
+        evidence,
+        &[],
+    )
+    .await
+}
+
+/// [`record`], with more tags written in the same AddTags call (the plan's).
+async fn record_with(
+    ctx: &mut Ctx,
+    lock: &Lock,
+    (route, command, what): (&str, &str, &str),
+    (before, after): (&RouteView, &RouteView),
+    writes: Vec<String>,
+    evidence: serde_json::Value,
+    more_tags: &[(&str, String)],
+) -> anyhow::Result<String> {
     let who = ctx.who().await;
     let entry = Entry {
         id: crate::journal::new_id(),
@@ -1059,10 +1534,11 @@ async fn record(
     };
     journal::append(&ctx.settings.journal_path(), &entry)?;
     if let Some(rule) = after.rule() {
+        let last_change = entry.tag_value();
+        let mut tags = vec![(LAST_CHANGE_TAG, last_change.as_str())];
+        tags.extend(more_tags.iter().map(|(k, v)| (*k, v.as_str())));
         lock.confirm(&ctx.elb).await?;
-        ctx.elb
-            .add_tags(&rule.arn, &[(LAST_CHANGE_TAG, &entry.tag_value())])
-            .await?;
+        ctx.elb.add_tags(&rule.arn, &tags).await?;
     }
     Ok(entry.id)
 }
@@ -1110,6 +1586,7 @@ async fn rollback_view(
         .transition(0)
         .map_err(|e| anyhow::anyhow!("{route}: {e}"))?;
     if writes.is_empty() {
+        clear_plan(ctx, lock, &view).await?;
         return Ok((view, 0));
     }
     let before = view.clone();
@@ -1158,6 +1635,7 @@ async fn rollback_view(
             .reason(cause)
             .journal(&journal_id),
     );
+    clear_plan(ctx, lock, &before).await?;
     Ok((view, changes))
 }
 
@@ -1241,6 +1719,106 @@ fn gate_name(reason: &str, evidence: &serde_json::Map<String, serde_json::Value>
     .to_owned()
 }
 
+/// Writes the plan's tags on the route's rule (and removes `stale` plan
+/// keys), fenced by the lock like every write.
+async fn write_plan(
+    ctx: &Ctx,
+    lock: &Lock,
+    rule_arn: &str,
+    plan: &Plan,
+    stale: &[String],
+) -> anyhow::Result<()> {
+    let (tags, _) = plan.tags();
+    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    lock.confirm(&ctx.elb).await?;
+    ctx.elb.add_tags(rule_arn, &tags).await?;
+    if !stale.is_empty() {
+        ctx.elb.remove_tags(rule_arn, stale).await?;
+    }
+    Ok(())
+}
+
+/// Removes the plan's tags from the route's rule (as described in `view`),
+/// when it has any: a route rolled back has no plan left.
+async fn clear_plan(ctx: &Ctx, lock: &Lock, view: &RouteView) -> anyhow::Result<()> {
+    let Some(rule) = view.rule() else {
+        return Ok(());
+    };
+    let keys: Vec<String> = plan::PLAN_KEYS
+        .iter()
+        .filter(|k| rule.tags.contains_key(**k))
+        .map(|k| (*k).to_owned())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    lock.confirm(&ctx.elb).await?;
+    ctx.elb.remove_tags(&rule.arn, &keys).await
+}
+
+/// `migrate abort`: the route back to the monolith from any state, its plan
+/// removed, and why recorded (journal and last-change tag).
+pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> {
+    ctx.settings.route(&args.route)?;
+    ctx.start_who();
+    record_outcome(&json!({ "route": args.route }));
+    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
+    let route = args.route.clone();
+    let what = format!("abort: {}", args.reason);
+    let evidence = json!({ "reason": args.reason });
+    let result = async {
+        let view = listing.view(&ctx.settings, &route)?;
+        let from = view.state().explain();
+        let (after, changes) = rollback_view(
+            ctx,
+            &lock,
+            &listing,
+            &route,
+            view.clone(),
+            evidence.clone(),
+            ("abort", &what),
+        )
+        .await?;
+        if after.rules == view.rules {
+            // Nothing moved: the reason is still recorded.
+            record(
+                ctx,
+                &lock,
+                "abort",
+                &route,
+                &what,
+                &view,
+                &after,
+                Vec::new(),
+                evidence.clone(),
+            )
+            .await?;
+        }
+        anyhow::Ok(Outcome {
+            route: route.clone(),
+            from,
+            to: after.state().explain(),
+            steps: vec![],
+            routing_changes: changes,
+        })
+    }
+    .await;
+    let released = lock.release(&ctx.elb).await;
+    summarize(ctx, result.as_ref().ok().map(|o| o.routing_changes));
+    let outcome = result?;
+    record_outcome(&outcome);
+    released?;
+    if ctx.output == Output::Json {
+        print_json(&outcome)?;
+    } else {
+        println!(
+            "{}: {} (aborted: {})",
+            outcome.route, outcome.to, args.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let routes: Vec<String> = if args.all {
         ctx.settings.routes.keys().cloned().collect()
@@ -1319,6 +1897,16 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
     } else {
         for outcome in &outcomes {
             println!("{}: {}", outcome.route, outcome.to);
+        }
+    }
+    for route in &routes {
+        for preview in listing.previews_of(route) {
+            if ctx.chatty() {
+                eprintln!(
+                    "migrate: {route}: the preview rule at priority {} stays (requests with its header still reach the service); `migrate preview {route} --off` removes it",
+                    preview.priority.unwrap_or_default()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -19,6 +19,13 @@ pub const MAX_PRIORITY: u32 = 50_000;
 /// `priority` says later.
 pub const PARKED_TAG: &str = "ficus:parked-priority";
 
+/// The tag that marks a route's rule: `ficus:route=<name>`.
+pub const ROUTE_TAG: &str = "ficus:route";
+
+/// The tag that marks a route's preview rule (`migrate preview`):
+/// `ficus:preview=<name>`. A preview rule is never the route's rule.
+pub const PREVIEW_TAG: &str = "ficus:preview";
+
 /// A listener rule as `migrate` sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleInfo {
@@ -29,6 +36,13 @@ pub struct RuleInfo {
     pub conditions: alb::Conditions,
     pub action: Forward,
     pub tags: BTreeMap<String, String>,
+}
+
+impl RuleInfo {
+    /// The route this rule previews (`ficus:preview`), if it is a preview rule.
+    pub fn previews(&self) -> Option<&str> {
+        self.tags.get(PREVIEW_TAG).map(String::as_str)
+    }
 }
 
 /// The listener as read: its rules with their tags, and the monolith's rule.
@@ -43,6 +57,16 @@ pub struct Listing {
     pub monolith_tg: String,
     /// Service target group ARNs by route.
     pub service_tgs: BTreeMap<String, String>,
+}
+
+impl Listing {
+    /// The route's preview rules (normally none or one).
+    pub fn previews_of(&self, route: &str) -> Vec<&RuleInfo> {
+        self.rules
+            .iter()
+            .filter(|r| r.previews() == Some(route))
+            .collect()
+    }
 }
 
 /// A rule's terminal action, normalized: a forward to one target group is

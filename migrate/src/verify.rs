@@ -303,6 +303,7 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
     let baseline = match (&args.recorded, baseline) {
         (Some(_), _) => None,
         (None, Some(baseline)) => Some(baseline),
+        (None, None) if args.through_lb => None,
         (None, None) => {
             return Err(usage(
                 "no baseline URL: pass `--baseline URL` or set `[monolith] base_url` in migrate.toml (or compare against a recording: `--recorded FILE`)",
@@ -318,30 +319,34 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
     let mut plans = Vec::new();
     for (name, route) in routes {
         let candidate = candidates.for_route(name).or(route.service_url.as_deref());
-        let sides = match (baseline, candidate, &args.recorded) {
-            // Recording: the baseline only.
-            (Some(baseline), _, _) if args.record.is_some() => {
-                Sides::new(baseline, args.baseline_2.as_deref(), baseline)
+        let sides = if args.through_lb {
+            through_lb(settings, name, args.preview_header.as_ref())?
+        } else {
+            match (baseline, candidate, &args.recorded) {
+                // Recording: the baseline only.
+                (Some(baseline), _, _) if args.record.is_some() => {
+                    Sides::new(baseline, args.baseline_2.as_deref(), baseline)
+                }
+                (_, None, _) => {
+                    missing.push(name);
+                    continue;
+                }
+                (Some(baseline), Some(candidate), _) => {
+                    Sides::new(baseline, args.baseline_2.as_deref(), candidate)
+                }
+                (None, Some(candidate), Some(path)) => {
+                    Sides::new(candidate, None, candidate).map(|sides| Sides {
+                        baseline: format!("recording {}", path.display()),
+                        baseline_2: format!("recording {}", path.display()),
+                        ..sides
+                    })
+                }
+                (None, Some(_), None) => Err(parity::Error::Usage(
+                    "no baseline URL: pass `--baseline URL` or `--recorded FILE`".into(),
+                )),
             }
-            (_, None, _) => {
-                missing.push(name);
-                continue;
-            }
-            (Some(baseline), Some(candidate), _) => {
-                Sides::new(baseline, args.baseline_2.as_deref(), candidate)
-            }
-            (None, Some(candidate), Some(path)) => {
-                Sides::new(candidate, None, candidate).map(|sides| Sides {
-                    baseline: format!("recording {}", path.display()),
-                    baseline_2: format!("recording {}", path.display()),
-                    candidate: sides.candidate,
-                })
-            }
-            (None, Some(_), None) => Err(parity::Error::Usage(
-                "no baseline URL: pass `--baseline URL` or `--recorded FILE`".into(),
-            )),
-        }
-        .map_err(|error| usage(error.to_string()))?;
+            .map_err(|error| usage(error.to_string()))?
+        };
         let recorded = match (&recording, &args.recorded) {
             (Some(recording), Some(path)) => {
                 let answers = recording
@@ -381,6 +386,26 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
         )));
     }
     Ok(plans)
+}
+
+/// `--through-lb`: both sides are the load balancer; the candidate's
+/// requests carry the preview header (default `X-Ficus-Preview: ROUTE`), so
+/// they take the preview rule to the service while the baseline's take
+/// today's routing.
+fn through_lb(
+    settings: &Settings,
+    route: &str,
+    header: Option<&(String, String)>,
+) -> anyhow::Result<Sides> {
+    let lb = settings.lb_url.as_deref().ok_or_else(|| {
+        usage("--through-lb sends the requests through the load balancer: set `lb_url` in migrate.toml")
+    })?;
+    let (name, value) = header
+        .cloned()
+        .unwrap_or_else(|| (crate::cli::PREVIEW_HEADER.to_owned(), route.to_owned()));
+    Sides::new(lb, None, lb)
+        .and_then(|sides| sides.with_candidate_header(&name, &value))
+        .map_err(|error| usage(error.to_string()))
 }
 
 fn comparator(name: &str, route: &RouteSettings) -> anyhow::Result<Comparator> {

@@ -27,6 +27,10 @@ pub struct Sides {
     pub baseline_2: String,
     /// The answers under test (the service).
     pub candidate: String,
+    /// A header sent with the candidate's requests only (`NAME`, `VALUE`):
+    /// through a load balancer, the one a preview rule routes by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_header: Option<(String, String)>,
 }
 
 impl Sides {
@@ -37,6 +41,19 @@ impl Sides {
             baseline: base_url("baseline", baseline)?,
             baseline_2: base_url("baseline-2", baseline_2.unwrap_or(baseline))?,
             candidate: base_url("candidate", candidate)?,
+            candidate_header: None,
+        })
+    }
+
+    /// The same sides, the candidate's requests carrying `header` too.
+    pub fn with_candidate_header(self, name: &str, value: &str) -> Result<Self, Error> {
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .zip(reqwest::header::HeaderValue::from_str(value).ok())
+            .ok_or_else(|| Error::Usage(format!("`{name}: {value}` is not a valid HTTP header")))?;
+        Ok(Self {
+            candidate_header: Some((name.to_owned(), value.to_owned())),
+            ..self
         })
     }
 }
@@ -139,7 +156,21 @@ pub struct Run {
 }
 
 fn client(options: &RunOptions) -> Result<Client, Error> {
+    client_with(options, None)
+}
+
+/// [`client`] sending `header` with every request.
+fn client_with(options: &RunOptions, header: Option<&(String, String)>) -> Result<Client, Error> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((name, value)) = header {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|error| Error::Usage(format!("header name {name:?}: {error}")))?;
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|error| Error::Usage(format!("header value {value:?}: {error}")))?;
+        headers.insert(name, value);
+    }
     Client::builder()
+        .default_headers(headers)
         .timeout(options.timeout)
         .connect_timeout(options.timeout)
         .pool_idle_timeout(Duration::from_secs(30))
@@ -191,7 +222,7 @@ async fn run_with(
     let shared = Arc::new(Shared {
         baseline: client(options)?,
         baseline_2: client(options)?,
-        candidate: client(options)?,
+        candidate: client_with(options, sides.candidate_header.as_ref())?,
         sides: sides.clone(),
         comparator: comparator.clone(),
         timeout: options.timeout,

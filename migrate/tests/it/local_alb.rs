@@ -7,18 +7,6 @@ use crate::support::*;
 use aws_sdk_elasticloadbalancingv2::Client;
 use tokio::runtime::Runtime;
 
-/// Waits until every service's target is healthy (health checks every 5 s).
-fn wait_healthy(op: &Operator) {
-    eventually(Duration::from_secs(40), "all targets healthy", || {
-        let status = op.status_json();
-        status["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["healthy"] == 1 && r["unhealthy"] == 0)
-    });
-}
-
 /// The forward weight of the route's own target group in its rule.
 fn service_weight(rt: &Runtime, elb: &Client, listener: &str, route: &str) -> Option<i32> {
     route_rule(rt, elb, listener, route)

@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod docs;
 mod local_alb;
+mod long;
 mod moto;
 mod ops;
 mod support;

@@ -276,6 +276,63 @@ pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool)
     }
 }
 
+/// Waits until every service's target is healthy (health checks every 5 s).
+pub fn wait_healthy(op: &Operator) {
+    eventually(Duration::from_secs(40), "all targets healthy", || {
+        let status = op.status_json();
+        status["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["healthy"] == 1 && r["unhealthy"] == 0)
+    });
+}
+
+/// The ARN of the rule tagged for `route`.
+pub fn route_rule_arn(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    listener: &str,
+    route: &str,
+) -> String {
+    let (priority, _) = route_rule(rt, elb, listener, route).expect("the route has a rule");
+    rule_at(rt, elb, listener, priority.parse().unwrap()).unwrap()
+}
+
+/// A resource's tags.
+pub fn tags_of(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    arn: &str,
+) -> BTreeMap<String, String> {
+    rt.block_on(async {
+        let out = elb.describe_tags().resource_arns(arn).send().await.unwrap();
+        out.tag_descriptions()
+            .iter()
+            .flat_map(|d| d.tags())
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// Adds one tag to a resource, as an operator would by hand.
+pub fn add_tag(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    arn: &str,
+    key: &str,
+    value: &str,
+) {
+    let tag = elbv2::types::Tag::builder().key(key).value(value).build();
+    rt.block_on(elb.add_tags().resource_arns(arn).tags(tag).send())
+        .unwrap();
+}
+
 /// SIGINT, as Ctrl-C sends it.
 pub fn sigint(child: &Child) {
     let status = Command::new("kill")
@@ -834,6 +891,16 @@ pub fn http_get(url: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 GET with `Host` set to `host` (default: the URL's).
 pub fn http_get_host(url: &str, host_header: Option<&str>) -> (u16, String) {
+    http_get_with(url, host_header, &[])
+}
+
+/// A plain HTTP/1.1 GET with `Host` set to `host` (default: the URL's) and
+/// more header fields.
+pub fn http_get_with(
+    url: &str,
+    host_header: Option<&str>,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
     let rest = url.trim_start_matches("http://");
     let (addr, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -844,9 +911,13 @@ pub fn http_get_host(url: &str, host_header: Option<&str>) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let fields: String = fields
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{fields}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = Vec::new();

@@ -645,7 +645,10 @@ fn start_server(name: &str) -> forum::test_support::SpawnedServer {
 
 /// A bad candidate outside the product binaries: forwards each request to
 /// `upstream` and answers with its body passed through `rewrite`.
-fn rewriting_proxy(upstream: std::net::SocketAddr, rewrite: fn(String) -> String) -> String {
+pub(crate) fn rewriting_proxy(
+    upstream: std::net::SocketAddr,
+    rewrite: fn(String) -> String,
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -657,7 +660,7 @@ fn rewriting_proxy(upstream: std::net::SocketAddr, rewrite: fn(String) -> String
 }
 
 /// Every `bio` rewritten.
-fn rewrite_bio(body: String) -> String {
+pub(crate) fn rewrite_bio(body: String) -> String {
     body.replace("\"bio\":\"", "\"bio\":\"(rewritten) ")
 }
 
