@@ -747,14 +747,13 @@ async fn a_request_that_cannot_connect_goes_to_another_target_and_the_target_tur
         "{health:?}"
     );
     let metrics = alb.plane.render_metrics();
-    let retries: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("ficus_alb_target_connect_retries_total "))
-        .and_then(|count| count.parse().ok())
+    let samples = alb::metrics::parse(&metrics);
+    let retries = alb::metrics::single(&samples, alb::metrics::TARGET_CONNECT_RETRIES_TOTAL)
         .unwrap_or_else(|| panic!("no retry counter in\n{metrics}"));
     assert!(retries >= 2, "{retries} retries\n{metrics}");
-    assert!(
-        !metrics.contains(r#"reason="target_connection_failed"} 1"#),
+    assert_eq!(
+        alb::metrics::elb_errors_by_reason(&samples).get("502 target_connection_failed"),
+        Some(&0),
         "no request may have failed\n{metrics}"
     );
     alb.stop().await;
