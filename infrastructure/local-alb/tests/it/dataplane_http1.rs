@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common_dataplane::*;
-use local_alb::dataplane::DataPlaneOptions;
+use local_alb::DataPlaneOptions;
 use local_alb::model::{ActionKind, Priority};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
