@@ -5,13 +5,13 @@
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio::process::Command;
 
 pub use localstack::{ALB, Binaries, Process, SERVERS, write};
-use localstack::{Options, Stack as LocalStack};
+use localstack::{Build, Options, Stack as LocalStack};
 
 /// The routes `migrate` moves, each served by the server of the same name.
 pub const ROUTES: [&str; 3] = ["users", "threads", "posts"];
@@ -20,22 +20,11 @@ pub const MIGRATE: &str = "migrate";
 /// The data plane's idle keep-alive limit in the suite (`LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS`).
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Finds every binary the suite starts (next to the running `chaos`, or in
-/// `dir`), or names the missing ones and how to build them.
+/// Finds every binary the suite starts ([`Binaries::locate`]: next to the
+/// running `chaos`, or in `dir`; never built), or names the missing ones and
+/// how to build them.
 pub fn locate_binaries(dir: Option<&Path>) -> anyhow::Result<Binaries> {
-    let binaries = match dir {
-        Some(dir) => Binaries::new(dir),
-        None => Binaries::beside_current_exe()?,
-    };
-    let missing = binaries.missing(&[MIGRATE]);
-    if !missing.is_empty() {
-        bail!(
-            "{} missing from {}; build the workspace first (`cargo build`) or pass --bin-dir DIR",
-            missing.join(", "),
-            binaries.dir().display()
-        );
-    }
-    Ok(binaries)
+    Binaries::locate(dir, &[MIGRATE], Build::Never)
 }
 
 /// What a finished `migrate` run left.
@@ -151,35 +140,10 @@ impl Stack {
             .with_context(|| format!("status output is not JSON:\n{}", run.output))
     }
 
-    /// Waits until every target group has a healthy target (from `/metrics`).
+    /// Waits until every target group has a healthy target
+    /// ([`LocalStack::wait_healthy`]).
     pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let client = reqwest::Client::new();
-        loop {
-            let text = match client
-                .get(format!("{}/metrics", self.control_url()))
-                .send()
-                .await
-            {
-                Ok(response) => response.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            let (groups_up, _) = alb::metrics::target_group_health(&alb::metrics::parse(&text));
-            let healthy: Vec<&str> = SERVERS
-                .iter()
-                .copied()
-                .filter(|group| groups_up.iter().any(|up| up == group))
-                .collect();
-            if healthy.len() == SERVERS.len() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "only {healthy:?} of {SERVERS:?} had a healthy target after {timeout:?}; /metrics:\n{text}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        self.local.wait_healthy(timeout, |_| {}).await
     }
 }
 

@@ -1,22 +1,31 @@
 //! The local ALB: an Application Load Balancer on one machine.
 //!
-//! [`Application`] wires the pieces: the stack file ([`stack`]) or the saved
-//! state ([`persist`]) gives the configuration, the data plane ([`dataplane`])
-//! routes traffic by it and the control plane ([`control`]) changes it through
-//! the ELBv2 API.
+//! The public API is small: [`Application`] (built from [`settings`]) binds
+//! both listeners and runs them; [`model`] is the configuration as the ELBv2
+//! API sees it; [`DataPlane`] (with [`DataPlaneOptions`] and
+//! [`TargetHealthView`]) routes traffic by a [`model::State`] without a
+//! control plane, for embedding and the data-plane tests. Everything else is
+//! `pub(crate)`: inside, the stack file (`stack`) or the saved state
+//! (`persist`) gives the configuration, the data plane (`dataplane`) routes
+//! traffic by it and the control plane (`control`, `sigv4`) changes it
+//! through the ELBv2 API.
 
 #![forbid(unsafe_code)]
 
-pub mod control;
-pub mod dataplane;
+pub(crate) mod control;
+pub(crate) mod dataplane;
 pub(crate) mod health;
 pub(crate) mod matcher;
 pub(crate) mod metrics;
 pub mod model;
-pub mod persist;
+pub(crate) mod persist;
 pub mod settings;
-pub mod sigv4;
-pub mod stack;
+pub(crate) mod sigv4;
+pub(crate) mod stack;
+
+pub use dataplane::{DataPlane, DataPlaneOptions, TargetHealthView};
+pub use persist::PersistError;
+pub use stack::StackError;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,10 +34,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::control::ControlPlane;
-use crate::dataplane::DataPlane;
-use crate::persist::{PersistError, StateStore};
+use crate::persist::StateStore;
 use crate::settings::{EXIT_LOCKED, EXIT_RUNTIME, EXIT_STATE, EXIT_USAGE, Settings};
-use crate::stack::{Stack, StackError};
+use crate::stack::Stack;
 
 /// Why the local ALB could not start; each kind has its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +230,8 @@ impl Application {
     }
 
     /// The control plane (for reading the current configuration).
-    pub fn control_plane(&self) -> Arc<ControlPlane> {
+    #[cfg(test)]
+    pub(crate) fn control_plane(&self) -> Arc<ControlPlane> {
         Arc::clone(&self.control)
     }
 

@@ -5,9 +5,14 @@
 //! output goes to a log file in the stack's directory.
 //!
 //! `migrate demo` runs its walkthrough on it; the chaos suite also kills and
-//! restarts its parts.
+//! restarts its parts; the `migrate` tests start it through [`blocking`].
+//! [`Binaries::locate`] is the one way they all find (and, under cargo,
+//! build) the binaries, and [`Stack::wait_healthy`] the one wait until every
+//! target group has a healthy target.
 
 #![forbid(unsafe_code)]
+
+pub mod blocking;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +87,112 @@ impl Binaries {
             .copied()
             .filter(|name| !self.path(name).is_file())
             .collect()
+    }
+}
+
+/// Whether [`Binaries::locate`] may build the stack's binaries. It builds only
+/// under cargo (`$CARGO` set: `cargo run`, `cargo test`), with the profile of
+/// the binaries' directory (`target/debug`, `target/release`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// Never: missing binaries are a [`Missing`] error.
+    Never,
+    /// When some are missing, saying so on stderr (`migrate demo` under `cargo run`).
+    IfMissing,
+    /// Every time, quietly (a no-op when they are fresh): tests run the
+    /// binaries of the current source.
+    Always,
+}
+
+/// Binaries the stack needs that are not in their directory. Its message
+/// names them and how to build them; callers put what needs them in front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub names: Vec<&'static str>,
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (names, verb) = match self.names.as_slice() {
+            [one] => (one.to_string(), "is"),
+            many => (many.join(", "), "are"),
+        };
+        write!(
+            f,
+            "{names} {verb} missing from {}; build them first with `cargo build --release` \
+             (or `cargo build` for debug binaries), or pass --bin-dir DIR",
+            self.dir.display()
+        )
+    }
+}
+
+impl std::error::Error for Missing {}
+
+impl Binaries {
+    /// The one way to find the stack's binaries and `extra` ones: in `dir`,
+    /// else beside the running executable; built first as `build` allows
+    /// (only the stack's, never `extra`). Fails with [`Missing`] (downcast
+    /// it) when some are still missing.
+    pub fn locate(
+        dir: Option<&Path>,
+        extra: &[&'static str],
+        build: Build,
+    ) -> anyhow::Result<Binaries> {
+        let binaries = match dir {
+            Some(dir) => Binaries::new(dir),
+            None => Binaries::beside_current_exe()?,
+        };
+        let cargo = std::env::var_os("CARGO");
+        match (build, cargo) {
+            (Build::Always, Some(cargo)) => binaries.build(&cargo, true)?,
+            (Build::IfMissing, Some(cargo)) if !binaries.missing(&[]).is_empty() => {
+                binaries.build(&cargo, false)?
+            }
+            _ => {}
+        }
+        let names = binaries.missing(extra);
+        if !names.is_empty() {
+            return Err(Missing {
+                names,
+                dir: binaries.dir.clone(),
+            }
+            .into());
+        }
+        Ok(binaries)
+    }
+
+    /// `cargo build` of the servers and the local ALB into this directory's
+    /// profile; `quiet` passes `--quiet` instead of announcing the command.
+    fn build(&self, cargo: &std::ffi::OsStr, quiet: bool) -> anyhow::Result<()> {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+        let mut args: Vec<String> = vec!["build".into(), "--manifest-path".into(), manifest.into()];
+        match self.dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => args.push("--release".into()),
+            Some(profile) => args.extend(["--profile".into(), profile.to_owned()]),
+        }
+        for name in SERVERS.iter().chain(std::iter::once(&ALB)) {
+            args.extend(["-p".into(), (*name).to_owned()]);
+        }
+        if quiet {
+            args.push("--quiet".into());
+        } else {
+            eprintln!(
+                "building the servers and the local ALB: cargo {}",
+                args.join(" ")
+            );
+        }
+        let status = std::process::Command::new(cargo)
+            .args(&args)
+            .status()
+            .context("cannot run cargo")?;
+        anyhow::ensure!(
+            status.success(),
+            "`cargo {}` failed ({status})",
+            args.join(" ")
+        );
+        Ok(())
     }
 }
 
@@ -344,6 +455,11 @@ impl Stack {
         self.dir.join(name)
     }
 
+    /// The log of a process of the stack (a server, or [`ALB`]).
+    pub fn log(&self, name: &str) -> PathBuf {
+        log_file(&self.dir, name)
+    }
+
     /// Every log file in the stack's directory.
     pub fn logs(&self) -> Vec<PathBuf> {
         let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
@@ -362,7 +478,7 @@ impl Stack {
     /// Starts the local ALB on these addresses (port 0: a free one) and reads
     /// where it listens.
     async fn start_alb(&mut self, data: SocketAddr, control: SocketAddr) -> anyhow::Result<()> {
-        let log = self.file(&format!("{ALB}.log"));
+        let log = self.log(ALB);
         let mut command = Command::new(self.binaries.path(ALB));
         command
             .arg("--stack")
@@ -388,6 +504,53 @@ impl Stack {
         self.control_address = address_after(&control_line, "http://")?;
         self.alb = Some(alb);
         Ok(())
+    }
+
+    /// Waits until every target group of the stack has a healthy target, as
+    /// the local ALB's `/metrics` says (health checks run every 5 s; two
+    /// successes make a target healthy). `progress` hears the target groups
+    /// that are healthy each time their number changes. Returns how long it took.
+    pub async fn wait_healthy(
+        &self,
+        timeout: Duration,
+        mut progress: impl FnMut(&[&'static str]),
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let url = format!("{}/metrics", self.control_url());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let mut shown = None;
+        loop {
+            let text = match client.get(&url).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let (up, _) = alb::metrics::target_group_health(&alb::metrics::parse(&text));
+            let healthy: Vec<&'static str> = SERVERS
+                .into_iter()
+                .filter(|group| up.iter().any(|name| name == group))
+                .collect();
+            if healthy.len() == SERVERS.len() {
+                return Ok(started.elapsed());
+            }
+            if shown != Some(healthy.len()) {
+                shown = Some(healthy.len());
+                progress(&healthy);
+            }
+            if started.elapsed() > timeout {
+                let waiting: Vec<&str> = SERVERS
+                    .into_iter()
+                    .filter(|group| !healthy.contains(group))
+                    .collect();
+                bail!(
+                    "target groups {waiting:?} had no healthy target after {timeout:?}; \
+                     see the servers' logs in {}; {url} said:\n{text}",
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// SIGKILLs the local ALB.
@@ -418,7 +581,7 @@ impl Stack {
             .iter_mut()
             .find(|s| s.name == name)
             .with_context(|| format!("no server `{name}` in the stack"))?;
-        let offset = log_length(&self.dir.join(format!("{name}.log")));
+        let offset = log_length(&log_file(&self.dir, name));
         let mut process = spawn_server(&self.binaries, &self.dir, name, server.address.port())?;
         server.address = server_address(&mut process, offset).await?;
         server.process = process;
@@ -437,6 +600,14 @@ impl Stack {
         self.servers
             .iter_mut()
             .all(|server| server.process.try_wait().is_none())
+    }
+
+    /// SIGKILLs every process and reaps it.
+    pub async fn kill(&mut self) {
+        self.kill_alb().await;
+        for server in &mut self.servers {
+            server.process.kill9().await;
+        }
     }
 
     /// Stops every process: SIGTERM to all, then SIGKILL to those still
@@ -503,7 +674,12 @@ fn spawn_server(binaries: &Binaries, dir: &Path, name: &str, port: u16) -> anyho
         .env("RUST_LOG", "info")
         .env_remove("CONFIG_FILE")
         .env_remove("DATA");
-    Process::spawn(name, command, &dir.join(format!("{name}.log")))
+    Process::spawn(name, command, &log_file(dir, name))
+}
+
+/// Where a process of the stack logs: `NAME.log` in the stack's directory.
+fn log_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.log"))
 }
 
 /// Where a forum server listens, from its log past `offset`.

@@ -105,11 +105,6 @@ impl Counters {
     }
 }
 
-/// Target groups with a healthy target, and target groups seen at all.
-pub fn healthy_groups(text: &str) -> (Vec<String>, Vec<String>) {
-    metrics::target_group_health(&metrics::parse(text))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,12 +154,5 @@ mod tests {
         let delta = later.since(&earlier);
         assert_eq!(delta.route_split("users", "monolith"), (20, 20));
         assert_eq!(delta.to_group("threads"), 0);
-    }
-
-    #[test]
-    fn healthy_groups_come_from_the_health_gauge() {
-        let (healthy, seen) = healthy_groups(SCRAPE);
-        assert_eq!(healthy, ["users"]);
-        assert_eq!(seen, ["users", "posts"]);
     }
 }

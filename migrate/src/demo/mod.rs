@@ -139,22 +139,11 @@ async fn demo(
     dir: &Path,
     running: &mut Option<Stack>,
 ) -> anyhow::Result<ExitCode> {
-    eprintln!("demo: starting the monolith, users, threads, posts and the local ALB");
-    let stack = running.insert(stack::start(binaries, dir).await?);
-    for (name, address) in stack.servers() {
-        eprintln!("demo: {name} on http://{address}");
-    }
-    eprintln!(
-        "demo: local ALB: traffic on {}, ELBv2 API on {} (files in {})",
-        stack.data_url(),
-        stack.control_url(),
-        dir.display()
-    );
+    let stack = start_stack(binaries, dir, running).await?;
     let metrics_url = format!("{}/metrics", stack.control_url());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    wait_until_healthy(&client, &metrics_url).await?;
     let routes = stack::routes(stack)?;
     let monolith_url = stack.server_url(MONOLITH_TARGET_GROUP);
     let traffic = Traffic::start(&stack.data_url(), &monolith_url, args.rate).await?;
@@ -176,34 +165,7 @@ async fn demo(
         "demo: {} requests per second through the load balancer, each answer compared with the monolith's",
         args.rate
     );
-    let config = stack.config.display().to_string();
-    eprintln!("demo: each command below runs as `migrate --config {config} ...`");
-    let steps = walkthrough(args);
-    for (index, step) in steps.iter().enumerate() {
-        lock(&timeline).mark(&step.label(), step.kind);
-        let mut argv = vec!["migrate".to_owned(), "--config".to_owned(), config.clone()];
-        argv.extend(step.args.iter().cloned());
-        println!("\n$ migrate {}", step.args.join(" "));
-        eprintln!(
-            "demo: step {}/{}: migrate {}",
-            index + 1,
-            steps.len(),
-            step.args.join(" ")
-        );
-        let cli = Cli::try_parse_from(&argv)
-            .with_context(|| format!("the demo built a bad command line: {argv:?}"))?;
-        // The command exactly as `migrate --config FILE ...` runs it.
-        let code = Box::pin(crate::run(cli))
-            .await
-            .with_context(|| format!("`migrate {}` failed", step.args.join(" ")))?;
-        if code != ExitCode::SUCCESS {
-            anyhow::bail!(
-                "`migrate {}` did not succeed ({code:?}); see its output above",
-                step.args.join(" ")
-            );
-        }
-        tokio::time::sleep(args.pause).await;
-    }
+    walk_through(args, &stack.config, &timeline).await?;
     let tally = traffic.stop().await;
     let duration = started.elapsed();
     sampler.stop().await;
@@ -247,6 +209,81 @@ async fn demo(
     } else {
         ExitCode::from(EXIT_ERROR)
     })
+}
+
+/// Starts the stack in `dir` (left in `running` for the caller to stop),
+/// says where everything listens, and waits until every target group is healthy.
+async fn start_stack<'s>(
+    binaries: &Binaries,
+    dir: &Path,
+    running: &'s mut Option<Stack>,
+) -> anyhow::Result<&'s mut Stack> {
+    eprintln!("demo: starting the monolith, users, threads, posts and the local ALB");
+    let stack = running.insert(stack::start(binaries, dir).await?);
+    for (name, address) in stack.servers() {
+        eprintln!("demo: {name} on http://{address}");
+    }
+    eprintln!(
+        "demo: local ALB: traffic on {}, ELBv2 API on {} (files in {})",
+        stack.data_url(),
+        stack.control_url(),
+        dir.display()
+    );
+    let groups = localstack::SERVERS.len();
+    let took = stack
+        .wait_healthy(HEALTHY_TIMEOUT, |healthy| {
+            if !healthy.is_empty() {
+                eprintln!(
+                    "demo: {} of {groups} target groups healthy, waiting (health checks every few seconds)",
+                    healthy.len()
+                );
+            }
+        })
+        .await?;
+    eprintln!(
+        "demo: all {groups} target groups healthy after {:.1} s",
+        took.as_secs_f64()
+    );
+    Ok(stack)
+}
+
+/// Runs each command of the walkthrough in-process, as `migrate --config
+/// CONFIG ...` runs it, marking it on the timeline; stops at the first that
+/// does not succeed.
+async fn walk_through(
+    args: &DemoArgs,
+    config: &Path,
+    timeline: &Mutex<Timeline>,
+) -> anyhow::Result<()> {
+    let config = config.display().to_string();
+    eprintln!("demo: each command below runs as `migrate --config {config} ...`");
+    let steps = walkthrough(args);
+    for (index, step) in steps.iter().enumerate() {
+        lock(timeline).mark(&step.label(), step.kind);
+        let mut argv = vec!["migrate".to_owned(), "--config".to_owned(), config.clone()];
+        argv.extend(step.args.iter().cloned());
+        println!("\n$ migrate {}", step.args.join(" "));
+        eprintln!(
+            "demo: step {}/{}: migrate {}",
+            index + 1,
+            steps.len(),
+            step.args.join(" ")
+        );
+        let cli = Cli::try_parse_from(&argv)
+            .with_context(|| format!("the demo built a bad command line: {argv:?}"))?;
+        // The command exactly as `migrate --config FILE ...` runs it.
+        let code = Box::pin(crate::run(cli))
+            .await
+            .with_context(|| format!("`migrate {}` failed", step.args.join(" ")))?;
+        if code != ExitCode::SUCCESS {
+            anyhow::bail!(
+                "`migrate {}` did not succeed ({code:?}); see its output above",
+                step.args.join(" ")
+            );
+        }
+        tokio::time::sleep(args.pause).await;
+    }
+    Ok(())
 }
 
 /// `--report PATH` is checked before the demo runs: its directory exists and
@@ -307,38 +344,6 @@ async fn scrape_text(client: &reqwest::Client, url: &str) -> anyhow::Result<Stri
         "the local ALB's metrics at {url} answered {status}"
     );
     Ok(response.text().await?)
-}
-
-/// Waits until every target group has a healthy target.
-async fn wait_until_healthy(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut shown = 0;
-    loop {
-        let (healthy, seen) = alb_metrics::healthy_groups(&scrape_text(client, url).await?);
-        if !seen.is_empty() && healthy.len() == seen.len() {
-            eprintln!(
-                "demo: all {} target groups healthy after {:.1} s",
-                seen.len(),
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(());
-        }
-        if started.elapsed() > HEALTHY_TIMEOUT {
-            let waiting: Vec<&String> = seen.iter().filter(|g| !healthy.contains(g)).collect();
-            anyhow::bail!(
-                "target groups {waiting:?} were not healthy after {} s; see the servers' logs",
-                HEALTHY_TIMEOUT.as_secs()
-            );
-        }
-        if healthy.len() != shown {
-            shown = healthy.len();
-            eprintln!(
-                "demo: {shown} of {} target groups healthy, waiting (health checks every few seconds)",
-                seen.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Interval probes `migrate shift` sent per route, from the journal's evidence.

@@ -1,73 +1,33 @@
-//! What the demo adds to the local stack ([`localstack`]): its binaries
-//! found (or built) beside the running `migrate`, its temporary directory, and
-//! the routes of the `migrate.toml` written for it.
+//! What the demo adds to the local stack ([`localstack`]): where it looks for
+//! the binaries, its temporary directory, and the routes of the
+//! `migrate.toml` written for it.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use tokio::process::Command;
 
-use localstack::{ALB, Binaries, Options, SERVERS, Stack};
+use localstack::{ALB, Binaries, Build, Missing, Options, SERVERS, Stack};
 
-/// Finds every binary the demo starts. Under `cargo run` (beside the running
-/// `migrate`, with `$CARGO` set) missing ones are built first with the same
-/// profile; otherwise they are named with how to build them.
+/// Finds every binary the demo starts ([`Binaries::locate`]): beside the
+/// running `migrate`, built first with the same profile when some are missing
+/// under `cargo run`; in `--bin-dir DIR` as they are. A missing one is a usage
+/// error naming it and how to build it.
 pub async fn locate(dir: Option<&Path>) -> anyhow::Result<Binaries> {
-    let binaries = match dir {
-        Some(dir) => Binaries::new(dir),
-        None => Binaries::beside_current_exe()?,
+    let dir = dir.map(Path::to_path_buf);
+    let build = if dir.is_some() {
+        Build::Never
+    } else {
+        Build::IfMissing
     };
-    let mut missing = binaries.missing(&[]);
-    if !missing.is_empty()
-        && dir.is_none()
-        && let Some(cargo) = std::env::var_os("CARGO")
-    {
-        build(&binaries, &cargo).await?;
-        missing = binaries.missing(&[]);
-    }
-    if !missing.is_empty() {
-        return Err(crate::error::usage(format!(
-            "the demo starts {}, {ALB}, but {} missing from {}; build them first with `cargo build --release` (or `cargo build` for a debug `migrate`), or pass `--bin-dir DIR`",
-            SERVERS.join(", "),
-            if missing.len() == 1 {
-                format!("{} is", missing[0])
-            } else {
-                format!("{} are", missing.join(", "))
-            },
-            binaries.dir().display()
-        )));
-    }
-    Ok(binaries)
-}
-
-/// `cargo build` of the servers and the local ALB, with the profile of the
-/// directory `migrate` runs from (`target/release`, `target/debug`).
-async fn build(binaries: &Binaries, cargo: &std::ffi::OsStr) -> anyhow::Result<()> {
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-    let mut args: Vec<String> = vec!["build".into(), "--manifest-path".into(), manifest.into()];
-    match binaries.dir().file_name().and_then(|name| name.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => args.push("--release".into()),
-        Some(profile) => args.extend(["--profile".into(), profile.to_owned()]),
-    }
-    for name in SERVERS.iter().chain(std::iter::once(&ALB)) {
-        args.extend(["-p".into(), (*name).to_owned()]);
-    }
-    eprintln!(
-        "demo: building the servers and the local ALB: cargo {}",
-        args.join(" ")
-    );
-    let status = Command::new(cargo)
-        .args(&args)
-        .status()
-        .await
-        .context("cannot run cargo")?;
-    anyhow::ensure!(
-        status.success(),
-        "`cargo {}` failed ({status})",
-        args.join(" ")
-    );
-    Ok(())
+    let located =
+        tokio::task::spawn_blocking(move || Binaries::locate(dir.as_deref(), &[], build)).await?;
+    located.map_err(|err| match err.downcast::<Missing>() {
+        Ok(missing) => crate::error::usage(format!(
+            "the demo starts {}, {ALB}, but {missing}",
+            SERVERS.join(", ")
+        )),
+        Err(err) => err,
+    })
 }
 
 /// Starts the local stack in `dir`, its `migrate.toml` as the repo's.

@@ -1,6 +1,5 @@
 //! `migrate demo`, black-box: the real binary starts the real local ALB and
-//! forum servers (built beside it: `cargo build --workspace` first, as
-//! `scripts/test` does).
+//! forum servers (built beside it first, as `LocalStack` builds them).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -10,23 +9,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const MIGRATE: &str = env!("CARGO_BIN_EXE_migrate");
-const SIBLINGS: [&str; 5] = ["monolith", "users", "threads", "posts", "local-alb"];
 
-/// Fails clearly when the servers the demo starts were not built.
+/// Builds the servers the demo starts, beside `migrate` (a no-op when fresh).
 fn require_siblings() {
-    let dir = Path::new(MIGRATE)
-        .parent()
-        .expect("migrate has a directory");
-    let missing: Vec<&str> = SIBLINGS
-        .iter()
-        .copied()
-        .filter(|name| !dir.join(name).is_file())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not built in {}; run `cargo build --workspace` (scripts/test does) before `cargo test -p migrate`",
-        dir.display()
-    );
+    crate::support::stack_binaries();
 }
 
 /// A fast demo: short steps and pauses.

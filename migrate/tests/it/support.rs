@@ -617,158 +617,100 @@ fn answer(stream: TcpStream, code: u16) {
 
 // ------------------------------------------------------------ local stack
 
-/// A process whose stdout lines are collected (request logs, announced addresses).
-pub struct Logged {
-    pub proc: Proc,
-    pub lines: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Logged {
-    pub fn spawn(mut command: Command) -> Logged {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Logged {
-            proc: Proc(child),
-            lines,
-        }
-    }
-
-    /// Waits for a line containing `marker` and returns what follows it.
-    pub fn announced(&self, marker: &str, within: Duration) -> String {
-        let mut found = None;
-        eventually(within, marker, || {
-            found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim().to_owned()));
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    pub fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    pub fn stop(&mut self) {
-        let _ = self.proc.0.kill();
-        let _ = self.proc.0.wait();
-    }
-}
-
 /// The directory holding the workspace's binaries (target/debug).
 pub fn bin_dir() -> PathBuf {
     Path::new(MIGRATE).parent().unwrap().to_path_buf()
 }
 
-/// Builds the other binaries of the local stack (a no-op when fresh).
-fn build_stack_binaries() {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(manifest)
-            .args([
-                "-p",
-                "local-alb",
-                "-p",
-                "monolith",
-                "-p",
-                "users",
-                "-p",
-                "threads",
-                "-p",
-                "posts",
-            ])
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "building the local stack's binaries failed"
-        );
-    });
+/// The local stack's binaries beside `migrate`, built first (a no-op when
+/// fresh), so the tests run the current source.
+pub fn stack_binaries() -> localstack::Binaries {
+    localstack::Binaries::locate(Some(&bin_dir()), &[], localstack::Build::Always).unwrap()
 }
 
-/// The local ALB in front of the real monolith and services, all on free ports.
+/// One process of the [`LocalStack`] (a forum server, or the local ALB), its
+/// output in a log file of the stack's.
+pub struct Part {
+    stack: localstack::blocking::Stack,
+    name: &'static str,
+}
+
+impl Part {
+    /// The lines of its log (all of its runs) containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        let log = self.stack.get().log(self.name);
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// SIGKILLs it (the local ALB comes back with [`LocalStack::restart_alb`]).
+    pub fn stop(&mut self) {
+        if self.name == localstack::ALB {
+            self.stack.kill_alb();
+        } else {
+            self.stack.kill_server(self.name);
+        }
+    }
+}
+
+/// The local ALB in front of the real monolith and services, all on free
+/// ports, started by the `localstack` crate from the repo's stack file.
 pub struct LocalStack {
-    /// The stack file and the ALB's state; they live until the stack is dropped.
-    dir: tempfile::TempDir,
-    pub services: BTreeMap<String, Logged>,
+    stack: localstack::blocking::Stack,
+    /// The forum servers by name; each stops when the stack is dropped (or `stop()`).
+    pub services: BTreeMap<String, Part>,
     /// The local ALB; it stops when the stack is dropped (or `alb.stop()`).
-    pub alb: Logged,
+    pub alb: Part,
     pub data_url: String,
     pub control_url: String,
+    /// The stack file, the ALB's state, the logs; declared last, so they
+    /// outlive the processes.
+    _dir: tempfile::TempDir,
 }
 
+/// The stack file's credentials.
 pub const LOCAL_KEY: &str = "AKIAFICUSLOCAL000000";
 pub const LOCAL_SECRET: &str = "ficus-local-secret-access-key";
 
 impl LocalStack {
     pub fn start() -> LocalStack {
-        build_stack_binaries();
+        let binaries = stack_binaries();
         let dir = tempfile::tempdir().unwrap();
-        let mut services = BTreeMap::new();
-        let mut stack = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infrastructure/local/stack.toml"),
-        )
-        .unwrap();
-        for (name, default_port) in [
-            ("monolith", 3000),
-            ("users", 3001),
-            ("threads", 3002),
-            ("posts", 3003),
-        ] {
-            let mut command = Command::new(bin_dir().join(name));
-            command.args(["--host", "127.0.0.1", "--port", "0"]);
-            let service = Logged::spawn(command);
-            let addr = service.announced("listening on ", Duration::from_secs(20));
-            stack = stack.replace(&format!("127.0.0.1:{default_port}\""), &format!("{addr}\""));
-            services.insert(name.to_owned(), service);
-        }
-        // Faster health checks than the stack's (5 s is the ALB's minimum interval).
-        stack = stack.replace(
-            "interval_seconds = 6, timeout_seconds = 5",
-            "interval_seconds = 5, timeout_seconds = 2",
-        );
-        let stack_file = dir.path().join("stack.toml");
-        std::fs::write(&stack_file, stack).unwrap();
-        let mut command = Command::new(bin_dir().join("local-alb"));
-        command
-            .arg("--stack")
-            .arg(&stack_file)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"]);
-        let alb = Logged::spawn(command);
-        let data_url = alb.announced("data listener on ", Duration::from_secs(20));
-        let control_url = alb.announced("control listener on ", Duration::from_secs(20));
+        let options = localstack::Options {
+            written_by: "the migrate tests",
+            alb_args: Vec::new(),
+            route_settings: toml::Table::new(),
+        };
+        let stack = localstack::blocking::Stack::start(binaries, dir.path(), options).unwrap();
+        let (data_url, control_url) = {
+            let running = stack.get();
+            assert_eq!(
+                (
+                    running.access_key_id.as_str(),
+                    running.secret_access_key.as_str()
+                ),
+                (LOCAL_KEY, LOCAL_SECRET),
+                "the stack file's credentials"
+            );
+            (running.data_url(), running.control_url())
+        };
+        let part = |name| Part {
+            stack: stack.clone(),
+            name,
+        };
         LocalStack {
-            dir,
-            services,
-            alb,
+            services: localstack::SERVERS
+                .into_iter()
+                .map(|name| (name.to_owned(), part(name)))
+                .collect(),
+            alb: part(localstack::ALB),
+            stack,
             data_url,
             control_url,
+            _dir: dir,
         }
     }
 
@@ -780,21 +722,8 @@ impl LocalStack {
     /// stack file and state directory: it comes back with the changes it had
     /// acknowledged.
     pub fn restart_alb(&mut self) {
-        let mut command = Command::new(bin_dir().join("local-alb"));
-        command
-            .arg("--stack")
-            .arg(self.dir.path().join("stack.toml"))
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--listen")
-            .arg(self.data_url.trim_start_matches("http://"))
-            .arg("--control-listen")
-            .arg(self.control_url.trim_start_matches("http://"));
-        self.alb = Logged::spawn(command);
-        let control = self
-            .alb
-            .announced("control listener on ", Duration::from_secs(20));
-        assert_eq!(control, self.control_url);
+        self.stack.restart_alb().unwrap();
+        assert_eq!(self.stack.get().control_url(), self.control_url);
     }
 
     pub fn listener_arn(&self, rt: &tokio::runtime::Runtime) -> String {
@@ -823,15 +752,15 @@ impl LocalStack {
     /// A migrate.toml like the repo's, pointing at this stack.
     pub fn operator(&self, interval: &str) -> Operator {
         let mut routes = routes_toml(1, interval, "SERVICE_URL");
+        let running = self.stack.get();
         for route in ["users", "threads", "posts"] {
-            let addr = self.services[route].announced("listening on ", Duration::from_secs(1));
             routes = routes.replacen(
                 "service_url = \"SERVICE_URL\"",
-                &format!("service_url = \"http://{addr}\""),
+                &format!("service_url = \"{}\"", running.server_url(route)),
                 1,
             );
         }
-        let monolith = self.services["monolith"].announced("listening on ", Duration::from_secs(1));
+        let monolith = running.server_url(localstack::MONOLITH_TARGET_GROUP);
         let config = format!(
             r#"lb_url = "{data}"
 [aws]
@@ -843,7 +772,7 @@ secret_access_key = "{LOCAL_SECRET}"
 load_balancer = "ficus-local"
 port = 80
 [monolith]
-base_url = "http://{monolith}"
+base_url = "{monolith}"
 {routes}"#,
             data = self.data_url,
             control = self.control_url,

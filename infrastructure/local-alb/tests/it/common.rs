@@ -7,19 +7,33 @@ use std::time::SystemTime;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use local_alb::Application;
 use local_alb::settings::Settings;
-use local_alb::sigv4::Credentials;
 
 /// The repository's stack file.
 pub fn stack_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../local/stack.toml")
 }
 
-/// The credentials the stack file declares.
+/// An access key pair, as a client signs with it.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// The credentials the stack file declares (`[credentials]`).
 pub fn stack_credentials() -> Credentials {
     let text = std::fs::read_to_string(stack_path()).expect("stack file is readable");
-    local_alb::stack::parse(&text, "stack.toml")
-        .expect("the repository's stack file is valid")
-        .credentials
+    let stack: toml::Table = toml::from_str(&text).expect("the stack file is TOML");
+    let key = |name: &str| {
+        stack["credentials"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("the stack file has credentials.{name}"))
+            .to_owned()
+    };
+    Credentials {
+        access_key_id: key("access_key_id"),
+        secret_access_key: key("secret_access_key"),
+    }
 }
 
 pub const REGION: &str = "us-east-1";

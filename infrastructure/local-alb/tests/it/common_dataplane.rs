@@ -10,11 +10,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use local_alb::dataplane::{DataPlane, DataPlaneOptions, TargetHealthView};
 use local_alb::model::{
     Action, ActionKind, Condition, HealthCheck, Listener, LoadBalancer, Priority, Rule, State,
     Target, TargetGroup, WeightedTargetGroup,
 };
+use local_alb::{DataPlane, DataPlaneOptions, TargetHealthView};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -253,7 +253,7 @@ fn help_explains_flags_credentials_and_exit_codes() {
 #[test]
 fn data_plane_options_come_from_flags_or_local_alb_variables() {
     use clap::Parser;
-    use local_alb::dataplane::DataPlaneOptions;
+    use local_alb::DataPlaneOptions;
     use local_alb::settings::{Cli, Settings};
     use std::time::Duration;
 

@@ -5,8 +5,9 @@ use crate::common;
 
 use std::time::{Duration, SystemTime};
 
-use crate::common::{Answer, RunningAlb, form_body, send, sign, signed_post, stack_credentials};
-use local_alb::sigv4::Credentials;
+use crate::common::{
+    Answer, Credentials, RunningAlb, form_body, send, sign, signed_post, stack_credentials,
+};
 
 const NS: &str = r#"xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/""#;
 

@@ -6,11 +6,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common_dataplane::*;
-use local_alb::dataplane::DataPlaneOptions;
+use local_alb::DataPlaneOptions;
 use local_alb::model::{ActionKind, Priority};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -302,6 +303,10 @@ struct ScriptedBackend {
     addr: SocketAddr,
     /// Request lines received, in order.
     requests: Arc<Mutex<Vec<String>>>,
+    /// Requests other than health checks whose script was played whole.
+    answered: Arc<AtomicUsize>,
+    /// Connections not yet closed (read to their end, or closed by a script).
+    open: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -331,15 +336,34 @@ impl ScriptedBackend {
             .expect("bind scripted");
         let addr = listener.local_addr().expect("scripted address");
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&requests);
+        let answered = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (seen, played, connections) = (
+            Arc::clone(&requests),
+            Arc::clone(&answered),
+            Arc::clone(&open),
+        );
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_scripted(stream, handler.clone(), Arc::clone(&seen)));
+                connections.fetch_add(1, Ordering::SeqCst);
+                let serve = serve_scripted(
+                    stream,
+                    handler.clone(),
+                    Arc::clone(&seen),
+                    Arc::clone(&played),
+                );
+                let connections = Arc::clone(&connections);
+                tokio::spawn(async move {
+                    serve.await;
+                    connections.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         ScriptedBackend {
             addr,
             requests,
+            answered,
+            open,
             task,
         }
     }
@@ -354,6 +378,28 @@ impl ScriptedBackend {
     /// An ALB forwarding everything to this backend.
     async fn alb(&self, options: DataPlaneOptions) -> RunningAlb {
         RunningAlb::start(&scripted_state(self), options).await
+    }
+
+    /// Waits until the scripts of `count` requests (health checks aside)
+    /// have been played whole: every byte they write has been written.
+    async fn wait_until_answered(&self, count: usize) {
+        wait_until(
+            &format!("{count} requests answered by the backend"),
+            READ_TIMEOUT,
+            || self.answered.load(Ordering::SeqCst) >= count,
+        )
+        .await;
+    }
+
+    /// Waits until every connection to the backend is closed, so it has read
+    /// (and recorded) every request sent on any of them.
+    async fn wait_until_connections_closed(&self) {
+        wait_until(
+            "every connection to the backend closed",
+            READ_TIMEOUT,
+            || self.open.load(Ordering::SeqCst) == 0,
+        )
+        .await;
     }
 
     /// Request lines other than health checks.
@@ -393,7 +439,12 @@ async fn read_until(
     }
 }
 
-async fn serve_scripted(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<String>>>) {
+async fn serve_scripted(
+    mut stream: TcpStream,
+    handler: Handler,
+    seen: Arc<Mutex<Vec<String>>>,
+    answered: Arc<AtomicUsize>,
+) {
     let _ = stream.set_nodelay(true);
     let mut buffered = Vec::new();
     loop {
@@ -448,6 +499,9 @@ async fn serve_scripted(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex
                     return;
                 }
             }
+        }
+        if !health_check {
+            answered.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -903,8 +957,8 @@ async fn head_gets_headers_without_body_and_the_connection_stays_in_sync() {
     // The echo describes the method, so HEAD's body would be 1 byte shorter
     // than GET's ("HEAD" vs "GET" plus nothing else differs).
     assert_eq!(length, full.body.len() + 1, "{head:?}");
-    // No body bytes may follow: give them a moment to arrive, then check.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // No body bytes may follow: any would come on this connection before the
+    // next answer, which then would not begin with its status line.
     let next = client.exchange(&get("/after-head")).await;
     assert_eq!(next.status, 200, "{next:?}");
     assert_eq!(next.echo()["uri"], "/after-head");
@@ -1401,14 +1455,17 @@ async fn connection_header_naming_content_length_cannot_smuggle_a_request() {
     );
     let mut client = RawClient::connect(alb.addr).await;
     let response = client.exchange(request.as_bytes()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stopped, the ALB closes its target connections; once the backend has
+    // read each to its end, it has recorded every request sent on it.
+    drop(client);
+    alb.stop().await;
+    backend.wait_until_connections_closed().await;
     let requests = backend.requests();
     assert!(
         !requests.iter().any(|line| line.contains("/admin")),
         "a request the ALB never routed reached the target: {requests:?} (client got {response:?})"
     );
     assert!(matches!(response.status, 200 | 400), "{response:?}");
-    alb.stop().await;
 }
 
 /// A target's `Connection: Content-Length` must not strip the length the
@@ -1754,6 +1811,7 @@ async fn stray_bytes_after_a_target_response_never_reach_another_request() {
     .await;
     let alb = backend.alb(quick_options()).await;
     let mut client = RawClient::connect(alb.addr).await;
+    let mut answered = 0;
     for first in [
         &get("/confused-now")[..],
         &get("/confused-later"),
@@ -1766,8 +1824,11 @@ async fn stray_bytes_after_a_target_response_never_reach_another_request() {
             client.response().await
         };
         assert_eq!(response.status, 200);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The target has written its stray bytes (the later ones too).
+        answered += 1;
+        backend.wait_until_answered(answered).await;
         for _ in 0..3 {
+            answered += 1;
             let next = client.exchange(&get("/ok")).await;
             assert_eq!(
                 (next.status, next.text().as_str()),

@@ -476,7 +476,7 @@ async fn oversized_and_malformed_requests_are_rejected_without_harm() {
 async fn alb_with_short_client_idle_timeout() -> (Backend, RunningAlb) {
     let backend = Backend::start("echo").await;
     let state = one_group_state("echo", &backend);
-    let options = local_alb::dataplane::DataPlaneOptions {
+    let options = local_alb::DataPlaneOptions {
         client_idle_timeout: Duration::from_millis(500),
         ..quick_options()
     };
@@ -636,30 +636,44 @@ async fn no_request_fails_while_tables_are_republished() {
 #[tokio::test]
 async fn the_repository_stack_file_routes_everything_to_the_monolith() {
     let monolith = Backend::start("monolith").await;
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../local/stack.toml");
-    let text = std::fs::read_to_string(path).expect("read the stack file");
-    let mut state = local_alb::stack::parse(&text, path)
-        .expect("the stack file parses")
-        .state;
-    for group in &mut state.target_groups {
-        if group.name == "monolith" {
-            group.targets = vec![monolith.target()];
-        }
+    // The repository's stack file, its monolith's target moved to the backend.
+    let text = std::fs::read_to_string(crate::common::stack_path()).expect("read the stack file");
+    let mut stack: toml::Table = toml::from_str(&text).expect("the stack file is TOML");
+    let groups = stack["target_groups"]
+        .as_array_mut()
+        .expect("the stack file has [[target_groups]]");
+    for group in groups
+        .iter_mut()
+        .filter(|group| group["name"].as_str() == Some("monolith"))
+    {
+        group["targets"] = toml::Value::Array(vec![monolith.addr.to_string().into()]);
     }
-    let alb = RunningAlb::start(&state, quick_options()).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stack_file = dir.path().join("stack.toml");
+    std::fs::write(&stack_file, stack.to_string()).expect("write the stack file");
+    let mut settings = local_alb::settings::Settings::on_free_ports(dir.path().join("state"));
+    settings.stack = Some(stack_file);
+    let alb = crate::common::RunningAlb::start_with(settings).await;
     let client = client();
     for path in ["/", "/api", "/api/users/1", "/api/posts/by-user/2"] {
         assert_eq!(
-            backend_of(&client, &alb.url(path)).await,
+            backend_of(&client, &format!("{}{path}", alb.data_url)).await,
             (200, "monolith".into()),
             "{path}"
         );
     }
-    let metrics = alb.plane.render_metrics();
-    assert!(
-        metrics.contains(
-            r#"ficus_alb_requests_total{target_group="monolith",rule="99",code_class="2xx"} 3"#
-        ),
+    let metrics = client
+        .get(format!("{}/metrics", alb.control_url))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics");
+    let requests = alb::metrics::requests_by_target_group_and_rule(&alb::metrics::parse(&metrics));
+    assert_eq!(
+        requests.get(&("monolith".to_owned(), "99".to_owned())),
+        Some(&3),
         "{metrics}"
     );
     alb.stop().await;
@@ -669,7 +683,7 @@ async fn the_repository_stack_file_routes_everything_to_the_monolith() {
 async fn target_connections_are_kept_alive_and_reused() {
     let backend = Backend::start("kept").await;
     let state = one_group_state("kept", &backend);
-    let options = local_alb::dataplane::DataPlaneOptions {
+    let options = local_alb::DataPlaneOptions {
         worker_threads: 2,
         ..quick_options()
     };
@@ -747,14 +761,13 @@ async fn a_request_that_cannot_connect_goes_to_another_target_and_the_target_tur
         "{health:?}"
     );
     let metrics = alb.plane.render_metrics();
-    let retries: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("ficus_alb_target_connect_retries_total "))
-        .and_then(|count| count.parse().ok())
+    let samples = alb::metrics::parse(&metrics);
+    let retries = alb::metrics::single(&samples, alb::metrics::TARGET_CONNECT_RETRIES_TOTAL)
         .unwrap_or_else(|| panic!("no retry counter in\n{metrics}"));
     assert!(retries >= 2, "{retries} retries\n{metrics}");
-    assert!(
-        !metrics.contains(r#"reason="target_connection_failed"} 1"#),
+    assert_eq!(
+        alb::metrics::elb_errors_by_reason(&samples).get("502 target_connection_failed"),
+        Some(&0),
         "no request may have failed\n{metrics}"
     );
     alb.stop().await;
@@ -850,7 +863,7 @@ async fn only_idempotent_requests_are_resent_when_a_pooled_connection_was_closed
         .target_group("dropping", vec![target], health_check(30, 5))
         .rule(Priority::Default, vec![], forward("dropping"))
         .build();
-    let options = local_alb::dataplane::DataPlaneOptions {
+    let options = local_alb::DataPlaneOptions {
         worker_threads: 1,
         ..quick_options()
     };

@@ -14,5 +14,4 @@ mod dataplane_forum;
 mod dataplane_health;
 mod dataplane_http1;
 mod dataplane_routing;
-mod fuzz_control_form;
 mod persist;

@@ -5,18 +5,18 @@
 //! must be a client error that renders as an AWS `<ErrorResponse>` document;
 //! every success an XML `...Response` document.
 //!
-//! CI runs the default number of cases; a long run:
-//! `PROPTEST_CASES=200000 cargo test -p local-alb --release --test it fuzz_control_form::`.
-
-use crate::common;
+//! A unit test of the crate (it reaches `ControlPlane::execute`, which is not
+//! public). CI runs the default number of cases; a long run:
+//! `PROPTEST_CASES=200000 cargo test -p local-alb --release --lib fuzz_tests::`.
 
 use std::sync::{Arc, OnceLock};
 
-use local_alb::Application;
-use local_alb::control::ControlPlane;
-use local_alb::control::form::Form;
-use local_alb::control::xml;
 use proptest::prelude::*;
+
+use crate::Application;
+use crate::control::form::Form;
+use crate::control::{ControlPlane, xml};
+use crate::settings::Settings;
 
 const ACTIONS: &[&str] = &[
     "DescribeLoadBalancers",
@@ -145,8 +145,10 @@ fn target() -> &'static Target {
 fn fresh_target() -> Target {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let dir = tempfile::tempdir().expect("a temporary state directory");
+    let mut settings = Settings::on_free_ports(dir.path());
+    settings.stack = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../local/stack.toml").into());
     let app = runtime
-        .block_on(Application::build(common::settings_for(dir.path())))
+        .block_on(Application::build(settings))
         .expect("the local ALB builds from the repository's stack file");
     let control = app.control_plane();
     let state = control.state();
