@@ -524,10 +524,7 @@ fn a_preview_rule_sends_header_requests_to_the_service_and_verify_compares_throu
     let good = op.run(&["verify", "users", "--through-lb"]);
     assert_eq!(good.code, 0, "{good}");
     // A bad service behind the users target group: it fails, naming the pointer.
-    let users_addr: std::net::SocketAddr = stack.services["users"]
-        .announced("listening on ", Duration::from_secs(1))
-        .parse()
-        .unwrap();
+    let users_addr = stack.services["users"].address().unwrap();
     let bad = crate::verify::rewriting_proxy(users_addr, crate::verify::rewrite_bio);
     let bad_port: i32 = bad.rsplit(':').next().unwrap().parse().unwrap();
     rt.block_on(async {

@@ -646,6 +646,11 @@ impl Part {
             .count()
     }
 
+    /// The address a forum server listens on (`None` for the local ALB).
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.stack.get().server_address(self.name)
+    }
+
     /// SIGKILLs it (the local ALB comes back with [`LocalStack::restart_alb`]).
     pub fn stop(&mut self) {
         if self.name == localstack::ALB {
