@@ -959,4 +959,117 @@ mod tests {
         let missing = handle(&registry, Protocol::Cbor, "GetMetricData", &[]).unwrap_err();
         assert_eq!(missing.code, "MissingParameter");
     }
+
+    use proptest::prelude::*;
+
+    /// Member names of the inputs, and values around their edges.
+    const NAMES: &[&str] = &[
+        "MetricDataQueries",
+        "StartTime",
+        "EndTime",
+        "ScanBy",
+        "NextToken",
+        "MaxDatapoints",
+        "Id",
+        "MetricStat",
+        "Metric",
+        "Namespace",
+        "MetricName",
+        "Dimensions",
+        "Name",
+        "Value",
+        "Period",
+        "Stat",
+        "Unit",
+        "Expression",
+        "Label",
+        "ReturnData",
+        "x",
+    ];
+    const TEXTS: &[&str] = &[
+        "AWS/ApplicationELB",
+        "RequestCount",
+        "TargetResponseTime",
+        "LoadBalancer",
+        "TargetGroup",
+        "p99",
+        "p100",
+        "p99.99",
+        "Sum",
+        "Average",
+        "Count",
+        "Seconds",
+        "m1",
+        "M1",
+        "",
+        "TimestampAscending",
+        "ficus-alb:3",
+        "ficus-alb:x",
+        "app/x/1",
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(|i| Value::Integer(i.into())),
+            (0i64..4_000_000_000).prop_map(|i| Value::Tag(1, Box::new(Value::Integer(i.into())))),
+            any::<f64>().prop_map(|f| Value::Tag(1, Box::new(Value::Float(f)))),
+            any::<f64>().prop_map(Value::Float),
+            proptest::sample::select(TEXTS).prop_map(|t| Value::Text(t.to_owned())),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::Bytes),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((proptest::sample::select(NAMES), inner), 0..6).prop_map(
+                    |members| Value::Map(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (Value::Text(k.to_owned()), v))
+                            .collect()
+                    )
+                ),
+            ]
+        })
+    }
+
+    fn answers_or_refuses(
+        protocol: Protocol,
+        operation: &str,
+        body: &[u8],
+    ) -> std::result::Result<(), TestCaseError> {
+        let registry = Registry::new(std::time::Duration::from_secs(60), 1);
+        match handle(&registry, protocol, operation, body) {
+            Ok(answer) => prop_assert!(!answer.is_empty()),
+            Err(error) => {
+                prop_assert!((400..500).contains(&error.status), "{error:?}");
+                prop_assert!(!error.body(protocol).is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Random CBOR inputs built from the real member names: an answer or
+        /// a 4xx error, never a panic.
+        #[test]
+        fn random_inputs_get_answers_or_client_errors(
+            value in tree(),
+            operation in proptest::sample::select(&["GetMetricData", "ListMetrics", "Nope"][..]),
+        ) {
+            answers_or_refuses(Protocol::Cbor, operation, &encode(&value))?;
+            answers_or_refuses(Protocol::Json, operation, &to_json(&value).to_string().into_bytes())?;
+        }
+
+        /// Arbitrary bytes, in either protocol.
+        #[test]
+        fn random_bytes_get_answers_or_client_errors(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            answers_or_refuses(Protocol::Cbor, "GetMetricData", &body)?;
+            answers_or_refuses(Protocol::Json, "GetMetricData", &body)?;
+        }
+    }
 }
