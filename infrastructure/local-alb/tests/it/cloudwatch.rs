@@ -405,6 +405,41 @@ async fn the_load_balancer_counts_its_own_errors() {
     // A target was chosen: the request counts, but not as the target's 5XX.
     assert_eq!(data["slow_requests"].1, vec![1.0]);
     assert!(data["slow_target_5xx"].1.is_empty());
+    // The unreachable target is unhealthy, fast's is healthy (sampled each
+    // second, as target-group gauges).
+    let fast = [
+        ("LoadBalancer", f.load_balancer.as_str()),
+        ("TargetGroup", f.fast_group.as_str()),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let data = metric_data(
+            &f.client,
+            vec![
+                query("slow_unhealthy", "UnHealthyHostCount", &slow, 1, "Maximum"),
+                query("fast_healthy", "HealthyHostCount", &fast, 1, "Maximum"),
+                query("per_lb", "HealthyHostCount", &lb, 1, "Maximum"),
+            ],
+            epoch_seconds() - 2,
+            epoch_seconds() + 1,
+        )
+        .await;
+        assert!(
+            data["per_lb"].1.is_empty(),
+            "published per target group only"
+        );
+        let last = |id: &str| data[id].1.last().copied();
+        if last("slow_unhealthy") == Some(1.0) && last("fast_healthy") == Some(1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "within 30 s: unhealthy {:?}, healthy {:?}",
+            data["slow_unhealthy"],
+            data["fast_healthy"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     f.alb.stop().await;
 }
 
@@ -701,6 +736,15 @@ async fn bad_input_gets_cloudwatch_errors_and_the_server_keeps_serving() {
     use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
     assert_eq!(err.code(), Some("InvalidParameterValue"), "{err:?}");
     let listed = f.client.list_metrics().send().await.unwrap();
-    assert!(listed.metrics().is_empty(), "no traffic yet");
+    let names: std::collections::HashSet<&str> = listed
+        .metrics()
+        .iter()
+        .filter_map(|m| m.metric_name())
+        .collect();
+    assert!(!names.contains("RequestCount"), "no traffic yet: {names:?}");
+    assert!(
+        listed.metrics().iter().all(|m| m.dimensions().len() == 2),
+        "only the target groups' health so far: {listed:?}"
+    );
     f.alb.stop().await;
 }
