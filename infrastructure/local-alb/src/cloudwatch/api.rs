@@ -204,15 +204,21 @@ pub fn handle(
         Protocol::Cbor => decode(body)?,
         Protocol::Json => decode_json(body)?,
     };
-    let answer = match operation {
-        "GetMetricData" => GetMetricData::parse(&input)?.answer(registry, now_second())?,
-        "ListMetrics" => list_metrics(registry, &input)?,
-        other => return Err(CloudWatchError::unknown_operation(other)),
-    };
+    let answer = answer(registry, operation, &input)?;
     Ok(match protocol {
         Protocol::Cbor => encode(&answer),
         Protocol::Json => to_json(&answer).to_string().into_bytes(),
     })
+}
+
+/// Runs `operation` on its input structure (as CBOR values, whatever the
+/// wire format); the output structure.
+pub fn answer(registry: &Registry, operation: &str, input: &[(Value, Value)]) -> Result<Value> {
+    match operation {
+        "GetMetricData" => GetMetricData::parse(input)?.answer(registry, now_second()),
+        "ListMetrics" => list_metrics(registry, input),
+        other => Err(CloudWatchError::unknown_operation(other)),
+    }
 }
 
 /// The input structure of an AWS JSON 1.0 body, as CBOR values (numbers
