@@ -840,3 +840,70 @@ async fn older_clients_read_the_metrics_with_the_query_api() {
     );
     f.alb.stop().await;
 }
+
+#[tokio::test]
+async fn max_datapoints_pages_with_next_token() {
+    let f = fixture().await;
+    let start = epoch_seconds() - 1;
+    // Requests in at least three different seconds (one per second at least).
+    let http = reqwest::Client::new();
+    let mut sent = 0;
+    let mut seconds = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seconds.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "three seconds pass");
+        get(&http, &f.alb.data_url, 1).await;
+        sent += 1;
+        seconds.insert(epoch_seconds());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end = epoch_seconds() + 1;
+    let lb = [("LoadBalancer", f.load_balancer.as_str())];
+    let (mut token, mut pages, mut total, mut timestamps) = (None::<String>, 0, 0.0, Vec::new());
+    loop {
+        let answer = f
+            .client
+            .get_metric_data()
+            .metric_data_queries(query("requests", "RequestCount", &lb, 1, "Sum"))
+            .start_time(DateTime::from_secs(start))
+            .end_time(DateTime::from_secs(end))
+            .max_datapoints(1)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .expect("GetMetricData answers");
+        let result = &answer.metric_data_results()[0];
+        assert!(result.values().len() <= 1);
+        total += result.values().iter().sum::<f64>();
+        timestamps.extend(result.timestamps().iter().map(|t| t.secs()));
+        pages += 1;
+        match answer.next_token() {
+            Some(next) => {
+                assert_eq!(
+                    result.status_code().map(|s| s.as_str()),
+                    Some("PartialData")
+                );
+                token = Some(next.to_owned());
+            }
+            None => break,
+        }
+        assert!(pages < 100, "pagination ends");
+    }
+    assert_eq!(total, f64::from(sent));
+    assert!(pages >= 3, "one datapoint per page: {pages} pages");
+    // Newest first (ScanBy defaults to TimestampDescending), none twice.
+    assert!(timestamps.windows(2).all(|w| w[0] > w[1]), "{timestamps:?}");
+    let bad = f
+        .client
+        .get_metric_data()
+        .metric_data_queries(query("requests", "RequestCount", &lb, 1, "Sum"))
+        .start_time(DateTime::from_secs(start))
+        .end_time(DateTime::from_secs(end))
+        .next_token("not-a-token")
+        .send()
+        .await
+        .unwrap_err();
+    use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
+    assert_eq!(bad.code(), Some("InvalidNextToken"));
+    f.alb.stop().await;
+}
