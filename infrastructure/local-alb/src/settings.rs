@@ -29,14 +29,19 @@ The data listener (--listen) routes HTTP requests to target groups by the \
 listener's rules, like an ALB's HTTP listener. The control listener \
 (--control-listen) speaks the ELBv2 Query API (Version 2015-12-01) with AWS \
 Signature Version 4, so the AWS CLI, the AWS SDKs and `migrate` can read and \
-change the rules; it also serves Prometheus metrics at GET /metrics.\n\n\
+change the rules; it also serves Prometheus metrics at GET /metrics, and \
+CloudWatch's GetMetricData and ListMetrics (namespace AWS/ApplicationELB, SigV4 \
+service `monitoring`, periods down to 1 s) from per-second counters of the \
+data plane.\n\n\
 The configuration starts from the stack file. Every accepted API change is \
 saved in the state directory before it is answered, and on restart the saved \
 state wins over the stack file; --reset starts from the stack file again.",
     after_help = "EXAMPLES:\n  \
 local-alb --listen 127.0.0.1:8080 --control-listen 127.0.0.1:9100\n  \
 AWS_ACCESS_KEY_ID=AKIAFICUSLOCAL000000 AWS_SECRET_ACCESS_KEY=ficus-local-secret-access-key \\\n    \
-aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0.0.1:9100\n\n\
+aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
+(same keys) aws cloudwatch list-metrics --namespace AWS/ApplicationELB --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
+local-alb --metric-retention 600        # keep 10 minutes of per-second metrics (0: do not count)\n\n\
 The access key and secret are the stack file's [credentials] (local defaults \
 above). On start, one line per listener is printed to stdout:\n  \
 data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\
@@ -96,6 +101,14 @@ pub struct Cli {
     /// Threads serving the data listener. Default: one per CPU core.
     #[arg(long, env = "LOCAL_ALB_WORKER_THREADS", value_name = "THREADS", value_parser = threads)]
     pub worker_threads: Option<usize>,
+
+    /// Seconds of per-second CloudWatch metrics kept for GetMetricData
+    /// (RequestCount, HTTPCode_*, TargetResponseTime per load balancer and
+    /// target group). 0 turns counting off: the CloudWatch API then answers
+    /// with no data. Default: 10800 (3 hours, as CloudWatch keeps
+    /// high-resolution data).
+    #[arg(long, env = "LOCAL_ALB_METRIC_RETENTION_SECONDS", value_name = "SECONDS", value_parser = seconds)]
+    pub metric_retention: Option<Duration>,
 }
 
 /// A number of seconds, such as 60 or 0.5.
@@ -159,6 +172,7 @@ impl From<Cli> for Settings {
                 .client_idle_timeout
                 .unwrap_or(defaults.client_idle_timeout),
             worker_threads: cli.worker_threads.unwrap_or(defaults.worker_threads),
+            metric_retention: cli.metric_retention.unwrap_or(defaults.metric_retention),
             ..defaults
         };
         Settings {

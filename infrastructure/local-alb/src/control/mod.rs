@@ -7,6 +7,7 @@
 //! an error and leaves the old state in place.
 
 pub mod actions;
+mod cloudwatch_query;
 pub mod error;
 pub mod form;
 mod parse;
@@ -30,6 +31,10 @@ use tokio::net::TcpListener;
 use self::actions::Handler;
 use self::error::ApiError;
 use self::form::Form;
+use crate::cloudwatch::{
+    self,
+    api::{CloudWatchError, Protocol},
+};
 use crate::dataplane::DataPlane;
 use crate::model::State;
 use crate::persist::StateStore;
@@ -164,6 +169,23 @@ impl ControlPlane {
                 .unwrap_or_else(fallback_response)
             };
         }
+        if let Some(operation) = path.strip_prefix(cloudwatch::RPC_PATH_PREFIX) {
+            let operation = operation.to_owned();
+            return self
+                .handle_cloudwatch(Protocol::Cbor, &operation, parts, body, peer, &request_id)
+                .await;
+        }
+        let json_target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix(cloudwatch::JSON_TARGET_PREFIX))
+            .map(str::to_owned);
+        if let Some(operation) = json_target {
+            return self
+                .handle_cloudwatch(Protocol::Json, &operation, parts, body, peer, &request_id)
+                .await;
+        }
         if path != "/" || (parts.method != Method::POST && parts.method != Method::GET) {
             return plain(
                 StatusCode::NOT_FOUND,
@@ -182,6 +204,13 @@ impl ControlPlane {
             }
         };
         let query = parts.uri.query().unwrap_or_default();
+        let mut form = Form::parse(&body);
+        form.extend(Form::parse(query.as_bytes()));
+        if form.get("Version") == Some(cloudwatch_query::VERSION) {
+            return self
+                .handle_cloudwatch_query(&parts, &body, peer, &request_id)
+                .await;
+        }
         let signed = SignedRequest {
             method: parts.method.as_str(),
             path,
@@ -198,8 +227,6 @@ impl ControlPlane {
             tracing::info!(%peer, code = auth.code(), %request_id, "control request refused");
             return api_error_response(&auth_error(&auth), &request_id);
         }
-        let mut form = Form::parse(&body);
-        form.extend(Form::parse(query.as_bytes()));
         let this = Arc::clone(&self);
         let rid = request_id.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -234,6 +261,139 @@ impl ControlPlane {
             Err(error) => {
                 tracing::info!(%action, code = error.code, message = %error.message, %request_id, "control action refused");
                 api_error_response(&error, &request_id)
+            }
+        }
+    }
+
+    /// A CloudWatch operation over Smithy RPC v2 CBOR or AWS JSON 1.0:
+    /// signed for `monitoring`, answered from the data plane's counters.
+    async fn handle_cloudwatch(
+        &self,
+        protocol: Protocol,
+        operation: &str,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> HttpResponse {
+        if parts.method != Method::POST {
+            let error = CloudWatchError::serialization(format!(
+                "CloudWatch operations are POSTed, not sent with {}",
+                parts.method
+            ));
+            return cloudwatch_error_response(protocol, &error, request_id);
+        }
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                let error = CloudWatchError::serialization(format!(
+                    "The request body could not be read or is larger than {MAX_BODY_BYTES} bytes: {error}"
+                ));
+                return cloudwatch_error_response(protocol, &error, request_id);
+            }
+        };
+        let signed = SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or_default(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        let verifier = Verifier {
+            credentials: &self.credentials,
+            region: &self.region,
+            service: cloudwatch::SIGNING_SERVICE,
+        };
+        if let Err(auth) = verifier.verify(&signed, time::OffsetDateTime::now_utc()) {
+            tracing::info!(%peer, code = auth.code(), %request_id, "CloudWatch request refused");
+            let error = CloudWatchError::forbidden(auth.code(), auth.to_string());
+            return cloudwatch_error_response(protocol, &error, request_id);
+        }
+        let dataplane = Arc::clone(&self.dataplane);
+        let operation_name = operation.to_owned();
+        let answered = tokio::task::spawn_blocking(move || {
+            cloudwatch::api::handle(dataplane.cloudwatch(), protocol, &operation_name, &body)
+        })
+        .await
+        .unwrap_or_else(|join_error| {
+            tracing::error!(%join_error, %request_id, "CloudWatch operation failed unexpectedly");
+            Err(CloudWatchError::internal(
+                "The operation failed unexpectedly",
+            ))
+        });
+        match answered {
+            Ok(answer) => {
+                tracing::debug!(%operation, %request_id, "CloudWatch operation answered");
+                cloudwatch_response(protocol, StatusCode::OK, answer, request_id)
+            }
+            Err(error) => {
+                tracing::info!(%operation, code = error.code, message = %error.message, %request_id, "CloudWatch operation refused");
+                cloudwatch_error_response(protocol, &error, request_id)
+            }
+        }
+    }
+
+    /// CloudWatch's Query API form (`Version=2010-08-01`): signed for
+    /// `monitoring`, answered in XML.
+    async fn handle_cloudwatch_query(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> HttpResponse {
+        let query = parts.uri.query().unwrap_or_default();
+        let signed = SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query,
+            headers: &parts.headers,
+            body,
+        };
+        let verifier = Verifier {
+            credentials: &self.credentials,
+            region: &self.region,
+            service: cloudwatch::SIGNING_SERVICE,
+        };
+        let answered = match verifier.verify(&signed, time::OffsetDateTime::now_utc()) {
+            Err(auth) => {
+                tracing::info!(%peer, code = auth.code(), %request_id, "CloudWatch request refused");
+                Err(CloudWatchError::forbidden(auth.code(), auth.to_string()))
+            }
+            Ok(()) => {
+                let mut pairs: Vec<(String, String)> =
+                    form_urlencoded::parse(body).into_owned().collect();
+                pairs.extend(form_urlencoded::parse(query.as_bytes()).into_owned());
+                let action = pairs
+                    .iter()
+                    .find(|(k, _)| k == "Action")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                let dataplane = Arc::clone(&self.dataplane);
+                let rid = request_id.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    cloudwatch_query::input(&pairs)
+                        .and_then(|input| {
+                            cloudwatch::api::answer(dataplane.cloudwatch(), &action, &input)
+                        })
+                        .map(|output| cloudwatch_query::success(&action, &output, &rid))
+                })
+                .await
+                .unwrap_or_else(|join_error| {
+                    tracing::error!(%join_error, %request_id, "CloudWatch operation failed unexpectedly");
+                    Err(CloudWatchError::internal("The operation failed unexpectedly"))
+                })
+            }
+        };
+        match answered {
+            Ok(document) => xml_response(StatusCode::OK, document, request_id),
+            Err(error) => {
+                tracing::info!(code = error.code, message = %error.message, %request_id, "CloudWatch operation refused");
+                xml_response(
+                    StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    cloudwatch_query::error(&error, request_id),
+                    request_id,
+                )
             }
         }
     }
@@ -294,6 +454,44 @@ fn xml_response(status: StatusCode, body: String, request_id: &str) -> HttpRespo
         .header("x-amzn-requestid", request_id)
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| fallback_response())
+}
+
+/// A CloudWatch answer (RPC v2 CBOR or AWS JSON 1.0).
+fn cloudwatch_response(
+    protocol: Protocol,
+    status: StatusCode,
+    body: Vec<u8>,
+    request_id: &str,
+) -> HttpResponse {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, protocol.content_type())
+        .header("x-amzn-requestid", request_id);
+    if protocol == Protocol::Cbor {
+        builder = builder.header("smithy-protocol", "rpc-v2-cbor");
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| fallback_response())
+}
+
+/// A CloudWatch error: `{"__type", "message"}`, with the Query API code in
+/// `x-amzn-query-error` (CloudWatch is `awsQueryCompatible`).
+fn cloudwatch_error_response(
+    protocol: Protocol,
+    error: &CloudWatchError,
+    request_id: &str,
+) -> HttpResponse {
+    let mut response = cloudwatch_response(
+        protocol,
+        StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
+        error.body(protocol),
+        request_id,
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&format!("{};{}", error.code, error.fault())) {
+        response.headers_mut().insert("x-amzn-query-error", value);
+    }
+    response
 }
 
 fn api_error_response(error: &ApiError, request_id: &str) -> HttpResponse {
