@@ -57,13 +57,13 @@ pub enum Kind {
     LockForced,
     #[serde(rename = "drift.found")]
     DriftFound,
-    /// Emitted by `migrate hold` (a shift paused at its share).
+    /// A shift reached a hold of its plan and stopped there.
     #[serde(rename = "shift.held")]
     Held,
-    /// Emitted by `migrate promote` (a held shift sent on to 100%).
+    /// `migrate promote` sent a held plan on to its next hold or 100%.
     #[serde(rename = "shift.promoted")]
     Promoted,
-    /// Emitted by `migrate abort` (a shift stopped and rolled back by hand).
+    /// `migrate abort` rolled the route back by hand (with its reason).
     #[serde(rename = "shift.aborted")]
     Aborted,
     /// Sent by `migrate notify test` only.

@@ -302,6 +302,17 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
             return Err(err);
         }
     };
+    if drive.start.is_none() {
+        // `migrate promote`: the plan continues from where it stands.
+        let from = listing
+            .view(&ctx.settings, &drive.route)
+            .ok()
+            .and_then(|view| view.state().percent());
+        ctx.notifier.emit(
+            Event::new(Kind::Promoted, Some(&drive.route))
+                .shares(from, prepared.segment.last().copied()),
+        );
+    }
     // Listened for once the lock is ours (Ctrl-C while waiting for it just
     // ends the process, which leaves nothing behind that matters).
     let interrupt = match CtrlC::listen() {
@@ -693,6 +704,9 @@ impl Shift {
                 prepared.plan.at = Some(index);
                 prepared.plan.since = now;
                 write_plan(ctx, lock, &rule.arn, &prepared.plan, &[]).await?;
+                let share = view.state().percent();
+                ctx.notifier
+                    .emit(Event::new(Kind::Held, Some(&self.route)).shares(share, share));
                 self.outcome.to = format!(
                     "{}; {}",
                     prepared.plan.describe(&self.route, now),
@@ -1769,6 +1783,11 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
     let result = async {
         let view = listing.view(&ctx.settings, &route)?;
         let from = view.state().explain();
+        ctx.notifier.emit(
+            Event::new(Kind::Aborted, Some(&route))
+                .shares(view.state().percent(), Some(0))
+                .reason(args.reason.clone()),
+        );
         let (after, changes) = rollback_view(
             ctx,
             &lock,

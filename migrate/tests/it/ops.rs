@@ -726,3 +726,48 @@ fn every_toml_block_of_operations_md_loads() {
         assert_eq!(run.code, 0, "block {index}:\n{block}\n{run}");
     }
 }
+
+#[test]
+fn a_hold_a_promote_and_an_abort_are_announced() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let hook = Receiver::start();
+    let op = stack.operator_with(&format!(
+        "[[notify]]\nurl = \"{}\"\nmin_severity = \"info\"\n",
+        hook.url()
+    ));
+    assert_eq!(op.run(&["init"]).code, 0);
+    let held = op.run(&["shift", "users", "--to", "10", "--lock-settle", "0s"]);
+    assert_eq!(held.code, 0, "{held}");
+    let promoted = op.run(&["promote", "users", "--lock-settle", "0s"]);
+    assert_eq!(promoted.code, 0, "{promoted}");
+    let aborted = op.run(&["abort", "users", "--reason", "rollback drill"]);
+    assert_eq!(aborted.code, 0, "{aborted}");
+
+    let bodies = hook.bodies();
+    let plan: Vec<&serde_json::Value> = bodies
+        .iter()
+        .filter(|b| {
+            matches!(
+                b["event"].as_str(),
+                Some("shift.held" | "shift.promoted" | "shift.aborted")
+            )
+        })
+        .collect();
+    let events: Vec<&str> = plan.iter().map(|b| b["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["shift.held", "shift.promoted", "shift.aborted"],
+        "{bodies:#?}"
+    );
+    assert_eq!(plan[0]["to"], 10, "{}", plan[0]);
+    assert_eq!(
+        (plan[1]["from"].clone(), plan[1]["to"].clone()),
+        (10.into(), 100.into()),
+        "{}",
+        plan[1]
+    );
+    assert_eq!(plan[2]["severity"], "warning", "{}", plan[2]);
+    assert_eq!(plan[2]["reason"], "rollback drill", "{}", plan[2]);
+    assert_eq!(plan[2]["from"], 100, "{}", plan[2]);
+}
