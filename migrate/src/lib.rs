@@ -25,6 +25,7 @@ macro_rules! print {
 }
 
 pub mod cli;
+pub mod cloudwatch;
 pub mod commands;
 pub mod context;
 pub mod coverage;
@@ -33,6 +34,7 @@ pub mod elb;
 pub mod error;
 pub mod journal;
 pub mod lock;
+pub mod metric_gates;
 pub mod output;
 pub mod probe;
 pub mod settings;

@@ -22,6 +22,7 @@ use crate::error::{Failure, usage};
 use crate::journal::{self, Entry, LAST_CHANGE_TAG};
 use crate::journal::{now_rfc3339, snapshot};
 use crate::lock::Lock;
+use crate::metric_gates::Judge as MetricJudge;
 use crate::output::Output;
 use crate::output::print_json;
 use crate::output::record_outcome;
@@ -77,8 +78,10 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
             return Err(err);
         }
     };
+    let metrics = ctx.settings.metric_gates(&args.route);
     let mut run = Shift {
         interrupt,
+        metrics: MetricJudge::new(&ctx.sdk, ctx.verbose, metrics, steps.len() > 1),
         moved: false,
         last: None,
         first_parity,
@@ -206,6 +209,8 @@ fn stop_on_ctrl_c() -> anyhow::Error {
 
 struct Shift {
     interrupt: CtrlC,
+    /// The metric gates and when the last step was applied.
+    metrics: MetricJudge,
     /// Whether any write was attempted (routing may have changed).
     moved: bool,
     /// The route as last read or written.
@@ -267,6 +272,9 @@ impl Shift {
             return Ok(());
         }
         let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
+        // One GetMetricData before anything changes: a missing permission or
+        // a wrong endpoint stops the shift here, not after its first step.
+        self.metrics.prepare(listing, &self.route, &view).await?;
         for (index, percent) in pending.iter().copied().enumerate() {
             let mut evidence = serde_json::Map::new();
             let first = index == 0 && !continuing;
@@ -303,6 +311,7 @@ impl Shift {
                     Err(WriteError::Failed(err)) => return Err(err),
                 }
             }
+            self.metrics.applied();
             let what = format!("shift to {percent} percent");
             record(
                 ctx,
@@ -557,7 +566,29 @@ impl Shift {
         let mut tally = ProbeTally::default();
         let mut index = 0;
         let mut next_health = started + self.settings.health_poll;
-        while tokio::time::Instant::now() < deadline {
+        // The metric gates are evaluated every period; a step waits past its
+        // interval (up to `max_wait`) while they are inconclusive.
+        let mut next_metrics = started + self.metrics.gates.period;
+        let wait_until = deadline + self.metrics.gates.max_wait;
+        let mut waiting_said = false;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                if !(self.metrics.pending() && now < wait_until) {
+                    break;
+                }
+                if !waiting_said && ctx.chatty() {
+                    waiting_said = true;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "migrate: {}: the metric gates are inconclusive ({}); waiting up to {} for data",
+                            self.route,
+                            self.metrics.latest_summary(),
+                            humantime::format_duration(self.metrics.gates.max_wait)
+                        )
+                    });
+                }
+            }
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = self.interrupt.pressed() => {
@@ -565,7 +596,7 @@ impl Shift {
                     return Err(stop_on_ctrl_c());
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline && !self.metrics.pending() {
                 break;
             }
             prober.probe(index, &mut tally).await;
@@ -587,11 +618,25 @@ impl Shift {
                     return Ok((tally, Some(format!("during the interval, {reason}"))));
                 }
             }
+            if self.metrics.active() && tokio::time::Instant::now() >= next_metrics {
+                next_metrics = tokio::time::Instant::now() + self.metrics.gates.period;
+                let evaluation = self.metrics.evaluate().await?;
+                self.metrics.record(evaluation, evidence);
+                if let Some(reason) = self.metrics.failed() {
+                    bar.finish_and_clear();
+                    return Ok((tally, Some(reason)));
+                }
+            }
             if lock.needs_refresh() {
                 lock.refresh(&ctx.elb).await?;
             }
         }
         bar.finish_and_clear();
+        let probes_failed =
+            tally.over_budget(self.settings.error_budget, self.settings.min_probes, true);
+        if !probes_failed && let Some(reason) = self.metrics.inconclusive() {
+            return Ok((tally, Some(reason)));
+        }
         Ok((tally, None))
     }
 
