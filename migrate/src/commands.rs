@@ -543,6 +543,9 @@ pub struct RouteStatus {
     pub unhealthy: usize,
     pub targets: Vec<TargetHealth>,
     pub last_change: Option<LastChange>,
+    /// The latest metric gate evaluation in the journal (`when` of its entry
+    /// and the evaluation), if any.
+    pub metrics: Option<serde_json::Value>,
     pub drift: Vec<String>,
 }
 
@@ -647,6 +650,14 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
             Some(last) => println!("  last:     {} by {}: {}", last.when, last.who, last.what),
             None => println!("  last:     no change recorded"),
         }
+        if let Some(metrics) = &status.metrics {
+            println!(
+                "  metrics:  {} (before `{}`, {})",
+                metrics_line(&metrics["evaluation"]),
+                metrics["what"].as_str().unwrap_or_default(),
+                metrics["when"].as_str().unwrap_or_default()
+            );
+        }
         if status.drift.is_empty() {
             println!("  drift:    none");
         } else {
@@ -718,8 +729,27 @@ fn route_status(
         last_change: rule
             .and_then(|r| r.tags.get(LAST_CHANGE_TAG))
             .map(|v| LastChange::parse(v)),
+        metrics: latest_metrics(ctx, route),
         drift: listing.drift(&ctx.settings, route, view),
     }
+}
+
+/// The route's latest metric gate evaluation, from the journal.
+fn latest_metrics(ctx: &Ctx, route: &str) -> Option<serde_json::Value> {
+    let entries = journal::read(&ctx.settings.journal_path(), Some(route)).ok()?;
+    entries.iter().rev().find_map(|entry| {
+        let metrics = entry.evidence.get("metrics")?;
+        Some(json!({ "when": entry.when, "what": entry.what, "evaluation": metrics }))
+    })
+}
+
+/// One line for a metric gate evaluation: `pass: errors: ...`.
+fn metrics_line(evaluation: &serde_json::Value) -> String {
+    format!(
+        "{}: {}",
+        evaluation["verdict"].as_str().unwrap_or("unknown"),
+        evaluation["summary"].as_str().unwrap_or_default()
+    )
 }
 
 /// One step of a plan.
@@ -946,6 +976,11 @@ fn history_line(entry: &Entry) -> String {
         if let Some(reason) = entry.evidence.get(key).and_then(|r| r.as_str()) {
             line.push_str(&format!("; {label}: {reason}"));
         }
+    }
+    if let Some(metrics) = entry.evidence.get("metrics")
+        && entry.evidence.get("gate_failed").is_none()
+    {
+        line.push_str(&format!("; metrics {}", metrics_line(metrics)));
     }
     line
 }

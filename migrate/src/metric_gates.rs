@@ -221,7 +221,7 @@ fn sum(series: Option<&Series>, from: i64, to: i64) -> (f64, usize) {
         .filter(|(t, _)| (from..to).contains(t))
         .map(|(_, v)| *v)
         .collect();
-    (points.iter().sum(), points.len())
+    (points.iter().fold(0.0, |sum, v| sum + v), points.len())
 }
 
 fn side(results: &BTreeMap<String, Series>, prefix: &str, window: &Window) -> Side {

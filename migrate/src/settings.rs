@@ -162,10 +162,22 @@ pub struct MetricSettings {
 /// What a step does when its metric gates stay inconclusive (too few
 /// requests) for `max_wait` after its interval. Only `fail` for now: a step
 /// never passes on no data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnInconclusive {
     Fail,
+}
+
+impl<'de> Deserialize<'de> for OnInconclusive {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "fail" => Ok(OnInconclusive::Fail),
+            other => Err(serde::de::Error::custom(format!(
+                "`{other}` is not supported; use \"fail\" (a step whose metrics stay inconclusive fails and is rolled back: it never passes on no data)"
+            ))),
+        }
+    }
 }
 
 /// One route's metric gates, every value decided (docs/gates.md has the why

@@ -724,6 +724,24 @@ fn metric_gates_read_the_alb_metrics_by_their_aws_names_and_dimensions() {
     );
     assert_eq!(metrics["window"]["period_s"], 1, "{metrics:#}");
     assert_eq!(metrics["thresholds"]["min_requests"], 20, "{metrics:#}");
+    // status (latest), history and --output json show the evaluation.
+    let status = op.route_status("users");
+    assert_eq!(
+        status["metrics"]["evaluation"]["verdict"], "pass",
+        "{status:#}"
+    );
+    let text = op.run(&["status", "users"]);
+    assert!(text.stdout.contains("metrics:  pass: traffic: "), "{text}");
+    let history = op.run(&["history", "users"]);
+    assert!(
+        history.stdout.contains("; metrics pass: traffic: "),
+        "{history}"
+    );
+    let history = op.run(&["--output", "json", "history", "users"]);
+    assert!(
+        history.stdout.contains("\"metric_evaluations\""),
+        "{history}"
+    );
 
     assert_eq!(op.run(&["rollback", "users"]).code, 0);
     feed.service_5xx.store(2, Ordering::SeqCst);
