@@ -694,10 +694,18 @@ pub struct LocalStack {
 }
 
 pub const LOCAL_KEY: &str = "AKIAFICUSLOCAL000000";
+/// The `[metrics]` of the test stack's migrate.toml.
+pub const LOCAL_METRICS: &str = "enabled = false";
 pub const LOCAL_SECRET: &str = "ficus-local-secret-access-key";
 
 impl LocalStack {
     pub fn start() -> LocalStack {
+        LocalStack::start_with(|_, addr| addr.to_owned())
+    }
+
+    /// The local stack, with each target group's target chosen by `front`
+    /// from (server name, its address): e.g. a proxy in front of one service.
+    pub fn start_with(front: impl Fn(&str, &str) -> String) -> LocalStack {
         build_stack_binaries();
         let dir = tempfile::tempdir().unwrap();
         let mut services = BTreeMap::new();
@@ -715,6 +723,7 @@ impl LocalStack {
             command.args(["--host", "127.0.0.1", "--port", "0"]);
             let service = Logged::spawn(command);
             let addr = service.announced("listening on ", Duration::from_secs(20));
+            let addr = front(name, &addr);
             stack = stack.replace(&format!("127.0.0.1:{default_port}\""), &format!("{addr}\""));
             services.insert(name.to_owned(), service);
         }
@@ -794,6 +803,11 @@ impl LocalStack {
 
     /// A migrate.toml like the repo's, pointing at this stack.
     pub fn operator(&self, interval: &str) -> Operator {
+        self.operator_with_metrics(interval, LOCAL_METRICS)
+    }
+
+    /// [`LocalStack::operator`] with `metrics` as the `[metrics]` table.
+    pub fn operator_with_metrics(&self, interval: &str, metrics: &str) -> Operator {
         let mut routes = routes_toml(1, interval, "SERVICE_URL");
         for route in ["users", "threads", "posts"] {
             let addr = self.services[route].announced("listening on ", Duration::from_secs(1));
@@ -817,7 +831,7 @@ port = 80
 [monolith]
 base_url = "http://{monolith}"
 [metrics]
-enabled = false
+{metrics}
 {routes}"#,
             data = self.data_url,
             control = self.control_url,
