@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod cloudwatch;
 pub mod control;
 pub mod dataplane;
 pub(crate) mod health;

@@ -96,6 +96,14 @@ pub struct Cli {
     /// Threads serving the data listener. Default: one per CPU core.
     #[arg(long, env = "LOCAL_ALB_WORKER_THREADS", value_name = "THREADS", value_parser = threads)]
     pub worker_threads: Option<usize>,
+
+    /// Seconds of per-second CloudWatch metrics kept for GetMetricData
+    /// (RequestCount, HTTPCode_*, TargetResponseTime per load balancer and
+    /// target group). 0 turns counting off: the CloudWatch API then answers
+    /// with no data. Default: 10800 (3 hours, as CloudWatch keeps
+    /// high-resolution data).
+    #[arg(long, env = "LOCAL_ALB_METRIC_RETENTION_SECONDS", value_name = "SECONDS", value_parser = seconds)]
+    pub metric_retention: Option<Duration>,
 }
 
 /// A number of seconds, such as 60 or 0.5.
@@ -159,6 +167,7 @@ impl From<Cli> for Settings {
                 .client_idle_timeout
                 .unwrap_or(defaults.client_idle_timeout),
             worker_threads: cli.worker_threads.unwrap_or(defaults.worker_threads),
+            metric_retention: cli.metric_retention.unwrap_or(defaults.metric_retention),
             ..defaults
         };
         Settings {

@@ -30,6 +30,10 @@ use tokio::net::TcpListener;
 use self::actions::Handler;
 use self::error::ApiError;
 use self::form::Form;
+use crate::cloudwatch::{
+    self,
+    api::{CloudWatchError, Protocol},
+};
 use crate::dataplane::DataPlane;
 use crate::model::State;
 use crate::persist::StateStore;
@@ -163,6 +167,23 @@ impl ControlPlane {
                 .unwrap_or_else(fallback_response)
             };
         }
+        if let Some(operation) = path.strip_prefix(cloudwatch::RPC_PATH_PREFIX) {
+            let operation = operation.to_owned();
+            return self
+                .handle_cloudwatch(Protocol::Cbor, &operation, parts, body, peer, &request_id)
+                .await;
+        }
+        let json_target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix(cloudwatch::JSON_TARGET_PREFIX))
+            .map(str::to_owned);
+        if let Some(operation) = json_target {
+            return self
+                .handle_cloudwatch(Protocol::Json, &operation, parts, body, peer, &request_id)
+                .await;
+        }
         if path != "/" || (parts.method != Method::POST && parts.method != Method::GET) {
             return plain(
                 StatusCode::NOT_FOUND,
@@ -237,6 +258,74 @@ impl ControlPlane {
         }
     }
 
+    /// A CloudWatch operation over Smithy RPC v2 CBOR or AWS JSON 1.0:
+    /// signed for `monitoring`, answered from the data plane's counters.
+    async fn handle_cloudwatch(
+        &self,
+        protocol: Protocol,
+        operation: &str,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> HttpResponse {
+        if parts.method != Method::POST {
+            let error = CloudWatchError::serialization(format!(
+                "CloudWatch operations are POSTed, not sent with {}",
+                parts.method
+            ));
+            return cloudwatch_error_response(protocol, &error, request_id);
+        }
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                let error = CloudWatchError::serialization(format!(
+                    "The request body could not be read or is larger than {MAX_BODY_BYTES} bytes: {error}"
+                ));
+                return cloudwatch_error_response(protocol, &error, request_id);
+            }
+        };
+        let signed = SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or_default(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        let verifier = Verifier {
+            credentials: &self.credentials,
+            region: &self.region,
+            service: cloudwatch::SIGNING_SERVICE,
+        };
+        if let Err(auth) = verifier.verify(&signed, time::OffsetDateTime::now_utc()) {
+            tracing::info!(%peer, code = auth.code(), %request_id, "CloudWatch request refused");
+            let error = CloudWatchError::forbidden(auth.code(), auth.to_string());
+            return cloudwatch_error_response(protocol, &error, request_id);
+        }
+        let dataplane = Arc::clone(&self.dataplane);
+        let operation_name = operation.to_owned();
+        let answered = tokio::task::spawn_blocking(move || {
+            cloudwatch::api::handle(dataplane.cloudwatch(), protocol, &operation_name, &body)
+        })
+        .await
+        .unwrap_or_else(|join_error| {
+            tracing::error!(%join_error, %request_id, "CloudWatch operation failed unexpectedly");
+            Err(CloudWatchError::internal(
+                "The operation failed unexpectedly",
+            ))
+        });
+        match answered {
+            Ok(answer) => {
+                tracing::debug!(%operation, %request_id, "CloudWatch operation answered");
+                cloudwatch_response(protocol, StatusCode::OK, answer, request_id)
+            }
+            Err(error) => {
+                tracing::info!(%operation, code = error.code, message = %error.message, %request_id, "CloudWatch operation refused");
+                cloudwatch_error_response(protocol, &error, request_id)
+            }
+        }
+    }
+
     /// Runs one API action; a change is persisted and published before this
     /// returns its answer.
     pub fn execute(&self, action: &str, form: &Form, request_id: &str) -> Result<String, ApiError> {
@@ -293,6 +382,44 @@ fn xml_response(status: StatusCode, body: String, request_id: &str) -> HttpRespo
         .header("x-amzn-requestid", request_id)
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| fallback_response())
+}
+
+/// A CloudWatch answer (RPC v2 CBOR or AWS JSON 1.0).
+fn cloudwatch_response(
+    protocol: Protocol,
+    status: StatusCode,
+    body: Vec<u8>,
+    request_id: &str,
+) -> HttpResponse {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, protocol.content_type())
+        .header("x-amzn-requestid", request_id);
+    if protocol == Protocol::Cbor {
+        builder = builder.header("smithy-protocol", "rpc-v2-cbor");
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| fallback_response())
+}
+
+/// A CloudWatch error: `{"__type", "message"}`, with the Query API code in
+/// `x-amzn-query-error` (CloudWatch is `awsQueryCompatible`).
+fn cloudwatch_error_response(
+    protocol: Protocol,
+    error: &CloudWatchError,
+    request_id: &str,
+) -> HttpResponse {
+    let mut response = cloudwatch_response(
+        protocol,
+        StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
+        error.body(protocol),
+        request_id,
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&format!("{};{}", error.code, error.fault())) {
+        response.headers_mut().insert("x-amzn-query-error", value);
+    }
+    response
 }
 
 fn api_error_response(error: &ApiError, request_id: &str) -> HttpResponse {

@@ -31,14 +31,14 @@ use tokio::time::{Instant, Sleep};
 use crate::dataplane::DataPlane;
 use crate::dataplane::pool::Address;
 use crate::dataplane::responses::{self, Generated, RedirectSource};
-use crate::dataplane::table::{CompiledAction, Forward, RouteTables, target_key};
+use crate::dataplane::table::{CompiledAction, Forward, RouteTables, WeightedGroup, target_key};
 use crate::dataplane::targets::TargetRuntime;
 use crate::dataplane::upstream::{self, Upstream};
 use crate::dataplane::wire::{
     self, ChunkError, ChunkedScanner, ClientFraming, Forwarding, Framing, MAX_HEADERS, Rejection,
 };
 use crate::matcher::{RequestHeaders, RequestView, strip_port};
-use crate::metrics::{ElbError, StatusClassCounters};
+use crate::metrics::ElbError;
 
 /// How many targets one request may try to connect to before it gets a 502.
 const MAX_CONNECT_ATTEMPTS: usize = super::proxy::MAX_CONNECT_ATTEMPTS;
@@ -573,6 +573,8 @@ impl ClientConnection {
             tracing::debug!("refusing a request: {reason}");
         }
         let page = responses::error_page(rejection.status());
+        self.plane
+            .record_elb_answer(page.status.as_u16(), None, false);
         self.out.clear();
         wire::write_generated(
             &mut self.out,
@@ -595,11 +597,11 @@ impl ClientConnection {
     async fn answer_error(
         &mut self,
         error: ElbError,
-        counters: Option<&StatusClassCounters>,
+        group: Option<&WeightedGroup>,
         client: &ClientSide,
         body_unread: bool,
     ) -> bool {
-        let page = self.plane.elb_error_page(error, counters);
+        let page = self.plane.elb_error_page(error, group);
         let close = !client.keep_alive || body_unread || *self.closing.borrow();
         self.body_unread = body_unread;
         self.out.clear();
@@ -614,13 +616,12 @@ impl ClientConnection {
     async fn answer_unsent(
         &mut self,
         error: ElbError,
-        counters: &StatusClassCounters,
+        group: &WeightedGroup,
         client: &ClientSide,
         body: &BodyProgress,
     ) -> bool {
         let unread = !body.is_done();
-        self.answer_error(error, Some(counters), client, unread)
-            .await
+        self.answer_error(error, Some(group), client, unread).await
     }
 
     /// Forwards the request whose head for the target is in `out`; returns
@@ -649,6 +650,7 @@ impl ClientConnection {
         // turns out closed (RFC 9110 §9.2.2: idempotent methods only).
         let replayable = body_buffered && client.idempotent;
         let first = forward.group(picked);
+        let started = std::time::Instant::now();
         let mut weighted = first;
         let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
         let mut attempts = 0;
@@ -657,18 +659,11 @@ impl ClientConnection {
             let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
             else {
                 let error = ElbError::no_target_left(attempts);
-                return self
-                    .answer_unsent(error, &first.counters, client, &body)
-                    .await;
+                return self.answer_unsent(error, first, client, &body).await;
             };
             let Some(address) = target.address() else {
                 return self
-                    .answer_unsent(
-                        ElbError::TargetConnectionFailed,
-                        &weighted.counters,
-                        client,
-                        &body,
-                    )
+                    .answer_unsent(ElbError::TargetConnectionFailed, weighted, client, &body)
                     .await;
             };
             if attempts > 0 {
@@ -686,7 +681,7 @@ impl ClientConnection {
                             return self
                                 .answer_unsent(
                                     ElbError::TargetConnectionFailed,
-                                    &weighted.counters,
+                                    weighted,
                                     client,
                                     &body,
                                 )
@@ -703,12 +698,7 @@ impl ClientConnection {
                     Err(HeadFailure::ClientFailed) => return false,
                     Err(HeadFailure::TimedOut) => {
                         return self
-                            .answer_unsent(
-                                ElbError::TargetTimeout,
-                                &weighted.counters,
-                                client,
-                                &body,
-                            )
+                            .answer_unsent(ElbError::TargetTimeout, weighted, client, &body)
                             .await;
                     }
                     Err(failure) => {
@@ -720,18 +710,16 @@ impl ClientConnection {
                             );
                         }
                         return self
-                            .answer_unsent(
-                                ElbError::TargetConnectionError,
-                                &weighted.counters,
-                                client,
-                                &body,
-                            )
+                            .answer_unsent(ElbError::TargetConnectionError, weighted, client, &body)
                             .await;
                     }
                 }
             }
         };
         weighted.counters.record(start.status);
+        if let Some(cell) = &weighted.cell {
+            cell.record_target(self.worker, start.status, started.elapsed());
+        }
         let Some(complete) = self.relay_response(&mut upstream, &start).await else {
             return false;
         };

@@ -56,6 +56,9 @@ pub struct DataPlaneOptions {
     pub max_request_head_bytes: usize,
     /// Threads serving the listener (default: one per CPU core).
     pub worker_threads: usize,
+    /// How long the per-second CloudWatch counters are kept (default 3
+    /// hours); zero turns counting off.
+    pub metric_retention: Duration,
 }
 
 impl Default for DataPlaneOptions {
@@ -66,6 +69,7 @@ impl Default for DataPlaneOptions {
             client_idle_timeout: Duration::from_secs(60),
             max_request_head_bytes: 64 * 1024,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            metric_retention: crate::cloudwatch::DEFAULT_RETENTION,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct DataPlane {
     tables: ArcSwap<table::RouteTables>,
     registry: targets::Registry,
     metrics: Metrics,
+    /// The per-second counters served as CloudWatch metrics.
+    cloudwatch: Arc<crate::cloudwatch::Registry>,
     /// Serializes `publish` (the tables themselves are read lock-free).
     publishing: std::sync::Mutex<()>,
 }
@@ -118,13 +124,18 @@ impl DataPlane {
     pub fn with_options(initial: &State, options: DataPlaneOptions) -> Arc<DataPlane> {
         let registry = targets::Registry::new(options.deregistration_delay, options.worker_threads);
         let metrics = Metrics::default();
+        let cloudwatch = Arc::new(crate::cloudwatch::Registry::new(
+            options.metric_retention,
+            options.worker_threads,
+        ));
         let groups = registry.sync(initial);
-        let tables = table::RouteTables::compile(initial, &groups, &metrics);
+        let tables = table::RouteTables::compile(initial, &groups, &metrics, &cloudwatch);
         Arc::new(DataPlane {
             options,
             tables: ArcSwap::from_pointee(tables),
             registry,
             metrics,
+            cloudwatch,
             publishing: std::sync::Mutex::new(()),
         })
     }
@@ -136,7 +147,7 @@ impl DataPlane {
     pub fn publish(&self, state: &State) {
         let _serialized = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let groups = self.registry.sync(state);
-        let tables = table::RouteTables::compile(state, &groups, &self.metrics);
+        let tables = table::RouteTables::compile(state, &groups, &self.metrics, &self.cloudwatch);
         self.tables.store(Arc::new(tables));
     }
 
@@ -162,6 +173,7 @@ impl DataPlane {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        crate::cloudwatch::Registry::spawn_harvester(&self.cloudwatch);
         let mut workers = Vec::new();
         let mut finishing = Vec::new();
         for index in 0..self.options.worker_threads.max(1) {
@@ -308,6 +320,11 @@ impl DataPlane {
     /// (DescribeTargetHealth lists them with state `draining`).
     pub fn draining_targets(&self, target_group_arn: &str) -> Vec<Target> {
         self.registry.draining_targets(target_group_arn)
+    }
+
+    /// The counters behind the CloudWatch API.
+    pub(crate) fn cloudwatch(&self) -> &crate::cloudwatch::Registry {
+        &self.cloudwatch
     }
 
     /// Prometheus text exposition for `/metrics` on the control listener.

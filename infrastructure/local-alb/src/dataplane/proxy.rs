@@ -13,10 +13,10 @@ use hyper::body::Incoming;
 use crate::dataplane::DataPlane;
 use crate::dataplane::pool::{self, ExchangeError, PooledBody};
 use crate::dataplane::responses::{self, ProxyBody, RedirectSource};
-use crate::dataplane::table::{CompiledAction, Forward, target_key};
+use crate::dataplane::table::{CompiledAction, Forward, WeightedGroup, target_key};
 use crate::dataplane::targets::TargetRuntime;
 use crate::matcher::{RequestView, strip_port};
-use crate::metrics::{ElbError, StatusClassCounters};
+use crate::metrics::ElbError;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -117,10 +117,7 @@ impl DataPlane {
                 let exchange = self.forward(worker, request, forward, picked);
                 match tokio::time::timeout(self.options.target_timeout, exchange).await {
                     Ok(response) => response,
-                    Err(_) => self.elb_error(
-                        ElbError::TargetTimeout,
-                        Some(&forward.group(picked).counters),
-                    ),
+                    Err(_) => self.elb_error(ElbError::TargetTimeout, Some(forward.group(picked))),
                 }
             }
         }
@@ -138,6 +135,7 @@ impl DataPlane {
         picked: usize,
     ) -> Response<ProxyBody> {
         let first = forward.group(picked);
+        let started = std::time::Instant::now();
         let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
         let mut attempts = 0;
         let mut weighted = first;
@@ -145,11 +143,10 @@ impl DataPlane {
             let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
             else {
                 let error = ElbError::no_target_left(attempts);
-                return self.elb_error(error, Some(&first.counters));
+                return self.elb_error(error, Some(first));
             };
-            let counters = &weighted.counters;
             let Some(address) = target.address() else {
-                return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
+                return self.elb_error(ElbError::TargetConnectionFailed, Some(weighted));
             };
             if attempts > 0 {
                 self.metrics.record_retry();
@@ -158,7 +155,11 @@ impl DataPlane {
             attempts += 1;
             match pool::exchange(&target.pool, address, worker, request).await {
                 Ok((response, release)) => {
-                    counters.record(response.status().as_u16());
+                    let status = response.status().as_u16();
+                    weighted.counters.record(status);
+                    if let Some(cell) = &weighted.cell {
+                        cell.record_target(worker, status, started.elapsed());
+                    }
                     let (mut parts, body) = response.into_parts();
                     remove_hop_by_hop(&mut parts.headers);
                     let body = PooledBody::new(body, release);
@@ -167,38 +168,58 @@ impl DataPlane {
                 Err(ExchangeError::NotSent(unsent, error)) => {
                     target.connection_failed(&error);
                     if attempts == MAX_CONNECT_ATTEMPTS {
-                        return self.elb_error(ElbError::TargetConnectionFailed, Some(counters));
+                        return self.elb_error(ElbError::TargetConnectionFailed, Some(weighted));
                     }
                     request = *unsent;
                 }
                 Err(ExchangeError::Failed(error)) => {
                     tracing::debug!("forwarding to {}: {error}", address_label(target));
-                    return self.elb_error(ElbError::TargetConnectionError, Some(counters));
+                    return self.elb_error(ElbError::TargetConnectionError, Some(weighted));
                 }
             }
         }
     }
 
-    fn elb_error(
-        &self,
-        error: ElbError,
-        counters: Option<&StatusClassCounters>,
-    ) -> Response<ProxyBody> {
-        self.elb_error_page(error, counters).into_response()
+    fn elb_error(&self, error: ElbError, group: Option<&WeightedGroup>) -> Response<ProxyBody> {
+        self.elb_error_page(error, group).into_response()
     }
 
     /// Records an error the load balancer answers itself and makes its page.
     pub(crate) fn elb_error_page(
         &self,
         error: ElbError,
-        counters: Option<&StatusClassCounters>,
+        group: Option<&WeightedGroup>,
     ) -> responses::Generated {
         self.metrics.record_elb_error(error);
         let status: StatusCode = error.status();
-        if let Some(counters) = counters {
-            counters.record(status.as_u16());
+        if let Some(group) = group {
+            group.counters.record(status.as_u16());
         }
+        // A target was chosen unless there was none (or no listener).
+        let target_chosen = !matches!(error, ElbError::NoRegisteredTargets | ElbError::NoListener);
+        self.record_elb_answer(status.as_u16(), group, target_chosen);
         responses::error_page(status)
+    }
+
+    /// Counts an answer of the load balancer itself for CloudWatch: in the
+    /// target group's cell when the request was routed to one, else in the
+    /// load balancer's own cell. (Errors are rare: the shard of worker 0
+    /// takes them all.)
+    pub(crate) fn record_elb_answer(
+        &self,
+        status: u16,
+        group: Option<&WeightedGroup>,
+        target_chosen: bool,
+    ) {
+        match group.and_then(|g| g.cell.as_ref()) {
+            Some(cell) => cell.record_elb(0, status, target_chosen),
+            None => {
+                let tables = self.tables.load();
+                if let Some(cell) = tables.primary().and_then(|t| t.load_balancer_cell.as_ref()) {
+                    cell.record_elb(0, status, target_chosen);
+                }
+            }
+        }
     }
 }
 

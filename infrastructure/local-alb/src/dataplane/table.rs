@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cloudwatch::{self, Cell};
 use crate::dataplane::targets::{TargetGroupRuntime, TargetRuntime};
 use crate::health::HealthState;
 use crate::matcher::{Conditions, PathPrefilter, RequestView};
@@ -20,14 +21,20 @@ impl RouteTables {
         state: &State,
         groups: &HashMap<String, Arc<TargetGroupRuntime>>,
         metrics: &Metrics,
+        cloudwatch: &cloudwatch::Registry,
     ) -> RouteTables {
         let listeners = state
             .listeners
             .iter()
             .map(|listener| {
+                let counting = Counting {
+                    metrics,
+                    cloudwatch,
+                    load_balancer_arn: &listener.load_balancer_arn,
+                };
                 (
                     listener.arn.clone(),
-                    RouteTable::compile(state, &listener.arn, listener.port, groups, metrics),
+                    RouteTable::compile(state, &listener.arn, listener.port, groups, &counting),
                 )
             })
             .collect();
@@ -41,7 +48,17 @@ impl RouteTables {
     }
 }
 
+/// Where a compiled table's requests are counted.
+struct Counting<'a> {
+    metrics: &'a Metrics,
+    cloudwatch: &'a cloudwatch::Registry,
+    load_balancer_arn: &'a str,
+}
+
 pub struct RouteTable {
+    /// The counters of the listener's load balancer itself (its own error
+    /// answers), for CloudWatch; `None` when counting is off.
+    pub load_balancer_cell: Option<Arc<Cell>>,
     /// The listener's declared port (`X-Forwarded-Port`, `#{port}`).
     pub port: u16,
     pub rules: Vec<CompiledRule>,
@@ -57,8 +74,9 @@ impl RouteTable {
         listener_arn: &str,
         port: u16,
         groups: &HashMap<String, Arc<TargetGroupRuntime>>,
-        metrics: &Metrics,
+        counting: &Counting<'_>,
     ) -> RouteTable {
+        let metrics = counting.metrics;
         let rules = state
             .rules_of(listener_arn)
             .into_iter()
@@ -67,7 +85,7 @@ impl RouteTable {
                 let terminal = rule.actions.iter().max_by_key(|a| a.order.unwrap_or(0))?;
                 let action = match &terminal.kind {
                     ActionKind::Forward { target_groups, .. } => CompiledAction::Forward(
-                        Forward::compile(target_groups, &label, groups, metrics),
+                        Forward::compile(target_groups, &label, groups, counting),
                     ),
                     ActionKind::FixedResponse {
                         status_code,
@@ -117,6 +135,7 @@ impl RouteTable {
             .map(|rule| rule.conditions.path_prefilter())
             .collect();
         RouteTable {
+            load_balancer_cell: counting.cloudwatch.cell(counting.load_balancer_arn, None),
             port,
             rules,
             prefilters,
@@ -185,6 +204,9 @@ pub struct WeightedGroup {
     upper: u64,
     pub group: Option<CompiledTargetGroup>,
     pub counters: Arc<StatusClassCounters>,
+    /// The CloudWatch counters of this target group behind the listener's
+    /// load balancer; `None` when counting is off.
+    pub cell: Option<Arc<Cell>>,
 }
 
 impl Forward {
@@ -192,7 +214,7 @@ impl Forward {
         weighted: &[crate::model::WeightedTargetGroup],
         rule_label: &str,
         groups: &HashMap<String, Arc<TargetGroupRuntime>>,
-        metrics: &Metrics,
+        counting: &Counting<'_>,
     ) -> Forward {
         let single = weighted.len() == 1;
         let mut total_weight = 0u64;
@@ -219,7 +241,10 @@ impl Forward {
                 .map_or(entry.target_group_arn.as_str(), |g| g.runtime.name.as_str());
             compiled.push(WeightedGroup {
                 upper: total_weight,
-                counters: metrics.requests(name, rule_label),
+                counters: counting.metrics.requests(name, rule_label),
+                cell: counting
+                    .cloudwatch
+                    .cell(counting.load_balancer_arn, Some(&entry.target_group_arn)),
                 group,
             });
         }

@@ -168,8 +168,20 @@ pub fn form_body(params: &[(&str, &str)]) -> String {
     encoder.finish()
 }
 
-/// Signs `request` in place with AWS's own SigV4 implementation.
+/// Signs `request` in place with AWS's own SigV4 implementation, for the
+/// ELBv2 API (`elasticloadbalancing`).
 pub fn sign(request: &mut http::Request<String>, credentials: &Credentials, at: SystemTime) {
+    sign_for("elasticloadbalancing", request, credentials, at);
+}
+
+/// Signs `request` in place for the SigV4 `service` (`monitoring` is
+/// CloudWatch).
+pub fn sign_for<B: AsRef<[u8]>>(
+    service: &str,
+    request: &mut http::Request<B>,
+    credentials: &Credentials,
+    at: SystemTime,
+) {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let identity = aws_credential_types::Credentials::new(
         &credentials.access_key_id,
@@ -182,7 +194,7 @@ pub fn sign(request: &mut http::Request<String>, credentials: &Credentials, at: 
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(REGION)
-        .name("elasticloadbalancing")
+        .name(service)
         .time(at)
         .settings(SigningSettings::default())
         .build()
@@ -199,12 +211,12 @@ pub fn sign(request: &mut http::Request<String>, credentials: &Credentials, at: 
             )
         })
         .collect();
-    let body = request.body().clone();
+    let body = request.body().as_ref().to_vec();
     let signable = SignableRequest::new(
         request.method().as_str(),
         uri,
         headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(body.as_bytes()),
+        SignableBody::Bytes(&body),
     )
     .expect("signable request");
     let (instructions, _signature) = sign(signable, &params)
@@ -244,10 +256,16 @@ pub async fn send(request: http::Request<String>) -> Answer {
 
 /// Arguments for the AWS CLI pointed at `control_url`, and its environment.
 pub fn aws_cli(control_url: &str, args: &[&str]) -> std::process::Output {
+    aws_cli_for("elbv2", control_url, args)
+}
+
+/// The AWS CLI's `service` commands (`elbv2`, `cloudwatch`) pointed at
+/// `control_url` with the stack's credentials.
+pub fn aws_cli_for(service: &str, control_url: &str, args: &[&str]) -> std::process::Output {
     let credentials = stack_credentials();
     std::process::Command::new("aws")
         .args([
-            "elbv2",
+            service,
             "--region",
             REGION,
             "--endpoint-url",
