@@ -694,8 +694,9 @@ pub struct LocalStack {
 }
 
 pub const LOCAL_KEY: &str = "AKIAFICUSLOCAL000000";
-/// The `[metrics]` of the test stack's migrate.toml.
-pub const LOCAL_METRICS: &str = "enabled = false";
+/// The `[metrics]` of the test stack's migrate.toml: the local ALB's
+/// per-second metrics, and the probes (20/s, 2/s at 10%) as the traffic.
+pub const LOCAL_METRICS: &str = "period = \"1s\"\nmin_requests = 1\nmax_wait = \"5s\"";
 pub const LOCAL_SECRET: &str = "ficus-local-secret-access-key";
 
 impl LocalStack {
