@@ -172,7 +172,9 @@ fn serve(
         let one_in = every.load(Ordering::SeqCst);
         if one_in > 0
             && path.starts_with("/api/users/")
-            && counter.fetch_add(1, Ordering::SeqCst) % one_in as usize == 0
+            && counter
+                .fetch_add(1, Ordering::SeqCst)
+                .is_multiple_of(one_in as usize)
         {
             injected.fetch_add(1, Ordering::SeqCst);
             let body = "{\"error\":\"injected\"}";
