@@ -1,14 +1,18 @@
 //! The CloudWatch client of the metric gates: one `GetMetricData` call per
 //! evaluation (every query of every subject in it, pages followed), on the
-//! shared `SdkConfig` and so with `elb.rs`'s adaptive retries and timeouts:
-//! throttling and transient errors are retried with backoff, and when the
-//! retries give up the evaluation is an error, never a pass. `AccessDenied`
+//! shared `SdkConfig` (credentials, region, endpoint, timeouts) with
+//! *standard* retries: throttling and transient errors are retried with
+//! full-jitter exponential backoff (5 attempts, 500 ms doubling, capped at
+//! 10 s), and when the retries give up the evaluation is an error, never a
+//! pass. Not `elb.rs`'s adaptive mode: its client-side rate limiter, fed by
+//! one call a period, held a call throttled twice for 20 s (measured against
+//! moto), and a gate needs its answer within a period. `AccessDenied`
 //! names the missing permission, `cloudwatch:GetMetricData`. The same code
 //! talks to AWS and to the local ALB; only the endpoint differs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch as cw;
@@ -29,8 +33,15 @@ pub struct CloudWatch {
 
 impl CloudWatch {
     pub fn new(config: &SdkConfig, verbose: bool) -> CloudWatch {
+        let retries = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(5)
+            .with_initial_backoff(Duration::from_millis(500))
+            .with_max_backoff(Duration::from_secs(10));
+        let config = cw::config::Builder::from(config)
+            .retry_config(retries)
+            .build();
         CloudWatch {
-            client: cw::Client::new(config),
+            client: cw::Client::from_conf(config),
             verbose,
             calls: AtomicUsize::new(0),
         }

@@ -763,3 +763,59 @@ fn metric_gates_read_the_alb_metrics_by_their_aws_names_and_dimensions() {
     assert_eq!(op.route_status("users")["state"], "on-monolith");
     drop(feed);
 }
+
+/// CloudWatch throttling during a shift: retried with backoff (the shift
+/// passes once CloudWatch answers), and when it lasts past the retries the
+/// step is not passed: the shift rolls back and says why (exit 1).
+#[test]
+fn cloudwatch_throttling_is_retried_and_never_counted_as_a_pass() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let config = stack.config().replace(
+        "[metrics]\nenabled = false\n",
+        "[metrics]\nperiod = \"1s\"\nmin_requests = 20\nmax_wait = \"5s\"\n",
+    );
+    let mut env = stack.operator().env;
+    env.push((
+        "AWS_ENDPOINT_URL_CLOUDWATCH".into(),
+        stack.cloudwatch.url.clone(),
+    ));
+    let op = Operator::new(&config, env);
+    assert_eq!(op.run(&["init"]).code, 0);
+    let _feed = MetricFeed::start(&stack);
+
+    // Two throttled answers, then CloudWatch answers: the SDK's retries ride it out.
+    stack.cloudwatch.throttle.store(2, Ordering::SeqCst);
+    let shift = op.run(&["shift", "users", "--steps", "10,100", "--interval", "1s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    assert_eq!(stack.cloudwatch.throttle.load(Ordering::SeqCst), 0);
+    assert_eq!(op.run(&["rollback", "users"]).code, 0);
+
+    // Throttled for good once the first step is in: no pass, a rollback.
+    let child = op.spawn_shift("users", "10,100", "1s");
+    eventually(Duration::from_secs(20), "users at 10%", || {
+        op.journal()
+            .iter()
+            .filter(|e| e["what"] == "shift to 10 percent")
+            .count()
+            == 2
+    });
+    stack
+        .cloudwatch
+        .throttle
+        .store(usize::MAX, Ordering::SeqCst);
+    let run = finish(child);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("CloudWatch GetMetricData was throttled (ThrottlingException: Rate exceeded) and still was after the retries"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("rolled back"), "{run}");
+    let journal = op.journal();
+    let passed = journal
+        .iter()
+        .filter(|e| e["what"] == "shift to 100 percent")
+        .count();
+    assert_eq!(passed, 1, "only the first shift passed:\n{journal:#?}");
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+}

@@ -1012,6 +1012,9 @@ pub fn set_rule_conditions(
 /// `AWS_ENDPOINT_URL_CLOUDWATCH`; ELBv2 stays on moto.
 pub struct CborToQuery {
     pub url: String,
+    /// GetMetricData requests still to be answered `ThrottlingException`
+    /// (400), as CloudWatch throttles, before moto is asked again.
+    pub throttle: Arc<AtomicUsize>,
 }
 
 impl CborToQuery {
@@ -1019,18 +1022,20 @@ impl CborToQuery {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let moto = moto.trim_start_matches("http://").to_owned();
+        let throttle = Arc::new(AtomicUsize::new(0));
+        let throttling = throttle.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let moto = moto.clone();
-                std::thread::spawn(move || translate(stream, &moto));
+                let (moto, throttling) = (moto.clone(), throttling.clone());
+                std::thread::spawn(move || translate(stream, &moto, &throttling));
             }
         });
-        CborToQuery { url }
+        CborToQuery { url, throttle }
     }
 }
 
 /// One request: `POST /service/GraniteServiceVersion20100801/operation/OP`.
-fn translate(stream: TcpStream, moto: &str) {
+fn translate(stream: TcpStream, moto: &str, throttle: &AtomicUsize) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut head = String::new();
     let mut length = 0;
@@ -1056,6 +1061,29 @@ fn translate(stream: TcpStream, moto: &str) {
         .and_then(|path| path.rsplit("/operation/").next())
         .unwrap_or_default()
         .to_owned();
+    if operation == "GetMetricData"
+        && throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        let mut encoded = Vec::new();
+        let error = cbor_map(vec![
+            (
+                "__type",
+                ciborium::Value::Text("ThrottlingException".into()),
+            ),
+            ("message", ciborium::Value::Text("Rate exceeded".into())),
+        ]);
+        ciborium::into_writer(&error, &mut encoded).unwrap();
+        let mut stream = stream;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 400 X\r\nsmithy-protocol: rpc-v2-cbor\r\nContent-Type: application/cbor\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            encoded.len()
+        );
+        let _ = stream.write_all(&encoded);
+        return;
+    }
     let input: ciborium::Value =
         ciborium::from_reader(&body[..]).unwrap_or(ciborium::Value::Map(vec![]));
     let mut params = vec![
