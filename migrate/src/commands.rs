@@ -853,6 +853,19 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
                 ),
             ]
         };
+        let mut gates = gates;
+        let metrics = ctx.settings.metric_gates(&args.route);
+        if target != 0 && metrics.enabled && !steps.is_empty() {
+            gates.push(format!(
+                "metric gates pass: GetMetricData every {} since the previous step: at least {} requests to {}, its 5XX ratio within {:.1} points of the monolith's, its p99 within x{} + {} of the monolith's, the load balancer's own 5XX not up (docs/gates.md)",
+                humantime::format_duration(metrics.period),
+                metrics.min_requests,
+                target_group_name(&view.service_tg),
+                metrics.error_budget * 100.0,
+                metrics.latency_ratio,
+                humantime::format_duration(metrics.latency_allowance),
+            ));
+        }
         for write in &writes {
             simulated = simulated.apply(write);
         }

@@ -24,6 +24,18 @@ fn history_with(extra: &str) -> Run {
 }
 
 #[test]
+fn shift_help_teaches_the_metric_gates() {
+    let help = Operator::new(BASE, vec![]).run(&["shift", "--help"]);
+    assert_eq!(help.code, 0, "{help}");
+    assert!(
+        help.stdout
+            .contains("The metric gates read the load balancer's CloudWatch metrics")
+            && help.stdout.contains("docs/gates.md"),
+        "{help}"
+    );
+}
+
+#[test]
 fn bad_metric_settings_exit_2_naming_the_key() {
     let ok = history_with("[metrics]\nperiod = \"1s\"\n[routes.users.metrics]\nmin_requests = 5\n");
     assert_eq!(ok.code, 0, "{ok}");
