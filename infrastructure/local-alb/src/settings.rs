@@ -29,14 +29,19 @@ The data listener (--listen) routes HTTP requests to target groups by the \
 listener's rules, like an ALB's HTTP listener. The control listener \
 (--control-listen) speaks the ELBv2 Query API (Version 2015-12-01) with AWS \
 Signature Version 4, so the AWS CLI, the AWS SDKs and `migrate` can read and \
-change the rules; it also serves Prometheus metrics at GET /metrics.\n\n\
+change the rules; it also serves Prometheus metrics at GET /metrics, and \
+CloudWatch's GetMetricData and ListMetrics (namespace AWS/ApplicationELB, SigV4 \
+service `monitoring`, periods down to 1 s) from per-second counters of the \
+data plane.\n\n\
 The configuration starts from the stack file. Every accepted API change is \
 saved in the state directory before it is answered, and on restart the saved \
 state wins over the stack file; --reset starts from the stack file again.",
     after_help = "EXAMPLES:\n  \
 local-alb --listen 127.0.0.1:8080 --control-listen 127.0.0.1:9100\n  \
 AWS_ACCESS_KEY_ID=AKIAFICUSLOCAL000000 AWS_SECRET_ACCESS_KEY=ficus-local-secret-access-key \\\n    \
-aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0.0.1:9100\n\n\
+aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
+(same keys) aws cloudwatch list-metrics --namespace AWS/ApplicationELB --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
+local-alb --metric-retention 600        # keep 10 minutes of per-second metrics (0: do not count)\n\n\
 The access key and secret are the stack file's [credentials] (local defaults \
 above). On start, one line per listener is printed to stdout:\n  \
 data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\

@@ -204,15 +204,21 @@ pub fn handle(
         Protocol::Cbor => decode(body)?,
         Protocol::Json => decode_json(body)?,
     };
-    let answer = match operation {
-        "GetMetricData" => GetMetricData::parse(&input)?.answer(registry, now_second())?,
-        "ListMetrics" => list_metrics(registry, &input)?,
-        other => return Err(CloudWatchError::unknown_operation(other)),
-    };
+    let answer = answer(registry, operation, &input)?;
     Ok(match protocol {
         Protocol::Cbor => encode(&answer),
         Protocol::Json => to_json(&answer).to_string().into_bytes(),
     })
+}
+
+/// Runs `operation` on its input structure (as CBOR values, whatever the
+/// wire format); the output structure.
+pub fn answer(registry: &Registry, operation: &str, input: &[(Value, Value)]) -> Result<Value> {
+    match operation {
+        "GetMetricData" => GetMetricData::parse(input)?.answer(registry, now_second()),
+        "ListMetrics" => list_metrics(registry, input),
+        other => Err(CloudWatchError::unknown_operation(other)),
+    }
 }
 
 /// The input structure of an AWS JSON 1.0 body, as CBOR values (numbers
@@ -415,70 +421,100 @@ impl Statistic {
 enum Metric {
     Count(Count),
     TargetResponseTime,
+    /// `HealthyHostCount` (true) or `UnHealthyHostCount` (false).
+    Hosts(bool),
 }
 
-/// Name, metric, and whether it is also published per target group.
-const METRICS: [(&str, Metric, bool); 11] = [
-    ("RequestCount", Metric::Count(Count::Requests), true),
+/// Which dimension sets a metric is published with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// {LoadBalancer} and {LoadBalancer, TargetGroup}.
+    Both,
+    LoadBalancer,
+    TargetGroup,
+}
+
+const METRICS: [(&str, Metric, Scope); 13] = [
+    ("RequestCount", Metric::Count(Count::Requests), Scope::Both),
     (
         "HTTPCode_Target_2XX_Count",
         Metric::Count(Count::Target2xx),
-        true,
+        Scope::Both,
     ),
     (
         "HTTPCode_Target_3XX_Count",
         Metric::Count(Count::Target3xx),
-        true,
+        Scope::Both,
     ),
     (
         "HTTPCode_Target_4XX_Count",
         Metric::Count(Count::Target4xx),
-        true,
+        Scope::Both,
     ),
     (
         "HTTPCode_Target_5XX_Count",
         Metric::Count(Count::Target5xx),
-        true,
+        Scope::Both,
     ),
     (
         "HTTPCode_ELB_4XX_Count",
         Metric::Count(Count::Elb4xx),
-        false,
+        Scope::LoadBalancer,
     ),
     (
         "HTTPCode_ELB_5XX_Count",
         Metric::Count(Count::Elb5xx),
-        false,
+        Scope::LoadBalancer,
     ),
     (
         "HTTPCode_ELB_502_Count",
         Metric::Count(Count::Elb502),
-        false,
+        Scope::LoadBalancer,
     ),
     (
         "HTTPCode_ELB_503_Count",
         Metric::Count(Count::Elb503),
-        false,
+        Scope::LoadBalancer,
     ),
     (
         "HTTPCode_ELB_504_Count",
         Metric::Count(Count::Elb504),
-        false,
+        Scope::LoadBalancer,
     ),
-    ("TargetResponseTime", Metric::TargetResponseTime, true),
+    (
+        "TargetResponseTime",
+        Metric::TargetResponseTime,
+        Scope::Both,
+    ),
+    ("HealthyHostCount", Metric::Hosts(true), Scope::TargetGroup),
+    (
+        "UnHealthyHostCount",
+        Metric::Hosts(false),
+        Scope::TargetGroup,
+    ),
 ];
 
+impl Scope {
+    fn load_balancer(self) -> bool {
+        self != Scope::TargetGroup
+    }
+
+    fn target_group(self) -> bool {
+        self != Scope::LoadBalancer
+    }
+}
+
 impl Metric {
-    fn find(name: &str) -> Option<(Metric, bool)> {
+    fn find(name: &str) -> Option<(Metric, Scope)> {
         METRICS
             .iter()
             .find(|(n, _, _)| *n == name)
-            .map(|(_, metric, per_group)| (*metric, *per_group))
+            .map(|(_, metric, scope)| (*metric, *scope))
     }
 
     fn unit(self) -> &'static str {
         match self {
-            Metric::Count(_) => "Count",
+            Metric::Count(_) | Metric::Hosts(_) => "Count",
             Metric::TargetResponseTime => "Seconds",
         }
     }
@@ -508,6 +544,19 @@ impl Metric {
                     Statistic::Minimum => seconds(times.min_micros as f64),
                     Statistic::Maximum => seconds(times.max_micros as f64),
                     Statistic::Percentile(p) => seconds(times.percentile(p)?),
+                })
+            }
+            Metric::Hosts(healthy) => {
+                let (h, u) = period.health.as_ref()?;
+                let gauge = if healthy { h } else { u };
+                Some(match statistic {
+                    Statistic::SampleCount => gauge.samples as f64,
+                    Statistic::Sum => gauge.sum as f64,
+                    Statistic::Average => gauge.sum as f64 / gauge.samples.max(1) as f64,
+                    Statistic::Minimum => gauge.min as f64,
+                    Statistic::Maximum => gauge.max as f64,
+                    // Not meaningful for a count of hosts.
+                    Statistic::Percentile(_) => return None,
                 })
             }
         }
@@ -765,7 +814,7 @@ impl Query {
         if self.namespace != NAMESPACE {
             return None;
         }
-        let (metric, per_group) = Metric::find(&self.metric_name)?;
+        let (metric, scope) = Metric::find(&self.metric_name)?;
         if self.unit.as_deref().is_some_and(|u| u != metric.unit()) {
             return None;
         }
@@ -777,7 +826,7 @@ impl Query {
                 .map(|(_, v)| v.as_str())
         };
         let matching: Vec<&Cell> = match names.as_slice() {
-            ["LoadBalancer"] => {
+            ["LoadBalancer"] if scope.load_balancer() => {
                 let load_balancer = value("LoadBalancer")?;
                 cells
                     .iter()
@@ -785,7 +834,7 @@ impl Query {
                     .map(|c| c.as_ref())
                     .collect()
             }
-            ["LoadBalancer", "TargetGroup"] if per_group => {
+            ["LoadBalancer", "TargetGroup"] if scope.target_group() => {
                 let (load_balancer, group) = (value("LoadBalancer")?, value("TargetGroup")?);
                 cells
                     .iter()
@@ -852,7 +901,8 @@ fn dimensions(metric: &[(Value, Value)], path: &str) -> Result<Vec<(String, Stri
     Ok(dimensions)
 }
 
-/// `ListMetrics`: every (metric, dimension set) with data in the retention,
+/// `ListMetrics`: every (metric, dimension set) with data in the retention
+/// (as AWS lists those with data in the last two weeks),
 /// filtered by `Namespace`, `MetricName` and `Dimensions` (name, optional
 /// value). One page.
 fn list_metrics(registry: &Registry, input: &[(Value, Value)]) -> Result<Value> {
@@ -876,9 +926,12 @@ fn list_metrics(registry: &Registry, input: &[(Value, Value)]) -> Result<Value> 
         let now = now_second();
         let mut seen = HashSet::new();
         for cell in registry.cells() {
-            if cell.seconds(0, now + 1).is_empty() {
-                continue;
-            }
+            let seconds = cell.seconds(0, now + 1);
+            let has_data = |metric: Metric| {
+                seconds
+                    .iter()
+                    .any(|(_, s)| metric.value(s, Statistic::SampleCount).is_some())
+            };
             let mut sets = vec![vec![("LoadBalancer", cell.load_balancer.clone())]];
             if let Some(group) = &cell.target_group {
                 sets.push(vec![
@@ -894,8 +947,13 @@ fn list_metrics(registry: &Registry, input: &[(Value, Value)]) -> Result<Value> 
                 if !matches {
                     continue;
                 }
-                for (metric_name, _, per_group) in METRICS {
-                    if name.is_some_and(|n| n != metric_name) || (set.len() == 2 && !per_group) {
+                for (metric_name, metric, scope) in METRICS {
+                    let published = if set.len() == 2 {
+                        scope.target_group()
+                    } else {
+                        scope.load_balancer()
+                    };
+                    if name.is_some_and(|n| n != metric_name) || !published || !has_data(metric) {
                         continue;
                     }
                     if !seen.insert((metric_name, set.clone())) {
@@ -958,5 +1016,118 @@ mod tests {
         }
         let missing = handle(&registry, Protocol::Cbor, "GetMetricData", &[]).unwrap_err();
         assert_eq!(missing.code, "MissingParameter");
+    }
+
+    use proptest::prelude::*;
+
+    /// Member names of the inputs, and values around their edges.
+    const NAMES: &[&str] = &[
+        "MetricDataQueries",
+        "StartTime",
+        "EndTime",
+        "ScanBy",
+        "NextToken",
+        "MaxDatapoints",
+        "Id",
+        "MetricStat",
+        "Metric",
+        "Namespace",
+        "MetricName",
+        "Dimensions",
+        "Name",
+        "Value",
+        "Period",
+        "Stat",
+        "Unit",
+        "Expression",
+        "Label",
+        "ReturnData",
+        "x",
+    ];
+    const TEXTS: &[&str] = &[
+        "AWS/ApplicationELB",
+        "RequestCount",
+        "TargetResponseTime",
+        "LoadBalancer",
+        "TargetGroup",
+        "p99",
+        "p100",
+        "p99.99",
+        "Sum",
+        "Average",
+        "Count",
+        "Seconds",
+        "m1",
+        "M1",
+        "",
+        "TimestampAscending",
+        "ficus-alb:3",
+        "ficus-alb:x",
+        "app/x/1",
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(|i| Value::Integer(i.into())),
+            (0i64..4_000_000_000).prop_map(|i| Value::Tag(1, Box::new(Value::Integer(i.into())))),
+            any::<f64>().prop_map(|f| Value::Tag(1, Box::new(Value::Float(f)))),
+            any::<f64>().prop_map(Value::Float),
+            proptest::sample::select(TEXTS).prop_map(|t| Value::Text(t.to_owned())),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::Bytes),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((proptest::sample::select(NAMES), inner), 0..6).prop_map(
+                    |members| Value::Map(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (Value::Text(k.to_owned()), v))
+                            .collect()
+                    )
+                ),
+            ]
+        })
+    }
+
+    fn answers_or_refuses(
+        protocol: Protocol,
+        operation: &str,
+        body: &[u8],
+    ) -> std::result::Result<(), TestCaseError> {
+        let registry = Registry::new(std::time::Duration::from_secs(60), 1);
+        match handle(&registry, protocol, operation, body) {
+            Ok(answer) => prop_assert!(!answer.is_empty()),
+            Err(error) => {
+                prop_assert!((400..500).contains(&error.status), "{error:?}");
+                prop_assert!(!error.body(protocol).is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Random CBOR inputs built from the real member names: an answer or
+        /// a 4xx error, never a panic.
+        #[test]
+        fn random_inputs_get_answers_or_client_errors(
+            value in tree(),
+            operation in proptest::sample::select(&["GetMetricData", "ListMetrics", "Nope"][..]),
+        ) {
+            answers_or_refuses(Protocol::Cbor, operation, &encode(&value))?;
+            answers_or_refuses(Protocol::Json, operation, &to_json(&value).to_string().into_bytes())?;
+        }
+
+        /// Arbitrary bytes, in either protocol.
+        #[test]
+        fn random_bytes_get_answers_or_client_errors(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            answers_or_refuses(Protocol::Cbor, "GetMetricData", &body)?;
+            answers_or_refuses(Protocol::Json, "GetMetricData", &body)?;
+        }
     }
 }

@@ -17,7 +17,7 @@
 //! three hours spread over all 416 bins), about 0.5 MiB per target group for
 //! steady traffic with a few dozen distinct latencies.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -170,11 +170,40 @@ impl ResponseTimes {
     }
 }
 
+/// Samples of a gauge (healthy or unhealthy targets), one per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauge {
+    pub sum: u64,
+    pub samples: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl Gauge {
+    fn one(value: u64) -> Gauge {
+        Gauge {
+            sum: value,
+            samples: 1,
+            min: value,
+            max: value,
+        }
+    }
+
+    fn merge(&mut self, other: &Gauge) {
+        self.sum += other.sum;
+        self.samples += other.samples;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+}
+
 /// What one cell counted in one second (or, summed, in a period).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Second {
     pub counts: [u64; COUNTS],
     pub response_times: Option<ResponseTimes>,
+    /// Healthy and unhealthy targets of a target group, sampled each second.
+    pub health: Option<(Gauge, Gauge)>,
 }
 
 impl Second {
@@ -196,6 +225,14 @@ impl Second {
                 .get_or_insert_with(ResponseTimes::empty)
                 .merge(theirs);
         }
+        match (&mut self.health, &other.health) {
+            (Some((healthy, unhealthy)), Some((h, u))) => {
+                healthy.merge(h);
+                unhealthy.merge(u);
+            }
+            (mine @ None, Some(theirs)) => *mine = Some(*theirs),
+            _ => {}
+        }
     }
 }
 
@@ -204,6 +241,8 @@ struct History {
     seconds: VecDeque<(u64, Second)>,
     /// Every second up to this one is in `seconds` (or had no traffic).
     harvested_through: u64,
+    /// (second, healthy targets, unhealthy targets), oldest first.
+    health: VecDeque<(u64, u32, u32)>,
 }
 
 /// The counters of one target group behind one load balancer, or of a load
@@ -235,6 +274,7 @@ impl Cell {
             history: Mutex::new(History {
                 seconds: VecDeque::new(),
                 harvested_through: now.saturating_sub(1),
+                health: VecDeque::new(),
             }),
         }
     }
@@ -293,6 +333,17 @@ impl Cell {
         }
     }
 
+    /// Samples the target group's healthy and unhealthy target counts for
+    /// `second` (`HealthyHostCount`, `UnHealthyHostCount`); a second sample
+    /// of the same second replaces the first.
+    pub fn record_health(&self, second: u64, healthy: u32, unhealthy: u32) {
+        let mut history = self.lock();
+        if history.health.back().is_some_and(|(s, _, _)| *s == second) {
+            history.health.pop_back();
+        }
+        history.health.push_back((second, healthy, unhealthy));
+    }
+
     fn lock(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -327,6 +378,9 @@ impl Cell {
         while history.seconds.front().is_some_and(|(s, _)| *s < oldest) {
             history.seconds.pop_front();
         }
+        while history.health.front().is_some_and(|(s, _, _)| *s < oldest) {
+            history.health.pop_front();
+        }
     }
 
     /// The seconds in `from..to` that had traffic, oldest first, including
@@ -355,7 +409,24 @@ impl Cell {
             .collect();
         live.sort_by_key(|(s, _)| *s);
         found.extend(live);
-        found
+        let start = history.health.partition_point(|(s, _, _)| *s < from);
+        let health: Vec<(u64, u32, u32)> = history
+            .health
+            .range(start..)
+            .take_while(|(s, _, _)| *s < to)
+            .copied()
+            .collect();
+        if health.is_empty() {
+            return found;
+        }
+        let mut by_second: BTreeMap<u64, Second> = found.into_iter().collect();
+        for (second, healthy, unhealthy) in health {
+            by_second.entry(second).or_default().health = Some((
+                Gauge::one(u64::from(healthy)),
+                Gauge::one(u64::from(unhealthy)),
+            ));
+        }
+        by_second.into_iter().collect()
     }
 }
 
@@ -425,8 +496,9 @@ impl Registry {
         }
     }
 
-    /// Harvests every 250 ms until the registry is dropped.
-    pub fn spawn_harvester(registry: &Arc<Registry>) {
+    /// Harvests every 250 ms, and calls `sample_health` with the current
+    /// second, until the registry is dropped.
+    pub fn spawn_harvester(registry: &Arc<Registry>, sample_health: impl Fn(u64) + Send + 'static) {
         if !registry.enabled() {
             return;
         }
@@ -439,7 +511,9 @@ impl Registry {
                 let Some(registry) = registry.upgrade() else {
                     break;
                 };
-                registry.harvest(now_second());
+                let now = now_second();
+                sample_health(now);
+                registry.harvest(now);
             }
         });
     }

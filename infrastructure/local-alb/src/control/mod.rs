@@ -7,6 +7,7 @@
 //! an error and leaves the old state in place.
 
 pub mod actions;
+mod cloudwatch_query;
 pub mod error;
 pub mod form;
 mod parse;
@@ -202,6 +203,11 @@ impl ControlPlane {
             }
         };
         let query = parts.uri.query().unwrap_or_default();
+        let mut form = Form::parse(&body);
+        form.extend(Form::parse(query.as_bytes()));
+        if form.get("Version") == Some(cloudwatch_query::VERSION) {
+            return self.handle_cloudwatch_query(&parts, &body, peer, &request_id);
+        }
         let signed = SignedRequest {
             method: parts.method.as_str(),
             path,
@@ -218,8 +224,6 @@ impl ControlPlane {
             tracing::info!(%peer, code = auth.code(), %request_id, "control request refused");
             return api_error_response(&auth_error(&auth), &request_id);
         }
-        let mut form = Form::parse(&body);
-        form.extend(Form::parse(query.as_bytes()));
         let this = Arc::clone(&self);
         let rid = request_id.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -322,6 +326,62 @@ impl ControlPlane {
             Err(error) => {
                 tracing::info!(%operation, code = error.code, message = %error.message, %request_id, "CloudWatch operation refused");
                 cloudwatch_error_response(protocol, &error, request_id)
+            }
+        }
+    }
+
+    /// CloudWatch's Query API form (`Version=2010-08-01`): signed for
+    /// `monitoring`, answered in XML.
+    fn handle_cloudwatch_query(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> HttpResponse {
+        let query = parts.uri.query().unwrap_or_default();
+        let signed = SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query,
+            headers: &parts.headers,
+            body,
+        };
+        let verifier = Verifier {
+            credentials: &self.credentials,
+            region: &self.region,
+            service: cloudwatch::SIGNING_SERVICE,
+        };
+        let answered = match verifier.verify(&signed, time::OffsetDateTime::now_utc()) {
+            Err(auth) => {
+                tracing::info!(%peer, code = auth.code(), %request_id, "CloudWatch request refused");
+                Err(CloudWatchError::forbidden(auth.code(), auth.to_string()))
+            }
+            Ok(()) => {
+                let mut pairs: Vec<(String, String)> =
+                    form_urlencoded::parse(body).into_owned().collect();
+                pairs.extend(form_urlencoded::parse(query.as_bytes()).into_owned());
+                let action = pairs
+                    .iter()
+                    .find(|(k, _)| k == "Action")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                cloudwatch_query::input(&pairs)
+                    .and_then(|input| {
+                        cloudwatch::api::answer(self.dataplane.cloudwatch(), &action, &input)
+                    })
+                    .map(|output| cloudwatch_query::success(&action, &output, request_id))
+            }
+        };
+        match answered {
+            Ok(document) => xml_response(StatusCode::OK, document, request_id),
+            Err(error) => {
+                tracing::info!(code = error.code, message = %error.message, %request_id, "CloudWatch operation refused");
+                xml_response(
+                    StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    cloudwatch_query::error(&error, request_id),
+                    request_id,
+                )
             }
         }
     }

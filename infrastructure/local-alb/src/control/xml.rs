@@ -82,8 +82,18 @@ fn escape_into(out: &mut String, text: &str) {
 /// A successful response: `<{action}Response><{action}Result>...` then the
 /// request id.
 pub fn success(action: &str, request_id: &str, result: impl FnOnce(&mut Xml)) -> String {
+    success_in(NAMESPACE, action, request_id, result)
+}
+
+/// [`success`] in another service's XML `namespace`.
+pub fn success_in(
+    namespace: &str,
+    action: &str,
+    request_id: &str,
+    result: impl FnOnce(&mut Xml),
+) -> String {
     let mut x = Xml::default();
-    let _ = write!(x.out, r#"<{action}Response xmlns="{NAMESPACE}">"#);
+    let _ = write!(x.out, r#"<{action}Response xmlns="{namespace}">"#);
     x.node(&format!("{action}Result"), result);
     x.node("ResponseMetadata", |x| {
         x.leaf("RequestId", request_id);
@@ -94,12 +104,22 @@ pub fn success(action: &str, request_id: &str, result: impl FnOnce(&mut Xml)) ->
 
 /// An error document: `<ErrorResponse><Error>...</Error><RequestId>`.
 pub fn error(error: &ApiError, request_id: &str) -> String {
+    error_in(
+        NAMESPACE,
+        [error.fault_type(), error.code, &error.message],
+        request_id,
+    )
+}
+
+/// An error document in another service's XML `namespace`; `[type, code,
+/// message]`.
+pub fn error_in(namespace: &str, [fault, code, message]: [&str; 3], request_id: &str) -> String {
     let mut x = Xml::default();
-    let _ = write!(x.out, r#"<ErrorResponse xmlns="{NAMESPACE}">"#);
+    let _ = write!(x.out, r#"<ErrorResponse xmlns="{namespace}">"#);
     x.node("Error", |x| {
-        x.leaf("Type", error.fault_type())
-            .leaf("Code", error.code)
-            .leaf("Message", &error.message);
+        x.leaf("Type", fault)
+            .leaf("Code", code)
+            .leaf("Message", message);
     });
     x.leaf("RequestId", request_id);
     x.out.push_str("</ErrorResponse>");

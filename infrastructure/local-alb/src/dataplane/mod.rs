@@ -173,7 +173,12 @@ impl DataPlane {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        crate::cloudwatch::Registry::spawn_harvester(&self.cloudwatch);
+        let plane = Arc::downgrade(&self);
+        crate::cloudwatch::Registry::spawn_harvester(&self.cloudwatch, move |second| {
+            if let Some(plane) = plane.upgrade() {
+                plane.sample_target_health(second);
+            }
+        });
         let mut workers = Vec::new();
         let mut finishing = Vec::new();
         for index in 0..self.options.worker_threads.max(1) {
@@ -320,6 +325,34 @@ impl DataPlane {
     /// (DescribeTargetHealth lists them with state `draining`).
     pub fn draining_targets(&self, target_group_arn: &str) -> Vec<Target> {
         self.registry.draining_targets(target_group_arn)
+    }
+
+    /// Records, for `second`, how many targets of each target group the
+    /// listener forwards to are healthy and unhealthy (CloudWatch's
+    /// `HealthyHostCount` and `UnHealthyHostCount`).
+    fn sample_target_health(&self, second: u64) {
+        let tables = self.tables.load();
+        let Some(table) = tables.primary() else {
+            return;
+        };
+        let mut seen = std::collections::HashSet::new();
+        for weighted in table.weighted_groups() {
+            let (Some(cell), Some(group)) = (&weighted.cell, &weighted.group) else {
+                continue;
+            };
+            if !seen.insert(Arc::as_ptr(cell)) {
+                continue;
+            }
+            let (mut healthy, mut unhealthy) = (0u32, 0u32);
+            for (_, target) in &group.targets {
+                match target.health() {
+                    HealthState::Healthy => healthy += 1,
+                    HealthState::Unhealthy => unhealthy += 1,
+                    HealthState::Initial | HealthState::Draining => {}
+                }
+            }
+            cell.record_health(second, healthy, unhealthy);
+        }
     }
 
     /// The counters behind the CloudWatch API.

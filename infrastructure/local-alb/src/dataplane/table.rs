@@ -142,6 +142,15 @@ impl RouteTable {
         }
     }
 
+    /// Every weighted target group of the table's forward actions (a group
+    /// forwarded to by several rules appears once per rule).
+    pub fn weighted_groups(&self) -> impl Iterator<Item = &WeightedGroup> {
+        self.rules.iter().flat_map(|rule| match &rule.action {
+            CompiledAction::Forward(forward) => forward.groups.as_slice(),
+            _ => &[],
+        })
+    }
+
     /// The first rule whose conditions all match.
     pub fn route(&self, request: &RequestView<'_>) -> Option<&CompiledRule> {
         self.route_index(request).map(|index| &self.rules[index])

@@ -380,4 +380,8 @@ fn the_readme_local_alb_commands_work_as_written() {
         stdout.contains("# TYPE ficus_alb_requests_total counter"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(r#""MetricName": "RequestCount""#),
+        "the request through the data listener is listed as a CloudWatch metric: {stdout}"
+    );
 }
