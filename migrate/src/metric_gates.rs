@@ -171,7 +171,8 @@ pub struct Side {
     pub target_5xx: f64,
     /// 5XX over requests (`None` without requests).
     pub error_rate: Option<f64>,
-    /// The worst per-period `TargetResponseTime` p99, in seconds.
+    /// `TargetResponseTime` p99 over the window, in seconds: the per-period
+    /// p99s weighted by their periods' requests.
     pub p99_s: Option<f64>,
     /// How many periods had data (`RequestCount` data points).
     pub periods: usize,
@@ -224,16 +225,36 @@ fn sum(series: Option<&Series>, from: i64, to: i64) -> (f64, usize) {
     (points.iter().fold(0.0, |sum, v| sum + v), points.len())
 }
 
+/// The window's p99 from the per-period p99s: their mean weighted by each
+/// period's requests. CloudWatch can't merge percentiles across periods; the
+/// worst period alone made one cold or contended second (a new connection
+/// pool right after the step, a busy machine) fail a healthy service, while
+/// a service that is slower throughout is slower in every period, hence in
+/// the mean. Periods without a request count weigh 1.
+fn window_p99(p99: Option<&Series>, requests: Option<&Series>, window: &Window) -> Option<f64> {
+    let weight = |at: i64| {
+        requests
+            .into_iter()
+            .flatten()
+            .find(|(t, _)| *t == at)
+            .map_or(1.0, |(_, n)| n.max(1.0))
+    };
+    let (weighted, total) = p99
+        .into_iter()
+        .flatten()
+        .filter(|(t, v)| (window.from..window.to).contains(t) && v.is_finite())
+        .fold((0.0, 0.0), |(sum, total), (t, v)| {
+            let w = weight(*t);
+            (sum + v * w, total + w)
+        });
+    (total > 0.0).then(|| weighted / total)
+}
+
 fn side(results: &BTreeMap<String, Series>, prefix: &str, window: &Window) -> Side {
     let get = |suffix: &str| results.get(&format!("{prefix}_{suffix}"));
     let (requests, periods) = sum(get("requests"), window.from, window.to);
     let (target_5xx, _) = sum(get("target_5xx"), window.from, window.to);
-    let p99_s = get("p99")
-        .into_iter()
-        .flatten()
-        .filter(|(t, v)| (window.from..window.to).contains(t) && v.is_finite())
-        .map(|(_, v)| *v)
-        .reduce(f64::max);
+    let p99_s = window_p99(get("p99"), get("requests"), window);
     Side {
         requests,
         target_5xx,
@@ -774,6 +795,20 @@ mod tests {
             &gates(),
         );
         assert_eq!(old.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn one_slow_period_is_weighed_by_its_requests() {
+        let window = Window::new(100.0, 190.0, Duration::from_secs(60));
+        let mut data = healthy(None, 0.012);
+        // A cold first period (10 requests at 80 ms), then 90 at 12 ms.
+        data.insert("r0_svc_requests".into(), vec![(60, 10.0), (120, 90.0)]);
+        data.insert("r0_svc_p99".into(), vec![(60, 0.080), (120, 0.012)]);
+        let window = Window { from: 60, ..window };
+        let e = evaluate(0, &subject(), &data, window, 190.0, &gates());
+        let p99 = e.service.p99_s.unwrap();
+        assert!((p99 - 0.0188).abs() < 1e-9, "{p99}");
+        assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
     }
 
     #[test]

@@ -696,7 +696,10 @@ pub struct LocalStack {
 pub const LOCAL_KEY: &str = "AKIAFICUSLOCAL000000";
 /// The `[metrics]` of the test stack's migrate.toml: the local ALB's
 /// per-second metrics, and the probes (20/s, 2/s at 10%) as the traffic.
-pub const LOCAL_METRICS: &str = "period = \"1s\"\nmin_requests = 1\nmax_wait = \"5s\"";
+/// A debug build's p99 on a busy machine jumps by tens of ms: as the repo's
+/// migrate.toml, a 100 ms allowance (tests/it/gates.rs holds 25 ms).
+pub const LOCAL_METRICS: &str =
+    "period = \"1s\"\nmin_requests = 1\nmax_wait = \"5s\"\nlatency_allowance = \"100ms\"";
 pub const LOCAL_SECRET: &str = "ficus-local-secret-access-key";
 
 impl LocalStack {
