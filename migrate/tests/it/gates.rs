@@ -326,7 +326,9 @@ fn wait_healthy(op: &Operator, route: &str) {
 #[test]
 fn a_service_failing_5_percent_of_its_requests_fails_the_error_gate_and_rolls_back() {
     let (stack, proxy) = stack_with_proxy();
-    let op = stack.operator_with_metrics("1s", METRICS);
+    // The proxy's own hop makes its p99 noisy on a busy machine: this test
+    // is about the error gate, so the latency gate is out of its way.
+    let op = stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"1s\""));
     assert_eq!(op.run(&["init"]).code, 0);
     wait_healthy(&op, "users");
     let _clients = Clients::start(&stack.data_url, 100);
@@ -482,8 +484,11 @@ fn a_route_without_traffic_is_inconclusive_and_never_passes() {
 
 #[test]
 fn a_healthy_service_passes_20_gradual_shifts_in_a_row() {
-    let (stack, _proxy) = stack_with_proxy();
-    let op = stack.operator_with_metrics("1s", METRICS);
+    // The real users service, directly; the local stack's p99 allowance
+    // (debug builds on a machine the whole suite shares).
+    let stack = LocalStack::start();
+    let op =
+        stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"100ms\""));
     assert_eq!(op.run(&["init"]).code, 0);
     wait_healthy(&op, "users");
     let _clients = Clients::start(&stack.data_url, 100);
