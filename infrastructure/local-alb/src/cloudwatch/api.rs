@@ -850,11 +850,15 @@ impl Query {
     }
 
     /// (period start, value) for every period in `start..end` with data,
-    /// oldest first. Periods start at `start` (whole seconds).
+    /// oldest first. As CloudWatch does for recent data, the start is
+    /// rounded down: to a multiple of the period below a minute (5 s periods
+    /// start at :00, :05...), else to the whole minute; periods follow on
+    /// from there.
     fn datapoints(&self, cells: &[std::sync::Arc<Cell>], start: u64, end: u64) -> Vec<(u64, f64)> {
         let Some((metric, cells)) = self.cells(cells) else {
             return Vec::new();
         };
+        let start = start - start % self.period.min(60);
         let mut periods: BTreeMap<u64, Second> = BTreeMap::new();
         for cell in cells {
             for (second, counts) in cell.seconds(start, end) {

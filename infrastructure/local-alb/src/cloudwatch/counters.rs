@@ -10,12 +10,16 @@
 //! it, summed over the shards, into the cell's history and clears the slot
 //! for the second it will hold next.
 //!
-//! Memory bound: the live slots take `RING × shards × 1.8 KiB` per cell; the
-//! history keeps only seconds that had traffic, for the retention (3 hours
-//! by default), at most `96 B + 10 B per distinct latency bin` per second and
-//! cell: under 15 MiB per target group in the worst case (every second of
-//! three hours spread over all 416 bins), about 0.5 MiB per target group for
-//! steady traffic with a few dozen distinct latencies.
+//! Memory bound, per cell: the live slots take `RING × shards × 1.8 KiB`
+//! (29 KiB with two workers). The history keeps, for the retention (3 hours
+//! by default), only seconds that had traffic: about 220 B plus 16 B per
+//! distinct latency bin of that second (at most 416), so 0.5–1 KiB for
+//! typical traffic (20–40 bins), 5–11 MiB per target group for three hours
+//! of steady traffic, and at most 6.9 KiB per second, 73 MiB per target
+//! group, in the pathological case of every second's latencies spread over
+//! all bins; plus 16 B per second of health samples (170 KiB for three
+//! hours). Cells are created per (target group, load balancer) routed to,
+//! never per request or client; the retention bounds everything else.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -206,7 +206,9 @@ impl ControlPlane {
         let mut form = Form::parse(&body);
         form.extend(Form::parse(query.as_bytes()));
         if form.get("Version") == Some(cloudwatch_query::VERSION) {
-            return self.handle_cloudwatch_query(&parts, &body, peer, &request_id);
+            return self
+                .handle_cloudwatch_query(&parts, &body, peer, &request_id)
+                .await;
         }
         let signed = SignedRequest {
             method: parts.method.as_str(),
@@ -332,7 +334,7 @@ impl ControlPlane {
 
     /// CloudWatch's Query API form (`Version=2010-08-01`): signed for
     /// `monitoring`, answered in XML.
-    fn handle_cloudwatch_query(
+    async fn handle_cloudwatch_query(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
@@ -366,11 +368,20 @@ impl ControlPlane {
                     .find(|(k, _)| k == "Action")
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default();
-                cloudwatch_query::input(&pairs)
-                    .and_then(|input| {
-                        cloudwatch::api::answer(self.dataplane.cloudwatch(), &action, &input)
-                    })
-                    .map(|output| cloudwatch_query::success(&action, &output, request_id))
+                let dataplane = Arc::clone(&self.dataplane);
+                let rid = request_id.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    cloudwatch_query::input(&pairs)
+                        .and_then(|input| {
+                            cloudwatch::api::answer(dataplane.cloudwatch(), &action, &input)
+                        })
+                        .map(|output| cloudwatch_query::success(&action, &output, &rid))
+                })
+                .await
+                .unwrap_or_else(|join_error| {
+                    tracing::error!(%join_error, %request_id, "CloudWatch operation failed unexpectedly");
+                    Err(CloudWatchError::internal("The operation failed unexpectedly"))
+                })
             }
         };
         match answered {

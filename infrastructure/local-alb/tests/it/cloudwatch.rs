@@ -242,6 +242,7 @@ async fn the_sdk_reads_request_counts_errors_and_latency_per_second() {
             query("slow_p99", "TargetResponseTime", &slow, 1, "p99"),
             query("slow_p99_whole", "TargetResponseTime", &slow, 3600, "p99"),
             query("slow_max", "TargetResponseTime", &slow, 3600, "Maximum"),
+            query("fast_5s", "RequestCount", &fast, 5, "Sum"),
             query("slow_min", "TargetResponseTime", &slow, 3600, "Minimum"),
             query("slow_p50", "TargetResponseTime", &slow, 3600, "p50"),
             query(
@@ -284,6 +285,12 @@ async fn the_sdk_reads_request_counts_errors_and_latency_per_second() {
     // the histogram answers within its 3.2 %; the p50 lies between.
     let whole = &data["slow_p99_whole"].1;
     assert_eq!(whole.len(), 1, "one period of an hour: {whole:?}");
+    // As on AWS, periods of a minute or more start on the minute, shorter
+    // ones on multiples of themselves.
+    assert_eq!(data["slow_p99_whole"].0, vec![start - start % 60]);
+    let (times, values) = &data["fast_5s"];
+    assert!(times.iter().all(|t| t % 5 == 0), "{times:?}");
+    assert_eq!(values.iter().sum::<f64>(), 25.0);
     let (p99, max, min) = (whole[0], data["slow_max"].1[0], data["slow_min"].1[0]);
     assert!(min >= 0.060 && max < 5.0, "{min}..{max}");
     assert!(p99 <= max && p99 >= max * 0.968, "p99 {p99}, max {max}");
@@ -467,7 +474,7 @@ async fn the_aws_cli_reads_the_metrics() {
                     {"Name": "LoadBalancer", "Value": f.load_balancer},
                 ],
             },
-            "Period": 60,
+            "Period": 3600,
             "Stat": "Sum",
         },
     }])
@@ -804,7 +811,7 @@ async fn older_clients_read_the_metrics_with_the_query_api() {
             "MetricDataQueries.member.1.MetricStat.Metric.Dimensions.member.1.Value",
             f.load_balancer.as_str(),
         ),
-        ("MetricDataQueries.member.1.MetricStat.Period", "60"),
+        ("MetricDataQueries.member.1.MetricStat.Period", "3600"),
         ("MetricDataQueries.member.1.MetricStat.Stat", "Sum"),
         ("StartTime", start_text.as_str()),
         ("EndTime", end_text.as_str()),
@@ -838,5 +845,72 @@ async fn older_clients_read_the_metrics_with_the_query_api() {
         "{}",
         missing.body
     );
+    f.alb.stop().await;
+}
+
+#[tokio::test]
+async fn max_datapoints_pages_with_next_token() {
+    let f = fixture().await;
+    let start = epoch_seconds() - 1;
+    // Requests in at least three different seconds (one per second at least).
+    let http = reqwest::Client::new();
+    let mut sent = 0;
+    let mut seconds = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seconds.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "three seconds pass");
+        get(&http, &f.alb.data_url, 1).await;
+        sent += 1;
+        seconds.insert(epoch_seconds());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end = epoch_seconds() + 1;
+    let lb = [("LoadBalancer", f.load_balancer.as_str())];
+    let (mut token, mut pages, mut total, mut timestamps) = (None::<String>, 0, 0.0, Vec::new());
+    loop {
+        let answer = f
+            .client
+            .get_metric_data()
+            .metric_data_queries(query("requests", "RequestCount", &lb, 1, "Sum"))
+            .start_time(DateTime::from_secs(start))
+            .end_time(DateTime::from_secs(end))
+            .max_datapoints(1)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .expect("GetMetricData answers");
+        let result = &answer.metric_data_results()[0];
+        assert!(result.values().len() <= 1);
+        total += result.values().iter().sum::<f64>();
+        timestamps.extend(result.timestamps().iter().map(|t| t.secs()));
+        pages += 1;
+        match answer.next_token() {
+            Some(next) => {
+                assert_eq!(
+                    result.status_code().map(|s| s.as_str()),
+                    Some("PartialData")
+                );
+                token = Some(next.to_owned());
+            }
+            None => break,
+        }
+        assert!(pages < 100, "pagination ends");
+    }
+    assert_eq!(total, f64::from(sent));
+    assert!(pages >= 3, "one datapoint per page: {pages} pages");
+    // Newest first (ScanBy defaults to TimestampDescending), none twice.
+    assert!(timestamps.windows(2).all(|w| w[0] > w[1]), "{timestamps:?}");
+    let bad = f
+        .client
+        .get_metric_data()
+        .metric_data_queries(query("requests", "RequestCount", &lb, 1, "Sum"))
+        .start_time(DateTime::from_secs(start))
+        .end_time(DateTime::from_secs(end))
+        .next_token("not-a-token")
+        .send()
+        .await
+        .unwrap_err();
+    use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
+    assert_eq!(bad.code(), Some("InvalidNextToken"));
     f.alb.stop().await;
 }
