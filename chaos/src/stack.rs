@@ -92,6 +92,7 @@ impl Stack {
                 CLIENT_IDLE_TIMEOUT.as_secs().to_string(),
             ],
             route_settings,
+            front: None,
         };
         let local = LocalStack::start(binaries, dir.path(), options).await?;
         Ok(Stack {

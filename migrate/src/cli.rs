@@ -143,9 +143,14 @@ the parity sample passes. After each
 write the rule is read back until it shows what was written. During each interval the
 route is probed through lb_url (over the error budget, the step fails) and the service's
 target health is read every health_poll (default 1s; a target that turns unhealthy
-fails the step). --bake 30m keeps those gates watching for 30 minutes after 100%. Any
-failed gate rolls the route back, is journaled (also when nothing had moved yet), and
-exits 3. Once
+fails the step). The metric gates read the load balancer's CloudWatch metrics of the
+clients' own traffic every [metrics] period (default 60s; 1s on the local ALB): the
+service's 5XX ratio and p99 against the monolith's, the load balancer's own 5XX, and at
+least min_requests requests (default 50) to the service; a step goes on only after they
+pass, waits up to max_wait (default 5m) past the interval while there is too little data,
+and never passes on no data (docs/gates.md). --bake 30m keeps those gates watching for 30
+minutes after 100%. Any failed gate
+rolls the route back, is journaled (also when nothing had moved yet), and exits 3. Once
 anything was written, any other error (an API call that still fails after the SDK's
 retries) rolls back too and exits 1; if that rollback fails, the error names the route's
 last known state and the command that finishes it. Before every write the shift confirms

@@ -559,6 +559,9 @@ pub struct RouteStatus {
     pub unhealthy: usize,
     pub targets: Vec<TargetHealth>,
     pub last_change: Option<LastChange>,
+    /// The latest metric gate evaluation in the journal (`when` of its entry
+    /// and the evaluation), if any.
+    pub metrics: Option<serde_json::Value>,
     pub drift: Vec<String>,
     /// The plan kept on the rule (holding, moving, baking), if any.
     pub plan: Option<crate::plan::PlanStatus>,
@@ -698,6 +701,14 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
             Some(last) => println!("  last:     {} by {}: {}", last.when, last.who, last.what),
             None => println!("  last:     no change recorded"),
         }
+        if let Some(metrics) = &status.metrics {
+            println!(
+                "  metrics:  {} (before `{}`, {})",
+                metrics_line(&metrics["evaluation"]),
+                metrics["what"].as_str().unwrap_or_default(),
+                metrics["when"].as_str().unwrap_or_default()
+            );
+        }
         if status.drift.is_empty() {
             println!("  drift:    none");
         } else {
@@ -807,6 +818,7 @@ fn route_status(
         last_change: rule
             .and_then(|r| r.tags.get(LAST_CHANGE_TAG))
             .map(|v| LastChange::parse(v)),
+        metrics: latest_metrics(ctx, route),
         drift: listing.drift(&ctx.settings, route, view),
         plan,
         plan_problem,
@@ -816,6 +828,24 @@ fn route_status(
             .map(|p| crate::preview::status_of(route, p, rule.and_then(|r| r.priority)))
             .collect(),
     }
+}
+
+/// The route's latest metric gate evaluation, from the journal.
+fn latest_metrics(ctx: &Ctx, route: &str) -> Option<serde_json::Value> {
+    let entries = journal::read(&ctx.settings.journal_path(), Some(route)).ok()?;
+    entries.iter().rev().find_map(|entry| {
+        let metrics = entry.evidence.get("metrics")?;
+        Some(json!({ "when": entry.when, "what": entry.what, "evaluation": metrics }))
+    })
+}
+
+/// One line for a metric gate evaluation: `pass: errors: ...`.
+fn metrics_line(evaluation: &serde_json::Value) -> String {
+    format!(
+        "{}: {}",
+        evaluation["verdict"].as_str().unwrap_or("unknown"),
+        evaluation["summary"].as_str().unwrap_or_default()
+    )
 }
 
 /// One step of a plan.
@@ -925,6 +955,18 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
                 ),
             ]
         };
+        let metrics = ctx.settings.metric_gates(&args.route);
+        if target != 0 && metrics.enabled && !steps.is_empty() {
+            gates.push(format!(
+                "metric gates pass: GetMetricData every {} since the previous step: at least {} requests to {}, its 5XX ratio within {:.1} points of the monolith's, its p99 within x{} + {} of the monolith's, the load balancer's own 5XX not up (docs/gates.md)",
+                humantime::format_duration(metrics.period),
+                metrics.min_requests,
+                target_group_name(&view.service_tg),
+                metrics.error_budget * 100.0,
+                metrics.latency_ratio,
+                humantime::format_duration(metrics.latency_allowance),
+            ));
+        }
         if target > 0 {
             let first = steps.is_empty();
             let custom = route.gates.iter().filter(|gate| {
@@ -1142,6 +1184,11 @@ fn history_line(entry: &Entry) -> String {
         if let Some(reason) = entry.evidence.get(key).and_then(|r| r.as_str()) {
             line.push_str(&format!("; {label}: {reason}"));
         }
+    }
+    if let Some(metrics) = entry.evidence.get("metrics")
+        && entry.evidence.get("gate_failed").is_none()
+    {
+        line.push_str(&format!("; metrics {}", metrics_line(metrics)));
     }
     line
 }

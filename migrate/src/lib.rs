@@ -25,6 +25,7 @@ macro_rules! print {
 }
 
 pub mod cli;
+pub mod cloudwatch;
 pub mod commands;
 pub mod context;
 pub mod coverage;
@@ -34,6 +35,7 @@ pub mod elb;
 pub mod error;
 pub mod journal;
 pub mod lock;
+pub mod metric_gates;
 pub mod notify;
 pub mod output;
 pub mod plan;

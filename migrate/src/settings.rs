@@ -34,6 +34,10 @@ pub struct Settings {
     pub listener: ListenerSettings,
     #[serde(default)]
     pub monolith: MonolithSettings,
+    /// Metric gates' defaults for every route (`[metrics]`); a route's own
+    /// `[routes.NAME.metrics]` overrides them key by key. docs/gates.md.
+    #[serde(default)]
+    pub metrics: MetricSettings,
     pub routes: BTreeMap<String, RouteSettings>,
     /// Where events go (`[[notify]]`, see docs/operations.md).
     #[serde(default)]
@@ -137,6 +141,177 @@ pub struct RouteSettings {
     /// docs/operations.md).
     #[serde(default)]
     pub gates: Vec<GateSettings>,
+    /// The route's own metric gate settings, over `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricSettings,
+}
+
+/// The metric gates' settings as written: `[metrics]` and
+/// `[routes.NAME.metrics]`, every key optional. [`Settings::metric_gates`]
+/// layers them over the defaults into a [`MetricGates`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSettings {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub period: Option<Duration>,
+    pub min_requests: Option<u64>,
+    pub error_budget: Option<f64>,
+    pub latency_ratio: Option<f64>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub latency_allowance: Option<Duration>,
+    pub elb_5xx_budget: Option<f64>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub max_wait: Option<Duration>,
+    pub on_inconclusive: Option<OnInconclusive>,
+}
+
+/// What a step does when its metric gates stay inconclusive (too few
+/// requests) for `max_wait` after its interval. Only `fail` for now: a step
+/// never passes on no data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnInconclusive {
+    Fail,
+}
+
+impl<'de> Deserialize<'de> for OnInconclusive {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "fail" => Ok(OnInconclusive::Fail),
+            other => Err(serde::de::Error::custom(format!(
+                "`{other}` is not supported; use \"fail\" (a step whose metrics stay inconclusive fails and is rolled back: it never passes on no data)"
+            ))),
+        }
+    }
+}
+
+/// One route's metric gates, every value decided (docs/gates.md has the why
+/// of each default).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MetricGates {
+    /// Whether the step waits for, and is judged by, CloudWatch metrics.
+    pub enabled: bool,
+    /// CloudWatch's period: 60 s on AWS (ALB metrics are per minute); 1 s on
+    /// the local ALB.
+    #[serde(with = "humantime_serde_secs")]
+    pub period: Duration,
+    /// Requests the service's target group must have answered in the window
+    /// for a verdict; fewer is inconclusive.
+    pub min_requests: u64,
+    /// How much the service's 5XX ratio may exceed the monolith's.
+    pub error_budget: f64,
+    /// The service's p99 may be this many times the monolith's ...
+    pub latency_ratio: f64,
+    /// ... plus this.
+    #[serde(with = "humantime_serde_secs")]
+    pub latency_allowance: Duration,
+    /// How much the load balancer's own 5XX ratio may rise over its ratio
+    /// before the step.
+    pub elb_5xx_budget: f64,
+    /// How long after the interval a step waits for enough data.
+    #[serde(with = "humantime_serde_secs")]
+    pub max_wait: Duration,
+    pub on_inconclusive: OnInconclusive,
+}
+
+/// Durations in evidence as seconds (`0.025`).
+mod humantime_serde_secs {
+    pub fn serialize<S: serde::Serializer>(
+        value: &std::time::Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(value.as_secs_f64())
+    }
+}
+
+impl MetricSettings {
+    /// Whether this table sets `field` itself.
+    fn sets(&self, field: &str) -> bool {
+        match field {
+            "period" => self.period.is_some(),
+            "min_requests" => self.min_requests.is_some(),
+            "error_budget" => self.error_budget.is_some(),
+            "elb_5xx_budget" => self.elb_5xx_budget.is_some(),
+            "latency_ratio" => self.latency_ratio.is_some(),
+            _ => false,
+        }
+    }
+
+    /// `self`'s keys over `under`'s.
+    fn over(&self, under: &MetricSettings) -> MetricSettings {
+        MetricSettings {
+            enabled: self.enabled.or(under.enabled),
+            period: self.period.or(under.period),
+            min_requests: self.min_requests.or(under.min_requests),
+            error_budget: self.error_budget.or(under.error_budget),
+            latency_ratio: self.latency_ratio.or(under.latency_ratio),
+            latency_allowance: self.latency_allowance.or(under.latency_allowance),
+            elb_5xx_budget: self.elb_5xx_budget.or(under.elb_5xx_budget),
+            max_wait: self.max_wait.or(under.max_wait),
+            on_inconclusive: self.on_inconclusive.or(under.on_inconclusive),
+        }
+    }
+
+    /// The settings with every default filled in.
+    fn resolve(&self) -> MetricGates {
+        MetricGates {
+            enabled: self.enabled.unwrap_or(true),
+            period: self.period.unwrap_or(Duration::from_secs(60)),
+            min_requests: self.min_requests.unwrap_or(50),
+            error_budget: self.error_budget.unwrap_or(0.01),
+            latency_ratio: self.latency_ratio.unwrap_or(1.5),
+            latency_allowance: self.latency_allowance.unwrap_or(Duration::from_millis(25)),
+            elb_5xx_budget: self.elb_5xx_budget.unwrap_or(0.001),
+            max_wait: self.max_wait.unwrap_or(Duration::from_secs(300)),
+            on_inconclusive: self.on_inconclusive.unwrap_or(OnInconclusive::Fail),
+        }
+    }
+}
+
+impl MetricGates {
+    /// Checks the values: the first problem, with the key it is about.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let secs = self.period.as_secs();
+        let whole = self.period.subsec_nanos() == 0;
+        if !whole || !(matches!(secs, 1 | 5 | 10 | 30) || (secs > 0 && secs.is_multiple_of(60))) {
+            return Err((
+                "period",
+                format!(
+                    "{} is not a CloudWatch period; use 1s, 5s, 10s, 30s or a multiple of 60s (AWS publishes ALB metrics per 60s)",
+                    humantime::format_duration(self.period)
+                ),
+            ));
+        }
+        if self.min_requests == 0 {
+            return Err((
+                "min_requests",
+                "0 would let a step pass on no data; use 1 or more".to_owned(),
+            ));
+        }
+        for (name, ratio) in [
+            ("error_budget", self.error_budget),
+            ("elb_5xx_budget", self.elb_5xx_budget),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err((
+                    name,
+                    format!("{ratio} is not a ratio between 0 and 1 (0.01 is 1%)"),
+                ));
+            }
+        }
+        if !(self.latency_ratio >= 1.0 && self.latency_ratio.is_finite()) {
+            return Err((
+                "latency_ratio",
+                format!(
+                    "{} must be 1 or more (1.5: the service's p99 may be 1.5 times the monolith's)",
+                    self.latency_ratio
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How much an event matters; sinks take events from their `min_severity` up.
@@ -290,6 +465,10 @@ fn default_notify_retries() -> u32 {
 }
 fn default_gate_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -450,6 +629,16 @@ impl Settings {
                 return Err(format!("`{key}.priority`: must be between 1 and 50000"));
             }
             check_gates(&key, &route.gates)?;
+            self.metric_gates(name)
+                .check()
+                .map_err(|(field, problem)| {
+                    let table = if route.metrics.sets(field) {
+                        format!("{key}.metrics")
+                    } else {
+                        "metrics".to_owned()
+                    };
+                    format!("`{table}.{field}`: {problem}")
+                })?;
         }
         for (index, sink) in self.notify.iter().enumerate() {
             check_sink(&format!("notify[{index}]"), sink)?;
@@ -505,6 +694,17 @@ impl Settings {
                 known.join(", ")
             ))
         })
+    }
+
+    /// A route's metric gates: its `[routes.NAME.metrics]` over `[metrics]`
+    /// over the defaults (an unknown route gets `[metrics]`'s).
+    pub fn metric_gates(&self, route: &str) -> MetricGates {
+        let own = self
+            .routes
+            .get(route)
+            .map(|r| r.metrics.clone())
+            .unwrap_or_default();
+        own.over(&self.metrics).resolve()
     }
 
     /// The journal file.

@@ -23,6 +23,7 @@ use crate::error::{Failure, usage};
 use crate::journal::{self, Entry, LAST_CHANGE_TAG};
 use crate::journal::{now_rfc3339, snapshot};
 use crate::lock::Lock;
+use crate::metric_gates::Judge as MetricJudge;
 use crate::notify::{Event, Kind};
 use crate::output::Output;
 use crate::output::print_json;
@@ -322,8 +323,13 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
             return Err(err);
         }
     };
+    let metrics = ctx.settings.metric_gates(&drive.route);
+    // Gradual: more than one step, or a plan kept on the rule (a hold, a
+    // promote, a bake), so there are intervals to judge.
+    let gradual = prepared.segment.len() > 1 || prepared.persist;
     let mut run = Shift {
         interrupt,
+        metrics: MetricJudge::new(&ctx.sdk, ctx.verbose, metrics, gradual),
         moved: false,
         last: None,
         first_parity,
@@ -462,6 +468,8 @@ fn stop_on_ctrl_c() -> anyhow::Error {
 
 struct Shift {
     interrupt: CtrlC,
+    /// The metric gates and when the last step was applied.
+    metrics: MetricJudge,
     /// Whether any write was attempted (routing may have changed).
     moved: bool,
     /// The route as last read or written.
@@ -537,6 +545,9 @@ impl Shift {
             return Ok(());
         }
         let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
+        // One GetMetricData before anything changes: a missing permission or
+        // a wrong endpoint stops the shift here, not after its first step.
+        self.metrics.prepare(listing, &self.route, &view).await?;
         self.who = ctx.who().await;
         let from = state.percent().unwrap_or(0);
         // before-shift gates are told the shift's last step.
@@ -593,6 +604,7 @@ impl Shift {
                     Err(WriteError::Failed(err)) => return Err(err),
                 }
             }
+            self.metrics.applied();
             let what = format!("shift to {percent} percent");
             let plan_tags = self.plan_advance(percent);
             let journal_id = record_with(
@@ -968,7 +980,7 @@ impl Shift {
         evidence: &serde_json::Map<String, serde_json::Value>,
         phases: &[GatePhase],
     ) {
-        let built_in = ["health", "parity", "probes", "coverage"]
+        let built_in = ["health", "parity", "probes", "coverage", "metrics"]
             .into_iter()
             .filter(|gate| {
                 evidence
@@ -1058,7 +1070,29 @@ impl Shift {
         let mut tally = ProbeTally::default();
         let mut index = 0;
         let mut next_health = started + self.settings.health_poll;
-        while tokio::time::Instant::now() < deadline {
+        // The metric gates are evaluated every period; a step waits past its
+        // interval (up to `max_wait`) while they are inconclusive.
+        let mut next_metrics = started + self.metrics.gates.period;
+        let wait_until = deadline + self.metrics.gates.max_wait;
+        let mut waiting_said = false;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                if !(self.metrics.pending() && now < wait_until) {
+                    break;
+                }
+                if !waiting_said && ctx.chatty() {
+                    waiting_said = true;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "migrate: {}: the metric gates are inconclusive ({}); waiting up to {} for data",
+                            self.route,
+                            self.metrics.latest_summary(),
+                            humantime::format_duration(self.metrics.gates.max_wait)
+                        )
+                    });
+                }
+            }
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = self.interrupt.pressed() => {
@@ -1066,7 +1100,7 @@ impl Shift {
                     return Err(stop_on_ctrl_c());
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline && !self.metrics.pending() {
                 break;
             }
             prober.probe(index, &mut tally).await;
@@ -1088,11 +1122,25 @@ impl Shift {
                     return Ok((tally, Some(format!("during the interval, {reason}"))));
                 }
             }
+            if self.metrics.active() && tokio::time::Instant::now() >= next_metrics {
+                next_metrics = tokio::time::Instant::now() + self.metrics.gates.period;
+                let evaluation = self.metrics.evaluate().await?;
+                self.metrics.record(evaluation, evidence);
+                if let Some(reason) = self.metrics.failed() {
+                    bar.finish_and_clear();
+                    return Ok((tally, Some(reason)));
+                }
+            }
             if lock.needs_refresh() {
                 lock.refresh(&ctx.elb).await?;
             }
         }
         bar.finish_and_clear();
+        let probes_failed =
+            tally.over_budget(self.settings.error_budget, self.settings.min_probes, true);
+        if !probes_failed && let Some(reason) = self.metrics.inconclusive() {
+            return Ok((tally, Some(reason)));
+        }
         Ok((tally, None))
     }
 
@@ -1725,6 +1773,7 @@ fn gate_name(reason: &str, evidence: &serde_json::Map<String, serde_json::Value>
         ("parity gate", "parity"),
         ("probes", "probes"),
         ("coverage gate", "coverage"),
+        ("metric gate", "metrics"),
         ("read back", "read-back"),
     ]
     .iter()
@@ -1956,6 +2005,10 @@ mod tests {
         assert_eq!(
             name("read back: after 15s the rule still shows"),
             "read-back"
+        );
+        assert_eq!(
+            name("during the interval, metric gate: 5XX ratio 5.0% > monolith 0.0% + 1.0"),
+            "metrics"
         );
         let mut custom = serde_json::Map::new();
         custom.insert("failed_gate".into(), json!("contract-tests"));

@@ -338,6 +338,26 @@ pub struct Options {
     pub alb_args: Vec<String>,
     /// Set on every route of `migrate.toml`, over the repo's values.
     pub route_settings: toml::Table,
+    /// What each server's target group is given as its target instead of the
+    /// server's own address (e.g. a test's fault-injecting proxy in front of
+    /// one service). `None`: the servers themselves.
+    pub front: Option<Front>,
+}
+
+/// Chooses a target group's target from (server name, server address).
+#[derive(Clone)]
+pub struct Front(std::sync::Arc<dyn Fn(&str, SocketAddr) -> SocketAddr + Send + Sync>);
+
+impl Front {
+    pub fn new(choose: impl Fn(&str, SocketAddr) -> SocketAddr + Send + Sync + 'static) -> Front {
+        Front(std::sync::Arc::new(choose))
+    }
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Front(..)")
+    }
 }
 
 /// A running forum server.
@@ -388,7 +408,17 @@ impl Stack {
                 address,
             });
         }
-        let stack = patched_stack(&servers)?;
+        let targets: Vec<(&str, SocketAddr)> = servers
+            .iter()
+            .map(|server| {
+                let target = match &options.front {
+                    Some(front) => (front.0)(server.name, server.address),
+                    None => server.address,
+                };
+                (server.name, target)
+            })
+            .collect();
+        let stack = patched_stack(&targets)?;
         let stack_file = dir.join("stack.toml");
         write(&stack_file, &toml::to_string(&stack.table)?)?;
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -716,7 +746,7 @@ struct PatchedStack {
     region: String,
 }
 
-fn patched_stack(servers: &[Server]) -> anyhow::Result<PatchedStack> {
+fn patched_stack(targets: &[(&str, SocketAddr)]) -> anyhow::Result<PatchedStack> {
     let mut table: toml::Table = toml::from_str(STACK_FILE)
         .context("the repo's infrastructure/local/stack.toml does not parse")?;
     let groups = table
@@ -729,13 +759,13 @@ fn patched_stack(servers: &[Server]) -> anyhow::Result<PatchedStack> {
             .and_then(toml::Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let server = servers
+        let (_, target) = targets
             .iter()
-            .find(|server| server.name == name)
+            .find(|(server, _)| *server == name)
             .with_context(|| format!("the stack's target group `{name}` has no server"))?;
         group.insert(
             "targets".into(),
-            toml::Value::Array(vec![server.address.to_string().into()]),
+            toml::Value::Array(vec![target.to_string().into()]),
         );
         let health = table_entry(group, "health_check");
         health.insert("interval_seconds".into(), HEALTH_INTERVAL_SECONDS.into());

@@ -35,7 +35,7 @@ use alb_metrics::Counters;
 use localstack::{Binaries, MONOLITH_TARGET_GROUP, Stack};
 use progress::Progress;
 use stack::TempDir;
-use summary::{RouteSummary, Summary};
+use summary::{GateRow, RouteSummary, Summary};
 use timeline::{MarkerKind, Timeline};
 use traffic::Traffic;
 
@@ -173,6 +173,7 @@ async fn demo(
     let delta = after.since(&before);
     let probes = probes_by_route(&dir.join("journal.jsonl"));
     let summary = Summary {
+        gates: gate_rows(&dir.join("journal.jsonl")),
         routes: routes
             .iter()
             .map(|(route, group)| {
@@ -355,6 +356,15 @@ fn probes_by_route(journal: &Path) -> std::collections::BTreeMap<String, u64> {
         }
     }
     probes
+}
+
+/// Every metric gate evaluation the shifts journaled, in order.
+fn gate_rows(journal: &Path) -> Vec<GateRow> {
+    crate::journal::read(journal, None)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|entry| GateRow::from_entry(&entry.route, &entry.what, &entry.evidence))
+        .collect()
 }
 
 /// Scrapes the metrics periodically: the timeline's samples and the live line.

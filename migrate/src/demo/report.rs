@@ -181,6 +181,37 @@ fn table(summary: &Summary) -> String {
     html.push_str("</table>\n<pre>");
     html.push_str(&escape(&summary.notes()));
     html.push_str("</pre>\n");
+    html.push_str(&gates_table(summary));
+    html
+}
+
+/// Each step's metric gate values (docs/gates.md), one row per evaluation
+/// the journal kept; rows carry `data-gate="ROUTE VERDICT"`.
+fn gates_table(summary: &Summary) -> String {
+    if summary.gates.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from(
+        "<h2>Metric gates</h2>\n<p>The load balancer's CloudWatch metrics of the clients' traffic, \
+judged before each step of a gradual shift over the window since the previous one.</p>\n<table>\n<tr>",
+    );
+    for title in crate::demo::summary::GateRow::header() {
+        let _ = write!(html, "<th>{}</th>", escape(title));
+    }
+    html.push_str("</tr>\n");
+    for gate in &summary.gates {
+        let _ = write!(
+            html,
+            "<tr data-gate=\"{} {}\">",
+            escape(&gate.route),
+            escape(&gate.verdict)
+        );
+        for cell in gate.cells() {
+            let _ = write!(html, "<td>{}</td>", escape(&cell));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
     html
 }
 
@@ -245,6 +276,7 @@ mod tests {
                     differed: 0,
                 })
                 .collect(),
+            gates: vec![],
             elb_errors: 0,
             duration: Duration::from_secs(16),
             problems: vec![],

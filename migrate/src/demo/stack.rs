@@ -36,6 +36,7 @@ pub async fn start(binaries: &Binaries, dir: &Path) -> anyhow::Result<Stack> {
         written_by: "`migrate demo`",
         alb_args: Vec::new(),
         route_settings: toml::Table::new(),
+        front: None,
     };
     Stack::start(binaries.clone(), dir, options).await
 }

@@ -26,9 +26,72 @@ impl RouteSummary {
     }
 }
 
+/// One metric gate evaluation of a shift, as the journal has it: the
+/// values the step after it was judged by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateRow {
+    pub route: String,
+    /// The journal entry the evaluation judged, e.g. `shift to 50 percent`.
+    pub before: String,
+    pub verdict: String,
+    pub service_requests: f64,
+    pub service_5xx: f64,
+    pub service_p99_ms: Option<f64>,
+    pub monolith_p99_ms: Option<f64>,
+    pub elb_5xx: f64,
+}
+
+impl GateRow {
+    /// The row from a journal entry's evidence, when it holds an evaluation.
+    pub fn from_entry(route: &str, what: &str, evidence: &serde_json::Value) -> Option<GateRow> {
+        let metrics = evidence.get("metrics")?;
+        let ms = |v: &serde_json::Value| v.as_f64().map(|s| s * 1000.0);
+        Some(GateRow {
+            route: route.to_owned(),
+            before: what.to_owned(),
+            verdict: metrics["verdict"].as_str().unwrap_or("unknown").to_owned(),
+            service_requests: metrics["service"]["requests"].as_f64().unwrap_or(0.0),
+            service_5xx: metrics["service"]["target_5xx"].as_f64().unwrap_or(0.0),
+            service_p99_ms: ms(&metrics["service"]["p99_s"]),
+            monolith_p99_ms: ms(&metrics["monolith"]["p99_s"]),
+            elb_5xx: metrics["load_balancer"]["elb_5xx"].as_f64().unwrap_or(0.0),
+        })
+    }
+
+    /// The header and the cells of the gates table.
+    pub fn header() -> [&'static str; 8] {
+        [
+            "route",
+            "before",
+            "verdict",
+            "service requests",
+            "service 5XX",
+            "service p99 ms",
+            "monolith p99 ms",
+            "LB 5XX",
+        ]
+    }
+
+    pub fn cells(&self) -> [String; 8] {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        [
+            self.route.clone(),
+            self.before.clone(),
+            self.verdict.clone(),
+            format!("{}", self.service_requests),
+            format!("{}", self.service_5xx),
+            ms(self.service_p99_ms),
+            ms(self.monolith_p99_ms),
+            format!("{}", self.elb_5xx),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub routes: Vec<RouteSummary>,
+    /// Every step's metric gate values, from the journal, in order.
+    pub gates: Vec<GateRow>,
     /// Responses the load balancer generated itself (502, 503, 504).
     pub elb_errors: u64,
     pub duration: Duration,
@@ -102,7 +165,28 @@ impl Summary {
             }
             let _ = writeln!(out, "{}", line.trim_end());
         }
+        out.push_str(&self.gates_text());
         out.push_str(&self.notes());
+        out
+    }
+
+    /// The metric gates' values per step, one line each.
+    pub fn gates_text(&self) -> String {
+        let mut out = String::new();
+        if self.gates.is_empty() {
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "Metric gates (the load balancer's CloudWatch metrics, judged before each step):"
+        );
+        for gate in &self.gates {
+            let [route, before, verdict, requests, errors, p99, monolith, elb] = gate.cells();
+            let _ = writeln!(
+                out,
+                "  {route} before `{before}`: {verdict}: {requests} requests to the service, {errors} 5XX, p99 {p99} ms (monolith {monolith} ms), {elb} load-balancer 5XX"
+            );
+        }
         out
     }
 
@@ -165,10 +249,30 @@ mod tests {
                     differed: 0,
                 },
             ],
+            gates: vec![],
             elb_errors: 0,
             duration: Duration::from_secs(10),
             problems: vec![],
         }
+    }
+
+    #[test]
+    fn each_steps_gate_values_are_listed() {
+        let evidence = serde_json::json!({ "metrics": {
+            "verdict": "pass",
+            "service": { "requests": 12.0, "target_5xx": 0.0, "p99_s": 0.0021 },
+            "monolith": { "requests": 100.0, "target_5xx": 0.0, "p99_s": 0.0019 },
+            "load_balancer": { "elb_5xx": 0.0 },
+        }});
+        let mut with_gates = summary(0);
+        with_gates.gates =
+            vec![GateRow::from_entry("users", "shift to 50 percent", &evidence).unwrap()];
+        assert!(GateRow::from_entry("users", "init", &serde_json::json!({})).is_none());
+        let text = with_gates.text();
+        assert!(
+            text.contains("  users before `shift to 50 percent`: pass: 12 requests to the service, 0 5XX, p99 2.1 ms (monolith 1.9 ms), 0 load-balancer 5XX"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -142,6 +142,16 @@ fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
     assert_eq!(page.matches("data-step=").count(), 8, "{page}");
     assert_eq!(page.matches("data-step=\"rollback posts\"").count(), 1);
     assert!(!page.contains("<script"));
+    // Each gradual step's metric gate values (users 10% -> 50% -> 100%).
+    assert_eq!(
+        page.matches("<tr data-gate=\"users pass\">").count(),
+        2,
+        "{page}"
+    );
+    assert!(
+        summary.contains("Metric gates (the load balancer's CloudWatch metrics"),
+        "{summary}"
+    );
     // The weights `migrate` set, as read from the rules, in order per route.
     let weights: Vec<&str> = page
         .split("data-weight=\"")

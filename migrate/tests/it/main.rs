@@ -5,6 +5,7 @@
 mod cli;
 mod demo;
 mod docs;
+mod gates;
 mod local_alb;
 mod long;
 mod moto;

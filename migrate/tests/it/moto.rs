@@ -573,3 +573,257 @@ fn coverage_of_a_host_conditioned_monolith_rule() {
     assert_eq!(rule_hosts(&rt, &elb, &arn), ["api.shop.example"]);
     assert_eq!(op.route_status("users")["drift"], serde_json::json!([]));
 }
+
+/// Puts ALB metrics into moto's CloudWatch, stamped now, every 250 ms until
+/// dropped: the users service's and the monolith's target groups and the
+/// load balancer, with AWS's names and dimensions.
+struct MetricFeed {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The users service's 5XX per put (of 10 requests).
+    pub service_5xx: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricFeed {
+    fn start(stack: &MotoStack) -> MetricFeed {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let service_5xx = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (lb, users) = alb_dimensions(&stack.listener_arn, &stack.target_groups["users"]);
+        let (_, monolith) = alb_dimensions(&stack.listener_arn, &stack.target_groups["monolith"]);
+        let endpoint = stack.cloudwatch.url.clone();
+        let (stop_in, errors_in) = (stop.clone(), service_5xx.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = runtime();
+            let cw = cloudwatch_client(&rt, &endpoint, "testing", "testing");
+            let dim =
+                |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+            let datum = |metric: &str, dims: Vec<Dimension>, value: f64, unit: StandardUnit| {
+                MetricDatum::builder()
+                    .metric_name(metric)
+                    .set_dimensions(Some(dims))
+                    .value(value)
+                    .unit(unit)
+                    .timestamp(std::time::SystemTime::now().into())
+                    .build()
+            };
+            while !stop_in.load(Ordering::SeqCst) {
+                let tg = |name: &str| vec![dim("TargetGroup", name), dim("LoadBalancer", &lb)];
+                let data = vec![
+                    datum("RequestCount", tg(&users), 10.0, StandardUnit::Count),
+                    datum(
+                        "HTTPCode_Target_5XX_Count",
+                        tg(&users),
+                        f64::from(errors_in.load(Ordering::SeqCst)),
+                        StandardUnit::Count,
+                    ),
+                    datum(
+                        "TargetResponseTime",
+                        tg(&users),
+                        0.012,
+                        StandardUnit::Seconds,
+                    ),
+                    datum("RequestCount", tg(&monolith), 90.0, StandardUnit::Count),
+                    datum(
+                        "TargetResponseTime",
+                        tg(&monolith),
+                        0.010,
+                        StandardUnit::Seconds,
+                    ),
+                    datum(
+                        "RequestCount",
+                        vec![dim("LoadBalancer", &lb)],
+                        100.0,
+                        StandardUnit::Count,
+                    ),
+                ];
+                rt.block_on(
+                    cw.put_metric_data()
+                        .namespace("AWS/ApplicationELB")
+                        .set_metric_data(Some(data))
+                        .send(),
+                )
+                .expect("moto takes PutMetricData");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        MetricFeed {
+            stop,
+            service_5xx,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for MetricFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Issue 15 against moto: with ALB metrics put into moto's CloudWatch under
+/// AWS's names and dimensions for the stack's load balancer and target
+/// groups, `migrate shift` reads them: a healthy service passes the metric
+/// gates with the values in the journal; a service answering 5XX to 20% of
+/// its requests fails the error gate, is rolled back and exits 3.
+#[test]
+fn metric_gates_read_the_alb_metrics_by_their_aws_names_and_dimensions() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let config = stack.config().replace(
+        "[metrics]\nenabled = false\n",
+        "[metrics]\nperiod = \"1s\"\nmin_requests = 20\nmax_wait = \"5s\"\n",
+    );
+    let mut env = stack.operator().env;
+    env.push((
+        "AWS_ENDPOINT_URL_CLOUDWATCH".into(),
+        stack.cloudwatch.url.clone(),
+    ));
+    let op = Operator::new(&config, env);
+    assert_eq!(op.run(&["init"]).code, 0);
+    let feed = MetricFeed::start(&stack);
+    let plan = op.run(&["plan", "users"]);
+    assert_eq!(
+        plan.stdout
+            .matches("metric gates pass: GetMetricData every 1s")
+            .count(),
+        2,
+        "{plan}"
+    );
+
+    let shift = op.run(&[
+        "shift",
+        "users",
+        "--steps",
+        "10,100",
+        "--interval",
+        "1s",
+        "-v",
+    ]);
+    assert_eq!(shift.code, 0, "{shift}");
+    assert!(
+        shift
+            .stderr
+            .contains("cloudwatch GetMetricData (8 queries)"),
+        "{shift}"
+    );
+    let journal = op.journal();
+    let step = journal
+        .iter()
+        .find(|e| e["what"] == "shift to 100 percent")
+        .expect("the last step is journaled");
+    let metrics = &step["evidence"]["metrics"];
+    assert_eq!(metrics["verdict"], "pass", "{metrics:#}");
+    assert!(
+        metrics["service"]["requests"].as_f64().unwrap() >= 20.0,
+        "{metrics:#}"
+    );
+    assert_eq!(metrics["service"]["target_5xx"], 0.0, "{metrics:#}");
+    assert!(
+        metrics["monolith"]["requests"].as_f64().unwrap() >= 180.0,
+        "{metrics:#}"
+    );
+    assert!(
+        metrics["load_balancer"]["requests"].as_f64().unwrap() >= 200.0,
+        "{metrics:#}"
+    );
+    assert_eq!(metrics["window"]["period_s"], 1, "{metrics:#}");
+    assert_eq!(metrics["thresholds"]["min_requests"], 20, "{metrics:#}");
+    // status (latest), history and --output json show the evaluation.
+    let status = op.route_status("users");
+    assert_eq!(
+        status["metrics"]["evaluation"]["verdict"], "pass",
+        "{status:#}"
+    );
+    let text = op.run(&["status", "users"]);
+    assert!(text.stdout.contains("metrics:  pass: traffic: "), "{text}");
+    let history = op.run(&["history", "users"]);
+    assert!(
+        history.stdout.contains("; metrics pass: traffic: "),
+        "{history}"
+    );
+    let history = op.run(&["--output", "json", "history", "users"]);
+    assert!(
+        history.stdout.contains("\"metric_evaluations\""),
+        "{history}"
+    );
+
+    assert_eq!(op.run(&["rollback", "users"]).code, 0);
+    feed.service_5xx.store(2, Ordering::SeqCst);
+    let failed = op.run(&["shift", "users", "--steps", "10,100", "--interval", "1s"]);
+    assert_eq!(failed.code, 3, "{failed}");
+    // 2 of every 10 since the feed changed; the window may hold a put from before.
+    assert!(
+        failed.stderr.contains("metric gate: errors: service 5XX ")
+            && failed.stderr.contains("vs monolith 0.00% (0 of "),
+        "{failed}"
+    );
+    let journal = op.journal();
+    let rolled_back = journal.last().unwrap();
+    assert_eq!(
+        rolled_back["what"],
+        "gate failed; rolled back to the monolith"
+    );
+    assert_eq!(rolled_back["evidence"]["metrics"]["verdict"], "fail");
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+    drop(feed);
+}
+
+/// CloudWatch throttling during a shift: retried with backoff (the shift
+/// passes once CloudWatch answers), and when it lasts past the retries the
+/// step is not passed: the shift rolls back and says why (exit 1).
+#[test]
+fn cloudwatch_throttling_is_retried_and_never_counted_as_a_pass() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let config = stack.config().replace(
+        "[metrics]\nenabled = false\n",
+        "[metrics]\nperiod = \"1s\"\nmin_requests = 20\nmax_wait = \"5s\"\n",
+    );
+    let mut env = stack.operator().env;
+    env.push((
+        "AWS_ENDPOINT_URL_CLOUDWATCH".into(),
+        stack.cloudwatch.url.clone(),
+    ));
+    let op = Operator::new(&config, env);
+    assert_eq!(op.run(&["init"]).code, 0);
+    let _feed = MetricFeed::start(&stack);
+
+    // Two throttled answers, then CloudWatch answers: the SDK's retries ride it out.
+    stack.cloudwatch.throttle.store(2, Ordering::SeqCst);
+    let shift = op.run(&["shift", "users", "--steps", "10,100", "--interval", "1s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    assert_eq!(stack.cloudwatch.throttle.load(Ordering::SeqCst), 0);
+    assert_eq!(op.run(&["rollback", "users"]).code, 0);
+
+    // Throttled for good once the first step is in: no pass, a rollback.
+    let child = op.spawn_shift("users", "10,100", "1s");
+    eventually(Duration::from_secs(20), "users at 10%", || {
+        op.journal()
+            .iter()
+            .filter(|e| e["what"] == "shift to 10 percent")
+            .count()
+            == 2
+    });
+    stack
+        .cloudwatch
+        .throttle
+        .store(usize::MAX, Ordering::SeqCst);
+    let run = finish(child);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("CloudWatch GetMetricData was throttled (ThrottlingException: Rate exceeded) and still was after the retries"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("rolled back"), "{run}");
+    let journal = op.journal();
+    let passed = journal
+        .iter()
+        .filter(|e| e["what"] == "shift to 100 percent")
+        .count();
+    assert_eq!(passed, 1, "only the first shift passed:\n{journal:#?}");
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+}

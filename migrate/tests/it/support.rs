@@ -70,6 +70,35 @@ pub fn elb_client(
     elbv2::Client::new(&config)
 }
 
+/// A CloudWatch client for an endpoint, with static credentials.
+pub fn cloudwatch_client(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+) -> aws_sdk_cloudwatch::Client {
+    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
+    let config = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(creds)
+            .load(),
+    );
+    aws_sdk_cloudwatch::Client::new(&config)
+}
+
+/// The CloudWatch dimensions AWS publishes an ALB's metrics with:
+/// `LoadBalancer` (`app/<name>/<id>`, from a listener's ARN) and
+/// `TargetGroup` (`targetgroup/<name>/<id>`), written out here independently
+/// of `migrate`'s own code.
+pub fn alb_dimensions(listener_arn: &str, target_group_arn: &str) -> (String, String) {
+    let listener = listener_arn.split(":listener/").nth(1).unwrap();
+    let lb: Vec<&str> = listener.split('/').take(3).collect();
+    let tg = target_group_arn.split(':').next_back().unwrap();
+    (lb.join("/"), tg.to_owned())
+}
+
 /// A directory with a migrate.toml, and how to run `migrate` in it.
 pub struct Operator {
     pub dir: tempfile::TempDir,
@@ -364,6 +393,8 @@ pub struct MotoStack {
     pub lb_stub: LbStub,
     /// Stands in for the monolith and the services in the parity gate.
     pub service_stub: LbStub,
+    /// moto's CloudWatch in the protocol the SDK speaks.
+    pub cloudwatch: CborToQuery,
 }
 
 impl MotoStack {
@@ -457,6 +488,7 @@ impl MotoStack {
         });
         MotoStack {
             _server: server,
+            cloudwatch: CborToQuery::start(&endpoint),
             endpoint,
             listener_arn,
             target_groups,
@@ -478,6 +510,9 @@ load_balancer = "ficus-moto"
 port = 80
 [monolith]
 base_url = "{service}"
+# moto routes no traffic (the probes go to a stub): no ALB metrics to judge by.
+[metrics]
+enabled = false
 {routes}"#,
             lb = self.lb_stub.url(),
             service = self.service_stub.url(),
@@ -678,16 +713,31 @@ pub struct LocalStack {
 
 /// The stack file's credentials.
 pub const LOCAL_KEY: &str = "AKIAFICUSLOCAL000000";
+/// The `[metrics]` of the test stack's migrate.toml: the local ALB's
+/// per-second metrics, and the probes (20/s, 2/s at 10%) as the traffic.
+/// A debug build's p99 on a busy machine jumps by tens of ms: as the repo's
+/// migrate.toml, a 100 ms allowance (tests/it/gates.rs holds 25 ms).
+pub const LOCAL_METRICS: &str =
+    "period = \"1s\"\nmin_requests = 1\nmax_wait = \"5s\"\nlatency_allowance = \"100ms\"";
 pub const LOCAL_SECRET: &str = "ficus-local-secret-access-key";
 
 impl LocalStack {
     pub fn start() -> LocalStack {
+        LocalStack::start_with(|_, addr| addr)
+    }
+
+    /// The local stack, with each target group's target chosen by `front`
+    /// from (server name, its address): e.g. a proxy in front of one service.
+    pub fn start_with(
+        front: impl Fn(&str, std::net::SocketAddr) -> std::net::SocketAddr + Send + Sync + 'static,
+    ) -> LocalStack {
         let binaries = stack_binaries();
         let dir = tempfile::tempdir().unwrap();
         let options = localstack::Options {
             written_by: "the migrate tests",
             alb_args: Vec::new(),
             route_settings: toml::Table::new(),
+            front: Some(localstack::Front::new(front)),
         };
         let stack = localstack::blocking::Stack::start(binaries, dir.path(), options).unwrap();
         let (data_url, control_url) = {
@@ -756,6 +806,11 @@ impl LocalStack {
 
     /// A migrate.toml like the repo's, pointing at this stack.
     pub fn operator(&self, interval: &str) -> Operator {
+        self.operator_with_metrics(interval, LOCAL_METRICS)
+    }
+
+    /// [`LocalStack::operator`] with `metrics` as the `[metrics]` table.
+    pub fn operator_with_metrics(&self, interval: &str, metrics: &str) -> Operator {
         let mut routes = routes_toml(1, interval, "SERVICE_URL");
         let running = self.stack.get();
         for route in ["users", "threads", "posts"] {
@@ -778,6 +833,8 @@ load_balancer = "ficus-local"
 port = 80
 [monolith]
 base_url = "{monolith}"
+[metrics]
+{metrics}
 {routes}"#,
             data = self.data_url,
             control = self.control_url,
@@ -1099,4 +1156,258 @@ fn receive(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
+}
+
+// ------------------------------------------------- CloudWatch over moto
+
+/// CloudWatch's RPC v2 CBOR protocol (what aws-sdk-cloudwatch speaks) in
+/// front of moto_server, which serves CloudWatch only in the Query protocol:
+/// each CBOR request is flattened into Query parameters for moto, and moto's
+/// XML answer is encoded back as CBOR. GetMetricData and PutMetricData only.
+/// moto computes no percentiles (it fails on `p99`): an extended statistic
+/// is asked of it as `Maximum`. Point the SDK at it with
+/// `AWS_ENDPOINT_URL_CLOUDWATCH`; ELBv2 stays on moto.
+pub struct CborToQuery {
+    pub url: String,
+    /// GetMetricData requests still to be answered `ThrottlingException`
+    /// (400), as CloudWatch throttles, before moto is asked again.
+    pub throttle: Arc<AtomicUsize>,
+}
+
+impl CborToQuery {
+    pub fn start(moto: &str) -> CborToQuery {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let moto = moto.trim_start_matches("http://").to_owned();
+        let throttle = Arc::new(AtomicUsize::new(0));
+        let throttling = throttle.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (moto, throttling) = (moto.clone(), throttling.clone());
+                std::thread::spawn(move || translate(stream, &moto, &throttling));
+            }
+        });
+        CborToQuery { url, throttle }
+    }
+}
+
+/// One request: `POST /service/GraniteServiceVersion20100801/operation/OP`.
+fn translate(stream: TcpStream, moto: &str, throttle: &AtomicUsize) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        let end = line == "\r\n";
+        head.push_str(&line);
+        if end {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let operation = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|path| path.rsplit("/operation/").next())
+        .unwrap_or_default()
+        .to_owned();
+    if operation == "GetMetricData"
+        && throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        let mut encoded = Vec::new();
+        let error = cbor_map(vec![
+            (
+                "__type",
+                ciborium::Value::Text("ThrottlingException".into()),
+            ),
+            ("message", ciborium::Value::Text("Rate exceeded".into())),
+        ]);
+        ciborium::into_writer(&error, &mut encoded).unwrap();
+        let mut stream = stream;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 400 X\r\nsmithy-protocol: rpc-v2-cbor\r\nContent-Type: application/cbor\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            encoded.len()
+        );
+        let _ = stream.write_all(&encoded);
+        return;
+    }
+    let input: ciborium::Value =
+        ciborium::from_reader(&body[..]).unwrap_or(ciborium::Value::Map(vec![]));
+    let mut params = vec![
+        ("Action".to_owned(), operation.clone()),
+        ("Version".to_owned(), "2010-08-01".to_owned()),
+    ];
+    flatten("", &input, &mut params);
+    let form: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+        .collect();
+    let form = form.join("&");
+    let mut upstream = TcpStream::connect(moto).unwrap();
+    write!(
+        upstream,
+        "POST / HTTP/1.1\r\nHost: {moto}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    upstream.read_to_string(&mut answer).unwrap();
+    let status: u16 = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    let xml = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let output = if status != 200 {
+        let code = xml_values(xml, "Code")
+            .into_iter()
+            .next()
+            .unwrap_or("InternalFailure".into());
+        let message = xml_values(xml, "Message")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        cbor_map(vec![
+            ("__type", ciborium::Value::Text(code)),
+            ("message", ciborium::Value::Text(message)),
+        ])
+    } else if operation == "GetMetricData" {
+        metric_data_results(xml)
+    } else {
+        cbor_map(vec![])
+    };
+    let mut encoded = Vec::new();
+    ciborium::into_writer(&output, &mut encoded).unwrap();
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {} X\r\nsmithy-protocol: rpc-v2-cbor\r\nContent-Type: application/cbor\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        if status == 200 { 200 } else { 400 },
+        encoded.len()
+    );
+    let _ = stream.write_all(&encoded);
+}
+
+fn cbor_map(entries: Vec<(&str, ciborium::Value)>) -> ciborium::Value {
+    ciborium::Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (ciborium::Value::Text(k.to_owned()), v))
+            .collect(),
+    )
+}
+
+/// CBOR input as Query parameters: `A.B`, lists as `A.member.N`, epoch
+/// timestamps (tag 1) as ISO 8601; extended statistics as `Maximum`.
+fn flatten(prefix: &str, value: &ciborium::Value, out: &mut Vec<(String, String)>) {
+    use ciborium::Value;
+    let text = match value {
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                let key = key.as_text().unwrap_or_default();
+                let name = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&name, value, out);
+            }
+            return;
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                flatten(&format!("{prefix}.member.{}", index + 1), item, out);
+            }
+            return;
+        }
+        Value::Tag(1, inner) => {
+            let secs = match inner.as_ref() {
+                Value::Integer(i) => i128::from(*i) as f64,
+                Value::Float(f) => *f,
+                _ => 0.0,
+            };
+            let at = time::OffsetDateTime::from_unix_timestamp(secs.floor() as i64).unwrap();
+            at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        }
+        Value::Text(text) if prefix.ends_with(".Stat") && text.starts_with('p') => {
+            "Maximum".to_owned()
+        }
+        Value::Text(text) => text.clone(),
+        Value::Integer(i) => i128::from(*i).to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return,
+    };
+    out.push((prefix.to_owned(), text));
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The texts of every `<tag>` in `xml`.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    xml.split(&format!("<{tag}>"))
+        .skip(1)
+        .filter_map(|rest| rest.split(&format!("</{tag}>")).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// moto's GetMetricData XML as the CBOR output shape.
+fn metric_data_results(xml: &str) -> ciborium::Value {
+    use ciborium::Value;
+    let mut results = Vec::new();
+    for chunk in xml.split("<Id>").skip(1) {
+        let id = chunk.split("</Id>").next().unwrap_or_default().to_owned();
+        let inner = |tag: &str| -> Vec<String> {
+            xml_values(chunk, tag)
+                .first()
+                .map(|list| xml_values(list, "member"))
+                .unwrap_or_default()
+        };
+        let mut timestamps = Vec::new();
+        let mut values = Vec::new();
+        for (at, value) in inner("Timestamps").iter().zip(inner("Values")) {
+            let (Ok(at), Ok(value)) = (
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339),
+                value.parse::<f64>(),
+            ) else {
+                continue;
+            };
+            timestamps.push(Value::Tag(
+                1,
+                Box::new(Value::Integer(at.unix_timestamp().into())),
+            ));
+            values.push(Value::Float(value));
+        }
+        results.push(cbor_map(vec![
+            ("Id", Value::Text(id)),
+            ("Timestamps", Value::Array(timestamps)),
+            ("Values", Value::Array(values)),
+            ("StatusCode", Value::Text("Complete".into())),
+        ]));
+    }
+    cbor_map(vec![
+        ("MetricDataResults", Value::Array(results)),
+        ("Messages", Value::Array(vec![])),
+    ])
 }

@@ -1,0 +1,825 @@
+//! Metric gates: which CloudWatch series a step is judged by (names and
+//! dimensions exactly as `AWS/ApplicationELB` publishes them), and the
+//! verdict over what CloudWatch answered: pass, fail or inconclusive, with
+//! every value, threshold and sample count. All of it pure but [`Judge`],
+//! which keeps a shift's evaluations and asks `cloudwatch` for the data;
+//! `shift` decides when. docs/gates.md explains each gate.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cloudwatch::CloudWatch;
+use crate::error::usage;
+use crate::settings::MetricGates;
+use crate::state::{Listing, RouteView};
+
+/// The namespace of every query.
+pub const NAMESPACE: &str = "AWS/ApplicationELB";
+
+/// The load balancer's `LoadBalancer` dimension, `app/<name>/<id>`, from a
+/// load balancer's or listener's ARN.
+pub fn load_balancer_dimension(arn: &str) -> Option<String> {
+    let resource = arn.rsplit_once(':')?.1;
+    let rest = resource
+        .strip_prefix("listener/")
+        .or_else(|| resource.strip_prefix("loadbalancer/"))?;
+    let mut parts = rest.split('/');
+    let (kind, name, id) = (parts.next()?, parts.next()?, parts.next()?);
+    (kind == "app").then(|| format!("app/{name}/{id}"))
+}
+
+/// The `TargetGroup` dimension, `targetgroup/<name>/<id>`, from its ARN.
+pub fn target_group_dimension(arn: &str) -> Option<String> {
+    let resource = arn.rsplit_once(':')?.1;
+    resource
+        .starts_with("targetgroup/")
+        .then(|| resource.to_owned())
+}
+
+/// What one route's step is judged against: the ARNs' dimensions.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub route: String,
+    pub load_balancer: String,
+    pub service_tg: String,
+    pub monolith_tg: String,
+}
+
+/// One series to ask CloudWatch for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// The query's id: a lowercase letter first, then letters, digits, `_`.
+    pub id: String,
+    pub metric: &'static str,
+    /// (name, value) pairs.
+    pub dimensions: Vec<(&'static str, String)>,
+    /// `Sum` or an extended statistic (`p99`).
+    pub stat: &'static str,
+}
+
+/// The series per side: (suffix, metric, statistic).
+const TARGET_SERIES: [(&str, &str, &str); 3] = [
+    ("requests", "RequestCount", "Sum"),
+    ("target_5xx", "HTTPCode_Target_5XX_Count", "Sum"),
+    ("p99", "TargetResponseTime", "p99"),
+];
+const LB_SERIES: [(&str, &str, &str); 2] = [
+    ("requests", "RequestCount", "Sum"),
+    ("elb_5xx", "HTTPCode_ELB_5XX_Count", "Sum"),
+];
+
+/// The queries for every subject, for one GetMetricData call: per route its
+/// service's and the monolith's target group (requests, target 5XX, p99),
+/// and per load balancer its requests and its own 5XX (asked once however
+/// many routes share it).
+pub fn queries(subjects: &[Subject]) -> Vec<Query> {
+    let mut queries = Vec::new();
+    for (index, subject) in subjects.iter().enumerate() {
+        for (side, tg) in [("svc", &subject.service_tg), ("mono", &subject.monolith_tg)] {
+            for (suffix, metric, stat) in TARGET_SERIES {
+                queries.push(Query {
+                    id: format!("r{index}_{side}_{suffix}"),
+                    metric,
+                    dimensions: vec![
+                        ("TargetGroup", tg.clone()),
+                        ("LoadBalancer", subject.load_balancer.clone()),
+                    ],
+                    stat,
+                });
+            }
+        }
+    }
+    let mut balancers: Vec<&String> = subjects.iter().map(|s| &s.load_balancer).collect();
+    balancers.sort();
+    balancers.dedup();
+    for balancer in balancers {
+        for (suffix, metric, stat) in LB_SERIES {
+            queries.push(Query {
+                id: lb_id(subjects, balancer, suffix),
+                metric,
+                dimensions: vec![("LoadBalancer", balancer.clone())],
+                stat,
+            });
+        }
+    }
+    queries
+}
+
+/// The id of a load balancer's query: named after the first subject on it.
+fn lb_id(subjects: &[Subject], balancer: &str, suffix: &str) -> String {
+    let index = subjects
+        .iter()
+        .position(|s| s.load_balancer == balancer)
+        .unwrap_or(0);
+    format!("lb{index}_{suffix}")
+}
+
+/// One series as CloudWatch answered it: (timestamp in Unix seconds, value).
+pub type Series = Vec<(i64, f64)>;
+
+/// The times of an evaluation, in Unix seconds, aligned to the period:
+/// the load balancer's baseline is `[baseline_from, from)`, the step's
+/// window `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub baseline_from: i64,
+    pub from: i64,
+    pub to: i64,
+    pub period_s: i64,
+}
+
+/// How many periods before the step the load balancer's 5XX ratio is read
+/// from, as its baseline.
+pub const BASELINE_PERIODS: i64 = 10;
+
+impl Window {
+    /// The window of a step applied at `applied` (Unix seconds), evaluated
+    /// at `now`: from the start of the period the step was applied in (as
+    /// CloudWatch rounds a start time down) to the end of the current one,
+    /// so the partial period in progress counts too.
+    pub fn new(applied: f64, now: f64, period: Duration) -> Window {
+        let period_s = period.as_secs().max(1) as i64;
+        let from = (applied.floor() as i64).div_euclid(period_s) * period_s;
+        let to = ((now.floor() as i64).div_euclid(period_s) + 1) * period_s;
+        Window {
+            baseline_from: from - BASELINE_PERIODS * period_s,
+            from,
+            to: to.max(from + period_s),
+            period_s,
+        }
+    }
+}
+
+/// Pass, fail or inconclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+/// One target group's numbers in the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Side {
+    /// `RequestCount`, summed.
+    pub requests: f64,
+    /// `HTTPCode_Target_5XX_Count`, summed.
+    pub target_5xx: f64,
+    /// 5XX over requests (`None` without requests).
+    pub error_rate: Option<f64>,
+    /// `TargetResponseTime` p99 over the window, in seconds: the per-period
+    /// p99s weighted by their periods' requests.
+    pub p99_s: Option<f64>,
+    /// How many periods had data (`RequestCount` data points).
+    pub periods: usize,
+}
+
+/// The load balancer's own 5XX, before the step and since.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Balancer {
+    pub requests: f64,
+    pub elb_5xx: f64,
+    pub rate: Option<f64>,
+    pub baseline_requests: f64,
+    pub baseline_elb_5xx: f64,
+    pub baseline_rate: Option<f64>,
+}
+
+/// One gate's check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    pub gate: &'static str,
+    pub verdict: Verdict,
+    /// What was measured and what it was held to, in words.
+    pub detail: String,
+}
+
+/// One evaluation of one route: the step's evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub verdict: Verdict,
+    /// Why, in one line (the failed or inconclusive checks).
+    pub summary: String,
+    pub window: Window,
+    /// When it was evaluated, Unix seconds.
+    pub at: f64,
+    pub service: Side,
+    pub monolith: Side,
+    pub load_balancer: Balancer,
+    pub checks: Vec<Check>,
+    pub thresholds: MetricGates,
+}
+
+/// Sum of a series' values in `[from, to)`.
+fn sum(series: Option<&Series>, from: i64, to: i64) -> (f64, usize) {
+    let points: Vec<f64> = series
+        .into_iter()
+        .flatten()
+        .filter(|(t, _)| (from..to).contains(t))
+        .map(|(_, v)| *v)
+        .collect();
+    (points.iter().fold(0.0, |sum, v| sum + v), points.len())
+}
+
+/// The window's p99 from the per-period p99s: their mean weighted by each
+/// period's requests. CloudWatch can't merge percentiles across periods; the
+/// worst period alone made one cold or contended second (a new connection
+/// pool right after the step, a busy machine) fail a healthy service, while
+/// a service that is slower throughout is slower in every period, hence in
+/// the mean. Periods without a request count weigh 1.
+fn window_p99(p99: Option<&Series>, requests: Option<&Series>, window: &Window) -> Option<f64> {
+    let weight = |at: i64| {
+        requests
+            .into_iter()
+            .flatten()
+            .find(|(t, _)| *t == at)
+            .map_or(1.0, |(_, n)| n.max(1.0))
+    };
+    let (weighted, total) = p99
+        .into_iter()
+        .flatten()
+        .filter(|(t, v)| (window.from..window.to).contains(t) && v.is_finite())
+        .fold((0.0, 0.0), |(sum, total), (t, v)| {
+            let w = weight(*t);
+            (sum + v * w, total + w)
+        });
+    (total > 0.0).then(|| weighted / total)
+}
+
+fn side(results: &BTreeMap<String, Series>, prefix: &str, window: &Window) -> Side {
+    let get = |suffix: &str| results.get(&format!("{prefix}_{suffix}"));
+    let (requests, periods) = sum(get("requests"), window.from, window.to);
+    let (target_5xx, _) = sum(get("target_5xx"), window.from, window.to);
+    let p99_s = window_p99(get("p99"), get("requests"), window);
+    Side {
+        requests,
+        target_5xx,
+        error_rate: (requests > 0.0).then(|| target_5xx / requests),
+        p99_s,
+        periods,
+    }
+}
+
+fn ratio(part: f64, whole: f64) -> Option<f64> {
+    (whole > 0.0).then(|| part / whole)
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or("n/a".to_owned(), |v| format!("{:.2}%", v * 100.0))
+}
+
+fn millis(value: Option<f64>) -> String {
+    value.map_or("n/a".to_owned(), |v| format!("{:.1} ms", v * 1000.0))
+}
+
+/// The verdict for route number `index` of the call's subjects.
+pub fn evaluate(
+    index: usize,
+    subjects: &[Subject],
+    results: &BTreeMap<String, Series>,
+    window: Window,
+    at: f64,
+    gates: &MetricGates,
+) -> Evaluation {
+    let service = side(results, &format!("r{index}_svc"), &window);
+    let monolith = side(results, &format!("r{index}_mono"), &window);
+    let balancer_dim = subjects
+        .get(index)
+        .map(|s| s.load_balancer.as_str())
+        .unwrap_or_default();
+    let lb = |suffix: &str| results.get(&lb_id(subjects, balancer_dim, suffix));
+    let (requests, _) = sum(lb("requests"), window.from, window.to);
+    let (elb_5xx, _) = sum(lb("elb_5xx"), window.from, window.to);
+    let (baseline_requests, _) = sum(lb("requests"), window.baseline_from, window.from);
+    let (baseline_elb_5xx, _) = sum(lb("elb_5xx"), window.baseline_from, window.from);
+    let balancer = Balancer {
+        requests,
+        elb_5xx,
+        rate: ratio(elb_5xx, requests),
+        baseline_requests,
+        baseline_elb_5xx,
+        baseline_rate: ratio(baseline_elb_5xx, baseline_requests),
+    };
+    let mut checks = Vec::new();
+    // Traffic: the data plane applied the weight, and there is enough to judge.
+    let traffic = if service.requests <= 0.0 {
+        Check {
+            gate: "traffic",
+            verdict: Verdict::Inconclusive,
+            detail: "the service's target group has received no requests since the step: the load balancer has not applied the weight yet, or the route has no traffic".into(),
+        }
+    } else if service.requests < gates.min_requests as f64 {
+        Check {
+            gate: "traffic",
+            verdict: Verdict::Inconclusive,
+            detail: format!(
+                "the service's target group has received {} requests since the step, fewer than min_requests {}",
+                service.requests, gates.min_requests
+            ),
+        }
+    } else {
+        Check {
+            gate: "traffic",
+            verdict: Verdict::Pass,
+            detail: format!(
+                "{} requests to the service (min_requests {})",
+                service.requests, gates.min_requests
+            ),
+        }
+    };
+    let enough = traffic.verdict == Verdict::Pass;
+    checks.push(traffic);
+    // Errors: the service's 5XX ratio against the monolith's, plus the budget.
+    let monolith_rate = monolith.error_rate.unwrap_or(0.0);
+    let error_limit = monolith_rate + gates.error_budget;
+    let errors_detail = format!(
+        "service 5XX {} ({} of {}) vs monolith {} ({} of {}); limit {}",
+        percent(service.error_rate),
+        service.target_5xx,
+        service.requests,
+        percent(monolith.error_rate),
+        monolith.target_5xx,
+        monolith.requests,
+        percent(Some(error_limit)),
+    );
+    checks.push(Check {
+        gate: "errors",
+        verdict: match service.error_rate {
+            Some(rate) if rate > error_limit && enough => Verdict::Fail,
+            Some(_) if enough => Verdict::Pass,
+            _ => Verdict::Inconclusive,
+        },
+        detail: errors_detail,
+    });
+    // Latency: the service's p99 against the monolith's times the ratio, plus the allowance.
+    let allowance = gates.latency_allowance.as_secs_f64();
+    let latency_limit = monolith.p99_s.map(|m| m * gates.latency_ratio + allowance);
+    let latency = match (service.p99_s, latency_limit) {
+        (Some(p99), Some(limit)) if enough && p99 > limit => Verdict::Fail,
+        (Some(_), Some(_)) if enough => Verdict::Pass,
+        _ => Verdict::Inconclusive,
+    };
+    checks.push(Check {
+        gate: "latency",
+        verdict: latency,
+        detail: format!(
+            "service p99 {} vs monolith p99 {}; limit {} (x{} + {})",
+            millis(service.p99_s),
+            millis(monolith.p99_s),
+            millis(latency_limit),
+            gates.latency_ratio,
+            millis(Some(allowance)),
+        ),
+    });
+    // The load balancer's own 5XX must not rise.
+    let elb_limit = balancer.baseline_rate.unwrap_or(0.0) + gates.elb_5xx_budget;
+    checks.push(Check {
+        gate: "elb_5xx",
+        verdict: match balancer.rate {
+            Some(rate) if rate > elb_limit => Verdict::Fail,
+            Some(_) => Verdict::Pass,
+            None => Verdict::Inconclusive,
+        },
+        detail: format!(
+            "load balancer 5XX {} ({} of {}) vs {} before the step; limit {}",
+            percent(balancer.rate),
+            balancer.elb_5xx,
+            balancer.requests,
+            percent(balancer.baseline_rate),
+            percent(Some(elb_limit)),
+        ),
+    });
+    let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    };
+    let summary = match verdict {
+        Verdict::Pass => checks
+            .iter()
+            .map(|c| format!("{}: {}", c.gate, c.detail))
+            .collect::<Vec<_>>()
+            .join("; "),
+        wanted => checks
+            .iter()
+            .filter(|c| c.verdict == wanted)
+            .map(|c| format!("{}: {}", c.gate, c.detail))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    Evaluation {
+        verdict,
+        summary,
+        window,
+        at,
+        service,
+        monolith,
+        load_balancer: balancer,
+        checks,
+        thresholds: gates.clone(),
+    }
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A shift's metric gates: when its last step was applied, and every
+/// evaluation since (the step's evidence).
+pub struct Judge {
+    pub gates: MetricGates,
+    cloudwatch: CloudWatch,
+    subjects: Vec<Subject>,
+    /// When the last step's writes were read back (or the judge was made,
+    /// for a shift that continues one at some percent).
+    applied_at: f64,
+    latest: Option<Evaluation>,
+    /// Every evaluation of the step, in short.
+    history: Vec<serde_json::Value>,
+}
+
+impl Judge {
+    /// The judge of one shift; the gates are off for a one-step shift
+    /// (there is no interval to judge).
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        verbose: bool,
+        mut gates: MetricGates,
+        gradual: bool,
+    ) -> Judge {
+        gates.enabled &= gradual;
+        Judge {
+            gates,
+            cloudwatch: CloudWatch::new(sdk, verbose),
+            subjects: Vec::new(),
+            applied_at: unix_now(),
+            latest: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// Whether the metric gates judge this shift's steps.
+    pub fn active(&self) -> bool {
+        self.gates.enabled
+    }
+
+    /// Names the series (dimensions from the listener's and the target
+    /// groups' ARNs) and asks for them once, before anything changes: a
+    /// missing permission or a wrong endpoint stops the shift here.
+    pub async fn prepare(
+        &mut self,
+        listing: &Listing,
+        route: &str,
+        view: &RouteView,
+    ) -> anyhow::Result<()> {
+        if !self.active() {
+            return Ok(());
+        }
+        let load_balancer = load_balancer_dimension(&listing.listener_arn).ok_or_else(|| {
+            usage(format!(
+                "metric gates: the listener {} is not an Application Load Balancer's; set `[metrics] enabled = false`",
+                listing.listener_arn
+            ))
+        })?;
+        let dimension = |arn: &str| {
+            target_group_dimension(arn).ok_or_else(|| {
+                usage(format!(
+                    "metric gates: {arn} is not a target group ARN; set `[metrics] enabled = false`"
+                ))
+            })
+        };
+        self.subjects = vec![Subject {
+            route: route.to_owned(),
+            load_balancer,
+            service_tg: dimension(&view.service_tg)?,
+            monolith_tg: dimension(&view.monolith_tg)?,
+        }];
+        let now = unix_now();
+        let window = Window::new(now, now, self.gates.period);
+        self.cloudwatch
+            .metric_data(&queries(&self.subjects), &window)
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                err.context("metric gates: checked before the first step, nothing was changed")
+            })
+    }
+
+    /// A step was applied: its window starts now.
+    pub fn applied(&mut self) {
+        self.applied_at = unix_now();
+        self.latest = None;
+        self.history.clear();
+    }
+
+    /// Whether the step still waits for a passing evaluation.
+    pub fn pending(&self) -> bool {
+        self.active()
+            && self
+                .latest
+                .as_ref()
+                .is_none_or(|e| e.verdict != Verdict::Pass)
+    }
+
+    /// One evaluation: one GetMetricData call.
+    pub async fn evaluate(&self) -> anyhow::Result<Evaluation> {
+        let now = unix_now();
+        let window = Window::new(self.applied_at, now, self.gates.period);
+        let results = self
+            .cloudwatch
+            .metric_data(&queries(&self.subjects), &window)
+            .await
+            .map_err(|err| err.context("metric gates: the step could not be judged"))?;
+        Ok(evaluate(
+            0,
+            &self.subjects,
+            &results,
+            window,
+            now,
+            &self.gates,
+        ))
+    }
+
+    /// Keeps an evaluation and puts it in the step's evidence: the latest in
+    /// full under `metrics`, every one in short under `metric_evaluations`.
+    pub fn record(
+        &mut self,
+        evaluation: Evaluation,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        self.history.push(json!({
+            "at": evaluation.at,
+            "verdict": evaluation.verdict,
+            "service_requests": evaluation.service.requests,
+            "service_5xx": evaluation.service.target_5xx,
+            "service_p99_s": evaluation.service.p99_s,
+            "monolith_p99_s": evaluation.monolith.p99_s,
+            "summary": evaluation.summary,
+        }));
+        evidence.insert("metrics".into(), json!(evaluation));
+        evidence.insert(
+            "metric_evaluations".into(),
+            json!({ "count": self.history.len(), "calls": self.cloudwatch.calls(), "each": self.history }),
+        );
+        self.latest = Some(evaluation);
+    }
+
+    /// The reason to fail the step, when the latest evaluation failed.
+    pub fn failed(&self) -> Option<String> {
+        let latest = self.latest.as_ref()?;
+        (latest.verdict == Verdict::Fail).then(|| format!("metric gate: {}", latest.summary))
+    }
+
+    /// The reason to fail the step when its wait for data ended without a
+    /// pass (`on_inconclusive = "fail"`): a step never passes on no data.
+    pub fn inconclusive(&self) -> Option<String> {
+        if !self.pending() {
+            return None;
+        }
+        Some(format!(
+            "metric gates inconclusive after waiting {} past the interval (on_inconclusive = \"fail\"): {}",
+            humantime::format_duration(self.gates.max_wait),
+            self.latest_summary()
+        ))
+    }
+
+    /// The latest evaluation's summary, or that there was none.
+    pub fn latest_summary(&self) -> String {
+        self.latest.as_ref().map_or_else(
+            || "no evaluation yet".to_owned(),
+            |latest| latest.summary.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LISTENER: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2";
+    const SVC: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/users/73e2d6bc24d8a067";
+    const MONO: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/monolith/943f017f100becff";
+
+    fn gates() -> MetricGates {
+        MetricGates {
+            enabled: true,
+            period: Duration::from_secs(60),
+            min_requests: 50,
+            error_budget: 0.01,
+            latency_ratio: 1.5,
+            latency_allowance: Duration::from_millis(25),
+            elb_5xx_budget: 0.001,
+            max_wait: Duration::from_secs(300),
+            on_inconclusive: crate::settings::OnInconclusive::Fail,
+        }
+    }
+
+    fn subject() -> Vec<Subject> {
+        vec![Subject {
+            route: "users".into(),
+            load_balancer: load_balancer_dimension(LISTENER).unwrap(),
+            service_tg: target_group_dimension(SVC).unwrap(),
+            monolith_tg: target_group_dimension(MONO).unwrap(),
+        }]
+    }
+
+    /// Results with one data point per series at `t` (absent when `None`).
+    fn results(values: &[(&str, Option<f64>)], t: i64) -> BTreeMap<String, Series> {
+        values
+            .iter()
+            .filter_map(|(id, v)| v.map(|v| (id.to_string(), vec![(t, v)])))
+            .collect()
+    }
+
+    fn healthy(svc_5xx: Option<f64>, svc_p99: f64) -> BTreeMap<String, Series> {
+        results(
+            &[
+                ("r0_svc_requests", Some(100.0)),
+                ("r0_svc_target_5xx", svc_5xx),
+                ("r0_svc_p99", Some(svc_p99)),
+                ("r0_mono_requests", Some(900.0)),
+                ("r0_mono_target_5xx", None),
+                ("r0_mono_p99", Some(0.010)),
+                ("lb0_requests", Some(1000.0)),
+                ("lb0_elb_5xx", None),
+            ],
+            120,
+        )
+    }
+
+    #[test]
+    fn dimensions_are_the_resource_parts_aws_publishes() {
+        assert_eq!(
+            load_balancer_dimension(LISTENER).as_deref(),
+            Some("app/shop/50dc6c495c0c9188")
+        );
+        assert_eq!(
+            load_balancer_dimension(
+                "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/shop/50dc6c495c0c9188"
+            )
+            .as_deref(),
+            Some("app/shop/50dc6c495c0c9188")
+        );
+        assert_eq!(
+            load_balancer_dimension("arn:aws:elasticloadbalancing:us-east-1:1:listener/net/x/1/2"),
+            None
+        );
+        assert_eq!(
+            target_group_dimension(SVC).as_deref(),
+            Some("targetgroup/users/73e2d6bc24d8a067")
+        );
+        let queries = queries(&subject());
+        assert_eq!(queries.len(), 8);
+        let p99 = queries.iter().find(|q| q.id == "r0_svc_p99").unwrap();
+        assert_eq!((p99.metric, p99.stat), ("TargetResponseTime", "p99"));
+        assert_eq!(
+            p99.dimensions,
+            vec![
+                (
+                    "TargetGroup",
+                    "targetgroup/users/73e2d6bc24d8a067".to_owned()
+                ),
+                ("LoadBalancer", "app/shop/50dc6c495c0c9188".to_owned()),
+            ]
+        );
+        let elb = queries.iter().find(|q| q.id == "lb0_elb_5xx").unwrap();
+        assert_eq!(elb.metric, "HTTPCode_ELB_5XX_Count");
+        assert_eq!(
+            elb.dimensions,
+            vec![("LoadBalancer", "app/shop/50dc6c495c0c9188".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_window_starts_in_the_period_of_the_step_and_ends_after_now() {
+        let w = Window::new(125.4, 185.0, Duration::from_secs(60));
+        assert_eq!((w.baseline_from, w.from, w.to), (120 - 600, 120, 240));
+        let w = Window::new(10.2, 10.5, Duration::from_secs(1));
+        assert_eq!((w.from, w.to), (10, 11));
+    }
+
+    #[test]
+    fn a_healthy_service_passes_and_says_why() {
+        let window = Window::new(100.0, 130.0, Duration::from_secs(60));
+        let e = evaluate(
+            0,
+            &subject(),
+            &healthy(None, 0.012),
+            window,
+            130.0,
+            &gates(),
+        );
+        assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
+        assert_eq!(e.service.requests, 100.0);
+        assert_eq!(e.service.error_rate, Some(0.0));
+        assert_eq!(e.monolith.p99_s, Some(0.010));
+    }
+
+    #[test]
+    fn five_percent_errors_fail_the_error_gate() {
+        let window = Window::new(100.0, 130.0, Duration::from_secs(60));
+        let e = evaluate(
+            0,
+            &subject(),
+            &healthy(Some(5.0), 0.012),
+            window,
+            130.0,
+            &gates(),
+        );
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(
+            e.summary.starts_with("errors: service 5XX 5.00%"),
+            "{}",
+            e.summary
+        );
+    }
+
+    #[test]
+    fn a_slower_service_fails_the_latency_gate() {
+        let window = Window::new(100.0, 130.0, Duration::from_secs(60));
+        // 10 ms x 1.5 + 25 ms = 40 ms: 60 ms fails, 39 ms passes.
+        let e = evaluate(
+            0,
+            &subject(),
+            &healthy(None, 0.060),
+            window,
+            130.0,
+            &gates(),
+        );
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(e.summary.starts_with("latency:"), "{}", e.summary);
+        let e = evaluate(
+            0,
+            &subject(),
+            &healthy(None, 0.039),
+            window,
+            130.0,
+            &gates(),
+        );
+        assert_eq!(e.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn no_data_or_too_little_is_inconclusive_never_a_pass() {
+        let window = Window::new(100.0, 130.0, Duration::from_secs(60));
+        let none = evaluate(0, &subject(), &BTreeMap::new(), window, 130.0, &gates());
+        assert_eq!(none.verdict, Verdict::Inconclusive);
+        assert!(none.summary.contains("no requests"), "{}", none.summary);
+        let mut few = healthy(None, 0.012);
+        few.insert("r0_svc_requests".into(), vec![(120, 10.0)]);
+        let few = evaluate(0, &subject(), &few, window, 130.0, &gates());
+        assert_eq!(few.verdict, Verdict::Inconclusive);
+        assert!(
+            few.summary.contains("fewer than min_requests 50"),
+            "{}",
+            few.summary
+        );
+        // Data from before the window does not count.
+        let old = evaluate(
+            0,
+            &subject(),
+            &healthy(None, 0.012),
+            Window::new(300.0, 310.0, Duration::from_secs(60)),
+            310.0,
+            &gates(),
+        );
+        assert_eq!(old.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn one_slow_period_is_weighed_by_its_requests() {
+        let window = Window::new(100.0, 190.0, Duration::from_secs(60));
+        let mut data = healthy(None, 0.012);
+        // A cold first period (10 requests at 80 ms), then 90 at 12 ms.
+        data.insert("r0_svc_requests".into(), vec![(60, 10.0), (120, 90.0)]);
+        data.insert("r0_svc_p99".into(), vec![(60, 0.080), (120, 0.012)]);
+        let window = Window { from: 60, ..window };
+        let e = evaluate(0, &subject(), &data, window, 190.0, &gates());
+        let p99 = e.service.p99_s.unwrap();
+        assert!((p99 - 0.0188).abs() < 1e-9, "{p99}");
+        assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
+    }
+
+    #[test]
+    fn the_load_balancers_own_5xx_must_not_rise() {
+        let window = Window::new(100.0, 130.0, Duration::from_secs(60));
+        let mut data = healthy(None, 0.012);
+        data.insert("lb0_elb_5xx".into(), vec![(0, 1.0), (120, 10.0)]);
+        data.insert("lb0_requests".into(), vec![(0, 1000.0), (120, 1000.0)]);
+        let e = evaluate(0, &subject(), &data, window, 130.0, &gates());
+        assert_eq!(e.verdict, Verdict::Fail, "{e:?}");
+        assert_eq!(e.load_balancer.baseline_rate, Some(0.001));
+        assert!(e.summary.starts_with("elb_5xx:"), "{}", e.summary);
+    }
+}
