@@ -346,7 +346,9 @@ pub struct Options {
 
 /// Chooses a target group's target from (server name, server address).
 #[derive(Clone)]
-pub struct Front(std::sync::Arc<dyn Fn(&str, SocketAddr) -> SocketAddr + Send + Sync>);
+pub struct Front(std::sync::Arc<ChooseTarget>);
+
+type ChooseTarget = dyn Fn(&str, SocketAddr) -> SocketAddr + Send + Sync;
 
 impl Front {
     pub fn new(choose: impl Fn(&str, SocketAddr) -> SocketAddr + Send + Sync + 'static) -> Front {
