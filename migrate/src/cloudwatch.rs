@@ -22,7 +22,23 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use cw::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
 
-use crate::metric_gates::{NAMESPACE, Query, Series, Window};
+/// The namespace of every query: the load balancer's metrics.
+pub const NAMESPACE: &str = "AWS/ApplicationELB";
+
+/// One series to ask CloudWatch for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// The query's id: a lowercase letter first, then letters, digits, `_`.
+    pub id: String,
+    pub metric: &'static str,
+    /// (name, value) pairs.
+    pub dimensions: Vec<(&'static str, String)>,
+    /// `Sum` or an extended statistic (`p99`).
+    pub stat: &'static str,
+}
+
+/// One series as CloudWatch answered it: (timestamp in Unix seconds, value).
+pub type Series = Vec<(i64, f64)>;
 
 /// The CloudWatch client, counting its calls (`-v` prints each).
 pub struct CloudWatch {
@@ -52,17 +68,17 @@ impl CloudWatch {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Every query over `[window.baseline_from, window.to)` at the window's
-    /// period: the series by query id (a query without data is absent).
+    /// Every query over `[from, to)` (Unix seconds) at `period_s`: the
+    /// series by query id (a query without data is absent).
     pub async fn metric_data(
         &self,
         queries: &[Query],
-        window: &Window,
+        from: i64,
+        to: i64,
+        period_s: i64,
     ) -> anyhow::Result<BTreeMap<String, Series>> {
-        let sdk_queries: Vec<MetricDataQuery> = queries
-            .iter()
-            .map(|q| sdk_query(q, window.period_s))
-            .collect();
+        let sdk_queries: Vec<MetricDataQuery> =
+            queries.iter().map(|q| sdk_query(q, period_s)).collect();
         let mut series: BTreeMap<String, Series> = BTreeMap::new();
         let mut next_token: Option<String> = None;
         loop {
@@ -71,8 +87,8 @@ impl CloudWatch {
                 .client
                 .get_metric_data()
                 .set_metric_data_queries(Some(sdk_queries.clone()))
-                .start_time(cw::primitives::DateTime::from_secs(window.baseline_from))
-                .end_time(cw::primitives::DateTime::from_secs(window.to))
+                .start_time(cw::primitives::DateTime::from_secs(from))
+                .end_time(cw::primitives::DateTime::from_secs(to))
                 .scan_by(ScanBy::TimestampAscending)
                 .set_next_token(next_token.clone())
                 .send()

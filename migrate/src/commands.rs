@@ -7,25 +7,16 @@ use serde_json::json;
 
 use anyhow::Context as _;
 
-use crate::cli::{HistoryArgs, InitArgs, LockArgs, NotifyAction, NotifyArgs, PlanArgs, StatusArgs};
+use crate::cli::{HistoryArgs, InitArgs, NotifyAction, NotifyArgs, PlanArgs, StatusArgs};
 use crate::context::{Ctx, Listing, ROUTE_TAG};
 use crate::elb::TargetHealth;
 use crate::error::usage;
 use crate::journal::now_rfc3339;
 use crate::journal::{self, Entry, LAST_CHANGE_TAG, LastChange};
-use crate::lock::{self, LockOptions, rfc3339};
+use crate::lock::{self, rfc3339};
 use crate::output::Output;
 use crate::settings::{GatePhase, MONOLITH_TAG, check_steps};
 use crate::state::{Forward, PARKED_TAG, RouteState, RouteView, Write, target_group_name};
-
-pub fn lock_options(ctx: &Ctx, args: &LockArgs) -> LockOptions {
-    LockOptions {
-        ttl: ctx.settings.lock_ttl,
-        wait: args.wait,
-        force_unlock: args.force_unlock,
-        settle: args.lock_settle,
-    }
-}
 
 pub use crate::output::print_json;
 
@@ -46,7 +37,7 @@ pub async fn init(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<ExitCode> {
             report.extend(init_locked(ctx, &listing, true).await?);
         }
     } else {
-        let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
+        let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
         let result = init_locked(ctx, &listing, false).await;
         let released = lock.release(&ctx.elb).await;
         report.extend(result?);
@@ -187,7 +178,7 @@ async fn create_monolith_rule(ctx: &mut Ctx, args: &InitArgs) -> anyhow::Result<
             drift: Vec::new(),
         });
     }
-    let options = lock_options(ctx, &args.lock);
+    let options = ctx.lock_options(&args.lock);
     let (lock, _) = lock::acquire(&ctx.elb, &listener_arn, &[], &options).await?;
     let created = ctx
         .elb

@@ -55,6 +55,16 @@ impl Ctx {
     }
 
     /// Starts asking STS who we are, in the background (for the journal).
+    /// The lock's options: the settings' TTL and the command's flags.
+    pub fn lock_options(&self, args: &crate::cli::LockArgs) -> crate::lock::LockOptions {
+        crate::lock::LockOptions {
+            ttl: self.settings.lock_ttl,
+            wait: args.wait,
+            force_unlock: args.force_unlock,
+            settle: args.lock_settle,
+        }
+    }
+
     pub fn start_who(&mut self) {
         let sdk = self.sdk.clone();
         let verbose = self.verbose;

@@ -11,13 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cloudwatch::CloudWatch;
+use crate::cloudwatch::{CloudWatch, Query, Series};
 use crate::error::usage;
 use crate::settings::MetricGates;
 use crate::state::{Listing, RouteView};
-
-/// The namespace of every query.
-pub const NAMESPACE: &str = "AWS/ApplicationELB";
 
 /// The load balancer's `LoadBalancer` dimension, `app/<name>/<id>`, from a
 /// load balancer's or listener's ARN.
@@ -46,18 +43,6 @@ pub struct Subject {
     pub load_balancer: String,
     pub service_tg: String,
     pub monolith_tg: String,
-}
-
-/// One series to ask CloudWatch for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Query {
-    /// The query's id: a lowercase letter first, then letters, digits, `_`.
-    pub id: String,
-    pub metric: &'static str,
-    /// (name, value) pairs.
-    pub dimensions: Vec<(&'static str, String)>,
-    /// `Sum` or an extended statistic (`p99`).
-    pub stat: &'static str,
 }
 
 /// The series per side: (suffix, metric, statistic).
@@ -116,9 +101,6 @@ fn lb_id(subjects: &[Subject], balancer: &str, suffix: &str) -> String {
         .unwrap_or(0);
     format!("lb{index}_{suffix}")
 }
-
-/// One series as CloudWatch answered it: (timestamp in Unix seconds, value).
-pub type Series = Vec<(i64, f64)>;
 
 /// The times of an evaluation, in Unix seconds, aligned to the period:
 /// the load balancer's baseline is `[baseline_from, from)`, the step's
@@ -506,7 +488,12 @@ impl Judge {
         let now = unix_now();
         let window = Window::new(now, now, self.gates.period);
         self.cloudwatch
-            .metric_data(&queries(&self.subjects), &window)
+            .metric_data(
+                &queries(&self.subjects),
+                window.baseline_from,
+                window.to,
+                window.period_s,
+            )
             .await
             .map(|_| ())
             .map_err(|err| {
@@ -536,7 +523,12 @@ impl Judge {
         let window = Window::new(self.applied_at, now, self.gates.period);
         let results = self
             .cloudwatch
-            .metric_data(&queries(&self.subjects), &window)
+            .metric_data(
+                &queries(&self.subjects),
+                window.baseline_from,
+                window.to,
+                window.period_s,
+            )
             .await
             .map_err(|err| err.context("metric gates: the step could not be judged"))?;
         Ok(evaluate(

@@ -10,7 +10,6 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{PREVIEW_HEADER, PreviewArgs};
-use crate::commands::lock_options;
 use crate::context::{Ctx, Listing};
 use crate::error::usage;
 use crate::journal::{self, Entry, Snapshot, now_rfc3339};
@@ -113,7 +112,7 @@ pub async fn preview(ctx: &mut Ctx, args: &PreviewArgs) -> anyhow::Result<ExitCo
     let (name, value) = header_for(&args.route, args.header.as_ref());
     ctx.start_who();
     record_outcome(&json!({ "route": args.route }));
-    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
+    let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
     let result = if args.off {
         remove(ctx, &lock, &listing, &args.route).await
     } else {

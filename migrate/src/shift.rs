@@ -16,7 +16,6 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{AbortArgs, LockArgs, PromoteArgs, RollbackArgs, ShiftArgs, Step};
-use crate::commands::lock_options;
 use crate::context::{Ctx, Listing};
 use crate::custom_gates::{self, Verdict};
 use crate::error::{Failure, usage};
@@ -286,7 +285,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
     ctx.start_who();
     record_outcome(&json!({ "route": drive.route }));
     // The first step's parity sample runs while the listener is locked and read.
-    let options = lock_options(ctx, &drive.lock);
+    let options = ctx.lock_options(&drive.lock);
     let (locked, first_parity) = tokio::join!(ctx.lock_and_list(&options), async {
         if drive.skip_parity {
             None
@@ -1360,7 +1359,7 @@ pub(crate) async fn roll_back_for_gate(
     reason: &str,
     evidence: serde_json::Value,
 ) -> anyhow::Result<()> {
-    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, lock)).await?;
+    let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(lock)).await?;
     let what = "gate failed while watched; rolled back to the monolith";
     let mut evidence = evidence;
     evidence["gate_failed"] = json!(reason);
@@ -1825,7 +1824,7 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
     ctx.settings.route(&args.route)?;
     ctx.start_who();
     record_outcome(&json!({ "route": args.route }));
-    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
+    let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
     let route = args.route.clone();
     let what = format!("abort: {}", args.reason);
     let evidence = json!({ "reason": args.reason });
@@ -1900,7 +1899,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
     };
     ctx.start_who();
     record_outcome(&json!({ "routes": routes }));
-    let (lock, listing) = ctx.lock_and_list(&lock_options(ctx, &args.lock)).await?;
+    let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
     let mut outcomes = Vec::new();
     let mut result = Ok(());
     let mut routing_changes = 0;
