@@ -269,50 +269,10 @@ pub fn evaluate(
 ) -> Evaluation {
     let service = side(results, &format!("r{index}_svc"), &window);
     let monolith = side(results, &format!("r{index}_mono"), &window);
-    let balancer_dim = subjects
-        .get(index)
-        .map(|s| s.load_balancer.as_str())
-        .unwrap_or_default();
-    let lb = |suffix: &str| results.get(&lb_id(subjects, balancer_dim, suffix));
-    let (requests, _) = sum(lb("requests"), window.from, window.to);
-    let (elb_5xx, _) = sum(lb("elb_5xx"), window.from, window.to);
-    let (baseline_requests, _) = sum(lb("requests"), window.baseline_from, window.from);
-    let (baseline_elb_5xx, _) = sum(lb("elb_5xx"), window.baseline_from, window.from);
-    let balancer = Balancer {
-        requests,
-        elb_5xx,
-        rate: ratio(elb_5xx, requests),
-        baseline_requests,
-        baseline_elb_5xx,
-        baseline_rate: ratio(baseline_elb_5xx, baseline_requests),
-    };
+    let balancer = balancer(index, subjects, results, &window);
     let mut checks = Vec::new();
     // Traffic: the data plane applied the weight, and there is enough to judge.
-    let traffic = if service.requests <= 0.0 {
-        Check {
-            gate: "traffic",
-            verdict: Verdict::Inconclusive,
-            detail: "the service's target group has received no requests since the step: the load balancer has not applied the weight yet, or the route has no traffic".into(),
-        }
-    } else if service.requests < gates.min_requests as f64 {
-        Check {
-            gate: "traffic",
-            verdict: Verdict::Inconclusive,
-            detail: format!(
-                "the service's target group has received {} requests since the step, fewer than min_requests {}",
-                service.requests, gates.min_requests
-            ),
-        }
-    } else {
-        Check {
-            gate: "traffic",
-            verdict: Verdict::Pass,
-            detail: format!(
-                "{} requests to the service (min_requests {})",
-                service.requests, gates.min_requests
-            ),
-        }
-    };
+    let traffic = traffic_check(&service, gates);
     let enough = traffic.verdict == Verdict::Pass;
     checks.push(traffic);
     // Errors: the service's 5XX ratio against the monolith's, plus the budget.
@@ -375,6 +335,79 @@ pub fn evaluate(
             percent(Some(elb_limit)),
         ),
     });
+    let (verdict, summary) = overall(&checks);
+    Evaluation {
+        verdict,
+        summary,
+        window,
+        at,
+        service,
+        monolith,
+        load_balancer: balancer,
+        checks,
+        thresholds: gates.clone(),
+    }
+}
+
+/// The load balancer's requests and own 5XX in the window and before it.
+fn balancer(
+    index: usize,
+    subjects: &[Subject],
+    results: &BTreeMap<String, Series>,
+    window: &Window,
+) -> Balancer {
+    let balancer_dim = subjects
+        .get(index)
+        .map(|s| s.load_balancer.as_str())
+        .unwrap_or_default();
+    let lb = |suffix: &str| results.get(&lb_id(subjects, balancer_dim, suffix));
+    let (requests, _) = sum(lb("requests"), window.from, window.to);
+    let (elb_5xx, _) = sum(lb("elb_5xx"), window.from, window.to);
+    let (baseline_requests, _) = sum(lb("requests"), window.baseline_from, window.from);
+    let (baseline_elb_5xx, _) = sum(lb("elb_5xx"), window.baseline_from, window.from);
+    Balancer {
+        requests,
+        elb_5xx,
+        rate: ratio(elb_5xx, requests),
+        baseline_requests,
+        baseline_elb_5xx,
+        baseline_rate: ratio(baseline_elb_5xx, baseline_requests),
+    }
+}
+
+/// Whether the service's target group got requests since the step (the
+/// data plane applied the weight), and enough of them to judge.
+fn traffic_check(service: &Side, gates: &MetricGates) -> Check {
+    if service.requests <= 0.0 {
+        Check {
+            gate: "traffic",
+            verdict: Verdict::Inconclusive,
+            detail: "the service's target group has received no requests since the step: the load balancer has not applied the weight yet, or the route has no traffic".into(),
+        }
+    } else if service.requests < gates.min_requests as f64 {
+        Check {
+            gate: "traffic",
+            verdict: Verdict::Inconclusive,
+            detail: format!(
+                "the service's target group has received {} requests since the step, fewer than min_requests {}",
+                service.requests, gates.min_requests
+            ),
+        }
+    } else {
+        Check {
+            gate: "traffic",
+            verdict: Verdict::Pass,
+            detail: format!(
+                "{} requests to the service (min_requests {})",
+                service.requests, gates.min_requests
+            ),
+        }
+    }
+}
+
+/// The evaluation's verdict (any fail fails; else any inconclusive) and its
+/// summary: every check on a pass, else the checks that decided it.
+fn overall(checks: &[Check]) -> (Verdict, String) {
     let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
         Verdict::Fail
     } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
@@ -395,17 +428,7 @@ pub fn evaluate(
             .collect::<Vec<_>>()
             .join("; "),
     };
-    Evaluation {
-        verdict,
-        summary,
-        window,
-        at,
-        service,
-        monolith,
-        load_balancer: balancer,
-        checks,
-        thresholds: gates.clone(),
-    }
+    (verdict, summary)
 }
 
 /// Now, in Unix seconds.

@@ -149,25 +149,7 @@ impl ControlPlane {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         if path == "/metrics" {
-            return if parts.method == Method::GET || parts.method == Method::HEAD {
-                plain(StatusCode::OK, self.dataplane.render_metrics())
-                    .map(|mut r| {
-                        r.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            header::HeaderValue::from_static(
-                                "text/plain; version=0.0.4; charset=utf-8",
-                            ),
-                        );
-                        r
-                    })
-                    .unwrap_or_else(fallback_response)
-            } else {
-                plain(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "use GET /metrics\n".to_owned(),
-                )
-                .unwrap_or_else(fallback_response)
-            };
+            return self.metrics_page(&parts.method);
         }
         if let Some(operation) = path.strip_prefix(cloudwatch::RPC_PATH_PREFIX) {
             let operation = operation.to_owned();
@@ -262,6 +244,29 @@ impl ControlPlane {
                 tracing::info!(%action, code = error.code, message = %error.message, %request_id, "control action refused");
                 api_error_response(&error, &request_id)
             }
+        }
+    }
+
+    /// `GET /metrics`: the data plane's counters as Prometheus text.
+    fn metrics_page(&self, method: &Method) -> HttpResponse {
+        if *method == Method::GET || *method == Method::HEAD {
+            plain(StatusCode::OK, self.dataplane.render_metrics())
+                .map(|mut r| {
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static(
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        ),
+                    );
+                    r
+                })
+                .unwrap_or_else(fallback_response)
+        } else {
+            plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use GET /metrics\n".to_owned(),
+            )
+            .unwrap_or_else(fallback_response)
         }
     }
 
