@@ -137,7 +137,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => commands::status(&mut ctx, args).await,
         Command::Plan(args) => commands::plan(&mut ctx, args).await,
         Command::History(args) => commands::history(&mut ctx, args).await,
-        Command::Verify(args) => verify::run(&ctx.settings, args, ctx.output, ctx.verbose).await,
+        Command::Verify(args) => match preview::require_for_verify(&ctx, args).await {
+            Ok(()) => verify::run(&ctx.settings, args, ctx.output, ctx.verbose).await,
+            Err(err) => Err(err),
+        },
         Command::Notify(args) => commands::notify(&mut ctx, args).await,
         Command::Demo(args) => demo::run(args).await,
     };

@@ -303,6 +303,10 @@ pub fn evaluate(
     let latency = match (service.p99_s, latency_limit) {
         (Some(p99), Some(limit)) if enough && p99 > limit => Verdict::Fail,
         (Some(_), Some(_)) if enough => Verdict::Pass,
+        // The monolith had no traffic to compare with (the route was wholly
+        // on the service: a step down from 100%, a bake): the errors and the
+        // load balancer's 5XX still judge; latency has no baseline.
+        (Some(_), None) if enough && monolith.requests <= 0.0 => Verdict::Pass,
         _ => Verdict::Inconclusive,
     };
     checks.push(Check {
@@ -783,6 +787,19 @@ mod tests {
             &gates(),
         );
         assert_eq!(e.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn with_the_route_wholly_on_the_service_latency_has_no_baseline_and_errors_still_judge() {
+        // A step down from 100% or a bake: the monolith got no requests.
+        let window = Window::new(100.0, 130.0, Duration::from_secs(60));
+        let mut results = healthy(None, 0.012);
+        results.retain(|id, _| !id.starts_with("r0_mono"));
+        let e = evaluate(0, &subject(), &results, window, 130.0, &gates());
+        assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
+        results.insert("r0_svc_target_5xx".into(), vec![(120, 5.0)]);
+        let e = evaluate(0, &subject(), &results, window, 130.0, &gates());
+        assert_eq!(e.verdict, Verdict::Fail, "{e:?}");
     }
 
     #[test]

@@ -107,6 +107,39 @@ struct Outcome {
     header: String,
 }
 
+/// Before `verify --through-lb` with the default header: every route it
+/// compares has a preview rule, or the "candidate" would be today's routing
+/// again (the monolith compared with itself). A custom `--preview-header`
+/// may match a rule of the team's own, so it is not checked.
+pub async fn require_for_verify(ctx: &Ctx, args: &crate::cli::VerifyArgs) -> anyhow::Result<()> {
+    if !args.through_lb || args.preview_header.is_some() {
+        return Ok(());
+    }
+    let routes: Vec<String> = match &args.route {
+        Some(route) => vec![route.clone()],
+        None => ctx.settings.routes.keys().cloned().collect(),
+    };
+    let listing = ctx.list().await?;
+    let missing: Vec<&String> = routes
+        .iter()
+        .filter(|route| ctx.settings.routes.contains_key(*route))
+        .filter(|route| listing.previews_of(route).is_empty())
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [route] => Err(usage(format!(
+            "{route} has no preview rule on the listener, so requests with the preview header would go where the others go (today's routing compared with itself): run `migrate preview {route}` first"
+        ))),
+        many => Err(usage(format!(
+            "{} have no preview rule on the listener (requests with the preview header would go where the others go): run `migrate preview ROUTE` for each first",
+            many.iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 pub async fn preview(ctx: &mut Ctx, args: &PreviewArgs) -> anyhow::Result<ExitCode> {
     let settings = ctx.settings.route(&args.route)?.clone();
     let (name, value) = header_for(&args.route, args.header.as_ref());

@@ -539,14 +539,19 @@ impl Shift {
             let on_monolith = matches!(state, RouteState::OnMonolith { .. });
             self.expected = self.monolith_classes(ctx, host, on_monolith).await;
         }
+        // One GetMetricData before anything changes: a missing permission or
+        // a wrong endpoint stops the shift here, not after its first step.
+        // A bake judges the metric gates too, also with no step left to take
+        // (`promote` during or after a bake).
+        let bakes = self.plan.as_ref().is_some_and(|p| p.bake.is_some());
+        if !pending.is_empty() || bakes {
+            self.metrics.prepare(listing, &self.route, &view).await?;
+        }
         if pending.is_empty() {
             self.outcome.to = format!("already {}; nothing to do", state.explain());
             return Ok(());
         }
         let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
-        // One GetMetricData before anything changes: a missing permission or
-        // a wrong endpoint stops the shift here, not after its first step.
-        self.metrics.prepare(listing, &self.route, &view).await?;
         self.who = ctx.who().await;
         let from = state.percent().unwrap_or(0);
         // before-shift gates are told the shift's last step.

@@ -458,6 +458,11 @@ fn a_preview_rule_sends_header_requests_to_the_service_and_verify_compares_throu
     let rules_before = rule_arns(&rt, &elb, &listener);
     let journal_before = op.journal().len();
 
+    // Without a preview rule, --through-lb would compare today's routing
+    // with itself: refused, naming the command that adds the rule.
+    let early = op.run(&["verify", "users", "--through-lb"]);
+    assert_eq!(early.code, 2, "{early}");
+    assert!(early.stderr.contains("migrate preview users"), "{early}");
     let on = op.run(&["preview", "users", "--lock-settle", "0s"]);
     assert_eq!(on.code, 0, "{on}");
     assert!(on.stdout.contains("X-Ficus-Preview: users"), "{on}");
@@ -694,4 +699,39 @@ fn watch_judges_a_hold_and_rolls_back_when_the_service_fails() {
             .unwrap()
             .contains("health gate")
     );
+}
+
+#[test]
+fn promote_ends_a_bake_nobody_watches_and_a_step_down_from_100_keeps_its_share() {
+    let stack = LocalStack::start();
+    let ann = stack.operator("2s");
+    assert_eq!(ann.run(&["init"]).code, 0);
+    wait_healthy(&ann);
+    // Ann's bake is killed: nobody judges it any more.
+    let mut shift = ann.spawn(&[
+        "shift",
+        "users",
+        "--steps",
+        "100",
+        "--bake",
+        "1h",
+        "--lock-settle",
+        "0s",
+    ]);
+    let bob = stack.operator("2s");
+    eventually(Duration::from_secs(30), "users baking", || {
+        bob.route_status("users")["plan"]["phase"] == "baking"
+    });
+    sigkill(&mut shift);
+    // Bob's promote judges the gates (the metric gates too) and ends it.
+    let promoted = bob.run(&["promote", "users", "--lock-settle", "0s"]);
+    assert_eq!(promoted.code, 0, "{promoted}");
+    let status = bob.route_status("users");
+    assert_eq!(status["state"], "on-service", "{status}");
+    assert!(status["plan"].is_null(), "{status}");
+    // Back down to 50%: the monolith had no traffic to compare latency
+    // with, which must not make the step inconclusive and roll it back.
+    let down = bob.run(&["shift", "users", "--to", "50", "--lock-settle", "0s"]);
+    assert_eq!(down.code, 0, "{down}");
+    assert_eq!(bob.route_status("users")["percent"], 50);
 }
