@@ -275,11 +275,13 @@ impl MetricGates {
     fn check(&self) -> Result<(), (&'static str, String)> {
         let secs = self.period.as_secs();
         let whole = self.period.subsec_nanos() == 0;
-        if !whole || !(matches!(secs, 1 | 5 | 10 | 30) || (secs > 0 && secs.is_multiple_of(60))) {
+        if !whole
+            || !(matches!(secs, 1 | 5 | 10 | 20 | 30) || (secs > 0 && secs.is_multiple_of(60)))
+        {
             return Err((
                 "period",
                 format!(
-                    "{} is not a CloudWatch period; use 1s, 5s, 10s, 30s or a multiple of 60s (AWS publishes ALB metrics per 60s)",
+                    "{} is not a CloudWatch period; use 1s, 5s, 10s, 20s, 30s or a multiple of 60s (AWS publishes ALB metrics per 60s)",
                     humantime::format_duration(self.period)
                 ),
             ));

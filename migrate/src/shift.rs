@@ -219,8 +219,19 @@ fn prepare(ctx: &Ctx, listing: &Listing, drive: &Drive, who: &str) -> anyhow::Re
         None => match on_rule {
             Some(plan) => (plan, None),
             None => {
+                let start = if state.percent() == Some(100) {
+                    format!(
+                        "it is wholly on the service; `migrate rollback {}` or `migrate shift {} --to N` moves it back",
+                        drive.route, drive.route
+                    )
+                } else {
+                    format!(
+                        "start one with `migrate shift {} --to 10` or `--steps 10,hold,50,100`",
+                        drive.route
+                    )
+                };
                 return Err(usage(format!(
-                    "{route}: nothing to promote: its rule carries no plan (the route is {}); start one with `migrate shift {route} --to 10` or `--steps 10,hold,50,100`",
+                    "{route}: nothing to promote: its rule carries no plan (the route is {}); {start}",
                     state.explain(),
                     route = drive.route
                 )));

@@ -763,10 +763,12 @@ impl Query {
             .ok_or_else(|| CloudWatchError::missing(&format!("{at}.MetricStat.Period")))?;
         let period = u64::try_from(period)
             .ok()
-            .filter(|p| *p >= 1)
+            // CloudWatch's periods: 1, 5, 10, 20 or 30 s (high resolution), or
+            // a multiple of 60 s.
+            .filter(|p| matches!(p, 1 | 5 | 10 | 20 | 30) || (*p > 0 && p % 60 == 0))
             .ok_or_else(|| {
                 CloudWatchError::invalid_value(format!(
-                    "The value {period} for parameter {at}.MetricStat.Period is not valid: it must be a whole number of seconds, at least 1."
+                    "The value {period} for parameter {at}.MetricStat.Period is not valid: it must be 1, 5, 10, 20, 30 or a multiple of 60 seconds."
                 ))
             })?;
         let stat_text = string(stat, "Stat", &format!("{at}.MetricStat.Stat"))?

@@ -680,6 +680,25 @@ async fn bad_input_gets_cloudwatch_errors_and_the_server_keeps_serving() {
         "InvalidParameterValue",
         "InvalidParameterValueException",
     );
+    // A period CloudWatch does not have (1, 5, 10, 20, 30 s or a multiple of 60 s).
+    let mut odd_period = one_query("RequestCount", "AWS/ApplicationELB");
+    if let Value::Array(queries) = &mut odd_period
+        && let Value::Map(query) = &mut queries[0]
+        && let Value::Map(stat) = &mut query[1].1
+    {
+        stat[1].1 = Value::Integer(7.into());
+    }
+    let request = Value::Map(vec![
+        (text("MetricDataQueries"), odd_period),
+        (text("StartTime"), timestamp(now - 60.0)),
+        (text("EndTime"), timestamp(now)),
+    ]);
+    let answer = raw_cloudwatch(url, "GetMetricData", cbor(&request), "monitoring").await;
+    expect_error(
+        answer,
+        "InvalidParameterValue",
+        "InvalidParameterValueException",
+    );
     // Wrong namespace and unknown metric: no data, as on AWS (integer
     // timestamps are accepted too).
     for (metric, namespace) in [
