@@ -225,7 +225,9 @@ the forward weights, the service's target health, the plan's phase (moving, hold
 baking) with the time to the next step or to the end of the bake, and the latest gate
 values this machine's journal holds. Refreshes every --every (default 2s) until no
 watched route has a plan left, or Ctrl-C (exit 0). On a terminal the view is redrawn in
-place; otherwise (a CI log, a pipe) each refresh prints one plain line per route.
+place; otherwise (a CI log, a pipe) each refresh prints one plain line per route; with
+--output json, one JSON array per refresh, one per line. A closed stdout (`| head`) ends
+the watch.
 
 While a route holds or bakes, watch judges its health gate at every refresh (a target
 group with no healthy target, or an unhealthy target unless the route's allow_unhealthy):
@@ -465,7 +467,7 @@ pub struct AbortArgs {
     /// The route to return to the monolith.
     pub route: String,
     /// Why, for the journal and the rule's last-change tag.
-    #[arg(long, default_value = "aborted by the operator")]
+    #[arg(long, default_value = "no reason given")]
     pub reason: String,
     #[command(flatten)]
     pub lock: LockArgs,

@@ -210,6 +210,16 @@ fn prepare(ctx: &Ctx, listing: &Listing, drive: &Drive, who: &str) -> anyhow::Re
     let state = view.state();
     let (mut plan, step_down) = match &drive.start {
         Some(fresh) => {
+            if let Some(old) = &on_rule {
+                // Said even with -q: a colleague's plan is about to go.
+                eprintln!(
+                    "migrate: {}: this shift replaces the plan on the rule ({}; steps {}, by {})",
+                    drive.route,
+                    old.describe(&drive.route, time::OffsetDateTime::now_utc()),
+                    old.steps_text(),
+                    old.by
+                );
+            }
             let mut plan = fresh.clone();
             plan.by = who.to_owned();
             let current = state.percent().unwrap_or(0);

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use crate::cli::WatchArgs;
 use crate::context::Ctx;
 use crate::journal::rfc3339;
-use crate::output::{Output, print_json};
+use crate::output::Output;
 use crate::plan::{Phase, Plan};
 use crate::state::{Forward, RouteView, target_group_name};
 
@@ -181,9 +181,8 @@ pub async fn watch(ctx: &mut Ctx, args: &WatchArgs) -> anyhow::Result<ExitCode> 
         let (lines, active, failed) = snapshot(ctx, &routes).await?;
         let now = rfc3339(OffsetDateTime::now_utc());
         if json {
-            if !active {
-                print_json(&lines)?;
-            }
+            // One JSON array per refresh, one per line (JSON Lines).
+            crate::output::write_stdout(format_args!("{}\n", serde_json::to_string(&lines)?));
         } else {
             if terminal {
                 // Home and clear: the view is redrawn in place.
@@ -202,22 +201,15 @@ pub async fn watch(ctx: &mut Ctx, args: &WatchArgs) -> anyhow::Result<ExitCode> 
             }
         }
         if let (Some((route, reason, evidence)), false) = (failed, args.no_judge) {
-            if json {
-                print_json(&lines)?;
-            }
             crate::shift::roll_back_for_gate(ctx, &args.lock, &route, &reason, evidence).await?;
         }
-        if !active {
+        // Nobody reads the view any more (`migrate watch | head -3`): done.
+        if !active || crate::output::reader_gone() {
             return Ok(ExitCode::SUCCESS);
         }
         tokio::select! {
             _ = tokio::time::sleep(args.every) => {}
-            _ = &mut stop => {
-                if json {
-                    print_json(&lines)?;
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
+            _ = &mut stop => return Ok(ExitCode::SUCCESS),
         }
     }
 }

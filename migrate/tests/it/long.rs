@@ -735,3 +735,36 @@ fn promote_ends_a_bake_nobody_watches_and_a_step_down_from_100_keeps_its_share()
     assert_eq!(down.code, 0, "{down}");
     assert_eq!(bob.route_status("users")["percent"], 50);
 }
+
+#[test]
+fn watch_prints_a_json_line_per_refresh_and_ends_when_nobody_reads() {
+    use std::io::BufRead as _;
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+    let held = op.run(&["shift", "users", "--to", "10", "--lock-settle", "0s"]);
+    assert_eq!(held.code, 0, "{held}");
+    let mut watch = op.spawn(&[
+        "watch",
+        "users",
+        "--every",
+        "200ms",
+        "--no-judge",
+        "--output",
+        "json",
+    ]);
+    let mut stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let refresh: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(refresh[0]["route"], "users", "{line}");
+    }
+    // The reader goes away, as `| head -2` does: the watch ends by itself.
+    drop(stdout);
+    eventually(Duration::from_secs(10), "watch ends", || {
+        watch.try_wait().unwrap().is_some()
+    });
+    assert_eq!(watch.wait().unwrap().code(), Some(0));
+}
