@@ -1100,7 +1100,12 @@ pub async fn notify(ctx: &mut Ctx, args: &NotifyArgs) -> anyhow::Result<ExitCode
     let results = crate::notify::test_all(&ctx.settings, &ctx.sdk, &who).await;
     let failed = results.iter().filter(|r| !r.delivered).count();
     if ctx.output == Output::Json {
-        print_json(&results)?;
+        // The failure document's shape, with every sink's result.
+        print_json(&serde_json::json!({
+            "ok": failed == 0,
+            "exit_code": if failed == 0 { 0 } else { 1 },
+            "sinks": results,
+        }))?;
     } else {
         for result in &results {
             match &result.error {

@@ -233,6 +233,15 @@ retries = 1
         lines[2].contains("FAILED: no answer within 300ms"),
         "{test}"
     );
+    let json = op.run(&["notify", "test", "--output", "json"]);
+    assert_eq!(json.code, 1, "{json}");
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (document["ok"].clone(), document["exit_code"].clone()),
+        (false.into(), 1.into()),
+        "{json}"
+    );
+    assert_eq!(document["sinks"].as_array().unwrap().len(), 3, "{json}");
 
     let init = op.run(&["init"]);
     assert_eq!(init.code, 0, "{init}");
