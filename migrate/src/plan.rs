@@ -366,7 +366,7 @@ impl Plan {
                 n.map_or("then done".to_owned(), |p| format!("next {p}%"))
             ),
             Phase::Baking { until } if until > now => format!(
-                "baking until {} (gates watching; `migrate promote {route}` ends the bake early)",
+                "baking until {} (the gates are judged while a `migrate` runs for the route: the shift, `migrate watch {route}` or `promote`; `migrate promote {route}` ends the bake early)",
                 rfc3339(until)
             ),
             Phase::Baking { until } => format!(
