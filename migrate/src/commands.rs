@@ -888,10 +888,11 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let current = state.percent();
-    let targets = if targets == [0] {
-        targets
-    } else {
-        crate::state::pending_steps(&state, &targets)
+    let targets = match (args.to, current) {
+        (Some(0), _) => targets,
+        // Below the current share: a step down, as `shift --to` makes it.
+        (Some(to), Some(now)) if to < now => vec![to],
+        _ => crate::state::pending_steps(&state, &targets),
     };
     let parked = view
         .rule()

@@ -179,6 +179,11 @@ fn to_holds_steps_back_down_and_bad_input_changes_nothing() {
         split(&rt, &elb, &listener, "users"),
         weights(&[("monolith", 50), ("users", 50)])
     );
+    // plan shows the step down that shift --to 10 is about to make.
+    let plan = op.run(&["plan", "users", "--to", "10"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(plan.stdout.contains("10%"), "{plan}");
+    assert!(!plan.stdout.contains("nothing to do"), "{plan}");
     let down = op.run(&["shift", "users", "--to", "10", "--lock-settle", "0s"]);
     assert_eq!(down.code, 0, "{down}");
     assert_eq!(
