@@ -535,6 +535,15 @@ impl Judge {
         self.history.clear();
     }
 
+    /// Nobody judged the route since `at` (Unix seconds; a hold or a killed
+    /// run): the next evaluation covers the whole time since then, as
+    /// CloudWatch kept it, so a fault during the unwatched time still fails.
+    pub fn unwatched_since(&mut self, at: f64) {
+        self.applied_at = at.min(unix_now());
+        self.latest = None;
+        self.history.clear();
+    }
+
     /// Whether the step still waits for a passing evaluation.
     pub fn pending(&self) -> bool {
         self.active()

@@ -844,7 +844,10 @@ impl Shift {
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<Option<String>> {
         if let Some(since) = self.judged_since.take() {
-            // Recorded with the first judgement after a hold or a killed run.
+            // The metric gates judge the whole unwatched time; recorded with
+            // the first judgement after a hold or a killed run.
+            self.metrics
+                .unwatched_since(since.unix_timestamp_nanos() as f64 / 1e9);
             evidence.insert(
                 "unwatched_since".into(),
                 json!(crate::journal::rfc3339(since)),

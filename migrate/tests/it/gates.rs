@@ -522,3 +522,39 @@ fn a_healthy_service_passes_20_gradual_shifts_in_a_row() {
             .all(|e| e["evidence"]["metrics"]["verdict"] == "pass")
     );
 }
+
+#[test]
+fn promote_judges_the_whole_hold_nobody_watched() {
+    let (stack, proxy) = stack_with_proxy();
+    let op = stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"1s\""));
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op, "users");
+    let _clients = Clients::start(&stack.data_url, 100);
+    let held = op.run(&["shift", "users", "--to", "50", "--lock-settle", "0s"]);
+    assert_eq!(held.code, 0, "{held}");
+    // While nobody watches the hold, the service fails 5% of its requests
+    // for a while, then recovers.
+    let injected = proxy.lock().unwrap().as_ref().unwrap().injected.clone();
+    proxy.lock().unwrap().as_ref().unwrap().fail_one_in(20);
+    eventually(Duration::from_secs(20), "500s during the hold", || {
+        injected.load(Ordering::SeqCst) >= 10
+    });
+    proxy.lock().unwrap().as_ref().unwrap().fail_one_in(0);
+    // Seconds of clean traffic since: a judgement of only the last moments
+    // would pass.
+    let answered = stack.answered_by().get("users").copied().unwrap_or(0);
+    eventually(
+        Duration::from_secs(30),
+        "clean traffic after the fault",
+        || stack.answered_by().get("users").copied().unwrap_or(0) >= answered + 400,
+    );
+    // promote's metric gates read the whole time since the hold began, as
+    // CloudWatch kept it: the fault fails them though it is over now.
+    let promoted = op.run(&["promote", "users", "--lock-settle", "0s"]);
+    assert_eq!(promoted.code, 3, "{promoted}");
+    assert!(
+        promoted.stderr.contains("metric gate: errors: service 5XX"),
+        "{promoted}"
+    );
+    assert_eq!(op.route_status("users")["state"], "on-monolith");
+}
