@@ -1181,6 +1181,9 @@ impl Shift {
         reason: String,
         mut evidence: serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<()> {
+        // A colleague who took the lock (and perhaps rolled the route back)
+        // owns the route now: stop before judging it ours (exit 4).
+        lock.confirm(&ctx.elb).await?;
         evidence.insert("gate_failed".into(), json!(reason));
         let from = self
             .last
