@@ -717,9 +717,13 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
     if notifications.sinks > 0 || notifications.failed_deliveries > 0 {
         println!();
         println!(
-            "notify: {} sinks; {} failed deliveries in the journal{}",
-            notifications.sinks,
-            notifications.failed_deliveries,
+            "notify: {}; {} in the journal{}",
+            crate::output::count(notifications.sinks, "sink", "sinks"),
+            crate::output::count(
+                notifications.failed_deliveries,
+                "failed delivery",
+                "failed deliveries"
+            ),
             notifications
                 .last_failure
                 .as_ref()

@@ -54,6 +54,11 @@ pub fn reader_gone() -> bool {
     READER_GONE.load(Ordering::Relaxed)
 }
 
+/// `n` and its noun, singular or plural: "1 write", "2 writes".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Prints a JSON value on stdout.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     write_stdout(format_args!("{}\n", serde_json::to_string_pretty(value)?));
@@ -113,5 +118,15 @@ mod tests {
         assert_eq!(document["error"], "users: boom");
         assert_eq!(document["route"], "users");
         assert_eq!(document["routing_changes"], 1);
+    }
+
+    #[test]
+    fn one_of_a_thing_is_singular() {
+        assert_eq!(count(1, "write", "writes"), "1 write");
+        assert_eq!(count(0, "write", "writes"), "0 writes");
+        assert_eq!(
+            count(2, "failed delivery", "failed deliveries"),
+            "2 failed deliveries"
+        );
     }
 }

@@ -650,11 +650,11 @@ impl Shift {
             );
             if ctx.chatty() {
                 eprintln!(
-                    "migrate: {}: step {}/{}: {percent}% on the service ({} writes, {:.0} ms; {})",
+                    "migrate: {}: step {}/{}: {percent}% on the service ({}, {:.0} ms; {})",
                     self.route,
                     index + 1,
                     pending.len(),
-                    writes.len(),
+                    crate::output::count(writes.len(), "write", "writes"),
                     started.elapsed().as_secs_f64() * 1000.0,
                     evidence_line(&evidence)
                 );
