@@ -586,7 +586,7 @@ impl Shift {
         if let Some(reason) = self.custom_gates(ctx, &phases, from, &mut evidence).await {
             return self.fail(ctx, lock, reason, evidence).await;
         }
-        self.notify_passed(ctx, from, &evidence, &phases);
+        self.notify_passed(ctx, from, &evidence, &phases, None);
         // Their verdicts are journaled with the first step's.
         let mut before_shift = evidence;
         for (index, percent) in pending.iter().copied().enumerate() {
@@ -594,14 +594,17 @@ impl Shift {
             let first = index == 0 && !continuing;
             self.next = percent;
             let from = view.state().percent().unwrap_or(0);
+            let phases = custom_gates::step_phases(percent);
             if let Some(reason) = self
                 .judge_step(ctx, lock, listing, &view, first, &mut evidence)
                 .await?
             {
+                // The gates judged before the one that failed did pass.
+                let failed = gate_name(&reason, &evidence);
+                self.notify_passed(ctx, from, &evidence, &phases, Some(&failed));
                 return self.fail(ctx, lock, reason, evidence).await;
             }
-            let phases = custom_gates::step_phases(percent);
-            self.notify_passed(ctx, from, &evidence, &phases);
+            self.notify_passed(ctx, from, &evidence, &phases, None);
             let before = view.clone();
             let writes = view
                 .transition(percent)
@@ -999,17 +1002,20 @@ impl Shift {
         report_verdicts(ctx, &self.route, &verdicts, evidence)
     }
 
-    /// A `gate.passed` event for each gate that passed before the step
-    /// (a dry-run gate's verdict included, marked dry-run).
+    /// A `gate.passed` event for each gate that passed before the step (a
+    /// dry-run gate's verdict included, marked dry-run); when a gate failed
+    /// the step, for those judged before it (`failed` and failing gates left out).
     fn notify_passed(
         &self,
         ctx: &Ctx,
         from: u8,
         evidence: &serde_json::Map<String, serde_json::Value>,
         phases: &[GatePhase],
+        failed: Option<&str>,
     ) {
         let built_in = ["health", "parity", "probes", "coverage", "metrics"]
             .into_iter()
+            .filter(|gate| Some(*gate) != failed)
             .filter(|gate| {
                 evidence
                     .get(*gate)
@@ -1022,7 +1028,7 @@ impl Shift {
             .unwrap_or_default();
         let custom = verdicts
             .into_iter()
-            .filter(|v| phases.contains(&v.phase))
+            .filter(|v| phases.contains(&v.phase) && !v.fails())
             .map(|v| {
                 let reason = (v.dry_run && !v.passed).then_some(v.reason);
                 (v.gate, v.dry_run, reason)

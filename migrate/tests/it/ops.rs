@@ -133,6 +133,18 @@ min_severity = "critical"
         .unwrap_or_else(|| panic!("no gate.failed in {after:#?}"));
     assert_eq!(gate_failed["severity"], "critical");
     assert_eq!(gate_failed["gate"], "go-file");
+    // The gates judged before the failing one passed, and say so first
+    // (nothing had moved: no rollback to tell).
+    assert_eq!(
+        names(&after),
+        ["shift.started", "gate.passed", "gate.passed", "gate.failed"],
+        "{after:#?}"
+    );
+    let passed: Vec<&str> = after[1..3]
+        .iter()
+        .map(|b| b["gate"].as_str().unwrap())
+        .collect();
+    assert_eq!(passed, ["health", "parity"]);
     assert!(
         gate_failed["reason"].as_str().unwrap().contains("exit 1"),
         "{gate_failed}"
