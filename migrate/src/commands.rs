@@ -652,61 +652,7 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         );
     }
     for status in &report.routes {
-        println!();
-        println!("{}  {}", status.route, status.paths.join(" "));
-        println!("  state:    {}", status.summary);
-        if let Some(conditions) = &status.conditions {
-            println!("  matches:  {}", conditions.describe());
-        }
-        if let Some(action) = &status.action {
-            println!("  action:   {action}");
-        }
-        if let Some(plan) = &status.plan {
-            println!(
-                "  plan:     {} (steps {}, interval {}, started by {})",
-                plan.summary, plan.steps, plan.interval, plan.by
-            );
-        }
-        if let Some(problem) = &status.plan_problem {
-            println!("  plan:     UNREADABLE: {problem}");
-        }
-        for preview in &status.previews {
-            println!("  preview:  {}", preview.summary);
-        }
-        if let Some(parked) = status.parked_priority {
-            println!("  parked:   priority {parked} (where rollback puts the rule)");
-        }
-        let targets: Vec<String> = status
-            .targets
-            .iter()
-            .map(|t| format!("{} {}", t.target, t.state))
-            .collect();
-        println!(
-            "  targets:  {} healthy, {} unhealthy in {} [{}]",
-            status.healthy,
-            status.unhealthy,
-            target_group_name(&status.target_group),
-            targets.join(", ")
-        );
-        match &status.last_change {
-            Some(last) => println!("  last:     {} by {}: {}", last.when, last.who, last.what),
-            None => println!("  last:     no change recorded"),
-        }
-        if let Some(metrics) = &status.metrics {
-            println!(
-                "  metrics:  {} (before `{}`, {})",
-                metrics_line(&metrics["evaluation"]),
-                metrics["what"].as_str().unwrap_or_default(),
-                metrics["when"].as_str().unwrap_or_default()
-            );
-        }
-        if status.drift.is_empty() {
-            println!("  drift:    none");
-        } else {
-            for drift in &status.drift {
-                println!("  drift:    {drift}");
-            }
-        }
+        print_route_status(status);
     }
     for unknown in &report.unknown_routes {
         println!(
@@ -732,6 +678,65 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One route's lines of `status`'s text.
+fn print_route_status(status: &RouteStatus) {
+    println!();
+    println!("{}  {}", status.route, status.paths.join(" "));
+    println!("  state:    {}", status.summary);
+    if let Some(conditions) = &status.conditions {
+        println!("  matches:  {}", conditions.describe());
+    }
+    if let Some(action) = &status.action {
+        println!("  action:   {action}");
+    }
+    if let Some(plan) = &status.plan {
+        println!(
+            "  plan:     {} (steps {}, interval {}, started by {})",
+            plan.summary, plan.steps, plan.interval, plan.by
+        );
+    }
+    if let Some(problem) = &status.plan_problem {
+        println!("  plan:     UNREADABLE: {problem}");
+    }
+    for preview in &status.previews {
+        println!("  preview:  {}", preview.summary);
+    }
+    if let Some(parked) = status.parked_priority {
+        println!("  parked:   priority {parked} (where rollback puts the rule)");
+    }
+    let targets: Vec<String> = status
+        .targets
+        .iter()
+        .map(|t| format!("{} {}", t.target, t.state))
+        .collect();
+    println!(
+        "  targets:  {} healthy, {} unhealthy in {} [{}]",
+        status.healthy,
+        status.unhealthy,
+        target_group_name(&status.target_group),
+        targets.join(", ")
+    );
+    match &status.last_change {
+        Some(last) => println!("  last:     {} by {}: {}", last.when, last.who, last.what),
+        None => println!("  last:     no change recorded"),
+    }
+    if let Some(metrics) = &status.metrics {
+        println!(
+            "  metrics:  {} (before `{}`, {})",
+            metrics_line(&metrics["evaluation"]),
+            metrics["what"].as_str().unwrap_or_default(),
+            metrics["when"].as_str().unwrap_or_default()
+        );
+    }
+    if status.drift.is_empty() {
+        println!("  drift:    none");
+    } else {
+        for drift in &status.drift {
+            println!("  drift:    {drift}");
+        }
+    }
 }
 
 fn notify_status(ctx: &Ctx) -> anyhow::Result<NotifyStatus> {
@@ -898,35 +903,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         (Some(to), Some(now)) if to < now => vec![to],
         _ => crate::state::pending_steps(&state, &targets),
     };
-    let parked = view
-        .rule()
-        .and_then(|r| r.priority)
-        .is_some_and(|p| p > listing.monolith_priority);
-    let shifting = targets.first().is_some_and(|t| *t > 0);
-    if shifting
-        && parked
-        && let Some(problem) = crate::coverage::priority_problem(&listing, &view, &args.route)
-    {
-        return Err(usage(problem));
-    }
-    let mut problems = if shifting {
-        crate::coverage::preflight(&listing, &view, &args.route, false)
-    } else {
-        Vec::new()
-    };
-    if shifting {
-        if ctx.settings.monolith.base_url.is_none() {
-            problems.push("the parity gate needs the monolith's URL: set `[monolith] base_url`, or shift with `--skip-parity`".into());
-        }
-        if route.service_url.is_none() {
-            problems.push(format!("the parity gate needs the service's URL: set `[routes.{}] service_url`, or shift with `--skip-parity`", args.route));
-        }
-        if targets.len() > 1
-            && let Err(why) = crate::coverage::probe_host(&args.route, &route, &view)
-        {
-            problems.push(why);
-        }
-    }
+    let problems = plan_problems(ctx, &listing, &view, (&args.route, &route), &targets)?;
     let mut simulated = view.clone();
     let mut steps = Vec::new();
     for target in targets {
@@ -936,41 +913,14 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         if writes.is_empty() {
             continue;
         }
-        let mut gates = if target == 0 {
-            Vec::new()
-        } else {
-            vec![
-                format!(
-                    "DescribeTargetHealth {}: at least 1 healthy target, no unhealthy ones",
-                    target_group_name(&view.service_tg)
-                ),
-                "parity sample (migrate verify) passes".to_owned(),
-                format!(
-                    "coverage: the monolith's rule ({}) still matches every request the route's rule does",
-                    listing.monolith.conditions.describe()
-                ),
-            ]
-        };
-        let metrics = ctx.settings.metric_gates(&args.route);
-        if target != 0 && metrics.enabled && !steps.is_empty() {
-            gates.push(format!(
-                "metric gates pass: GetMetricData every {} since the previous step: at least {} requests to {}, its 5XX ratio within {:.1} points of the monolith's, its p99 within x{} + {} of the monolith's, the load balancer's own 5XX not up (docs/gates.md)",
-                humantime::format_duration(metrics.period),
-                metrics.min_requests,
-                target_group_name(&view.service_tg),
-                metrics.error_budget * 100.0,
-                metrics.latency_ratio,
-                humantime::format_duration(metrics.latency_allowance),
-            ));
-        }
-        if target > 0 {
-            let first = steps.is_empty();
-            let custom = route.gates.iter().filter(|gate| {
-                (first && gate.phase == GatePhase::BeforeShift)
-                    || crate::custom_gates::step_phases(target).contains(&gate.phase)
-            });
-            gates.extend(custom.map(crate::custom_gates::describe));
-        }
+        let gates = step_gates(
+            ctx,
+            &listing,
+            &view,
+            (&args.route, &route),
+            target,
+            steps.is_empty(),
+        );
         for write in &writes {
             simulated = simulated.apply(write);
         }
@@ -999,20 +949,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
-    let plan_on_rule = view
-        .rule()
-        .map(|r| crate::plan::Plan::from_tags(&r.tags))
-        .map(|plan| match plan {
-            Ok(Some(plan)) => Some(format!(
-                "plan on the rule: {} (steps {}); `migrate promote {}` continues it",
-                plan.describe(&args.route, time::OffsetDateTime::now_utc()),
-                plan.steps_text(),
-                args.route
-            )),
-            Ok(None) => None,
-            Err(why) => Some(format!("plan on the rule: UNREADABLE: {why}")),
-        })
-        .unwrap_or_default();
+    let plan_on_rule = plan_on_rule(&view, &args.route);
     let plan = Plan {
         route: args.route.clone(),
         from: state.clone(),
@@ -1039,6 +976,110 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         print_plan(&plan, &state, &route, args.to.is_none());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a shift to `targets` would be refused (a priority problem is an
+/// error: the plan can't be made).
+fn plan_problems(
+    ctx: &Ctx,
+    listing: &Listing,
+    view: &RouteView,
+    (route_name, route): (&str, &crate::settings::RouteSettings),
+    targets: &[u8],
+) -> anyhow::Result<Vec<String>> {
+    let parked = view
+        .rule()
+        .and_then(|r| r.priority)
+        .is_some_and(|p| p > listing.monolith_priority);
+    let shifting = targets.first().is_some_and(|t| *t > 0);
+    if shifting
+        && parked
+        && let Some(problem) = crate::coverage::priority_problem(listing, view, route_name)
+    {
+        return Err(usage(problem));
+    }
+    let mut problems = if shifting {
+        crate::coverage::preflight(listing, view, route_name, false)
+    } else {
+        Vec::new()
+    };
+    if shifting {
+        if ctx.settings.monolith.base_url.is_none() {
+            problems.push("the parity gate needs the monolith's URL: set `[monolith] base_url`, or shift with `--skip-parity`".into());
+        }
+        if route.service_url.is_none() {
+            problems.push(format!("the parity gate needs the service's URL: set `[routes.{route_name}] service_url`, or shift with `--skip-parity`"));
+        }
+        if targets.len() > 1
+            && let Err(why) = crate::coverage::probe_host(route_name, route, view)
+        {
+            problems.push(why);
+        }
+    }
+    Ok(problems)
+}
+
+/// What a planned step to `target` must pass (`first`: the shift's first step).
+fn step_gates(
+    ctx: &Ctx,
+    listing: &Listing,
+    view: &RouteView,
+    (route_name, route): (&str, &crate::settings::RouteSettings),
+    target: u8,
+    first: bool,
+) -> Vec<String> {
+    let mut gates = if target == 0 {
+        Vec::new()
+    } else {
+        vec![
+            format!(
+                "DescribeTargetHealth {}: at least 1 healthy target, no unhealthy ones",
+                target_group_name(&view.service_tg)
+            ),
+            "parity sample (migrate verify) passes".to_owned(),
+            format!(
+                "coverage: the monolith's rule ({}) still matches every request the route's rule does",
+                listing.monolith.conditions.describe()
+            ),
+        ]
+    };
+    let metrics = ctx.settings.metric_gates(route_name);
+    if target != 0 && metrics.enabled && !first {
+        gates.push(format!(
+            "metric gates pass: GetMetricData every {} since the previous step: at least {} requests to {}, its 5XX ratio within {:.1} points of the monolith's, its p99 within x{} + {} of the monolith's, the load balancer's own 5XX not up (docs/gates.md)",
+            humantime::format_duration(metrics.period),
+            metrics.min_requests,
+            target_group_name(&view.service_tg),
+            metrics.error_budget * 100.0,
+            metrics.latency_ratio,
+            humantime::format_duration(metrics.latency_allowance),
+        ));
+    }
+    if target > 0 {
+        let custom = route.gates.iter().filter(|gate| {
+            (first && gate.phase == GatePhase::BeforeShift)
+                || crate::custom_gates::step_phases(target).contains(&gate.phase)
+        });
+        gates.extend(custom.map(crate::custom_gates::describe));
+    }
+    gates
+}
+
+/// The plan kept on the route's rule, as `plan` shows it.
+fn plan_on_rule(view: &RouteView, route: &str) -> Option<String> {
+    view.rule()
+        .map(|r| crate::plan::Plan::from_tags(&r.tags))
+        .map(|plan| match plan {
+            Ok(Some(plan)) => Some(format!(
+                "plan on the rule: {} (steps {}); `migrate promote {}` continues it",
+                plan.describe(&route, time::OffsetDateTime::now_utc()),
+                plan.steps_text(),
+                route
+            )),
+            Ok(None) => None,
+            Err(why) => Some(format!("plan on the rule: UNREADABLE: {why}")),
+        })
+        .unwrap_or_default()
 }
 
 /// A plan for people.

@@ -530,26 +530,7 @@ impl Shift {
         self.last = Some(view.clone());
         let state = view.state();
         self.outcome.from = state.explain();
-        match &state {
-            RouteState::Missing => {
-                anyhow::bail!(
-                    "route `{}` has no rule on the listener; run `migrate init`",
-                    self.route
-                )
-            }
-            RouteState::Inconsistent { .. } if view.rule().is_none() => {
-                anyhow::bail!("{}: {}", self.route, state.explain())
-            }
-            _ => {}
-        }
-        let problems = crate::coverage::preflight(listing, &view, &self.route, self.allow_shadow);
-        if !problems.is_empty() {
-            return Err(usage(format!(
-                "{}: nothing was changed:\n  {}",
-                self.route,
-                problems.join("\n  ")
-            )));
-        }
+        self.preflight(listing, &view, &state)?;
         let pending = match self.plan.as_ref().and_then(|p| p.step_down) {
             Some(to) => vec![to],
             None => pending_steps(&state, &self.steps),
@@ -560,10 +541,8 @@ impl Shift {
             let on_monolith = matches!(state, RouteState::OnMonolith { .. });
             self.expected = self.monolith_classes(ctx, host, on_monolith).await;
         }
-        // One GetMetricData before anything changes: a missing permission or
-        // a wrong endpoint stops the shift here, not after its first step.
-        // A bake judges the metric gates too, also with no step left to take
-        // (`promote` during or after a bake).
+        // One GetMetricData before anything changes (a missing permission stops
+        // it here), also with no step left but a bake to judge (`promote`).
         let bakes = self.plan.as_ref().is_some_and(|p| p.bake.is_some());
         if !pending.is_empty() || bakes {
             self.metrics.prepare(listing, &self.route, &view).await?;
@@ -613,25 +592,16 @@ impl Shift {
                 return Err(stop_on_ctrl_c());
             }
             let started = Instant::now();
-            let mut done = Vec::new();
-            for write in &writes {
-                if view.changes_routing(write) {
-                    self.outcome.routing_changes += 1;
+            let done = match self
+                .write_step(ctx, lock, listing, &mut view, &writes)
+                .await?
+            {
+                Ok(done) => done,
+                Err(reason) => {
+                    evidence.insert("read_back".into(), json!(reason));
+                    return self.fail(ctx, lock, reason, evidence).await;
                 }
-                self.moved = true;
-                match execute(ctx, lock, listing, &self.route, &view, write).await {
-                    Ok(next) => {
-                        done.push(next.1.describe());
-                        view = next.0;
-                        self.last = Some(view.clone());
-                    }
-                    Err(WriteError::NotConfirmed(reason)) => {
-                        evidence.insert("read_back".into(), json!(reason));
-                        return self.fail(ctx, lock, reason, evidence).await;
-                    }
-                    Err(WriteError::Failed(err)) => return Err(err),
-                }
-            }
+            };
             self.metrics.applied();
             let what = format!("shift to {percent} percent");
             let plan_tags = self.plan_advance(percent);
@@ -652,11 +622,10 @@ impl Shift {
                     .journal(&journal_id),
             );
             if ctx.chatty() {
+                let progress = format!("step {}/{}", index + 1, pending.len());
                 eprintln!(
-                    "migrate: {}: step {}/{}: {percent}% on the service ({}, {:.0} ms; {})",
+                    "migrate: {}: {progress}: {percent}% on the service ({}, {:.0} ms; {})",
                     self.route,
-                    index + 1,
-                    pending.len(),
                     crate::output::count(writes.len(), "write", "writes"),
                     started.elapsed().as_secs_f64() * 1000.0,
                     evidence_line(&evidence)
@@ -669,6 +638,66 @@ impl Shift {
         }
         self.outcome.to = view.state().explain();
         Ok(())
+    }
+
+    /// The route can be shifted: it has a rule, and nothing on the listener
+    /// (coverage, shadowing, priorities) refuses it. Nothing was changed.
+    fn preflight(
+        &self,
+        listing: &Listing,
+        view: &RouteView,
+        state: &RouteState,
+    ) -> anyhow::Result<()> {
+        match state {
+            RouteState::Missing => {
+                anyhow::bail!(
+                    "route `{}` has no rule on the listener; run `migrate init`",
+                    self.route
+                )
+            }
+            RouteState::Inconsistent { .. } if view.rule().is_none() => {
+                anyhow::bail!("{}: {}", self.route, state.explain())
+            }
+            _ => {}
+        }
+        let problems = crate::coverage::preflight(listing, view, &self.route, self.allow_shadow);
+        if !problems.is_empty() {
+            return Err(usage(format!(
+                "{}: nothing was changed:\n  {}",
+                self.route,
+                problems.join("\n  ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// A step's writes, each read back: what was written, or `Err(reason)`
+    /// when a write did not read back as written (a failed gate).
+    async fn write_step(
+        &mut self,
+        ctx: &Ctx,
+        lock: &Lock,
+        listing: &Listing,
+        view: &mut RouteView,
+        writes: &[Write],
+    ) -> anyhow::Result<Result<Vec<String>, String>> {
+        let mut done = Vec::new();
+        for write in writes {
+            if view.changes_routing(write) {
+                self.outcome.routing_changes += 1;
+            }
+            self.moved = true;
+            match execute(ctx, lock, listing, &self.route, view, write).await {
+                Ok((next, made)) => {
+                    done.push(made.describe());
+                    *view = next;
+                    self.last = Some(view.clone());
+                }
+                Err(WriteError::NotConfirmed(reason)) => return Ok(Err(reason)),
+                Err(WriteError::Failed(err)) => return Err(err),
+            }
+        }
+        Ok(Ok(done))
     }
 
     /// A new plan goes on the rule before the first step, so that a killed
