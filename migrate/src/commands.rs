@@ -1072,7 +1072,7 @@ fn plan_on_rule(view: &RouteView, route: &str) -> Option<String> {
         .map(|plan| match plan {
             Ok(Some(plan)) => Some(format!(
                 "plan on the rule: {} (steps {}); `migrate promote {}` continues it",
-                plan.describe(&route, time::OffsetDateTime::now_utc()),
+                plan.describe(route, time::OffsetDateTime::now_utc()),
                 plan.steps_text(),
                 route
             )),
