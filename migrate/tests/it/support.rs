@@ -52,6 +52,23 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The SDK's configuration for an endpoint, with static credentials.
+pub fn sdk_config(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+) -> aws_config::SdkConfig {
+    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
+    rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(creds)
+            .load(),
+    )
+}
+
 /// An ELBv2 client for an endpoint, with static credentials.
 pub fn elb_client(
     rt: &tokio::runtime::Runtime,
@@ -59,15 +76,7 @@ pub fn elb_client(
     key: &str,
     secret: &str,
 ) -> elbv2::Client {
-    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(creds)
-            .load(),
-    );
-    elbv2::Client::new(&config)
+    elbv2::Client::new(&sdk_config(rt, endpoint, key, secret))
 }
 
 /// A CloudWatch client for an endpoint, with static credentials.
@@ -77,15 +86,7 @@ pub fn cloudwatch_client(
     key: &str,
     secret: &str,
 ) -> aws_sdk_cloudwatch::Client {
-    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(creds)
-            .load(),
-    );
-    aws_sdk_cloudwatch::Client::new(&config)
+    aws_sdk_cloudwatch::Client::new(&sdk_config(rt, endpoint, key, secret))
 }
 
 /// The CloudWatch dimensions AWS publishes an ALB's metrics with:

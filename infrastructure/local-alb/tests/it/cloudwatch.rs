@@ -121,20 +121,7 @@ async fn fixture() -> Fixture {
 /// `aws-sdk-cloudwatch` pointed at the control listener, as `migrate` builds
 /// it: only the endpoint differs from AWS.
 async fn cloudwatch_client(control_url: &str) -> cloudwatch::Client {
-    let credentials = stack_credentials();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(common::REGION))
-        .endpoint_url(control_url)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            credentials.access_key_id,
-            credentials.secret_access_key,
-            None,
-            None,
-            "ficus-local-stack",
-        ))
-        .load()
-        .await;
-    cloudwatch::Client::new(&config)
+    cloudwatch::Client::new(&common::sdk_config(control_url).await)
 }
 
 async fn get(client: &reqwest::Client, url: &str, times: usize) {

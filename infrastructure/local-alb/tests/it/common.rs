@@ -114,10 +114,11 @@ pub fn settings_for(state_dir: &Path) -> Settings {
     settings
 }
 
-/// The official SDK pointed at `control_url` with the stack's credentials.
-pub async fn sdk_client(control_url: &str) -> elbv2::Client {
+/// The SDK's configuration for `control_url` with the stack's credentials,
+/// as `migrate` builds it: only the endpoint differs from AWS.
+pub async fn sdk_config(control_url: &str) -> aws_config::SdkConfig {
     let credentials = stack_credentials();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(control_url)
         .credentials_provider(aws_credential_types::Credentials::new(
@@ -128,8 +129,12 @@ pub async fn sdk_client(control_url: &str) -> elbv2::Client {
             "ficus-local-stack",
         ))
         .load()
-        .await;
-    elbv2::Client::new(&config)
+        .await
+}
+
+/// The official SDK pointed at `control_url` with the stack's credentials.
+pub async fn sdk_client(control_url: &str) -> elbv2::Client {
+    elbv2::Client::new(&sdk_config(control_url).await)
 }
 
 /// An answer of the control API.
