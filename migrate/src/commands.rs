@@ -1212,15 +1212,12 @@ fn history_line(entry: &Entry) -> String {
         );
     }
     let mut line = format!(
-        "{} {} {} {}: {what} (priority {} -> {}, {} -> {})",
+        "{} {} {} {}: {what} ({})",
         entry.when,
         entry.who,
         entry.route,
         entry.command,
-        entry.before.priority.map_or("-".into(), |p| p.to_string()),
-        entry.after.priority.map_or("-".into(), |p| p.to_string()),
-        entry.before.action,
-        entry.after.action
+        moved(&entry.before, &entry.after)
     );
     for (key, label) in [("gate_failed", "gate failed"), ("error", "error")] {
         if let Some(reason) = entry.evidence.get(key).and_then(|r| r.as_str()) {
@@ -1233,6 +1230,32 @@ fn history_line(entry: &Entry) -> String {
         line.push_str(&format!("; metrics {}", metrics_line(metrics)));
     }
     line
+}
+
+/// What a journal entry changed on the rule: only the parts that moved, or
+/// what the rule stayed at when nothing did.
+fn moved(before: &journal::Snapshot, after: &journal::Snapshot) -> String {
+    let priority = |p: Option<u32>| p.map_or("-".into(), |p| p.to_string());
+    let mut parts = Vec::new();
+    if before.priority != after.priority {
+        parts.push(format!(
+            "priority {} -> {}",
+            priority(before.priority),
+            priority(after.priority)
+        ));
+    }
+    if before.action != after.action {
+        parts.push(format!("{} -> {}", before.action, after.action));
+    }
+    if parts.is_empty() {
+        format!(
+            "unchanged: priority {}, {}",
+            priority(after.priority),
+            after.action
+        )
+    } else {
+        parts.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -1260,14 +1283,33 @@ mod tests {
         };
         assert_eq!(
             history_line(&entry),
-            "2026-11-26T04:00:00Z ann@vm users init: created rule at priority 100 behind the monolith (priority 100 -> 100, forward users -> forward users)"
+            "2026-11-26T04:00:00Z ann@vm users init: created rule at priority 100 behind the monolith (unchanged: priority 100, forward users)"
         );
         entry.command = "shift".into();
         entry.what = "gate failed; nothing had moved".into();
         entry.evidence = json!({ "gate_failed": "health gate: target group users has no healthy target (no targets registered)" });
         assert!(
             history_line(&entry).ends_with(
-                "shift: gate failed; nothing had moved (priority 100 -> 100, forward users -> forward users); gate failed: health gate: target group users has no healthy target (no targets registered)"
+                "shift: gate failed; nothing had moved (unchanged: priority 100, forward users); gate failed: health gate: target group users has no healthy target (no targets registered)"
+            ),
+            "{}",
+            history_line(&entry)
+        );
+        entry.what = "step to 10%".into();
+        entry.evidence = json!({});
+        entry.before.action = "forward monolith".into();
+        entry.after.action = "forward users 10%, monolith 90%".into();
+        assert!(
+            history_line(&entry).ends_with(
+                "shift: step to 10% (forward monolith -> forward users 10%, monolith 90%)"
+            ),
+            "{}",
+            history_line(&entry)
+        );
+        entry.after.priority = Some(1);
+        assert!(
+            history_line(&entry).ends_with(
+                "(priority 100 -> 1, forward monolith -> forward users 10%, monolith 90%)"
             ),
             "{}",
             history_line(&entry)

@@ -522,6 +522,30 @@ pub struct Overrides {
     pub endpoint_url: Option<String>,
 }
 
+/// The `config` crate writes the key of an array element's field without its
+/// dot (`routes.users.gates[0]phase`); TOML readers expect
+/// `routes.users.gates[0].phase`.
+fn dotted_key(message: &str) -> String {
+    let Some(start) = message.find("for key `") else {
+        return message.to_string();
+    };
+    let (head, key) = message.split_at(start);
+    let mut out = String::with_capacity(message.len() + 4);
+    out.push_str(head);
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']'
+            && chars
+                .peek()
+                .is_some_and(|next| next.is_alphanumeric() || *next == '_')
+        {
+            out.push('.');
+        }
+    }
+    out
+}
+
 impl Settings {
     /// Loads, layers and validates the settings. Every failure is a usage error
     /// (exit 2) naming the file and, where known, the key.
@@ -551,7 +575,7 @@ impl Settings {
                 usage(format!(
                     "{}: {}{note}",
                     path.display(),
-                    err.to_string().trim_end()
+                    dotted_key(err.to_string().trim_end())
                 ))
             })?;
         let mut settings = layered;

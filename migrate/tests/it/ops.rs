@@ -680,7 +680,7 @@ target_group = "users"
         ),
         (
             format!("{gate}phase = \"later\"\nurl = \"http://ci\"\n"),
-            "`later` is not a gate phase; use one of: before-shift, step, before-full, after-rollback for key `routes.users.gates[0]phase`",
+            "`later` is not a gate phase; use one of: before-shift, step, before-full, after-rollback for key `routes.users.gates[0].phase`",
         ),
         (
             format!("{gate}phase = \"step\"\nurl = \"http://ci\"\ncommand = [\"true\"]\n"),
@@ -700,7 +700,7 @@ target_group = "users"
         ),
         (
             "[[notify]]\nurl = \"http://hooks\"\nmin_severity = \"loud\"\n".to_owned(),
-            "`loud` is not a severity; use one of: info, warning, critical for key `notify[0]min_severity`",
+            "`loud` is not a severity; use one of: info, warning, critical for key `notify[0].min_severity`",
         ),
         (
             "[[notify]]\nurl = \"http://hooks\"\nchannel = \"#ops\"\n".to_owned(),
