@@ -542,17 +542,23 @@ async fn deliver_with_retry(
         let outcome = tokio::time::timeout(sink.settings.timeout, deliver(shared, sink, event))
             .await
             .unwrap_or_else(|_| {
-                Err(format!(
+                Err(Failed::ForNow(format!(
                     "no answer within {}",
                     humantime::format_duration(sink.settings.timeout)
-                ))
+                )))
             });
         match outcome {
             Ok(()) => return Ok(attempt),
-            Err(error) if attempt > retries => {
+            Err(Failed::Permanently(error)) => {
+                return Err((
+                    attempt,
+                    format!("{error} (not retried: it would fail again)"),
+                ));
+            }
+            Err(Failed::ForNow(error)) if attempt > retries => {
                 return Err((attempt, format!("{error} (after {attempt} attempts)")));
             }
-            Err(_) => {
+            Err(Failed::ForNow(_)) => {
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }
@@ -560,12 +566,23 @@ async fn deliver_with_retry(
     }
 }
 
+/// Why an attempt failed, and whether another attempt could succeed.
+enum Failed {
+    /// The network, a timeout, a 5xx, 408 or 429: worth another attempt.
+    ForNow(String),
+    /// The sink's settings or the receiver refuse the event as it is (a
+    /// signing key that is not set, a 4xx): another attempt fails the same way.
+    Permanently(String),
+}
+
 /// One attempt.
-async fn deliver(shared: &Shared, sink: &Sink, event: &Event) -> Result<(), String> {
+async fn deliver(shared: &Shared, sink: &Sink, event: &Event) -> Result<(), Failed> {
     match (&sink.settings.url, &sink.settings.sns_topic_arn) {
         (Some(url), _) => post_webhook(shared, &sink.settings, url, event).await,
-        (None, Some(topic)) => publish_sns(&shared.sdk, topic, event).await,
-        (None, None) => Err("no url or sns_topic_arn".to_owned()),
+        (None, Some(topic)) => publish_sns(&shared.sdk, topic, event)
+            .await
+            .map_err(Failed::ForNow),
+        (None, None) => Err(Failed::Permanently("no url or sns_topic_arn".to_owned())),
     }
 }
 
@@ -590,7 +607,7 @@ async fn post_webhook(
     sink: &NotifySink,
     url: &str,
     event: &Event,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let body = webhook_body(sink.format, event);
     let mut request = shared
         .http
@@ -599,7 +616,9 @@ async fn post_webhook(
         .header(EVENT_HEADER, event.event.name());
     if let Some(name) = &sink.secret_env {
         let key = std::env::var(name).map_err(|_| {
-            format!("the signing key's environment variable {name} (secret_env) is not set")
+            Failed::Permanently(format!(
+                "the signing key's environment variable {name} (secret_env) is not set"
+            ))
         })?;
         request = request.header(SIGNATURE_HEADER, signature(key.as_bytes(), &body));
     }
@@ -607,17 +626,21 @@ async fn post_webhook(
         .body(body)
         .send()
         .await
-        .map_err(|err| describe_http_error(&err))?;
+        .map_err(|err| Failed::ForNow(describe_http_error(&err)))?;
     let status = answer.status();
     if status.is_success() {
         return Ok(());
     }
     let text = answer.text().await.unwrap_or_default();
-    Err(format!(
-        "HTTP {}: {}",
-        status.as_u16(),
-        first_kib(text.as_bytes())
-    ))
+    let error = format!("HTTP {}: {}", status.as_u16(), first_kib(text.as_bytes()));
+    let refused = status.is_client_error()
+        && status != reqwest::StatusCode::REQUEST_TIMEOUT
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+    Err(if refused {
+        Failed::Permanently(error)
+    } else {
+        Failed::ForNow(error)
+    })
 }
 
 /// How much of an answer or of stderr a gate's reason (or a failed

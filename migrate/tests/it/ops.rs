@@ -214,6 +214,8 @@ fn a_sink_that_is_down_slow_or_answers_500_fails_no_command_and_is_journaled_and
     failing.answer(500, "internal trouble");
     let slow = Receiver::start();
     slow.behavior.lock().unwrap().delay = Duration::from_secs(5);
+    let refusing = Receiver::start();
+    refusing.answer(403, "invalid token");
     let down = down_url();
     let op = stack.operator_with(&format!(
         r#"
@@ -226,15 +228,38 @@ retries = 2
 url = "{slow}"
 timeout = "300ms"
 retries = 1
+[[notify]]
+url = "{refusing}"
+retries = 2
+[[notify]]
+url = "{refusing}/signed"
+secret_env = "FICUS_TEST_KEY_NOBODY_SET"
+retries = 2
 "#,
         failing = failing.url(),
-        slow = slow.url()
+        slow = slow.url(),
+        refusing = refusing.url()
     ));
 
     let test = op.run(&["notify", "test"]);
     assert_eq!(test.code, 1, "{test}");
     let lines: Vec<&str> = test.stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "one line per sink: {test}");
+    assert_eq!(lines.len(), 5, "one line per sink: {test}");
+    // A refusal, or settings that cannot work, are not retried: they would
+    // fail the same way.
+    assert!(
+        lines[3].contains("FAILED: HTTP 403: invalid token (not retried"),
+        "{test}"
+    );
+    assert!(
+        lines[4].contains("FICUS_TEST_KEY_NOBODY_SET (secret_env) is not set (not retried"),
+        "{test}"
+    );
+    assert_eq!(
+        refusing.bodies().len(),
+        1,
+        "one attempt at the refusing sink, none unsigned: {test}"
+    );
     assert!(lines[0].contains("FAILED: cannot connect"), "{test}");
     assert!(
         lines[1].contains("FAILED: HTTP 500: internal trouble"),
@@ -253,7 +278,7 @@ retries = 1
         (false.into(), 1.into()),
         "{json}"
     );
-    assert_eq!(document["sinks"].as_array().unwrap().len(), 3, "{json}");
+    assert_eq!(document["sinks"].as_array().unwrap().len(), 5, "{json}");
 
     let init = op.run(&["init"]);
     assert_eq!(init.code, 0, "{init}");
@@ -307,7 +332,7 @@ retries = 1
         .iter()
         .map(|e| e["evidence"]["sink"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(sinks.len(), 3, "{failures:#?}");
+    assert_eq!(sinks.len(), 5, "{failures:#?}");
     assert!(
         failures
             .iter()
@@ -320,11 +345,11 @@ retries = 1
         failures.len(),
         "{status}"
     );
-    assert_eq!(status["notifications"]["sinks"], 3);
+    assert_eq!(status["notifications"]["sinks"], 5);
     let text = op.run(&["status"]);
     assert!(
         text.stdout.contains(&format!(
-            "notify: 3 sinks; {} failed deliveries",
+            "notify: 5 sinks; {} failed deliveries",
             failures.len()
         )),
         "{text}"
