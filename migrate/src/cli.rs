@@ -112,6 +112,11 @@ service, inconsistent, missing), the priorities of its rule and of the monolith'
 the forward weights, the health of the service's targets, the last change (who, when,
 what, from the rule's tag) and drift from migrate.toml. Read-only.
 
+`tasks:` (and `monolith tasks:`): on AWS, the ECS service's running, desired and
+pending tasks and its Application Auto Scaling limits, found from the target group's
+tag ficus:ecs-service=service/<cluster>/<service>; elsewhere (the local stack), the
+target group's registered and healthy targets, with the reason there is no more.
+
 Example: migrate status --output json")]
     Status(StatusArgs),
     /// Print the exact API calls a shift or rollback would make; changes nothing.

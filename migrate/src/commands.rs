@@ -1,5 +1,6 @@
 //! `init`, `status`, `plan`, `history` and `notify test`.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -576,6 +577,9 @@ struct StatusReport {
     routes: Vec<RouteStatus>,
     unknown_routes: Vec<String>,
     notifications: NotifyStatus,
+    /// Tasks and scaling limits of the monolith (key `monolith`) and of each
+    /// route's service (`crate::capacity`).
+    capacity: BTreeMap<String, crate::capacity::Capacity>,
 }
 
 /// The `[[notify]]` sinks and the deliveries that failed (from the journal).
@@ -601,6 +605,18 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         let health = ctx.elb.target_health(&view.service_tg).await?;
         statuses.push(route_status(ctx, &listing, route, &view, health));
     }
+    let groups: Vec<(&str, &str, &[TargetHealth])> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s.route.as_str(),
+                s.target_group.as_str(),
+                s.targets.as_slice(),
+            )
+        })
+        .collect();
+    let capacity =
+        crate::capacity::for_status(&ctx.elb, &ctx.sdk, &listing.monolith_tg, &groups).await;
     let now = time::OffsetDateTime::now_utc();
     let report = StatusReport {
         listener_arn: listing.listener_arn.clone(),
@@ -616,6 +632,7 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         routes: statuses,
         unknown_routes: listing.unknown_routes(&ctx.settings),
         notifications: notify_status(ctx)?,
+        capacity,
     };
     for status in report.routes.iter().filter(|s| !s.drift.is_empty()) {
         ctx.notifier.emit(
@@ -635,6 +652,9 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         report.monolith_conditions.describe(),
         report.monolith_action
     );
+    if let Some(capacity) = report.capacity.get("monolith") {
+        println!("monolith tasks: {}", crate::capacity::describe(capacity));
+    }
     match &report.lock {
         Some(held) => println!(
             "lock: held by {} since {} until {}",
@@ -653,6 +673,9 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
     }
     for status in &report.routes {
         print_route_status(status);
+        if let Some(capacity) = report.capacity.get(&status.route) {
+            println!("  tasks:    {}", crate::capacity::describe(capacity));
+        }
     }
     for unknown in &report.unknown_routes {
         println!(

@@ -2,16 +2,21 @@
 """Checks a ficus deployment made by scripts/deploy, read back from AWS (or
 moto_server, with AWS_ENDPOINT_URL): the stacks, the listener and its default
 action, the monolith's rule and its tag, the four target groups, the ECS
-services, task definitions and task roles, and the migrate.toml written for it.
+services, task definitions and task roles, each service's scaling (scalable
+target, request-count and CPU policies on its own target group), circuit
+breaker and tags, and the migrate.toml written for it.
 
   python3 scripts/lib/check_deployment.py --stack ficus [--region R] [--migrate-toml FILE] [--moto]
 
 The region is --region, else migrate.toml's [aws] region, else the standard
 chain (AWS_REGION, the profile's region).
 
---moto skips what moto_server cannot show: the launch type and load balancer
-of services created through CloudFormation, task CPU, running tasks, target
-health and target group attributes (the deregistration delay). On a real account, run it without --moto once scripts/deploy has
+--moto skips what moto_server cannot show: the launch type, load balancer,
+circuit breaker and tags of services created through CloudFormation, task CPU,
+running tasks, target health, target group attributes (the deregistration
+delay) and tags, and Application Auto Scaling (moto's CloudFormation skips
+AWS::ApplicationAutoScaling::* resources; scripts/check-stacks checks them in
+the templates). On a real account, run it without --moto once scripts/deploy has
 finished: it then also checks that every service runs its desired tasks and
 that every target group's targets are healthy.
 
@@ -87,6 +92,7 @@ def main(argv: list[str]) -> int:
     elbv2 = session.client("elbv2")
     ecs = session.client("ecs")
     iam = session.client("iam")
+    autoscaling = session.client("application-autoscaling")
     checks = Checks()
 
     stacks = [args.stack, *(f"{args.stack}-{s}" for s in SERVICES)]
@@ -177,6 +183,57 @@ def main(argv: list[str]) -> int:
                 f"service {service['serviceName']}: Fargate, in its target group, running its desired tasks",
                 service,
             )
+    named = {s["serviceName"] for s in services}
+    checks.check(
+        named == set(SERVICES),
+        "the ECS services are named after their binaries (the target groups' ficus:ecs-service tags name them)",
+        named,
+    )
+    for name, arn in groups.items():
+        # ALBRequestCountPerTarget's ResourceLabel: the final parts of the two ARNs.
+        wanted = listener["LoadBalancerArn"].split(":loadbalancer/", 1)[-1] + "/" + arn.split(":", 5)[-1]
+        label = outputs.get(f"{name.capitalize()}RequestCountLabel")
+        checks.check(
+            label == wanted,
+            f"the {name} request-count label is app/<lb name>/<lb id>/targetgroup/<tg name>/<tg id> ({wanted})",
+            label,
+        )
+    if not args.moto:
+        for service in services:
+            name = service["serviceName"]
+            breaker = service.get("deploymentConfiguration", {}).get("deploymentCircuitBreaker", {})
+            checks.check(
+                breaker == {"enable": True, "rollback": True} and service.get("propagateTags") == "SERVICE",
+                f"service {name}: circuit breaker with rollback, tasks tagged from the service",
+                (breaker, service.get("propagateTags")),
+            )
+        tags = elbv2.describe_tags(ResourceArns=list(groups.values()))["TagDescriptions"]
+        for description in tags:
+            keys = {t["Key"]: t["Value"] for t in description["Tags"]}
+            service = keys.get("ficus:service")
+            checks.check(
+                keys.get("ficus:stack") == args.stack
+                and keys.get("ficus:ecs-service") == f"service/{cluster}/{service}",
+                f"target group of {service}: tagged ficus:stack and ficus:ecs-service=service/{cluster}/{service}",
+                keys,
+            )
+        ids = [f"service/{cluster}/{name}" for name in SERVICES]
+        scalable = autoscaling.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=ids)["ScalableTargets"]
+        policies = autoscaling.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"]
+        for resource_id in ids:
+            target = [t for t in scalable if t["ResourceId"] == resource_id]
+            metrics = {
+                p["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"]
+                for p in policies
+                if p["ResourceId"] == resource_id and p.get("TargetTrackingScalingPolicyConfiguration")
+            }
+            checks.check(
+                len(target) == 1 and metrics == {"ALBRequestCountPerTarget", "ECSServiceAverageCPUUtilization"},
+                f"{resource_id}: a scalable task count with request-count and CPU target tracking",
+                (target, metrics),
+            )
+    else:
+        print("  skipped (moto): Application Auto Scaling, circuit breakers and tags (scripts/check-stacks checks the templates)")
     task_roles = set()
     for name in SERVICES:
         definition = ecs.describe_task_definition(taskDefinition=f"{args.stack}-{name}")["taskDefinition"]

@@ -13,7 +13,10 @@ Subcommands:
                       migrate.toml sends its traffic (missing, monolith,
                       shifting, service); ROUTE=STATE arguments fail unless so
   check-stacks        check that infrastructure/local/stack.toml (the local
-                      ALB's stack) and the CloudFormation templates agree
+                      ALB's stack) and the CloudFormation templates agree, and
+                      that each service scales, fails and costs on its own
+                      (scalable target, request-count and CPU policies,
+                      circuit breaker, ficus:service/ficus:stack tags)
   check-templates     check the templates for what AWS refuses though
                       cfn-lint and moto accept it (security-group description
                       characters, deregistration delay, Fn::GetAZs)
@@ -46,6 +49,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PLATFORM_TEMPLATE = REPO / "infrastructure/aws/platform.yaml"
+SERVICE_TEMPLATE = REPO / "infrastructure/aws/service.yaml"
+NETWORK_TEMPLATE = REPO / "infrastructure/aws/network.yaml"
 MIGRATE_POLICY = REPO / "infrastructure/aws/migrate-policy.json"
 LOCAL_STACK = REPO / "infrastructure/local/stack.toml"
 
@@ -729,6 +734,148 @@ def check_template(path: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# Each service on its own: scaling, failure, cost (check-stacks and
+# check-templates)
+# ---------------------------------------------------------------------------
+
+STACK_TAG = "ficus:stack"
+# The tag on a target group naming its ECS service as Application Auto Scaling
+# does (service/<cluster>/<service>); `migrate status` reads it.
+ECS_SERVICE_TAG = "ficus:ecs-service"
+# Resource types whose CloudFormation resource (AWS CloudFormation Template
+# Reference) has no Tags property. Every other resource of the templates must
+# carry ficus:service and ficus:stack. Listener rules declare theirs under
+# Metadata "ficus:tags" (scripts/deploy applies them). None of these bills.
+UNTAGGABLE = frozenset(
+    {
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        "AWS::EC2::Route",
+        "AWS::EC2::SecurityGroupEgress",
+        "AWS::EC2::SecurityGroupIngress",
+        "AWS::EC2::SubnetRouteTableAssociation",
+        "AWS::EC2::VPCGatewayAttachment",
+        "AWS::ElasticLoadBalancingV2::Listener",
+        "AWS::ElasticLoadBalancingV2::ListenerRule",
+    }
+)
+# The predefined metrics of the two target-tracking policies every ECS service has.
+REQUEST_METRIC = "ALBRequestCountPerTarget"
+CPU_METRIC = "ECSServiceAverageCPUUtilization"
+
+
+def _refers_to(value: Any, logical_id: str) -> bool:
+    """Whether a template value refers to a resource (Ref or Fn::GetAtt, anywhere in it)."""
+    for node in _walk(value):
+        if isinstance(node, dict) and (
+            node.get("Ref") == logical_id
+            or (isinstance(node.get("Fn::GetAtt"), list) and node["Fn::GetAtt"][:1] == [logical_id])
+        ):
+            return True
+    return False
+
+
+def tag_problems(path: Path, template: dict[str, Any]) -> list[str]:
+    """Every taggable resource carries ficus:service and ficus:stack (cost per service)."""
+    problems = []
+    for logical_id, resource in template["Resources"].items():
+        if resource.get("Type") in UNTAGGABLE:
+            continue
+        keys = {t.get("Key") for t in (resource.get("Properties") or {}).get("Tags") or [] if isinstance(t, dict)}
+        missing = [key for key in (SERVICE_TAG, STACK_TAG) if key not in keys]
+        if missing:
+            problems.append(
+                f"{path.name}: {logical_id} ({resource.get('Type')}) has no {' and no '.join(missing)} tag, so "
+                "Cost Explorer cannot put its cost on a service; tag it (docs/aws.md, \"Cost per service\")"
+            )
+    return problems
+
+
+def scaling_problems(path: Path, template: dict[str, Any]) -> list[str]:
+    """Every ECS service scales on its own (a scalable target of its task count,
+    target tracking on its target group's request count and on its CPU) and
+    fails on its own (circuit breaker with rollback; no DesiredCount for stack
+    updates to reset)."""
+    problems = []
+    targets = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    policies = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    for logical_id, service in resources_of_type(template, "AWS::ECS::Service").items():
+        props = service.get("Properties") or {}
+        where = f"{path.name}: ECS service {logical_id}"
+        breaker = (props.get("DeploymentConfiguration") or {}).get("DeploymentCircuitBreaker") or {}
+        if breaker.get("Enable") is not True or breaker.get("Rollback") is not True:
+            problems.append(f"{where}: no deployment circuit breaker with rollback (Enable: true, Rollback: true)")
+        if "HealthCheckGracePeriodSeconds" not in props:
+            problems.append(f"{where}: no HealthCheckGracePeriodSeconds; set it deliberately (service.yaml explains 30 s)")
+        if "DesiredCount" in props:
+            problems.append(
+                f"{where}: sets DesiredCount, which every stack update would reset under Application Auto Scaling; "
+                "leave it out and give the scalable target's MinCapacity"
+            )
+        own = {
+            tid: target
+            for tid, target in targets.items()
+            if _refers_to((target.get("Properties") or {}).get("ResourceId"), logical_id)
+        }
+        if not own:
+            problems.append(
+                f"{where}: no AWS::ApplicationAutoScaling::ScalableTarget whose ResourceId names it, so it "
+                "cannot scale on its own"
+            )
+            continue
+        metrics = set()
+        for policy in policies.values():
+            policy_props = policy.get("Properties") or {}
+            if not any(_refers_to(policy_props.get("ScalingTargetId"), tid) for tid in own):
+                continue
+            config = policy_props.get("TargetTrackingScalingPolicyConfiguration") or {}
+            spec = config.get("PredefinedMetricSpecification") or {}
+            metric = spec.get("PredefinedMetricType")
+            if metric == REQUEST_METRIC and not spec.get("ResourceLabel"):
+                problems.append(f"{where}: its {REQUEST_METRIC} policy has no ResourceLabel (its target group)")
+            metrics.add(metric)
+        for metric, what in ((REQUEST_METRIC, "request-count"), (CPU_METRIC, "CPU")):
+            if metric not in metrics:
+                problems.append(f"{where}: no {what} target-tracking policy ({metric}) on its scalable target")
+    return problems
+
+
+def platform_link_problems(path: Path, template: dict[str, Any]) -> list[str]:
+    """Each target group names its ECS service (ficus:ecs-service, for `migrate
+    status`) and exports the ResourceLabel its service's request-count policy
+    imports."""
+    problems = []
+    exports = {
+        str((output.get("Export") or {}).get("Name", {}).get("Fn::Sub", ""))
+        for output in (template.get("Outputs") or {}).values()
+        if isinstance((output.get("Export") or {}).get("Name"), dict)
+    }
+    for logical_id, group in resources_of_type(template, "AWS::ElasticLoadBalancingV2::TargetGroup").items():
+        tags = {t["Key"]: t["Value"] for t in (group.get("Properties") or {}).get("Tags") or []}
+        service = tags.get(SERVICE_TAG)
+        if not service:
+            continue
+        ecs = tags.get(ECS_SERVICE_TAG)
+        if not (isinstance(ecs, dict) and str(ecs.get("Fn::Sub", "")).endswith(f"/{service}")):
+            problems.append(
+                f"{path.name}: target group {logical_id}: no {ECS_SERVICE_TAG} tag naming service/<cluster>/{service}, "
+                "so `migrate status` cannot find its tasks"
+            )
+        if f"${{AWS::StackName}}-RequestCountLabel-{service}" not in exports:
+            problems.append(
+                f"{path.name}: no output exporting ${{AWS::StackName}}-RequestCountLabel-{service}, which "
+                "service.yaml's request-count policy imports"
+            )
+    return problems
+
+
+def independence_problems(path: Path) -> list[str]:
+    """What keeps a template's services from scaling, failing and costing on their own."""
+    template = load_template(path)
+    return tag_problems(path, template) + scaling_problems(path, template) + platform_link_problems(path, template)
+
+
+# ---------------------------------------------------------------------------
 # pick-zones: two Availability Zones where Fargate runs
 # ---------------------------------------------------------------------------
 
@@ -996,6 +1143,8 @@ def main(argv: list[str]) -> int:
     check = commands.add_parser("check-stacks", help="compare stack.toml with the platform template")
     check.add_argument("--local-stack", type=Path, default=LOCAL_STACK)
     check.add_argument("--template", type=Path, default=PLATFORM_TEMPLATE)
+    check.add_argument("--service-template", type=Path, default=SERVICE_TEMPLATE)
+    check.add_argument("--network-template", type=Path, default=NETWORK_TEMPLATE)
 
     templates = commands.add_parser(
         "check-templates", help="check what AWS refuses though cfn-lint and moto accept it"
@@ -1033,14 +1182,28 @@ def main(argv: list[str]) -> int:
             result = check_stacks(args.local_stack, args.template)
             for problem in result.problems:
                 print(f"MISMATCH {problem}", file=sys.stderr)
+            templates = (args.template, args.service_template, args.network_template)
+            alone = [problem for path in templates for problem in independence_problems(path)]
+            for problem in alone:
+                print(f"NOT ON ITS OWN {problem}", file=sys.stderr)
             if result.problems:
                 print(
                     f"check-stacks: {len(result.problems)} of {result.checked} checks differ between "
                     f"{args.local_stack} and {args.template}; make the two declare the same load balancer",
                     file=sys.stderr,
                 )
+            if alone:
+                print(
+                    f"check-stacks: {len(alone)} problems keep services from scaling, failing or costing on "
+                    "their own (above; service.yaml and docs/aws.md explain each part)",
+                    file=sys.stderr,
+                )
+            if result.problems or alone:
                 return 1
-            print(f"check-stacks: stack.toml and {args.template.name} agree ({result.checked} checks)")
+            print(
+                f"check-stacks: stack.toml and {args.template.name} agree ({result.checked} checks); each service "
+                f"scales, fails and costs on its own ({', '.join(t.name for t in templates)})"
+            )
     except Failure as e:
         print(f"ficus_aws.py {args.command}: {e}", file=sys.stderr)
         return e.code

@@ -28,6 +28,21 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
     assert_eq!(init.code, 0, "{init}");
     wait_healthy(&op);
 
+    // The local stack has no ECS: status shows each group's targets and says
+    // why there are no task counts.
+    let status = op.status_json();
+    assert_eq!(status["capacity"]["users"]["healthy"], 1, "{status}");
+    assert_eq!(status["capacity"]["users"]["registered"], 1, "{status}");
+    assert!(status["capacity"]["users"]["tasks"].is_null(), "{status}");
+    let text = op.run(&["status"]);
+    assert_eq!(text.code, 0, "{text}");
+    for line in [
+        "monolith tasks: 1 healthy of 1 registered target; not an ECS service: its target group has no ficus:ecs-service tag",
+        "  tasks:    1 healthy of 1 registered target; not an ECS service",
+    ] {
+        assert!(text.stdout.contains(line), "{line}\n{text}");
+    }
+
     // Before: everything on the monolith.
     assert_eq!(stack.burst("/api/users", 5).0, only("monolith", 5));
 
@@ -78,6 +93,31 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
     let again = op.run(&["rollback", "users"]);
     assert_eq!(again.code, 0, "{again}");
     assert!(again.stdout.contains("already on the monolith"), "{again}");
+
+    // A target group tagged as an ECS service where there is no ECS (the
+    // local ALB answers no ECS call): status still answers, and says so.
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let users_tg = op.route_status("users")["target_group"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tag = aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+        .key("ficus:ecs-service")
+        .value("service/local/users")
+        .build();
+    rt.block_on(elb.add_tags().resource_arns(&users_tg).tags(tag).send())
+        .unwrap();
+    let started = Instant::now();
+    let status = op.run(&["status", "users"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(
+        status
+            .stdout
+            .contains("  tasks:    1 healthy of 1 registered target; ECS DescribeServices"),
+        "{status}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{status}");
 }
 
 #[test]

@@ -827,3 +827,104 @@ fn cloudwatch_throttling_is_retried_and_never_counted_as_a_pass() {
     assert_eq!(passed, 1, "only the first shift passed:\n{journal:#?}");
     assert_eq!(op.route_status("users")["state"], "on-monolith");
 }
+
+/// Issue 18: `migrate status` shows each service's ECS task counts and
+/// Application Auto Scaling limits, found from its target group's
+/// `ficus:ecs-service` tag, and says what it could not read without failing.
+#[test]
+fn status_shows_each_services_tasks_and_scaling_limits() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let elb = stack.elb(&rt);
+    let sdk = sdk_config(&rt, &stack.endpoint, "testing", "testing");
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let scaling = aws_sdk_applicationautoscaling::Client::new(&sdk);
+    rt.block_on(async {
+        ecs.create_cluster()
+            .cluster_name("ficus")
+            .send()
+            .await
+            .unwrap();
+        let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name("forum")
+            .image("forum:test")
+            .memory(512)
+            .build();
+        ecs.register_task_definition()
+            .family("forum")
+            .container_definitions(container)
+            .send()
+            .await
+            .unwrap();
+        for (service, desired) in [("monolith", 1), ("users", 2)] {
+            ecs.create_service()
+                .cluster("ficus")
+                .service_name(service)
+                .task_definition("forum")
+                .desired_count(desired)
+                .send()
+                .await
+                .unwrap();
+        }
+        scaling
+            .register_scalable_target()
+            .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
+            .scalable_dimension(
+                aws_sdk_applicationautoscaling::types::ScalableDimension::EcsServiceDesiredCount,
+            )
+            .resource_id("service/ficus/users")
+            .min_capacity(1)
+            .max_capacity(4)
+            .send()
+            .await
+            .unwrap();
+        // monolith and users are ECS services; threads names one that does
+        // not exist; posts is not tagged at all.
+        for route in ["monolith", "users", "threads"] {
+            let tag = aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                .key("ficus:ecs-service")
+                .value(format!("service/ficus/{route}"))
+                .build();
+            elb.add_tags()
+                .resource_arns(&stack.target_groups[route])
+                .tags(tag)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let op = stack.operator();
+    assert_eq!(op.run(&["init"]).code, 0);
+
+    let status = op.status_json();
+    let capacity = &status["capacity"];
+    assert_eq!(
+        capacity["users"]["ecs_service"], "service/ficus/users",
+        "{capacity}"
+    );
+    // moto runs no containers: every desired task stays pending.
+    assert_eq!(
+        capacity["users"]["tasks"],
+        serde_json::json!({ "running": 0, "desired": 2, "pending": 2 }),
+        "{capacity}"
+    );
+    assert_eq!(
+        capacity["users"]["scaling"],
+        serde_json::json!({ "min": 1, "max": 4 })
+    );
+    assert_eq!(capacity["monolith"]["tasks"]["desired"], 1, "{capacity}");
+    assert!(capacity["monolith"]["scaling"].is_null(), "{capacity}");
+    assert!(capacity["threads"]["tasks"].is_null(), "{capacity}");
+    assert_eq!(capacity["posts"]["registered"], 1, "{capacity}");
+
+    let text = op.run(&["status"]);
+    assert_eq!(text.code, 0, "{text}");
+    for line in [
+        "monolith tasks: 0 running, 1 desired, 1 pending (service/ficus/monolith); 1 healthy of 1 registered target; no scalable target: its task count is fixed",
+        "  tasks:    0 running, 2 desired, 2 pending (service/ficus/users); 1 healthy of 1 registered target; scales 1-4",
+        "  tasks:    1 healthy of 1 registered target; ECS has no service service/ficus/threads (missing or inactive); no scalable target",
+        "  tasks:    1 healthy of 1 registered target; not an ECS service: its target group has no ficus:ecs-service tag",
+    ] {
+        assert!(text.stdout.contains(line), "{line}\n{text}");
+    }
+}
