@@ -24,7 +24,9 @@ pub mod settings;
 pub(crate) mod sigv4;
 pub(crate) mod stack;
 
-pub use dataplane::{DataPlane, DataPlaneOptions, TargetHealthView};
+pub use dataplane::{
+    DataPlane, DataPlaneOptions, DesyncMode, HeadPolicy, TargetHealthView, XffMode,
+};
 pub use persist::PersistError;
 pub use stack::StackError;
 

@@ -268,7 +268,7 @@ fn data_plane_options_come_from_flags_or_local_alb_variables() {
         assert_eq!(defaults, DataPlaneOptions::default());
         assert_eq!(defaults.target_timeout, Duration::from_secs(60));
         assert_eq!(defaults.deregistration_delay, Duration::from_secs(5));
-        assert_eq!(defaults.client_idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.head.idle_timeout, Duration::from_secs(60));
     }
     let set = parse(&[
         "--target-timeout",
@@ -283,7 +283,7 @@ fn data_plane_options_come_from_flags_or_local_alb_variables() {
     .data_plane;
     assert_eq!(set.target_timeout, Duration::from_millis(500));
     assert_eq!(set.deregistration_delay, Duration::from_secs(300));
-    assert_eq!(set.client_idle_timeout, Duration::from_secs(4));
+    assert_eq!(set.head.idle_timeout, Duration::from_secs(4));
     assert_eq!(set.worker_threads, 3);
 
     // The variables reach the binary through clap: a bad one is a usage error
