@@ -44,6 +44,9 @@ pub struct TargetHealthView {
     pub description: Option<String>,
 }
 
+/// How often idle target connections closed by their target are closed.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Tunables of the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPlaneOptions {
@@ -263,6 +266,7 @@ impl DataPlane {
         http2
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(self.options.head.idle_timeout));
+        let sweeping = tokio::spawn(Arc::clone(&self).sweep_idle_upstreams(worker));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let (closing, closing_seen) = tokio::sync::watch::channel(false);
         // Every connection task holds a sender; all dropped = all finished.
@@ -301,6 +305,7 @@ impl DataPlane {
                 }
             });
         }
+        sweeping.abort();
         let _ = closing.send(true);
         drop(serving);
         let _ = tokio::time::timeout(self.options.target_timeout, async {
@@ -308,6 +313,22 @@ impl DataPlane {
             graceful.shutdown().await;
         })
         .await;
+    }
+
+    /// Every [`SWEEP_INTERVAL`], closes this worker's idle target
+    /// connections that their target closed: without it each would sit in
+    /// CLOSE_WAIT until the next request to that target found it.
+    async fn sweep_idle_upstreams(self: Arc<Self>, worker: usize) {
+        let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            for group in self.registry.groups() {
+                for member in group.members() {
+                    member.upstreams.sweep(worker);
+                }
+            }
+        }
     }
 
     /// The health of one registered (or draining) target of a target group.

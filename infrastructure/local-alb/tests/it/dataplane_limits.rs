@@ -407,3 +407,100 @@ async fn a_client_that_leaves_before_its_answer_is_counted_as_460() {
     );
     alb.stop().await;
 }
+
+/// Sockets to `port` on 127.0.0.1 in CLOSE_WAIT (the peer closed, we have
+/// not), from /proc/net/tcp.
+fn close_wait_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+/// Idle target connections that their target closes leave the pool at once
+/// (within the sweep's quarter second), instead of sitting in CLOSE_WAIT
+/// until the next request to that target.
+#[tokio::test]
+async fn idle_target_connections_closed_by_the_target_do_not_linger() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::clone(&closed);
+    let target = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counting = Arc::clone(&counting);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(read @ 1..) => head.extend_from_slice(&buffer[..read]),
+                        _ => return,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Keep-alive, as far as the load balancer knows; then closed.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(stream);
+                counting.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let state = crate::common_dataplane::StateBuilder::new()
+        .target_group(
+            "closing",
+            vec![local_alb::model::Target {
+                id: "127.0.0.1".to_owned(),
+                port,
+            }],
+            crate::common_dataplane::health_check(30, 5),
+        )
+        .rule(
+            local_alb::model::Priority::Default,
+            vec![],
+            crate::common_dataplane::forward("closing"),
+        )
+        .build();
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    // Eight at once: eight target connections, all pooled afterwards.
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let address = alb.addr;
+        requests.spawn(async move {
+            let answer = raw_exchange(
+                address,
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            Answer::parse(&answer).status
+        });
+    }
+    let statuses = requests.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let seen = Arc::clone(&closed);
+    wait_until(
+        "the target closed its connections",
+        Duration::from_secs(5),
+        || seen.load(Ordering::SeqCst) >= 8,
+    )
+    .await;
+    wait_until(
+        "no target connection left in CLOSE_WAIT",
+        Duration::from_secs(2),
+        || close_wait_to(port) == 0,
+    )
+    .await;
+    alb.stop().await;
+    target.abort();
+}
