@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use actix_web::body::None as NoBody;
+use actix_web::http::ConnectionType;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -23,6 +24,8 @@ pub const ALLOWED_METHODS: &str = "HEAD, GET";
 pub struct AppState {
     pub service: Service,
     pub data: Dataset,
+    /// How long a request body may go without a byte (`client_timeout`).
+    pub client_timeout: std::time::Duration,
 }
 
 /// The default service of every server: answers any request and logs it.
@@ -32,8 +35,25 @@ pub async fn handle_request(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
-    discard(body).await;
-    let response = respond(&state, request.method().as_str(), request.uri().path());
+    let response = if request.method() == actix_web::http::Method::CONNECT {
+        // A CONNECT's "body" is a tunnel that never ends: answer (the router
+        // says 501) and close, never wait for it.
+        let mut response = respond(&state, request.method().as_str(), request.uri().path());
+        response
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+        response
+    } else if discard(body, state.client_timeout).await {
+        respond(&state, request.method().as_str(), request.uri().path())
+    } else {
+        // A body stalled for the client timeout: 408, and the connection
+        // closes (what is left of the body is never read).
+        let mut response = HttpResponse::RequestTimeout().finish();
+        response
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+        response
+    };
     tracing::info!(
         method = %request.method(),
         url = %request.uri(),
@@ -46,8 +66,15 @@ pub async fn handle_request(
 
 /// Reads and drops a request body, as Node.js does, so that the connection can
 /// serve the next request (actix-web closes it when a body is left unread).
-async fn discard(mut body: web::Payload) {
-    while let Some(Ok(_chunk)) = body.next().await {}
+/// False when it stalled: no byte came for `stall`.
+async fn discard(mut body: web::Payload, stall: std::time::Duration) -> bool {
+    loop {
+        match tokio::time::timeout(stall, body.next()).await {
+            Ok(Some(Ok(_chunk))) => {}
+            Ok(Some(Err(_)) | None) => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// The response to `method` on `raw_path` (HEAD is answered as GET; actix-web

@@ -36,6 +36,15 @@ pub struct Settings {
     /// Worker threads; by default one per CPU core.
     pub workers: Option<usize>,
     pub log_format: LogFormat,
+    /// Seconds a client may take to send a request head, or leave its body
+    /// without a byte, before the server answers 408 and closes; CONNECT
+    /// and every other request get their answer at once.
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout: u64,
+}
+
+fn default_client_timeout() -> u64 {
+    10
 }
 
 impl Default for Settings {
@@ -47,6 +56,7 @@ impl Default for Settings {
             shutdown_timeout: 10,
             workers: None,
             log_format: LogFormat::Text,
+            client_timeout: default_client_timeout(),
         }
     }
 }
@@ -59,6 +69,7 @@ const ENVIRONMENT_VARIABLES: &[&str] = &[
     "SHUTDOWN_TIMEOUT",
     "WORKERS",
     "LOG_FORMAT",
+    "CLIENT_TIMEOUT",
 ];
 
 #[derive(Debug, Parser)]
@@ -78,7 +89,7 @@ struct Flags {
     /// Serve this db.json-shaped file instead of the built-in data [env: DATA]
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
-    /// TOML file with any of: host, port, data, shutdown_timeout, workers, log_format [env: CONFIG_FILE]
+    /// TOML file with any of: host, port, data, shutdown_timeout, workers, log_format, client_timeout [env: CONFIG_FILE]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT [env: SHUTDOWN_TIMEOUT] [default: 10]
@@ -90,6 +101,10 @@ struct Flags {
     /// Log line format [env: LOG_FORMAT] [default: text]
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Seconds a client may stall a request head or body before it gets 408
+    /// and the connection closes [env: CLIENT_TIMEOUT] [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    client_timeout: Option<u64>,
 }
 
 /// Why the settings could not be read.
@@ -104,6 +119,10 @@ pub enum SettingsError {
         "invalid settings: workers is 0; set at least 1, or leave it unset for one per CPU core"
     )]
     NoWorkers,
+    #[error(
+        "invalid settings: client_timeout is 0; set the seconds a client may stall a request, such as 10"
+    )]
+    NoClientTimeout,
 }
 
 impl Settings {
@@ -145,6 +164,9 @@ impl Settings {
         if settings.workers == Some(0) {
             return Err(SettingsError::NoWorkers);
         }
+        if settings.client_timeout == 0 {
+            return Err(SettingsError::NoClientTimeout);
+        }
         Ok(settings)
     }
 
@@ -177,6 +199,7 @@ impl Settings {
             .set_override_option("shutdown_timeout", flags.shutdown_timeout)?
             .set_override_option("workers", flags.workers.map(|n| n as u64))?
             .set_override_option("log_format", log_format)?
+            .set_override_option("client_timeout", flags.client_timeout)?
             .build()?
             .try_deserialize()
     }

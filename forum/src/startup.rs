@@ -70,16 +70,31 @@ impl Application {
             },
             error,
         };
-        let listener =
-            TcpListener::bind((settings.host.as_str(), settings.port)).map_err(bind_error)?;
+        raise_open_file_limit();
+        let listener = listen(&settings.host, settings.port).map_err(bind_error)?;
         let local_address = listener.local_addr().map_err(bind_error)?;
-        let state = web::Data::new(AppState { service, data });
+        let client_timeout = Duration::from_secs(settings.client_timeout);
+        tracing::info!(
+            backlog = LISTEN_BACKLOG,
+            client_timeout_seconds = settings.client_timeout,
+            "a stalled request head or body gets 408 and is closed after the client timeout; \
+             the accept queue holds up to {LISTEN_BACKLOG} connections (capped by net.core.somaxconn)"
+        );
+        let state = web::Data::new(AppState {
+            service,
+            data,
+            client_timeout,
+        });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .default_service(web::to(handle_request))
         })
         .disable_signals()
+        .backlog(LISTEN_BACKLOG)
+        // The head: actix answers 408 and closes when it is not whole in
+        // time (the body's deadline is `handlers::discard`'s).
+        .client_request_timeout(client_timeout)
         // Longer than a load balancer's idle timeout (ALB: 60 s), as AWS advises
         // for targets, so the balancer never reuses a connection we just closed.
         .keep_alive(Duration::from_secs(TARGET_KEEP_ALIVE_SECONDS))
@@ -125,6 +140,62 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The accept queue asked for the listener (the kernel caps it at
+/// `net.core.somaxconn`); std's default of 128 drops bursts.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `host:port` and listens with [`LISTEN_BACKLOG`]. Needs a tokio
+/// runtime (as `Application::build` does).
+fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in std::net::ToSocketAddrs::to_socket_addrs(&(host, port))? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(address)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return listener.into_std(),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no address to listen on",
+        )
+    }))
+}
+
+/// Raises the soft open-file limit to the hard limit and logs both, so that
+/// a shell's `ulimit -n 1024` does not cap the connections served (as the
+/// local ALB does; failing is logged, never fatal).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let text = |limit: Option<u64>| limit.map_or("unlimited".to_owned(), |n| n.to_string());
+    if before.current != before.maximum {
+        let raised = Rlimit {
+            current: before.maximum,
+            maximum: before.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!("could not raise the open-file limit to the hard limit: {error}");
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    tracing::info!(
+        soft_at_start = %text(before.current),
+        soft = %text(now.current),
+        hard = %text(now.maximum),
+        "open-file limit"
+    );
 }
 
 /// Completes on the first SIGTERM or SIGINT.

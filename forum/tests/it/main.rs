@@ -4,4 +4,5 @@
 
 mod contract;
 mod gen_data_binary;
+mod hostile;
 mod large_data;

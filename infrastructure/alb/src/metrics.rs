@@ -207,6 +207,7 @@ ficus_alb_elb_errors_total{code=\"503\",reason=\"no_listener\"} 0
 ficus_alb_elb_errors_total{code=\"502\",reason=\"target_connection_failed\"} 2
 ficus_alb_elb_errors_total{code=\"502\",reason=\"target_connection_error\"} 0
 ficus_alb_elb_errors_total{code=\"504\",reason=\"target_timeout\"} 0
+ficus_alb_elb_errors_total{code=\"460\",reason=\"client_closed\"} 0
 # HELP ficus_alb_target_connect_retries_total Requests sent to another target because the connection to the first one failed (the request had not been sent).
 # TYPE ficus_alb_target_connect_retries_total counter
 ficus_alb_target_connect_retries_total 1
@@ -242,7 +243,7 @@ mod tests {
         let errors = elb_errors_by_reason(&samples);
         assert_eq!(errors["502 target_connection_failed"], 2);
         assert_eq!(errors.values().sum::<u64>(), 2);
-        assert_eq!(errors.len(), 5);
+        assert_eq!(errors.len(), 6);
         assert_eq!(single(&samples, RULE_TABLE_GENERATION), Some(7));
         assert_eq!(single(&samples, TARGET_CONNECT_RETRIES_TOTAL), Some(1));
         assert_eq!(

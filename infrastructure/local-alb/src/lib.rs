@@ -16,6 +16,7 @@ pub(crate) mod cloudwatch;
 pub(crate) mod control;
 pub(crate) mod dataplane;
 pub(crate) mod health;
+pub(crate) mod limits;
 pub(crate) mod matcher;
 pub(crate) mod metrics;
 pub mod model;
@@ -24,7 +25,9 @@ pub mod settings;
 pub(crate) mod sigv4;
 pub(crate) mod stack;
 
-pub use dataplane::{DataPlane, DataPlaneOptions, TargetHealthView};
+pub use dataplane::{
+    DataPlane, DataPlaneOptions, DesyncMode, HeadPolicy, TargetHealthView, XffMode,
+};
 pub use persist::PersistError;
 pub use stack::StackError;
 
@@ -153,17 +156,21 @@ impl Application {
         let options = settings.data_plane.clone();
         // Bind first: a second instance on the same addresses fails here,
         // before it touches the state directory.
-        let bind = |address: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(address)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    address,
-                    what,
-                    source,
-                })
+        limits::raise_open_file_limit();
+        let bind = |address: SocketAddr, what: &'static str| {
+            limits::listen(address).map_err(|source| StartupError::Bind {
+                address,
+                what,
+                source,
+            })
         };
-        let data_listener = bind(settings.listen, "data listener").await?;
-        let control_listener = bind(settings.control_listen, "control listener").await?;
+        let data_listener = bind(settings.listen, "data listener")?;
+        let control_listener = bind(settings.control_listen, "control listener")?;
+        tracing::info!(
+            backlog = limits::LISTEN_BACKLOG,
+            "listening with an accept queue of up to {} connections (capped by net.core.somaxconn)",
+            limits::LISTEN_BACKLOG
+        );
         let local = |listener: &TcpListener, address: SocketAddr, what: &'static str| {
             listener.local_addr().map_err(|source| StartupError::Bind {
                 address,

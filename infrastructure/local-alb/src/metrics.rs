@@ -43,6 +43,9 @@ pub enum ElbError {
     TargetConnectionError,
     /// 504: the target did not respond within the target timeout.
     TargetTimeout,
+    /// 460: the client closed its connection before the answer (no answer
+    /// is sent; AWS logs and counts it).
+    ClientClosed,
 }
 
 impl ElbError {
@@ -56,12 +59,13 @@ impl ElbError {
         }
     }
 
-    const ALL: [ElbError; 5] = [
+    const ALL: [ElbError; 6] = [
         ElbError::NoRegisteredTargets,
         ElbError::NoListener,
         ElbError::TargetConnectionFailed,
         ElbError::TargetConnectionError,
         ElbError::TargetTimeout,
+        ElbError::ClientClosed,
     ];
 
     pub fn status(self) -> http::StatusCode {
@@ -73,6 +77,9 @@ impl ElbError {
                 http::StatusCode::BAD_GATEWAY
             }
             ElbError::TargetTimeout => http::StatusCode::GATEWAY_TIMEOUT,
+            ElbError::ClientClosed => {
+                http::StatusCode::from_u16(460).unwrap_or(http::StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -83,6 +90,7 @@ impl ElbError {
             ElbError::TargetConnectionFailed => "target_connection_failed",
             ElbError::TargetConnectionError => "target_connection_error",
             ElbError::TargetTimeout => "target_timeout",
+            ElbError::ClientClosed => "client_closed",
         }
     }
 }

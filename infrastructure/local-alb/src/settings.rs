@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::dataplane::DataPlaneOptions;
+use crate::dataplane::{DataPlaneOptions, HeadPolicy};
 
 /// Exit code: stopped cleanly (SIGTERM or SIGINT).
 pub const EXIT_OK: u8 = 0;
@@ -93,8 +93,10 @@ pub struct Cli {
     #[arg(long, env = "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS", value_name = "SECONDS", value_parser = seconds)]
     pub deregistration_delay: Option<Duration>,
 
-    /// Seconds after which an idle keep-alive client connection is closed
-    /// (also the limit for receiving a request head). Default: 60.
+    /// Seconds a client connection may send nothing (ALB's
+    /// idle_timeout.timeout_seconds): an idle keep-alive connection is then
+    /// closed, a request stopped half-way gets 408. Each byte restarts it.
+    /// Default: 60.
     #[arg(long, env = "LOCAL_ALB_CLIENT_IDLE_TIMEOUT_SECONDS", value_name = "SECONDS", value_parser = seconds)]
     pub client_idle_timeout: Option<Duration>,
 
@@ -168,12 +170,14 @@ impl From<Cli> for Settings {
             deregistration_delay: cli
                 .deregistration_delay
                 .unwrap_or(defaults.deregistration_delay),
-            client_idle_timeout: cli
-                .client_idle_timeout
-                .unwrap_or(defaults.client_idle_timeout),
+            head: HeadPolicy {
+                idle_timeout: cli
+                    .client_idle_timeout
+                    .unwrap_or(defaults.head.idle_timeout),
+                ..defaults.head
+            },
             worker_threads: cli.worker_threads.unwrap_or(defaults.worker_threads),
             metric_retention: cli.metric_retention.unwrap_or(defaults.metric_retention),
-            ..defaults
         };
         Settings {
             stack: cli.stack,

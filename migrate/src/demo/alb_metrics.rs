@@ -125,6 +125,7 @@ mod tests {
         assert_eq!(
             counters.elb_errors_by_reason,
             BTreeMap::from([
+                ("460 client_closed".to_owned(), 0),
                 ("502 target_connection_error".to_owned(), 0),
                 ("502 target_connection_failed".to_owned(), 2),
                 ("503 no_listener".to_owned(), 0),

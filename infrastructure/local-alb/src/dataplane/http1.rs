@@ -10,8 +10,14 @@
 //! no other task or channel takes part in a request: this is what lets the
 //! local ALB keep up with nginx.
 //!
-//! Timeouts: the client's idle timeout bounds the wait for a request and
-//! the whole of its head (from the first wait), then each read of its body.
+//! Limits and statuses are AWS's (docs/data-plane.md, "Limits and status
+//! codes"): the head policy of the current table ([`super::policy`]) and
+//! the size limits there decide what is refused, with 400, 405, 408, 414
+//! or 463; a client that leaves before its answer is counted as 460.
+//!
+//! Timeouts: the client's idle timeout (`idle_timeout.timeout_seconds`)
+//! restarts with each byte the client sends: a request that stops half-way
+//! gets 408 when it passes, an idle connection is closed quietly.
 //! The target timeout bounds connecting, each write of the request, the
 //! whole wait for the response head (a 504 when it passes), then each read
 //! of the response body.
@@ -29,6 +35,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::dataplane::DataPlane;
+use crate::dataplane::policy::{self, HeadPolicy, HeadScan, OverLimit, Verdict};
 use crate::dataplane::pool::Address;
 use crate::dataplane::responses::{self, Generated, RedirectSource};
 use crate::dataplane::table::{CompiledAction, Forward, RouteTables, WeightedGroup, target_key};
@@ -39,6 +46,15 @@ use crate::dataplane::wire::{
 };
 use crate::matcher::{RequestHeaders, RequestView, strip_port};
 use crate::metrics::ElbError;
+
+/// What a read of request bytes from the client ended with.
+enum Arrival {
+    Bytes,
+    /// The client closed (or the connection failed, or shutdown began).
+    Closed,
+    /// Nothing came for the idle timeout.
+    TimedOut,
+}
 
 /// How many targets one request may try to connect to before it gets a 502.
 const MAX_CONNECT_ATTEMPTS: usize = super::proxy::MAX_CONNECT_ATTEMPTS;
@@ -60,10 +76,12 @@ pub(super) async fn serve(
     closing: watch::Receiver<bool>,
 ) {
     let options = &plane.options;
+    let head = plane.tables.load().head;
     let mut connection = ClientConnection {
-        client_timer: Deadline::new(options.client_idle_timeout),
+        client_timer: Deadline::new(head.idle_timeout),
         target_timer: Deadline::new(options.target_timeout),
-        max_head: options.max_request_head_bytes,
+        head,
+        opened: Instant::now(),
         stream,
         client_ip: alb::cidr::canonical_ip(peer.ip()),
         worker,
@@ -100,11 +118,23 @@ struct Deadline {
 
 impl Deadline {
     fn new(timeout: Duration) -> Deadline {
-        let slack = (timeout / 8).min(Duration::from_secs(1));
+        let slack = Deadline::slack_of(timeout);
         Deadline {
             sleep: Box::pin(tokio::time::sleep(timeout + slack)),
             timeout,
             slack,
+        }
+    }
+
+    fn slack_of(timeout: Duration) -> Duration {
+        (timeout / 8).min(Duration::from_secs(1))
+    }
+
+    /// Changes the timeout of the waits started from now on.
+    fn set_timeout(&mut self, timeout: Duration) {
+        if self.timeout != timeout {
+            self.timeout = timeout;
+            self.slack = Deadline::slack_of(timeout);
         }
     }
 
@@ -227,6 +257,9 @@ struct ClientSide {
     idempotent: bool,
     framing: Framing,
     expect_continue: bool,
+    /// An ambiguous request in the defensive mode: forwarded, then both
+    /// connections close.
+    desync_close: bool,
 }
 
 /// What to do with a request whose head has been read.
@@ -311,6 +344,14 @@ fn may_end_head(input: &[u8], scanned: usize) -> bool {
         .any(|pair| pair == b"\n\n" || pair == b"\n\r")
 }
 
+/// The answer to a head over one of AWS's size limits.
+fn over_limit(over: OverLimit) -> Rejection {
+    match over {
+        OverLimit::RequestLine => Rejection::RequestLineTooLong,
+        OverLimit::HeaderLine | OverLimit::Head => Rejection::HeadTooLarge,
+    }
+}
+
 /// Writes a whole answer of the load balancer into `out`.
 fn write_answer(out: &mut Vec<u8>, answer: &Generated, client: &ClientSide, close: bool) {
     wire::write_generated(
@@ -343,8 +384,15 @@ enum HeadFailure {
     /// Broken while sending or receiving, or a malformed response.
     Broken(String),
     TimedOut,
-    /// The client went away or sent a malformed body.
+    /// The client sent a malformed body, or its connection failed.
     ClientFailed,
+    /// The client closed its connection before the answer (460; a request
+    /// body cut short is counted as 400, as AWS counts it).
+    ClientClosed {
+        body_cut: bool,
+    },
+    /// The client stopped sending its body for the idle timeout (408).
+    ClientTimedOut,
 }
 
 struct ClientConnection {
@@ -352,7 +400,10 @@ struct ClientConnection {
     stream: TcpStream,
     client_ip: IpAddr,
     worker: usize,
-    max_head: usize,
+    /// The head policy of the table the current request is served by.
+    head: HeadPolicy,
+    /// When the connection was accepted (`client_keep_alive.seconds`).
+    opened: Instant,
     /// Bytes read from the client and not handled yet.
     input: BytesMut,
     /// What is being written next (to the client or a target).
@@ -370,18 +421,27 @@ impl ClientConnection {
     /// the client may still be sending (a refused request).
     async fn run(&mut self) -> bool {
         loop {
+            // The policy of the table in force as this request begins.
+            self.head = self.plane.tables.load().head;
+            self.client_timer.set_timeout(self.head.idle_timeout);
             // Wait for a whole request head, within the idle timeout from now.
             self.client_timer.start();
             // Bytes of `input` known to hold no end of head: a head that
             // arrives in pieces is parsed again only once its end may be in.
             let mut scanned = 0;
+            let mut limits = HeadScan::default();
             let (tables, plan, client) = loop {
-                if !self.input.is_empty() && may_end_head(&self.input, scanned) {
-                    match self.prepare() {
-                        Ok(Some(prepared)) => break prepared,
-                        Ok(None) if self.input.len() < self.max_head => {}
-                        Ok(None) => return self.refuse(Rejection::HeadTooLarge).await,
-                        Err(rejection) => return self.refuse(rejection).await,
+                if !self.input.is_empty() {
+                    if may_end_head(&self.input, scanned) {
+                        match self.prepare() {
+                            Ok(Some(prepared)) => break prepared,
+                            Ok(None) => {}
+                            Err(rejection) => return self.refuse(rejection).await,
+                        }
+                    }
+                    // Not complete: every byte in `input` is of this head.
+                    if let Err(over) = limits.check(&self.input) {
+                        return self.refuse(over_limit(over)).await;
                     }
                 }
                 let between_requests = self.input.is_empty();
@@ -390,8 +450,13 @@ impl ClientConnection {
                 }
                 scanned = self.input.len();
                 match self.read_request_bytes(between_requests).await {
-                    Some(1..) => {}
-                    _ => return false,
+                    Arrival::Bytes => {}
+                    // Half a request: AWS answers 408 (an idle connection
+                    // is closed quietly).
+                    Arrival::TimedOut if !between_requests => {
+                        return self.refuse(Rejection::TimedOut).await;
+                    }
+                    Arrival::TimedOut | Arrival::Closed => return false,
                 }
             };
             let keep_open = match plan {
@@ -415,7 +480,7 @@ impl ClientConnection {
                     }
                 }
             };
-            if !keep_open {
+            if !keep_open || self.opened.elapsed() >= self.head.client_keep_alive {
                 return false;
             }
         }
@@ -430,24 +495,24 @@ impl ClientConnection {
         )
     }
 
-    /// Reads request-head bytes from the client, before the idle timeout
-    /// started when the previous exchange ended (so a client cannot hold the
-    /// connection by sending a byte now and then); between requests a
-    /// shutdown also ends the wait. `None`: stop serving.
-    async fn read_request_bytes(&mut self, between_requests: bool) -> Option<usize> {
-        if !between_requests {
-            return read_before(&mut self.stream, &mut self.input, &mut self.client_timer)
-                .await
-                .ok()
-                .flatten();
-        }
-        let closing = &mut self.closing;
-        tokio::select! {
-            biased;
-            read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
-                read.ok().flatten()
+    /// Reads request-head bytes from the client within the idle timeout,
+    /// which restarts with every read (AWS's idle timer restarts with each
+    /// byte); between requests a shutdown also ends the wait.
+    async fn read_request_bytes(&mut self, between_requests: bool) -> Arrival {
+        let read = if between_requests {
+            let closing = &mut self.closing;
+            tokio::select! {
+                biased;
+                read = read_within(&mut self.stream, &mut self.input, &mut self.client_timer) => read,
+                _ = closing.changed() => return Arrival::Closed,
             }
-            _ = closing.changed() => None,
+        } else {
+            read_within(&mut self.stream, &mut self.input, &mut self.client_timer).await
+        };
+        match read {
+            Ok(Some(1..)) => Arrival::Bytes,
+            Ok(None) => Arrival::TimedOut,
+            Ok(Some(0)) | Err(_) => Arrival::Closed,
         }
     }
 
@@ -456,27 +521,55 @@ impl ClientConnection {
     /// head is not complete yet.
     fn prepare(&mut self) -> Result<Option<(Arc<RouteTables>, Plan, ClientSide)>, Rejection> {
         let tables = self.plane.tables.load_full();
+        let attributes = tables.head;
+        let parser = httparse::ParserConfig::default();
         let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        // A head with more lines than `lines` holds is parsed again with
+        // room for all of them: AWS limits sizes, not the number of headers.
+        let mut more_lines = Vec::new();
         let mut request = httparse::Request::new(&mut []);
-        let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-            &mut request,
-            &self.input,
-            &mut lines,
-        ) {
-            Ok(httparse::Status::Complete(length)) if length <= self.max_head => length,
-            Ok(httparse::Status::Complete(_)) => return Err(Rejection::HeadTooLarge),
+        let mut parsed =
+            parser.parse_request_with_uninit_headers(&mut request, &self.input, &mut lines);
+        if let Err(httparse::Error::TooManyHeaders) = parsed {
+            let bound = self.input.len().min(policy::MAX_REQUEST_HEAD + 4);
+            let line_count = self.input[..bound].iter().filter(|b| **b == b'\n').count();
+            more_lines.resize_with(line_count + 1, MaybeUninit::uninit);
+            request = httparse::Request::new(&mut []);
+            parsed = parser.parse_request_with_uninit_headers(
+                &mut request,
+                &self.input,
+                &mut more_lines,
+            );
+        }
+        let head_len = match parsed {
+            Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) => return Ok(None),
+            // Still too many: more than a 64 KiB head can hold.
             Err(httparse::Error::TooManyHeaders) => return Err(Rejection::HeadTooLarge),
             Err(_) => return Err(Rejection::Malformed("not an HTTP/1.x request head")),
         };
+        policy::check_complete(&self.input, head_len, request.headers).map_err(over_limit)?;
         let facts = wire::request_facts(&request)?;
+        if facts.method == "TRACE" {
+            return Err(Rejection::TraceNotAllowed);
+        }
+        if wire::forwarded_for_count(request.headers) > policy::MAX_FORWARDED_FOR {
+            return Err(Rejection::TooManyForwardedFor);
+        }
+        let class = policy::classify(facts.method, &self.input[..head_len], request.headers);
+        let verdict = attributes.desync_mitigation.verdict(class.tier);
+        if verdict == Verdict::Refuse {
+            return Err(Rejection::Desync(class.reason));
+        }
+        let desync_close = verdict == Verdict::ForwardThenClose;
         let client = ClientSide {
             http10: facts.http10,
-            keep_alive: facts.keep_alive,
+            keep_alive: facts.keep_alive && !desync_close,
             head_request: facts.is_head(),
             idempotent: facts.is_idempotent(),
             framing: facts.framing,
             expect_continue: facts.expect_continue,
+            desync_close,
         };
         // An answer that leaves a request body unread closes the connection.
         let close_after_answer =
@@ -554,6 +647,10 @@ impl ClientConnection {
                             listener_port: table.port,
                             client_ip: self.client_ip,
                             trace: trace.as_bytes(),
+                            default_host: &table.dns_name,
+                            xff: attributes.xff,
+                            drop_invalid_header_fields: attributes.drop_invalid_header_fields,
+                            preserve_host_header: attributes.preserve_host_header,
                         },
                     );
                     Plan::Forward {
@@ -569,8 +666,12 @@ impl ClientConnection {
 
     /// Answers a request that cannot be handled and ends the connection.
     async fn refuse(&mut self, rejection: Rejection) -> bool {
-        if let Rejection::Malformed(reason) = rejection {
-            tracing::debug!("refusing a request: {reason}");
+        match rejection {
+            Rejection::Malformed(reason) => tracing::debug!("refusing a request: {reason}"),
+            Rejection::Desync(reason) => {
+                tracing::debug!("refusing a request (desync mitigation): {reason}");
+            }
+            _ => {}
         }
         let page = responses::error_page(rejection.status());
         self.plane
@@ -609,6 +710,23 @@ impl ClientConnection {
         let written = self.write_client().await;
         self.out.clear();
         written && !close
+    }
+
+    /// Counts a client that left before its answer: 460, as AWS logs and
+    /// counts it (in HTTPCode_ELB_4XX_Count), or 400 when it left in the
+    /// middle of its request body.
+    fn client_left(&self, group: &WeightedGroup, body_cut: bool) {
+        let status = if body_cut { 400 } else { 460 };
+        if !body_cut {
+            self.plane.metrics.record_elb_error(ElbError::ClientClosed);
+        }
+        group.counters.record(status);
+        self.plane.record_elb_answer(status, Some(group), true);
+        tracing::info!(
+            client = %self.client_ip,
+            status,
+            "the client closed its connection before the answer"
+        );
     }
 
     /// Answers with an error page when a forwarded request got no response;
@@ -696,6 +814,14 @@ impl ClientConnection {
                         stale += 1;
                     }
                     Err(HeadFailure::ClientFailed) => return false,
+                    Err(HeadFailure::ClientClosed { body_cut }) => {
+                        self.client_left(weighted, body_cut);
+                        return false;
+                    }
+                    Err(HeadFailure::ClientTimedOut) => {
+                        let _ = self.refuse(Rejection::TimedOut).await;
+                        return false;
+                    }
                     Err(HeadFailure::TimedOut) => {
                         return self
                             .answer_unsent(ElbError::TargetTimeout, weighted, client, &body)
@@ -723,7 +849,9 @@ impl ClientConnection {
         let Some(complete) = self.relay_response(&mut upstream, &start).await else {
             return false;
         };
-        if start.reusable && complete {
+        // After an ambiguous request the target connection is not reused
+        // either (desync mitigation).
+        if start.reusable && complete && !client.desync_close {
             target.upstreams.checkin(self.worker, upstream);
         }
         !start.close
@@ -899,7 +1027,16 @@ impl ClientConnection {
                 }
             }
             let nothing_yet = upstream.buffer.is_empty() && !interim_seen;
-            self.read_response_bytes(upstream, nothing_yet).await?;
+            // A client that leaves now is counted as 460, and the target's
+            // answer is not waited for.
+            let read = tokio::select! {
+                biased;
+                read = read_before(&mut upstream.stream, &mut upstream.buffer, &mut self.target_timer) => read,
+                () = client_closed(&self.stream, &mut self.input) => {
+                    return Err(HeadFailure::ClientClosed { body_cut: false });
+                }
+            };
+            response_bytes_read(read, nothing_yet)?;
         }
     }
 
@@ -923,10 +1060,12 @@ impl ClientConnection {
             loop {
                 tokio::select! {
                     biased;
-                    read = read_before(&mut self.stream, &mut self.input, &mut self.client_timer) => {
+                    read = read_within(&mut self.stream, &mut self.input, &mut self.client_timer) => {
                         match read {
                             Ok(Some(1..)) => break,
-                            _ => return Err(HeadFailure::ClientFailed),
+                            Ok(None) => return Err(HeadFailure::ClientTimedOut),
+                            Ok(Some(0)) => return Err(HeadFailure::ClientClosed { body_cut: true }),
+                            Err(_) => return Err(HeadFailure::ClientFailed),
                         }
                     }
                     drained = drain(&upstream.stream, &mut upstream.buffer),
@@ -956,40 +1095,57 @@ impl ClientConnection {
         }
         Ok(false)
     }
+}
 
-    /// Reads more of a response head from `upstream` within the target
-    /// timeout. `nothing_yet`: no byte of a response has come, so a closed
-    /// connection means a pooled one the target had closed (`EndedEarly`).
-    async fn read_response_bytes(
-        &mut self,
-        upstream: &mut Upstream,
-        nothing_yet: bool,
-    ) -> Result<(), HeadFailure> {
-        match read_before(
-            &mut upstream.stream,
-            &mut upstream.buffer,
-            &mut self.target_timer,
-        )
-        .await
+/// What a read of a response head's bytes means. `nothing_yet`: no byte of
+/// a response has come, so a closed connection means a pooled one the
+/// target had closed (`EndedEarly`).
+fn response_bytes_read(
+    read: std::io::Result<Option<usize>>,
+    nothing_yet: bool,
+) -> Result<(), HeadFailure> {
+    match read {
+        Ok(Some(1..)) => Ok(()),
+        Ok(None) => Err(HeadFailure::TimedOut),
+        Ok(Some(0)) if nothing_yet => Err(HeadFailure::EndedEarly),
+        Err(error)
+            if nothing_yet
+                && matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
         {
-            Ok(Some(1..)) => Ok(()),
-            Ok(None) => Err(HeadFailure::TimedOut),
-            Ok(Some(0)) if nothing_yet => Err(HeadFailure::EndedEarly),
-            Err(error)
-                if nothing_yet
-                    && matches!(
-                        error.kind(),
-                        std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::BrokenPipe
-                    ) =>
-            {
-                Err(HeadFailure::EndedEarly)
-            }
-            Ok(Some(0)) => Err(HeadFailure::Broken(
-                "the target closed the connection in the middle of a response head".to_owned(),
-            )),
-            Err(error) => Err(HeadFailure::Broken(error.to_string())),
+            Err(HeadFailure::EndedEarly)
+        }
+        Ok(Some(0)) => Err(HeadFailure::Broken(
+            "the target closed the connection in the middle of a response head".to_owned(),
+        )),
+        Err(error) => Err(HeadFailure::Broken(error.to_string())),
+    }
+}
+
+/// Resolves when the client has closed its connection (or it failed) while
+/// its answer is awaited. What it sends meanwhile (a pipelined request) is
+/// kept in `input`, up to the largest head.
+async fn client_closed(stream: &TcpStream, input: &mut BytesMut) {
+    loop {
+        if input.len() > policy::MAX_REQUEST_HEAD {
+            // Enough read ahead: the rest waits in the socket.
+            return std::future::pending().await;
+        }
+        if stream.readable().await.is_err() {
+            return;
+        }
+        if input.capacity() - input.len() < 2048 {
+            input.reserve(16 * 1024);
+        }
+        match stream.try_read_buf(input) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     }
 }

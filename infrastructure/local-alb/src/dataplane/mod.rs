@@ -11,6 +11,7 @@
 //! `local-alb --help`).
 
 mod http1;
+mod policy;
 mod pool;
 mod proxy;
 mod responses;
@@ -29,6 +30,8 @@ use crate::health::HealthState;
 use crate::metrics::{Metrics, TargetHealthSample};
 use crate::model::{State, Target};
 
+pub use policy::{DesyncMode, HeadPolicy, XffMode};
+
 /// Target health as DescribeTargetHealth reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetHealthView {
@@ -41,6 +44,9 @@ pub struct TargetHealthView {
     pub description: Option<String>,
 }
 
+/// How often idle target connections closed by their target are closed.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Tunables of the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPlaneOptions {
@@ -48,12 +54,11 @@ pub struct DataPlaneOptions {
     pub target_timeout: Duration,
     /// How long deregistered targets stay `draining`.
     pub deregistration_delay: Duration,
-    /// Idle keep-alive client connections are closed after this long (it is
-    /// also the limit for receiving a request head).
-    pub client_idle_timeout: Duration,
-    /// Largest request head (request line plus headers) accepted; larger ones
-    /// get 431. ALB allows 64 KiB of headers.
-    pub max_request_head_bytes: usize,
+    /// The load balancer's attributes for request heads (idle timeout,
+    /// client keep-alive, desync mitigation, invalid header fields,
+    /// `X-Forwarded-For`, `Host`); AWS's defaults unless set. Every routing
+    /// table carries it.
+    pub head: HeadPolicy,
     /// Threads serving the listener (default: one per CPU core).
     pub worker_threads: usize,
     /// How long the per-second CloudWatch counters are kept (default 3
@@ -66,8 +71,7 @@ impl Default for DataPlaneOptions {
         DataPlaneOptions {
             target_timeout: Duration::from_secs(60),
             deregistration_delay: Duration::from_secs(5),
-            client_idle_timeout: Duration::from_secs(60),
-            max_request_head_bytes: 64 * 1024,
+            head: HeadPolicy::default(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metric_retention: crate::cloudwatch::DEFAULT_RETENTION,
         }
@@ -129,7 +133,8 @@ impl DataPlane {
             options.worker_threads,
         ));
         let groups = registry.sync(initial);
-        let tables = table::RouteTables::compile(initial, &groups, &metrics, &cloudwatch);
+        let tables =
+            table::RouteTables::compile(initial, &groups, &metrics, &cloudwatch, options.head);
         Arc::new(DataPlane {
             options,
             tables: ArcSwap::from_pointee(tables),
@@ -147,7 +152,13 @@ impl DataPlane {
     pub fn publish(&self, state: &State) {
         let _serialized = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let groups = self.registry.sync(state);
-        let tables = table::RouteTables::compile(state, &groups, &self.metrics, &self.cloudwatch);
+        let tables = table::RouteTables::compile(
+            state,
+            &groups,
+            &self.metrics,
+            &self.cloudwatch,
+            self.options.head,
+        );
         self.tables.store(Arc::new(tables));
     }
 
@@ -254,7 +265,8 @@ impl DataPlane {
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .keep_alive_interval(Some(self.options.client_idle_timeout));
+            .keep_alive_interval(Some(self.options.head.idle_timeout));
+        let sweeping = tokio::spawn(Arc::clone(&self).sweep_idle_upstreams(worker));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let (closing, closing_seen) = tokio::sync::watch::channel(false);
         // Every connection task holds a sender; all dropped = all finished.
@@ -269,7 +281,7 @@ impl DataPlane {
             let (closing_seen, serving) = (closing_seen.clone(), serving.clone());
             tokio::spawn(async move {
                 let _serving = serving;
-                let idle = plane.options.client_idle_timeout;
+                let idle = plane.tables.load().head.idle_timeout;
                 match opening_protocol(&stream, idle).await {
                     Some(Protocol::Http1) => {
                         http1::serve(plane, stream, peer, worker, closing_seen).await;
@@ -293,6 +305,7 @@ impl DataPlane {
                 }
             });
         }
+        sweeping.abort();
         let _ = closing.send(true);
         drop(serving);
         let _ = tokio::time::timeout(self.options.target_timeout, async {
@@ -300,6 +313,22 @@ impl DataPlane {
             graceful.shutdown().await;
         })
         .await;
+    }
+
+    /// Every [`SWEEP_INTERVAL`], closes this worker's idle target
+    /// connections that their target closed: without it each would sit in
+    /// CLOSE_WAIT until the next request to that target found it.
+    async fn sweep_idle_upstreams(self: Arc<Self>, worker: usize) {
+        let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            for group in self.registry.groups() {
+                for member in group.members() {
+                    member.upstreams.sweep(worker);
+                }
+            }
+        }
     }
 
     /// The health of one registered (or draining) target of a target group.

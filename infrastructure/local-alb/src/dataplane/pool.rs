@@ -78,6 +78,13 @@ impl<C> IdleLists<C> {
         None
     }
 
+    /// Drops the idle connections of `worker` that `usable` rejects or that
+    /// are too old to be reused.
+    pub fn retain(&self, worker: usize, usable: impl Fn(&C) -> bool) {
+        let mut slot = self.slot(worker);
+        slot.retain(|(connection, since)| since.elapsed() <= IDLE_LIMIT && usable(connection));
+    }
+
     /// Keeps `connection` for `worker` (unless the list is full).
     pub fn checkin(&self, worker: usize, connection: C) {
         let now = Instant::now();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cloudwatch::{self, Cell};
+use crate::dataplane::policy::HeadPolicy;
 use crate::dataplane::targets::{TargetGroupRuntime, TargetRuntime};
 use crate::health::HealthState;
 use crate::matcher::{Conditions, PathPrefilter, RequestView};
@@ -14,6 +15,9 @@ use crate::model::{ActionKind, State};
 /// The routing tables of every listener, in the order of `State::listeners`.
 pub struct RouteTables {
     pub listeners: Vec<(String, RouteTable)>,
+    /// What the load balancer's attributes say about request heads; read
+    /// once per request with the tables.
+    pub head: HeadPolicy,
 }
 
 impl RouteTables {
@@ -22,6 +26,7 @@ impl RouteTables {
         groups: &HashMap<String, Arc<TargetGroupRuntime>>,
         metrics: &Metrics,
         cloudwatch: &cloudwatch::Registry,
+        head: HeadPolicy,
     ) -> RouteTables {
         let listeners = state
             .listeners
@@ -39,7 +44,7 @@ impl RouteTables {
             })
             .collect();
         metrics.next_generation();
-        RouteTables { listeners }
+        RouteTables { listeners, head }
     }
 
     /// The table the data-plane listener routes by (the first listener).
@@ -61,6 +66,9 @@ pub struct RouteTable {
     pub load_balancer_cell: Option<Arc<Cell>>,
     /// The listener's declared port (`X-Forwarded-Port`, `#{port}`).
     pub port: u16,
+    /// The load balancer's DNS name: the `Host` sent for a request that had
+    /// none (HTTP/1.0).
+    pub dns_name: Box<str>,
     pub rules: Vec<CompiledRule>,
     /// For each rule, the quick test of its path patterns (see
     /// [`PathPrefilter`]); kept apart from the rules so the scan over them
@@ -134,9 +142,16 @@ impl RouteTable {
             .iter()
             .map(|rule| rule.conditions.path_prefilter())
             .collect();
+        let dns_name = state
+            .load_balancers
+            .iter()
+            .find(|lb| lb.arn == counting.load_balancer_arn)
+            .map_or("localhost", |lb| lb.dns_name.as_str())
+            .into();
         RouteTable {
             load_balancer_cell: counting.cloudwatch.cell(counting.load_balancer_arn, None),
             port,
+            dns_name,
             rules,
             prefilters,
         }

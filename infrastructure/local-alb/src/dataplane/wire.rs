@@ -16,9 +16,13 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alb::headers::is_hop_by_hop;
+
+use super::policy::{XffMode, is_valid_header_name};
 use http::{HeaderMap, StatusCode};
 
-/// The most header lines one head may have (hyper's default too).
+/// Header lines parsed in place on the stack; a head with more is parsed
+/// again with room for every line (no header-count limit, as on AWS: only
+/// the sizes in [`super::policy`] bound a head).
 pub const MAX_HEADERS: usize = 100;
 
 /// How a message's body is delimited (RFC 9112 §6.3).
@@ -34,13 +38,24 @@ pub enum Framing {
     UntilClose,
 }
 
-/// Why a head cannot be handled; the client gets the status.
+/// Why a request cannot be handled; the client gets the status and the
+/// connection closes. docs/data-plane.md cites AWS for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// 400: the message is not valid HTTP/1.x or its framing is ambiguous.
     Malformed(&'static str),
-    /// 431: the head is larger than allowed.
+    /// 400: a header line over 16 KiB, or a head over 64 KiB.
     HeadTooLarge,
+    /// 414: a request line over 16 KiB.
+    RequestLineTooLong,
+    /// 405: TRACE, which the load balancer never forwards.
+    TraceNotAllowed,
+    /// 408: the client stopped in the middle of a request for the idle timeout.
+    TimedOut,
+    /// 463: more than 30 addresses in `X-Forwarded-For`.
+    TooManyForwardedFor,
+    /// 400: refused by the desync mitigation mode (the classification reason).
+    Desync(&'static str),
     /// 501: a transfer coding other than chunked.
     UnsupportedTransferCoding,
 }
@@ -48,8 +63,15 @@ pub enum Rejection {
 impl Rejection {
     pub fn status(self) -> StatusCode {
         match self {
-            Rejection::Malformed(_) => StatusCode::BAD_REQUEST,
-            Rejection::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::Malformed(_) | Rejection::HeadTooLarge | Rejection::Desync(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Rejection::RequestLineTooLong => StatusCode::URI_TOO_LONG,
+            Rejection::TraceNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            Rejection::TooManyForwardedFor => {
+                StatusCode::from_u16(463).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             Rejection::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
@@ -221,18 +243,16 @@ pub fn request_facts<'b>(
     let length =
         content_length(headers).map_err(|()| Rejection::Malformed("an invalid Content-Length"))?;
     let framing = match (chunked_last(headers), length) {
-        (Some(_), Some(_)) => {
-            return Err(Rejection::Malformed(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
-        (Some(_), None) if version == 0 => {
+        (Some(_), _) if version == 0 => {
             return Err(Rejection::Malformed(
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
-        (Some(true), None) => Framing::Chunked,
-        (Some(false), None) => return Err(Rejection::UnsupportedTransferCoding),
+        // With both, Transfer-Encoding wins and Content-Length is dropped
+        // (RFC 9112 §6.3); the desync mitigation mode decides whether such a
+        // request goes on at all (`policy::classify`: BothTeClPresent).
+        (Some(true), _) => Framing::Chunked,
+        (Some(false), _) => return Err(Rejection::UnsupportedTransferCoding),
         (None, Some(0) | None) => Framing::Empty,
         (None, Some(length)) => Framing::Length(length),
     };
@@ -286,18 +306,39 @@ fn split_target(raw: &str) -> Result<(Option<&str>, &str), Rejection> {
     ))
 }
 
-/// The parts of the forwarded request the load balancer adds.
+/// The parts of the forwarded request the load balancer adds, and what its
+/// head policy says about the client's own headers.
 pub struct Forwarding<'a> {
     pub listener_port: u16,
     pub client_ip: IpAddr,
     /// The whole `X-Amzn-Trace-Id` value to send.
     pub trace: &'a [u8],
+    /// The `Host` sent for a request that had none (HTTP/1.0): the load
+    /// balancer's DNS name.
+    pub default_host: &'a str,
+    pub xff: XffMode,
+    /// Leave out header lines whose names are not `^[-A-Za-z0-9]+$`.
+    pub drop_invalid_header_fields: bool,
+    /// Send `Host` as it came; else a `Host` without a port gets the
+    /// listener's port (unless that is 80).
+    pub preserve_host_header: bool,
+}
+
+/// How many addresses the `X-Forwarded-For` lines of a head list.
+pub fn forwarded_for_count(headers: &[httparse::Header<'_>]) -> usize {
+    headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|header| tokens(header.value).filter(|t| !t.is_empty()).count())
+        .sum()
 }
 
 /// Writes the request head sent to a target: the origin-form request line in
 /// HTTP/1.1, the client's headers less the hop-by-hop ones, then `Host` (from
-/// an absolute-form URL, which replaces the client's `Host`), `Transfer-Encoding`
-/// for a chunked body, and the `X-Forwarded-*` and `X-Amzn-Trace-Id` headers.
+/// an absolute-form URL, which replaces the client's `Host`; the load
+/// balancer's name when there was none), `Transfer-Encoding` for a chunked
+/// body, and the `X-Forwarded-*` and `X-Amzn-Trace-Id` headers, as the head
+/// policy in `forwarding` says.
 pub fn write_upstream_head(
     out: &mut Vec<u8>,
     facts: &RequestFacts<'_>,
@@ -316,6 +357,9 @@ pub fn write_upstream_head(
     let mut declared_length = false;
     for header in headers {
         let name = header.name;
+        if forwarding.drop_invalid_header_fields && !is_valid_header_name(name) {
+            continue;
+        }
         // The framing comes from `facts`, never from what `Connection`
         // lists: a body sent by its length under a dropped Content-Length
         // would reach the target as a request of its own.
@@ -338,9 +382,13 @@ pub fn write_upstream_head(
             forwarded_for = true;
             continue;
         }
+        if is_host && facts.authority.is_none() {
+            write_host(out, name.as_bytes(), header.value.trim_ascii(), forwarding);
+            continue;
+        }
         if name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-port")
-            || (facts.authority.is_some() && is_host)
+            || is_host
             || name.eq_ignore_ascii_case("x-amzn-trace-id")
             || (facts.expect_continue && name.eq_ignore_ascii_case("expect"))
         {
@@ -348,8 +396,10 @@ pub fn write_upstream_head(
         }
         write_header(out, name.as_bytes(), header.value.trim_ascii());
     }
-    if let Some(authority) = facts.authority {
-        write_header(out, b"host", authority.as_bytes());
+    match (facts.authority, facts.host) {
+        (Some(authority), _) => write_host(out, b"host", authority.as_bytes(), forwarding),
+        (None, None) => write_header(out, b"host", forwarding.default_host.as_bytes()),
+        (None, Some(_)) => {}
     }
     match facts.framing {
         Framing::Length(length) => {
@@ -360,18 +410,8 @@ pub fn write_upstream_head(
         Framing::Empty if declared_length => out.extend_from_slice(b"content-length: 0\r\n"),
         _ => {}
     }
-    // The client's X-Forwarded-For values in order, then the client.
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if forwarded_for {
-        for header in headers {
-            if header.name.eq_ignore_ascii_case("x-forwarded-for") {
-                out.extend_from_slice(header.value.trim_ascii());
-                out.extend_from_slice(b", ");
-            }
-        }
-    }
-    let _ = write!(out, "{}", forwarding.client_ip);
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-port: ");
+    write_forwarded_for(out, headers, forwarded_for, forwarding);
+    out.extend_from_slice(b"x-forwarded-proto: http\r\nx-forwarded-port: ");
     out.extend_from_slice(
         itoa::Buffer::new()
             .format(forwarding.listener_port)
@@ -380,6 +420,60 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"\r\n");
     write_header(out, b"x-amzn-trace-id", forwarding.trace);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `Host`: as it came, or with the listener's port added when it has
+/// none and the policy does not preserve it.
+fn write_host(out: &mut Vec<u8>, name: &[u8], value: &[u8], forwarding: &Forwarding<'_>) {
+    write_header(out, name, value);
+    let has_port = value
+        .rsplit(|b| *b == b':')
+        .next()
+        .is_some_and(|tail| tail.len() < value.len() && !tail.contains(&b']'));
+    if !forwarding.preserve_host_header && !has_port && forwarding.listener_port != 80 {
+        // Turn the `\r\n` just written into `:port\r\n`.
+        out.truncate(out.len() - 2);
+        out.push(b':');
+        out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(forwarding.listener_port)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes `X-Forwarded-For` as the policy's mode says: the client's values
+/// in order and then the client (append), the client's lines as they came
+/// (preserve), or nothing (remove).
+fn write_forwarded_for(
+    out: &mut Vec<u8>,
+    headers: &[httparse::Header<'_>],
+    present: bool,
+    forwarding: &Forwarding<'_>,
+) {
+    let incoming = headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("x-forwarded-for"));
+    match forwarding.xff {
+        XffMode::Remove => {}
+        XffMode::Preserve => {
+            for header in incoming {
+                write_header(out, b"x-forwarded-for", header.value.trim_ascii());
+            }
+        }
+        XffMode::Append => {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            if present {
+                for header in incoming {
+                    out.extend_from_slice(header.value.trim_ascii());
+                    out.extend_from_slice(b", ");
+                }
+            }
+            let _ = write!(out, "{}", forwarding.client_ip);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// The client's `X-Amzn-Trace-Id` value, if it sent a readable one.
@@ -829,9 +923,7 @@ mod tests {
             },
             Case {
                 head: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-                framing: Err(Rejection::Malformed(
-                    "both Content-Length and Transfer-Encoding",
-                )),
+                framing: Ok(Framing::Chunked),
                 keep_alive: true,
             },
             Case {
@@ -916,6 +1008,10 @@ mod tests {
                 listener_port: 80,
                 client_ip: "10.0.0.9".parse().unwrap(),
                 trace: b"Root=1-00000000-000000000000000000000000",
+                default_host: "test.elb.localhost",
+                xff: XffMode::Append,
+                drop_invalid_header_fields: false,
+                preserve_host_header: false,
             },
         );
         String::from_utf8(out).unwrap()

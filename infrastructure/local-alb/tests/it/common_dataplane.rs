@@ -57,7 +57,10 @@ impl Backend {
                     describe(name, status, request)
                 });
                 tokio::spawn(async move {
+                    // More header lines than hyper's default of 100: the
+                    // load balancer has no count limit (dataplane_limits).
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .max_headers(1000)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });

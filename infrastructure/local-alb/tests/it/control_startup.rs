@@ -268,7 +268,7 @@ fn data_plane_options_come_from_flags_or_local_alb_variables() {
         assert_eq!(defaults, DataPlaneOptions::default());
         assert_eq!(defaults.target_timeout, Duration::from_secs(60));
         assert_eq!(defaults.deregistration_delay, Duration::from_secs(5));
-        assert_eq!(defaults.client_idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.head.idle_timeout, Duration::from_secs(60));
     }
     let set = parse(&[
         "--target-timeout",
@@ -283,7 +283,7 @@ fn data_plane_options_come_from_flags_or_local_alb_variables() {
     .data_plane;
     assert_eq!(set.target_timeout, Duration::from_millis(500));
     assert_eq!(set.deregistration_delay, Duration::from_secs(300));
-    assert_eq!(set.client_idle_timeout, Duration::from_secs(4));
+    assert_eq!(set.head.idle_timeout, Duration::from_secs(4));
     assert_eq!(set.worker_threads, 3);
 
     // The variables reach the binary through clap: a bad one is a usage error
@@ -498,4 +498,65 @@ fn an_edited_stack_file_is_warned_about_naming_the_differences_and_reset() {
     assert!(!stderr.contains("warning"), "{stderr}");
     let (_, stderr) = start_on(&state_dir, &stack, &[]).terminate();
     assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// A field of `/proc/PID/limits`' "Max open files" line: 0 soft, 1 hard.
+fn open_file_limit(pid: &str, field: usize) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line");
+    line["Max open files".len()..]
+        .split_whitespace()
+        .nth(field)
+        .expect("soft and hard")
+        .to_owned()
+}
+
+/// Started with a soft open-file limit of 1,024 under a higher hard one (as
+/// `ulimit -Sn 1024` leaves a shell), it runs with the hard limit and logs
+/// both; its listeners accept a queue of at least 1,024 connections (what
+/// `ss` shows as a listener's Send-Q).
+#[test]
+fn it_raises_the_open_file_limit_and_listens_with_a_long_queue() {
+    let hard = open_file_limit("self", 1);
+    assert!(
+        hard == "unlimited" || hard.parse::<u64>().expect("a number") > 1024,
+        "this test needs a hard open-file limit above 1024, not {hard}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", "ulimit -Sn 1024 && exec \"$0\" \"$@\"", BINARY])
+        .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--stack")
+        .arg(common::stack_path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Started::spawn(&mut command);
+    let (data, _) = listener_lines(&mut child.0);
+    let pid = child.0.id().to_string();
+    assert_eq!(open_file_limit(&pid, 0), hard, "the soft limit is raised");
+    let port = data.rsplit(':').next().expect("a port");
+    let listening = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let listing = String::from_utf8_lossy(&listening.stdout);
+    let backlog: u32 = listing
+        .split_whitespace()
+        .nth(2)
+        .and_then(|queue| queue.parse().ok())
+        .unwrap_or_else(|| panic!("a listener line from ss: {listing:?}"));
+    assert!(backlog >= 1024, "accept queue {backlog}: {listing}");
+    let (code, stderr) = child.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.contains("soft_at_start=1024") && stderr.contains(&format!("hard={hard}")),
+        "both limits are logged: {stderr}"
+    );
 }

@@ -538,7 +538,7 @@ async fn echo_alb() -> (Backend, RunningAlb) {
 /// [`quick_options`] with the client idle and target timeouts, in seconds.
 fn timeouts(client_idle_s: u64, target_s: u64) -> DataPlaneOptions {
     let mut options = quick_options();
-    options.client_idle_timeout = Duration::from_secs(client_idle_s);
+    options.head.idle_timeout = Duration::from_secs(client_idle_s);
     options.target_timeout = Duration::from_secs(target_s);
     options
 }
@@ -1054,10 +1054,13 @@ async fn expect_100_continue_gets_the_final_response_and_the_body_arrives() {
 // 9. Request smuggling guards.
 // ---------------------------------------------------------------------------
 
+/// Content-Length next to Transfer-Encoding is what AWS's desync mitigation
+/// calls ambiguous: in the defensive mode (the default) it is forwarded with
+/// Transfer-Encoding's framing alone, and both connections close after; in
+/// the strictest mode it is refused. Either way no second request can hide
+/// in the body.
 #[tokio::test]
-async fn content_length_with_transfer_encoding_is_rejected_with_400() {
-    let backend = ScriptedBackend::start(|_| vec![write(OK_RESPONSE)]).await;
-    let alb = backend.alb(quick_options()).await;
+async fn content_length_with_transfer_encoding_is_never_smuggled() {
     // A smuggled second request hides in the chunked body when a hop reads
     // Content-Length instead.
     let smuggled = "GPOST /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
@@ -1065,13 +1068,25 @@ async fn content_length_with_transfer_encoding_is_rejected_with_400() {
         "POST /smuggle HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n",
         smuggled.len()
     );
+    let (_echo, alb) = echo_alb().await;
     let mut client = RawClient::connect(alb.addr).await;
     let response = client.exchange(request.as_bytes()).await;
-    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(response.status, 200, "{response:?}");
+    let seen: serde_json::Value = serde_json::from_str(&response.text()).expect("echo");
+    assert_eq!(
+        (&seen["uri"], &seen["body"]),
+        (&"/smuggle".into(), &smuggled.into()),
+        "one request; the smuggled one is only its body"
+    );
     assert!(
         client.closes_within(Duration::from_secs(2)).await,
-        "the connection must not be reused after a framing error"
+        "the connection must not be reused after an ambiguous request"
     );
+    alb.stop().await;
+    let backend = ScriptedBackend::start(|_| vec![write(OK_RESPONSE)]).await;
+    let mut strictest = quick_options();
+    strictest.head.desync_mitigation = local_alb::DesyncMode::Strictest;
+    let alb = backend.alb(strictest).await;
     // The other order of the two headers.
     let request = format!(
         "POST /smuggle HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n",

@@ -454,7 +454,8 @@ async fn oversized_and_malformed_requests_are_rejected_without_harm() {
         "a".repeat(80 * 1024)
     );
     let answer = raw_exchange(alb.addr, huge.as_bytes()).await;
-    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // AWS: 400 for a header over 16K or a head over 64K (dataplane_limits).
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     let answer = raw_exchange(alb.addr, b"NOT HTTP AT ALL\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
@@ -476,10 +477,8 @@ async fn oversized_and_malformed_requests_are_rejected_without_harm() {
 async fn alb_with_short_client_idle_timeout() -> (Backend, RunningAlb) {
     let backend = Backend::start("echo").await;
     let state = one_group_state("echo", &backend);
-    let options = local_alb::DataPlaneOptions {
-        client_idle_timeout: Duration::from_millis(500),
-        ..quick_options()
-    };
+    let mut options = quick_options();
+    options.head.idle_timeout = Duration::from_millis(500);
     let alb = RunningAlb::start(&state, options).await;
     (backend, alb)
 }
@@ -529,42 +528,9 @@ async fn silent_client_connections_are_closed_after_the_idle_timeout() {
     alb.stop().await;
 }
 
-/// The idle timeout bounds the whole request head: a client that trickles
-/// a header line in now and then (each well within the timeout) is cut off
-/// instead of holding the connection for as long as it likes.
-#[tokio::test]
-async fn a_request_head_trickled_in_is_cut_off_at_the_idle_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_backend, alb) = alb_with_short_client_idle_timeout().await;
-    let mut stream = tokio::net::TcpStream::connect(alb.addr)
-        .await
-        .expect("connect");
-    // 20 lines 150 ms apart: 3 s for a head, against a 500 ms idle timeout.
-    let mut cut_off = false;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .expect("write");
-    for index in 0..20 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let line = format!("X-Line-{index}: {index}\r\n");
-        if stream.write_all(line.as_bytes()).await.is_err() {
-            cut_off = true;
-            break;
-        }
-    }
-    if !cut_off {
-        let _ = stream.write_all(b"\r\n").await;
-    }
-    let mut received = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
-    let received = String::from_utf8_lossy(&received);
-    assert!(
-        !received.starts_with("HTTP/1.1 200"),
-        "a head trickled in over 3 s was served: {received}"
-    );
-    alb.stop().await;
-}
+// A head trickled in, each byte within the idle timeout, is served as on
+// AWS, whose idle timer restarts with each byte: see
+// `dataplane_limits::the_idle_timeout_restarts_with_each_byte_and_a_stalled_request_gets_408`.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_fails_while_tables_are_republished() {

@@ -14,5 +14,6 @@ mod control_wire;
 mod dataplane_forum;
 mod dataplane_health;
 mod dataplane_http1;
+mod dataplane_limits;
 mod dataplane_routing;
 mod persist;
