@@ -14,6 +14,7 @@ mod http1;
 mod pool;
 mod proxy;
 mod responses;
+mod sticky;
 mod table;
 mod targets;
 mod upstream;
@@ -46,10 +47,12 @@ pub struct TargetHealthView {
 pub struct DataPlaneOptions {
     /// Longest wait for a target's response head before answering 504.
     pub target_timeout: Duration,
-    /// How long deregistered targets stay `draining`.
+    /// How long deregistered targets stay `draining`, for target groups
+    /// whose `deregistration_delay.timeout_seconds` attribute is unset.
     pub deregistration_delay: Duration,
     /// Idle keep-alive client connections are closed after this long (it is
-    /// also the limit for receiving a request head).
+    /// also the limit for receiving a request head); the default behind the
+    /// `idle_timeout.timeout_seconds` attribute.
     pub client_idle_timeout: Duration,
     /// Largest request head (request line plus headers) accepted; larger ones
     /// get 431. ALB allows 64 KiB of headers.
@@ -70,6 +73,17 @@ impl Default for DataPlaneOptions {
             max_request_head_bytes: 64 * 1024,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metric_retention: crate::cloudwatch::DEFAULT_RETENTION,
+        }
+    }
+}
+
+impl DataPlaneOptions {
+    /// What unset attributes stand for: the idle timeout and the
+    /// deregistration delay of these options.
+    pub(crate) fn attribute_defaults(&self) -> crate::attributes::AttributeDefaults {
+        crate::attributes::AttributeDefaults {
+            idle_timeout: self.client_idle_timeout,
+            deregistration_delay: self.deregistration_delay,
         }
     }
 }
@@ -114,6 +128,8 @@ pub struct DataPlane {
     metrics: Metrics,
     /// The per-second counters served as CloudWatch metrics.
     cloudwatch: Arc<crate::cloudwatch::Registry>,
+    /// Seals and opens the sticky-session cookies (drawn at start).
+    cookie_key: sticky::CookieKey,
     /// Serializes `publish` (the tables themselves are read lock-free).
     publishing: std::sync::Mutex<()>,
 }
@@ -122,7 +138,7 @@ impl DataPlane {
     /// Builds the data plane for `initial` (compiles its routing table and
     /// prepares health checking; spawns nothing yet).
     pub fn with_options(initial: &State, options: DataPlaneOptions) -> Arc<DataPlane> {
-        let registry = targets::Registry::new(options.deregistration_delay, options.worker_threads);
+        let registry = targets::Registry::new(options.attribute_defaults(), options.worker_threads);
         let metrics = Metrics::default();
         let cloudwatch = Arc::new(crate::cloudwatch::Registry::new(
             options.metric_retention,
@@ -136,6 +152,7 @@ impl DataPlane {
             registry,
             metrics,
             cloudwatch,
+            cookie_key: sticky::CookieKey::random(),
             publishing: std::sync::Mutex::new(()),
         })
     }
@@ -270,7 +287,13 @@ impl DataPlane {
             tokio::spawn(async move {
                 let _serving = serving;
                 let idle = plane.options.client_idle_timeout;
-                match opening_protocol(&stream, idle).await {
+                let mut protocol = opening_protocol(&stream, idle).await;
+                if matches!(protocol, Some(Protocol::Http2)) && !plane.http2_enabled() {
+                    // `routing.http2.enabled` is false: the preface is read
+                    // as an HTTP/1.x request head (and refused as one).
+                    protocol = Some(Protocol::Http1);
+                }
+                match protocol {
                     Some(Protocol::Http1) => {
                         http1::serve(plane, stream, peer, worker, closing_seen).await;
                     }
@@ -300,6 +323,20 @@ impl DataPlane {
             graceful.shutdown().await;
         })
         .await;
+    }
+
+    /// Whether the load balancer accepts HTTP/2 (`routing.http2.enabled`).
+    fn http2_enabled(&self) -> bool {
+        self.tables
+            .load()
+            .primary()
+            .is_none_or(|table| table.attributes.http2_enabled)
+    }
+
+    /// What attributes left unset stand for: this process's idle timeout
+    /// and deregistration delay.
+    pub(crate) fn attribute_defaults(&self) -> crate::attributes::AttributeDefaults {
+        self.options.attribute_defaults()
     }
 
     /// The health of one registered (or draining) target of a target group.

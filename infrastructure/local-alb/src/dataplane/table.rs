@@ -3,13 +3,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::cloudwatch::{self, Cell};
+use crate::dataplane::sticky::{self, CookieKey, Presented};
 use crate::dataplane::targets::{TargetGroupRuntime, TargetRuntime};
 use crate::health::HealthState;
 use crate::matcher::{Conditions, PathPrefilter, RequestView};
 use crate::metrics::{Metrics, StatusClassCounters};
-use crate::model::{ActionKind, State};
+use crate::model::{
+    ActionKind, LoadBalancerAttributes, LoadBalancingAlgorithm, State, TargetGroupAttributes,
+};
+
+/// Group-level stickiness without a `DurationSeconds` (AWS requires one; a
+/// stack file may leave it out): one hour.
+const DEFAULT_GROUP_STICKINESS: u32 = 3600;
 
 /// The routing tables of every listener, in the order of `State::listeners`.
 pub struct RouteTables {
@@ -61,6 +69,9 @@ pub struct RouteTable {
     pub load_balancer_cell: Option<Arc<Cell>>,
     /// The listener's declared port (`X-Forwarded-Port`, `#{port}`).
     pub port: u16,
+    /// The attributes of the listener's load balancer (idle timeout,
+    /// keep-alive, desync mode, header handling, HTTP/2).
+    pub attributes: LoadBalancerAttributes,
     pub rules: Vec<CompiledRule>,
     /// For each rule, the quick test of its path patterns (see
     /// [`PathPrefilter`]); kept apart from the rules so the scan over them
@@ -84,9 +95,26 @@ impl RouteTable {
                 let label = rule.priority.as_api_string();
                 let terminal = rule.actions.iter().max_by_key(|a| a.order.unwrap_or(0))?;
                 let action = match &terminal.kind {
-                    ActionKind::Forward { target_groups, .. } => CompiledAction::Forward(
-                        Forward::compile(target_groups, &label, groups, counting),
-                    ),
+                    ActionKind::Forward {
+                        target_groups,
+                        stickiness_enabled,
+                        stickiness_duration_seconds,
+                        ..
+                    } => {
+                        let stickiness = stickiness_enabled.then(|| {
+                            Duration::from_secs(u64::from(
+                                stickiness_duration_seconds.unwrap_or(DEFAULT_GROUP_STICKINESS),
+                            ))
+                        });
+                        CompiledAction::Forward(Forward::compile(
+                            target_groups,
+                            stickiness,
+                            state,
+                            &label,
+                            groups,
+                            counting,
+                        ))
+                    }
                     ActionKind::FixedResponse {
                         status_code,
                         content_type,
@@ -137,6 +165,10 @@ impl RouteTable {
         RouteTable {
             load_balancer_cell: counting.cloudwatch.cell(counting.load_balancer_arn, None),
             port,
+            attributes: state
+                .load_balancer(counting.load_balancer_arn)
+                .map(|lb| lb.attributes.clone())
+                .unwrap_or_default(),
             rules,
             prefilters,
         }
@@ -206,11 +238,18 @@ pub struct Forward {
     /// per cycle, so the split is exact and interleaved.
     stride: u64,
     next: AtomicU64,
+    /// Group-level stickiness (`TargetGroupStickinessConfig`): how long the
+    /// `AWSALBTG` cookie keeps a client on its group; `None` when off.
+    pub stickiness: Option<Duration>,
+    /// Whether a request's cookies matter (group or target stickiness).
+    uses_cookies: bool,
 }
 
 pub struct WeightedGroup {
     /// Exclusive upper bound of this group's slots in `0..total_weight`.
     upper: u64,
+    /// What an `AWSALBTG` cookie naming this group holds.
+    sticky_id: u64,
     pub group: Option<CompiledTargetGroup>,
     pub counters: Arc<StatusClassCounters>,
     /// The CloudWatch counters of this target group behind the listener's
@@ -221,6 +260,8 @@ pub struct WeightedGroup {
 impl Forward {
     fn compile(
         weighted: &[crate::model::WeightedTargetGroup],
+        stickiness: Option<Duration>,
+        state: &State,
         rule_label: &str,
         groups: &HashMap<String, Arc<TargetGroupRuntime>>,
         counting: &Counting<'_>,
@@ -238,6 +279,10 @@ impl Forward {
             let group = groups
                 .get(&entry.target_group_arn)
                 .map(|runtime| CompiledTargetGroup {
+                    routing: state
+                        .target_group(&entry.target_group_arn)
+                        .map(|tg| GroupRouting::of(&tg.attributes))
+                        .unwrap_or_default(),
                     targets: runtime
                         .members()
                         .into_iter()
@@ -250,6 +295,7 @@ impl Forward {
                 .map_or(entry.target_group_arn.as_str(), |g| g.runtime.name.as_str());
             compiled.push(WeightedGroup {
                 upper: total_weight,
+                sticky_id: sticky::sticky_id(&[&entry.target_group_arn]),
                 counters: counting.metrics.requests(name, rule_label),
                 cell: counting
                     .cloudwatch
@@ -258,7 +304,16 @@ impl Forward {
             });
         }
         let stride = coprime_stride(total_weight);
+        let stickiness = stickiness.filter(|_| compiled.len() > 1);
+        let uses_cookies = stickiness.is_some()
+            || compiled.iter().any(|g| {
+                g.group
+                    .as_ref()
+                    .is_some_and(|g| g.routing.stickiness.is_some())
+            });
         Forward {
+            stickiness,
+            uses_cookies,
             groups: compiled,
             total_weight,
             stride,
@@ -282,6 +337,49 @@ impl Forward {
         }
     }
 
+    /// Whether this forward reads and sets sticky cookies.
+    pub fn uses_cookies(&self) -> bool {
+        self.uses_cookies
+    }
+
+    /// [`Forward::pick`], except that with group-level stickiness a client
+    /// presenting a valid `AWSALBTG` cookie for one of the groups (with a
+    /// weight above 0) stays on it.
+    pub fn pick_sticky(&self, presented: Presented) -> Option<usize> {
+        if self.stickiness.is_some()
+            && let Some(id) = presented.group
+            && let Some(index) = self.groups.iter().position(|g| g.sticky_id == id)
+        {
+            return Some(index);
+        }
+        self.pick()
+    }
+
+    /// The `Set-Cookie` lines of a response from `target` of `weighted`:
+    /// the group cookie when this forward is sticky, the target cookie when
+    /// the group is; empty otherwise. Every answer renews them, as on AWS.
+    pub fn cookie_lines(
+        &self,
+        key: &CookieKey,
+        weighted: &WeightedGroup,
+        target: &TargetRuntime,
+    ) -> Vec<u8> {
+        let mut lines = Vec::new();
+        if !self.uses_cookies {
+            return lines;
+        }
+        let now = std::time::SystemTime::now();
+        if let Some(duration) = self.stickiness {
+            let names = [sticky::GROUP_COOKIE, sticky::GROUP_CORS_COOKIE];
+            sticky::write_set_cookies(&mut lines, key, names, weighted.sticky_id, duration, now);
+        }
+        if let Some(duration) = weighted.group.as_ref().and_then(|g| g.routing.stickiness) {
+            let names = [sticky::TARGET_COOKIE, sticky::TARGET_CORS_COOKIE];
+            sticky::write_set_cookies(&mut lines, key, names, target.sticky_id, duration, now);
+        }
+        lines
+    }
+
     /// The weighted target group at `index` (from [`Forward::pick`]).
     pub fn group(&self, index: usize) -> &WeightedGroup {
         &self.groups[index]
@@ -291,12 +389,27 @@ impl Forward {
     /// `current` (initially the picked group); once a connection failed and
     /// `current` has no untried target left, one of the forward's other
     /// groups (which then becomes `current`). `tried` holds [`target_key`]s.
+    /// A first try goes to the target `prefer` names (an `AWSALB` cookie)
+    /// when the group is sticky and that target is registered and not
+    /// unhealthy.
     pub fn next_target<'f>(
         &'f self,
         picked: usize,
         current: &mut &'f WeightedGroup,
         tried: &[usize],
+        prefer: Option<u64>,
     ) -> Option<&'f Arc<TargetRuntime>> {
+        if tried.is_empty()
+            && let Some(id) = prefer
+            && let Some(group) = &current.group
+            && group.routing.stickiness.is_some()
+            && let Some((_, target)) = group
+                .targets
+                .iter()
+                .find(|(_, t)| t.sticky_id == id && t.health() != HealthState::Unhealthy)
+        {
+            return Some(target);
+        }
         let untried = |group: &'f WeightedGroup| {
             group
                 .group
@@ -347,14 +460,22 @@ fn coprime_stride(total: u64) -> u64 {
 /// A target group's targets as of one routing table.
 pub struct CompiledTargetGroup {
     pub runtime: Arc<TargetGroupRuntime>,
+    /// How the group picks a target (its attributes).
+    pub routing: GroupRouting,
     pub targets: Vec<(Option<http::uri::Authority>, Arc<TargetRuntime>)>,
 }
 
 impl CompiledTargetGroup {
-    /// Round robin over healthy targets; when none is healthy, over all of
-    /// them (ALB fails open). Targets in `tried` (by [`target_key`]; the
-    /// request could not reach them) are passed over. `None` when no other
-    /// target is registered.
+    /// A healthy untried target by the group's algorithm; when none is
+    /// healthy, any untried one (ALB fails open). Targets in `tried` (by
+    /// [`target_key`]; the request could not reach them) are passed over.
+    /// `None` when no other target is registered.
+    ///
+    /// - round robin: the next target in turn; one in slow start is taken
+    ///   with the probability of its share so far (else the next healthy);
+    /// - weighted random: a random start instead of the turn;
+    /// - least outstanding requests: the healthy target with the fewest
+    ///   requests in flight (ties: the next in turn).
     pub fn pick_excluding(
         &self,
         tried: &[usize],
@@ -363,18 +484,59 @@ impl CompiledTargetGroup {
         if count == 0 {
             return None;
         }
-        let start = self.runtime.next.fetch_add(1, Ordering::Relaxed);
+        let start = match self.routing.algorithm {
+            LoadBalancingAlgorithm::WeightedRandom => rand::random::<u32>() as usize,
+            _ => self.runtime.next.fetch_add(1, Ordering::Relaxed),
+        };
         let untried = |target: &Arc<TargetRuntime>| !tried.contains(&target_key(target));
         let mut candidates = (0..count)
             .map(|offset| &self.targets[(start + offset) % count])
             .filter(|(_, target)| untried(target));
         let first = candidates.next()?;
-        if first.1.health() == HealthState::Healthy {
-            return Some(first);
+        let healthy = std::iter::once(first)
+            .chain(candidates)
+            .filter(|(_, target)| target.health() == HealthState::Healthy);
+        if self.routing.algorithm == LoadBalancingAlgorithm::LeastOutstandingRequests {
+            return healthy
+                .min_by_key(|(_, target)| target.outstanding())
+                .or(Some(first));
         }
-        candidates
-            .find(|(_, target)| target.health() == HealthState::Healthy)
-            .or(Some(first))
+        let mut warming = None;
+        for candidate in healthy {
+            if candidate.1.takes_full_share(self.routing.slow_start) {
+                return Some(candidate);
+            }
+            warming.get_or_insert(candidate);
+        }
+        warming.or(Some(first))
+    }
+}
+
+/// The target group attributes that decide which target a request goes to.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupRouting {
+    pub algorithm: LoadBalancingAlgorithm,
+    /// `slow_start.duration_seconds`; zero when off.
+    pub slow_start: Duration,
+    /// `stickiness.lb_cookie.duration_seconds` when `stickiness.enabled`.
+    pub stickiness: Option<Duration>,
+}
+
+impl Default for GroupRouting {
+    fn default() -> Self {
+        GroupRouting::of(&TargetGroupAttributes::default())
+    }
+}
+
+impl GroupRouting {
+    fn of(attributes: &TargetGroupAttributes) -> GroupRouting {
+        GroupRouting {
+            algorithm: attributes.algorithm,
+            slow_start: Duration::from_secs(u64::from(attributes.slow_start_seconds)),
+            stickiness: attributes
+                .stickiness_enabled
+                .then(|| Duration::from_secs(u64::from(attributes.stickiness_duration_seconds))),
+        }
     }
 }
 

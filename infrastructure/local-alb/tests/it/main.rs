@@ -2,6 +2,7 @@
 //! process): each former `tests/*.rs` file is a module here, and the shared
 //! helpers are modules beside them.
 
+mod attributes;
 mod cloudwatch;
 mod common;
 mod common_dataplane;
@@ -15,4 +16,5 @@ mod dataplane_forum;
 mod dataplane_health;
 mod dataplane_http1;
 mod dataplane_routing;
+mod dataplane_sticky;
 mod persist;
