@@ -233,6 +233,9 @@ pub struct RedirectTemplate {
 pub struct Forward {
     /// Groups with a weight above zero, with cumulative weight bounds.
     groups: Vec<WeightedGroup>,
+    /// With group-level stickiness, the groups of weight 0: only clients
+    /// whose `AWSALBTG` cookie names one go there (indexes after `groups`).
+    resting: Vec<WeightedGroup>,
     total_weight: u64,
     /// Coprime to `total_weight`: `n * stride % total` visits every slot once
     /// per cycle, so the split is exact and interleaved.
@@ -267,12 +270,15 @@ impl Forward {
         counting: &Counting<'_>,
     ) -> Forward {
         let single = weighted.len() == 1;
+        // Group-level stickiness needs more than one group to choose from.
+        let stickiness = stickiness.filter(|_| !single);
         let mut total_weight = 0u64;
         let mut compiled = Vec::new();
+        let mut resting = Vec::new();
         for entry in weighted {
             // A lone target group gets all traffic whatever its weight.
             let weight = if single { 1 } else { u64::from(entry.weight) };
-            if weight == 0 {
+            if weight == 0 && stickiness.is_none() {
                 continue;
             }
             total_weight += weight;
@@ -293,7 +299,12 @@ impl Forward {
             let name = group
                 .as_ref()
                 .map_or(entry.target_group_arn.as_str(), |g| g.runtime.name.as_str());
-            compiled.push(WeightedGroup {
+            let list = if weight == 0 {
+                &mut resting
+            } else {
+                &mut compiled
+            };
+            list.push(WeightedGroup {
                 upper: total_weight,
                 sticky_id: sticky::sticky_id(&[&entry.target_group_arn]),
                 counters: counting.metrics.requests(name, rule_label),
@@ -304,7 +315,6 @@ impl Forward {
             });
         }
         let stride = coprime_stride(total_weight);
-        let stickiness = stickiness.filter(|_| compiled.len() > 1);
         let uses_cookies = stickiness.is_some()
             || compiled.iter().any(|g| {
                 g.group
@@ -315,6 +325,7 @@ impl Forward {
             stickiness,
             uses_cookies,
             groups: compiled,
+            resting,
             total_weight,
             stride,
             // A random start, so frequent republishing does not favour the
@@ -343,12 +354,19 @@ impl Forward {
     }
 
     /// [`Forward::pick`], except that with group-level stickiness a client
-    /// presenting a valid `AWSALBTG` cookie for one of the groups (with a
-    /// weight above 0) stays on it.
+    /// presenting a valid `AWSALBTG` cookie for one of the groups stays on
+    /// it, also when its weight is now 0 (as on AWS: stickiness wins over
+    /// weights until the cookie expires), as long as the forward lists it
+    /// and some group has a weight above 0.
     pub fn pick_sticky(&self, presented: Presented) -> Option<usize> {
         if self.stickiness.is_some()
+            && !self.groups.is_empty()
             && let Some(id) = presented.group
-            && let Some(index) = self.groups.iter().position(|g| g.sticky_id == id)
+            && let Some(index) = self
+                .groups
+                .iter()
+                .chain(&self.resting)
+                .position(|g| g.sticky_id == id)
         {
             return Some(index);
         }
@@ -382,7 +400,10 @@ impl Forward {
 
     /// The weighted target group at `index` (from [`Forward::pick`]).
     pub fn group(&self, index: usize) -> &WeightedGroup {
-        &self.groups[index]
+        match self.groups.get(index) {
+            Some(group) => group,
+            None => &self.resting[index - self.groups.len()],
+        }
     }
 
     /// The target a request tries next: the first untried target of
@@ -435,7 +456,13 @@ impl Forward {
     /// reached.
     pub fn others(&self, index: usize) -> impl Iterator<Item = &WeightedGroup> {
         let count = self.groups.len();
-        (1..count).map(move |offset| &self.groups[(index + offset) % count])
+        // From a resting group (weight 0), every group above 0 is another.
+        let (index, offsets) = if index < count {
+            (index, 1..count)
+        } else {
+            (count.saturating_sub(1), 1..count + 1)
+        };
+        offsets.map(move |offset| &self.groups[(index + offset) % count])
     }
 }
 

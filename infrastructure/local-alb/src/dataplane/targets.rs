@@ -103,14 +103,19 @@ impl TargetRuntime {
         lock(&self.tracker).clone()
     }
 
-    fn update(&self, change: impl FnOnce(&mut HealthTracker)) {
+    /// Applies `change` to the health; true when the target just became
+    /// healthy (its slow start, if any, begins now).
+    fn update(&self, change: impl FnOnce(&mut HealthTracker)) -> bool {
         let mut tracker = lock(&self.tracker);
         change(&mut tracker);
         let before = self.health.swap(tracker.state as u8, Ordering::Relaxed);
-        if tracker.state == HealthState::Healthy && before != HealthState::Healthy as u8 {
+        let became_healthy =
+            tracker.state == HealthState::Healthy && before != HealthState::Healthy as u8;
+        if became_healthy {
             let since = epoch().elapsed().as_millis() as u64 + 1;
             self.healthy_since.store(since, Ordering::Relaxed);
         }
+        became_healthy
     }
 
     /// Requests in flight to this target.
@@ -181,6 +186,13 @@ impl TargetGroupRuntime {
 
     fn health_check(&self) -> HealthCheck {
         lock(&self.health_check).clone()
+    }
+
+    /// Whether a member other than `target` is healthy.
+    fn has_other_healthy(&self, target: &Arc<TargetRuntime>) -> bool {
+        lock(&self.members)
+            .iter()
+            .any(|m| !Arc::ptr_eq(m, target) && m.health() == HealthState::Healthy)
     }
 }
 
@@ -314,9 +326,13 @@ impl Registry {
                     Some(authority) => health::probe(&client, authority.as_str(), &check).await,
                     None => health::ProbeOutcome::ConnectionFailed,
                 };
-                checked.update(|t| {
+                let became_healthy = checked.update(|t| {
                     t.record(outcome, check.healthy_threshold, check.unhealthy_threshold)
                 });
+                if became_healthy && !group.has_other_healthy(&checked) {
+                    // The only healthy target takes every request: no slow start.
+                    checked.healthy_since.store(0, Ordering::Relaxed);
+                }
                 let interval = Duration::from_secs(u64::from(check.interval_seconds.max(1)));
                 tokio::time::sleep_until(started + interval).await;
             }
