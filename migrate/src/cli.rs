@@ -27,6 +27,7 @@ Examples:
   migrate status                                 where every route stands
   migrate plan users                             the API calls `shift users` would make
   migrate shift users --steps 10,50,100 --interval 30s
+  migrate shift users --steps 10,50,100 --sticky 10m   each client stays on one side for 10m
   migrate shift users --to 10                    10%, then hold
   migrate promote users                          continue a held plan, from any machine
   migrate watch users                            live: weights, health, gates, next step
@@ -351,6 +352,12 @@ pub struct ShiftArgs {
     /// Skip the parity gate (`migrate verify` sample) before each step.
     #[arg(long)]
     pub skip_parity: bool,
+    /// Keep each client on the side it was sent to for this long during the
+    /// weighted steps (group-level stickiness, AWSALBTG cookie), e.g. 10m;
+    /// 1s to 7d. Default: the route's `sticky`, else none. A rollback drops
+    /// it: sticky clients go back to the monolith at their next request.
+    #[arg(long, value_parser = parse_sticky, value_name = "DURATION")]
+    pub sticky: Option<Duration>,
     /// Move the route's rule in front even though it would shadow other rules
     /// between its priority and the monolith's (they are named without this flag).
     #[arg(long)]
@@ -519,6 +526,11 @@ fn parse_endpoint_url(text: &str) -> Result<String, String> {
             "`{text}` is not an http:// or https:// URL, e.g. http://127.0.0.1:9100"
         ))
     }
+}
+
+/// A stickiness duration: whole seconds from 1s to 7d.
+fn parse_sticky(text: &str) -> Result<Duration, String> {
+    crate::settings::check_sticky(parse_duration(text)?)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

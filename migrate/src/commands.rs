@@ -546,6 +546,8 @@ pub struct RouteStatus {
     pub monolith_priority: u32,
     pub action: Option<String>,
     pub weights: Vec<(String, u32)>,
+    /// Group-level stickiness of the rule's weighted forward, in seconds.
+    pub sticky_seconds: Option<u32>,
     pub target_group: String,
     pub healthy: usize,
     pub unhealthy: usize,
@@ -793,7 +795,7 @@ fn route_status(
         _ => (None, None),
     };
     let weights = match rule.map(|r| &r.action) {
-        Some(Forward::Weighted { target_groups }) => target_groups
+        Some(Forward::Weighted { target_groups, .. }) => target_groups
             .iter()
             .map(|(arn, w)| (target_group_name(arn).to_owned(), *w))
             .collect(),
@@ -834,6 +836,7 @@ fn route_status(
         monolith_priority: listing.monolith_priority,
         action: rule.map(|r| r.action.describe()),
         weights,
+        sticky_seconds: rule.and_then(|r| r.action.sticky_seconds()),
         target_group: view.service_tg.clone(),
         healthy: targets.iter().filter(|t| t.state == "healthy").count(),
         unhealthy: targets.iter().filter(|t| t.state == "unhealthy").count(),

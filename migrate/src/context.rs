@@ -246,7 +246,7 @@ impl Ctx {
 fn forwarded(action: &Forward) -> Vec<&str> {
     match action {
         Forward::Plain { target_group } => vec![target_group.as_str()],
-        Forward::Weighted { target_groups } => {
+        Forward::Weighted { target_groups, .. } => {
             target_groups.iter().map(|(arn, _)| arn.as_str()).collect()
         }
         Forward::Other { .. } => vec![],
@@ -324,13 +324,20 @@ impl Listing {
     /// The view of one route.
     pub fn view(&self, settings: &Settings, route: &str) -> anyhow::Result<RouteView> {
         let route_settings = settings.route(route)?;
-        let rules = self
+        let rules: Vec<RuleInfo> = self
             .rules
             .iter()
             .filter(|r| r.tags.get(ROUTE_TAG).map(String::as_str) == Some(route))
             .cloned()
             .collect();
+        let sticky_seconds = route_settings
+            .sticky_seconds()
+            .or_else(|| match rules.as_slice() {
+                [rule] => rule.action.sticky_seconds(),
+                _ => None,
+            });
         Ok(RouteView {
+            sticky_seconds,
             rules,
             monolith_priority: self.monolith_priority,
             service_tg: self

@@ -19,7 +19,7 @@ use elbv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, HostHeaderConditionConfig,
     HttpHeaderConditionConfig, HttpRequestMethodConditionConfig, PathPatternConditionConfig,
     QueryStringConditionConfig, QueryStringKeyValuePair, RuleCondition, RulePriorityPair,
-    SourceIpConditionConfig, Tag, TargetGroupTuple,
+    SourceIpConditionConfig, Tag, TargetGroupStickinessConfig, TargetGroupTuple,
 };
 
 use crate::settings::AwsSettings;
@@ -556,7 +556,10 @@ fn sdk_action(action: &Forward) -> anyhow::Result<Action> {
     let builder = Action::builder().r#type(ActionTypeEnum::Forward);
     let built = match action {
         Forward::Plain { target_group } => builder.target_group_arn(target_group).build(),
-        Forward::Weighted { target_groups } => {
+        Forward::Weighted {
+            target_groups,
+            sticky_seconds,
+        } => {
             let tuples = target_groups
                 .iter()
                 .map(|(arn, weight)| {
@@ -570,6 +573,12 @@ fn sdk_action(action: &Forward) -> anyhow::Result<Action> {
                 .forward_config(
                     ForwardActionConfig::builder()
                         .set_target_groups(Some(tuples))
+                        .set_target_group_stickiness_config(sticky_seconds.map(|seconds| {
+                            TargetGroupStickinessConfig::builder()
+                                .enabled(true)
+                                .duration_seconds(seconds as i32)
+                                .build()
+                        }))
                         .build(),
                 )
                 .build()
@@ -793,7 +802,13 @@ fn forward_of(actions: &[Action]) -> Forward {
                 t.target_group_arn().unwrap_or_default().to_owned(),
                 t.weight().unwrap_or(1).max(0) as u32,
             )
-        })),
+        }))
+        .sticky(
+            last.forward_config()
+                .and_then(|c| c.target_group_stickiness_config())
+                .filter(|s| s.enabled() == Some(true))
+                .map(|s| s.duration_seconds().unwrap_or(0).max(0) as u32),
+        ),
     }
 }
 

@@ -144,6 +144,39 @@ pub struct RouteSettings {
     /// The route's own metric gate settings, over `[metrics]`.
     #[serde(default)]
     pub metrics: MetricSettings,
+    /// Group-level stickiness of the weighted steps of a shift, e.g. `10m`
+    /// (1 s to 7 days, AWS's range): each client stays on the side it was
+    /// sent to for this long. Default: none. `migrate shift --sticky` wins.
+    #[serde(default, deserialize_with = "sticky")]
+    pub sticky: Option<Duration>,
+}
+
+impl RouteSettings {
+    /// `sticky` in whole seconds, as the ELBv2 API takes it.
+    pub fn sticky_seconds(&self) -> Option<u32> {
+        self.sticky.map(|d| d.as_secs() as u32)
+    }
+}
+
+/// The longest group-level stickiness AWS accepts (7 days).
+pub const MAX_STICKY: Duration = Duration::from_secs(604_800);
+
+/// Checks a stickiness duration: whole seconds from 1 s to 7 days.
+pub fn check_sticky(duration: Duration) -> Result<Duration, String> {
+    if duration < Duration::from_secs(1) || duration > MAX_STICKY || duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "stickiness of {} is outside AWS's range: use whole seconds from 1s to 7d (604800s), e.g. 10m",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(duration)
+}
+
+fn sticky<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let duration = duration(deserializer)?;
+    check_sticky(duration)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The metric gates' settings as written: `[metrics]` and

@@ -47,6 +47,12 @@ pub struct Outcome {
 }
 
 pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
+    ctx.settings.route(&args.route)?;
+    if let (Some(sticky), Some(route)) = (args.sticky, ctx.settings.routes.get_mut(&args.route)) {
+        // --sticky wins over the route's `sticky` for this shift; the rule's
+        // weighted forward then carries it for `promote` too.
+        route.sticky = Some(sticky);
+    }
     let route_settings = ctx.settings.route(&args.route)?.clone();
     // The steps: --to N (N, a hold, the route's steps above N), --steps, else
     // the route's `steps` (default [100]).

@@ -77,9 +77,13 @@ pub enum Forward {
     Plain {
         target_group: String,
     },
-    /// Target groups and weights, sorted by ARN.
+    /// Target groups and weights, sorted by ARN; with group-level
+    /// stickiness (`TargetGroupStickinessConfig`) for this many seconds, if
+    /// on.
     Weighted {
         target_groups: Vec<(String, u32)>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sticky_seconds: Option<u32>,
     },
     /// Anything else (fixed response, redirect, authentication...).
     Other {
@@ -91,7 +95,30 @@ impl Forward {
     pub fn weighted(groups: impl IntoIterator<Item = (String, u32)>) -> Forward {
         let mut target_groups: Vec<(String, u32)> = groups.into_iter().collect();
         target_groups.sort();
-        Forward::Weighted { target_groups }
+        Forward::Weighted {
+            target_groups,
+            sticky_seconds: None,
+        }
+    }
+
+    /// The same forward with group-level stickiness for `seconds` (a
+    /// weighted forward only: a plain forward has one group to stick to).
+    pub fn sticky(self, seconds: Option<u32>) -> Forward {
+        match self {
+            Forward::Weighted { target_groups, .. } => Forward::Weighted {
+                target_groups,
+                sticky_seconds: seconds,
+            },
+            other => other,
+        }
+    }
+
+    /// The group-level stickiness of a weighted forward, in seconds.
+    pub fn sticky_seconds(&self) -> Option<u32> {
+        match self {
+            Forward::Weighted { sticky_seconds, .. } => *sticky_seconds,
+            _ => None,
+        }
     }
 
     /// The action that sends `percent` of the route to the service.
@@ -108,18 +135,26 @@ impl Forward {
         }
     }
 
-    /// One line for people: `forward users` or `forward users=10 monolith=90`.
+    /// One line for people: `forward users`, `forward users=10 monolith=90`
+    /// or `forward users=10 monolith=90, sticky 10m`.
     pub fn describe(&self) -> String {
         match self {
             Forward::Plain { target_group } => {
                 format!("forward {}", target_group_name(target_group))
             }
-            Forward::Weighted { target_groups } => {
+            Forward::Weighted {
+                target_groups,
+                sticky_seconds,
+            } => {
                 let parts: Vec<String> = target_groups
                     .iter()
                     .map(|(arn, weight)| format!("{}={weight}", target_group_name(arn)))
                     .collect();
-                format!("forward {}", parts.join(" "))
+                let sticky = sticky_seconds.map_or(String::new(), |seconds| {
+                    let duration = std::time::Duration::from_secs(u64::from(seconds));
+                    format!(", sticky {}", humantime::format_duration(duration))
+                });
+                format!("forward {}{sticky}", parts.join(" "))
             }
             Forward::Other { description } => description.clone(),
         }
@@ -219,6 +254,9 @@ pub struct RouteView {
     pub preferred: Option<u32>,
     /// The monolith's rule's conditions: what a parked rule must stay within.
     pub monolith_conditions: alb::Conditions,
+    /// Group-level stickiness of weighted steps, in seconds (`--sticky`,
+    /// the route's `sticky`, else what the rule's weighted forward has).
+    pub sticky_seconds: Option<u32>,
 }
 
 impl RouteView {
@@ -277,7 +315,7 @@ impl RouteView {
                     target_group_name(target_group)
                 ),
             },
-            Forward::Weighted { target_groups } => {
+            Forward::Weighted { target_groups, .. } => {
                 let mut service_weight = 0;
                 let mut monolith_weight = 0;
                 for (arn, weight) in target_groups {
@@ -411,7 +449,8 @@ impl RouteView {
             }
             return Ok(writes);
         }
-        let desired = Forward::for_percent(percent, &self.service_tg, &self.monolith_tg);
+        let desired = Forward::for_percent(percent, &self.service_tg, &self.monolith_tg)
+            .sticky(self.sticky_seconds);
         if rule.action != desired {
             writes.push(Write::SetAction {
                 rule: rule.arn.clone(),
@@ -574,6 +613,7 @@ mod tests {
             taken: [99, priority].into_iter().collect(),
             preferred: Some(1),
             monolith_conditions: alb::Conditions::paths(["/api*".to_owned()]),
+            sticky_seconds: None,
         }
     }
 
@@ -877,6 +917,7 @@ mod tests {
                                 taken: taken.clone(),
                                 preferred,
                                 monolith_conditions: alb::Conditions::paths(["/api*".to_owned()]),
+                                sticky_seconds: None,
                             }
                         })
                     },

@@ -63,7 +63,7 @@ impl RouteLine {
 
 fn weights(view: &RouteView) -> String {
     match view.rule().map(|r| &r.action) {
-        Some(Forward::Weighted { target_groups }) => target_groups
+        Some(Forward::Weighted { target_groups, .. }) => target_groups
             .iter()
             .map(|(arn, w)| format!("{}={w}", target_group_name(arn)))
             .collect::<Vec<_>>()

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod attributes;
 pub(crate) mod cloudwatch;
 pub(crate) mod control;
 pub(crate) mod dataplane;

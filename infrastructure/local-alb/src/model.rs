@@ -44,6 +44,10 @@ pub struct LoadBalancer {
     pub created_time: String,
     #[serde(default)]
     pub tags: Tags,
+    /// `DescribeLoadBalancerAttributes`; absent in older state files (AWS's
+    /// defaults then).
+    #[serde(default)]
+    pub attributes: LoadBalancerAttributes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +206,10 @@ pub struct TargetGroup {
     pub targets: Vec<Target>,
     #[serde(default)]
     pub tags: Tags,
+    /// `DescribeTargetGroupAttributes`; absent in older state files (AWS's
+    /// defaults then).
+    #[serde(default)]
+    pub attributes: TargetGroupAttributes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +221,122 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// HTTP codes that count as healthy, AWS syntax: `200`, `200,204`, `200-299`.
     pub matcher: String,
+}
+
+/// A load balancer's attributes (`ModifyLoadBalancerAttributes`), typed.
+/// Keys, ranges and defaults are AWS's; `attributes.rs` reads and writes
+/// them by key. Keys that are stored and returned but change nothing locally
+/// (connection logs, WAF, zonal shift, ...) are kept as text in `other`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoadBalancerAttributes {
+    /// `deletion_protection.enabled` (false).
+    pub deletion_protection: bool,
+    /// `access_logs.s3.enabled` (false), `.bucket` and `.prefix` ("").
+    pub access_logs_enabled: bool,
+    pub access_logs_bucket: String,
+    pub access_logs_prefix: String,
+    /// `idle_timeout.timeout_seconds` (1-4000). `None`: the process default
+    /// (`--client-idle-timeout`, 60 s as on AWS).
+    pub idle_timeout_seconds: Option<u32>,
+    /// `client_keep_alive.seconds` (60-604800; 3600).
+    pub client_keep_alive_seconds: u32,
+    /// `routing.http.desync_mitigation_mode` (defensive).
+    pub desync_mitigation_mode: DesyncMitigationMode,
+    /// `routing.http.drop_invalid_header_fields.enabled` (false).
+    pub drop_invalid_header_fields: bool,
+    /// `routing.http.xff_header_processing.mode` (append).
+    pub xff_header_processing_mode: XffHeaderProcessingMode,
+    /// `routing.http.preserve_host_header.enabled` (false).
+    pub preserve_host_header: bool,
+    /// `routing.http2.enabled` (true).
+    pub http2_enabled: bool,
+    /// Other recognised keys whose value was changed, by key.
+    pub other: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for LoadBalancerAttributes {
+    fn default() -> Self {
+        LoadBalancerAttributes {
+            deletion_protection: false,
+            access_logs_enabled: false,
+            access_logs_bucket: String::new(),
+            access_logs_prefix: String::new(),
+            idle_timeout_seconds: None,
+            client_keep_alive_seconds: 3600,
+            desync_mitigation_mode: DesyncMitigationMode::Defensive,
+            drop_invalid_header_fields: false,
+            xff_header_processing_mode: XffHeaderProcessingMode::Append,
+            preserve_host_header: false,
+            http2_enabled: true,
+            other: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesyncMitigationMode {
+    /// Every request the data plane can frame is forwarded.
+    Monitor,
+    /// AWS's default: severe requests refused (400); ambiguous ones
+    /// forwarded, then both connections closed.
+    Defensive,
+    /// Only compliant requests are forwarded; the rest get 400.
+    Strictest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XffHeaderProcessingMode {
+    /// AWS's default: the client's address is appended to what came.
+    Append,
+    /// The header goes on as it came (none added when there was none).
+    Preserve,
+    /// The header is removed.
+    Remove,
+}
+
+/// A target group's attributes (`ModifyTargetGroupAttributes`), typed; as
+/// [`LoadBalancerAttributes`], keys that change nothing locally are in
+/// `other`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TargetGroupAttributes {
+    /// `deregistration_delay.timeout_seconds` (0-3600). `None`: the process
+    /// default (`--deregistration-delay`; 5 s locally, AWS's is 300).
+    pub deregistration_delay_seconds: Option<u32>,
+    /// `slow_start.duration_seconds` (0 = off, or 30-900).
+    pub slow_start_seconds: u32,
+    /// `load_balancing.algorithm.type` (round_robin).
+    pub algorithm: LoadBalancingAlgorithm,
+    /// `stickiness.enabled` (false); `stickiness.type` is `lb_cookie`.
+    pub stickiness_enabled: bool,
+    /// `stickiness.lb_cookie.duration_seconds` (1-604800; 86400).
+    pub stickiness_duration_seconds: u32,
+    /// Other recognised keys whose value was changed, by key.
+    pub other: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TargetGroupAttributes {
+    fn default() -> Self {
+        TargetGroupAttributes {
+            deregistration_delay_seconds: None,
+            slow_start_seconds: 0,
+            algorithm: LoadBalancingAlgorithm::RoundRobin,
+            stickiness_enabled: false,
+            stickiness_duration_seconds: 86_400,
+            other: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancingAlgorithm {
+    RoundRobin,
+    LeastOutstandingRequests,
+    WeightedRandom,
 }
 
 /// A registered target. Locally `id` is a host name or IP address.

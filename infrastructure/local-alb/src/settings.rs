@@ -88,8 +88,9 @@ pub struct Cli {
     #[arg(long, env = "LOCAL_ALB_TARGET_TIMEOUT_SECONDS", value_name = "SECONDS", value_parser = seconds)]
     pub target_timeout: Option<Duration>,
 
-    /// Seconds a deregistered target is reported `draining` (AWS: 300).
-    /// Default: 5.
+    /// Seconds a deregistered target is reported `draining` (AWS: 300), for
+    /// target groups without a `deregistration_delay.timeout_seconds`
+    /// attribute (the attribute wins). Default: 5.
     #[arg(long, env = "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS", value_name = "SECONDS", value_parser = seconds)]
     pub deregistration_delay: Option<Duration>,
 

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+use crate::attributes::AttributeError;
 use crate::control::validate;
 use crate::model::{
-    Action, ActionKind, Condition, HealthCheck, Listener, LoadBalancer, Priority, QueryPair, Rule,
-    State, Tag, Target, TargetGroup, WeightedTargetGroup,
+    Action, ActionKind, Condition, HealthCheck, Listener, LoadBalancer, LoadBalancerAttributes,
+    Priority, QueryPair, Rule, State, Tag, Target, TargetGroup, TargetGroupAttributes,
+    WeightedTargetGroup,
 };
 use crate::sigv4::Credentials;
 
@@ -62,6 +64,9 @@ struct RawLoadBalancer {
     scheme: String,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// ELBv2 attribute keys and values, as `ModifyLoadBalancerAttributes` takes them.
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
 }
 
 fn internet_facing() -> String {
@@ -94,6 +99,9 @@ struct RawTargetGroup {
     health_check: RawHealthCheck,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// ELBv2 attribute keys and values, as `ModifyTargetGroupAttributes` takes them.
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
 }
 
 /// Defaults are AWS's for HTTP target groups of an ALB.
@@ -219,6 +227,23 @@ fn tags(map: &BTreeMap<String, String>, key: &str) -> Result<Vec<Tag>, String> {
     Ok(tags)
 }
 
+/// Attributes from `attributes = { "key" = "value" }`, checked as the API
+/// checks them; errors name the key.
+fn attributes<A: Default>(
+    map: &BTreeMap<String, String>,
+    key: &str,
+    set: impl Fn(&mut A, &str, &str) -> Result<(), AttributeError>,
+    check: impl Fn(&A) -> Result<(), AttributeError>,
+) -> Result<A, String> {
+    let mut attributes = A::default();
+    for (name, value) in map {
+        set(&mut attributes, name, value)
+            .map_err(|e| format!("{key}.\"{name}\" = \"{value}\": {}", e.message()))?;
+    }
+    check(&attributes).map_err(|e| format!("{key}: {}", e.message()))?;
+    Ok(attributes)
+}
+
 fn check_name(name: &str, key: &str) -> Result<(), String> {
     let valid = (1..=32).contains(&name.len())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -306,6 +331,12 @@ fn add_load_balancer(state: &mut State, lb: &RawLoadBalancer) -> Result<(String,
         scheme: lb.scheme.clone(),
         created_time: now_iso8601(),
         tags: tags(&lb.tags, "load_balancer.tags")?,
+        attributes: attributes(
+            &lb.attributes,
+            "load_balancer.attributes",
+            LoadBalancerAttributes::set,
+            LoadBalancerAttributes::check,
+        )?,
     });
 
     Ok((lb_arn, lb_id))
@@ -342,6 +373,12 @@ fn add_target_groups(state: &mut State, groups: &[RawTargetGroup]) -> Result<(),
             health_check,
             targets,
             tags: tags(&tg.tags, &format!("{key}.tags"))?,
+            attributes: attributes(
+                &tg.attributes,
+                &format!("{key}.attributes"),
+                TargetGroupAttributes::set,
+                TargetGroupAttributes::check,
+            )?,
         });
     }
 
@@ -579,6 +616,16 @@ pub fn differences(before: &State, after: &State) -> Vec<String> {
             names(after)
         ));
     }
+    let attributes = |state: &State| -> Vec<LoadBalancerAttributes> {
+        state
+            .load_balancers
+            .iter()
+            .map(|lb| lb.attributes.clone())
+            .collect()
+    };
+    if attributes(before) != attributes(after) {
+        found.push("load balancer attributes changed".to_owned());
+    }
     let ports = |state: &State| -> Vec<u16> { state.listeners.iter().map(|l| l.port).collect() };
     if ports(before) != ports(after) {
         found.push(format!(
@@ -630,7 +677,7 @@ pub fn target_group_differences(saved: &State, file: &State) -> Vec<String> {
                 tg.name
             )),
             Some(old) if comparable(old) != comparable(tg) => found.push(format!(
-                "target group '{}' changed (port, targets, health check or tags)",
+                "target group '{}' changed (port, targets, health check, tags or attributes)",
                 tg.name
             )),
             Some(_) => {}
@@ -718,7 +765,7 @@ mod tests {
         );
         assert_eq!(
             differences(&before, &after),
-            ["target group 'users' changed (port, targets, health check or tags)"]
+            ["target group 'users' changed (port, targets, health check, tags or attributes)"]
         );
     }
 

@@ -917,3 +917,80 @@ fn a_shift_proceeds_while_a_replaced_target_is_draining_or_initial() {
     );
     assert_eq!(stack.burst("/api/users/1", 5).0, only("users", 5));
 }
+
+/// One GET through the load balancer with `cookie` (if any): the target
+/// group that answered (from the ALB's metrics) and the `AWSALBTG` cookie
+/// the answer set, as `name=value`.
+fn sticky_get(stack: &LocalStack, path: &str, cookie: Option<&str>) -> (String, Option<String>) {
+    use std::io::{Read, Write};
+    let before = stack.answered_by();
+    let addr = stack.data_url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let set = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("set-cookie: "))
+        .find(|c| c.starts_with("AWSALBTG="))
+        .map(|c| c.split(';').next().unwrap().to_owned());
+    let after = stack.answered_by();
+    let answered = after
+        .iter()
+        .find(|(group, n)| **n > before.get(*group).copied().unwrap_or(0))
+        .map(|(group, _)| group.clone())
+        .expect("one target group answered");
+    (answered, set)
+}
+
+#[test]
+fn a_sticky_shift_keeps_clients_on_one_side_and_rollback_brings_them_back_at_once() {
+    let stack = LocalStack::start();
+    let op = stack.operator("1s");
+    assert_eq!(op.run(&["init"]).code, 0);
+    wait_healthy(&op);
+
+    let shift = op.run(&["shift", "users", "--to", "50", "--sticky", "10m"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    let status = op.run(&["status"]);
+    assert!(status.stdout.contains("sticky 10m"), "{status}");
+    assert_eq!(op.route_status("users")["sticky_seconds"], 600);
+
+    // New clients land on either side; each stays where it landed.
+    let mut on_service = None;
+    for _ in 0..30 {
+        let (side, cookie) = sticky_get(&stack, "/api/users/1", None);
+        let cookie = cookie.expect("a weighted sticky forward sets AWSALBTG");
+        for _ in 0..3 {
+            assert_eq!(sticky_get(&stack, "/api/users/1", Some(&cookie)).0, side);
+        }
+        if side == "users" {
+            on_service = Some(cookie);
+            break;
+        }
+    }
+    let cookie = on_service.expect("a client of the service within 30 new clients");
+
+    // The rolled-back rule has no stickiness: the service's sticky client
+    // is on the monolith at its next request.
+    let rollback = op.run(&["rollback", "users"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    let (side, set) = sticky_get(&stack, "/api/users/1", Some(&cookie));
+    assert_eq!(side, "monolith");
+    assert_eq!(set, None, "no stickiness once rolled back");
+
+    // Bad durations are refused as usage errors, naming the range.
+    let refused = op.run(&["shift", "users", "--to", "50", "--sticky", "8d"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(refused.stderr.contains("1s to 7d"), "{refused}");
+}

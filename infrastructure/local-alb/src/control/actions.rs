@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::form::Form;
 use super::xml::{self, Xml};
 use super::{parse, render, validate};
+use crate::attributes::MAX_ATTRIBUTES_PER_CALL;
 use crate::dataplane::{DataPlane, TargetHealthView};
 use crate::model::{Priority, ResourceKind, Rule, State, Target, TargetGroup};
 
@@ -43,6 +44,10 @@ pub fn handler(name: &str) -> Option<Handler> {
         "DescribeTargetGroups" => Read(describe_target_groups),
         "DescribeTargetHealth" => Read(describe_target_health),
         "DescribeTags" => Read(describe_tags),
+        "DescribeLoadBalancerAttributes" => Read(describe_load_balancer_attributes),
+        "DescribeTargetGroupAttributes" => Read(describe_target_group_attributes),
+        "ModifyLoadBalancerAttributes" => Write(modify_load_balancer_attributes),
+        "ModifyTargetGroupAttributes" => Write(modify_target_group_attributes),
         "CreateRule" => Write(create_rule),
         "ModifyRule" => Write(modify_rule),
         "DeleteRule" => Write(delete_rule),
@@ -615,4 +620,81 @@ fn modify_target_group(state: &mut State, req: &Request) -> Result<String, ApiEr
             render::target_group(x, state, tg)
         });
     }))
+}
+
+/// The `Attributes` of a `Modify*Attributes` call: 1 to 20 key/value pairs.
+fn attribute_pairs(form: &Form) -> Result<Vec<(String, String)>, ApiError> {
+    let members = form
+        .member_list("Attributes")?
+        .ok_or_else(|| ApiError::missing("Attributes"))?;
+    if members.is_empty() || members.len() > MAX_ATTRIBUTES_PER_CALL {
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value at 'attributes' failed to satisfy constraint: Member must have length less than or equal to {MAX_ATTRIBUTES_PER_CALL} and at least 1"
+        )));
+    }
+    members
+        .iter()
+        .map(|member| {
+            let key = member.required("Key")?.to_owned();
+            let value = member.get("Value").unwrap_or_default().to_owned();
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn attribute_list(x: &mut Xml, entries: Vec<(&'static str, String)>) {
+    x.list("Attributes", entries, |x, (key, value)| {
+        x.leaf("Key", key).leaf("Value", value);
+    });
+}
+
+fn describe_load_balancer_attributes(state: &State, req: &Request) -> Result<String, ApiError> {
+    let arn = req.form.required("LoadBalancerArn")?;
+    let lb = state
+        .load_balancer(arn)
+        .ok_or_else(|| ApiError::load_balancer_not_found(arn))?;
+    let entries = lb.attributes.entries(&req.dataplane.attribute_defaults());
+    Ok(req.answer(|x| attribute_list(x, entries)))
+}
+
+fn describe_target_group_attributes(state: &State, req: &Request) -> Result<String, ApiError> {
+    let arn = req.form.required("TargetGroupArn")?;
+    let tg = state
+        .target_group(arn)
+        .ok_or_else(|| ApiError::target_group_not_found(arn))?;
+    let entries = tg.attributes.entries(&req.dataplane.attribute_defaults());
+    Ok(req.answer(|x| attribute_list(x, entries)))
+}
+
+/// Sets every pair on `attributes` (a copy: the call changes all or nothing).
+fn modify_load_balancer_attributes(state: &mut State, req: &Request) -> Result<String, ApiError> {
+    let arn = req.form.required("LoadBalancerArn")?;
+    let pairs = attribute_pairs(req.form)?;
+    let lb = state
+        .load_balancers
+        .iter_mut()
+        .find(|lb| lb.arn == arn)
+        .ok_or_else(|| ApiError::load_balancer_not_found(arn))?;
+    for (key, value) in &pairs {
+        lb.attributes
+            .set(key, value)
+            .map_err(|e| ApiError::attribute(&e))?;
+    }
+    lb.attributes.check().map_err(|e| ApiError::attribute(&e))?;
+    let entries = lb.attributes.entries(&req.dataplane.attribute_defaults());
+    Ok(req.answer(|x| attribute_list(x, entries)))
+}
+
+fn modify_target_group_attributes(state: &mut State, req: &Request) -> Result<String, ApiError> {
+    let arn = req.form.required("TargetGroupArn")?;
+    let pairs = attribute_pairs(req.form)?;
+    let tg = target_group_mut(state, arn)?;
+    for (key, value) in &pairs {
+        tg.attributes
+            .set(key, value)
+            .map_err(|e| ApiError::attribute(&e))?;
+    }
+    tg.attributes.check().map_err(|e| ApiError::attribute(&e))?;
+    let entries = tg.attributes.entries(&req.dataplane.attribute_defaults());
+    Ok(req.answer(|x| attribute_list(x, entries)))
 }

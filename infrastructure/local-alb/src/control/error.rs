@@ -82,6 +82,24 @@ impl ApiError {
         )
     }
 
+    /// A value AWS refuses as a configuration (an attribute out of range).
+    pub fn invalid_configuration(message: impl Into<String>) -> ApiError {
+        ApiError::sender("InvalidConfigurationRequest", message)
+    }
+
+    /// An attribute key or value refused: an unknown key is AWS's
+    /// `ValidationError`, a bad value its `InvalidConfigurationRequest`.
+    pub fn attribute(error: &crate::attributes::AttributeError) -> ApiError {
+        match error {
+            crate::attributes::AttributeError::UnknownKey { .. } => {
+                ApiError::validation(error.message())
+            }
+            crate::attributes::AttributeError::InvalidValue { .. } => {
+                ApiError::invalid_configuration(error.message())
+            }
+        }
+    }
+
     pub fn operation_not_permitted(message: impl Into<String>) -> ApiError {
         ApiError::sender("OperationNotPermitted", message)
     }

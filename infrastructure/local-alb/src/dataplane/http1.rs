@@ -38,6 +38,7 @@ use crate::dataplane::DataPlane;
 use crate::dataplane::policy::{self, HeadPolicy, HeadScan, OverLimit, Verdict};
 use crate::dataplane::pool::Address;
 use crate::dataplane::responses::{self, Generated, RedirectSource};
+use crate::dataplane::sticky::{self, Presented};
 use crate::dataplane::table::{CompiledAction, Forward, RouteTables, WeightedGroup, target_key};
 use crate::dataplane::targets::TargetRuntime;
 use crate::dataplane::upstream::{self, Upstream};
@@ -267,8 +268,13 @@ enum Plan {
     /// The load balancer's own answer is in `out`.
     Answered { close: bool },
     /// The request head for the target is in `out`; forward by the rule at
-    /// this index of the primary table, to this weighted target group.
-    Forward { rule: usize, picked: usize },
+    /// this index of the primary table, to this weighted target group (and
+    /// first to the target a sticky cookie names, if any).
+    Forward {
+        rule: usize,
+        picked: usize,
+        prefer: Option<u64>,
+    },
 }
 
 /// Where a body stands while it is copied through.
@@ -466,7 +472,11 @@ impl ClientConnection {
                     self.body_unread = close && client.framing != Framing::Empty;
                     written && !close
                 }
-                Plan::Forward { rule, picked } => {
+                Plan::Forward {
+                    rule,
+                    picked,
+                    prefer,
+                } => {
                     let forward = tables
                         .primary()
                         .and_then(|table| table.rules.get(rule))
@@ -475,7 +485,7 @@ impl ClientConnection {
                             _ => None,
                         });
                     match forward {
-                        Some(forward) => self.forward(&client, forward, picked).await,
+                        Some(forward) => self.forward(&client, forward, picked, prefer).await,
                         None => false,
                     }
                 }
@@ -589,6 +599,12 @@ impl ClientConnection {
             source_ip: self.client_ip,
         };
         let routed = table.route_index(&view);
+        let presented = match routed.map(|index| &table.rules[index].action) {
+            Some(CompiledAction::Forward(forward)) => {
+                self.presented_cookies(forward, request.headers)
+            }
+            _ => Presented::default(),
+        };
         let plan = match routed.map(|index| (index, &table.rules[index].action)) {
             None => {
                 let page = self.plane.elb_error_page(ElbError::NoListener, None);
@@ -627,7 +643,8 @@ impl ClientConnection {
                     close: close_after_answer,
                 }
             }
-            Some((index, CompiledAction::Forward(forward))) => match forward.pick() {
+            Some((index, CompiledAction::Forward(forward))) => match forward.pick_sticky(presented)
+            {
                 None => {
                     let page = self
                         .plane
@@ -656,6 +673,7 @@ impl ClientConnection {
                     Plan::Forward {
                         rule: index,
                         picked,
+                        prefer: presented.target,
                     }
                 }
             },
@@ -742,11 +760,31 @@ impl ClientConnection {
         self.answer_error(error, Some(group), client, unread).await
     }
 
+    /// The sticky ids a request's cookies name, when `forward` uses them.
+    fn presented_cookies(&self, forward: &Forward, headers: &[httparse::Header<'_>]) -> Presented {
+        if !forward.uses_cookies() {
+            return Presented::default();
+        }
+        let cookies = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .map(|h| h.value);
+        self.plane
+            .cookie_key
+            .presented(cookies, std::time::SystemTime::now())
+    }
+
     /// Forwards the request whose head for the target is in `out`; returns
     /// whether the client connection stays open. A target that cannot be
     /// connected to is marked unhealthy and the next one is tried (as
     /// [`DataPlane::forward`] does for HTTP/2).
-    async fn forward(&mut self, client: &ClientSide, forward: &Forward, picked: usize) -> bool {
+    async fn forward(
+        &mut self,
+        client: &ClientSide,
+        forward: &Forward,
+        picked: usize,
+        prefer: Option<u64>,
+    ) -> bool {
         // The body bytes already read go out with the head.
         let mut body = BodyProgress::new(client.framing, false);
         let body_buffered = match body.take(&mut self.input, &mut self.out) {
@@ -773,8 +811,10 @@ impl ClientConnection {
         let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
         let mut attempts = 0;
         let mut stale = 0;
+        let mut _in_flight = None;
         let (mut upstream, target, start) = 'targets: loop {
-            let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
+            let Some(target) =
+                forward.next_target(picked, &mut weighted, &tried[..attempts], prefer)
             else {
                 let error = ElbError::no_target_left(attempts);
                 return self.answer_unsent(error, first, client, &body).await;
@@ -789,6 +829,7 @@ impl ClientConnection {
             }
             tried[attempts] = target_key(target);
             attempts += 1;
+            _in_flight = Some(target.begin_request());
             loop {
                 let connected = self.checkout_or_connect(target, address, stale).await;
                 let mut upstream = match connected {
@@ -846,6 +887,8 @@ impl ClientConnection {
         if let Some(cell) = &weighted.cell {
             cell.record_target(self.worker, start.status, started.elapsed());
         }
+        let cookies = forward.cookie_lines(&self.plane.cookie_key, weighted, target);
+        sticky::insert_into_head(&mut self.out, &cookies);
         let Some(complete) = self.relay_response(&mut upstream, &start).await else {
             return false;
         };

@@ -15,6 +15,7 @@ mod policy;
 mod pool;
 mod proxy;
 mod responses;
+mod sticky;
 mod table;
 mod targets;
 mod upstream;
@@ -52,7 +53,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 pub struct DataPlaneOptions {
     /// Longest wait for a target's response head before answering 504.
     pub target_timeout: Duration,
-    /// How long deregistered targets stay `draining`.
+    /// How long deregistered targets stay `draining`, for target groups
+    /// whose `deregistration_delay.timeout_seconds` attribute is unset.
     pub deregistration_delay: Duration,
     /// The load balancer's attributes for request heads (idle timeout,
     /// client keep-alive, desync mitigation, invalid header fields,
@@ -74,6 +76,17 @@ impl Default for DataPlaneOptions {
             head: HeadPolicy::default(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metric_retention: crate::cloudwatch::DEFAULT_RETENTION,
+        }
+    }
+}
+
+impl DataPlaneOptions {
+    /// What unset attributes stand for: the idle timeout and the
+    /// deregistration delay of these options.
+    pub(crate) fn attribute_defaults(&self) -> crate::attributes::AttributeDefaults {
+        crate::attributes::AttributeDefaults {
+            idle_timeout: self.head.idle_timeout,
+            deregistration_delay: self.deregistration_delay,
         }
     }
 }
@@ -118,6 +131,8 @@ pub struct DataPlane {
     metrics: Metrics,
     /// The per-second counters served as CloudWatch metrics.
     cloudwatch: Arc<crate::cloudwatch::Registry>,
+    /// Seals and opens the sticky-session cookies (drawn at start).
+    cookie_key: sticky::CookieKey,
     /// Serializes `publish` (the tables themselves are read lock-free).
     publishing: std::sync::Mutex<()>,
 }
@@ -126,7 +141,7 @@ impl DataPlane {
     /// Builds the data plane for `initial` (compiles its routing table and
     /// prepares health checking; spawns nothing yet).
     pub fn with_options(initial: &State, options: DataPlaneOptions) -> Arc<DataPlane> {
-        let registry = targets::Registry::new(options.deregistration_delay, options.worker_threads);
+        let registry = targets::Registry::new(options.attribute_defaults(), options.worker_threads);
         let metrics = Metrics::default();
         let cloudwatch = Arc::new(crate::cloudwatch::Registry::new(
             options.metric_retention,
@@ -141,6 +156,7 @@ impl DataPlane {
             registry,
             metrics,
             cloudwatch,
+            cookie_key: sticky::CookieKey::random(),
             publishing: std::sync::Mutex::new(()),
         })
     }
@@ -282,7 +298,13 @@ impl DataPlane {
             tokio::spawn(async move {
                 let _serving = serving;
                 let idle = plane.tables.load().head.idle_timeout;
-                match opening_protocol(&stream, idle).await {
+                let mut protocol = opening_protocol(&stream, idle).await;
+                if matches!(protocol, Some(Protocol::Http2)) && !plane.http2_enabled() {
+                    // `routing.http2.enabled` is false: the preface is read
+                    // as an HTTP/1.x request head (and refused as one).
+                    protocol = Some(Protocol::Http1);
+                }
+                match protocol {
                     Some(Protocol::Http1) => {
                         http1::serve(plane, stream, peer, worker, closing_seen).await;
                     }
@@ -329,6 +351,20 @@ impl DataPlane {
                 }
             }
         }
+    }
+
+    /// Whether the load balancer accepts HTTP/2 (`routing.http2.enabled`).
+    fn http2_enabled(&self) -> bool {
+        self.tables
+            .load()
+            .primary()
+            .is_none_or(|table| table.attributes.http2_enabled)
+    }
+
+    /// What attributes left unset stand for: this process's idle timeout
+    /// and deregistration delay.
+    pub(crate) fn attribute_defaults(&self) -> crate::attributes::AttributeDefaults {
+        self.options.attribute_defaults()
     }
 
     /// The health of one registered (or draining) target of a target group.

@@ -26,69 +26,9 @@ pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// The most addresses an incoming `X-Forwarded-For` may list; more gets 463.
 pub const MAX_FORWARDED_FOR: usize = 30;
 
-/// `routing.http.desync_mitigation_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DesyncMode {
-    /// Every request the data plane can frame is forwarded.
-    Monitor,
-    /// AWS's default: severe requests refused (400); ambiguous ones
-    /// forwarded, then both connections closed.
-    #[default]
-    Defensive,
-    /// Only compliant requests are forwarded; the rest get 400.
-    Strictest,
-}
-
-impl DesyncMode {
-    /// The attribute's value as the ELBv2 API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DesyncMode::Monitor => "monitor",
-            DesyncMode::Defensive => "defensive",
-            DesyncMode::Strictest => "strictest",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<DesyncMode> {
-        match value {
-            "monitor" => Some(DesyncMode::Monitor),
-            "defensive" => Some(DesyncMode::Defensive),
-            "strictest" => Some(DesyncMode::Strictest),
-            _ => None,
-        }
-    }
-}
-
-/// `routing.http.xff_header_processing.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XffMode {
-    /// AWS's default: the client's address is appended to what came.
-    #[default]
-    Append,
-    /// The header goes on as it came (none added when there was none).
-    Preserve,
-    /// The header is removed.
-    Remove,
-}
-
-impl XffMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XffMode::Append => "append",
-            XffMode::Preserve => "preserve",
-            XffMode::Remove => "remove",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<XffMode> {
-        match value {
-            "append" => Some(XffMode::Append),
-            "preserve" => Some(XffMode::Preserve),
-            "remove" => Some(XffMode::Remove),
-            _ => None,
-        }
-    }
-}
+// The attributes' values are the model's own types (one home): desync
+// mitigation mode and X-Forwarded-For processing mode.
+pub use crate::model::{DesyncMitigationMode as DesyncMode, XffHeaderProcessingMode as XffMode};
 
 /// What the load balancer's attributes say about request heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +50,45 @@ pub struct HeadPolicy {
     /// `routing.http.preserve_host_header.enabled` (AWS: false): when false,
     /// a `Host` without a port gets the listener's port unless it is 80.
     pub preserve_host_header: bool,
+}
+
+/// The attribute's value when it was set away from AWS's default, else ours.
+fn pick<T>(set: bool, theirs: T, ours: T) -> T {
+    if set { theirs } else { ours }
+}
+
+impl HeadPolicy {
+    /// This policy (the process's defaults) under a load balancer's
+    /// attributes. An attribute set through the ELBv2 API or the stack file
+    /// wins; one left at AWS's default keeps this policy's value (the
+    /// process's `--client-idle-timeout`, or what a [`crate::DataPlane`]'s
+    /// options say).
+    pub fn with_attributes(self, attributes: &crate::model::LoadBalancerAttributes) -> HeadPolicy {
+        let aws = crate::model::LoadBalancerAttributes::default();
+        HeadPolicy {
+            idle_timeout: attributes
+                .idle_timeout_seconds
+                .map_or(self.idle_timeout, |s| Duration::from_secs(u64::from(s))),
+            client_keep_alive: pick(
+                attributes.client_keep_alive_seconds != aws.client_keep_alive_seconds,
+                Duration::from_secs(u64::from(attributes.client_keep_alive_seconds)),
+                self.client_keep_alive,
+            ),
+            desync_mitigation: pick(
+                attributes.desync_mitigation_mode != aws.desync_mitigation_mode,
+                attributes.desync_mitigation_mode,
+                self.desync_mitigation,
+            ),
+            drop_invalid_header_fields: attributes.drop_invalid_header_fields
+                || self.drop_invalid_header_fields,
+            xff: pick(
+                attributes.xff_header_processing_mode != aws.xff_header_processing_mode,
+                attributes.xff_header_processing_mode,
+                self.xff,
+            ),
+            preserve_host_header: attributes.preserve_host_header || self.preserve_host_header,
+        }
+    }
 }
 
 impl Default for HeadPolicy {

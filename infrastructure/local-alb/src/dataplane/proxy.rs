@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use crate::dataplane::DataPlane;
 use crate::dataplane::pool::{self, ExchangeError, PooledBody};
 use crate::dataplane::responses::{self, ProxyBody, RedirectSource};
+use crate::dataplane::sticky::{self, Presented};
 use crate::dataplane::table::{CompiledAction, Forward, WeightedGroup, target_key};
 use crate::dataplane::targets::TargetRuntime;
 use crate::matcher::{RequestView, strip_port};
@@ -110,11 +111,22 @@ impl DataPlane {
                 response.into_response()
             }
             CompiledAction::Forward(forward) => {
-                let Some(picked) = forward.pick() else {
+                let presented = if forward.uses_cookies() {
+                    let cookies = request
+                        .headers()
+                        .get_all(http::header::COOKIE)
+                        .iter()
+                        .map(|v| v.as_bytes());
+                    self.cookie_key
+                        .presented(cookies, std::time::SystemTime::now())
+                } else {
+                    Presented::default()
+                };
+                let Some(picked) = forward.pick_sticky(presented) else {
                     return self.elb_error(ElbError::NoRegisteredTargets, None);
                 };
                 let request = prepare_upstream(request, table.port, source_ip);
-                let exchange = self.forward(worker, request, forward, picked);
+                let exchange = self.forward(worker, request, forward, picked, presented.target);
                 match tokio::time::timeout(self.options.target_timeout, exchange).await {
                     Ok(response) => response,
                     Err(_) => self.elb_error(ElbError::TargetTimeout, Some(forward.group(picked))),
@@ -133,6 +145,7 @@ impl DataPlane {
         mut request: Request<Incoming>,
         forward: &Forward,
         picked: usize,
+        prefer: Option<u64>,
     ) -> Response<ProxyBody> {
         let first = forward.group(picked);
         let started = std::time::Instant::now();
@@ -140,7 +153,8 @@ impl DataPlane {
         let mut attempts = 0;
         let mut weighted = first;
         loop {
-            let Some(target) = forward.next_target(picked, &mut weighted, &tried[..attempts])
+            let Some(target) =
+                forward.next_target(picked, &mut weighted, &tried[..attempts], prefer)
             else {
                 let error = ElbError::no_target_left(attempts);
                 return self.elb_error(error, Some(first));
@@ -153,7 +167,10 @@ impl DataPlane {
             }
             tried[attempts] = target_key(target);
             attempts += 1;
-            match pool::exchange(&target.pool, address, worker, request).await {
+            let in_flight = target.begin_request();
+            let exchanged = pool::exchange(&target.pool, address, worker, request).await;
+            drop(in_flight);
+            match exchanged {
                 Ok((response, release)) => {
                     let status = response.status().as_u16();
                     weighted.counters.record(status);
@@ -162,6 +179,12 @@ impl DataPlane {
                     }
                     let (mut parts, body) = response.into_parts();
                     remove_hop_by_hop(&mut parts.headers);
+                    let cookies = forward.cookie_lines(&self.cookie_key, weighted, target);
+                    for value in sticky::set_cookie_values(&cookies) {
+                        if let Ok(value) = http::HeaderValue::from_str(value) {
+                            parts.headers.append(http::header::SET_COOKIE, value);
+                        }
+                    }
                     let body = PooledBody::new(body, release);
                     return Response::from_parts(parts, Either::Left(body));
                 }

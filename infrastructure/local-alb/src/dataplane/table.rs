@@ -3,20 +3,28 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::cloudwatch::{self, Cell};
 use crate::dataplane::policy::HeadPolicy;
+use crate::dataplane::sticky::{self, CookieKey, Presented};
 use crate::dataplane::targets::{TargetGroupRuntime, TargetRuntime};
 use crate::health::HealthState;
 use crate::matcher::{Conditions, PathPrefilter, RequestView};
 use crate::metrics::{Metrics, StatusClassCounters};
-use crate::model::{ActionKind, State};
+use crate::model::{
+    ActionKind, LoadBalancerAttributes, LoadBalancingAlgorithm, State, TargetGroupAttributes,
+};
+
+/// Group-level stickiness without a `DurationSeconds` (AWS requires one; a
+/// stack file may leave it out): one hour.
+const DEFAULT_GROUP_STICKINESS: u32 = 3600;
 
 /// The routing tables of every listener, in the order of `State::listeners`.
 pub struct RouteTables {
     pub listeners: Vec<(String, RouteTable)>,
-    /// What the load balancer's attributes say about request heads; read
-    /// once per request with the tables.
+    /// What the load balancer's attributes say about request heads (the
+    /// process's defaults under them); read once per request with the tables.
     pub head: HeadPolicy,
 }
 
@@ -44,6 +52,16 @@ impl RouteTables {
             })
             .collect();
         metrics.next_generation();
+        // The data-plane listener is the first; its load balancer's
+        // attributes decide how request heads are treated.
+        let head = match state
+            .listeners
+            .first()
+            .and_then(|listener| state.load_balancer(&listener.load_balancer_arn))
+        {
+            Some(load_balancer) => head.with_attributes(&load_balancer.attributes),
+            None => head,
+        };
         RouteTables { listeners, head }
     }
 
@@ -69,6 +87,9 @@ pub struct RouteTable {
     /// The load balancer's DNS name: the `Host` sent for a request that had
     /// none (HTTP/1.0).
     pub dns_name: Box<str>,
+    /// The attributes of the listener's load balancer (idle timeout,
+    /// keep-alive, desync mode, header handling, HTTP/2).
+    pub attributes: LoadBalancerAttributes,
     pub rules: Vec<CompiledRule>,
     /// For each rule, the quick test of its path patterns (see
     /// [`PathPrefilter`]); kept apart from the rules so the scan over them
@@ -92,9 +113,26 @@ impl RouteTable {
                 let label = rule.priority.as_api_string();
                 let terminal = rule.actions.iter().max_by_key(|a| a.order.unwrap_or(0))?;
                 let action = match &terminal.kind {
-                    ActionKind::Forward { target_groups, .. } => CompiledAction::Forward(
-                        Forward::compile(target_groups, &label, groups, counting),
-                    ),
+                    ActionKind::Forward {
+                        target_groups,
+                        stickiness_enabled,
+                        stickiness_duration_seconds,
+                        ..
+                    } => {
+                        let stickiness = stickiness_enabled.then(|| {
+                            Duration::from_secs(u64::from(
+                                stickiness_duration_seconds.unwrap_or(DEFAULT_GROUP_STICKINESS),
+                            ))
+                        });
+                        CompiledAction::Forward(Forward::compile(
+                            target_groups,
+                            stickiness,
+                            state,
+                            &label,
+                            groups,
+                            counting,
+                        ))
+                    }
                     ActionKind::FixedResponse {
                         status_code,
                         content_type,
@@ -152,6 +190,10 @@ impl RouteTable {
             load_balancer_cell: counting.cloudwatch.cell(counting.load_balancer_arn, None),
             port,
             dns_name,
+            attributes: state
+                .load_balancer(counting.load_balancer_arn)
+                .map(|lb| lb.attributes.clone())
+                .unwrap_or_default(),
             rules,
             prefilters,
         }
@@ -216,16 +258,26 @@ pub struct RedirectTemplate {
 pub struct Forward {
     /// Groups with a weight above zero, with cumulative weight bounds.
     groups: Vec<WeightedGroup>,
+    /// With group-level stickiness, the groups of weight 0: only clients
+    /// whose `AWSALBTG` cookie names one go there (indexes after `groups`).
+    resting: Vec<WeightedGroup>,
     total_weight: u64,
     /// Coprime to `total_weight`: `n * stride % total` visits every slot once
     /// per cycle, so the split is exact and interleaved.
     stride: u64,
     next: AtomicU64,
+    /// Group-level stickiness (`TargetGroupStickinessConfig`): how long the
+    /// `AWSALBTG` cookie keeps a client on its group; `None` when off.
+    pub stickiness: Option<Duration>,
+    /// Whether a request's cookies matter (group or target stickiness).
+    uses_cookies: bool,
 }
 
 pub struct WeightedGroup {
     /// Exclusive upper bound of this group's slots in `0..total_weight`.
     upper: u64,
+    /// What an `AWSALBTG` cookie naming this group holds.
+    sticky_id: u64,
     pub group: Option<CompiledTargetGroup>,
     pub counters: Arc<StatusClassCounters>,
     /// The CloudWatch counters of this target group behind the listener's
@@ -236,23 +288,32 @@ pub struct WeightedGroup {
 impl Forward {
     fn compile(
         weighted: &[crate::model::WeightedTargetGroup],
+        stickiness: Option<Duration>,
+        state: &State,
         rule_label: &str,
         groups: &HashMap<String, Arc<TargetGroupRuntime>>,
         counting: &Counting<'_>,
     ) -> Forward {
         let single = weighted.len() == 1;
+        // Group-level stickiness needs more than one group to choose from.
+        let stickiness = stickiness.filter(|_| !single);
         let mut total_weight = 0u64;
         let mut compiled = Vec::new();
+        let mut resting = Vec::new();
         for entry in weighted {
             // A lone target group gets all traffic whatever its weight.
             let weight = if single { 1 } else { u64::from(entry.weight) };
-            if weight == 0 {
+            if weight == 0 && stickiness.is_none() {
                 continue;
             }
             total_weight += weight;
             let group = groups
                 .get(&entry.target_group_arn)
                 .map(|runtime| CompiledTargetGroup {
+                    routing: state
+                        .target_group(&entry.target_group_arn)
+                        .map(|tg| GroupRouting::of(&tg.attributes))
+                        .unwrap_or_default(),
                     targets: runtime
                         .members()
                         .into_iter()
@@ -263,8 +324,14 @@ impl Forward {
             let name = group
                 .as_ref()
                 .map_or(entry.target_group_arn.as_str(), |g| g.runtime.name.as_str());
-            compiled.push(WeightedGroup {
+            let list = if weight == 0 {
+                &mut resting
+            } else {
+                &mut compiled
+            };
+            list.push(WeightedGroup {
                 upper: total_weight,
+                sticky_id: sticky::sticky_id(&[&entry.target_group_arn]),
                 counters: counting.metrics.requests(name, rule_label),
                 cell: counting
                     .cloudwatch
@@ -273,8 +340,17 @@ impl Forward {
             });
         }
         let stride = coprime_stride(total_weight);
+        let uses_cookies = stickiness.is_some()
+            || compiled.iter().any(|g| {
+                g.group
+                    .as_ref()
+                    .is_some_and(|g| g.routing.stickiness.is_some())
+            });
         Forward {
+            stickiness,
+            uses_cookies,
             groups: compiled,
+            resting,
             total_weight,
             stride,
             // A random start, so frequent republishing does not favour the
@@ -297,21 +373,89 @@ impl Forward {
         }
     }
 
+    /// Whether this forward reads and sets sticky cookies.
+    pub fn uses_cookies(&self) -> bool {
+        self.uses_cookies
+    }
+
+    /// [`Forward::pick`], except that with group-level stickiness a client
+    /// presenting a valid `AWSALBTG` cookie for one of the groups stays on
+    /// it, also when its weight is now 0 (as on AWS: stickiness wins over
+    /// weights until the cookie expires), as long as the forward lists it
+    /// and some group has a weight above 0.
+    pub fn pick_sticky(&self, presented: Presented) -> Option<usize> {
+        if self.stickiness.is_some()
+            && !self.groups.is_empty()
+            && let Some(id) = presented.group
+            && let Some(index) = self
+                .groups
+                .iter()
+                .chain(&self.resting)
+                .position(|g| g.sticky_id == id)
+        {
+            return Some(index);
+        }
+        self.pick()
+    }
+
+    /// The `Set-Cookie` lines of a response from `target` of `weighted`:
+    /// the group cookie when this forward is sticky, the target cookie when
+    /// the group is; empty otherwise. Every answer renews them, as on AWS.
+    pub fn cookie_lines(
+        &self,
+        key: &CookieKey,
+        weighted: &WeightedGroup,
+        target: &TargetRuntime,
+    ) -> Vec<u8> {
+        let mut lines = Vec::new();
+        if !self.uses_cookies {
+            return lines;
+        }
+        let now = std::time::SystemTime::now();
+        if let Some(duration) = self.stickiness {
+            let names = [sticky::GROUP_COOKIE, sticky::GROUP_CORS_COOKIE];
+            sticky::write_set_cookies(&mut lines, key, names, weighted.sticky_id, duration, now);
+        }
+        if let Some(duration) = weighted.group.as_ref().and_then(|g| g.routing.stickiness) {
+            let names = [sticky::TARGET_COOKIE, sticky::TARGET_CORS_COOKIE];
+            sticky::write_set_cookies(&mut lines, key, names, target.sticky_id, duration, now);
+        }
+        lines
+    }
+
     /// The weighted target group at `index` (from [`Forward::pick`]).
     pub fn group(&self, index: usize) -> &WeightedGroup {
-        &self.groups[index]
+        match self.groups.get(index) {
+            Some(group) => group,
+            None => &self.resting[index - self.groups.len()],
+        }
     }
 
     /// The target a request tries next: the first untried target of
     /// `current` (initially the picked group); once a connection failed and
     /// `current` has no untried target left, one of the forward's other
     /// groups (which then becomes `current`). `tried` holds [`target_key`]s.
+    /// A first try goes to the target `prefer` names (an `AWSALB` cookie)
+    /// when the group is sticky and that target is registered and not
+    /// unhealthy.
     pub fn next_target<'f>(
         &'f self,
         picked: usize,
         current: &mut &'f WeightedGroup,
         tried: &[usize],
+        prefer: Option<u64>,
     ) -> Option<&'f Arc<TargetRuntime>> {
+        if tried.is_empty()
+            && let Some(id) = prefer
+            && let Some(group) = &current.group
+            && group.routing.stickiness.is_some()
+            && let Some((_, target)) = group
+                .targets
+                .iter()
+                .find(|(_, t)| t.sticky_id == id && t.health() != HealthState::Unhealthy)
+        {
+            return Some(target);
+        }
         let untried = |group: &'f WeightedGroup| {
             group
                 .group
@@ -337,7 +481,13 @@ impl Forward {
     /// reached.
     pub fn others(&self, index: usize) -> impl Iterator<Item = &WeightedGroup> {
         let count = self.groups.len();
-        (1..count).map(move |offset| &self.groups[(index + offset) % count])
+        // From a resting group (weight 0), every group above 0 is another.
+        let (index, offsets) = if index < count {
+            (index, 1..count)
+        } else {
+            (count.saturating_sub(1), 1..count + 1)
+        };
+        offsets.map(move |offset| &self.groups[(index + offset) % count])
     }
 }
 
@@ -362,14 +512,22 @@ fn coprime_stride(total: u64) -> u64 {
 /// A target group's targets as of one routing table.
 pub struct CompiledTargetGroup {
     pub runtime: Arc<TargetGroupRuntime>,
+    /// How the group picks a target (its attributes).
+    pub routing: GroupRouting,
     pub targets: Vec<(Option<http::uri::Authority>, Arc<TargetRuntime>)>,
 }
 
 impl CompiledTargetGroup {
-    /// Round robin over healthy targets; when none is healthy, over all of
-    /// them (ALB fails open). Targets in `tried` (by [`target_key`]; the
-    /// request could not reach them) are passed over. `None` when no other
-    /// target is registered.
+    /// A healthy untried target by the group's algorithm; when none is
+    /// healthy, any untried one (ALB fails open). Targets in `tried` (by
+    /// [`target_key`]; the request could not reach them) are passed over.
+    /// `None` when no other target is registered.
+    ///
+    /// - round robin: the next target in turn; one in slow start is taken
+    ///   with the probability of its share so far (else the next healthy);
+    /// - weighted random: a random start instead of the turn;
+    /// - least outstanding requests: the healthy target with the fewest
+    ///   requests in flight (ties: the next in turn).
     pub fn pick_excluding(
         &self,
         tried: &[usize],
@@ -378,18 +536,59 @@ impl CompiledTargetGroup {
         if count == 0 {
             return None;
         }
-        let start = self.runtime.next.fetch_add(1, Ordering::Relaxed);
+        let start = match self.routing.algorithm {
+            LoadBalancingAlgorithm::WeightedRandom => rand::random::<u32>() as usize,
+            _ => self.runtime.next.fetch_add(1, Ordering::Relaxed),
+        };
         let untried = |target: &Arc<TargetRuntime>| !tried.contains(&target_key(target));
         let mut candidates = (0..count)
             .map(|offset| &self.targets[(start + offset) % count])
             .filter(|(_, target)| untried(target));
         let first = candidates.next()?;
-        if first.1.health() == HealthState::Healthy {
-            return Some(first);
+        let healthy = std::iter::once(first)
+            .chain(candidates)
+            .filter(|(_, target)| target.health() == HealthState::Healthy);
+        if self.routing.algorithm == LoadBalancingAlgorithm::LeastOutstandingRequests {
+            return healthy
+                .min_by_key(|(_, target)| target.outstanding())
+                .or(Some(first));
         }
-        candidates
-            .find(|(_, target)| target.health() == HealthState::Healthy)
-            .or(Some(first))
+        let mut warming = None;
+        for candidate in healthy {
+            if candidate.1.takes_full_share(self.routing.slow_start) {
+                return Some(candidate);
+            }
+            warming.get_or_insert(candidate);
+        }
+        warming.or(Some(first))
+    }
+}
+
+/// The target group attributes that decide which target a request goes to.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupRouting {
+    pub algorithm: LoadBalancingAlgorithm,
+    /// `slow_start.duration_seconds`; zero when off.
+    pub slow_start: Duration,
+    /// `stickiness.lb_cookie.duration_seconds` when `stickiness.enabled`.
+    pub stickiness: Option<Duration>,
+}
+
+impl Default for GroupRouting {
+    fn default() -> Self {
+        GroupRouting::of(&TargetGroupAttributes::default())
+    }
+}
+
+impl GroupRouting {
+    fn of(attributes: &TargetGroupAttributes) -> GroupRouting {
+        GroupRouting {
+            algorithm: attributes.algorithm,
+            slow_start: Duration::from_secs(u64::from(attributes.slow_start_seconds)),
+            stickiness: attributes
+                .stickiness_enabled
+                .then(|| Duration::from_secs(u64::from(attributes.stickiness_duration_seconds))),
+        }
     }
 }
 

@@ -4,10 +4,10 @@
 //! Publishing a configuration syncs this registry: targets that stay
 //! registered keep their `Arc<TargetRuntime>` (and so their health and their
 //! checker), new targets start `initial` and are probed at once, removed
-//! targets go `draining` for the deregistration delay.
+//! targets go `draining` for their group's deregistration delay.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,12 +38,24 @@ pub struct TargetRuntime {
     pub(crate) upstreams: UpstreamPool,
     /// The [`HealthState`] as `u8`, read lock-free on the request path.
     health: AtomicU8,
+    /// What an `AWSALB` cookie naming this target holds.
+    pub sticky_id: u64,
+    /// Requests forwarded to the target and not finished yet.
+    outstanding: AtomicUsize,
+    /// When the target last became healthy, as milliseconds since
+    /// [`epoch`] plus one (0: not healthy yet), for slow start.
+    healthy_since: AtomicU64,
     tracker: Mutex<HealthTracker>,
     checker: Mutex<Option<AbortHandle>>,
 }
 
 impl TargetRuntime {
-    fn new(target: Target, workers: usize) -> TargetRuntime {
+    fn new(target_group_arn: &str, target: Target, workers: usize) -> TargetRuntime {
+        let sticky_id = crate::dataplane::sticky::sticky_id(&[
+            target_group_arn,
+            &target.id,
+            &target.port.to_string(),
+        ]);
         let authority = format!("{}:{}", target.id, target.port).parse().ok();
         let socket_address = target
             .id
@@ -57,6 +69,9 @@ impl TargetRuntime {
             pool: Arc::new(ConnectionPool::new(workers)),
             upstreams: UpstreamPool::new(workers),
             health: AtomicU8::new(HealthState::Initial as u8),
+            sticky_id,
+            outstanding: AtomicUsize::new(0),
+            healthy_since: AtomicU64::new(0),
             tracker: Mutex::new(HealthTracker::default()),
             checker: Mutex::new(None),
         }
@@ -88,10 +103,48 @@ impl TargetRuntime {
         lock(&self.tracker).clone()
     }
 
-    fn update(&self, change: impl FnOnce(&mut HealthTracker)) {
+    /// Applies `change` to the health; true when the target just became
+    /// healthy (its slow start, if any, begins now).
+    fn update(&self, change: impl FnOnce(&mut HealthTracker)) -> bool {
         let mut tracker = lock(&self.tracker);
         change(&mut tracker);
-        self.health.store(tracker.state as u8, Ordering::Relaxed);
+        let before = self.health.swap(tracker.state as u8, Ordering::Relaxed);
+        let became_healthy =
+            tracker.state == HealthState::Healthy && before != HealthState::Healthy as u8;
+        if became_healthy {
+            let since = epoch().elapsed().as_millis() as u64 + 1;
+            self.healthy_since.store(since, Ordering::Relaxed);
+        }
+        became_healthy
+    }
+
+    /// Requests in flight to this target.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight to this target until the guard drops.
+    pub fn begin_request(&self) -> InFlight<'_> {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Whether a healthy target takes its full share of requests now: yes
+    /// unless it became healthy less than `slow_start` ago, in which case
+    /// it takes a share growing linearly over that time (by a random draw).
+    pub fn takes_full_share(&self, slow_start: Duration) -> bool {
+        if slow_start.is_zero() {
+            return true;
+        }
+        let since = self.healthy_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return true;
+        }
+        let healthy_for = epoch()
+            .elapsed()
+            .saturating_sub(Duration::from_millis(since - 1));
+        healthy_for >= slow_start
+            || rand::random::<f64>() < healthy_for.as_secs_f64() / slow_start.as_secs_f64()
     }
 
     fn stop_checker(&self) {
@@ -99,6 +152,21 @@ impl TargetRuntime {
             handle.abort();
         }
     }
+}
+
+/// A request in flight to a target (see [`TargetRuntime::begin_request`]).
+pub struct InFlight<'t>(&'t TargetRuntime);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The instant slow-start times are measured from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// One target group's runtime state.
@@ -119,6 +187,13 @@ impl TargetGroupRuntime {
     fn health_check(&self) -> HealthCheck {
         lock(&self.health_check).clone()
     }
+
+    /// Whether a member other than `target` is healthy.
+    fn has_other_healthy(&self, target: &Arc<TargetRuntime>) -> bool {
+        lock(&self.members)
+            .iter()
+            .any(|m| !Arc::ptr_eq(m, target) && m.health() == HealthState::Healthy)
+    }
 }
 
 struct Draining {
@@ -131,7 +206,8 @@ struct Draining {
 pub struct Registry {
     groups: Mutex<HashMap<String, Arc<TargetGroupRuntime>>>,
     draining: Mutex<Vec<Draining>>,
-    deregistration_delay: Duration,
+    /// What target groups' unset attributes stand for.
+    defaults: crate::attributes::AttributeDefaults,
     /// Data-plane worker threads (each target keeps a pool per worker).
     workers: usize,
     /// Set by `start_health_checks`; checkers are spawned on it.
@@ -140,11 +216,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(deregistration_delay: Duration, workers: usize) -> Registry {
+    pub fn new(defaults: crate::attributes::AttributeDefaults, workers: usize) -> Registry {
         Registry {
             groups: Mutex::new(HashMap::new()),
             draining: Mutex::new(Vec::new()),
-            deregistration_delay,
+            defaults,
             workers: workers.max(1),
             runtime: OnceLock::new(),
             probe_client: OnceLock::new(),
@@ -186,19 +262,24 @@ impl Registry {
                             draining.retain(|d| {
                                 !(d.target_group_arn == group.arn && &d.target.target == target)
                             });
-                            let fresh = Arc::new(TargetRuntime::new(target.clone(), self.workers));
+                            let fresh = Arc::new(TargetRuntime::new(
+                                &group.arn,
+                                target.clone(),
+                                self.workers,
+                            ));
                             self.spawn_checker(&runtime, &fresh);
                             kept.push(fresh);
                         }
                     }
                 }
+                let delay = group.attributes.deregistration_delay(&self.defaults);
                 for removed in members.drain(..) {
                     removed.stop_checker();
                     removed.update(HealthTracker::drain);
                     draining.push(Draining {
                         target_group_arn: group.arn.clone(),
                         target: removed,
-                        until: now + self.deregistration_delay,
+                        until: now + delay,
                     });
                 }
                 *members = kept;
@@ -245,9 +326,13 @@ impl Registry {
                     Some(authority) => health::probe(&client, authority.as_str(), &check).await,
                     None => health::ProbeOutcome::ConnectionFailed,
                 };
-                checked.update(|t| {
+                let became_healthy = checked.update(|t| {
                     t.record(outcome, check.healthy_threshold, check.unhealthy_threshold)
                 });
+                if became_healthy && !group.has_other_healthy(&checked) {
+                    // The only healthy target takes every request: no slow start.
+                    checked.healthy_since.store(0, Ordering::Relaxed);
+                }
                 let interval = Duration::from_secs(u64::from(check.interval_seconds.max(1)));
                 tokio::time::sleep_until(started + interval).await;
             }

@@ -217,6 +217,7 @@ impl StateBuilder {
                     scheme: "internet-facing".to_owned(),
                     created_time: "2026-11-26T00:00:00.000Z".to_owned(),
                     tags: Vec::new(),
+                    attributes: Default::default(),
                 }],
                 listeners: vec![Listener {
                     arn: LISTENER_ARN.to_owned(),
@@ -243,6 +244,7 @@ impl StateBuilder {
             health_check: check,
             targets,
             tags: Vec::new(),
+            attributes: Default::default(),
         });
         self
     }

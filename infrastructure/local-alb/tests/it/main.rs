@@ -2,6 +2,7 @@
 //! process): each former `tests/*.rs` file is a module here, and the shared
 //! helpers are modules beside them.
 
+mod attributes;
 mod cloudwatch;
 mod common;
 mod common_dataplane;
@@ -16,4 +17,5 @@ mod dataplane_health;
 mod dataplane_http1;
 mod dataplane_limits;
 mod dataplane_routing;
+mod dataplane_sticky;
 mod persist;
