@@ -767,6 +767,14 @@ mod tests {
             differences(&before, &after),
             ["target group 'users' changed (port, targets, health check, tags or attributes)"]
         );
+        let after = edited(
+            "scheme = \"internet-facing\"",
+            "scheme = \"internet-facing\"\nattributes = { \"idle_timeout.timeout_seconds\" = \"30\" }",
+        );
+        assert_eq!(
+            differences(&before, &after),
+            ["load balancer attributes changed"]
+        );
     }
 
     #[test]

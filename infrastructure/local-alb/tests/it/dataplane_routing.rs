@@ -1002,3 +1002,30 @@ async fn slow_start_gives_a_newly_healthy_target_a_small_share_at_first() {
     assert!(to_new <= 6, "{seen:?}");
     alb.stop().await;
 }
+
+#[tokio::test]
+async fn weighted_random_does_not_take_targets_in_turn() {
+    let first = Backend::start("first").await;
+    let second = Backend::start("second").await;
+    let mut state = StateBuilder::new()
+        .target_group(
+            "pair",
+            vec![first.target(), second.target()],
+            health_check(30, 5),
+        )
+        .rule(Priority::Default, vec![], forward("pair"))
+        .build();
+    state.target_groups[0].attributes.algorithm =
+        local_alb::model::LoadBalancingAlgorithm::WeightedRandom;
+    let alb = RunningAlb::start(&state, quick_options()).await;
+    let client = client();
+    let mut answers = Vec::new();
+    for _ in 0..24 {
+        answers.push(backend_of(&client, &alb.url("/")).await.1);
+    }
+    // Round robin alternates strictly; at random, two in a row is all but
+    // certain in 24 (a strict alternation has a chance of 2^-23).
+    assert!(answers.windows(2).any(|w| w[0] == w[1]), "{answers:?}");
+    assert!(answers.iter().any(|a| a == "first") && answers.iter().any(|a| a == "second"));
+    alb.stop().await;
+}
