@@ -47,7 +47,7 @@ pub struct Cli {
     /// Keep the run's directory (logs, settings, state) even when every scenario passed.
     #[arg(long)]
     pub keep_logs: bool,
-    /// Run only the scenarios whose number is given (1-7), e.g. --only 1,5.
+    /// Run only the scenarios whose number is given (1-8), e.g. --only 1,5.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     pub only: Vec<u8>,
 }
@@ -66,6 +66,10 @@ pub struct Profile {
     pub max_load_time: Duration,
     /// Random bodies sent to the control API in scenario 6.
     pub fuzz_requests: usize,
+    /// Connections that send nothing, open at once, in scenario 8.
+    pub silent_connections: usize,
+    /// Connections opened at once, one request each, in scenario 8.
+    pub burst_connections: usize,
 }
 
 impl Profile {
@@ -76,6 +80,8 @@ impl Profile {
         max_requests: 5_000_000,
         max_load_time: Duration::from_secs(600),
         fuzz_requests: 5_000,
+        silent_connections: 1_100,
+        burst_connections: 2_000,
     };
     pub const BOUNDED: Profile = Profile {
         name: "bounded",
@@ -84,6 +90,8 @@ impl Profile {
         max_requests: 500_000,
         max_load_time: Duration::from_secs(120),
         fuzz_requests: 300,
+        silent_connections: 300,
+        burst_connections: 500,
     };
 }
 
@@ -94,8 +102,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         Profile::FULL
     };
-    if let Some(bad) = cli.only.iter().find(|n| !(1..=7).contains(*n)) {
-        eprintln!("chaos: --only {bad}: scenarios are numbered 1 to 7");
+    if let Some(bad) = cli.only.iter().find(|n| !(1..=8).contains(*n)) {
+        eprintln!("chaos: --only {bad}: scenarios are numbered 1 to 8");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let binaries = match stack::locate_binaries(cli.bin_dir.as_deref()) {

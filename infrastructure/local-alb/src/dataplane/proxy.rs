@@ -11,6 +11,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::dataplane::DataPlane;
+use crate::dataplane::policy::{self, HeadPolicy, XffMode};
 use crate::dataplane::pool::{self, ExchangeError, PooledBody};
 use crate::dataplane::responses::{self, ProxyBody, RedirectSource};
 use crate::dataplane::sticky::{self, Presented};
@@ -74,6 +75,14 @@ impl DataPlane {
             return self.elb_error(ElbError::NoListener, None);
         };
         let source_ip = canonical_ip(peer.ip());
+        // AWS's refusals that apply to HTTP/2 heads as to HTTP/1 ones
+        // (docs/data-plane.md): TRACE, and X-Forwarded-For over 30 addresses.
+        if request.method() == http::Method::TRACE {
+            return self.refused(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        if forwarded_for_count(request.headers()) > policy::MAX_FORWARDED_FOR {
+            return self.refused(StatusCode::from_u16(463).unwrap_or(StatusCode::BAD_REQUEST));
+        }
         let rule = {
             let view = RequestView {
                 method: request.method().as_str(),
@@ -125,7 +134,7 @@ impl DataPlane {
                 let Some(picked) = forward.pick_sticky(presented) else {
                     return self.elb_error(ElbError::NoRegisteredTargets, None);
                 };
-                let request = prepare_upstream(request, table.port, source_ip);
+                let request = prepare_upstream(request, table.port, source_ip, &tables.head);
                 let exchange = self.forward(worker, request, forward, picked, presented.target);
                 match tokio::time::timeout(self.options.target_timeout, exchange).await {
                     Ok(response) => response,
@@ -203,6 +212,12 @@ impl DataPlane {
         }
     }
 
+    /// The load balancer's own refusal of a request, counted as its answer.
+    fn refused(&self, status: StatusCode) -> Response<ProxyBody> {
+        self.record_elb_answer(status.as_u16(), None, false);
+        responses::error_page(status).into_response()
+    }
+
     fn elb_error(&self, error: ElbError, group: Option<&WeightedGroup>) -> Response<ProxyBody> {
         self.elb_error_page(error, group).into_response()
     }
@@ -246,10 +261,31 @@ impl DataPlane {
     }
 }
 
+/// How many addresses the `X-Forwarded-For` values list.
+fn forwarded_for_count(headers: &HeaderMap) -> usize {
+    headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(|value| {
+            value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .filter(|token| !token.trim_ascii().is_empty())
+                .count()
+        })
+        .sum()
+}
+
 /// The request as the target gets it: origin-form URI, hop-by-hop headers
 /// removed, `Host` kept (from the URI for HTTP/2), the `X-Forwarded-*` and
-/// `X-Amzn-Trace-Id` headers added.
-fn prepare_upstream(request: Request<Incoming>, port: u16, source_ip: IpAddr) -> Request<Incoming> {
+/// `X-Amzn-Trace-Id` headers added, as the head policy says
+/// (`X-Forwarded-For` mode, invalid header names dropped).
+fn prepare_upstream(
+    request: Request<Incoming>,
+    port: u16,
+    source_ip: IpAddr,
+    head: &HeadPolicy,
+) -> Request<Incoming> {
     let (mut parts, body) = request.into_parts();
     let original_authority = parts.uri.authority().cloned();
     if parts.uri.scheme().is_some() || original_authority.is_some() {
@@ -268,7 +304,23 @@ fn prepare_upstream(request: Request<Incoming>, port: u16, source_ip: IpAddr) ->
     {
         headers.insert(header::HOST, host);
     }
-    add_forwarded_for(headers, source_ip);
+    if head.drop_invalid_header_fields {
+        let invalid: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| !policy::is_valid_header_name(name.as_str()))
+            .cloned()
+            .collect();
+        for name in invalid {
+            headers.remove(name);
+        }
+    }
+    match head.xff {
+        XffMode::Append => add_forwarded_for(headers, source_ip),
+        XffMode::Preserve => {}
+        XffMode::Remove => {
+            headers.remove(&X_FORWARDED_FOR);
+        }
+    }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     headers.insert(&X_FORWARDED_PORT, HeaderValue::from(port));
     let trace = responses::trace_header(headers.get(&X_AMZN_TRACE_ID));

@@ -77,8 +77,13 @@ struct Fixture {
 const SLOW: Duration = Duration::from_millis(60);
 
 async fn fixture() -> Fixture {
+    fixture_with(SLOW).await
+}
+
+/// [`fixture`] with the slow target answering after `slow`.
+async fn fixture_with(slow: Duration) -> Fixture {
     let fast = Backend::start("fast").await;
-    let slow = slow_target(SLOW).await;
+    let slow = slow_target(slow).await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = common::settings_for(&dir.path().join("state"));
     settings.stack = Some(write_stack(dir.path(), fast.addr.port(), slow));
@@ -441,6 +446,54 @@ async fn the_load_balancer_counts_its_own_errors() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    f.alb.stop().await;
+}
+
+/// A client that closes before its answer is counted as 460: in
+/// `HTTPCode_ELB_4XX_Count` (AWS counts 460 there) and in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_counts_as_460() {
+    let f = fixture_with(Duration::from_secs(3)).await;
+    let start = epoch_seconds() - 1;
+    let mut stream = tokio::net::TcpStream::connect(f.alb.data_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    let lb = [("LoadBalancer", f.load_balancer.as_str())];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let data = metric_data(
+            &f.client,
+            vec![query("elb4xx", "HTTPCode_ELB_4XX_Count", &lb, 60, "Sum")],
+            start,
+            epoch_seconds() + 1,
+        )
+        .await;
+        if data["elb4xx"].1 == vec![1.0] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "HTTPCode_ELB_4XX_Count: {:?}",
+            data["elb4xx"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", f.alb.control_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ficus_alb_elb_errors_total{code=\"460\",reason=\"client_closed\"} 1"),
+        "{metrics}"
+    );
     f.alb.stop().await;
 }
 

@@ -504,3 +504,47 @@ async fn idle_target_connections_closed_by_the_target_do_not_linger() {
     alb.stop().await;
     target.abort();
 }
+
+/// The rows that apply to HTTP/2 heads hold for h2c clients too: TRACE gets
+/// 405, more than 30 `X-Forwarded-For` addresses 463, and the
+/// `X-Forwarded-For` mode and invalid header names are applied.
+#[tokio::test]
+async fn http2_clients_get_the_same_refusals_and_header_policy() {
+    let backend = Backend::start("echo").await;
+    let options = with(|p| {
+        p.xff = XffMode::Remove;
+        p.drop_invalid_header_fields = true;
+    });
+    let alb = RunningAlb::start(&one_group_state("echo", &backend), options).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2 client");
+    let trace = h2
+        .request(reqwest::Method::TRACE, alb.url("/echo"))
+        .send()
+        .await
+        .expect("h2 TRACE");
+    assert_eq!(trace.status(), 405);
+    let crowded = h2
+        .get(alb.url("/echo"))
+        .header("x-forwarded-for", addresses(31))
+        .send()
+        .await
+        .expect("h2 GET");
+    assert_eq!(crowded.status().as_u16(), 463);
+    let seen: serde_json::Value = h2
+        .get(alb.url("/echo"))
+        .header("x-forwarded-for", "192.0.2.1")
+        .header("x_under", "1")
+        .send()
+        .await
+        .expect("h2 GET")
+        .json()
+        .await
+        .expect("echo");
+    assert!(seen["headers"].get("x-forwarded-for").is_none(), "{seen}");
+    assert!(seen["headers"].get("x_under").is_none(), "{seen}");
+    alb.stop().await;
+}
