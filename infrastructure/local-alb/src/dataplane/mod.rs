@@ -41,6 +41,12 @@ pub struct TargetHealthView {
     pub description: Option<String>,
 }
 
+impl crate::accesslog::TargetGroupArn for targets::TargetGroupRuntime {
+    fn arn(&self) -> &str {
+        &self.arn
+    }
+}
+
 /// Tunables of the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPlaneOptions {
@@ -59,6 +65,11 @@ pub struct DataPlaneOptions {
     /// How long the per-second CloudWatch counters are kept (default 3
     /// hours); zero turns counting off.
     pub metric_retention: Duration,
+    /// Where access log files go (`DIR/BUCKET/KEY`) when the load balancer's
+    /// `access_logs.s3.enabled` is true; `None` writes none.
+    pub access_log_root: Option<std::path::PathBuf>,
+    /// How often an access log file is delivered (AWS: 5 minutes).
+    pub access_log_interval: Duration,
 }
 
 impl Default for DataPlaneOptions {
@@ -70,6 +81,8 @@ impl Default for DataPlaneOptions {
             max_request_head_bytes: 64 * 1024,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metric_retention: crate::cloudwatch::DEFAULT_RETENTION,
+            access_log_root: None,
+            access_log_interval: crate::accesslog::DEFAULT_INTERVAL,
         }
     }
 }
@@ -114,6 +127,8 @@ pub struct DataPlane {
     metrics: Metrics,
     /// The per-second counters served as CloudWatch metrics.
     cloudwatch: Arc<crate::cloudwatch::Registry>,
+    /// The access log (on when the load balancer's attributes say so).
+    access_logs: Arc<crate::accesslog::AccessLogs>,
     /// Serializes `publish` (the tables themselves are read lock-free).
     publishing: std::sync::Mutex<()>,
 }
@@ -130,7 +145,14 @@ impl DataPlane {
         ));
         let groups = registry.sync(initial);
         let tables = table::RouteTables::compile(initial, &groups, &metrics, &cloudwatch);
+        let access_logs = Arc::new(crate::accesslog::AccessLogs::new(
+            options.access_log_root.clone(),
+            options.access_log_interval,
+            options.worker_threads,
+        ));
+        access_logs.configure(initial);
         Arc::new(DataPlane {
+            access_logs,
             options,
             tables: ArcSwap::from_pointee(tables),
             registry,
@@ -149,6 +171,7 @@ impl DataPlane {
         let groups = self.registry.sync(state);
         let tables = table::RouteTables::compile(state, &groups, &self.metrics, &self.cloudwatch);
         self.tables.store(Arc::new(tables));
+        self.access_logs.configure(state);
     }
 
     /// Starts the health checkers (one task per target). Needs a tokio
@@ -179,6 +202,10 @@ impl DataPlane {
                 plane.sample_target_health(second);
             }
         });
+        if let Ok(address) = listener.local_addr() {
+            self.access_logs.set_node_address(address.ip());
+        }
+        self.access_logs.spawn_writer();
         let mut workers = Vec::new();
         let mut finishing = Vec::new();
         for index in 0..self.options.worker_threads.max(1) {
@@ -236,6 +263,7 @@ impl DataPlane {
             }
         }
         self.registry.stop_all();
+        self.access_logs.flush();
         Ok(())
     }
 
