@@ -269,6 +269,38 @@ Needs no migrate.toml: it writes its own for the stack. Stops everything it star
 
 Example: migrate demo --report demo.html")]
     Demo(DemoArgs),
+    /// List the route's requests that the monolith served though they are the route's.
+    #[command(long_about = "\
+Read the ALB's access logs and list the requests that the monolith served although they
+belong to the route by the monolith's own reading of the path ([routes.NAME.monolith_paths]
+in migrate.toml: case_insensitive and trailing_slash on, repeated_slashes and
+percent_decoding off by default, as the forum's router reads paths). A leak is such a
+request that the rule's patterns miss (ALB path patterns are case-sensitive), or one that
+arrived while the route was at 100% and another rule won. Leaks are grouped by spelling with
+their count, share of the route's requests, first and last time, a client, and the fix: the
+pattern to add (within AWS's 5 condition values per rule) or the rule that wins.
+
+Logs: files (plain or .gz), directories (walked as AWS lays logs out), s3://BUCKET/PREFIX
+(through the same AWS settings and endpoint as every other call).
+
+Exit codes: 0 no leaks, 1 leaks found, 2 usage, 4 the logs could not be read.
+
+Examples:
+  migrate leaks users --from-alb-log s3://my-alb-logs/prod --since 7d
+  migrate leaks users --from-alb-log ./AWSLogs --output json")]
+    Leaks(LeaksArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeaksArgs {
+    /// The route, as named in migrate.toml (e.g. users).
+    pub route: String,
+    /// Access logs: a file (plain or gzip), a directory, or s3://BUCKET/PREFIX; repeatable.
+    #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
+    pub from_alb_log: Vec<String>,
+    /// Only requests of the last DURATION (e.g. 24h, 7d). Default: every request in the logs.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

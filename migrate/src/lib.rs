@@ -24,6 +24,7 @@ macro_rules! print {
     };
 }
 
+pub mod access_logs;
 pub mod cli;
 pub mod cloudwatch;
 pub mod commands;
@@ -34,6 +35,7 @@ pub mod demo;
 pub mod elb;
 pub mod error;
 pub mod journal;
+pub mod leaks;
 pub mod lock;
 pub mod metric_gates;
 pub mod notify;
@@ -143,6 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Notify(args) => commands::notify(&mut ctx, args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Leaks(args) => leaks::leaks(&mut ctx, args).await,
     };
     // shift and rollback summarize their own calls, with the routing changes.
     if !matches!(
