@@ -289,6 +289,43 @@ Examples:
   migrate leaks users --from-alb-log s3://my-alb-logs/prod --since 7d
   migrate leaks users --from-alb-log ./AWSLogs --output json")]
     Leaks(LeaksArgs),
+    /// The last step: the service alone serves the route, checked against the access logs.
+    #[command(long_about = "\
+Retire a route: it must be at 100% on its service (past its bake, where one is set) and
+the access logs must show no leak over the window (--from-alb-log, --since; see
+`migrate leaks`). Leaks make it refuse, listing them (exit 1); --accept-leaks --reason
+overrides, and the journal records who and why. Then the rule forwards to the service
+alone, is tagged ficus:retired, and the change is journaled: the monolith's code for
+these paths can go. `status` shows the route as retired; `rollback` of a retired route
+needs --yes.
+
+Exit codes: 0 retired, 1 refused (leaks, or not at 100%), 2 usage, 4 lock held or logs
+unreadable.
+
+Examples:
+  migrate retire users --from-alb-log s3://my-alb-logs/prod --since 14d
+  migrate retire users --from-alb-log ./logs --accept-leaks --reason \"bot traffic, ticket OPS-12\"")]
+    Retire(RetireArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetireArgs {
+    /// The route, as named in migrate.toml (e.g. users).
+    pub route: String,
+    /// Access logs: a file (plain or gzip), a directory, or s3://BUCKET/PREFIX; repeatable.
+    #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
+    pub from_alb_log: Vec<String>,
+    /// Only requests of the last DURATION (e.g. 14d). Default: every request in the logs.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// Retire although the logs show leaks (needs --reason).
+    #[arg(long, requires = "reason")]
+    pub accept_leaks: bool,
+    /// Why the leaks are accepted; journaled with who accepted them.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -514,6 +551,10 @@ pub struct RollbackArgs {
     /// Roll back every route.
     #[arg(long)]
     pub all: bool,
+    /// Roll back a retired route too (`migrate retire`): the monolith may no
+    /// longer serve its paths.
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }

@@ -528,6 +528,9 @@ async fn narrow_parked(
 pub struct RouteStatus {
     pub route: String,
     pub paths: Vec<String>,
+    /// When the route was retired (`migrate retire`), from its rule's tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
     /// `missing`, `on-monolith`, `shifting`, `on-service` or `inconsistent`.
     pub state: &'static str,
     /// Why, when inconsistent.
@@ -685,6 +688,12 @@ fn print_route_status(status: &RouteStatus) {
     println!();
     println!("{}  {}", status.route, status.paths.join(" "));
     println!("  state:    {}", status.summary);
+    if let Some(when) = &status.retired {
+        println!(
+            "  {} (since {when})",
+            crate::retire::retired_note(&status.paths)
+        );
+    }
     if let Some(conditions) = &status.conditions {
         println!("  matches:  {}", conditions.describe());
     }
@@ -778,6 +787,7 @@ fn route_status(
     };
     RouteStatus {
         route: route.to_owned(),
+        retired: rule.and_then(|r| r.tags.get(crate::retire::RETIRED_TAG).cloned()),
         paths: ctx
             .settings
             .routes

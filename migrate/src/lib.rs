@@ -43,6 +43,7 @@ pub mod output;
 pub mod plan;
 pub mod preview;
 pub mod probe;
+pub mod retire;
 pub mod settings;
 pub mod shift;
 pub mod state;
@@ -146,6 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Notify(args) => commands::notify(&mut ctx, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Leaks(args) => leaks::leaks(&mut ctx, args).await,
+        Command::Retire(args) => retire::retire(&mut ctx, args).await,
     };
     // shift and rollback summarize their own calls, with the routing changes.
     if !matches!(
