@@ -120,7 +120,13 @@ Print, in order, the ELBv2 calls that a shift (default: the route's configured s
 --to N: one step to N%) or a rollback (--to 0) would make from the current state, with
 the gates checked before each step. Changes nothing.
 
-Example: migrate plan users --to 10")]
+With --from-alb-log, it also counts from the access logs the route's requests that the
+patterns miss and the monolith served (as `migrate leaks` does): what a shift would leave
+behind.
+
+Examples:
+  migrate plan users --to 10
+  migrate plan users --from-alb-log s3://my-alb-logs/prod")]
     Plan(PlanArgs),
     /// Move a route to its service, directly or in steps, behind gates; a plan may hold.
     #[command(long_about = "\
@@ -387,6 +393,10 @@ pub struct PlanArgs {
     /// The target percentage on the service: 0 plans a rollback.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT")]
     pub to: Option<u8>,
+    /// Also count, from these access logs (file, directory or s3://BUCKET/PREFIX),
+    /// the route's requests the patterns would leave on the monolith (`migrate leaks`).
+    #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1..)]
+    pub from_alb_log: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -870,6 +870,13 @@ struct PlannedStep {
 #[derive(Debug, Serialize)]
 struct Plan {
     route: String,
+    /// `retired: ...` for a retired route (`migrate retire`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retired: Option<String>,
+    /// With `--from-alb-log`: the route's requests that the monolith served
+    /// and that the patterns would leave there (`migrate leaks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaks: Option<crate::leaks::Report>,
     from: RouteState,
     to: u8,
     lock: String,
@@ -960,7 +967,17 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let plan_on_rule = plan_on_rule(&view, &args.route);
+    let leaks = if args.from_alb_log.is_empty() {
+        None
+    } else {
+        Some(crate::leaks::find(ctx, &args.route, &args.from_alb_log, None).await?)
+    };
     let plan = Plan {
+        retired: view
+            .rule()
+            .filter(|rule| rule.tags.contains_key(crate::retire::RETIRED_TAG))
+            .map(|_| crate::retire::retired_note(&route.paths)),
+        leaks,
         route: args.route.clone(),
         from: state.clone(),
         to: *steps
@@ -984,6 +1001,16 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         print_json(&plan)?;
     } else {
         print_plan(&plan, &state, &route, args.to.is_none());
+        if let Some(retired) = &plan.retired {
+            println!("{retired}");
+        }
+        if let Some(report) = &plan.leaks {
+            println!(
+                "access logs: {} of the route's {} requests went to the monolith by spellings the patterns miss (or a rule that won); a shift leaves them there",
+                report.leaked_requests, report.route_requests
+            );
+            crate::leaks::print_report(report);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -136,6 +136,14 @@ fn a_case_variant_leaks_to_the_monolith_and_retire_refuses_naming_it() {
     assert!(text.stdout.contains("\"/API/USERS*\""), "{text}");
     assert!(!text.stdout.contains("/api/users/1  "), "{text}");
 
+    let plan = op.run(&["plan", "users", "--from-alb-log", &logs]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("access logs: 5 of the route's 10 requests"),
+        "{plan}"
+    );
+
     let retire = op.run(&[
         "retire",
         "users",
