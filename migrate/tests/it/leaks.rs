@@ -102,84 +102,10 @@ fn shifted_users(stack: &LocalStack) -> Operator {
 }
 
 #[test]
-fn a_case_variant_leaks_to_the_monolith_and_retire_refuses_naming_it() {
+fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks() {
     let (stack, root) = logging_stack();
     let op = shifted_users(&stack);
-    for _ in 0..5 {
-        assert_eq!(http_get(&format!("{}/API/USERS/1", stack.data_url)).0, 200);
-        assert_eq!(http_get(&format!("{}/api/users/1", stack.data_url)).0, 200);
-    }
-    wait_logged(root.path(), "/api/users/1", 10);
-    let logs = root.path().display().to_string();
-
-    let leaks = op.run(&[
-        "leaks",
-        "users",
-        "--from-alb-log",
-        &logs,
-        "--output",
-        "json",
-    ]);
-    assert_eq!(leaks.code, 1, "{leaks}");
-    let report: serde_json::Value = serde_json::from_str(&leaks.stdout).unwrap();
-    let found = report["leaks"].as_array().unwrap();
-    assert_eq!(found.len(), 1, "{report:#}");
-    assert_eq!(found[0]["path"], "/API/USERS/1");
-    assert_eq!(found[0]["count"], 5);
-    assert_eq!(found[0]["kind"], "pattern-miss");
-    assert_eq!(found[0]["pattern"], "/API/USERS*");
-    assert_eq!(found[0]["share"], 0.5);
-    assert_eq!(found[0]["example_client"], "127.0.0.1");
-    let text = op.run(&["leaks", "users", "--from-alb-log", &logs]);
-    assert_eq!(text.code, 1, "{text}");
-    assert!(text.stdout.contains("/API/USERS/1  ×5"), "{text}");
-    assert!(text.stdout.contains("\"/API/USERS*\""), "{text}");
-    assert!(!text.stdout.contains("/api/users/1  "), "{text}");
-
-    let plan = op.run(&["plan", "users", "--from-alb-log", &logs]);
-    assert_eq!(plan.code, 0, "{plan}");
-    assert!(
-        plan.stdout
-            .contains("access logs: 5 of the route's 10 requests"),
-        "{plan}"
-    );
-
-    let retire = op.run(&[
-        "retire",
-        "users",
-        "--from-alb-log",
-        &logs,
-        "--lock-settle",
-        "0s",
-    ]);
-    assert_eq!(retire.code, 1, "{retire}");
-    assert!(
-        retire.stdout.contains("refused") && retire.stdout.contains("/API/USERS/1 ×5"),
-        "{retire}"
-    );
-
-    // The local ALB's lines replay through verify --from-alb-log as well.
-    let files: Vec<String> = log_files(root.path())
-        .iter()
-        .map(|file| file.display().to_string())
-        .collect();
-    let mut args = vec!["verify", "users", "--from-alb-log"];
-    args.extend(files.iter().map(String::as_str));
-    let verify = op.run(&args);
-    assert_eq!(verify.code, 0, "{verify}");
-    for unreadable in [
-        "not an ALB access log line",
-        "too few fields",
-        "unterminated",
-    ] {
-        assert!(!verify.stdout.contains(unreadable), "{verify}");
-    }
-}
-
-#[test]
-fn with_only_lower_case_requests_retire_leaves_the_service_alone_on_the_rule() {
-    let (stack, root) = logging_stack();
-    let op = shifted_users(&stack);
+    // Lower-case requests only: no leaks, and retire leaves the service alone.
     for _ in 0..3 {
         assert_eq!(http_get(&format!("{}/api/users/2", stack.data_url)).0, 200);
     }
@@ -225,6 +151,78 @@ fn with_only_lower_case_requests_retire_leaves_the_service_alone_on_the_rule() {
     assert!(refused.stderr.contains("--yes"), "{refused}");
     let rollback = op.run(&["rollback", "users", "--yes", "--lock-settle", "0s"]);
     assert_eq!(rollback.code, 0, "{rollback}");
+
+    // Shifted again, a case variant the patterns miss reaches the monolith.
+    let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    for _ in 0..5 {
+        assert_eq!(http_get(&format!("{}/API/USERS/1", stack.data_url)).0, 200);
+        assert_eq!(http_get(&format!("{}/api/users/1", stack.data_url)).0, 200);
+    }
+    wait_logged(root.path(), "/api/users/1", 10);
+
+    let leaks = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &logs,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(leaks.code, 1, "{leaks}");
+    let report: serde_json::Value = serde_json::from_str(&leaks.stdout).unwrap();
+    let found = report["leaks"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(found[0]["path"], "/API/USERS/1");
+    assert_eq!(found[0]["count"], 5);
+    assert_eq!(found[0]["kind"], "pattern-miss");
+    assert_eq!(found[0]["pattern"], "/API/USERS*");
+    assert!((found[0]["share"].as_f64().unwrap() - 5.0 / 13.0).abs() < 1e-9);
+    assert_eq!(found[0]["example_client"], "127.0.0.1");
+    let text = op.run(&["leaks", "users", "--from-alb-log", &logs]);
+    assert_eq!(text.code, 1, "{text}");
+    assert!(text.stdout.contains("/API/USERS/1  ×5"), "{text}");
+    assert!(text.stdout.contains("\"/API/USERS*\""), "{text}");
+    assert!(!text.stdout.contains("/api/users/1  "), "{text}");
+
+    let plan = op.run(&["plan", "users", "--from-alb-log", &logs]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("access logs: 5 of the route's 13 requests"),
+        "{plan}"
+    );
+
+    let retire = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        &logs,
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(retire.code, 1, "{retire}");
+    assert!(
+        retire.stdout.contains("refused") && retire.stdout.contains("/API/USERS/1 ×5"),
+        "{retire}"
+    );
+
+    // The local ALB's lines replay through verify --from-alb-log as well.
+    let files: Vec<String> = log_files(root.path())
+        .iter()
+        .map(|file| file.display().to_string())
+        .collect();
+    let mut args = vec!["verify", "users", "--from-alb-log"];
+    args.extend(files.iter().map(String::as_str));
+    let verify = op.run(&args);
+    assert_eq!(verify.code, 0, "{verify}");
+    for unreadable in [
+        "not an ALB access log line",
+        "too few fields",
+        "unterminated",
+    ] {
+        assert!(!verify.stdout.contains(unreadable), "{verify}");
+    }
 }
 
 #[test]
