@@ -231,7 +231,9 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Starts the request's entry when logging is on.
+    /// Starts the request's entry when logging is on (the caller checks
+    /// [`AccessLogs::enabled`] first, so a request costs nothing more while
+    /// logging is off).
     pub fn begin(&mut self, logs: &AccessLogs, request: Begin<'_>) {
         self.entry = None;
         if !logs.enabled() {
@@ -271,6 +273,12 @@ impl Pending {
             action: "forward",
             error_reason: None,
         }));
+    }
+
+    /// Whether an entry is in flight (logging was on when the request was
+    /// routed): the data plane builds the outcome only then.
+    pub fn is_active(&self) -> bool {
+        self.entry.is_some()
     }
 
     /// The action that answers (`forward` unless told).

@@ -431,6 +431,9 @@ impl ClientConnection {
     /// Logs an answer of the load balancer itself (fixed response, redirect,
     /// error page) whose head is in `out`.
     fn log_answered(&mut self) {
+        if !self.access.is_active() {
+            return;
+        }
         let status = self
             .out
             .get(9..12)
@@ -454,6 +457,9 @@ impl ClientConnection {
     /// error page (`error_reason` stays `-`: AWS gives one for Lambda,
     /// authentication and WAF failures only).
     fn log_elb_error(&mut self, status: u16, group: Option<&WeightedGroup>) {
+        if !self.access.is_active() {
+            return;
+        }
         let outcome = Outcome {
             elb_status: status,
             target_group: group
@@ -473,6 +479,9 @@ impl ClientConnection {
         status: u16,
         started: std::time::Instant,
     ) {
+        if !self.access.is_active() {
+            return;
+        }
         let outcome = Outcome {
             elb_status: status,
             target: match target.address() {
@@ -567,21 +576,25 @@ impl ClientConnection {
             source_ip: self.client_ip,
         };
         let routed = table.route_index(&view);
-        self.access.begin(
-            &self.plane.access_logs,
-            Begin {
-                kind: "http",
-                client: self.peer,
-                method: facts.method,
-                target: facts.target,
-                host: facts.host,
-                listener_port: table.port,
-                http10: facts.http10,
-                user_agent: crate::accesslog::header_text(request.headers, "user-agent"),
-                rule_priority: routed.map(|index| table.rules[index].priority),
-                head_bytes: head_len,
-            },
-        );
+        if self.plane.access_logs.enabled() {
+            self.access.begin(
+                &self.plane.access_logs,
+                Begin {
+                    kind: "http",
+                    client: self.peer,
+                    method: facts.method,
+                    target: facts.target,
+                    host: facts.host,
+                    listener_port: table.port,
+                    http10: facts.http10,
+                    user_agent: crate::accesslog::header_text(request.headers, "user-agent"),
+                    rule_priority: routed.map(|index| table.rules[index].priority),
+                    head_bytes: head_len,
+                },
+            );
+        } else {
+            self.access = Pending::default();
+        }
         let plan = match routed.map(|index| (index, &table.rules[index].action)) {
             None => {
                 let page = self.plane.elb_error_page(ElbError::NoListener, None);
