@@ -126,7 +126,13 @@ Print, in order, the ELBv2 calls that a shift (default: the route's configured s
 --to N: one step to N%) or a rollback (--to 0) would make from the current state, with
 the gates checked before each step. Changes nothing.
 
-Example: migrate plan users --to 10")]
+With --from-alb-log, it also counts from the access logs the route's requests that the
+patterns miss and the monolith served (as `migrate leaks` does): what a shift would leave
+behind.
+
+Examples:
+  migrate plan users --to 10
+  migrate plan users --from-alb-log s3://my-alb-logs/prod")]
     Plan(PlanArgs),
     /// Move a route to its service, directly or in steps, behind gates; a plan may hold.
     #[command(long_about = "\
@@ -275,6 +281,75 @@ Needs no migrate.toml: it writes its own for the stack. Stops everything it star
 
 Example: migrate demo --report demo.html")]
     Demo(DemoArgs),
+    /// List the route's requests that the monolith served though they are the route's.
+    #[command(long_about = "\
+Read the ALB's access logs and list the requests that the monolith served although they
+belong to the route by the monolith's own reading of the path ([routes.NAME.monolith_paths]
+in migrate.toml: case_insensitive and trailing_slash on, repeated_slashes and
+percent_decoding off by default, as the forum's router reads paths). A leak is such a
+request that the rule's patterns miss (ALB path patterns are case-sensitive), or one that
+arrived while the route was at 100% and another rule won. Leaks are grouped by spelling with
+their count, share of the route's requests, first and last time, a client, and the fix: the
+pattern to add (within AWS's 5 condition values per rule) or the rule that wins.
+
+Logs: files (plain or .gz), directories (walked as AWS lays logs out), s3://BUCKET/PREFIX
+(through the same AWS settings and endpoint as every other call).
+
+Exit codes: 0 no leaks, 1 leaks found, 2 usage, 4 the logs could not be read.
+
+Examples:
+  migrate leaks users --from-alb-log s3://my-alb-logs/prod --since 7d
+  migrate leaks users --from-alb-log ./AWSLogs --output json")]
+    Leaks(LeaksArgs),
+    /// The last step: the service alone serves the route, checked against the access logs.
+    #[command(long_about = "\
+Retire a route: it must be at 100% on its service (past its bake, where one is set) and
+the access logs must show no leak over the window (--from-alb-log, --since; see
+`migrate leaks`). Leaks make it refuse, listing them (exit 1); --accept-leaks --reason
+overrides, and the journal records who and why. Then the rule forwards to the service
+alone, is tagged ficus:retired, and the change is journaled: the monolith's code for
+these paths can go. `status` shows the route as retired; `rollback` of a retired route
+needs --yes.
+
+Exit codes: 0 retired, 1 refused (leaks, or not at 100%), 2 usage, 4 lock held or logs
+unreadable.
+
+Examples:
+  migrate retire users --from-alb-log s3://my-alb-logs/prod --since 14d
+  migrate retire users --from-alb-log ./logs --accept-leaks --reason \"bot traffic, ticket OPS-12\"")]
+    Retire(RetireArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetireArgs {
+    /// The route, as named in migrate.toml (e.g. users).
+    pub route: String,
+    /// Access logs: a file (plain or gzip), a directory, or s3://BUCKET/PREFIX; repeatable.
+    #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
+    pub from_alb_log: Vec<String>,
+    /// Only requests of the last DURATION (e.g. 14d). Default: every request in the logs.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// Retire although the logs show leaks (needs --reason).
+    #[arg(long, requires = "reason")]
+    pub accept_leaks: bool,
+    /// Why the leaks are accepted; journaled with who accepted them.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeaksArgs {
+    /// The route, as named in migrate.toml (e.g. users).
+    pub route: String,
+    /// Access logs: a file (plain or gzip), a directory, or s3://BUCKET/PREFIX; repeatable.
+    #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
+    pub from_alb_log: Vec<String>,
+    /// Only requests of the last DURATION (e.g. 24h, 7d). Default: every request in the logs.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -324,6 +399,10 @@ pub struct PlanArgs {
     /// The target percentage on the service: 0 plans a rollback.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT")]
     pub to: Option<u8>,
+    /// Also count, from these access logs (file, directory or s3://BUCKET/PREFIX),
+    /// the route's requests the patterns would leave on the monolith (`migrate leaks`).
+    #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1..)]
+    pub from_alb_log: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -494,6 +573,10 @@ pub struct RollbackArgs {
     /// Roll back every route.
     #[arg(long)]
     pub all: bool,
+    /// Roll back a retired route too (`migrate retire`): the monolith may no
+    /// longer serve its paths.
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }

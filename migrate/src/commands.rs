@@ -529,6 +529,9 @@ async fn narrow_parked(
 pub struct RouteStatus {
     pub route: String,
     pub paths: Vec<String>,
+    /// When the route was retired (`migrate retire`), from its rule's tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
     /// `missing`, `on-monolith`, `shifting`, `on-service` or `inconsistent`.
     pub state: &'static str,
     /// Why, when inconsistent.
@@ -710,6 +713,12 @@ fn print_route_status(status: &RouteStatus) {
     println!();
     println!("{}  {}", status.route, status.paths.join(" "));
     println!("  state:    {}", status.summary);
+    if let Some(when) = &status.retired {
+        println!(
+            "  {} (since {when})",
+            crate::retire::retired_note(&status.paths)
+        );
+    }
     if let Some(conditions) = &status.conditions {
         println!("  matches:  {}", conditions.describe());
     }
@@ -803,6 +812,7 @@ fn route_status(
     };
     RouteStatus {
         route: route.to_owned(),
+        retired: rule.and_then(|r| r.tags.get(crate::retire::RETIRED_TAG).cloned()),
         paths: ctx
             .settings
             .routes
@@ -886,6 +896,13 @@ struct PlannedStep {
 #[derive(Debug, Serialize)]
 struct Plan {
     route: String,
+    /// `retired: ...` for a retired route (`migrate retire`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retired: Option<String>,
+    /// With `--from-alb-log`: the route's requests that the monolith served
+    /// and that the patterns would leave there (`migrate leaks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaks: Option<crate::leaks::Report>,
     from: RouteState,
     to: u8,
     lock: String,
@@ -976,7 +993,17 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let plan_on_rule = plan_on_rule(&view, &args.route);
+    let leaks = if args.from_alb_log.is_empty() {
+        None
+    } else {
+        Some(crate::leaks::find(ctx, &args.route, &args.from_alb_log, None).await?)
+    };
     let plan = Plan {
+        retired: view
+            .rule()
+            .filter(|rule| rule.tags.contains_key(crate::retire::RETIRED_TAG))
+            .map(|_| crate::retire::retired_note(&route.paths)),
+        leaks,
         route: args.route.clone(),
         from: state.clone(),
         to: *steps
@@ -1000,6 +1027,16 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         print_json(&plan)?;
     } else {
         print_plan(&plan, &state, &route, args.to.is_none());
+        if let Some(retired) = &plan.retired {
+            println!("{retired}");
+        }
+        if let Some(report) = &plan.leaks {
+            println!(
+                "access logs: {} of the route's {} requests went to the monolith by spellings the patterns miss (or a rule that won); a shift leaves them there",
+                report.leaked_requests, report.route_requests
+            );
+            crate::leaks::print_report(report);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,10 @@ pub const EXIT_GATE_FAILED: u8 = 3;
 pub const EXIT_LOCK_HELD: u8 = 4;
 /// Exit 130: stopped by Ctrl-C (SIGINT), as shells report it.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit 4 (`leaks`, `retire`): the access logs could not be read.
+pub const EXIT_LOGS_UNREADABLE: u8 = 4;
+/// Exit 1 (`leaks`): leaks were found.
+pub const EXIT_LEAKS: u8 = 1;
 /// Exit 5 (`verify`): the check could not run; requests got no answer.
 pub const EXIT_NOT_RUN: u8 = 5;
 
@@ -38,6 +42,9 @@ pub enum Failure {
     /// Ctrl-C (exit 130): the message says where the route stands and how to go on.
     #[error("{0}")]
     Interrupted(String),
+    /// The access logs could not be read (exit 4 in `leaks` and `retire`).
+    #[error("{0}")]
+    LogsUnreadable(String),
 }
 
 impl Failure {
@@ -47,6 +54,7 @@ impl Failure {
             Failure::GateFailed(_) => EXIT_GATE_FAILED,
             Failure::LockHeld { .. } | Failure::LockLost { .. } => EXIT_LOCK_HELD,
             Failure::Interrupted(_) => EXIT_INTERRUPTED,
+            Failure::LogsUnreadable(_) => EXIT_LOGS_UNREADABLE,
         }
     }
 }

@@ -24,6 +24,7 @@ macro_rules! print {
     };
 }
 
+pub mod access_logs;
 pub mod capacity;
 pub mod cli;
 pub mod cloudwatch;
@@ -35,6 +36,7 @@ pub mod demo;
 pub mod elb;
 pub mod error;
 pub mod journal;
+pub mod leaks;
 pub mod lock;
 pub mod metric_gates;
 pub mod notify;
@@ -42,6 +44,7 @@ pub mod output;
 pub mod plan;
 pub mod preview;
 pub mod probe;
+pub mod retire;
 pub mod settings;
 pub mod shift;
 pub mod state;
@@ -144,6 +147,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Notify(args) => commands::notify(&mut ctx, args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Leaks(args) => leaks::leaks(&mut ctx, args).await,
+        Command::Retire(args) => retire::retire(&mut ctx, args).await,
     };
     // shift and rollback summarize their own calls, with the routing changes.
     if !matches!(

@@ -149,6 +149,41 @@ pub struct RouteSettings {
     /// sent to for this long. Default: none. `migrate shift --sticky` wins.
     #[serde(default, deserialize_with = "sticky")]
     pub sticky: Option<Duration>,
+    /// How the monolith reads a path (`[routes.NAME.monolith_paths]`): which
+    /// spellings of the route's paths it serves though the ALB's
+    /// case-sensitive patterns miss them (`migrate leaks`).
+    #[serde(default)]
+    pub monolith_paths: MonolithPaths,
+}
+
+/// How the monolith's router reads a path, each reading on or off. The
+/// defaults are the forum's router (koa-router): case-insensitive, one
+/// optional trailing slash, no collapsing of repeated slashes, and
+/// percent-decoding only inside parameters (so not of the literal segments
+/// the patterns name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonolithPaths {
+    /// `/API/Users/1` is `/api/users/1`. Default true.
+    pub case_insensitive: bool,
+    /// `/api/users/1/` is `/api/users/1`. Default true.
+    pub trailing_slash: bool,
+    /// `/api//users/1` is `/api/users/1`. Default false.
+    pub repeated_slashes: bool,
+    /// `/api/%75sers/1` is `/api/users/1` (percent-encoded unreserved
+    /// characters, RFC 3986 §2.3). Default false.
+    pub percent_decoding: bool,
+}
+
+impl Default for MonolithPaths {
+    fn default() -> Self {
+        MonolithPaths {
+            case_insensitive: true,
+            trailing_slash: true,
+            repeated_slashes: false,
+            percent_decoding: false,
+        }
+    }
 }
 
 impl RouteSettings {

@@ -1984,6 +1984,10 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                 break;
             }
         };
+        if let Err(err) = crate::retire::allow_rollback(ctx, &lock, &view, route, args.yes).await {
+            result = Err(err);
+            break;
+        }
         let from = view.state().explain();
         if args.all && view.state() == RouteState::Missing {
             outcomes.push(Outcome {

@@ -80,6 +80,8 @@ ALB_ADDED_P99_GOAL_MS = 1.0
 # CloudWatch counting may cost the data plane at most 3 % of its req/s (issue 15),
 # measured as CPU time per request.
 ALB_COUNTING_COST_GOAL = 0.03
+# Access logs (issue #24): at most 3 % more CPU per request than the same local ALB without them.
+ALB_ACCESS_LOG_COST_GOAL = 0.03
 MIGRATE_WALL_GOAL_MS = 300.0
 MIGRATE_CALLS_GOAL = 10
 VERIFY_GOAL = 5000.0
@@ -733,6 +735,20 @@ http {{
             "local-alb-uncounted", self.stack_file("stack-uncounted", bases), extra=["--metric-retention", "0"]
         )
         alb100, alb100_base, _ = self.start_alb("local-alb-100", self.stack_file("stack-100", bases, extra_rules=99))
+        # Access logs on (the load balancer's access_logs.s3.* attributes, in
+        # the stack file), delivered every 5 minutes.
+        logged = "local ALB, access logs on"
+        logged_stack = self.stack_file("stack-logged", bases)
+        logged_stack.write_text(
+            logged_stack.read_text().replace(
+                'name = "ficus-local"\n',
+                'name = "ficus-local"\nattributes = { "access_logs.s3.enabled" = "true", "access_logs.s3.bucket" = "bench" }\n',
+                1,
+            )
+        )
+        alb_logged, alb_logged_base, _ = self.start_alb(
+            "local-alb-logged", logged_stack, extra=["--access-log-root", str(self.work / "access-logs")]
+        )
         nginx, nginx_base = self.nginx_proxy(bases["monolith"])
         hundred = "local ALB, 100 rules"
         urls = {
@@ -741,6 +757,7 @@ http {{
             "nginx proxy": nginx_base,
             hundred: alb100_base,
             uncounted: alb_off_base,
+            logged: alb_logged_base,
         }
         baseline = None
         if self.args.alb_baseline:
@@ -752,20 +769,24 @@ http {{
         relaxed: dict[str, WrkResult] = {}
         # CPU time per request of the local ALB with and without counting, over
         # the saturating runs: steadier than req/s on a shared machine.
-        cpu_before = {"local ALB": cpu_seconds(alb.pid), uncounted: cpu_seconds(alb_off.pid)}
+        cpu_before = {
+            "local ALB": cpu_seconds(alb.pid),
+            uncounted: cpu_seconds(alb_off.pid),
+            logged: cpu_seconds(alb_logged.pid),
+        }
         for results, this_load in ((saturated, load), (relaxed, light)):
             results.update(
                 interleaved([(name, url + path) for name, url in urls.items()], this_load, self.args.alb_rounds)
             )
             if results is saturated:
-                pids = {"local ALB": alb.pid, uncounted: alb_off.pid}
+                pids = {"local ALB": alb.pid, uncounted: alb_off.pid, logged: alb_logged.pid}
                 cpu_per_request = {
                     name: (cpu_seconds(pid) - cpu_before[name]) / max(saturated[name].requests, 1) * 1e6
                     for name, pid in pids.items()
                 }
             for name in urls:
                 show(f"{name} ({this_load.connections} connections)", results[name])
-        for process in (alb, alb100, alb_off, nginx, baseline):
+        for process in (alb, alb100, alb_off, alb_logged, nginx, baseline):
             if process is not None:
                 self.fleet.stop(process)
         for results, this_load, what in ((saturated, load, "saturating"), (relaxed, light, "light load")):
@@ -857,6 +878,20 @@ http {{
                 f"{cpu_cost * 100:+.1f} % ({cpu_on:.2f} vs {cpu_off:.2f} µs; req/s paired ratio {counted:.3f})",
                 cpu_cost <= ALB_COUNTING_COST_GOAL,
                 ALB_COUNTING_COST_GOAL / max(cpu_cost, 0.001),
+                profile=lambda: self.profile_alb(),
+            )
+        )
+        logged_ratio = paired_ratio(saturated[logged], saturated["local ALB"])
+        cpu_logged = cpu_per_request[logged]
+        logging_cost = cpu_logged / cpu_on - 1
+        self.report.goal(
+            Goal(
+                "alb",
+                "local ALB: access logs' cost (CPU per request, saturating)",
+                f"≤ {ALB_ACCESS_LOG_COST_GOAL * 100:.0f} %",
+                f"{logging_cost * 100:+.1f} % ({cpu_logged:.2f} vs {cpu_on:.2f} µs; req/s paired ratio {logged_ratio:.3f})",
+                logging_cost <= ALB_ACCESS_LOG_COST_GOAL,
+                ALB_ACCESS_LOG_COST_GOAL / max(logging_cost, 0.001),
                 profile=lambda: self.profile_alb(),
             )
         )

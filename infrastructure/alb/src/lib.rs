@@ -3,8 +3,8 @@
 //! another? can two match the same text?), CIDR blocks, and rule conditions
 //! (does one rule match every request another matches? can two rules match
 //! the same request?), the canonical client address, and which header fields
-//! are hop-by-hop; and the names and parser of the local ALB's `/metrics`
-//! text.
+//! are hop-by-hop; the names and parser of the local ALB's `/metrics`
+//! text; and the ALB access log format ([`access_log`]).
 //!
 //! `migrate` uses it to prove that a parked route's rule can take no traffic
 //! and to name the rules a move would shadow; the semantics are the ones the
@@ -12,6 +12,7 @@
 //! matches with [`glob::Glob`], the compiled form of a [`Pattern`].
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod cidr;
 pub mod conditions;
 pub mod glob;

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod accesslog;
 pub(crate) mod attributes;
 pub(crate) mod cloudwatch;
 pub(crate) mod control;
@@ -154,7 +155,10 @@ impl Application {
             )));
         }
         let (stack, stack_origin) = load_stack(&settings)?;
-        let options = settings.data_plane.clone();
+        let mut options = settings.data_plane.clone();
+        if options.access_log_root.is_none() {
+            options.access_log_root = Some(settings.state_dir.join("access-logs"));
+        }
         // Bind first: a second instance on the same addresses fails here,
         // before it touches the state directory.
         limits::raise_open_file_limit();

@@ -41,7 +41,8 @@ local-alb --listen 127.0.0.1:8080 --control-listen 127.0.0.1:9100\n  \
 AWS_ACCESS_KEY_ID=AKIAFICUSLOCAL000000 AWS_SECRET_ACCESS_KEY=ficus-local-secret-access-key \\\n    \
 aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
 (same keys) aws cloudwatch list-metrics --namespace AWS/ApplicationELB --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
-local-alb --metric-retention 600        # keep 10 minutes of per-second metrics (0: do not count)\n\n\
+local-alb --metric-retention 600        # keep 10 minutes of per-second metrics (0: do not count)\n  \
+local-alb --access-log-root /tmp/alb-logs --access-log-interval 1m   # access logs as in S3, every minute\n\n\
 The access key and secret are the stack file's [credentials] (local defaults \
 above). On start, one line per listener is printed to stdout:\n  \
 data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\
@@ -112,6 +113,42 @@ pub struct Cli {
     /// high-resolution data).
     #[arg(long, env = "LOCAL_ALB_METRIC_RETENTION_SECONDS", value_name = "SECONDS", value_parser = seconds)]
     pub metric_retention: Option<Duration>,
+
+    /// Directory the access logs are delivered to, as S3 would hold them:
+    /// DIR/BUCKET/PREFIX/AWSLogs/ACCOUNT/elasticloadbalancing/REGION/YYYY/MM/DD/*.log.gz.
+    /// Logging is on while the load balancer's `access_logs.s3.enabled`
+    /// attribute is true (bucket and prefix from `access_logs.s3.bucket` and
+    /// `.prefix`). Default: access-logs in the state directory.
+    #[arg(long, env = "LOCAL_ALB_ACCESS_LOG_ROOT", value_name = "DIR")]
+    pub access_log_root: Option<PathBuf>,
+
+    /// How often a log file is delivered: 300, 90s, 5m (default 5m, as on
+    /// AWS; tests use 1s). A clean shutdown delivers what is buffered.
+    #[arg(long, env = "LOCAL_ALB_ACCESS_LOG_INTERVAL", value_name = "DURATION", value_parser = whole_duration)]
+    pub access_log_interval: Option<Duration>,
+}
+
+/// A whole number of seconds, minutes or hours of at least one second: 300,
+/// 90s, 5m, 1h.
+fn whole_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|seconds| *seconds >= 1)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "expected a whole duration of at least 1s, such as 300, 90s, 5m or 1h (from the option or its LOCAL_ALB_* variable, see --help)".to_owned())
 }
 
 /// A number of seconds, such as 60 or 0.5.
@@ -179,6 +216,10 @@ impl From<Cli> for Settings {
             },
             worker_threads: cli.worker_threads.unwrap_or(defaults.worker_threads),
             metric_retention: cli.metric_retention.unwrap_or(defaults.metric_retention),
+            access_log_root: cli.access_log_root,
+            access_log_interval: cli
+                .access_log_interval
+                .unwrap_or(defaults.access_log_interval),
         };
         Settings {
             stack: cli.stack,

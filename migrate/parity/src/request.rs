@@ -329,84 +329,31 @@ impl RequestSet {
     }
 }
 
-/// The connection types an ALB access log line starts with.
-const ALB_LOG_TYPES: [&str; 6] = ["http", "https", "h2", "grpcs", "ws", "wss"];
-/// The position of the quoted `"METHOD URL HTTP/x"` field.
-const ALB_REQUEST_FIELD: usize = 12;
-
 /// Splits an ALB access log line into its fields: separated by one space,
-/// quoted fields may hold spaces and backslash-escaped quotes.
-pub fn split_alb_log_fields(line: &str) -> Result<Vec<String>, &'static str> {
-    let mut fields = Vec::new();
-    let mut characters = line.chars().peekable();
-    while characters.peek().is_some() {
-        let mut field = String::new();
-        if characters.peek() == Some(&'"') {
-            characters.next();
-            loop {
-                match characters.next() {
-                    None => return Err("unterminated quoted field"),
-                    Some('\\') => match characters.next() {
-                        Some(escaped) => field.push(escaped),
-                        None => return Err("unterminated quoted field"),
-                    },
-                    Some('"') => break,
-                    Some(other) => field.push(other),
-                }
-            }
-            match characters.next() {
-                None | Some(' ') => {}
-                Some(_) => return Err("text directly after a quoted field"),
-            }
-        } else {
-            for character in characters.by_ref() {
-                if character == ' ' {
-                    break;
-                }
-                field.push(character);
-            }
-        }
-        fields.push(field);
-    }
-    Ok(fields)
+/// quoted fields may hold spaces and backslash-escaped quotes (the format's
+/// one home is `alb::access_log`).
+pub fn split_alb_log_fields(line: &str) -> Result<Vec<String>, String> {
+    alb::access_log::split_fields(line).map_err(|error| error.to_string())
 }
 
 /// Reads the method and path-and-query of one ALB access log line; the error
 /// is the reason it cannot be replayed.
 pub fn parse_alb_log_line(line: &str) -> Result<(Method, String), String> {
-    let fields = split_alb_log_fields(line.trim_end()).map_err(str::to_owned)?;
-    let connection_type = fields.first().map_or("", String::as_str);
-    if !ALB_LOG_TYPES.contains(&connection_type) {
-        return Err("not an ALB access log line (unknown connection type)".into());
-    }
-    let Some(request) = fields.get(ALB_REQUEST_FIELD) else {
-        return Err("too few fields for an ALB access log line".into());
-    };
-    let mut words = request.split_whitespace();
-    let (Some(method), Some(url), Some(_protocol), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return Err("request field is not \"METHOD URL PROTOCOL\"".into());
-    };
-    if method == "-" {
-        return Err("no request recorded (the ALB could not parse it)".into());
-    }
-    let method = parse_method(method).map_err(|_| "request field has no valid method")?;
-    let target = target_of_url(url).ok_or("request URL has no path")?;
-    Ok((method, target))
+    let record =
+        alb::access_log::Record::parse(line.trim_end()).map_err(|error| error.to_string())?;
+    request_of_record(&record)
 }
 
-/// The path and query of an absolute URL as the ALB logs it
-/// (`http://host:80/path?query`), or of a path as is.
-fn target_of_url(url: &str) -> Option<String> {
-    if url.starts_with('/') {
-        return Some(url.to_owned());
+/// The method and path-and-query of a parsed access log entry; the error is
+/// the reason it cannot be replayed.
+pub fn request_of_record(record: &alb::access_log::Record) -> Result<(Method, String), String> {
+    if record.get("request").starts_with("- ") {
+        return Err("no request recorded (the ALB could not parse it)".into());
     }
-    let (_, rest) = url.split_once("://")?;
-    let target = match rest.find(['/', '?']) {
-        Some(start) if rest[start..].starts_with('?') => format!("/{}", &rest[start..]),
-        Some(start) => rest[start..].to_owned(),
-        None => "/".to_owned(),
+    let Some((method, url, _protocol)) = record.request() else {
+        return Err("request field is not \"METHOD URL PROTOCOL\"".into());
     };
-    Some(target)
+    let method = parse_method(method).map_err(|_| "request field has no valid method")?;
+    let target = alb::access_log::target_of_url(url).ok_or("request URL has no path")?;
+    Ok((method, target))
 }

@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod docs;
 mod gates;
+mod leaks;
 mod local_alb;
 mod long;
 mod moto;

@@ -732,11 +732,24 @@ impl LocalStack {
     pub fn start_with(
         front: impl Fn(&str, std::net::SocketAddr) -> std::net::SocketAddr + Send + Sync + 'static,
     ) -> LocalStack {
+        LocalStack::start_configured(front, Vec::new())
+    }
+
+    /// The local stack with extra `local-alb` arguments (e.g. the access
+    /// log's root and interval).
+    pub fn start_with_alb_args(alb_args: Vec<String>) -> LocalStack {
+        LocalStack::start_configured(|_, address| address, alb_args)
+    }
+
+    fn start_configured(
+        front: impl Fn(&str, std::net::SocketAddr) -> std::net::SocketAddr + Send + Sync + 'static,
+        alb_args: Vec<String>,
+    ) -> LocalStack {
         let binaries = stack_binaries();
         let dir = tempfile::tempdir().unwrap();
         let options = localstack::Options {
             written_by: "the migrate tests",
-            alb_args: Vec::new(),
+            alb_args,
             route_settings: toml::Table::new(),
             front: Some(localstack::Front::new(front)),
         };

@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::accesslog::{Begin, Outcome, Pending, TargetGroupArn};
 use crate::dataplane::DataPlane;
 use crate::dataplane::policy::{self, HeadPolicy, HeadScan, OverLimit, Verdict};
 use crate::dataplane::pool::Address;
@@ -90,6 +91,8 @@ pub(super) async fn serve(
         out: Vec::with_capacity(8 * 1024),
         closing,
         body_unread: false,
+        peer,
+        access: Pending::default(),
         plane: Arc::clone(&plane),
     };
     let refused = connection.run().await;
@@ -420,6 +423,9 @@ struct ClientConnection {
     /// Set when the connection closes after an answer that left (part of)
     /// a request body unread: the client may still be sending it.
     body_unread: bool,
+    peer: SocketAddr,
+    /// The access log entry of the request in flight.
+    access: Pending,
 }
 
 impl ClientConnection {
@@ -467,6 +473,7 @@ impl ClientConnection {
             };
             let keep_open = match plan {
                 Plan::Answered { close } => {
+                    self.log_answered();
                     let written = self.write_client().await;
                     self.out.clear();
                     self.body_unread = close && client.framing != Framing::Empty;
@@ -496,9 +503,82 @@ impl ClientConnection {
         }
     }
 
+    /// Logs an answer of the load balancer itself (fixed response, redirect,
+    /// error page) whose head is in `out`.
+    fn log_answered(&mut self) {
+        if !self.access.is_active() {
+            return;
+        }
+        let status = self
+            .out
+            .get(9..12)
+            .and_then(|code| std::str::from_utf8(code).ok())
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let action = match status {
+            301 | 302 => "redirect",
+            _ => "fixed-response",
+        };
+        self.access.action(action);
+        let outcome = Outcome {
+            elb_status: status,
+            ..Outcome::default()
+        };
+        self.access
+            .finish(&self.plane.access_logs, self.worker, outcome);
+    }
+
+    /// Logs a forwarded request that the load balancer answered with an
+    /// error page (`error_reason` stays `-`: AWS gives one for Lambda,
+    /// authentication and WAF failures only).
+    fn log_elb_error(&mut self, status: u16, group: Option<&WeightedGroup>) {
+        if !self.access.is_active() {
+            return;
+        }
+        let outcome = Outcome {
+            elb_status: status,
+            target_group: group
+                .and_then(|weighted| weighted.group.as_ref())
+                .map(|group| Arc::clone(&group.runtime) as Arc<dyn TargetGroupArn>),
+            ..Outcome::default()
+        };
+        self.access
+            .finish(&self.plane.access_logs, self.worker, outcome);
+    }
+
+    /// Logs a request a target answered.
+    fn log_forwarded(
+        &mut self,
+        weighted: &WeightedGroup,
+        target: &TargetRuntime,
+        status: u16,
+        started: std::time::Instant,
+    ) {
+        if !self.access.is_active() {
+            return;
+        }
+        let outcome = Outcome {
+            elb_status: status,
+            target: match target.address() {
+                Some(Address::Socket(socket)) => Some((socket.ip(), socket.port())),
+                _ => None,
+            },
+            target_group: weighted
+                .group
+                .as_ref()
+                .map(|group| Arc::clone(&group.runtime) as Arc<dyn TargetGroupArn>),
+            target_status: Some(status),
+            target_seconds: Some(started.elapsed().as_secs_f64()),
+            error_reason: None,
+        };
+        self.access
+            .finish(&self.plane.access_logs, self.worker, outcome);
+    }
+
     /// Writes `out` to the client; false when that fails or the client
     /// reads nothing for the idle timeout.
     async fn write_client(&mut self) -> bool {
+        self.access.sent(self.out.len());
         matches!(
             write_within(&mut self.stream, &self.out, &mut self.client_timer).await,
             Ok(true)
@@ -605,6 +685,25 @@ impl ClientConnection {
             }
             _ => Presented::default(),
         };
+        if self.plane.access_logs.enabled() {
+            self.access.begin(
+                &self.plane.access_logs,
+                Begin {
+                    kind: "http",
+                    client: self.peer,
+                    method: facts.method,
+                    target: facts.target,
+                    host: facts.host,
+                    listener_port: table.port,
+                    http10: facts.http10,
+                    user_agent: crate::accesslog::header_text(request.headers, "user-agent"),
+                    rule_priority: routed.map(|index| table.rules[index].priority),
+                    head_bytes: head_len,
+                },
+            );
+        } else {
+            self.access = Pending::default();
+        }
         let plan = match routed.map(|index| (index, &table.rules[index].action)) {
             None => {
                 let page = self.plane.elb_error_page(ElbError::NoListener, None);
@@ -656,6 +755,7 @@ impl ClientConnection {
                 }
                 Some(picked) => {
                     let trace = responses::trace_value(wire::incoming_trace(request.headers));
+                    self.access.trace(trace.as_bytes());
                     wire::write_upstream_head(
                         &mut self.out,
                         &facts,
@@ -721,6 +821,7 @@ impl ClientConnection {
         body_unread: bool,
     ) -> bool {
         let page = self.plane.elb_error_page(error, group);
+        self.log_elb_error(page.status.as_u16(), group);
         let close = !client.keep_alive || body_unread || *self.closing.borrow();
         self.body_unread = body_unread;
         self.out.clear();
@@ -889,7 +990,9 @@ impl ClientConnection {
         }
         let cookies = forward.cookie_lines(&self.plane.cookie_key, weighted, target);
         sticky::insert_into_head(&mut self.out, &cookies);
-        let Some(complete) = self.relay_response(&mut upstream, &start).await else {
+        let relayed = self.relay_response(&mut upstream, &start).await;
+        self.log_forwarded(weighted, target, start.status, started);
+        let Some(complete) = relayed else {
             return false;
         };
         // After an ambiguous request the target connection is not reused

@@ -48,6 +48,12 @@ pub struct TargetHealthView {
 /// How often idle target connections closed by their target are closed.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
+impl crate::accesslog::TargetGroupArn for targets::TargetGroupRuntime {
+    fn arn(&self) -> &str {
+        &self.arn
+    }
+}
+
 /// Tunables of the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPlaneOptions {
@@ -66,6 +72,11 @@ pub struct DataPlaneOptions {
     /// How long the per-second CloudWatch counters are kept (default 3
     /// hours); zero turns counting off.
     pub metric_retention: Duration,
+    /// Where access log files go (`DIR/BUCKET/KEY`) when the load balancer's
+    /// `access_logs.s3.enabled` is true; `None` writes none.
+    pub access_log_root: Option<std::path::PathBuf>,
+    /// How often an access log file is delivered (AWS: 5 minutes).
+    pub access_log_interval: Duration,
 }
 
 impl Default for DataPlaneOptions {
@@ -76,6 +87,8 @@ impl Default for DataPlaneOptions {
             head: HeadPolicy::default(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metric_retention: crate::cloudwatch::DEFAULT_RETENTION,
+            access_log_root: None,
+            access_log_interval: crate::accesslog::DEFAULT_INTERVAL,
         }
     }
 }
@@ -133,6 +146,8 @@ pub struct DataPlane {
     cloudwatch: Arc<crate::cloudwatch::Registry>,
     /// Seals and opens the sticky-session cookies (drawn at start).
     cookie_key: sticky::CookieKey,
+    /// The access log (on when the load balancer's attributes say so).
+    access_logs: Arc<crate::accesslog::AccessLogs>,
     /// Serializes `publish` (the tables themselves are read lock-free).
     publishing: std::sync::Mutex<()>,
 }
@@ -150,7 +165,14 @@ impl DataPlane {
         let groups = registry.sync(initial);
         let tables =
             table::RouteTables::compile(initial, &groups, &metrics, &cloudwatch, options.head);
+        let access_logs = Arc::new(crate::accesslog::AccessLogs::new(
+            options.access_log_root.clone(),
+            options.access_log_interval,
+            options.worker_threads,
+        ));
+        access_logs.configure(initial);
         Arc::new(DataPlane {
+            access_logs,
             options,
             tables: ArcSwap::from_pointee(tables),
             registry,
@@ -176,6 +198,7 @@ impl DataPlane {
             self.options.head,
         );
         self.tables.store(Arc::new(tables));
+        self.access_logs.configure(state);
     }
 
     /// Starts the health checkers (one task per target). Needs a tokio
@@ -206,6 +229,10 @@ impl DataPlane {
                 plane.sample_target_health(second);
             }
         });
+        if let Ok(address) = listener.local_addr() {
+            self.access_logs.set_node_address(address.ip());
+        }
+        self.access_logs.spawn_writer();
         let mut workers = Vec::new();
         let mut finishing = Vec::new();
         for index in 0..self.options.worker_threads.max(1) {
@@ -263,6 +290,7 @@ impl DataPlane {
             }
         }
         self.registry.stop_all();
+        self.access_logs.flush();
         Ok(())
     }
 

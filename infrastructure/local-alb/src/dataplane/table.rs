@@ -171,6 +171,10 @@ impl RouteTable {
                     }
                 };
                 Some(CompiledRule {
+                    priority: match rule.priority {
+                        crate::model::Priority::Number(number) => number,
+                        crate::model::Priority::Default => 0,
+                    },
                     conditions: Conditions::compile(&rule.conditions),
                     action,
                 })
@@ -226,6 +230,9 @@ impl RouteTable {
 }
 
 pub struct CompiledRule {
+    /// The rule's priority, 0 for the default rule (the access log's
+    /// `matched_rule_priority`).
+    pub priority: u32,
     pub conditions: Conditions,
     pub action: CompiledAction,
 }

@@ -2,6 +2,7 @@
 //! process): each former `tests/*.rs` file is a module here, and the shared
 //! helpers are modules beside them.
 
+mod access_log;
 mod attributes;
 mod cloudwatch;
 mod common;

@@ -1,0 +1,367 @@
+//! The one reader of ALB access logs for `leaks`, `plan` and `retire`: files
+//! (plain or gzip, told by their first bytes), directories walked in AWS's
+//! layout (every `*.log` and `*.log.gz` below, in name order, which is time
+//! order within AWS's layout), and `s3://bucket/prefix` (every log object
+//! under the prefix, through the same AWS configuration and endpoint as every
+//! other call; path-style addressing when an endpoint is set). Line by line:
+//! a file or object is never held whole in memory. Lines are parsed by
+//! `alb::access_log`, the format's one home.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use alb::access_log::Record;
+use anyhow::Context as _;
+use aws_config::SdkConfig;
+
+use crate::error::Failure;
+
+/// Where logs are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file or a directory.
+    Path(PathBuf),
+    /// `s3://bucket/prefix`.
+    S3 { bucket: String, prefix: String },
+}
+
+impl Source {
+    /// `s3://bucket[/prefix]`, else a local path.
+    pub fn parse(text: &str) -> Result<Source, String> {
+        let Some(rest) = text.strip_prefix("s3://") else {
+            return Ok(Source::Path(PathBuf::from(text)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!(
+                "{text:?} names no bucket; write s3://BUCKET/PREFIX, for example s3://my-alb-logs/prod"
+            ));
+        }
+        Ok(Source::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Path(path) => write!(formatter, "{}", path.display()),
+            Source::S3 { bucket, prefix } => write!(formatter, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// What was read.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    pub files: usize,
+    pub lines: usize,
+    /// Lines that are not access log entries (counted, not fatal).
+    pub unreadable_lines: usize,
+}
+
+/// A failure to read the logs (exit 4 in `leaks`): the source and why.
+fn unreadable(source: &impl std::fmt::Display, error: impl std::fmt::Display) -> anyhow::Error {
+    Failure::LogsUnreadable(format!("cannot read the access logs at {source}: {error}")).into()
+}
+
+/// Reads every entry of `sources` in order, handing each to `visit`.
+pub async fn read(
+    sources: &[Source],
+    sdk: &SdkConfig,
+    mut visit: impl FnMut(Record),
+) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
+    for source in sources {
+        match source {
+            Source::Path(path) => read_path(path, &mut summary, &mut visit)?,
+            Source::S3 { bucket, prefix } => {
+                read_s3(sdk, bucket, prefix, &mut summary, &mut visit).await?;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn read_path(
+    path: &Path,
+    summary: &mut Summary,
+    visit: &mut impl FnMut(Record),
+) -> anyhow::Result<()> {
+    let metadata = std::fs::metadata(path).map_err(|error| unreadable(&path.display(), error))?;
+    let files = if metadata.is_dir() {
+        log_files_under(path).map_err(|error| unreadable(&path.display(), error))?
+    } else {
+        vec![path.to_owned()]
+    };
+    for file in files {
+        let opened =
+            std::fs::File::open(&file).map_err(|error| unreadable(&file.display(), error))?;
+        read_stream(opened, summary, visit).map_err(|error| unreadable(&file.display(), error))?;
+        summary.files += 1;
+    }
+    Ok(())
+}
+
+/// Every `*.log` and `*.log.gz` file under `dir`, sorted by path.
+fn log_files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if is_log_name(&path.to_string_lossy()) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn is_log_name(name: &str) -> bool {
+    name.ends_with(".log.gz") || name.ends_with(".log")
+}
+
+/// Reads one file's lines: gzip (one or more members) when it starts with
+/// gzip's magic bytes, else plain text.
+fn read_stream(
+    input: impl Read,
+    summary: &mut Summary,
+    visit: &mut impl FnMut(Record),
+) -> std::io::Result<()> {
+    let mut buffered = BufReader::with_capacity(64 * 1024, input);
+    let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    if gzip {
+        let decoder = flate2::bufread::MultiGzDecoder::new(buffered);
+        read_lines(BufReader::with_capacity(64 * 1024, decoder), summary, visit)
+    } else {
+        read_lines(buffered, summary, visit)
+    }
+}
+
+fn read_lines(
+    mut input: impl BufRead,
+    summary: &mut Summary,
+    visit: &mut impl FnMut(Record),
+) -> std::io::Result<()> {
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        summary.lines += 1;
+        match Record::parse(&text) {
+            Ok(record) => visit(record),
+            Err(_) => summary.unreadable_lines += 1,
+        }
+    }
+}
+
+/// A blocking `Read` over the chunks of an object's body as they arrive.
+struct ChunkReader {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<bytes_chunk::Chunk>>,
+    current: bytes_chunk::Chunk,
+}
+
+mod bytes_chunk {
+    /// One received piece of a body and how much of it was read.
+    #[derive(Default)]
+    pub struct Chunk {
+        pub data: Vec<u8>,
+        pub read: usize,
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.read == self.current.data.len() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let available = &self.current.data[self.current.read..];
+        let count = available.len().min(out.len());
+        out[..count].copy_from_slice(&available[..count]);
+        self.current.read += count;
+        Ok(count)
+    }
+}
+
+/// The S3 client: the shared configuration, path-style addressing when an
+/// endpoint is set (a local S3 such as moto has no bucket host names).
+fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let mut config = aws_sdk_s3::config::Builder::from(sdk);
+    if sdk.endpoint_url().is_some() {
+        config = config.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(config.build())
+}
+
+async fn read_s3(
+    sdk: &SdkConfig,
+    bucket: &str,
+    prefix: &str,
+    summary: &mut Summary,
+    visit: &mut impl FnMut(Record),
+) -> anyhow::Result<()> {
+    let client = s3_client(sdk);
+    let source = format!("s3://{bucket}/{prefix}");
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|error| unreadable(&source, explain_s3(&error)))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|object| object.key())
+                .filter(|key| is_log_name(key))
+                .map(str::to_owned),
+        );
+    }
+    keys.sort();
+    for key in keys {
+        let location = format!("s3://{bucket}/{key}");
+        read_s3_object(&client, bucket, &key, summary, visit)
+            .await
+            .map_err(|error| unreadable(&location, format!("{error:#}")))?;
+        summary.files += 1;
+    }
+    Ok(())
+}
+
+/// Streams one object: its body's chunks go to a blocking task that
+/// decompresses and parses them, and the parsed records come back in
+/// batches; both channels are bounded, so memory stays bounded too.
+async fn read_s3_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    summary: &mut Summary,
+    visit: &mut impl FnMut(Record),
+) -> anyhow::Result<()> {
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|error| anyhow::anyhow!(explain_s3(&error)))?;
+    let mut body = object.body;
+    let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
+    let (batch_sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Record>>(4);
+    let parser = tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader {
+            chunks,
+            current: bytes_chunk::Chunk::default(),
+        };
+        let mut part = Summary::default();
+        let mut batch = Vec::with_capacity(512);
+        let result = read_stream(reader, &mut part, &mut |record| {
+            batch.push(record);
+            if batch.len() == 512 {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
+                let _ = batch_sender.blocking_send(full);
+            }
+        });
+        if !batch.is_empty() {
+            let _ = batch_sender.blocking_send(batch);
+        }
+        result.map(|()| part)
+    });
+    let feeding = async {
+        loop {
+            match body.try_next().await {
+                Ok(Some(data)) => {
+                    let chunk = bytes_chunk::Chunk {
+                        data: data.to_vec(),
+                        read: 0,
+                    };
+                    if chunk_sender.send(Ok(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = chunk_sender
+                        .send(Err(std::io::Error::other(error.to_string())))
+                        .await;
+                    break;
+                }
+            }
+        }
+        drop(chunk_sender);
+    };
+    let consuming = async {
+        while let Some(batch) = batches.recv().await {
+            batch.into_iter().for_each(&mut *visit);
+        }
+    };
+    tokio::join!(feeding, consuming);
+    let part = parser
+        .await
+        .context("the log parser stopped")?
+        .context("reading the object")?;
+    summary.lines += part.lines;
+    summary.unreadable_lines += part.unreadable_lines;
+    Ok(())
+}
+
+/// An S3 error as the operator can act on it: the code and message, and
+/// the permission that AccessDenied lacks.
+fn explain_s3<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+    aws_sdk_s3::error::SdkError<E, R>: std::error::Error,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    match (error.code(), error.message()) {
+        (Some("AccessDenied"), _) => {
+            "AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs".to_owned()
+        }
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => aws_sdk_s3::error::DisplayErrorContext(error).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_paths_or_s3_urls() {
+        assert_eq!(
+            Source::parse("s3://logs/prod/AWSLogs"),
+            Ok(Source::S3 {
+                bucket: "logs".into(),
+                prefix: "prod/AWSLogs".into()
+            })
+        );
+        assert_eq!(
+            Source::parse("s3://logs"),
+            Ok(Source::S3 {
+                bucket: "logs".into(),
+                prefix: String::new()
+            })
+        );
+        assert!(Source::parse("s3:///x").is_err());
+        assert_eq!(Source::parse("a/b"), Ok(Source::Path("a/b".into())));
+    }
+}

@@ -1,0 +1,541 @@
+//! `migrate leaks`: the requests the monolith served that belong to a route
+//! by the monolith's own reading of the path (`[routes.NAME.monolith_paths]`),
+//! from the ALB's access logs. A leak is such a request that either
+//! - (a) the route's patterns do not match: a pattern miss (ALB patterns are
+//!   case-sensitive; the forum's router is not), whatever the route's state;
+//! - (b) arrived while the route was at 100% (since the rule's last change,
+//!   per its tags) although the patterns match: a rule that won over the
+//!   route's, named by the log's `matched_rule_priority`.
+//!
+//! The analysis ([`Analysis`]) is pure; [`leaks`] reads the listing and the
+//! logs and prints. `plan` and `retire` use [`find`].
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use alb::access_log::{self, Record};
+use alb::{Glob, Syntax};
+use serde::Serialize;
+
+use crate::access_logs::{self, Source};
+use crate::cli::LeaksArgs;
+use crate::context::Ctx;
+use crate::error::{EXIT_LEAKS, EXIT_OK, usage};
+use crate::journal::{LAST_CHANGE_TAG, LastChange};
+use crate::settings::MonolithPaths;
+use crate::state::{RouteState, RouteView, target_group_name};
+
+/// AWS's quota of condition values per rule.
+const MAX_VALUES: usize = alb::MAX_CONDITION_VALUES;
+
+/// Why a spelling leaked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeakKind {
+    /// The route's patterns do not match the spelling.
+    PatternMiss,
+    /// The patterns match, but another rule won while the route was at 100%.
+    RuleLost,
+}
+
+/// The leaks of one path spelling.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leak {
+    pub path: String,
+    pub kind: LeakKind,
+    pub count: u64,
+    /// This spelling's share of the route's requests in the logs.
+    pub share: f64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub example_client: String,
+    /// The pattern to add (a pattern miss).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The priority of the rule that won (a rule that lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winning_rule_priority: Option<String>,
+    /// What to change, in words.
+    pub fix: String,
+}
+
+/// The report of `migrate leaks`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub route: String,
+    pub sources: Vec<String>,
+    pub files: usize,
+    pub lines: usize,
+    pub unreadable_lines: usize,
+    /// Requests of the route (by the monolith's reading), wherever they went.
+    pub route_requests: u64,
+    pub leaked_requests: u64,
+    pub leaks: Vec<Leak>,
+    pub monolith_paths: MonolithPaths,
+}
+
+/// What the analysis needs of the route.
+pub struct RouteFacts {
+    pub patterns: Vec<String>,
+    pub monolith_target_group: String,
+    pub reading: MonolithPaths,
+    /// Since when (Unix µs) the route has been at 100%; `None` when it is not.
+    pub at_full_since: Option<i64>,
+    /// Only requests at or after this time (Unix µs) count.
+    pub window_start: Option<i64>,
+    /// Condition values the route's rule has now.
+    pub rule_values: usize,
+    pub rule_priority: Option<u32>,
+}
+
+struct Spelling {
+    kind: LeakKind,
+    count: u64,
+    first: i64,
+    last: i64,
+    client: String,
+    winner: String,
+}
+
+/// The leak analysis over a stream of entries (pure).
+pub struct Analysis {
+    facts: RouteFacts,
+    exact: Vec<Glob>,
+    read: Vec<Glob>,
+    route_requests: u64,
+    spellings: BTreeMap<String, Spelling>,
+}
+
+impl Analysis {
+    pub fn new(facts: RouteFacts) -> Analysis {
+        let exact = facts
+            .patterns
+            .iter()
+            .map(|pattern| Glob::new(pattern, Syntax::CaseSensitive))
+            .collect();
+        let read = facts
+            .patterns
+            .iter()
+            .map(|pattern| Glob::new(&canonical(pattern, &facts.reading), Syntax::CaseSensitive))
+            .collect();
+        Analysis {
+            facts,
+            exact,
+            read,
+            route_requests: 0,
+            spellings: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one entry.
+    pub fn add(&mut self, record: &Record) {
+        let Some(path) = record.path() else { return };
+        let time = record.time_micros().unwrap_or(0);
+        if self.facts.window_start.is_some_and(|start| time < start) {
+            return;
+        }
+        let canonical_path = canonical(&path, &self.facts.reading);
+        if !self.read.iter().any(|glob| glob.matches(&canonical_path)) {
+            return;
+        }
+        self.route_requests += 1;
+        let on_monolith = record.target_group_arn().is_some_and(|arn| {
+            arn == self.facts.monolith_target_group
+                || target_group_name(arn) == target_group_name(&self.facts.monolith_target_group)
+        });
+        if !on_monolith {
+            return;
+        }
+        let matched = self.exact.iter().any(|glob| glob.matches(&path));
+        let kind = if !matched {
+            LeakKind::PatternMiss
+        } else if self.facts.at_full_since.is_some_and(|since| time >= since) {
+            LeakKind::RuleLost
+        } else {
+            return;
+        };
+        let spelling = self.spellings.entry(path).or_insert_with(|| Spelling {
+            kind,
+            count: 0,
+            first: time,
+            last: time,
+            client: record.client().to_owned(),
+            winner: record.get("matched_rule_priority").to_owned(),
+        });
+        spelling.count += 1;
+        spelling.first = spelling.first.min(time);
+        spelling.last = spelling.last.max(time);
+    }
+
+    /// The leaks, most frequent first, each with its fix.
+    pub fn leaks(&self) -> Vec<Leak> {
+        let mut additions: Vec<String> = Vec::new();
+        let mut leaks: Vec<Leak> = self
+            .spellings
+            .iter()
+            .map(|(path, spelling)| {
+                let share = spelling.count as f64 / self.route_requests.max(1) as f64;
+                let (pattern, winner, fix) = match spelling.kind {
+                    LeakKind::PatternMiss => {
+                        let pattern = self.pattern_for(path);
+                        let covered = additions
+                            .iter()
+                            .any(|added| Glob::new(added, Syntax::CaseSensitive).matches(path));
+                        if !covered {
+                            additions.push(pattern.clone());
+                        }
+                        let values = self.facts.rule_values + additions.len();
+                        let fix = if values <= MAX_VALUES {
+                            format!(
+                                "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {values} of AWS's {MAX_VALUES} condition values)"
+                            )
+                        } else {
+                            format!(
+                                "the pattern {pattern:?} would bring the rule to {values} condition values, over AWS's quota of {MAX_VALUES}: add a second rule with it, forwarding to the service, in front of the monolith's rule"
+                            )
+                        };
+                        (Some(pattern), None, fix)
+                    }
+                    LeakKind::RuleLost => {
+                        let ours = self
+                            .facts
+                            .rule_priority
+                            .map_or("-".to_owned(), |priority| priority.to_string());
+                        let fix = format!(
+                            "the rule at priority {} won over the route's rule (priority {ours}) while the route was at 100%: move the route's rule in front of it, or narrow that rule",
+                            spelling.winner
+                        );
+                        (None, Some(spelling.winner.clone()), fix)
+                    }
+                };
+                Leak {
+                    path: path.clone(),
+                    kind: spelling.kind,
+                    count: spelling.count,
+                    share,
+                    first_seen: access_log::format_time(spelling.first),
+                    last_seen: access_log::format_time(spelling.last),
+                    example_client: spelling.client.clone(),
+                    pattern,
+                    winning_rule_priority: winner,
+                    fix,
+                }
+            })
+            .collect();
+        leaks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        leaks
+    }
+
+    pub fn route_requests(&self) -> u64 {
+        self.route_requests
+    }
+
+    /// The pattern that makes the ALB match `path` as the route's pattern
+    /// does: the route's pattern with its literal start spelled as the path
+    /// spells it (`/api/users*` for `/API/USERS/1` gives `/API/USERS*`), or
+    /// the path itself when the spellings differ otherwise.
+    fn pattern_for(&self, path: &str) -> String {
+        let canonical_path = canonical(path, &self.facts.reading);
+        for (pattern, glob) in self.facts.patterns.iter().zip(&self.read) {
+            if !glob.matches(&canonical_path) {
+                continue;
+            }
+            let literal = pattern.find(['*', '?']).unwrap_or(pattern.len());
+            if let (Some(spelled), Some(rest)) = (path.get(..literal), pattern.get(literal..))
+                && spelled.eq_ignore_ascii_case(&pattern[..literal])
+            {
+                return format!("{spelled}{rest}");
+            }
+        }
+        path.to_owned()
+    }
+}
+
+/// A path as the monolith reads it, by the readings that are on.
+pub fn canonical(path: &str, reading: &MonolithPaths) -> String {
+    let mut text = if reading.percent_decoding {
+        decode_unreserved(path)
+    } else {
+        path.to_owned()
+    };
+    if reading.repeated_slashes {
+        let mut collapsed = String::with_capacity(text.len());
+        for character in text.chars() {
+            if !(character == '/' && collapsed.ends_with('/')) {
+                collapsed.push(character);
+            }
+        }
+        text = collapsed;
+    }
+    if reading.trailing_slash && text.len() > 1 && text.ends_with('/') {
+        text.pop();
+    }
+    if reading.case_insensitive {
+        text.make_ascii_lowercase();
+    }
+    text
+}
+
+/// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3: letters,
+/// digits, `-`, `.`, `_`, `~`); others stay encoded.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%'
+            && let Some(hex) = path.get(index + 1..index + 3)
+            && let Ok(value) = u8::from_str_radix(hex, 16)
+            && (value.is_ascii_alphanumeric() || b"-._~".contains(&value))
+        {
+            out.push(value as char);
+            index += 3;
+            continue;
+        }
+        let character = path[index..].chars().next().unwrap_or('\u{fffd}');
+        out.push(character);
+        index += character.len_utf8().max(1);
+    }
+    out
+}
+
+/// The facts of a route from the listing and settings.
+pub fn route_facts(
+    ctx: &Ctx,
+    route: &str,
+    view: &RouteView,
+    since: Option<Duration>,
+) -> anyhow::Result<RouteFacts> {
+    let settings = ctx
+        .settings
+        .routes
+        .get(route)
+        .ok_or_else(|| usage(format!("no route {route:?} in migrate.toml")))?;
+    let rule = view.rule();
+    let patterns = rule
+        .map(|rule| rule.conditions.paths.clone())
+        .filter(|paths| !paths.is_empty())
+        .unwrap_or_else(|| settings.paths.clone());
+    let at_full_since = match view.state() {
+        RouteState::OnService { .. } => rule
+            .and_then(|rule| rule.tags.get(LAST_CHANGE_TAG))
+            .map(|tag| LastChange::parse(tag).when)
+            .and_then(|when| {
+                time::OffsetDateTime::parse(&when, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .map(|at| (at.unix_timestamp_nanos() / 1000) as i64)
+            .or(Some(0)),
+        _ => None,
+    };
+    let window_start = since.map(|since| {
+        let now = time::OffsetDateTime::now_utc();
+        ((now.unix_timestamp_nanos() - since.as_nanos() as i128) / 1000) as i64
+    });
+    Ok(RouteFacts {
+        patterns,
+        monolith_target_group: view.monolith_tg.clone(),
+        reading: settings.monolith_paths,
+        at_full_since,
+        window_start,
+        rule_values: rule.map_or(0, |rule| rule.conditions.value_count()),
+        rule_priority: rule.and_then(|rule| rule.priority),
+    })
+}
+
+/// Reads the logs and analyses them for `route`.
+pub async fn find(
+    ctx: &Ctx,
+    route: &str,
+    sources: &[String],
+    since: Option<Duration>,
+) -> anyhow::Result<Report> {
+    let sources: Vec<Source> = sources
+        .iter()
+        .map(|text| Source::parse(text).map_err(usage))
+        .collect::<anyhow::Result<_>>()?;
+    if sources.is_empty() {
+        return Err(usage(
+            "name the access logs with --from-alb-log (a file, a directory, or s3://BUCKET/PREFIX)",
+        ));
+    }
+    let listing = ctx.list().await?;
+    let view = listing.view(&ctx.settings, route)?;
+    let facts = route_facts(ctx, route, &view, since)?;
+    let reading = facts.reading;
+    let mut analysis = Analysis::new(facts);
+    let summary = access_logs::read(&sources, &ctx.sdk, |record| analysis.add(&record)).await?;
+    let leaks = analysis.leaks();
+    Ok(Report {
+        route: route.to_owned(),
+        sources: sources.iter().map(ToString::to_string).collect(),
+        files: summary.files,
+        lines: summary.lines,
+        unreadable_lines: summary.unreadable_lines,
+        route_requests: analysis.route_requests(),
+        leaked_requests: leaks.iter().map(|leak| leak.count).sum(),
+        leaks,
+        monolith_paths: reading,
+    })
+}
+
+/// `migrate leaks ROUTE --from-alb-log ...`.
+pub async fn leaks(ctx: &mut Ctx, args: &LeaksArgs) -> anyhow::Result<ExitCode> {
+    let report = find(ctx, &args.route, &args.from_alb_log, args.since).await?;
+    if ctx.output == crate::output::Output::Json {
+        crate::output::print_json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    Ok(ExitCode::from(if report.leaks.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_LEAKS
+    }))
+}
+
+/// The report as text.
+pub fn print_report(report: &Report) {
+    println!(
+        "{}: {} of {} read ({} {}), {} of the route's requests",
+        report.route,
+        crate::output::count(report.lines, "line", "lines"),
+        crate::output::count(report.files, "file", "files"),
+        report.sources.join(", "),
+        if report.unreadable_lines == 0 {
+            String::new()
+        } else {
+            format!("; {} not access log entries", report.unreadable_lines)
+        },
+        report.route_requests
+    );
+    if report.leaks.is_empty() {
+        println!(
+            "no leaks: the monolith served none of the route's requests that the rule should have taken"
+        );
+        return;
+    }
+    println!(
+        "{} leaked to the monolith ({:.1}% of the route's requests):",
+        crate::output::count(report.leaked_requests as usize, "request", "requests"),
+        100.0 * report.leaked_requests as f64 / report.route_requests.max(1) as f64
+    );
+    for leak in &report.leaks {
+        let kind = match leak.kind {
+            LeakKind::PatternMiss => "pattern miss",
+            LeakKind::RuleLost => "rule lost",
+        };
+        println!(
+            "  {}  ×{}  {:.1}%  {kind}  first {}  last {}  e.g. client {}",
+            leak.path,
+            leak.count,
+            100.0 * leak.share,
+            leak.first_seen,
+            leak.last_seen,
+            leak.example_client
+        );
+        println!("    fix: {}", leak.fix);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MONOLITH: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/monolith/0123456789abcdef";
+    const USERS: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/users/0123456789abcdef";
+
+    fn record(path: &str, group: &str, at: i64, priority: &str) -> Record {
+        let mut record = Record::new();
+        record
+            .set("time", access_log::format_time(at))
+            .set("client:port", "10.0.0.7:4242")
+            .set("request", format!("GET http://alb:80{path} HTTP/1.1"))
+            .set("target_group_arn", group)
+            .set("matched_rule_priority", priority);
+        record
+    }
+
+    fn facts(at_full_since: Option<i64>) -> RouteFacts {
+        RouteFacts {
+            patterns: vec!["/api/users".into(), "/api/users/*".into()],
+            monolith_target_group: MONOLITH.into(),
+            reading: MonolithPaths::default(),
+            at_full_since,
+            window_start: None,
+            rule_values: 2,
+            rule_priority: Some(10),
+        }
+    }
+
+    #[test]
+    fn the_forums_reading_folds_case_and_one_trailing_slash() {
+        let forum = MonolithPaths::default();
+        assert_eq!(canonical("/API/Users/1/", &forum), "/api/users/1");
+        assert_eq!(canonical("/api//users", &forum), "/api//users");
+        assert_eq!(canonical("/api/%75sers", &forum), "/api/%75sers");
+        let all = MonolithPaths {
+            repeated_slashes: true,
+            percent_decoding: true,
+            ..forum
+        };
+        assert_eq!(canonical("/api//%75sers//", &all), "/api/users");
+        assert_eq!(canonical("/a%2Fb", &all), "/a%2fb");
+    }
+
+    #[test]
+    fn case_variants_on_the_monolith_are_pattern_misses_with_the_pattern_to_add() {
+        let mut analysis = Analysis::new(facts(None));
+        for at in 0..5 {
+            analysis.add(&record("/API/USERS/1", MONOLITH, at, "99"));
+            analysis.add(&record("/api/users/1", USERS, at, "10"));
+        }
+        // Not the route's by any reading, and served by the monolith: no leak.
+        analysis.add(&record("/api/threads", MONOLITH, 9, "99"));
+        // Matched by the patterns, and the route is not at 100%: no leak.
+        analysis.add(&record("/api/users/2", MONOLITH, 9, "99"));
+        let leaks = analysis.leaks();
+        assert_eq!(analysis.route_requests(), 11);
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!(leaks[0].path, "/API/USERS/1");
+        assert_eq!(leaks[0].count, 5);
+        assert_eq!(leaks[0].kind, LeakKind::PatternMiss);
+        assert_eq!(leaks[0].pattern.as_deref(), Some("/API/USERS/*"));
+        assert_eq!(leaks[0].example_client, "10.0.0.7");
+        assert!((leaks[0].share - 5.0 / 11.0).abs() < 1e-9);
+        assert!(leaks[0].fix.contains("3 of AWS's 5"), "{}", leaks[0].fix);
+    }
+
+    #[test]
+    fn at_100_percent_a_matching_request_on_the_monolith_names_the_winning_rule() {
+        let mut analysis = Analysis::new(facts(Some(100)));
+        analysis.add(&record("/api/users/2", MONOLITH, 50, "5"));
+        analysis.add(&record("/api/users/2", MONOLITH, 150, "5"));
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].kind, LeakKind::RuleLost);
+        assert_eq!(leaks[0].count, 1);
+        assert_eq!(leaks[0].winning_rule_priority.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn patterns_beyond_the_quota_say_so() {
+        let mut analysis = Analysis::new(RouteFacts {
+            rule_values: 4,
+            ..facts(None)
+        });
+        analysis.add(&record("/API/users/1", MONOLITH, 1, "99"));
+        analysis.add(&record("/Api/Users", MONOLITH, 1, "99"));
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 2);
+        assert!(
+            leaks
+                .iter()
+                .any(|leak| leak.fix.contains("over AWS's quota")),
+            "{leaks:?}"
+        );
+    }
+}

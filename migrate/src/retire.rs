@@ -1,0 +1,200 @@
+//! `migrate retire ROUTE`: the last step of a path's migration. The route
+//! must be at 100% on its service (past its bake, where one is set) and the
+//! access logs must show no leak (`leaks::find`) over the window given;
+//! `--accept-leaks --reason` overrides, journaled with who and why. Then
+//! the rule forwards to the service alone, carries `ficus:retired`, and the
+//! journal says so: the monolith's code for these paths can go. A retired
+//! route's rollback asks for `--yes` (`shift::rollback`).
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::cli::RetireArgs;
+use crate::context::Ctx;
+use crate::error::{EXIT_ERROR, EXIT_OK};
+use crate::journal::{self, Entry, LAST_CHANGE_TAG, now_rfc3339};
+use crate::output::record_outcome;
+use crate::state::{Forward, RouteState};
+
+/// The tag on a retired route's rule: when it was retired.
+pub const RETIRED_TAG: &str = "ficus:retired";
+
+/// What `status` and `plan` say of a retired route.
+pub fn retired_note(paths: &[String]) -> String {
+    format!(
+        "retired: the service alone serves {}; the monolith's code for these paths can go",
+        paths.join(" ")
+    )
+}
+
+pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode> {
+    let settings = ctx.settings.route(&args.route)?.clone();
+    ctx.start_who();
+    record_outcome(&json!({ "route": args.route }));
+    let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
+    let view = listing.view(&ctx.settings, &args.route)?;
+    let refusal = match view.state() {
+        RouteState::OnService { .. } => None,
+        other => Some(format!(
+            "route `{}` is {}; retire needs it at 100% on its service: `migrate shift {} --to 100` first",
+            args.route,
+            other.explain(),
+            args.route
+        )),
+    };
+    let refusal = refusal.or_else(|| baking_refusal(&view, &args.route));
+    if let Some(refusal) = refusal {
+        let _ = lock.release(&ctx.elb).await;
+        anyhow::bail!(refusal);
+    }
+    let report = crate::leaks::find(ctx, &args.route, &args.from_alb_log, args.since).await;
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            let _ = lock.release(&ctx.elb).await;
+            return Err(error);
+        }
+    };
+    if !report.leaks.is_empty() && !args.accept_leaks {
+        let _ = lock.release(&ctx.elb).await;
+        if ctx.output == crate::output::Output::Json {
+            crate::output::print_json(&json!({
+                "ok": false, "route": args.route, "retired": false, "leaks": report,
+            }))?;
+        } else {
+            crate::leaks::print_report(&report);
+            println!(
+                "refused: {} still reach the monolith ({}); fix them and run again, or pass --accept-leaks --reason \"...\"",
+                crate::output::count(report.leaked_requests as usize, "request", "requests"),
+                report
+                    .leaks
+                    .iter()
+                    .map(|leak| format!("{} ×{}", leak.path, leak.count))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
+    let rule = view
+        .rule()
+        .expect("a route on its service has one rule")
+        .clone();
+    let service = Forward::Plain {
+        target_group: view.service_tg.clone(),
+    };
+    let who = ctx.who().await;
+    let when = now_rfc3339();
+    let what = if report.leaks.is_empty() {
+        "retire: service alone, no leaks".to_owned()
+    } else {
+        format!("retire with {} accepted leaks", report.leaked_requests)
+    };
+    let before = journal::snapshot(&view);
+    let entry = Entry {
+        id: journal::new_id(),
+        when: when.clone(),
+        who: who.clone(),
+        command: "retire".into(),
+        route: args.route.clone(),
+        what,
+        before: before.clone(),
+        after: journal::Snapshot {
+            state: "retired".into(),
+            action: service.describe(),
+            ..before
+        },
+        writes: vec![
+            format!("ModifyRule {} forward to {}", rule.arn, view.service_tg),
+            format!("AddTags {} {RETIRED_TAG}={when}", rule.arn),
+        ],
+        evidence: json!({
+            "leaks": report,
+            "accepted_leaks": args.accept_leaks && !report.leaks.is_empty(),
+            "reason": args.reason,
+            "who": who,
+        }),
+    };
+    let written = async {
+        lock.confirm(&ctx.elb).await?;
+        ctx.elb.set_action(&rule.arn, &service).await?;
+        lock.confirm(&ctx.elb).await?;
+        ctx.elb
+            .add_tags(
+                &rule.arn,
+                &[
+                    (RETIRED_TAG, &journal::tag_safe(&when)),
+                    (LAST_CHANGE_TAG, &entry.tag_value()),
+                ],
+            )
+            .await?;
+        journal::append(&ctx.settings.journal_path(), &entry)
+    }
+    .await;
+    let released = lock.release(&ctx.elb).await;
+    written?;
+    released?;
+    if ctx.output == crate::output::Output::Json {
+        crate::output::print_json(&json!({
+            "ok": true, "route": args.route, "retired": true, "rule": rule.arn,
+            "forward": view.service_tg, "leaks": report,
+        }))?;
+    } else {
+        if !report.leaks.is_empty() {
+            println!(
+                "accepted {} ({}): {}",
+                crate::output::count(
+                    report.leaked_requests as usize,
+                    "leaked request",
+                    "leaked requests"
+                ),
+                who,
+                args.reason.as_deref().unwrap_or("")
+            );
+        }
+        println!("{}: {}", args.route, retired_note(&settings.paths));
+        println!(
+            "  rule {} forwards to {} alone, tagged {RETIRED_TAG}",
+            rule.arn, view.service_tg
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// A refusal while the route's bake runs (`ficus:plan:bake-until`).
+fn baking_refusal(view: &crate::state::RouteView, route: &str) -> Option<String> {
+    let until = view.rule()?.tags.get(crate::plan::BAKE_UNTIL_TAG)?;
+    let end =
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).ok()?;
+    (end > time::OffsetDateTime::now_utc()).then(|| {
+        format!("route `{route}` is baking at 100% until {until}; retire after the bake ends")
+    })
+}
+
+/// Before a rollback: a retired route goes back only with `--yes`, and then
+/// loses its `ficus:retired` tag.
+pub async fn allow_rollback(
+    ctx: &Ctx,
+    lock: &crate::lock::Lock,
+    view: &crate::state::RouteView,
+    route: &str,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let Some(rule) = view
+        .rule()
+        .filter(|rule| rule.tags.contains_key(RETIRED_TAG))
+    else {
+        return Ok(());
+    };
+    if !yes {
+        return Err(crate::error::usage(format!(
+            "route `{route}` is retired: the monolith may no longer serve its paths; \
+             pass --yes to roll it back anyway"
+        )));
+    }
+    lock.confirm(&ctx.elb).await?;
+    ctx.elb
+        .remove_tags(&rule.arn, &[RETIRED_TAG.to_owned()])
+        .await
+}

@@ -1,0 +1,292 @@
+//! Access logs to the end of a migration: the local ALB's logs read by
+//! `migrate leaks` (case-variant spellings the patterns miss), `retire`
+//! refusing on them and succeeding without them, `verify --from-alb-log`
+//! replaying the local ALB's own lines, and `--from-alb-log s3://` against
+//! moto's S3.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alb::access_log::Record;
+
+use crate::support::*;
+
+/// A local stack whose ALB logs every request (1-second files) under the
+/// returned directory: bucket `alb-logs`, prefix `prod`.
+fn logging_stack() -> (LocalStack, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let stack = LocalStack::start_with_alb_args(vec![
+        "--access-log-root".into(),
+        root.path().display().to_string(),
+        "--access-log-interval".into(),
+        "1s".into(),
+    ]);
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    rt.block_on(async {
+        let balancers = elb
+            .describe_load_balancers()
+            .names("ficus-local")
+            .send()
+            .await
+            .unwrap();
+        let arn = balancers.load_balancers()[0].load_balancer_arn().unwrap();
+        let attribute = |key: &str, value: &str| {
+            aws_sdk_elasticloadbalancingv2::types::LoadBalancerAttribute::builder()
+                .key(key)
+                .value(value)
+                .build()
+        };
+        elb.modify_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .attributes(attribute("access_logs.s3.enabled", "true"))
+            .attributes(attribute("access_logs.s3.bucket", "alb-logs"))
+            .attributes(attribute("access_logs.s3.prefix", "prod"))
+            .send()
+            .await
+            .unwrap();
+    });
+    (stack, root)
+}
+
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.to_string_lossy().ends_with(".log.gz") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn logged(dir: &Path) -> Vec<Record> {
+    let mut records = Vec::new();
+    for file in log_files(dir) {
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(file).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        records.extend(text.lines().map(|line| Record::parse(line).unwrap()));
+    }
+    records
+}
+
+/// Waits until `count` requests for paths starting with `prefix` (any case)
+/// are in the delivered files.
+fn wait_logged(dir: &Path, prefix: &str, count: usize) {
+    eventually(Duration::from_secs(10), "the access log files", || {
+        logged(dir)
+            .iter()
+            .filter_map(Record::path)
+            .filter(|path| path.to_ascii_lowercase().starts_with(prefix))
+            .count()
+            >= count
+    });
+}
+
+fn shifted_users(stack: &LocalStack) -> Operator {
+    let op = stack.operator("1s");
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    wait_healthy(&op);
+    let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    op
+}
+
+#[test]
+fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks() {
+    let (stack, root) = logging_stack();
+    let op = shifted_users(&stack);
+    // Lower-case requests only: no leaks, and retire leaves the service alone.
+    for _ in 0..3 {
+        assert_eq!(http_get(&format!("{}/api/users/2", stack.data_url)).0, 200);
+    }
+    wait_logged(root.path(), "/api/users/2", 3);
+    let logs = root.path().display().to_string();
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", &logs]);
+    assert_eq!(leaks.code, 0, "{leaks}");
+    assert!(leaks.stdout.contains("no leaks"), "{leaks}");
+
+    let retire = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        &logs,
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(retire.code, 0, "{retire}");
+    assert!(
+        retire
+            .stdout
+            .contains("monolith's code for these paths can go"),
+        "{retire}"
+    );
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let (_, weights) = route_rule(&rt, &elb, &listener, "users").unwrap();
+    assert_eq!(
+        weights.into_iter().collect::<Vec<_>>(),
+        [("users".to_owned(), 100)]
+    );
+    let rule = route_rule_arn(&rt, &elb, &listener, "users");
+    assert!(tags_of(&rt, &elb, &rule).contains_key("ficus:retired"));
+    let status = op.run(&["status", "users"]);
+    assert!(status.stdout.contains("retired"), "{status}");
+    let journal = op.journal();
+    assert_eq!(journal.last().unwrap()["command"], "retire");
+
+    // Rolling a retired route back needs --yes.
+    let refused = op.run(&["rollback", "users", "--lock-settle", "0s"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(refused.stderr.contains("--yes"), "{refused}");
+    let rollback = op.run(&["rollback", "users", "--yes", "--lock-settle", "0s"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+
+    // Shifted again, a case variant the patterns miss reaches the monolith.
+    let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    for _ in 0..5 {
+        assert_eq!(http_get(&format!("{}/API/USERS/1", stack.data_url)).0, 200);
+        assert_eq!(http_get(&format!("{}/api/users/1", stack.data_url)).0, 200);
+    }
+    wait_logged(root.path(), "/api/users/1", 10);
+
+    let leaks = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &logs,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(leaks.code, 1, "{leaks}");
+    let report: serde_json::Value = serde_json::from_str(&leaks.stdout).unwrap();
+    let found = report["leaks"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(found[0]["path"], "/API/USERS/1");
+    assert_eq!(found[0]["count"], 5);
+    assert_eq!(found[0]["kind"], "pattern-miss");
+    assert_eq!(found[0]["pattern"], "/API/USERS*");
+    assert!((found[0]["share"].as_f64().unwrap() - 5.0 / 13.0).abs() < 1e-9);
+    assert_eq!(found[0]["example_client"], "127.0.0.1");
+    let text = op.run(&["leaks", "users", "--from-alb-log", &logs]);
+    assert_eq!(text.code, 1, "{text}");
+    assert!(text.stdout.contains("/API/USERS/1  ×5"), "{text}");
+    assert!(text.stdout.contains("\"/API/USERS*\""), "{text}");
+    assert!(!text.stdout.contains("/api/users/1  "), "{text}");
+
+    let plan = op.run(&["plan", "users", "--from-alb-log", &logs]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("access logs: 5 of the route's 13 requests"),
+        "{plan}"
+    );
+
+    let retire = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        &logs,
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(retire.code, 1, "{retire}");
+    assert!(
+        retire.stdout.contains("refused") && retire.stdout.contains("/API/USERS/1 ×5"),
+        "{retire}"
+    );
+
+    // The local ALB's lines replay through verify --from-alb-log as well.
+    let files: Vec<String> = log_files(root.path())
+        .iter()
+        .map(|file| file.display().to_string())
+        .collect();
+    let mut args = vec!["verify", "users", "--from-alb-log"];
+    args.extend(files.iter().map(String::as_str));
+    let verify = op.run(&args);
+    assert_eq!(verify.code, 0, "{verify}");
+    for unreadable in [
+        "not an ALB access log line",
+        "too few fields",
+        "unterminated",
+    ] {
+        assert!(!verify.stdout.contains(unreadable), "{verify}");
+    }
+}
+
+#[test]
+fn leaks_reads_gzip_logs_from_s3() {
+    let rt = runtime();
+    let moto = MotoStack::start(&rt);
+    let monolith = &moto.target_groups["monolith"];
+    let users = &moto.target_groups["users"];
+    let mut lines = String::new();
+    for (path, group) in [
+        ("/Api/Users/7", monolith),
+        ("/Api/Users/7", monolith),
+        ("/api/users/7", users),
+        ("/api/threads", monolith),
+    ] {
+        let mut record = Record::new();
+        record
+            .set("time", "2026-12-01T10:00:00.000000Z")
+            .set("elb", "app/ficus-moto/0123456789abcdef")
+            .set("client:port", "198.51.100.7:5555")
+            .set("request", format!("GET http://alb:80{path} HTTP/1.1"))
+            .set("elb_status_code", "200")
+            .set("target_group_arn", group.as_str());
+        lines.push_str(&record.render());
+        lines.push('\n');
+    }
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(lines.as_bytes()).unwrap();
+    let body = gzip.finish().unwrap();
+    let config = sdk_config(&rt, &moto.endpoint, "testing", "testing");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    rt.block_on(async {
+        s3.create_bucket().bucket("alb-logs").send().await.unwrap();
+        s3.put_object()
+            .bucket("alb-logs")
+            .key("prod/AWSLogs/123456789012/elasticloadbalancing/us-east-1/2026/12/01/123456789012_elasticloadbalancing_us-east-1_app.ficus-moto.0123456789abcdef_20261201T1005Z_10.0.0.1_abc.log.gz")
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let op = moto.operator();
+    let leaks = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        "s3://alb-logs/prod",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(leaks.code, 1, "{leaks}");
+    let report: serde_json::Value = serde_json::from_str(&leaks.stdout).unwrap();
+    assert_eq!(report["files"], 1);
+    assert_eq!(report["route_requests"], 3);
+    assert_eq!(report["leaks"][0]["path"], "/Api/Users/7");
+    assert_eq!(report["leaks"][0]["count"], 2);
+    let missing = op.run(&["leaks", "users", "--from-alb-log", "s3://no-such-bucket/x"]);
+    assert_eq!(missing.code, 4, "{missing}");
+    assert!(
+        missing.stderr.contains("s3://no-such-bucket/x"),
+        "{missing}"
+    );
+}
