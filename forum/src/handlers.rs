@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use actix_web::body::None as NoBody;
+use actix_web::body::{None as NoBody, SizedStream};
 use actix_web::http::ConnectionType;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::dataset::Dataset;
+use crate::records::ListStream;
 use crate::router::{Route, RouteMatch, route};
 use crate::service::Service;
 
@@ -106,15 +107,22 @@ fn serve(data: &Dataset, found: Route) -> HttpResponse {
     let body = match found {
         Route::Ready => return text(StatusCode::OK, "Ready to receive requests"),
         Route::ApiReady => return text(StatusCode::OK, "API ready to receive requests"),
-        Route::Users => data.users_json(),
+        Route::Users => return json_list(data.users_list()),
         Route::User(id) => return json_or_no_content(data.user_json(id)),
-        Route::Threads => data.threads_json(),
+        Route::Threads => return json_list(data.threads_list()),
         Route::Thread(id) => return json_or_no_content(data.thread_json(id)),
-        Route::Posts => data.posts_json(),
+        Route::Posts => return json_list(data.posts_list()),
         Route::PostsInThread(id) => data.posts_in_thread_json(id),
         Route::PostsByUser(id) => data.posts_by_user_json(id),
     };
     json(body)
+}
+
+/// A whole list, written while it is sent, with its Content-Length.
+fn json_list(list: ListStream) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE)))
+        .body(SizedStream::new(list.len(), list))
 }
 
 fn json_or_no_content(body: Option<Bytes>) -> HttpResponse {

@@ -8,6 +8,7 @@ pub mod gen_data;
 pub mod handlers;
 pub mod id;
 pub mod js_json;
+pub mod records;
 pub mod router;
 pub mod service;
 pub mod settings;

@@ -4,6 +4,7 @@
 //! candidate (the service) once; the answers are compared by the `parity`
 //! crate. `migrate shift` runs the same check as its parity gate.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -258,26 +259,42 @@ struct Plan {
 
 async fn verify_route(plan: &Plan, options: &RunOptions) -> anyhow::Result<RouteReport> {
     let requests = plan.requests.requests.clone();
-    let run = match &plan.recorded {
-        None => parity::run(requests, &plan.sides, options, &plan.comparator).await,
-        Some(recorded) => {
-            parity::run_recorded(
-                requests,
-                &plan.sides,
-                options,
-                &plan.comparator,
-                Arc::clone(recorded),
-            )
-            .await
-        }
-    }
-    .map_err(|error| usage(format!("route `{}`: {error}", plan.route)))?;
+    let bar = progress_bar(&plan.route, requests.len());
+    let run = parity::run_observed(
+        requests,
+        &plan.sides,
+        options,
+        &plan.comparator,
+        plan.recorded.as_ref().map(Arc::clone),
+        &|| bar.inc(1),
+    )
+    .await
+    .map_err(|error| usage(format!("route `{}`: {error}", plan.route)));
+    bar.finish_and_clear();
+    let run = run?;
     Ok(RouteReport::build(
         &plan.route,
         &plan.sides,
         &plan.requests,
         &run,
     ))
+}
+
+/// Requests compared out of all, on stderr while it is a terminal (hidden
+/// otherwise, so logs and pipes get only the report).
+fn progress_bar(route: &str, requests: usize) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(requests as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "migrate: verifying {msg} [{bar:30}] {pos}/{len} pairs, {per_sec}, {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(route.to_owned());
+    bar
 }
 
 /// Resolves the routes, URLs, comparators and requests, so that every usage or

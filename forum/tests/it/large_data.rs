@@ -79,7 +79,16 @@ fn indexes_over_200k_posts_match_a_linear_scan() {
     let mut settings = test_settings();
     settings.data = Some(file.path().to_owned());
     let address = start_in_process(forum::POSTS, settings).unwrap();
+    let all_posts =
+        serde_json::to_string(&serde_json::from_str::<Value>(&text).unwrap()["posts"]).unwrap();
+    let head = send(address, "HEAD", "/api/posts").unwrap();
+    assert_eq!(
+        head.header("content-length"),
+        Some(all_posts.len().to_string().as_str()),
+        "the whole list is written while sent, with its length known"
+    );
     for (target, want) in [
+        ("/api/posts", all_posts.clone()),
         ("/api/posts/in-thread/7", array(by_thread.get(&7))),
         ("/api/posts/in-thread/1", array(by_thread.get(&1))),
         ("/api/posts/by-user/%2B12", array(by_user.get(&12))),

@@ -31,11 +31,11 @@ pub use report::{
     markdown_summary,
 };
 pub use request::{
-    Request, RequestSet, SKIPPED_LINE_CHARS, Skipped, SourceSummary, infer_template,
+    AlbLog, Request, RequestSet, SKIPPED_LINE_CHARS, Skipped, SourceSummary, infer_template,
     matches_path_pattern, parse_alb_log_line, split_alb_log_fields,
 };
 pub use run::{
     DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Exchange, Outcome, Run, RunOptions, Side, Sides, record,
-    run, run_recorded,
+    run, run_observed, run_recorded,
 };
 pub use spec::{KeyOrder, TemplateValue, VerifySpec};

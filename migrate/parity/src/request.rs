@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use reqwest::Method;
@@ -203,6 +203,21 @@ impl RequestSet {
         }
     }
 
+    /// [`Self::push`] naming the template only for a request not seen before.
+    fn push_new(&mut self, method: Method, target: String, templates: &[String]) {
+        let key = (method, target);
+        if self.seen.contains(&key) {
+            self.duplicates += 1;
+            return;
+        }
+        let (method, target) = key;
+        self.push(Request {
+            template: infer_template(&method, &target, templates),
+            method,
+            target,
+        });
+    }
+
     fn add_source(&mut self, summary: SourceSummary, requests: Vec<Request>) {
         let mut summary = summary;
         summary.requests = requests.len();
@@ -270,7 +285,8 @@ impl RequestSet {
     /// Adds the requests of an ALB access log (plain or gzip, detected by its
     /// magic bytes). Only GET and HEAD are taken unless `allow_unsafe`; only
     /// requests whose path matches one of `route_patterns`. Every line not
-    /// replayed is counted with its reason.
+    /// replayed is counted with its reason. The file is streamed: memory
+    /// holds one line and the distinct requests taken, not the file.
     pub fn add_alb_log(
         &mut self,
         path: &Path,
@@ -278,55 +294,110 @@ impl RequestSet {
         route_patterns: &[String],
         allow_unsafe: bool,
     ) -> Result<(), Error> {
-        let raw = read_file(path)?;
-        let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-            let mut decoded = Vec::new();
-            flate2::read::MultiGzDecoder::new(raw.as_slice())
-                .read_to_end(&mut decoded)
-                .map_err(|source| Error::Input {
-                    path: path.to_owned(),
-                    line: None,
-                    message: format!("starts like gzip but does not decompress: {source}"),
-                })?;
-            decoded
-        } else {
-            raw
+        let file = std::fs::File::open(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut file = BufReader::with_capacity(LOG_READ_BUFFER, file);
+        let gzip = file
+            .fill_buf()
+            .map_err(|source| Error::Read {
+                path: path.to_owned(),
+                source,
+            })?
+            .starts_with(&[0x1f, 0x8b]);
+        let name = path.display().to_string();
+        let log = AlbLog {
+            name: &name,
+            templates,
+            route_patterns,
+            allow_unsafe,
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let mut summary = SourceSummary::new(format!("alb log {}", path.display()));
-        let mut requests = Vec::new();
-        for (index, line) in text.lines().enumerate() {
+        let result = if gzip {
+            let decoder = flate2::bufread::MultiGzDecoder::new(file);
+            self.add_alb_log_lines(BufReader::with_capacity(LOG_READ_BUFFER, decoder), &log)
+        } else {
+            self.add_alb_log_lines(file, &log)
+        };
+        result.map_err(|source| Error::Input {
+            path: path.to_owned(),
+            line: None,
+            message: if gzip {
+                format!("starts like gzip but does not decompress: {source}")
+            } else {
+                format!("cannot be read to the end: {source}")
+            },
+        })
+    }
+
+    /// Adds the requests of an ALB access log read from `reader` (already
+    /// decompressed), line by line; `log.name` names it in the summary and in
+    /// the examples of skipped lines (`NAME:LINE`). [`Self::add_alb_log`]
+    /// reads a file with it; a log fetched from elsewhere (S3) can be fed the
+    /// same way.
+    pub fn add_alb_log_lines(
+        &mut self,
+        mut reader: impl BufRead,
+        log: &AlbLog<'_>,
+    ) -> std::io::Result<()> {
+        let mut summary = SourceSummary::new(format!("alb log {}", log.name));
+        let mut taken = 0usize;
+        let mut buffer = Vec::with_capacity(1024);
+        let mut number = 0usize;
+        loop {
+            buffer.clear();
+            if reader.read_until(b'\n', &mut buffer)? == 0 {
+                break;
+            }
+            number += 1;
+            let line = String::from_utf8_lossy(&buffer);
+            let line = line.trim_end_matches(['\n', '\r']);
             if line.trim().is_empty() {
                 continue;
             }
-            let location = format!("{}:{}", path.display(), index + 1);
+            let location = || format!("{}:{number}", log.name);
             match parse_alb_log_line(line) {
-                Err(reason) => summary.skip(reason, location, line),
+                Err(reason) => summary.skip(reason, location(), line),
                 Ok((method, target)) => {
-                    if !allow_unsafe && method != Method::GET && method != Method::HEAD {
+                    if !log.allow_unsafe && method != Method::GET && method != Method::HEAD {
                         summary.skip(
                             format!("{method} is not replayed without --allow-unsafe"),
-                            location,
+                            location(),
                             line,
                         );
-                    } else if !route_patterns
+                    } else if !log
+                        .route_patterns
                         .iter()
                         .any(|pattern| matches_path_pattern(pattern, path_of(&target)))
                     {
-                        summary.skip("path outside the route's patterns", location, line);
+                        summary.skip("path outside the route's patterns", location(), line);
                     } else {
-                        requests.push(Request {
-                            template: infer_template(&method, &target, templates),
-                            method,
-                            target,
-                        });
+                        taken += 1;
+                        self.push_new(method, target, log.templates);
                     }
                 }
             }
         }
-        self.add_source(summary, requests);
+        summary.requests = taken;
+        self.sources.push(summary);
         Ok(())
     }
+}
+
+/// Buffer size for reading an access log (and for its decompressed text).
+const LOG_READ_BUFFER: usize = 256 * 1024;
+
+/// What [`RequestSet::add_alb_log_lines`] takes from a log, and how it names it.
+#[derive(Debug, Clone, Copy)]
+pub struct AlbLog<'a> {
+    /// The log's name in the summary, like `logs/a.log.gz` or `s3://bucket/key`.
+    pub name: &'a str,
+    /// The route's endpoint templates, to name each request's template.
+    pub templates: &'a [String],
+    /// Only requests whose path matches one of these are taken.
+    pub route_patterns: &'a [String],
+    /// Whether methods other than GET and HEAD are taken.
+    pub allow_unsafe: bool,
 }
 
 /// Splits an ALB access log line into its fields: separated by one space,

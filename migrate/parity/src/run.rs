@@ -216,6 +216,20 @@ async fn run_with(
     comparator: &Comparator,
     recording: Option<Arc<RecordedAnswers>>,
 ) -> Result<Run, Error> {
+    run_observed(requests, sides, options, comparator, recording, &|| {}).await
+}
+
+/// [`run()`] (or [`run_recorded`], when `recording` is given) calling
+/// `on_compared` each time a request's answers have been compared, for a
+/// progress display.
+pub async fn run_observed(
+    requests: Vec<Request>,
+    sides: &Sides,
+    options: &RunOptions,
+    comparator: &Comparator,
+    recording: Option<Arc<RecordedAnswers>>,
+    on_compared: &(dyn Fn() + Sync),
+) -> Result<Run, Error> {
     if options.concurrency == 0 {
         return Err(Error::Usage("concurrency must be at least 1".into()));
     }
@@ -229,13 +243,18 @@ async fn run_with(
         recording,
     });
     let started = Instant::now();
-    let exchanges = each_request(requests, options.concurrency, move |request| {
-        let shared = Arc::clone(&shared);
-        async move {
-            let outcome = shared.exchange(&request).await;
-            Exchange { request, outcome }
-        }
-    })
+    let exchanges = each_request_observed(
+        requests,
+        options.concurrency,
+        move |request| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let outcome = shared.exchange(&request).await;
+                Exchange { request, outcome }
+            }
+        },
+        on_compared,
+    )
     .await;
     Ok(Run {
         exchanges,
@@ -255,12 +274,28 @@ where
     F: Fn(Request) -> Fut,
     Fut: std::future::Future<Output = T> + Send + 'static,
 {
+    each_request_observed(requests, concurrency, work, &|| {}).await
+}
+
+/// [`each_request`] calling `on_done` as each result arrives.
+async fn each_request_observed<T, F, Fut>(
+    requests: Vec<Request>,
+    concurrency: usize,
+    work: F,
+    on_done: &(dyn Fn() + Sync),
+) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
     let mut results: Vec<(usize, T)> = futures_util::stream::iter(requests.into_iter().enumerate())
         .map(|(index, request)| {
             let task = tokio::spawn(work(request));
             async move { (index, task.await.expect("an exchange task never panics")) }
         })
         .buffer_unordered(concurrency.max(1))
+        .inspect(|_| on_done())
         .collect()
         .await;
     results.sort_unstable_by_key(|(index, _)| *index);

@@ -299,6 +299,34 @@ fn usage_and_config_mistakes_exit_2() {
     assert_starts_with(&stderr(&output), "migrate: cannot read missing.log: ");
 }
 
+/// Progress is drawn on stderr while it is a terminal (here a pseudo-terminal
+/// from util-linux's `script`), and never into a pipe or file.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let (monolith, service) = (serve(forum), serve(forum));
+    let project = Project::new(&monolith, &users_route(&service));
+    let command = format!(
+        "{} --config {} verify users",
+        env!("CARGO_BIN_EXE_migrate"),
+        project.path("migrate.toml").display()
+    );
+    let on_terminal = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .current_dir(project.path(""))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    assert_exit(&on_terminal, 0);
+    let screen = stdout(&on_terminal);
+    assert_contains(&screen, "migrate: verifying users [");
+    assert_contains(&screen, "/14 pairs");
+    assert_contains(&screen, "14 requests: 14 matched");
+
+    let piped = project.verify(&["users"]);
+    assert_exit(&piped, 0);
+    assert!(!stderr(&piped).contains("verifying"), "{}", stderr(&piped));
+}
+
 #[test]
 fn an_unreachable_candidate_fails_every_request() {
     let monolith = serve(forum);

@@ -247,6 +247,93 @@ fn a_gzip_log_is_recognised_by_its_magic_bytes() {
     assert_eq!(skipped_counts(&from_gzip), skipped_counts(&from_plain));
 }
 
+/// A log is read line by line from any reader (an S3 object's body, say), so
+/// that memory holds the distinct requests, not the file: a generated log of
+/// 20,000 lines over 50 distinct requests, 11 of them the route's, gives those
+/// 11, every other line of the route counted as a duplicate, and the lines'
+/// numbers stay right.
+#[test]
+fn a_log_streams_from_any_reader_and_keeps_only_distinct_requests() {
+    struct Generated {
+        next: usize,
+        lines: usize,
+        pending: Vec<u8>,
+    }
+    impl std::io::Read for Generated {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if self.pending.is_empty() && self.next < self.lines {
+                let index = self.next;
+                self.next += 1;
+                self.pending = format!(
+                    "http 2026-12-03T10:00:00.{index:06}Z app/a/b 203.0.113.1:4000 10.0.0.1:80 0.000 0.001 0.000 200 200 1 2 \
+                     \"GET http://lb:80/api/users/{} HTTP/1.1\" \"curl\" - - arn \"Root=1\" \"-\" \"-\" 0 t \"forward\"\r\n",
+                    index % 50
+                )
+                .into_bytes();
+            }
+            let count = self.pending.len().min(out.len());
+            out[..count].copy_from_slice(&self.pending[..count]);
+            self.pending.drain(..count);
+            Ok(count)
+        }
+    }
+    let lines = 20_000;
+    let reader = std::io::BufReader::new(Generated {
+        next: 0,
+        lines,
+        pending: Vec::new(),
+    });
+    let mut set = RequestSet::new();
+    set.add_alb_log_lines(
+        reader,
+        &parity::AlbLog {
+            name: "s3://logs/a.log.gz",
+            templates: &["GET /api/users/{id}".to_owned()],
+            route_patterns: &["/api/users/1*".to_owned()],
+            allow_unsafe: false,
+        },
+    )
+    .unwrap();
+    // ids 1 and 10..=19 match the pattern: 11 distinct requests.
+    assert_eq!(set.requests.len(), 11);
+    assert_eq!(set.requests[0].target, "/api/users/1");
+    let source = &set.sources[0];
+    assert_eq!(source.source, "alb log s3://logs/a.log.gz");
+    assert_eq!(source.requests, lines / 50 * 11);
+    assert_eq!(set.duplicates, lines / 50 * 11 - 11);
+    let outside = &source.skipped["path outside the route's patterns"];
+    assert_eq!(outside.count, lines / 50 * 39);
+    assert!(
+        outside.examples[0].starts_with("s3://logs/a.log.gz:1: http 2026-12-03T10:00:00.000000Z "),
+        "{outside:?}"
+    );
+    assert!(
+        outside.examples[0].ends_with("\"forward\""),
+        "no line end: {outside:?}"
+    );
+}
+
+#[test]
+fn a_truncated_gzip_log_is_an_error_naming_the_file() {
+    let plain = std::fs::read(fixture("alb-access.log")).unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(&plain).unwrap();
+    let compressed = encoder.finish().unwrap();
+    let truncated = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(truncated.path(), &compressed[..compressed.len() / 2]).unwrap();
+    let error = RequestSet::new()
+        .add_alb_log(truncated.path(), &[], &["/*".to_owned()], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "{}: starts like gzip but does not decompress: ",
+            truncated.path().display()
+        )),
+        "{error}"
+    );
+}
+
 #[test]
 fn alb_log_lines_give_method_and_path_with_query() {
     let line = r#"h2 2026-01-01T00:00:00Z app/x/1 1.2.3.4:5 6.7.8.9:10 0 0 0 200 200 1 1 "GET https://h:443?q=1 HTTP/2.0" "-""#;
