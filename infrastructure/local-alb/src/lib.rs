@@ -15,6 +15,7 @@
 pub(crate) mod cloudwatch;
 pub(crate) mod control;
 pub(crate) mod dataplane;
+pub mod faults;
 pub(crate) mod health;
 pub(crate) mod matcher;
 pub(crate) mod metrics;
@@ -24,7 +25,7 @@ pub mod settings;
 pub(crate) mod sigv4;
 pub(crate) mod stack;
 
-pub use dataplane::{DataPlane, DataPlaneOptions, TargetHealthView};
+pub use dataplane::{DataPlane, DataPlaneOptions, Propagation, TargetHealthView};
 pub use persist::PersistError;
 pub use stack::StackError;
 
@@ -150,7 +151,22 @@ impl Application {
             )));
         }
         let (stack, stack_origin) = load_stack(&settings)?;
-        let options = settings.data_plane.clone();
+        let faults = settings.faults.clone().or(stack.faults.clone());
+        let mut options = settings.data_plane.clone();
+        if faults.propagation.is_some() || faults.nodes.is_some() {
+            let range = faults.propagation.unwrap_or(faults::PropagationRange {
+                min: std::time::Duration::ZERO,
+                max: std::time::Duration::ZERO,
+            });
+            options.propagation = Some(Propagation {
+                min: range.min,
+                max: range.max,
+                nodes: faults.nodes.unwrap_or(1),
+            });
+        }
+        if faults.any() {
+            tracing::warn!(?faults, "fault injection is on");
+        }
         // Bind first: a second instance on the same addresses fails here,
         // before it touches the state directory.
         let bind = |address: SocketAddr, what: &'static str| async move {
@@ -201,6 +217,7 @@ impl Application {
             Arc::clone(&dataplane),
             stack.credentials,
             region,
+            faults::Faults::new(&faults),
         );
         Ok(Application {
             data_listener,

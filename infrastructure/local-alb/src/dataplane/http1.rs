@@ -57,6 +57,7 @@ pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     worker: usize,
+    node: usize,
     closing: watch::Receiver<bool>,
 ) {
     let options = &plane.options;
@@ -67,6 +68,7 @@ pub(super) async fn serve(
         stream,
         client_ip: alb::cidr::canonical_ip(peer.ip()),
         worker,
+        node,
         input: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(8 * 1024),
         closing,
@@ -352,6 +354,8 @@ struct ClientConnection {
     stream: TcpStream,
     client_ip: IpAddr,
     worker: usize,
+    /// The load balancer node serving this connection (`nodes.rs`).
+    node: usize,
     max_head: usize,
     /// Bytes read from the client and not handled yet.
     input: BytesMut,
@@ -455,7 +459,7 @@ impl ClientConnection {
     /// what goes out next into `out`, and consumes the head. `Ok(None)`: the
     /// head is not complete yet.
     fn prepare(&mut self) -> Result<Option<(Arc<RouteTables>, Plan, ClientSide)>, Rejection> {
-        let tables = self.plane.tables.load_full();
+        let tables = self.plane.tables.load_full(self.node);
         let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
         let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(

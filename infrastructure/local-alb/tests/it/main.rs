@@ -15,4 +15,5 @@ mod dataplane_forum;
 mod dataplane_health;
 mod dataplane_http1;
 mod dataplane_routing;
+mod faults;
 mod persist;
