@@ -24,6 +24,7 @@ macro_rules! print {
     };
 }
 
+pub mod budget;
 pub mod cli;
 pub mod cloudwatch;
 pub mod commands;
