@@ -47,9 +47,13 @@ pub struct Cli {
     /// Keep the run's directory (logs, settings, state) even when every scenario passed.
     #[arg(long)]
     pub keep_logs: bool,
-    /// Run only the scenarios whose number is given (1-7), e.g. --only 1,5.
+    /// Run only the scenarios whose number is given (1-8), e.g. --only 1,5.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     pub only: Vec<u8>,
+    /// Cutovers of scenario 8 (AWS's bad days: propagation, throttling,
+    /// transient errors). Default: 30 (full), 2 (--bounded).
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<usize>,
 }
 
 /// How hard each scenario pushes.
@@ -66,6 +70,8 @@ pub struct Profile {
     pub max_load_time: Duration,
     /// Random bodies sent to the control API in scenario 6.
     pub fuzz_requests: usize,
+    /// Shift/rollback cycles of scenario 8 (under AWS's faults).
+    pub cycles_under_faults: usize,
 }
 
 impl Profile {
@@ -76,6 +82,7 @@ impl Profile {
         max_requests: 5_000_000,
         max_load_time: Duration::from_secs(600),
         fuzz_requests: 5_000,
+        cycles_under_faults: 30,
     };
     pub const BOUNDED: Profile = Profile {
         name: "bounded",
@@ -84,18 +91,22 @@ impl Profile {
         max_requests: 500_000,
         max_load_time: Duration::from_secs(120),
         fuzz_requests: 300,
+        cycles_under_faults: 2,
     };
 }
 
 /// Runs the suite; the table goes to stdout.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let profile = if cli.bounded {
+    let mut profile = if cli.bounded {
         Profile::BOUNDED
     } else {
         Profile::FULL
     };
-    if let Some(bad) = cli.only.iter().find(|n| !(1..=7).contains(*n)) {
-        eprintln!("chaos: --only {bad}: scenarios are numbered 1 to 7");
+    if let Some(repeat) = cli.repeat {
+        profile.cycles_under_faults = repeat;
+    }
+    if let Some(bad) = cli.only.iter().find(|n| !(1..=8).contains(*n)) {
+        eprintln!("chaos: --only {bad}: scenarios are numbered 1 to 8");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let binaries = match stack::locate_binaries(cli.bin_dir.as_deref()) {

@@ -1,5 +1,6 @@
 //! The scenarios, numbered as in the issue, and what they share.
 
+mod aws_faults;
 pub mod bad_input;
 mod cutover;
 mod faults;
@@ -19,7 +20,7 @@ use crate::stack::Stack;
 type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 type Scenario = for<'a> fn(&'a mut Stack, &'a Profile, &'a mut Outcome) -> ScenarioFuture<'a>;
 
-const SCENARIOS: [(u8, &str, Scenario); 7] = [
+const SCENARIOS: [(u8, &str, Scenario); 8] = [
     (1, "cutover under load", |s, p, o| {
         Box::pin(cutover::under_load(s, p, o))
     }),
@@ -37,6 +38,9 @@ const SCENARIOS: [(u8, &str, Scenario); 7] = [
     }),
     (6, "bad input", |s, p, o| Box::pin(bad_input::run(s, p, o))),
     (7, "security", |s, p, o| Box::pin(security::run(s, p, o))),
+    (8, "AWS's bad days", |s, p, o| {
+        Box::pin(aws_faults::aws_bad_days(s, p, o))
+    }),
 ];
 
 /// Runs the scenarios in order (all, or those in `only`); one scenario's
