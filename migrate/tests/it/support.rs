@@ -732,11 +732,20 @@ impl LocalStack {
     pub fn start_with(
         front: impl Fn(&str, std::net::SocketAddr) -> std::net::SocketAddr + Send + Sync + 'static,
     ) -> LocalStack {
+        LocalStack::start_with_alb_args(front, Vec::new())
+    }
+
+    /// The local stack whose ALB runs with `alb_args` (such as its fault
+    /// injection: `--throttle`, `--propagation`).
+    pub fn start_with_alb_args(
+        front: impl Fn(&str, std::net::SocketAddr) -> std::net::SocketAddr + Send + Sync + 'static,
+        alb_args: Vec<String>,
+    ) -> LocalStack {
         let binaries = stack_binaries();
         let dir = tempfile::tempdir().unwrap();
         let options = localstack::Options {
             written_by: "the migrate tests",
-            alb_args: Vec::new(),
+            alb_args,
             route_settings: toml::Table::new(),
             front: Some(localstack::Front::new(front)),
         };
