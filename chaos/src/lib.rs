@@ -50,6 +50,10 @@ pub struct Cli {
     /// Run only the scenarios whose number is given (1-8), e.g. --only 1,5.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     pub only: Vec<u8>,
+    /// Cutovers of scenario 9 (AWS's bad days: propagation, throttling,
+    /// transient errors). Default: 30 (full), 2 (--bounded).
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<usize>,
 }
 
 /// How hard each scenario pushes.
@@ -70,6 +74,8 @@ pub struct Profile {
     pub silent_connections: usize,
     /// Connections opened at once, one request each, in scenario 8.
     pub burst_connections: usize,
+    /// Shift/rollback cycles of scenario 9 (under AWS's faults).
+    pub cycles_under_faults: usize,
 }
 
 impl Profile {
@@ -82,6 +88,7 @@ impl Profile {
         fuzz_requests: 5_000,
         silent_connections: 1_100,
         burst_connections: 2_000,
+        cycles_under_faults: 30,
     };
     pub const BOUNDED: Profile = Profile {
         name: "bounded",
@@ -92,18 +99,22 @@ impl Profile {
         fuzz_requests: 300,
         silent_connections: 300,
         burst_connections: 500,
+        cycles_under_faults: 2,
     };
 }
 
 /// Runs the suite; the table goes to stdout.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let profile = if cli.bounded {
+    let mut profile = if cli.bounded {
         Profile::BOUNDED
     } else {
         Profile::FULL
     };
-    if let Some(bad) = cli.only.iter().find(|n| !(1..=8).contains(*n)) {
-        eprintln!("chaos: --only {bad}: scenarios are numbered 1 to 8");
+    if let Some(repeat) = cli.repeat {
+        profile.cycles_under_faults = repeat;
+    }
+    if let Some(bad) = cli.only.iter().find(|n| !(1..=9).contains(*n)) {
+        eprintln!("chaos: --only {bad}: scenarios are numbered 1 to 9");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let binaries = match stack::locate_binaries(cli.bin_dir.as_deref()) {

@@ -82,19 +82,40 @@ impl Stack {
     /// idle client connections after [`CLIENT_IDLE_TIMEOUT`], and each route
     /// of its `migrate.toml` needs a single interval probe.
     pub async fn start(binaries: Binaries) -> anyhow::Result<Stack> {
+        Stack::start_with(binaries, Vec::new(), &[]).await
+    }
+
+    /// [`Stack::start`], with more `local-alb` options (the AWS faults of
+    /// scenario 9) and top-level `migrate.toml` keys (`propagation_max`).
+    pub async fn start_with(
+        binaries: Binaries,
+        more_alb_args: Vec<String>,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new().prefix("ficus-chaos-").tempdir()?;
         let mut route_settings = toml::Table::new();
         route_settings.insert("min_probes".into(), 1.into());
+        let mut alb_args = vec![
+            "--client-idle-timeout".to_owned(),
+            CLIENT_IDLE_TIMEOUT.as_secs().to_string(),
+        ];
+        alb_args.extend(more_alb_args);
         let options = Options {
             written_by: "the chaos suite",
-            alb_args: vec![
-                "--client-idle-timeout".to_owned(),
-                CLIENT_IDLE_TIMEOUT.as_secs().to_string(),
-            ],
+            alb_args,
             route_settings,
             front: None,
         };
         let local = LocalStack::start(binaries, dir.path(), options).await?;
+        if !settings.is_empty() {
+            // Top-level keys go before the file's first table.
+            let text = std::fs::read_to_string(&local.config)?;
+            let keys: String = settings
+                .iter()
+                .map(|(key, value)| format!("{key} = {}\n", toml::Value::from(value.as_str())))
+                .collect();
+            std::fs::write(&local.config, format!("{keys}{text}"))?;
+        }
         Ok(Stack {
             local,
             dir,

@@ -16,10 +16,10 @@ fn chaos(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn an_unknown_scenario_number_is_a_usage_error() {
-    let (code, stderr) = chaos(&["--bounded", "--only", "9"]);
+    let (code, stderr) = chaos(&["--bounded", "--only", "10"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("--only 9: scenarios are numbered 1 to 8"),
+        stderr.contains("--only 10: scenarios are numbered 1 to 9"),
         "{stderr}"
     );
 }

@@ -55,6 +55,7 @@ impl CloudWatch {
             .with_max_backoff(Duration::from_secs(10));
         let config = cw::config::Builder::from(config)
             .retry_config(retries)
+            .interceptor(crate::budget::Counting)
             .build();
         CloudWatch {
             client: cw::Client::from_conf(config),

@@ -566,6 +566,11 @@ pub struct RouteStatus {
     pub plan_problem: Option<String>,
     /// The route's preview rules (`migrate preview`), not the route's rule.
     pub previews: Vec<crate::preview::PreviewStatus>,
+    /// While the last change may still be reaching the load balancer's
+    /// nodes (within `propagation_max` of it): "applied, reaching the data
+    /// plane (...)".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reaching_data_plane: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -709,10 +714,31 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
 }
 
 /// One route's lines of `status`'s text.
+/// "applied, reaching the data plane (...)" while `last` is younger than
+/// `propagation_max`: an accepted ELBv2 change reaches the load balancer's
+/// nodes over seconds, and Describe* shows it before the traffic does.
+fn reaching_data_plane(last: &LastChange, propagation_max: std::time::Duration) -> Option<String> {
+    let when =
+        time::OffsetDateTime::parse(&last.when, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    let age = (time::OffsetDateTime::now_utc() - when)
+        .as_seconds_f64()
+        .max(0.0);
+    (age < propagation_max.as_secs_f64()).then(|| {
+        format!(
+            "applied, reaching the data plane (written {age:.0} s ago; the load balancer's nodes may take up to {} (propagation_max) to route by it)",
+            humantime::format_duration(propagation_max)
+        )
+    })
+}
+
 fn print_route_status(status: &RouteStatus) {
     println!();
     println!("{}  {}", status.route, status.paths.join(" "));
     println!("  state:    {}", status.summary);
+    if let Some(reaching) = &status.reaching_data_plane {
+        println!("  traffic:  {reaching}");
+    }
     if let Some(when) = &status.retired {
         println!(
             "  {} (since {when})",
@@ -863,6 +889,9 @@ fn route_status(
             .into_iter()
             .map(|p| crate::preview::status_of(route, p, rule.and_then(|r| r.priority)))
             .collect(),
+        reaching_data_plane: rule
+            .and_then(|r| r.tags.get(LAST_CHANGE_TAG))
+            .and_then(|v| reaching_data_plane(&LastChange::parse(v), ctx.settings.propagation_max)),
     }
 }
 

@@ -97,7 +97,11 @@ pub async fn sdk_config(aws: &AwsSettings) -> SdkConfig {
 impl Elb {
     pub fn new(config: &SdkConfig, verbose: bool) -> Elb {
         Elb {
-            client: elbv2::Client::new(config),
+            client: elbv2::Client::from_conf(
+                elbv2::config::Builder::from(config)
+                    .interceptor(crate::budget::Counting)
+                    .build(),
+            ),
             verbose,
             calls: Mutex::new(Vec::new()),
         }

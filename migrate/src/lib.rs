@@ -25,6 +25,7 @@ macro_rules! print {
 }
 
 pub mod access_logs;
+pub mod budget;
 pub mod capacity;
 pub mod cli;
 pub mod cloudwatch;

@@ -629,6 +629,117 @@ impl Judge {
     }
 }
 
+/// How soon a rollback reached the traffic: the service's target group's
+/// last request after the write, from CloudWatch's `RequestCount` at 1 s
+/// periods (what the local ALB serves; on AWS, ALB metrics have 60 s
+/// resolution, so the answer is usually `unmeasured`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RollbackReach {
+    /// The service got no request later than `seconds` after the write.
+    Reached { seconds: f64, watched_seconds: f64 },
+    /// Requests still arrived `seconds` after the write when watching ended.
+    NotReached { seconds: f64, watched_seconds: f64 },
+    /// Nothing to measure (no requests before the write, or no metrics).
+    Unmeasured { why: String },
+}
+
+impl RollbackReach {
+    /// "rollback reached the data plane in 2.3 s" and the like.
+    pub fn sentence(&self) -> String {
+        match self {
+            RollbackReach::Reached { seconds, .. } => {
+                format!(
+                    "rollback reached the data plane in {seconds:.1} s (the service's last request, CloudWatch at 1 s)"
+                )
+            }
+            RollbackReach::NotReached {
+                seconds,
+                watched_seconds,
+            } => format!(
+                "rollback had not reached the whole data plane after {watched_seconds:.1} s: the service still got requests {seconds:.1} s after the write"
+            ),
+            RollbackReach::Unmeasured { why } => {
+                format!("rollback's reach in the traffic not measured: {why}")
+            }
+        }
+    }
+}
+
+/// Two empty one-second periods in a row after the last request mean the
+/// traffic has left the service.
+const QUIET_SECONDS: f64 = 2.0;
+
+/// Watches the service's target group after a rollback written at
+/// `written_at` (Unix seconds) for at most `within`: when did it get its
+/// last request?
+pub async fn rollback_reach(
+    cloudwatch: &CloudWatch,
+    listing: &Listing,
+    view: &RouteView,
+    written_at: f64,
+    within: Duration,
+) -> RollbackReach {
+    let (Some(load_balancer), Some(service_tg)) = (
+        load_balancer_dimension(&listing.listener_arn),
+        target_group_dimension(&view.service_tg),
+    ) else {
+        return RollbackReach::Unmeasured {
+            why: "the listener or target group is not an Application Load Balancer's".into(),
+        };
+    };
+    let query = Query {
+        id: "svc_requests".into(),
+        metric: "RequestCount",
+        dimensions: vec![("TargetGroup", service_tg), ("LoadBalancer", load_balancer)],
+        stat: "Sum",
+    };
+    let from = written_at.floor() as i64 - 5;
+    let deadline = written_at + within.as_secs_f64();
+    loop {
+        let now = unix_now();
+        let series = match cloudwatch
+            .metric_data(std::slice::from_ref(&query), from, now.ceil() as i64 + 1, 1)
+            .await
+        {
+            Ok(mut results) => results.remove("svc_requests").unwrap_or_default(),
+            Err(err) => {
+                return RollbackReach::Unmeasured {
+                    why: format!("{err:#}"),
+                };
+            }
+        };
+        let last = series
+            .iter()
+            .filter(|(_, value)| *value > 0.0)
+            .map(|(second, _)| *second)
+            .max();
+        let Some(last) = last else {
+            return RollbackReach::Unmeasured {
+                why: "the service got no requests around the write".into(),
+            };
+        };
+        // The last request came within second `last`: at most its end.
+        let seconds = ((last + 1) as f64 - written_at).max(0.0);
+        let watched_seconds = now - written_at;
+        // A second's count is complete about 1.25 s after it ends (the
+        // local ALB harvests every 250 ms).
+        if now >= (last + 1) as f64 + QUIET_SECONDS + 1.25 {
+            return RollbackReach::Reached {
+                seconds,
+                watched_seconds,
+            };
+        }
+        if now >= deadline + QUIET_SECONDS + 1.25 {
+            return RollbackReach::NotReached {
+                seconds,
+                watched_seconds,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

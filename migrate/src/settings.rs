@@ -29,6 +29,14 @@ pub struct Settings {
     /// How long a lock lives without being refreshed. Default `5m`.
     #[serde(default = "default_lock_ttl", deserialize_with = "duration")]
     pub lock_ttl: Duration,
+    /// The longest an accepted ELBv2 change may take to reach every load
+    /// balancer node (AWS: seconds, unpublished). The metric gates wait at
+    /// least this long for the service's requests after a step, `status`
+    /// says "applied, reaching the data plane" for this long after a write
+    /// until the traffic shows it, and a rollback's effect on the traffic is
+    /// watched this long (plus 1 s). Default `10s`.
+    #[serde(default = "default_propagation_max", deserialize_with = "duration")]
+    pub propagation_max: Duration,
     #[serde(default)]
     pub aws: AwsSettings,
     pub listener: ListenerSettings,
@@ -508,6 +516,9 @@ pub struct GateSettings {
 
 fn default_lock_ttl() -> Duration {
     Duration::from_secs(300)
+}
+fn default_propagation_max() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_steps() -> Vec<u8> {
     vec![100]

@@ -44,6 +44,9 @@ pub struct Outcome {
     pub to: String,
     pub steps: Vec<serde_json::Value>,
     pub routing_changes: usize,
+    /// What the AWS API calls cost (`budget::Budget`'s JSON), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_api: Option<serde_json::Value>,
 }
 
 pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
@@ -375,6 +378,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
             to: String::new(),
             steps: Vec::new(),
             routing_changes: 0,
+            aws_api: None,
         },
         judged_since: (!prepared.fresh).then_some(prepared.plan.since),
         plan: Some(prepared),
@@ -394,6 +398,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
         }
         other => other,
     };
+    run.outcome.aws_api = Some(crate::budget::used().to_json());
     record_outcome(&run.outcome);
     let released = lock.release(&ctx.elb).await;
     summarize(ctx, Some(run.outcome.routing_changes));
@@ -423,6 +428,10 @@ async fn timed_parity_gate(ctx: &Ctx, route: &str) -> anyhow::Result<Option<Stri
 /// With `-v`: the number of calls, how many changed routing (for commands
 /// that write), the time spent in calls and the wall time.
 pub fn summarize(ctx: &Ctx, routing_changes: Option<usize>) {
+    if ctx.chatty() && routing_changes.is_some() {
+        // What AWS's throttling and errors cost this command (retries, backoff).
+        eprintln!("migrate: {}", crate::budget::used());
+    }
     if ctx.verbose {
         let calls = ctx.elb.calls();
         let api_ms: f64 = calls.iter().map(|c| c.millis).sum();
@@ -694,8 +703,8 @@ impl Shift {
             }
             self.moved = true;
             match execute(ctx, lock, listing, &self.route, view, write).await {
-                Ok((next, made)) => {
-                    done.push(made.describe());
+                Ok((next, made, note)) => {
+                    done.push(note.unwrap_or_else(|| made.describe()));
                     *view = next;
                     self.last = Some(view.clone());
                 }
@@ -1142,7 +1151,14 @@ impl Shift {
         // The metric gates are evaluated every period; a step waits past its
         // interval (up to `max_wait`) while they are inconclusive.
         let mut next_metrics = started + self.metrics.gates.period;
-        let wait_until = deadline + self.metrics.gates.max_wait;
+        // Never shorter than a change may take to reach the load balancer's
+        // nodes: no step is done before the traffic shows it.
+        let wait_until = deadline
+            + self
+                .metrics
+                .gates
+                .max_wait
+                .max(ctx.settings.propagation_max);
         let mut waiting_said = false;
         loop {
             let now = tokio::time::Instant::now();
@@ -1521,30 +1537,35 @@ async fn execute(
     route: &str,
     view: &RouteView,
     write: &Write,
-) -> Result<(RouteView, Write), WriteError> {
+) -> Result<(RouteView, Write, Option<String>), WriteError> {
     let mut write = write.clone();
     for _attempt in 0..3 {
         lock.confirm(&ctx.elb).await.map_err(WriteError::Failed)?;
-        let accepted = match &write {
-            Write::MovePriority { rule, to, .. } => ctx
-                .elb
-                .set_priority(rule, *to)
-                .await
-                .map_err(WriteError::Failed)?,
-            Write::SetAction { rule, to, .. } => {
-                ctx.elb
-                    .set_action(rule, to)
-                    .await
-                    .map_err(WriteError::Failed)?;
-                true
-            }
+        let written = match &write {
+            Write::MovePriority { rule, to, .. } => ctx.elb.set_priority(rule, *to).await,
+            Write::SetAction { rule, to, .. } => ctx.elb.set_action(rule, to).await.map(|()| true),
             Write::SetConditions { rule, to, .. } => {
-                ctx.elb
-                    .set_conditions(rule, to)
-                    .await
-                    .map_err(WriteError::Failed)?;
-                true
+                ctx.elb.set_conditions(rule, to).await.map(|()| true)
             }
+        };
+        let accepted = match written {
+            Ok(accepted) => accepted,
+            // A write whose answer was an error (after the SDK's retries) may
+            // still have been applied (AWS can lose the answer): re-read, and
+            // never write it again when the rule already shows it.
+            Err(err) => match reconcile(ctx, view, &write).await {
+                Some(expected) => {
+                    let note = format!(
+                        "{} (its answer was an error: {err:#}; the rule read back as written, so it was not written again)",
+                        write.describe()
+                    );
+                    if ctx.chatty() {
+                        eprintln!("migrate: {route}: {note}");
+                    }
+                    return Ok((expected, write, Some(note)));
+                }
+                None => return Err(WriteError::Failed(err)),
+            },
         };
         if !accepted {
             // The slot was taken by someone outside `migrate`: pick another.
@@ -1592,7 +1613,7 @@ async fn execute(
                         && seen.action == wanted.action
                         && seen.conditions.normalized() == wanted.conditions.normalized() =>
                 {
-                    return Ok((expected, write));
+                    return Ok((expected, write, None));
                 }
                 _ if started.elapsed() > READ_BACK_TIMEOUT => {
                     return Err(WriteError::NotConfirmed(format!(
@@ -1616,6 +1637,19 @@ async fn execute(
     Err(WriteError::Failed(anyhow::anyhow!(
         "{route}: the priority slots kept being taken; try again"
     )))
+}
+
+/// After a write answered with an error: the view it would give when the
+/// rule, read again, shows the write applied (the answer was lost), else
+/// `None` (nothing known was applied; the error stands).
+async fn reconcile(ctx: &Ctx, view: &RouteView, write: &Write) -> Option<RouteView> {
+    let expected = view.apply(write);
+    let wanted = expected.rule()?;
+    let seen = ctx.elb.rule(write.rule_arn()).await.ok()??;
+    let applied = seen.priority == wanted.priority
+        && seen.action == wanted.action
+        && seen.conditions.normalized() == wanted.conditions.normalized();
+    applied.then_some(expected)
 }
 
 /// Appends the journal entry and writes the rule's last-change tag.
@@ -1737,13 +1771,17 @@ async fn rollback_view(
     );
     let mut changes = 0;
     let mut done = Vec::new();
+    let mut written_at = 0.0;
     for write in &writes {
         if view.changes_routing(write) {
             changes += 1;
         }
+        written_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         match execute(ctx, lock, listing, route, &view, write).await {
-            Ok((next, made)) => {
-                done.push(made.describe());
+            Ok((next, made, note)) => {
+                done.push(note.unwrap_or_else(|| made.describe()));
                 view = next;
             }
             Err(WriteError::NotConfirmed(reason)) => {
@@ -1753,6 +1791,21 @@ async fn rollback_view(
         }
     }
     let mut evidence = evidence;
+    if from > 0 && ctx.settings.metric_gates(route).enabled {
+        // How soon the traffic left the service: watched for the longest a
+        // change may take to reach the load balancer's nodes, plus 1 s.
+        let cloudwatch = crate::cloudwatch::CloudWatch::new(&ctx.sdk, ctx.verbose);
+        let within = ctx.settings.propagation_max + Duration::from_secs(1);
+        let reach =
+            crate::metric_gates::rollback_reach(&cloudwatch, listing, &view, written_at, within)
+                .await;
+        if ctx.chatty() {
+            eprintln!("migrate: {route}: {}", reach.sentence());
+        }
+        if let Some(fields) = evidence.as_object_mut() {
+            fields.insert("rollback_reach".into(), json!(reach));
+        }
+    }
     let hooks = after_rollback_hooks(ctx, route, from).await;
     if !hooks.is_empty()
         && let Some(fields) = evidence.as_object_mut()
@@ -1940,6 +1993,7 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
             to: after.state().explain(),
             steps: vec![],
             routing_changes: changes,
+            aws_api: None,
         })
     }
     .await;
@@ -1996,9 +2050,11 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                 to: "no rule (run `migrate init`)".into(),
                 steps: vec![],
                 routing_changes: 0,
+                aws_api: None,
             });
             continue;
         }
+        let budget_before = crate::budget::used();
         match rollback_view(
             ctx,
             &lock,
@@ -2023,6 +2079,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                     to,
                     steps: vec![],
                     routing_changes: changes,
+                    aws_api: Some(crate::budget::used().since(&budget_before).to_json()),
                 });
             }
             Err(err) => {

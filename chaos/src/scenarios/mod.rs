@@ -1,5 +1,6 @@
 //! The scenarios, numbered as in the issue, and what they share.
 
+mod aws_faults;
 pub mod bad_input;
 mod cutover;
 mod faults;
@@ -20,7 +21,7 @@ use crate::stack::Stack;
 type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 type Scenario = for<'a> fn(&'a mut Stack, &'a Profile, &'a mut Outcome) -> ScenarioFuture<'a>;
 
-const SCENARIOS: [(u8, &str, Scenario); 8] = [
+const SCENARIOS: [(u8, &str, Scenario); 9] = [
     (1, "cutover under load", |s, p, o| {
         Box::pin(cutover::under_load(s, p, o))
     }),
@@ -40,6 +41,9 @@ const SCENARIOS: [(u8, &str, Scenario); 8] = [
     (7, "security", |s, p, o| Box::pin(security::run(s, p, o))),
     (8, "hostile clients", |s, p, o| {
         Box::pin(hostile::run(s, p, o))
+    }),
+    (9, "AWS's bad days", |s, p, o| {
+        Box::pin(aws_faults::aws_bad_days(s, p, o))
     }),
 ];
 

@@ -15,6 +15,16 @@
 //! - [`TARGET_HEALTHY`]`{target_group,target}`: 1 when healthy, else 0.
 //! - [`RULE_TABLE_GENERATION`]: how many routing tables were compiled (1 at
 //!   start, +1 per publish).
+//! - [`FAULTS_THROTTLED_TOTAL`]`{api,action}`: control-API requests the local
+//!   ALB's fault injection answered with `Throttling` (`api` is `elbv2` or
+//!   `cloudwatch`).
+//! - [`FAULTS_TRANSIENT_ERRORS_TOTAL`]`{api,action,code,applied}`: requests it
+//!   answered with a transient 500/503; `applied="true"` when the write was
+//!   applied before the error (the answer was lost).
+//! - [`PROPAGATION_PENDING_CHANGES`]`{node}`: accepted changes a simulated
+//!   data-plane node has not applied yet (only with `--propagation`).
+//! - [`PROPAGATION_NODE_GENERATION`]`{node}`: the routing table generation
+//!   each node serves (only with `--propagation`).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +33,10 @@ pub const ELB_ERRORS_TOTAL: &str = "ficus_alb_elb_errors_total";
 pub const TARGET_CONNECT_RETRIES_TOTAL: &str = "ficus_alb_target_connect_retries_total";
 pub const TARGET_HEALTHY: &str = "ficus_alb_target_healthy";
 pub const RULE_TABLE_GENERATION: &str = "ficus_alb_rule_table_generation";
+pub const FAULTS_THROTTLED_TOTAL: &str = "ficus_alb_faults_throttled_total";
+pub const FAULTS_TRANSIENT_ERRORS_TOTAL: &str = "ficus_alb_faults_transient_errors_total";
+pub const PROPAGATION_PENDING_CHANGES: &str = "ficus_alb_propagation_pending_changes";
+pub const PROPAGATION_NODE_GENERATION: &str = "ficus_alb_propagation_node_generation";
 
 /// Label names of the series above.
 pub mod label {
@@ -32,6 +46,10 @@ pub mod label {
     pub const CODE: &str = "code";
     pub const REASON: &str = "reason";
     pub const TARGET: &str = "target";
+    pub const API: &str = "api";
+    pub const ACTION: &str = "action";
+    pub const APPLIED: &str = "applied";
+    pub const NODE: &str = "node";
 }
 
 /// One sample line: `name{label="value",...} value`.

@@ -17,6 +17,7 @@ pub(crate) mod attributes;
 pub(crate) mod cloudwatch;
 pub(crate) mod control;
 pub(crate) mod dataplane;
+pub mod faults;
 pub(crate) mod health;
 pub(crate) mod limits;
 pub(crate) mod matcher;
@@ -28,7 +29,7 @@ pub(crate) mod sigv4;
 pub(crate) mod stack;
 
 pub use dataplane::{
-    DataPlane, DataPlaneOptions, DesyncMode, HeadPolicy, TargetHealthView, XffMode,
+    DataPlane, DataPlaneOptions, DesyncMode, HeadPolicy, Propagation, TargetHealthView, XffMode,
 };
 pub use persist::PersistError;
 pub use stack::StackError;
@@ -155,9 +156,24 @@ impl Application {
             )));
         }
         let (stack, stack_origin) = load_stack(&settings)?;
+        let faults = settings.faults.clone().or(stack.faults.clone());
         let mut options = settings.data_plane.clone();
         if options.access_log_root.is_none() {
             options.access_log_root = Some(settings.state_dir.join("access-logs"));
+        }
+        if faults.propagation.is_some() || faults.nodes.is_some() {
+            let range = faults.propagation.unwrap_or(faults::PropagationRange {
+                min: std::time::Duration::ZERO,
+                max: std::time::Duration::ZERO,
+            });
+            options.propagation = Some(Propagation {
+                min: range.min,
+                max: range.max,
+                nodes: faults.nodes.unwrap_or(1),
+            });
+        }
+        if faults.any() {
+            tracing::warn!(?faults, "fault injection is on");
         }
         // Bind first: a second instance on the same addresses fails here,
         // before it touches the state directory.
@@ -213,6 +229,7 @@ impl Application {
             Arc::clone(&dataplane),
             stack.credentials,
             region,
+            faults::Faults::new(&faults),
         );
         Ok(Application {
             data_listener,

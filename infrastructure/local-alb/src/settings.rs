@@ -43,6 +43,8 @@ aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0
 (same keys) aws cloudwatch list-metrics --namespace AWS/ApplicationELB --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
 local-alb --metric-retention 600        # keep 10 minutes of per-second metrics (0: do not count)\n  \
 local-alb --access-log-root /tmp/alb-logs --access-log-interval 1m   # access logs as in S3, every minute\n\n\
+local-alb --propagation 0s..8s --nodes 3 --throttle 'DescribeRules=5,*=20' --transient-errors 0.02\n    \
+                                        # AWS's bad days: changes reach 3 nodes over 0-8 s, throttling, 2% errors\n\n\
 The access key and secret are the stack file's [credentials] (local defaults \
 above). On start, one line per listener is printed to stdout:\n  \
 data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\
@@ -126,6 +128,40 @@ pub struct Cli {
     /// AWS; tests use 1s). A clean shutdown delivers what is buffered.
     #[arg(long, env = "LOCAL_ALB_ACCESS_LOG_INTERVAL", value_name = "DURATION", value_parser = whole_duration)]
     pub access_log_interval: Option<Duration>,
+
+    /// Fault injection (off by default): the delay after which an accepted
+    /// change reaches each data-plane node, uniform within MIN..MAX (such as
+    /// 0s..8s; one value is a fixed delay). The API answers the new state at
+    /// once, as AWS's does, while traffic follows the old one until then.
+    /// Also `[faults] propagation` in the stack file.
+    #[arg(long, env = "LOCAL_ALB_PROPAGATION", value_name = "MIN..MAX", value_parser = crate::faults::parse_propagation, help_heading = "Faults")]
+    pub propagation: Option<crate::faults::PropagationRange>,
+
+    /// Simulated load balancer nodes: client connections are spread over
+    /// them round robin and each applies a change after its own
+    /// --propagation delay, in order. Default: 1. Also `[faults] nodes`.
+    #[arg(long, env = "LOCAL_ALB_NODES", value_name = "N", value_parser = crate::faults::parse_nodes, help_heading = "Faults")]
+    pub nodes: Option<usize>,
+
+    /// Per-action request rates of the ELBv2 and CloudWatch APIs, in
+    /// requests per second (token buckets of one second; `*` is every action
+    /// not named), such as DescribeRules=5,ModifyRule=2,*=20. Requests over
+    /// the rate get AWS's throttling error (HTTP 400 `Throttling`, "Rate
+    /// exceeded"). Also `[faults] throttle`.
+    #[arg(long, env = "LOCAL_ALB_THROTTLE", value_name = "ACTION=RATE,...", value_parser = crate::faults::parse_throttle, help_heading = "Faults")]
+    pub throttle: Option<crate::faults::ThrottleRates>,
+
+    /// Share of control-API requests answered with a transient server error
+    /// (500 InternalFailure or 503 ServiceUnavailable), such as 0.02.
+    /// Also `[faults] transient_errors`.
+    #[arg(long, env = "LOCAL_ALB_TRANSIENT_ERRORS", value_name = "SHARE", value_parser = crate::faults::parse_share, help_heading = "Faults")]
+    pub transient_errors: Option<f64>,
+
+    /// Of the transient errors that hit a write, the share answered after
+    /// the write was applied (the answer was lost: the client must re-read).
+    /// Default: 0.5. Also `[faults] lost_answers`.
+    #[arg(long, env = "LOCAL_ALB_LOST_ANSWERS", value_name = "SHARE", value_parser = crate::faults::parse_share, help_heading = "Faults")]
+    pub lost_answers: Option<f64>,
 }
 
 /// A whole number of seconds, minutes or hours of at least one second: 300,
@@ -181,6 +217,9 @@ pub struct Settings {
     pub allow_remote_control: bool,
     /// Timeouts and threads of the data plane.
     pub data_plane: DataPlaneOptions,
+    /// Fault injection; what is set here wins over the stack file's
+    /// `[faults]`.
+    pub faults: crate::faults::FaultOptions,
 }
 
 impl Settings {
@@ -196,6 +235,7 @@ impl Settings {
             control_listen: loopback_any_port,
             allow_remote_control: false,
             data_plane: DataPlaneOptions::default(),
+            faults: crate::faults::FaultOptions::default(),
         }
     }
 }
@@ -220,6 +260,7 @@ impl From<Cli> for Settings {
             access_log_interval: cli
                 .access_log_interval
                 .unwrap_or(defaults.access_log_interval),
+            propagation: defaults.propagation,
         };
         Settings {
             stack: cli.stack,
@@ -229,6 +270,13 @@ impl From<Cli> for Settings {
             control_listen: cli.control_listen,
             allow_remote_control: cli.allow_remote_control,
             data_plane,
+            faults: crate::faults::FaultOptions {
+                propagation: cli.propagation,
+                nodes: cli.nodes,
+                throttle: cli.throttle,
+                transient_errors: cli.transient_errors,
+                lost_answers: cli.lost_answers,
+            },
         }
     }
 }

@@ -25,6 +25,8 @@ pub const DEFAULT_STACK_PATH: &str = "infrastructure/local/stack.toml";
 pub struct Stack {
     pub state: State,
     pub credentials: Credentials,
+    /// The `[faults]` section (all `None` without one).
+    pub faults: crate::faults::FaultOptions,
 }
 
 /// A problem in a stack file; `origin` names the file.
@@ -47,6 +49,50 @@ struct RawStack {
     target_groups: Vec<RawTargetGroup>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    faults: RawFaults,
+}
+
+/// `[faults]`: the same values as the `--propagation`, `--nodes`,
+/// `--throttle`, `--transient-errors` and `--lost-answers` options, in the
+/// same syntax (`propagation = "0s..8s"`, `throttle = "DescribeRules=5,*=20"`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFaults {
+    propagation: Option<String>,
+    nodes: Option<i64>,
+    throttle: Option<String>,
+    transient_errors: Option<f64>,
+    lost_answers: Option<f64>,
+}
+
+/// The `[faults]` section, checked; errors name the key.
+fn faults(raw: &RawFaults) -> Result<crate::faults::FaultOptions, String> {
+    use crate::faults as f;
+    let key = |name: &str, e: String| format!("faults.{name}: {e}");
+    let share = |name: &str, value: Option<f64>| {
+        value
+            .map(|v| f::parse_share(&v.to_string()).map_err(|e| key(name, e)))
+            .transpose()
+    };
+    Ok(f::FaultOptions {
+        propagation: raw
+            .propagation
+            .as_deref()
+            .map(|p| f::parse_propagation(p).map_err(|e| key("propagation", e)))
+            .transpose()?,
+        nodes: raw
+            .nodes
+            .map(|n| f::parse_nodes(&n.to_string()).map_err(|e| key("nodes", e)))
+            .transpose()?,
+        throttle: raw
+            .throttle
+            .as_deref()
+            .map(|t| f::parse_throttle(t).map_err(|e| key("throttle", e)))
+            .transpose()?,
+        transient_errors: share("transient_errors", raw.transient_errors)?,
+        lost_answers: share("lost_answers", raw.lost_answers)?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -211,8 +257,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Stack, StackError> {
         access_key_id: raw.credentials.access_key_id.clone(),
         secret_access_key: raw.credentials.secret_access_key.clone(),
     };
+    let faults = faults(&raw.faults).map_err(fail)?;
     let state = build(raw).map_err(fail)?;
-    Ok(Stack { state, credentials })
+    Ok(Stack {
+        state,
+        credentials,
+        faults,
+    })
 }
 
 fn tags(map: &BTreeMap<String, String>, key: &str) -> Result<Vec<Tag>, String> {

@@ -994,3 +994,49 @@ fn a_sticky_shift_keeps_clients_on_one_side_and_rollback_brings_them_back_at_onc
     assert_eq!(refused.code, 2, "{refused}");
     assert!(refused.stderr.contains("1s to 7d"), "{refused}");
 }
+
+#[test]
+fn under_throttling_a_shift_reports_its_budget_and_status_says_the_change_is_reaching_the_data_plane()
+ {
+    // A shift reads the rules more than once in a second (issue 17).
+    let stack = LocalStack::start_with_alb_args(
+        ["--throttle", "DescribeRules=1"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    let mut op = stack.operator("2s");
+    // Wide, so that a slow machine still runs status within it.
+    op.env
+        .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "60s".to_owned()));
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    wait_healthy(&op);
+    let shift = op.run(&["shift", "users", "--steps", "100", "--output", "json"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
+    let budget = &outcome["aws_api"];
+    assert!(budget["throttled"].as_u64().unwrap() >= 1, "{budget}");
+    assert_eq!(budget["retried"], budget["throttled"], "{budget}");
+    assert!(
+        budget["backoff_seconds"].as_f64().unwrap() > 0.0,
+        "{budget}"
+    );
+    assert_eq!(budget["failed"], 0, "{budget}");
+    assert_eq!(stack.burst("/api/users", 3).0, only("users", 3));
+
+    // Right after the change, status says it may still be reaching the
+    // load balancer's nodes (propagation_max, here 60 s).
+    let status = op.run(&["status"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(
+        status
+            .stdout
+            .contains("traffic:  applied, reaching the data plane"),
+        "{status}"
+    );
+
+    let rollback = op.run(&["rollback", "users"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert!(rollback.stderr.contains("migrate: AWS API: "), "{rollback}");
+    assert!(rollback.stderr.contains("throttled"), "{rollback}");
+}

@@ -139,6 +139,33 @@ impl CloudWatchError {
         }
     }
 
+    /// A request over the rate: HTTP 400, Query code `Throttling`, shape
+    /// `ThrottlingException`, "Rate exceeded" (as CloudWatch answers).
+    pub fn throttling() -> Self {
+        Self::new(
+            "Throttling",
+            "com.amazon.coral.availability#ThrottlingException",
+            "Rate exceeded",
+        )
+    }
+
+    /// A transient server error: 503 `ServiceUnavailable`, else 500
+    /// `InternalServiceError` (injected by `--transient-errors`).
+    pub fn transient(status: u16) -> Self {
+        if status == 503 {
+            CloudWatchError {
+                status: 503,
+                ..Self::new(
+                    "ServiceUnavailable",
+                    "com.amazon.coral.availability#ServiceUnavailableException",
+                    "The request has failed due to a temporary failure of the server.",
+                )
+            }
+        } else {
+            Self::internal("The request processing has failed because of an unknown error.")
+        }
+    }
+
     /// `Sender` for 4xx, `Receiver` for 5xx (the header's second part).
     pub fn fault(&self) -> &'static str {
         if self.status >= 500 {

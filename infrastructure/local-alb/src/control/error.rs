@@ -140,6 +140,29 @@ impl ApiError {
         }
     }
 
+    /// AWS's answer to a request over the rate (Query API: HTTP 400
+    /// `Throttling`, "Rate exceeded"); SDKs retry it with backoff.
+    pub fn throttling() -> ApiError {
+        ApiError::sender("Throttling", "Rate exceeded")
+    }
+
+    /// A transient server error as AWS answers them: 500 `InternalFailure`
+    /// or 503 `ServiceUnavailable` (injected by `--transient-errors`).
+    pub fn transient(status: u16) -> ApiError {
+        if status == 503 {
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "ServiceUnavailable",
+                message: "The request has failed due to a temporary failure of the server."
+                    .to_owned(),
+            }
+        } else {
+            ApiError::internal(
+                "The request processing has failed because of an unknown error, exception or failure.",
+            )
+        }
+    }
+
     /// An authentication failure (HTTP 403).
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {

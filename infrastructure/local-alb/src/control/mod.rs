@@ -36,6 +36,7 @@ use crate::cloudwatch::{
     api::{CloudWatchError, Protocol},
 };
 use crate::dataplane::DataPlane;
+use crate::faults::{Api, Faults};
 use crate::model::State;
 use crate::persist::StateStore;
 use crate::sigv4::{AuthError, Credentials, SignedRequest, Verifier};
@@ -56,6 +57,8 @@ pub struct ControlPlane {
     dataplane: Arc<DataPlane>,
     credentials: Credentials,
     region: String,
+    /// Injected throttling and transient errors (`faults.rs`; off by default).
+    faults: Faults,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -69,6 +72,7 @@ impl ControlPlane {
         dataplane: Arc<DataPlane>,
         credentials: Credentials,
         region: String,
+        faults: Faults,
     ) -> Arc<ControlPlane> {
         Arc::new(ControlPlane {
             state: Mutex::new(state),
@@ -76,6 +80,7 @@ impl ControlPlane {
             dataplane,
             credentials,
             region,
+            faults,
         })
     }
 
@@ -209,6 +214,17 @@ impl ControlPlane {
             tracing::info!(%peer, code = auth.code(), %request_id, "control request refused");
             return api_error_response(&auth_error(&auth), &request_id);
         }
+        let action_name = form.get("Action").unwrap_or_default().to_owned();
+        if self.faults.throttled(Api::Elbv2, &action_name) {
+            tracing::info!(action = %action_name, %request_id, "control request throttled (injected)");
+            return api_error_response(&ApiError::throttling(), &request_id);
+        }
+        let write = matches!(actions::handler(&action_name), Some(Handler::Write(_)));
+        let transient = self.faults.transient(Api::Elbv2, &action_name, write);
+        if let Some(injected) = transient.filter(|t| !t.after_apply) {
+            tracing::info!(action = %action_name, status = injected.status, %request_id, "transient error before the action (injected)");
+            return api_error_response(&ApiError::transient(injected.status), &request_id);
+        }
         let this = Arc::clone(&self);
         let rid = request_id.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -230,6 +246,11 @@ impl ControlPlane {
                 );
             }
         };
+        if let Some(injected) = transient {
+            // The write ran (or was refused); its answer is lost.
+            tracing::info!(%action, status = injected.status, accepted = result.is_ok(), %request_id, "transient error after the action (injected)");
+            return api_error_response(&ApiError::transient(injected.status), &request_id);
+        }
         match result {
             Ok(body) => {
                 // Changes are worth a line each; reads (polled by tools) are not.
@@ -250,7 +271,9 @@ impl ControlPlane {
     /// `GET /metrics`: the data plane's counters as Prometheus text.
     fn metrics_page(&self, method: &Method) -> HttpResponse {
         if *method == Method::GET || *method == Method::HEAD {
-            plain(StatusCode::OK, self.dataplane.render_metrics())
+            let mut text = self.dataplane.render_metrics();
+            self.faults.render(&mut text);
+            plain(StatusCode::OK, text)
                 .map(|mut r| {
                     r.headers_mut().insert(
                         header::CONTENT_TYPE,
@@ -314,6 +337,9 @@ impl ControlPlane {
             let error = CloudWatchError::forbidden(auth.code(), auth.to_string());
             return cloudwatch_error_response(protocol, &error, request_id);
         }
+        if let Some(error) = self.cloudwatch_fault(operation) {
+            return cloudwatch_error_response(protocol, &error, request_id);
+        }
         let dataplane = Arc::clone(&self.dataplane);
         let operation_name = operation.to_owned();
         let answered = tokio::task::spawn_blocking(move || {
@@ -374,6 +400,13 @@ impl ControlPlane {
                     .find(|(k, _)| k == "Action")
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default();
+                if let Some(error) = self.cloudwatch_fault(&action) {
+                    return xml_response(
+                        StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
+                        cloudwatch_query::error(&error, request_id),
+                        request_id,
+                    );
+                }
                 let dataplane = Arc::clone(&self.dataplane);
                 let rid = request_id.to_owned();
                 tokio::task::spawn_blocking(move || {
@@ -401,6 +434,17 @@ impl ControlPlane {
                 )
             }
         }
+    }
+
+    /// The injected fault for a CloudWatch `operation`, if any (CloudWatch
+    /// has reads only, so no answer is ever lost after a change).
+    fn cloudwatch_fault(&self, operation: &str) -> Option<CloudWatchError> {
+        if self.faults.throttled(Api::CloudWatch, operation) {
+            return Some(CloudWatchError::throttling());
+        }
+        self.faults
+            .transient(Api::CloudWatch, operation, false)
+            .map(|injected| CloudWatchError::transient(injected.status))
     }
 
     /// Runs one API action; a change is persisted and published before this

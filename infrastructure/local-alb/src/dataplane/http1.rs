@@ -75,10 +75,11 @@ pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     worker: usize,
+    node: usize,
     closing: watch::Receiver<bool>,
 ) {
     let options = &plane.options;
-    let head = plane.tables.load().head;
+    let head = plane.tables.latest().head;
     let mut connection = ClientConnection {
         client_timer: Deadline::new(head.idle_timeout),
         target_timer: Deadline::new(options.target_timeout),
@@ -87,6 +88,7 @@ pub(super) async fn serve(
         stream,
         client_ip: alb::cidr::canonical_ip(peer.ip()),
         worker,
+        node,
         input: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(8 * 1024),
         closing,
@@ -413,6 +415,8 @@ struct ClientConnection {
     head: HeadPolicy,
     /// When the connection was accepted (`client_keep_alive.seconds`).
     opened: Instant,
+    /// The load balancer node serving this connection (`nodes.rs`).
+    node: usize,
     /// Bytes read from the client and not handled yet.
     input: BytesMut,
     /// What is being written next (to the client or a target).
@@ -434,7 +438,7 @@ impl ClientConnection {
     async fn run(&mut self) -> bool {
         loop {
             // The policy of the table in force as this request begins.
-            self.head = self.plane.tables.load().head;
+            self.head = self.plane.tables.latest().head;
             self.client_timer.set_timeout(self.head.idle_timeout);
             // Wait for a whole request head, within the idle timeout from now.
             self.client_timer.start();
@@ -610,7 +614,7 @@ impl ClientConnection {
     /// what goes out next into `out`, and consumes the head. `Ok(None)`: the
     /// head is not complete yet.
     fn prepare(&mut self) -> Result<Option<(Arc<RouteTables>, Plan, ClientSide)>, Rejection> {
-        let tables = self.plane.tables.load_full();
+        let tables = self.plane.tables.load_full(self.node);
         let attributes = tables.head;
         let parser = httparse::ParserConfig::default();
         let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];

@@ -2,7 +2,8 @@
 //!
 //! How it works: every published [`State`] is compiled into immutable
 //! [`table::RouteTables`] swapped in with `arc-swap`; a request loads the
-//! current tables once and is routed wholly by them. Target health, the
+//! current tables once and is routed wholly by them (the tables of its
+//! connection's node: `nodes.rs`, one node unless propagation is simulated). Target health, the
 //! round-robin position, pooled connections and metrics live outside the
 //! tables and survive republishing.
 //!
@@ -11,6 +12,7 @@
 //! `local-alb --help`).
 
 mod http1;
+mod nodes;
 mod policy;
 mod pool;
 mod proxy;
@@ -24,7 +26,8 @@ mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+pub use nodes::Propagation;
+
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::health::HealthState;
@@ -77,6 +80,9 @@ pub struct DataPlaneOptions {
     pub access_log_root: Option<std::path::PathBuf>,
     /// How often an access log file is delivered (AWS: 5 minutes).
     pub access_log_interval: Duration,
+    /// Simulated nodes and the delay after which each applies a published
+    /// change (`--propagation`, `--nodes`); `None`: one node, at once.
+    pub propagation: Option<Propagation>,
 }
 
 impl Default for DataPlaneOptions {
@@ -87,6 +93,7 @@ impl Default for DataPlaneOptions {
             head: HeadPolicy::default(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metric_retention: crate::cloudwatch::DEFAULT_RETENTION,
+            propagation: None,
             access_log_root: None,
             access_log_interval: crate::accesslog::DEFAULT_INTERVAL,
         }
@@ -139,7 +146,8 @@ async fn opening_protocol(stream: &tokio::net::TcpStream, idle: Duration) -> Opt
 /// The running data plane: routing table, target health, metrics.
 pub struct DataPlane {
     options: DataPlaneOptions,
-    tables: ArcSwap<table::RouteTables>,
+    /// The routing tables of the load balancer's nodes.
+    tables: nodes::Nodes,
     registry: targets::Registry,
     metrics: Metrics,
     /// The per-second counters served as CloudWatch metrics.
@@ -173,8 +181,8 @@ impl DataPlane {
         access_logs.configure(initial);
         Arc::new(DataPlane {
             access_logs,
-            options,
-            tables: ArcSwap::from_pointee(tables),
+            options: options.clone(),
+            tables: nodes::Nodes::new(tables, options.propagation),
             registry,
             metrics,
             cloudwatch,
@@ -185,8 +193,10 @@ impl DataPlane {
 
     /// Publishes a new configuration after the control plane accepted (and
     /// persisted) a change: recompiles the routing table and swaps it in
-    /// atomically, and updates the health checkers' target sets. Requests in
-    /// flight finish on the table they started with.
+    /// atomically (on each node after its propagation delay, when
+    /// [`DataPlaneOptions::propagation`] is set), and updates the health
+    /// checkers' target sets. Requests in flight finish on the table they
+    /// started with.
     pub fn publish(&self, state: &State) {
         let _serialized = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let groups = self.registry.sync(state);
@@ -197,7 +207,7 @@ impl DataPlane {
             &self.cloudwatch,
             self.options.head,
         );
-        self.tables.store(Arc::new(tables));
+        self.tables.publish(tables);
         self.access_logs.configure(state);
     }
 
@@ -270,7 +280,7 @@ impl DataPlane {
                 continue;
             };
             // A worker whose thread is gone is skipped; none left ends serving.
-            let mut connection = Some((stream, peer));
+            let mut connection = Some((stream, peer, self.tables.assign()));
             for _ in 0..workers.len() {
                 next = (next + 1) % workers.len();
                 match workers[next].send(connection.take().expect("set before each send")) {
@@ -304,6 +314,7 @@ impl DataPlane {
         mut accepted: tokio::sync::mpsc::UnboundedReceiver<(
             std::net::TcpStream,
             std::net::SocketAddr,
+            usize,
         )>,
     ) {
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -315,7 +326,7 @@ impl DataPlane {
         let (closing, closing_seen) = tokio::sync::watch::channel(false);
         // Every connection task holds a sender; all dropped = all finished.
         let (serving, mut all_finished) = tokio::sync::mpsc::channel::<()>(1);
-        while let Some((stream, peer)) = accepted.recv().await {
+        while let Some((stream, peer, node)) = accepted.recv().await {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                 continue;
             };
@@ -325,7 +336,7 @@ impl DataPlane {
             let (closing_seen, serving) = (closing_seen.clone(), serving.clone());
             tokio::spawn(async move {
                 let _serving = serving;
-                let idle = plane.tables.load().head.idle_timeout;
+                let idle = plane.tables.latest().head.idle_timeout;
                 let mut protocol = opening_protocol(&stream, idle).await;
                 if matches!(protocol, Some(Protocol::Http2)) && !plane.http2_enabled() {
                     // `routing.http2.enabled` is false: the preface is read
@@ -334,14 +345,14 @@ impl DataPlane {
                 }
                 match protocol {
                     Some(Protocol::Http1) => {
-                        http1::serve(plane, stream, peer, worker, closing_seen).await;
+                        http1::serve(plane, stream, peer, worker, node, closing_seen).await;
                     }
                     Some(Protocol::Http2) => {
                         let service = hyper::service::service_fn(move |request| {
                             let plane = Arc::clone(&plane);
                             async move {
                                 Ok::<_, std::convert::Infallible>(
-                                    plane.handle(request, peer, worker).await,
+                                    plane.handle(request, peer, worker, node).await,
                                 )
                             }
                         });
@@ -384,7 +395,7 @@ impl DataPlane {
     /// Whether the load balancer accepts HTTP/2 (`routing.http2.enabled`).
     fn http2_enabled(&self) -> bool {
         self.tables
-            .load()
+            .latest()
             .primary()
             .is_none_or(|table| table.attributes.http2_enabled)
     }
@@ -424,7 +435,7 @@ impl DataPlane {
     /// listener forwards to are healthy and unhealthy (CloudWatch's
     /// `HealthyHostCount` and `UnHealthyHostCount`).
     fn sample_target_health(&self, second: u64) {
-        let tables = self.tables.load();
+        let tables = self.tables.latest();
         let Some(table) = tables.primary() else {
             return;
         };
@@ -466,6 +477,8 @@ impl DataPlane {
                     healthy: member.health() == HealthState::Healthy,
                 })
         });
-        self.metrics.render(samples)
+        let mut text = self.metrics.render(samples);
+        self.tables.render(&mut text);
+        text
     }
 }

@@ -69,8 +69,9 @@ impl DataPlane {
         request: Request<Incoming>,
         peer: SocketAddr,
         worker: usize,
+        node: usize,
     ) -> Response<ProxyBody> {
-        let tables = self.tables.load_full();
+        let tables = self.tables.load_full(node);
         let Some(table) = tables.primary() else {
             return self.elb_error(ElbError::NoListener, None);
         };
@@ -252,7 +253,7 @@ impl DataPlane {
         match group.and_then(|g| g.cell.as_ref()) {
             Some(cell) => cell.record_elb(0, status, target_chosen),
             None => {
-                let tables = self.tables.load();
+                let tables = self.tables.latest();
                 if let Some(cell) = tables.primary().and_then(|t| t.load_balancer_cell.as_ref()) {
                     cell.record_elb(0, status, target_chosen);
                 }

@@ -19,4 +19,5 @@ mod dataplane_http1;
 mod dataplane_limits;
 mod dataplane_routing;
 mod dataplane_sticky;
+mod faults;
 mod persist;
