@@ -206,10 +206,16 @@ pub const MAX_STICKY: Duration = Duration::from_secs(604_800);
 
 /// Checks a stickiness duration: whole seconds from 1 s to 7 days.
 pub fn check_sticky(duration: Duration) -> Result<Duration, String> {
-    if duration < Duration::from_secs(1) || duration > MAX_STICKY || duration.subsec_nanos() != 0 {
+    if duration.subsec_nanos() != 0 {
         return Err(format!(
-            "stickiness of {} is outside AWS's range: use whole seconds from 1s to 7d (604800s), e.g. 10m",
+            "stickiness of {} is not a whole number of seconds (AWS takes DurationSeconds): use, e.g., 2s or 10m",
             humantime::format_duration(duration)
+        ));
+    }
+    if duration < Duration::from_secs(1) || duration > MAX_STICKY {
+        return Err(format!(
+            "stickiness of {}s is outside AWS's range: use whole seconds from 1s to 7d (604800s), such as 10m",
+            duration.as_secs()
         ));
     }
     Ok(duration)

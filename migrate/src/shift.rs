@@ -69,6 +69,17 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
             .collect(),
     };
     plan::check_steps(&steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
+    if let Some(sticky) = args.sticky
+        && !steps
+            .iter()
+            .any(|step| matches!(step, Step::Percent(p) if *p > 0 && *p < 100))
+    {
+        eprintln!(
+            "migrate: note: --sticky {} has no effect on this shift: it has no weighted step \
+             (stickiness holds clients on one side while both serve; at 100% there is one side)",
+            humantime::format_duration(sticky)
+        );
+    }
     let interval = args.interval.unwrap_or(route_settings.interval);
     let fresh = Plan::new(steps, "", interval, args.bake);
     if fresh.segment().0.len() > 1 && ctx.settings.lb_url.is_none() {

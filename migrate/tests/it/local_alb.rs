@@ -993,6 +993,21 @@ fn a_sticky_shift_keeps_clients_on_one_side_and_rollback_brings_them_back_at_onc
     let refused = op.run(&["shift", "users", "--to", "50", "--sticky", "8d"]);
     assert_eq!(refused.code, 2, "{refused}");
     assert!(refused.stderr.contains("1s to 7d"), "{refused}");
+    let refused = op.run(&["shift", "users", "--to", "50", "--sticky", "1.5s"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(
+        refused.stderr.contains("not a whole number of seconds"),
+        "{refused}"
+    );
+
+    // Straight to 100% there is no weighted step to carry stickiness: said.
+    let full = op.run(&["shift", "users", "--steps", "100", "--sticky", "10m"]);
+    assert_eq!(full.code, 0, "{full}");
+    assert!(
+        full.stderr
+            .contains("--sticky 10m has no effect on this shift"),
+        "{full}"
+    );
 }
 
 #[test]
