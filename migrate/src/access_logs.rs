@@ -1,4 +1,5 @@
-//! The one reader of ALB access logs for `leaks`, `plan` and `retire`: files
+//! The one reader of ALB access logs for `leaks`, `plan`, `retire` and
+//! `verify --from-alb-log`: files
 //! (plain or gzip, told by their first bytes), directories walked in AWS's
 //! layout (every `*.log` and `*.log.gz` below, in name order, which is time
 //! order within AWS's layout), and `s3://bucket/prefix` (every log object
@@ -134,13 +135,22 @@ fn read_stream(
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> std::io::Result<()> {
+    with_decompressed(input, |lines| read_lines(lines, summary, visit))
+}
+
+/// Hands `use_lines` the text of `input`: gunzipped (one or more members)
+/// when it starts with gzip's magic bytes, else as it is.
+fn with_decompressed<T>(
+    input: impl Read,
+    use_lines: impl FnOnce(&mut dyn BufRead) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     let mut buffered = BufReader::with_capacity(64 * 1024, input);
     let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     if gzip {
         let decoder = flate2::bufread::MultiGzDecoder::new(buffered);
-        read_lines(BufReader::with_capacity(64 * 1024, decoder), summary, visit)
+        use_lines(&mut BufReader::with_capacity(64 * 1024, decoder))
     } else {
-        read_lines(buffered, summary, visit)
+        use_lines(&mut buffered)
     }
 }
 
@@ -216,6 +226,23 @@ async fn read_s3(
     visit: &mut impl FnMut(Record),
 ) -> anyhow::Result<()> {
     let client = s3_client(sdk);
+    for key in log_keys(&client, bucket, prefix).await? {
+        let location = format!("s3://{bucket}/{key}");
+        read_s3_object(&client, bucket, &key, summary, visit)
+            .await
+            .map_err(|error| unreadable(&location, format!("{error:#}")))?;
+        summary.files += 1;
+    }
+    Ok(())
+}
+
+/// The keys of the log objects under `prefix`, sorted (time order in AWS's
+/// layout).
+async fn log_keys(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
     let source = format!("s3://{bucket}/{prefix}");
     let mut keys = Vec::new();
     let mut pages = client
@@ -235,14 +262,7 @@ async fn read_s3(
         );
     }
     keys.sort();
-    for key in keys {
-        let location = format!("s3://{bucket}/{key}");
-        read_s3_object(&client, bucket, &key, summary, visit)
-            .await
-            .map_err(|error| unreadable(&location, format!("{error:#}")))?;
-        summary.files += 1;
-    }
-    Ok(())
+    Ok(keys)
 }
 
 /// Streams one object: its body's chunks go to a blocking task that
@@ -284,29 +304,7 @@ async fn read_s3_object(
         }
         result.map(|()| part)
     });
-    let feeding = async {
-        loop {
-            match body.try_next().await {
-                Ok(Some(data)) => {
-                    let chunk = bytes_chunk::Chunk {
-                        data: data.to_vec(),
-                        read: 0,
-                    };
-                    if chunk_sender.send(Ok(chunk)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    let _ = chunk_sender
-                        .send(Err(std::io::Error::other(error.to_string())))
-                        .await;
-                    break;
-                }
-            }
-        }
-        drop(chunk_sender);
-    };
+    let feeding = feed(&mut body, chunk_sender);
     let consuming = async {
         while let Some(batch) = batches.recv().await {
             batch.into_iter().for_each(&mut *visit);
@@ -320,6 +318,100 @@ async fn read_s3_object(
     summary.lines += part.lines;
     summary.unreadable_lines += part.unreadable_lines;
     Ok(())
+}
+
+/// Sends an object's body, chunk by chunk, to a [`ChunkReader`]; stops
+/// early when the reader is gone.
+async fn feed(
+    body: &mut aws_sdk_s3::primitives::ByteStream,
+    chunk_sender: tokio::sync::mpsc::Sender<std::io::Result<bytes_chunk::Chunk>>,
+) {
+    loop {
+        match body.try_next().await {
+            Ok(Some(data)) => {
+                let chunk = bytes_chunk::Chunk {
+                    data: data.to_vec(),
+                    read: 0,
+                };
+                if chunk_sender.send(Ok(chunk)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                let _ = chunk_sender
+                    .send(Err(std::io::Error::other(error.to_string())))
+                    .await;
+                break;
+            }
+        }
+    }
+}
+
+/// Hands each log file or object of `sources`, in order and decompressed,
+/// to `visit` as a reader of its lines, with `state` and its name (the
+/// file's path or `s3://bucket/key`): for callers that read the lines
+/// themselves (`verify` replays them through parity). Streaming as [`read`]
+/// does: while an S3 object arrives, `visit` reads it on a blocking thread,
+/// so `state` is moved there and back; it is returned at the end. An error
+/// of `visit` or of the reading names the file or object.
+pub async fn read_each<S: Send + 'static>(
+    sources: &[Source],
+    sdk: &SdkConfig,
+    mut state: S,
+    visit: fn(&mut S, &str, &mut dyn BufRead) -> std::io::Result<()>,
+) -> anyhow::Result<S> {
+    for source in sources {
+        match source {
+            Source::Path(path) => {
+                let metadata =
+                    std::fs::metadata(path).map_err(|error| unreadable(&path.display(), error))?;
+                let files = if metadata.is_dir() {
+                    log_files_under(path).map_err(|error| unreadable(&path.display(), error))?
+                } else {
+                    vec![path.to_owned()]
+                };
+                for file in files {
+                    let name = file.display().to_string();
+                    let opened =
+                        std::fs::File::open(&file).map_err(|error| unreadable(&name, error))?;
+                    with_decompressed(opened, |lines| visit(&mut state, &name, lines))
+                        .map_err(|error| unreadable(&name, error))?;
+                }
+            }
+            Source::S3 { bucket, prefix } => {
+                let client = s3_client(sdk);
+                for key in log_keys(&client, bucket, prefix).await? {
+                    let name = format!("s3://{bucket}/{key}");
+                    let object = client
+                        .get_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .send()
+                        .await
+                        .map_err(|error| unreadable(&name, explain_s3(&error)))?;
+                    let mut body = object.body;
+                    let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
+                    let reading_name = name.clone();
+                    let reader = tokio::task::spawn_blocking(move || {
+                        let reader = ChunkReader {
+                            chunks,
+                            current: bytes_chunk::Chunk::default(),
+                        };
+                        let result = with_decompressed(reader, |lines| {
+                            visit(&mut state, &reading_name, lines)
+                        });
+                        (state, result)
+                    });
+                    let (_, read) = tokio::join!(feed(&mut body, chunk_sender), reader);
+                    let (returned, result) = read.context("the log reader stopped")?;
+                    state = returned;
+                    result.map_err(|error| unreadable(&name, error))?;
+                }
+            }
+        }
+    }
+    Ok(state)
 }
 
 /// An S3 error as the operator can act on it: the code and message, and

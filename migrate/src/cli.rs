@@ -645,10 +645,11 @@ pub struct VerifyArgs {
     /// route's configured requests; only paths matching the route's patterns.
     #[arg(long, value_name = "FILE")]
     pub corpus: Vec<PathBuf>,
-    /// Replay ALB access logs (plain or gzip) instead of the route's configured
-    /// requests; only paths matching the route's patterns.
-    #[arg(long = "from-alb-log", value_name = "FILE", num_args = 1..)]
-    pub from_alb_log: Vec<PathBuf>,
+    /// Replay ALB access logs instead of the route's configured requests; only
+    /// paths matching the route's patterns. Files (plain or gzip), directories
+    /// in AWS's layout, or S3, e.g. `--from-alb-log s3://my-alb-logs/prod`.
+    #[arg(long = "from-alb-log", value_name = "FILE|DIR|s3://BUCKET/PREFIX", num_args = 1..)]
+    pub from_alb_log: Vec<String>,
     /// Replay methods other than GET and HEAD from ALB logs too.
     #[arg(long)]
     pub allow_unsafe: bool,

@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use parity::{
-    Comparator, RecordedAnswers, Recording, RequestSet, RouteReport, RunOptions, Sides,
+    AlbLog, Comparator, RecordedAnswers, Recording, RequestSet, RouteReport, RunOptions, Sides,
     SkippedRoute,
 };
 
+use crate::access_logs::{self, Source};
 use crate::cli::VerifyArgs;
 use crate::error::{EXIT_ERROR, EXIT_NOT_RUN, EXIT_OK, Failure, usage};
 use crate::output::Output;
@@ -65,7 +66,7 @@ async fn verify(
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let sinks = Sinks::new(args, output)?;
-    let plans = plan(settings, args)?;
+    let plans = plan(settings, args).await?;
     let options = RunOptions {
         concurrency: args.concurrency,
         timeout: args.timeout,
@@ -299,7 +300,7 @@ fn progress_bar(route: &str, requests: usize) -> indicatif::ProgressBar {
 
 /// Resolves the routes, URLs, comparators and requests, so that every usage or
 /// config problem is reported (exit 2) before any request goes out.
-fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
+async fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
     let routes: Vec<(&str, &RouteSettings)> = match (&args.route, args.all) {
         (Some(route), false) => vec![(route.as_str(), settings.route(route)?)],
         (None, true) => settings
@@ -383,7 +384,7 @@ fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
         let requests = if args.corpus.is_empty() && args.from_alb_log.is_empty() {
             route_requests(name, route, &settings.base_dir)?
         } else {
-            recorded_requests(name, route, args)?
+            recorded_requests(settings, name, route, args).await?
         };
         plans.push(Plan {
             route: name.to_owned(),
@@ -459,8 +460,11 @@ fn route_requests(
     Ok(set)
 }
 
-/// Requests from `--corpus` and `--from-alb-log` files whose paths match the route.
-fn recorded_requests(
+/// Requests from `--corpus` files and `--from-alb-log` logs (files,
+/// directories in AWS's layout, `s3://BUCKET/PREFIX`, read by
+/// `access_logs`, streaming) whose paths match the route.
+async fn recorded_requests(
+    settings: &Settings,
     name: &str,
     route: &RouteSettings,
     args: &VerifyArgs,
@@ -474,11 +478,53 @@ fn recorded_requests(
         set.add_corpus(corpus, &templates, Some(&route.paths))
             .map_err(|error| usage(error.to_string()))?;
     }
-    for log in &args.from_alb_log {
-        set.add_alb_log(log, &templates, &route.paths, args.allow_unsafe)
-            .map_err(|error| usage(error.to_string()))?;
+    if args.from_alb_log.is_empty() {
+        return Ok(set);
     }
-    Ok(set)
+    let sources: Vec<Source> = args
+        .from_alb_log
+        .iter()
+        .map(|text| Source::parse(text).map_err(usage))
+        .collect::<anyhow::Result<_>>()?;
+    let sdk = if sources
+        .iter()
+        .any(|source| matches!(source, Source::S3 { .. }))
+    {
+        crate::elb::sdk_config(&settings.aws).await
+    } else {
+        aws_config::SdkConfig::builder().build()
+    };
+    let replay = Replay {
+        set,
+        templates,
+        patterns: route.paths.clone(),
+        allow_unsafe: args.allow_unsafe,
+    };
+    let replay = access_logs::read_each(&sources, &sdk, replay, Replay::add)
+        .await
+        .map_err(|error| usage(format!("{error:#}")))?;
+    Ok(replay.set)
+}
+
+/// What `--from-alb-log` replays: the requests taken so far, and what
+/// decides which lines are taken.
+struct Replay {
+    set: RequestSet,
+    templates: Vec<String>,
+    patterns: Vec<String>,
+    allow_unsafe: bool,
+}
+
+impl Replay {
+    fn add(&mut self, name: &str, lines: &mut dyn std::io::BufRead) -> std::io::Result<()> {
+        let log = AlbLog {
+            name,
+            templates: &self.templates,
+            route_patterns: &self.patterns,
+            allow_unsafe: self.allow_unsafe,
+        };
+        self.set.add_alb_log_lines(lines, &log)
+    }
 }
 
 /// The `--candidate` values: one URL for every route, and `ROUTE=URL` for one.

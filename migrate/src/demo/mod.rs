@@ -6,13 +6,16 @@
 //! `verify --all`, a gradual `shift users`, `shift threads`, `shift posts`,
 //! `rollback posts` and `status` by running the very commands (`crate::run`
 //! with a `migrate.toml` written for the stack), shows where each route's
-//! requests go live, and ends with a summary (and `--report FILE.html`).
+//! requests go live, ends the users migration with `leaks` and `retire`
+//! (`ending`: access logs on, a case-variant leak found and fixed), and
+//! closes with a summary (and `--report FILE.html`).
 //! Every process it started is stopped on success, error, Ctrl-C or SIGTERM.
 //!
 //! Exit codes: 0 when no request failed and no response differed, 1 when some
 //! did or on an error, 2 for usage errors (e.g. a binary is missing).
 
 mod alb_metrics;
+mod ending;
 mod progress;
 pub mod report;
 mod stack;
@@ -41,6 +44,8 @@ use traffic::Traffic;
 
 /// How often the local ALB's metrics are scraped.
 const SCRAPE_EVERY: Duration = Duration::from_millis(500);
+/// Where the local ALB writes access logs, in the demo's directory.
+const ACCESS_LOGS: &str = "access-logs";
 /// How long the targets may take to become healthy.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -166,6 +171,16 @@ async fn demo(
         args.rate
     );
     walk_through(args, &stack.config, &timeline).await?;
+    let ending = ending::run(
+        &stack.config,
+        &dir.join(ACCESS_LOGS),
+        &stack.data_url(),
+        &metrics_url,
+        |label| {
+            lock(&timeline).mark(label, MarkerKind::Step);
+        },
+    )
+    .await?;
     let tally = traffic.stop().await;
     let duration = started.elapsed();
     sampler.stop().await;
@@ -189,6 +204,7 @@ async fn demo(
             })
             .collect(),
         elb_errors: delta.elb_errors,
+        ending: Some(ending.line()),
         duration,
         problems: tally
             .problems()
@@ -220,7 +236,8 @@ async fn start_stack<'s>(
     running: &'s mut Option<Stack>,
 ) -> anyhow::Result<&'s mut Stack> {
     eprintln!("demo: starting the monolith, users, threads, posts and the local ALB");
-    let stack = running.insert(stack::start(binaries, dir).await?);
+    let alb_args = ending::alb_args(&dir.join(ACCESS_LOGS));
+    let stack = running.insert(stack::start(binaries, dir, alb_args).await?);
     for (name, address) in stack.servers() {
         eprintln!("demo: {name} on http://{address}");
     }

@@ -278,6 +278,7 @@ mod tests {
                 .collect(),
             gates: vec![],
             elb_errors: 0,
+            ending: None,
             duration: Duration::from_secs(16),
             problems: vec![],
         };

@@ -30,11 +30,16 @@ pub async fn locate(dir: Option<&Path>) -> anyhow::Result<Binaries> {
     })
 }
 
-/// Starts the local stack in `dir`, its `migrate.toml` as the repo's.
-pub async fn start(binaries: &Binaries, dir: &Path) -> anyhow::Result<Stack> {
+/// Starts the local stack in `dir`, its `migrate.toml` as the repo's, the
+/// local ALB with `alb_args` too.
+pub async fn start(
+    binaries: &Binaries,
+    dir: &Path,
+    alb_args: Vec<String>,
+) -> anyhow::Result<Stack> {
     let options = Options {
         written_by: "`migrate demo`",
-        alb_args: Vec::new(),
+        alb_args,
         route_settings: toml::Table::new(),
         front: None,
     };

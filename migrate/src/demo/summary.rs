@@ -94,6 +94,8 @@ pub struct Summary {
     pub gates: Vec<GateRow>,
     /// Responses the load balancer generated itself (502, 503, 504).
     pub elb_errors: u64,
+    /// How the migration ended (the users route's leaks and retire).
+    pub ending: Option<String>,
     pub duration: Duration,
     /// The first failures and differences, described.
     pub problems: Vec<String>,
@@ -212,6 +214,9 @@ impl Summary {
         for problem in &self.problems {
             let _ = writeln!(out, "  {problem}");
         }
+        if let Some(ending) = &self.ending {
+            let _ = writeln!(out, "{ending}");
+        }
         let _ = writeln!(
             out,
             "{}",
@@ -251,6 +256,7 @@ mod tests {
             ],
             gates: vec![],
             elb_errors: 0,
+            ending: None,
             duration: Duration::from_secs(10),
             problems: vec![],
         }

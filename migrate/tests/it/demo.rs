@@ -101,6 +101,28 @@ fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
         stderr.contains("users: step 3/3: 100% on the service"),
         "{stderr}"
     );
+    // It ends with a retire: a case-variant leak found, fixed, gone, retired.
+    let ending = stdout
+        .split("$ migrate leaks users --from-alb-log ")
+        .nth(1)
+        .expect("a leak report");
+    assert!(
+        ending.contains("/API/USERS/1  ×5") && ending.contains("\"/API/USERS*\""),
+        "{ending}"
+    );
+    assert!(
+        stdout.contains("paths = [\"/api/users*\", \"/API/USERS*\"]"),
+        "{stdout}"
+    );
+    let after_fix = stdout
+        .split(" --since ")
+        .nth(1)
+        .expect("a leak report after the fix");
+    assert!(after_fix.contains("no leaks"), "{after_fix}");
+    assert!(
+        stdout.contains("users: retired: the service alone serves"),
+        "{stdout}"
+    );
     // The summary: every route's requests, none failed, none differed.
     let summary = stdout.split("\nSummary\n").nth(1).expect("a summary");
     for route in ["users", "threads", "posts"] {
@@ -114,6 +136,10 @@ fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
         "{summary}"
     );
     assert!(summary.contains("PASS"), "{summary}");
+    assert!(
+        summary.contains("users retired: 5 requests spelled /API/USERS/1 had leaked"),
+        "{summary}"
+    );
     // Users and threads ended on their services, posts back on the monolith.
     let row = |route: &str| -> Vec<u64> {
         summary
@@ -139,7 +165,8 @@ fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
     for route in ["users", "threads", "posts"] {
         assert!(page.contains(&format!("data-route=\"{route}\"")));
     }
-    assert_eq!(page.matches("data-step=").count(), 8, "{page}");
+    assert_eq!(page.matches("data-step=").count(), 11, "{page}");
+    assert_eq!(page.matches("data-step=\"retire users\"").count(), 1);
     assert_eq!(page.matches("data-step=\"rollback posts\"").count(), 1);
     assert!(!page.contains("<script"));
     // Each gradual step's metric gate values (users 10% -> 50% -> 100%).

@@ -283,6 +283,15 @@ fn leaks_reads_gzip_logs_from_s3() {
     assert_eq!(report["route_requests"], 3);
     assert_eq!(report["leaks"][0]["path"], "/Api/Users/7");
     assert_eq!(report["leaks"][0]["count"], 2);
+    // `verify` replays the same objects: the route's requests, compared
+    // between the monolith and the service (here the same stub).
+    let verify = op.run(&["verify", "users", "--from-alb-log", "s3://alb-logs/prod"]);
+    assert_eq!(verify.code, 0, "{verify}");
+    assert!(verify.stdout.contains("  1 request: 1 matched"), "{verify}");
+    assert!(
+        verify.stdout.contains("s3://alb-logs/prod/AWSLogs/"),
+        "{verify}"
+    );
     let missing = op.run(&["leaks", "users", "--from-alb-log", "s3://no-such-bucket/x"]);
     assert_eq!(missing.code, 4, "{missing}");
     assert!(

@@ -296,7 +296,10 @@ fn usage_and_config_mistakes_exit_2() {
 
     let output = project.verify(&["users", "--from-alb-log", "missing.log"]);
     assert_exit(&output, 2);
-    assert_starts_with(&stderr(&output), "migrate: cannot read missing.log: ");
+    assert_starts_with(
+        &stderr(&output),
+        "migrate: cannot read the access logs at missing.log: ",
+    );
 }
 
 /// Progress is drawn on stderr while it is a terminal (here a pseudo-terminal
@@ -497,6 +500,27 @@ fn an_alb_access_log_is_replayed_with_every_skipped_line_reported() {
         "--allow-unsafe",
     ]);
     assert_contains(&stdout(&output), "  6 requests: ");
+
+    // A directory in AWS's layout: its gzip logs are read (through the same
+    // reader as `leaks`), AWS's test file beside them is not.
+    let account = project.path("logs/prod/AWSLogs/123456789012");
+    let day = account.join("elasticloadbalancing/us-east-1/2026/12/01");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::write(
+        account.join("ELBAccessLogTestFile"),
+        "Enable AccessLog for ELB: test\n",
+    )
+    .unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(log.as_bytes()).unwrap();
+    let name =
+        "123456789012_elasticloadbalancing_us-east-1_app.ficus.1_20261201T1005Z_10.0.0.1_a.log.gz";
+    std::fs::write(day.join(name), gzip.finish().unwrap()).unwrap();
+    let output = project.verify(&["users", "--from-alb-log", "logs"]);
+    assert_exit(&output, 1);
+    let report = stdout(&output);
+    assert_contains(&report, "  5 requests: 4 matched, 1 differed, 0 failed");
+    assert_contains(&report, &format!("{name}: 5 requests, 5 lines skipped\n"));
 }
 
 #[test]
