@@ -228,9 +228,9 @@ fn render_line(line: &mut String, entry: &Entry, load_balancer_id: &str) {
     let _ = write!(line, " {} ", entry.elb_status);
     status(line);
     let _ = write!(line, " {} {} ", entry.received_bytes, entry.sent_bytes);
-    write_quoted(line, &entry.request);
+    write_quoted(line, entry.request());
     line.push(' ');
-    write_quoted(line, entry.user_agent.as_deref().unwrap_or("-"));
+    write_quoted(line, entry.user_agent().unwrap_or("-"));
     // ssl_cipher, ssl_protocol
     line.push_str(" - - ");
     write_plain(
@@ -238,7 +238,7 @@ fn render_line(line: &mut String, entry: &Entry, load_balancer_id: &str) {
         entry.target_group.as_ref().map_or("-", |group| group.arn()),
     );
     line.push(' ');
-    write_quoted(line, entry.trace_id.as_deref().unwrap_or("-"));
+    write_quoted(line, entry.trace_id().unwrap_or("-"));
     // domain_name, chosen_cert_arn
     line.push_str(" \"-\" \"-\" ");
     match entry.rule_priority {
@@ -317,13 +317,13 @@ fn record_of(entry: &Entry, destination: &Destination) -> access_log::Record {
         )
         .set("received_bytes", entry.received_bytes.to_string())
         .set("sent_bytes", entry.sent_bytes.to_string())
-        .set("request", entry.request.as_str())
-        .set("user_agent", entry.user_agent.as_deref().unwrap_or("-"))
+        .set("request", entry.request())
+        .set("user_agent", entry.user_agent().unwrap_or("-"))
         .set(
             "target_group_arn",
             entry.target_group.as_ref().map_or("-", |group| group.arn()),
         )
-        .set("trace_id", entry.trace_id.as_deref().unwrap_or("-"))
+        .set("trace_id", entry.trace_id().unwrap_or("-"))
         .set(
             "matched_rule_priority",
             entry
@@ -380,6 +380,40 @@ mod tests {
         }
     }
 
+    /// An entry of the given text (the rest to be filled in).
+    fn text(request: &str, user_agent: Option<&str>, trace: Option<&str>) -> Entry {
+        let mut text = request.to_owned();
+        let mut at = |part: Option<&str>| {
+            part.map(|part| {
+                let from = text.len();
+                text.push_str(part);
+                (from, text.len())
+            })
+        };
+        let user_agent_at = at(user_agent);
+        let trace_at = at(trace);
+        Entry {
+            kind: "http",
+            received_at: UNIX_EPOCH,
+            completed_at: UNIX_EPOCH,
+            client: "127.0.0.1:1".parse().unwrap(),
+            request_len: request.len(),
+            text,
+            user_agent_at,
+            trace_at,
+            rule_priority: None,
+            received_bytes: 0,
+            sent_bytes: 0,
+            target: None,
+            target_group: None,
+            target_status: None,
+            elb_status: 0,
+            target_seconds: None,
+            action: "forward",
+            error_reason: None,
+        }
+    }
+
     /// The direct rendering writes the bytes the format's `Record` renders,
     /// for a forwarded request, one no target answered, IPv6 and escapes.
     #[test]
@@ -397,9 +431,6 @@ mod tests {
             received_at: received,
             completed_at: received + Duration::from_micros(2_345),
             client: "127.0.0.1:50432".parse().unwrap(),
-            request: "GET http://localhost:80/api/users/1?x=\"y\\ HTTP/1.1".to_owned(),
-            user_agent: Some("curl/8.5 \"quoted\"".to_owned()),
-            trace_id: Some("Root=1-6930a1b4-0123456789abcdef01234567".to_owned()),
             rule_priority: Some(10),
             received_bytes: 78,
             sent_bytes: 1_234,
@@ -412,15 +443,17 @@ mod tests {
             target_seconds: Some(0.001_2),
             action: "forward",
             error_reason: None,
+            ..text(
+                "GET http://localhost:80/api/users/1?x=\"y\\ HTTP/1.1",
+                Some("curl/8.5 \"quoted\""),
+                Some("Root=1-6930a1b4-0123456789abcdef01234567"),
+            )
         };
         let failed = Entry {
             kind: "h2",
             received_at: received,
             completed_at: received,
             client: "[::ffff:10.0.0.9]:443".parse().unwrap(),
-            request: "POST http://-:80/ HTTP/2.0".to_owned(),
-            user_agent: None,
-            trace_id: None,
             rule_priority: None,
             received_bytes: 0,
             sent_bytes: 0,
@@ -431,6 +464,7 @@ mod tests {
             target_seconds: None,
             action: "fixed-response",
             error_reason: Some("TargetConnectionError"),
+            ..text("POST http://-:80/ HTTP/2.0", None, None)
         };
         for entry in [&forwarded, &failed] {
             let mut line = String::new();
