@@ -1,8 +1,10 @@
 //! The ALB access log format, as AWS documents it ("Access logs for your
 //! Application Load Balancer", access log entries): one line per request,
 //! fields separated by one space, in [`FIELDS`]' order, the fields of
-//! [`QUOTED`] in double quotes. The local ALB renders its lines with
-//! [`Record::render`]; `migrate` (verify, leaks, plan, retire) reads lines with
+//! [`QUOTED`] in double quotes. [`Record::render`] writes a line; the local
+//! ALB writes its lines straight from its entries with the same field
+//! writers ([`write_quoted`], [`write_plain`], [`write_time`],
+//! [`write_seconds`]), no record in between; `migrate` (verify, leaks, plan, retire) reads lines with
 //! [`Record::parse`], which also takes older lines that end before the newer
 //! trailing fields, and newer lines with fields after the last one known here.
 //!

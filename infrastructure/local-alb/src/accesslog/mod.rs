@@ -7,7 +7,8 @@
 //! Off the hot path: a request that completes hands an [`Entry`] (the facts,
 //! not the line) to its worker's channel, without a lock; the writer task
 //! ([`AccessLogs::spawn_writer`]) drains the channels every
-//! [`DRAIN_EVERY`], renders the lines into the interval's gzip stream and
+//! [`DRAIN_EVERY`], renders the lines straight from the entries and
+//! compresses them in blocks into the interval's gzip stream, and
 //! writes the file when the interval ends. When logging is off (the load
 //! balancer's `access_logs.s3.enabled` attribute, see [`destination`]) a
 //! request costs one atomic load.
