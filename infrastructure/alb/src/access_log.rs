@@ -1,8 +1,10 @@
 //! The ALB access log format, as AWS documents it ("Access logs for your
 //! Application Load Balancer", access log entries): one line per request,
 //! fields separated by one space, in [`FIELDS`]' order, the fields of
-//! [`QUOTED`] in double quotes. The local ALB renders its lines with
-//! [`Record::render`]; `migrate` (verify, leaks, plan, retire) reads lines with
+//! [`QUOTED`] in double quotes. [`Record::render`] writes a line; the local
+//! ALB writes its lines straight from its entries with the same field
+//! writers ([`write_quoted`], [`write_plain`], [`write_time`],
+//! [`write_seconds`]), no record in between; `migrate` (verify, leaks, plan, retire) reads lines with
 //! [`Record::parse`], which also takes older lines that end before the newer
 //! trailing fields, and newer lines with fields after the last one known here.
 //!
@@ -190,18 +192,9 @@ impl Record {
             }
             let value = self.values.get(index).map_or("-", String::as_str);
             if QUOTED.contains(field) {
-                line.push('"');
-                for character in value.chars() {
-                    if character == '"' || character == '\\' {
-                        line.push('\\');
-                    }
-                    line.push(character);
-                }
-                line.push('"');
-            } else if value.is_empty() {
-                line.push('-');
+                write_quoted(line, value);
             } else {
-                line.push_str(value);
+                write_plain(line, value);
             }
         }
     }
@@ -395,31 +388,73 @@ pub fn target_of_url(url: &str) -> Option<String> {
     Some(target)
 }
 
+/// A quoted field's value appended to `line` as [`Record::render`] writes it:
+/// in double quotes, a `"` or `\\` inside escaped with `\\`.
+pub fn write_quoted(line: &mut String, value: &str) {
+    line.reserve(value.len() + 2);
+    line.push('"');
+    if value.bytes().any(|byte| byte == b'"' || byte == b'\\') {
+        for character in value.chars() {
+            if character == '"' || character == '\\' {
+                line.push('\\');
+            }
+            line.push(character);
+        }
+    } else {
+        line.push_str(value);
+    }
+    line.push('"');
+}
+
+/// An unquoted field's value appended to `line` as [`Record::render`] writes
+/// it: `-` when empty.
+pub fn write_plain(line: &mut String, value: &str) {
+    if value.is_empty() {
+        line.push('-');
+    } else {
+        line.push_str(value);
+    }
+}
+
 /// A processing time as AWS writes it: seconds with millisecond precision,
 /// or `-1` when there is none (the request never reached a target).
 pub fn format_seconds(seconds: Option<f64>) -> String {
+    let mut text = String::with_capacity(8);
+    write_seconds(&mut text, seconds);
+    text
+}
+
+/// [`format_seconds`] appended to `line` (no allocation).
+pub fn write_seconds(line: &mut String, seconds: Option<f64>) {
     match seconds {
-        Some(seconds) if seconds >= 0.0 => format!("{seconds:.3}"),
-        _ => "-1".to_owned(),
+        Some(seconds) if seconds >= 0.0 => {
+            let _ = write!(line, "{seconds:.3}");
+        }
+        _ => line.push_str("-1"),
     }
 }
 
 /// A time as the `time` field writes it, ISO 8601 in UTC with microseconds:
 /// `2026-12-03T11:35:16.123456Z`.
 pub fn format_time(unix_micros: i64) -> String {
+    let mut text = String::with_capacity(27);
+    write_time(&mut text, unix_micros);
+    text
+}
+
+/// [`format_time`] appended to `line` (no allocation).
+pub fn write_time(line: &mut String, unix_micros: i64) {
     let seconds = unix_micros.div_euclid(1_000_000);
     let micros = unix_micros.rem_euclid(1_000_000);
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     let of_day = seconds.rem_euclid(86_400);
-    let mut text = String::with_capacity(27);
     let _ = write!(
-        text,
+        line,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         of_day / 3600,
         of_day / 60 % 60,
         of_day % 60
     );
-    text
 }
 
 /// Reads a `time` (or `request_creation_time`) field: ISO 8601 in UTC,

@@ -7,7 +7,8 @@
 //! Off the hot path: a request that completes hands an [`Entry`] (the facts,
 //! not the line) to its worker's channel, without a lock; the writer task
 //! ([`AccessLogs::spawn_writer`]) drains the channels every
-//! [`DRAIN_EVERY`], renders the lines into the interval's gzip stream and
+//! [`DRAIN_EVERY`], renders the lines straight from the entries and
+//! compresses them in blocks into the interval's gzip stream, and
 //! writes the file when the interval ends. When logging is off (the load
 //! balancer's `access_logs.s3.enabled` attribute, see [`destination`]) a
 //! request costs one atomic load.
@@ -84,10 +85,13 @@ pub struct Entry {
     pub received_at: SystemTime,
     pub completed_at: SystemTime,
     pub client: SocketAddr,
-    /// `METHOD http://HOST:PORT/path?query HTTP/1.1`.
-    pub request: String,
-    pub user_agent: Option<String>,
-    pub trace_id: Option<String>,
+    /// The entry's text in one allocation: the request line (`METHOD
+    /// http://HOST:PORT/path?query HTTP/1.1`), then the user agent and the
+    /// trace id where [`Entry::user_agent`] and [`Entry::trace_id`] find them.
+    pub text: String,
+    pub request_len: usize,
+    pub user_agent_at: Option<(usize, usize)>,
+    pub trace_at: Option<(usize, usize)>,
     /// The matched rule's priority, 0 for the default rule; `None` when no
     /// rule matched.
     pub rule_priority: Option<u32>,
@@ -104,6 +108,24 @@ pub struct Entry {
     pub action: &'static str,
     /// AWS's error_reason, such as `TargetConnectionError`.
     pub error_reason: Option<&'static str>,
+}
+
+impl Entry {
+    /// The request line.
+    pub fn request(&self) -> &str {
+        self.text.get(..self.request_len).unwrap_or_default()
+    }
+
+    /// The client's User-Agent, when it sent one.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent_at
+            .and_then(|(from, to)| self.text.get(from..to))
+    }
+
+    /// The trace id sent to the target.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.trace_at.and_then(|(from, to)| self.text.get(from..to))
+    }
 }
 
 /// The access log of the data plane: whether it is on, the workers'
@@ -217,8 +239,13 @@ pub struct Outcome {
 /// sent.
 #[derive(Default)]
 pub struct Pending {
-    entry: Option<Box<Entry>>,
+    entry: Option<Entry>,
 }
+
+/// Room kept in an entry's text for the protocol, the separators and a trace
+/// id (`Root=1-` and 32 hex digits, with room for `Self=` and more), so
+/// adding them does not grow it.
+const TEXT_SPARE: usize = 32 + 64;
 
 impl Pending {
     /// Starts the request's entry when logging is on (the caller checks
@@ -240,18 +267,42 @@ impl Pending {
         } else {
             protocol
         };
-        let request_line = format!(
-            "{} http://{host}:{}{} {protocol}",
-            request.method, request.listener_port, request.target
+        let port = request.listener_port.to_string();
+        let user_agent = request.user_agent.unwrap_or_default();
+        let mut text = String::with_capacity(
+            request.method.len()
+                + host.len()
+                + port.len()
+                + request.target.len()
+                + user_agent.len()
+                + TEXT_SPARE,
         );
-        self.entry = Some(Box::new(Entry {
+        for part in [
+            request.method,
+            " http://",
+            host,
+            ":",
+            &port,
+            request.target,
+            " ",
+            protocol,
+        ] {
+            text.push_str(part);
+        }
+        let request_len = text.len();
+        let user_agent_at = request.user_agent.map(|agent| {
+            text.push_str(agent);
+            (request_len, text.len())
+        });
+        self.entry = Some(Entry {
             kind: request.kind,
             received_at: SystemTime::now(),
             completed_at: SystemTime::UNIX_EPOCH,
             client: request.client,
-            request: request_line,
-            user_agent: request.user_agent.map(str::to_owned),
-            trace_id: None,
+            text,
+            request_len,
+            user_agent_at,
+            trace_at: None,
             rule_priority: request.rule_priority,
             received_bytes: request.head_bytes as u64,
             sent_bytes: 0,
@@ -262,7 +313,7 @@ impl Pending {
             target_seconds: None,
             action: "forward",
             error_reason: None,
-        }));
+        });
     }
 
     /// Whether an entry is in flight (logging was on when the request was
@@ -281,7 +332,9 @@ impl Pending {
     /// The trace id sent to the target.
     pub fn trace(&mut self, trace: &[u8]) {
         if let Some(entry) = &mut self.entry {
-            entry.trace_id = Some(String::from_utf8_lossy(trace).into_owned());
+            let from = entry.text.len();
+            entry.text.push_str(&String::from_utf8_lossy(trace));
+            entry.trace_at = Some((from, entry.text.len()));
         }
     }
 
@@ -304,7 +357,7 @@ impl Pending {
         entry.target_status = outcome.target_status;
         entry.target_seconds = outcome.target_seconds;
         entry.error_reason = outcome.error_reason;
-        logs.record(worker, *entry);
+        logs.record(worker, entry);
     }
 }
 
