@@ -276,8 +276,17 @@ async fn throttled_requests_get_awss_throttling_error_on_both_apis() {
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::from_conf(no_retries);
     let error = elbv2.describe_load_balancers().send().await.unwrap_err();
     assert_eq!(common::code_of(&error), "Throttling");
-    // ... and with its standard retries it gets through.
-    let client = alb.client().await;
+    // ... and with retries it gets through. The bucket holds one request a
+    // second and the standard retries' backoff is jittered from 0: enough
+    // attempts, from a 1 s base, that one lands in a new second.
+    let retrying = aws_sdk_elasticloadbalancingv2::config::Builder::from(&config)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(8)
+                .with_initial_backoff(std::time::Duration::from_secs(1)),
+        )
+        .build();
+    let client = aws_sdk_elasticloadbalancingv2::Client::from_conf(retrying);
     client
         .describe_load_balancers()
         .send()
