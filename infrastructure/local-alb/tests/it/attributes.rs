@@ -21,24 +21,26 @@ fn tg_attribute(key: &str, value: &str) -> TargetGroupAttribute {
         .build()
 }
 
-fn lb_map(attributes: &[LoadBalancerAttribute]) -> HashMap<String, String> {
-    attributes
-        .iter()
-        .map(|a| {
-            let key = a.key().unwrap_or_default().to_owned();
-            (key, a.value().unwrap_or_default().to_owned())
+/// Attributes as a key → value map, whichever kind the SDK answered with.
+fn to_map<'a>(
+    pairs: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> HashMap<String, String> {
+    pairs
+        .map(|(key, value)| {
+            (
+                key.unwrap_or_default().to_owned(),
+                value.unwrap_or_default().to_owned(),
+            )
         })
         .collect()
 }
 
+fn lb_map(attributes: &[LoadBalancerAttribute]) -> HashMap<String, String> {
+    to_map(attributes.iter().map(|a| (a.key(), a.value())))
+}
+
 fn tg_map(attributes: &[TargetGroupAttribute]) -> HashMap<String, String> {
-    attributes
-        .iter()
-        .map(|a| {
-            let key = a.key().unwrap_or_default().to_owned();
-            (key, a.value().unwrap_or_default().to_owned())
-        })
-        .collect()
+    to_map(attributes.iter().map(|a| (a.key(), a.value())))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
