@@ -71,20 +71,23 @@ fn assert_all_stopped(stderr: &str) {
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }
 
+/// The whole walkthrough, once (about 30 s): with `--keep-running`, so that
+/// the same run also shows the stack left to drive by hand, until Ctrl-C.
 #[test]
 fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
     require_siblings();
     let cwd = tempfile::tempdir().expect("a temporary directory");
     let report = cwd.path().join("report.html");
-    let output = demo_command(cwd.path(), &["--report", report.to_str().expect("utf-8")])
-        .output()
-        .expect("migrate runs");
-    let (stdout, stderr) = text(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    let mut demo = Running::start(
+        cwd.path(),
+        &[
+            "--report",
+            report.to_str().expect("utf-8"),
+            "--keep-running",
+        ],
     );
+    demo.wait_for("Ctrl-C stops it");
+    let (stdout, stderr) = (demo.stdout.clone(), demo.stderr.clone());
     // The walkthrough ran the real commands.
     for command in [
         "$ migrate init",
@@ -199,14 +202,34 @@ fn the_demo_migrates_every_route_without_a_failed_or_different_response() {
     );
     assert_eq!(of("threads"), ["threads 100"], "{weights:?}");
     assert_eq!(of("posts"), ["posts 100", "posts 0"], "{weights:?}");
-    assert_all_stopped(&stderr);
+    // --keep-running: the stack stays up; the printed command works as printed.
+    let status = demo.wait_for("--config ");
+    let command: Vec<&str> = status.split_whitespace().collect();
+    assert_eq!(command.last(), Some(&"status"), "{status}");
+    let output = Command::new(command[0])
+        .args(&command[1..])
+        .output()
+        .expect("migrate runs");
+    let (by_hand, by_hand_err) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{by_hand}{by_hand_err}");
+    assert!(
+        by_hand.contains("on the service (rule in front at priority 1)"),
+        "{by_hand}"
+    );
+    demo.wait_for("aws elbv2 describe-rules --listener-arn arn:aws:elasticloadbalancing:");
+    assert_eq!(demo.interrupt(), Some(0), "{}", demo.seen);
+    assert_all_stopped(&demo.stderr);
 }
 
 /// A demo running in the background, its stdout and stderr read line by line.
 struct Running {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    /// Each line, and whether it came from stderr.
+    lines: mpsc::Receiver<(bool, String)>,
+    /// Both streams as the lines arrived.
     seen: String,
+    stdout: String,
+    stderr: String,
 }
 
 impl Running {
@@ -219,12 +242,13 @@ impl Running {
         let (sender, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let readers: [Box<dyn std::io::Read + Send>; 2] = [Box::new(stdout), Box::new(stderr)];
-        for reader in readers {
+        let readers: [(bool, Box<dyn std::io::Read + Send>); 2] =
+            [(false, Box::new(stdout)), (true, Box::new(stderr))];
+        for (is_stderr, reader) in readers {
             let sender = sender.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                    if sender.send(line).is_err() {
+                    if sender.send((is_stderr, line)).is_err() {
                         break;
                     }
                 }
@@ -234,18 +258,31 @@ impl Running {
             child,
             lines,
             seen: String::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    fn keep(&mut self, is_stderr: bool, line: &str) {
+        let stream = if is_stderr {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
+        for text in [&mut self.seen, stream] {
+            text.push_str(line);
+            text.push('\n');
         }
     }
 
     /// Reads output until a line contains `needle`; returns that line.
     fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push_str(&line);
-                    self.seen.push('\n');
+                Ok((is_stderr, line)) => {
+                    self.keep(is_stderr, &line);
                     if line.contains(needle) {
                         return line;
                     }
@@ -261,9 +298,8 @@ impl Running {
         // SAFETY: kill(2) on the child this test spawned (not yet reaped).
         assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
         let status = self.child.wait().expect("migrate exits");
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push_str(&line);
-            self.seen.push('\n');
+        while let Ok((is_stderr, line)) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.keep(is_stderr, &line);
         }
         status.code()
     }
@@ -294,31 +330,6 @@ fn ctrl_c_stops_everything_the_demo_started() {
     let code = demo.interrupt();
     assert_eq!(code, Some(1), "{}", demo.seen);
     assert!(demo.seen.contains("interrupted (Ctrl-C)"), "{}", demo.seen);
-    assert_all_stopped(&demo.seen);
-}
-
-#[test]
-fn keep_running_leaves_a_stack_to_drive_by_hand_until_ctrl_c() {
-    require_siblings();
-    let cwd = tempfile::tempdir().expect("a temporary directory");
-    let mut demo = Running::start(cwd.path(), &["--keep-running"]);
-    demo.wait_for("Ctrl-C stops it");
-    let status = demo.wait_for("--config ");
-    let command: Vec<&str> = status.split_whitespace().collect();
-    assert_eq!(command.last(), Some(&"status"), "{status}");
-    // The printed command works as printed.
-    let output = Command::new(command[0])
-        .args(&command[1..])
-        .output()
-        .expect("migrate runs");
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(
-        stdout.contains("on the service (rule in front at priority 1)"),
-        "{stdout}"
-    );
-    demo.wait_for("aws elbv2 describe-rules --listener-arn arn:aws:elasticloadbalancing:");
-    assert_eq!(demo.interrupt(), Some(0), "{}", demo.seen);
     assert_all_stopped(&demo.seen);
 }
 

@@ -492,7 +492,7 @@ fn a_route_without_traffic_is_inconclusive_and_never_passes() {
 }
 
 #[test]
-fn a_healthy_service_passes_20_gradual_shifts_in_a_row() {
+fn a_healthy_service_passes_8_gradual_shifts_in_a_row() {
     // The real users service, directly; the local stack's p99 allowance
     // (debug builds on a machine the whole suite shares).
     let stack = LocalStack::start();
@@ -502,7 +502,10 @@ fn a_healthy_service_passes_20_gradual_shifts_in_a_row() {
     wait_healthy(&op, "users");
     let _clients = Clients::start(&stack.data_url, 100);
     let started = Instant::now();
-    for round in 0..20 {
+    // Eight in a row: a gate that failed a healthy service one time in ten
+    // would fail here more often than not. (The chaos suite's scenario 1
+    // runs dozens of cycles.)
+    for round in 0..8 {
         let run = op.run(&[
             "shift",
             "users",
@@ -516,7 +519,7 @@ fn a_healthy_service_passes_20_gradual_shifts_in_a_row() {
         assert_eq!(op.run(&["rollback", "users"]).code, 0, "round {round}");
     }
     eprintln!(
-        "gates: 20 gradual shifts and rollbacks in {:?}",
+        "gates: 8 gradual shifts and rollbacks in {:?}",
         started.elapsed()
     );
     let passed: Vec<serde_json::Value> = op
@@ -524,7 +527,7 @@ fn a_healthy_service_passes_20_gradual_shifts_in_a_row() {
         .into_iter()
         .filter(|e| e["what"] == "shift to 100 percent")
         .collect();
-    assert_eq!(passed.len(), 20);
+    assert_eq!(passed.len(), 8);
     assert!(
         passed
             .iter()
