@@ -7,8 +7,8 @@ skipped (they need GitHub); so are steps whose `if:` is not `always()`,
 `env.NAME == ''` or `env.NAME != ''` (which are evaluated). Background
 processes a job started are stopped when the job ends.
 
---prebuilt-workspace: a step that is one `cargo build` command runs with
-`--workspace --all-targets` added. scripts/test has already built the
+--prebuilt-workspace: each line of a step that is a plain `cargo build`
+command runs with `--workspace --all-targets` added. scripts/test has already built the
 workspace that way, so the step costs nothing, while cargo still checks what
 the step names (its packages, --locked). Run as written, a build of a few
 packages resolves other features than the whole workspace's and recompiles
@@ -101,9 +101,17 @@ def read_github_env(path, env):
     open(path, "w").close()
 
 
-def is_one_cargo_build(script):
-    lines = [line for line in script.strip().splitlines() if line.strip()]
-    return len(lines) == 1 and re.fullmatch(r"cargo build( [\w./=-]+)*", lines[0].strip()) is not None
+def widen_cargo_builds(script):
+    """The script with `--workspace --all-targets` added to each line that is a
+    plain `cargo build` command; None when it has no such line."""
+    lines = script.splitlines()
+    widened = [
+        line.rstrip() + " --workspace --all-targets"
+        if re.fullmatch(r"\s*cargo build( [\w./=-]+)*\s*", line)
+        else line
+        for line in lines
+    ]
+    return "\n".join(widened) + "\n" if widened != lines else None
 
 
 def run_job(name, job, workflow_env, args):
@@ -145,9 +153,10 @@ def run_job(name, job, workflow_env, args):
             step_env = dict(env)
             step_env.update({key: str(value) for key, value in (step.get("env") or {}).items()})
             note = ""
-            if args.prebuilt_workspace and is_one_cargo_build(script):
-                script = script.strip() + " --workspace --all-targets"
-                note = " (with --workspace --all-targets: built already)"
+            widened = widen_cargo_builds(script) if args.prebuilt_workspace else None
+            if widened is not None:
+                script = widened
+                note = " (cargo build with --workspace --all-targets: built already)"
             print(f"  run  {number}. {title}{note}", flush=True)
             result = subprocess.run(
                 ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
@@ -174,7 +183,7 @@ def main():
     parser.add_argument(
         "--prebuilt-workspace",
         action="store_true",
-        help="add --workspace --all-targets to a step that is one `cargo build` (the workspace is built already)",
+        help="add --workspace --all-targets to each plain `cargo build` line (the workspace is built already)",
     )
     args = parser.parse_args()
     # Our own process group, so that a job's background processes can be found.
