@@ -447,26 +447,65 @@ impl Elb {
                     .priority(priority as i32)
                     .set_conditions(Some(sdk_conditions(conditions)))
                     .set_actions(Some(vec![sdk_action(action)?]))
-                    .set_tags(Some(tags))
+                    .set_tags(Some(tags.clone()))
                     .send(),
             )
             .await;
         let out = match created {
             Ok(out) => out,
-            Err(err)
-                if err
+            // CreateRule has no idempotency token: when AWS applied it but
+            // the answer was lost, the SDK's retry finds the slot taken (by
+            // the rule the first attempt created), and a last error may
+            // hide a rule created all the same. The rule at that priority,
+            // with the conditions and every tag asked for, is that rule:
+            // take it, rather than create a second one elsewhere.
+            Err(err) => {
+                let taken = err
                     .as_service_error()
-                    .is_some_and(|e| e.is_priority_in_use_exception()) =>
-            {
-                return Ok(None);
+                    .is_some_and(|e| e.is_priority_in_use_exception());
+                if let Some(arn) = self
+                    .created_all_the_same(listener_arn, priority, conditions, &tags)
+                    .await
+                {
+                    eprintln!(
+                        "migrate: CreateRule at priority {priority} answered an error, but the rule it asked for is there ({arn}): its answer was lost; taking that rule rather than creating another"
+                    );
+                    return Ok(Some(arn));
+                }
+                if taken {
+                    return Ok(None);
+                }
+                return Err(explain("CreateRule", err));
             }
-            Err(err) => return Err(explain("CreateRule", err)),
         };
         out.rules()
             .first()
             .and_then(|r| r.rule_arn())
             .map(|arn| Some(arn.to_owned()))
             .context("CreateRule answered without the rule's ARN")
+    }
+
+    /// The rule at `priority` when it has these conditions and carries every
+    /// one of these tags: the rule a CreateRule whose answer was lost made.
+    async fn created_all_the_same(
+        &self,
+        listener_arn: &str,
+        priority: u32,
+        conditions: &alb::Conditions,
+        tags: &[Tag],
+    ) -> Option<String> {
+        let rules = self.rules(listener_arn).await.ok()?;
+        let rule = rules.into_iter().find(|r| {
+            r.priority == Some(priority) && r.conditions.normalized() == conditions.normalized()
+        })?;
+        let found = self.tags(std::slice::from_ref(&rule.arn)).await.ok()?;
+        let carried = found.get(&rule.arn)?;
+        let all = !tags.is_empty()
+            && tags.iter().all(|t| {
+                t.key()
+                    .is_some_and(|k| carried.get(k).map(String::as_str) == t.value())
+            });
+        all.then_some(rule.arn)
     }
 
     /// One rule into one free slot. `Ok(false)` when the slot was taken

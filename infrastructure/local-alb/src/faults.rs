@@ -30,17 +30,49 @@ pub struct PropagationRange {
     pub max: Duration,
 }
 
-/// Requests per second allowed per action; `*` for actions not named.
+/// A number per API action, `*` for the actions not named: requests per
+/// second for `--throttle`, a share of requests for `--transient-errors`.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ThrottleRates {
+pub struct PerAction {
     pub per_action: BTreeMap<String, f64>,
     pub otherwise: Option<f64>,
 }
 
-impl ThrottleRates {
-    /// The rate for `action`, `None` when it is not throttled.
+/// `--throttle`'s requests per second per action.
+pub type ThrottleRates = PerAction;
+
+impl PerAction {
+    /// The number for `action`, `None` when it has none (not throttled, no
+    /// errors).
     pub fn rate(&self, action: &str) -> Option<f64> {
         self.per_action.get(action).copied().or(self.otherwise)
+    }
+
+    /// The same number for every action.
+    pub fn every(value: f64) -> PerAction {
+        PerAction {
+            per_action: BTreeMap::new(),
+            otherwise: Some(value),
+        }
+    }
+
+    /// The actions named that `known` does not know, in order.
+    pub fn unknown_actions(&self, known: impl Fn(&str) -> bool) -> Vec<String> {
+        self.per_action
+            .keys()
+            .filter(|action| !known(action))
+            .cloned()
+            .collect()
+    }
+
+    /// `DescribeRules=5, *=20`.
+    pub fn describe(&self) -> String {
+        self.per_action
+            .iter()
+            .map(|(action, n)| format!("{action}={n}"))
+            .chain(self.otherwise.map(|n| format!("*={n}")))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -51,8 +83,9 @@ pub struct FaultOptions {
     pub propagation: Option<PropagationRange>,
     pub nodes: Option<usize>,
     pub throttle: Option<ThrottleRates>,
-    /// Share of control-API requests answered with a transient error.
-    pub transient_errors: Option<f64>,
+    /// Share of control-API requests answered with a transient error, per
+    /// action or for every one.
+    pub transient_errors: Option<PerAction>,
     /// Share of the transient errors on writes answered after the write was
     /// applied. Default 0.5.
     pub lost_answers: Option<f64>,
@@ -77,7 +110,47 @@ impl FaultOptions {
     pub fn any(&self) -> bool {
         self.propagation.is_some()
             || self.throttle.is_some()
-            || self.transient_errors.is_some_and(|r| r > 0.0)
+            || self.transient_errors.as_ref().is_some_and(|t| {
+                t.otherwise.is_some_and(|r| r > 0.0) || t.per_action.values().any(|r| *r > 0.0)
+            })
+    }
+
+    /// The action names of `--throttle` and `--transient-errors` that
+    /// `known` does not know (a typo would inject nothing, silently).
+    pub fn unknown_actions(&self, known: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut unknown: Vec<String> = [&self.throttle, &self.transient_errors]
+            .into_iter()
+            .flatten()
+            .flat_map(|rates| rates.unknown_actions(&known))
+            .collect();
+        unknown.dedup();
+        unknown
+    }
+
+    /// What is on, for the startup log: `propagation 0s..8s over 3 nodes;
+    /// throttle DescribeRules=5,*=20; transient errors *=0.02 (lost answers 0.5)`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.propagation.is_some() || self.nodes.is_some() {
+            let range = self
+                .propagation
+                .map_or("0s".to_owned(), |r| format!("{:?}..{:?}", r.min, r.max));
+            parts.push(format!(
+                "propagation {range} over {} node(s)",
+                self.nodes.unwrap_or(1)
+            ));
+        }
+        if let Some(throttle) = &self.throttle {
+            parts.push(format!("throttle {}", throttle.describe()));
+        }
+        if let Some(transient) = &self.transient_errors {
+            parts.push(format!(
+                "transient errors {} (lost answers {})",
+                transient.describe(),
+                self.lost_answers.unwrap_or(DEFAULT_LOST_ANSWERS)
+            ));
+        }
+        parts.join("; ")
     }
 }
 
@@ -135,27 +208,58 @@ pub fn parse_nodes(text: &str) -> Result<usize, String> {
 /// Per-action rates such as `DescribeRules=5,ModifyRule=2,*=20` (requests per
 /// second; `*` is every action not named).
 pub fn parse_throttle(text: &str) -> Result<ThrottleRates, String> {
-    let mut rates = ThrottleRates::default();
+    parse_per_action(text, "throttle rate", "DescribeRules=5,*=20", |rate| {
+        (rate.is_finite() && rate > 0.0)
+            .then_some(rate)
+            .ok_or("a number of requests per second above 0, such as 5 or 0.5")
+    })
+}
+
+/// A share for every action (`0.02`), or per action
+/// (`CreateRule=1,*=0.02`, `*` for the actions not named).
+pub fn parse_transient_errors(text: &str) -> Result<PerAction, String> {
+    if !text.contains('=') {
+        return parse_share(text).map(PerAction::every);
+    }
+    parse_per_action(
+        text,
+        "transient error share",
+        "CreateRule=1,*=0.02",
+        |share| {
+            (0.0..=1.0)
+                .contains(&share)
+                .then_some(share)
+                .ok_or("a share from 0 to 1, such as 0.02")
+        },
+    )
+}
+
+/// `ACTION=N,...,*=N` items; `check` says what a number must be.
+fn parse_per_action(
+    text: &str,
+    what: &str,
+    example: &str,
+    check: impl Fn(f64) -> Result<f64, &'static str>,
+) -> Result<PerAction, String> {
+    let mut rates = PerAction::default();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let Some((action, rate)) = item.split_once('=') else {
             return Err(format!(
-                "'{item}' in the throttle rates has no '=': write ACTION=RATE items separated by commas, such as DescribeRules=5,*=20"
+                "'{item}' has no '=': write ACTION=N items separated by commas, such as {example}"
             ));
         };
         let action = action.trim();
         let rate = rate
             .trim()
             .parse::<f64>()
-            .ok()
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .ok_or_else(|| {
-                format!("the throttle rate of '{action}' is not a number of requests per second above 0, such as 5 or 0.5")
-            })?;
+            .map_err(|_| "not a number")
+            .and_then(&check)
+            .map_err(|must| format!("the {what} of '{action}' must be {must}"))?;
         if action.is_empty()
             || !(action == "*" || action.chars().all(|c| c.is_ascii_alphanumeric()))
         {
             return Err(format!(
-                "'{action}' in the throttle rates is not an API action name (such as DescribeRules or GetMetricData) or '*'"
+                "'{action}' is not an API action name (such as DescribeRules or GetMetricData) or '*'"
             ));
         }
         if action == "*" {
@@ -165,10 +269,9 @@ pub fn parse_throttle(text: &str) -> Result<ThrottleRates, String> {
         }
     }
     if rates.per_action.is_empty() && rates.otherwise.is_none() {
-        return Err(
-            "the throttle rates are empty: write ACTION=RATE items, such as DescribeRules=5,*=20"
-                .to_owned(),
-        );
+        return Err(format!(
+            "no ACTION=N item: write them separated by commas, such as {example}"
+        ));
     }
     Ok(rates)
 }
@@ -223,7 +326,7 @@ struct Counts {
 /// The faults of a running local ALB.
 pub struct Faults {
     throttle: Option<ThrottleRates>,
-    transient_errors: f64,
+    transient_errors: Option<PerAction>,
     lost_answers: f64,
     buckets: Mutex<HashMap<(Api, String), Bucket>>,
     counts: Mutex<Counts>,
@@ -233,7 +336,7 @@ impl Faults {
     pub fn new(options: &FaultOptions) -> Faults {
         Faults {
             throttle: options.throttle.clone(),
-            transient_errors: options.transient_errors.unwrap_or(0.0),
+            transient_errors: options.transient_errors.clone(),
             lost_answers: options.lost_answers.unwrap_or(DEFAULT_LOST_ANSWERS),
             buckets: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
@@ -273,7 +376,12 @@ impl Faults {
     /// Whether to answer this request with a transient error (counted when
     /// so). Only writes can get one after being applied.
     pub fn transient(&self, api: Api, action: &str, write: bool) -> Option<Transient> {
-        if self.transient_errors <= 0.0 || rand::random::<f64>() >= self.transient_errors {
+        let share = self
+            .transient_errors
+            .as_ref()
+            .and_then(|t| t.rate(action))
+            .unwrap_or(0.0);
+        if share <= 0.0 || rand::random::<f64>() >= share {
             return None;
         }
         let status = if rand::random::<bool>() { 500 } else { 503 };
@@ -371,7 +479,26 @@ mod tests {
                 .unwrap_err()
                 .contains("above 0")
         );
-        assert!(parse_throttle("").unwrap_err().contains("empty"));
+        assert!(parse_throttle("").unwrap_err().contains("no ACTION=N item"));
+        assert_eq!(parse_transient_errors("0.02"), Ok(PerAction::every(0.02)));
+        let shares = parse_transient_errors("CreateRule=1,*=0.02").unwrap();
+        assert_eq!(shares.rate("CreateRule"), Some(1.0));
+        assert_eq!(shares.rate("ModifyRule"), Some(0.02));
+        assert!(
+            parse_transient_errors("CreateRule=2")
+                .unwrap_err()
+                .contains("from 0 to 1")
+        );
+        assert!(parse_transient_errors("2").is_err());
+        let options = FaultOptions {
+            throttle: Some(parse_throttle("describerules=5,DescribeRules=1").unwrap()),
+            transient_errors: Some(parse_transient_errors("Foo=1").unwrap()),
+            ..FaultOptions::default()
+        };
+        assert_eq!(
+            options.unknown_actions(|a| a == "DescribeRules"),
+            ["describerules", "Foo"]
+        );
         assert_eq!(parse_share("0.02"), Ok(0.02));
         assert!(parse_share("2").is_err());
         assert_eq!(parse_nodes("3"), Ok(3));
@@ -404,7 +531,7 @@ mod tests {
     #[test]
     fn transient_errors_come_at_their_rate_and_only_writes_lose_answers() {
         let faults = Faults::new(&FaultOptions {
-            transient_errors: Some(1.0),
+            transient_errors: Some(PerAction::every(1.0)),
             lost_answers: Some(1.0),
             ..FaultOptions::default()
         });

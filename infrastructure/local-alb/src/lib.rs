@@ -172,8 +172,19 @@ impl Application {
                 nodes: faults.nodes.unwrap_or(1),
             });
         }
+        let unknown = faults.unknown_actions(|name| {
+            control::actions::handler(name).is_some() || cloudwatch::api::OPERATIONS.contains(&name)
+        });
+        if !unknown.is_empty() {
+            return Err(StartupError::Usage(format!(
+                "--throttle/--transient-errors (or [faults]) name {}, which this load balancer does not serve: \
+                 use the ELBv2 or CloudWatch action names as AWS spells them (DescribeRules, CreateRule, \
+                 SetRulePriorities, GetMetricData, ...) or * for every action",
+                unknown.join(", ")
+            )));
+        }
         if faults.any() {
-            tracing::warn!(?faults, "fault injection is on");
+            tracing::warn!("fault injection is on: {}", faults.describe());
         }
         // Bind first: a second instance on the same addresses fails here,
         // before it touches the state directory.

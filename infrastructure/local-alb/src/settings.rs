@@ -152,10 +152,11 @@ pub struct Cli {
     pub throttle: Option<crate::faults::ThrottleRates>,
 
     /// Share of control-API requests answered with a transient server error
-    /// (500 InternalFailure or 503 ServiceUnavailable), such as 0.02.
-    /// Also `[faults] transient_errors`.
-    #[arg(long, env = "LOCAL_ALB_TRANSIENT_ERRORS", value_name = "SHARE", value_parser = crate::faults::parse_share, help_heading = "Faults")]
-    pub transient_errors: Option<f64>,
+    /// (500 InternalFailure or 503 ServiceUnavailable): one share for every
+    /// action, such as 0.02, or per action, such as CreateRule=1,*=0.02
+    /// (`*` is every action not named). Also `[faults] transient_errors`.
+    #[arg(long, env = "LOCAL_ALB_TRANSIENT_ERRORS", value_name = "SHARE|ACTION=SHARE,...", value_parser = crate::faults::parse_transient_errors, help_heading = "Faults")]
+    pub transient_errors: Option<crate::faults::PerAction>,
 
     /// Of the transient errors that hit a write, the share answered after
     /// the write was applied (the answer was lost: the client must re-read).

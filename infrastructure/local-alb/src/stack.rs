@@ -62,8 +62,16 @@ struct RawFaults {
     propagation: Option<String>,
     nodes: Option<i64>,
     throttle: Option<String>,
-    transient_errors: Option<f64>,
+    transient_errors: Option<ShareOrPerAction>,
     lost_answers: Option<f64>,
+}
+
+/// `transient_errors = 0.02` or `transient_errors = "CreateRule=1,*=0.02"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ShareOrPerAction {
+    Share(f64),
+    PerAction(String),
 }
 
 /// The `[faults]` section, checked; errors name the key.
@@ -90,7 +98,17 @@ fn faults(raw: &RawFaults) -> Result<crate::faults::FaultOptions, String> {
             .as_deref()
             .map(|t| f::parse_throttle(t).map_err(|e| key("throttle", e)))
             .transpose()?,
-        transient_errors: share("transient_errors", raw.transient_errors)?,
+        transient_errors: raw
+            .transient_errors
+            .as_ref()
+            .map(|t| {
+                match t {
+                    ShareOrPerAction::Share(share) => f::parse_transient_errors(&share.to_string()),
+                    ShareOrPerAction::PerAction(text) => f::parse_transient_errors(text),
+                }
+                .map_err(|e| key("transient_errors", e))
+            })
+            .transpose()?,
         lost_answers: share("lost_answers", raw.lost_answers)?,
     })
 }

@@ -1055,3 +1055,53 @@ fn under_throttling_a_shift_reports_its_budget_and_status_says_the_change_is_rea
     assert!(rollback.stderr.contains("migrate: AWS API: "), "{rollback}");
     assert!(rollback.stderr.contains("throttled"), "{rollback}");
 }
+
+#[test]
+fn init_takes_the_rule_a_lost_createrule_answer_made_instead_of_creating_another() {
+    // Every CreateRule is applied, then answered 500 (its answer lost): the
+    // SDK's retries find the slot taken by the rule the first attempt made.
+    let stack = LocalStack::start_with_alb_args(
+        ["--transient-errors", "CreateRule=1", "--lost-answers", "1"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    let op = stack.operator("2s");
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let listener = stack.listener_arn(&rt);
+    let rules = rt
+        .block_on(elb.describe_rules().listener_arn(&listener).send())
+        .unwrap();
+    let arns: Vec<String> = rules
+        .rules()
+        .iter()
+        .filter_map(|r| r.rule_arn().map(str::to_owned))
+        .collect();
+    let tags = rt
+        .block_on(elb.describe_tags().set_resource_arns(Some(arns)).send())
+        .unwrap();
+    let mut routes: Vec<String> = tags
+        .tag_descriptions()
+        .iter()
+        .flat_map(|d| d.tags())
+        .filter(|t| t.key() == Some("ficus:route"))
+        .filter_map(|t| t.value().map(str::to_owned))
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        ["posts", "threads", "users"],
+        "one rule per route: {init}"
+    );
+    let status = op.run(&["status"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(!status.stdout.contains("inconsistent"), "{status}");
+    // The faults did happen.
+    let metrics = http_get(&format!("{}/metrics", stack.control_url)).1;
+    assert!(
+        metrics.contains("action=\"CreateRule\"") && metrics.contains("applied=\"true\""),
+        "{metrics}"
+    );
+}

@@ -238,6 +238,9 @@ pub fn handle(
     })
 }
 
+/// The CloudWatch operations this load balancer answers.
+pub const OPERATIONS: &[&str] = &["GetMetricData", "ListMetrics"];
+
 /// Runs `operation` on its input structure (as CBOR values, whatever the
 /// wire format); the output structure.
 pub fn answer(registry: &Registry, operation: &str, input: &[(Value, Value)]) -> Result<Value> {

@@ -356,7 +356,7 @@ async fn throttled_requests_get_awss_throttling_error_on_both_apis() {
 async fn a_lost_answer_comes_after_the_write_was_applied() {
     // Every request fails, and every failed write was applied first.
     let (lost, _dir) = start(FaultOptions {
-        transient_errors: Some(1.0),
+        transient_errors: Some(local_alb::faults::PerAction::every(1.0)),
         lost_answers: Some(1.0),
         ..FaultOptions::default()
     })
@@ -390,7 +390,7 @@ async fn a_lost_answer_comes_after_the_write_was_applied() {
 
     // With lost_answers 0, a failed write was not applied.
     let (clean, _clean_dir) = start(FaultOptions {
-        transient_errors: Some(1.0),
+        transient_errors: Some(local_alb::faults::PerAction::every(1.0)),
         lost_answers: Some(0.0),
         ..FaultOptions::default()
     })
