@@ -952,6 +952,9 @@ fn metrics_line(evaluation: &serde_json::Value) -> String {
 #[derive(Debug, Serialize)]
 struct PlannedStep {
     percent: u8,
+    /// `--steps` hold after this step: a shift stops here until `migrate promote`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hold: bool,
     gates: Vec<String>,
     writes: Vec<Write>,
     read_back: String,
@@ -984,7 +987,15 @@ struct Plan {
 }
 
 pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let route = ctx.settings.route(&args.route)?.clone();
+    ctx.settings.route(&args.route)?;
+    crate::shift::apply_sticky(ctx, &args.route, args.sticky);
+    let mut route = ctx.settings.route(&args.route)?.clone();
+    let mut holds = Vec::new();
+    if let Some(steps) = &args.steps {
+        crate::shift::check_steps_and_sticky(steps, args.sticky)?;
+        route.steps = crate::plan::percents(steps);
+        holds = held_after(steps);
+    }
     let listing = ctx.list().await?;
     let view = listing.view(&ctx.settings, &args.route)?;
     let state = view.state();
@@ -996,7 +1007,10 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     }
     let targets = plan_targets(args, &route, &state)?;
     let problems = plan_problems(ctx, &listing, &view, (&args.route, &route), &targets)?;
-    let steps = planned_steps(ctx, &listing, &view, (&args.route, &route), targets)?;
+    let mut steps = planned_steps(ctx, &listing, &view, (&args.route, &route), targets)?;
+    for step in &mut steps {
+        step.hold = holds.contains(&step.percent);
+    }
     let leaks = if args.from_alb_log.is_empty() {
         None
     } else {
@@ -1087,6 +1101,7 @@ fn planned_steps(
         let rule = simulated.rule().cloned();
         steps.push(PlannedStep {
             percent: target,
+            hold: false,
             gates,
             writes,
             read_back: match rule {
@@ -1100,6 +1115,17 @@ fn planned_steps(
         });
     }
     Ok(steps)
+}
+
+/// The percentages a step list holds after (`10,hold,50,100`: 10).
+fn held_after(steps: &[crate::cli::Step]) -> Vec<u8> {
+    steps
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [crate::cli::Step::Percent(p), crate::cli::Step::Hold] => Some(*p),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The route's preview rules, each named as one no call touches.
@@ -1270,6 +1296,9 @@ fn print_plan(
             println!("  call:  {}", write.describe());
         }
         println!("  check: {}", step.read_back);
+        if step.hold {
+            println!("  hold:  the shift stops here until `migrate promote`");
+        }
     }
     println!("unlock: {}", plan.unlock);
     for hook in &plan.after_rollback {
