@@ -130,8 +130,12 @@ With --from-alb-log, it also counts from the access logs the route's requests th
 patterns miss and the monolith served (as `migrate leaks` does): what a shift would leave
 behind.
 
+--steps and --sticky preview a shift with those options (as `shift` takes them; a
+`hold` in the steps is where the shift would stop until `migrate promote`).
+
 Examples:
   migrate plan users --to 10
+  migrate plan users --steps 10,50,100 --sticky 1h
   migrate plan users --from-alb-log s3://my-alb-logs/prod")]
     Plan(PlanArgs),
     /// Move a route to its service, directly or in steps, behind gates; a plan may hold.
@@ -399,6 +403,16 @@ pub struct PlanArgs {
     /// The target percentage on the service: 0 plans a rollback.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT")]
     pub to: Option<u8>,
+    /// Preview these steps instead of the route's `steps`, as `shift --steps`
+    /// takes them: percentages, increasing, ending at 100, with `hold` where
+    /// the shift would stop (e.g. 10,50,100).
+    #[arg(long, value_delimiter = ',', value_name = "STEPS", value_parser = parse_step,
+          conflicts_with = "to")]
+    pub steps: Option<Vec<Step>>,
+    /// Preview the weighted steps with this stickiness, as `shift --sticky`
+    /// (e.g. 1h; 1s to 7d). Default: the route's `sticky`, else none.
+    #[arg(long, value_parser = parse_sticky, value_name = "DURATION")]
+    pub sticky: Option<Duration>,
     /// Also count, from these access logs (file, directory or s3://BUCKET/PREFIX),
     /// the route's requests the patterns would leave on the monolith (`migrate leaks`).
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1..)]

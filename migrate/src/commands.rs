@@ -556,8 +556,9 @@ pub struct RouteStatus {
     pub unhealthy: usize,
     pub targets: Vec<TargetHealth>,
     pub last_change: Option<LastChange>,
-    /// The latest metric gate evaluation in the journal (`when` of its entry
-    /// and the evaluation), if any.
+    /// The latest metric gate evaluation in the journal (`when` and `what`
+    /// of its entry and the evaluation), if any; `rolled_back` (`when`,
+    /// `what`) when a rollback came at or after it: not the route's now.
     pub metrics: Option<serde_json::Value>,
     pub drift: Vec<String>,
     /// The plan kept on the rule (holding, moving, baking), if any.
@@ -783,12 +784,7 @@ fn print_route_status(status: &RouteStatus) {
         None => println!("  last:     no change recorded"),
     }
     if let Some(metrics) = &status.metrics {
-        println!(
-            "  metrics:  {} (before `{}`, {})",
-            metrics_line(&metrics["evaluation"]),
-            metrics["what"].as_str().unwrap_or_default(),
-            metrics["when"].as_str().unwrap_or_default()
-        );
+        println!("  metrics:  {}", metrics_status_line(metrics));
     }
     if status.drift.is_empty() {
         println!("  drift:    none");
@@ -895,13 +891,52 @@ fn route_status(
     }
 }
 
-/// The route's latest metric gate evaluation, from the journal.
+/// The route's latest metric gate evaluation, from the journal; with
+/// `rolled_back` (the first rollback at or after it: `what`, `when`) when
+/// the route went back to the monolith since, so it is not shown as current.
 fn latest_metrics(ctx: &Ctx, route: &str) -> Option<serde_json::Value> {
     let entries = journal::read(&ctx.settings.journal_path(), Some(route)).ok()?;
-    entries.iter().rev().find_map(|entry| {
-        let metrics = entry.evidence.get("metrics")?;
-        Some(json!({ "when": entry.when, "what": entry.what, "evaluation": metrics }))
-    })
+    let at = entries
+        .iter()
+        .rposition(|entry| entry.evidence.get("metrics").is_some())?;
+    let entry = &entries[at];
+    let mut latest = json!({
+        "when": entry.when, "what": entry.what, "evaluation": entry.evidence["metrics"],
+    });
+    if let Some(rollback) = entries[at..].iter().find(|e| is_rollback(e)) {
+        latest["rolled_back"] = json!({ "when": rollback.when, "what": rollback.what });
+    }
+    Some(latest)
+}
+
+/// Whether a journal entry took the route back to the monolith (`rollback`,
+/// or a shift's rollback after a failed gate).
+fn is_rollback(entry: &journal::Entry) -> bool {
+    let on_monolith = |state: &str| state.starts_with("on the monolith");
+    entry.command == "rollback"
+        || (on_monolith(&entry.after.state) && !on_monolith(&entry.before.state))
+}
+
+/// `status`'s metrics line: the latest evaluation, and, after a rollback,
+/// that it is the verdict of the shift before it, not of the route now.
+fn metrics_status_line(metrics: &serde_json::Value) -> String {
+    let what = metrics["what"].as_str().unwrap_or_default();
+    let when = metrics["when"].as_str().unwrap_or_default();
+    let verdict = metrics_line(&metrics["evaluation"]);
+    let rollback = &metrics["rolled_back"];
+    if rollback.is_null() {
+        return format!("{verdict} (before `{what}`, {when})");
+    }
+    if rollback["when"] == metrics["when"] && rollback["what"] == metrics["what"] {
+        return format!(
+            "as of the shift, {when}: {verdict} (the verdict that rolled it back: `{what}`); none since"
+        );
+    }
+    format!(
+        "as of the shift, {when}: {verdict} (before `{what}`); not current: rolled back since (`{}`, {})",
+        rollback["what"].as_str().unwrap_or_default(),
+        rollback["when"].as_str().unwrap_or_default()
+    )
 }
 
 /// One line for a metric gate evaluation: `pass: errors: ...`.
@@ -917,6 +952,9 @@ fn metrics_line(evaluation: &serde_json::Value) -> String {
 #[derive(Debug, Serialize)]
 struct PlannedStep {
     percent: u8,
+    /// `--steps` hold after this step: a shift stops here until `migrate promote`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hold: bool,
     gates: Vec<String>,
     writes: Vec<Write>,
     read_back: String,
@@ -949,7 +987,15 @@ struct Plan {
 }
 
 pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let route = ctx.settings.route(&args.route)?.clone();
+    ctx.settings.route(&args.route)?;
+    crate::shift::apply_sticky(ctx, &args.route, args.sticky);
+    let mut route = ctx.settings.route(&args.route)?.clone();
+    let mut holds = Vec::new();
+    if let Some(steps) = &args.steps {
+        crate::shift::check_steps_and_sticky(steps, args.sticky)?;
+        route.steps = crate::plan::percents(steps);
+        holds = held_after(steps);
+    }
     let listing = ctx.list().await?;
     let view = listing.view(&ctx.settings, &args.route)?;
     let state = view.state();
@@ -959,74 +1005,18 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             args.route
         );
     }
-    let targets: Vec<u8> = match args.to {
-        Some(0) => vec![0],
-        Some(to) => vec![to],
-        None => {
-            check_steps(&route.steps)
-                .map_err(|p| usage(format!("routes.{}.steps: {p}", args.route)))?;
-            route.steps.clone()
-        }
-    };
-    let current = state.percent();
-    let targets = match (args.to, current) {
-        (Some(0), _) => targets,
-        // Below the current share: a step down, as `shift --to` makes it.
-        (Some(to), Some(now)) if to < now => vec![to],
-        _ => crate::state::pending_steps(&state, &targets),
-    };
+    let targets = plan_targets(args, &route, &state)?;
     let problems = plan_problems(ctx, &listing, &view, (&args.route, &route), &targets)?;
-    let mut simulated = view.clone();
-    let mut steps = Vec::new();
-    for target in targets {
-        let writes = simulated
-            .transition(target)
-            .map_err(|e| anyhow::anyhow!(e))?;
-        if writes.is_empty() {
-            continue;
-        }
-        let gates = step_gates(
-            ctx,
-            &listing,
-            &view,
-            (&args.route, &route),
-            target,
-            steps.is_empty(),
-        );
-        for write in &writes {
-            simulated = simulated.apply(write);
-        }
-        let rule = simulated.rule().cloned();
-        steps.push(PlannedStep {
-            percent: target,
-            gates,
-            writes,
-            read_back: match rule {
-                Some(rule) => format!(
-                    "DescribeRules until the rule shows priority {} and {}; then AddTags {LAST_CHANGE_TAG} on the rule",
-                    rule.priority.unwrap_or_default(),
-                    rule.action.describe()
-                ),
-                None => String::new(),
-            },
-        });
+    let mut steps = planned_steps(ctx, &listing, &view, (&args.route, &route), targets)?;
+    for step in &mut steps {
+        step.hold = holds.contains(&step.percent);
     }
-    let previews: Vec<String> = listing
-        .previews_of(&args.route)
-        .into_iter()
-        .map(|p| {
-            format!(
-                "preview {} (not the route's rule; no call touches it)",
-                crate::preview::status_of(&args.route, p, None).summary
-            )
-        })
-        .collect();
-    let plan_on_rule = plan_on_rule(&view, &args.route);
     let leaks = if args.from_alb_log.is_empty() {
         None
     } else {
         Some(crate::leaks::find(ctx, &args.route, &args.from_alb_log, None).await?)
     };
+    let current = state.percent();
     let plan = Plan {
         retired: view
             .rule()
@@ -1049,25 +1039,121 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             .filter(|gate| gate.phase == GatePhase::AfterRollback)
             .map(crate::custom_gates::describe)
             .collect(),
-        previews,
-        plan_on_rule,
+        previews: preview_notes(&listing, &args.route),
+        plan_on_rule: plan_on_rule(&view, &args.route),
     };
     if ctx.output == Output::Json {
         print_json(&plan)?;
     } else {
         print_plan(&plan, &state, &route, args.to.is_none());
-        if let Some(retired) = &plan.retired {
-            println!("{retired}");
-        }
-        if let Some(report) = &plan.leaks {
-            println!(
-                "access logs: {} of the route's {} requests went to the monolith by spellings the patterns miss (or a rule that won); a shift leaves them there",
-                report.leaked_requests, report.route_requests
-            );
-            crate::leaks::print_report(report);
-        }
+        print_plan_notes(&plan);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The percentages a plan goes through from `state`: `--to` (a step down
+/// when below the current share, as `shift --to` makes it), else the
+/// route's configured steps still ahead.
+fn plan_targets(
+    args: &PlanArgs,
+    route: &crate::settings::RouteSettings,
+    state: &RouteState,
+) -> anyhow::Result<Vec<u8>> {
+    let targets: Vec<u8> = match args.to {
+        Some(0) => vec![0],
+        Some(to) => vec![to],
+        None => {
+            check_steps(&route.steps)
+                .map_err(|p| usage(format!("routes.{}.steps: {p}", args.route)))?;
+            route.steps.clone()
+        }
+    };
+    Ok(match (args.to, state.percent()) {
+        (Some(0), _) => targets,
+        // Below the current share: a step down, as `shift --to` makes it.
+        (Some(to), Some(now)) if to < now => vec![to],
+        _ => crate::state::pending_steps(state, &targets),
+    })
+}
+
+/// Each step to `targets` on a simulated copy of the route: its gates, its
+/// writes and what is read back (a target that changes nothing is left out).
+fn planned_steps(
+    ctx: &Ctx,
+    listing: &Listing,
+    view: &RouteView,
+    route: (&str, &crate::settings::RouteSettings),
+    targets: Vec<u8>,
+) -> anyhow::Result<Vec<PlannedStep>> {
+    let mut simulated = view.clone();
+    let mut steps = Vec::new();
+    for target in targets {
+        let writes = simulated
+            .transition(target)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if writes.is_empty() {
+            continue;
+        }
+        let gates = step_gates(ctx, listing, view, route, target, steps.is_empty());
+        for write in &writes {
+            simulated = simulated.apply(write);
+        }
+        let rule = simulated.rule().cloned();
+        steps.push(PlannedStep {
+            percent: target,
+            hold: false,
+            gates,
+            writes,
+            read_back: match rule {
+                Some(rule) => format!(
+                    "DescribeRules until the rule shows priority {} and {}; then AddTags {LAST_CHANGE_TAG} on the rule",
+                    rule.priority.unwrap_or_default(),
+                    rule.action.describe()
+                ),
+                None => String::new(),
+            },
+        });
+    }
+    Ok(steps)
+}
+
+/// The percentages a step list holds after (`10,hold,50,100`: 10).
+fn held_after(steps: &[crate::cli::Step]) -> Vec<u8> {
+    steps
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [crate::cli::Step::Percent(p), crate::cli::Step::Hold] => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The route's preview rules, each named as one no call touches.
+fn preview_notes(listing: &Listing, route: &str) -> Vec<String> {
+    listing
+        .previews_of(route)
+        .into_iter()
+        .map(|p| {
+            format!(
+                "preview {} (not the route's rule; no call touches it)",
+                crate::preview::status_of(route, p, None).summary
+            )
+        })
+        .collect()
+}
+
+/// What follows a plan for people: the retired note and the access logs' leaks.
+fn print_plan_notes(plan: &Plan) {
+    if let Some(retired) = &plan.retired {
+        println!("{retired}");
+    }
+    if let Some(report) = &plan.leaks {
+        println!(
+            "access logs: {} of the route's {} requests went to the monolith by spellings the patterns miss (or a rule that won); a shift leaves them there",
+            report.leaked_requests, report.route_requests
+        );
+        crate::leaks::print_report(report);
+    }
 }
 
 /// Why a shift to `targets` would be refused (a priority problem is an
@@ -1210,6 +1296,9 @@ fn print_plan(
             println!("  call:  {}", write.describe());
         }
         println!("  check: {}", step.read_back);
+        if step.hold {
+            println!("  hold:  the shift stops here until `migrate promote`");
+        }
     }
     println!("unlock: {}", plan.unlock);
     for hook in &plan.after_rollback {

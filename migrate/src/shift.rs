@@ -51,11 +51,8 @@ pub struct Outcome {
 
 pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
     ctx.settings.route(&args.route)?;
-    if let (Some(sticky), Some(route)) = (args.sticky, ctx.settings.routes.get_mut(&args.route)) {
-        // --sticky wins over the route's `sticky` for this shift; the rule's
-        // weighted forward then carries it for `promote` too.
-        route.sticky = Some(sticky);
-    }
+    // The rule's weighted forward then carries it for `promote` too.
+    apply_sticky(ctx, &args.route, args.sticky);
     let route_settings = ctx.settings.route(&args.route)?.clone();
     // The steps: --to N (N, a hold, the route's steps above N), --steps, else
     // the route's `steps` (default [100]).
@@ -68,18 +65,7 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
             .map(|p| Step::Percent(*p))
             .collect(),
     };
-    plan::check_steps(&steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
-    if let Some(sticky) = args.sticky
-        && !steps
-            .iter()
-            .any(|step| matches!(step, Step::Percent(p) if *p > 0 && *p < 100))
-    {
-        eprintln!(
-            "migrate: note: --sticky {} has no effect on this shift: it has no weighted step \
-             (stickiness holds clients on one side while both serve; at 100% there is one side)",
-            humantime::format_duration(sticky)
-        );
-    }
+    check_steps_and_sticky(&steps, args.sticky)?;
     let interval = args.interval.unwrap_or(route_settings.interval);
     let fresh = Plan::new(steps, "", interval, args.bake);
     if fresh.segment().0.len() > 1 && ctx.settings.lb_url.is_none() {
@@ -102,6 +88,31 @@ pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> 
         },
     )
     .await
+}
+
+/// `--sticky` (shift and plan): it wins over the route's `sticky` for this run.
+pub fn apply_sticky(ctx: &mut Ctx, route: &str, sticky: Option<Duration>) {
+    if let (Some(sticky), Some(route)) = (sticky, ctx.settings.routes.get_mut(route)) {
+        route.sticky = Some(sticky);
+    }
+}
+
+/// Checks a step list as `--steps` (exit 2 naming the problem), and notes
+/// on stderr a `--sticky` that no weighted step would use (shift and plan).
+pub fn check_steps_and_sticky(steps: &[Step], sticky: Option<Duration>) -> anyhow::Result<()> {
+    plan::check_steps(steps).map_err(|problem| usage(format!("--steps: {problem}")))?;
+    if let Some(sticky) = sticky
+        && !steps
+            .iter()
+            .any(|step| matches!(step, Step::Percent(p) if *p > 0 && *p < 100))
+    {
+        eprintln!(
+            "migrate: note: --sticky {} has no effect on this shift: it has no weighted step \
+             (stickiness holds clients on one side while both serve; at 100% there is one side)",
+            humantime::format_duration(sticky)
+        );
+    }
+    Ok(())
 }
 
 /// `migrate promote`: the plan on the route's rule continues to its next
@@ -1113,17 +1124,10 @@ impl Shift {
         Ok(problem)
     }
 
-    /// Probes the route through the load balancer for one interval, keeping
-    /// the lock fresh, and reads the service's target health every
-    /// `health_poll`; stops early when the budget is blown or the health gate
-    /// fails (its reason is returned).
-    async fn probe_interval(
-        &mut self,
-        ctx: &Ctx,
-        lock: &mut Lock,
-        service_tg: &str,
-        evidence: &mut serde_json::Map<String, serde_json::Value>,
-    ) -> anyhow::Result<(ProbeTally, Option<String>)> {
+    /// The prober of an interval: the route's probe paths through `lb_url`
+    /// (with the Host its rule's host conditions need), expecting what the
+    /// monolith answered when known.
+    fn interval_prober(&self, ctx: &Ctx) -> anyhow::Result<Prober> {
         let lb_url = ctx.settings.lb_url.clone().unwrap_or_default();
         let host = match &self.last {
             Some(view) => {
@@ -1140,18 +1144,37 @@ impl Shift {
         if let Some(classes) = &self.expected {
             prober.expect(classes.clone());
         }
-        let bar = if ctx.chatty() {
-            let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "migrate: {msg} [{bar:30}] {elapsed}/{duration}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        Ok(prober)
+    }
+
+    /// The interval's progress bar on stderr (hidden unless chatty).
+    fn interval_bar(&self, ctx: &Ctx) -> indicatif::ProgressBar {
+        if !ctx.chatty() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "migrate: {msg} [{bar:30}] {elapsed}/{duration}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    }
+
+    /// Probes the route through the load balancer for one interval, keeping
+    /// the lock fresh, and reads the service's target health every
+    /// `health_poll`; stops early when the budget is blown or the health gate
+    /// fails (its reason is returned).
+    async fn probe_interval(
+        &mut self,
+        ctx: &Ctx,
+        lock: &mut Lock,
+        service_tg: &str,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<(ProbeTally, Option<String>)> {
+        let prober = self.interval_prober(ctx)?;
+        let bar = self.interval_bar(ctx);
         let started = tokio::time::Instant::now();
         let deadline = started + self.interval;
         let mut ticker = tokio::time::interval(prober.period());

@@ -240,29 +240,31 @@ impl LoadBalancerAttributes {
                 self.idle_timeout_seconds = Some(number(key, value, 1, 4000)?);
             }
             "client_keep_alive.seconds" => {
-                self.client_keep_alive_seconds = number(key, value, 60, 604_800)?;
+                self.client_keep_alive_seconds = Some(number(key, value, 60, 604_800)?);
             }
             "routing.http.desync_mitigation_mode" => {
-                self.desync_mitigation_mode =
+                self.desync_mitigation_mode = Some(
                     match choice(key, value, &["monitor", "defensive", "strictest"])? {
                         "monitor" => DesyncMitigationMode::Monitor,
                         "strictest" => DesyncMitigationMode::Strictest,
                         _ => DesyncMitigationMode::Defensive,
-                    };
+                    },
+                );
             }
             "routing.http.drop_invalid_header_fields.enabled" => {
-                self.drop_invalid_header_fields = boolean(key, value)?;
+                self.drop_invalid_header_fields = Some(boolean(key, value)?);
             }
             "routing.http.xff_header_processing.mode" => {
-                self.xff_header_processing_mode =
+                self.xff_header_processing_mode = Some(
                     match choice(key, value, &["append", "preserve", "remove"])? {
                         "preserve" => XffHeaderProcessingMode::Preserve,
                         "remove" => XffHeaderProcessingMode::Remove,
                         _ => XffHeaderProcessingMode::Append,
-                    };
+                    },
+                );
             }
             "routing.http.preserve_host_header.enabled" => {
-                self.preserve_host_header = boolean(key, value)?;
+                self.preserve_host_header = Some(boolean(key, value)?);
             }
             "routing.http2.enabled" => self.http2_enabled = boolean(key, value)?,
             _ => set_passive(LB_PASSIVE, &mut self.other, key, value, "Load balancer")?,
@@ -308,7 +310,9 @@ impl LoadBalancerAttributes {
             ("idle_timeout.timeout_seconds", idle),
             (
                 "client_keep_alive.seconds",
-                self.client_keep_alive_seconds.to_string(),
+                self.client_keep_alive_seconds
+                    .unwrap_or(Self::AWS_CLIENT_KEEP_ALIVE_SECONDS)
+                    .to_string(),
             ),
             (
                 "deletion_protection.enabled",
@@ -317,15 +321,20 @@ impl LoadBalancerAttributes {
             ("routing.http2.enabled", self.http2_enabled.to_string()),
             (
                 "routing.http.drop_invalid_header_fields.enabled",
-                self.drop_invalid_header_fields.to_string(),
+                self.drop_invalid_header_fields
+                    .unwrap_or_default()
+                    .to_string(),
             ),
             (
                 "routing.http.preserve_host_header.enabled",
-                self.preserve_host_header.to_string(),
+                self.preserve_host_header.unwrap_or_default().to_string(),
             ),
             (
                 "routing.http.xff_header_processing.mode",
-                match self.xff_header_processing_mode {
+                match self
+                    .xff_header_processing_mode
+                    .unwrap_or(Self::AWS_XFF_HEADER_PROCESSING_MODE)
+                {
                     XffHeaderProcessingMode::Append => "append",
                     XffHeaderProcessingMode::Preserve => "preserve",
                     XffHeaderProcessingMode::Remove => "remove",
@@ -334,7 +343,10 @@ impl LoadBalancerAttributes {
             ),
             (
                 "routing.http.desync_mitigation_mode",
-                match self.desync_mitigation_mode {
+                match self
+                    .desync_mitigation_mode
+                    .unwrap_or(Self::AWS_DESYNC_MITIGATION_MODE)
+                {
                     DesyncMitigationMode::Monitor => "monitor",
                     DesyncMitigationMode::Defensive => "defensive",
                     DesyncMitigationMode::Strictest => "strictest",

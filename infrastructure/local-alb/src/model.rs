@@ -239,16 +239,20 @@ pub struct LoadBalancerAttributes {
     /// `idle_timeout.timeout_seconds` (1-4000). `None`: the process default
     /// (`--client-idle-timeout`, 60 s as on AWS).
     pub idle_timeout_seconds: Option<u32>,
-    /// `client_keep_alive.seconds` (60-604800; 3600).
-    pub client_keep_alive_seconds: u32,
+    /// `client_keep_alive.seconds` (60-604800; 3600). The head policy's
+    /// attributes (this one to `preserve_host_header`) are `None` while
+    /// unset: Describe answers AWS's default, the data plane the process's
+    /// (`HeadPolicy::with_attributes`); once set, even to AWS's default, the
+    /// value wins.
+    pub client_keep_alive_seconds: Option<u32>,
     /// `routing.http.desync_mitigation_mode` (defensive).
-    pub desync_mitigation_mode: DesyncMitigationMode,
+    pub desync_mitigation_mode: Option<DesyncMitigationMode>,
     /// `routing.http.drop_invalid_header_fields.enabled` (false).
-    pub drop_invalid_header_fields: bool,
+    pub drop_invalid_header_fields: Option<bool>,
     /// `routing.http.xff_header_processing.mode` (append).
-    pub xff_header_processing_mode: XffHeaderProcessingMode,
+    pub xff_header_processing_mode: Option<XffHeaderProcessingMode>,
     /// `routing.http.preserve_host_header.enabled` (false).
-    pub preserve_host_header: bool,
+    pub preserve_host_header: Option<bool>,
     /// `routing.http2.enabled` (true).
     pub http2_enabled: bool,
     /// Other recognised keys whose value was changed, by key.
@@ -263,14 +267,48 @@ impl Default for LoadBalancerAttributes {
             access_logs_bucket: String::new(),
             access_logs_prefix: String::new(),
             idle_timeout_seconds: None,
-            client_keep_alive_seconds: 3600,
-            desync_mitigation_mode: DesyncMitigationMode::Defensive,
-            drop_invalid_header_fields: false,
-            xff_header_processing_mode: XffHeaderProcessingMode::Append,
-            preserve_host_header: false,
+            client_keep_alive_seconds: None,
+            desync_mitigation_mode: None,
+            drop_invalid_header_fields: None,
+            xff_header_processing_mode: None,
+            preserve_host_header: None,
             http2_enabled: true,
             other: Default::default(),
         }
+    }
+}
+
+impl LoadBalancerAttributes {
+    /// AWS's defaults of the head policy's attributes, what Describe answers
+    /// for those unset.
+    pub const AWS_CLIENT_KEEP_ALIVE_SECONDS: u32 = 3600;
+    pub const AWS_DESYNC_MITIGATION_MODE: DesyncMitigationMode = DesyncMitigationMode::Defensive;
+    pub const AWS_XFF_HEADER_PROCESSING_MODE: XffHeaderProcessingMode =
+        XffHeaderProcessingMode::Append;
+
+    /// A state file of format 1 could not say "unset": each head policy
+    /// attribute was stored with AWS's default, and a value equal to it meant
+    /// unset (the process's default applied). Read so, as unset.
+    pub fn unset_format_1_defaults(&mut self) {
+        fn unset<T: PartialEq>(value: &mut Option<T>, aws: T) {
+            if value.as_ref() == Some(&aws) {
+                *value = None;
+            }
+        }
+        unset(
+            &mut self.client_keep_alive_seconds,
+            Self::AWS_CLIENT_KEEP_ALIVE_SECONDS,
+        );
+        unset(
+            &mut self.desync_mitigation_mode,
+            Self::AWS_DESYNC_MITIGATION_MODE,
+        );
+        unset(&mut self.drop_invalid_header_fields, false);
+        unset(
+            &mut self.xff_header_processing_mode,
+            Self::AWS_XFF_HEADER_PROCESSING_MODE,
+        );
+        unset(&mut self.preserve_host_header, false);
     }
 }
 

@@ -26,8 +26,10 @@ pub const STATE_FILE: &str = "state.json";
 pub const STACK_RECORD_FILE: &str = "stack.json";
 /// The lock file: locked by the instance using the directory, holding its PID.
 pub const LOCK_FILE: &str = "local-alb.lock";
-/// Version of the state file's layout.
-const FORMAT_VERSION: u32 = 1;
+/// Version of the state file's layout. 2: the head policy's load balancer
+/// attributes can be unset (`null`); a file of version 1 still loads, its
+/// attributes at AWS's defaults read as unset, as they behaved.
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,22 +178,74 @@ fn read_state_file(path: PathBuf) -> Result<Option<State>, PersistError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(PersistError::Unreadable { path, source }),
     };
-    let file: StateFile = serde_json::from_str(&text).map_err(|e| PersistError::Corrupt {
+    let mut file: StateFile = serde_json::from_str(&text).map_err(|e| PersistError::Corrupt {
         path: path.clone(),
         problem: format!("not a valid state document: {e}"),
     })?;
-    if file.format_version != FORMAT_VERSION {
-        return Err(PersistError::Corrupt {
-            path,
-            problem: format!(
-                "format_version {} is not the supported {FORMAT_VERSION}",
-                file.format_version
-            ),
-        });
+    match file.format_version {
+        FORMAT_VERSION => {}
+        1 => {
+            for load_balancer in &mut file.state.load_balancers {
+                load_balancer.attributes.unset_format_1_defaults();
+            }
+        }
+        other => {
+            return Err(PersistError::Corrupt {
+                path,
+                problem: format!(
+                    "format_version {other} is not a supported one (1 or {FORMAT_VERSION})"
+                ),
+            });
+        }
     }
     crate::control::validate::state(&file.state).map_err(|e| PersistError::Corrupt {
         path,
         problem: format!("inconsistent configuration: {}", e.message),
     })?;
     Ok(Some(file.state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::XffHeaderProcessingMode;
+
+    /// A state file of format 1 stored every head policy attribute, at AWS's
+    /// default when unset: it loads, those at AWS's default read as unset
+    /// (the process's default applies, as before) and the others as set.
+    #[test]
+    fn a_format_1_state_file_loads_with_its_aws_defaults_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = crate::stack::parse(crate::stack::BUNDLED_STACK, "bundled")
+            .unwrap()
+            .state;
+        let attributes = &mut state.load_balancers[0].attributes;
+        attributes.client_keep_alive_seconds = Some(3600);
+        attributes.drop_invalid_header_fields = Some(false);
+        attributes.xff_header_processing_mode = Some(XffHeaderProcessingMode::Remove);
+        let old = serde_json::json!({ "format_version": 1, "state": state });
+        fs::write(dir.path().join(STATE_FILE), old.to_string()).unwrap();
+        let loaded = read_state_file(dir.path().join(STATE_FILE))
+            .unwrap()
+            .unwrap();
+        let attributes = &loaded.load_balancers[0].attributes;
+        assert_eq!(attributes.client_keep_alive_seconds, None);
+        assert_eq!(attributes.drop_invalid_header_fields, None);
+        assert_eq!(
+            attributes.xff_header_processing_mode,
+            Some(XffHeaderProcessingMode::Remove)
+        );
+        // Written back as format 2, a value at AWS's default stays set.
+        let mut explicit = loaded.clone();
+        explicit.load_balancers[0]
+            .attributes
+            .client_keep_alive_seconds = Some(3600);
+        let store = StateStore::open(dir.path()).unwrap();
+        store.save(&explicit).unwrap();
+        let again = store.load().unwrap().unwrap();
+        assert_eq!(
+            again.load_balancers[0].attributes.client_keep_alive_seconds,
+            Some(3600)
+        );
+    }
 }

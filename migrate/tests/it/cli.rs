@@ -98,6 +98,12 @@ fn bad_steps_exit_2() {
     let run = op.run(&["shift", "users", "--steps", "50,10,100"]);
     assert_eq!(run.code, 2, "{run}");
     assert!(run.stderr.contains("--steps: steps must increase"), "{run}");
+    // plan takes --steps as shift does.
+    let run = op.run(&["plan", "users", "--steps", "50,10,100"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("--steps: steps must increase"), "{run}");
+    let run = op.run(&["plan", "users", "--steps", "10,100", "--to", "10"]);
+    assert_eq!(run.code, 2, "{run}");
 }
 
 #[test]

@@ -93,6 +93,25 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
     let again = op.run(&["rollback", "users"]);
     assert_eq!(again.code, 0, "{again}");
     assert!(again.stdout.contains("already on the monolith"), "{again}");
+    // plan previews a shift's --steps and --sticky, holds included.
+    let plan = op.run(&[
+        "plan",
+        "users",
+        "--steps",
+        "10,hold,50,100",
+        "--sticky",
+        "1h",
+    ]);
+    assert_eq!(plan.code, 0, "{plan}");
+    for expected in [
+        "step 10%:",
+        "users=10, sticky 1h",
+        "  hold:  the shift stops here until `migrate promote`",
+        "step 50%:",
+        "step 100%:",
+    ] {
+        assert!(plan.stdout.contains(expected), "{expected}: {plan}");
+    }
 
     // A target group tagged as an ECS service where there is no ECS (the
     // local ALB answers no ECS call): status still answers, and says so.

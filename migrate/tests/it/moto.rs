@@ -752,6 +752,21 @@ fn metric_gates_read_the_alb_metrics_by_their_aws_names_and_dimensions() {
     );
 
     assert_eq!(op.run(&["rollback", "users"]).code, 0);
+    // After the rollback, the shift's pass is not the route's verdict now.
+    let status = op.route_status("users");
+    assert_eq!(
+        status["metrics"]["rolled_back"]["what"], "rollback to the monolith",
+        "{status:#}"
+    );
+    let text = op.run(&["status", "users"]);
+    assert!(
+        text.stdout.contains("metrics:  as of the shift, ")
+            && text.stdout.contains(": pass: traffic: ")
+            && text
+                .stdout
+                .contains("not current: rolled back since (`rollback to the monolith`, "),
+        "{text}"
+    );
     feed.service_5xx.store(2, Ordering::SeqCst);
     let failed = op.run(&["shift", "users", "--steps", "10,100", "--interval", "1s"]);
     assert_eq!(failed.code, 3, "{failed}");

@@ -52,41 +52,31 @@ pub struct HeadPolicy {
     pub preserve_host_header: bool,
 }
 
-/// The attribute's value when it was set away from AWS's default, else ours.
-fn pick<T>(set: bool, theirs: T, ours: T) -> T {
-    if set { theirs } else { ours }
-}
-
 impl HeadPolicy {
     /// This policy (the process's defaults) under a load balancer's
     /// attributes. An attribute set through the ELBv2 API or the stack file
-    /// wins; one left at AWS's default keeps this policy's value (the
-    /// process's `--client-idle-timeout`, or what a [`crate::DataPlane`]'s
-    /// options say).
+    /// wins, even when set to AWS's default; one never set keeps this
+    /// policy's value (the process's `--client-idle-timeout`, or what a
+    /// [`crate::DataPlane`]'s options say).
     pub fn with_attributes(self, attributes: &crate::model::LoadBalancerAttributes) -> HeadPolicy {
-        let aws = crate::model::LoadBalancerAttributes::default();
+        let seconds = |s: u32| Duration::from_secs(u64::from(s));
         HeadPolicy {
             idle_timeout: attributes
                 .idle_timeout_seconds
-                .map_or(self.idle_timeout, |s| Duration::from_secs(u64::from(s))),
-            client_keep_alive: pick(
-                attributes.client_keep_alive_seconds != aws.client_keep_alive_seconds,
-                Duration::from_secs(u64::from(attributes.client_keep_alive_seconds)),
-                self.client_keep_alive,
-            ),
-            desync_mitigation: pick(
-                attributes.desync_mitigation_mode != aws.desync_mitigation_mode,
-                attributes.desync_mitigation_mode,
-                self.desync_mitigation,
-            ),
-            drop_invalid_header_fields: attributes.drop_invalid_header_fields
-                || self.drop_invalid_header_fields,
-            xff: pick(
-                attributes.xff_header_processing_mode != aws.xff_header_processing_mode,
-                attributes.xff_header_processing_mode,
-                self.xff,
-            ),
-            preserve_host_header: attributes.preserve_host_header || self.preserve_host_header,
+                .map_or(self.idle_timeout, seconds),
+            client_keep_alive: attributes
+                .client_keep_alive_seconds
+                .map_or(self.client_keep_alive, seconds),
+            desync_mitigation: attributes
+                .desync_mitigation_mode
+                .unwrap_or(self.desync_mitigation),
+            drop_invalid_header_fields: attributes
+                .drop_invalid_header_fields
+                .unwrap_or(self.drop_invalid_header_fields),
+            xff: attributes.xff_header_processing_mode.unwrap_or(self.xff),
+            preserve_host_header: attributes
+                .preserve_host_header
+                .unwrap_or(self.preserve_host_header),
         }
     }
 }

@@ -313,6 +313,41 @@ async fn the_host_header_gets_the_listener_port_unless_preserved() {
     }
 }
 
+/// An attribute set explicitly to AWS's default wins over the process's
+/// default for it (`DataPlaneOptions::head`, which the `LOCAL_ALB_*`
+/// settings fill): the model tells "set to AWS's default" from "unset".
+#[tokio::test]
+async fn an_attribute_set_to_aws_default_wins_over_the_process_default() {
+    let backend = Backend::start("echo").await;
+    let mut state = one_group_state("echo", &backend);
+    state.listeners[0].port = 8080;
+    let attributes = &mut state.load_balancers[0].attributes;
+    attributes.xff_header_processing_mode = Some(XffMode::Append);
+    attributes.drop_invalid_header_fields = Some(false);
+    attributes.preserve_host_header = Some(false);
+    let options = with(|p| {
+        p.xff = XffMode::Remove;
+        p.drop_invalid_header_fields = true;
+        p.preserve_host_header = true;
+    });
+    let alb = RunningAlb::start(&state, options).await;
+    let answer = Answer::parse(
+        &raw_exchange(
+            alb.addr,
+            &get_with("X-Forwarded-For: 192.0.2.1\r\nX_Under: 1\r\n"),
+        )
+        .await,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(
+        answer.header("x-forwarded-for").as_deref(),
+        Some("192.0.2.1, 127.0.0.1")
+    );
+    assert_eq!(answer.header("x_under").as_deref(), Some("1"));
+    assert_eq!(answer.header("host").as_deref(), Some("app.test:8080"));
+    alb.stop().await;
+}
+
 /// The idle timeout restarts with each byte: a request trickled a byte at a
 /// time over longer than the timeout is served; a silent half request gets
 /// 408 soon after the timeout.
