@@ -127,8 +127,12 @@ fn serve(data: &Dataset, found: Route) -> HttpResponse {
     json(body)
 }
 
-/// A whole list, written while it is sent, with its Content-Length.
+/// A whole list: a short one from its bytes written at startup, a long one
+/// written while it is sent, with its Content-Length.
 fn json_list(list: ListStream) -> HttpResponse {
+    if let Some(body) = list.prerendered() {
+        return json(body);
+    }
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE)))
         .body(SizedStream::new(list.len(), list))
