@@ -65,10 +65,21 @@ fn write_number(out: &mut Vec<u8>, number: &Number) {
 /// A string escaped as `JSON.stringify` escapes it: `"` and `\`, the short escapes
 /// `\b \f \n \r \t`, other C0 controls as `\u00xx` (lowercase hex); everything
 /// else, `/` and non-ASCII included, as is.
-fn write_string(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let bytes = text.as_bytes();
+    // Most strings need no escape: one pass over all their bytes (no early
+    // exit, so the compiler vectorizes it), then a copy.
+    let needs_escape = bytes.iter().fold(false, |found, &byte| {
+        found | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+    });
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain_from = 0;
     for (at, &byte) in bytes.iter().enumerate() {
         let short_escape = match byte {

@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod id;
 pub mod js_json;
 pub mod records;
+pub mod request_log;
 pub mod router;
 pub mod service;
 pub mod settings;

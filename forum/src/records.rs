@@ -29,6 +29,9 @@ const WHOLE: u64 = 0;
 const EXACT_IN_A_DOUBLE: u64 = 1 << 53;
 /// About how many bytes of a list one chunk of its body carries.
 const CHUNK_BYTES: usize = 64 * 1024;
+/// A list this short is written once, when the records are built, and each
+/// answer shares those bytes (the data never changes while a server runs).
+const PRERENDERED_LIST_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
@@ -80,6 +83,8 @@ pub(crate) struct Records {
     starts: Offsets,
     /// The length of the whole array serialized.
     array_json_len: usize,
+    /// The whole array serialized, when it is at most [`PRERENDERED_LIST_BYTES`].
+    prerendered: Option<Bytes>,
 }
 
 impl Records {
@@ -166,6 +171,12 @@ impl ListStream {
             next: 0,
             done: false,
         }
+    }
+
+    /// The whole body at once, when the list is short enough to be kept
+    /// written ([`PRERENDERED_LIST_BYTES`]); else it is written while sent.
+    pub fn prerendered(&self) -> Option<Bytes> {
+        self.records.prerendered.clone()
     }
 
     /// The body's length in bytes.
@@ -316,12 +327,18 @@ impl RecordsBuilder {
         self.starts.push(self.data.len());
         self.data.shrink_to_fit();
         self.starts.shrink_to_fit();
-        Records {
+        let mut records = Records {
             shapes: self.shapes,
             data: self.data,
             starts: self.starts,
             array_json_len: self.records_json_len + count.saturating_sub(1) + 2,
+            prerendered: None,
+        };
+        if records.array_json_len <= PRERENDERED_LIST_BYTES {
+            let all: Vec<u32> = (0..count as u32).collect();
+            records.prerendered = Some(records.join(&all));
         }
+        records
     }
 }
 
@@ -473,6 +490,22 @@ mod tests {
         let many_records = records(&many_json);
         assert_eq!(many_records.shapes.len(), MAX_SHAPES);
         assert_eq!(whole(&many_records), many_json.as_bytes());
+    }
+
+    #[test]
+    fn short_lists_are_written_once_and_long_ones_while_sent() {
+        let short = records(r#"[{"id":1,"name":"a"},{"id":2,"name":"b"}]"#);
+        let list = ListStream::new(Arc::clone(&short));
+        assert_eq!(
+            list.prerendered().as_deref(),
+            Some(&br#"[{"id":1,"name":"a"},{"id":2,"name":"b"}]"#[..])
+        );
+        let many: Vec<String> = (0..2000)
+            .map(|index| format!(r#"{{"id":{index},"text":"{}"}}"#, "w".repeat(40)))
+            .collect();
+        let long = records(&format!("[{}]", many.join(",")));
+        assert!(long.array_json_len() > PRERENDERED_LIST_BYTES);
+        assert_eq!(ListStream::new(long).prerendered(), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io::{BufWriter, IsTerminal};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
+use crate::request_log;
 use crate::settings::LogFormat;
 
 /// The level filter when `RUST_LOG` is unset: the server's own lines, without
@@ -20,6 +21,8 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     // buffer turns a write(2) per request into one per batch under load, and
     // lines still appear at once when the server is idle.
     let (writer, guard) = tracing_appender::non_blocking(BufWriter::new(std::io::stdout()));
+    // The request log writes its own lines, in the same format, to the same writer.
+    request_log::install(format, writer.clone());
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()

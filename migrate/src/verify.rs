@@ -494,16 +494,69 @@ async fn recorded_requests(
     } else {
         aws_config::SdkConfig::builder().build()
     };
+    let progress = reading_progress(name);
     let replay = Replay {
         set,
         templates,
         patterns: route.paths.clone(),
         allow_unsafe: args.allow_unsafe,
+        progress: progress.clone(),
     };
-    let replay = access_logs::read_each(&sources, &sdk, replay, Replay::add)
-        .await
-        .map_err(|error| usage(format!("{error:#}")))?;
+    let replay = access_logs::read_each(&sources, &sdk, replay, Replay::add).await;
+    progress.finish_and_clear();
+    let replay = replay.map_err(|error| usage(format!("{error:#}")))?;
     Ok(replay.set)
+}
+
+/// Lines read from the access logs and requests taken, on stderr while it is
+/// a terminal (hidden otherwise): an hour of a busy ALB is a million lines.
+fn reading_progress(route: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "migrate: reading access logs for {prefix}: {pos} lines, {per_sec} {spinner} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(route.to_owned());
+    bar
+}
+
+/// A log's lines as `parity` reads them, counted on a progress bar as they
+/// are consumed.
+struct CountedLines<'a> {
+    lines: &'a mut dyn std::io::BufRead,
+    progress: &'a indicatif::ProgressBar,
+}
+
+impl std::io::Read for CountedLines<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.lines.read(out)?;
+        self.progress.inc(newlines(&out[..read]));
+        Ok(read)
+    }
+}
+
+impl std::io::BufRead for CountedLines<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.lines.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        // The buffer `fill_buf` just returned, without reading again.
+        if let Ok(buffer) = self.lines.fill_buf() {
+            self.progress
+                .inc(newlines(&buffer[..amount.min(buffer.len())]));
+        }
+        self.lines.consume(amount);
+    }
+}
+
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&byte| byte == b'\n').count() as u64
 }
 
 /// What `--from-alb-log` replays: the requests taken so far, and what
@@ -513,6 +566,8 @@ struct Replay {
     templates: Vec<String>,
     patterns: Vec<String>,
     allow_unsafe: bool,
+    /// Lines read so far, on a terminal.
+    progress: indicatif::ProgressBar,
 }
 
 impl Replay {
@@ -522,6 +577,11 @@ impl Replay {
             templates: &self.templates,
             route_patterns: &self.patterns,
             allow_unsafe: self.allow_unsafe,
+        };
+        self.progress.set_message(name.to_owned());
+        let lines = CountedLines {
+            lines,
+            progress: &self.progress,
         };
         self.set.add_alb_log_lines(lines, &log)
     }

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -84,6 +85,65 @@ fn sigint_stops_gracefully_too() {
             .code(),
         Some(0)
     );
+}
+
+/// The request log is handed to the writer in batches (forum/src/request_log.rs):
+/// every request of a pipelined burst still gets its one line, in order, soon.
+/// 600 lines are more than one batch's 32 KiB, so both hand-overs are used:
+/// when the buffer is full, and a few milliseconds after the last line.
+#[test]
+fn every_request_of_a_burst_is_logged_once_in_order() {
+    const REQUESTS: usize = 600;
+    let server = SpawnedServer::start(BINARY, &[]).unwrap();
+    let mut stream = TcpStream::connect(server.address).unwrap();
+    let burst: String = (1..=REQUESTS)
+        .map(|id| {
+            let close = if id == REQUESTS {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            format!("GET /api/users/{id} HTTP/1.1\r\nHost: test\r\n{close}\r\n")
+        })
+        .collect();
+    stream.write_all(burst.as_bytes()).unwrap();
+    let mut answers = Vec::new();
+    stream.read_to_end(&mut answers).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&answers)
+            .matches("HTTP/1.1 ")
+            .count(),
+        REQUESTS
+    );
+    // Lines are read on a thread (from a copy of the pipe: nothing is
+    // buffered past the startup lines) so that a missing one fails the test by
+    // the deadline instead of blocking it; the thread ends with the server.
+    assert!(server.stdout.buffer().is_empty());
+    let pipe = server
+        .stdout
+        .get_ref()
+        .as_fd()
+        .try_clone_to_owned()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(std::fs::File::from(pipe));
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if lines.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    for id in 1..=REQUESTS {
+        let line = received
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no log line for request {id} within 10 s"));
+        assert!(
+            line.contains(&format!(" url=/api/users/{id} status=")),
+            "line {id}: {line:?}"
+        );
+    }
 }
 
 /// A response being written when SIGTERM arrives is still delivered in full.

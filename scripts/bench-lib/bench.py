@@ -94,6 +94,10 @@ ALB_VS_NGINX_GOAL = 1.0
 # The many-connections case (HTTP/1.1), and nginx's upstream pool: at least that many.
 MANY_CONNECTIONS = 1000
 NGINX_UPSTREAM_KEEPALIVE = 1024
+# nginx static logs every request when it stands in for the forum servers, which log every
+# request in batches (forum/src/request_log.rs): a per-worker buffer written when full or
+# after a second.
+NGINX_ACCESS_LOG_BUFFER = "64k"
 MIGRATE_WALL_GOAL_MS = 300.0
 MIGRATE_CALLS_GOAL = 10
 VERIFY_GOAL = 5000.0
@@ -419,7 +423,8 @@ class Suite:
     # --- services ------------------------------------------------------------
 
     def nginx_static(self, bodies: dict[str, tuple[str, bytes]]) -> tuple[subprocess.Popen, str]:
-        """nginx answering each path with its exact bytes and content type (`return 200`)."""
+        """nginx answering each path with its exact bytes and content type (`return 200`),
+        logging each request to a file as the forum servers do (buffered, as theirs is)."""
         port = free_port()
         locations = []
         for path, (content_type, body) in bodies.items():
@@ -427,10 +432,17 @@ class Suite:
             for char, escaped in (("\\", "\\\\"), ("'", "\\'"), ("$", "${dollar}")):
                 text = text.replace(char, escaped)
             locations.append(f"location = {path} {{ default_type \"{content_type}\"; return 200 '{text}'; }}")
-        config = self.nginx_config(port, "\n        ".join(locations), upstreams='geo $dollar { default "$"; }')
+        config = self.nginx_config(
+            port,
+            "\n        ".join(locations),
+            upstreams='geo $dollar { default "$"; }',
+            access_log=f"{self.work}/nginx-static-access.log combined buffer={NGINX_ACCESS_LOG_BUFFER} flush=1s",
+        )
         return self.start_nginx("nginx-static", config), f"http://127.0.0.1:{port}"
 
-    def nginx_config(self, port: int, locations: str, upstreams: str, extra: str = "") -> str:
+    def nginx_config(
+        self, port: int, locations: str, upstreams: str, extra: str = "", access_log: str = "off"
+    ) -> str:
         return f"""worker_processes {self.cores};
 pid {self.work}/nginx-{port}.pid;
 error_log {self.work}/nginx-{port}-error.log warn;
@@ -438,7 +450,7 @@ daemon off;
 worker_rlimit_nofile 16384;
 events {{ worker_connections 8192; }}
 http {{
-    access_log off;
+    access_log {access_log};
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
@@ -525,8 +537,8 @@ http {{
             note=f"`{self.load.describe()}` per case, {self.args.services_rounds} rounds taking turns (medians shown; "
             f"the ratio to nginx is the median of the ratios within each round), "
             f"keep-alive; each server on the built-in seed data "
-            f"with its default {self.cores} workers and request logging to a file; nginx "
-            f"({self.cores} workers, access log off) answers with the monolith's exact bytes and "
+            f"with its default {self.cores} workers and its request log on, to a file; nginx "
+            f"({self.cores} workers, access log on, to a file, `buffer={NGINX_ACCESS_LOG_BUFFER} flush=1s`) answers with the monolith's exact bytes and "
             f"content type (`return 200 '<body>'`), taking turns with the servers on the same route.",
         )
         ratio, server, path = worst

@@ -328,6 +328,26 @@ fn progress_shows_on_a_terminal_only() {
     let piped = project.verify(&["users"]);
     assert_exit(&piped, 0);
     assert!(!stderr(&piped).contains("verifying"), "{}", stderr(&piped));
+
+    // Reading an access log (a million lines for an hour of a busy ALB) shows
+    // its lines as they are read, on a terminal only too.
+    let log = fixture("alb-access.log");
+    let on_terminal = Command::new("script")
+        .args(["--quiet", "--return", "--command"])
+        .arg(format!("{command} --from-alb-log {log}"))
+        .arg("/dev/null")
+        .current_dir(project.path(""))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    assert_exit(&on_terminal, 0);
+    let screen = stdout(&on_terminal);
+    assert_contains(&screen, "migrate: reading access logs for users: ");
+    assert_contains(&screen, " lines, ");
+    assert_contains(&screen, "5 requests: 5 matched");
+    let piped = project.verify(&["users", "--from-alb-log", &log]);
+    assert_exit(&piped, 0);
+    assert!(!stderr(&piped).contains("reading"), "{}", stderr(&piped));
 }
 
 #[test]
