@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::accesslog::{Begin, Outcome, Pending, TargetGroupArn};
+use crate::accesslog::{Begin, Outcome, Pending};
 use crate::dataplane::DataPlane;
 use crate::dataplane::policy::{self, HeadPolicy, HeadScan, OverLimit, Verdict};
 use crate::dataplane::pool::Address;
@@ -543,7 +543,7 @@ impl ClientConnection {
             elb_status: status,
             target_group: group
                 .and_then(|weighted| weighted.group.as_ref())
-                .map(|group| Arc::clone(&group.runtime) as Arc<dyn TargetGroupArn>),
+                .map(|group| group.runtime.arn.as_str()),
             ..Outcome::default()
         };
         self.access
@@ -570,9 +570,9 @@ impl ClientConnection {
             target_group: weighted
                 .group
                 .as_ref()
-                .map(|group| Arc::clone(&group.runtime) as Arc<dyn TargetGroupArn>),
+                .map(|group| group.runtime.arn.as_str()),
             target_status: Some(status),
-            target_seconds: Some(started.elapsed().as_secs_f64()),
+            target_time: Some(started.elapsed()),
             error_reason: None,
         };
         self.access
@@ -706,7 +706,7 @@ impl ClientConnection {
                 },
             );
         } else {
-            self.access = Pending::default();
+            self.access.clear();
         }
         let plan = match routed.map(|index| (index, &table.rules[index].action)) {
             None => {
