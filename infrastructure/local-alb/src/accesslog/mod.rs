@@ -33,11 +33,12 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 /// them into the interval's file.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
-/// The gzip level of the files: 0, gzip of stored (uncompressed) blocks,
-/// which every gzip reader (Athena, `zcat`, `migrate --from-alb-log`) reads
-/// and which costs the data plane nothing measurable; 1 makes files about ten
-/// times smaller for about +3 % CPU per request (docs/benchmarks.md).
-pub const DEFAULT_COMPRESSION: u32 = 0;
+/// The gzip level of the files: 1, deflate at its fastest (files about a
+/// tenth of the text, as AWS's are small). 0 writes gzip of stored blocks
+/// (every gzip reader reads them) straight from the workers' buffers: no
+/// deflate, but ten times the bytes to write, which cost the same CPU within
+/// the noise of docs/benchmarks.md's measurement.
+pub const DEFAULT_COMPRESSION: u32 = 1;
 
 /// Where a load balancer's logs go, from its `access_logs.s3.*` attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,8 +74,8 @@ pub struct DataPlaneOptions {
     pub access_log_root: Option<std::path::PathBuf>,
     /// How often an access log file is delivered (AWS: 5 minutes).
     pub access_log_interval: Duration,
-    /// The gzip level of the access log files, 0 (stored blocks, the
-    /// default) to 9 (`--access-log-compression`).
+    /// The gzip level of the access log files, 0 (stored blocks) to 9
+    /// (`--access-log-compression`, default 1).
     pub access_log_compression: u32,
     /// Simulated nodes and the delay after which each applies a published
     /// change (`--propagation`, `--nodes`); `None`: one node, at once.
