@@ -863,7 +863,7 @@ http {{
         # the default is deflate level 1): no deflate, ten times the bytes.
         stored_logs = "local ALB, access logs on, stored gzip"
         alb_stored, alb_stored_base, _ = self.start_alb(
-            "local-alb-logged-deflate",
+            "local-alb-logged-stored",
             logged_stack,
             extra=["--access-log-root", str(self.work / "access-logs-stored"), "--access-log-compression", "0"],
         )
