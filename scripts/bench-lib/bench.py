@@ -871,6 +871,14 @@ http {{
         alb_logged, alb_logged_base, _ = self.start_alb(
             "local-alb-logged", logged_stack, extra=["--access-log-root", str(self.work / "access-logs")]
         )
+        # The same with gzip of stored blocks (`--access-log-compression 0`;
+        # the default is deflate level 1): no deflate, ten times the bytes.
+        stored_logs = "local ALB, access logs on, stored gzip"
+        alb_stored, alb_stored_base, _ = self.start_alb(
+            "local-alb-logged-stored",
+            logged_stack,
+            extra=["--access-log-root", str(self.work / "access-logs-stored"), "--access-log-compression", "0"],
+        )
         nginx, nginx_base, nginx_h2c = self.nginx_proxy(bases["monolith"])
         hundred = "local ALB, 100 rules"
         urls = {
@@ -880,6 +888,7 @@ http {{
             hundred: alb100_base,
             uncounted: alb_off_base,
             logged: alb_logged_base,
+            stored_logs: alb_stored_base,
         }
         baseline = None
         if self.args.alb_baseline:
@@ -891,7 +900,12 @@ http {{
         relaxed: dict[str, WrkResult] = {}
         # CPU time per request of the local ALB with and without counting, over
         # the saturating runs: steadier than req/s on a shared machine.
-        cpu_pids = {"local ALB": alb.pid, uncounted: alb_off.pid, logged: alb_logged.pid}
+        cpu_pids = {
+            "local ALB": alb.pid,
+            uncounted: alb_off.pid,
+            logged: alb_logged.pid,
+            stored_logs: alb_stored.pid,
+        }
         if baseline is not None:
             cpu_pids["local ALB (baseline build)"] = baseline.pid
         cpu_before = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
@@ -907,7 +921,7 @@ http {{
             for name in urls:
                 show(f"{name} ({this_load.connections} connections)", results[name])
         guards = self.alb_guards({"local ALB": alb_base, "nginx proxy": nginx_base}, nginx_h2c, path)
-        for process in (alb, alb100, alb_off, alb_logged, nginx, baseline):
+        for process in (alb, alb100, alb_off, alb_logged, alb_stored, nginx, baseline):
             if process is not None:
                 self.fleet.stop(process)
         for results, this_load, what in ((saturated, load, "saturating"), (relaxed, light, "light load")):
@@ -1005,6 +1019,16 @@ http {{
         logged_ratio = paired_ratio(saturated[logged], saturated["local ALB"])
         cpu_logged = cpu_per_request[logged]
         logging_cost = cpu_logged / cpu_on - 1
+        cpu_stored = cpu_per_request[stored_logs]
+        self.report.text(
+            "alb",
+            f"Access logs: CPU time of the local ALB per request over the saturating runs {cpu_on:.2f} µs "
+            f"with logging off, {cpu_logged:.2f} µs on (deflate level 1, the default; "
+            f"{logging_cost * 100:+.1f} %), {cpu_stored:.2f} µs on with `--access-log-compression 0` "
+            f"({(cpu_stored / cpu_on - 1) * 100:+.1f} %; req/s paired ratio "
+            f"{paired_ratio(saturated[stored_logs], saturated['local ALB']):.3f}).",
+        )
+        log(f"  CPU per request: logs off {cpu_on:.2f} µs, on {cpu_logged:.2f} µs, on with stored gzip {cpu_stored:.2f} µs")
         self.report.goal(
             Goal(
                 "alb",

@@ -3,8 +3,9 @@
 //! fields separated by one space, in [`FIELDS`]' order, the fields of
 //! [`QUOTED`] in double quotes. [`Record::render`] writes a line; the local
 //! ALB writes its lines straight from its entries with the same field
-//! writers ([`write_quoted`], [`write_plain`], [`write_time`],
-//! [`write_seconds`]), no record in between; `migrate` (verify, leaks, plan, retire) reads lines with
+//! writers ([`write_quoted`], [`write_plain`], [`write_number`],
+//! [`write_address`], [`write_duration`], and [`TimeWriter`], which formats
+//! the date and time of day once a second), no record in between; `migrate` (verify, leaks, plan, retire) reads lines with
 //! [`Record::parse`], which also takes older lines that end before the newer
 //! trailing fields, and newer lines with fields after the last one known here.
 //!
@@ -457,6 +458,101 @@ pub fn write_time(line: &mut String, unix_micros: i64) {
     );
 }
 
+/// [`write_time`] for lines written one after another: the date and time of
+/// day of the last second written are kept, so a line of the same second
+/// only writes its microseconds (a writer of many lines a second).
+#[derive(Debug, Default, Clone)]
+pub struct TimeWriter {
+    second: Option<i64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
+    prefix: String,
+}
+
+impl TimeWriter {
+    /// Appends `unix_micros` as [`write_time`] does.
+    pub fn write(&mut self, line: &mut String, unix_micros: i64) {
+        let second = unix_micros.div_euclid(1_000_000);
+        if self.second != Some(second) {
+            self.prefix.clear();
+            write_time(&mut self.prefix, second * 1_000_000);
+            self.prefix.truncate(self.prefix.len() - "000000Z".len());
+            self.second = Some(second);
+        }
+        line.push_str(&self.prefix);
+        let micros = unix_micros.rem_euclid(1_000_000) as u32;
+        for divisor in [100_000, 10_000, 1_000, 100, 10, 1] {
+            line.push(char::from(b'0' + (micros / divisor % 10) as u8));
+        }
+        line.push('Z');
+    }
+}
+
+/// A number appended to `line` in decimal (no formatting machinery).
+pub fn write_number(line: &mut String, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // ASCII digits: pushed as they are, with no UTF-8 check.
+    line.reserve(digits.len() - at);
+    for digit in &digits[at..] {
+        line.push(char::from(*digit));
+    }
+}
+
+/// `ip:port` as the log writes it (`client:port`, `target:port`): an
+/// IPv4-mapped address as IPv4, an IPv6 address without brackets, as AWS
+/// writes them.
+pub fn write_address(line: &mut String, ip: std::net::IpAddr, port: u16) {
+    match crate::cidr::canonical_ip(ip) {
+        std::net::IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    line.push('.');
+                }
+                write_number(line, u64::from(octet));
+            }
+        }
+        v6 => {
+            let _ = write!(line, "{v6}");
+        }
+    }
+    line.push(':');
+    write_number(line, u64::from(port));
+}
+
+/// A processing time given as a duration, as AWS writes it: seconds with
+/// millisecond precision (rounded to the nearest millisecond), or `-1` when
+/// there is none.
+pub fn write_duration(line: &mut String, duration: Option<std::time::Duration>) {
+    match duration {
+        Some(duration) => {
+            let millis = (duration.as_micros() + 500) / 1000;
+            write_number(line, u64::try_from(millis / 1000).unwrap_or(u64::MAX));
+            line.push('.');
+            let fraction = (millis % 1000) as u16;
+            for divisor in [100, 10, 1] {
+                line.push(char::from(b'0' + (fraction / divisor % 10) as u8));
+            }
+        }
+        None => line.push_str("-1"),
+    }
+}
+
+/// [`write_duration`] as a new string.
+pub fn format_duration(duration: Option<std::time::Duration>) -> String {
+    let mut text = String::with_capacity(8);
+    write_duration(&mut text, duration);
+    text
+}
+
 /// Reads a `time` (or `request_creation_time`) field: ISO 8601 in UTC,
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, to microseconds since the Unix epoch.
 pub fn parse_time(text: &str) -> Option<i64> {
@@ -678,6 +774,39 @@ mod tests {
             Record::parse(r#"http "a"b"#),
             Err(ParseError::TextAfterQuote)
         );
+    }
+
+    #[test]
+    fn the_fast_writers_write_what_the_formatting_writers_write() {
+        let mut clock = TimeWriter::default();
+        for micros in [
+            0,
+            1_543_616_580_186_641,
+            1_543_616_580_999_999,
+            1_543_616_581_000_007,
+            1_709_164_800_000_000,
+        ] {
+            let mut line = String::new();
+            clock.write(&mut line, micros);
+            assert_eq!(line, format_time(micros));
+        }
+        for value in [0, 7, 10, 65_535, u64::MAX] {
+            let mut line = String::new();
+            write_number(&mut line, value);
+            assert_eq!(line, value.to_string());
+        }
+        for (ip, port) in [("127.0.0.1", 80), ("::ffff:10.0.0.9", 443), ("::1", 9)] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut line = String::new();
+            write_address(&mut line, ip, port);
+            assert_eq!(line, format!("{}:{port}", crate::cidr::canonical_ip(ip)));
+        }
+        let duration = |micros| Some(std::time::Duration::from_micros(micros));
+        assert_eq!(format_duration(duration(0)), "0.000");
+        assert_eq!(format_duration(duration(1_499)), "0.001");
+        assert_eq!(format_duration(duration(1_500)), "0.002");
+        assert_eq!(format_duration(duration(12_345_678)), "12.346");
+        assert_eq!(format_duration(None), "-1");
     }
 
     #[test]

@@ -42,7 +42,8 @@ AWS_ACCESS_KEY_ID=AKIAFICUSLOCAL000000 AWS_SECRET_ACCESS_KEY=ficus-local-secret-
 aws elbv2 describe-load-balancers --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
 (same keys) aws cloudwatch list-metrics --namespace AWS/ApplicationELB --region us-east-1 --endpoint-url http://127.0.0.1:9100\n  \
 local-alb --metric-retention 600        # keep 10 minutes of per-second metrics (0: do not count)\n  \
-local-alb --access-log-root /tmp/alb-logs --access-log-interval 1m   # access logs as in S3, every minute\n\n\
+local-alb --access-log-root /tmp/alb-logs --access-log-interval 1m   # access logs as in S3, every minute\n  \
+local-alb --access-log-compression 0   # gzip of stored blocks: no deflate, files 10x larger (default 1)\n\n\
 local-alb --propagation 0s..8s --nodes 3 --throttle 'DescribeRules=5,*=20' --transient-errors 0.02\n    \
                                         # AWS's bad days: changes reach 3 nodes over 0-8 s, throttling, 2% errors\n\n\
 The access key and secret are the stack file's [credentials] (local defaults \
@@ -128,6 +129,15 @@ pub struct Cli {
     /// AWS; tests use 1s). A clean shutdown delivers what is buffered.
     #[arg(long, env = "LOCAL_ALB_ACCESS_LOG_INTERVAL", value_name = "DURATION", value_parser = whole_duration)]
     pub access_log_interval: Option<Duration>,
+
+    /// The gzip level of the access log files, 0-9 (default 1, deflate at
+    /// its fastest: files about a tenth of the text). 0 writes gzip of
+    /// stored blocks, which every gzip reader reads: no deflate, files ten
+    /// times larger, about the same CPU (writing ten times the bytes); 2-9
+    /// compress a little better for more CPU (docs/benchmarks.md, "Access
+    /// logs' cost").
+    #[arg(long, env = "LOCAL_ALB_ACCESS_LOG_COMPRESSION", value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub access_log_compression: Option<u32>,
 
     /// Fault injection (off by default): the delay after which an accepted
     /// change reaches each data-plane node, uniform within MIN..MAX (such as
@@ -261,6 +271,9 @@ impl From<Cli> for Settings {
             access_log_interval: cli
                 .access_log_interval
                 .unwrap_or(defaults.access_log_interval),
+            access_log_compression: cli
+                .access_log_compression
+                .unwrap_or(defaults.access_log_compression),
             propagation: defaults.propagation,
         };
         Settings {

@@ -4,33 +4,41 @@
 //! delivered every `--access-log-interval` (5 minutes, as on AWS), and what is
 //! buffered at a clean shutdown.
 //!
-//! Off the hot path: a request that completes hands an [`Entry`] (the facts,
-//! not the line) to its worker's channel, without a lock; the writer task
-//! ([`AccessLogs::spawn_writer`]) drains the channels every
-//! [`DRAIN_EVERY`], renders the lines straight from the entries and
-//! compresses them in blocks into the interval's gzip stream, and
-//! writes the file when the interval ends. When logging is off (the load
-//! balancer's `access_logs.s3.enabled` attribute, see [`destination`]) a
-//! request costs one atomic load.
+//! Cheap on the hot path (docs/benchmarks.md, "Access logs' cost"): a
+//! connection keeps one reusable [`Entry`] (no allocation per request); when
+//! a request completes, its line is rendered straight into its worker's text
+//! buffer ([`AccessLogs::record`]: one uncontended lock, no channel, no
+//! formatting machinery, the date and time of day formatted once a second;
+//! buffers of [`BLOCK`] bytes, reused, never grown). The writer task
+//! ([`AccessLogs::spawn_writer`]) takes the workers' full buffers every
+//! [`DRAIN_EVERY`], compresses them into the interval's file as they come (`--access-log-compression`, default
+//! [`DEFAULT_COMPRESSION`]) and renames the file into place when the interval
+//! ends. When logging is off (the load balancer's `access_logs.s3.enabled`
+//! attribute, see [`destination`]) a request costs one atomic load.
 
 mod writer;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::State;
 
 /// AWS's delivery interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 
-/// How often the writer moves entries from the workers' channels into the
-/// interval's compressed buffer.
+/// How often the writer takes the lines the workers rendered and compresses
+/// them into the interval's file.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
+
+/// The gzip level of the files: 1, deflate at its fastest (files about a
+/// tenth of the text, as AWS's are small). 0 writes gzip of stored blocks
+/// (every gzip reader reads them) straight from the workers' buffers: no
+/// deflate, but ten times the bytes to write, which cost the same CPU within
+/// the noise of docs/benchmarks.md's measurement.
+pub const DEFAULT_COMPRESSION: u32 = 1;
 
 /// Where a load balancer's logs go, from its `access_logs.s3.*` attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,14 +78,9 @@ pub fn destination(state: &State) -> Option<Destination> {
     })
 }
 
-/// A target group as an entry refers to it: the data plane's runtime group
-/// (shared, so an entry costs no copy of the ARN).
-pub trait TargetGroupArn: Send + Sync {
-    fn arn(&self) -> &str;
-}
-
-/// What the log says of one request, as the data plane knows it when the
-/// request completes; rendered into a line by the writer.
+/// What the log says of one request: the facts the data plane knows when it
+/// routes it (kept in one reusable text buffer per connection) and when it
+/// answers; rendered into a line as the request completes.
 pub struct Entry {
     /// `http` or `h2`.
     pub kind: &'static str,
@@ -85,7 +88,7 @@ pub struct Entry {
     pub received_at: SystemTime,
     pub completed_at: SystemTime,
     pub client: SocketAddr,
-    /// The entry's text in one allocation: the request line (`METHOD
+    /// The entry's text: the request line (`METHOD
     /// http://HOST:PORT/path?query HTTP/1.1`), then the user agent and the
     /// trace id where [`Entry::user_agent`] and [`Entry::trace_id`] find them.
     pub text: String,
@@ -97,17 +100,40 @@ pub struct Entry {
     pub rule_priority: Option<u32>,
     pub received_bytes: u64,
     pub sent_bytes: u64,
-    /// The target the request went to, its group and the status it answered.
+    /// The target the request went to and the status it answered.
     pub target: Option<(IpAddr, u16)>,
-    pub target_group: Option<Arc<dyn TargetGroupArn>>,
     pub target_status: Option<u16>,
     pub elb_status: u16,
-    /// Seconds until the target's response head, when one came.
-    pub target_seconds: Option<f64>,
+    /// Time until the target's response head, when one came.
+    pub target_time: Option<Duration>,
     /// `forward`, `fixed-response`, `redirect`.
     pub action: &'static str,
     /// AWS's error_reason, such as `TargetConnectionError`.
     pub error_reason: Option<&'static str>,
+}
+
+impl Default for Entry {
+    fn default() -> Entry {
+        Entry {
+            kind: "http",
+            received_at: UNIX_EPOCH,
+            completed_at: UNIX_EPOCH,
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            text: String::new(),
+            request_len: 0,
+            user_agent_at: None,
+            trace_at: None,
+            rule_priority: None,
+            received_bytes: 0,
+            sent_bytes: 0,
+            target: None,
+            target_status: None,
+            elb_status: 0,
+            target_time: None,
+            action: "forward",
+            error_reason: None,
+        }
+    }
 }
 
 impl Entry {
@@ -128,31 +154,83 @@ impl Entry {
     }
 }
 
-/// The access log of the data plane: whether it is on, the workers'
-/// channels, and the writer's state.
+/// How much text a worker gathers in one buffer before it starts the next:
+/// buffers have this room (and some to spare for the line that crosses it),
+/// are reused, and never grow, so rendering a line never allocates.
+const BLOCK: usize = 64 * 1024;
+const BLOCK_ROOM: usize = BLOCK + 16 * 1024;
+
+/// The most emptied buffers a worker keeps for reuse.
+const FREE_BLOCKS: usize = 64;
+
+/// The lines one worker rendered since the writer last took them.
+#[derive(Default)]
+struct WorkerLines {
+    /// The `elb` field of the current destination.
+    load_balancer_id: String,
+    /// The end (Unix seconds) of the interval `text`'s lines belong to.
+    end: i64,
+    text: String,
+    /// Full buffers, not taken yet: (interval end, lines).
+    full: Vec<(i64, String)>,
+    /// Emptied buffers the writer gave back.
+    free: Vec<String>,
+    clock: alb::access_log::TimeWriter,
+}
+
+impl WorkerLines {
+    /// Moves the current buffer to the full ones and starts an empty one.
+    fn next_block(&mut self) {
+        let fresh = self
+            .free
+            .pop()
+            .unwrap_or_else(|| String::with_capacity(BLOCK_ROOM));
+        let full = std::mem::replace(&mut self.text, fresh);
+        self.full.push((self.end, full));
+    }
+}
+
+/// The access log of the data plane: whether it is on, the workers' lines,
+/// and the writer's state.
 pub struct AccessLogs {
     enabled: AtomicBool,
-    senders: Vec<UnboundedSender<Entry>>,
+    interval: Duration,
+    workers: Vec<Mutex<WorkerLines>>,
     writer: Mutex<writer::Writer>,
 }
 
 impl AccessLogs {
-    /// Logs under `root` (none written when `None`), one channel per worker.
-    pub fn new(root: Option<PathBuf>, interval: Duration, workers: usize) -> AccessLogs {
-        let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..workers.max(1)).map(|_| unbounded_channel()).unzip();
+    /// Logs under `root` (none written when `None`), compressed at gzip
+    /// `level`, one text buffer per worker.
+    pub fn new(
+        root: Option<PathBuf>,
+        interval: Duration,
+        level: u32,
+        workers: usize,
+    ) -> AccessLogs {
+        let interval = interval.max(Duration::from_secs(1));
         AccessLogs {
             enabled: AtomicBool::new(false),
-            senders,
-            writer: Mutex::new(writer::Writer::new(root, interval, receivers)),
+            interval,
+            workers: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            writer: Mutex::new(writer::Writer::new(root, level)),
         }
     }
 
     /// Follows a published configuration: logging on or off, and where to.
+    /// The lines rendered for the previous destination are taken first.
     pub fn configure(&self, state: &State) {
         let destination = destination(state);
         let mut writer = self.lock_writer();
+        self.drain(&mut writer);
         let on = destination.is_some() && writer.has_root();
+        let id = destination
+            .as_ref()
+            .map(|destination| destination.load_balancer_id.clone())
+            .unwrap_or_default();
+        for worker in &self.workers {
+            lock(worker).load_balancer_id.clone_from(&id);
+        }
         writer.set_destination(destination);
         self.enabled.store(on, Ordering::Relaxed);
     }
@@ -162,10 +240,32 @@ impl AccessLogs {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// Hands a completed request's entry to the writer (no lock, no I/O).
-    pub fn record(&self, worker: usize, entry: Entry) {
-        if let Some(sender) = self.senders.get(worker % self.senders.len()) {
-            let _ = sender.send(entry);
+    /// Renders a completed request's line into its worker's buffer (a lock
+    /// only the writer, every [`DRAIN_EVERY`], also takes; no I/O).
+    pub fn record(&self, worker: usize, entry: &Entry, target_group: Option<&str>) {
+        let Some(lines) = self.workers.get(worker % self.workers.len()) else {
+            return;
+        };
+        let second = unix_micros(entry.completed_at).div_euclid(1_000_000);
+        let end = interval_end(second, self.interval);
+        let mut lines = lock(lines);
+        let lines = &mut *lines;
+        if lines.end != end {
+            if !lines.text.is_empty() {
+                lines.next_block();
+            }
+            lines.end = end;
+        }
+        writer::render_line(
+            &mut lines.text,
+            entry,
+            target_group,
+            &lines.load_balancer_id,
+            &mut lines.clock,
+        );
+        lines.text.push('\n');
+        if lines.text.len() >= BLOCK {
+            lines.next_block();
         }
     }
 
@@ -174,7 +274,7 @@ impl AccessLogs {
         self.lock_writer().set_node_address(address);
     }
 
-    /// Starts the writer task: drains the workers' channels every
+    /// Starts the writer task: takes the workers' lines every
     /// [`DRAIN_EVERY`] and delivers a file when an interval ends.
     pub fn spawn_writer(self: &Arc<Self>) {
         let logs = Arc::downgrade(self);
@@ -185,7 +285,7 @@ impl AccessLogs {
                 tick.tick().await;
                 let Some(logs) = logs.upgrade() else { return };
                 let mut writer = logs.lock_writer();
-                writer.drain();
+                logs.drain(&mut writer);
                 if let Err(error) = writer.deliver_if_due(SystemTime::now()) {
                     tracing::warn!("delivering an access log file failed: {error}");
                 }
@@ -196,15 +296,58 @@ impl AccessLogs {
     /// Delivers everything buffered now (a clean shutdown).
     pub fn flush(&self) {
         let mut writer = self.lock_writer();
-        writer.drain();
-        if let Err(error) = writer.deliver(SystemTime::now()) {
+        self.drain(&mut writer);
+        if let Err(error) = writer.deliver() {
             tracing::warn!("delivering the last access log file failed: {error}");
         }
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, writer::Writer> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    /// Moves the workers' lines into the writer, oldest interval first, and
+    /// gives the emptied buffers back (each lock is held for moving buffers,
+    /// never for compressing).
+    fn drain(&self, writer: &mut writer::Writer) {
+        let mut taken = Vec::new();
+        for (worker, lines) in self.workers.iter().enumerate() {
+            let mut lines = lock(lines);
+            if !lines.text.is_empty() {
+                lines.next_block();
+            }
+            taken.extend(lines.full.drain(..).map(|(end, text)| (end, worker, text)));
+        }
+        // Stable: within a worker, lines stay in the order they completed.
+        taken.sort_by_key(|(end, _, _)| *end);
+        for (end, _, text) in &taken {
+            writer.append(*end, text);
+        }
+        for (_, worker, mut text) in taken {
+            text.clear();
+            let mut lines = lock(&self.workers[worker]);
+            if lines.free.len() < FREE_BLOCKS {
+                lines.free.push(text);
+            }
+        }
     }
+
+    fn lock_writer(&self) -> MutexGuard<'_, writer::Writer> {
+        lock(&self.writer)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The end (Unix seconds) of the interval holding `second`: intervals are
+/// aligned to the clock, as AWS's 5-minute files are (`23:35`–`23:40`).
+fn interval_end(second: i64, interval: Duration) -> i64 {
+    let length = i64::try_from(interval.as_secs()).unwrap_or(300).max(1);
+    (second.div_euclid(length) + 1) * length
+}
+
+fn unix_micros(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+    })
 }
 
 /// What the data plane knows of a request when it has routed it.
@@ -225,139 +368,114 @@ pub struct Begin<'a> {
 
 /// How a request ended.
 #[derive(Default)]
-pub struct Outcome {
+pub struct Outcome<'a> {
     pub elb_status: u16,
     pub target: Option<(IpAddr, u16)>,
-    pub target_group: Option<Arc<dyn TargetGroupArn>>,
+    /// The ARN of the target group that served it (or whose targets failed).
+    pub target_group: Option<&'a str>,
     pub target_status: Option<u16>,
-    pub target_seconds: Option<f64>,
+    pub target_time: Option<Duration>,
     pub error_reason: Option<&'static str>,
 }
 
-/// The entry of the request in flight on a connection (none while logging
-/// is off): begun when the request is routed, finished when its answer is
-/// sent.
+/// The entry of the request in flight on a connection, reused by the
+/// connection's requests: begun when the request is routed (while logging
+/// is on), finished when its answer is sent.
 #[derive(Default)]
 pub struct Pending {
-    entry: Option<Entry>,
+    active: bool,
+    entry: Entry,
 }
-
-/// Room kept in an entry's text for the protocol, the separators and a trace
-/// id (`Root=1-` and 32 hex digits, with room for `Self=` and more), so
-/// adding them does not grow it.
-const TEXT_SPARE: usize = 32 + 64;
 
 impl Pending {
     /// Starts the request's entry when logging is on (the caller checks
     /// [`AccessLogs::enabled`] first, so a request costs nothing more while
     /// logging is off).
     pub fn begin(&mut self, logs: &AccessLogs, request: Begin<'_>) {
-        self.entry = None;
-        if !logs.enabled() {
+        self.active = logs.enabled();
+        if !self.active {
             return;
         }
         let host = request.host.map_or("-", crate::matcher::strip_port);
-        let protocol = if request.http10 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
+        let protocol = match (request.kind, request.http10) {
+            ("h2", _) => "HTTP/2.0",
+            (_, true) => "HTTP/1.0",
+            _ => "HTTP/1.1",
         };
-        let protocol = if request.kind == "h2" {
-            "HTTP/2.0"
-        } else {
-            protocol
-        };
-        let port = request.listener_port.to_string();
-        let user_agent = request.user_agent.unwrap_or_default();
-        let mut text = String::with_capacity(
-            request.method.len()
-                + host.len()
-                + port.len()
-                + request.target.len()
-                + user_agent.len()
-                + TEXT_SPARE,
-        );
-        for part in [
-            request.method,
-            " http://",
-            host,
-            ":",
-            &port,
-            request.target,
-            " ",
-            protocol,
-        ] {
+        let entry = &mut self.entry;
+        let text = &mut entry.text;
+        text.clear();
+        for part in [request.method, " http://", host, ":"] {
+            text.push_str(part);
+        }
+        alb::access_log::write_number(text, u64::from(request.listener_port));
+        for part in [request.target, " ", protocol] {
             text.push_str(part);
         }
         let request_len = text.len();
-        let user_agent_at = request.user_agent.map(|agent| {
+        entry.user_agent_at = request.user_agent.map(|agent| {
             text.push_str(agent);
             (request_len, text.len())
         });
-        self.entry = Some(Entry {
-            kind: request.kind,
-            received_at: SystemTime::now(),
-            completed_at: SystemTime::UNIX_EPOCH,
-            client: request.client,
-            text,
-            request_len,
-            user_agent_at,
-            trace_at: None,
-            rule_priority: request.rule_priority,
-            received_bytes: request.head_bytes as u64,
-            sent_bytes: 0,
-            target: None,
-            target_group: None,
-            target_status: None,
-            elb_status: 0,
-            target_seconds: None,
-            action: "forward",
-            error_reason: None,
-        });
+        entry.request_len = request_len;
+        entry.kind = request.kind;
+        entry.received_at = SystemTime::now();
+        entry.client = request.client;
+        entry.trace_at = None;
+        entry.rule_priority = request.rule_priority;
+        entry.received_bytes = request.head_bytes as u64;
+        entry.sent_bytes = 0;
+        entry.action = "forward";
     }
 
     /// Whether an entry is in flight (logging was on when the request was
     /// routed): the data plane builds the outcome only then.
     pub fn is_active(&self) -> bool {
-        self.entry.is_some()
+        self.active
+    }
+
+    /// Ends the request without logging it (logging is off).
+    pub fn clear(&mut self) {
+        self.active = false;
     }
 
     /// The action that answers (`forward` unless told).
     pub fn action(&mut self, action: &'static str) {
-        if let Some(entry) = &mut self.entry {
-            entry.action = action;
+        if self.active {
+            self.entry.action = action;
         }
     }
 
     /// The trace id sent to the target.
     pub fn trace(&mut self, trace: &[u8]) {
-        if let Some(entry) = &mut self.entry {
-            let from = entry.text.len();
-            entry.text.push_str(&String::from_utf8_lossy(trace));
-            entry.trace_at = Some((from, entry.text.len()));
+        if self.active {
+            let text = &mut self.entry.text;
+            let from = text.len();
+            text.push_str(&String::from_utf8_lossy(trace));
+            self.entry.trace_at = Some((from, text.len()));
         }
     }
 
     /// Bytes written to the client for this request.
     pub fn sent(&mut self, bytes: usize) {
-        if let Some(entry) = &mut self.entry {
-            entry.sent_bytes += bytes as u64;
+        if self.active {
+            self.entry.sent_bytes += bytes as u64;
         }
     }
 
-    /// Ends the entry and hands it to the writer.
-    pub fn finish(&mut self, logs: &AccessLogs, worker: usize, outcome: Outcome) {
-        let Some(mut entry) = self.entry.take() else {
+    /// Ends the entry and renders its line into the worker's buffer.
+    pub fn finish(&mut self, logs: &AccessLogs, worker: usize, outcome: Outcome<'_>) {
+        if !std::mem::take(&mut self.active) {
             return;
-        };
+        }
+        let entry = &mut self.entry;
         entry.completed_at = SystemTime::now();
         entry.elb_status = outcome.elb_status;
         entry.target = outcome.target;
-        entry.target_group = outcome.target_group;
         entry.target_status = outcome.target_status;
-        entry.target_seconds = outcome.target_seconds;
+        entry.target_time = outcome.target_time;
         entry.error_reason = outcome.error_reason;
-        logs.record(worker, entry);
+        logs.record(worker, entry, outcome.target_group);
     }
 }
 

@@ -1,61 +1,129 @@
-//! The writer's side: entries into lines, lines into the interval's gzip
-//! stream, the stream into a file at AWS's key (written to a temporary name
-//! and renamed, so a reader never sees half a file).
+//! The writer's side: the workers' lines into the interval's gzip stream,
+//! written to the file as it comes (a temporary name, renamed into AWS's key
+//! when the interval ends, so a reader never sees half a file and memory
+//! stays bounded however long the interval); and the rendering of one line.
 
-use std::io::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
 use alb::access_log;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{Destination, Entry};
+use super::{Destination, Entry, unix_micros};
 
 pub struct Writer {
     root: Option<PathBuf>,
-    interval: Duration,
-    receivers: Vec<UnboundedReceiver<Entry>>,
+    level: u32,
     destination: Option<Destination>,
     node: IpAddr,
-    /// The open interval: its end (Unix seconds), its stream, its line count.
+    /// The open interval.
     open: Option<Interval>,
 }
 
-/// Lines rendered are gathered in `text` and compressed in blocks of
-/// [`BLOCK`] bytes (one deflate call per block, not per line).
+/// The file of the interval being written.
 struct Interval {
     end: i64,
     destination: Destination,
-    gzip: GzEncoder<Vec<u8>>,
-    text: String,
-    lines: usize,
+    /// Where it goes when the interval ends, and where it is written meanwhile.
+    path: PathBuf,
+    partial: PathBuf,
+    gzip: Gzip,
 }
 
-/// How much rendered text is compressed at once.
-const BLOCK: usize = 64 * 1024;
+/// The interval file's gzip stream: deflate at a level, or at level 0 gzip
+/// of stored blocks written straight from the workers' buffers (what a
+/// deflate library would do at level 0, without its copies).
+enum Gzip {
+    Deflate(Box<GzEncoder<BufWriter<File>>>),
+    Stored(StoredGzip),
+}
 
-impl Interval {
-    /// Compresses the text gathered so far.
-    fn compress(&mut self) {
-        // Writing into a Vec cannot fail.
-        let _ = self.gzip.write_all(self.text.as_bytes());
-        self.text.clear();
+impl Gzip {
+    fn new(file: File, level: u32) -> std::io::Result<Gzip> {
+        Ok(if level == 0 {
+            Gzip::Stored(StoredGzip::new(file)?)
+        } else {
+            let file = BufWriter::with_capacity(64 * 1024, file);
+            Gzip::Deflate(Box::new(GzEncoder::new(file, Compression::new(level))))
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Gzip::Deflate(gzip) => gzip.write_all(bytes),
+            Gzip::Stored(gzip) => gzip.write_all(bytes),
+        }
+    }
+
+    /// Ends the stream and flushes it to the file.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Gzip::Deflate(gzip) => gzip.finish()?.flush(),
+            Gzip::Stored(gzip) => gzip.finish(),
+        }
+    }
+}
+
+/// A gzip member (RFC 1952) whose deflate stream (RFC 1951) is stored
+/// blocks: every gzip reader reads it; nothing is compressed.
+struct StoredGzip {
+    file: BufWriter<File>,
+    crc: flate2::Crc,
+}
+
+/// The header of a gzip member: magic, deflate, no flags, no time, no extra
+/// flags, unknown OS (as flate2 writes it).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl StoredGzip {
+    fn new(file: File) -> std::io::Result<StoredGzip> {
+        // Small: a block's data is written past it, straight to the file.
+        let mut file = BufWriter::with_capacity(4096, file);
+        file.write_all(&GZIP_HEADER)?;
+        Ok(StoredGzip {
+            file,
+            crc: flate2::Crc::new(),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc.update(bytes);
+        for block in bytes.chunks(usize::from(u16::MAX)) {
+            self.stored_block(false, block)?;
+        }
+        Ok(())
+    }
+
+    /// One stored block: its header byte (BFINAL, BTYPE 00, padding),
+    /// LEN and NLEN, then the bytes.
+    fn stored_block(&mut self, last: bool, block: &[u8]) -> std::io::Result<()> {
+        let length = u16::try_from(block.len()).unwrap_or(u16::MAX);
+        let [low, high] = length.to_le_bytes();
+        let [not_low, not_high] = (!length).to_le_bytes();
+        self.file
+            .write_all(&[u8::from(last), low, high, not_low, not_high])?;
+        self.file.write_all(block)
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.stored_block(true, &[])?;
+        let crc = self.crc.sum().to_le_bytes();
+        let size = self.crc.amount().to_le_bytes();
+        self.file.write_all(&crc)?;
+        self.file.write_all(&size)?;
+        self.file.flush()
     }
 }
 
 impl Writer {
-    pub fn new(
-        root: Option<PathBuf>,
-        interval: Duration,
-        receivers: Vec<UnboundedReceiver<Entry>>,
-    ) -> Writer {
+    pub fn new(root: Option<PathBuf>, level: u32) -> Writer {
         Writer {
             root,
-            interval: interval.max(Duration::from_secs(1)),
-            receivers,
+            level: level.min(9),
             destination: None,
             node: IpAddr::V4(Ipv4Addr::LOCALHOST),
             open: None,
@@ -74,181 +142,162 @@ impl Writer {
         self.node = address;
     }
 
-    /// Moves every waiting entry into the open interval's stream.
-    pub fn drain(&mut self) {
-        for index in 0..self.receivers.len() {
-            while let Ok(entry) = self.receivers[index].try_recv() {
-                self.append(&entry);
-            }
-        }
-    }
-
-    fn append(&mut self, entry: &Entry) {
+    /// Compresses lines of the interval ending at `end` (Unix seconds) into
+    /// its file; a later interval (or a changed destination) delivers the
+    /// open one first.
+    pub fn append(&mut self, end: i64, lines: &str) {
         let Some(destination) = &self.destination else {
             return;
         };
-        let completed = unix_micros(entry.completed_at);
-        let end = interval_end(completed / 1_000_000, self.interval);
         let reopen = self
             .open
             .as_ref()
             .is_none_or(|open| open.end != end || &open.destination != destination);
         if reopen {
             let destination = destination.clone();
-            // An entry of a later interval (or for a changed destination)
-            // closes the open one.
-            if let Err(error) = self.deliver_open() {
+            if let Err(error) = self.deliver() {
                 tracing::warn!("delivering an access log file failed: {error}");
             }
-            self.open = Some(Interval {
-                end,
-                destination,
-                gzip: GzEncoder::new(Vec::new(), Compression::fast()),
-                text: String::with_capacity(BLOCK + 4096),
-                lines: 0,
-            });
-        }
-        if let Some(open) = &mut self.open {
-            render_line(&mut open.text, entry, &open.destination.load_balancer_id);
-            open.text.push('\n');
-            open.lines += 1;
-            if open.text.len() >= BLOCK {
-                open.compress();
+            match self.open_interval(end, destination) {
+                Ok(open) => self.open = Some(open),
+                Err(error) => {
+                    tracing::warn!("opening an access log file failed: {error}");
+                    return;
+                }
             }
         }
+        if let Some(open) = &mut self.open
+            && let Err(error) = open.gzip.write_all(lines.as_bytes())
+        {
+            tracing::warn!("writing an access log file failed: {error}");
+        }
+    }
+
+    fn open_interval(&self, end: i64, destination: Destination) -> std::io::Result<Interval> {
+        let root = self
+            .root
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no access log root"))?;
+        let random = format!("{:016x}", rand::random::<u64>());
+        let key = access_log::object_key(
+            &destination.prefix,
+            &destination.account,
+            &destination.region,
+            &destination.load_balancer_id,
+            end,
+            &self.node.to_string(),
+            &random,
+        );
+        let path = root.join(&destination.bucket).join(&key);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let partial = path.with_extension("gz.partial");
+        let gzip = Gzip::new(File::create(&partial)?, self.level)?;
+        Ok(Interval {
+            end,
+            destination,
+            path,
+            partial,
+            gzip,
+        })
     }
 
     /// Delivers the open interval once its end has passed.
     pub fn deliver_if_due(&mut self, now: SystemTime) -> std::io::Result<()> {
         let now = unix_micros(now) / 1_000_000;
         if self.open.as_ref().is_some_and(|open| open.end <= now) {
-            self.deliver_open()?;
+            self.deliver()?;
         }
         Ok(())
     }
 
-    /// Delivers the open interval now, whatever its end.
-    pub fn deliver(&mut self, _now: SystemTime) -> std::io::Result<()> {
-        self.deliver_open()
-    }
-
-    fn deliver_open(&mut self) -> std::io::Result<()> {
-        let (Some(mut open), Some(root)) = (self.open.take(), &self.root) else {
+    /// Delivers the open interval now, whatever its end: ends its gzip
+    /// stream and renames the file into place.
+    pub fn deliver(&mut self) -> std::io::Result<()> {
+        let Some(open) = self.open.take() else {
             return Ok(());
         };
-        if open.lines == 0 {
-            return Ok(());
-        }
-        open.compress();
-        let bytes = open.gzip.finish()?;
-        let random = format!("{:016x}", rand::random::<u64>());
-        let key = access_log::object_key(
-            &open.destination.prefix,
-            &open.destination.account,
-            &open.destination.region,
-            &open.destination.load_balancer_id,
-            open.end,
-            &self.node.to_string(),
-            &random,
-        );
-        let path = root.join(&open.destination.bucket).join(&key);
-        write_whole(&path, &bytes)?;
-        tracing::debug!(path = %path.display(), lines = open.lines, "access log delivered");
+        open.gzip.finish()?;
+        std::fs::rename(&open.partial, &open.path)?;
+        tracing::debug!(path = %open.path.display(), "access log delivered");
         Ok(())
     }
-}
-
-/// The end (Unix seconds) of the interval holding `second`: intervals are
-/// aligned to the clock, as AWS's 5-minute files are (`23:35`–`23:40`).
-fn interval_end(second: i64, interval: Duration) -> i64 {
-    let length = i64::try_from(interval.as_secs()).unwrap_or(300).max(1);
-    (second.div_euclid(length) + 1) * length
-}
-
-fn unix_micros(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
-    })
-}
-
-fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let partial = path.with_extension("gz.partial");
-    std::fs::write(&partial, bytes)?;
-    std::fs::rename(&partial, path)
 }
 
 /// The line AWS would write for `entry` (without its line ending), appended
 /// to `line` straight from the entry: the fields of `alb::access_log::FIELDS`
-/// in order, written with the format's own helpers, so the bytes are
-/// [`alb::access_log::Record::render`]'s (a unit test holds them equal).
-fn render_line(line: &mut String, entry: &Entry, load_balancer_id: &str) {
-    use access_log::{write_plain, write_quoted, write_seconds, write_time};
-    use std::fmt::Write as _;
+/// in order, written with the format's own writers (no formatting
+/// machinery; the date and time of day come from `clock`, which formats them
+/// once a second), so the bytes are [`alb::access_log::Record::render`]'s
+/// (a unit test holds them equal).
+pub(super) fn render_line(
+    line: &mut String,
+    entry: &Entry,
+    target_group: Option<&str>,
+    load_balancer_id: &str,
+    clock: &mut access_log::TimeWriter,
+) {
+    use access_log::{write_address, write_duration, write_number, write_plain, write_quoted};
     let total = entry
         .completed_at
         .duration_since(entry.received_at)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64());
-    let (request_time, target_time, response_time) = match entry.target_seconds {
-        Some(target) => (Some(0.0), Some(target), Some((total - target).max(0.0))),
-        None => (None, None, None),
+        .unwrap_or_default();
+    let (request_time, response_time) = match entry.target_time {
+        Some(target) => (
+            Some(std::time::Duration::ZERO),
+            Some(total.saturating_sub(target)),
+        ),
+        None => (None, None),
     };
     let target = |line: &mut String| match entry.target {
-        Some((ip, port)) => {
-            let _ = write!(line, "{}:{port}", alb::cidr::canonical_ip(ip));
-        }
+        Some((ip, port)) => write_address(line, ip, port),
         None => line.push('-'),
     };
     let status = |line: &mut String| match entry.target_status {
-        Some(status) => {
-            let _ = write!(line, "{status}");
-        }
+        Some(status) => write_number(line, u64::from(status)),
         None => line.push('-'),
     };
     write_plain(line, entry.kind);
     line.push(' ');
-    write_time(line, unix_micros(entry.completed_at));
+    clock.write(line, unix_micros(entry.completed_at));
     line.push(' ');
     write_plain(line, load_balancer_id);
-    let _ = write!(
-        line,
-        " {}:{} ",
-        alb::cidr::canonical_ip(entry.client.ip()),
-        entry.client.port()
-    );
+    line.push(' ');
+    write_address(line, entry.client.ip(), entry.client.port());
+    line.push(' ');
     target(line);
     line.push(' ');
-    write_seconds(line, request_time);
+    write_duration(line, request_time);
     line.push(' ');
-    write_seconds(line, target_time);
+    write_duration(line, entry.target_time);
     line.push(' ');
-    write_seconds(line, response_time);
-    let _ = write!(line, " {} ", entry.elb_status);
+    write_duration(line, response_time);
+    line.push(' ');
+    write_number(line, u64::from(entry.elb_status));
+    line.push(' ');
     status(line);
-    let _ = write!(line, " {} {} ", entry.received_bytes, entry.sent_bytes);
+    line.push(' ');
+    write_number(line, entry.received_bytes);
+    line.push(' ');
+    write_number(line, entry.sent_bytes);
+    line.push(' ');
     write_quoted(line, entry.request());
     line.push(' ');
     write_quoted(line, entry.user_agent().unwrap_or("-"));
     // ssl_cipher, ssl_protocol
     line.push_str(" - - ");
-    write_plain(
-        line,
-        entry.target_group.as_ref().map_or("-", |group| group.arn()),
-    );
+    write_plain(line, target_group.unwrap_or("-"));
     line.push(' ');
     write_quoted(line, entry.trace_id().unwrap_or("-"));
     // domain_name, chosen_cert_arn
     line.push_str(" \"-\" \"-\" ");
     match entry.rule_priority {
-        Some(priority) => {
-            let _ = write!(line, "{priority}");
-        }
+        Some(priority) => write_number(line, u64::from(priority)),
         None => line.push('-'),
     }
     line.push(' ');
-    write_time(line, unix_micros(entry.received_at));
+    clock.write(line, unix_micros(entry.received_at));
     line.push(' ');
     write_quoted(line, entry.action);
     // redirect_url
@@ -266,17 +315,24 @@ fn render_line(line: &mut String, entry: &Entry, load_balancer_id: &str) {
 /// The record AWS would write for `entry`: the reference the direct
 /// rendering is held to.
 #[cfg(test)]
-fn record_of(entry: &Entry, destination: &Destination) -> access_log::Record {
+fn record_of(
+    entry: &Entry,
+    target_group: Option<&str>,
+    destination: &Destination,
+) -> access_log::Record {
     let mut record = access_log::Record::new();
-    let seconds = |from: SystemTime, to: SystemTime| {
-        to.duration_since(from)
-            .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-    };
-    let total = seconds(entry.received_at, entry.completed_at);
-    let (request_time, target_time, response_time) = match entry.target_seconds {
+    let total = entry
+        .completed_at
+        .duration_since(entry.received_at)
+        .unwrap_or_default();
+    let (request_time, target_time, response_time) = match entry.target_time {
         // A target answered: forwarding took no measurable time locally, the
         // rest after the head was relaying the response.
-        Some(target) => (Some(0.0), Some(target), Some((total - target).max(0.0))),
+        Some(target) => (
+            Some(std::time::Duration::ZERO),
+            Some(target),
+            Some(total.saturating_sub(target)),
+        ),
         None => (None, None, None),
     };
     record
@@ -298,15 +354,15 @@ fn record_of(entry: &Entry, destination: &Destination) -> access_log::Record {
         )
         .set(
             "request_processing_time",
-            access_log::format_seconds(request_time),
+            access_log::format_duration(request_time),
         )
         .set(
             "target_processing_time",
-            access_log::format_seconds(target_time),
+            access_log::format_duration(target_time),
         )
         .set(
             "response_processing_time",
-            access_log::format_seconds(response_time),
+            access_log::format_duration(response_time),
         )
         .set("elb_status_code", entry.elb_status.to_string())
         .set(
@@ -319,10 +375,7 @@ fn record_of(entry: &Entry, destination: &Destination) -> access_log::Record {
         .set("sent_bytes", entry.sent_bytes.to_string())
         .set("request", entry.request())
         .set("user_agent", entry.user_agent().unwrap_or("-"))
-        .set(
-            "target_group_arn",
-            entry.target_group.as_ref().map_or("-", |group| group.arn()),
-        )
+        .set("target_group_arn", target_group.unwrap_or("-"))
         .set("trace_id", entry.trace_id().unwrap_or("-"))
         .set(
             "matched_rule_priority",
@@ -362,22 +415,17 @@ fn socket_text(ip: IpAddr, port: u16) -> String {
 mod tests {
     use super::*;
 
+    use std::time::{Duration, UNIX_EPOCH};
+
     #[test]
     fn intervals_are_aligned_to_the_clock() {
+        use super::super::interval_end;
         let five_minutes = Duration::from_secs(300);
         // 23:37:10 is in 23:35–23:40.
         let at = 1_644_968_230;
         assert_eq!(interval_end(at, five_minutes), 1_644_968_400);
         assert_eq!(interval_end(1_644_968_400, five_minutes), 1_644_968_700);
         assert_eq!(interval_end(7, Duration::from_secs(1)), 8);
-    }
-
-    struct Group(&'static str);
-
-    impl super::super::TargetGroupArn for Group {
-        fn arn(&self) -> &str {
-            self.0
-        }
     }
 
     /// An entry of the given text (the rest to be filled in).
@@ -393,25 +441,36 @@ mod tests {
         let user_agent_at = at(user_agent);
         let trace_at = at(trace);
         Entry {
-            kind: "http",
-            received_at: UNIX_EPOCH,
-            completed_at: UNIX_EPOCH,
             client: "127.0.0.1:1".parse().unwrap(),
             request_len: request.len(),
             text,
             user_agent_at,
             trace_at,
-            rule_priority: None,
-            received_bytes: 0,
-            sent_bytes: 0,
-            target: None,
-            target_group: None,
-            target_status: None,
-            elb_status: 0,
-            target_seconds: None,
-            action: "forward",
-            error_reason: None,
+            ..Entry::default()
         }
+    }
+
+    /// Gzip of stored blocks reads back as what was written, across the
+    /// 64 KiB limit of a stored block and in several writes.
+    #[test]
+    fn stored_gzip_reads_back() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stored.gz");
+        let text: String = (0..3_000)
+            .map(|n| format!("line {n} of the stored gzip test\n"))
+            .collect();
+        let mut gzip = Gzip::new(File::create(&path).unwrap(), 0).unwrap();
+        for part in [&text[..10], &text[10..], ""] {
+            gzip.write_all(part.as_bytes()).unwrap();
+        }
+        gzip.finish().unwrap();
+        let mut read = String::new();
+        flate2::read::GzDecoder::new(File::open(&path).unwrap())
+            .read_to_string(&mut read)
+            .unwrap();
+        assert!(text.len() > usize::from(u16::MAX));
+        assert_eq!(read, text);
     }
 
     /// The direct rendering writes the bytes the format's `Record` renders,
@@ -435,12 +494,9 @@ mod tests {
             received_bytes: 78,
             sent_bytes: 1_234,
             target: Some(("127.0.0.1".parse().unwrap(), 8081)),
-            target_group: Some(std::sync::Arc::new(Group(
-                "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/users/73e2d6bc24d8a067",
-            ))),
             target_status: Some(200),
             elb_status: 200,
-            target_seconds: Some(0.001_2),
+            target_time: Some(Duration::from_micros(1_200)),
             action: "forward",
             error_reason: None,
             ..text(
@@ -458,18 +514,25 @@ mod tests {
             received_bytes: 0,
             sent_bytes: 0,
             target: Some(("::1".parse().unwrap(), 9)),
-            target_group: None,
             target_status: None,
             elb_status: 502,
-            target_seconds: None,
+            target_time: None,
             action: "fixed-response",
             error_reason: Some("TargetConnectionError"),
             ..text("POST http://-:80/ HTTP/2.0", None, None)
         };
-        for entry in [&forwarded, &failed] {
+        let users = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/users/73e2d6bc24d8a067";
+        let mut clock = access_log::TimeWriter::default();
+        for (entry, group) in [(&forwarded, Some(users)), (&failed, None)] {
             let mut line = String::new();
-            render_line(&mut line, entry, &destination.load_balancer_id);
-            assert_eq!(line, record_of(entry, &destination).render());
+            render_line(
+                &mut line,
+                entry,
+                group,
+                &destination.load_balancer_id,
+                &mut clock,
+            );
+            assert_eq!(line, record_of(entry, group, &destination).render());
         }
     }
 }

@@ -34,14 +34,16 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::accesslog::{Begin, Outcome, Pending, TargetGroupArn};
+use crate::accesslog::{Begin, Outcome, Pending};
 use crate::dataplane::DataPlane;
 use crate::dataplane::policy::{self, HeadPolicy, HeadScan, OverLimit, Verdict};
 use crate::dataplane::pool::Address;
 use crate::dataplane::responses::{self, Generated, RedirectSource};
 use crate::dataplane::sticky::{self, Presented};
-use crate::dataplane::table::{CompiledAction, Forward, RouteTables, WeightedGroup, target_key};
-use crate::dataplane::targets::TargetRuntime;
+use crate::dataplane::table::{
+    CompiledAction, Forward, RouteTable, RouteTables, WeightedGroup, target_key,
+};
+use crate::dataplane::targets::{InFlight, TargetRuntime};
 use crate::dataplane::upstream::{self, Upstream};
 use crate::dataplane::wire::{
     self, ChunkError, ChunkedScanner, ClientFraming, Forwarding, Framing, MAX_HEADERS, Rejection,
@@ -282,6 +284,10 @@ enum Plan {
     },
 }
 
+/// A request head read and routed: the tables it was routed by, what to do
+/// with it, and what it says of the client side.
+type Prepared = (Arc<RouteTables>, Plan, ClientSide);
+
 /// Where a body stands while it is copied through.
 enum BodyProgress {
     Done,
@@ -355,6 +361,36 @@ fn may_end_head(input: &[u8], scanned: usize) -> bool {
         .any(|pair| pair == b"\n\n" || pair == b"\n\r")
 }
 
+/// Parses the request head at the front of `input`: its length and the
+/// request, `Ok(None)` while it is incomplete. A head with more lines than
+/// `lines` holds is parsed again with room for all of them in `more_lines`:
+/// AWS limits sizes, not the number of headers.
+fn parse_head<'b>(
+    input: &'b [u8],
+    lines: &'b mut [MaybeUninit<httparse::Header<'b>>],
+    more_lines: &'b mut Vec<MaybeUninit<httparse::Header<'b>>>,
+) -> Result<Option<(usize, httparse::Request<'b, 'b>)>, Rejection> {
+    let parser = httparse::ParserConfig::default();
+    let mut request = httparse::Request::new(&mut []);
+    match parser.parse_request_with_uninit_headers(&mut request, input, lines) {
+        Ok(httparse::Status::Complete(length)) => return Ok(Some((length, request))),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {}
+        Err(_) => return Err(Rejection::Malformed("not an HTTP/1.x request head")),
+    }
+    let bound = input.len().min(policy::MAX_REQUEST_HEAD + 4);
+    let line_count = input[..bound].iter().filter(|b| **b == b'\n').count();
+    more_lines.resize_with(line_count + 1, MaybeUninit::uninit);
+    let mut request = httparse::Request::new(&mut []);
+    match parser.parse_request_with_uninit_headers(&mut request, input, more_lines) {
+        Ok(httparse::Status::Complete(length)) => Ok(Some((length, request))),
+        Ok(httparse::Status::Partial) => Ok(None),
+        // Still too many: more than a 64 KiB head can hold.
+        Err(httparse::Error::TooManyHeaders) => Err(Rejection::HeadTooLarge),
+        Err(_) => Err(Rejection::Malformed("not an HTTP/1.x request head")),
+    }
+}
+
 /// The answer to a head over one of AWS's size limits.
 fn over_limit(over: OverLimit) -> Rejection {
     match over {
@@ -387,6 +423,16 @@ struct ResponseStart {
     close: bool,
 }
 
+/// A request a target has answered: the connection, the target, its group,
+/// the response head, and the request counted in flight until it is done.
+struct Exchanged<'f> {
+    upstream: Upstream,
+    target: &'f TargetRuntime,
+    weighted: &'f WeightedGroup,
+    start: ResponseStart,
+    _in_flight: InFlight<'f>,
+}
+
 /// Why no response head came from a target.
 enum HeadFailure {
     /// The connection ended before any byte of a response: a pooled
@@ -411,7 +457,8 @@ struct ClientConnection {
     stream: TcpStream,
     client_ip: IpAddr,
     worker: usize,
-    /// The head policy of the table the current request is served by.
+    /// The head policy of the table the current (or, between requests, the
+    /// last) request is served by.
     head: HeadPolicy,
     /// When the connection was accepted (`client_keep_alive.seconds`).
     opened: Instant,
@@ -437,8 +484,9 @@ impl ClientConnection {
     /// the client may still be sending (a refused request).
     async fn run(&mut self) -> bool {
         loop {
-            // The policy of the table in force as this request begins.
-            self.head = self.plane.tables.latest().head;
+            // The idle timeout of the table the last request was served by
+            // (the connection's first: the newest table's); `prepare` reads
+            // the tables once per request.
             self.client_timer.set_timeout(self.head.idle_timeout);
             // Wait for a whole request head, within the idle timeout from now.
             self.client_timer.start();
@@ -543,7 +591,7 @@ impl ClientConnection {
             elb_status: status,
             target_group: group
                 .and_then(|weighted| weighted.group.as_ref())
-                .map(|group| Arc::clone(&group.runtime) as Arc<dyn TargetGroupArn>),
+                .map(|group| group.runtime.arn.as_str()),
             ..Outcome::default()
         };
         self.access
@@ -570,9 +618,9 @@ impl ClientConnection {
             target_group: weighted
                 .group
                 .as_ref()
-                .map(|group| Arc::clone(&group.runtime) as Arc<dyn TargetGroupArn>),
+                .map(|group| group.runtime.arn.as_str()),
             target_status: Some(status),
-            target_seconds: Some(started.elapsed().as_secs_f64()),
+            target_time: Some(started.elapsed()),
             error_reason: None,
         };
         self.access
@@ -613,66 +661,40 @@ impl ClientConnection {
     /// Parses and routes the request head at the front of `input`, writes
     /// what goes out next into `out`, and consumes the head. `Ok(None)`: the
     /// head is not complete yet.
-    fn prepare(&mut self) -> Result<Option<(Arc<RouteTables>, Plan, ClientSide)>, Rejection> {
+    fn prepare(&mut self) -> Result<Option<Prepared>, Rejection> {
+        // The head is read from `input` while the steps below write to the
+        // connection's other fields.
+        let mut input = std::mem::take(&mut self.input);
+        let prepared = self.prepare_head(&input);
+        if let Ok(Some((_, head_len))) = &prepared {
+            input.advance(*head_len);
+        }
+        self.input = input;
+        prepared.map(|prepared| prepared.map(|(prepared, _)| prepared))
+    }
+
+    /// [`ClientConnection::prepare`]'s steps for the head at the front of
+    /// `input`: the routing tables, read once for the request; the head
+    /// parsed and checked; the request routed, its log entry begun, and what
+    /// to do with it. Also returns the head's length.
+    fn prepare_head(&mut self, input: &[u8]) -> Result<Option<(Prepared, usize)>, Rejection> {
         let tables = self.plane.tables.load_full(self.node);
-        let attributes = tables.head;
-        let parser = httparse::ParserConfig::default();
+        self.head = tables.head;
         let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        // A head with more lines than `lines` holds is parsed again with
-        // room for all of them: AWS limits sizes, not the number of headers.
         let mut more_lines = Vec::new();
-        let mut request = httparse::Request::new(&mut []);
-        let mut parsed =
-            parser.parse_request_with_uninit_headers(&mut request, &self.input, &mut lines);
-        if let Err(httparse::Error::TooManyHeaders) = parsed {
-            let bound = self.input.len().min(policy::MAX_REQUEST_HEAD + 4);
-            let line_count = self.input[..bound].iter().filter(|b| **b == b'\n').count();
-            more_lines.resize_with(line_count + 1, MaybeUninit::uninit);
-            request = httparse::Request::new(&mut []);
-            parsed = parser.parse_request_with_uninit_headers(
-                &mut request,
-                &self.input,
-                &mut more_lines,
-            );
-        }
-        let head_len = match parsed {
-            Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            // Still too many: more than a 64 KiB head can hold.
-            Err(httparse::Error::TooManyHeaders) => return Err(Rejection::HeadTooLarge),
-            Err(_) => return Err(Rejection::Malformed("not an HTTP/1.x request head")),
+        let Some((head_len, request)) = parse_head(input, &mut lines, &mut more_lines)? else {
+            return Ok(None);
         };
-        policy::check_complete(&self.input, head_len, request.headers).map_err(over_limit)?;
+        policy::check_complete(input, head_len, request.headers).map_err(over_limit)?;
         let facts = wire::request_facts(&request)?;
-        if facts.method == "TRACE" {
-            return Err(Rejection::TraceNotAllowed);
-        }
-        if wire::forwarded_for_count(request.headers) > policy::MAX_FORWARDED_FOR {
-            return Err(Rejection::TooManyForwardedFor);
-        }
-        let class = policy::classify(facts.method, &self.input[..head_len], request.headers);
-        let verdict = attributes.desync_mitigation.verdict(class.tier);
-        if verdict == Verdict::Refuse {
-            return Err(Rejection::Desync(class.reason));
-        }
-        let desync_close = verdict == Verdict::ForwardThenClose;
-        let client = ClientSide {
-            http10: facts.http10,
-            keep_alive: facts.keep_alive && !desync_close,
-            head_request: facts.is_head(),
-            idempotent: facts.is_idempotent(),
-            framing: facts.framing,
-            expect_continue: facts.expect_continue,
-            desync_close,
-        };
-        // An answer that leaves a request body unread closes the connection.
-        let close_after_answer =
-            !client.keep_alive || client.framing != Framing::Empty || *self.closing.borrow();
+        let client = self.client_side(&input[..head_len], &facts, request.headers)?;
         let Some(table) = tables.primary() else {
             let page = self.plane.elb_error_page(ElbError::NoListener, None);
             write_answer(&mut self.out, &page, &client, true);
-            self.input.advance(head_len);
-            return Ok(Some((tables, Plan::Answered { close: true }, client)));
+            return Ok(Some((
+                (tables, Plan::Answered { close: true }, client),
+                head_len,
+            )));
         };
         let view = RequestView {
             method: facts.method,
@@ -683,56 +705,113 @@ impl ClientConnection {
             source_ip: self.client_ip,
         };
         let routed = table.route_index(&view);
-        let presented = match routed.map(|index| &table.rules[index].action) {
-            Some(CompiledAction::Forward(forward)) => {
-                self.presented_cookies(forward, request.headers)
-            }
-            _ => Presented::default(),
+        self.begin_access_log(table, routed, &facts, request.headers, head_len);
+        let plan = match routed {
+            None => self.answer_plan(ElbError::NoListener, &client),
+            Some(index) => self.plan(table, index, &facts, request.headers, &client),
         };
-        if self.plane.access_logs.enabled() {
-            self.access.begin(
-                &self.plane.access_logs,
-                Begin {
-                    kind: "http",
-                    client: self.peer,
-                    method: facts.method,
-                    target: facts.target,
-                    host: facts.host,
-                    listener_port: table.port,
-                    http10: facts.http10,
-                    user_agent: crate::accesslog::header_text(request.headers, "user-agent"),
-                    rule_priority: routed.map(|index| table.rules[index].priority),
-                    head_bytes: head_len,
-                },
-            );
-        } else {
-            self.access = Pending::default();
+        Ok(Some(((tables, plan, client), head_len)))
+    }
+
+    /// What the head says of the client side, after the checks AWS makes of
+    /// every request: no TRACE, a bounded X-Forwarded-For, and the desync
+    /// mitigation mode's verdict on an ambiguous head.
+    fn client_side(
+        &self,
+        head: &[u8],
+        facts: &wire::RequestFacts<'_>,
+        headers: &[httparse::Header<'_>],
+    ) -> Result<ClientSide, Rejection> {
+        if facts.method == "TRACE" {
+            return Err(Rejection::TraceNotAllowed);
         }
-        let plan = match routed.map(|index| (index, &table.rules[index].action)) {
-            None => {
-                let page = self.plane.elb_error_page(ElbError::NoListener, None);
-                write_answer(&mut self.out, &page, &client, close_after_answer);
-                Plan::Answered {
-                    close: close_after_answer,
-                }
-            }
-            Some((
-                _,
-                CompiledAction::FixedResponse {
-                    status,
-                    content_type,
-                    body,
-                    counters,
-                },
-            )) => {
+        if wire::forwarded_for_count(headers) > policy::MAX_FORWARDED_FOR {
+            return Err(Rejection::TooManyForwardedFor);
+        }
+        let class = policy::classify(facts.method, head, headers);
+        let verdict = self.head.desync_mitigation.verdict(class.tier);
+        if verdict == Verdict::Refuse {
+            return Err(Rejection::Desync(class.reason));
+        }
+        let desync_close = verdict == Verdict::ForwardThenClose;
+        Ok(ClientSide {
+            http10: facts.http10,
+            keep_alive: facts.keep_alive && !desync_close,
+            head_request: facts.is_head(),
+            idempotent: facts.is_idempotent(),
+            framing: facts.framing,
+            expect_continue: facts.expect_continue,
+            desync_close,
+        })
+    }
+
+    /// Begins the request's access log entry while logging is on.
+    fn begin_access_log(
+        &mut self,
+        table: &RouteTable,
+        routed: Option<usize>,
+        facts: &wire::RequestFacts<'_>,
+        headers: &[httparse::Header<'_>],
+        head_len: usize,
+    ) {
+        if !self.plane.access_logs.enabled() {
+            self.access.clear();
+            return;
+        }
+        self.access.begin(
+            &self.plane.access_logs,
+            Begin {
+                kind: "http",
+                client: self.peer,
+                method: facts.method,
+                target: facts.target,
+                host: facts.host,
+                listener_port: table.port,
+                http10: facts.http10,
+                user_agent: crate::accesslog::header_text(headers, "user-agent"),
+                rule_priority: routed.map(|index| table.rules[index].priority),
+                head_bytes: head_len,
+            },
+        );
+    }
+
+    /// Whether the load balancer's own answer closes the connection: it
+    /// does when it leaves a request body unread.
+    fn closes_after_answer(&self, client: &ClientSide) -> bool {
+        !client.keep_alive || client.framing != Framing::Empty || *self.closing.borrow()
+    }
+
+    /// An error page of the load balancer as the answer.
+    fn answer_plan(&mut self, error: ElbError, client: &ClientSide) -> Plan {
+        let close = self.closes_after_answer(client);
+        let page = self.plane.elb_error_page(error, None);
+        write_answer(&mut self.out, &page, client, close);
+        Plan::Answered { close }
+    }
+
+    /// What to do with a request that rule `index` of `table` matched: its
+    /// fixed response or redirect written into `out`, or its head for the
+    /// target written there and the target group picked.
+    fn plan(
+        &mut self,
+        table: &RouteTable,
+        index: usize,
+        facts: &wire::RequestFacts<'_>,
+        headers: &[httparse::Header<'_>],
+        client: &ClientSide,
+    ) -> Plan {
+        let close = self.closes_after_answer(client);
+        let answer = match &table.rules[index].action {
+            CompiledAction::FixedResponse {
+                status,
+                content_type,
+                body,
+                counters,
+            } => {
                 counters.record(status.as_u16());
-                let answer = responses::generated(*status, content_type, body.clone());
-                write_answer(&mut self.out, &answer, &client, close_after_answer);
-                Plan::Answered {
-                    close: close_after_answer,
-                }
+                responses::generated(*status, content_type, body.clone())
             }
-            Some((_, CompiledAction::Redirect { template, counters })) => {
+            CompiledAction::Redirect { template, counters } => {
                 let source = RedirectSource {
                     host: facts.host.map_or("", strip_port),
                     listener_port: table.port,
@@ -741,49 +820,50 @@ impl ClientConnection {
                 };
                 let answer = responses::redirect(template, &source);
                 counters.record(answer.status.as_u16());
-                write_answer(&mut self.out, &answer, &client, close_after_answer);
-                Plan::Answered {
-                    close: close_after_answer,
-                }
+                answer
             }
-            Some((index, CompiledAction::Forward(forward))) => match forward.pick_sticky(presented)
-            {
-                None => {
-                    let page = self
-                        .plane
-                        .elb_error_page(ElbError::NoRegisteredTargets, None);
-                    write_answer(&mut self.out, &page, &client, close_after_answer);
-                    Plan::Answered {
-                        close: close_after_answer,
-                    }
-                }
-                Some(picked) => {
-                    let trace = responses::trace_value(wire::incoming_trace(request.headers));
-                    self.access.trace(trace.as_bytes());
-                    wire::write_upstream_head(
-                        &mut self.out,
-                        &facts,
-                        request.headers,
-                        &Forwarding {
-                            listener_port: table.port,
-                            client_ip: self.client_ip,
-                            trace: trace.as_bytes(),
-                            default_host: &table.dns_name,
-                            xff: attributes.xff,
-                            drop_invalid_header_fields: attributes.drop_invalid_header_fields,
-                            preserve_host_header: attributes.preserve_host_header,
-                        },
-                    );
-                    Plan::Forward {
-                        rule: index,
-                        picked,
-                        prefer: presented.target,
-                    }
-                }
-            },
+            CompiledAction::Forward(forward) => {
+                let presented = self.presented_cookies(forward, headers);
+                let Some(picked) = forward.pick_sticky(presented) else {
+                    return self.answer_plan(ElbError::NoRegisteredTargets, client);
+                };
+                self.write_upstream_head(table, facts, headers);
+                return Plan::Forward {
+                    rule: index,
+                    picked,
+                    prefer: presented.target,
+                };
+            }
         };
-        self.input.advance(head_len);
-        Ok(Some((tables, plan, client)))
+        write_answer(&mut self.out, &answer, client, close);
+        Plan::Answered { close }
+    }
+
+    /// Writes the request head for the target into `out`, with the trace id
+    /// it carries (logged too).
+    fn write_upstream_head(
+        &mut self,
+        table: &RouteTable,
+        facts: &wire::RequestFacts<'_>,
+        headers: &[httparse::Header<'_>],
+    ) {
+        let trace = responses::trace_value(wire::incoming_trace(headers));
+        self.access.trace(trace.as_bytes());
+        let attributes = self.head;
+        wire::write_upstream_head(
+            &mut self.out,
+            facts,
+            headers,
+            &Forwarding {
+                listener_port: table.port,
+                client_ip: self.client_ip,
+                trace: trace.as_bytes(),
+                default_host: &table.dns_name,
+                xff: attributes.xff,
+                drop_invalid_header_fields: attributes.drop_invalid_header_fields,
+                preserve_host_header: attributes.preserve_host_header,
+            },
+        );
     }
 
     /// Answers a request that cannot be handled and ends the connection.
@@ -890,11 +970,34 @@ impl ClientConnection {
         picked: usize,
         prefer: Option<u64>,
     ) -> bool {
-        // The body bytes already read go out with the head.
+        let Some(mut body) = self.start_body(client).await else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        match self
+            .exchange_with_a_target(client, forward, picked, prefer, &mut body)
+            .await
+        {
+            Ok(exchanged) => {
+                self.complete_forward(client, forward, exchanged, started)
+                    .await
+            }
+            Err(keep_open) => keep_open,
+        }
+    }
+
+    /// The request body's progress, the bytes already read going out with
+    /// the head; sends `100 Continue` when the client waits for it. `None`:
+    /// the connection ends (a malformed body was refused, or the client
+    /// could not be written to).
+    async fn start_body(&mut self, client: &ClientSide) -> Option<BodyProgress> {
         let mut body = BodyProgress::new(client.framing, false);
         let body_buffered = match body.take(&mut self.input, &mut self.out) {
             Ok(complete) => complete,
-            Err(ChunkError(reason)) => return self.refuse_body(reason).await,
+            Err(ChunkError(reason)) => {
+                let _ = self.refuse_body(reason).await;
+                return None;
+            }
         };
         if client.expect_continue && !body_buffered {
             let continued = write_within(
@@ -904,90 +1007,141 @@ impl ClientConnection {
             )
             .await;
             if !matches!(continued, Ok(true)) {
-                return false;
+                return None;
             }
         }
+        Some(body)
+    }
+
+    /// Sends the request to a target of the picked group (the next one when
+    /// a target cannot be connected to, at most [`MAX_CONNECT_ATTEMPTS`]) and
+    /// reads its response head. `Err(keep_open)`: no response came and the
+    /// client was answered (or is gone).
+    async fn exchange_with_a_target<'f>(
+        &mut self,
+        client: &ClientSide,
+        forward: &'f Forward,
+        picked: usize,
+        prefer: Option<u64>,
+        body: &mut BodyProgress,
+    ) -> Result<Exchanged<'f>, bool> {
         // A request wholly in `out` can be sent again if a pooled connection
         // turns out closed (RFC 9110 §9.2.2: idempotent methods only).
-        let replayable = body_buffered && client.idempotent;
+        let replayable = body.is_done() && client.idempotent;
         let first = forward.group(picked);
-        let started = std::time::Instant::now();
         let mut weighted = first;
         let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
         let mut attempts = 0;
         let mut stale = 0;
-        let mut _in_flight = None;
-        let (mut upstream, target, start) = 'targets: loop {
+        loop {
             let Some(target) =
                 forward.next_target(picked, &mut weighted, &tried[..attempts], prefer)
             else {
                 let error = ElbError::no_target_left(attempts);
-                return self.answer_unsent(error, first, client, &body).await;
+                return Err(self.answer_unsent(error, first, client, body).await);
             };
             let Some(address) = target.address() else {
-                return self
-                    .answer_unsent(ElbError::TargetConnectionFailed, weighted, client, &body)
-                    .await;
+                let error = ElbError::TargetConnectionFailed;
+                return Err(self.answer_unsent(error, weighted, client, body).await);
             };
             if attempts > 0 {
                 self.plane.metrics.record_retry();
             }
             tried[attempts] = target_key(target);
             attempts += 1;
-            _in_flight = Some(target.begin_request());
+            let in_flight = target.begin_request();
             loop {
-                let connected = self.checkout_or_connect(target, address, stale).await;
-                let mut upstream = match connected {
+                let mut upstream = match self.checkout_or_connect(target, address, stale).await {
                     Ok(upstream) => upstream,
                     Err(error) => {
                         target.connection_failed(&error);
                         if attempts == MAX_CONNECT_ATTEMPTS {
-                            return self
-                                .answer_unsent(
-                                    ElbError::TargetConnectionFailed,
-                                    weighted,
-                                    client,
-                                    &body,
-                                )
-                                .await;
+                            let error = ElbError::TargetConnectionFailed;
+                            return Err(self.answer_unsent(error, weighted, client, body).await);
                         }
-                        continue 'targets;
+                        // The next target.
+                        break;
                     }
                 };
-                match self.exchange_head(&mut upstream, &mut body, client).await {
-                    Ok(start) => break 'targets (upstream, target, start),
+                match self.exchange_head(&mut upstream, body, client).await {
+                    Ok(start) => {
+                        return Ok(Exchanged {
+                            upstream,
+                            target,
+                            weighted,
+                            start,
+                            _in_flight: in_flight,
+                        });
+                    }
                     Err(HeadFailure::EndedEarly) if upstream.reused && replayable => {
                         stale += 1;
                     }
-                    Err(HeadFailure::ClientFailed) => return false,
-                    Err(HeadFailure::ClientClosed { body_cut }) => {
-                        self.client_left(weighted, body_cut);
-                        return false;
-                    }
-                    Err(HeadFailure::ClientTimedOut) => {
-                        let _ = self.refuse(Rejection::TimedOut).await;
-                        return false;
-                    }
-                    Err(HeadFailure::TimedOut) => {
-                        return self
-                            .answer_unsent(ElbError::TargetTimeout, weighted, client, &body)
-                            .await;
-                    }
                     Err(failure) => {
-                        if let HeadFailure::Broken(reason) = failure {
-                            tracing::debug!(
-                                "forwarding to {}:{}: {reason}",
-                                target.target.id,
-                                target.target.port
-                            );
-                        }
-                        return self
-                            .answer_unsent(ElbError::TargetConnectionError, weighted, client, &body)
-                            .await;
+                        return Err(self
+                            .head_failed(failure, target, weighted, client, body)
+                            .await);
                     }
                 }
             }
-        };
+        }
+    }
+
+    /// Answers (or counts) a request whose target gave no response head;
+    /// returns whether the client connection stays open.
+    async fn head_failed(
+        &mut self,
+        failure: HeadFailure,
+        target: &TargetRuntime,
+        weighted: &WeightedGroup,
+        client: &ClientSide,
+        body: &BodyProgress,
+    ) -> bool {
+        match failure {
+            HeadFailure::ClientFailed => false,
+            HeadFailure::ClientClosed { body_cut } => {
+                self.client_left(weighted, body_cut);
+                false
+            }
+            HeadFailure::ClientTimedOut => {
+                let _ = self.refuse(Rejection::TimedOut).await;
+                false
+            }
+            HeadFailure::TimedOut => {
+                self.answer_unsent(ElbError::TargetTimeout, weighted, client, body)
+                    .await
+            }
+            failure => {
+                if let HeadFailure::Broken(reason) = failure {
+                    tracing::debug!(
+                        "forwarding to {}:{}: {reason}",
+                        target.target.id,
+                        target.target.port
+                    );
+                }
+                self.answer_unsent(ElbError::TargetConnectionError, weighted, client, body)
+                    .await
+            }
+        }
+    }
+
+    /// Counts the target's response, relays it to the client (with the
+    /// stickiness cookies), logs the request, and pools the target
+    /// connection when it can be reused; returns whether the client
+    /// connection stays open.
+    async fn complete_forward(
+        &mut self,
+        client: &ClientSide,
+        forward: &Forward,
+        exchanged: Exchanged<'_>,
+        started: std::time::Instant,
+    ) -> bool {
+        let Exchanged {
+            mut upstream,
+            target,
+            weighted,
+            start,
+            _in_flight,
+        } = exchanged;
         weighted.counters.record(start.status);
         if let Some(cell) = &weighted.cell {
             cell.record_target(self.worker, start.status, started.elapsed());

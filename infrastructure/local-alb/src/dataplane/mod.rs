@@ -51,12 +51,6 @@ pub struct TargetHealthView {
 /// How often idle target connections closed by their target are closed.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
-impl crate::accesslog::TargetGroupArn for targets::TargetGroupRuntime {
-    fn arn(&self) -> &str {
-        &self.arn
-    }
-}
-
 /// Tunables of the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPlaneOptions {
@@ -80,6 +74,9 @@ pub struct DataPlaneOptions {
     pub access_log_root: Option<std::path::PathBuf>,
     /// How often an access log file is delivered (AWS: 5 minutes).
     pub access_log_interval: Duration,
+    /// The gzip level of the access log files, 0 (stored blocks) to 9
+    /// (`--access-log-compression`, default 1).
+    pub access_log_compression: u32,
     /// Simulated nodes and the delay after which each applies a published
     /// change (`--propagation`, `--nodes`); `None`: one node, at once.
     pub propagation: Option<Propagation>,
@@ -96,6 +93,7 @@ impl Default for DataPlaneOptions {
             propagation: None,
             access_log_root: None,
             access_log_interval: crate::accesslog::DEFAULT_INTERVAL,
+            access_log_compression: crate::accesslog::DEFAULT_COMPRESSION,
         }
     }
 }
@@ -176,6 +174,7 @@ impl DataPlane {
         let access_logs = Arc::new(crate::accesslog::AccessLogs::new(
             options.access_log_root.clone(),
             options.access_log_interval,
+            options.access_log_compression,
             options.worker_threads,
         ));
         access_logs.configure(initial);

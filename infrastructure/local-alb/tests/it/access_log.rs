@@ -69,6 +69,11 @@ struct Logged {
 }
 
 async fn start(interval: Duration) -> Logged {
+    start_at_level(interval, 1).await
+}
+
+/// A local ALB whose log files are gzip at `level` (`--access-log-compression`).
+async fn start_at_level(interval: Duration, level: u32) -> Logged {
     let state = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     let port = live_target("hello").await;
@@ -76,6 +81,7 @@ async fn start(interval: Duration) -> Logged {
     settings.stack = Some(write_stack(state.path(), &[("app", &[port])]));
     settings.data_plane.access_log_root = Some(root.path().to_owned());
     settings.data_plane.access_log_interval = interval;
+    settings.data_plane.access_log_compression = level;
     let alb = RunningAlb::start_with(settings).await;
     let client = alb.client().await;
     let balancers = client.describe_load_balancers().send().await.unwrap();
@@ -203,4 +209,27 @@ async fn a_clean_shutdown_delivers_what_is_buffered() {
     let found = records(root.path());
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path().as_deref(), Some("/one"));
+}
+
+#[tokio::test]
+async fn stored_gzip_files_read_as_gzip() {
+    // Level 0: gzip of stored blocks, read by any gzip reader.
+    let logged = start_at_level(Duration::from_secs(1), 0).await;
+    enable(&logged).await;
+    for path in ["/stored/1", "/stored/2"] {
+        assert_eq!(get(&format!("{}{path}", logged.alb.data_url)).await, 200);
+    }
+    let found = wait_for_records(logged.root.path(), 2).await;
+    // Each worker's lines in order; two connections may be two workers.
+    let mut paths: Vec<String> = found.iter().filter_map(Record::path).collect();
+    paths.sort();
+    assert_eq!(paths, ["/stored/1", "/stored/2"]);
+    let file = &log_files(logged.root.path())[0];
+    let bytes = std::fs::read(file).unwrap();
+    // Stored: the lines' text is in the file as it is.
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("GET http://"),
+        "{file:?}"
+    );
+    logged.alb.stop().await;
 }

@@ -305,6 +305,7 @@ fn data_plane_options_come_from_flags_or_local_alb_variables() {
             "0",
             "a whole number of threads above 0",
         ),
+        ("LOCAL_ALB_ACCESS_LOG_COMPRESSION", "10", "0..=9"),
     ] {
         let mut command = Command::new(BINARY);
         command
