@@ -72,6 +72,20 @@ pub async fn expected_answers(monolith: &str) -> anyhow::Result<Vec<(String, Ans
     Ok(answers)
 }
 
+/// A client that keeps one connection alive as a correct client of a load
+/// balancer does: it never reuses a connection that was idle for half of
+/// `balancer_idle_timeout` or longer. An HTTP/1.1 server may close an idle
+/// connection at any moment (RFC 9112 §9.6); a request written as the close
+/// crosses it gets no answer and, having been sent, is not retried. AWS's
+/// answer is a client idle timeout shorter than the load balancer's.
+pub fn keep_alive_client(balancer_idle_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(balancer_idle_timeout / 2)
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
 /// Counters of a load run.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -84,6 +98,10 @@ pub struct Tally {
     /// No answer at all: connect, reset or timeout.
     pub connection_errors: AtomicU64,
     pub in_flight: AtomicU64,
+    /// The longest a connection waited between an answer and its next
+    /// request, in milliseconds (a stalled client meets the balancer's idle
+    /// timeout).
+    pub longest_idle_ms: AtomicU64,
     /// When each failure or connection error happened, since the load began.
     failures_at: Mutex<Vec<Duration>>,
     examples: Mutex<Vec<String>>,
@@ -95,7 +113,7 @@ impl Tally {
             at.push(started.elapsed());
         }
         if let Ok(mut examples) = self.examples.lock()
-            && examples.len() < 5
+            && examples.len() < 10
         {
             examples.push(example);
         }
@@ -109,7 +127,7 @@ impl Tally {
             .unwrap_or(0)
     }
 
-    /// Up to five failures, described.
+    /// Up to ten failures, described.
     pub fn examples(&self) -> Vec<String> {
         self.examples.lock().map(|e| e.clone()).unwrap_or_default()
     }
@@ -156,15 +174,15 @@ impl Load {
         let answers = Arc::new(answers.to_vec());
         let mut tasks = JoinSet::new();
         for worker in 0..connections {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(10))
-                .build()?;
+            let client = keep_alive_client(crate::stack::CLIENT_IDLE_TIMEOUT)?;
             let (tally, stop, answers) = (tally.clone(), stop.clone(), answers.clone());
             let base_url = base_url.to_owned();
             tasks.spawn(async move {
                 let mut latencies = Vec::new();
                 let mut index = worker;
+                // When this connection's previous answer ended: a request
+                // that gets no answer is described with the idle gap before it.
+                let mut last_answer = Instant::now();
                 while !stop.load(Ordering::Relaxed)
                     && started.elapsed() < max_time
                     && tally.begun.fetch_add(1, Ordering::Relaxed) < max_requests
@@ -179,6 +197,12 @@ impl Load {
                     };
                     tally.in_flight.fetch_sub(1, Ordering::Relaxed);
                     tally.completed.fetch_add(1, Ordering::Relaxed);
+                    let idle_before = sent.duration_since(last_answer);
+                    last_answer = Instant::now();
+                    tally.longest_idle_ms.fetch_max(
+                        u64::try_from(idle_before.as_millis()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
                     latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                     match result {
                         Ok(answer) if answer == *expected => {}
@@ -197,7 +221,15 @@ impl Load {
                         }
                         Err(err) => {
                             tally.connection_errors.fetch_add(1, Ordering::Relaxed);
-                            tally.failure(started, format!("GET {path}: {err}"));
+                            tally.failure(
+                                started,
+                                format!(
+                                    "GET {path} at {:.3} s on connection {worker}, idle {} ms before it: {}",
+                                    sent.duration_since(started).as_secs_f64(),
+                                    idle_before.as_millis(),
+                                    error_chain(&err)
+                                ),
+                            );
                         }
                     }
                 }
@@ -241,6 +273,18 @@ impl Load {
     }
 }
 
+/// An error with its causes ("error sending request: ... : connection reset").
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The `q` quantile (0 to 1) of sorted microseconds, in milliseconds.
 fn percentile(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -252,7 +296,54 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{keep_alive_client, percentile};
+
+    /// A server that answers the first request of each connection with a
+    /// keep-alive answer, then closes it as the next request arrives: a load
+    /// balancer's idle timeout firing as the client reuses the connection.
+    async fn closes_on_reuse() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    // The next request's first bytes: close without an answer.
+                    let _ = stream.read(&mut buffer).await;
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn the_load_never_reuses_a_connection_the_balancer_may_be_closing() {
+        let address = closes_on_reuse().await;
+        let url = format!("http://{address}/");
+        // The balancer closes after 600 ms idle; the client's second request
+        // comes 400 ms after the first (past half the balancer's timeout).
+        let client = keep_alive_client(Duration::from_millis(600)).unwrap();
+        for _ in 0..2 {
+            let answer = client.get(&url).send().await.expect("an answer");
+            assert_eq!(answer.text().await.unwrap(), "ok");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
 
     #[test]
     fn percentiles_of_microseconds_are_milliseconds() {

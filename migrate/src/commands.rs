@@ -572,7 +572,23 @@ pub struct RouteStatus {
     /// plane (...)".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reaching_data_plane: Option<String>,
+    /// What the traffic shows after a recent change (metric gates on): its
+    /// verdict and the `traffic:` line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficStatus>,
 }
+
+/// `status`'s reading of the traffic after a route's last change.
+#[derive(Debug, Serialize)]
+pub struct TrafficStatus {
+    #[serde(flatten)]
+    pub verdict: crate::metric_gates::TrafficAfterChange,
+    pub says: String,
+}
+
+/// How long after `propagation_max` has passed `status` still shows what
+/// ended the wait for the traffic.
+const TRAFFIC_SHOWN_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Serialize)]
 struct StatusReport {
@@ -614,7 +630,9 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
     for route in &routes {
         let view = listing.view(&ctx.settings, route)?;
         let health = ctx.elb.target_health(&view.service_tg).await?;
-        statuses.push(route_status(ctx, &listing, route, &view, health));
+        let mut status = route_status(ctx, &listing, route, &view, health);
+        judge_recent_change(ctx, &listing, &view, &mut status).await;
+        statuses.push(status);
     }
     let groups: Vec<(&str, &str, &[TargetHealth])> = statuses
         .iter()
@@ -733,12 +751,73 @@ fn reaching_data_plane(last: &LastChange, propagation_max: std::time::Duration) 
     })
 }
 
+/// After a change younger than `propagation_max` plus a minute, with the
+/// route's metric gates on: what the traffic shows. "applied, reaching the
+/// data plane" until the counts show the new state or `propagation_max`
+/// passes, then which of the two ended it. Without metrics (or when they
+/// cannot be read) the time-based line stays.
+async fn judge_recent_change(
+    ctx: &Ctx,
+    listing: &Listing,
+    view: &RouteView,
+    status: &mut RouteStatus,
+) {
+    let Some(changed_at) = status
+        .last_change
+        .as_ref()
+        .and_then(|last| {
+            time::OffsetDateTime::parse(&last.when, &time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map(time::OffsetDateTime::unix_timestamp)
+    else {
+        return;
+    };
+    let max = ctx.settings.propagation_max;
+    let age = time::OffsetDateTime::now_utc().unix_timestamp() - changed_at;
+    let gates = ctx.settings.metric_gates(&status.route);
+    let (Some(share), true) = (status.percent, gates.enabled) else {
+        return;
+    };
+    if age < 0 || age as u64 >= (max + TRAFFIC_SHOWN_FOR).as_secs() {
+        return;
+    }
+    let cloudwatch = crate::cloudwatch::CloudWatch::new(&ctx.sdk, ctx.verbose);
+    let judged = crate::metric_gates::traffic_after_change(
+        &cloudwatch,
+        listing,
+        view,
+        share,
+        (changed_at, gates.period),
+        max,
+    )
+    .await;
+    match judged {
+        Ok(verdict) => {
+            let says = verdict.sentence(share, max);
+            status.reaching_data_plane = matches!(
+                verdict,
+                crate::metric_gates::TrafficAfterChange::Reaching { .. }
+            )
+            .then(|| says.clone());
+            status.traffic = Some(TrafficStatus { verdict, says });
+        }
+        Err(err) => {
+            if let Some(reaching) = &mut status.reaching_data_plane {
+                reaching.push_str(&format!("; the traffic could not be read: {err:#}"));
+            }
+        }
+    }
+}
+
 fn print_route_status(status: &RouteStatus) {
     println!();
     println!("{}  {}", status.route, status.paths.join(" "));
     println!("  state:    {}", status.summary);
-    if let Some(reaching) = &status.reaching_data_plane {
-        println!("  traffic:  {reaching}");
+    match (&status.traffic, &status.reaching_data_plane) {
+        (Some(traffic), _) => println!("  traffic:  {}", traffic.says),
+        (None, Some(reaching)) => println!("  traffic:  {reaching}"),
+        (None, None) => {}
     }
     if let Some(when) = &status.retired {
         println!(
@@ -888,6 +967,7 @@ fn route_status(
         reaching_data_plane: rule
             .and_then(|r| r.tags.get(LAST_CHANGE_TAG))
             .and_then(|v| reaching_data_plane(&LastChange::parse(v), ctx.settings.propagation_max)),
+        traffic: None,
     }
 }
 

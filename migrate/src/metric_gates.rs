@@ -666,13 +666,65 @@ impl RollbackReach {
     }
 }
 
-/// Two empty one-second periods in a row after the last request mean the
-/// traffic has left the service.
-const QUIET_SECONDS: f64 = 2.0;
+/// How long after a second ends its count is complete: the local ALB's
+/// counts are readable at once, the second included; this covers requests
+/// whose clock was read just before the second ended.
+const COUNTED_AFTER_SECONDS: f64 = 0.25;
+
+/// The watch's verdict so far: `None` while it goes on. It ends at the
+/// first whole second after the service's last request that is counted:
+/// reached when the load balancer got requests in it (which could have gone
+/// to the service), unmeasured when it got none (nothing shows where traffic
+/// would go); or, still getting requests at `deadline`, not reached.
+fn reach_so_far(
+    service: &Series,
+    balancer: &Series,
+    written_at: f64,
+    now: f64,
+    deadline: f64,
+) -> Option<RollbackReach> {
+    let watched_seconds = now - written_at;
+    let Some(last) = service
+        .iter()
+        .filter(|(_, value)| *value > 0.0)
+        .map(|(second, _)| *second)
+        .max()
+    else {
+        return Some(RollbackReach::Unmeasured {
+            why: "the service got no requests around the write".into(),
+        });
+    };
+    // The last request came within second `last`: at most its end.
+    let seconds = ((last + 1) as f64 - written_at).max(0.0);
+    let quiet = last + 1;
+    if (quiet + 1) as f64 + COUNTED_AFTER_SECONDS <= now {
+        let traffic = balancer
+            .iter()
+            .any(|(second, value)| *second == quiet && *value > 0.0);
+        return Some(if traffic {
+            RollbackReach::Reached {
+                seconds,
+                watched_seconds,
+            }
+        } else {
+            RollbackReach::Unmeasured {
+                why: format!(
+                    "the service's last request came {seconds:.1} s after the write, and the load balancer got none in the second after it to show where traffic goes"
+                ),
+            }
+        });
+    }
+    (now >= deadline).then_some(RollbackReach::NotReached {
+        seconds,
+        watched_seconds,
+    })
+}
 
 /// Watches the service's target group after a rollback written at
-/// `written_at` (Unix seconds) for at most `within`: when did it get its
-/// last request?
+/// `written_at` (Unix seconds), at 1 s periods: when did it get its last
+/// request? The watch ends as soon as a whole second after that request is
+/// counted (the service got none in it), or at `within` after the write
+/// plus one counted second.
 pub async fn rollback_reach(
     cloudwatch: &CloudWatch,
     listing: &Listing,
@@ -688,56 +740,226 @@ pub async fn rollback_reach(
             why: "the listener or target group is not an Application Load Balancer's".into(),
         };
     };
-    let query = Query {
-        id: "svc_requests".into(),
-        metric: "RequestCount",
-        dimensions: vec![("TargetGroup", service_tg), ("LoadBalancer", load_balancer)],
-        stat: "Sum",
-    };
+    let queries = [
+        Query {
+            id: "svc_requests".into(),
+            metric: "RequestCount",
+            dimensions: vec![
+                ("TargetGroup", service_tg),
+                ("LoadBalancer", load_balancer.clone()),
+            ],
+            stat: "Sum",
+        },
+        Query {
+            id: "lb_requests".into(),
+            metric: "RequestCount",
+            dimensions: vec![("LoadBalancer", load_balancer)],
+            stat: "Sum",
+        },
+    ];
     let from = written_at.floor() as i64 - 5;
-    let deadline = written_at + within.as_secs_f64();
+    // A request in the window's last second is followed by one counted quiet
+    // second before the watch gives up.
+    let deadline = written_at + within.as_secs_f64() + 1.0 + COUNTED_AFTER_SECONDS;
     loop {
         let now = unix_now();
-        let series = match cloudwatch
-            .metric_data(std::slice::from_ref(&query), from, now.ceil() as i64 + 1, 1)
+        let mut results = match cloudwatch
+            .metric_data(&queries, from, now.ceil() as i64 + 1, 1)
             .await
         {
-            Ok(mut results) => results.remove("svc_requests").unwrap_or_default(),
+            Ok(results) => results,
             Err(err) => {
                 return RollbackReach::Unmeasured {
                     why: format!("{err:#}"),
                 };
             }
         };
-        let last = series
-            .iter()
-            .filter(|(_, value)| *value > 0.0)
-            .map(|(second, _)| *second)
-            .max();
-        let Some(last) = last else {
-            return RollbackReach::Unmeasured {
-                why: "the service got no requests around the write".into(),
-            };
-        };
-        // The last request came within second `last`: at most its end.
-        let seconds = ((last + 1) as f64 - written_at).max(0.0);
-        let watched_seconds = now - written_at;
-        // A second's count is complete about 1.25 s after it ends (the
-        // local ALB harvests every 250 ms).
-        if now >= (last + 1) as f64 + QUIET_SECONDS + 1.25 {
-            return RollbackReach::Reached {
-                seconds,
-                watched_seconds,
-            };
+        let service = results.remove("svc_requests").unwrap_or_default();
+        let balancer = results.remove("lb_requests").unwrap_or_default();
+        if let Some(reach) = reach_so_far(&service, &balancer, written_at, now, deadline) {
+            return reach;
         }
-        if now >= deadline + QUIET_SECONDS + 1.25 {
-            return RollbackReach::NotReached {
-                seconds,
-                watched_seconds,
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// What the traffic shows after a route's last change, for `status`: the
+/// service's target group's and the load balancer's `RequestCount` per
+/// metrics period since the change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum TrafficAfterChange {
+    /// Within `propagation_max` of the change, and the traffic does not show
+    /// it yet.
+    Reaching { age_seconds: f64 },
+    /// The traffic shows the new state: a route on the monolith's service
+    /// got no request in a counted period after the change in which the load
+    /// balancer got some; a shifted one got requests after it.
+    Confirmed {
+        service_requests: f64,
+        balancer_requests: f64,
+        after_seconds: f64,
+    },
+    /// `propagation_max` passed and the load balancer counted no request
+    /// after the change: nothing to judge by.
+    NoTraffic { age_seconds: f64 },
+    /// `propagation_max` passed and the traffic does not show the change.
+    NotConfirmed {
+        service_requests: f64,
+        after_seconds: f64,
+    },
+}
+
+impl TrafficAfterChange {
+    /// The `traffic:` line of `status`.
+    pub fn sentence(&self, service_share: u8, propagation_max: Duration) -> String {
+        let max = humantime::format_duration(propagation_max);
+        match self {
+            TrafficAfterChange::Reaching { age_seconds } => format!(
+                "applied, reaching the data plane (written {age_seconds:.0} s ago; the traffic does not show it yet; the load balancer's nodes may take up to {max} (propagation_max) to route by it)"
+            ),
+            TrafficAfterChange::Confirmed {
+                service_requests,
+                balancer_requests,
+                after_seconds,
+            } if service_share == 0 => format!(
+                "applied; traffic confirms: the service got no request in the period {after_seconds:.0} s after the change, in which the load balancer got {balancer_requests:.0} ({service_requests:.0} to the service)"
+            ),
+            TrafficAfterChange::Confirmed {
+                service_requests,
+                balancer_requests,
+                after_seconds,
+            } => format!(
+                "applied; traffic confirms: the service got {service_requests:.0} of the load balancer's {balancer_requests:.0} requests in the period {after_seconds:.0} s after the change"
+            ),
+            TrafficAfterChange::NoTraffic { age_seconds } => format!(
+                "applied; no traffic to judge after {max} (propagation_max): the load balancer counted no request in the {age_seconds:.0} s since the change"
+            ),
+            TrafficAfterChange::NotConfirmed {
+                service_requests,
+                after_seconds,
+            } if service_share == 0 => format!(
+                "applied, but the traffic does not show it after {max} (propagation_max): the service still got {service_requests:.0} requests {after_seconds:.0} s after the change"
+            ),
+            TrafficAfterChange::NotConfirmed { .. } => format!(
+                "applied, but the traffic does not show it after {max} (propagation_max): the service got no request after the change while the load balancer got some"
+            ),
+        }
+    }
+}
+
+/// Judges the traffic after a change written in second `changed_at` (Unix
+/// seconds, the last-change tag's) that gave the service `service_share`
+/// percent of the route, from per-period request counts (`period_s`).
+/// Only periods that begin after the change's second and are counted by
+/// `now` are evidence.
+pub fn judge_traffic(
+    service_share: u8,
+    service: &Series,
+    balancer: &Series,
+    (changed_at, period_s): (i64, i64),
+    now: f64,
+    propagation_max: Duration,
+) -> TrafficAfterChange {
+    let count = |series: &Series, period: i64| {
+        series
+            .iter()
+            .filter(|(at, _)| *at == period)
+            .map(|(_, value)| *value)
+            .sum::<f64>()
+    };
+    let counted = |period: i64| (period + period_s) as f64 + COUNTED_AFTER_SECONDS <= now;
+    let busy: Vec<i64> = balancer
+        .iter()
+        .filter(|(at, value)| *at > changed_at && *value > 0.0 && counted(*at))
+        .map(|(at, _)| *at)
+        .collect();
+    let last_service = service
+        .iter()
+        .filter(|(_, value)| *value > 0.0)
+        .map(|(at, _)| *at)
+        .max();
+    let evidence = busy.iter().copied().find(|at| {
+        if service_share == 0 {
+            last_service.is_none_or(|last| *at > last)
+        } else {
+            count(service, *at) > 0.0
+        }
+    });
+    if let Some(at) = evidence {
+        return TrafficAfterChange::Confirmed {
+            service_requests: count(service, at),
+            balancer_requests: count(balancer, at),
+            after_seconds: (at - changed_at) as f64,
+        };
+    }
+    let age_seconds = (now - changed_at as f64).max(0.0);
+    if age_seconds < propagation_max.as_secs_f64() {
+        return TrafficAfterChange::Reaching { age_seconds };
+    }
+    match (busy.is_empty(), last_service) {
+        (true, _) => TrafficAfterChange::NoTraffic { age_seconds },
+        (false, Some(last)) if service_share == 0 => TrafficAfterChange::NotConfirmed {
+            service_requests: count(service, last),
+            after_seconds: (last - changed_at) as f64,
+        },
+        _ => TrafficAfterChange::NotConfirmed {
+            service_requests: 0.0,
+            after_seconds: age_seconds,
+        },
+    }
+}
+
+/// [`judge_traffic`] on CloudWatch: one `GetMetricData` of the service's
+/// target group's and the load balancer's `RequestCount` since the change.
+pub async fn traffic_after_change(
+    cloudwatch: &CloudWatch,
+    listing: &Listing,
+    view: &RouteView,
+    service_share: u8,
+    (changed_at, period): (i64, Duration),
+    propagation_max: Duration,
+) -> anyhow::Result<TrafficAfterChange> {
+    let (Some(load_balancer), Some(service_tg)) = (
+        load_balancer_dimension(&listing.listener_arn),
+        target_group_dimension(&view.service_tg),
+    ) else {
+        anyhow::bail!("the listener or target group is not an Application Load Balancer's");
+    };
+    let queries = [
+        Query {
+            id: "svc_requests".into(),
+            metric: "RequestCount",
+            dimensions: vec![
+                ("TargetGroup", service_tg),
+                ("LoadBalancer", load_balancer.clone()),
+            ],
+            stat: "Sum",
+        },
+        Query {
+            id: "lb_requests".into(),
+            metric: "RequestCount",
+            dimensions: vec![("LoadBalancer", load_balancer)],
+            stat: "Sum",
+        },
+    ];
+    let period_s = period.as_secs().max(1) as i64;
+    let now = unix_now();
+    // Periods aligned as CloudWatch aligns them, from the one holding the change.
+    let from = changed_at - changed_at.rem_euclid(period_s);
+    let mut results = cloudwatch
+        .metric_data(&queries, from, now.ceil() as i64 + 1, period_s)
+        .await?;
+    let service = results.remove("svc_requests").unwrap_or_default();
+    let balancer = results.remove("lb_requests").unwrap_or_default();
+    Ok(judge_traffic(
+        service_share,
+        &service,
+        &balancer,
+        (changed_at, period_s),
+        now,
+        propagation_max,
+    ))
 }
 
 #[cfg(test)]
@@ -973,5 +1195,117 @@ mod tests {
         assert_eq!(e.verdict, Verdict::Fail, "{e:?}");
         assert_eq!(e.load_balancer.baseline_rate, Some(0.001));
         assert!(e.summary.starts_with("elb_5xx:"), "{}", e.summary);
+    }
+
+    #[test]
+    fn a_rollback_watch_ends_at_the_first_counted_quiet_second() {
+        let written = 100.2;
+        let deadline = written + 2.0 + 1.0 + COUNTED_AFTER_SECONDS;
+        let service = vec![(99, 40.0), (100, 12.0)];
+        // Second 101 is not complete yet at 101.9: watch on.
+        let balancer = vec![(99, 80.0), (100, 60.0), (101, 70.0)];
+        assert_eq!(
+            reach_so_far(&service, &balancer, written, 101.9, deadline),
+            None
+        );
+        // At 102.3 it is: the service's last request came in second 100.
+        assert_eq!(
+            reach_so_far(&service, &balancer, written, 102.3, deadline),
+            Some(RollbackReach::Reached {
+                seconds: 101.0 - written,
+                watched_seconds: 102.3 - written
+            })
+        );
+        // A quiet second without any traffic shows nothing: said, at once.
+        let idle = vec![(99, 80.0), (100, 60.0)];
+        assert!(matches!(
+            reach_so_far(&service, &idle, written, 102.3, deadline),
+            Some(RollbackReach::Unmeasured { .. })
+        ));
+        // Still requests at the deadline: not reached.
+        let still = vec![(99, 40.0), (100, 12.0), (101, 3.0), (102, 1.0)];
+        let busy = vec![(100, 60.0), (101, 70.0), (102, 50.0), (103, 50.0)];
+        assert_eq!(reach_so_far(&still, &busy, written, 103.0, deadline), None);
+        assert!(matches!(
+            reach_so_far(&still, &busy, written, 103.5, deadline),
+            Some(RollbackReach::NotReached { .. })
+        ));
+        // No service request at all: nothing to measure, at once.
+        assert!(matches!(
+            reach_so_far(&Vec::new(), &busy, written, 100.5, deadline),
+            Some(RollbackReach::Unmeasured { .. })
+        ));
+    }
+
+    #[test]
+    fn status_judges_a_change_by_the_traffic_after_it() {
+        let max = Duration::from_secs(10);
+        let changed = 100;
+        let judge = |share, service: &Series, balancer: &Series, now| {
+            judge_traffic(share, service, balancer, (changed, 1), now, max)
+        };
+        // A rollback (share 0): still requests in second 101, none in 102
+        // while the load balancer got 50: confirmed once 102 is counted.
+        let service = vec![(100, 9.0), (101, 4.0)];
+        let balancer = vec![(100, 60.0), (101, 55.0), (102, 50.0)];
+        assert_eq!(
+            judge(0, &service, &balancer, 102.75),
+            TrafficAfterChange::Reaching { age_seconds: 2.75 }
+        );
+        assert_eq!(
+            judge(0, &service, &balancer, 103.3),
+            TrafficAfterChange::Confirmed {
+                service_requests: 0.0,
+                balancer_requests: 50.0,
+                after_seconds: 2.0
+            }
+        );
+        // A shift (share 50): the service's requests after the change.
+        assert_eq!(
+            judge(50, &service, &balancer, 103.3),
+            TrafficAfterChange::Confirmed {
+                service_requests: 4.0,
+                balancer_requests: 55.0,
+                after_seconds: 1.0
+            }
+        );
+        // No traffic: never confirmed; reaching, then nothing to judge.
+        let none = Vec::new();
+        assert_eq!(
+            judge(0, &none, &none, 105.0),
+            TrafficAfterChange::Reaching { age_seconds: 5.0 }
+        );
+        assert_eq!(
+            judge(0, &none, &none, 111.0),
+            TrafficAfterChange::NoTraffic { age_seconds: 11.0 }
+        );
+        assert_eq!(
+            judge(50, &none, &none, 111.0),
+            TrafficAfterChange::NoTraffic { age_seconds: 11.0 }
+        );
+        // The change's own second is no evidence: requests in it may predate it.
+        assert_eq!(
+            judge(0, &none, &vec![(100, 70.0)], 111.0),
+            TrafficAfterChange::NoTraffic { age_seconds: 11.0 }
+        );
+        // Past propagation_max with the service still getting requests.
+        let busy: Series = (101..111).map(|s| (s, 50.0)).collect();
+        let still: Series = (101..111).map(|s| (s, 5.0)).collect();
+        assert_eq!(
+            judge(0, &still, &busy, 111.5),
+            TrafficAfterChange::NotConfirmed {
+                service_requests: 5.0,
+                after_seconds: 10.0
+            }
+        );
+        assert!(matches!(
+            judge(50, &none, &busy, 111.5),
+            TrafficAfterChange::NotConfirmed { .. }
+        ));
+        assert!(
+            judge(0, &still, &busy, 111.5)
+                .sentence(0, max)
+                .contains("still got 5 requests 10 s after the change")
+        );
     }
 }

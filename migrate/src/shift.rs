@@ -47,6 +47,10 @@ pub struct Outcome {
     /// What the AWS API calls cost (`budget::Budget`'s JSON), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws_api: Option<serde_json::Value>,
+    /// How soon a rollback reached the traffic (`metric_gates::RollbackReach`),
+    /// when it was watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_reach: Option<crate::metric_gates::RollbackReach>,
 }
 
 pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
@@ -401,6 +405,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
             steps: Vec::new(),
             routing_changes: 0,
             aws_api: None,
+            rollback_reach: None,
         },
         judged_since: (!prepared.fresh).then_some(prepared.plan.since),
         plan: Some(prepared),
@@ -725,7 +730,7 @@ impl Shift {
             }
             self.moved = true;
             match execute(ctx, lock, listing, &self.route, view, write).await {
-                Ok((next, made, note)) => {
+                Ok((next, made, note, _)) => {
                     done.push(note.unwrap_or_else(|| made.describe()));
                     *view = next;
                     self.last = Some(view.clone());
@@ -1291,7 +1296,7 @@ impl Shift {
         let view = listing.view(&ctx.settings, &self.route)?;
         self.last = Some(view.clone());
         let what = "gate failed; rolled back to the monolith";
-        let (after, changes) = rollback_view(
+        let (after, changes, reach) = rollback_view(
             ctx,
             lock,
             &listing,
@@ -1304,6 +1309,7 @@ impl Shift {
         self.last = Some(after.clone());
         self.outcome.routing_changes += changes;
         self.outcome.to = after.state().explain();
+        self.outcome.rollback_reach = reach;
         let moved = if after.rules == view.rules {
             journal_only(
                 ctx,
@@ -1354,9 +1360,10 @@ impl Shift {
         }
         .await;
         match attempt {
-            Ok((after, changes)) => {
+            Ok((after, changes, reach)) => {
                 self.outcome.routing_changes += changes;
                 self.outcome.to = after.state().explain();
+                self.outcome.rollback_reach = reach;
                 Err(err.context(format!(
                     "{}: the shift failed and was rolled back: {}",
                     self.route,
@@ -1492,7 +1499,7 @@ pub(crate) async fn roll_back_for_gate(
     }
     .await;
     let released = lock.release(&ctx.elb).await;
-    let (after, _) = result?;
+    let (after, _, _) = result?;
     released?;
     Err(Failure::GateFailed(format!(
         "{route}: {reason}; rolled back: {}",
@@ -1571,10 +1578,15 @@ async fn execute(
     route: &str,
     view: &RouteView,
     write: &Write,
-) -> Result<(RouteView, Write, Option<String>), WriteError> {
+) -> Result<(RouteView, Write, Option<String>, f64), WriteError> {
     let mut write = write.clone();
     for _attempt in 0..3 {
         lock.confirm(&ctx.elb).await.map_err(WriteError::Failed)?;
+        // When the write was sent (Unix seconds): a rollback's reach in the
+        // traffic is measured from it. The load balancer applied it later
+        // (at the attempt it accepted, which may follow retries), so the
+        // measure is an upper bound.
+        let sent_at = unix_seconds();
         let written = match &write {
             Write::MovePriority { rule, to, .. } => ctx.elb.set_priority(rule, *to).await,
             Write::SetAction { rule, to, .. } => ctx.elb.set_action(rule, to).await.map(|()| true),
@@ -1596,7 +1608,7 @@ async fn execute(
                     if ctx.chatty() {
                         eprintln!("migrate: {route}: {note}");
                     }
-                    return Ok((expected, write, Some(note)));
+                    return Ok((expected, write, Some(note), sent_at));
                 }
                 None => return Err(WriteError::Failed(err)),
             },
@@ -1647,7 +1659,7 @@ async fn execute(
                         && seen.action == wanted.action
                         && seen.conditions.normalized() == wanted.conditions.normalized() =>
                 {
-                    return Ok((expected, write, None));
+                    return Ok((expected, write, None, sent_at));
                 }
                 _ if started.elapsed() > READ_BACK_TIMEOUT => {
                     return Err(WriteError::NotConfirmed(format!(
@@ -1769,8 +1781,16 @@ async fn journal_only(
     journal::append(&ctx.settings.journal_path(), &entry)
 }
 
-/// Brings one route back to the monolith; returns the final view and how
-/// many writes changed routing.
+/// Now, in Unix seconds.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Brings one route back to the monolith; returns the final view, how many
+/// writes changed routing, and how soon the rollback reached the traffic
+/// (when metric gates are on and the route had moved).
 async fn rollback_view(
     ctx: &mut Ctx,
     lock: &Lock,
@@ -1779,7 +1799,7 @@ async fn rollback_view(
     mut view: RouteView,
     evidence: serde_json::Value,
     (command, what): (&str, &str),
-) -> anyhow::Result<(RouteView, usize)> {
+) -> anyhow::Result<(RouteView, usize, Option<crate::metric_gates::RollbackReach>)> {
     let state = view.state();
     if state == RouteState::Missing {
         anyhow::bail!("route `{route}` has no rule on the listener; run `migrate init`");
@@ -1789,7 +1809,7 @@ async fn rollback_view(
         .map_err(|e| anyhow::anyhow!("{route}: {e}"))?;
     if writes.is_empty() {
         clear_plan(ctx, lock, &view).await?;
-        return Ok((view, 0));
+        return Ok((view, 0, None));
     }
     let before = view.clone();
     let from = state.percent().unwrap_or(0);
@@ -1805,16 +1825,19 @@ async fn rollback_view(
     );
     let mut changes = 0;
     let mut done = Vec::new();
-    let mut written_at = 0.0;
+    // When the first write that changes routing was sent: the traffic can
+    // leave the service from then on.
+    let mut written_at = None;
     for write in &writes {
-        if view.changes_routing(write) {
+        let routing = view.changes_routing(write);
+        if routing {
             changes += 1;
         }
-        written_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
         match execute(ctx, lock, listing, route, &view, write).await {
-            Ok((next, made, note)) => {
+            Ok((next, made, note, sent_at)) => {
+                if routing {
+                    written_at.get_or_insert(sent_at);
+                }
                 done.push(note.unwrap_or_else(|| made.describe()));
                 view = next;
             }
@@ -1825,7 +1848,11 @@ async fn rollback_view(
         }
     }
     let mut evidence = evidence;
-    if from > 0 && ctx.settings.metric_gates(route).enabled {
+    let mut reached = None;
+    if let (true, Some(written_at)) = (
+        from > 0 && ctx.settings.metric_gates(route).enabled,
+        written_at,
+    ) {
         // How soon the traffic left the service: watched for the longest a
         // change may take to reach the load balancer's nodes, plus 1 s.
         let cloudwatch = crate::cloudwatch::CloudWatch::new(&ctx.sdk, ctx.verbose);
@@ -1839,6 +1866,7 @@ async fn rollback_view(
         if let Some(fields) = evidence.as_object_mut() {
             fields.insert("rollback_reach".into(), json!(reach));
         }
+        reached = Some(reach);
     }
     let hooks = after_rollback_hooks(ctx, route, from).await;
     if !hooks.is_empty()
@@ -1857,7 +1885,7 @@ async fn rollback_view(
             .journal(&journal_id),
     );
     clear_plan(ctx, lock, &before).await?;
-    Ok((view, changes))
+    Ok((view, changes, reached))
 }
 
 /// The route's `after-rollback` hooks, run once a rollback moved it back;
@@ -1996,7 +2024,7 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
                 .shares(view.state().percent(), Some(0))
                 .reason(args.reason.clone()),
         );
-        let (after, changes) = rollback_view(
+        let (after, changes, _) = rollback_view(
             ctx,
             &lock,
             &listing,
@@ -2028,6 +2056,7 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
             steps: vec![],
             routing_changes: changes,
             aws_api: None,
+            rollback_reach: None,
         })
     }
     .await;
@@ -2085,6 +2114,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                 steps: vec![],
                 routing_changes: 0,
                 aws_api: None,
+                rollback_reach: None,
             });
             continue;
         }
@@ -2100,7 +2130,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
         )
         .await
         {
-            Ok((after, changes)) => {
+            Ok((after, changes, reach)) => {
                 routing_changes += changes;
                 let to = if after.state().explain() == from {
                     format!("already {from}; nothing to do")
@@ -2114,6 +2144,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                     steps: vec![],
                     routing_changes: changes,
                     aws_api: Some(crate::budget::used().since(&budget_before).to_json()),
+                    rollback_reach: reach,
                 });
             }
             Err(err) => {

@@ -1030,8 +1030,8 @@ fn a_sticky_shift_keeps_clients_on_one_side_and_rollback_brings_them_back_at_onc
 }
 
 #[test]
-fn under_throttling_a_shift_reports_its_budget_and_status_says_the_change_is_reaching_the_data_plane()
- {
+fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_to_show_the_change()
+{
     // A shift reads the rules more than once in a second (issue 17).
     let stack = LocalStack::start_with_alb_args(
         ["--throttle", "DescribeRules=1"]
@@ -1056,10 +1056,9 @@ fn under_throttling_a_shift_reports_its_budget_and_status_says_the_change_is_rea
         "{budget}"
     );
     assert_eq!(budget["failed"], 0, "{budget}");
-    assert_eq!(stack.burst("/api/users", 3).0, only("users", 3));
 
-    // Right after the change, status says it may still be reaching the
-    // load balancer's nodes (propagation_max, here 60 s).
+    // Right after the change, with no traffic yet, status says it may still
+    // be reaching the load balancer's nodes (propagation_max, here 60 s).
     let status = op.run(&["status"]);
     assert_eq!(status.code, 0, "{status}");
     assert!(
@@ -1068,11 +1067,105 @@ fn under_throttling_a_shift_reports_its_budget_and_status_says_the_change_is_rea
             .contains("traffic:  applied, reaching the data plane"),
         "{status}"
     );
+    assert_eq!(stack.burst("/api/users", 3).0, only("users", 3));
+
+    // With traffic, the service's requests after the change end the wait.
+    let traffic = Traffic::start(&stack.data_url, "/api/users/1");
+    let traffic_says = |verdict: &str| {
+        let entry = op.route_status("users");
+        (entry["traffic"]["verdict"] == verdict).then(|| entry["traffic"]["says"].to_string())
+    };
+    let mut says = None;
+    eventually(Duration::from_secs(15), "status: traffic confirms", || {
+        says = traffic_says("confirmed");
+        says.is_some()
+    });
+    assert!(
+        says.as_deref()
+            .unwrap()
+            .contains("traffic confirms: the service got"),
+        "{says:?}"
+    );
 
     let rollback = op.run(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert!(rollback.stderr.contains("migrate: AWS API: "), "{rollback}");
     assert!(rollback.stderr.contains("throttled"), "{rollback}");
+    // Measured in the traffic, which flows: the service's last request.
+    assert!(
+        rollback
+            .stderr
+            .contains("rollback reached the data plane in "),
+        "{rollback}"
+    );
+    // Rolled back: confirmed once a counted second had traffic and the
+    // service got none of it.
+    eventually(
+        Duration::from_secs(15),
+        "status: rollback confirmed",
+        || {
+            says = traffic_says("confirmed");
+            says.is_some()
+        },
+    );
+    assert!(
+        says.as_deref()
+            .unwrap()
+            .contains("the service got no request"),
+        "{says:?}"
+    );
+    traffic.stop();
+
+    // Without traffic a change is never confirmed: once propagation_max
+    // (here 1 s) has passed, status says there was nothing to judge by.
+    op.env
+        .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "1s".to_owned()));
+    let shift = op.run(&["shift", "users", "--steps", "100"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    eventually(
+        Duration::from_secs(15),
+        "status: no traffic to judge",
+        || {
+            let entry = op.route_status("users");
+            assert_ne!(entry["traffic"]["verdict"], "confirmed", "{entry}");
+            says = (entry["traffic"]["verdict"] == "no_traffic")
+                .then(|| entry["traffic"]["says"].to_string());
+            says.is_some()
+        },
+    );
+    assert!(
+        says.as_deref()
+            .unwrap()
+            .contains("no traffic to judge after 1s"),
+        "{says:?}"
+    );
+}
+
+/// GETs of one path through the load balancer, one every 20 ms, on a thread
+/// of their own until stopped.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(data_url: &str, path: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = format!("{data_url}{path}");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(http_get(&url).0, 200, "GET {url}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Traffic { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
 }
 
 #[test]
