@@ -1124,6 +1124,29 @@ def teardown(stack: str) -> None:
 # ---------------------------------------------------------------------------
 
 
+CHECK_STACKS_ABOUT = """\
+Checks, without any AWS call, that the rehearsal and production cannot silently differ:
+  - the local ALB's stack (stack.toml) and the CloudFormation platform template declare
+    the same target groups, ports, health checks, listener, default action and
+    monolith rule (path, priority, tags);
+  - each service scales, fails and costs on its own: every ECS service has a scalable
+    target with request-count and CPU target-tracking policies and a deployment circuit
+    breaker with rollback; every target group names its ECS service (ficus:ecs-service)
+    and exports its request-count ResourceLabel; every taggable resource carries
+    ficus:service and ficus:stack.
+Each problem is printed on stderr (MISMATCH ..., NOT ON ITS OWN ...)."""
+
+CHECK_STACKS_EPILOG = """\
+exit codes:
+  0  the stack and the templates agree, and each service is on its own
+  1  they differ, or a service is not on its own (each problem is printed)
+  2  bad input (an unknown option, a file that cannot be read or parsed)
+
+examples:
+  scripts/check-stacks
+  scripts/check-stacks --template /tmp/platform-edited.yaml"""
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ficus_aws.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1140,11 +1163,30 @@ def main(argv: list[str]) -> int:
     routes.add_argument("--region", default="", help="default: migrate.toml's [aws] region")
     routes.add_argument("expect", nargs="*", metavar="ROUTE=STATE", help=f"STATE: {', '.join(ROUTE_STATES)}")
 
-    check = commands.add_parser("check-stacks", help="compare stack.toml with the platform template")
-    check.add_argument("--local-stack", type=Path, default=LOCAL_STACK)
-    check.add_argument("--template", type=Path, default=PLATFORM_TEMPLATE)
-    check.add_argument("--service-template", type=Path, default=SERVICE_TEMPLATE)
-    check.add_argument("--network-template", type=Path, default=NETWORK_TEMPLATE)
+    check = commands.add_parser(
+        "check-stacks",
+        help="compare stack.toml with the platform template",
+        prog="scripts/check-stacks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=CHECK_STACKS_ABOUT,
+        epilog=CHECK_STACKS_EPILOG,
+    )
+    check.add_argument(
+        "--local-stack", type=Path, default=LOCAL_STACK, metavar="FILE",
+        help=f"the local ALB's stack file (default: {LOCAL_STACK.relative_to(REPO)})",
+    )
+    check.add_argument(
+        "--template", type=Path, default=PLATFORM_TEMPLATE, metavar="FILE",
+        help=f"the platform template: load balancer, listener, target groups (default: {PLATFORM_TEMPLATE.relative_to(REPO)})",
+    )
+    check.add_argument(
+        "--service-template", type=Path, default=SERVICE_TEMPLATE, metavar="FILE",
+        help=f"the ECS service template: scaling and circuit breaker (default: {SERVICE_TEMPLATE.relative_to(REPO)})",
+    )
+    check.add_argument(
+        "--network-template", type=Path, default=NETWORK_TEMPLATE, metavar="FILE",
+        help=f"the network template, checked for its tags (default: {NETWORK_TEMPLATE.relative_to(REPO)})",
+    )
 
     templates = commands.add_parser(
         "check-templates", help="check what AWS refuses though cfn-lint and moto accept it"
