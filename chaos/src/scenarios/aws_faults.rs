@@ -16,7 +16,7 @@ use crate::load::{Load, expected_answers};
 use crate::report::Outcome;
 use crate::stack::{ROUTES, Stack, finish};
 
-use super::{group_requests, route_status};
+use super::{KillMidShift, group_requests, kill_service_mid_shift, route_status};
 
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -222,35 +222,22 @@ async fn dying_service(
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let route = "users";
-    let answers = expected_answers(&stack.server_url("monolith")).await?;
-    let load = Load::start(
-        &stack.data_url(),
-        &answers,
-        profile.connections,
-        profile.max_requests,
-        Duration::from_secs(120),
-    )?;
-    // The service dies within step 1's interval, after every node has it.
+    // The service dies within step 1's interval, after every node has it
+    // (every node applied the step, so the service really got traffic).
     let interval = format!("{}s", max.as_secs() + 4);
-    let mut shift = stack.spawn_migrate(&[
-        "shift",
-        route,
-        "--steps",
-        "50,100",
-        "--interval",
-        &interval,
-        "--skip-parity",
-    ])?;
-    if let Err(err) = shift.wait_for_line("step 1/2", MIGRATE_TIMEOUT).await {
-        load.finish().await;
-        return Err(err);
-    }
-    // Let every node apply the step, so the service really gets traffic.
-    tokio::time::sleep(max + Duration::from_millis(500)).await;
-    stack.kill_server(route).await;
-    let run = finish(shift, &["shift", route], MIGRATE_TIMEOUT).await;
-    load.finish().await;
-    let run = run?;
+    let killed = kill_service_mid_shift(
+        stack,
+        profile,
+        &KillMidShift {
+            route,
+            interval: &interval,
+            after_step: max + Duration::from_millis(500),
+            timeout: MIGRATE_TIMEOUT,
+            verbose: false,
+        },
+    )
+    .await?;
+    let run = killed.run;
     // The service stays dead: this stack ends with the scenario.
     let reach = run.output.lines().find_map(|line| {
         let rest = line.split("rollback reached the data plane in ").nth(1)?;

@@ -1,17 +1,18 @@
 //! Scenarios 2 to 5: `migrate` killed, the local ALB killed, a service killed
 //! mid-shift, and two operators at once.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use crate::Profile;
-use crate::load::{Answer, Load, expected_answers};
+use crate::load::{Answer, expected_answers};
 use crate::report::Outcome;
 use crate::stack::{Process, Stack, finish};
 
-use super::{measured_share, route_status, routing_of};
+use super::{
+    KillMidShift, KilledMidShift, kill_service_mid_shift, measured_share, route_status, routing_of,
+};
 
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Requests sent to measure where a route's traffic goes.
@@ -239,40 +240,25 @@ pub async fn service_dies(
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let route = "users";
-    let answers = expected_answers(&stack.server_url("monolith")).await?;
-    let load = Load::start(
-        &stack.data_url(),
-        &answers,
-        profile.connections,
-        profile.max_requests,
-        Duration::from_secs(120),
-    )?;
-    let mut shift = stack.spawn_migrate(&[
-        "-v",
-        "shift",
-        route,
-        "--steps",
-        "50,100",
-        "--interval",
-        "5s",
-        "--skip-parity",
-    ])?;
-    let stepped = shift
-        .wait_for_line("step 1/2", Duration::from_secs(60))
-        .await;
-    if let Err(err) = stepped {
-        load.finish().await;
-        return Err(err);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let in_flight = load.tally.in_flight.load(Ordering::Relaxed);
-    let killed_at = load.now();
-    stack.kill_server(route).await;
-    let run = finish(shift, &["shift", route], MIGRATE_TIMEOUT).await;
-    let back_at = load.now();
-    let tally = load.tally.clone();
-    let figures = load.finish().await;
-    let run = run?;
+    let KilledMidShift {
+        run,
+        in_flight,
+        killed_at,
+        back_at,
+        tally,
+        figures,
+    } = kill_service_mid_shift(
+        stack,
+        profile,
+        &KillMidShift {
+            route,
+            interval: "5s",
+            after_step: Duration::from_millis(500),
+            timeout: MIGRATE_TIMEOUT,
+            verbose: true,
+        },
+    )
+    .await?;
     let failed_in_window = tally.failures_between(killed_at, back_at);
     let status = stack.status().await?;
     let entry = route_status(&status, route)?;

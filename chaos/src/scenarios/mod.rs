@@ -9,14 +9,17 @@ mod security;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::Profile;
+use crate::load::{Load, LoadFigures, Tally, expected_answers};
 use crate::report::Outcome;
-use crate::stack::Stack;
+use crate::stack::{MigrateRun, Stack, finish};
 
 type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 type Scenario = for<'a> fn(&'a mut Stack, &'a Profile, &'a mut Outcome) -> ScenarioFuture<'a>;
@@ -158,4 +161,81 @@ pub async fn measured_share(
     }
     let after = group_requests(stack, group).await?;
     Ok((after - before) as f64 / count as f64)
+}
+
+/// A service killed in the middle of a gradual shift under load (scenarios
+/// 4 and 9): how.
+pub struct KillMidShift<'a> {
+    pub route: &'a str,
+    /// The shift's `--interval` (its steps are 50, then 100).
+    pub interval: &'a str,
+    /// How long after step 1 was acknowledged the service is killed.
+    pub after_step: Duration,
+    /// How long `migrate` may take to reach step 1, and then to end.
+    pub timeout: Duration,
+    /// `migrate -v`.
+    pub verbose: bool,
+}
+
+/// What killing a service mid-shift left: the shift's run, and the load's
+/// view of the kill (times since the load began).
+pub struct KilledMidShift {
+    pub run: MigrateRun,
+    /// Requests in flight when the service was killed.
+    pub in_flight: u64,
+    pub killed_at: Duration,
+    /// When `migrate` ended (the rollback was done).
+    pub back_at: Duration,
+    pub tally: Arc<Tally>,
+    pub figures: LoadFigures,
+}
+
+/// Starts a load and `migrate shift ROUTE --steps 50,100`, SIGKILLs the
+/// route's service `after_step` once step 1 is acknowledged, and waits for
+/// `migrate` to end and then for the load. The service stays dead.
+pub async fn kill_service_mid_shift(
+    stack: &mut Stack,
+    profile: &Profile,
+    kill: &KillMidShift<'_>,
+) -> anyhow::Result<KilledMidShift> {
+    let answers = expected_answers(&stack.server_url("monolith")).await?;
+    let load = Load::start(
+        &stack.data_url(),
+        &answers,
+        profile.connections,
+        profile.max_requests,
+        Duration::from_secs(120),
+    )?;
+    let shift_args = [
+        "shift",
+        kill.route,
+        "--steps",
+        "50,100",
+        "--interval",
+        kill.interval,
+        "--skip-parity",
+    ];
+    let mut args = Vec::from(if kill.verbose { &["-v"][..] } else { &[] });
+    args.extend(shift_args);
+    let mut shift = stack.spawn_migrate(&args)?;
+    if let Err(err) = shift.wait_for_line("step 1/2", kill.timeout).await {
+        load.finish().await;
+        return Err(err);
+    }
+    tokio::time::sleep(kill.after_step).await;
+    let in_flight = load.tally.in_flight.load(Ordering::Relaxed);
+    let killed_at = load.now();
+    stack.kill_server(kill.route).await;
+    let run = finish(shift, &["shift", kill.route], kill.timeout).await;
+    let back_at = load.now();
+    let tally = load.tally.clone();
+    let figures = load.finish().await;
+    Ok(KilledMidShift {
+        run: run?,
+        in_flight,
+        killed_at,
+        back_at,
+        tally,
+        figures,
+    })
 }
