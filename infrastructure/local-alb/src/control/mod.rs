@@ -205,65 +205,73 @@ impl ControlPlane {
             headers: &parts.headers,
             body: &body,
         };
+        self.handle_elbv2(&signed, form, peer, &request_id).await
+    }
+
+    /// An ELBv2 Query API request: signature, injected faults, the action
+    /// (off the async threads), its answer.
+    async fn handle_elbv2(
+        self: Arc<Self>,
+        signed: &SignedRequest<'_>,
+        form: Form,
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> HttpResponse {
         let verifier = Verifier {
             credentials: &self.credentials,
             region: &self.region,
             service: SIGNING_SERVICE,
         };
-        if let Err(auth) = verifier.verify(&signed, time::OffsetDateTime::now_utc()) {
+        if let Err(auth) = verifier.verify(signed, time::OffsetDateTime::now_utc()) {
             tracing::info!(%peer, code = auth.code(), %request_id, "control request refused");
-            return api_error_response(&auth_error(&auth), &request_id);
+            return api_error_response(&auth_error(&auth), request_id);
         }
         let action_name = form.get("Action").unwrap_or_default().to_owned();
         if self.faults.throttled(Api::Elbv2, &action_name) {
             tracing::info!(action = %action_name, %request_id, "control request throttled (injected)");
-            return api_error_response(&ApiError::throttling(), &request_id);
+            return api_error_response(&ApiError::throttling(), request_id);
         }
         let write = matches!(actions::handler(&action_name), Some(Handler::Write(_)));
         let transient = self.faults.transient(Api::Elbv2, &action_name, write);
         if let Some(injected) = transient.filter(|t| !t.after_apply) {
             tracing::info!(action = %action_name, status = injected.status, %request_id, "transient error before the action (injected)");
-            return api_error_response(&ApiError::transient(injected.status), &request_id);
+            return api_error_response(&ApiError::transient(injected.status), request_id);
         }
-        let this = Arc::clone(&self);
-        let rid = request_id.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let action = form.required("Action")?.to_owned();
-            let result = this.execute(&action, &form, &rid);
-            Ok::<_, ApiError>((action, result))
-        })
-        .await;
-        let (action, result) = match outcome {
-            Ok(Ok(done)) => done,
-            Ok(Err(missing_action)) => {
-                return api_error_response(&missing_action, &request_id);
-            }
-            Err(join_error) => {
-                tracing::error!(%join_error, %request_id, "control action failed unexpectedly");
-                return api_error_response(
-                    &ApiError::internal("The action failed unexpectedly; nothing was changed"),
-                    &request_id,
-                );
-            }
+        let (action, result) = match self.run_action(form, request_id).await {
+            Ok(done) => done,
+            Err(response) => return response,
         };
         if let Some(injected) = transient {
             // The write ran (or was refused); its answer is lost.
             tracing::info!(%action, status = injected.status, accepted = result.is_ok(), %request_id, "transient error after the action (injected)");
-            return api_error_response(&ApiError::transient(injected.status), &request_id);
+            return api_error_response(&ApiError::transient(injected.status), request_id);
         }
-        match result {
-            Ok(body) => {
-                // Changes are worth a line each; reads (polled by tools) are not.
-                if action.starts_with("Describe") {
-                    tracing::debug!(%action, %request_id, "control action answered");
-                } else {
-                    tracing::info!(%action, %request_id, "control action accepted");
-                }
-                xml_response(StatusCode::OK, body, &request_id)
-            }
-            Err(error) => {
-                tracing::info!(%action, code = error.code, message = %error.message, %request_id, "control action refused");
-                api_error_response(&error, &request_id)
+        action_response(&action, result, request_id)
+    }
+
+    /// Runs the form's action on a blocking thread: the action's name and
+    /// result, or the answer when there was no action to run.
+    async fn run_action(
+        self: Arc<Self>,
+        form: Form,
+        request_id: &str,
+    ) -> Result<(String, Result<String, ApiError>), HttpResponse> {
+        let rid = request_id.to_owned();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let action = form.required("Action")?.to_owned();
+            let result = self.execute(&action, &form, &rid);
+            Ok::<_, ApiError>((action, result))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(missing_action)) => Err(api_error_response(&missing_action, request_id)),
+            Err(join_error) => {
+                tracing::error!(%join_error, %request_id, "control action failed unexpectedly");
+                Err(api_error_response(
+                    &ApiError::internal("The action failed unexpectedly; nothing was changed"),
+                    request_id,
+                ))
             }
         }
     }
@@ -541,6 +549,29 @@ fn cloudwatch_error_response(
         response.headers_mut().insert("x-amzn-query-error", value);
     }
     response
+}
+
+/// An action's answer, logged: changes a line each at info; reads (polled
+/// by tools) at debug.
+fn action_response(
+    action: &str,
+    result: Result<String, ApiError>,
+    request_id: &str,
+) -> HttpResponse {
+    match result {
+        Ok(body) => {
+            if action.starts_with("Describe") {
+                tracing::debug!(%action, %request_id, "control action answered");
+            } else {
+                tracing::info!(%action, %request_id, "control action accepted");
+            }
+            xml_response(StatusCode::OK, body, request_id)
+        }
+        Err(error) => {
+            tracing::info!(%action, code = error.code, message = %error.message, %request_id, "control action refused");
+            api_error_response(&error, request_id)
+        }
+    }
 }
 
 fn api_error_response(error: &ApiError, request_id: &str) -> HttpResponse {
