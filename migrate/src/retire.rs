@@ -15,7 +15,7 @@ use crate::context::Ctx;
 use crate::error::{EXIT_ERROR, EXIT_OK};
 use crate::journal::{self, Entry, LAST_CHANGE_TAG, now_rfc3339};
 use crate::output::record_outcome;
-use crate::state::{Forward, RouteState};
+use crate::state::{Forward, RouteState, RouteView};
 
 /// The tag on a retired route's rule: when it was retired.
 pub const RETIRED_TAG: &str = "ficus:retired";
@@ -34,17 +34,7 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
     record_outcome(&json!({ "route": args.route }));
     let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
     let view = listing.view(&ctx.settings, &args.route)?;
-    let refusal = match view.state() {
-        RouteState::OnService { .. } => None,
-        other => Some(format!(
-            "route `{}` is {}; retire needs it at 100% on its service: `migrate shift {} --to 100` first",
-            args.route,
-            other.explain(),
-            args.route
-        )),
-    };
-    let refusal = refusal.or_else(|| baking_refusal(&view, &args.route));
-    if let Some(refusal) = refusal {
+    if let Some(refusal) = refusal(&view, &args.route) {
         let _ = lock.release(&ctx.elb).await;
         anyhow::bail!(refusal);
     }
@@ -58,23 +48,7 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
     };
     if !report.leaks.is_empty() && !args.accept_leaks {
         let _ = lock.release(&ctx.elb).await;
-        if ctx.output == crate::output::Output::Json {
-            crate::output::print_json(&json!({
-                "ok": false, "route": args.route, "retired": false, "leaks": report,
-            }))?;
-        } else {
-            crate::leaks::print_report(&report);
-            println!(
-                "refused: {} still reach the monolith ({}); fix them and run again, or pass --accept-leaks --reason \"...\"",
-                crate::output::count(report.leaked_requests as usize, "request", "requests"),
-                report
-                    .leaks
-                    .iter()
-                    .map(|leak| format!("{} ×{}", leak.path, leak.count))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        print_leaks_refusal(ctx, args, &report)?;
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     let rule = view
@@ -86,16 +60,85 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
     };
     let who = ctx.who().await;
     let when = now_rfc3339();
+    let entry = retire_entry(args, &view, (&rule.arn, &service), (&who, &when), &report);
+    let written = write_retirement(ctx, &lock, (&rule.arn, &service), &when, &entry).await;
+    let released = lock.release(&ctx.elb).await;
+    written?;
+    released?;
+    if ctx.output == crate::output::Output::Json {
+        crate::output::print_json(&json!({
+            "ok": true, "route": args.route, "retired": true, "rule": rule.arn,
+            "forward": view.service_tg, "leaks": report,
+        }))?;
+    } else {
+        print_retired(
+            args,
+            &settings,
+            (&rule.arn, &view.service_tg),
+            &who,
+            &report,
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// Why the route can't be retired now: not at 100% on its service, or baking.
+fn refusal(view: &RouteView, route: &str) -> Option<String> {
+    let refusal = match view.state() {
+        RouteState::OnService { .. } => None,
+        other => Some(format!(
+            "route `{route}` is {}; retire needs it at 100% on its service: `migrate shift {route} --to 100` first",
+            other.explain(),
+        )),
+    };
+    refusal.or_else(|| baking_refusal(view, route))
+}
+
+/// The refusal for leaks not accepted: the leaks, and how to go on.
+fn print_leaks_refusal(
+    ctx: &Ctx,
+    args: &RetireArgs,
+    report: &crate::leaks::Report,
+) -> anyhow::Result<()> {
+    if ctx.output == crate::output::Output::Json {
+        crate::output::print_json(&json!({
+            "ok": false, "route": args.route, "retired": false, "leaks": report,
+        }))?;
+    } else {
+        crate::leaks::print_report(report);
+        println!(
+            "refused: {} still reach the monolith ({}); fix them and run again, or pass --accept-leaks --reason \"...\"",
+            crate::output::count(report.leaked_requests as usize, "request", "requests"),
+            report
+                .leaks
+                .iter()
+                .map(|leak| format!("{} ×{}", leak.path, leak.count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The journal entry of a retirement: the rule forwarding to `service`
+/// alone, tagged, with the leaks (and who accepted them, why) as evidence.
+fn retire_entry(
+    args: &RetireArgs,
+    view: &RouteView,
+    (rule_arn, service): (&str, &Forward),
+    (who, when): (&str, &str),
+    report: &crate::leaks::Report,
+) -> Entry {
     let what = if report.leaks.is_empty() {
         "retire: service alone, no leaks".to_owned()
     } else {
         format!("retire with {} accepted leaks", report.leaked_requests)
     };
-    let before = journal::snapshot(&view);
-    let entry = Entry {
+    let before = journal::snapshot(view);
+    Entry {
         id: journal::new_id(),
-        when: when.clone(),
-        who: who.clone(),
+        when: when.to_owned(),
+        who: who.to_owned(),
         command: "retire".into(),
         route: args.route.clone(),
         what,
@@ -106,8 +149,8 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
             ..before
         },
         writes: vec![
-            format!("ModifyRule {} forward to {}", rule.arn, view.service_tg),
-            format!("AddTags {} {RETIRED_TAG}={when}", rule.arn),
+            format!("ModifyRule {rule_arn} forward to {}", view.service_tg),
+            format!("AddTags {rule_arn} {RETIRED_TAG}={when}"),
         ],
         evidence: json!({
             "leaks": report,
@@ -115,55 +158,59 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
             "reason": args.reason,
             "who": who,
         }),
-    };
-    let written = async {
-        lock.confirm(&ctx.elb).await?;
-        ctx.elb.set_action(&rule.arn, &service).await?;
-        lock.confirm(&ctx.elb).await?;
-        ctx.elb
-            .add_tags(
-                &rule.arn,
-                &[
-                    (RETIRED_TAG, &journal::tag_safe(&when)),
-                    (LAST_CHANGE_TAG, &entry.tag_value()),
-                ],
-            )
-            .await?;
-        journal::append(&ctx.settings.journal_path(), &entry)
     }
-    .await;
-    let released = lock.release(&ctx.elb).await;
-    written?;
-    released?;
-    if ctx.output == crate::output::Output::Json {
-        crate::output::print_json(&json!({
-            "ok": true, "route": args.route, "retired": true, "rule": rule.arn,
-            "forward": view.service_tg, "leaks": report,
-        }))?;
-    } else {
-        if !report.leaks.is_empty() {
-            println!(
-                "accepted {} ({}): {}",
-                crate::output::count(
-                    report.leaked_requests as usize,
-                    "leaked request",
-                    "leaked requests"
-                ),
-                who,
-                args.reason.as_deref().unwrap_or("")
-            );
-        }
-        println!("{}: {}", args.route, retired_note(&settings.paths));
+}
+
+/// Under the lock (confirmed before each write): the rule forwards to the
+/// service alone, gets its tags, and the journal the entry.
+async fn write_retirement(
+    ctx: &Ctx,
+    lock: &crate::lock::Lock,
+    (rule_arn, service): (&str, &Forward),
+    when: &str,
+    entry: &Entry,
+) -> anyhow::Result<()> {
+    lock.confirm(&ctx.elb).await?;
+    ctx.elb.set_action(rule_arn, service).await?;
+    lock.confirm(&ctx.elb).await?;
+    ctx.elb
+        .add_tags(
+            rule_arn,
+            &[
+                (RETIRED_TAG, &journal::tag_safe(when)),
+                (LAST_CHANGE_TAG, &entry.tag_value()),
+            ],
+        )
+        .await?;
+    journal::append(&ctx.settings.journal_path(), entry)
+}
+
+/// A retirement for people: accepted leaks (who, why), then the route.
+fn print_retired(
+    args: &RetireArgs,
+    settings: &crate::settings::RouteSettings,
+    (rule_arn, service_tg): (&str, &str),
+    who: &str,
+    report: &crate::leaks::Report,
+) {
+    if !report.leaks.is_empty() {
         println!(
-            "  rule {} forwards to {} alone, tagged {RETIRED_TAG}",
-            rule.arn, view.service_tg
+            "accepted {} ({}): {}",
+            crate::output::count(
+                report.leaked_requests as usize,
+                "leaked request",
+                "leaked requests"
+            ),
+            who,
+            args.reason.as_deref().unwrap_or("")
         );
     }
-    Ok(ExitCode::from(EXIT_OK))
+    println!("{}: {}", args.route, retired_note(&settings.paths));
+    println!("  rule {rule_arn} forwards to {service_tg} alone, tagged {RETIRED_TAG}");
 }
 
 /// A refusal while the route's bake runs (`ficus:plan:bake-until`).
-fn baking_refusal(view: &crate::state::RouteView, route: &str) -> Option<String> {
+fn baking_refusal(view: &RouteView, route: &str) -> Option<String> {
     let until = view.rule()?.tags.get(crate::plan::BAKE_UNTIL_TAG)?;
     let end =
         time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).ok()?;
