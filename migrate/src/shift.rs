@@ -1113,17 +1113,10 @@ impl Shift {
         Ok(problem)
     }
 
-    /// Probes the route through the load balancer for one interval, keeping
-    /// the lock fresh, and reads the service's target health every
-    /// `health_poll`; stops early when the budget is blown or the health gate
-    /// fails (its reason is returned).
-    async fn probe_interval(
-        &mut self,
-        ctx: &Ctx,
-        lock: &mut Lock,
-        service_tg: &str,
-        evidence: &mut serde_json::Map<String, serde_json::Value>,
-    ) -> anyhow::Result<(ProbeTally, Option<String>)> {
+    /// The prober of an interval: the route's probe paths through `lb_url`
+    /// (with the Host its rule's host conditions need), expecting what the
+    /// monolith answered when known.
+    fn interval_prober(&self, ctx: &Ctx) -> anyhow::Result<Prober> {
         let lb_url = ctx.settings.lb_url.clone().unwrap_or_default();
         let host = match &self.last {
             Some(view) => {
@@ -1140,18 +1133,37 @@ impl Shift {
         if let Some(classes) = &self.expected {
             prober.expect(classes.clone());
         }
-        let bar = if ctx.chatty() {
-            let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "migrate: {msg} [{bar:30}] {elapsed}/{duration}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        Ok(prober)
+    }
+
+    /// The interval's progress bar on stderr (hidden unless chatty).
+    fn interval_bar(&self, ctx: &Ctx) -> indicatif::ProgressBar {
+        if !ctx.chatty() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "migrate: {msg} [{bar:30}] {elapsed}/{duration}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    }
+
+    /// Probes the route through the load balancer for one interval, keeping
+    /// the lock fresh, and reads the service's target health every
+    /// `health_poll`; stops early when the budget is blown or the health gate
+    /// fails (its reason is returned).
+    async fn probe_interval(
+        &mut self,
+        ctx: &Ctx,
+        lock: &mut Lock,
+        service_tg: &str,
+        evidence: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<(ProbeTally, Option<String>)> {
+        let prober = self.interval_prober(ctx)?;
+        let bar = self.interval_bar(ctx);
         let started = tokio::time::Instant::now();
         let deadline = started + self.interval;
         let mut ticker = tokio::time::interval(prober.period());
