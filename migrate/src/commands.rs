@@ -959,74 +959,15 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             args.route
         );
     }
-    let targets: Vec<u8> = match args.to {
-        Some(0) => vec![0],
-        Some(to) => vec![to],
-        None => {
-            check_steps(&route.steps)
-                .map_err(|p| usage(format!("routes.{}.steps: {p}", args.route)))?;
-            route.steps.clone()
-        }
-    };
-    let current = state.percent();
-    let targets = match (args.to, current) {
-        (Some(0), _) => targets,
-        // Below the current share: a step down, as `shift --to` makes it.
-        (Some(to), Some(now)) if to < now => vec![to],
-        _ => crate::state::pending_steps(&state, &targets),
-    };
+    let targets = plan_targets(args, &route, &state)?;
     let problems = plan_problems(ctx, &listing, &view, (&args.route, &route), &targets)?;
-    let mut simulated = view.clone();
-    let mut steps = Vec::new();
-    for target in targets {
-        let writes = simulated
-            .transition(target)
-            .map_err(|e| anyhow::anyhow!(e))?;
-        if writes.is_empty() {
-            continue;
-        }
-        let gates = step_gates(
-            ctx,
-            &listing,
-            &view,
-            (&args.route, &route),
-            target,
-            steps.is_empty(),
-        );
-        for write in &writes {
-            simulated = simulated.apply(write);
-        }
-        let rule = simulated.rule().cloned();
-        steps.push(PlannedStep {
-            percent: target,
-            gates,
-            writes,
-            read_back: match rule {
-                Some(rule) => format!(
-                    "DescribeRules until the rule shows priority {} and {}; then AddTags {LAST_CHANGE_TAG} on the rule",
-                    rule.priority.unwrap_or_default(),
-                    rule.action.describe()
-                ),
-                None => String::new(),
-            },
-        });
-    }
-    let previews: Vec<String> = listing
-        .previews_of(&args.route)
-        .into_iter()
-        .map(|p| {
-            format!(
-                "preview {} (not the route's rule; no call touches it)",
-                crate::preview::status_of(&args.route, p, None).summary
-            )
-        })
-        .collect();
-    let plan_on_rule = plan_on_rule(&view, &args.route);
+    let steps = planned_steps(ctx, &listing, &view, (&args.route, &route), targets)?;
     let leaks = if args.from_alb_log.is_empty() {
         None
     } else {
         Some(crate::leaks::find(ctx, &args.route, &args.from_alb_log, None).await?)
     };
+    let current = state.percent();
     let plan = Plan {
         retired: view
             .rule()
@@ -1049,25 +990,109 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             .filter(|gate| gate.phase == GatePhase::AfterRollback)
             .map(crate::custom_gates::describe)
             .collect(),
-        previews,
-        plan_on_rule,
+        previews: preview_notes(&listing, &args.route),
+        plan_on_rule: plan_on_rule(&view, &args.route),
     };
     if ctx.output == Output::Json {
         print_json(&plan)?;
     } else {
         print_plan(&plan, &state, &route, args.to.is_none());
-        if let Some(retired) = &plan.retired {
-            println!("{retired}");
-        }
-        if let Some(report) = &plan.leaks {
-            println!(
-                "access logs: {} of the route's {} requests went to the monolith by spellings the patterns miss (or a rule that won); a shift leaves them there",
-                report.leaked_requests, report.route_requests
-            );
-            crate::leaks::print_report(report);
-        }
+        print_plan_notes(&plan);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The percentages a plan goes through from `state`: `--to` (a step down
+/// when below the current share, as `shift --to` makes it), else the
+/// route's configured steps still ahead.
+fn plan_targets(
+    args: &PlanArgs,
+    route: &crate::settings::RouteSettings,
+    state: &RouteState,
+) -> anyhow::Result<Vec<u8>> {
+    let targets: Vec<u8> = match args.to {
+        Some(0) => vec![0],
+        Some(to) => vec![to],
+        None => {
+            check_steps(&route.steps)
+                .map_err(|p| usage(format!("routes.{}.steps: {p}", args.route)))?;
+            route.steps.clone()
+        }
+    };
+    Ok(match (args.to, state.percent()) {
+        (Some(0), _) => targets,
+        // Below the current share: a step down, as `shift --to` makes it.
+        (Some(to), Some(now)) if to < now => vec![to],
+        _ => crate::state::pending_steps(state, &targets),
+    })
+}
+
+/// Each step to `targets` on a simulated copy of the route: its gates, its
+/// writes and what is read back (a target that changes nothing is left out).
+fn planned_steps(
+    ctx: &Ctx,
+    listing: &Listing,
+    view: &RouteView,
+    route: (&str, &crate::settings::RouteSettings),
+    targets: Vec<u8>,
+) -> anyhow::Result<Vec<PlannedStep>> {
+    let mut simulated = view.clone();
+    let mut steps = Vec::new();
+    for target in targets {
+        let writes = simulated
+            .transition(target)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if writes.is_empty() {
+            continue;
+        }
+        let gates = step_gates(ctx, listing, view, route, target, steps.is_empty());
+        for write in &writes {
+            simulated = simulated.apply(write);
+        }
+        let rule = simulated.rule().cloned();
+        steps.push(PlannedStep {
+            percent: target,
+            gates,
+            writes,
+            read_back: match rule {
+                Some(rule) => format!(
+                    "DescribeRules until the rule shows priority {} and {}; then AddTags {LAST_CHANGE_TAG} on the rule",
+                    rule.priority.unwrap_or_default(),
+                    rule.action.describe()
+                ),
+                None => String::new(),
+            },
+        });
+    }
+    Ok(steps)
+}
+
+/// The route's preview rules, each named as one no call touches.
+fn preview_notes(listing: &Listing, route: &str) -> Vec<String> {
+    listing
+        .previews_of(route)
+        .into_iter()
+        .map(|p| {
+            format!(
+                "preview {} (not the route's rule; no call touches it)",
+                crate::preview::status_of(route, p, None).summary
+            )
+        })
+        .collect()
+}
+
+/// What follows a plan for people: the retired note and the access logs' leaks.
+fn print_plan_notes(plan: &Plan) {
+    if let Some(retired) = &plan.retired {
+        println!("{retired}");
+    }
+    if let Some(report) = &plan.leaks {
+        println!(
+            "access logs: {} of the route's {} requests went to the monolith by spellings the patterns miss (or a rule that won); a shift leaves them there",
+            report.leaked_requests, report.route_requests
+        );
+        crate::leaks::print_report(report);
+    }
 }
 
 /// Why a shift to `targets` would be refused (a priority problem is an
