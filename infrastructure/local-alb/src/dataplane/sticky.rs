@@ -141,7 +141,9 @@ fn cookie_value<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
 }
 
 /// Appends the two `Set-Cookie` header lines of a cookie pair (plain and
-/// CORS) naming `id` for `duration` from `now`, as AWS writes them.
+/// CORS) naming `id` for `duration` from `now`, as AWS writes them on an
+/// HTTP listener: the CORS twin without `Secure`, which AWS adds on HTTPS
+/// only (docs/data-plane.md, "The CORS twins and `Secure`").
 pub fn write_set_cookies(
     out: &mut Vec<u8>,
     key: &CookieKey,
