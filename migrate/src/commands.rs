@@ -556,8 +556,9 @@ pub struct RouteStatus {
     pub unhealthy: usize,
     pub targets: Vec<TargetHealth>,
     pub last_change: Option<LastChange>,
-    /// The latest metric gate evaluation in the journal (`when` of its entry
-    /// and the evaluation), if any.
+    /// The latest metric gate evaluation in the journal (`when` and `what`
+    /// of its entry and the evaluation), if any; `rolled_back` (`when`,
+    /// `what`) when a rollback came at or after it: not the route's now.
     pub metrics: Option<serde_json::Value>,
     pub drift: Vec<String>,
     /// The plan kept on the rule (holding, moving, baking), if any.
@@ -783,12 +784,7 @@ fn print_route_status(status: &RouteStatus) {
         None => println!("  last:     no change recorded"),
     }
     if let Some(metrics) = &status.metrics {
-        println!(
-            "  metrics:  {} (before `{}`, {})",
-            metrics_line(&metrics["evaluation"]),
-            metrics["what"].as_str().unwrap_or_default(),
-            metrics["when"].as_str().unwrap_or_default()
-        );
+        println!("  metrics:  {}", metrics_status_line(metrics));
     }
     if status.drift.is_empty() {
         println!("  drift:    none");
@@ -895,13 +891,52 @@ fn route_status(
     }
 }
 
-/// The route's latest metric gate evaluation, from the journal.
+/// The route's latest metric gate evaluation, from the journal; with
+/// `rolled_back` (the first rollback at or after it: `what`, `when`) when
+/// the route went back to the monolith since, so it is not shown as current.
 fn latest_metrics(ctx: &Ctx, route: &str) -> Option<serde_json::Value> {
     let entries = journal::read(&ctx.settings.journal_path(), Some(route)).ok()?;
-    entries.iter().rev().find_map(|entry| {
-        let metrics = entry.evidence.get("metrics")?;
-        Some(json!({ "when": entry.when, "what": entry.what, "evaluation": metrics }))
-    })
+    let at = entries
+        .iter()
+        .rposition(|entry| entry.evidence.get("metrics").is_some())?;
+    let entry = &entries[at];
+    let mut latest = json!({
+        "when": entry.when, "what": entry.what, "evaluation": entry.evidence["metrics"],
+    });
+    if let Some(rollback) = entries[at..].iter().find(|e| is_rollback(e)) {
+        latest["rolled_back"] = json!({ "when": rollback.when, "what": rollback.what });
+    }
+    Some(latest)
+}
+
+/// Whether a journal entry took the route back to the monolith (`rollback`,
+/// or a shift's rollback after a failed gate).
+fn is_rollback(entry: &journal::Entry) -> bool {
+    let on_monolith = |state: &str| state.starts_with("on the monolith");
+    entry.command == "rollback"
+        || (on_monolith(&entry.after.state) && !on_monolith(&entry.before.state))
+}
+
+/// `status`'s metrics line: the latest evaluation, and, after a rollback,
+/// that it is the verdict of the shift before it, not of the route now.
+fn metrics_status_line(metrics: &serde_json::Value) -> String {
+    let what = metrics["what"].as_str().unwrap_or_default();
+    let when = metrics["when"].as_str().unwrap_or_default();
+    let verdict = metrics_line(&metrics["evaluation"]);
+    let rollback = &metrics["rolled_back"];
+    if rollback.is_null() {
+        return format!("{verdict} (before `{what}`, {when})");
+    }
+    if rollback["when"] == metrics["when"] && rollback["what"] == metrics["what"] {
+        return format!(
+            "as of the shift, {when}: {verdict} (the verdict that rolled it back: `{what}`); none since"
+        );
+    }
+    format!(
+        "as of the shift, {when}: {verdict} (before `{what}`); not current: rolled back since (`{}`, {})",
+        rollback["what"].as_str().unwrap_or_default(),
+        rollback["when"].as_str().unwrap_or_default()
+    )
 }
 
 /// One line for a metric gate evaluation: `pass: errors: ...`.

@@ -392,7 +392,19 @@ fn a_service_failing_5_percent_of_its_requests_fails_the_error_gate_and_rolls_ba
         "{metrics:#}"
     );
     assert_eq!(metrics["monolith"]["target_5xx"], 0.0, "{metrics:#}");
-    assert_eq!(op.route_status("users")["state"], "on-monolith");
+    let status = op.route_status("users");
+    assert_eq!(status["state"], "on-monolith");
+    // The failed verdict is the shift's, the one that rolled the route back.
+    assert_eq!(
+        status["metrics"]["rolled_back"]["what"], "gate failed; rolled back to the monolith",
+        "{status:#}"
+    );
+    let text = op.run(&["status", "users"]);
+    assert!(
+        text.stdout.contains("metrics:  as of the shift, ")
+            && text.stdout.contains("(the verdict that rolled it back: "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -529,6 +541,24 @@ fn a_healthy_service_passes_20_gradual_shifts_in_a_row() {
         passed
             .iter()
             .all(|e| e["evidence"]["metrics"]["verdict"] == "pass")
+    );
+    // After the last rollback, the last pass is not the route's verdict now.
+    let status = op.route_status("users");
+    assert_eq!(
+        status["metrics"]["rolled_back"]["what"], "rollback to the monolith",
+        "{status:#}"
+    );
+    let text = op.run(&["status", "users"]);
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("metrics:"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("  metrics:  as of the shift, ")
+            && line.contains(": pass: ")
+            && line.contains("not current: rolled back since (`rollback to the monolith`, "),
+        "{text}"
     );
 }
 
