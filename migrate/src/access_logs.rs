@@ -76,14 +76,40 @@ pub async fn read(
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     for source in sources {
+        let files_before = summary.files;
         match source {
             Source::Path(path) => read_path(path, &mut summary, &mut visit)?,
             Source::S3 { bucket, prefix } => {
                 read_s3(sdk, bucket, prefix, &mut summary, &mut visit).await?;
             }
         }
+        if summary.files == files_before {
+            return Err(no_files(source));
+        }
+    }
+    if summary.lines == summary.unreadable_lines {
+        return Err(Failure::LogsUnreadable(format!(
+            "{}: {} in {}, none an ALB access-log entry; name the ALB's access logs (the .log.gz files under AWSLogs/)",
+            sources
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::output::count(summary.lines, "line", "lines"),
+            crate::output::count(summary.files, "file", "files"),
+        ))
+        .into());
     }
     Ok(summary)
+}
+
+/// No log file under a source: evidence of nothing, never "no leaks".
+fn no_files(source: &Source) -> anyhow::Error {
+    let fix = match source {
+        Source::S3 { .. } => "check the bucket and prefix",
+        Source::Path(_) => "check the path (files named *.log or *.log.gz)",
+    };
+    Failure::LogsUnreadable(format!("no access-log file under {source}: {fix}")).into()
 }
 
 fn read_path(
@@ -100,7 +126,9 @@ fn read_path(
     for file in files {
         let opened =
             std::fs::File::open(&file).map_err(|error| unreadable(&file.display(), error))?;
-        read_stream(opened, summary, visit).map_err(|error| unreadable(&file.display(), error))?;
+        let name = file.to_string_lossy();
+        read_stream(opened, &name, summary, visit)
+            .map_err(|error| unreadable(&file.display(), error))?;
         summary.files += 1;
     }
     Ok(())
@@ -129,23 +157,32 @@ fn is_log_name(name: &str) -> bool {
 }
 
 /// Reads one file's lines: gzip (one or more members) when it starts with
-/// gzip's magic bytes, else plain text.
+/// gzip's magic bytes, else plain text; `name` ending in `.gz` must be gzip.
 fn read_stream(
     input: impl Read,
+    name: &str,
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> std::io::Result<()> {
-    with_decompressed(input, |lines| read_lines(lines, summary, visit))
+    with_decompressed(input, name, |lines| read_lines(lines, summary, visit))
 }
 
 /// Hands `use_lines` the text of `input`: gunzipped (one or more members)
-/// when it starts with gzip's magic bytes, else as it is.
+/// when it starts with gzip's magic bytes, else as it is. A `name` ending in
+/// `.gz` that is not gzip is an error, not text.
 fn with_decompressed<T>(
     input: impl Read,
+    name: &str,
     use_lines: impl FnOnce(&mut dyn BufRead) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
     let mut buffered = BufReader::with_capacity(64 * 1024, input);
     let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    if !gzip && name.ends_with(".gz") && !buffered.fill_buf()?.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "named .gz but not gzip (its first bytes are not gzip's); gunzip-compress it or rename it",
+        ));
+    }
     if gzip {
         let decoder = flate2::bufread::MultiGzDecoder::new(buffered);
         use_lines(&mut BufReader::with_capacity(64 * 1024, decoder))
@@ -283,6 +320,7 @@ async fn read_s3_object(
         .await
         .map_err(|error| anyhow::anyhow!(explain_s3(&error)))?;
     let mut body = object.body;
+    let name = key.to_owned();
     let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
     let (batch_sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Record>>(4);
     let parser = tokio::task::spawn_blocking(move || {
@@ -292,7 +330,7 @@ async fn read_s3_object(
         };
         let mut part = Summary::default();
         let mut batch = Vec::with_capacity(512);
-        let result = read_stream(reader, &mut part, &mut |record| {
+        let result = read_stream(reader, &name, &mut part, &mut |record| {
             batch.push(record);
             if batch.len() == 512 {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
@@ -375,7 +413,7 @@ pub async fn read_each<S: Send + 'static>(
                     let name = file.display().to_string();
                     let opened =
                         std::fs::File::open(&file).map_err(|error| unreadable(&name, error))?;
-                    with_decompressed(opened, |lines| visit(&mut state, &name, lines))
+                    with_decompressed(opened, &name, |lines| visit(&mut state, &name, lines))
                         .map_err(|error| unreadable(&name, error))?;
                 }
             }
@@ -398,7 +436,7 @@ pub async fn read_each<S: Send + 'static>(
                             chunks,
                             current: bytes_chunk::Chunk::default(),
                         };
-                        let result = with_decompressed(reader, |lines| {
+                        let result = with_decompressed(reader, &reading_name, |lines| {
                             visit(&mut state, &reading_name, lines)
                         });
                         (state, result)

@@ -295,7 +295,10 @@ pattern to add (within AWS's 5 condition values per rule) or the rule that wins.
 Logs: files (plain or .gz), directories (walked as AWS lays logs out), s3://BUCKET/PREFIX
 (through the same AWS settings and endpoint as every other call).
 
-Exit codes: 0 no leaks, 1 leaks found, 2 usage, 4 the logs could not be read.
+Exit codes: 0 no leaks (judged on at least one of the route's requests), 1 leaks found,
+2 usage, 4 the logs could not be read (no log file under a source, no access-log entry
+in the files, a .gz that is not gzip), 5 nothing to judge (no request of the route in the
+window: widen --since or wait for traffic).
 
 Examples:
   migrate leaks users --from-alb-log s3://my-alb-logs/prod --since 7d
@@ -305,14 +308,16 @@ Examples:
     #[command(long_about = "\
 Retire a route: it must be at 100% on its service (past its bake, where one is set) and
 the access logs must show no leak over the window (--from-alb-log, --since; see
-`migrate leaks`). Leaks make it refuse, listing them (exit 1); --accept-leaks --reason
+`migrate leaks`). It needs evidence: at least one request of the route in the window
+that its service's target group served, else it refuses (exit 1). Leaks make it refuse,
+listing them (exit 1); --accept-leaks --reason
 overrides, and the journal records who and why. Then the rule forwards to the service
 alone, is tagged ficus:retired, and the change is journaled: the monolith's code for
 these paths can go. `status` shows the route as retired; `rollback` of a retired route
 needs --yes.
 
-Exit codes: 0 retired, 1 refused (leaks, or not at 100%), 2 usage, 4 lock held or logs
-unreadable.
+Exit codes: 0 retired, 1 refused (leaks, no request of the route on its service in the
+window, or not at 100%), 2 usage, 4 lock held or logs unreadable (as for `migrate leaks`).
 
 Examples:
   migrate retire users --from-alb-log s3://my-alb-logs/prod --since 14d

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::access_logs::{self, Source};
 use crate::cli::LeaksArgs;
 use crate::context::Ctx;
-use crate::error::{EXIT_LEAKS, EXIT_OK, usage};
+use crate::error::{EXIT_LEAKS, EXIT_NOT_RUN, EXIT_OK, usage};
 use crate::journal::{LAST_CHANGE_TAG, LastChange};
 use crate::settings::MonolithPaths;
 use crate::state::{RouteState, RouteView, target_group_name};
@@ -63,13 +63,21 @@ pub struct Leak {
 /// The report of `migrate leaks`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// No leak, judged on at least one of the route's requests.
+    pub ok: bool,
     pub route: String,
     pub sources: Vec<String>,
     pub files: usize,
     pub lines: usize,
     pub unreadable_lines: usize,
+    /// The window's start (`--since`), RFC 3339; `None`: every entry counts.
+    pub window_start: Option<String>,
+    /// Entries before the window's start (not counted).
+    pub outside_window: u64,
     /// Requests of the route (by the monolith's reading), wherever they went.
     pub route_requests: u64,
+    /// The route's requests that the service's target group served.
+    pub service_requests: u64,
     pub leaked_requests: u64,
     pub leaks: Vec<Leak>,
     pub monolith_paths: MonolithPaths,
@@ -79,6 +87,7 @@ pub struct Report {
 pub struct RouteFacts {
     pub patterns: Vec<String>,
     pub monolith_target_group: String,
+    pub service_target_group: String,
     pub reading: MonolithPaths,
     /// Since when (Unix µs) the route has been at 100%; `None` when it is not.
     pub at_full_since: Option<i64>,
@@ -104,6 +113,8 @@ pub struct Analysis {
     exact: Vec<Glob>,
     read: Vec<Glob>,
     route_requests: u64,
+    service_requests: u64,
+    outside_window: u64,
     spellings: BTreeMap<String, Spelling>,
 }
 
@@ -124,6 +135,8 @@ impl Analysis {
             exact,
             read,
             route_requests: 0,
+            service_requests: 0,
+            outside_window: 0,
             spellings: BTreeMap::new(),
         }
     }
@@ -133,6 +146,7 @@ impl Analysis {
         let Some(path) = record.path() else { return };
         let time = record.time_micros().unwrap_or(0);
         if self.facts.window_start.is_some_and(|start| time < start) {
+            self.outside_window += 1;
             return;
         }
         let canonical_path = canonical(&path, &self.facts.reading);
@@ -140,10 +154,15 @@ impl Analysis {
             return;
         }
         self.route_requests += 1;
-        let on_monolith = record.target_group_arn().is_some_and(|arn| {
-            arn == self.facts.monolith_target_group
-                || target_group_name(arn) == target_group_name(&self.facts.monolith_target_group)
-        });
+        let served_by = |group: &str| {
+            record.target_group_arn().is_some_and(|arn| {
+                arn == group || target_group_name(arn) == target_group_name(group)
+            })
+        };
+        if served_by(&self.facts.service_target_group) {
+            self.service_requests += 1;
+        }
+        let on_monolith = served_by(&self.facts.monolith_target_group);
         if !on_monolith {
             return;
         }
@@ -229,6 +248,14 @@ impl Analysis {
 
     pub fn route_requests(&self) -> u64 {
         self.route_requests
+    }
+
+    pub fn service_requests(&self) -> u64 {
+        self.service_requests
+    }
+
+    pub fn outside_window(&self) -> u64 {
+        self.outside_window
     }
 
     /// The pattern that makes the ALB match `path` as the route's pattern
@@ -336,6 +363,7 @@ pub fn route_facts(
     Ok(RouteFacts {
         patterns,
         monolith_target_group: view.monolith_tg.clone(),
+        service_target_group: view.service_tg.clone(),
         reading: settings.monolith_paths,
         at_full_since,
         window_start,
@@ -364,16 +392,21 @@ pub async fn find(
     let view = listing.view(&ctx.settings, route)?;
     let facts = route_facts(ctx, route, &view, since)?;
     let reading = facts.reading;
+    let window_start = facts.window_start.map(access_log::format_time);
     let mut analysis = Analysis::new(facts);
     let summary = access_logs::read(&sources, &ctx.sdk, |record| analysis.add(&record)).await?;
     let leaks = analysis.leaks();
     Ok(Report {
+        ok: leaks.is_empty() && analysis.route_requests() > 0,
         route: route.to_owned(),
         sources: sources.iter().map(ToString::to_string).collect(),
         files: summary.files,
         lines: summary.lines,
         unreadable_lines: summary.unreadable_lines,
+        window_start,
+        outside_window: analysis.outside_window(),
         route_requests: analysis.route_requests(),
+        service_requests: analysis.service_requests(),
         leaked_requests: leaks.iter().map(|leak| leak.count).sum(),
         leaks,
         monolith_paths: reading,
@@ -388,11 +421,21 @@ pub async fn leaks(ctx: &mut Ctx, args: &LeaksArgs) -> anyhow::Result<ExitCode> 
     } else {
         print_report(&report);
     }
-    Ok(ExitCode::from(if report.leaks.is_empty() {
-        EXIT_OK
-    } else {
+    Ok(ExitCode::from(if !report.leaks.is_empty() {
         EXIT_LEAKS
+    } else if report.route_requests == 0 {
+        EXIT_NOT_RUN
+    } else {
+        EXIT_OK
     }))
+}
+
+/// Since when the report counts: the window's start, or the logs' start.
+pub fn window_text(report: &Report) -> String {
+    match &report.window_start {
+        Some(start) => format!("since {start}"),
+        None => "in the whole logs".to_owned(),
+    }
 }
 
 /// The report as text.
@@ -410,6 +453,13 @@ pub fn print_report(report: &Report) {
         },
         report.route_requests
     );
+    if report.route_requests == 0 {
+        println!(
+            "nothing to judge: no request of the route {}; widen --since or wait for traffic (exit 5)",
+            window_text(report)
+        );
+        return;
+    }
     if report.leaks.is_empty() {
         println!(
             "no leaks: the monolith served none of the route's requests that the rule should have taken"
@@ -463,6 +513,7 @@ mod tests {
         RouteFacts {
             patterns: vec!["/api/users".into(), "/api/users/*".into()],
             monolith_target_group: MONOLITH.into(),
+            service_target_group: USERS.into(),
             reading: MonolithPaths::default(),
             at_full_since,
             window_start: None,

@@ -46,6 +46,10 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
             return Err(error);
         }
     };
+    if report.service_requests == 0 {
+        let _ = lock.release(&ctx.elb).await;
+        anyhow::bail!(no_evidence(&args.route, &report));
+    }
     if !report.leaks.is_empty() && !args.accept_leaks {
         let _ = lock.release(&ctx.elb).await;
         print_leaks_refusal(ctx, args, &report)?;
@@ -92,6 +96,18 @@ fn refusal(view: &RouteView, route: &str) -> Option<String> {
         )),
     };
     refusal.or_else(|| baking_refusal(view, route))
+}
+
+/// The refusal when the logs hold no request of the route that its service
+/// served in the window: the minimum evidence is one such request.
+fn no_evidence(route: &str, report: &crate::leaks::Report) -> String {
+    format!(
+        "no request of {route} in the logs {} reached its service ({} of the route's requests in {}, {} outside the window): nothing proves the monolith is unused; widen --since or wait for traffic",
+        crate::leaks::window_text(report),
+        report.route_requests,
+        crate::output::count(report.lines, "line", "lines"),
+        report.outside_window,
+    )
 }
 
 /// The refusal for leaks not accepted: the leaks, and how to go on.

@@ -114,6 +114,7 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     let leaks = op.run(&["leaks", "users", "--from-alb-log", &logs]);
     assert_eq!(leaks.code, 0, "{leaks}");
     assert!(leaks.stdout.contains("no leaks"), "{leaks}");
+    no_evidence_is_never_no_leaks(&op, &logs);
 
     let retire = op.run(&[
         "retire",
@@ -223,6 +224,67 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     ] {
         assert!(!verify.stdout.contains(unreadable), "{verify}");
     }
+}
+
+/// Logs that prove nothing never read as "no leaks": no file (exit 4), no
+/// entry (exit 4), a `.gz` that is not gzip (exit 4), no request of the
+/// route in the window (`leaks` exit 5, `retire` refuses with exit 1).
+fn no_evidence_is_never_no_leaks(op: &Operator, logs: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty = empty.display().to_string();
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", &empty]);
+    assert_eq!(leaks.code, 4, "{leaks}");
+    assert!(
+        leaks
+            .stderr
+            .contains(&format!("no access-log file under {empty}")),
+        "{leaks}"
+    );
+    let text = dir.path().join("notes.log");
+    std::fs::write(&text, "hello\nworld\n").unwrap();
+    let text = text.display().to_string();
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", &text]);
+    assert_eq!(leaks.code, 4, "{leaks}");
+    assert!(
+        leaks
+            .stderr
+            .contains("2 lines in 1 file, none an ALB access-log entry"),
+        "{leaks}"
+    );
+    let fake = dir.path().join("fake.log.gz");
+    std::fs::write(&fake, "not gzip\n").unwrap();
+    let fake = fake.display().to_string();
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", &fake]);
+    assert_eq!(leaks.code, 4, "{leaks}");
+    assert!(
+        leaks.stderr.contains(&fake) && leaks.stderr.contains("not gzip"),
+        "{leaks}"
+    );
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", logs, "--since", "1ms"]);
+    assert_eq!(leaks.code, 5, "{leaks}");
+    assert!(leaks.stdout.contains("nothing to judge"), "{leaks}");
+    let retire = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        logs,
+        "--since",
+        "1ms",
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(retire.code, 1, "{retire}");
+    assert!(
+        retire
+            .stderr
+            .contains("no request of users in the logs since")
+            && retire
+                .stderr
+                .contains("nothing proves the monolith is unused"),
+        "{retire}"
+    );
 }
 
 #[test]
