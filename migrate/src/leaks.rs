@@ -80,6 +80,11 @@ pub struct Report {
     pub service_requests: u64,
     pub leaked_requests: u64,
     pub leaks: Vec<Leak>,
+    /// The `aws elbv2 modify-rule` commands that apply the pattern fixes, as
+    /// they run: the route's rule, then the monolith's rule when its path
+    /// patterns miss an added pattern (a parked rule must match nothing the
+    /// monolith's rule misses, or `status` reports a LEAK and `shift` refuses).
+    pub fix_commands: Vec<String>,
     pub monolith_paths: MonolithPaths,
 }
 
@@ -96,6 +101,12 @@ pub struct RouteFacts {
     /// Condition values the route's rule has now.
     pub rule_values: usize,
     pub rule_priority: Option<u32>,
+    /// The route's rule and its conditions now (for the fix commands).
+    pub rule_arn: Option<String>,
+    pub rule_conditions: alb::Conditions,
+    /// The monolith's rule and its conditions now.
+    pub monolith_rule_arn: String,
+    pub monolith_conditions: alb::Conditions,
 }
 
 struct Spelling {
@@ -205,9 +216,14 @@ impl Analysis {
                             additions.push(pattern.clone());
                         }
                         let values = self.facts.rule_values + additions.len();
+                        let monolith_too = if self.monolith_misses(&pattern) {
+                            "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
+                        } else {
+                            ""
+                        };
                         let fix = if values <= MAX_VALUES {
                             format!(
-                                "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {values} of AWS's {MAX_VALUES} condition values)"
+                                "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {values} of AWS's {MAX_VALUES} condition values){monolith_too}"
                             )
                         } else {
                             format!(
@@ -250,6 +266,61 @@ impl Analysis {
         self.route_requests
     }
 
+    /// Whether the monolith's rule's path patterns miss requests that
+    /// `pattern` matches.
+    fn monolith_misses(&self, pattern: &str) -> bool {
+        let monolith = &self.facts.monolith_conditions;
+        let alone = alb::Conditions {
+            paths: vec![pattern.to_owned()],
+            ..monolith.clone()
+        };
+        !monolith.paths.is_empty()
+            && monolith
+                .gaps_covering(&alone)
+                .iter()
+                .any(|gap| gap.field == "path-pattern")
+    }
+
+    /// The commands that apply the pattern fixes of `leaks`: the route's
+    /// rule with the patterns added and, when the monolith's rule has path
+    /// patterns that miss one, the monolith's rule with it too, so that the
+    /// route's rule, parked behind it after a rollback, still takes nothing
+    /// the monolith's rule does not. None when the patterns would exceed
+    /// AWS's quota (the fix then suggests a second rule).
+    pub fn fix_commands(&self, leaks: &[Leak]) -> Vec<String> {
+        let mut additions: Vec<String> = Vec::new();
+        for leak in leaks {
+            let Some(pattern) = &leak.pattern else {
+                continue;
+            };
+            let covered = additions
+                .iter()
+                .any(|added| Glob::new(added, Syntax::CaseSensitive).matches(&leak.path));
+            if !covered {
+                additions.push(pattern.clone());
+            }
+        }
+        let Some(rule_arn) = &self.facts.rule_arn else {
+            return Vec::new();
+        };
+        if additions.is_empty() || self.facts.rule_values + additions.len() > MAX_VALUES {
+            return Vec::new();
+        }
+        let mut route = self.facts.rule_conditions.clone();
+        route.paths.extend(additions.iter().cloned());
+        let mut commands = vec![modify_rule_command(rule_arn, &route)];
+        let missed: Vec<String> = additions
+            .into_iter()
+            .filter(|added| self.monolith_misses(added))
+            .collect();
+        if !missed.is_empty() {
+            let mut widened = self.facts.monolith_conditions.clone();
+            widened.paths.extend(missed);
+            commands.push(modify_rule_command(&self.facts.monolith_rule_arn, &widened));
+        }
+        commands
+    }
+
     pub fn service_requests(&self) -> u64 {
         self.service_requests
     }
@@ -277,6 +348,55 @@ impl Analysis {
         }
         path.to_owned()
     }
+}
+
+/// `aws elbv2 modify-rule` setting `conditions` on `rule_arn`, as it runs
+/// when pasted into a POSIX shell: the conditions in AWS's JSON shape
+/// (several values go in each condition's `*Config.Values`).
+pub fn modify_rule_command(rule_arn: &str, conditions: &alb::Conditions) -> String {
+    let json = serde_json::to_string(&conditions_json(conditions)).unwrap_or_default();
+    format!(
+        "aws elbv2 modify-rule --rule-arn {rule_arn} --conditions '{}'",
+        json.replace('\'', "'\\''")
+    )
+}
+
+/// A rule's conditions as the ELBv2 API's `RuleCondition` list (JSON).
+pub fn conditions_json(conditions: &alb::Conditions) -> serde_json::Value {
+    use serde_json::json;
+    let mut list = Vec::new();
+    if !conditions.paths.is_empty() {
+        list.push(
+            json!({"Field": "path-pattern", "PathPatternConfig": {"Values": conditions.paths}}),
+        );
+    }
+    if !conditions.hosts.is_empty() {
+        list.push(
+            json!({"Field": "host-header", "HostHeaderConfig": {"Values": conditions.hosts}}),
+        );
+    }
+    if !conditions.methods.is_empty() {
+        list.push(json!({"Field": "http-request-method", "HttpRequestMethodConfig": {"Values": conditions.methods}}));
+    }
+    if !conditions.source_ips.is_empty() {
+        list.push(
+            json!({"Field": "source-ip", "SourceIpConfig": {"Values": conditions.source_ips}}),
+        );
+    }
+    for header in &conditions.headers {
+        list.push(json!({"Field": "http-header", "HttpHeaderConfig": {"HttpHeaderName": header.name, "Values": header.values}}));
+    }
+    for pairs in &conditions.queries {
+        let values: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|pair| match &pair.key {
+                Some(key) => json!({"Key": key, "Value": pair.value}),
+                None => json!({"Value": pair.value}),
+            })
+            .collect();
+        list.push(json!({"Field": "query-string", "QueryStringConfig": {"Values": values}}));
+    }
+    serde_json::Value::Array(list)
 }
 
 /// A path as the monolith reads it, by the readings that are on.
@@ -331,7 +451,7 @@ fn decode_unreserved(path: &str) -> String {
 pub fn route_facts(
     ctx: &Ctx,
     route: &str,
-    view: &RouteView,
+    (view, monolith_rule_arn): (&RouteView, &str),
     since: Option<Duration>,
 ) -> anyhow::Result<RouteFacts> {
     let settings = ctx
@@ -369,6 +489,10 @@ pub fn route_facts(
         window_start,
         rule_values: rule.map_or(0, |rule| rule.conditions.value_count()),
         rule_priority: rule.and_then(|rule| rule.priority),
+        rule_arn: rule.map(|rule| rule.arn.clone()),
+        rule_conditions: rule.map(|rule| rule.conditions.clone()).unwrap_or_default(),
+        monolith_rule_arn: monolith_rule_arn.to_owned(),
+        monolith_conditions: view.monolith_conditions.clone(),
     })
 }
 
@@ -390,12 +514,13 @@ pub async fn find(
     }
     let listing = ctx.list().await?;
     let view = listing.view(&ctx.settings, route)?;
-    let facts = route_facts(ctx, route, &view, since)?;
+    let facts = route_facts(ctx, route, (&view, &listing.monolith.arn), since)?;
     let reading = facts.reading;
     let window_start = facts.window_start.map(access_log::format_time);
     let mut analysis = Analysis::new(facts);
     let summary = access_logs::read(&sources, &ctx.sdk, |record| analysis.add(&record)).await?;
     let leaks = analysis.leaks();
+    let fix_commands = analysis.fix_commands(&leaks);
     Ok(Report {
         ok: leaks.is_empty() && analysis.route_requests() > 0,
         route: route.to_owned(),
@@ -409,6 +534,7 @@ pub async fn find(
         service_requests: analysis.service_requests(),
         leaked_requests: leaks.iter().map(|leak| leak.count).sum(),
         leaks,
+        fix_commands,
         monolith_paths: reading,
     })
 }
@@ -487,6 +613,14 @@ pub fn print_report(report: &Report) {
         );
         println!("    fix: {}", leak.fix);
     }
+    if !report.fix_commands.is_empty() {
+        println!(
+            "the pattern fixes, as commands (then add the patterns to `paths` in migrate.toml):"
+        );
+        for command in &report.fix_commands {
+            println!("  {command}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +653,10 @@ mod tests {
             window_start: None,
             rule_values: 2,
             rule_priority: Some(10),
+            rule_arn: Some("arn:rule/users".into()),
+            rule_conditions: alb::Conditions::paths(["/api/users".into(), "/api/users/*".into()]),
+            monolith_rule_arn: "arn:rule/monolith".into(),
+            monolith_conditions: alb::Conditions::paths(["/api*".into()]),
         }
     }
 
@@ -570,6 +708,36 @@ mod tests {
         assert_eq!(leaks[0].kind, LeakKind::RuleLost);
         assert_eq!(leaks[0].count, 1);
         assert_eq!(leaks[0].winning_rule_priority.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn the_fix_commands_widen_the_monolith_rule_too_and_speak_awss_json() {
+        let mut analysis = Analysis::new(facts(None));
+        analysis.add(&record("/API/USERS/1", MONOLITH, 1, "0"));
+        let commands = analysis.fix_commands(&analysis.leaks());
+        assert_eq!(commands.len(), 2, "{commands:?}");
+        let conditions = |command: &str| -> serde_json::Value {
+            let json = command.split_once("--conditions '").unwrap().1;
+            serde_json::from_str(json.strip_suffix('\'').unwrap()).unwrap()
+        };
+        assert!(commands[0].starts_with("aws elbv2 modify-rule --rule-arn arn:rule/users "));
+        assert_eq!(
+            conditions(&commands[0]),
+            serde_json::json!([{"Field": "path-pattern", "PathPatternConfig":
+                {"Values": ["/api/users", "/api/users/*", "/API/USERS/*"]}}])
+        );
+        assert!(commands[1].contains("--rule-arn arn:rule/monolith "));
+        assert_eq!(
+            conditions(&commands[1])[0]["PathPatternConfig"]["Values"],
+            serde_json::json!(["/api*", "/API/USERS/*"])
+        );
+        // A monolith rule with no path condition covers every pattern.
+        let mut analysis = Analysis::new(RouteFacts {
+            monolith_conditions: alb::Conditions::default(),
+            ..facts(None)
+        });
+        analysis.add(&record("/API/USERS/1", MONOLITH, 1, "0"));
+        assert_eq!(analysis.fix_commands(&analysis.leaks()).len(), 1);
     }
 
     #[test]

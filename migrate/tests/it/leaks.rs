@@ -224,6 +224,67 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     ] {
         assert!(!verify.stdout.contains(unreadable), "{verify}");
     }
+
+    // The fix as advised keeps the route shiftable: applied to both rules
+    // (the monolith's `/api*` misses `/API/USERS*`) and to `paths`, then
+    // rolled back (parked without a LEAK) and shifted again.
+    let commands: Vec<&str> = report["fix_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|command| command.as_str().unwrap())
+        .collect();
+    assert_eq!(commands.len(), 2, "{report:#}");
+    for command in &commands {
+        apply_modify_rule(&rt, &elb, command);
+    }
+    let config = std::fs::read_to_string(op.config_path()).unwrap();
+    let config = config.replacen(
+        r#"paths = ["/api/users*"]"#,
+        r#"paths = ["/api/users*", "/API/USERS*"]"#,
+        1,
+    );
+    std::fs::write(op.config_path(), config).unwrap();
+    let rollback = op.run(&["rollback", "users", "--lock-settle", "0s"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    let status = op.run(&["status", "users"]);
+    assert!(!status.stdout.contains("LEAK"), "{status}");
+    let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+}
+
+/// Runs a printed `aws elbv2 modify-rule --rule-arn ARN --conditions 'JSON'`
+/// through the SDK: its JSON must be AWS's `RuleCondition` shape (several
+/// values in `PathPatternConfig.Values`).
+fn apply_modify_rule(
+    rt: &tokio::runtime::Runtime,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    command: &str,
+) {
+    use aws_sdk_elasticloadbalancingv2::types::{PathPatternConditionConfig, RuleCondition};
+    let rest = command
+        .strip_prefix("aws elbv2 modify-rule --rule-arn ")
+        .unwrap_or_else(|| panic!("{command}"));
+    let (arn, json) = rest.split_once(" --conditions '").unwrap();
+    let conditions: serde_json::Value =
+        serde_json::from_str(json.strip_suffix('\'').unwrap()).unwrap();
+    let mut request = elb.modify_rule().rule_arn(arn);
+    for condition in conditions.as_array().unwrap() {
+        assert_eq!(condition["Field"], "path-pattern", "{command}");
+        assert!(condition.get("Values").is_none(), "{command}");
+        let values = condition["PathPatternConfig"]["Values"].as_array().unwrap();
+        let mut config = PathPatternConditionConfig::builder();
+        for value in values {
+            config = config.values(value.as_str().unwrap());
+        }
+        request = request.conditions(
+            RuleCondition::builder()
+                .field("path-pattern")
+                .path_pattern_config(config.build())
+                .build(),
+        );
+    }
+    rt.block_on(request.send()).unwrap();
 }
 
 /// Logs that prove nothing never read as "no leaks": no file (exit 4), no
