@@ -338,7 +338,7 @@ pub struct RetireArgs {
     /// Retire although the logs show leaks (needs --reason).
     #[arg(long, requires = "reason")]
     pub accept_leaks: bool,
-    /// Why the leaks are accepted; journaled with who accepted them.
+    /// Why the leaks are accepted; journaled with who accepted them. Not blank.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
     #[command(flatten)]

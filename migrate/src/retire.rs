@@ -30,6 +30,15 @@ pub fn retired_note(paths: &[String]) -> String {
 
 pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode> {
     let settings = ctx.settings.route(&args.route)?.clone();
+    if args
+        .reason
+        .as_deref()
+        .is_some_and(|reason| reason.trim().is_empty())
+    {
+        return Err(crate::error::usage(
+            "--reason is blank: say why the leaks are accepted (it is journaled with who accepted them), e.g. --reason \"only a scanner, OPS-12\"",
+        ));
+    }
     ctx.start_who();
     record_outcome(&json!({ "route": args.route }));
     let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;

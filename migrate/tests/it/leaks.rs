@@ -115,6 +115,17 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     assert_eq!(leaks.code, 0, "{leaks}");
     assert!(leaks.stdout.contains("no leaks"), "{leaks}");
     no_evidence_is_never_no_leaks(&op, &logs);
+    let blank = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        &logs,
+        "--accept-leaks",
+        "--reason",
+        " ",
+    ]);
+    assert_eq!(blank.code, 2, "{blank}");
+    assert!(blank.stderr.contains("--reason is blank"), "{blank}");
 
     let retire = op.run(&[
         "retire",
