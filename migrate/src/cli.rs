@@ -313,8 +313,8 @@ that its service's target group served, else it refuses (exit 1). Leaks make it 
 listing them (exit 1); --accept-leaks --reason
 overrides, and the journal records who and why. Then the rule forwards to the service
 alone, is tagged ficus:retired, and the change is journaled: the monolith's code for
-these paths can go. `status` shows the route as retired; `rollback` of a retired route
-needs --yes.
+these paths can go. `status` shows the route as retired; `rollback ROUTE` of a retired
+route is refused without --yes (exit 2), and `rollback --all` skips it.
 
 Exit codes: 0 retired, 1 refused (leaks, no request of the route on its service in the
 window, or not at 100%), 2 usage, 4 lock held or logs unreadable (as for `migrate leaks`).
@@ -575,11 +575,12 @@ pub struct RollbackArgs {
     /// The route to roll back (or pass --all for every route).
     #[arg(conflicts_with = "all")]
     pub route: Option<String>,
-    /// Roll back every route.
+    /// Roll back every route; retired routes are skipped with a line saying
+    /// so, unless --yes.
     #[arg(long)]
     pub all: bool,
     /// Roll back a retired route too (`migrate retire`): the monolith may no
-    /// longer serve its paths.
+    /// longer serve its paths. Without it a retired route is refused (exit 2).
     #[arg(long)]
     pub yes: bool,
     #[command(flatten)]

@@ -4,7 +4,8 @@
 //! `--accept-leaks --reason` overrides, journaled with who and why. Then
 //! the rule forwards to the service alone, carries `ficus:retired`, and the
 //! journal says so: the monolith's code for these paths can go. A retired
-//! route's rollback asks for `--yes` (`shift::rollback`).
+//! route's rollback is refused without `--yes` (`shift::rollback`; `rollback
+//! --all` skips it).
 
 use std::process::ExitCode;
 
@@ -244,8 +245,29 @@ fn baking_refusal(view: &RouteView, route: &str) -> Option<String> {
     })
 }
 
-/// Before a rollback: a retired route goes back only with `--yes`, and then
-/// loses its `ficus:retired` tag.
+/// Whether the route's rule carries `ficus:retired`.
+pub fn is_retired(view: &RouteView) -> bool {
+    view.rule()
+        .is_some_and(|rule| rule.tags.contains_key(RETIRED_TAG))
+}
+
+/// What `rollback --all` (without `--yes`) says of a retired route it skips.
+pub fn skipped_outcome(route: &str, from: String) -> crate::shift::Outcome {
+    crate::shift::Outcome {
+        route: route.to_owned(),
+        from,
+        to: format!(
+            "retired, skipped: the monolith may no longer serve its paths; `migrate rollback {route} --yes` rolls it back"
+        ),
+        steps: vec![],
+        routing_changes: 0,
+        aws_api: None,
+    }
+}
+
+/// Before a rollback: a retired route goes back only with `--yes` (without
+/// it: refused, exit 2; `rollback --all` skips it), and then loses its
+/// `ficus:retired` tag.
 pub async fn allow_rollback(
     ctx: &Ctx,
     lock: &crate::lock::Lock,
@@ -262,7 +284,7 @@ pub async fn allow_rollback(
     if !yes {
         return Err(crate::error::usage(format!(
             "route `{route}` is retired: the monolith may no longer serve its paths; \
-             pass --yes to roll it back anyway"
+             refused without --yes: `migrate rollback {route} --yes` rolls it back anyway"
         )));
     }
     lock.confirm(&ctx.elb).await?;

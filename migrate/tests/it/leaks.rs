@@ -157,7 +157,16 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     let journal = op.journal();
     assert_eq!(journal.last().unwrap()["command"], "retire");
 
-    // Rolling a retired route back needs --yes.
+    // `rollback --all` skips a retired route, saying so, and succeeds;
+    // rolling it back alone needs --yes.
+    let all = op.run(&["rollback", "--all", "--lock-settle", "0s"]);
+    assert_eq!(all.code, 0, "{all}");
+    assert!(
+        all.stdout
+            .contains("users: retired, skipped: the monolith may no longer serve its paths; `migrate rollback users --yes` rolls it back"),
+        "{all}"
+    );
+    assert!(tags_of(&rt, &elb, &rule).contains_key("ficus:retired"));
     let refused = op.run(&["rollback", "users", "--lock-settle", "0s"]);
     assert_eq!(refused.code, 2, "{refused}");
     assert!(refused.stderr.contains("--yes"), "{refused}");
