@@ -235,13 +235,23 @@ fn print_retired(
     println!("  rule {rule_arn} forwards to {service_tg} alone, tagged {RETIRED_TAG}");
 }
 
-/// A refusal while the route's bake runs (`ficus:plan:bake-until`).
+/// A refusal while the route's bake is unfinished (`ficus:plan:bake-until`
+/// still on the rule): running until its time, or past it with its gates not
+/// yet judged (no `migrate` ran at its end). A finished or promoted bake
+/// leaves no such tag.
 fn baking_refusal(view: &RouteView, route: &str) -> Option<String> {
     let until = view.rule()?.tags.get(crate::plan::BAKE_UNTIL_TAG)?;
-    let end =
-        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).ok()?;
-    (end > time::OffsetDateTime::now_utc()).then(|| {
-        format!("route `{route}` is baking at 100% until {until}; retire after the bake ends")
+    let running =
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+            .map_or(true, |end| end > time::OffsetDateTime::now_utc());
+    Some(if running {
+        format!(
+            "route `{route}` is baking at 100% until {until}; retire after the bake ends (`migrate promote {route}` ends it early)"
+        )
+    } else {
+        format!(
+            "route `{route}` baked until {until}, but no `migrate` finished the bake (its gates are judged at its end): `migrate promote {route}` judges them and ends it; then retire"
+        )
     })
 }
 

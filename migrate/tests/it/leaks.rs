@@ -115,6 +115,7 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     assert_eq!(leaks.code, 0, "{leaks}");
     assert!(leaks.stdout.contains("no leaks"), "{leaks}");
     no_evidence_is_never_no_leaks(&op, &logs);
+    an_unfinished_bake_stops_retire(&stack, &op, &logs);
     let blank = op.run(&[
         "retire",
         "users",
@@ -305,6 +306,61 @@ fn apply_modify_rule(
         );
     }
     rt.block_on(request.send()).unwrap();
+}
+
+/// A bake whose end no `migrate` judged (its `ficus:plan:bake-until` tag
+/// still on the rule, as a `shift --bake` stopped mid-bake leaves it) stops
+/// `retire`, naming its time, even once that time has passed.
+fn an_unfinished_bake_stops_retire(stack: &LocalStack, op: &Operator, logs: &str) {
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let rule = route_rule_arn(&rt, &elb, &stack.listener_arn(&rt), "users");
+    let tag = |value: &str| {
+        rt.block_on(
+            elb.add_tags()
+                .resource_arns(&rule)
+                .tags(
+                    aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                        .key("ficus:plan:bake-until")
+                        .value(value)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    };
+    let retire = || {
+        op.run(&[
+            "retire",
+            "users",
+            "--from-alb-log",
+            logs,
+            "--lock-settle",
+            "0s",
+        ])
+    };
+    for (until, says) in [
+        (
+            "2999-01-01T00:00:00Z",
+            "is baking at 100% until 2999-01-01T00:00:00Z",
+        ),
+        (
+            "2000-01-01T00:00:00Z",
+            "baked until 2000-01-01T00:00:00Z, but no `migrate` finished the bake",
+        ),
+    ] {
+        tag(until);
+        let refused = retire();
+        assert_eq!(refused.code, 1, "{refused}");
+        assert!(refused.stderr.contains(says), "{refused}");
+    }
+    rt.block_on(
+        elb.remove_tags()
+            .resource_arns(&rule)
+            .tag_keys("ficus:plan:bake-until")
+            .send(),
+    )
+    .unwrap();
 }
 
 /// Logs that prove nothing never read as "no leaks": no file (exit 4), no
