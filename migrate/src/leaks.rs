@@ -26,6 +26,10 @@ use crate::journal::{LAST_CHANGE_TAG, LastChange};
 use crate::settings::MonolithPaths;
 use crate::state::{RouteState, RouteView, target_group_name};
 
+/// `matched_rule_priority` of a request that the listener's default action
+/// served (AWS's access-log field list: 0 for the default rule).
+const DEFAULT_ACTION_PRIORITY: &str = "0";
+
 /// AWS's quota of condition values per rule.
 const MAX_VALUES: usize = alb::MAX_CONDITION_VALUES;
 
@@ -178,7 +182,10 @@ impl Analysis {
             return;
         }
         let matched = self.exact.iter().any(|glob| glob.matches(&path));
-        let kind = if !matched {
+        // Priority 0 is the listener's default action: no rule matched, so
+        // the rule's patterns as they were then missed it (fixed since).
+        let default_action = record.get("matched_rule_priority") == DEFAULT_ACTION_PRIORITY;
+        let kind = if !matched || default_action {
             LeakKind::PatternMiss
         } else if self.facts.at_full_since.is_some_and(|since| time >= since) {
             LeakKind::RuleLost
@@ -206,7 +213,13 @@ impl Analysis {
             .iter()
             .map(|(path, spelling)| {
                 let share = spelling.count as f64 / self.route_requests.max(1) as f64;
+                let fixed_since = self.exact.iter().any(|glob| glob.matches(path));
                 let (pattern, winner, fix) = match spelling.kind {
+                    LeakKind::PatternMiss if fixed_since => (
+                        None,
+                        None,
+                        "the rule's patterns as they were missed it (the listener's default action served it); they match it now: judge the rule as it is with --since shorter than the time since the fix".to_owned(),
+                    ),
                     LeakKind::PatternMiss => {
                         let pattern = self.pattern_for(path);
                         let covered = additions
@@ -738,6 +751,23 @@ mod tests {
         });
         analysis.add(&record("/API/USERS/1", MONOLITH, 1, "0"));
         assert_eq!(analysis.fix_commands(&analysis.leaks()).len(), 1);
+    }
+
+    #[test]
+    fn the_default_action_is_a_pattern_miss_of_the_patterns_as_they_were_never_a_rule() {
+        let mut analysis = Analysis::new(facts(Some(100)));
+        analysis.add(&record("/api/users/2", MONOLITH, 150, "0"));
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].kind, LeakKind::PatternMiss);
+        assert_eq!(leaks[0].pattern, None);
+        assert!(
+            leaks[0].fix.contains("listener's default action"),
+            "{}",
+            leaks[0].fix
+        );
+        assert!(!leaks[0].fix.contains("priority 0"), "{}", leaks[0].fix);
+        assert!(analysis.fix_commands(&leaks).is_empty());
     }
 
     #[test]
