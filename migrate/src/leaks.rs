@@ -577,21 +577,34 @@ pub fn window_text(report: &Report) -> String {
     }
 }
 
-/// The report as text.
-pub fn print_report(report: &Report) {
-    println!(
-        "{}: {} of {} read ({} {}), {} of the route's requests",
+/// The report's first line: what was read, the window, the route's share.
+pub fn header(report: &Report) -> String {
+    let unreadable = if report.unreadable_lines == 0 {
+        String::new()
+    } else {
+        format!("; {} not access-log entries", report.unreadable_lines)
+    };
+    let window = match &report.window_start {
+        Some(_) => format!(
+            "; {}: {} before it",
+            window_text(report),
+            crate::output::count(report.outside_window as usize, "entry", "entries")
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{}: {} of {} read ({}){unreadable}{window}; {} of the route's requests",
         report.route,
         crate::output::count(report.lines, "line", "lines"),
         crate::output::count(report.files, "file", "files"),
         report.sources.join(", "),
-        if report.unreadable_lines == 0 {
-            String::new()
-        } else {
-            format!("; {} not access log entries", report.unreadable_lines)
-        },
         report.route_requests
-    );
+    )
+}
+
+/// The report as text.
+pub fn print_report(report: &Report) {
+    println!("{}", header(report));
     if report.route_requests == 0 {
         println!(
             "nothing to judge: no request of the route {}; widen --since or wait for traffic (exit 5)",

@@ -193,6 +193,7 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     ]);
     assert_eq!(leaks.code, 1, "{leaks}");
     let report: serde_json::Value = serde_json::from_str(&leaks.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report:#}");
     let found = report["leaks"].as_array().unwrap();
     assert_eq!(found.len(), 1, "{report:#}");
     assert_eq!(found[0]["path"], "/API/USERS/1");
@@ -402,6 +403,16 @@ fn no_evidence_is_never_no_leaks(op: &Operator, logs: &str) {
     let leaks = op.run(&["leaks", "users", "--from-alb-log", logs, "--since", "1ms"]);
     assert_eq!(leaks.code, 5, "{leaks}");
     assert!(leaks.stdout.contains("nothing to judge"), "{leaks}");
+    assert!(
+        leaks.stdout.contains(" read (") && !leaks.stdout.contains(" )"),
+        "{leaks}"
+    );
+    assert!(
+        leaks
+            .stdout
+            .contains("entries before it; 0 of the route's requests"),
+        "{leaks}"
+    );
     let retire = op.run(&[
         "retire",
         "users",
