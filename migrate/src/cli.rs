@@ -408,6 +408,10 @@ pub struct PlanArgs {
     /// the route's requests the patterns would leave on the monolith (`migrate leaks`).
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1..)]
     pub from_alb_log: Vec<String>,
+    /// With --from-alb-log: only requests of the last DURATION (e.g. 7d), as
+    /// `migrate leaks --since`. Default: every request in the logs.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "from_alb_log")]
+    pub since: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -215,6 +215,13 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
             .contains("access logs: 5 of the route's 13 requests"),
         "{plan}"
     );
+    let plan = op.run(&["plan", "users", "--from-alb-log", &logs, "--since", "1h"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("access logs: 5 of the route's 13 requests"),
+        "{plan}"
+    );
 
     let retire = op.run(&[
         "retire",
