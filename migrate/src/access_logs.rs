@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use alb::access_log::Record;
 use anyhow::Context as _;
 use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::error::Failure;
 
@@ -245,12 +246,27 @@ impl Read for ChunkReader {
     }
 }
 
-/// The S3 client: the shared configuration, path-style addressing when an
-/// endpoint is set (a local S3 such as moto has no bucket host names).
+/// The SDK's service-specific endpoint variable for S3: it wins over
+/// `aws.endpoint_url` / `--endpoint-url` (the endpoint of every service,
+/// e.g. the local ALB's, which serves no S3).
+pub const S3_ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_S3";
+
+/// The endpoint S3 calls go to, when not AWS's own: `AWS_ENDPOINT_URL_S3`,
+/// else the shared endpoint override.
+fn s3_endpoint(sdk: &SdkConfig) -> Option<String> {
+    std::env::var(S3_ENDPOINT_ENV)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .or_else(|| sdk.endpoint_url().map(str::to_owned))
+}
+
+/// The S3 client: the shared configuration, its endpoint from
+/// [`s3_endpoint`], path-style addressing when an endpoint is set (a local
+/// S3 such as moto has no bucket host names).
 fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     let mut config = aws_sdk_s3::config::Builder::from(sdk);
-    if sdk.endpoint_url().is_some() {
-        config = config.force_path_style(true);
+    if let Some(endpoint) = s3_endpoint(sdk) {
+        config = config.endpoint_url(endpoint).force_path_style(true);
     }
     aws_sdk_s3::Client::from_conf(config.build())
 }
@@ -263,9 +279,9 @@ async fn read_s3(
     visit: &mut impl FnMut(Record),
 ) -> anyhow::Result<()> {
     let client = s3_client(sdk);
-    for key in log_keys(&client, bucket, prefix).await? {
+    for key in log_keys(sdk, &client, bucket, prefix).await? {
         let location = format!("s3://{bucket}/{key}");
-        read_s3_object(&client, bucket, &key, summary, visit)
+        read_s3_object(sdk, &client, bucket, &key, summary, visit)
             .await
             .map_err(|error| unreadable(&location, format!("{error:#}")))?;
         summary.files += 1;
@@ -276,6 +292,7 @@ async fn read_s3(
 /// The keys of the log objects under `prefix`, sorted (time order in AWS's
 /// layout).
 async fn log_keys(
+    sdk: &SdkConfig,
     client: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
@@ -289,7 +306,9 @@ async fn log_keys(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|error| unreadable(&source, explain_s3(&error)))?;
+        let page = page.map_err(|error| {
+            unreadable(&source, explain_s3("ListObjectsV2", (sdk, bucket), &error))
+        })?;
         keys.extend(
             page.contents()
                 .iter()
@@ -306,6 +325,7 @@ async fn log_keys(
 /// decompresses and parses them, and the parsed records come back in
 /// batches; both channels are bounded, so memory stays bounded too.
 async fn read_s3_object(
+    sdk: &SdkConfig,
     client: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
@@ -318,7 +338,7 @@ async fn read_s3_object(
         .key(key)
         .send()
         .await
-        .map_err(|error| anyhow::anyhow!(explain_s3(&error)))?;
+        .map_err(|error| anyhow::anyhow!(explain_s3("GetObject", (sdk, bucket), &error)))?;
     let mut body = object.body;
     let name = key.to_owned();
     let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
@@ -419,7 +439,7 @@ pub async fn read_each<S: Send + 'static>(
             }
             Source::S3 { bucket, prefix } => {
                 let client = s3_client(sdk);
-                for key in log_keys(&client, bucket, prefix).await? {
+                for key in log_keys(sdk, &client, bucket, prefix).await? {
                     let name = format!("s3://{bucket}/{key}");
                     let object = client
                         .get_object()
@@ -427,7 +447,9 @@ pub async fn read_each<S: Send + 'static>(
                         .key(&key)
                         .send()
                         .await
-                        .map_err(|error| unreadable(&name, explain_s3(&error)))?;
+                        .map_err(|error| {
+                            unreadable(&name, explain_s3("GetObject", (sdk, bucket), &error))
+                        })?;
                     let mut body = object.body;
                     let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
                     let reading_name = name.clone();
@@ -452,22 +474,45 @@ pub async fn read_each<S: Send + 'static>(
     Ok(state)
 }
 
-/// An S3 error as the operator can act on it: the code and message, and
-/// the permission that AccessDenied lacks.
-fn explain_s3<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> String
+/// An S3 error as one line the operator can act on: the service and call,
+/// the bucket, the code and message (AccessDenied: the permission it lacks),
+/// or what the endpoint is when it did not answer as S3 does. Never the
+/// SDK's Debug form.
+fn explain_s3<E>(
+    action: &str,
+    (sdk, bucket): (&SdkConfig, &str),
+    error: &aws_sdk_s3::error::SdkError<E, HttpResponse>,
+) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-    aws_sdk_s3::error::SdkError<E, R>: std::error::Error,
 {
-    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
+    let endpoint = s3_endpoint(sdk).unwrap_or_else(|| "AWS's S3 endpoint".to_owned());
+    let fix = format!(
+        "S3 calls go to {endpoint}: set {S3_ENDPOINT_ENV} to your S3 endpoint (e.g. moto_server's URL) when aws.endpoint_url/--endpoint-url is not one"
+    );
     match (error.code(), error.message()) {
-        (Some("AccessDenied"), _) => {
-            "AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs".to_owned()
-        }
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_s3::error::DisplayErrorContext(error).to_string(),
+        (Some("AccessDenied"), _) => format!(
+            "S3 {action} on bucket {bucket}: AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs"
+        ),
+        (Some(code), message) => format!(
+            "S3 {action} on bucket {bucket}: {code}: {}",
+            message.unwrap_or("(no message)")
+        ),
+        (None, _) => match error {
+            SdkError::ServiceError(service) => format!(
+                "S3 {action} on bucket {bucket}: the endpoint answered HTTP {} with something that is not an S3 response; {fix}",
+                service.raw().status().as_u16()
+            ),
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
+                "S3 {action} on bucket {bucket}: cannot reach the endpoint ({}); {fix}",
+                crate::elb::causes(error)
+            ),
+            _ => format!(
+                "S3 {action} on bucket {bucket}: {}; {fix}",
+                crate::elb::causes(error)
+            ),
+        },
     }
 }
 

@@ -407,6 +407,17 @@ fn no_evidence_is_never_no_leaks(op: &Operator, logs: &str) {
         leaks.stderr.contains(&fake) && leaks.stderr.contains("not gzip"),
         "{leaks}"
     );
+    // S3 through the local ALB's endpoint (aws.endpoint_url) is one clear line.
+    let s3 = op.run(&["leaks", "users", "--from-alb-log", "s3://alb-logs/prod"]);
+    assert_eq!(s3.code, 4, "{s3}");
+    assert!(
+        s3.stderr
+            .contains("S3 ListObjectsV2 on bucket alb-logs: the endpoint answered HTTP")
+            && s3.stderr.contains("AWS_ENDPOINT_URL_S3")
+            && !s3.stderr.contains("SdkBody")
+            && s3.stderr.lines().count() == 1,
+        "{s3}"
+    );
     let leaks = op.run(&["leaks", "users", "--from-alb-log", logs, "--since", "1ms"]);
     assert_eq!(leaks.code, 5, "{leaks}");
     assert!(leaks.stdout.contains("nothing to judge"), "{leaks}");
@@ -508,6 +519,21 @@ fn leaks_reads_gzip_logs_from_s3() {
     assert!(
         verify.stdout.contains("s3://alb-logs/prod/AWSLogs/"),
         "{verify}"
+    );
+    // AWS_ENDPOINT_URL_S3 wins over aws.endpoint_url (moto here).
+    let elsewhere = Run::from(
+        op.command(&["leaks", "users", "--from-alb-log", "s3://alb-logs/prod"])
+            .env("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(elsewhere.code, 4, "{elsewhere}");
+    assert!(
+        elsewhere
+            .stderr
+            .contains("S3 ListObjectsV2 on bucket alb-logs: cannot reach the endpoint")
+            && elsewhere.stderr.contains("http://127.0.0.1:1"),
+        "{elsewhere}"
     );
     let missing = op.run(&["leaks", "users", "--from-alb-log", "s3://no-such-bucket/x"]);
     assert_eq!(missing.code, 4, "{missing}");
