@@ -151,6 +151,14 @@ impl Writer {
             &self.node.to_string(),
             &random,
         );
+        // Never outside the root, even if state holds a name the attribute
+        // checks now refuse.
+        if let Some(problem) = access_log::bucket_name_problem(&open.destination.bucket)
+            .or_else(|| access_log::prefix_problem(&open.destination.prefix))
+        {
+            tracing::error!(%problem, "access log not delivered");
+            return Ok(());
+        }
         let path = root.join(&open.destination.bucket).join(&key);
         write_whole(&path, &bytes)?;
         tracing::debug!(path = %path.display(), lines = open.lines, "access log delivered");
