@@ -265,7 +265,7 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
         .collect();
     assert_eq!(commands.len(), 2, "{report:#}");
     for command in &commands {
-        apply_modify_rule(&rt, &elb, command);
+        run_printed(&stack, command);
     }
     let config = std::fs::read_to_string(op.config_path()).unwrap();
     let config = config.replacen(
@@ -282,38 +282,24 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     assert_eq!(shift.code, 0, "{shift}");
 }
 
-/// Runs a printed `aws elbv2 modify-rule --rule-arn ARN --conditions 'JSON'`
-/// through the SDK: its JSON must be AWS's `RuleCondition` shape (several
-/// values in `PathPatternConfig.Values`).
-fn apply_modify_rule(
-    rt: &tokio::runtime::Runtime,
-    elb: &aws_sdk_elasticloadbalancingv2::Client,
-    command: &str,
-) {
-    use aws_sdk_elasticloadbalancingv2::types::{PathPatternConditionConfig, RuleCondition};
-    let rest = command
-        .strip_prefix("aws elbv2 modify-rule --rule-arn ")
-        .unwrap_or_else(|| panic!("{command}"));
-    let (arn, json) = rest.split_once(" --conditions '").unwrap();
-    let conditions: serde_json::Value =
-        serde_json::from_str(json.strip_suffix('\'').unwrap()).unwrap();
-    let mut request = elb.modify_rule().rule_arn(arn);
-    for condition in conditions.as_array().unwrap() {
-        assert_eq!(condition["Field"], "path-pattern", "{command}");
-        assert!(condition.get("Values").is_none(), "{command}");
-        let values = condition["PathPatternConfig"]["Values"].as_array().unwrap();
-        let mut config = PathPatternConditionConfig::builder();
-        for value in values {
-            config = config.values(value.as_str().unwrap());
-        }
-        request = request.conditions(
-            RuleCondition::builder()
-                .field("path-pattern")
-                .path_pattern_config(config.build())
-                .build(),
-        );
-    }
-    rt.block_on(request.send()).unwrap();
+/// Runs a printed `aws elbv2 modify-rule ...` as printed, through bash and
+/// the aws CLI, against the local ALB's control endpoint.
+fn run_printed(stack: &LocalStack, command: &str) {
+    let run: Run = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .env("AWS_ACCESS_KEY_ID", LOCAL_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", LOCAL_SECRET)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &stack.control_url)
+        .env("AWS_CONFIG_FILE", "/nonexistent/ficus-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/ficus-test")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, 0, "{command}\n{run}");
 }
 
 /// A bake whose end no `migrate` judged (its `ficus:plan:bake-until` tag
