@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use alb::access_log::Record;
 use anyhow::Context as _;
 use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::error::Failure;
 
@@ -76,14 +77,40 @@ pub async fn read(
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     for source in sources {
+        let files_before = summary.files;
         match source {
             Source::Path(path) => read_path(path, &mut summary, &mut visit)?,
             Source::S3 { bucket, prefix } => {
                 read_s3(sdk, bucket, prefix, &mut summary, &mut visit).await?;
             }
         }
+        if summary.files == files_before {
+            return Err(no_files(source));
+        }
+    }
+    if summary.lines == summary.unreadable_lines {
+        return Err(Failure::LogsUnreadable(format!(
+            "{}: {} in {}, none an ALB access-log entry; name the ALB's access logs (the .log.gz files under AWSLogs/)",
+            sources
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::output::count(summary.lines, "line", "lines"),
+            crate::output::count(summary.files, "file", "files"),
+        ))
+        .into());
     }
     Ok(summary)
+}
+
+/// No log file under a source: evidence of nothing, never "no leaks".
+fn no_files(source: &Source) -> anyhow::Error {
+    let fix = match source {
+        Source::S3 { .. } => "check the bucket and prefix",
+        Source::Path(_) => "check the path (files named *.log or *.log.gz)",
+    };
+    Failure::LogsUnreadable(format!("no access-log file under {source}: {fix}")).into()
 }
 
 fn read_path(
@@ -100,7 +127,9 @@ fn read_path(
     for file in files {
         let opened =
             std::fs::File::open(&file).map_err(|error| unreadable(&file.display(), error))?;
-        read_stream(opened, summary, visit).map_err(|error| unreadable(&file.display(), error))?;
+        let name = file.to_string_lossy();
+        read_stream(opened, &name, summary, visit)
+            .map_err(|error| unreadable(&file.display(), error))?;
         summary.files += 1;
     }
     Ok(())
@@ -129,23 +158,32 @@ fn is_log_name(name: &str) -> bool {
 }
 
 /// Reads one file's lines: gzip (one or more members) when it starts with
-/// gzip's magic bytes, else plain text.
+/// gzip's magic bytes, else plain text; `name` ending in `.gz` must be gzip.
 fn read_stream(
     input: impl Read,
+    name: &str,
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> std::io::Result<()> {
-    with_decompressed(input, |lines| read_lines(lines, summary, visit))
+    with_decompressed(input, name, |lines| read_lines(lines, summary, visit))
 }
 
 /// Hands `use_lines` the text of `input`: gunzipped (one or more members)
-/// when it starts with gzip's magic bytes, else as it is.
+/// when it starts with gzip's magic bytes, else as it is. A `name` ending in
+/// `.gz` that is not gzip is an error, not text.
 fn with_decompressed<T>(
     input: impl Read,
+    name: &str,
     use_lines: impl FnOnce(&mut dyn BufRead) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
     let mut buffered = BufReader::with_capacity(64 * 1024, input);
     let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    if !gzip && name.ends_with(".gz") && !buffered.fill_buf()?.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "named .gz but not gzip (its first bytes are not gzip's); gunzip-compress it or rename it",
+        ));
+    }
     if gzip {
         let decoder = flate2::bufread::MultiGzDecoder::new(buffered);
         use_lines(&mut BufReader::with_capacity(64 * 1024, decoder))
@@ -208,12 +246,27 @@ impl Read for ChunkReader {
     }
 }
 
-/// The S3 client: the shared configuration, path-style addressing when an
-/// endpoint is set (a local S3 such as moto has no bucket host names).
+/// The SDK's service-specific endpoint variable for S3: it wins over
+/// `aws.endpoint_url` / `--endpoint-url` (the endpoint of every service,
+/// e.g. the local ALB's, which serves no S3).
+pub const S3_ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_S3";
+
+/// The endpoint S3 calls go to, when not AWS's own: `AWS_ENDPOINT_URL_S3`,
+/// else the shared endpoint override.
+fn s3_endpoint(sdk: &SdkConfig) -> Option<String> {
+    std::env::var(S3_ENDPOINT_ENV)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .or_else(|| sdk.endpoint_url().map(str::to_owned))
+}
+
+/// The S3 client: the shared configuration, its endpoint from
+/// [`s3_endpoint`], path-style addressing when an endpoint is set (a local
+/// S3 such as moto has no bucket host names).
 fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     let mut config = aws_sdk_s3::config::Builder::from(sdk);
-    if sdk.endpoint_url().is_some() {
-        config = config.force_path_style(true);
+    if let Some(endpoint) = s3_endpoint(sdk) {
+        config = config.endpoint_url(endpoint).force_path_style(true);
     }
     aws_sdk_s3::Client::from_conf(config.build())
 }
@@ -226,9 +279,9 @@ async fn read_s3(
     visit: &mut impl FnMut(Record),
 ) -> anyhow::Result<()> {
     let client = s3_client(sdk);
-    for key in log_keys(&client, bucket, prefix).await? {
+    for key in log_keys(sdk, &client, bucket, prefix).await? {
         let location = format!("s3://{bucket}/{key}");
-        read_s3_object(&client, bucket, &key, summary, visit)
+        read_s3_object(sdk, &client, bucket, &key, summary, visit)
             .await
             .map_err(|error| unreadable(&location, format!("{error:#}")))?;
         summary.files += 1;
@@ -239,6 +292,7 @@ async fn read_s3(
 /// The keys of the log objects under `prefix`, sorted (time order in AWS's
 /// layout).
 async fn log_keys(
+    sdk: &SdkConfig,
     client: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
@@ -252,7 +306,9 @@ async fn log_keys(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|error| unreadable(&source, explain_s3(&error)))?;
+        let page = page.map_err(|error| {
+            unreadable(&source, explain_s3("ListObjectsV2", (sdk, bucket), &error))
+        })?;
         keys.extend(
             page.contents()
                 .iter()
@@ -269,6 +325,7 @@ async fn log_keys(
 /// decompresses and parses them, and the parsed records come back in
 /// batches; both channels are bounded, so memory stays bounded too.
 async fn read_s3_object(
+    sdk: &SdkConfig,
     client: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
@@ -281,8 +338,9 @@ async fn read_s3_object(
         .key(key)
         .send()
         .await
-        .map_err(|error| anyhow::anyhow!(explain_s3(&error)))?;
+        .map_err(|error| anyhow::anyhow!(explain_s3("GetObject", (sdk, bucket), &error)))?;
     let mut body = object.body;
+    let name = key.to_owned();
     let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
     let (batch_sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Record>>(4);
     let parser = tokio::task::spawn_blocking(move || {
@@ -292,7 +350,7 @@ async fn read_s3_object(
         };
         let mut part = Summary::default();
         let mut batch = Vec::with_capacity(512);
-        let result = read_stream(reader, &mut part, &mut |record| {
+        let result = read_stream(reader, &name, &mut part, &mut |record| {
             batch.push(record);
             if batch.len() == 512 {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
@@ -375,13 +433,13 @@ pub async fn read_each<S: Send + 'static>(
                     let name = file.display().to_string();
                     let opened =
                         std::fs::File::open(&file).map_err(|error| unreadable(&name, error))?;
-                    with_decompressed(opened, |lines| visit(&mut state, &name, lines))
+                    with_decompressed(opened, &name, |lines| visit(&mut state, &name, lines))
                         .map_err(|error| unreadable(&name, error))?;
                 }
             }
             Source::S3 { bucket, prefix } => {
                 let client = s3_client(sdk);
-                for key in log_keys(&client, bucket, prefix).await? {
+                for key in log_keys(sdk, &client, bucket, prefix).await? {
                     let name = format!("s3://{bucket}/{key}");
                     let object = client
                         .get_object()
@@ -389,7 +447,9 @@ pub async fn read_each<S: Send + 'static>(
                         .key(&key)
                         .send()
                         .await
-                        .map_err(|error| unreadable(&name, explain_s3(&error)))?;
+                        .map_err(|error| {
+                            unreadable(&name, explain_s3("GetObject", (sdk, bucket), &error))
+                        })?;
                     let mut body = object.body;
                     let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
                     let reading_name = name.clone();
@@ -398,7 +458,7 @@ pub async fn read_each<S: Send + 'static>(
                             chunks,
                             current: bytes_chunk::Chunk::default(),
                         };
-                        let result = with_decompressed(reader, |lines| {
+                        let result = with_decompressed(reader, &reading_name, |lines| {
                             visit(&mut state, &reading_name, lines)
                         });
                         (state, result)
@@ -414,22 +474,45 @@ pub async fn read_each<S: Send + 'static>(
     Ok(state)
 }
 
-/// An S3 error as the operator can act on it: the code and message, and
-/// the permission that AccessDenied lacks.
-fn explain_s3<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> String
+/// An S3 error as one line the operator can act on: the service and call,
+/// the bucket, the code and message (AccessDenied: the permission it lacks),
+/// or what the endpoint is when it did not answer as S3 does. Never the
+/// SDK's Debug form.
+fn explain_s3<E>(
+    action: &str,
+    (sdk, bucket): (&SdkConfig, &str),
+    error: &aws_sdk_s3::error::SdkError<E, HttpResponse>,
+) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-    aws_sdk_s3::error::SdkError<E, R>: std::error::Error,
 {
-    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
+    let endpoint = s3_endpoint(sdk).unwrap_or_else(|| "AWS's S3 endpoint".to_owned());
+    let fix = format!(
+        "S3 calls go to {endpoint}: set {S3_ENDPOINT_ENV} to your S3 endpoint (e.g. moto_server's URL) when aws.endpoint_url/--endpoint-url is not one"
+    );
     match (error.code(), error.message()) {
-        (Some("AccessDenied"), _) => {
-            "AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs".to_owned()
-        }
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_s3::error::DisplayErrorContext(error).to_string(),
+        (Some("AccessDenied"), _) => format!(
+            "S3 {action} on bucket {bucket}: AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs"
+        ),
+        (Some(code), message) => format!(
+            "S3 {action} on bucket {bucket}: {code}: {}",
+            message.unwrap_or("(no message)")
+        ),
+        (None, _) => match error {
+            SdkError::ServiceError(service) => format!(
+                "S3 {action} on bucket {bucket}: the endpoint answered HTTP {} with something that is not an S3 response; {fix}",
+                service.raw().status().as_u16()
+            ),
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
+                "S3 {action} on bucket {bucket}: cannot reach the endpoint ({}); {fix}",
+                crate::elb::causes(error)
+            ),
+            _ => format!(
+                "S3 {action} on bucket {bucket}: {}; {fix}",
+                crate::elb::causes(error)
+            ),
+        },
     }
 }
 

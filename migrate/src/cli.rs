@@ -299,7 +299,10 @@ pattern to add (within AWS's 5 condition values per rule) or the rule that wins.
 Logs: files (plain or .gz), directories (walked as AWS lays logs out), s3://BUCKET/PREFIX
 (through the same AWS settings and endpoint as every other call).
 
-Exit codes: 0 no leaks, 1 leaks found, 2 usage, 4 the logs could not be read.
+Exit codes: 0 no leaks (judged on at least one of the route's requests), 1 leaks found,
+2 usage, 4 the logs could not be read (no log file under a source, no access-log entry
+in the files, a .gz that is not gzip), 5 nothing to judge (no request of the route in the
+window: widen --since or wait for traffic).
 
 Examples:
   migrate leaks users --from-alb-log s3://my-alb-logs/prod --since 7d
@@ -309,14 +312,16 @@ Examples:
     #[command(long_about = "\
 Retire a route: it must be at 100% on its service (past its bake, where one is set) and
 the access logs must show no leak over the window (--from-alb-log, --since; see
-`migrate leaks`). Leaks make it refuse, listing them (exit 1); --accept-leaks --reason
+`migrate leaks`). It needs evidence: at least one request of the route in the window
+that its service's target group served, else it refuses (exit 1). Leaks make it refuse,
+listing them (exit 1); --accept-leaks --reason
 overrides, and the journal records who and why. Then the rule forwards to the service
 alone, is tagged ficus:retired, and the change is journaled: the monolith's code for
-these paths can go. `status` shows the route as retired; `rollback` of a retired route
-needs --yes.
+these paths can go. `status` shows the route as retired; `rollback ROUTE` of a retired
+route is refused without --yes (exit 2), and `rollback --all` skips it.
 
-Exit codes: 0 retired, 1 refused (leaks, or not at 100%), 2 usage, 4 lock held or logs
-unreadable.
+Exit codes: 0 retired, 1 refused (leaks, no request of the route on its service in the
+window, or not at 100%), 2 usage, 4 lock held or logs unreadable (as for `migrate leaks`).
 
 Examples:
   migrate retire users --from-alb-log s3://my-alb-logs/prod --since 14d
@@ -337,7 +342,7 @@ pub struct RetireArgs {
     /// Retire although the logs show leaks (needs --reason).
     #[arg(long, requires = "reason")]
     pub accept_leaks: bool,
-    /// Why the leaks are accepted; journaled with who accepted them.
+    /// Why the leaks are accepted; journaled with who accepted them. Not blank.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
     #[command(flatten)]
@@ -417,6 +422,10 @@ pub struct PlanArgs {
     /// the route's requests the patterns would leave on the monolith (`migrate leaks`).
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1..)]
     pub from_alb_log: Vec<String>,
+    /// With --from-alb-log: only requests of the last DURATION (e.g. 7d), as
+    /// `migrate leaks --since`. Default: every request in the logs.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "from_alb_log")]
+    pub since: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -584,11 +593,12 @@ pub struct RollbackArgs {
     /// The route to roll back (or pass --all for every route).
     #[arg(conflicts_with = "all")]
     pub route: Option<String>,
-    /// Roll back every route.
+    /// Roll back every route; retired routes are skipped with a line saying
+    /// so, unless --yes.
     #[arg(long)]
     pub all: bool,
     /// Roll back a retired route too (`migrate retire`): the monolith may no
-    /// longer serve its paths.
+    /// longer serve its paths. Without it a retired route is refused (exit 2).
     #[arg(long)]
     pub yes: bool,
     #[command(flatten)]

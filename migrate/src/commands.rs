@@ -1094,7 +1094,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let leaks = if args.from_alb_log.is_empty() {
         None
     } else {
-        Some(crate::leaks::find(ctx, &args.route, &args.from_alb_log, None).await?)
+        Some(crate::leaks::find(ctx, &args.route, &args.from_alb_log, args.since).await?)
     };
     let current = state.percent();
     let plan = Plan {

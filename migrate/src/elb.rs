@@ -892,7 +892,7 @@ where
 }
 
 /// An error's causes, each once, joined: `dispatch failure: io error: ...`.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = current {

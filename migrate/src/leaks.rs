@@ -21,10 +21,14 @@ use serde::Serialize;
 use crate::access_logs::{self, Source};
 use crate::cli::LeaksArgs;
 use crate::context::Ctx;
-use crate::error::{EXIT_LEAKS, EXIT_OK, usage};
+use crate::error::{EXIT_LEAKS, EXIT_NOT_RUN, EXIT_OK, usage};
 use crate::journal::{LAST_CHANGE_TAG, LastChange};
 use crate::settings::MonolithPaths;
 use crate::state::{RouteState, RouteView, target_group_name};
+
+/// `matched_rule_priority` of a request that the listener's default action
+/// served (AWS's access-log field list: 0 for the default rule).
+const DEFAULT_ACTION_PRIORITY: &str = "0";
 
 /// AWS's quota of condition values per rule.
 const MAX_VALUES: usize = alb::MAX_CONDITION_VALUES;
@@ -63,15 +67,28 @@ pub struct Leak {
 /// The report of `migrate leaks`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// No leak, judged on at least one of the route's requests.
+    pub ok: bool,
     pub route: String,
     pub sources: Vec<String>,
     pub files: usize,
     pub lines: usize,
     pub unreadable_lines: usize,
+    /// The window's start (`--since`), RFC 3339; `None`: every entry counts.
+    pub window_start: Option<String>,
+    /// Entries before the window's start (not counted).
+    pub outside_window: u64,
     /// Requests of the route (by the monolith's reading), wherever they went.
     pub route_requests: u64,
+    /// The route's requests that the service's target group served.
+    pub service_requests: u64,
     pub leaked_requests: u64,
     pub leaks: Vec<Leak>,
+    /// The `aws elbv2 modify-rule` commands that apply the pattern fixes, as
+    /// they run: the route's rule, then the monolith's rule when its path
+    /// patterns miss an added pattern (a parked rule must match nothing the
+    /// monolith's rule misses, or `status` reports a LEAK and `shift` refuses).
+    pub fix_commands: Vec<String>,
     pub monolith_paths: MonolithPaths,
 }
 
@@ -79,6 +96,7 @@ pub struct Report {
 pub struct RouteFacts {
     pub patterns: Vec<String>,
     pub monolith_target_group: String,
+    pub service_target_group: String,
     pub reading: MonolithPaths,
     /// Since when (Unix µs) the route has been at 100%; `None` when it is not.
     pub at_full_since: Option<i64>,
@@ -87,6 +105,12 @@ pub struct RouteFacts {
     /// Condition values the route's rule has now.
     pub rule_values: usize,
     pub rule_priority: Option<u32>,
+    /// The route's rule and its conditions now (for the fix commands).
+    pub rule_arn: Option<String>,
+    pub rule_conditions: alb::Conditions,
+    /// The monolith's rule and its conditions now.
+    pub monolith_rule_arn: String,
+    pub monolith_conditions: alb::Conditions,
 }
 
 struct Spelling {
@@ -104,6 +128,8 @@ pub struct Analysis {
     exact: Vec<Glob>,
     read: Vec<Glob>,
     route_requests: u64,
+    service_requests: u64,
+    outside_window: u64,
     spellings: BTreeMap<String, Spelling>,
 }
 
@@ -124,6 +150,8 @@ impl Analysis {
             exact,
             read,
             route_requests: 0,
+            service_requests: 0,
+            outside_window: 0,
             spellings: BTreeMap::new(),
         }
     }
@@ -133,6 +161,7 @@ impl Analysis {
         let Some(path) = record.path() else { return };
         let time = record.time_micros().unwrap_or(0);
         if self.facts.window_start.is_some_and(|start| time < start) {
+            self.outside_window += 1;
             return;
         }
         let canonical_path = canonical(&path, &self.facts.reading);
@@ -140,15 +169,23 @@ impl Analysis {
             return;
         }
         self.route_requests += 1;
-        let on_monolith = record.target_group_arn().is_some_and(|arn| {
-            arn == self.facts.monolith_target_group
-                || target_group_name(arn) == target_group_name(&self.facts.monolith_target_group)
-        });
+        let served_by = |group: &str| {
+            record.target_group_arn().is_some_and(|arn| {
+                arn == group || target_group_name(arn) == target_group_name(group)
+            })
+        };
+        if served_by(&self.facts.service_target_group) {
+            self.service_requests += 1;
+        }
+        let on_monolith = served_by(&self.facts.monolith_target_group);
         if !on_monolith {
             return;
         }
         let matched = self.exact.iter().any(|glob| glob.matches(&path));
-        let kind = if !matched {
+        // Priority 0 is the listener's default action: no rule matched, so
+        // the rule's patterns as they were then missed it (fixed since).
+        let default_action = record.get("matched_rule_priority") == DEFAULT_ACTION_PRIORITY;
+        let kind = if !matched || default_action {
             LeakKind::PatternMiss
         } else if self.facts.at_full_since.is_some_and(|since| time >= since) {
             LeakKind::RuleLost
@@ -176,7 +213,13 @@ impl Analysis {
             .iter()
             .map(|(path, spelling)| {
                 let share = spelling.count as f64 / self.route_requests.max(1) as f64;
+                let fixed_since = self.exact.iter().any(|glob| glob.matches(path));
                 let (pattern, winner, fix) = match spelling.kind {
+                    LeakKind::PatternMiss if fixed_since => (
+                        None,
+                        None,
+                        "the rule's patterns as they were missed it (the listener's default action served it); they match it now: judge the rule as it is with --since shorter than the time since the fix".to_owned(),
+                    ),
                     LeakKind::PatternMiss => {
                         let pattern = self.pattern_for(path);
                         let covered = additions
@@ -186,9 +229,14 @@ impl Analysis {
                             additions.push(pattern.clone());
                         }
                         let values = self.facts.rule_values + additions.len();
+                        let monolith_too = if self.monolith_misses(&pattern) {
+                            "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
+                        } else {
+                            ""
+                        };
                         let fix = if values <= MAX_VALUES {
                             format!(
-                                "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {values} of AWS's {MAX_VALUES} condition values)"
+                                "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {values} of AWS's {MAX_VALUES} condition values){monolith_too}"
                             )
                         } else {
                             format!(
@@ -231,6 +279,69 @@ impl Analysis {
         self.route_requests
     }
 
+    /// Whether the monolith's rule's path patterns miss requests that
+    /// `pattern` matches.
+    fn monolith_misses(&self, pattern: &str) -> bool {
+        let monolith = &self.facts.monolith_conditions;
+        let alone = alb::Conditions {
+            paths: vec![pattern.to_owned()],
+            ..monolith.clone()
+        };
+        !monolith.paths.is_empty()
+            && monolith
+                .gaps_covering(&alone)
+                .iter()
+                .any(|gap| gap.field == "path-pattern")
+    }
+
+    /// The commands that apply the pattern fixes of `leaks`: the route's
+    /// rule with the patterns added and, when the monolith's rule has path
+    /// patterns that miss one, the monolith's rule with it too, so that the
+    /// route's rule, parked behind it after a rollback, still takes nothing
+    /// the monolith's rule does not. None when the patterns would exceed
+    /// AWS's quota (the fix then suggests a second rule).
+    pub fn fix_commands(&self, leaks: &[Leak]) -> Vec<String> {
+        let mut additions: Vec<String> = Vec::new();
+        for leak in leaks {
+            let Some(pattern) = &leak.pattern else {
+                continue;
+            };
+            let covered = additions
+                .iter()
+                .any(|added| Glob::new(added, Syntax::CaseSensitive).matches(&leak.path));
+            if !covered {
+                additions.push(pattern.clone());
+            }
+        }
+        let Some(rule_arn) = &self.facts.rule_arn else {
+            return Vec::new();
+        };
+        if additions.is_empty() || self.facts.rule_values + additions.len() > MAX_VALUES {
+            return Vec::new();
+        }
+        let mut route = self.facts.rule_conditions.clone();
+        route.paths.extend(additions.iter().cloned());
+        let mut commands = vec![modify_rule_command(rule_arn, &route)];
+        let missed: Vec<String> = additions
+            .into_iter()
+            .filter(|added| self.monolith_misses(added))
+            .collect();
+        if !missed.is_empty() {
+            let mut widened = self.facts.monolith_conditions.clone();
+            widened.paths.extend(missed);
+            commands.push(modify_rule_command(&self.facts.monolith_rule_arn, &widened));
+        }
+        commands
+    }
+
+    pub fn service_requests(&self) -> u64 {
+        self.service_requests
+    }
+
+    pub fn outside_window(&self) -> u64 {
+        self.outside_window
+    }
+
     /// The pattern that makes the ALB match `path` as the route's pattern
     /// does: the route's pattern with its literal start spelled as the path
     /// spells it (`/api/users*` for `/API/USERS/1` gives `/API/USERS*`), or
@@ -250,6 +361,55 @@ impl Analysis {
         }
         path.to_owned()
     }
+}
+
+/// `aws elbv2 modify-rule` setting `conditions` on `rule_arn`, as it runs
+/// when pasted into a POSIX shell: the conditions in AWS's JSON shape
+/// (several values go in each condition's `*Config.Values`).
+pub fn modify_rule_command(rule_arn: &str, conditions: &alb::Conditions) -> String {
+    let json = serde_json::to_string(&conditions_json(conditions)).unwrap_or_default();
+    format!(
+        "aws elbv2 modify-rule --rule-arn {rule_arn} --conditions '{}'",
+        json.replace('\'', "'\\''")
+    )
+}
+
+/// A rule's conditions as the ELBv2 API's `RuleCondition` list (JSON).
+pub fn conditions_json(conditions: &alb::Conditions) -> serde_json::Value {
+    use serde_json::json;
+    let mut list = Vec::new();
+    if !conditions.paths.is_empty() {
+        list.push(
+            json!({"Field": "path-pattern", "PathPatternConfig": {"Values": conditions.paths}}),
+        );
+    }
+    if !conditions.hosts.is_empty() {
+        list.push(
+            json!({"Field": "host-header", "HostHeaderConfig": {"Values": conditions.hosts}}),
+        );
+    }
+    if !conditions.methods.is_empty() {
+        list.push(json!({"Field": "http-request-method", "HttpRequestMethodConfig": {"Values": conditions.methods}}));
+    }
+    if !conditions.source_ips.is_empty() {
+        list.push(
+            json!({"Field": "source-ip", "SourceIpConfig": {"Values": conditions.source_ips}}),
+        );
+    }
+    for header in &conditions.headers {
+        list.push(json!({"Field": "http-header", "HttpHeaderConfig": {"HttpHeaderName": header.name, "Values": header.values}}));
+    }
+    for pairs in &conditions.queries {
+        let values: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|pair| match &pair.key {
+                Some(key) => json!({"Key": key, "Value": pair.value}),
+                None => json!({"Value": pair.value}),
+            })
+            .collect();
+        list.push(json!({"Field": "query-string", "QueryStringConfig": {"Values": values}}));
+    }
+    serde_json::Value::Array(list)
 }
 
 /// A path as the monolith reads it, by the readings that are on.
@@ -304,7 +464,7 @@ fn decode_unreserved(path: &str) -> String {
 pub fn route_facts(
     ctx: &Ctx,
     route: &str,
-    view: &RouteView,
+    (view, monolith_rule_arn): (&RouteView, &str),
     since: Option<Duration>,
 ) -> anyhow::Result<RouteFacts> {
     let settings = ctx
@@ -336,11 +496,16 @@ pub fn route_facts(
     Ok(RouteFacts {
         patterns,
         monolith_target_group: view.monolith_tg.clone(),
+        service_target_group: view.service_tg.clone(),
         reading: settings.monolith_paths,
         at_full_since,
         window_start,
         rule_values: rule.map_or(0, |rule| rule.conditions.value_count()),
         rule_priority: rule.and_then(|rule| rule.priority),
+        rule_arn: rule.map(|rule| rule.arn.clone()),
+        rule_conditions: rule.map(|rule| rule.conditions.clone()).unwrap_or_default(),
+        monolith_rule_arn: monolith_rule_arn.to_owned(),
+        monolith_conditions: view.monolith_conditions.clone(),
     })
 }
 
@@ -362,20 +527,27 @@ pub async fn find(
     }
     let listing = ctx.list().await?;
     let view = listing.view(&ctx.settings, route)?;
-    let facts = route_facts(ctx, route, &view, since)?;
+    let facts = route_facts(ctx, route, (&view, &listing.monolith.arn), since)?;
     let reading = facts.reading;
+    let window_start = facts.window_start.map(access_log::format_time);
     let mut analysis = Analysis::new(facts);
     let summary = access_logs::read(&sources, &ctx.sdk, |record| analysis.add(&record)).await?;
     let leaks = analysis.leaks();
+    let fix_commands = analysis.fix_commands(&leaks);
     Ok(Report {
+        ok: leaks.is_empty() && analysis.route_requests() > 0,
         route: route.to_owned(),
         sources: sources.iter().map(ToString::to_string).collect(),
         files: summary.files,
         lines: summary.lines,
         unreadable_lines: summary.unreadable_lines,
+        window_start,
+        outside_window: analysis.outside_window(),
         route_requests: analysis.route_requests(),
+        service_requests: analysis.service_requests(),
         leaked_requests: leaks.iter().map(|leak| leak.count).sum(),
         leaks,
+        fix_commands,
         monolith_paths: reading,
     })
 }
@@ -388,28 +560,58 @@ pub async fn leaks(ctx: &mut Ctx, args: &LeaksArgs) -> anyhow::Result<ExitCode> 
     } else {
         print_report(&report);
     }
-    Ok(ExitCode::from(if report.leaks.is_empty() {
-        EXIT_OK
-    } else {
+    Ok(ExitCode::from(if !report.leaks.is_empty() {
         EXIT_LEAKS
+    } else if report.route_requests == 0 {
+        EXIT_NOT_RUN
+    } else {
+        EXIT_OK
     }))
 }
 
-/// The report as text.
-pub fn print_report(report: &Report) {
-    println!(
-        "{}: {} of {} read ({} {}), {} of the route's requests",
+/// Since when the report counts: the window's start, or the logs' start.
+pub fn window_text(report: &Report) -> String {
+    match &report.window_start {
+        Some(start) => format!("since {start}"),
+        None => "in the whole logs".to_owned(),
+    }
+}
+
+/// The report's first line: what was read, the window, the route's share.
+pub fn header(report: &Report) -> String {
+    let unreadable = if report.unreadable_lines == 0 {
+        String::new()
+    } else {
+        format!("; {} not access-log entries", report.unreadable_lines)
+    };
+    let window = match &report.window_start {
+        Some(_) => format!(
+            "; {}: {} before it",
+            window_text(report),
+            crate::output::count(report.outside_window as usize, "entry", "entries")
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{}: {} of {} read ({}){unreadable}{window}; {} of the route's requests",
         report.route,
         crate::output::count(report.lines, "line", "lines"),
         crate::output::count(report.files, "file", "files"),
         report.sources.join(", "),
-        if report.unreadable_lines == 0 {
-            String::new()
-        } else {
-            format!("; {} not access log entries", report.unreadable_lines)
-        },
         report.route_requests
-    );
+    )
+}
+
+/// The report as text.
+pub fn print_report(report: &Report) {
+    println!("{}", header(report));
+    if report.route_requests == 0 {
+        println!(
+            "nothing to judge: no request of the route {}; widen --since or wait for traffic (exit 5)",
+            window_text(report)
+        );
+        return;
+    }
     if report.leaks.is_empty() {
         println!(
             "no leaks: the monolith served none of the route's requests that the rule should have taken"
@@ -437,6 +639,14 @@ pub fn print_report(report: &Report) {
         );
         println!("    fix: {}", leak.fix);
     }
+    if !report.fix_commands.is_empty() {
+        println!(
+            "the pattern fixes, as commands (then add the patterns to `paths` in migrate.toml):"
+        );
+        for command in &report.fix_commands {
+            println!("  {command}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -463,11 +673,16 @@ mod tests {
         RouteFacts {
             patterns: vec!["/api/users".into(), "/api/users/*".into()],
             monolith_target_group: MONOLITH.into(),
+            service_target_group: USERS.into(),
             reading: MonolithPaths::default(),
             at_full_since,
             window_start: None,
             rule_values: 2,
             rule_priority: Some(10),
+            rule_arn: Some("arn:rule/users".into()),
+            rule_conditions: alb::Conditions::paths(["/api/users".into(), "/api/users/*".into()]),
+            monolith_rule_arn: "arn:rule/monolith".into(),
+            monolith_conditions: alb::Conditions::paths(["/api*".into()]),
         }
     }
 
@@ -519,6 +734,53 @@ mod tests {
         assert_eq!(leaks[0].kind, LeakKind::RuleLost);
         assert_eq!(leaks[0].count, 1);
         assert_eq!(leaks[0].winning_rule_priority.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn the_fix_commands_widen_the_monolith_rule_too_and_speak_awss_json() {
+        let mut analysis = Analysis::new(facts(None));
+        analysis.add(&record("/API/USERS/1", MONOLITH, 1, "0"));
+        let commands = analysis.fix_commands(&analysis.leaks());
+        assert_eq!(commands.len(), 2, "{commands:?}");
+        let conditions = |command: &str| -> serde_json::Value {
+            let json = command.split_once("--conditions '").unwrap().1;
+            serde_json::from_str(json.strip_suffix('\'').unwrap()).unwrap()
+        };
+        assert!(commands[0].starts_with("aws elbv2 modify-rule --rule-arn arn:rule/users "));
+        assert_eq!(
+            conditions(&commands[0]),
+            serde_json::json!([{"Field": "path-pattern", "PathPatternConfig":
+                {"Values": ["/api/users", "/api/users/*", "/API/USERS/*"]}}])
+        );
+        assert!(commands[1].contains("--rule-arn arn:rule/monolith "));
+        assert_eq!(
+            conditions(&commands[1])[0]["PathPatternConfig"]["Values"],
+            serde_json::json!(["/api*", "/API/USERS/*"])
+        );
+        // A monolith rule with no path condition covers every pattern.
+        let mut analysis = Analysis::new(RouteFacts {
+            monolith_conditions: alb::Conditions::default(),
+            ..facts(None)
+        });
+        analysis.add(&record("/API/USERS/1", MONOLITH, 1, "0"));
+        assert_eq!(analysis.fix_commands(&analysis.leaks()).len(), 1);
+    }
+
+    #[test]
+    fn the_default_action_is_a_pattern_miss_of_the_patterns_as_they_were_never_a_rule() {
+        let mut analysis = Analysis::new(facts(Some(100)));
+        analysis.add(&record("/api/users/2", MONOLITH, 150, "0"));
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].kind, LeakKind::PatternMiss);
+        assert_eq!(leaks[0].pattern, None);
+        assert!(
+            leaks[0].fix.contains("listener's default action"),
+            "{}",
+            leaks[0].fix
+        );
+        assert!(!leaks[0].fix.contains("priority 0"), "{}", leaks[0].fix);
+        assert!(analysis.fix_commands(&leaks).is_empty());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `--accept-leaks --reason` overrides, journaled with who and why. Then
 //! the rule forwards to the service alone, carries `ficus:retired`, and the
 //! journal says so: the monolith's code for these paths can go. A retired
-//! route's rollback asks for `--yes` (`shift::rollback`).
+//! route's rollback is refused without `--yes` (`shift::rollback`; `rollback
+//! --all` skips it).
 
 use std::process::ExitCode;
 
@@ -30,6 +31,15 @@ pub fn retired_note(paths: &[String]) -> String {
 
 pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode> {
     let settings = ctx.settings.route(&args.route)?.clone();
+    if args
+        .reason
+        .as_deref()
+        .is_some_and(|reason| reason.trim().is_empty())
+    {
+        return Err(crate::error::usage(
+            "--reason is blank: say why the leaks are accepted (it is journaled with who accepted them), e.g. --reason \"only a scanner, OPS-12\"",
+        ));
+    }
     ctx.start_who();
     record_outcome(&json!({ "route": args.route }));
     let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
@@ -46,6 +56,10 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
             return Err(error);
         }
     };
+    if report.service_requests == 0 {
+        let _ = lock.release(&ctx.elb).await;
+        anyhow::bail!(no_evidence(&args.route, &report));
+    }
     if !report.leaks.is_empty() && !args.accept_leaks {
         let _ = lock.release(&ctx.elb).await;
         print_leaks_refusal(ctx, args, &report)?;
@@ -92,6 +106,18 @@ fn refusal(view: &RouteView, route: &str) -> Option<String> {
         )),
     };
     refusal.or_else(|| baking_refusal(view, route))
+}
+
+/// The refusal when the logs hold no request of the route that its service
+/// served in the window: the minimum evidence is one such request.
+fn no_evidence(route: &str, report: &crate::leaks::Report) -> String {
+    format!(
+        "no request of {route} in the logs {} reached its service ({} of the route's requests in {}, {} outside the window): nothing proves the monolith is unused; widen --since or wait for traffic",
+        crate::leaks::window_text(report),
+        report.route_requests,
+        crate::output::count(report.lines, "line", "lines"),
+        report.outside_window,
+    )
 }
 
 /// The refusal for leaks not accepted: the leaks, and how to go on.
@@ -209,18 +235,50 @@ fn print_retired(
     println!("  rule {rule_arn} forwards to {service_tg} alone, tagged {RETIRED_TAG}");
 }
 
-/// A refusal while the route's bake runs (`ficus:plan:bake-until`).
+/// A refusal while the route's bake is unfinished (`ficus:plan:bake-until`
+/// still on the rule): running until its time, or past it with its gates not
+/// yet judged (no `migrate` ran at its end). A finished or promoted bake
+/// leaves no such tag.
 fn baking_refusal(view: &RouteView, route: &str) -> Option<String> {
     let until = view.rule()?.tags.get(crate::plan::BAKE_UNTIL_TAG)?;
-    let end =
-        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).ok()?;
-    (end > time::OffsetDateTime::now_utc()).then(|| {
-        format!("route `{route}` is baking at 100% until {until}; retire after the bake ends")
+    let running =
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+            .map_or(true, |end| end > time::OffsetDateTime::now_utc());
+    Some(if running {
+        format!(
+            "route `{route}` is baking at 100% until {until}; retire after the bake ends (`migrate promote {route}` ends it early)"
+        )
+    } else {
+        format!(
+            "route `{route}` baked until {until}, but no `migrate` finished the bake (its gates are judged at its end): `migrate promote {route}` judges them and ends it; then retire"
+        )
     })
 }
 
-/// Before a rollback: a retired route goes back only with `--yes`, and then
-/// loses its `ficus:retired` tag.
+/// Whether the route's rule carries `ficus:retired`.
+pub fn is_retired(view: &RouteView) -> bool {
+    view.rule()
+        .is_some_and(|rule| rule.tags.contains_key(RETIRED_TAG))
+}
+
+/// What `rollback --all` (without `--yes`) says of a retired route it skips.
+pub fn skipped_outcome(route: &str, from: String) -> crate::shift::Outcome {
+    crate::shift::Outcome {
+        route: route.to_owned(),
+        from,
+        to: format!(
+            "retired, skipped: the monolith may no longer serve its paths; `migrate rollback {route} --yes` rolls it back"
+        ),
+        steps: vec![],
+        routing_changes: 0,
+        aws_api: None,
+        rollback_reach: None,
+    }
+}
+
+/// Before a rollback: a retired route goes back only with `--yes` (without
+/// it: refused, exit 2; `rollback --all` skips it), and then loses its
+/// `ficus:retired` tag.
 pub async fn allow_rollback(
     ctx: &Ctx,
     lock: &crate::lock::Lock,
@@ -237,7 +295,7 @@ pub async fn allow_rollback(
     if !yes {
         return Err(crate::error::usage(format!(
             "route `{route}` is retired: the monolith may no longer serve its paths; \
-             pass --yes to roll it back anyway"
+             refused without --yes: `migrate rollback {route} --yes` rolls it back anyway"
         )));
     }
     lock.confirm(&ctx.elb).await?;

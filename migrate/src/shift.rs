@@ -2101,11 +2101,15 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                 break;
             }
         };
+        let from = view.state().explain();
+        if args.all && !args.yes && crate::retire::is_retired(&view) {
+            outcomes.push(crate::retire::skipped_outcome(route, from));
+            continue;
+        }
         if let Err(err) = crate::retire::allow_rollback(ctx, &lock, &view, route, args.yes).await {
             result = Err(err);
             break;
         }
-        let from = view.state().explain();
         if args.all && view.state() == RouteState::Missing {
             outcomes.push(Outcome {
                 route: route.clone(),

@@ -616,6 +616,40 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Why `name` is not an S3 bucket name, by S3's naming rules: 3 to 63
+/// characters; lowercase letters, digits, dots and hyphens; a letter or
+/// digit first and last; no two dots in a row; not an IP address. `None`:
+/// a valid name. A name that passes never leaves the folder it names.
+pub fn bucket_name_problem(name: &str) -> Option<String> {
+    let problem = if !(3..=63).contains(&name.len()) {
+        "it must be 3 to 63 characters long"
+    } else if !name.bytes().all(|byte| {
+        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'.' || byte == b'-'
+    }) {
+        "it may hold only lowercase letters, digits, dots and hyphens"
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        "it must start and end with a letter or a digit"
+    } else if name.contains("..") {
+        "it must not hold two dots in a row"
+    } else if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        "it must not be an IP address"
+    } else {
+        return None;
+    };
+    Some(format!("'{name}' is not a valid S3 bucket name: {problem}"))
+}
+
+/// Why `prefix` can't be a log prefix that stays inside its bucket: a `.`
+/// or `..` segment. `None`: fine.
+pub fn prefix_problem(prefix: &str) -> Option<String> {
+    prefix
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+        .then(|| format!("'{prefix}' is not valid: a prefix can't hold a '.' or '..' segment"))
+}
+
 /// Where AWS delivers a log file in the bucket:
 /// `[prefix/]AWSLogs/ACCOUNT/elasticloadbalancing/REGION/YYYY/MM/DD/ACCOUNT_elasticloadbalancing_REGION_app.NAME.ID_YYYYMMDDTHHMMZ_IP_RANDOM.log.gz`.
 /// `load_balancer_id` is the resource id (`app/NAME/ID`; its slashes become
@@ -652,6 +686,30 @@ pub fn object_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_names_follow_s3s_rules() {
+        for good in ["alb-logs", "my.alb-logs", "abc", "a1-2.b3"] {
+            assert_eq!(bucket_name_problem(good), None, "{good}");
+        }
+        for bad in [
+            "../../escape",
+            "My_Bucket",
+            "ab",
+            &"a".repeat(64),
+            "-logs",
+            "logs.",
+            "a..b",
+            "192.168.5.4",
+            "a/b",
+            "",
+        ] {
+            assert!(bucket_name_problem(bad).is_some(), "{bad}");
+        }
+        assert!(prefix_problem("prod/../x").is_some());
+        assert!(prefix_problem("..").is_some());
+        assert_eq!(prefix_problem("prod/edge"), None);
+    }
 
     #[test]
     fn times_round_trip_and_match_known_dates() {

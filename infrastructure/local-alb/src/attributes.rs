@@ -280,6 +280,15 @@ impl LoadBalancerAttributes {
                 "a bucket is required when access_logs.s3.enabled is true",
             ));
         }
+        if let Some(problem) = (!self.access_logs_bucket.is_empty())
+            .then(|| alb::access_log::bucket_name_problem(&self.access_logs_bucket))
+            .flatten()
+        {
+            return Err(AttributeError::invalid("access_logs.s3.bucket", problem));
+        }
+        if let Some(problem) = alb::access_log::prefix_problem(&self.access_logs_prefix) {
+            return Err(AttributeError::invalid("access_logs.s3.prefix", problem));
+        }
         if self.access_logs_prefix.starts_with('/')
             || self.access_logs_prefix.ends_with('/')
             || self.access_logs_prefix.contains("AWSLogs")

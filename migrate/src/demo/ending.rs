@@ -252,9 +252,8 @@ async fn add_pattern(ctx: &Ctx, config: &Path, pattern: &str) -> anyhow::Result<
     let mut conditions = rule.conditions.clone();
     conditions.paths.push(pattern.to_owned());
     println!(
-        "\n$ aws elbv2 modify-rule --rule-arn {} --conditions Field=path-pattern,Values={}",
-        rule.arn,
-        conditions.paths.join(",")
+        "\n$ {}",
+        crate::leaks::modify_rule_command(&rule.arn, &conditions)
     );
     ctx.elb.set_conditions(&rule.arn, &conditions).await?;
     let text = std::fs::read_to_string(config)?;

@@ -114,6 +114,19 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     let leaks = op.run(&["leaks", "users", "--from-alb-log", &logs]);
     assert_eq!(leaks.code, 0, "{leaks}");
     assert!(leaks.stdout.contains("no leaks"), "{leaks}");
+    no_evidence_is_never_no_leaks(&op, &logs);
+    an_unfinished_bake_stops_retire(&stack, &op, &logs);
+    let blank = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        &logs,
+        "--accept-leaks",
+        "--reason",
+        " ",
+    ]);
+    assert_eq!(blank.code, 2, "{blank}");
+    assert!(blank.stderr.contains("--reason is blank"), "{blank}");
 
     let retire = op.run(&[
         "retire",
@@ -145,7 +158,16 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     let journal = op.journal();
     assert_eq!(journal.last().unwrap()["command"], "retire");
 
-    // Rolling a retired route back needs --yes.
+    // `rollback --all` skips a retired route, saying so, and succeeds;
+    // rolling it back alone needs --yes.
+    let all = op.run(&["rollback", "--all", "--lock-settle", "0s"]);
+    assert_eq!(all.code, 0, "{all}");
+    assert!(
+        all.stdout
+            .contains("users: retired, skipped: the monolith may no longer serve its paths; `migrate rollback users --yes` rolls it back"),
+        "{all}"
+    );
+    assert!(tags_of(&rt, &elb, &rule).contains_key("ficus:retired"));
     let refused = op.run(&["rollback", "users", "--lock-settle", "0s"]);
     assert_eq!(refused.code, 2, "{refused}");
     assert!(refused.stderr.contains("--yes"), "{refused}");
@@ -171,6 +193,7 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     ]);
     assert_eq!(leaks.code, 1, "{leaks}");
     let report: serde_json::Value = serde_json::from_str(&leaks.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report:#}");
     let found = report["leaks"].as_array().unwrap();
     assert_eq!(found.len(), 1, "{report:#}");
     assert_eq!(found[0]["path"], "/API/USERS/1");
@@ -186,6 +209,13 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     assert!(!text.stdout.contains("/api/users/1  "), "{text}");
 
     let plan = op.run(&["plan", "users", "--from-alb-log", &logs]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("access logs: 5 of the route's 13 requests"),
+        "{plan}"
+    );
+    let plan = op.run(&["plan", "users", "--from-alb-log", &logs, "--since", "1h"]);
     assert_eq!(plan.code, 0, "{plan}");
     assert!(
         plan.stdout
@@ -223,6 +253,190 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     ] {
         assert!(!verify.stdout.contains(unreadable), "{verify}");
     }
+
+    // The fix as advised keeps the route shiftable: applied to both rules
+    // (the monolith's `/api*` misses `/API/USERS*`) and to `paths`, then
+    // rolled back (parked without a LEAK) and shifted again.
+    let commands: Vec<&str> = report["fix_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|command| command.as_str().unwrap())
+        .collect();
+    assert_eq!(commands.len(), 2, "{report:#}");
+    for command in &commands {
+        run_printed(&stack, command);
+    }
+    let config = std::fs::read_to_string(op.config_path()).unwrap();
+    let config = config.replacen(
+        r#"paths = ["/api/users*"]"#,
+        r#"paths = ["/api/users*", "/API/USERS*"]"#,
+        1,
+    );
+    std::fs::write(op.config_path(), config).unwrap();
+    let rollback = op.run(&["rollback", "users", "--lock-settle", "0s"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    let status = op.run(&["status", "users"]);
+    assert!(!status.stdout.contains("LEAK"), "{status}");
+    let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
+    assert_eq!(shift.code, 0, "{shift}");
+}
+
+/// Runs a printed `aws elbv2 modify-rule ...` as printed, through bash and
+/// the aws CLI, against the local ALB's control endpoint.
+fn run_printed(stack: &LocalStack, command: &str) {
+    let run: Run = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .env("AWS_ACCESS_KEY_ID", LOCAL_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", LOCAL_SECRET)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &stack.control_url)
+        .env("AWS_CONFIG_FILE", "/nonexistent/ficus-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/ficus-test")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, 0, "{command}\n{run}");
+}
+
+/// A bake whose end no `migrate` judged (its `ficus:plan:bake-until` tag
+/// still on the rule, as a `shift --bake` stopped mid-bake leaves it) stops
+/// `retire`, naming its time, even once that time has passed.
+fn an_unfinished_bake_stops_retire(stack: &LocalStack, op: &Operator, logs: &str) {
+    let rt = runtime();
+    let elb = stack.elb(&rt);
+    let rule = route_rule_arn(&rt, &elb, &stack.listener_arn(&rt), "users");
+    let tag = |value: &str| {
+        rt.block_on(
+            elb.add_tags()
+                .resource_arns(&rule)
+                .tags(
+                    aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                        .key("ficus:plan:bake-until")
+                        .value(value)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    };
+    let retire = || {
+        op.run(&[
+            "retire",
+            "users",
+            "--from-alb-log",
+            logs,
+            "--lock-settle",
+            "0s",
+        ])
+    };
+    for (until, says) in [
+        (
+            "2999-01-01T00:00:00Z",
+            "is baking at 100% until 2999-01-01T00:00:00Z",
+        ),
+        (
+            "2000-01-01T00:00:00Z",
+            "baked until 2000-01-01T00:00:00Z, but no `migrate` finished the bake",
+        ),
+    ] {
+        tag(until);
+        let refused = retire();
+        assert_eq!(refused.code, 1, "{refused}");
+        assert!(refused.stderr.contains(says), "{refused}");
+    }
+    rt.block_on(
+        elb.remove_tags()
+            .resource_arns(&rule)
+            .tag_keys("ficus:plan:bake-until")
+            .send(),
+    )
+    .unwrap();
+}
+
+/// Logs that prove nothing never read as "no leaks": no file (exit 4), no
+/// entry (exit 4), a `.gz` that is not gzip (exit 4), no request of the
+/// route in the window (`leaks` exit 5, `retire` refuses with exit 1).
+fn no_evidence_is_never_no_leaks(op: &Operator, logs: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty = empty.display().to_string();
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", &empty]);
+    assert_eq!(leaks.code, 4, "{leaks}");
+    assert!(
+        leaks
+            .stderr
+            .contains(&format!("no access-log file under {empty}")),
+        "{leaks}"
+    );
+    let text = dir.path().join("notes.log");
+    std::fs::write(&text, "hello\nworld\n").unwrap();
+    let text = text.display().to_string();
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", &text]);
+    assert_eq!(leaks.code, 4, "{leaks}");
+    assert!(
+        leaks
+            .stderr
+            .contains("2 lines in 1 file, none an ALB access-log entry"),
+        "{leaks}"
+    );
+    let fake = dir.path().join("fake.log.gz");
+    std::fs::write(&fake, "not gzip\n").unwrap();
+    let fake = fake.display().to_string();
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", &fake]);
+    assert_eq!(leaks.code, 4, "{leaks}");
+    assert!(
+        leaks.stderr.contains(&fake) && leaks.stderr.contains("not gzip"),
+        "{leaks}"
+    );
+    // S3 through the local ALB's endpoint (aws.endpoint_url) is one clear line.
+    let s3 = op.run(&["leaks", "users", "--from-alb-log", "s3://alb-logs/prod"]);
+    assert_eq!(s3.code, 4, "{s3}");
+    assert!(
+        s3.stderr
+            .contains("S3 ListObjectsV2 on bucket alb-logs: the endpoint answered HTTP")
+            && s3.stderr.contains("AWS_ENDPOINT_URL_S3")
+            && !s3.stderr.contains("SdkBody")
+            && s3.stderr.lines().count() == 1,
+        "{s3}"
+    );
+    let leaks = op.run(&["leaks", "users", "--from-alb-log", logs, "--since", "1ms"]);
+    assert_eq!(leaks.code, 5, "{leaks}");
+    assert!(leaks.stdout.contains("nothing to judge"), "{leaks}");
+    assert!(
+        leaks.stdout.contains(" read (") && !leaks.stdout.contains(" )"),
+        "{leaks}"
+    );
+    assert!(
+        leaks
+            .stdout
+            .contains("entries before it; 0 of the route's requests"),
+        "{leaks}"
+    );
+    let retire = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        logs,
+        "--since",
+        "1ms",
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(retire.code, 1, "{retire}");
+    assert!(
+        retire
+            .stderr
+            .contains("no request of users in the logs since")
+            && retire
+                .stderr
+                .contains("nothing proves the monolith is unused"),
+        "{retire}"
+    );
 }
 
 #[test]
@@ -291,6 +505,21 @@ fn leaks_reads_gzip_logs_from_s3() {
     assert!(
         verify.stdout.contains("s3://alb-logs/prod/AWSLogs/"),
         "{verify}"
+    );
+    // AWS_ENDPOINT_URL_S3 wins over aws.endpoint_url (moto here).
+    let elsewhere = Run::from(
+        op.command(&["leaks", "users", "--from-alb-log", "s3://alb-logs/prod"])
+            .env("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(elsewhere.code, 4, "{elsewhere}");
+    assert!(
+        elsewhere
+            .stderr
+            .contains("S3 ListObjectsV2 on bucket alb-logs: cannot reach the endpoint")
+            && elsewhere.stderr.contains("http://127.0.0.1:1"),
+        "{elsewhere}"
     );
     let missing = op.run(&["leaks", "users", "--from-alb-log", "s3://no-such-bucket/x"]);
     assert_eq!(missing.code, 4, "{missing}");

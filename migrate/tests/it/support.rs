@@ -124,6 +124,7 @@ impl Operator {
             .current_dir(self.dir.path())
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_S3")
             .env("AWS_CONFIG_FILE", "/nonexistent/ficus-test")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/ficus-test")
             .env("AWS_EC2_METADATA_DISABLED", "true")

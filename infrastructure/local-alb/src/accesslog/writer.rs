@@ -188,6 +188,16 @@ impl Writer {
             &self.node.to_string(),
             &random,
         );
+        // Never outside the root, even if state holds a name the attribute
+        // checks now refuse.
+        if let Some(problem) = access_log::bucket_name_problem(&destination.bucket)
+            .or_else(|| access_log::prefix_problem(&destination.prefix))
+        {
+            return Err(std::io::Error::other(format!(
+                "not writing outside {}: {problem}",
+                root.display()
+            )));
+        }
         let path = root.join(&destination.bucket).join(&key);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;

@@ -123,6 +123,35 @@ async fn attributes_are_described_modified_refused_and_kept_across_a_restart() {
         .await
         .unwrap_err();
     assert_eq!(code_of(&no_bucket), "InvalidConfigurationRequest");
+    // Bucket names follow S3's rules: nothing can lead outside --access-log-root.
+    for (key, value, says) in [
+        (
+            "access_logs.s3.bucket",
+            "../../escape",
+            "not a valid S3 bucket name",
+        ),
+        (
+            "access_logs.s3.bucket",
+            "My_Bucket",
+            "not a valid S3 bucket name",
+        ),
+        (
+            "access_logs.s3.bucket",
+            "10.0.0.1",
+            "not a valid S3 bucket name",
+        ),
+        ("access_logs.s3.prefix", "edge/../../x", "'..' segment"),
+    ] {
+        let refused = client
+            .modify_load_balancer_attributes()
+            .load_balancer_arn(lb)
+            .attributes(lb_attribute(key, value))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(&refused), "InvalidConfigurationRequest", "{value}");
+        assert!(format!("{refused:?}").contains(says), "{refused:?}");
+    }
     let missing = client
         .describe_load_balancer_attributes()
         .load_balancer_arn(format!("{lb}0"))
