@@ -480,9 +480,10 @@ fn a_route_without_traffic_is_inconclusive_and_never_passes() {
         run.stderr.contains("received no requests since the step"),
         "{run}"
     );
-    // The interval (1 s) and max_wait (3 s), then the rollback.
+    // The interval (1 s) and max_wait (3 s), then the rollback: not a
+    // wait without end (a loaded machine took 20 s).
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        started.elapsed() < Duration::from_secs(60),
         "{:?}",
         started.elapsed()
     );
@@ -506,10 +507,13 @@ fn a_route_without_traffic_is_inconclusive_and_never_passes() {
 #[test]
 fn a_healthy_service_passes_8_gradual_shifts_in_a_row() {
     // The real users service, directly; the local stack's p99 allowance
-    // (debug builds on a machine the whole suite shares).
+    // (debug builds on a machine the whole suite shares: at a load average
+    // of 15 a healthy service's p99 over one second reached 142 ms against
+    // the monolith's 22 ms). A false rollback is what this test looks for;
+    // the gate's own sensitivity is a_service_50_ms_slower_fails_….
     let stack = LocalStack::start();
     let op =
-        stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"100ms\""));
+        stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"300ms\""));
     assert_eq!(op.run(&["init"]).code, 0);
     wait_healthy(&op, "users");
     let _clients = Clients::start(&stack.data_url, 100);
