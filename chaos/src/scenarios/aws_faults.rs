@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use crate::Profile;
-use crate::load::{Load, expected_answers};
+use crate::load::{Load, LoadFigures, Tally, expected_answers};
 use crate::report::Outcome;
 use crate::stack::{ROUTES, Stack, finish};
 
@@ -137,32 +137,7 @@ async fn cutovers(
     let mut result = Ok(());
     for cycle in 0..profile.cycles_under_faults {
         let route = ROUTES[cycle % ROUTES.len()];
-        let step = async {
-            let shift = [
-                "shift",
-                route,
-                "--steps",
-                "50,100",
-                "--interval",
-                "200ms",
-                "--skip-parity",
-                "--output",
-                "json",
-            ];
-            let run = stack.migrate(&shift, MIGRATE_TIMEOUT).await?;
-            run.expect(0)?;
-            let shifted = budget_retries(&run.output);
-            check_state(stack, route, "on-service", &mut untruthful).await?;
-            let back = stack
-                .migrate(&["rollback", route, "--output", "json"], MIGRATE_TIMEOUT)
-                .await?;
-            back.expect(0)?;
-            check_state(stack, route, "on-monolith", &mut untruthful).await?;
-            anyhow::Ok((
-                shifted + budget_retries(&back.output),
-                rollback_reach(&back.output),
-            ))
-        };
+        let step = one_cutover(stack, route, &mut untruthful);
         match step.await {
             Ok((n, reach)) => {
                 retried += n;
@@ -181,57 +156,132 @@ async fn cutovers(
     for route in ROUTES {
         after += group_requests(stack, route).await?;
     }
-    outcome.figure("cutovers", cycles);
-    outcome.figure("requests", figures.requests);
-    outcome.figure(
-        "failed requests",
-        figures.failed + figures.connection_errors,
-    );
-    outcome.figure(
-        "longest idle connection ms",
-        tally
-            .longest_idle_ms
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
-    outcome.figure("AWS calls retried", retried);
-    let limit = max.as_secs_f64() + 1.0;
-    let mut measured: Vec<f64> = reaches
-        .iter()
-        .filter_map(|r| r.as_ref().ok().copied())
-        .collect();
-    measured.sort_by(f64::total_cmp);
-    outcome.figure(
-        "rollback reached traffic s (median/max)",
-        match (measured.get(measured.len() / 2), measured.last()) {
-            (Some(median), Some(most)) => format!(
-                "{median:.1}/{most:.1} of {} (limit {limit:.0})",
-                measured.len()
-            ),
-            _ => "not measured".to_owned(),
-        },
-    );
-    outcome.check(
-        figures.failed == 0 && figures.connection_errors == 0,
-        || format!("clients noticed a cutover: {:?}", tally.examples()),
-    );
-    result?;
-    let unmeasured: Vec<&String> = reaches.iter().filter_map(|r| r.as_ref().err()).collect();
-    outcome.check(unmeasured.is_empty(), || {
-        format!(
-            "{} of {} rollbacks' reach in the traffic not measured: {unmeasured:?}",
-            unmeasured.len(),
-            reaches.len()
-        )
-    });
-    outcome.check(measured.iter().all(|s| *s <= limit), || {
-        format!("a rollback reached the traffic later than {limit} s: {measured:?}")
-    });
-    outcome.check(cycles == profile.cycles_under_faults, || {
-        format!("{cycles} of {} cutovers ran", profile.cycles_under_faults)
-    });
-    outcome.check(untruthful.is_empty(), || untruthful.join("; "));
-    outcome.check(after > before, || "no request reached a service".into());
-    Ok(())
+    let report = Cutovers {
+        cycles,
+        wanted: profile.cycles_under_faults,
+        limit: max.as_secs_f64() + 1.0,
+        reaches,
+        untruthful,
+        reached_services: after > before,
+        retried,
+    };
+    report.judge(&figures, &tally, result.is_ok(), outcome);
+    result
+}
+
+/// What the cutovers of [`cutovers`] came to.
+struct Cutovers {
+    cycles: usize,
+    wanted: usize,
+    /// The propagation maximum plus 1 s.
+    limit: f64,
+    /// Per rollback, how soon the traffic left the service, or why it was
+    /// not measured.
+    reaches: Vec<Result<f64, String>>,
+    untruthful: Vec<String>,
+    reached_services: bool,
+    retried: u64,
+}
+
+impl Cutovers {
+    /// The figures, and the checks: no failed request; when every cutover
+    /// ran (`ran`), each rollback measured within the limit, every status
+    /// truthful, and the services reached.
+    fn judge(&self, figures: &LoadFigures, tally: &Tally, ran: bool, outcome: &mut Outcome) {
+        outcome.figure("cutovers", self.cycles);
+        outcome.figure("requests", figures.requests);
+        outcome.figure(
+            "failed requests",
+            figures.failed + figures.connection_errors,
+        );
+        outcome.figure(
+            "longest idle connection ms",
+            tally
+                .longest_idle_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        outcome.figure("AWS calls retried", self.retried);
+        let limit = self.limit;
+        let mut measured: Vec<f64> = self
+            .reaches
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        measured.sort_by(f64::total_cmp);
+        outcome.figure(
+            "rollback reached traffic s (median/max)",
+            match (measured.get(measured.len() / 2), measured.last()) {
+                (Some(median), Some(most)) => format!(
+                    "{median:.1}/{most:.1} of {} (limit {limit:.0})",
+                    measured.len()
+                ),
+                _ => "not measured".to_owned(),
+            },
+        );
+        outcome.check(
+            figures.failed == 0 && figures.connection_errors == 0,
+            || format!("clients noticed a cutover: {:?}", tally.examples()),
+        );
+        if !ran {
+            return;
+        }
+        let unmeasured: Vec<&String> = self
+            .reaches
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect();
+        outcome.check(unmeasured.is_empty(), || {
+            format!(
+                "{} of {} rollbacks' reach in the traffic not measured: {unmeasured:?}",
+                unmeasured.len(),
+                self.reaches.len()
+            )
+        });
+        outcome.check(measured.iter().all(|s| *s <= limit), || {
+            format!("a rollback reached the traffic later than {limit} s: {measured:?}")
+        });
+        outcome.check(self.cycles == self.wanted, || {
+            format!("{} of {} cutovers ran", self.cycles, self.wanted)
+        });
+        outcome.check(self.untruthful.is_empty(), || self.untruthful.join("; "));
+        outcome.check(self.reached_services, || {
+            "no request reached a service".into()
+        });
+    }
+}
+
+/// One shift to 100 % (two steps) and its rollback, each `--output json`,
+/// `status` checked after each: the AWS calls retried, and the rollback's
+/// reach in the traffic.
+async fn one_cutover(
+    stack: &Stack,
+    route: &str,
+    untruthful: &mut Vec<String>,
+) -> anyhow::Result<(u64, Result<f64, String>)> {
+    let shift = [
+        "shift",
+        route,
+        "--steps",
+        "50,100",
+        "--interval",
+        "200ms",
+        "--skip-parity",
+        "--output",
+        "json",
+    ];
+    let run = stack.migrate(&shift, MIGRATE_TIMEOUT).await?;
+    run.expect(0)?;
+    let shifted = budget_retries(&run.output);
+    check_state(stack, route, "on-service", untruthful).await?;
+    let back = stack
+        .migrate(&["rollback", route, "--output", "json"], MIGRATE_TIMEOUT)
+        .await?;
+    back.expect(0)?;
+    check_state(stack, route, "on-monolith", untruthful).await?;
+    Ok((
+        shifted + budget_retries(&back.output),
+        rollback_reach(&back.output),
+    ))
 }
 
 /// The retries a `migrate --output json` run reports (`aws_api.retried`,
