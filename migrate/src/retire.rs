@@ -262,18 +262,10 @@ pub fn is_retired(view: &RouteView) -> bool {
 }
 
 /// What `rollback --all` (without `--yes`) says of a retired route it skips.
-pub fn skipped_outcome(route: &str, from: String) -> crate::shift::Outcome {
-    crate::shift::Outcome {
-        route: route.to_owned(),
-        from,
-        to: format!(
-            "retired, skipped: the monolith may no longer serve its paths; `migrate rollback {route} --yes` rolls it back"
-        ),
-        steps: vec![],
-        routing_changes: 0,
-        aws_api: None,
-        rollback_reach: None,
-    }
+pub fn skipped_note(route: &str) -> String {
+    format!(
+        "retired, skipped: the monolith may no longer serve its paths; `migrate rollback {route} --yes` rolls it back"
+    )
 }
 
 /// Before a rollback: a retired route goes back only with `--yes` (without

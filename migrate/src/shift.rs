@@ -2103,7 +2103,15 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
         };
         let from = view.state().explain();
         if args.all && !args.yes && crate::retire::is_retired(&view) {
-            outcomes.push(crate::retire::skipped_outcome(route, from));
+            outcomes.push(Outcome {
+                route: route.clone(),
+                from,
+                to: crate::retire::skipped_note(route),
+                steps: vec![],
+                routing_changes: 0,
+                aws_api: None,
+                rollback_reach: None,
+            });
             continue;
         }
         if let Err(err) = crate::retire::allow_rollback(ctx, &lock, &view, route, args.yes).await {
