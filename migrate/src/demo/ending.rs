@@ -125,8 +125,13 @@ pub async fn run(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let fixed_at = Instant::now();
-
+    // Requests routed by the old rule complete within IN_FLIGHT (the log's
+    // `time` is when a request completed); the window starts after them,
+    // and the clients' requests come a second into it, so that the window
+    // holds them however late `leaks` starts reading.
+    tokio::time::sleep(IN_FLIGHT).await;
+    let settled = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
     send_variants(&http, data_url).await?;
     let sent_after = before.route_requests + VARIANTS as u64;
     wait_for(
@@ -137,14 +142,7 @@ pub async fn run(
         |report| report.route_requests >= sent_after,
     )
     .await?;
-    // A window that starts after the fix, and after the requests routed by
-    // the old rule completed (the log's `time` is when a request completed):
-    // whole seconds, at least one.
-    let settled = fixed_at + IN_FLIGHT;
-    if let Some(left) = (settled + Duration::from_secs(1)).checked_duration_since(Instant::now()) {
-        tokio::time::sleep(left).await;
-    }
-    let window = Duration::from_secs(settled.elapsed().as_secs().max(1));
+    let window = Duration::from_millis(settled.elapsed().as_millis() as u64);
     let since = humantime::format_duration(window).to_string();
     command(
         config,
