@@ -130,7 +130,12 @@ impl Prober {
         let error = match request.send().await {
             Ok(response) => noticed(response.status().as_u16(), expected)
                 .map(|why| format!("GET {url} answered {}{why}", response.status())),
-            Err(err) => Some(format!("GET {url} failed: {err}")),
+            // "timed out" or the causes: reqwest's own text is the same
+            // ("error sending request") for a 2 s timeout and a reset.
+            Err(err) => Some(format!(
+                "GET {url} failed: {}",
+                crate::notify::describe_http_error(&err)
+            )),
         };
         if let Some(error) = error {
             tally.errors += 1;
@@ -190,5 +195,38 @@ mod tests {
         };
         assert!(!one.over_budget(0.01, 10, false));
         assert!(one.over_budget(0.005, 10, false));
+    }
+
+    /// A failed probe says why (a closed connection here, "timed out" for
+    /// the 2 s timeout), not only reqwest's "error sending request", which
+    /// is the same for both.
+    #[tokio::test]
+    async fn a_failed_probe_names_its_cause() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Reads the request head, then closes without an answer.
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = [0u8; 1024];
+                let _ = stream.read(&mut head).await;
+            }
+        });
+        let prober = Prober::new(
+            &format!("http://{address}"),
+            None,
+            &["/api/threads".into()],
+            10.0,
+        )
+        .unwrap();
+        let mut tally = ProbeTally::default();
+        prober.probe(0, &mut tally).await;
+        assert_eq!(tally.errors, 1);
+        let error = tally.first_error.unwrap();
+        assert!(error.contains("error sending request"), "{error}");
+        assert!(
+            error.contains("connection closed before message completed"),
+            "the cause is named: {error}"
+        );
     }
 }

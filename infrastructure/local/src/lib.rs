@@ -521,7 +521,10 @@ impl Stack {
             .arg(data.to_string())
             .arg("--control-listen")
             .arg(control.to_string())
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("FICUS_ALB_RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .args(&self.alb_args);
         // A restart appends to the same log: look only at what follows.
         let before = log_length(&log);

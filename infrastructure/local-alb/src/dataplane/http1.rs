@@ -545,7 +545,10 @@ impl ClientConnection {
                         });
                     match forward {
                         Some(forward) => self.forward(&client, forward, picked, prefer).await,
-                        None => false,
+                        None => {
+                            tracing::debug!(peer = %self.peer, "client connection closed: its rule is no forward in its table");
+                            false
+                        }
                     }
                 }
             };
@@ -631,10 +634,11 @@ impl ClientConnection {
     /// reads nothing for the idle timeout.
     async fn write_client(&mut self) -> bool {
         self.access.sent(self.out.len());
-        matches!(
-            write_within(&mut self.stream, &self.out, &mut self.client_timer).await,
-            Ok(true)
-        )
+        let written = write_within(&mut self.stream, &self.out, &mut self.client_timer).await;
+        if !matches!(written, Ok(true)) {
+            tracing::debug!(peer = %self.peer, ?written, "writing to the client failed");
+        }
+        matches!(written, Ok(true))
     }
 
     /// Reads request-head bytes from the client within the idle timeout,
@@ -653,8 +657,18 @@ impl ClientConnection {
         };
         match read {
             Ok(Some(1..)) => Arrival::Bytes,
-            Ok(None) => Arrival::TimedOut,
-            Ok(Some(0)) | Err(_) => Arrival::Closed,
+            Ok(None) => {
+                tracing::debug!(peer = %self.peer, between_requests, "the client sent nothing for the idle timeout");
+                Arrival::TimedOut
+            }
+            Ok(Some(0)) => {
+                tracing::debug!(peer = %self.peer, between_requests, pending = self.input.len(), "the client closed its connection");
+                Arrival::Closed
+            }
+            Err(error) => {
+                tracing::debug!(peer = %self.peer, between_requests, %error, "reading from the client failed");
+                Arrival::Closed
+            }
         }
     }
 
@@ -971,6 +985,7 @@ impl ClientConnection {
         prefer: Option<u64>,
     ) -> bool {
         let Some(mut body) = self.start_body(client).await else {
+            tracing::debug!(peer = %self.peer, "client connection closed: its request body could not start");
             return false;
         };
         let started = std::time::Instant::now();
@@ -1074,6 +1089,7 @@ impl ClientConnection {
                         });
                     }
                     Err(HeadFailure::EndedEarly) if upstream.reused && replayable => {
+                        tracing::debug!(peer = %self.peer, stale, "a pooled target connection was found closed; the request goes again");
                         stale += 1;
                     }
                     Err(failure) => {
@@ -1097,7 +1113,10 @@ impl ClientConnection {
         body: &BodyProgress,
     ) -> bool {
         match failure {
-            HeadFailure::ClientFailed => false,
+            HeadFailure::ClientFailed => {
+                tracing::debug!(peer = %self.peer, "client connection failed while its request was forwarded");
+                false
+            }
             HeadFailure::ClientClosed { body_cut } => {
                 self.client_left(weighted, body_cut);
                 false
@@ -1151,6 +1170,7 @@ impl ClientConnection {
         let relayed = self.relay_response(&mut upstream, &start).await;
         self.log_forwarded(weighted, target, start.status, started);
         let Some(complete) = relayed else {
+            tracing::debug!(peer = %self.peer, status = start.status, "client connection closed: the response could not be relayed whole");
             return false;
         };
         // After an ambiguous request the target connection is not reused

@@ -361,7 +361,9 @@ impl DataPlane {
                         }
                     }
                     // Closed, or silent for the idle timeout (as an ALB does).
-                    None => {}
+                    None => {
+                        tracing::debug!(%peer, "a client connection ended before its first byte");
+                    }
                 }
             });
         }
