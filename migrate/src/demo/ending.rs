@@ -133,13 +133,14 @@ pub async fn run(
     let settled = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     send_variants(&http, data_url).await?;
-    let sent_after = before.route_requests + VARIANTS as u64;
+    // The logs reach past the window's start: the clients' requests (and
+    // the demo's own traffic) of the window are delivered.
     wait_for(
         &ctx,
         &logs,
-        None,
+        Some(settled),
         "the requests after the fix in the access logs",
-        |report| report.route_requests >= sent_after,
+        |report| report.route_requests >= VARIANTS as u64,
     )
     .await?;
     let window = Duration::from_millis(settled.elapsed().as_millis() as u64);
@@ -220,13 +221,14 @@ async fn send_variants(http: &reqwest::Client, data_url: &str) -> anyhow::Result
 async fn wait_for(
     ctx: &Ctx,
     logs: &str,
-    since: Option<Duration>,
+    since: Option<Instant>,
     what: &str,
     done: impl Fn(&crate::leaks::Report) -> bool,
 ) -> anyhow::Result<crate::leaks::Report> {
     let deadline = Instant::now() + LOGGED_WITHIN;
     loop {
-        let report = crate::leaks::find(ctx, ROUTE, &[logs.to_owned()], since).await;
+        let window = since.map(|start| start.elapsed());
+        let report = crate::leaks::find(ctx, ROUTE, &[logs.to_owned()], window).await;
         if let Ok(report) = report
             && done(&report)
         {
