@@ -740,23 +740,7 @@ pub async fn rollback_reach(
             why: "the listener or target group is not an Application Load Balancer's".into(),
         };
     };
-    let queries = [
-        Query {
-            id: "svc_requests".into(),
-            metric: "RequestCount",
-            dimensions: vec![
-                ("TargetGroup", service_tg),
-                ("LoadBalancer", load_balancer.clone()),
-            ],
-            stat: "Sum",
-        },
-        Query {
-            id: "lb_requests".into(),
-            metric: "RequestCount",
-            dimensions: vec![("LoadBalancer", load_balancer)],
-            stat: "Sum",
-        },
-    ];
+    let queries = request_counts(service_tg, load_balancer);
     let from = written_at.floor() as i64 - 5;
     // A request in the window's last second is followed by one counted quiet
     // second before the watch gives up.
@@ -926,23 +910,7 @@ pub async fn traffic_after_change(
     ) else {
         anyhow::bail!("the listener or target group is not an Application Load Balancer's");
     };
-    let queries = [
-        Query {
-            id: "svc_requests".into(),
-            metric: "RequestCount",
-            dimensions: vec![
-                ("TargetGroup", service_tg),
-                ("LoadBalancer", load_balancer.clone()),
-            ],
-            stat: "Sum",
-        },
-        Query {
-            id: "lb_requests".into(),
-            metric: "RequestCount",
-            dimensions: vec![("LoadBalancer", load_balancer)],
-            stat: "Sum",
-        },
-    ];
+    let queries = request_counts(service_tg, load_balancer);
     let period_s = period.as_secs().max(1) as i64;
     let now = unix_now();
     // Periods aligned as CloudWatch aligns them, from the one holding the change.
@@ -960,6 +928,28 @@ pub async fn traffic_after_change(
         now,
         propagation_max,
     ))
+}
+
+/// The service's target group's and the whole load balancer's `RequestCount`
+/// (`svc_requests`, `lb_requests`): what the traffic says after a change.
+fn request_counts(service_tg: String, load_balancer: String) -> [Query; 2] {
+    [
+        Query {
+            id: "svc_requests".into(),
+            metric: "RequestCount",
+            dimensions: vec![
+                ("TargetGroup", service_tg),
+                ("LoadBalancer", load_balancer.clone()),
+            ],
+            stat: "Sum",
+        },
+        Query {
+            id: "lb_requests".into(),
+            metric: "RequestCount",
+            dimensions: vec![("LoadBalancer", load_balancer)],
+            stat: "Sum",
+        },
+    ]
 }
 
 #[cfg(test)]
