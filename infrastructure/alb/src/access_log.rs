@@ -5,7 +5,8 @@
 //! ALB writes its lines straight from its entries with the same field
 //! writers ([`write_quoted`], [`write_plain`], [`write_number`],
 //! [`write_address`], [`write_duration`], and [`TimeWriter`], which formats
-//! the date and time of day once a second), no record in between; `migrate` (verify, leaks, plan, retire) reads lines with
+//! the date and time of day once a second), no record in between, into any
+//! [`Line`] (a `String`, or the local ALB's byte buffers); `migrate` (verify, leaks, plan, retire) reads lines with
 //! [`Record::parse`], which also takes older lines that end before the newer
 //! trailing fields, and newer lines with fields after the last one known here.
 //!
@@ -13,6 +14,46 @@
 //! of the format ([`format_time`], [`parse_time`]). Pure: no I/O, no clock.
 
 use std::fmt::Write as _;
+
+/// Where the field writers append a line: a `String`, or a byte buffer that
+/// holds lines of UTF-8 (the local ALB's, which then never checks the ASCII
+/// the writers make).
+pub trait Line {
+    /// Appends ASCII the writers made (digits and punctuation).
+    fn push_ascii(&mut self, ascii: &[u8]);
+    /// Appends a field's text.
+    fn push_text(&mut self, text: &str);
+    /// Room for `additional` more bytes.
+    fn reserve_bytes(&mut self, additional: usize);
+}
+
+impl Line for String {
+    fn push_ascii(&mut self, ascii: &[u8]) {
+        self.push_str(std::str::from_utf8(ascii).unwrap_or_default());
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.push_str(text);
+    }
+
+    fn reserve_bytes(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
+impl Line for Vec<u8> {
+    fn push_ascii(&mut self, ascii: &[u8]) {
+        self.extend_from_slice(ascii);
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+
+    fn reserve_bytes(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
 
 /// AWS's access log fields, in the order of a line.
 pub const FIELDS: [&str; 33] = [
@@ -391,29 +432,28 @@ pub fn target_of_url(url: &str) -> Option<String> {
 
 /// A quoted field's value appended to `line` as [`Record::render`] writes it:
 /// in double quotes, a `"` or `\\` inside escaped with `\\`.
-pub fn write_quoted(line: &mut String, value: &str) {
-    line.reserve(value.len() + 2);
-    line.push('"');
-    if value.bytes().any(|byte| byte == b'"' || byte == b'\\') {
-        for character in value.chars() {
-            if character == '"' || character == '\\' {
-                line.push('\\');
-            }
-            line.push(character);
-        }
-    } else {
-        line.push_str(value);
+pub fn write_quoted(line: &mut impl Line, value: &str) {
+    line.reserve_bytes(value.len() + 2);
+    line.push_ascii(b"\"");
+    let mut rest = value;
+    // Up to each `"` or `\\`, then the escape: both are ASCII, so the
+    // split never falls inside a character.
+    while let Some(at) = rest.bytes().position(|byte| byte == b'"' || byte == b'\\') {
+        line.push_text(&rest[..at]);
+        line.push_ascii(&[b'\\', rest.as_bytes()[at]]);
+        rest = &rest[at + 1..];
     }
-    line.push('"');
+    line.push_text(rest);
+    line.push_ascii(b"\"");
 }
 
 /// An unquoted field's value appended to `line` as [`Record::render`] writes
 /// it: `-` when empty.
-pub fn write_plain(line: &mut String, value: &str) {
+pub fn write_plain(line: &mut impl Line, value: &str) {
     if value.is_empty() {
-        line.push('-');
+        line.push_ascii(b"-");
     } else {
-        line.push_str(value);
+        line.push_text(value);
     }
 }
 
@@ -470,7 +510,7 @@ pub struct TimeWriter {
 
 impl TimeWriter {
     /// Appends `unix_micros` as [`write_time`] does.
-    pub fn write(&mut self, line: &mut String, unix_micros: i64) {
+    pub fn write(&mut self, line: &mut impl Line, unix_micros: i64) {
         let second = unix_micros.div_euclid(1_000_000);
         if self.second != Some(second) {
             self.prefix.clear();
@@ -478,71 +518,106 @@ impl TimeWriter {
             self.prefix.truncate(self.prefix.len() - "000000Z".len());
             self.second = Some(second);
         }
-        line.push_str(&self.prefix);
+        line.push_text(&self.prefix);
         let micros = unix_micros.rem_euclid(1_000_000) as u32;
-        for divisor in [100_000, 10_000, 1_000, 100, 10, 1] {
-            line.push(char::from(b'0' + (micros / divisor % 10) as u8));
-        }
-        line.push('Z');
+        let mut digits = *b"000000Z";
+        fill_digits(&mut digits[..6], micros);
+        line.push_ascii(&digits);
     }
 }
 
-/// A number appended to `line` in decimal (no formatting machinery).
-pub fn write_number(line: &mut String, value: u64) {
-    let mut digits = [0u8; 20];
+/// Two decimal digits of each number under 100, for writing numbers two
+/// digits at a time.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `value`'s last `digits.len()` decimal digits into `digits`,
+/// zero-padded on the left.
+fn fill_digits(digits: &mut [u8], mut value: u32) {
     let mut at = digits.len();
-    let mut rest = value;
-    loop {
+    while at >= 2 {
+        let pair = (value % 100) as usize * 2;
+        digits[at - 2..at].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        value /= 100;
+        at -= 2;
+    }
+    if at == 1 {
+        digits[0] = b'0' + (value % 10) as u8;
+    }
+}
+
+/// Writes `value` in decimal at the end of `buffer`; returns where it starts.
+fn number_at_end(buffer: &mut [u8], mut value: u64) -> usize {
+    let mut at = buffer.len();
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        buffer[at - 2..at].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        value /= 100;
+        at -= 2;
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        buffer[at - 2..at].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        at -= 2;
+    } else {
         at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+        buffer[at] = b'0' + value as u8;
     }
-    // ASCII digits: pushed as they are, with no UTF-8 check.
-    line.reserve(digits.len() - at);
-    for digit in &digits[at..] {
-        line.push(char::from(*digit));
-    }
+    at
+}
+
+/// A number appended to `line` in decimal (no formatting machinery).
+pub fn write_number(line: &mut impl Line, value: u64) {
+    let mut digits = [0u8; 20];
+    let at = number_at_end(&mut digits, value);
+    line.push_ascii(&digits[at..]);
 }
 
 /// `ip:port` as the log writes it (`client:port`, `target:port`): an
 /// IPv4-mapped address as IPv4, an IPv6 address without brackets, as AWS
 /// writes them.
-pub fn write_address(line: &mut String, ip: std::net::IpAddr, port: u16) {
+pub fn write_address(line: &mut impl Line, ip: std::net::IpAddr, port: u16) {
     match crate::cidr::canonical_ip(ip) {
         std::net::IpAddr::V4(v4) => {
-            for (index, octet) in v4.octets().into_iter().enumerate() {
+            // `255.255.255.255:65535`, built from the end in one buffer.
+            let mut text = [0u8; 21];
+            let mut at = number_at_end(&mut text, u64::from(port));
+            at -= 1;
+            text[at] = b':';
+            for (index, octet) in v4.octets().into_iter().enumerate().rev() {
+                at = number_at_end(&mut text[..at], u64::from(octet));
                 if index > 0 {
-                    line.push('.');
+                    at -= 1;
+                    text[at] = b'.';
                 }
-                write_number(line, u64::from(octet));
             }
+            line.push_ascii(&text[at..]);
         }
-        v6 => {
-            let _ = write!(line, "{v6}");
-        }
+        v6 => line.push_text(&format!("{v6}:{port}")),
     }
-    line.push(':');
-    write_number(line, u64::from(port));
 }
 
 /// A processing time given as a duration, as AWS writes it: seconds with
 /// millisecond precision (rounded to the nearest millisecond), or `-1` when
 /// there is none.
-pub fn write_duration(line: &mut String, duration: Option<std::time::Duration>) {
+pub fn write_duration(line: &mut impl Line, duration: Option<std::time::Duration>) {
     match duration {
         Some(duration) => {
             let millis = (duration.as_micros() + 500) / 1000;
-            write_number(line, u64::try_from(millis / 1000).unwrap_or(u64::MAX));
-            line.push('.');
-            let fraction = (millis % 1000) as u16;
-            for divisor in [100, 10, 1] {
-                line.push(char::from(b'0' + (fraction / divisor % 10) as u8));
-            }
+            // `S.mmm`, built from the end in one buffer.
+            let mut text = [0u8; 24];
+            let end = text.len();
+            fill_digits(&mut text[end - 3..], (millis % 1000) as u32);
+            text[end - 4] = b'.';
+            let seconds = u64::try_from(millis / 1000).unwrap_or(u64::MAX);
+            let at = number_at_end(&mut text[..end - 4], seconds);
+            line.push_ascii(&text[at..]);
         }
-        None => line.push_str("-1"),
+        None => line.push_ascii(b"-1"),
     }
 }
 
@@ -865,6 +940,35 @@ mod tests {
         assert_eq!(format_duration(duration(1_500)), "0.002");
         assert_eq!(format_duration(duration(12_345_678)), "12.346");
         assert_eq!(format_duration(None), "-1");
+    }
+
+    proptest::proptest! {
+        /// The digit-pair writers agree with Rust's own formatting on any
+        /// number, IPv4 address and port, and duration.
+        #[test]
+        fn the_fast_writers_agree_with_formatting(
+            value: u64,
+            octets: [u8; 4],
+            port: u16,
+            micros in 0u64..100_000_000_000,
+            at in 0i64..4_102_444_800_000_000,
+        ) {
+            let mut line = String::from("x");
+            write_number(&mut line, value);
+            proptest::prop_assert_eq!(line, format!("x{value}"));
+            let ip = std::net::IpAddr::from(octets);
+            let mut line = String::new();
+            write_address(&mut line, ip, port);
+            proptest::prop_assert_eq!(line, format!("{ip}:{port}"));
+            let millis = (micros + 500) / 1000;
+            proptest::prop_assert_eq!(
+                format_duration(Some(std::time::Duration::from_micros(micros))),
+                format!("{}.{:03}", millis / 1000, millis % 1000)
+            );
+            let mut line = String::new();
+            TimeWriter::default().write(&mut line, at);
+            proptest::prop_assert_eq!(line, format_time(at));
+        }
     }
 
     #[test]

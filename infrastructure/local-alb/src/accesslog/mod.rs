@@ -170,11 +170,11 @@ struct WorkerLines {
     load_balancer_id: String,
     /// The end (Unix seconds) of the interval `text`'s lines belong to.
     end: i64,
-    text: String,
+    text: Vec<u8>,
     /// Full buffers, not taken yet: (interval end, lines).
-    full: Vec<(i64, String)>,
+    full: Vec<(i64, Vec<u8>)>,
     /// Emptied buffers the writer gave back.
-    free: Vec<String>,
+    free: Vec<Vec<u8>>,
     clock: alb::access_log::TimeWriter,
 }
 
@@ -184,7 +184,7 @@ impl WorkerLines {
         let fresh = self
             .free
             .pop()
-            .unwrap_or_else(|| String::with_capacity(BLOCK_ROOM));
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK_ROOM));
         let full = std::mem::replace(&mut self.text, fresh);
         self.full.push((self.end, full));
     }
@@ -263,7 +263,7 @@ impl AccessLogs {
             &lines.load_balancer_id,
             &mut lines.clock,
         );
-        lines.text.push('\n');
+        lines.text.push(b'\n');
         if lines.text.len() >= BLOCK {
             lines.next_block();
         }
@@ -451,7 +451,10 @@ impl Pending {
         if self.active {
             let text = &mut self.entry.text;
             let from = text.len();
-            text.push_str(&String::from_utf8_lossy(trace));
+            match std::str::from_utf8(trace) {
+                Ok(trace) => text.push_str(trace),
+                Err(_) => text.push_str(&String::from_utf8_lossy(trace)),
+            }
             self.entry.trace_at = Some((from, text.len()));
         }
     }

@@ -145,7 +145,7 @@ impl Writer {
     /// Compresses lines of the interval ending at `end` (Unix seconds) into
     /// its file; a later interval (or a changed destination) delivers the
     /// open one first.
-    pub fn append(&mut self, end: i64, lines: &str) {
+    pub fn append(&mut self, end: i64, lines: &[u8]) {
         let Some(destination) = &self.destination else {
             return;
         };
@@ -167,7 +167,7 @@ impl Writer {
             }
         }
         if let Some(open) = &mut self.open
-            && let Err(error) = open.gzip.write_all(lines.as_bytes())
+            && let Err(error) = open.gzip.write_all(lines)
         {
             tracing::warn!("writing an access log file failed: {error}");
         }
@@ -242,7 +242,7 @@ impl Writer {
 /// once a second), so the bytes are [`alb::access_log::Record::render`]'s
 /// (a unit test holds them equal).
 pub(super) fn render_line(
-    line: &mut String,
+    line: &mut Vec<u8>,
     entry: &Entry,
     target_group: Option<&str>,
     load_balancer_id: &str,
@@ -260,66 +260,71 @@ pub(super) fn render_line(
         ),
         None => (None, None),
     };
-    let target = |line: &mut String| match entry.target {
+    let target = |line: &mut Vec<u8>| match entry.target {
         Some((ip, port)) => write_address(line, ip, port),
-        None => line.push('-'),
+        None => line.push(b'-'),
     };
-    let status = |line: &mut String| match entry.target_status {
+    let status = |line: &mut Vec<u8>| match entry.target_status {
         Some(status) => write_number(line, u64::from(status)),
-        None => line.push('-'),
+        None => line.push(b'-'),
     };
     write_plain(line, entry.kind);
-    line.push(' ');
+    line.push(b' ');
     clock.write(line, unix_micros(entry.completed_at));
-    line.push(' ');
+    line.push(b' ');
     write_plain(line, load_balancer_id);
-    line.push(' ');
+    line.push(b' ');
     write_address(line, entry.client.ip(), entry.client.port());
-    line.push(' ');
+    line.push(b' ');
+    let target_at = line.len();
     target(line);
-    line.push(' ');
+    let target_text = target_at..line.len();
+    line.push(b' ');
     write_duration(line, request_time);
-    line.push(' ');
+    line.push(b' ');
     write_duration(line, entry.target_time);
-    line.push(' ');
+    line.push(b' ');
     write_duration(line, response_time);
-    line.push(' ');
+    line.push(b' ');
     write_number(line, u64::from(entry.elb_status));
-    line.push(' ');
+    line.push(b' ');
+    let status_at = line.len();
     status(line);
-    line.push(' ');
+    let status_text = status_at..line.len();
+    line.push(b' ');
     write_number(line, entry.received_bytes);
-    line.push(' ');
+    line.push(b' ');
     write_number(line, entry.sent_bytes);
-    line.push(' ');
+    line.push(b' ');
     write_quoted(line, entry.request());
-    line.push(' ');
+    line.push(b' ');
     write_quoted(line, entry.user_agent().unwrap_or("-"));
     // ssl_cipher, ssl_protocol
-    line.push_str(" - - ");
+    line.extend_from_slice(b" - - ");
     write_plain(line, target_group.unwrap_or("-"));
-    line.push(' ');
+    line.push(b' ');
     write_quoted(line, entry.trace_id().unwrap_or("-"));
     // domain_name, chosen_cert_arn
-    line.push_str(" \"-\" \"-\" ");
+    line.extend_from_slice(b" \"-\" \"-\" ");
     match entry.rule_priority {
         Some(priority) => write_number(line, u64::from(priority)),
-        None => line.push('-'),
+        None => line.push(b'-'),
     }
-    line.push(' ');
+    line.push(b' ');
     clock.write(line, unix_micros(entry.received_at));
-    line.push(' ');
+    line.push(b' ');
     write_quoted(line, entry.action);
     // redirect_url
-    line.push_str(" \"-\" ");
+    line.extend_from_slice(b" \"-\" ");
     write_quoted(line, entry.error_reason.unwrap_or("-"));
-    line.push_str(" \"");
-    target(line);
-    line.push_str("\" \"");
-    status(line);
+    // target:port_list and target_status_code_list: the one target's.
+    line.extend_from_slice(b" \"");
+    line.extend_from_within(target_text);
+    line.extend_from_slice(b"\" \"");
+    line.extend_from_within(status_text);
     // classification, classification_reason, conn_trace_id,
     // transformed_host, transformed_uri, request_transform_status
-    line.push_str("\" \"-\" \"-\" - \"-\" \"-\" \"-\"");
+    line.extend_from_slice(b"\" \"-\" \"-\" - \"-\" \"-\" \"-\"");
 }
 
 /// The record AWS would write for `entry`: the reference the direct
@@ -534,7 +539,7 @@ mod tests {
         let users = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/users/73e2d6bc24d8a067";
         let mut clock = access_log::TimeWriter::default();
         for (entry, group) in [(&forwarded, Some(users)), (&failed, None)] {
-            let mut line = String::new();
+            let mut line = Vec::new();
             render_line(
                 &mut line,
                 entry,
@@ -542,7 +547,10 @@ mod tests {
                 &destination.load_balancer_id,
                 &mut clock,
             );
-            assert_eq!(line, record_of(entry, group, &destination).render());
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                record_of(entry, group, &destination).render()
+            );
         }
     }
 }
