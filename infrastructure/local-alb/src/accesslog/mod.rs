@@ -346,7 +346,11 @@ fn interval_end(second: i64, interval: Duration) -> i64 {
 
 fn unix_micros(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+        // In 64 bits: `as_micros` is a u128 division.
+        i64::try_from(since.as_secs())
+            .unwrap_or(i64::MAX / 1_000_000)
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(since.subsec_micros()))
     })
 }
 
