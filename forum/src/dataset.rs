@@ -112,14 +112,17 @@ impl Dataset {
                 dangling_references.push(DanglingReference { field, id: user });
             }
         }
-        let posts_by_thread = Groups::new(posts.integers.iter().step_by(stride).copied());
-        let posts_by_user = Groups::new(posts.integers.iter().skip(1).step_by(stride).copied());
+        let mut posts_by_thread = Groups::new(posts.integers.iter().step_by(stride).copied());
+        let mut posts_by_user = Groups::new(posts.integers.iter().skip(1).step_by(stride).copied());
+        let posts_records = posts.records.finish();
+        posts_by_thread.prerender_if_short(&posts_records);
+        posts_by_user.prerender_if_short(&posts_records);
         Ok(Dataset {
             users: Arc::new(users.records.finish()),
             user_by_id,
             threads: Arc::new(threads.records.finish()),
             thread_by_id,
-            posts: Arc::new(posts.records.finish()),
+            posts: Arc::new(posts_records),
             posts_by_thread,
             posts_by_user,
             dangling_references,
@@ -160,12 +163,12 @@ impl Dataset {
 
     /// The posts whose `thread` is `thread_id`, in file order, as a JSON array.
     pub fn posts_in_thread_json(&self, thread_id: Option<i64>) -> Bytes {
-        self.posts.join(self.posts_by_thread.get(thread_id))
+        self.posts_by_thread.json(&self.posts, thread_id)
     }
 
     /// The posts whose `user` is `user_id`, in file order, as a JSON array.
     pub fn posts_by_user_json(&self, user_id: Option<i64>) -> Bytes {
-        self.posts.join(self.posts_by_user.get(user_id))
+        self.posts_by_user.json(&self.posts, user_id)
     }
 
     pub fn user_count(&self) -> usize {
@@ -212,6 +215,9 @@ struct Groups {
     /// Per id, its group's start in `members` and its length.
     spans: IdMap<(u32, u32)>,
     members: Vec<u32>,
+    /// Each group's JSON array, written once, when the records' whole list is
+    /// short (then all groups together are about as short).
+    prerendered: Option<IdMap<Bytes>>,
 }
 
 impl Groups {
@@ -236,7 +242,36 @@ impl Groups {
             span.1 += 1;
         }
         spans.shrink_to_fit();
-        Groups { spans, members }
+        Groups {
+            spans,
+            members,
+            prerendered: None,
+        }
+    }
+
+    /// Writes every group's array now if `records` is a short list (one
+    /// written at startup), so that answering one is a reference count.
+    fn prerender_if_short(&mut self, records: &Records) {
+        if !records.is_prerendered() {
+            return;
+        }
+        let rendered = self
+            .spans
+            .keys()
+            .map(|&id| (id, records.join(self.get(Some(id)))))
+            .collect();
+        self.prerendered = Some(rendered);
+    }
+
+    /// The JSON array of the records of group `id` (`[]` for none).
+    fn json(&self, records: &Records, id: Option<i64>) -> Bytes {
+        match &self.prerendered {
+            Some(rendered) => match id.and_then(|id| rendered.get(&id)) {
+                Some(body) => body.clone(),
+                None => Bytes::from_static(b"[]"),
+            },
+            None => records.join(self.get(id)),
+        }
     }
 
     fn get(&self, id: Option<i64>) -> &[u32] {
@@ -584,6 +619,60 @@ mod tests {
                 "{error:?} does not contain {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn short_data_is_answered_from_bytes_written_once_and_long_data_written_per_answer() {
+        let short = Dataset::builtin();
+        let same = |a: Bytes, b: Bytes| a.as_ptr() == b.as_ptr();
+        assert!(same(
+            short.user_json(Some(1)).unwrap(),
+            short.user_json(Some(1)).unwrap()
+        ));
+        assert!(same(
+            short.posts_in_thread_json(Some(1)),
+            short.posts_in_thread_json(Some(1))
+        ));
+        assert!(same(
+            short.posts_by_user_json(Some(1)),
+            short.posts_by_user_json(Some(1))
+        ));
+        assert_eq!(&short.posts_in_thread_json(Some(99))[..], b"[]");
+        // Past 64 KiB of posts: the same answers, written when asked.
+        let posts: Vec<String> = (0..2000)
+            .map(|n| {
+                format!(
+                    r#"{{"thread":{},"text":"{}","user":{}}}"#,
+                    n % 3,
+                    "w".repeat(40),
+                    n % 7
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"users":[],"threads":[],"posts":[{}]}}"#,
+            posts.join(",")
+        );
+        let long = load(&text).unwrap();
+        let in_thread = long.posts_in_thread_json(Some(2));
+        let expected: Vec<&str> = posts
+            .iter()
+            .skip(2)
+            .step_by(3)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(in_thread, format!("[{}]", expected.join(",")).into_bytes());
+        assert!(!same(in_thread, long.posts_in_thread_json(Some(2))));
+        let by_user: Vec<&str> = posts
+            .iter()
+            .skip(5)
+            .step_by(7)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            long.posts_by_user_json(Some(5)),
+            format!("[{}]", by_user.join(",")).into_bytes()
+        );
     }
 
     #[test]

@@ -146,15 +146,26 @@ fn json_or_no_content(body: Option<Bytes>) -> HttpResponse {
 }
 
 fn json(body: Bytes) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE)))
-        .body(body)
+    with_content_type(StatusCode::OK, body, JSON_CONTENT_TYPE)
 }
 
 fn text(status: StatusCode, body: &'static str) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE)))
-        .body(body)
+    with_content_type(
+        status,
+        Bytes::from_static(body.as_bytes()),
+        TEXT_CONTENT_TYPE,
+    )
+}
+
+/// A response of `body` with its Content-Type, built straight into the
+/// response head: no builder, no header conversion (`Bytes` stays unboxed in
+/// the body; Content-Length comes from its size).
+fn with_content_type(status: StatusCode, body: Bytes, content_type: &'static str) -> HttpResponse {
+    let mut response = HttpResponse::with_body(status, body).map_into_boxed_body();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 fn with_allow(mut response: HttpResponse) -> HttpResponse {

@@ -85,6 +85,10 @@ pub(crate) struct Records {
     array_json_len: usize,
     /// The whole array serialized, when it is at most [`PRERENDERED_LIST_BYTES`].
     prerendered: Option<Bytes>,
+    /// With `prerendered`: where each record starts in it, and one entry past
+    /// the closing bracket, so that record `i` is `starts[i]..starts[i + 1] - 1`
+    /// (its comma, or the bracket, left out).
+    prerendered_starts: Vec<u32>,
 }
 
 impl Records {
@@ -128,8 +132,20 @@ impl Records {
         out.push(b'}');
     }
 
-    /// One record, serialized.
+    /// Whether the whole list was written at startup (it is short).
+    pub(crate) fn is_prerendered(&self) -> bool {
+        self.prerendered.is_some()
+    }
+
+    /// One record, serialized: of a short list, a slice of its bytes written
+    /// at startup (no copy); else written now.
     pub(crate) fn record(&self, record: u32) -> Bytes {
+        if let Some(all) = &self.prerendered {
+            let index = record as usize;
+            let start = self.prerendered_starts[index] as usize;
+            let end = self.prerendered_starts[index + 1] as usize - 1;
+            return all.slice(start..end);
+        }
         let mut out = Vec::with_capacity(128);
         self.write_record(record, &mut out);
         Bytes::from(out)
@@ -333,10 +349,24 @@ impl RecordsBuilder {
             starts: self.starts,
             array_json_len: self.records_json_len + count.saturating_sub(1) + 2,
             prerendered: None,
+            prerendered_starts: Vec::new(),
         };
         if records.array_json_len <= PRERENDERED_LIST_BYTES {
             let all: Vec<u32> = (0..count as u32).collect();
-            records.prerendered = Some(records.join(&all));
+            let whole = records.join(&all);
+            // Each record follows the `[` or a `,` and is followed by a `,` or the `]`.
+            let mut starts = Vec::with_capacity(count + 1);
+            let mut scratch = Vec::new();
+            let mut at = 1;
+            for record in all {
+                starts.push(at);
+                scratch.clear();
+                records.write_record(record, &mut scratch);
+                at += scratch.len() as u32 + 1;
+            }
+            starts.push(at);
+            records.prerendered_starts = starts;
+            records.prerendered = Some(whole);
         }
         records
     }
@@ -506,6 +536,34 @@ mod tests {
         let long = records(&format!("[{}]", many.join(",")));
         assert!(long.array_json_len() > PRERENDERED_LIST_BYTES);
         assert_eq!(ListStream::new(long).prerendered(), None);
+    }
+
+    #[test]
+    fn a_record_of_a_short_list_is_its_slice_of_the_list_and_of_a_long_one_written_now() {
+        let json = r#"[{"id":1,"name":"a"},{"id":22,"name":"b\\\"c"},7,{"id":3}]"#;
+        let short = records(json);
+        let all = short.prerendered.clone().unwrap();
+        let expected = [
+            r#"{"id":1,"name":"a"}"#,
+            r#"{"id":22,"name":"b\\\"c"}"#,
+            "7",
+            r#"{"id":3}"#,
+        ];
+        for (index, text) in expected.iter().enumerate() {
+            let record = short.record(index as u32);
+            assert_eq!(&record[..], text.as_bytes(), "record {index}");
+            // The same bytes, not a copy.
+            let offset = (record.as_ptr() as usize).wrapping_sub(all.as_ptr() as usize);
+            assert!(
+                offset < all.len(),
+                "record {index} is not a slice of the list"
+            );
+        }
+        let many: Vec<String> = (0..2000)
+            .map(|index| format!(r#"{{"id":{index},"text":"{}"}}"#, "w".repeat(40)))
+            .collect();
+        let long = records(&format!("[{}]", many.join(",")));
+        assert_eq!(&long.record(1999)[..], many[1999].as_bytes());
     }
 
     #[test]
