@@ -319,7 +319,7 @@ struct Bucket {
 #[derive(Default)]
 struct Counts {
     throttled: BTreeMap<(Api, String), u64>,
-    /// (api, action, status, after_apply) → count.
+    /// (api, action, status, applied) → count.
     transient: BTreeMap<(Api, String, u16, bool), u64>,
 }
 
@@ -373,8 +373,10 @@ impl Faults {
         true
     }
 
-    /// Whether to answer this request with a transient error (counted when
-    /// so). Only writes can get one after being applied.
+    /// Whether to answer this request with a transient error. Only writes
+    /// can get one after the action (`after_apply`); one before the action
+    /// is counted here (not applied), one after it by [`Faults::answer_lost`],
+    /// once the action's result tells whether the write was applied.
     pub fn transient(&self, api: Api, action: &str, write: bool) -> Option<Transient> {
         let share = self
             .transient_errors
@@ -386,15 +388,28 @@ impl Faults {
         }
         let status = if rand::random::<bool>() { 500 } else { 503 };
         let after_apply = write && rand::random::<f64>() < self.lost_answers;
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        *counts
-            .transient
-            .entry((api, action.to_owned(), status, after_apply))
-            .or_default() += 1;
+        if !after_apply {
+            self.count_transient(api, action, status, false);
+        }
         Some(Transient {
             status,
             after_apply,
         })
+    }
+
+    /// Counts a transient error answered after the action ran: `applied`
+    /// when the write was accepted (a refused one, such as the retry of a
+    /// CreateRule whose priority the first attempt took, was not).
+    pub fn answer_lost(&self, api: Api, action: &str, injected: Transient, applied: bool) {
+        self.count_transient(api, action, injected.status, applied);
+    }
+
+    fn count_transient(&self, api: Api, action: &str, status: u16, applied: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts
+            .transient
+            .entry((api, action.to_owned(), status, applied))
+            .or_default() += 1;
     }
 
     /// The counters as Prometheus text (nothing while nothing was injected).
