@@ -21,6 +21,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use alb::duration::parse as duration;
 use alb::metrics::{self as names, escape_label_value, label};
 
 /// The delay range `min..max` after which an accepted change reaches a node.
@@ -154,30 +155,12 @@ impl FaultOptions {
     }
 }
 
-/// A duration such as `8s`, `500ms`, `1.5s` or `2` (seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (text, 1.0)
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-        .ok_or_else(|| format!("'{text}' is not a duration: write it as 8s, 500ms or 1.5s"))
-}
-
 /// A propagation range such as `0s..8s`, or one duration (`2s`: always 2 s).
 pub fn parse_propagation(text: &str) -> Result<PropagationRange, String> {
     let (min, max) = match text.split_once("..") {
-        Some((min, max)) => (parse_duration(min)?, parse_duration(max)?),
+        Some((min, max)) => (duration(min)?, duration(max)?),
         None => {
-            let fixed = parse_duration(text)?;
+            let fixed = duration(text)?;
             (fixed, fixed)
         }
     };
@@ -483,7 +466,15 @@ mod tests {
                 .unwrap_err()
                 .contains("MIN..MAX")
         );
-        assert!(parse_propagation("soon").unwrap_err().contains("8s, 500ms"));
+        assert!(
+            parse_propagation("soon")
+                .unwrap_err()
+                .contains("a bare number is seconds")
+        );
+        assert_eq!(
+            parse_propagation("2").map(|r| r.max),
+            Ok(Duration::from_secs(2))
+        );
         let rates = parse_throttle("DescribeRules=5, ModifyRule=0.5,*=20").unwrap();
         assert_eq!(rates.rate("DescribeRules"), Some(5.0));
         assert_eq!(rates.rate("ModifyRule"), Some(0.5));
