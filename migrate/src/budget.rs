@@ -8,18 +8,32 @@
 //! backoff".
 //!
 //! One command runs per process, so the counters are process-wide.
+//!
+//! A wait is said when it starts, on stderr (stdout stays the command's
+//! result, `--output json` included): [`NotingSleep`] is the SDK's sleep, and
+//! the interceptor leaves it a note of why the next sleep happens, so a retry
+//! reads "migrate: DescribeTargetHealth throttled, retrying in 1.2 s (attempt
+//! 3 of 5)" and a wait of the adaptive mode's client-side rate limiter of at
+//! least [`NOTED_RATE_WAIT`] reads "migrate: DescribeTags waits 1.4 s: migrate
+//! slows its calls down after throttling".
 
+use std::cell::RefCell;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use aws_sdk_elasticloadbalancingv2::config::{AsyncSleep, Sleep};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
     FinalizerInterceptorContextRef,
 };
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 use serde::Serialize;
 
 /// What the AWS API calls of this process cost so far.
@@ -165,12 +179,32 @@ impl Intercept for Counting {
         Ok(())
     }
 
+    fn read_after_serialization(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // Next: the rate limiter's go-ahead for the first attempt, which may
+        // be a sleep.
+        // The attempt's timeout is a sleep too, begun before the attempt:
+        // not a wait.
+        leave_note(Wait::RateLimited {
+            action: action_name(cfg),
+            attempt_timeout: cfg
+                .load::<TimeoutConfig>()
+                .and_then(|t| t.operation_attempt_timeout()),
+        });
+        Ok(())
+    }
+
     fn read_before_attempt(
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        take_note();
         let previous = cfg.load::<AttemptEnded>().cloned();
         update(|b| {
             b.attempts += 1;
@@ -193,6 +227,20 @@ impl Intercept for Counting {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let status = context.response().map(|r| r.status().as_u16());
+        if matches!(context.output_or_error(), Some(Err(_))) {
+            // Next, if the retry strategy retries: the backoff's sleep.
+            let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+            leave_note(Wait::Retry {
+                action: action_name(cfg),
+                cause: match status {
+                    Some(500..) => "got a server error",
+                    Some(_) => "throttled",
+                    None => "got no answer",
+                },
+                next_attempt: attempt + 1,
+                max_attempts: cfg.load::<RetryConfig>().map_or(0, |c| c.max_attempts()),
+            });
+        }
         cfg.interceptor_state().store_put(AttemptEnded {
             at: Instant::now(),
             status,
@@ -206,10 +254,94 @@ impl Intercept for Counting {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        take_note();
         if matches!(context.output_or_error(), Some(Err(_))) {
             update(|b| b.failed += 1);
         }
         Ok(())
+    }
+}
+
+/// Rate-limiter waits shorter than this are not said.
+pub const NOTED_RATE_WAIT: Duration = Duration::from_millis(500);
+
+/// Why the SDK's next sleep happens.
+#[derive(Debug, Clone, PartialEq)]
+enum Wait {
+    /// The backoff before a retry.
+    Retry {
+        action: String,
+        cause: &'static str,
+        next_attempt: u32,
+        max_attempts: u32,
+    },
+    /// The adaptive mode's client-side rate limiter before a first attempt.
+    RateLimited {
+        action: String,
+        attempt_timeout: Option<Duration>,
+    },
+}
+
+impl Wait {
+    /// The line said on stderr for a sleep of `delay`, if any.
+    fn line(&self, delay: Duration) -> Option<String> {
+        match self {
+            Wait::Retry {
+                action,
+                cause,
+                next_attempt,
+                max_attempts,
+            } => Some(format!(
+                "migrate: {action} {cause}, retrying in {:.1} s (attempt {next_attempt} of {max_attempts})",
+                delay.as_secs_f64()
+            )),
+            Wait::RateLimited {
+                action,
+                attempt_timeout,
+            } => (delay >= NOTED_RATE_WAIT && Some(delay) != *attempt_timeout).then(|| {
+                format!(
+                    "migrate: {action} waits {:.1} s: migrate slows its calls down after throttling",
+                    delay.as_secs_f64()
+                )
+            }),
+        }
+    }
+}
+
+thread_local! {
+    /// The note the interceptor left for the next sleep. The SDK's
+    /// orchestrator runs the hook and creates the sleep in one poll of the
+    /// call's future, so on one thread; a note older than that is stale.
+    static NOTE: RefCell<Option<(Wait, Instant)>> = const { RefCell::new(None) };
+}
+
+fn leave_note(wait: Wait) {
+    NOTE.with(|note| *note.borrow_mut() = Some((wait, Instant::now())));
+}
+
+fn take_note() -> Option<Wait> {
+    NOTE.with(|note| note.borrow_mut().take())
+        .filter(|(_, at)| at.elapsed() < Duration::from_millis(100))
+        .map(|(wait, _)| wait)
+}
+
+/// The operation's name ("DescribeTargetHealth").
+fn action_name(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>()
+        .map_or_else(|| "an AWS call".to_owned(), |m| m.name().to_owned())
+}
+
+/// The SDK's sleep (set once in `elb::sdk_config`): tokio's, saying why it
+/// waits when the interceptor left a note (see the module's documentation).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NotingSleep;
+
+impl AsyncSleep for NotingSleep {
+    fn sleep(&self, duration: Duration) -> Sleep {
+        if let Some(line) = take_note().and_then(|wait| wait.line(duration)) {
+            eprintln!("{line}");
+        }
+        Sleep::new(tokio::time::sleep(duration))
     }
 }
 
@@ -240,5 +372,38 @@ mod tests {
         assert_eq!(calm.to_string(), "AWS API: 1 call, none retried");
         assert_eq!(budget.since(&calm).calls, 40);
         assert_eq!(budget.to_json()["retried"], 7);
+    }
+
+    #[test]
+    fn a_wait_says_why_and_for_how_long() {
+        let retry = Wait::Retry {
+            action: "DescribeTargetHealth".into(),
+            cause: "throttled",
+            next_attempt: 3,
+            max_attempts: 5,
+        };
+        assert_eq!(
+            retry.line(Duration::from_millis(1234)).unwrap(),
+            "migrate: DescribeTargetHealth throttled, retrying in 1.2 s (attempt 3 of 5)"
+        );
+        let limited = Wait::RateLimited {
+            action: "DescribeTags".into(),
+            attempt_timeout: Some(Duration::from_secs(10)),
+        };
+        assert_eq!(limited.line(Duration::from_millis(100)), None);
+        assert_eq!(
+            limited.line(Duration::from_secs(10)),
+            None,
+            "the attempt's timeout"
+        );
+        assert!(
+            limited
+                .line(Duration::from_secs(2))
+                .unwrap()
+                .starts_with("migrate: DescribeTags waits 2.0 s")
+        );
+        leave_note(retry.clone());
+        assert_eq!(take_note(), Some(retry));
+        assert_eq!(take_note(), None, "a note is said once");
     }
 }

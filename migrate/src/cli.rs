@@ -43,6 +43,10 @@ Exit codes: 0 done, 1 error, 2 usage or config, 3 gate failed and rolled back, 4
 (or taken away mid-shift), 130 stopped by Ctrl-C; verify: 1 an answer differed, 5 the check
 could not run (see `migrate verify --help`).
 
+Durations (--interval, --since, --bake, migrate.toml's ...): a bare number is seconds
+(--since 30 is 30s); otherwise a number with a unit: ms, s, m, h, d, w, combined as in 1h30m.
+local-alb reads its durations the same way.
+
 --output json: stdout carries exactly one JSON document, whatever happens: the command's
 result, or on failure {\"ok\": false, \"exit_code\": N, \"error\": \"...\", ...} with what was done
 so far (for shift and rollback: route, from, to, steps, routing_changes). Messages stay on
@@ -640,9 +644,9 @@ fn parse_sticky(text: &str) -> Result<Duration, String> {
     crate::settings::check_sticky(parse_duration(text)?)
 }
 
+/// Every duration flag: `alb::duration`'s rule, as local-alb reads them.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("`{text}` is not a duration like 30s or 2m: {err}"))
+    alb::duration::parse(text)
 }
 
 /// Arguments of `migrate verify`.
@@ -681,7 +685,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = parity::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
     pub concurrency: usize,
     /// Timeout of each HTTP request, e.g. `10s` or `500ms`.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Also write the reports as JSON to FILE (`-`: stdout, the text report
     /// then goes to stderr; `--output json` does the same).
@@ -741,10 +745,10 @@ pub struct DemoArgs {
     )]
     pub steps: Vec<u8>,
     /// Time between the steps of `shift users` (the route is probed meanwhile).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Duration,
     /// Pause after each walkthrough step, so that each state shows in the traffic.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub pause: Duration,
     /// Client requests per second through the load balancer, in total.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=5000))]

@@ -607,6 +607,8 @@ struct StatusReport {
     /// Tasks and scaling limits of the monolith (key `monolith`) and of each
     /// route's service (`crate::capacity`).
     capacity: BTreeMap<String, crate::capacity::Capacity>,
+    /// What the AWS API calls of this status cost (`budget::Budget`'s JSON).
+    aws_api: serde_json::Value,
 }
 
 /// The `[[notify]]` sinks and the deliveries that failed (from the journal).
@@ -662,6 +664,7 @@ pub async fn status(ctx: &mut Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode
         unknown_routes: listing.unknown_routes(&ctx.settings),
         notifications: notify_status(ctx)?,
         capacity,
+        aws_api: crate::budget::used().to_json(),
     };
     for status in report.routes.iter().filter(|s| !s.drift.is_empty()) {
         ctx.notifier.emit(

@@ -72,7 +72,9 @@ pub struct Elb {
 pub async fn sdk_config(aws: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retry_config())
-        .timeout_config(timeout_config());
+        .timeout_config(timeout_config())
+        // Says on stderr why a call waits (a retry's backoff, the rate limiter).
+        .sleep_impl(crate::budget::NotingSleep);
     if let Some(profile) = &aws.profile {
         loader = loader.profile_name(profile);
     }

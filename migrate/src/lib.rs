@@ -109,6 +109,33 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     }
 }
 
+/// The AWS API budget of the commands that move or judge routes, on every
+/// exit path (done, refused, failed, lock held or lost): "migrate: AWS API:
+/// ..." on stderr with text output, and `aws_api` in the failure document
+/// under `--output json` (their own documents carry it when they succeed).
+fn report_budget(ctx: &Ctx, command: &Command, failed: bool) {
+    if !matches!(
+        command,
+        Command::Shift(_)
+            | Command::Rollback(_)
+            | Command::Promote(_)
+            | Command::Abort(_)
+            | Command::Status(_)
+    ) {
+        return;
+    }
+    let used = budget::used();
+    if used.calls == 0 {
+        return;
+    }
+    if ctx.chatty() {
+        eprintln!("migrate: {used}");
+    }
+    if failed {
+        output::add_to_outcome("aws_api", used.to_json());
+    }
+}
+
 /// Whether a command line that clap refused asked for `--output json`.
 fn wants_json(args: &[std::ffi::OsString]) -> bool {
     args.iter()
@@ -151,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Leaks(args) => leaks::leaks(&mut ctx, args).await,
         Command::Retire(args) => retire::retire(&mut ctx, args).await,
     };
+    report_budget(&ctx, &cli.command, result.is_err());
     // shift and rollback summarize their own calls, with the routing changes.
     if !matches!(
         cli.command,

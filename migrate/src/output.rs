@@ -78,6 +78,17 @@ pub fn record_outcome(value: &impl Serialize) {
     }
 }
 
+/// Adds one field to what the command recorded (unless it recorded that
+/// field itself), for the failure document.
+pub fn add_to_outcome(key: &str, value: serde_json::Value) {
+    if let Ok(mut outcome) = OUTCOME.lock() {
+        outcome
+            .get_or_insert_with(serde_json::Map::new)
+            .entry(key)
+            .or_insert(value);
+    }
+}
+
 /// The `--output json` document of a failed command:
 /// `{"ok": false, "exit_code": N, "error": "...", <outcome so far>}`.
 pub fn failure_document(error: &str, exit_code: u8) -> serde_json::Value {
@@ -118,6 +129,11 @@ mod tests {
         assert_eq!(document["error"], "users: boom");
         assert_eq!(document["route"], "users");
         assert_eq!(document["routing_changes"], 1);
+        add_to_outcome("aws_api", serde_json::json!({ "calls": 3 }));
+        add_to_outcome("route", "posts".into());
+        let document = failure_document("users: boom", 3);
+        assert_eq!(document["aws_api"]["calls"], 3);
+        assert_eq!(document["route"], "users", "the command's own field wins");
     }
 
     #[test]

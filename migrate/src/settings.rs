@@ -560,11 +560,7 @@ fn some_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Du
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(|err| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a duration like `30s` or `2m` ({err})"
-        ))
-    })
+    alb::duration::parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// A priority: a whole number (`10`, or `"10"` from an environment

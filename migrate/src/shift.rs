@@ -453,12 +453,9 @@ async fn timed_parity_gate(ctx: &Ctx, route: &str) -> anyhow::Result<Option<Stri
 }
 
 /// With `-v`: the number of calls, how many changed routing (for commands
-/// that write), the time spent in calls and the wall time.
+/// that write), the time spent in calls and the wall time. (The AWS API
+/// budget is `lib::report_budget`'s, on every exit path.)
 pub fn summarize(ctx: &Ctx, routing_changes: Option<usize>) {
-    if ctx.chatty() && routing_changes.is_some() {
-        // What AWS's throttling and errors cost this command (retries, backoff).
-        eprintln!("migrate: {}", crate::budget::used());
-    }
     if ctx.verbose {
         let calls = ctx.elb.calls();
         let api_ms: f64 = calls.iter().map(|c| c.millis).sum();
@@ -2062,7 +2059,8 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
     .await;
     let released = lock.release(&ctx.elb).await;
     summarize(ctx, result.as_ref().ok().map(|o| o.routing_changes));
-    let outcome = result?;
+    let mut outcome = result?;
+    outcome.aws_api = Some(crate::budget::used().to_json());
     record_outcome(&outcome);
     released?;
     if ctx.output == Output::Json {

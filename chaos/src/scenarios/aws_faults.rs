@@ -30,8 +30,9 @@ fn faults(profile: &Profile) -> (Duration, Vec<String>) {
         &format!("0s..{}s", max.as_secs()),
         "--nodes",
         "3",
-        // Tight enough that shifts are throttled (AWS publishes no ELBv2
-        // rates; "Rate exceeded" comes at a few calls per second); looser in
+        // Tight enough that shifts are throttled (AWS's example bucket for
+        // Describe* refills 10 a second, shared by the whole account; "Rate
+        // exceeded" is reported at a few calls per second); looser in
         // the bounded run, whose budget is its wall time.
         "--throttle",
         if bounded {

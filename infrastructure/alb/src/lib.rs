@@ -4,7 +4,8 @@
 //! (does one rule match every request another matches? can two rules match
 //! the same request?), the canonical client address, and which header fields
 //! are hop-by-hop; the names and parser of the local ALB's `/metrics`
-//! text; and the ALB access log format ([`access_log`]).
+//! text; the ALB access log format ([`access_log`]); and the one parser of
+//! durations that `migrate` and `local-alb` read ([`duration`]).
 //!
 //! `migrate` uses it to prove that a parked route's rule can take no traffic
 //! and to name the rules a move would shadow; the semantics are the ones the
@@ -15,6 +16,7 @@
 pub mod access_log;
 pub mod cidr;
 pub mod conditions;
+pub mod duration;
 pub mod glob;
 pub mod headers;
 pub mod metrics;

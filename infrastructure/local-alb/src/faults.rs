@@ -21,6 +21,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use alb::duration::parse as duration;
 use alb::metrics::{self as names, escape_label_value, label};
 
 /// The delay range `min..max` after which an accepted change reaches a node.
@@ -154,30 +155,12 @@ impl FaultOptions {
     }
 }
 
-/// A duration such as `8s`, `500ms`, `1.5s` or `2` (seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (text, 1.0)
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-        .ok_or_else(|| format!("'{text}' is not a duration: write it as 8s, 500ms or 1.5s"))
-}
-
 /// A propagation range such as `0s..8s`, or one duration (`2s`: always 2 s).
 pub fn parse_propagation(text: &str) -> Result<PropagationRange, String> {
     let (min, max) = match text.split_once("..") {
-        Some((min, max)) => (parse_duration(min)?, parse_duration(max)?),
+        Some((min, max)) => (duration(min)?, duration(max)?),
         None => {
-            let fixed = parse_duration(text)?;
+            let fixed = duration(text)?;
             (fixed, fixed)
         }
     };
@@ -319,7 +302,7 @@ struct Bucket {
 #[derive(Default)]
 struct Counts {
     throttled: BTreeMap<(Api, String), u64>,
-    /// (api, action, status, after_apply) → count.
+    /// (api, action, status, applied) → count.
     transient: BTreeMap<(Api, String, u16, bool), u64>,
 }
 
@@ -373,8 +356,10 @@ impl Faults {
         true
     }
 
-    /// Whether to answer this request with a transient error (counted when
-    /// so). Only writes can get one after being applied.
+    /// Whether to answer this request with a transient error. Only writes
+    /// can get one after the action (`after_apply`); one before the action
+    /// is counted here (not applied), one after it by [`Faults::answer_lost`],
+    /// once the action's result tells whether the write was applied.
     pub fn transient(&self, api: Api, action: &str, write: bool) -> Option<Transient> {
         let share = self
             .transient_errors
@@ -386,15 +371,28 @@ impl Faults {
         }
         let status = if rand::random::<bool>() { 500 } else { 503 };
         let after_apply = write && rand::random::<f64>() < self.lost_answers;
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        *counts
-            .transient
-            .entry((api, action.to_owned(), status, after_apply))
-            .or_default() += 1;
+        if !after_apply {
+            self.count_transient(api, action, status, false);
+        }
         Some(Transient {
             status,
             after_apply,
         })
+    }
+
+    /// Counts a transient error answered after the action ran: `applied`
+    /// when the write was accepted (a refused one, such as the retry of a
+    /// CreateRule whose priority the first attempt took, was not).
+    pub fn answer_lost(&self, api: Api, action: &str, injected: Transient, applied: bool) {
+        self.count_transient(api, action, injected.status, applied);
+    }
+
+    fn count_transient(&self, api: Api, action: &str, status: u16, applied: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts
+            .transient
+            .entry((api, action.to_owned(), status, applied))
+            .or_default() += 1;
     }
 
     /// The counters as Prometheus text (nothing while nothing was injected).
@@ -468,7 +466,15 @@ mod tests {
                 .unwrap_err()
                 .contains("MIN..MAX")
         );
-        assert!(parse_propagation("soon").unwrap_err().contains("8s, 500ms"));
+        assert!(
+            parse_propagation("soon")
+                .unwrap_err()
+                .contains("a bare number is seconds")
+        );
+        assert_eq!(
+            parse_propagation("2").map(|r| r.max),
+            Ok(Duration::from_secs(2))
+        );
         let rates = parse_throttle("DescribeRules=5, ModifyRule=0.5,*=20").unwrap();
         assert_eq!(rates.rate("DescribeRules"), Some(5.0));
         assert_eq!(rates.rate("ModifyRule"), Some(0.5));

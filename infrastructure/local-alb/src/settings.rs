@@ -49,6 +49,10 @@ local-alb --propagation 0s..8s --nodes 3 --throttle 'DescribeRules=5,*=20' --tra
 The access key and secret are the stack file's [credentials] (local defaults \
 above). On start, one line per listener is printed to stdout:\n  \
 data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\
+DURATIONS (--access-log-interval, --propagation, the SECONDS options):\n  \
+a bare number is seconds (300 is 5 minutes, 0.5 is 500ms); otherwise a number \
+with a unit: ms, s, m, h, d, w, combined as in 1h30m. migrate reads its \
+durations the same way.\n\n\
 ENVIRONMENT:\n  RUST_LOG  log filter (default info); logs go to stderr\n  \
 The LOCAL_ALB_* variables are listed with the options they set (an option given \
 on the command line wins).\n\n\
@@ -175,36 +179,22 @@ pub struct Cli {
     pub lost_answers: Option<f64>,
 }
 
-/// A whole number of seconds, minutes or hours of at least one second: 300,
-/// 90s, 5m, 1h.
+/// A duration of whole seconds, at least one: 300, 90s, 5m, 1h
+/// (`alb::duration`'s rule).
 fn whole_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => 0,
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .map(|n| n * scale)
-        .filter(|seconds| *seconds >= 1)
-        .map(Duration::from_secs)
-        .ok_or_else(|| "expected a whole duration of at least 1s, such as 300, 90s, 5m or 1h (from the option or its LOCAL_ALB_* variable, see --help)".to_owned())
+    let duration = alb::duration::parse(text)?;
+    if duration < Duration::from_secs(1) || duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{}` is not a whole number of seconds of at least 1s, such as 300, 90s, 5m or 1h",
+            text.trim()
+        ));
+    }
+    Ok(duration)
 }
 
-/// A number of seconds, such as 60 or 0.5.
+/// A duration: 60 (seconds), 0.5, 90s, 500ms (`alb::duration`'s rule).
 fn seconds(text: &str) -> Result<Duration, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| "expected a number of seconds, such as 60 or 0.5 (from the option or its LOCAL_ALB_* variable, see --help)".to_owned())
+    alb::duration::parse(text)
 }
 
 /// A whole number of threads above 0.
@@ -292,5 +282,50 @@ impl From<Cli> for Settings {
                 lost_answers: cli.lost_answers,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_duration_option_reads_a_bare_number_as_seconds_and_units_alike() {
+        let cli = Cli::try_parse_from([
+            "local-alb",
+            "--access-log-interval",
+            "300",
+            "--target-timeout",
+            "1m",
+            "--client-idle-timeout",
+            "0.5",
+            "--propagation",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(cli.access_log_interval, Some(Duration::from_secs(300)));
+        assert_eq!(cli.target_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(cli.client_idle_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(
+            cli.propagation.map(|range| range.max),
+            Some(Duration::from_secs(2))
+        );
+        for (flag, value) in [
+            ("--access-log-interval", "soon"),
+            ("--target-timeout", "5x"),
+            ("--propagation", "0s..later"),
+        ] {
+            let error = Cli::try_parse_from(["local-alb", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("a bare number is seconds") && error.contains("ms, s, m, h, d, w"),
+                "{flag} {value}: {error}"
+            );
+        }
+        let error = Cli::try_parse_from(["local-alb", "--access-log-interval", "1.5s"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("whole number of seconds"), "{error}");
     }
 }

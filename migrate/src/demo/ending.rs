@@ -44,20 +44,36 @@ pub fn alb_args(root: &Path) -> Vec<String> {
 
 /// What happened, for the summary.
 pub struct Ending {
-    pub leaked: u64,
+    /// What the leak report found before the fix: each spelling and its
+    /// requests (the demo's `/API/USERS/1`, and any other).
+    pub leaked: Vec<(String, u64)>,
     pub pattern: String,
     pub window: Duration,
 }
 
 impl Ending {
     pub fn line(&self) -> String {
+        let total: u64 = self.leaked.iter().map(|(_, count)| count).sum();
+        let spellings: Vec<String> = self
+            .leaked
+            .iter()
+            .map(|(path, count)| format!("{count} spelled {path}"))
+            .collect();
         format!(
-            "{ROUTE} retired: {} requests spelled {CASE_VARIANT} had leaked to the monolith; the pattern {:?} was added, no leak in the {} s after the fix, then `migrate retire {ROUTE}`",
-            self.leaked,
+            "{ROUTE} retired: {total} requests had leaked to the monolith ({}); the pattern {:?} was added, no leak in the {} s after the fix, then `migrate retire {ROUTE}`",
+            spellings.join(", "),
             self.pattern,
             self.window.as_secs()
         )
     }
+}
+
+/// Each spelling of a leak report and its requests, as the report found them.
+fn spellings(leaks: &[crate::leaks::Leak]) -> Vec<(String, u64)> {
+    leaks
+        .iter()
+        .map(|leak| (leak.path.clone(), leak.count))
+        .collect()
 }
 
 /// Runs the ending; `mark` puts each command on the timeline.
@@ -159,7 +175,7 @@ pub async fn run(
     )
     .await?;
     Ok(Ending {
-        leaked: leak.count,
+        leaked: spellings(&before.leaks),
         pattern,
         window,
     })
@@ -302,4 +318,22 @@ async fn command(config: &Path, args: &[&str], expected: u8) -> anyhow::Result<(
         args.join(" ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_every_spelling_the_leak_report_found() {
+        let ending = Ending {
+            leaked: vec![("/API/USERS/1".into(), 5), ("/Api/Users".into(), 2)],
+            pattern: "/API/USERS*".into(),
+            window: Duration::from_secs(3),
+        };
+        assert_eq!(
+            ending.line(),
+            "users retired: 7 requests had leaked to the monolith (5 spelled /API/USERS/1, 2 spelled /Api/Users); the pattern \"/API/USERS*\" was added, no leak in the 3 s after the fix, then `migrate retire users`"
+        );
+    }
 }

@@ -373,6 +373,24 @@ fn no_evidence_is_never_no_leaks(op: &Operator, logs: &str) {
             .contains(&format!("no access-log file under {empty}")),
         "{leaks}"
     );
+    // A bare number is seconds, as local-alb reads its durations; a word is
+    // refused as a usage error naming the units.
+    let bare = op.run(&["leaks", "users", "--from-alb-log", &empty, "--since", "30"]);
+    assert_eq!(bare.code, 4, "--since 30 is 30s: {bare}");
+    let word = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &empty,
+        "--since",
+        "soon",
+    ]);
+    assert_eq!(word.code, 2, "{word}");
+    assert!(
+        word.stderr.contains("a bare number is seconds")
+            && word.stderr.contains("ms, s, m, h, d, w"),
+        "{word}"
+    );
     let text = dir.path().join("notes.log");
     std::fs::write(&text, "hello\nworld\n").unwrap();
     let text = text.display().to_string();

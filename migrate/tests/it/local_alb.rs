@@ -732,6 +732,7 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
         "{run}"
     );
     assert!(run.stderr.contains("nothing more was written"), "{run}");
+    assert!(run.stderr.contains("migrate: AWS API: "), "{run}");
     let (priority, weights) = route_rule(&rt, &elb, &listener, "users").unwrap();
     assert_eq!(priority, "100");
     assert_eq!(weights, [("users".to_owned(), 100)].into_iter().collect());
@@ -1139,6 +1140,76 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
             .contains("no traffic to judge after 1s"),
         "{says:?}"
     );
+}
+
+#[test]
+fn status_under_throttling_says_why_it_waits_and_stays_correct() {
+    // Two GetMetricData a second; status reads the traffic of each route's
+    // recent change, one call per route (issue 17: status waited for seconds
+    // and said nothing). GetMetricData, because its client retries in the
+    // standard mode: a retry waits under a second (ELBv2's adaptive mode
+    // holds its first retry for up to 10 s).
+    let stack = LocalStack::start_with_alb_args(
+        ["--throttle", "GetMetricData=2"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    let op = stack.operator("2s");
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    // The bucket drained just before, so status's calls wait for tokens.
+    let rt = runtime();
+    let cloudwatch = cloudwatch_client(&rt, &stack.control_url, LOCAL_KEY, LOCAL_SECRET);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let query = aws_sdk_cloudwatch::types::MetricDataQuery::builder()
+        .id("requests")
+        .metric_stat(
+            aws_sdk_cloudwatch::types::MetricStat::builder()
+                .metric(
+                    aws_sdk_cloudwatch::types::Metric::builder()
+                        .namespace("AWS/ApplicationELB")
+                        .metric_name("RequestCount")
+                        .build(),
+                )
+                .period(1)
+                .stat("Sum")
+                .build(),
+        )
+        .build();
+    for _ in 0..2 {
+        let _ = rt.block_on(
+            cloudwatch
+                .get_metric_data()
+                .metric_data_queries(query.clone())
+                .start_time(aws_smithy_types::DateTime::from_secs(now - 60))
+                .end_time(aws_smithy_types::DateTime::from_secs(now))
+                .send(),
+        );
+    }
+
+    let status = op.run(&["status", "--output", "json"]);
+    assert_eq!(status.code, 0, "{status}");
+    // Said on stderr as each wait starts; stdout is the one JSON document.
+    assert!(
+        status
+            .stderr
+            .contains("migrate: GetMetricData throttled, retrying in "),
+        "{status}"
+    );
+    assert!(status.stderr.contains(" s (attempt 2 of 5)"), "{status}");
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let routes = report["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 3, "{report}");
+    for route in routes {
+        assert_eq!(route["state"], "on-monolith", "{route}");
+        assert_eq!(route["drift"].as_array().map(Vec::len), Some(0), "{route}");
+    }
+    let budget = &report["aws_api"];
+    assert!(budget["throttled"].as_u64().unwrap() >= 1, "{budget}");
+    assert_eq!(budget["failed"], 0, "{budget}");
 }
 
 /// GETs of one path through the load balancer, one every 20 ms, on a thread

@@ -211,11 +211,25 @@ fn to_holds_steps_back_down_and_bad_input_changes_nothing() {
         "ficus:lock:elsewhere",
         "ann@bastion pid 7 since 2026-01-01T00:00:00Z until 2999-01-01T00:00:00Z",
     );
-    for args in [&["promote", "users"][..], &["abort", "users"][..]] {
+    for args in [
+        &["promote", "users"][..],
+        &["abort", "users"][..],
+        &["rollback", "users"][..],
+    ] {
         let run = op.run(args);
         assert_eq!(run.code, 4, "{args:?}: {run}");
         assert!(run.stderr.contains("ann@bastion pid 7"), "{run}");
+        // Refused, yet what the API calls cost is said, as on every outcome.
+        assert!(run.stderr.contains("migrate: AWS API: "), "{args:?}: {run}");
     }
+    let refused = op.run(&["rollback", "users", "--output", "json"]);
+    assert_eq!(refused.code, 4, "{refused}");
+    let document: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
+    assert_eq!(document["exit_code"], 4, "{document}");
+    assert!(
+        document["aws_api"]["calls"].as_u64().unwrap() >= 1,
+        "{document}"
+    );
     rt.block_on(
         elb.remove_tags()
             .resource_arns(&listener)

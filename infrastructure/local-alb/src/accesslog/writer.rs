@@ -200,10 +200,12 @@ impl Writer {
         }
         let path = root.join(&destination.bucket).join(&key);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| naming(e, "cannot create the directory", parent))?;
         }
         let partial = path.with_extension("gz.partial");
-        let gzip = Gzip::new(File::create(&partial)?, self.level)?;
+        let file = File::create(&partial).map_err(|e| naming(e, "cannot create", &partial))?;
+        let gzip = Gzip::new(file, self.level).map_err(|e| naming(e, "cannot write", &partial))?;
         Ok(Interval {
             end,
             destination,
@@ -228,11 +230,27 @@ impl Writer {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
-        open.gzip.finish()?;
-        std::fs::rename(&open.partial, &open.path)?;
+        open.gzip
+            .finish()
+            .map_err(|e| naming(e, "cannot write", &open.partial))?;
+        std::fs::rename(&open.partial, &open.path)
+            .map_err(|e| naming(e, "cannot rename into place", &open.path))?;
         tracing::debug!(path = %open.path.display(), "access log delivered");
         Ok(())
     }
+}
+
+/// An I/O error of an access log file, naming the path and the fix: "cannot
+/// create the directory /x/access-logs/bucket/...: Not a directory (os error
+/// 20); make --access-log-root a writable directory".
+fn naming(error: std::io::Error, what: &str, path: &std::path::Path) -> std::io::Error {
+    std::io::Error::new(
+        error.kind(),
+        format!(
+            "{what} {}: {error}; make --access-log-root a writable directory (or pass another)",
+            path.display()
+        ),
+    )
 }
 
 /// The line AWS would write for `entry` (without its line ending), appended
@@ -431,6 +449,33 @@ mod tests {
     use super::*;
 
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_root_that_cannot_be_written_is_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where a directory must be: refused even to root.
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, "").unwrap();
+        let mut writer = Writer::new(Some(file.join("logs")), 1);
+        writer.set_destination(Some(Destination {
+            bucket: "my-logs".into(),
+            prefix: String::new(),
+            account: "000000000000".into(),
+            region: "us-east-1".into(),
+            load_balancer_id: "app/ficus-local/0123456789abcdef".into(),
+        }));
+        let destination = writer.destination.clone().unwrap();
+        let error = writer.open_interval(300, destination).err().unwrap();
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cannot create the directory {}",
+                file.join("logs").join("my-logs").display()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("--access-log-root"), "{message}");
+    }
 
     #[test]
     fn intervals_are_aligned_to_the_clock() {

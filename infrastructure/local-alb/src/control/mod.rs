@@ -237,13 +237,17 @@ impl ControlPlane {
             tracing::info!(action = %action_name, status = injected.status, %request_id, "transient error before the action (injected)");
             return api_error_response(&ApiError::transient(injected.status), request_id);
         }
-        let (action, result) = match self.run_action(form, request_id).await {
+        let (action, result) = match self.clone().run_action(form, request_id).await {
             Ok(done) => done,
             Err(response) => return response,
         };
         if let Some(injected) = transient {
-            // The write ran (or was refused); its answer is lost.
-            tracing::info!(%action, status = injected.status, accepted = result.is_ok(), %request_id, "transient error after the action (injected)");
+            // The write ran (or was refused); its answer is lost. The log and
+            // `/metrics` say the same: applied when it was accepted.
+            let applied = result.is_ok();
+            self.faults
+                .answer_lost(Api::Elbv2, &action_name, injected, applied);
+            tracing::info!(%action, status = injected.status, applied, %request_id, "transient error after the action (injected)");
             return api_error_response(&ApiError::transient(injected.status), request_id);
         }
         action_response(&action, result, request_id)

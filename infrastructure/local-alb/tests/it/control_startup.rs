@@ -293,12 +293,12 @@ fn data_plane_options_come_from_flags_or_local_alb_variables() {
         (
             "LOCAL_ALB_TARGET_TIMEOUT_SECONDS",
             "soon",
-            "a number of seconds",
+            "a bare number is seconds",
         ),
         (
             "LOCAL_ALB_DEREGISTRATION_DELAY_SECONDS",
             "-1",
-            "a number of seconds",
+            "a bare number is seconds",
         ),
         (
             "LOCAL_ALB_WORKER_THREADS",

@@ -387,6 +387,20 @@ async fn a_lost_answer_comes_after_the_write_was_applied() {
         ),
         1
     );
+    // The same CreateRule again, as an SDK retries it: its priority is the
+    // first one's now, so it was refused, not applied, though its answer is
+    // the same error. /metrics says so, as the log does.
+    let again = post(&lost.control_url, &create_rule_form(&listener, &users)).await;
+    assert!([500, 503].contains(&again.status), "{}", again.status);
+    let metrics = scrape(&lost.control_url).await;
+    let counted = |applied| {
+        value(
+            &metrics,
+            names::FAULTS_TRANSIENT_ERRORS_TOTAL,
+            &[("action", "CreateRule"), ("applied", applied)],
+        )
+    };
+    assert_eq!((counted("true"), counted("false")), (1, 1));
 
     // With lost_answers 0, a failed write was not applied.
     let (clean, _clean_dir) = start(FaultOptions {
