@@ -71,9 +71,11 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
         stack.burst("/api/posts/by-user/1", 5).0,
         only("monolith", 5)
     );
-    assert!(
-        stack.services["users"].count("url=/api/users/1") >= 10,
-        "the users service logged the requests"
+    // The request log is written in batches (at most 10 ms after a line).
+    eventually(
+        Duration::from_secs(5),
+        "the users service logged the requests",
+        || stack.services["users"].count("url=/api/users/1") >= 10,
     );
 
     assert_eq!(
