@@ -160,7 +160,8 @@ Before each step: the service's target
 group has a healthy target and no unhealthy ones (targets `draining` or `initial`, as
 during an ECS deploy, get no traffic and are tolerated while one target is healthy), and
 the parity sample passes. After each
-write the rule is read back until it shows what was written. During each interval the
+write the rule must show what was written: in the write's answer, else read back until it
+does. During each interval the
 route is probed through lb_url (over the error budget, the step fails) and the service's
 target health is read every health_poll (default 1s; a target that turns unhealthy
 fails the step). The metric gates read the load balancer's CloudWatch metrics of the
@@ -395,6 +396,8 @@ pub struct LockArgs {
     /// How long after taking the lock its tags are read again, before the first
     /// write: AWS documents no read-after-write consistency for tags, so a
     /// contender that was not visible yet is seen then (and we stop, exit 4).
+    /// The gates before the first write run during it; `-v` says how long was
+    /// left to wait.
     #[arg(long, value_parser = parse_duration, default_value = "500ms", value_name = "DURATION")]
     pub lock_settle: Duration,
 }

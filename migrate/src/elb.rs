@@ -510,9 +510,14 @@ impl Elb {
         all.then_some(rule.arn)
     }
 
-    /// One rule into one free slot. `Ok(false)` when the slot was taken
-    /// meanwhile (PriorityInUse), so the caller can pick another.
-    pub async fn set_priority(&self, rule_arn: &str, priority: u32) -> anyhow::Result<bool> {
+    /// One rule into one free slot: the rules as the write left them (AWS
+    /// answers SetRulePriorities with them). `Ok(None)` when the slot was
+    /// taken meanwhile (PriorityInUse), so the caller can pick another.
+    pub async fn set_priority(
+        &self,
+        rule_arn: &str,
+        priority: u32,
+    ) -> anyhow::Result<Option<Vec<RuleInfo>>> {
         let pair = RulePriorityPair::builder()
             .rule_arn(rule_arn)
             .priority(priority as i32)
@@ -527,13 +532,13 @@ impl Elb {
             )
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(out) => Ok(Some(out.rules().iter().map(rule_info).collect())),
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_priority_in_use_exception()) =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(err)
                 if err
@@ -546,22 +551,24 @@ impl Elb {
         }
     }
 
-    /// Replaces a rule's conditions (ModifyRule), leaving its actions.
+    /// Replaces a rule's conditions (ModifyRule), leaving its actions; the
+    /// rule as the write left it (AWS answers ModifyRule with it).
     pub async fn set_conditions(
         &self,
         rule_arn: &str,
         conditions: &alb::Conditions,
-    ) -> anyhow::Result<()> {
-        self.call(
-            "ModifyRule",
-            self.client
-                .modify_rule()
-                .rule_arn(rule_arn)
-                .set_conditions(Some(sdk_conditions(conditions)))
-                .send(),
-        )
-        .await?;
-        Ok(())
+    ) -> anyhow::Result<Vec<RuleInfo>> {
+        let out = self
+            .call(
+                "ModifyRule",
+                self.client
+                    .modify_rule()
+                    .rule_arn(rule_arn)
+                    .set_conditions(Some(sdk_conditions(conditions)))
+                    .send(),
+            )
+            .await?;
+        Ok(out.rules().iter().map(rule_info).collect())
     }
 
     /// DeleteRule (the preview rule's `--off`).
@@ -574,17 +581,23 @@ impl Elb {
         Ok(())
     }
 
-    pub async fn set_action(&self, rule_arn: &str, action: &Forward) -> anyhow::Result<()> {
-        self.call(
-            "ModifyRule",
-            self.client
-                .modify_rule()
-                .rule_arn(rule_arn)
-                .actions(sdk_action(action)?)
-                .send(),
-        )
-        .await?;
-        Ok(())
+    /// Replaces a rule's action (ModifyRule); the rule as the write left it.
+    pub async fn set_action(
+        &self,
+        rule_arn: &str,
+        action: &Forward,
+    ) -> anyhow::Result<Vec<RuleInfo>> {
+        let out = self
+            .call(
+                "ModifyRule",
+                self.client
+                    .modify_rule()
+                    .rule_arn(rule_arn)
+                    .actions(sdk_action(action)?)
+                    .send(),
+            )
+            .await?;
+        Ok(out.rules().iter().map(rule_info).collect())
     }
 }
 

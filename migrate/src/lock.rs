@@ -11,12 +11,18 @@
 //! The lock fences every write: before each SetRulePriorities, ModifyRule or
 //! AddTags of a shift or rollback, [`Lock::confirm`] reads the listener's tags
 //! (one DescribeTags) and stops with exit 4 if our tag is gone (a colleague's
-//! `--force-unlock`) or another holder now wins. The first confirmation also
-//! waits until `settle` has passed since our tag was written: AWS documents no
-//! read-after-write consistency for tags, so a contender whose tag we could
-//! not see yet at acquisition is seen then, before anything is written.
+//! `--force-unlock`) or another holder now wins. The one exception is the
+//! AddTags that journals a write on its rule (the last-change tag) right
+//! after it: the write's own confirmation, if it began less than
+//! [`CONFIRMATION_COVERS`] ago, covers it ([`Lock::confirm_unless_recent`]).
+//! The first confirmation also waits until `settle` has passed since our tag
+//! was written: AWS documents no read-after-write consistency for tags, so a
+//! contender whose tag we could not see yet at acquisition is seen then,
+//! before anything is written. The time spent waiting is counted
+//! ([`settle_waited`]) for `-v`'s summary.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -103,6 +109,25 @@ pub fn holder(tags: &BTreeMap<String, String>, now: OffsetDateTime) -> Option<Lo
     holder_among(&lock_tags(tags), now)
 }
 
+/// How recent a confirmation must be to cover the AddTags that journals the
+/// write it fenced (see the module doc). Longer gaps (a rollback that watched
+/// its reach in the traffic, after-rollback hooks, retries of a throttled
+/// write) confirm again.
+pub const CONFIRMATION_COVERS: Duration = Duration::from_secs(1);
+
+/// Time this process spent waiting for its lock tag to settle (one command
+/// runs per process, so the count is process-wide, as `budget`'s).
+static SETTLE_WAITED: Mutex<Duration> = Mutex::new(Duration::ZERO);
+
+/// How long this process waited, so far, for its lock tag to settle before
+/// a write (the part of a shift's wall time that is AWS's consistency, not
+/// `migrate`'s work).
+pub fn settle_waited() -> Duration {
+    SETTLE_WAITED
+        .lock()
+        .map_or(Duration::ZERO, |waited| *waited)
+}
+
 /// How long a contender that lost waits before trying again. Each try is
 /// three calls (AddTags, DescribeTags, RemoveTags): at 2 s that is 1.5 calls
 /// per second per waiting operator, well under ELBv2's shared account limits.
@@ -124,6 +149,8 @@ pub struct Lock {
     forced: Vec<String>,
     /// Who held the locks that `--force-unlock` removed, and since when.
     forced_holders: Vec<String>,
+    /// When the last confirmation that found the lock ours began.
+    confirmed: Mutex<Option<Instant>>,
 }
 
 /// How to acquire.
@@ -194,6 +221,7 @@ pub async fn acquire(
                 settle: options.settle,
                 forced: others,
                 forced_holders,
+                confirmed: Mutex::new(None),
             };
             return Ok((lock, tags));
         }
@@ -227,6 +255,7 @@ pub async fn acquire(
                     settle: options.settle,
                     forced: Vec::new(),
                     forced_holders: Vec::new(),
+                    confirmed: Mutex::new(None),
                 };
                 return Ok((lock, tags));
             }
@@ -246,7 +275,15 @@ impl Lock {
     /// every write. Waits first until `settle` has passed since our tag was
     /// written. Exit 4 ([`Failure::LockLost`]) when the lock is no longer ours.
     pub async fn confirm(&self, elb: &Elb) -> anyhow::Result<()> {
-        tokio::time::sleep_until(self.written + self.settle).await;
+        let settled = self.written + self.settle;
+        let now = Instant::now();
+        if settled > now {
+            if let Ok(mut waited) = SETTLE_WAITED.lock() {
+                *waited += settled - now;
+            }
+            tokio::time::sleep_until(settled).await;
+        }
+        let began = Instant::now();
         let arns = [self.listener_arn.clone()];
         let tags = elb.tags(&arns).await?;
         let listener_tags = tags.get(&self.listener_arn).cloned().unwrap_or_default();
@@ -257,9 +294,15 @@ impl Lock {
             .filter(|l| !self.forced.contains(&l.key))
             .collect();
         let winner = holder_among(&contenders, now);
+        let still_ours = match &winner {
+            Some(winner) => ours && winner.key == self.tag.key,
+            None => ours,
+        };
+        if still_ours {
+            self.confirmed_at(began);
+            return Ok(());
+        }
         match winner {
-            Some(winner) if ours && winner.key == self.tag.key => Ok(()),
-            None if ours => Ok(()),
             Some(winner) => Err(Failure::LockLost {
                 now: format!(
                     "it is now held by {} since {}",
@@ -274,6 +317,29 @@ impl Lock {
             }
             .into()),
         }
+    }
+
+    fn confirmed_at(&self, began: Instant) {
+        if let Ok(mut confirmed) = self.confirmed.lock() {
+            *confirmed = Some(began);
+        }
+    }
+
+    /// [`Lock::confirm`], unless a confirmation began less than
+    /// [`CONFIRMATION_COVERS`] ago. Only for the AddTags that journals a
+    /// write on its rule, right after the write: that confirmation fenced the
+    /// write, and the tag records what it did.
+    pub async fn confirm_unless_recent(&self, elb: &Elb) -> anyhow::Result<()> {
+        let recent = self
+            .confirmed
+            .lock()
+            .ok()
+            .and_then(|confirmed| *confirmed)
+            .is_some_and(|began| began.elapsed() < CONFIRMATION_COVERS);
+        if recent {
+            return Ok(());
+        }
+        self.confirm(elb).await
     }
 
     /// Pushes the expiry out by the TTL (for long gradual shifts), after

@@ -1,5 +1,5 @@
-//! `shift` and `rollback`: steps behind gates, each write read back, each
-//! change journaled; any failed gate rolls the route back (exit 3).
+//! `shift` and `rollback`: steps behind gates, each write checked as written
+//! (in its answer, else read back), each change journaled; any failed gate rolls the route back (exit 3).
 //!
 //! Once a shift has written anything, every other error (an API call that
 //! failed after the SDK's retries, a failed write, a lock refresh that failed)
@@ -31,7 +31,7 @@ use crate::plan::{self, Plan, SegmentEnd};
 use crate::probe::{ProbeTally, Prober};
 use crate::settings::{GatePhase, RouteSettings};
 use crate::state::pending_steps;
-use crate::state::{RouteState, RouteView, Write, target_group_name};
+use crate::state::{RouteState, RouteView, RuleInfo, Write, target_group_name};
 
 /// How long a written rule may take to read back as written.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -462,8 +462,18 @@ pub fn summarize(ctx: &Ctx, routing_changes: Option<usize>) {
         let routing = routing_changes
             .map(|n| format!(" ({n} changed routing)"))
             .unwrap_or_default();
+        // The lock's settle is AWS's tag consistency, not migrate's work.
+        let settle = crate::lock::settle_waited();
+        let settle = if settle.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", of which {:.1} ms waiting for the lock to settle",
+                settle.as_secs_f64() * 1000.0
+            )
+        };
         eprintln!(
-            "migrate: {} ELBv2 calls{routing}, {api_ms:.1} ms in calls, {:.1} ms wall",
+            "migrate: {} ELBv2 calls{routing}, {api_ms:.1} ms in calls, {:.1} ms wall{settle}",
             calls.len(),
             ctx.started.elapsed().as_secs_f64() * 1000.0
         );
@@ -1566,8 +1576,10 @@ enum WriteError {
     Failed(anyhow::Error),
 }
 
-/// Makes one write and reads the rule back until it shows what was written.
-/// A priority slot taken meanwhile is re-picked (the listener is re-read).
+/// Makes one write and checks that the rule shows what was written: in the
+/// write's answer (SetRulePriorities and ModifyRule answer with the rules they
+/// changed), else read back until it does. A priority slot taken meanwhile is
+/// re-picked (the listener is re-read).
 async fn execute(
     ctx: &Ctx,
     lock: &Lock,
@@ -1586,12 +1598,12 @@ async fn execute(
         let sent_at = unix_seconds();
         let written = match &write {
             Write::MovePriority { rule, to, .. } => ctx.elb.set_priority(rule, *to).await,
-            Write::SetAction { rule, to, .. } => ctx.elb.set_action(rule, to).await.map(|()| true),
+            Write::SetAction { rule, to, .. } => ctx.elb.set_action(rule, to).await.map(Some),
             Write::SetConditions { rule, to, .. } => {
-                ctx.elb.set_conditions(rule, to).await.map(|()| true)
+                ctx.elb.set_conditions(rule, to).await.map(Some)
             }
         };
-        let accepted = match written {
+        let answered = match written {
             Ok(accepted) => accepted,
             // A write whose answer was an error (after the SDK's retries) may
             // still have been applied (AWS can lose the answer): re-read, and
@@ -1610,7 +1622,7 @@ async fn execute(
                 None => return Err(WriteError::Failed(err)),
             },
         };
-        if !accepted {
+        let Some(answered) = answered else {
             // The slot was taken by someone outside `migrate`: pick another.
             let rules = ctx
                 .elb
@@ -1639,9 +1651,16 @@ async fn execute(
                 to: slot,
             };
             continue;
-        }
+        };
         let expected = view.apply(&write);
         let wanted = expected.rule().cloned();
+        // The write answers with the rule as it left it: when that shows what
+        // was written, it is the read-back (no DescribeRules). An answer that
+        // shows something else, or no rule, is read back as before.
+        let answer = answered.into_iter().find(|r| r.arn == write.rule_arn());
+        if shows_written(answer.as_ref(), wanted.as_ref()) {
+            return Ok((expected, write, None, sent_at));
+        }
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
@@ -1650,31 +1669,23 @@ async fn execute(
                 .rule(write.rule_arn())
                 .await
                 .map_err(WriteError::Failed)?;
-            match (&seen, &wanted) {
-                (Some(seen), Some(wanted))
-                    if seen.priority == wanted.priority
-                        && seen.action == wanted.action
-                        && seen.conditions.normalized() == wanted.conditions.normalized() =>
-                {
-                    return Ok((expected, write, None, sent_at));
-                }
-                _ if started.elapsed() > READ_BACK_TIMEOUT => {
-                    return Err(WriteError::NotConfirmed(format!(
-                        "read back: after {}s the rule still shows {} instead of what was written ({})",
-                        READ_BACK_TIMEOUT.as_secs(),
-                        seen.map_or("no rule".to_owned(), |r| format!(
-                            "{}, {}",
-                            priority_text(r.priority),
-                            r.action.describe()
-                        )),
-                        write.describe()
-                    )));
-                }
-                _ => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
+            if shows_written(seen.as_ref(), wanted.as_ref()) {
+                return Ok((expected, write, None, sent_at));
             }
+            if started.elapsed() > READ_BACK_TIMEOUT {
+                return Err(WriteError::NotConfirmed(format!(
+                    "read back: after {}s the rule still shows {} instead of what was written ({})",
+                    READ_BACK_TIMEOUT.as_secs(),
+                    seen.map_or("no rule".to_owned(), |r| format!(
+                        "{}, {}",
+                        priority_text(r.priority),
+                        r.action.describe()
+                    )),
+                    write.describe()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
     Err(WriteError::Failed(anyhow::anyhow!(
@@ -1689,10 +1700,21 @@ async fn reconcile(ctx: &Ctx, view: &RouteView, write: &Write) -> Option<RouteVi
     let expected = view.apply(write);
     let wanted = expected.rule()?;
     let seen = ctx.elb.rule(write.rule_arn()).await.ok()??;
-    let applied = seen.priority == wanted.priority
-        && seen.action == wanted.action
-        && seen.conditions.normalized() == wanted.conditions.normalized();
-    applied.then_some(expected)
+    shows_written(Some(&seen), Some(wanted)).then_some(expected)
+}
+
+/// Whether a rule, as read or as a write answered it, shows what was
+/// written: its priority, its action (weights, stickiness) and its
+/// conditions.
+fn shows_written(seen: Option<&RuleInfo>, wanted: Option<&RuleInfo>) -> bool {
+    match (seen, wanted) {
+        (Some(seen), Some(wanted)) => {
+            seen.priority == wanted.priority
+                && seen.action == wanted.action
+                && seen.conditions.normalized() == wanted.conditions.normalized()
+        }
+        _ => false,
+    }
 }
 
 /// Appends the journal entry and writes the rule's last-change tag.
@@ -1748,7 +1770,8 @@ async fn record_with(
         let last_change = entry.tag_value();
         let mut tags = vec![(LAST_CHANGE_TAG, last_change.as_str())];
         tags.extend(more_tags.iter().map(|(k, v)| (*k, v.as_str())));
-        lock.confirm(&ctx.elb).await?;
+        // The write's own confirmation covers its journal tag, when recent.
+        lock.confirm_unless_recent(&ctx.elb).await?;
         ctx.elb.add_tags(&rule.arn, &tags).await?;
     }
     Ok(entry.id)
