@@ -13,7 +13,8 @@
 //! result, `--output json` included): [`NotingSleep`] is the SDK's sleep, and
 //! the interceptor leaves it a note of why the next sleep happens, so a retry
 //! reads "migrate: DescribeTargetHealth throttled, retrying in 1.2 s (attempt
-//! 3 of 5)" and a wait of the adaptive mode's client-side rate limiter of at
+//! 3 of 5)" and a wait of a client-side rate limiter (the SDK's adaptive
+//! mode has one; `elb.rs` and `cloudwatch.rs` use the standard mode) of at
 //! least [`NOTED_RATE_WAIT`] reads "migrate: DescribeTags waits 1.4 s: migrate
 //! slows its calls down after throttling".
 
@@ -275,7 +276,7 @@ enum Wait {
         next_attempt: u32,
         max_attempts: u32,
     },
-    /// The adaptive mode's client-side rate limiter before a first attempt.
+    /// A client-side rate limiter (the adaptive mode's) before a first attempt.
     RateLimited {
         action: String,
         attempt_timeout: Option<Duration>,

@@ -4,9 +4,9 @@
 //! *standard* retries: throttling and transient errors are retried with
 //! full-jitter exponential backoff (5 attempts, 500 ms doubling, capped at
 //! 10 s), and when the retries give up the evaluation is an error, never a
-//! pass. Not `elb.rs`'s adaptive mode: its client-side rate limiter, fed by
-//! one call a period, held a call throttled twice for 20 s (measured against
-//! moto), and a gate needs its answer within a period. `AccessDenied`
+//! pass, as `elb.rs`'s. Not the adaptive mode: its client-side rate limiter,
+//! fed by one call a period, held a call throttled twice for 20 s (measured
+//! against moto), and a gate needs its answer within a period. `AccessDenied`
 //! names the missing permission, `cloudwatch:GetMetricData`. The same code
 //! talks to AWS and to the local ALB; only the endpoint differs.
 

@@ -29,16 +29,19 @@ use crate::state::{Forward, RuleInfo};
 const TAGS_PER_CALL: usize = 20;
 
 /// Retries, set once for every client (ELBv2 and STS). ELBv2's rate limits
-/// are per account and region, shared with everything else in the account,
-/// and not published; "Rate exceeded" is reported at a few calls per second.
-/// Adaptive mode retries throttling and transient errors (5xx, timeouts,
-/// connection failures) and, once throttled, slows this client's own calls
-/// down. 5 attempts with full-jitter exponential backoff from 500 ms capped at
-/// 10 s give up after about 7 s on average (at most about 17 s): long enough to
-/// ride out throttling or a blip, short enough that a shift stopped by an
-/// outage rolls back while the operator is still watching.
+/// are per account and region, shared with everything else in the account:
+/// AWS's "Throttling" answer ("Rate exceeded") comes from token buckets
+/// (docs/reliability.md). Standard mode retries throttling and transient
+/// errors (5xx, timeouts, connection failures) with full-jitter exponential
+/// backoff: 5 attempts, from 500 ms doubling, capped at 10 s, so a retried
+/// call waits 0–0.5 s, then 0–1 s, 0–2 s, 0–4 s. Not the adaptive mode: its
+/// client-side rate limiter, fed by the few calls of one command, folded a
+/// delay of 8–10 s into the first retry after a single throttle, holding
+/// `status` and `rollback` for seconds exactly when the account is busy
+/// (CloudWatch's client, `cloudwatch.rs`, uses standard mode for the same
+/// reason).
 fn retry_config() -> aws_config::retry::RetryConfig {
-    aws_config::retry::RetryConfig::adaptive()
+    aws_config::retry::RetryConfig::standard()
         .with_max_attempts(5)
         .with_initial_backoff(Duration::from_millis(500))
         .with_max_backoff(Duration::from_secs(10))

@@ -1179,9 +1179,8 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
 fn status_under_throttling_says_why_it_waits_and_stays_correct() {
     // Two GetMetricData a second; status reads the traffic of each route's
     // recent change, one call per route (issue 17: status waited for seconds
-    // and said nothing). GetMetricData, because its client retries in the
-    // standard mode: a retry waits under a second (ELBv2's adaptive mode
-    // holds its first retry for up to 10 s).
+    // and said nothing). Both clients retry in the standard mode: a first
+    // retry waits under a second.
     let stack = LocalStack::start_with_alb_args(
         ["--throttle", "GetMetricData=2"]
             .map(str::to_owned)
