@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Access logging's cost in one local ALB, finely interleaved (issue 24).
+
+One local ALB (release build) in front of the monolith, under one continuous
+saturating load (`wrk -t2 -c32`). Its `access_logs.s3.enabled` attribute is
+switched through the ELBv2 API every WINDOW seconds in the pattern off, on,
+off again (rotating which comes first). Each window's CPU time is read in
+nanoseconds from /proc/PID/task/*/schedstat and divided by the requests the
+ALB's /metrics counted in it. The cost is "on" over the first "off" of each
+triple; the control, the second "off" over the first, shows the noise of the
+measurement itself. Switching every second cancels the host's slow drift,
+which moved 2 s runs by about ±5 % (docs/benchmarks.md, closing note).
+
+Usage: python3 scripts/bench-lib/logging_cost.py [--triples 20] [--window 1.0]
+                                                 [--path /api/threads/2] [-- LOCAL_ALB_ARGS...]
+       (after `cargo build --release -p local-alb -p monolith`; e.g. `-- --access-log-compression 0`)
+Exit codes: 0 measured, 1 a server did not start or an API call failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import RELEASE, ROOT, BenchError, Fleet, elbv2_call, free_port, wait_ready  # noqa: E402
+
+RUNS = ("off", "on", "off again")
+
+
+def cpu_nanoseconds(pid: int) -> int:
+    """CPU time of every thread of `pid` so far, in nanoseconds (schedstat's first field)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def requests_served(control: str) -> float:
+    """The local ALB's requests so far, from its /metrics."""
+    with urllib.request.urlopen(control + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(r"^ficus_alb_requests_total\{[^}]*\} (\S+)$", text, re.M))
+
+
+def quartiles(values: list[float]) -> str:
+    low, median, high = statistics.quantiles(values, n=4)
+    return f"median {median * 100:+.1f} % (interquartile {low * 100:+.1f} to {high * 100:+.1f} %)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--triples", type=int, default=20, help="off/on/off triples (default 20)")
+    parser.add_argument("--window", type=float, default=1.0, help="seconds each state is measured (default 1)")
+    parser.add_argument("--path", default="/api/threads/2", help="the path wrk requests through the ALB")
+    parser.add_argument("alb_args", nargs="*", help="more local-alb options, after --")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ficus-logging-cost-"))
+    fleet = Fleet(work)
+    try:
+        port = free_port()
+        monolith = fleet.start("monolith", [str(RELEASE / "monolith"), "--host", "127.0.0.1", "--port", str(port)])
+        wait_ready(fleet, monolith, f"http://127.0.0.1:{port}/")
+        stack = (ROOT / "infrastructure/local/stack.toml").read_text()
+        for index in range(4):
+            stack = stack.replace(f"127.0.0.1:{3000 + index}", f"127.0.0.1:{port}")
+        stack = stack.replace(
+            'name = "ficus-local"\n', 'name = "ficus-local"\nattributes = { "access_logs.s3.bucket" = "bench" }\n', 1
+        )
+        (work / "stack.toml").write_text(stack)
+        data_port, control_port = free_port(), free_port()
+        alb = fleet.start(
+            "local-alb",
+            [
+                str(RELEASE / "local-alb"),
+                *("--stack", str(work / "stack.toml"), "--state-dir", str(work / "state"), "--reset"),
+                *("--listen", f"127.0.0.1:{data_port}", "--control-listen", f"127.0.0.1:{control_port}"),
+                *("--access-log-root", str(work / "logs"), *args.alb_args),
+            ],
+            env={"RUST_LOG": "warn"},
+        )
+        base, control = f"http://127.0.0.1:{data_port}", f"http://127.0.0.1:{control_port}"
+        wait_ready(fleet, alb, base + "/")
+        arn = re.search(r"<LoadBalancerArn>([^<]+)<", elbv2_call(control, {"Action": "DescribeLoadBalancers"}))
+        if arn is None:
+            raise BenchError("DescribeLoadBalancers named no load balancer")
+
+        def logging(on: bool) -> None:
+            elbv2_call(
+                control,
+                {
+                    "Action": "ModifyLoadBalancerAttributes",
+                    "LoadBalancerArn": arn.group(1),
+                    "Attributes.member.1.Key": "access_logs.s3.enabled",
+                    "Attributes.member.1.Value": "true" if on else "false",
+                },
+            )
+
+        seconds = int(args.triples * len(RUNS) * (args.window + 0.3)) + 5
+        load = fleet.start("wrk", ["wrk", "-t2", "-c32", f"-d{seconds}s", base + args.path])
+        time.sleep(1)
+        per_request: dict[str, list[float]] = {run: [] for run in RUNS}
+        for triple in range(args.triples):
+            shift = triple % len(RUNS)
+            for run in RUNS[shift:] + RUNS[:shift]:
+                logging(run == "on")
+                time.sleep(0.2)
+                cpu, served = cpu_nanoseconds(alb.pid), requests_served(control)
+                time.sleep(args.window)
+                cpu, served = cpu_nanoseconds(alb.pid) - cpu, requests_served(control) - served
+                per_request[run].append(cpu / max(served, 1) / 1000)
+        fleet.stop(load)
+        cost = [on / off - 1 for on, off in zip(per_request["on"], per_request["off"])]
+        control_ratios = [again / off - 1 for again, off in zip(per_request["off again"], per_request["off"])]
+        print(
+            f"local ALB on {args.path}, {args.triples} triples of {args.window:g} s windows under wrk -t2 -c32"
+            + (f" (local-alb {' '.join(args.alb_args)})" if args.alb_args else "")
+        )
+        print(f"  CPU per request with logging off: {statistics.median(per_request['off']):.2f} µs (median)")
+        print(f"  logging's cost: {quartiles(cost)}")
+        print(f"  control (off again over off): {quartiles(control_ratios)}")
+        return 0
+    except (BenchError, OSError) as error:
+        print(f"logging_cost: {error}", file=sys.stderr)
+        return 1
+    finally:
+        fleet.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
