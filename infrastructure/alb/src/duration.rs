@@ -44,6 +44,33 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A duration as a user writes it, which [`parse`] reads back: `0s`, `8s`,
+/// `500ms`, `1.5s`, `10m`, `1h30m` (not `Debug`'s `0ns` or `8.000000001s`).
+pub fn format(duration: Duration) -> String {
+    if duration.is_zero() {
+        return "0s".to_owned();
+    }
+    let nanos = duration.subsec_nanos();
+    if duration < Duration::from_secs(1) && nanos.is_multiple_of(1_000_000) {
+        return format!("{}ms", nanos / 1_000_000);
+    }
+    let whole = duration.as_secs();
+    let (hours, minutes, seconds) = (whole / 3600, whole % 3600 / 60, whole % 60);
+    let mut text = String::new();
+    if hours > 0 {
+        text.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        text.push_str(&format!("{minutes}m"));
+    }
+    if nanos > 0 {
+        text.push_str(&format!("{}s", seconds as f64 + f64::from(nanos) / 1e9));
+    } else if seconds > 0 {
+        text.push_str(&format!("{seconds}s"));
+    }
+    text
+}
+
 /// Seconds in one `unit`.
 fn unit_seconds(unit: &str) -> Option<f64> {
     Some(match unit {
@@ -81,6 +108,24 @@ mod tests {
             ("0s", Duration::ZERO),
         ] {
             assert_eq!(parse(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_duration_is_written_as_a_user_writes_it_and_reads_back() {
+        for (duration, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(8), "8s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(8 * 3600), "8h"),
+            (Duration::from_millis(90_250), "1m30.25s"),
+            (Duration::from_micros(1500), "0.0015s"),
+        ] {
+            assert_eq!(format(duration), text);
+            assert_eq!(parse(text), Ok(duration), "{text} reads back");
         }
     }
 

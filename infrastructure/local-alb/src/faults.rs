@@ -14,7 +14,13 @@
 //!   write, a share is answered so *after* the write was applied (the answer
 //!   was lost), as happens on AWS.
 //!
-//! What was injected is counted for `/metrics` (names in `alb::metrics`).
+//! A value given (flag or variable) replaces the file's as a whole; the
+//! startup line says where each value came from and what it replaced
+//! ([`Layers::describe`]). Wrong values are refused naming what they must be;
+//! lost answers without transient errors are refused ([`Layers::check`]).
+//!
+//! What was injected is counted for `/metrics` (names in `alb::metrics`);
+//! the counters of a fault that is on are there from the start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -110,6 +116,7 @@ impl FaultOptions {
     /// Whether any fault is on.
     pub fn any(&self) -> bool {
         self.propagation.is_some()
+            || self.nodes.is_some()
             || self.throttle.is_some()
             || self.transient_errors.as_ref().is_some_and(|t| {
                 t.otherwise.is_some_and(|r| r > 0.0) || t.per_action.values().any(|r| *r > 0.0)
@@ -128,53 +135,225 @@ impl FaultOptions {
         unknown
     }
 
-    /// What is on, for the startup log: `propagation 0s..8s over 3 nodes;
-    /// throttle DescribeRules=5,*=20; transient errors *=0.02 (lost answers 0.5)`.
+    /// `fault`'s value as the user writes it (`0s..8s`, `DescribeRules=5,*=20`,
+    /// `0.02`), `None` when not set.
+    pub fn value(&self, fault: Fault) -> Option<String> {
+        match fault {
+            Fault::Propagation => self.propagation.map(|range| range.describe()),
+            Fault::Nodes => self.nodes.map(|nodes| nodes.to_string()),
+            Fault::Throttle => self.throttle.as_ref().map(PerAction::describe),
+            Fault::TransientErrors => self.transient_errors.as_ref().map(|shares| {
+                match (shares.per_action.is_empty(), shares.otherwise) {
+                    (true, Some(every)) => every.to_string(),
+                    _ => shares.describe(),
+                }
+            }),
+            Fault::LostAnswers => self.lost_answers.map(|share| share.to_string()),
+        }
+    }
+}
+
+/// One fault option: its flag, its `LOCAL_ALB_*` variable and its key in
+/// the stack file's `[faults]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    Propagation,
+    Nodes,
+    Throttle,
+    TransientErrors,
+    LostAnswers,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::Propagation,
+        Fault::Nodes,
+        Fault::Throttle,
+        Fault::TransientErrors,
+        Fault::LostAnswers,
+    ];
+
+    /// The key in the stack file's `[faults]`, also the option's id in the
+    /// command-line parser: `transient_errors`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Fault::Propagation => "propagation",
+            Fault::Nodes => "nodes",
+            Fault::Throttle => "throttle",
+            Fault::TransientErrors => "transient_errors",
+            Fault::LostAnswers => "lost_answers",
+        }
+    }
+
+    /// The command-line flag: `--transient-errors`.
+    pub fn flag(self) -> String {
+        format!("--{}", self.key().replace('_', "-"))
+    }
+
+    /// The words of the startup line: `transient errors`.
+    fn words(self) -> String {
+        self.key().replace('_', " ")
+    }
+}
+
+/// Where each fault option given to the program came from: its flag
+/// (`--throttle`) or its variable (`LOCAL_ALB_THROTTLE`). An option given
+/// with no source recorded (a program's own `Settings`) reads as its flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources(BTreeMap<Fault, String>);
+
+impl Sources {
+    pub fn set(&mut self, fault: Fault, source: impl Into<String>) {
+        self.0.insert(fault, source.into());
+    }
+
+    /// `--throttle` or `LOCAL_ALB_THROTTLE`.
+    pub fn of(&self, fault: Fault) -> String {
+        self.0.get(&fault).cloned().unwrap_or_else(|| fault.flag())
+    }
+}
+
+/// The fault options of a start: those given (command line or variables)
+/// over the stack file's `[faults]`. A given option replaces the file's
+/// value as a whole (a `--throttle` list is not merged with the file's).
+pub struct Layers<'a> {
+    pub given: &'a FaultOptions,
+    pub sources: &'a Sources,
+    pub file: &'a FaultOptions,
+}
+
+impl Layers<'_> {
+    /// The options in effect.
+    pub fn effective(&self) -> FaultOptions {
+        self.given.clone().or(self.file.clone())
+    }
+
+    /// Where `fault`'s value in effect comes from.
+    fn source(&self, fault: Fault) -> String {
+        if self.given.value(fault).is_some() {
+            self.sources.of(fault)
+        } else {
+            format!("{} in the stack file's [faults]", fault.key())
+        }
+    }
+
+    /// Refuses options that would do nothing: lost answers without
+    /// transient errors (a lost answer is a transient error after the
+    /// change was applied).
+    pub fn check(&self) -> Result<(), String> {
+        let effective = self.effective();
+        if effective.lost_answers.is_some() && effective.transient_errors.is_none() {
+            return Err(format!(
+                "{} needs transient errors: a lost answer is a transient error after the change \
+                 was applied; set --transient-errors (or LOCAL_ALB_TRANSIENT_ERRORS, or \
+                 transient_errors in the stack file's [faults]) too, or remove lost answers",
+                self.source(Fault::LostAnswers)
+            ));
+        }
+        Ok(())
+    }
+
+    /// What is on and where each value came from, for the startup line:
+    /// `propagation 0s..8s from --propagation; nodes 3 from the stack
+    /// file's [faults]; throttle DescribeRules=5 from --throttle
+    /// (replaces the stack file's ModifyRule=2,*=20)`. Empty when nothing is.
     pub fn describe(&self) -> String {
+        let effective = self.effective();
+        if !effective.any() {
+            return String::new();
+        }
         let mut parts = Vec::new();
-        if self.propagation.is_some() || self.nodes.is_some() {
-            let range = self
-                .propagation
-                .map_or("0s".to_owned(), |r| format!("{:?}..{:?}", r.min, r.max));
-            parts.push(format!(
-                "propagation {range} over {} node(s)",
-                self.nodes.unwrap_or(1)
-            ));
-        }
-        if let Some(throttle) = &self.throttle {
-            parts.push(format!("throttle {}", throttle.describe()));
-        }
-        if let Some(transient) = &self.transient_errors {
-            parts.push(format!(
-                "transient errors {} (lost answers {})",
-                transient.describe(),
-                self.lost_answers.unwrap_or(DEFAULT_LOST_ANSWERS)
-            ));
+        for fault in Fault::ALL {
+            let words = fault.words();
+            match (self.given.value(fault), self.file.value(fault)) {
+                (Some(given), file) => parts.push(format!(
+                    "{words} {given} from {}{}",
+                    self.sources.of(fault),
+                    file.map(|file| format!(" (replaces the stack file's {file})"))
+                        .unwrap_or_default()
+                )),
+                (None, Some(file)) => {
+                    parts.push(format!("{words} {file} from the stack file's [faults]"))
+                }
+                (None, None) => {
+                    let default = match fault {
+                        Fault::Propagation if effective.nodes.is_some() => Some("0s".to_owned()),
+                        Fault::Nodes if effective.propagation.is_some() => Some("1".to_owned()),
+                        Fault::LostAnswers if effective.transient_errors.is_some() => {
+                            Some(DEFAULT_LOST_ANSWERS.to_string())
+                        }
+                        _ => None,
+                    };
+                    if let Some(default) = default {
+                        parts.push(format!("{words} {default} (default)"));
+                    }
+                }
+            }
         }
         parts.join("; ")
     }
 }
 
+/// The longest propagation delay accepted (AWS's take seconds).
+pub const MAX_PROPAGATION: Duration = Duration::from_secs(600);
+
 /// A propagation range such as `0s..8s`, or one duration (`2s`: always 2 s).
+/// Each end is a duration by `alb::duration`'s rule, from 0s to
+/// [`MAX_PROPAGATION`].
 pub fn parse_propagation(text: &str) -> Result<PropagationRange, String> {
+    let text = text.trim();
+    if text.starts_with("--") {
+        return Err(format!(
+            "`{text}` is an option, not a range: give a range first, such as 0s..8s"
+        ));
+    }
+    let delay = |end: &str, part: &str| -> Result<Duration, String> {
+        let part = part.trim();
+        let whose = match end {
+            "" => String::new(),
+            end => format!("the {end} of `{text}`: "),
+        };
+        if part.starts_with('-') {
+            return Err(format!(
+                "{whose}`{part}` is negative: a delay is 0s or more; write MIN..MAX, such as 0s..8s"
+            ));
+        }
+        duration(part).map_err(|e| format!("{whose}{e}"))
+    };
     let (min, max) = match text.split_once("..") {
-        Some((min, max)) => (duration(min)?, duration(max)?),
+        Some((min, max)) => (delay("start", min)?, delay("end", max)?),
         None => {
-            let fixed = duration(text)?;
+            let fixed = delay("", text)?;
             (fixed, fixed)
         }
     };
     if min > max {
         return Err(format!(
-            "the propagation range '{text}' ends before it starts: write it as MIN..MAX, such as 0s..8s"
+            "`{text}` ends before it starts: write it as MIN..MAX, such as 0s..8s"
         ));
     }
-    if max > Duration::from_secs(600) {
+    if max > MAX_PROPAGATION {
         return Err(format!(
-            "the propagation range '{text}' goes beyond 600s; AWS takes seconds, use a range such as 0s..8s"
+            "`{text}` goes up to {}, above the maximum of {}: AWS's changes take seconds; use a range such as 0s..8s",
+            alb::duration::format(max),
+            alb::duration::format(MAX_PROPAGATION)
         ));
     }
     Ok(PropagationRange { min, max })
+}
+
+impl PropagationRange {
+    /// `0s..8s` as the user writes it (`2s` for a fixed delay).
+    pub fn describe(&self) -> String {
+        if self.min == self.max {
+            return alb::duration::format(self.max);
+        }
+        format!(
+            "{}..{}",
+            alb::duration::format(self.min),
+            alb::duration::format(self.max)
+        )
+    }
 }
 
 /// A number of simulated data-plane nodes, 1 to 64.
@@ -184,18 +363,34 @@ pub fn parse_nodes(text: &str) -> Result<usize, String> {
         .ok()
         .filter(|n| (1..=64).contains(n))
         .ok_or_else(|| {
-            format!("'{text}' is not a number of nodes: use a whole number from 1 to 64, such as 3")
+            format!(
+                "`{}` is not a number of nodes: nodes must be a whole number from 1 to 64, such as 3",
+                text.trim()
+            )
         })
 }
 
 /// Per-action rates such as `DescribeRules=5,ModifyRule=2,*=20` (requests per
 /// second; `*` is every action not named).
 pub fn parse_throttle(text: &str) -> Result<ThrottleRates, String> {
-    parse_per_action(text, "throttle rate", "DescribeRules=5,*=20", |rate| {
-        (rate.is_finite() && rate > 0.0)
-            .then_some(rate)
-            .ok_or("a number of requests per second above 0, such as 5 or 0.5")
-    })
+    parse_per_action(
+        text,
+        &PerActionNumber {
+            what: "throttle rate",
+            must: "a number of calls per second above 0",
+            example_value: "2",
+            example: "DescribeRules=5,*=20",
+        },
+        |rate| {
+            if !rate.is_finite() {
+                Err("is not a finite number")
+            } else if rate <= 0.0 {
+                Err("is not above 0")
+            } else {
+                Ok(())
+            }
+        },
+    )
 }
 
 /// A share for every action (`0.02`), or per action
@@ -206,49 +401,71 @@ pub fn parse_transient_errors(text: &str) -> Result<PerAction, String> {
     }
     parse_per_action(
         text,
-        "transient error share",
-        "CreateRule=1,*=0.02",
-        |share| {
-            (0.0..=1.0)
-                .contains(&share)
-                .then_some(share)
-                .ok_or("a share from 0 to 1, such as 0.02")
+        &PerActionNumber {
+            what: "transient error share",
+            must: "a share from 0 to 1",
+            example_value: "0.02",
+            example: "CreateRule=1,*=0.02",
         },
+        share_check,
     )
 }
 
-/// `ACTION=N,...,*=N` items; `check` says what a number must be.
+/// What the number of an `ACTION=N` item is, for messages.
+struct PerActionNumber {
+    /// `throttle rate`.
+    what: &'static str,
+    /// `a number of calls per second above 0`.
+    must: &'static str,
+    /// A good number for one action: `2`.
+    example_value: &'static str,
+    /// A good list: `DescribeRules=5,*=20`.
+    example: &'static str,
+}
+
+/// `ACTION=N` items separated by commas, each action once; `check` says why
+/// a number is refused (`is not above 0`).
 fn parse_per_action(
     text: &str,
-    what: &str,
-    example: &str,
-    check: impl Fn(f64) -> Result<f64, &'static str>,
+    number: &PerActionNumber,
+    check: impl Fn(f64) -> Result<(), &'static str>,
 ) -> Result<PerAction, String> {
+    let example = number.example;
     let mut rates = PerAction::default();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let Some((action, rate)) = item.split_once('=') else {
+        let Some((action, value)) = item.split_once('=') else {
             return Err(format!(
-                "'{item}' has no '=': write ACTION=N items separated by commas, such as {example}"
+                "`{item}` has no '=': write ACTION=N items separated by commas, such as {example}"
             ));
         };
-        let action = action.trim();
-        let rate = rate
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| "not a number")
-            .and_then(&check)
-            .map_err(|must| format!("the {what} of '{action}' must be {must}"))?;
+        let (action, value) = (action.trim(), value.trim());
         if action.is_empty()
             || !(action == "*" || action.chars().all(|c| c.is_ascii_alphanumeric()))
         {
             return Err(format!(
-                "'{action}' is not an API action name (such as DescribeRules or GetMetricData) or '*'"
+                "`{action}` (in `{item}`) is not an API action name (such as DescribeRules or GetMetricData) or '*'"
             ));
         }
-        if action == "*" {
-            rates.otherwise = Some(rate);
+        let rate = value
+            .parse::<f64>()
+            .map_err(|_| "is not a number")
+            .and_then(|rate| check(rate).map(|()| rate))
+            .map_err(|why| {
+                format!(
+                    "the {} of '{action}' must be {}, such as {action}={}: `{value}` {why}",
+                    number.what, number.must, number.example_value
+                )
+            })?;
+        let earlier = if action == "*" {
+            rates.otherwise.replace(rate)
         } else {
-            rates.per_action.insert(action.to_owned(), rate);
+            rates.per_action.insert(action.to_owned(), rate)
+        };
+        if let Some(earlier) = earlier {
+            return Err(format!(
+                "'{action}' is given twice ({action}={earlier} and {action}={rate}): give each action one {}, such as {example}",
+                number.what
+            ));
         }
     }
     if rates.per_action.is_empty() && rates.otherwise.is_none() {
@@ -259,13 +476,26 @@ fn parse_per_action(
     Ok(rates)
 }
 
+/// Why a share is refused, if it is.
+fn share_check(share: f64) -> Result<(), &'static str> {
+    if share.is_nan() {
+        Err("is not a number")
+    } else if share < 0.0 {
+        Err("is below 0")
+    } else if share > 1.0 {
+        Err("is above 1")
+    } else {
+        Ok(())
+    }
+}
+
 /// A share from 0 to 1, such as 0.02.
 pub fn parse_share(text: &str) -> Result<f64, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|r| (0.0..=1.0).contains(r))
-        .ok_or_else(|| format!("'{text}' is not a share from 0 to 1, such as 0.02"))
+    let text = text.trim();
+    text.parse::<f64>()
+        .map_err(|_| "is not a number")
+        .and_then(|share| share_check(share).map(|()| share))
+        .map_err(|why| format!("`{text}` {why}: write a share from 0 to 1, such as 0.02"))
 }
 
 /// Which API a request is for (a label of the counters).
@@ -282,6 +512,14 @@ impl Api {
             Api::CloudWatch => "cloudwatch",
         }
     }
+}
+
+/// An action the load balancer serves: its API, and whether it changes
+/// the configuration (only a write's answer can be lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    pub api: Api,
+    pub write: bool,
 }
 
 /// A transient error to answer instead of the action's result.
@@ -316,13 +554,39 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub fn new(options: &FaultOptions) -> Faults {
+    /// The faults of `options`; `served` tells the API of an action and
+    /// whether it is a write (`None`: not served), so that `/metrics` shows
+    /// each named action's counters at 0 from the start.
+    pub fn new(options: &FaultOptions, served: impl Fn(&str) -> Option<Served>) -> Faults {
+        let mut counts = Counts::default();
+        for action in options.throttle.iter().flat_map(|t| t.per_action.keys()) {
+            if let Some(served) = served(action) {
+                counts.throttled.insert((served.api, action.clone()), 0);
+            }
+        }
+        for action in options
+            .transient_errors
+            .iter()
+            .flat_map(|t| t.per_action.keys())
+        {
+            if let Some(served) = served(action) {
+                for status in [500, 503] {
+                    for applied in [false, true] {
+                        if served.write || !applied {
+                            counts
+                                .transient
+                                .insert((served.api, action.clone(), status, applied), 0);
+                        }
+                    }
+                }
+            }
+        }
         Faults {
             throttle: options.throttle.clone(),
             transient_errors: options.transient_errors.clone(),
             lost_answers: options.lost_answers.unwrap_or(DEFAULT_LOST_ANSWERS),
             buckets: Mutex::new(HashMap::new()),
-            counts: Mutex::new(Counts::default()),
+            counts: Mutex::new(counts),
         }
     }
 
@@ -395,10 +659,13 @@ impl Faults {
             .or_default() += 1;
     }
 
-    /// The counters as Prometheus text (nothing while nothing was injected).
+    /// The counters as Prometheus text: each one whose fault is on, from
+    /// the start (its HELP and TYPE lines, and a zero sample per label set
+    /// known: the actions named; those of `*` appear with their first
+    /// injection).
     pub fn render(&self, out: &mut String) {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if !counts.throttled.is_empty() {
+        if self.throttle.is_some() {
             let _ = writeln!(
                 out,
                 "# HELP {} Control-API requests answered with a throttling error (injected).\n# TYPE {} counter",
@@ -417,7 +684,7 @@ impl Faults {
                 );
             }
         }
-        if !counts.transient.is_empty() {
+        if self.transient_errors.is_some() {
             let _ = writeln!(
                 out,
                 "# HELP {} Control-API requests answered with a transient server error (injected); applied=\"true\" when the write was applied before the error.\n# TYPE {} counter",
@@ -513,10 +780,13 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_its_rate_then_throttles_and_counts() {
-        let faults = Faults::new(&FaultOptions {
-            throttle: Some(parse_throttle("ModifyRule=2").unwrap()),
-            ..FaultOptions::default()
-        });
+        let faults = Faults::new(
+            &FaultOptions {
+                throttle: Some(parse_throttle("ModifyRule=2").unwrap()),
+                ..FaultOptions::default()
+            },
+            |_| None,
+        );
         assert!(!faults.throttled(Api::Elbv2, "ModifyRule"));
         assert!(!faults.throttled(Api::Elbv2, "ModifyRule"));
         assert!(faults.throttled(Api::Elbv2, "ModifyRule"));
@@ -536,11 +806,14 @@ mod tests {
 
     #[test]
     fn transient_errors_come_at_their_rate_and_only_writes_lose_answers() {
-        let faults = Faults::new(&FaultOptions {
-            transient_errors: Some(PerAction::every(1.0)),
-            lost_answers: Some(1.0),
-            ..FaultOptions::default()
-        });
+        let faults = Faults::new(
+            &FaultOptions {
+                transient_errors: Some(PerAction::every(1.0)),
+                lost_answers: Some(1.0),
+                ..FaultOptions::default()
+            },
+            |_| None,
+        );
         let read = faults
             .transient(Api::Elbv2, "DescribeRules", false)
             .unwrap();
@@ -552,7 +825,206 @@ mod tests {
                 .unwrap()
                 .after_apply
         );
-        let off = Faults::new(&FaultOptions::default());
+        let off = Faults::new(&FaultOptions::default(), |_| None);
         assert_eq!(off.transient(Api::Elbv2, "ModifyRule", true), None);
+    }
+
+    #[test]
+    fn a_wrong_number_says_what_it_must_be_and_why_it_is_not() {
+        assert_eq!(
+            parse_throttle("DescribeRules=abc").unwrap_err(),
+            "the throttle rate of 'DescribeRules' must be a number of calls per second above 0, \
+             such as DescribeRules=2: `abc` is not a number"
+        );
+        assert!(
+            parse_throttle("*=0")
+                .unwrap_err()
+                .ends_with("such as *=2: `0` is not above 0")
+        );
+        assert_eq!(
+            parse_transient_errors("CreateRule=1.5").unwrap_err(),
+            "the transient error share of 'CreateRule' must be a share from 0 to 1, \
+             such as CreateRule=0.02: `1.5` is above 1"
+        );
+        assert_eq!(
+            parse_transient_errors("-0.1").unwrap_err(),
+            "`-0.1` is below 0: write a share from 0 to 1, such as 0.02"
+        );
+        assert!(
+            parse_throttle("=5")
+                .unwrap_err()
+                .contains("is not an API action name")
+        );
+        assert_eq!(
+            parse_nodes("-3").unwrap_err(),
+            "`-3` is not a number of nodes: nodes must be a whole number from 1 to 64, such as 3"
+        );
+    }
+
+    #[test]
+    fn an_action_given_twice_is_refused_naming_it() {
+        assert_eq!(
+            parse_throttle("DescribeRules=5,DescribeRules=1").unwrap_err(),
+            "'DescribeRules' is given twice (DescribeRules=5 and DescribeRules=1): give each \
+             action one throttle rate, such as DescribeRules=5,*=20"
+        );
+        assert!(
+            parse_throttle("*=5,ModifyRule=1,*=2")
+                .unwrap_err()
+                .starts_with("'*' is given twice (*=5 and *=2)")
+        );
+        assert!(
+            parse_transient_errors("CreateRule=1,CreateRule=0.5")
+                .unwrap_err()
+                .starts_with("'CreateRule' is given twice")
+        );
+    }
+
+    #[test]
+    fn a_propagation_range_reads_and_prints_as_the_user_writes_it() {
+        assert_eq!(parse_propagation("0..8").unwrap().describe(), "0s..8s");
+        assert_eq!(parse_propagation("500ms").unwrap().describe(), "500ms");
+        assert_eq!(
+            parse_propagation("9s..1s").unwrap_err(),
+            "`9s..1s` ends before it starts: write it as MIN..MAX, such as 0s..8s"
+        );
+        assert_eq!(
+            parse_propagation("0s..8h").unwrap_err(),
+            "`0s..8h` goes up to 8h, above the maximum of 10m: AWS's changes take seconds; \
+             use a range such as 0s..8s"
+        );
+        assert!(parse_propagation("0s..10m").is_ok(), "the maximum itself");
+        assert_eq!(
+            parse_propagation("-1s..2s").unwrap_err(),
+            "the start of `-1s..2s`: `-1s` is negative: a delay is 0s or more; write MIN..MAX, \
+             such as 0s..8s"
+        );
+        let later = parse_propagation("0s..later").unwrap_err();
+        assert!(
+            later.starts_with(
+                "the end of `0s..later`: `later` is not a duration: a bare number is seconds"
+            ),
+            "{later}"
+        );
+    }
+
+    fn layers_line(given: &FaultOptions, sources: &Sources, file: &FaultOptions) -> String {
+        Layers {
+            given,
+            sources,
+            file,
+        }
+        .describe()
+    }
+
+    #[test]
+    fn the_startup_line_says_where_each_value_came_from_and_what_it_replaced() {
+        let file = FaultOptions {
+            throttle: Some(parse_throttle("ModifyRule=2,*=20").unwrap()),
+            nodes: Some(3),
+            ..FaultOptions::default()
+        };
+        let given = FaultOptions {
+            throttle: Some(parse_throttle("DescribeRules=5").unwrap()),
+            propagation: Some(parse_propagation("0..8").unwrap()),
+            transient_errors: Some(parse_transient_errors("0.02").unwrap()),
+            ..FaultOptions::default()
+        };
+        let mut sources = Sources::default();
+        sources.set(Fault::TransientErrors, "LOCAL_ALB_TRANSIENT_ERRORS");
+        assert_eq!(
+            layers_line(&given, &sources, &file),
+            "propagation 0s..8s from --propagation; \
+             nodes 3 from the stack file's [faults]; \
+             throttle DescribeRules=5 from --throttle (replaces the stack file's ModifyRule=2,*=20); \
+             transient errors 0.02 from LOCAL_ALB_TRANSIENT_ERRORS; \
+             lost answers 0.5 (default)"
+        );
+        let nodes_only = FaultOptions {
+            nodes: Some(2),
+            ..FaultOptions::default()
+        };
+        assert_eq!(
+            layers_line(&nodes_only, &Sources::default(), &FaultOptions::default()),
+            "propagation 0s (default); nodes 2 from --nodes"
+        );
+        assert_eq!(
+            layers_line(
+                &FaultOptions::default(),
+                &Sources::default(),
+                &FaultOptions::default()
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn lost_answers_without_transient_errors_are_refused_naming_their_source() {
+        let lost = FaultOptions {
+            lost_answers: Some(0.5),
+            ..FaultOptions::default()
+        };
+        let none = FaultOptions::default();
+        let sources = Sources::default();
+        let from_file = Layers {
+            given: &none,
+            sources: &sources,
+            file: &lost,
+        }
+        .check()
+        .unwrap_err();
+        assert!(
+            from_file.starts_with(
+                "lost_answers in the stack file's [faults] needs transient errors: a lost answer \
+                 is a transient error after the change was applied"
+            ),
+            "{from_file}"
+        );
+        let transient = FaultOptions {
+            transient_errors: Some(PerAction::every(0.02)),
+            ..FaultOptions::default()
+        };
+        let from_flag_with_file_errors = Layers {
+            given: &lost,
+            sources: &sources,
+            file: &transient,
+        };
+        assert_eq!(from_flag_with_file_errors.check(), Ok(()));
+    }
+
+    #[test]
+    fn each_named_actions_counters_are_shown_at_zero_from_the_start() {
+        let served = |action: &str| match action {
+            "ModifyRule" => Some(Served {
+                api: Api::Elbv2,
+                write: true,
+            }),
+            "GetMetricData" => Some(Served {
+                api: Api::CloudWatch,
+                write: false,
+            }),
+            _ => None,
+        };
+        let faults = Faults::new(
+            &FaultOptions {
+                throttle: Some(parse_throttle("GetMetricData=1,*=5").unwrap()),
+                transient_errors: Some(parse_transient_errors("ModifyRule=0.5").unwrap()),
+                ..FaultOptions::default()
+            },
+            served,
+        );
+        let mut text = String::new();
+        faults.render(&mut text);
+        for line in [
+            "# TYPE ficus_alb_faults_throttled_total counter",
+            "ficus_alb_faults_throttled_total{api=\"cloudwatch\",action=\"GetMetricData\"} 0",
+            "# TYPE ficus_alb_faults_transient_errors_total counter",
+            "ficus_alb_faults_transient_errors_total{api=\"elbv2\",action=\"ModifyRule\",code=\"503\",applied=\"true\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in {text}");
+        }
+        let mut off = String::new();
+        Faults::new(&FaultOptions::default(), served).render(&mut off);
+        assert_eq!(off, "", "no fault, no counters");
     }
 }

@@ -77,6 +77,21 @@ impl StartupError {
     }
 }
 
+/// Whether this load balancer serves `action`, on which API, and whether it
+/// changes the configuration.
+fn served(action: &str) -> Option<faults::Served> {
+    if cloudwatch::api::OPERATIONS.contains(&action) {
+        return Some(faults::Served {
+            api: faults::Api::CloudWatch,
+            write: false,
+        });
+    }
+    control::actions::handler(action).map(|handler| faults::Served {
+        api: faults::Api::Elbv2,
+        write: matches!(handler, control::actions::Handler::Write(_)),
+    })
+}
+
 /// Reads the stack file the settings name (see [`Settings::stack`]); also
 /// where it came from, for messages.
 fn load_stack(settings: &Settings) -> Result<(Stack, String), StartupError> {
@@ -156,7 +171,13 @@ impl Application {
             )));
         }
         let (stack, stack_origin) = load_stack(&settings)?;
-        let faults = settings.faults.clone().or(stack.faults.clone());
+        let layers = faults::Layers {
+            given: &settings.faults,
+            sources: &settings.fault_sources,
+            file: &stack.faults,
+        };
+        layers.check().map_err(StartupError::Usage)?;
+        let faults = layers.effective();
         let mut options = settings.data_plane.clone();
         if options.access_log_root.is_none() {
             options.access_log_root = Some(settings.state_dir.join("access-logs"));
@@ -172,9 +193,7 @@ impl Application {
                 nodes: faults.nodes.unwrap_or(1),
             });
         }
-        let unknown = faults.unknown_actions(|name| {
-            control::actions::handler(name).is_some() || cloudwatch::api::OPERATIONS.contains(&name)
-        });
+        let unknown = faults.unknown_actions(|name| served(name).is_some());
         if !unknown.is_empty() {
             return Err(StartupError::Usage(format!(
                 "--throttle/--transient-errors (or [faults]) name {}, which this load balancer does not serve: \
@@ -184,7 +203,7 @@ impl Application {
             )));
         }
         if faults.any() {
-            tracing::warn!("fault injection is on: {}", faults.describe());
+            tracing::warn!("fault injection is on: {}", layers.describe());
         }
         // Bind first: a second instance on the same addresses fails here,
         // before it touches the state directory.
@@ -240,7 +259,7 @@ impl Application {
             Arc::clone(&dataplane),
             stack.credentials,
             region,
-            faults::Faults::new(&faults),
+            faults::Faults::new(&faults, served),
         );
         Ok(Application {
             data_listener,

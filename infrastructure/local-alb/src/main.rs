@@ -3,9 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use local_alb::Application;
-use local_alb::settings::{Cli, EXIT_OK, EXIT_RUNTIME};
+use local_alb::settings::{EXIT_OK, EXIT_RUNTIME, Settings};
 
 /// mimalloc's thread-local free lists suit the data plane, which allocates
 /// and frees small buffers per request on each worker thread.
@@ -22,7 +21,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let settings = Cli::parse().into();
+    let settings = match Settings::from_command_line(std::env::args_os()) {
+        Ok(settings) => settings,
+        Err(error) => error.exit(),
+    };
     let application = match Application::build(settings).await {
         Ok(application) => application,
         Err(err) => {

@@ -1,10 +1,14 @@
 //! Command line and settings of the `local-alb` binary.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use crate::faults::{Fault, Sources};
 
 use crate::dataplane::{DataPlaneOptions, HeadPolicy};
 
@@ -46,6 +50,14 @@ local-alb --access-log-root /tmp/alb-logs --access-log-interval 1m   # access lo
 local-alb --access-log-compression 0   # gzip of stored blocks: no deflate, files 10x larger (default 1)\n\n\
 local-alb --propagation 0s..8s --nodes 3 --throttle 'DescribeRules=5,*=20' --transient-errors 0.02\n    \
                                         # AWS's bad days: changes reach 3 nodes over 0-8 s, throttling, 2% errors\n\n\
+FAULTS (--propagation, --nodes, --throttle, --transient-errors, --lost-answers):\n  \
+off by default. Each is also a LOCAL_ALB_* variable and a key of the stack \
+file's [faults]. A value given as a flag or variable replaces the stack file's \
+value as a whole (a --throttle list is not merged with the file's). A WARN line \
+at startup names each fault on and where its value came from, such as:\n  \
+fault injection is on: throttle DescribeRules=5 from --throttle (replaces the stack file's ModifyRule=2,*=20)\n  \
+--lost-answers needs --transient-errors (a lost answer is a transient error \
+after the change was applied); without it the start is refused (exit 2).\n\n\
 The access key and secret are the stack file's [credentials] (local defaults \
 above). On start, one line per listener is printed to stdout:\n  \
 data listener on http://127.0.0.1:8080\n  control listener on http://127.0.0.1:9100\n\n\
@@ -147,35 +159,38 @@ pub struct Cli {
     /// change reaches each data-plane node, uniform within MIN..MAX (such as
     /// 0s..8s; one value is a fixed delay). The API answers the new state at
     /// once, as AWS's does, while traffic follows the old one until then.
-    /// Also `[faults] propagation` in the stack file.
-    #[arg(long, env = "LOCAL_ALB_PROPAGATION", value_name = "MIN..MAX", value_parser = crate::faults::parse_propagation, help_heading = "Faults")]
+    /// Durations as below (0..8 is 0s..8s); at most 10m. Also `[faults]
+    /// propagation` in the stack file.
+    #[arg(long, env = "LOCAL_ALB_PROPAGATION", value_name = "MIN..MAX", value_parser = crate::faults::parse_propagation, allow_hyphen_values = true, help_heading = "Faults")]
     pub propagation: Option<crate::faults::PropagationRange>,
 
     /// Simulated load balancer nodes: client connections are spread over
     /// them round robin and each applies a change after its own
-    /// --propagation delay, in order. Default: 1. Also `[faults] nodes`.
-    #[arg(long, env = "LOCAL_ALB_NODES", value_name = "N", value_parser = crate::faults::parse_nodes, help_heading = "Faults")]
+    /// --propagation delay, in order. 1 to 64; default: 1. Also `[faults]
+    /// nodes`.
+    #[arg(long, env = "LOCAL_ALB_NODES", value_name = "N", value_parser = crate::faults::parse_nodes, allow_negative_numbers = true, help_heading = "Faults")]
     pub nodes: Option<usize>,
 
     /// Per-action request rates of the ELBv2 and CloudWatch APIs, in
     /// requests per second (token buckets of one second; `*` is every action
-    /// not named), such as DescribeRules=5,ModifyRule=2,*=20. Requests over
-    /// the rate get AWS's throttling error (HTTP 400 `Throttling`, "Rate
-    /// exceeded"). Also `[faults] throttle`.
+    /// not named), such as DescribeRules=5,ModifyRule=2,*=20; each action
+    /// once. Requests over the rate get AWS's throttling error (HTTP 400
+    /// `Throttling`, "Rate exceeded"). Also `[faults] throttle`.
     #[arg(long, env = "LOCAL_ALB_THROTTLE", value_name = "ACTION=RATE,...", value_parser = crate::faults::parse_throttle, help_heading = "Faults")]
     pub throttle: Option<crate::faults::ThrottleRates>,
 
     /// Share of control-API requests answered with a transient server error
     /// (500 InternalFailure or 503 ServiceUnavailable): one share for every
     /// action, such as 0.02, or per action, such as CreateRule=1,*=0.02
-    /// (`*` is every action not named). Also `[faults] transient_errors`.
-    #[arg(long, env = "LOCAL_ALB_TRANSIENT_ERRORS", value_name = "SHARE|ACTION=SHARE,...", value_parser = crate::faults::parse_transient_errors, help_heading = "Faults")]
+    /// (`*` is every action not named; each action once). Also `[faults]
+    /// transient_errors`.
+    #[arg(long, env = "LOCAL_ALB_TRANSIENT_ERRORS", value_name = "SHARE|ACTION=SHARE,...", value_parser = crate::faults::parse_transient_errors, allow_negative_numbers = true, help_heading = "Faults")]
     pub transient_errors: Option<crate::faults::PerAction>,
 
     /// Of the transient errors that hit a write, the share answered after
     /// the write was applied (the answer was lost: the client must re-read).
-    /// Default: 0.5. Also `[faults] lost_answers`.
-    #[arg(long, env = "LOCAL_ALB_LOST_ANSWERS", value_name = "SHARE", value_parser = crate::faults::parse_share, help_heading = "Faults")]
+    /// Default: 0.5. Needs --transient-errors. Also `[faults] lost_answers`.
+    #[arg(long, env = "LOCAL_ALB_LOST_ANSWERS", value_name = "SHARE", value_parser = crate::faults::parse_share, allow_negative_numbers = true, help_heading = "Faults")]
     pub lost_answers: Option<f64>,
 }
 
@@ -221,6 +236,9 @@ pub struct Settings {
     /// Fault injection; what is set here wins over the stack file's
     /// `[faults]`.
     pub faults: crate::faults::FaultOptions,
+    /// Where each of `faults`' values came from (flag or variable), for
+    /// the startup line and messages.
+    pub fault_sources: Sources,
 }
 
 impl Settings {
@@ -237,8 +255,98 @@ impl Settings {
             allow_remote_control: false,
             data_plane: DataPlaneOptions::default(),
             faults: crate::faults::FaultOptions::default(),
+            fault_sources: Sources::default(),
         }
     }
+
+    /// The settings of a command line (the program's name first) and the
+    /// `LOCAL_ALB_*` variables, recording where each fault option came
+    /// from. The error is clap's, to print with `clap::Error::exit` (help
+    /// and version are errors too); a bad value from a variable names the
+    /// variable.
+    pub fn from_command_line<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut command = Cli::command();
+        let matches = match command.try_get_matches_from_mut(&args) {
+            Ok(matches) => matches,
+            Err(error) => return Err(name_the_variable(error, &mut command, &args)),
+        };
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let mut sources = Sources::default();
+        for fault in Fault::ALL {
+            match matches.value_source(fault.key()) {
+                Some(ValueSource::CommandLine) => sources.set(fault, fault.flag()),
+                Some(ValueSource::EnvVariable) => {
+                    if let Some(variable) = variable_of(&command, fault.key()) {
+                        sources.set(fault, variable);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut settings = Settings::from(cli);
+        settings.fault_sources = sources;
+        Ok(settings)
+    }
+}
+
+/// The `LOCAL_ALB_*` variable of the option `id`.
+fn variable_of(command: &clap::Command, id: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_id() == id)
+        .and_then(clap::Arg::get_env)
+        .map(|variable| variable.to_string_lossy().into_owned())
+}
+
+/// clap names the flag of a bad value (`invalid value '9s..1s' for
+/// '--propagation <MIN..MAX>'`) even when it came from the flag's variable
+/// and the flag was never given; then this names the variable instead:
+/// `invalid value '9s..1s' in the variable LOCAL_ALB_PROPAGATION (it sets
+/// --propagation): ...`.
+fn name_the_variable(
+    error: clap::Error,
+    command: &mut clap::Command,
+    args: &[OsString],
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ValueValidation {
+        return error;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return error;
+    };
+    let flag = arg.split(' ').next().unwrap_or_default();
+    let Some(id) = command
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))
+        .map(|a| a.get_id().to_string())
+    else {
+        return error;
+    };
+    let Some(variable) = variable_of(command, &id) else {
+        return error;
+    };
+    let given = args.iter().skip(1).filter_map(|a| a.to_str()).any(|a| {
+        a.strip_prefix(flag)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+    });
+    if given {
+        return error;
+    }
+    let why = std::error::Error::source(&error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "see --help".to_owned());
+    let message =
+        format!("invalid value '{value}' in the variable {variable} (it sets {flag}): {why}");
+    command.error(ErrorKind::ValueValidation, message)
 }
 
 impl From<Cli> for Settings {
@@ -281,6 +389,7 @@ impl From<Cli> for Settings {
                 transient_errors: cli.transient_errors,
                 lost_answers: cli.lost_answers,
             },
+            fault_sources: Sources::default(),
         }
     }
 }
@@ -327,5 +436,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("whole number of seconds"), "{error}");
+    }
+
+    #[test]
+    fn a_negative_fault_value_reaches_the_options_own_check() {
+        for (flag, value, why) in [
+            ("--nodes", "-3", "nodes must be a whole number from 1 to 64"),
+            ("--propagation", "-1s..2s", "`-1s` is negative"),
+            ("--transient-errors", "-0.1", "`-0.1` is below 0"),
+            ("--lost-answers", "-1", "`-1` is below 0"),
+            (
+                "--propagation",
+                "--nodes",
+                "`--nodes` is an option, not a range",
+            ),
+        ] {
+            let error = Settings::from_command_line(["local-alb", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(why) && !error.contains("unexpected argument"),
+                "{flag} {value}: {error}"
+            );
+        }
+        let given =
+            Settings::from_command_line(["local-alb", "--throttle", "DescribeRules=5"]).unwrap();
+        assert_eq!(given.fault_sources.of(Fault::Throttle), "--throttle");
     }
 }

@@ -561,3 +561,166 @@ fn it_raises_the_open_file_limit_and_listens_with_a_long_queue() {
         "both limits are logged: {stderr}"
     );
 }
+
+/// The fault options' variables, removed around a test that sets its own.
+const FAULT_VARIABLES: [&str; 5] = [
+    "LOCAL_ALB_PROPAGATION",
+    "LOCAL_ALB_NODES",
+    "LOCAL_ALB_THROTTLE",
+    "LOCAL_ALB_TRANSIENT_ERRORS",
+    "LOCAL_ALB_LOST_ANSWERS",
+];
+
+/// `stack` with a `[faults]` section of `lines`, written as `name` in `dir`.
+fn stack_with_faults(dir: &Path, name: &str, lines: &str) -> std::path::PathBuf {
+    let stack = common::write_stack(dir, &[("web", &[3000])]);
+    let text = std::fs::read_to_string(&stack).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{text}[faults]\n{lines}\n")).unwrap();
+    path
+}
+
+/// A start that must be refused: its flags, its variable (name and value),
+/// its stack file, and what its message says.
+type Refusal<'a> = (
+    &'a [&'a str],
+    Option<(&'a str, &'a str)>,
+    &'a Path,
+    &'a [&'a str],
+);
+
+/// Wrong fault values, as a new user tries them on purpose: each start is
+/// refused (exit 2) with the option's own check (a negative value reaches
+/// it rather than clap's "unexpected argument"), naming what the value must
+/// be, and the variable when the value came from one.
+#[test]
+fn wrong_fault_options_are_refused_naming_what_they_must_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = common::write_stack(dir.path(), &[("web", &[3000])]);
+    let lost_only = stack_with_faults(dir.path(), "lost.toml", "lost_answers = 0.5");
+    let cases: [Refusal; 11] = [
+        (
+            &["--throttle", "DescribeRules=abc"],
+            None,
+            &plain,
+            &[
+                "the throttle rate of 'DescribeRules' must be a number of calls per second above 0, such as DescribeRules=2: `abc` is not a number",
+            ],
+        ),
+        (
+            &["--throttle", "DescribeRules=5,DescribeRules=1"],
+            None,
+            &plain,
+            &["'DescribeRules' is given twice (DescribeRules=5 and DescribeRules=1)"],
+        ),
+        (
+            &["--transient-errors", "CreateRule=1,CreateRule=0.5"],
+            None,
+            &plain,
+            &["'CreateRule' is given twice"],
+        ),
+        (
+            &["--propagation", "-1s..2s"],
+            None,
+            &plain,
+            &["the start of `-1s..2s`: `-1s` is negative: a delay is 0s or more"],
+        ),
+        (
+            &["--nodes", "-3"],
+            None,
+            &plain,
+            &["nodes must be a whole number from 1 to 64"],
+        ),
+        (
+            &["--transient-errors", "-0.1"],
+            None,
+            &plain,
+            &["`-0.1` is below 0: write a share from 0 to 1"],
+        ),
+        (
+            &["--propagation", "0s..8h"],
+            None,
+            &plain,
+            &["`0s..8h` goes up to 8h, above the maximum of 10m"],
+        ),
+        (
+            &[],
+            Some(("LOCAL_ALB_PROPAGATION", "9s..1s")),
+            &plain,
+            &[
+                "invalid value '9s..1s' in the variable LOCAL_ALB_PROPAGATION (it sets --propagation): `9s..1s` ends before it starts",
+            ],
+        ),
+        (
+            &["--propagation", "9s..1s"],
+            Some(("LOCAL_ALB_PROPAGATION", "0s..1s")),
+            &plain,
+            &["invalid value '9s..1s' for '--propagation <MIN..MAX>'"],
+        ),
+        (
+            &["--lost-answers", "0.5"],
+            None,
+            &plain,
+            &[
+                "--lost-answers needs transient errors: a lost answer is a transient error after the change was applied",
+            ],
+        ),
+        (
+            &[],
+            None,
+            &lost_only,
+            &["lost_answers in the stack file's [faults] needs transient errors"],
+        ),
+    ];
+    for (i, (args, variable, stack, needles)) in cases.into_iter().enumerate() {
+        let mut command = command(&dir.path().join(format!("state-{i}")), stack);
+        for name in FAULT_VARIABLES {
+            command.env_remove(name);
+        }
+        command.args(args);
+        if let Some((name, value)) = variable {
+            command.env(name, value);
+        }
+        let output = run_failing(command);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?} {variable:?}: missing {needle:?} in {stderr}"
+            );
+        }
+    }
+}
+
+/// A flag or variable replaces the stack file's value as a whole: the
+/// startup line says where each value came from and what it replaced, with
+/// durations as the user writes them.
+#[test]
+fn the_startup_line_says_where_each_fault_came_from_and_what_it_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack_with_faults(
+        dir.path(),
+        "faults.toml",
+        "throttle = \"ModifyRule=2,*=20\"\nnodes = 2",
+    );
+    let mut command = command(&dir.path().join("state"), &stack);
+    for name in FAULT_VARIABLES {
+        command.env_remove(name);
+    }
+    command
+        .args(["--throttle", "DescribeRules=5", "--propagation", "0..1"])
+        .env("LOCAL_ALB_TRANSIENT_ERRORS", "0.02")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Started::spawn(&mut command);
+    listener_lines(&mut child.0);
+    let (code, stderr) = child.terminate();
+    assert_eq!(code, Some(0));
+    let line = "fault injection is on: propagation 0s..1s from --propagation; \
+                nodes 2 from the stack file's [faults]; \
+                throttle DescribeRules=5 from --throttle (replaces the stack file's ModifyRule=2,*=20); \
+                transient errors 0.02 from LOCAL_ALB_TRANSIENT_ERRORS; \
+                lost answers 0.5 (default)";
+    assert!(stderr.contains(line), "missing {line:?} in {stderr}");
+}

@@ -470,3 +470,62 @@ async fn the_stack_files_faults_section_is_read_and_checked() {
         "{message}"
     );
 }
+
+/// A dashboard finds the counters of each fault that is on from the start,
+/// before anything was injected: their HELP and TYPE lines, and a zero
+/// sample per action named (with each code, and `applied` for a write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fault_counters_are_in_metrics_from_the_start() {
+    let (alb, _dir) = start(FaultOptions {
+        throttle: Some(faults::parse_throttle("DescribeRules=5,GetMetricData=1,*=20").unwrap()),
+        transient_errors: Some(faults::parse_transient_errors("CreateRule=0.5,*=0.01").unwrap()),
+        ..FaultOptions::default()
+    })
+    .await;
+    let text = reqwest::get(format!("{}/metrics", alb.control_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        names::FAULTS_THROTTLED_TOTAL,
+        names::FAULTS_TRANSIENT_ERRORS_TOTAL,
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} counter")),
+            "{name} missing from {text}"
+        );
+    }
+    let samples = names::parse(&text);
+    let zero = |name: &str, labels: &[(&str, &str)]| {
+        let found: Vec<_> = samples
+            .iter()
+            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
+            .collect();
+        assert_eq!(found.len(), 1, "one {name} {labels:?} sample in {text}");
+        assert_eq!(found[0].count(), 0, "{name} {labels:?}");
+    };
+    zero(
+        names::FAULTS_THROTTLED_TOTAL,
+        &[("api", "elbv2"), ("action", "DescribeRules")],
+    );
+    zero(
+        names::FAULTS_THROTTLED_TOTAL,
+        &[("api", "cloudwatch"), ("action", "GetMetricData")],
+    );
+    for code in ["500", "503"] {
+        for applied in ["false", "true"] {
+            zero(
+                names::FAULTS_TRANSIENT_ERRORS_TOTAL,
+                &[
+                    ("api", "elbv2"),
+                    ("action", "CreateRule"),
+                    ("code", code),
+                    ("applied", applied),
+                ],
+            );
+        }
+    }
+    alb.stop().await;
+}
