@@ -1078,6 +1078,11 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
     let init = op.run(&["init"]);
     assert_eq!(init.code, 0, "{init}");
     wait_healthy(&op);
+    // The bucket drained just before, so the shift's reads wait for tokens.
+    let rt = runtime();
+    let listener = stack.listener_arn(&rt);
+    let elb = stack.elb(&rt);
+    let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
     let shift = op.run(&["shift", "users", "--steps", "100", "--output", "json"]);
     assert_eq!(shift.code, 0, "{shift}");
     let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
@@ -1110,6 +1115,7 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
         "{says:?}"
     );
 
+    let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
     let rollback = op.run(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert!(rollback.stderr.contains("migrate: AWS API: "), "{rollback}");
@@ -1485,11 +1491,15 @@ fn a_rollback_of_a_service_that_died_before_it_has_no_reach_to_measure() {
         stack.answered_by().get("users").copied().unwrap_or(0) > 0
     });
     stack.services.get_mut("users").unwrap().stop();
-    // Its requests stop (the load balancer sends them to the monolith).
-    let mut last = u64::MAX;
-    eventually(Duration::from_secs(10), "the service gets no more", || {
-        let now = stack.answered_by().get("users").copied().unwrap_or(0);
-        std::mem::replace(&mut last, now) == now
+    // Its requests stop (the load balancer sends them to the monolith):
+    // none for 1.5 s.
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    eventually(Duration::from_secs(15), "the service gets no more", || {
+        let users = stack.answered_by().get("users").copied().unwrap_or(0);
+        if std::mem::replace(&mut last, users) != users {
+            since = Instant::now();
+        }
+        since.elapsed() > Duration::from_millis(1500)
     });
     let rollback = op.run(&["rollback", "users", "--output", "json"]);
     assert_eq!(rollback.code, 0, "{rollback}");
