@@ -108,13 +108,22 @@ impl Stack {
         };
         let local = LocalStack::start(binaries, dir.path(), options).await?;
         if !settings.is_empty() {
-            // Top-level keys go before the file's first table.
+            // Top-level keys set over the file's (the repo's migrate.toml has
+            // `propagation_max`); the header comment stays first.
             let text = std::fs::read_to_string(&local.config)?;
-            let keys: String = settings
-                .iter()
-                .map(|(key, value)| format!("{key} = {}\n", toml::Value::from(value.as_str())))
+            let mut table: toml::Table = toml::from_str(&text)?;
+            for (key, value) in settings {
+                table.insert((*key).to_owned(), toml::Value::from(value.as_str()));
+            }
+            let header: String = text
+                .lines()
+                .take_while(|line| line.starts_with('#'))
+                .map(|line| format!("{line}\n"))
                 .collect();
-            std::fs::write(&local.config, format!("{keys}{text}"))?;
+            std::fs::write(
+                &local.config,
+                format!("{header}{}", toml::to_string(&table)?),
+            )?;
         }
         Ok(Stack {
             local,
@@ -157,9 +166,8 @@ impl Stack {
             .migrate(&["status", "--output", "json"], Duration::from_secs(30))
             .await?;
         run.expect(0)?;
-        let json_start = run.output.find('{').context("no JSON in status output")?;
-        serde_json::from_str(&run.output[json_start..])
-            .with_context(|| format!("status output is not JSON:\n{}", run.output))
+        json_document(&run.output)
+            .with_context(|| format!("no JSON document in status output:\n{}", run.output))
     }
 
     /// Waits until every target group has a healthy target
@@ -167,6 +175,20 @@ impl Stack {
     pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<Duration> {
         self.local.wait_healthy(timeout, |_| {}).await
     }
+}
+
+/// The JSON document of a `migrate --output json` run's log: the first value
+/// that starts a line with `{` or `[`. Stderr's lines (progress, waits, the
+/// AWS API line: said with `--output json` too) share the log, before or
+/// after it.
+pub fn json_document(output: &str) -> Option<serde_json::Value> {
+    let start = std::iter::once(0)
+        .chain(output.match_indices('\n').map(|(at, _)| at + 1))
+        .find(|at| output[*at..].starts_with(['{', '[']))?;
+    serde_json::Deserializer::from_str(&output[start..])
+        .into_iter::<serde_json::Value>()
+        .next()?
+        .ok()
 }
 
 /// Waits for a spawned `migrate` and collects what it printed.

@@ -50,8 +50,9 @@ local-alb reads its durations the same way.
 --output json: stdout carries exactly one JSON document, whatever happens: the command's
 result, or on failure {\"ok\": false, \"exit_code\": N, \"error\": \"...\", ...} with what was done
 so far (for shift and rollback: route, from, to, steps, routing_changes). Messages stay on
-stderr. A closed stdout (`migrate status | head -3`) is not an error: the command finishes
-its work quietly and exits with its own code.";
+stderr, as with text output (progress, waits, the AWS API line). A closed stdout
+(`migrate status | head -3`) is not an error: the command finishes its work quietly and
+exits with its own code.";
 
 #[derive(Debug, Parser)]
 #[command(name = "migrate", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -170,7 +171,15 @@ service's 5XX ratio and p99 against the monolith's, the load balancer's own 5XX,
 least min_requests requests (default 50) to the service; a step goes on only after they
 pass, waits up to max_wait (default 5m) past the interval while there is too little data,
 and never passes on no data (docs/gates.md). --bake 30m keeps those gates watching for 30
-minutes after 100%. Any failed gate
+minutes after 100%.
+
+No step is done before every load balancer node routes by it: an accepted change reaches
+the nodes within propagation_max (migrate.toml, default 10s; AWS publishes no figure).
+Each interval starts propagation_max after its step's write (the wait is said on stderr;
+probes run during it), so a step takes propagation_max plus --interval, and the metric
+gates judge only traffic from after it. After the last step (also at a hold, and for
+`promote`), migrate waits out propagation_max before it reports the route where it is and
+exits 0 (`every_node_by` in --output json). Any failed gate
 rolls the route back, is journaled (also when nothing had moved yet), and exits 3. Once
 anything was written, any other error (an API call that still fails after the SDK's
 retries) rolls back too and exits 1; if that rollback fails, the error names the route's
@@ -387,7 +396,9 @@ pub struct InitArgs {
 /// Lock options shared by the commands that write.
 #[derive(Debug, Clone, Args)]
 pub struct LockArgs {
-    /// How long to wait for another operator's lock before exiting 4.
+    /// How long to wait for another operator's lock before exiting 4. The wait
+    /// is said on stderr (who holds it, since when) and its length is
+    /// `lock_waited_ms` in --output json.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub wait: Duration,
     /// Remove another operator's lock first (when that operator is gone).
@@ -452,7 +463,8 @@ pub struct ShiftArgs {
     /// then rolls back (exit 3). Default: no bake.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub bake: Option<Duration>,
-    /// Time between steps, probing the route (default: the route's `interval`).
+    /// Time between steps, probing the route (default: the route's `interval`);
+    /// it starts once the step reached every node (`propagation_max` after its write).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Option<Duration>,
     /// Proceed while some of the service's targets are unhealthy (one healthy is still required).

@@ -558,7 +558,8 @@ pub struct RouteStatus {
     pub last_change: Option<LastChange>,
     /// The latest metric gate evaluation in the journal (`when` and `what`
     /// of its entry and the evaluation), if any; `rolled_back` (`when`,
-    /// `what`) when a rollback came at or after it: not the route's now.
+    /// `what`) when the latest change since was a rollback, `changed_since`
+    /// when it was another: not the route's now.
     pub metrics: Option<serde_json::Value>,
     pub drift: Vec<String>,
     /// The plan kept on the rule (holding, moving, baking), if any.
@@ -778,11 +779,22 @@ async fn judge_recent_change(
     };
     let max = ctx.settings.propagation_max;
     let age = time::OffsetDateTime::now_utc().unix_timestamp() - changed_at;
+    if let Some(recording) = status
+        .last_change
+        .as_ref()
+        .and_then(|last| unrecorded_change(last, status.percent))
+    {
+        // The rule moved since its tag: the tag's time is not the change's.
+        status.reaching_data_plane = Some(recording);
+        return;
+    }
     let gates = ctx.settings.metric_gates(&status.route);
     let (Some(share), true) = (status.percent, gates.enabled) else {
         return;
     };
-    if age < 0 || age as u64 >= (max + TRAFFIC_SHOWN_FOR).as_secs() {
+    // Long enough for a counted period that begins after propagation_max.
+    let shown_for = TRAFFIC_SHOWN_FOR.max(gates.period * 2);
+    if age < 0 || age as u64 >= (max + shown_for).as_secs() {
         return;
     }
     let cloudwatch = crate::cloudwatch::CloudWatch::new(&ctx.sdk, ctx.verbose);
@@ -811,6 +823,38 @@ async fn judge_recent_change(
             }
         }
     }
+}
+
+/// The share of the route that the last-change tag's `what` says the
+/// change left on the service: `shift to N percent` N, a rollback or an abort
+/// 0; `None` for anything else.
+fn share_after(what: &str) -> Option<u8> {
+    if let Some(percent) = what
+        .strip_prefix("shift to ")
+        .and_then(|rest| rest.strip_suffix(" percent"))
+    {
+        return percent.parse().ok();
+    }
+    (what.starts_with("rollback")
+        || what.starts_with("abort:")
+        || what.contains("rolled back to the monolith"))
+    .then_some(0)
+}
+
+/// When the rule's share differs from the one its last-change tag records,
+/// the rule changed after the tag was written: a command is between its
+/// write and its record (a rollback records once it has watched the
+/// traffic), or the rule was changed outside `migrate`. The traffic can't be
+/// judged from the tag's time then; this says so.
+fn unrecorded_change(last: &LastChange, percent: Option<u8>) -> Option<String> {
+    let recorded = share_after(&last.what)?;
+    let now = percent?;
+    (recorded != now).then(|| {
+        format!(
+            "applied, reaching the data plane: the rule now gives the service {now}%, but its last-change tag still records `{}` ({recorded}%): the command that changed it has not recorded it yet (or it was changed outside migrate); the traffic is judged from the change's record",
+            last.what
+        )
+    })
 }
 
 fn print_route_status(status: &RouteStatus) {
@@ -975,8 +1019,10 @@ fn route_status(
 }
 
 /// The route's latest metric gate evaluation, from the journal; with
-/// `rolled_back` (the first rollback at or after it: `what`, `when`) when
-/// the route went back to the monolith since, so it is not shown as current.
+/// `rolled_back` (`what`, `when`) when the route's latest routing change
+/// since (or the evaluation's own entry) took it back to the monolith, and
+/// `changed_since` when that latest change was another (a new shift): either
+/// way the evaluation is not shown as current.
 fn latest_metrics(ctx: &Ctx, route: &str) -> Option<serde_json::Value> {
     let entries = journal::read(&ctx.settings.journal_path(), Some(route)).ok()?;
     let at = entries
@@ -986,8 +1032,23 @@ fn latest_metrics(ctx: &Ctx, route: &str) -> Option<serde_json::Value> {
     let mut latest = json!({
         "when": entry.when, "what": entry.what, "evaluation": entry.evidence["metrics"],
     });
-    if let Some(rollback) = entries[at..].iter().find(|e| is_rollback(e)) {
-        latest["rolled_back"] = json!({ "when": rollback.when, "what": rollback.what });
+    // The route's latest routing change after the evaluation's entry: the
+    // verdict is about the route before it, not the route now.
+    let changed = entries[at + 1..]
+        .iter()
+        .rev()
+        .find(|e| !e.writes.is_empty());
+    match changed {
+        Some(change) if is_rollback(change) => {
+            latest["rolled_back"] = json!({ "when": change.when, "what": change.what });
+        }
+        Some(change) => {
+            latest["changed_since"] = json!({ "when": change.when, "what": change.what });
+        }
+        None if is_rollback(entry) => {
+            latest["rolled_back"] = json!({ "when": entry.when, "what": entry.what });
+        }
+        None => {}
     }
     Some(latest)
 }
@@ -1006,6 +1067,14 @@ fn metrics_status_line(metrics: &serde_json::Value) -> String {
     let what = metrics["what"].as_str().unwrap_or_default();
     let when = metrics["when"].as_str().unwrap_or_default();
     let verdict = metrics_line(&metrics["evaluation"]);
+    let changed = &metrics["changed_since"];
+    if !changed.is_null() {
+        return format!(
+            "as of {when}: {verdict} (before `{what}`); not current: the route changed since (`{}`, {})",
+            changed["what"].as_str().unwrap_or_default(),
+            changed["when"].as_str().unwrap_or_default()
+        );
+    }
     let rollback = &metrics["rolled_back"];
     if rollback.is_null() {
         return format!("{verdict} (before `{what}`, {when})");
@@ -1525,6 +1594,38 @@ fn moved(before: &journal::Snapshot, after: &journal::Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_that_moved_since_its_last_change_tag_is_not_judged_from_the_tag() {
+        let last = |what: &str| LastChange {
+            who: "ann".into(),
+            when: "2026-12-03T10:00:00Z".into(),
+            what: what.into(),
+        };
+        assert_eq!(share_after("shift to 50 percent"), Some(50));
+        assert_eq!(share_after("rollback to the monolith"), Some(0));
+        assert_eq!(
+            share_after("gate failed: rolled back to the monolith"),
+            Some(0)
+        );
+        assert_eq!(share_after("abort: p99 up"), Some(0));
+        assert_eq!(share_after("bake passed"), None);
+        // A rollback between its write and its record: the rule is at 0%,
+        // the tag still names the shift.
+        let says = unrecorded_change(&last("shift to 100 percent"), Some(0)).unwrap();
+        assert!(
+            says.starts_with("applied, reaching the data plane"),
+            "{says}"
+        );
+        assert_eq!(
+            unrecorded_change(&last("shift to 100 percent"), Some(100)),
+            None
+        );
+        assert_eq!(
+            unrecorded_change(&last("rollback to the monolith"), Some(0)),
+            None
+        );
+    }
 
     #[test]
     fn history_lines_name_the_command_once_and_show_why_a_gate_failed() {

@@ -87,9 +87,12 @@ impl Ctx {
         who
     }
 
-    /// Whether progress goes to stderr (not with `--output json`).
+    /// Whether progress goes to stderr: with every `--output`. Stdout
+    /// carries only the result (under `--output json`, its one document),
+    /// so messages on stderr never mix with it; a script reading the JSON
+    /// still sees on stderr what a shift is waiting for.
     pub fn chatty(&self) -> bool {
-        self.output == Output::Text
+        matches!(self.output, Output::Text | Output::Json)
     }
 
     /// Reads the listener without locking it.

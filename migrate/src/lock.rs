@@ -151,6 +151,8 @@ pub struct Lock {
     forced_holders: Vec<String>,
     /// When the last confirmation that found the lock ours began.
     confirmed: Mutex<Option<Instant>>,
+    /// How long acquiring waited for another operator's lock (`--wait`).
+    pub waited: Duration,
 }
 
 /// How to acquire.
@@ -177,6 +179,9 @@ pub async fn acquire(
     let mut arns = vec![listener_arn.to_owned()];
     arns.extend(also_describe.iter().cloned());
     let force = options.force_unlock;
+    let began = Instant::now();
+    // Whether the wait for another's lock was said (once, on stderr).
+    let mut waiting = false;
     loop {
         let now = OffsetDateTime::now_utc();
         let tag = LockTag {
@@ -222,6 +227,7 @@ pub async fn acquire(
                 forced: others,
                 forced_holders,
                 confirmed: Mutex::new(None),
+                waited: Duration::ZERO,
             };
             return Ok((lock, tags));
         }
@@ -236,6 +242,18 @@ pub async fn acquire(
                         since: rfc3339(winner.since),
                     }
                     .into());
+                }
+                if !waiting {
+                    waiting = true;
+                    eprintln!(
+                        "migrate: the lock is held by {} since {}; waiting for it (--wait, up to {} more; trying every {} s)",
+                        winner.holder,
+                        rfc3339(winner.since),
+                        humantime::format_duration(Duration::from_secs(
+                            deadline.saturating_duration_since(Instant::now()).as_secs()
+                        )),
+                        LOCK_RETRY.as_secs()
+                    );
                 }
                 tokio::time::sleep(LOCK_RETRY).await;
             }
@@ -256,7 +274,18 @@ pub async fn acquire(
                     forced: Vec::new(),
                     forced_holders: Vec::new(),
                     confirmed: Mutex::new(None),
+                    waited: if waiting {
+                        began.elapsed()
+                    } else {
+                        Duration::ZERO
+                    },
                 };
+                if waiting {
+                    eprintln!(
+                        "migrate: got the lock after waiting {:.1} s",
+                        lock.waited.as_secs_f64()
+                    );
+                }
                 return Ok((lock, tags));
             }
         }

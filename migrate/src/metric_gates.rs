@@ -528,9 +528,18 @@ impl Judge {
             })
     }
 
-    /// A step was applied: its window starts now.
-    pub fn applied(&mut self) {
-        self.applied_at = unix_now();
+    /// A step was applied: its window starts once `propagation_max` has
+    /// passed (every load balancer node routes by the new weights by then),
+    /// at the first period that begins after it, so that no traffic routed
+    /// by the old weights is judged as the step's.
+    pub fn applied(&mut self, propagation_max: Duration) {
+        let period_s = self.gates.period.as_secs().max(1) as f64;
+        let settled = unix_now() + propagation_max.as_secs_f64();
+        self.applied_at = if propagation_max.is_zero() {
+            settled
+        } else {
+            (settled / period_s).ceil() * period_s
+        };
         self.latest = None;
         self.history.clear();
     }
@@ -640,6 +649,13 @@ pub enum RollbackReach {
     Reached { seconds: f64, watched_seconds: f64 },
     /// Requests still arrived `seconds` after the write when watching ended.
     NotReached { seconds: f64, watched_seconds: f64 },
+    /// The service's requests had stopped before the write (it was failing:
+    /// dead or unhealthy targets): there is no reach to measure. Its last
+    /// request came `seconds_before` the write, at most.
+    StoppedBefore {
+        seconds_before: f64,
+        watched_seconds: f64,
+    },
     /// Nothing to measure (no requests before the write, or no metrics).
     Unmeasured { why: String },
 }
@@ -659,12 +675,19 @@ impl RollbackReach {
             } => format!(
                 "rollback had not reached the whole data plane after {watched_seconds:.1} s: the service still got requests {seconds:.1} s after the write"
             ),
+            RollbackReach::StoppedBefore { seconds_before, .. } => format!(
+                "the service had stopped getting requests before the rollback (it was failing; its last request came {seconds_before:.1} s before the write): no reach to measure"
+            ),
             RollbackReach::Unmeasured { why } => {
                 format!("rollback's reach in the traffic not measured: {why}")
             }
         }
     }
 }
+
+/// How far before a rollback's write the service's requests are read: far
+/// enough to see that a failing service had stopped getting them before it.
+const ROLLBACK_LOOKBACK_SECONDS: i64 = 60;
 
 /// How long after a second ends its count is complete: the local ALB's
 /// counts are readable at once, the second included; this covers requests
@@ -691,12 +714,40 @@ fn reach_so_far(
         .max()
     else {
         return Some(RollbackReach::Unmeasured {
-            why: "the service got no requests around the write".into(),
+            why: format!(
+                "the service got no requests in the {ROLLBACK_LOOKBACK_SECONDS} s before the write, nor after it"
+            ),
         });
     };
     // The last request came within second `last`: at most its end.
-    let seconds = ((last + 1) as f64 - written_at).max(0.0);
     let quiet = last + 1;
+    if quiet as f64 <= written_at {
+        // Its last second ended before the write. Once the write's own second
+        // is counted, still without a request to it: its requests had stopped
+        // before the write, if the load balancer got some meanwhile (they
+        // went elsewhere); else nothing shows where traffic went.
+        let write_second = written_at.floor() as i64;
+        if (write_second + 1) as f64 + COUNTED_AFTER_SECONDS > now {
+            return None;
+        }
+        let elsewhere = balancer
+            .iter()
+            .any(|(second, value)| (quiet..=write_second).contains(second) && *value > 0.0);
+        let seconds_before = written_at - quiet as f64;
+        return Some(if elsewhere {
+            RollbackReach::StoppedBefore {
+                seconds_before,
+                watched_seconds,
+            }
+        } else {
+            RollbackReach::Unmeasured {
+                why: format!(
+                    "the service's last request came {seconds_before:.1} s before the write, and the load balancer got none from then until the write to show where traffic went"
+                ),
+            }
+        });
+    }
+    let seconds = quiet as f64 - written_at;
     if (quiet + 1) as f64 + COUNTED_AFTER_SECONDS <= now {
         let traffic = balancer
             .iter()
@@ -741,7 +792,7 @@ pub async fn rollback_reach(
         };
     };
     let queries = request_counts(service_tg, load_balancer);
-    let from = written_at.floor() as i64 - 5;
+    let from = written_at.floor() as i64 - ROLLBACK_LOOKBACK_SECONDS;
     // A request in the window's last second is followed by one counted quiet
     // second before the watch gives up.
     let deadline = written_at + within.as_secs_f64() + 1.0 + COUNTED_AFTER_SECONDS;
@@ -769,23 +820,39 @@ pub async fn rollback_reach(
 
 /// What the traffic shows after a route's last change, for `status`: the
 /// service's target group's and the load balancer's `RequestCount` per
-/// metrics period since the change.
+/// metrics period. Only periods that begin once `propagation_max` has
+/// passed since the change are evidence: before that, some nodes may still
+/// route by the old rule, and a period in which one node of three had the
+/// change proves nothing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum TrafficAfterChange {
-    /// Within `propagation_max` of the change, and the traffic does not show
-    /// it yet.
-    Reaching { age_seconds: f64 },
+    /// No counted period that begins after `propagation_max` yet: the change
+    /// may still be reaching the load balancer's nodes. The traffic can
+    /// confirm it from `confirms_from` (RFC 3339).
+    Reaching {
+        age_seconds: f64,
+        confirms_from: String,
+    },
     /// The traffic shows the new state: a route on the monolith's service
-    /// got no request in a counted period after the change in which the load
-    /// balancer got some; a shifted one got requests after it.
+    /// got no request in a counted period after `propagation_max` in which
+    /// the load balancer got some; a shifted one got requests then.
     Confirmed {
         service_requests: f64,
         balancer_requests: f64,
         after_seconds: f64,
     },
+    /// Back on the monolith, and the service got no request after the
+    /// change, but its requests had stopped before it (it was failing): its
+    /// silence proves nothing about the change. `last_request_before_seconds`
+    /// is how long before the change its last request came, when one came
+    /// in the lookback read.
+    StoppedBefore {
+        last_request_before_seconds: Option<f64>,
+        balancer_requests: f64,
+    },
     /// `propagation_max` passed and the load balancer counted no request
-    /// after the change: nothing to judge by.
+    /// after it: nothing to judge by.
     NoTraffic { age_seconds: f64 },
     /// `propagation_max` passed and the traffic does not show the change.
     NotConfirmed {
@@ -799,22 +866,35 @@ impl TrafficAfterChange {
     pub fn sentence(&self, service_share: u8, propagation_max: Duration) -> String {
         let max = humantime::format_duration(propagation_max);
         match self {
-            TrafficAfterChange::Reaching { age_seconds } => format!(
-                "applied, reaching the data plane (written {age_seconds:.0} s ago; the traffic does not show it yet; the load balancer's nodes may take up to {max} (propagation_max) to route by it)"
+            TrafficAfterChange::Reaching {
+                age_seconds,
+                confirms_from,
+            } => format!(
+                "applied, reaching the data plane (written {age_seconds:.0} s ago; the load balancer's nodes take up to {max} (propagation_max) to route by it; the traffic can confirm it from {})",
+                clock_time(confirms_from)
             ),
             TrafficAfterChange::Confirmed {
-                service_requests,
                 balancer_requests,
                 after_seconds,
+                ..
             } if service_share == 0 => format!(
-                "applied; traffic confirms: the service got no request in the period {after_seconds:.0} s after the change, in which the load balancer got {balancer_requests:.0} ({service_requests:.0} to the service)"
+                "applied; traffic confirms: the service got no request in the period {after_seconds:.0} s after the change (after {max}, propagation_max), in which the load balancer got {balancer_requests:.0}"
             ),
             TrafficAfterChange::Confirmed {
                 service_requests,
                 balancer_requests,
                 after_seconds,
             } => format!(
-                "applied; traffic confirms: the service got {service_requests:.0} of the load balancer's {balancer_requests:.0} requests in the period {after_seconds:.0} s after the change"
+                "applied; traffic confirms: the service got {service_requests:.0} of the load balancer's {balancer_requests:.0} requests in the period {after_seconds:.0} s after the change (after {max}, propagation_max)"
+            ),
+            TrafficAfterChange::StoppedBefore {
+                last_request_before_seconds: Some(before),
+                ..
+            } => format!(
+                "applied; not confirmed by the traffic: the service got no requests after the rollback; it was failing before it (its last request came {before:.0} s before the change)"
+            ),
+            TrafficAfterChange::StoppedBefore { .. } => format!(
+                "applied; not confirmed by the traffic: the service got no requests after the rollback, nor in the {TRAFFIC_LOOKBACK_SECONDS} s before it (it was failing, or the route had no traffic)"
             ),
             TrafficAfterChange::NoTraffic { age_seconds } => format!(
                 "applied; no traffic to judge after {max} (propagation_max): the load balancer counted no request in the {age_seconds:.0} s since the change"
@@ -832,11 +912,38 @@ impl TrafficAfterChange {
     }
 }
 
+/// `HH:MM:SS UTC` of an RFC 3339 time (the time itself when it does not parse).
+fn clock_time(rfc3339: &str) -> String {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|at| {
+            at.format(time::macros::format_description!(
+                "[hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| rfc3339.to_owned())
+}
+
+/// How far before a change `status` reads the service's requests: far
+/// enough to tell a service that had stopped getting them (it was failing)
+/// from one that the change emptied.
+pub const TRAFFIC_LOOKBACK_SECONDS: i64 = 60;
+
+/// The first second at which every node routes by a change written in second
+/// `changed_at` (Unix seconds, the last-change tag's), and the first period
+/// (`period_s`) that begins then or after: the first evidence.
+pub fn evidence_from(changed_at: i64, period_s: i64, propagation_max: Duration) -> (i64, i64) {
+    let settled = changed_at + 1 + propagation_max.as_secs_f64().ceil() as i64;
+    let first_period = settled + (period_s - settled.rem_euclid(period_s)) % period_s;
+    (settled, first_period)
+}
+
 /// Judges the traffic after a change written in second `changed_at` (Unix
 /// seconds, the last-change tag's) that gave the service `service_share`
 /// percent of the route, from per-period request counts (`period_s`).
-/// Only periods that begin after the change's second and are counted by
-/// `now` are evidence.
+/// Only periods that begin once `propagation_max` has passed since the
+/// change and are counted by `now` are evidence.
 pub fn judge_traffic(
     service_share: u8,
     service: &Series,
@@ -845,17 +952,18 @@ pub fn judge_traffic(
     now: f64,
     propagation_max: Duration,
 ) -> TrafficAfterChange {
+    // A fold from +0.0: an empty f64 sum is -0.0, printed "-0".
     let count = |series: &Series, period: i64| {
         series
             .iter()
             .filter(|(at, _)| *at == period)
-            .map(|(_, value)| *value)
-            .sum::<f64>()
+            .fold(0.0, |sum, (_, value)| sum + value)
     };
     let counted = |period: i64| (period + period_s) as f64 + COUNTED_AFTER_SECONDS <= now;
+    let (settled, first_period) = evidence_from(changed_at, period_s, propagation_max);
     let busy: Vec<i64> = balancer
         .iter()
-        .filter(|(at, value)| *at > changed_at && *value > 0.0 && counted(*at))
+        .filter(|(at, value)| *at >= first_period && *value > 0.0 && counted(*at))
         .map(|(at, _)| *at)
         .collect();
     let last_service = service
@@ -871,6 +979,23 @@ pub fn judge_traffic(
         }
     });
     if let Some(at) = evidence {
+        // Back on the monolith, but the service's last request came in a
+        // period that ended before the change, and the load balancer got
+        // requests after it and before the change: it had stopped before.
+        let change_period = changed_at - changed_at.rem_euclid(period_s);
+        let stopped_before = last_service.is_none_or(|last| {
+            last + period_s <= changed_at
+                && balancer
+                    .iter()
+                    .any(|(p, value)| *p > last && *p <= change_period && *value > 0.0)
+        });
+        if service_share == 0 && stopped_before {
+            return TrafficAfterChange::StoppedBefore {
+                last_request_before_seconds: last_service
+                    .map(|last| (changed_at - (last + period_s)) as f64),
+                balancer_requests: count(balancer, at),
+            };
+        }
         return TrafficAfterChange::Confirmed {
             service_requests: count(service, at),
             balancer_requests: count(balancer, at),
@@ -878,8 +1003,13 @@ pub fn judge_traffic(
         };
     }
     let age_seconds = (now - changed_at as f64).max(0.0);
-    if age_seconds < propagation_max.as_secs_f64() {
-        return TrafficAfterChange::Reaching { age_seconds };
+    if !counted(first_period) {
+        return TrafficAfterChange::Reaching {
+            age_seconds,
+            confirms_from: time::OffsetDateTime::from_unix_timestamp(settled.max(first_period))
+                .map(crate::journal::rfc3339)
+                .unwrap_or_default(),
+        };
     }
     match (busy.is_empty(), last_service) {
         (true, _) => TrafficAfterChange::NoTraffic { age_seconds },
@@ -895,7 +1025,8 @@ pub fn judge_traffic(
 }
 
 /// [`judge_traffic`] on CloudWatch: one `GetMetricData` of the service's
-/// target group's and the load balancer's `RequestCount` since the change.
+/// target group's and the load balancer's `RequestCount`, from
+/// [`TRAFFIC_LOOKBACK_SECONDS`] before the change.
 pub async fn traffic_after_change(
     cloudwatch: &CloudWatch,
     listing: &Listing,
@@ -913,8 +1044,9 @@ pub async fn traffic_after_change(
     let queries = request_counts(service_tg, load_balancer);
     let period_s = period.as_secs().max(1) as i64;
     let now = unix_now();
-    // Periods aligned as CloudWatch aligns them, from the one holding the change.
-    let from = changed_at - changed_at.rem_euclid(period_s);
+    // Periods aligned as CloudWatch aligns them, from the lookback's start.
+    let start = changed_at - TRAFFIC_LOOKBACK_SECONDS.max(period_s);
+    let from = start - start.rem_euclid(period_s);
     let mut results = cloudwatch
         .metric_data(&queries, from, now.ceil() as i64 + 1, period_s)
         .await?;
@@ -1228,59 +1360,76 @@ mod tests {
     }
 
     #[test]
-    fn status_judges_a_change_by_the_traffic_after_it() {
-        let max = Duration::from_secs(10);
+    fn status_judges_a_change_by_the_traffic_after_propagation_max() {
+        let max = Duration::from_secs(2);
         let changed = 100;
         let judge = |share, service: &Series, balancer: &Series, now| {
             judge_traffic(share, service, balancer, (changed, 1), now, max)
         };
-        // A rollback (share 0): still requests in second 101, none in 102
-        // while the load balancer got 50: confirmed once 102 is counted.
-        let service = vec![(100, 9.0), (101, 4.0)];
-        let balancer = vec![(100, 60.0), (101, 55.0), (102, 50.0)];
-        assert_eq!(
-            judge(0, &service, &balancer, 102.75),
-            TrafficAfterChange::Reaching { age_seconds: 2.75 }
+        // Every node routes by the change from second 103 (its second, then
+        // 2 s): the periods before prove nothing, whatever they show.
+        assert_eq!(evidence_from(changed, 1, max), (103, 103));
+        assert_eq!(evidence_from(changed, 60, max), (103, 120));
+        // A rollback (share 0): requests until second 101 (a node still had
+        // the old rule), none in 102, 103 while the load balancer got 50.
+        let service = vec![(98, 9.0), (99, 9.0), (100, 9.0), (101, 4.0)];
+        let balancer: Series = (98..105).map(|s| (s, 50.0)).collect();
+        assert!(matches!(
+            judge(0, &service, &balancer, 103.3),
+            TrafficAfterChange::Reaching { .. }
+        ));
+        let reaching = judge(0, &service, &balancer, 103.3).sentence(0, max);
+        assert!(
+            reaching.contains("applied, reaching the data plane")
+                && reaching.contains("from 00:01:43 UTC"),
+            "{reaching}"
         );
         assert_eq!(
-            judge(0, &service, &balancer, 103.3),
+            judge(0, &service, &balancer, 104.3),
             TrafficAfterChange::Confirmed {
                 service_requests: 0.0,
                 balancer_requests: 50.0,
-                after_seconds: 2.0
+                after_seconds: 3.0
             }
         );
-        // A shift (share 50): the service's requests after the change.
+        // A shift (share 50): one node of three in second 101 is no
+        // evidence; the service's requests from second 103 are.
+        let shifted = vec![(101, 2.0), (103, 20.0)];
+        assert!(matches!(
+            judge(50, &shifted, &balancer, 102.5),
+            TrafficAfterChange::Reaching { .. }
+        ));
         assert_eq!(
-            judge(50, &service, &balancer, 103.3),
+            judge(50, &shifted, &balancer, 104.3),
             TrafficAfterChange::Confirmed {
-                service_requests: 4.0,
-                balancer_requests: 55.0,
-                after_seconds: 1.0
+                service_requests: 20.0,
+                balancer_requests: 50.0,
+                after_seconds: 3.0
             }
         );
         // No traffic: never confirmed; reaching, then nothing to judge.
         let none = Vec::new();
-        assert_eq!(
-            judge(0, &none, &none, 105.0),
-            TrafficAfterChange::Reaching { age_seconds: 5.0 }
-        );
-        assert_eq!(
-            judge(0, &none, &none, 111.0),
-            TrafficAfterChange::NoTraffic { age_seconds: 11.0 }
-        );
+        assert!(matches!(
+            judge(0, &none, &none, 101.0),
+            TrafficAfterChange::Reaching { .. }
+        ));
         assert_eq!(
             judge(50, &none, &none, 111.0),
             TrafficAfterChange::NoTraffic { age_seconds: 11.0 }
         );
-        // The change's own second is no evidence: requests in it may predate it.
+        // Traffic before propagation_max is no evidence either.
         assert_eq!(
-            judge(0, &none, &vec![(100, 70.0)], 111.0),
+            judge(
+                50,
+                &none,
+                &vec![(100, 70.0), (101, 70.0), (102, 70.0)],
+                111.0
+            ),
             TrafficAfterChange::NoTraffic { age_seconds: 11.0 }
         );
         // Past propagation_max with the service still getting requests.
         let busy: Series = (101..111).map(|s| (s, 50.0)).collect();
-        let still: Series = (101..111).map(|s| (s, 5.0)).collect();
+        let still: Series = (95..111).map(|s| (s, 5.0)).collect();
         assert_eq!(
             judge(0, &still, &busy, 111.5),
             TrafficAfterChange::NotConfirmed {
@@ -1297,5 +1446,62 @@ mod tests {
                 .sentence(0, max)
                 .contains("still got 5 requests 10 s after the change")
         );
+        // A rollback of a service that had stopped getting requests 4 s
+        // before it (it was failing): its silence confirms nothing.
+        let dead = vec![(90, 5.0), (95, 5.0)];
+        let around: Series = (90..111).map(|s| (s, 50.0)).collect();
+        let stopped = judge(0, &dead, &around, 111.5);
+        assert_eq!(
+            stopped,
+            TrafficAfterChange::StoppedBefore {
+                last_request_before_seconds: Some(4.0),
+                balancer_requests: 50.0
+            }
+        );
+        assert!(
+            stopped.sentence(0, max).contains(
+                "the service got no requests after the rollback; it was failing before it"
+            ),
+            "{stopped:?}"
+        );
+        // No negative zero anywhere: an empty count is +0.
+        let json = serde_json::to_string(&judge(0, &service, &balancer, 104.3)).unwrap();
+        assert!(!json.contains("-0"), "{json}");
+        let text = judge(0, &service, &balancer, 104.3).sentence(0, max);
+        assert!(!text.contains("-0"), "{text}");
+    }
+
+    #[test]
+    fn a_rollback_of_a_service_that_had_stopped_getting_requests_has_no_reach() {
+        let written = 100.2;
+        let deadline = written + 2.0 + 1.0 + COUNTED_AFTER_SECONDS;
+        // Killed: its last request in second 95, the load balancer busy.
+        let service = vec![(94, 40.0), (95, 12.0)];
+        let balancer: Series = (94..103).map(|s| (s, 50.0)).collect();
+        // The write's own second (100) is not counted yet: watch on.
+        assert_eq!(
+            reach_so_far(&service, &balancer, written, 100.9, deadline),
+            None
+        );
+        let reach = reach_so_far(&service, &balancer, written, 101.3, deadline).unwrap();
+        assert!(
+            matches!(reach, RollbackReach::StoppedBefore { seconds_before, .. } if (seconds_before - 4.2).abs() < 1e-9),
+            "{reach:?}"
+        );
+        assert_eq!(json!(reach)["outcome"], "stopped_before");
+        assert!(
+            reach.sentence().contains(
+                "the service had stopped getting requests before the rollback (it was failing"
+            ),
+            "{}",
+            reach.sentence()
+        );
+        assert!(!reach.sentence().contains(" 0.0 s"), "{}", reach.sentence());
+        // An idle route (no request anywhere since) shows nothing either way.
+        let idle = vec![(94, 50.0), (95, 50.0)];
+        assert!(matches!(
+            reach_so_far(&service, &idle, written, 101.3, deadline),
+            Some(RollbackReach::Unmeasured { .. })
+        ));
     }
 }

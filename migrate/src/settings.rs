@@ -30,10 +30,11 @@ pub struct Settings {
     #[serde(default = "default_lock_ttl", deserialize_with = "duration")]
     pub lock_ttl: Duration,
     /// The longest an accepted ELBv2 change may take to reach every load
-    /// balancer node (AWS: seconds, unpublished). The metric gates wait at
-    /// least this long for the service's requests after a step, `status`
-    /// says "applied, reaching the data plane" for this long after a write
-    /// until the traffic shows it, and a rollback's effect on the traffic is
+    /// balancer node (AWS: seconds, unpublished). A step is done only this
+    /// long after its write: its interval starts then, its metric gates
+    /// judge only traffic after it, and a shift waits it out after its last
+    /// step; `status` says "applied, reaching the data plane" until a period
+    /// after it is counted, and a rollback's effect on the traffic is
     /// watched this long (plus 1 s). Default `10s`.
     #[serde(default = "default_propagation_max", deserialize_with = "duration")]
     pub propagation_max: Duration,

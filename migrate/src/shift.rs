@@ -51,6 +51,13 @@ pub struct Outcome {
     /// when it was watched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_reach: Option<crate::metric_gates::RollbackReach>,
+    /// How long this command waited for another operator's lock (`--wait`).
+    pub lock_waited_ms: u64,
+    /// After a shift's last step: when every load balancer node routes by
+    /// it (RFC 3339; its write plus `propagation_max`, waited out before
+    /// the command ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every_node_by: Option<String>,
 }
 
 pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
@@ -406,7 +413,10 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
             routing_changes: 0,
             aws_api: None,
             rollback_reach: None,
+            lock_waited_ms: lock.waited.as_millis() as u64,
+            every_node_by: None,
         },
+        written: None,
         judged_since: (!prepared.fresh).then_some(prepared.plan.since),
         plan: Some(prepared),
     };
@@ -561,6 +571,9 @@ struct Shift {
     outcome: Outcome,
     /// The plan kept on the rule, and what this run does of it.
     plan: Option<Prepared>,
+    /// When the last step's writes were read back: its change reaches every
+    /// load balancer node by then plus `propagation_max`.
+    written: Option<tokio::time::Instant>,
     /// Since when no `migrate` judged the route's gates: the plan's `since`
     /// for `promote` (the hold, or a killed run, began then); `None` for a
     /// new shift. Probes and health can only be judged live; gates over
@@ -651,7 +664,8 @@ impl Shift {
                     return self.fail(ctx, lock, reason, evidence).await;
                 }
             };
-            self.metrics.applied();
+            self.written = Some(tokio::time::Instant::now());
+            self.metrics.applied(ctx.settings.propagation_max);
             let what = format!("shift to {percent} percent");
             let plan_tags = self.plan_advance(percent);
             let journal_id = record_with(
@@ -662,6 +676,7 @@ impl Shift {
                 done,
                 serde_json::Value::Object(evidence.clone()),
                 &plan_tags,
+                None,
             )
             .await?;
             ctx.notifier.emit(
@@ -685,7 +700,40 @@ impl Shift {
                 .push(json!({ "percent": percent, "evidence": evidence }));
             record_outcome(&self.outcome);
         }
+        self.await_propagation(ctx, lock).await?;
         self.outcome.to = view.state().explain();
+        Ok(())
+    }
+
+    /// After the run's last step: no step is done before every load
+    /// balancer node routes by it, which AWS promises by no time; migrate
+    /// waits `propagation_max` from the write (said on stderr), keeping the
+    /// lock and listening for Ctrl-C.
+    async fn await_propagation(&mut self, ctx: &Ctx, lock: &mut Lock) -> anyhow::Result<()> {
+        let Some(written) = self.written else {
+            return Ok(());
+        };
+        let max = ctx.settings.propagation_max;
+        let settled = written + max;
+        let left = settled.saturating_duration_since(tokio::time::Instant::now());
+        if !left.is_zero() {
+            if ctx.chatty() {
+                eprintln!(
+                    "migrate: {}: waiting {:.1} s for the change to reach every node (propagation_max {})",
+                    self.route,
+                    left.as_secs_f64(),
+                    humantime::format_duration(max)
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(settled) => {}
+                _ = self.interrupt.pressed() => return Err(stop_on_ctrl_c()),
+            }
+            if lock.needs_refresh() {
+                lock.refresh(&ctx.elb).await?;
+            }
+        }
+        self.outcome.every_node_by = Some(crate::journal::now_rfc3339());
         Ok(())
     }
 
@@ -1159,12 +1207,13 @@ impl Shift {
         Ok(prober)
     }
 
-    /// The interval's progress bar on stderr (hidden unless chatty).
-    fn interval_bar(&self, ctx: &Ctx) -> indicatif::ProgressBar {
+    /// The interval's progress bar on stderr (hidden unless chatty), over
+    /// `length` (the wait for propagation_max and the interval).
+    fn interval_bar(&self, ctx: &Ctx, length: Duration) -> indicatif::ProgressBar {
         if !ctx.chatty() {
             return indicatif::ProgressBar::hidden();
         }
-        let bar = indicatif::ProgressBar::new(self.interval.as_millis() as u64);
+        let bar = indicatif::ProgressBar::new(length.as_millis() as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "migrate: {msg} [{bar:30}] {elapsed}/{duration}",
@@ -1186,25 +1235,34 @@ impl Shift {
         evidence: &mut serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<(ProbeTally, Option<String>)> {
         let prober = self.interval_prober(ctx)?;
-        let bar = self.interval_bar(ctx);
         let started = tokio::time::Instant::now();
-        let deadline = started + self.interval;
+        // The interval starts once the last step reached every node
+        // (`propagation_max` after its write); probes run meanwhile too.
+        let settled = self
+            .written
+            .map_or(started, |written| written + ctx.settings.propagation_max)
+            .max(started);
+        if settled > started && ctx.chatty() {
+            eprintln!(
+                "migrate: {}: waiting {:.1} s for the change to reach every node (propagation_max {}); the interval of {} starts then",
+                self.route,
+                (settled - started).as_secs_f64(),
+                humantime::format_duration(ctx.settings.propagation_max),
+                humantime::format_duration(self.interval)
+            );
+        }
+        let deadline = settled + self.interval;
+        let bar = self.interval_bar(ctx, deadline - started);
         let mut ticker = tokio::time::interval(prober.period());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tally = ProbeTally::default();
         let mut index = 0;
         let mut next_health = started + self.settings.health_poll;
-        // The metric gates are evaluated every period; a step waits past its
-        // interval (up to `max_wait`) while they are inconclusive.
-        let mut next_metrics = started + self.metrics.gates.period;
-        // Never shorter than a change may take to reach the load balancer's
-        // nodes: no step is done before the traffic shows it.
-        let wait_until = deadline
-            + self
-                .metrics
-                .gates
-                .max_wait
-                .max(ctx.settings.propagation_max);
+        // The metric gates are evaluated every period from the step's window
+        // (after propagation_max); a step waits past its interval (up to
+        // `max_wait`) while they are inconclusive.
+        let mut next_metrics = settled + self.metrics.gates.period;
+        let wait_until = deadline + self.metrics.gates.max_wait;
         let mut waiting_said = false;
         loop {
             let now = tokio::time::Instant::now();
@@ -1738,11 +1796,14 @@ async fn record(
         writes,
         evidence,
         &[],
+        None,
     )
     .await
 }
 
-/// [`record`], with more tags written in the same AddTags call (the plan's).
+/// [`record`], with more tags written in the same AddTags call (the plan's),
+/// and the change's time when it is not now (`written_at`, Unix seconds).
+#[allow(clippy::too_many_arguments)]
 async fn record_with(
     ctx: &mut Ctx,
     lock: &Lock,
@@ -1751,11 +1812,15 @@ async fn record_with(
     writes: Vec<String>,
     evidence: serde_json::Value,
     more_tags: &[(&str, String)],
+    written_at: Option<f64>,
 ) -> anyhow::Result<String> {
     let who = ctx.who().await;
+    let when = written_at
+        .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.floor() as i64).ok())
+        .map_or_else(now_rfc3339, crate::journal::rfc3339);
     let entry = Entry {
         id: crate::journal::new_id(),
-        when: now_rfc3339(),
+        when,
         who,
         command: command.to_owned(),
         route: route.to_owned(),
@@ -1848,6 +1913,9 @@ async fn rollback_view(
     // When the first write that changes routing was sent: the traffic can
     // leave the service from then on.
     let mut written_at = None;
+    // When its answer came: the load balancer had accepted it by then, and
+    // its nodes route by it within `propagation_max` of that.
+    let mut answered_at = None;
     for write in &writes {
         let routing = view.changes_routing(write);
         if routing {
@@ -1857,6 +1925,7 @@ async fn rollback_view(
             Ok((next, made, note, sent_at)) => {
                 if routing {
                     written_at.get_or_insert(sent_at);
+                    answered_at.get_or_insert_with(unix_seconds);
                 }
                 done.push(note.unwrap_or_else(|| made.describe()));
                 view = next;
@@ -1894,8 +1963,18 @@ async fn rollback_view(
     {
         fields.insert("hooks".into(), json!(hooks));
     }
-    let journal_id = record(
-        ctx, lock, command, route, what, &before, &view, done, evidence,
+    // Recorded at the time of its first routing write's answer, not after
+    // the watch and the hooks: `status` judges the traffic from the change's
+    // time.
+    let journal_id = record_with(
+        ctx,
+        lock,
+        (route, command, what),
+        (&before, &view),
+        done,
+        evidence,
+        &[],
+        answered_at,
     )
     .await?;
     ctx.notifier.emit(
@@ -2077,6 +2156,8 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
             routing_changes: changes,
             aws_api: None,
             rollback_reach: None,
+            lock_waited_ms: lock.waited.as_millis() as u64,
+            every_node_by: None,
         })
     }
     .await;
@@ -2132,6 +2213,8 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                 routing_changes: 0,
                 aws_api: None,
                 rollback_reach: None,
+                lock_waited_ms: lock.waited.as_millis() as u64,
+                every_node_by: None,
             });
             continue;
         }
@@ -2148,6 +2231,8 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                 routing_changes: 0,
                 aws_api: None,
                 rollback_reach: None,
+                lock_waited_ms: lock.waited.as_millis() as u64,
+                every_node_by: None,
             });
             continue;
         }
@@ -2178,6 +2263,8 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                     routing_changes: changes,
                     aws_api: Some(crate::budget::used().since(&budget_before).to_json()),
                     rollback_reach: reach,
+                    lock_waited_ms: lock.waited.as_millis() as u64,
+                    every_node_by: None,
                 });
             }
             Err(err) => {

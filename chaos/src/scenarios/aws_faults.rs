@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::Profile;
 use crate::load::{Load, LoadFigures, Tally, expected_answers};
 use crate::report::Outcome;
-use crate::stack::{ROUTES, Stack, finish};
+use crate::stack::{ROUTES, Stack, finish, json_document};
 
 use super::{KillMidShift, group_requests, kill_service_mid_shift, route_status};
 
@@ -288,10 +288,7 @@ async fn one_cutover(
 /// The retries a `migrate --output json` run reports (`aws_api.retried`,
 /// summed over a rollback's routes).
 fn budget_retries(output: &str) -> u64 {
-    let Some(start) = output.find(['{', '[']) else {
-        return 0;
-    };
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(&output[start..]) else {
+    let Some(value) = json_document(output) else {
         return 0;
     };
     let one = |v: &serde_json::Value| v["aws_api"]["retried"].as_u64().unwrap_or(0);
@@ -304,18 +301,7 @@ fn budget_retries(output: &str) -> u64 {
 /// A `migrate rollback --output json` run's `rollback_reach`: the seconds
 /// until the service's last request, or why there is none.
 fn rollback_reach(output: &str) -> Result<f64, String> {
-    // The JSON document is the line that starts with `[` and what follows
-    // it; stderr's lines may come before or after it in the log.
-    let value = output
-        .lines()
-        .position(|line| line.starts_with('['))
-        .and_then(|at| {
-            let rest: Vec<&str> = output.lines().skip(at).collect();
-            serde_json::Deserializer::from_str(&rest.join("\n"))
-                .into_iter::<serde_json::Value>()
-                .next()?
-                .ok()
-        })
+    let value = json_document(output)
         .ok_or_else(|| format!("no JSON in the rollback's output: {}", output.trim_end()))?;
     let reach = &value[0]["rollback_reach"];
     match reach["outcome"].as_str() {
@@ -375,10 +361,21 @@ async fn dying_service(
         let rest = line.split("rollback reached the data plane in ").nth(1)?;
         rest.split(' ').next()?.parse::<f64>().ok()
     });
+    // A service killed before the rollback's write had stopped getting
+    // requests before it: migrate says so (no reach to measure, never 0.0 s);
+    // the traffic left it before the rollback, within any limit.
+    let stopped_before = run
+        .output
+        .contains("the service had stopped getting requests before the rollback");
+    let reach = reach.or(stopped_before.then_some(0.0));
     outcome.figure("dying service: exit", format!("{:?}", run.code));
     outcome.figure(
         "rollback reached traffic s",
-        reach.map_or("?".to_owned(), |s| format!("{s:.1}")),
+        match reach {
+            _ if stopped_before => "stopped before the rollback (the service was dead)".to_owned(),
+            Some(s) => format!("{s:.1}"),
+            None => "?".to_owned(),
+        },
     );
     outcome.check(run.code == Some(3), || {
         format!(

@@ -1073,12 +1073,16 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
             .to_vec(),
     );
     let mut op = stack.operator("2s");
-    // Wide, so that a slow machine still runs status within it.
     op.env
-        .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "60s".to_owned()));
+        .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "1s".to_owned()));
     let init = op.run(&["init"]);
     assert_eq!(init.code, 0, "{init}");
     wait_healthy(&op);
+    // The bucket drained just before, so the shift's reads wait for tokens.
+    let rt = runtime();
+    let listener = stack.listener_arn(&rt);
+    let elb = stack.elb(&rt);
+    let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
     let shift = op.run(&["shift", "users", "--steps", "100", "--output", "json"]);
     assert_eq!(shift.code, 0, "{shift}");
     let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
@@ -1090,28 +1094,18 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
         "{budget}"
     );
     assert_eq!(budget["failed"], 0, "{budget}");
-
-    // Right after the change, with no traffic yet, status says it may still
-    // be reaching the load balancer's nodes (propagation_max, here 60 s).
-    let status = op.run(&["status"]);
-    assert_eq!(status.code, 0, "{status}");
-    assert!(
-        status
-            .stdout
-            .contains("traffic:  applied, reaching the data plane"),
-        "{status}"
-    );
     assert_eq!(stack.burst("/api/users", 3).0, only("users", 3));
 
-    // With traffic, the service's requests after the change end the wait.
+    // With traffic, the service's requests in a period after
+    // propagation_max confirm the change.
     let traffic = Traffic::start(&stack.data_url, "/api/users/1");
-    let traffic_says = |verdict: &str| {
+    let traffic_says = |op: &Operator, verdict: &str| {
         let entry = op.route_status("users");
         (entry["traffic"]["verdict"] == verdict).then(|| entry["traffic"]["says"].to_string())
     };
     let mut says = None;
     eventually(Duration::from_secs(15), "status: traffic confirms", || {
-        says = traffic_says("confirmed");
+        says = traffic_says(&op, "confirmed");
         says.is_some()
     });
     assert!(
@@ -1121,6 +1115,7 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
         "{says:?}"
     );
 
+    let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
     let rollback = op.run(&["rollback", "users"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert!(rollback.stderr.contains("migrate: AWS API: "), "{rollback}");
@@ -1132,13 +1127,26 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
             .contains("rollback reached the data plane in "),
         "{rollback}"
     );
-    // Rolled back: confirmed once a counted second had traffic and the
-    // service got none of it.
+    // Right after the rollback, an operator whose propagation_max is 60 s
+    // is told it may still be reaching the load balancer's nodes.
+    op.env
+        .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "60s".to_owned()));
+    let status = op.run(&["status"]);
+    op.env.pop();
+    assert_eq!(status.code, 0, "{status}");
+    assert!(
+        status
+            .stdout
+            .contains("traffic:  applied, reaching the data plane"),
+        "{status}"
+    );
+    // Rolled back: confirmed once a counted second after propagation_max
+    // (1 s) had traffic and the service got none of it.
     eventually(
         Duration::from_secs(15),
         "status: rollback confirmed",
         || {
-            says = traffic_says("confirmed");
+            says = traffic_says(&op, "confirmed");
             says.is_some()
         },
     );
@@ -1152,8 +1160,6 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
 
     // Without traffic a change is never confirmed: once propagation_max
     // (here 1 s) has passed, status says there was nothing to judge by.
-    op.env
-        .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "1s".to_owned()));
     let shift = op.run(&["shift", "users", "--steps", "100"]);
     assert_eq!(shift.code, 0, "{shift}");
     eventually(
@@ -1265,6 +1271,20 @@ impl Traffic {
         Traffic { stop, thread }
     }
 
+    /// [`Traffic::start`], whatever the answers (a service is killed under it).
+    fn start_any(data_url: &str, path: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = format!("{data_url}{path}");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = http_get(&url);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Traffic { stop, thread }
+    }
+
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap();
@@ -1319,4 +1339,193 @@ fn init_takes_the_rule_a_lost_createrule_answer_made_instead_of_creating_another
         metrics.contains("action=\"CreateRule\"") && metrics.contains("applied=\"true\""),
         "{metrics}"
     );
+}
+
+/// The local ALB applying each change on 3 nodes, each 1-2 s after it was
+/// accepted, and an operator whose propagation_max says 2 s.
+fn propagating_stack() -> (LocalStack, Operator) {
+    let stack = LocalStack::start_with_alb_args(
+        ["--propagation", "1s..2s", "--nodes", "3"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    let mut op = stack.operator("1s");
+    op.env
+        .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "2s".to_owned()));
+    let init = op.run(&["init"]);
+    assert_eq!(init.code, 0, "{init}");
+    wait_healthy(&op);
+    (stack, op)
+}
+
+/// Unix seconds of an RFC 3339 time.
+fn unix_of(rfc3339: &serde_json::Value) -> i64 {
+    time::OffsetDateTime::parse(
+        rfc3339.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp()
+}
+
+#[test]
+fn no_step_is_done_before_every_node_routes_by_it() {
+    // Issue 17: with changes reaching 3 nodes over 1-2 s, `shift` exited 0
+    // ("on the service") while the nodes still split 50/50, and a 50% step's
+    // gates passed on a second of one node's traffic.
+    let (stack, op) = propagating_stack();
+    let shift = op.run(&[
+        "shift",
+        "users",
+        "--steps",
+        "50,100",
+        "--interval",
+        "1s",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(shift.code, 0, "{shift}");
+    // When it exits, every node routes by the last step: 12 requests on 12
+    // connections (4 per node) all reach the service.
+    assert_eq!(stack.burst("/api/users", 12).0, only("users", 12));
+    let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
+    assert!(outcome["every_node_by"].is_string(), "{outcome:#}");
+    assert_eq!(outcome["lock_waited_ms"], 0, "{outcome:#}");
+    // The waits are said on stderr, with --output json too, as every
+    // progress line and the AWS API line are.
+    for said in [
+        "for the change to reach every node (propagation_max 2s); the interval of 1s starts then",
+        "for the change to reach every node (propagation_max 2s)\n",
+        "step 1/2: 50% on the service",
+        "step 2/2: 100% on the service",
+        "migrate: AWS API: ",
+    ] {
+        assert!(shift.stderr.contains(said), "{said}: {shift}");
+    }
+    // The 50% step's gates judged only traffic from after propagation_max.
+    let journal = op.journal();
+    let step = |what: &str| {
+        journal
+            .iter()
+            .find(|e| e["what"] == what)
+            .unwrap_or_else(|| panic!("{what} journaled"))
+            .clone()
+    };
+    let written = unix_of(&step("shift to 50 percent")["when"]);
+    let window = &step("shift to 100 percent")["evidence"]["metrics"]["window"];
+    assert!(
+        window["from"].as_i64().unwrap() >= written + 2,
+        "the window starts {window} before propagation_max after the write at {written}"
+    );
+}
+
+#[test]
+fn status_judges_the_traffic_from_a_rollback_not_from_the_shift_before_it() {
+    // Issue 17: during and after a rollback, status judged the traffic from
+    // the shift before it ("the service still got 63 requests 20 s after
+    // the change"), and confirmed on a period when one node had the change.
+    let (stack, op) = propagating_stack();
+    let traffic = Traffic::start(&stack.data_url, "/api/users/1");
+    let shift = op.run(&["shift", "users", "--steps", "100"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    let mut rollback = op.spawn(&["rollback", "users"]);
+    // While the rollback watches its reach in the traffic (before it records
+    // the change), status never judges the shift's traffic against it.
+    while rollback.try_wait().unwrap().is_none() {
+        let entry = op.route_status("users");
+        assert_ne!(entry["traffic"]["verdict"], "not_confirmed", "{entry:#}");
+    }
+    let rollback = finish(rollback);
+    let finished = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(rollback.code, 0, "{rollback}");
+    // The rollback is recorded at its write's time, not after it watched
+    // its reach in the traffic.
+    let entry = op.journal().last().unwrap().clone();
+    assert_eq!(entry["what"], "rollback to the monolith", "{entry:#}");
+    let watched = entry["evidence"]["rollback_reach"]["watched_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{entry:#}"));
+    assert!(
+        unix_of(&entry["when"]) as f64 <= finished - watched + 0.5,
+        "{entry:#} (finished {finished})"
+    );
+    let mut confirmed = serde_json::Value::Null;
+    eventually(
+        Duration::from_secs(15),
+        "status: rollback confirmed",
+        || {
+            let entry = op.route_status("users");
+            assert_ne!(entry["traffic"]["verdict"], "not_confirmed", "{entry:#}");
+            confirmed = entry["traffic"].clone();
+            confirmed["verdict"] == "confirmed"
+        },
+    );
+    // From a period that begins after propagation_max (2 s), never before.
+    assert!(
+        confirmed["after_seconds"].as_f64().unwrap() >= 3.0,
+        "{confirmed:#}"
+    );
+    assert!(
+        confirmed["says"]
+            .as_str()
+            .unwrap()
+            .contains("the service got no request in the period"),
+        "{confirmed:#}"
+    );
+    traffic.stop();
+}
+
+#[test]
+fn a_rollback_of_a_service_that_died_before_it_has_no_reach_to_measure() {
+    // Issue 17: the service killed before the rollback "reached the data
+    // plane in 0.0 s" (its last request was the kill, not the rollback).
+    let (mut stack, op) = propagating_stack();
+    let traffic = Traffic::start_any(&stack.data_url, "/api/users/1");
+    let shift = op.run(&["shift", "users", "--to", "50"]);
+    assert_eq!(shift.code, 0, "{shift}");
+    eventually(Duration::from_secs(10), "the service gets requests", || {
+        stack.answered_by().get("users").copied().unwrap_or(0) > 0
+    });
+    stack.services.get_mut("users").unwrap().stop();
+    // Its requests stop (the load balancer sends them to the monolith):
+    // none for 1.5 s.
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    eventually(Duration::from_secs(15), "the service gets no more", || {
+        let users = stack.answered_by().get("users").copied().unwrap_or(0);
+        if std::mem::replace(&mut last, users) != users {
+            since = Instant::now();
+        }
+        since.elapsed() > Duration::from_millis(1500)
+    });
+    let rollback = op.run(&["rollback", "users", "--output", "json"]);
+    assert_eq!(rollback.code, 0, "{rollback}");
+    let outcomes: serde_json::Value = serde_json::from_str(&rollback.stdout).unwrap();
+    let reach = &outcomes[0]["rollback_reach"];
+    assert_eq!(reach["outcome"], "stopped_before", "{rollback}");
+    assert!(
+        rollback.stderr.contains(
+            "the service had stopped getting requests before the rollback (it was failing"
+        ),
+        "{rollback}"
+    );
+    assert!(!rollback.stderr.contains("in 0.0 s"), "{rollback}");
+    // status does not call its silence a confirmation.
+    let mut says = String::new();
+    eventually(Duration::from_secs(15), "status: judged", || {
+        let entry = op.route_status("users");
+        assert_ne!(entry["traffic"]["verdict"], "confirmed", "{entry:#}");
+        says = entry["traffic"]["says"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        entry["traffic"]["verdict"] == "stopped_before"
+    });
+    assert!(
+        says.contains("the service got no requests after the rollback; it was failing before it"),
+        "{says}"
+    );
+    traffic.stop();
 }

@@ -380,8 +380,32 @@ fn one_operator_at_a_time() {
         "names the holder: {second}"
     );
     assert_eq!(priority(&rt, &elb, &stack, "posts"), "102");
-    let waiting = op.run(&["shift", "posts", "--wait", "30s"]);
+    let waiting = op.run(&["shift", "posts", "--wait", "30s", "--output", "json"]);
     assert_eq!(waiting.code, 0, "{waiting}");
+    // The wait is said once on stderr (who holds the lock), and its end.
+    assert_eq!(
+        waiting
+            .stderr
+            .matches("migrate: the lock is held by ")
+            .count(),
+        1,
+        "{waiting}"
+    );
+    assert!(
+        waiting
+            .stderr
+            .contains(&format!("pid {} since ", first.id()))
+            && waiting.stderr.contains("waiting for it (--wait, up to ")
+            && waiting
+                .stderr
+                .contains("migrate: got the lock after waiting "),
+        "{waiting}"
+    );
+    let outcome: serde_json::Value = serde_json::from_str(&waiting.stdout).unwrap();
+    assert!(
+        outcome["lock_waited_ms"].as_u64().unwrap() >= 1000,
+        "{outcome:#}"
+    );
     assert_eq!(finish(first).code, 0);
     assert_eq!(priority(&rt, &elb, &stack, "posts"), "3");
 
@@ -767,6 +791,16 @@ fn metric_gates_read_the_alb_metrics_by_their_aws_names_and_dimensions() {
                 .contains("not current: rolled back since (`rollback to the monolith`, "),
         "{text}"
     );
+    // A new shift since: the metrics line follows the latest change.
+    assert_eq!(op.run(&["shift", "users", "--steps", "100"]).code, 0);
+    let text = op.run(&["status", "users"]);
+    assert!(
+        text.stdout
+            .contains("not current: the route changed since (`shift to 100 percent`, "),
+        "{text}"
+    );
+    assert!(!text.stdout.contains("rolled back since"), "{text}");
+    assert_eq!(op.run(&["rollback", "users"]).code, 0);
     feed.service_5xx.store(2, Ordering::SeqCst);
     let failed = op.run(&["shift", "users", "--steps", "10,100", "--interval", "1s"]);
     assert_eq!(failed.code, 3, "{failed}");

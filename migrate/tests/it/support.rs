@@ -507,6 +507,8 @@ impl MotoStack {
     pub fn config(&self) -> String {
         format!(
             r#"lb_url = "{lb}"
+# moto applies a change at once: no node to wait for.
+propagation_max = "0s"
 [listener]
 load_balancer = "ficus-moto"
 port = 80
@@ -838,6 +840,9 @@ impl LocalStack {
         let monolith = running.server_url(localstack::MONOLITH_TARGET_GROUP);
         let config = format!(
             r#"lb_url = "{data}"
+# The local ALB without --propagation applies a change on its node at once
+# (a test of propagation sets MIGRATE__PROPAGATION_MAX).
+propagation_max = "0s"
 [aws]
 region = "us-east-1"
 endpoint_url = "{control}"
