@@ -394,6 +394,27 @@ def elbv2_call(control: str, params: dict[str, str]) -> str:
         return answer.read().decode()
 
 
+def access_log_switch(control: str) -> Callable[[bool], None]:
+    """A function that turns a local ALB's access logs on or off (its load balancer's
+    `access_logs.s3.enabled` attribute, through the ELBv2 API)."""
+    arn = re.search(r"<LoadBalancerArn>([^<]+)<", elbv2_call(control, {"Action": "DescribeLoadBalancers"}))
+    if arn is None:
+        raise BenchError("the local ALB's DescribeLoadBalancers named no load balancer")
+
+    def switch(on: bool) -> None:
+        elbv2_call(
+            control,
+            {
+                "Action": "ModifyLoadBalancerAttributes",
+                "LoadBalancerArn": arn.group(1),
+                "Attributes.member.1.Key": "access_logs.s3.enabled",
+                "Attributes.member.1.Value": "true" if on else "false",
+            },
+        )
+
+    return switch
+
+
 def child_pids(pid: int) -> list[int]:
     """The processes whose parent is `pid` (nginx's workers), from /proc."""
     children = []
@@ -1199,21 +1220,7 @@ http {{
         log(f"  -- access logs' cost in one process: {ALB_LOG_ROUNDS} rounds of off, on, off ({load.describe()})")
         root = self.work / "access-logs-toggled"
         alb, base, control = self.start_alb("local-alb-toggled", stack, extra=["--access-log-root", str(root)])
-        arn = re.search(r"<LoadBalancerArn>([^<]+)</LoadBalancerArn>", elbv2_call(control, {"Action": "DescribeLoadBalancers"}))
-        if arn is None:
-            raise BenchError("the local ALB's DescribeLoadBalancers named no load balancer")
-
-        def logging(on: bool) -> None:
-            elbv2_call(
-                control,
-                {
-                    "Action": "ModifyLoadBalancerAttributes",
-                    "LoadBalancerArn": arn.group(1),
-                    "Attributes.member.1.Key": "access_logs.s3.enabled",
-                    "Attributes.member.1.Value": "true" if on else "false",
-                },
-            )
-
+        logging = access_log_switch(control)
         runs = ("off", "on", "off again")
         per_request: dict[str, list[float]] = {run: [] for run in runs}
         totals = {run: [0, 0.0] for run in runs}

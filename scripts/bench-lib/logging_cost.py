@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import RELEASE, ROOT, BenchError, Fleet, elbv2_call, free_port, wait_ready  # noqa: E402
+from bench import RELEASE, ROOT, BenchError, Fleet, access_log_switch, free_port, wait_ready  # noqa: E402
 
 RUNS = ("off", "on", "off again")
 
@@ -91,20 +91,7 @@ def main() -> int:
         )
         base, control = f"http://127.0.0.1:{data_port}", f"http://127.0.0.1:{control_port}"
         wait_ready(fleet, alb, base + "/")
-        arn = re.search(r"<LoadBalancerArn>([^<]+)<", elbv2_call(control, {"Action": "DescribeLoadBalancers"}))
-        if arn is None:
-            raise BenchError("DescribeLoadBalancers named no load balancer")
-
-        def logging(on: bool) -> None:
-            elbv2_call(
-                control,
-                {
-                    "Action": "ModifyLoadBalancerAttributes",
-                    "LoadBalancerArn": arn.group(1),
-                    "Attributes.member.1.Key": "access_logs.s3.enabled",
-                    "Attributes.member.1.Value": "true" if on else "false",
-                },
-            )
+        logging = access_log_switch(control)
 
         seconds = int(args.triples * len(RUNS) * (args.window + 0.3)) + 5
         load = fleet.start("wrk", ["wrk", "-t2", "-c32", f"-d{seconds}s", base + args.path])
