@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::common_dataplane::*;
+use local_alb::DataPlaneOptions;
 use local_alb::model::{ActionKind, Priority};
 
 /// The forum's deployment: monolith behind `/api*` at 99 and the default
@@ -116,12 +117,21 @@ async fn weights_split_traffic_in_proportion_and_weight_zero_gets_nothing() {
             forward_weighted(&[("blue", 30), ("green", 70), ("idle", 0)]),
         )
         .build();
-    let alb = RunningAlb::start(&state, quick_options()).await;
+    // quick_options' 500 ms target timeout is for the tests of timeouts; a
+    // loaded machine can take longer than that to answer.
+    let options = DataPlaneOptions {
+        target_timeout: Duration::from_secs(10),
+        ..quick_options()
+    };
+    let alb = RunningAlb::start(&state, options).await;
     let client = client();
     let mut counts: HashMap<String, usize> = HashMap::new();
-    for _ in 0..1000 {
+    for sent in 0..1000 {
         let (status, backend) = backend_of(&client, &alb.url("/api/posts")).await;
-        assert_eq!(status, 200);
+        assert_eq!(
+            status, 200,
+            "request {sent} (from {backend:?}); so far {counts:?}"
+        );
         *counts.entry(backend).or_default() += 1;
     }
     let blue_share = counts.get("blue").copied().unwrap_or(0);
