@@ -150,6 +150,41 @@ fn update(change: impl FnOnce(&mut Budget)) {
     change(&mut BUDGET.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
+/// When this call's first attempt that the service may have acted on began
+/// (Unix seconds): the first attempt, or the one after the last answered
+/// with a throttling error (a refused attempt changed nothing). `None`
+/// until an attempt begins. Kept in the call's config bag.
+#[derive(Debug, Clone, Copy)]
+struct MayApplyFrom(Option<f64>);
+
+impl Storable for MayApplyFrom {
+    type Storer = StoreReplace<Self>;
+}
+
+/// Per operation name, [`MayApplyFrom`] of its latest finished call.
+static MAY_APPLY_FROM: Mutex<Vec<(String, f64)>> = Mutex::new(Vec::new());
+
+/// When the latest finished call of `action` ("SetRulePriorities") may first
+/// have been acted on by the service (Unix seconds): the start of its first
+/// attempt not refused by throttling. A write's effects are measured from
+/// this, not from the first attempt: a throttled attempt's backoff is time
+/// in which nothing was written. (An attempt answered with a server error
+/// or no answer may have been applied, so it still counts.)
+pub fn may_have_applied_from(action: &str) -> Option<f64> {
+    MAY_APPLY_FROM
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(name, _)| name == action)
+        .map(|(_, at)| *at)
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// How the previous attempt of this call ended (kept in the call's config
 /// bag between attempts).
 #[derive(Debug, Clone)]
@@ -206,6 +241,10 @@ impl Intercept for Counting {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         take_note();
+        if cfg.load::<MayApplyFrom>().and_then(|m| m.0).is_none() {
+            cfg.interceptor_state()
+                .store_put(MayApplyFrom(Some(unix_now())));
+        }
         let previous = cfg.load::<AttemptEnded>().cloned();
         update(|b| {
             b.attempts += 1;
@@ -228,7 +267,12 @@ impl Intercept for Counting {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let status = context.response().map(|r| r.status().as_u16());
-        if matches!(context.output_or_error(), Some(Err(_))) {
+        let failed = matches!(context.output_or_error(), Some(Err(_)));
+        if failed && matches!(status, Some(400..=499)) {
+            // Refused (throttled): the next attempt is the first that may act.
+            cfg.interceptor_state().store_put(MayApplyFrom(None));
+        }
+        if failed {
             // Next, if the retry strategy retries: the backoff's sleep.
             let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
             leave_note(Wait::Retry {
@@ -253,11 +297,18 @@ impl Intercept for Counting {
         &self,
         context: &FinalizerInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         take_note();
         if matches!(context.output_or_error(), Some(Err(_))) {
             update(|b| b.failed += 1);
+        }
+        let action = action_name(cfg);
+        let from = cfg.load::<MayApplyFrom>().and_then(|m| m.0);
+        let mut latest = MAY_APPLY_FROM.lock().unwrap_or_else(|e| e.into_inner());
+        latest.retain(|(name, _)| *name != action);
+        if let Some(from) = from {
+            latest.push((action, from));
         }
         Ok(())
     }

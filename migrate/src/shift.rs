@@ -1649,11 +1649,13 @@ async fn execute(
     let mut write = write.clone();
     for _attempt in 0..3 {
         lock.confirm(&ctx.elb).await.map_err(WriteError::Failed)?;
-        // When the write was sent (Unix seconds): a rollback's reach in the
-        // traffic is measured from it. The load balancer applied it later
-        // (at the attempt it accepted, which may follow retries), so the
-        // measure is an upper bound.
-        let sent_at = unix_seconds();
+        // When the write may first have been applied (Unix seconds): a
+        // rollback's reach in the traffic is measured from it. That is the
+        // start of its first attempt not refused by throttling
+        // (`budget::may_have_applied_from`); the load balancer applied it
+        // during that attempt or a later one, so the measure is an upper
+        // bound.
+        let first_sent = unix_seconds();
         let written = match &write {
             Write::MovePriority { rule, to, .. } => ctx.elb.set_priority(rule, *to).await,
             Write::SetAction { rule, to, .. } => ctx.elb.set_action(rule, to).await.map(Some),
@@ -1661,6 +1663,8 @@ async fn execute(
                 ctx.elb.set_conditions(rule, to).await.map(Some)
             }
         };
+        let sent_at = crate::budget::may_have_applied_from(write.action())
+            .map_or(first_sent, |from| from.max(first_sent));
         let answered = match written {
             Ok(accepted) => accepted,
             // A write whose answer was an error (after the SDK's retries) may

@@ -547,6 +547,14 @@ impl Write {
         }
     }
 
+    /// The ELBv2 action that makes this write.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Write::MovePriority { .. } => "SetRulePriorities",
+            Write::SetAction { .. } | Write::SetConditions { .. } => "ModifyRule",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Write::MovePriority { rule, from, to } => {
