@@ -36,6 +36,10 @@ use crate::state::{RouteState, RouteView, RuleInfo, Write, target_group_name};
 /// How long a written rule may take to read back as written.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The evidence an interval gathers of the traffic at the share of the step
+/// before it: its probes and its metric gates' evaluations.
+const INTERVAL_EVIDENCE: [&str; 3] = ["probes", "metrics", "metric_evaluations"];
+
 /// The outcome of one route's shift or rollback, for `--output json`.
 #[derive(Debug, Serialize)]
 pub struct Outcome {
@@ -695,10 +699,11 @@ impl Shift {
         self.next = percent;
         let from = view.state().percent().unwrap_or(0);
         let phases = custom_gates::step_phases(percent);
-        if let Some(reason) = self
+        let verdict = self
             .judge_step(ctx, lock, listing, view, step.first, &mut evidence)
-            .await?
-        {
+            .await?;
+        self.give_back_interval_evidence(&evidence);
+        if let Some(reason) = verdict {
             // The gates judged before the one that failed did pass.
             let failed = gate_name(&reason, &evidence);
             self.notify_passed(ctx, from, &evidence, &phases, Some(&failed));
@@ -734,11 +739,49 @@ impl Shift {
                 evidence_line(&evidence)
             );
         }
+        self.record_step(percent, evidence);
+        Ok(())
+    }
+
+    /// The interval before a step watched the previous step's share: what
+    /// it saw there (probes, metric gates) is that step's own evidence in
+    /// the outcome (`--output json`'s `steps`), also when it failed the
+    /// shift. The journal keeps it with the write it let happen.
+    fn give_back_interval_evidence(
+        &mut self,
+        evidence: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        let Some(previous) = self
+            .outcome
+            .steps
+            .last_mut()
+            .and_then(|step| step["evidence"].as_object_mut())
+        else {
+            return;
+        };
+        for key in INTERVAL_EVIDENCE {
+            if let Some(value) = evidence.get(key) {
+                previous.insert(key.to_owned(), value.clone());
+            }
+        }
+        record_outcome(&self.outcome);
+    }
+
+    /// A step in the outcome, with its own evidence: without what the
+    /// interval before it saw of the previous step of this run (given back
+    /// to that step).
+    fn record_step(
+        &mut self,
+        percent: u8,
+        mut evidence: serde_json::Map<String, serde_json::Value>,
+    ) {
+        if !self.outcome.steps.is_empty() {
+            evidence.retain(|key, _| !INTERVAL_EVIDENCE.contains(&key.as_str()));
+        }
         self.outcome
             .steps
             .push(json!({ "percent": percent, "evidence": evidence }));
         record_outcome(&self.outcome);
-        Ok(())
     }
 
     /// A step's journal entry (its evidence; the plan's position moves to

@@ -1381,6 +1381,27 @@ fn no_step_is_done_before_every_node_routes_by_it() {
         window["from"].as_i64().unwrap() >= written + 2,
         "the window starts {window} before propagation_max after the write at {written}"
     );
+    // In the outcome each step carries its own evidence: the metric gates
+    // and probes that watched the 50% step's traffic are the 50% step's
+    // (the journal keeps them with the write they let happen); nothing
+    // watched the 100% step's, the shift ends there.
+    let steps = outcome["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{outcome:#}");
+    let (half, full) = (&steps[0], &steps[1]);
+    assert_eq!(half["percent"], 50, "{outcome:#}");
+    assert_eq!(
+        half["evidence"]["metrics"]["window"], *window,
+        "{outcome:#}"
+    );
+    assert!(
+        half["evidence"]["probes"]["total"].as_u64() > Some(0),
+        "{outcome:#}"
+    );
+    assert_eq!(full["percent"], 100, "{outcome:#}");
+    for key in ["metrics", "metric_evaluations", "probes"] {
+        assert!(full["evidence"].get(key).is_none(), "{key}: {outcome:#}");
+    }
+    assert!(full["evidence"]["health"].is_object(), "{outcome:#}");
 }
 
 #[test]
