@@ -27,12 +27,7 @@ fn only(group: &str, n: u64) -> std::collections::BTreeMap<String, u64> {
 /// `lock::CONFIRMATION_COVERS` (1 s, as on a loaded machine), the journal's
 /// AddTags confirms the lock again, as it must.
 fn assert_calls_at_most(run: &Run, most: usize) {
-    let calls: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter_map(|line| line.strip_prefix("migrate: elbv2 "))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .collect();
+    let calls = run.elbv2_calls();
     assert!(run.stderr.contains("(1 changed routing)"), "{run}");
     let write = calls
         .iter()

@@ -221,6 +221,18 @@ impl From<Output> for Run {
     }
 }
 
+impl Run {
+    /// The ELBv2 actions a `migrate -v` run called, in order (its
+    /// `migrate: elbv2 ACTION ...` lines).
+    pub fn elbv2_calls(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter_map(|line| line.strip_prefix("migrate: elbv2 "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect()
+    }
+}
+
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
