@@ -1054,8 +1054,6 @@ pub fn rule_hosts(
     })
 }
 
-/// Rewrites a rule's conditions to `paths` and, with `host`, a host-header
-/// condition (e.g. to give the monolith's rule a host, as hand-made ALBs have).
 /// Narrows the monolith's rule (priority 99 in the stack file) to `/api*`
 /// on `host`, as on a load balancer that serves other hosts too
 /// (docs/existing-alb.md); the rule's ARN.
@@ -1070,6 +1068,8 @@ pub fn monolith_rule_on_host(
     rule
 }
 
+/// Rewrites a rule's conditions to `paths` and, with `host`, a host-header
+/// condition (e.g. to give the monolith's rule a host, as hand-made ALBs have).
 pub fn set_rule_conditions(
     rt: &tokio::runtime::Runtime,
     elb: &elbv2::Client,
