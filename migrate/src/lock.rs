@@ -182,7 +182,7 @@ pub async fn acquire(
     // Whether the wait for another's lock was said (once, on stderr).
     let mut waiting = false;
     loop {
-        let attempt = Attempt::make(elb, &arns, &key, &holder, options.ttl).await?;
+        let attempt = Attempt::make(elb, listener_arn, &arns, &key, &holder, options.ttl).await?;
         if options.force_unlock {
             return attempt.take_by_force(elb, options).await;
         }
@@ -228,16 +228,17 @@ struct Attempt {
 }
 
 impl Attempt {
-    /// Writes our tag on the listener (`arns[0]`), valid for `ttl`, and
-    /// reads back the tags of `arns` (one AddTags, one DescribeTags).
+    /// Writes our tag on the listener, valid for `ttl`, and reads back the
+    /// tags of `arns`, the listener's among them (one AddTags, one
+    /// DescribeTags).
     async fn make(
         elb: &Elb,
+        listener_arn: &str,
         arns: &[String],
         key: &str,
         holder: &str,
         ttl: Duration,
     ) -> anyhow::Result<Attempt> {
-        let listener_arn = arns[0].clone();
         let now = OffsetDateTime::now_utc();
         let tag = LockTag {
             key: key.to_owned(),
@@ -245,13 +246,13 @@ impl Attempt {
             since: now,
             until: now + ttl,
         };
-        elb.add_tags(&listener_arn, &[(&tag.key, &tag.value())])
+        elb.add_tags(listener_arn, &[(&tag.key, &tag.value())])
             .await?;
         let written = Instant::now();
         let tags = elb.tags(arns).await?;
-        let all = lock_tags(&tags.get(&listener_arn).cloned().unwrap_or_default());
+        let all = lock_tags(&tags.get(listener_arn).cloned().unwrap_or_default());
         Ok(Attempt {
-            listener_arn,
+            listener_arn: listener_arn.to_owned(),
             tag,
             written,
             tags,
