@@ -561,17 +561,13 @@ impl Elb {
         rule_arn: &str,
         conditions: &alb::Conditions,
     ) -> anyhow::Result<Vec<RuleInfo>> {
-        let out = self
-            .call(
-                "ModifyRule",
-                self.client
-                    .modify_rule()
-                    .rule_arn(rule_arn)
-                    .set_conditions(Some(sdk_conditions(conditions)))
-                    .send(),
-            )
-            .await?;
-        Ok(out.rules().iter().map(rule_info).collect())
+        self.modify_rule(
+            self.client
+                .modify_rule()
+                .rule_arn(rule_arn)
+                .set_conditions(Some(sdk_conditions(conditions))),
+        )
+        .await
     }
 
     /// DeleteRule (the preview rule's `--off`).
@@ -590,16 +586,22 @@ impl Elb {
         rule_arn: &str,
         action: &Forward,
     ) -> anyhow::Result<Vec<RuleInfo>> {
-        let out = self
-            .call(
-                "ModifyRule",
-                self.client
-                    .modify_rule()
-                    .rule_arn(rule_arn)
-                    .actions(sdk_action(action)?)
-                    .send(),
-            )
-            .await?;
+        self.modify_rule(
+            self.client
+                .modify_rule()
+                .rule_arn(rule_arn)
+                .actions(sdk_action(action)?),
+        )
+        .await
+    }
+
+    /// Sends a ModifyRule; the rule as the write left it (AWS answers
+    /// ModifyRule with it): the write's read-back.
+    async fn modify_rule(
+        &self,
+        request: elbv2::operation::modify_rule::builders::ModifyRuleFluentBuilder,
+    ) -> anyhow::Result<Vec<RuleInfo>> {
+        let out = self.call("ModifyRule", request.send()).await?;
         Ok(out.rules().iter().map(rule_info).collect())
     }
 }

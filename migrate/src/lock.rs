@@ -178,61 +178,15 @@ pub async fn acquire(
     let deadline = tokio::time::Instant::now() + options.wait;
     let mut arns = vec![listener_arn.to_owned()];
     arns.extend(also_describe.iter().cloned());
-    let force = options.force_unlock;
     let began = Instant::now();
     // Whether the wait for another's lock was said (once, on stderr).
     let mut waiting = false;
     loop {
-        let now = OffsetDateTime::now_utc();
-        let tag = LockTag {
-            key: key.clone(),
-            holder: holder.clone(),
-            since: now,
-            until: now + options.ttl,
-        };
-        elb.add_tags(listener_arn, &[(&tag.key, &tag.value())])
-            .await?;
-        let written = Instant::now();
-        let tags = elb.tags(&arns).await?;
-        let listener_tags = tags.get(listener_arn).cloned().unwrap_or_default();
-        let all = lock_tags(&listener_tags);
-        if force {
-            let others: Vec<String> = all
-                .iter()
-                .filter(|l| l.key != key)
-                .map(|l| l.key.clone())
-                .collect();
-            if !others.is_empty() {
-                for other in all.iter().filter(|l| l.key != key) {
-                    eprintln!(
-                        "migrate: removing the lock of {} (since {})",
-                        other.holder,
-                        rfc3339(other.since)
-                    );
-                }
-                elb.remove_tags(listener_arn, &others).await?;
-            }
-            let forced_holders = all
-                .iter()
-                .filter(|l| l.key != key)
-                .map(|l| format!("{} (since {})", l.holder, rfc3339(l.since)))
-                .collect();
-            let lock = Lock {
-                listener_arn: listener_arn.to_owned(),
-                tag,
-                ttl: options.ttl,
-                stale: Vec::new(),
-                written,
-                settle: options.settle,
-                forced: others,
-                forced_holders,
-                confirmed: Mutex::new(None),
-                waited: Duration::ZERO,
-            };
-            return Ok((lock, tags));
+        let attempt = Attempt::make(elb, listener_arn, &arns, &key, &holder, options.ttl).await?;
+        if options.force_unlock {
+            return attempt.take_by_force(elb, options).await;
         }
-        let winner = holder_among(&all, OffsetDateTime::now_utc());
-        match winner {
+        match holder_among(&attempt.all, OffsetDateTime::now_utc()) {
             Some(winner) if winner.key != key => {
                 elb.remove_tags(listener_arn, std::slice::from_ref(&key))
                     .await?;
@@ -245,51 +199,156 @@ pub async fn acquire(
                 }
                 if !waiting {
                     waiting = true;
-                    eprintln!(
-                        "migrate: the lock is held by {} since {}; waiting for it (--wait, up to {} more; trying every {} s)",
-                        winner.holder,
-                        rfc3339(winner.since),
-                        humantime::format_duration(Duration::from_secs(
-                            deadline.saturating_duration_since(Instant::now()).as_secs()
-                        )),
-                        LOCK_RETRY.as_secs()
-                    );
+                    say_waiting(&winner, deadline);
                 }
                 tokio::time::sleep(LOCK_RETRY).await;
             }
             _ => {
-                let now = OffsetDateTime::now_utc();
-                let stale = all
-                    .iter()
-                    .filter(|l| l.key != key && l.is_dead(now))
-                    .map(|l| l.key.clone())
-                    .collect();
-                let lock = Lock {
-                    listener_arn: listener_arn.to_owned(),
-                    tag,
-                    ttl: options.ttl,
-                    stale,
-                    written,
-                    settle: options.settle,
-                    forced: Vec::new(),
-                    forced_holders: Vec::new(),
-                    confirmed: Mutex::new(None),
-                    waited: if waiting {
-                        began.elapsed()
-                    } else {
-                        Duration::ZERO
-                    },
+                let waited = if waiting {
+                    began.elapsed()
+                } else {
+                    Duration::ZERO
                 };
-                if waiting {
-                    eprintln!(
-                        "migrate: got the lock after waiting {:.1} s",
-                        lock.waited.as_secs_f64()
-                    );
-                }
-                return Ok((lock, tags));
+                return Ok(attempt.take(options, waited));
             }
         }
     }
+}
+
+/// One try at the lock: our tag written, then the tags read back.
+struct Attempt {
+    listener_arn: String,
+    tag: LockTag,
+    /// When our tag was written.
+    written: Instant,
+    /// The tags of the listener and of the ARNs also described.
+    tags: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every lock tag on the listener, ours among them.
+    all: Vec<LockTag>,
+}
+
+impl Attempt {
+    /// Writes our tag on the listener, valid for `ttl`, and reads back the
+    /// tags of `arns`, the listener's among them (one AddTags, one
+    /// DescribeTags).
+    async fn make(
+        elb: &Elb,
+        listener_arn: &str,
+        arns: &[String],
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Attempt> {
+        let now = OffsetDateTime::now_utc();
+        let tag = LockTag {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            since: now,
+            until: now + ttl,
+        };
+        elb.add_tags(listener_arn, &[(&tag.key, &tag.value())])
+            .await?;
+        let written = Instant::now();
+        let tags = elb.tags(arns).await?;
+        let all = lock_tags(&tags.get(listener_arn).cloned().unwrap_or_default());
+        Ok(Attempt {
+            listener_arn: listener_arn.to_owned(),
+            tag,
+            written,
+            tags,
+            all,
+        })
+    }
+
+    /// The other operators' lock tags.
+    fn others(&self) -> impl Iterator<Item = &LockTag> {
+        self.all.iter().filter(|l| l.key != self.tag.key)
+    }
+
+    /// `--force-unlock`: removes every other lock tag (said on stderr, one
+    /// RemoveTags) and takes the lock.
+    async fn take_by_force(
+        self,
+        elb: &Elb,
+        options: &LockOptions,
+    ) -> anyhow::Result<(Lock, BTreeMap<String, BTreeMap<String, String>>)> {
+        let others: Vec<String> = self.others().map(|l| l.key.clone()).collect();
+        if !others.is_empty() {
+            for other in self.others() {
+                eprintln!(
+                    "migrate: removing the lock of {} (since {})",
+                    other.holder,
+                    rfc3339(other.since)
+                );
+            }
+            elb.remove_tags(&self.listener_arn, &others).await?;
+        }
+        let forced_holders = self
+            .others()
+            .map(|l| format!("{} (since {})", l.holder, rfc3339(l.since)))
+            .collect();
+        let (mut lock, tags) = self.into_lock(options, Vec::new());
+        lock.forced = others;
+        lock.forced_holders = forced_holders;
+        Ok((lock, tags))
+    }
+
+    /// The lock won, after waiting `waited` for another's (said on stderr
+    /// when not zero); dead lock tags seen now are removed on release.
+    fn take(
+        self,
+        options: &LockOptions,
+        waited: Duration,
+    ) -> (Lock, BTreeMap<String, BTreeMap<String, String>>) {
+        let now = OffsetDateTime::now_utc();
+        let stale = self
+            .others()
+            .filter(|l| l.is_dead(now))
+            .map(|l| l.key.clone())
+            .collect();
+        let (mut lock, tags) = self.into_lock(options, stale);
+        lock.waited = waited;
+        if !waited.is_zero() {
+            eprintln!(
+                "migrate: got the lock after waiting {:.1} s",
+                waited.as_secs_f64()
+            );
+        }
+        (lock, tags)
+    }
+
+    fn into_lock(
+        self,
+        options: &LockOptions,
+        stale: Vec<String>,
+    ) -> (Lock, BTreeMap<String, BTreeMap<String, String>>) {
+        let lock = Lock {
+            listener_arn: self.listener_arn,
+            tag: self.tag,
+            ttl: options.ttl,
+            stale,
+            written: self.written,
+            settle: options.settle,
+            forced: Vec::new(),
+            forced_holders: Vec::new(),
+            confirmed: Mutex::new(None),
+            waited: Duration::ZERO,
+        };
+        (lock, self.tags)
+    }
+}
+
+/// Says once, on stderr, who holds the lock and how long `--wait` waits.
+fn say_waiting(winner: &LockTag, deadline: Instant) {
+    eprintln!(
+        "migrate: the lock is held by {} since {}; waiting for it (--wait, up to {} more; trying every {} s)",
+        winner.holder,
+        rfc3339(winner.since),
+        humantime::format_duration(Duration::from_secs(
+            deadline.saturating_duration_since(Instant::now()).as_secs()
+        )),
+        LOCK_RETRY.as_secs()
+    );
 }
 
 fn holder_among(all: &[LockTag], now: OffsetDateTime) -> Option<LockTag> {

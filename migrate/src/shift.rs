@@ -36,6 +36,10 @@ use crate::state::{RouteState, RouteView, RuleInfo, Write, target_group_name};
 /// How long a written rule may take to read back as written.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The evidence an interval gathers of the traffic at the share of the step
+/// before it: its probes and its metric gates' evaluations.
+const INTERVAL_EVIDENCE: [&str; 3] = ["probes", "metrics", "metric_evaluations"];
+
 /// The outcome of one route's shift or rollback, for `--output json`.
 #[derive(Debug, Serialize)]
 pub struct Outcome {
@@ -545,6 +549,14 @@ fn stop_on_ctrl_c() -> anyhow::Error {
     Failure::Interrupted("interrupted (Ctrl-C)".into()).into()
 }
 
+/// A step of a run: its share, `step 2/3` for the progress line, and
+/// whether it is the first of a new shift (no interval before it).
+struct StepAt {
+    percent: u8,
+    progress: String,
+    first: bool,
+}
+
 struct Shift {
     interrupt: CtrlC,
     /// The metric gates and when the last step was applied.
@@ -597,26 +609,66 @@ impl Shift {
             Some(to) => vec![to],
             None => pending_steps(&state, &self.steps),
         };
-        if pending.len() > 1 || state.percent().is_some_and(|p| p > 0) {
-            let host = crate::coverage::probe_host(&self.route, &self.settings, &view)
-                .map_err(|why| usage(format!("{}: nothing was changed: {why}", self.route)))?;
-            let on_monolith = matches!(state, RouteState::OnMonolith { .. });
-            self.expected = self.monolith_classes(ctx, host, on_monolith).await;
-        }
-        // One GetMetricData before anything changes (a missing permission stops
-        // it here), also with no step left but a bake to judge (`promote`).
-        let bakes = self.plan.as_ref().is_some_and(|p| p.bake.is_some());
-        if !pending.is_empty() || bakes {
-            self.metrics.prepare(listing, &self.route, &view).await?;
-        }
+        self.learn_before_changing(ctx, listing, &view, &state, &pending)
+            .await?;
         if pending.is_empty() {
             self.outcome.to = format!("already {}; nothing to do", state.explain());
             return Ok(());
         }
         let continuing = state.percent().is_some_and(|p| p > 0) && ctx.settings.lb_url.is_some();
         self.who = ctx.who().await;
+        // Their verdicts are journaled with the first step's.
+        let mut before_shift = self.before_shift(ctx, lock, &state, &pending).await?;
+        for (index, percent) in pending.iter().copied().enumerate() {
+            let step = StepAt {
+                percent,
+                progress: format!("step {}/{}", index + 1, pending.len()),
+                first: index == 0 && !continuing,
+            };
+            let evidence = std::mem::take(&mut before_shift);
+            self.step(ctx, lock, listing, &mut view, step, evidence)
+                .await?;
+        }
+        self.await_propagation(ctx, lock).await?;
+        self.outcome.to = view.state().explain();
+        Ok(())
+    }
+
+    /// What the gates need before anything changes: the monolith's status
+    /// classes for the probes (a gradual shift, or one from a share), and one
+    /// GetMetricData (a missing permission stops it here), also with no step
+    /// left but a bake to judge (`promote`).
+    async fn learn_before_changing(
+        &mut self,
+        ctx: &Ctx,
+        listing: &Listing,
+        view: &RouteView,
+        state: &RouteState,
+        pending: &[u8],
+    ) -> anyhow::Result<()> {
+        if pending.len() > 1 || state.percent().is_some_and(|p| p > 0) {
+            let host = crate::coverage::probe_host(&self.route, &self.settings, view)
+                .map_err(|why| usage(format!("{}: nothing was changed: {why}", self.route)))?;
+            let on_monolith = matches!(state, RouteState::OnMonolith { .. });
+            self.expected = self.monolith_classes(ctx, host, on_monolith).await;
+        }
+        let bakes = self.plan.as_ref().is_some_and(|p| p.bake.is_some());
+        if !pending.is_empty() || bakes {
+            self.metrics.prepare(listing, &self.route, view).await?;
+        }
+        Ok(())
+    }
+
+    /// The shift starts (`shift.started`) and its before-shift gates judge
+    /// it, told its last step; their evidence, or the failed gate's error.
+    async fn before_shift(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &Lock,
+        state: &RouteState,
+        pending: &[u8],
+    ) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
         let from = state.percent().unwrap_or(0);
-        // before-shift gates are told the shift's last step.
         self.next = pending.last().copied().unwrap_or(100);
         ctx.notifier.emit(
             Event::new(Kind::ShiftStarted, Some(&self.route))
@@ -625,83 +677,144 @@ impl Shift {
         let mut evidence = serde_json::Map::new();
         let phases = [GatePhase::BeforeShift];
         if let Some(reason) = self.custom_gates(ctx, &phases, from, &mut evidence).await {
-            return self.fail(ctx, lock, reason, evidence).await;
+            return Err(self.fail(ctx, lock, reason, evidence).await);
         }
         self.notify_passed(ctx, from, &evidence, &phases, None);
-        // Their verdicts are journaled with the first step's.
-        let mut before_shift = evidence;
-        for (index, percent) in pending.iter().copied().enumerate() {
-            let mut evidence = std::mem::take(&mut before_shift);
-            let first = index == 0 && !continuing;
-            self.next = percent;
-            let from = view.state().percent().unwrap_or(0);
-            let phases = custom_gates::step_phases(percent);
-            if let Some(reason) = self
-                .judge_step(ctx, lock, listing, &view, first, &mut evidence)
-                .await?
-            {
-                // The gates judged before the one that failed did pass.
-                let failed = gate_name(&reason, &evidence);
-                self.notify_passed(ctx, from, &evidence, &phases, Some(&failed));
-                return self.fail(ctx, lock, reason, evidence).await;
-            }
-            self.notify_passed(ctx, from, &evidence, &phases, None);
-            let before = view.clone();
-            let writes = view
-                .transition(percent)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", self.route))?;
-            if self.interrupt.was_pressed().await {
-                return Err(stop_on_ctrl_c());
-            }
-            let started = Instant::now();
-            let done = match self
-                .write_step(ctx, lock, listing, &mut view, &writes)
-                .await?
-            {
-                Ok(done) => done,
-                Err(reason) => {
-                    evidence.insert("read_back".into(), json!(reason));
-                    return self.fail(ctx, lock, reason, evidence).await;
-                }
-            };
-            self.written = Some(tokio::time::Instant::now());
-            self.metrics.applied(ctx.settings.propagation_max);
-            let what = format!("shift to {percent} percent");
-            let plan_tags = self.plan_advance(percent);
-            let journal_id = record_with(
-                ctx,
-                lock,
-                (&self.route, "shift", &what),
-                (&before, &view),
-                done,
-                serde_json::Value::Object(evidence.clone()),
-                &plan_tags,
-                None,
-            )
+        Ok(evidence)
+    }
+
+    /// One step: its gates (`evidence` holds the verdicts judged so far),
+    /// its writes, each read back, the journal entry and `step.applied`, and
+    /// the step in the outcome. A failed gate rolls back (exit 3).
+    async fn step(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &mut Lock,
+        listing: &Listing,
+        view: &mut RouteView,
+        step: StepAt,
+        mut evidence: serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let percent = step.percent;
+        self.next = percent;
+        let from = view.state().percent().unwrap_or(0);
+        let phases = custom_gates::step_phases(percent);
+        let verdict = self
+            .judge_step(ctx, lock, listing, view, step.first, &mut evidence)
             .await?;
-            ctx.notifier.emit(
-                Event::new(Kind::StepApplied, Some(&self.route))
-                    .shares(Some(from), Some(percent))
-                    .step(percent)
-                    .journal(&journal_id),
-            );
-            if ctx.chatty() {
-                let progress = format!("step {}/{}", index + 1, pending.len());
-                eprintln!(
-                    "migrate: {}: {progress}: {percent}% on the service ({}, {:.0} ms; {})",
-                    self.route,
-                    crate::output::count(writes.len(), "write", "writes"),
-                    started.elapsed().as_secs_f64() * 1000.0,
-                    evidence_line(&evidence)
-                );
-            }
-            self.outcome
-                .steps
-                .push(json!({ "percent": percent, "evidence": evidence }));
-            record_outcome(&self.outcome);
+        self.give_back_interval_evidence(&evidence);
+        if let Some(reason) = verdict {
+            // The gates judged before the one that failed did pass.
+            let failed = gate_name(&reason, &evidence);
+            self.notify_passed(ctx, from, &evidence, &phases, Some(&failed));
+            return Err(self.fail(ctx, lock, reason, evidence).await);
         }
-        self.await_propagation(ctx, lock).await?;
-        self.outcome.to = view.state().explain();
+        self.notify_passed(ctx, from, &evidence, &phases, None);
+        let before = view.clone();
+        let writes = view
+            .transition(percent)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.route))?;
+        if self.interrupt.was_pressed().await {
+            return Err(stop_on_ctrl_c());
+        }
+        let started = Instant::now();
+        let done = match self.write_step(ctx, lock, listing, view, &writes).await? {
+            Ok(done) => done,
+            Err(reason) => {
+                evidence.insert("read_back".into(), json!(reason));
+                return Err(self.fail(ctx, lock, reason, evidence).await);
+            }
+        };
+        self.written = Some(tokio::time::Instant::now());
+        self.metrics.applied(ctx.settings.propagation_max);
+        self.journal_step(ctx, lock, (&before, view), percent, done, &evidence)
+            .await?;
+        if ctx.chatty() {
+            eprintln!(
+                "migrate: {}: {}: {percent}% on the service ({}, {:.0} ms; {})",
+                self.route,
+                step.progress,
+                crate::output::count(writes.len(), "write", "writes"),
+                started.elapsed().as_secs_f64() * 1000.0,
+                evidence_line(&evidence)
+            );
+        }
+        self.record_step(percent, evidence);
+        Ok(())
+    }
+
+    /// The interval before a step watched the previous step's share: what
+    /// it saw there (probes, metric gates) is that step's own evidence in
+    /// the outcome (`--output json`'s `steps`), also when it failed the
+    /// shift. The journal keeps it with the write it let happen.
+    fn give_back_interval_evidence(
+        &mut self,
+        evidence: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        let Some(previous) = self
+            .outcome
+            .steps
+            .last_mut()
+            .and_then(|step| step["evidence"].as_object_mut())
+        else {
+            return;
+        };
+        for key in INTERVAL_EVIDENCE {
+            if let Some(value) = evidence.get(key) {
+                previous.insert(key.to_owned(), value.clone());
+            }
+        }
+        record_outcome(&self.outcome);
+    }
+
+    /// A step in the outcome, with its own evidence: without what the
+    /// interval before it saw of the previous step of this run (given back
+    /// to that step).
+    fn record_step(
+        &mut self,
+        percent: u8,
+        mut evidence: serde_json::Map<String, serde_json::Value>,
+    ) {
+        if !self.outcome.steps.is_empty() {
+            evidence.retain(|key, _| !INTERVAL_EVIDENCE.contains(&key.as_str()));
+        }
+        self.outcome
+            .steps
+            .push(json!({ "percent": percent, "evidence": evidence }));
+        record_outcome(&self.outcome);
+    }
+
+    /// A step's journal entry (its evidence; the plan's position moves to
+    /// it) and its `step.applied` event.
+    async fn journal_step(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &Lock,
+        (before, after): (&RouteView, &RouteView),
+        percent: u8,
+        done: Vec<String>,
+        evidence: &serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let what = format!("shift to {percent} percent");
+        let plan_tags = self.plan_advance(percent);
+        let journal_id = record_with(
+            ctx,
+            lock,
+            (&self.route, "shift", &what),
+            (before, after),
+            done,
+            serde_json::Value::Object(evidence.clone()),
+            &plan_tags,
+            None,
+        )
+        .await?;
+        let from = before.state().percent().unwrap_or(0);
+        ctx.notifier.emit(
+            Event::new(Kind::StepApplied, Some(&self.route))
+                .shares(Some(from), Some(percent))
+                .step(percent)
+                .journal(&journal_id),
+        );
         Ok(())
     }
 
@@ -942,9 +1055,8 @@ impl Shift {
             .await;
         self.interval = interval;
         if let Some(reason) = verdict? {
-            return self
-                .fail(ctx, lock, format!("during the bake, {reason}"), evidence)
-                .await;
+            let reason = format!("during the bake, {reason}");
+            return Err(self.fail(ctx, lock, reason, evidence).await);
         }
         journal_only(
             ctx,
@@ -1333,15 +1445,33 @@ impl Shift {
         Ok((tally, None))
     }
 
-    /// Rolls the route back after a failed gate and returns the exit-3 error.
-    /// A gate failure that changed nothing is journaled too.
+    /// Rolls the route back after a failed gate and returns the exit-3 error
+    /// (or the error that stopped the rollback).
     async fn fail(
         &mut self,
         ctx: &mut Ctx,
         lock: &Lock,
         reason: String,
+        evidence: serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Error {
+        match self
+            .roll_back_after_gate(ctx, lock, &reason, evidence)
+            .await
+        {
+            Ok(moved) => Failure::GateFailed(format!("{}: {reason}; {moved}", self.route)).into(),
+            Err(err) => err,
+        }
+    }
+
+    /// [`Shift::fail`]'s rollback; what it did, e.g. `rolled back: on the
+    /// monolith`. A gate failure that changed nothing is journaled too.
+    async fn roll_back_after_gate(
+        &mut self,
+        ctx: &mut Ctx,
+        lock: &Lock,
+        reason: &str,
         mut evidence: serde_json::Map<String, serde_json::Value>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<String> {
         // A colleague who took the lock (and perhaps rolled the route back)
         // owns the route now: stop before judging it ours (exit 4).
         lock.confirm(&ctx.elb).await?;
@@ -1354,7 +1484,7 @@ impl Shift {
             Event::new(Kind::GateFailed, Some(&self.route))
                 .shares(Some(from), Some(self.next))
                 .step(self.next)
-                .gate(&gate_name(&reason, &evidence), Some(reason.clone())),
+                .gate(&gate_name(reason, &evidence), Some(reason.to_owned())),
         );
         let evidence = serde_json::Value::Object(evidence);
         let listing = ctx.list().await?;
@@ -1388,12 +1518,7 @@ impl Shift {
         } else {
             "rolled back"
         };
-        Err(Failure::GateFailed(format!(
-            "{}: {reason}; {moved}: {}",
-            self.route,
-            after.state().explain()
-        ))
-        .into())
+        Ok(format!("{moved}: {}", after.state().explain()))
     }
 
     /// After an error once routing may have changed: rolls the route back.

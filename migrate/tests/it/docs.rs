@@ -57,16 +57,8 @@ fn existing_alb_md_runs_as_written() {
     assert!(sh.len() >= 4, "{sh:?}");
     let stack = LocalStack::start();
     let rt = runtime();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
-    let monolith_rule = rule_at(&rt, &elb, &listener, 99).unwrap();
-    set_rule_conditions(
-        &rt,
-        &elb,
-        &monolith_rule,
-        &["/api*"],
-        Some("api.shop.example"),
-    );
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    monolith_rule_on_host(&rt, &elb, &listener, "api.shop.example");
     let dir = tempfile::tempdir().unwrap();
     let script = format!("set -euo pipefail\n{}", sh.join("\n"));
     let path = format!(

@@ -329,7 +329,7 @@ fn a_service_failing_5_percent_of_its_requests_fails_the_error_gate_and_rolls_ba
     // The proxy's own hop makes its p99 noisy on a busy machine: this test
     // is about the error gate, so the latency gate is out of its way.
     let op = stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"1s\""));
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     wait_healthy(&op, "users");
     let _clients = Clients::start(&stack.data_url, 100);
     let shift = op.spawn(&[
@@ -411,7 +411,7 @@ fn a_service_failing_5_percent_of_its_requests_fails_the_error_gate_and_rolls_ba
 fn a_service_50_ms_slower_fails_the_latency_gate() {
     let (stack, proxy) = stack_with_proxy();
     let op = stack.operator_with_metrics("1s", METRICS);
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     wait_healthy(&op, "users");
     proxy
         .lock()
@@ -458,7 +458,7 @@ fn a_route_without_traffic_is_inconclusive_and_never_passes() {
         "probe_paths = [\"/api/threads\"]",
     );
     std::fs::write(op.config_path(), config).unwrap();
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     wait_healthy(&op, "posts");
     let started = Instant::now();
     let run = op.run(&[
@@ -514,7 +514,7 @@ fn a_healthy_service_passes_8_gradual_shifts_in_a_row() {
     let stack = LocalStack::start();
     let op =
         stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"300ms\""));
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     wait_healthy(&op, "users");
     let _clients = Clients::start(&stack.data_url, 100);
     let started = Instant::now();
@@ -555,7 +555,7 @@ fn a_healthy_service_passes_8_gradual_shifts_in_a_row() {
 fn promote_judges_the_whole_hold_nobody_watched() {
     let (stack, proxy) = stack_with_proxy();
     let op = stack.operator_with_metrics("1s", &format!("{METRICS}\nlatency_allowance = \"1s\""));
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     wait_healthy(&op, "users");
     let _clients = Clients::start(&stack.data_url, 100);
     let held = op.run(&["shift", "users", "--to", "50", "--lock-settle", "0s"]);

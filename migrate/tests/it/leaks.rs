@@ -16,11 +16,12 @@ use crate::support::*;
 /// returned directory: bucket `alb-logs`, prefix `prod`.
 fn logging_stack() -> (LocalStack, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();
-    let stack = LocalStack::start_with_alb_args(vec![
-        "--access-log-root".into(),
-        root.path().display().to_string(),
-        "--access-log-interval".into(),
-        "1s".into(),
+    let root_path = root.path().display().to_string();
+    let stack = LocalStack::start_with_alb_args(&[
+        "--access-log-root",
+        &root_path,
+        "--access-log-interval",
+        "1s",
     ]);
     let rt = runtime();
     let elb = stack.elb(&rt);
@@ -92,10 +93,7 @@ fn wait_logged(dir: &Path, prefix: &str, count: usize) {
 }
 
 fn shifted_users(stack: &LocalStack) -> Operator {
-    let op = stack.operator("1s");
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
-    wait_healthy(&op);
+    let op = stack.ready_operator("1s");
     let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
     assert_eq!(shift.code, 0, "{shift}");
     op
@@ -144,8 +142,7 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
         "{retire}"
     );
     let rt = runtime();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
+    let (elb, listener) = stack.elb_and_listener(&rt);
     let (_, weights) = route_rule(&rt, &elb, &listener, "users").unwrap();
     assert_eq!(
         weights.into_iter().collect::<Vec<_>>(),

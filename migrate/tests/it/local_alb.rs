@@ -27,12 +27,7 @@ fn only(group: &str, n: u64) -> std::collections::BTreeMap<String, u64> {
 /// `lock::CONFIRMATION_COVERS` (1 s, as on a loaded machine), the journal's
 /// AddTags confirms the lock again, as it must.
 fn assert_calls_at_most(run: &Run, most: usize) {
-    let calls: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter_map(|line| line.strip_prefix("migrate: elbv2 "))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .collect();
+    let calls = run.elbv2_calls();
     assert!(run.stderr.contains("(1 changed routing)"), "{run}");
     let write = calls
         .iter()
@@ -58,10 +53,7 @@ fn assert_calls_at_most(run: &Run, most: usize) {
 #[test]
 fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
     let stack = LocalStack::start();
-    let op = stack.operator("2s");
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
-    wait_healthy(&op);
+    let op = stack.ready_operator("2s");
 
     // The local stack has no ECS: status shows each group's targets and says
     // why there are no task counts.
@@ -190,11 +182,8 @@ fn shift_sends_the_route_to_its_service_and_rollback_brings_it_back() {
 fn a_gradual_shift_moves_the_split() {
     let rt = runtime();
     let stack = LocalStack::start();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
-    let op = stack.operator("5s");
-    assert_eq!(op.run(&["init"]).code, 0);
-    wait_healthy(&op);
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let op = stack.ready_operator("5s");
 
     let child = op.spawn_shift("threads", "10,50,100", "4s");
     let mut shares = Vec::new();
@@ -227,11 +216,8 @@ fn a_gradual_shift_moves_the_split() {
 fn stopping_the_service_mid_shift_fails_the_gate_and_rolls_back() {
     let rt = runtime();
     let mut stack = LocalStack::start();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
-    let op = stack.operator("5s");
-    assert_eq!(op.run(&["init"]).code, 0);
-    wait_healthy(&op);
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let op = stack.ready_operator("5s");
 
     let child = op.spawn_shift("users", "10,50,100", "5s");
     eventually(Duration::from_secs(20), "users at 10%", || {
@@ -261,11 +247,8 @@ fn stopping_the_service_mid_shift_fails_the_gate_and_rolls_back() {
 fn sigkill_mid_shift_then_status_and_rollback_and_a_second_operator_exits_4() {
     let rt = runtime();
     let stack = LocalStack::start();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
-    let op = stack.operator("30s");
-    assert_eq!(op.run(&["init"]).code, 0);
-    wait_healthy(&op);
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let op = stack.ready_operator("30s");
 
     let mut child = op.spawn_shift("posts", "10,50,100", "30s");
     eventually(Duration::from_secs(20), "posts at 10%, journaled", || {
@@ -352,16 +335,8 @@ fn create_rule(
 fn a_monolith_rule_with_a_host_condition_keeps_parked_routes_parked() {
     let stack = LocalStack::start();
     let rt = runtime();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
-    let monolith_rule = rule_at(&rt, &elb, &listener, 99).unwrap();
-    set_rule_conditions(
-        &rt,
-        &elb,
-        &monolith_rule,
-        &["/api*"],
-        Some("api.shop.example"),
-    );
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let monolith_rule = monolith_rule_on_host(&rt, &elb, &listener, "api.shop.example");
     // A rule for posts parked behind the monolith by hand, the way `init`
     // used to create it: path only.
     create_rule(
@@ -397,8 +372,7 @@ fn a_monolith_rule_with_a_host_condition_keeps_parked_routes_parked() {
         only("monolith", 4)
     );
 
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    let init = op.init();
     assert!(
         init.stdout
             .contains("posts: the parked rule could take traffic"),
@@ -495,8 +469,7 @@ fn a_monolith_rule_with_a_host_condition_keeps_parked_routes_parked() {
 fn init_creates_the_monolith_rule_when_the_default_action_is_the_monolith() {
     let stack = LocalStack::start();
     let rt = runtime();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
+    let (elb, listener) = stack.elb_and_listener(&rt);
     let monolith_rule = rule_at(&rt, &elb, &listener, 99).unwrap();
     rt.block_on(elb.delete_rule().rule_arn(&monolith_rule).send())
         .unwrap();
@@ -569,8 +542,7 @@ fn init_creates_the_monolith_rule_when_the_default_action_is_the_monolith() {
 fn bad_priorities_are_refused_and_a_shadowing_move_names_the_rule() {
     let stack = LocalStack::start();
     let rt = runtime();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
+    let (elb, listener) = stack.elb_and_listener(&rt);
     let export = create_rule(
         &rt,
         &elb,
@@ -615,8 +587,7 @@ fn bad_priorities_are_refused_and_a_shadowing_move_names_the_rule() {
         "{refused}"
     );
 
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
     wait_healthy(&op);
     let plan = op.run(&["plan", "users", "--to", "100"]);
     assert_eq!(plan.code, 0, "{plan}");
@@ -665,8 +636,7 @@ fn a_probe_answered_404_where_the_monolith_answers_200_fails_the_shift() {
             1,
         );
     let op = Operator::new(&config, vec![]);
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
     wait_healthy(&op);
     let shift = op.run(&[
         "shift",
@@ -700,11 +670,8 @@ fn login_name() -> String {
 fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_its_next_write() {
     let rt = runtime();
     let stack = LocalStack::start();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
-    let op = stack.operator("30s");
-    assert_eq!(op.run(&["init"]).code, 0);
-    wait_healthy(&op);
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let op = stack.ready_operator("30s");
 
     // Ctrl-C during an interval, with USER and LOGNAME unset (as in CI).
     let mut command = op.command(&shift_args("users", "10,50,100", "30s"));
@@ -821,9 +788,7 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
 #[test]
 fn a_shift_whose_api_goes_away_tries_to_roll_back_and_says_exactly_what_is_left() {
     let mut stack = LocalStack::start();
-    let op = stack.operator("30s");
-    assert_eq!(op.run(&["init"]).code, 0);
-    wait_healthy(&op);
+    let op = stack.ready_operator("30s");
 
     let child = op.spawn_shift("posts", "10,100", "30s");
     // Step 1 ends with the rule's last-change tag; then the interval starts.
@@ -914,9 +879,7 @@ fn a_shift_proceeds_while_a_replaced_target_is_draining_or_initial() {
     let rt = runtime();
     let stack = LocalStack::start();
     let elb = stack.elb(&rt);
-    let op = stack.operator("2s");
-    assert_eq!(op.run(&["init"]).code, 0);
-    wait_healthy(&op);
+    let op = stack.ready_operator("2s");
     let users = rt
         .block_on(elb.describe_target_groups().names("users").send())
         .unwrap()
@@ -1023,9 +986,7 @@ fn sticky_get(stack: &LocalStack, path: &str, cookie: Option<&str>) -> (String, 
 #[test]
 fn a_sticky_shift_keeps_clients_on_one_side_and_rollback_brings_them_back_at_once() {
     let stack = LocalStack::start();
-    let op = stack.operator("1s");
-    assert_eq!(op.run(&["init"]).code, 0);
-    wait_healthy(&op);
+    let op = stack.ready_operator("1s");
 
     let shift = op.run(&["shift", "users", "--to", "50", "--sticky", "10m"]);
     assert_eq!(shift.code, 0, "{shift}");
@@ -1081,16 +1042,11 @@ fn a_sticky_shift_keeps_clients_on_one_side_and_rollback_brings_them_back_at_onc
 fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_to_show_the_change()
 {
     // A shift reads the rules more than once in a second (issue 17).
-    let stack = LocalStack::start_with_alb_args(
-        ["--throttle", "DescribeRules=1"]
-            .map(str::to_owned)
-            .to_vec(),
-    );
+    let stack = LocalStack::start_with_alb_args(&["--throttle", "DescribeRules=1"]);
     let mut op = stack.operator("2s");
     op.env
         .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "1s".to_owned()));
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
     wait_healthy(&op);
     // The bucket drained just before, so the shift's reads wait for tokens.
     let rt = runtime();
@@ -1201,14 +1157,9 @@ fn status_under_throttling_says_why_it_waits_and_stays_correct() {
     // recent change, one call per route (issue 17: status waited for seconds
     // and said nothing). Both clients retry in the standard mode: a first
     // retry waits under a second.
-    let stack = LocalStack::start_with_alb_args(
-        ["--throttle", "GetMetricData=2"]
-            .map(str::to_owned)
-            .to_vec(),
-    );
+    let stack = LocalStack::start_with_alb_args(&["--throttle", "GetMetricData=2"]);
     let op = stack.operator("2s");
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
     // The bucket drained just before, so status's calls wait for tokens.
     let rt = runtime();
     let cloudwatch = cloudwatch_client(&rt, &stack.control_url, LOCAL_KEY, LOCAL_SECRET);
@@ -1309,17 +1260,16 @@ impl Traffic {
 fn init_takes_the_rule_a_lost_createrule_answer_made_instead_of_creating_another() {
     // Every CreateRule is applied, then answered 500 (its answer lost): the
     // SDK's retries find the slot taken by the rule the first attempt made.
-    let stack = LocalStack::start_with_alb_args(
-        ["--transient-errors", "CreateRule=1", "--lost-answers", "1"]
-            .map(str::to_owned)
-            .to_vec(),
-    );
+    let stack = LocalStack::start_with_alb_args(&[
+        "--transient-errors",
+        "CreateRule=1",
+        "--lost-answers",
+        "1",
+    ]);
     let op = stack.operator("2s");
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    let init = op.init();
     let rt = runtime();
-    let elb = stack.elb(&rt);
-    let listener = stack.listener_arn(&rt);
+    let (elb, listener) = stack.elb_and_listener(&rt);
     let rules = rt
         .block_on(elb.describe_rules().listener_arn(&listener).send())
         .unwrap();
@@ -1358,16 +1308,11 @@ fn init_takes_the_rule_a_lost_createrule_answer_made_instead_of_creating_another
 /// The local ALB applying each change on 3 nodes, each 1-2 s after it was
 /// accepted, and an operator whose propagation_max says 2 s.
 fn propagating_stack() -> (LocalStack, Operator) {
-    let stack = LocalStack::start_with_alb_args(
-        ["--propagation", "1s..2s", "--nodes", "3"]
-            .map(str::to_owned)
-            .to_vec(),
-    );
+    let stack = LocalStack::start_with_alb_args(&["--propagation", "1s..2s", "--nodes", "3"]);
     let mut op = stack.operator("1s");
     op.env
         .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "2s".to_owned()));
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
     wait_healthy(&op);
     (stack, op)
 }
@@ -1431,6 +1376,27 @@ fn no_step_is_done_before_every_node_routes_by_it() {
         window["from"].as_i64().unwrap() >= written + 2,
         "the window starts {window} before propagation_max after the write at {written}"
     );
+    // In the outcome each step carries its own evidence: the metric gates
+    // and probes that watched the 50% step's traffic are the 50% step's
+    // (the journal keeps them with the write they let happen); nothing
+    // watched the 100% step's, the shift ends there.
+    let steps = outcome["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{outcome:#}");
+    let (half, full) = (&steps[0], &steps[1]);
+    assert_eq!(half["percent"], 50, "{outcome:#}");
+    assert_eq!(
+        half["evidence"]["metrics"]["window"], *window,
+        "{outcome:#}"
+    );
+    assert!(
+        half["evidence"]["probes"]["total"].as_u64() > Some(0),
+        "{outcome:#}"
+    );
+    assert_eq!(full["percent"], 100, "{outcome:#}");
+    for key in ["metrics", "metric_evaluations", "probes"] {
+        assert!(full["evidence"].get(key).is_none(), "{key}: {outcome:#}");
+    }
+    assert!(full["evidence"]["health"].is_object(), "{outcome:#}");
 }
 
 #[test]

@@ -68,8 +68,7 @@ fn init_status_plan_shift_and_rollback() {
         "{before_init}"
     );
 
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    let init = op.init();
     assert_eq!(init.stdout.matches("created rule").count(), 3, "{init}");
     for (route, priority) in [("users", "100"), ("threads", "101"), ("posts", "102")] {
         let (p, w) = rule(&rt, &elb, &stack, route);
@@ -79,8 +78,7 @@ fn init_status_plan_shift_and_rollback() {
             "{route}"
         );
     }
-    let again = op.run(&["init"]);
-    assert_eq!(again.code, 0, "{again}");
+    let again = op.init();
     assert_eq!(again.stdout.matches("nothing to do").count(), 3, "{again}");
 
     let status = op.route_status("users");
@@ -172,7 +170,7 @@ fn a_gradual_shift_moves_the_split_and_survives_sigkill() {
     let stack = MotoStack::start(&rt);
     let elb = stack.elb(&rt);
     let op = stack.operator();
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
 
     // Watch the split move: 10%, 50%, then the plain forward.
     let child = op.spawn_shift("users", "10,50,100", "1500ms");
@@ -273,7 +271,7 @@ fn failed_gates_roll_back_and_exit_3() {
     let stack = MotoStack::start(&rt);
     let elb = stack.elb(&rt);
     let op = stack.operator();
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
 
     // Probes through the load balancer fail after the first step.
     let child = op.spawn_shift("posts", "10,100", "3s");
@@ -367,7 +365,7 @@ fn one_operator_at_a_time() {
     let stack = MotoStack::start(&rt);
     let elb = stack.elb(&rt);
     let op = stack.operator();
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
 
     let first = op.spawn_shift("users", "50,100", "3s");
     eventually(Duration::from_secs(20), "users at 50%", || {
@@ -446,14 +444,13 @@ fn drift_is_reported_not_overwritten() {
     let stack = MotoStack::start(&rt);
     let elb = stack.elb(&rt);
     let op = stack.operator();
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     let drifted = stack.config().replace(
         r#"paths = ["/api/users*"]"#,
         r#"paths = ["/api/users*", "/api/people*"]"#,
     );
     std::fs::write(op.config_path(), drifted).unwrap();
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    let init = op.init();
     assert!(
         init.stdout.contains("users: rule exists") && init.stdout.contains("DRIFT"),
         "{init}"
@@ -475,7 +472,7 @@ fn rollback_completes_after_a_manual_edit_in_the_console() {
     let stack = MotoStack::start(&rt);
     let elb = stack.elb(&rt);
     let op = stack.operator();
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     assert_eq!(op.run(&["shift", "users"]).code, 0);
     // Someone points the users rule at the posts target group by hand.
     let rule_arn = op.route_status("users")["rule_arn"]
@@ -569,8 +566,7 @@ fn coverage_of_a_host_conditioned_monolith_rule() {
         &["/api*"],
         Some("api.shop.example"),
     );
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
     let users = op.route_status("users");
     let arn = users["rule_arn"].as_str().unwrap().to_owned();
     assert_eq!(rule_hosts(&rt, &elb, &arn), ["api.shop.example"]);
@@ -591,8 +587,7 @@ fn coverage_of_a_host_conditioned_monolith_rule() {
         shift.stderr.contains("host-header api.shop.example"),
         "{shift}"
     );
-    let narrowed = op.run(&["init"]);
-    assert_eq!(narrowed.code, 0, "{narrowed}");
+    let narrowed = op.init();
     assert!(narrowed.stdout.contains("narrowed"), "{narrowed}");
     assert_eq!(rule_hosts(&rt, &elb, &arn), ["api.shop.example"]);
     assert_eq!(op.route_status("users")["drift"], serde_json::json!([]));
@@ -707,7 +702,7 @@ fn metric_gates_read_the_alb_metrics_by_their_aws_names_and_dimensions() {
         stack.cloudwatch.url.clone(),
     ));
     let op = Operator::new(&config, env);
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     let feed = MetricFeed::start(&stack);
     let plan = op.run(&["plan", "users"]);
     assert_eq!(
@@ -838,7 +833,7 @@ fn cloudwatch_throttling_is_retried_and_never_counted_as_a_pass() {
         stack.cloudwatch.url.clone(),
     ));
     let op = Operator::new(&config, env);
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     let _feed = MetricFeed::start(&stack);
 
     // Two throttled answers, then CloudWatch answers: the SDK's retries ride it out.
@@ -943,7 +938,7 @@ fn status_shows_each_services_tasks_and_scaling_limits() {
         }
     });
     let op = stack.operator();
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
 
     let status = op.status_json();
     let capacity = &status["capacity"];

@@ -65,8 +65,7 @@ min_severity = "critical"
     op.env
         .push(("FICUS_TEST_HOOK_KEY".into(), "s3cret-key".into()));
     std::fs::write(op.dir.path().join("go"), "").unwrap();
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
 
     let shift = op.run(&["shift", "users", "--steps", "100"]);
     assert_eq!(shift.code, 0, "{shift}");
@@ -280,8 +279,7 @@ retries = 2
     );
     assert_eq!(document["sinks"].as_array().unwrap().len(), 5, "{json}");
 
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
     let started = Instant::now();
     let shift = op.run(&["shift", "users", "--steps", "100"]);
     let took = started.elapsed();
@@ -387,8 +385,7 @@ command = ["true"]
         )
     };
     let op = stack.operator_with(&gates(false));
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
 
     // plan lists every gate of every phase.
     let plan = op.run(&["plan", "users"]);
@@ -502,8 +499,7 @@ timeout = "{timeout}"
         "scripts/check-orders",
         "#!/bin/sh\nenv | grep '^FICUS_' | sort > ficus-env.txt\necho \"$@\" > args.txt\necho 'orders check: 2 orders lost' >&2\nexit 1\n",
     );
-    let init = op.run(&["init"]);
-    assert_eq!(init.code, 0, "{init}");
+    op.init();
 
     let shift = op.run(&["shift", "users", "--steps", "100"]);
     assert_eq!(shift.code, 3, "{shift}");
@@ -646,7 +642,7 @@ fn notifications_to_moto_sns_arrive_in_a_subscribed_sqs_queue() {
         test.stdout.contains(&format!("sns {topic}: delivered")),
         "{test}"
     );
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     let shift = op.run(&["shift", "users", "--steps", "100"]);
     assert_eq!(shift.code, 0, "{shift}");
 
@@ -782,7 +778,7 @@ fn a_hold_a_promote_and_an_abort_are_announced() {
         "[[notify]]\nurl = \"{}\"\nmin_severity = \"info\"\n",
         hook.url()
     ));
-    assert_eq!(op.run(&["init"]).code, 0);
+    op.init();
     let held = op.run(&["shift", "users", "--to", "10", "--lock-settle", "0s"]);
     assert_eq!(held.code, 0, "{held}");
     let promoted = op.run(&["promote", "users", "--lock-settle", "0s"]);

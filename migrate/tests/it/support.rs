@@ -135,6 +135,14 @@ impl Operator {
         command
     }
 
+    /// Runs `migrate init` and asserts that it succeeded; its run, for
+    /// what it said.
+    pub fn init(&self) -> Run {
+        let init = self.run(&["init"]);
+        assert_eq!(init.code, 0, "{init}");
+        init
+    }
+
     /// Runs `migrate ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> Run {
         let output = self.command(args).output().unwrap();
@@ -210,6 +218,18 @@ impl From<Output> for Run {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+}
+
+impl Run {
+    /// The ELBv2 actions a `migrate -v` run called, in order (its
+    /// `migrate: elbv2 ACTION ...` lines).
+    pub fn elbv2_calls(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter_map(|line| line.strip_prefix("migrate: elbv2 "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect()
     }
 }
 
@@ -739,8 +759,9 @@ impl LocalStack {
     }
 
     /// The local stack with extra `local-alb` arguments (e.g. the access
-    /// log's root and interval).
-    pub fn start_with_alb_args(alb_args: Vec<String>) -> LocalStack {
+    /// log's root and interval, or faults: `["--throttle", "DescribeRules=1"]`).
+    pub fn start_with_alb_args(alb_args: &[&str]) -> LocalStack {
+        let alb_args = alb_args.iter().map(|arg| (*arg).to_owned()).collect();
         LocalStack::start_configured(|_, address| address, alb_args)
     }
 
@@ -798,6 +819,11 @@ impl LocalStack {
         assert_eq!(self.stack.get().control_url(), self.control_url);
     }
 
+    /// An ELBv2 client of this stack and its listener's ARN.
+    pub fn elb_and_listener(&self, rt: &tokio::runtime::Runtime) -> (elbv2::Client, String) {
+        (self.elb(rt), self.listener_arn(rt))
+    }
+
     pub fn listener_arn(&self, rt: &tokio::runtime::Runtime) -> String {
         let elb = self.elb(rt);
         rt.block_on(async {
@@ -824,6 +850,15 @@ impl LocalStack {
     /// A migrate.toml like the repo's, pointing at this stack.
     pub fn operator(&self, interval: &str) -> Operator {
         self.operator_with_metrics(interval, LOCAL_METRICS)
+    }
+
+    /// [`LocalStack::operator`] after a successful `migrate init`, once
+    /// every route's target is healthy: ready to shift.
+    pub fn ready_operator(&self, interval: &str) -> Operator {
+        let op = self.operator(interval);
+        op.init();
+        wait_healthy(&op);
+        op
     }
 
     /// [`LocalStack::operator`] with `metrics` as the `[metrics]` table.
@@ -1017,6 +1052,20 @@ pub fn rule_hosts(
             })
             .collect()
     })
+}
+
+/// Narrows the monolith's rule (priority 99 in the stack file) to `/api*`
+/// on `host`, as on a load balancer that serves other hosts too
+/// (docs/existing-alb.md); the rule's ARN.
+pub fn monolith_rule_on_host(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    listener: &str,
+    host: &str,
+) -> String {
+    let rule = rule_at(rt, elb, listener, 99).unwrap();
+    set_rule_conditions(rt, elb, &rule, &["/api*"], Some(host));
+    rule
 }
 
 /// Rewrites a rule's conditions to `paths` and, with `host`, a host-header
