@@ -190,10 +190,11 @@ impl WorkerLines {
     }
 }
 
-/// One worker's lines on cache lines of their own. Side by side in a `Vec`,
-/// one worker's lock word and buffer length shared a cache line with the
-/// next worker's, and each request's lock and append on one core evicted
-/// that line from the other core's cache (false sharing).
+/// One worker's lines on cache lines of their own. Side by side in a `Vec`
+/// (152 bytes each), one worker's lock word lay 8 bytes after the previous
+/// worker's interval end, which every request reads: each request's lock and
+/// unlock on one core took that cache line from the other core (false
+/// sharing; docs/benchmarks.md, "Access logs' cost").
 #[derive(Default)]
 #[repr(align(128))]
 struct OwnLines(Mutex<WorkerLines>);
