@@ -10,9 +10,13 @@ ALB's /metrics counted in it. The cost is "on" over the first "off" of each
 triple; the control, the second "off" over the first, shows the noise of the
 measurement itself. Switching every second cancels the host's slow drift,
 which moved 2 s runs by about ±5 % (docs/benchmarks.md, closing note).
+The same split per thread name shows where the cost lands: the data-plane
+workers (`alb-worker`, which render the lines) and the runtime's threads
+(`tokio-rt-worker`, where the writer compresses and writes them).
 
 Usage: python3 scripts/bench-lib/logging_cost.py [--triples 20] [--window 1.0]
-                                                 [--path /api/threads/2] [-- LOCAL_ALB_ARGS...]
+                                                 [--path /api/threads/2] [--alb BINARY]
+                                                 [-- LOCAL_ALB_ARGS...]
        (after `cargo build --release -p local-alb -p monolith`; e.g. `-- --access-log-compression 0`)
 Exit codes: 0 measured, 1 a server did not start or an API call failed.
 """
@@ -35,12 +39,14 @@ from bench import RELEASE, ROOT, BenchError, Fleet, access_log_switch, free_port
 RUNS = ("off", "on", "off again")
 
 
-def cpu_nanoseconds(pid: int) -> int:
-    """CPU time of every thread of `pid` so far, in nanoseconds (schedstat's first field)."""
-    total = 0
+def cpu_nanoseconds(pid: int) -> dict[str, int]:
+    """CPU time of the threads of `pid` so far, in nanoseconds (schedstat's first field),
+    by thread name with its number dropped (`alb-worker`, `tokio-rt-worker`)."""
+    total: dict[str, int] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            total += int((task / "schedstat").read_text().split()[0])
+            name = re.sub(r"-?\d+$", "", (task / "comm").read_text().strip())
+            total[name] = total.get(name, 0) + int((task / "schedstat").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             pass  # a thread that ended meanwhile
     return total
@@ -63,6 +69,9 @@ def main() -> int:
     parser.add_argument("--triples", type=int, default=20, help="off/on/off triples (default 20)")
     parser.add_argument("--window", type=float, default=1.0, help="seconds each state is measured (default 1)")
     parser.add_argument("--path", default="/api/threads/2", help="the path wrk requests through the ALB")
+    parser.add_argument(
+        "--alb", type=Path, default=RELEASE / "local-alb", help="the local-alb binary (default: the release build)"
+    )
     parser.add_argument("alb_args", nargs="*", help="more local-alb options, after --")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ficus-logging-cost-"))
@@ -82,7 +91,7 @@ def main() -> int:
         alb = fleet.start(
             "local-alb",
             [
-                str(RELEASE / "local-alb"),
+                str(args.alb),
                 *("--stack", str(work / "stack.toml"), "--state-dir", str(work / "state"), "--reset"),
                 *("--listen", f"127.0.0.1:{data_port}", "--control-listen", f"127.0.0.1:{control_port}"),
                 *("--access-log-root", str(work / "logs"), *args.alb_args),
@@ -97,6 +106,8 @@ def main() -> int:
         load = fleet.start("wrk", ["wrk", "-t2", "-c32", f"-d{seconds}s", base + args.path])
         time.sleep(1)
         per_request: dict[str, list[float]] = {run: [] for run in RUNS}
+        # Microseconds a request per thread name, per run.
+        per_thread: dict[str, dict[str, list[float]]] = {run: {} for run in RUNS}
         for triple in range(args.triples):
             shift = triple % len(RUNS)
             for run in RUNS[shift:] + RUNS[:shift]:
@@ -104,18 +115,28 @@ def main() -> int:
                 time.sleep(0.2)
                 cpu, served = cpu_nanoseconds(alb.pid), requests_served(control)
                 time.sleep(args.window)
-                cpu, served = cpu_nanoseconds(alb.pid) - cpu, requests_served(control) - served
-                per_request[run].append(cpu / max(served, 1) / 1000)
+                after, served = cpu_nanoseconds(alb.pid), requests_served(control) - served
+                served = max(served, 1)
+                per_request[run].append(sum(after.values()) - sum(cpu.values()))
+                per_request[run][-1] /= served * 1000
+                for name, nanoseconds in after.items():
+                    spent = (nanoseconds - cpu.get(name, 0)) / served / 1000
+                    per_thread[run].setdefault(name, []).append(spent)
         fleet.stop(load)
         cost = [on / off - 1 for on, off in zip(per_request["on"], per_request["off"])]
         control_ratios = [again / off - 1 for again, off in zip(per_request["off again"], per_request["off"])]
         print(
-            f"local ALB on {args.path}, {args.triples} triples of {args.window:g} s windows under wrk -t2 -c32"
+            f"{args.alb} on {args.path}, {args.triples} triples of {args.window:g} s windows under wrk -t2 -c32"
             + (f" (local-alb {' '.join(args.alb_args)})" if args.alb_args else "")
         )
         print(f"  CPU per request with logging off: {statistics.median(per_request['off']):.2f} µs (median)")
         print(f"  logging's cost: {quartiles(cost)}")
         print(f"  control (off again over off): {quartiles(control_ratios)}")
+        for name in sorted(per_thread["off"]):
+            off, on = per_thread["off"][name], per_thread["on"].get(name, [])
+            if len(on) == len(off):
+                added = statistics.median(b - a for a, b in zip(off, on))
+                print(f"  {name} threads: {statistics.median(off):.3f} µs a request off, {added:+.3f} µs with logging on")
         return 0
     except (BenchError, OSError) as error:
         print(f"logging_cost: {error}", file=sys.stderr)

@@ -190,12 +190,21 @@ impl WorkerLines {
     }
 }
 
+/// One worker's lines on cache lines of their own. Side by side in a `Vec`
+/// (152 bytes each), one worker's lock word lay 8 bytes after the previous
+/// worker's interval end, which every request reads: each request's lock and
+/// unlock on one core took that cache line from the other core (false
+/// sharing; docs/benchmarks.md, "Access logs' cost").
+#[derive(Default)]
+#[repr(align(128))]
+struct OwnLines(Mutex<WorkerLines>);
+
 /// The access log of the data plane: whether it is on, the workers' lines,
 /// and the writer's state.
 pub struct AccessLogs {
     enabled: AtomicBool,
     interval: Duration,
-    workers: Vec<Mutex<WorkerLines>>,
+    workers: Vec<OwnLines>,
     writer: Mutex<writer::Writer>,
 }
 
@@ -212,7 +221,7 @@ impl AccessLogs {
         AccessLogs {
             enabled: AtomicBool::new(false),
             interval,
-            workers: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            workers: (0..workers.max(1)).map(|_| OwnLines::default()).collect(),
             writer: Mutex::new(writer::Writer::new(root, level)),
         }
     }
@@ -229,7 +238,7 @@ impl AccessLogs {
             .map(|destination| destination.load_balancer_id.clone())
             .unwrap_or_default();
         for worker in &self.workers {
-            lock(worker).load_balancer_id.clone_from(&id);
+            lock(&worker.0).load_balancer_id.clone_from(&id);
         }
         writer.set_destination(destination);
         self.enabled.store(on, Ordering::Relaxed);
@@ -248,7 +257,7 @@ impl AccessLogs {
         };
         let second = unix_micros(entry.completed_at).div_euclid(1_000_000);
         let end = interval_end(second, self.interval);
-        let mut lines = lock(lines);
+        let mut lines = lock(&lines.0);
         let lines = &mut *lines;
         if lines.end != end {
             if !lines.text.is_empty() {
@@ -308,7 +317,7 @@ impl AccessLogs {
     fn drain(&self, writer: &mut writer::Writer) {
         let mut taken = Vec::new();
         for (worker, lines) in self.workers.iter().enumerate() {
-            let mut lines = lock(lines);
+            let mut lines = lock(&lines.0);
             if !lines.text.is_empty() {
                 lines.next_block();
             }
@@ -321,7 +330,7 @@ impl AccessLogs {
         }
         for (_, worker, mut text) in taken {
             text.clear();
-            let mut lines = lock(&self.workers[worker]);
+            let mut lines = lock(&self.workers[worker].0);
             if lines.free.len() < FREE_BLOCKS {
                 lines.free.push(text);
             }
@@ -493,4 +502,23 @@ pub fn header_text<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&
         .iter()
         .find(|header| header.name.eq_ignore_ascii_case(name))
         .and_then(|header| std::str::from_utf8(header.value.trim_ascii()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No cache line holds parts of two workers' lines (their locks and
+    /// buffer lengths are written on every request, each on its own core).
+    #[test]
+    fn workers_lines_share_no_cache_line() {
+        const LINE: usize = 128; // two 64-byte lines: the adjacent-line prefetcher pairs them
+        let logs = AccessLogs::new(None, DEFAULT_INTERVAL, DEFAULT_COMPRESSION, 4);
+        for pair in logs.workers.windows(2) {
+            let (first, second) = (&pair[0].0, &pair[1].0);
+            let first_end = std::ptr::from_ref(first).addr() + size_of_val(first) - 1;
+            let second_start = std::ptr::from_ref(second).addr();
+            assert!(first_end / LINE < second_start / LINE);
+        }
+    }
 }
