@@ -694,11 +694,17 @@ const ROLLBACK_LOOKBACK_SECONDS: i64 = 60;
 /// whose clock was read just before the second ended.
 const COUNTED_AFTER_SECONDS: f64 = 0.25;
 
-/// The watch's verdict so far: `None` while it goes on. It ends at the
-/// first whole second after the service's last request that is counted:
-/// reached when the load balancer got requests in it (which could have gone
-/// to the service), unmeasured when it got none (nothing shows where traffic
-/// would go); or, still getting requests at `deadline`, not reached.
+/// How many requests the load balancer must get after the service's last
+/// one, the service getting none of them, before the traffic shows that
+/// the rollback reached every node: one request shows one node at most.
+const REACH_EVIDENCE_REQUESTS: f64 = 10.0;
+
+/// The watch's verdict so far: `None` while it goes on. Once the second of
+/// the service's last request is over and counted, the watch waits for
+/// [`REACH_EVIDENCE_REQUESTS`] requests at the load balancer in the counted
+/// seconds after it (the service getting none): reached. At `deadline`:
+/// fewer is unmeasured (with the count), and requests in a second not yet
+/// over is not reached.
 fn reach_so_far(
     service: &Series,
     balancer: &Series,
@@ -748,34 +754,43 @@ fn reach_so_far(
         });
     }
     let seconds = quiet as f64 - written_at;
-    if (quiet + 1) as f64 + COUNTED_AFTER_SECONDS <= now {
-        let traffic = balancer
-            .iter()
-            .any(|(second, value)| *second == quiet && *value > 0.0);
-        return Some(if traffic {
-            RollbackReach::Reached {
-                seconds,
-                watched_seconds,
-            }
-        } else {
-            RollbackReach::Unmeasured {
-                why: format!(
-                    "the service's last request came {seconds:.1} s after the write, and the load balancer got none in the second after it to show where traffic goes"
-                ),
-            }
+    // The last second whose count is complete.
+    let counted_to = (now - COUNTED_AFTER_SECONDS).floor() as i64 - 1;
+    let evidence: f64 = balancer
+        .iter()
+        .filter(|(second, _)| (quiet..=counted_to).contains(second))
+        .map(|(_, value)| *value)
+        .sum();
+    if counted_to >= quiet && evidence >= REACH_EVIDENCE_REQUESTS {
+        return Some(RollbackReach::Reached {
+            seconds,
+            watched_seconds,
         });
     }
-    (now >= deadline).then_some(RollbackReach::NotReached {
-        seconds,
-        watched_seconds,
+    if now < deadline {
+        return None;
+    }
+    Some(if counted_to < quiet {
+        RollbackReach::NotReached {
+            // At least this late: the last request came within its second.
+            seconds: (last as f64 - written_at).max(0.0),
+            watched_seconds,
+        }
+    } else {
+        RollbackReach::Unmeasured {
+            why: format!(
+                "the service's last request came {seconds:.1} s after the write, and the load balancer got {} after it ({REACH_EVIDENCE_REQUESTS} are needed to show that every node routes away from the service)",
+                crate::output::count(evidence as usize, "request", "requests")
+            ),
+        }
     })
 }
 
 /// Watches the service's target group after a rollback written at
 /// `written_at` (Unix seconds), at 1 s periods: when did it get its last
-/// request? The watch ends as soon as a whole second after that request is
-/// counted (the service got none in it), or at `within` after the write
-/// plus one counted second.
+/// request? The watch ends as soon as the load balancer's counted requests
+/// after that one (the service getting none) show it, or at `within` after
+/// the write plus two counted seconds.
 pub async fn rollback_reach(
     cloudwatch: &CloudWatch,
     listing: &Listing,
@@ -793,9 +808,9 @@ pub async fn rollback_reach(
     };
     let queries = request_counts(service_tg, load_balancer);
     let from = written_at.floor() as i64 - ROLLBACK_LOOKBACK_SECONDS;
-    // A request in the window's last second is followed by one counted quiet
-    // second before the watch gives up.
-    let deadline = written_at + within.as_secs_f64() + 1.0 + COUNTED_AFTER_SECONDS;
+    // A request in the window's last second is followed by up to two
+    // counted seconds of evidence before the watch gives up.
+    let deadline = written_at + within.as_secs_f64() + 2.0 + COUNTED_AFTER_SECONDS;
     loop {
         let now = unix_now();
         let mut results = match cloudwatch
@@ -1320,7 +1335,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_watch_ends_at_the_first_counted_quiet_second() {
+    fn a_rollback_watch_ends_once_the_traffic_after_the_last_request_shows_it() {
         let written = 100.2;
         let deadline = written + 2.0 + 1.0 + COUNTED_AFTER_SECONDS;
         let service = vec![(99, 40.0), (100, 12.0)];
@@ -1338,20 +1353,54 @@ mod tests {
                 watched_seconds: 102.3 - written
             })
         );
-        // A quiet second without any traffic shows nothing: said, at once.
+        // A quiet second without traffic shows nothing yet (a stalled
+        // machine's second): watch on; nothing until the deadline, unmeasured.
         let idle = vec![(99, 80.0), (100, 60.0)];
-        assert!(matches!(
+        assert_eq!(
             reach_so_far(&service, &idle, written, 102.3, deadline),
+            None
+        );
+        assert!(matches!(
+            reach_so_far(&service, &idle, written, 103.5, deadline),
             Some(RollbackReach::Unmeasured { .. })
         ));
+        // Traffic after a stalled second shows it: reached, from the last
+        // request.
+        let late = vec![(99, 80.0), (100, 60.0), (102, 40.0)];
+        assert_eq!(
+            reach_so_far(&service, &late, written, 103.3, deadline),
+            Some(RollbackReach::Reached {
+                seconds: 101.0 - written,
+                watched_seconds: 103.3 - written
+            })
+        );
+        // One request after the last shows one node at most: not enough.
+        let thin = vec![(99, 80.0), (100, 60.0), (101, 1.0)];
+        assert_eq!(
+            reach_so_far(&service, &thin, written, 102.3, deadline),
+            None
+        );
+        let Some(RollbackReach::Unmeasured { why }) =
+            reach_so_far(&service, &thin, written, 103.5, deadline)
+        else {
+            panic!("thin evidence must be unmeasured")
+        };
+        assert!(why.contains("got 1 request after it"), "{why}");
         // Still requests at the deadline: not reached.
         let still = vec![(99, 40.0), (100, 12.0), (101, 3.0), (102, 1.0)];
         let busy = vec![(100, 60.0), (101, 70.0), (102, 50.0), (103, 50.0)];
         assert_eq!(reach_so_far(&still, &busy, written, 103.0, deadline), None);
-        assert!(matches!(
-            reach_so_far(&still, &busy, written, 103.5, deadline),
-            Some(RollbackReach::NotReached { .. })
-        ));
+        // Requests in second 102: at least 1.8 s after the write, never
+        // more than the watch.
+        let not_reached = reach_so_far(&still, &busy, written, 103.5, deadline);
+        let Some(RollbackReach::NotReached {
+            seconds,
+            watched_seconds,
+        }) = not_reached
+        else {
+            panic!("{not_reached:?}")
+        };
+        assert!((seconds - 1.8).abs() < 1e-9 && seconds <= watched_seconds);
         // No service request at all: nothing to measure, at once.
         assert!(matches!(
             reach_so_far(&Vec::new(), &busy, written, 100.5, deadline),
