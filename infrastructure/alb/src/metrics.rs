@@ -24,7 +24,8 @@
 //! - [`PROPAGATION_PENDING_CHANGES`]`{node}`: accepted changes a simulated
 //!   data-plane node has not applied yet (only with `--propagation`).
 //! - [`PROPAGATION_NODE_GENERATION`]`{node}`: the routing table generation
-//!   each node serves (only with `--propagation`).
+//!   each node serves, counted as [`RULE_TABLE_GENERATION`] counts (only with
+//!   `--propagation`): a node equal to it has every change.
 
 use std::collections::BTreeMap;
 

@@ -68,7 +68,9 @@ impl Nodes {
             tables: (0..count)
                 .map(|_| ArcSwap::new(Arc::clone(&initial)))
                 .collect(),
-            generations: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            // Counted as `ficus_alb_rule_table_generation` counts: the table
+            // it starts with is the first.
+            generations: (0..count).map(|_| AtomicU64::new(1)).collect(),
             queues: Mutex::new((0..count).map(|_| VecDeque::new()).collect()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -77,7 +79,7 @@ impl Nodes {
             shared,
             latest: ArcSwap::new(initial),
             propagation,
-            published: AtomicU64::new(0),
+            published: AtomicU64::new(1),
             next: AtomicUsize::new(0),
             applier: Mutex::new(None),
         }
@@ -183,7 +185,7 @@ impl Nodes {
         }
         let _ = writeln!(
             out,
-            "# HELP {0} The routing table generation a data-plane node serves (0: the one it started with).\n# TYPE {0} gauge",
+            "# HELP {0} The routing table generation a data-plane node serves, as ficus_alb_rule_table_generation counts them (1: the one it started with); every node has a change once it reaches that counter.\n# TYPE {0} gauge",
             names::PROPAGATION_NODE_GENERATION
         );
         for (node, generation) in self.shared.generations.iter().enumerate() {

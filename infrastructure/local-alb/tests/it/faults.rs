@@ -214,6 +214,12 @@ async fn a_change_is_described_at_once_and_reaches_each_node_after_its_delay() {
         "both switch by 2 s"
     );
     let metrics = scrape(&alb.control_url).await;
+    // The nodes count generations as the rule table's counter does: a node
+    // equal to it has every change (1 at start, 2 after this one).
+    assert_eq!(
+        names::single(&metrics, names::RULE_TABLE_GENERATION),
+        Some(2)
+    );
     for node in ["0", "1"] {
         assert_eq!(
             value(
@@ -229,7 +235,7 @@ async fn a_change_is_described_at_once_and_reaches_each_node_after_its_delay() {
                 names::PROPAGATION_NODE_GENERATION,
                 &[("node", node)]
             ),
-            1
+            2
         );
     }
     // A new connection (the next node in turn) has the change too.
