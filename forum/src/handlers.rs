@@ -58,11 +58,22 @@ pub async fn handle_request(
     };
     request_log::log(&request_log::Entry {
         method: request.method().as_str(),
-        uri: request.uri(),
+        target: &request_target(request.uri()),
         status: response.status().as_u16(),
         duration: started.elapsed(),
     });
     response
+}
+
+/// The request target as the request line gave it (`Uri`'s Display), without
+/// allocating for the usual origin form (`/path?query`).
+fn request_target(uri: &actix_web::http::Uri) -> std::borrow::Cow<'_, str> {
+    match uri.path_and_query() {
+        Some(target) if uri.scheme().is_none() && uri.authority().is_none() => {
+            target.as_str().into()
+        }
+        _ => uri.to_string().into(),
+    }
 }
 
 /// Reads and drops a request body, as Node.js does, so that the connection can
@@ -173,4 +184,17 @@ fn with_allow(mut response: HttpResponse) -> HttpResponse {
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absolute_form_target_is_logged_whole() {
+        let uri = "http://example.com/api?x=1".parse().unwrap();
+        assert_eq!(request_target(&uri), "http://example.com/api?x=1");
+        let uri = "/api/threads/2?x=1".parse().unwrap();
+        assert_eq!(request_target(&uri), "/api/threads/2?x=1");
+    }
 }
