@@ -6,23 +6,26 @@
 //! `content-length: 0` hyper would add (Node.js sent none).
 //!
 //! The socket is wrapped so that its reads and writes mark the connection's
-//! phase (idle since, head started at, answering) with one clock read each; a
-//! watchdog sleeps until the phase's deadline and re-arms its timer only when
-//! it fires, so a request costs no timer.
+//! phase (idle, a head begun, answering) with relaxed atomic stores; a
+//! watchdog task looks every `client_timeout`, so a request costs no timer
+//! and no clock read (a head is answered 408 between one and two client
+//! timeouts after it began; an idle connection closes after 75 s to 75 s
+//! and a client timeout).
 
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use hyper::Response;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use crate::handlers::{Answer, AppState, handle_request};
+use crate::handlers::{Answer, AppState, ResponseBody, handle_request};
 
 /// How long an idle client connection stays open: above the ALB's 60 s idle
 /// timeout, as AWS advises for targets, so the balancer never reuses a
@@ -32,42 +35,40 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
 const IDLE: u64 = 0;
 const HEAD: u64 = 1;
 const BUSY: u64 = 2;
-const BAD_REQUEST: u64 = 3;
+const CLOSED: u64 = 3;
 
-/// The connection's phase and when it began (milliseconds since `origin`),
-/// in one word: `phase << 62 | millis`.
+/// The connection's phase and how many heads it has begun, in one word
+/// (`heads << 2 | phase`): marked with relaxed stores, no clock read.
 struct Activity {
-    origin: Instant,
     state: AtomicU64,
-    /// Wakes the watchdog for a 400.
-    bad_request: Notify,
+    /// Wakes the watchdog when the connection has ended.
+    closed: Notify,
 }
 
 impl Activity {
     fn new() -> Activity {
         Activity {
-            origin: Instant::now(),
-            state: AtomicU64::new(IDLE << 62),
-            bad_request: Notify::new(),
+            state: AtomicU64::new(IDLE),
+            closed: Notify::new(),
         }
     }
 
-    /// A phase whose start time is not needed (no clock read).
     fn mark(&self, phase: u64) {
-        self.state.store(phase << 62, Ordering::Relaxed);
-    }
-
-    fn set(&self, phase: u64) {
-        let millis = self.origin.elapsed().as_millis() as u64 & ((1 << 62) - 1);
-        self.state.store(phase << 62 | millis, Ordering::Relaxed);
-    }
-
-    fn phase(&self) -> (u64, Instant) {
         let state = self.state.load(Ordering::Relaxed);
-        (
-            state >> 62,
-            self.origin + Duration::from_millis(state & ((1 << 62) - 1)),
-        )
+        self.state.store(state & !3 | phase, Ordering::Relaxed);
+    }
+
+    /// A head begins (the first bytes after an answer).
+    fn head_begins(&self) {
+        let state = self.state.load(Ordering::Relaxed);
+        if state & 3 == IDLE {
+            self.state
+                .store(((state & !3) + 4) | HEAD, Ordering::Relaxed);
+        }
+    }
+
+    fn phase(&self) -> u64 {
+        self.state.load(Ordering::Relaxed) & 3
     }
 }
 
@@ -86,8 +87,8 @@ impl AsyncRead for Watched {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.stream).poll_read(context, buf);
-        if buf.filled().len() > before && this.activity.phase().0 == IDLE {
-            this.activity.set(HEAD);
+        if buf.filled().len() > before {
+            this.activity.head_begins();
         }
         result
     }
@@ -102,9 +103,9 @@ impl AsyncWrite for Watched {
         let this = self.get_mut();
         let result = Pin::new(&mut this.stream).poll_write(context, buf);
         if let Poll::Ready(Ok(_)) = result
-            && this.activity.phase().0 == BUSY
+            && this.activity.phase() == BUSY
         {
-            this.activity.set(IDLE);
+            this.activity.mark(IDLE);
         }
         result
     }
@@ -120,11 +121,12 @@ impl AsyncWrite for Watched {
 
 /// Serves `stream` until the client or the server closes it.
 pub async fn serve(state: Arc<AppState>, stream: std::net::TcpStream, graceful: Watcher) {
-    // A second handle on the socket, to write what hyper would not (a 408, a
-    // 400 without Content-Length) after hyper's connection is dropped.
+    // A second handle on the socket, for the watchdog's 408 and close and for
+    // a 400 without Content-Length, beside hyper's.
     let Ok(spare) = stream.try_clone() else {
         return;
     };
+    let spare = Arc::new(spare);
     if stream.set_nonblocking(true).is_err() {
         return;
     }
@@ -133,7 +135,13 @@ pub async fn serve(state: Arc<AppState>, stream: std::net::TcpStream, graceful: 
     };
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let client_timeout = state.client_timeout;
+    // Its own task, woken only by its timer: polled beside the connection,
+    // it would be polled on every request.
+    tokio::spawn(watch(
+        Arc::clone(&activity),
+        Arc::clone(&spare),
+        state.client_timeout,
+    ));
     let io = TokioIo::new(Watched {
         stream,
         activity: Arc::clone(&activity),
@@ -141,68 +149,85 @@ pub async fn serve(state: Arc<AppState>, stream: std::net::TcpStream, graceful: 
     let marks = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |request| {
         let state = Arc::clone(&state);
-        let marks = Arc::clone(&marks);
+        let spare = Arc::clone(&spare);
         marks.mark(BUSY);
         async move {
-            match handle_request(&state, request).await {
-                Answer::Response(response) => Ok::<_, std::convert::Infallible>(response),
+            Ok::<_, std::convert::Infallible>(match handle_request(&state, request).await {
+                Answer::Response(response) => response,
                 Answer::BadRequest => {
-                    marks.mark(BAD_REQUEST);
-                    marks.bad_request.notify_one();
-                    std::future::pending().await
+                    // Written here and the socket shut: hyper's own answer
+                    // then fails to go out, and the connection ends.
+                    write_raw(&spare, b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n");
+                    Response::new(ResponseBody::Bytes(None))
                 }
-            }
+            })
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         // Head and body in one send, as actix-web did (measured cheaper here).
         .writev(false)
         .serve_connection(io, service);
-    let connection = graceful.watch(connection);
-    tokio::select! {
-        _ = connection => {}
-        ending = watchdog(&activity, client_timeout) => {
-            let answer: &[u8] = match ending {
-                Ending::Idle => return,
-                Ending::StalledHead => b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n",
-                Ending::BadRequest => b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n",
-            };
-            let mut spare = spare;
-            let date = httpdate::fmt_http_date(SystemTime::now());
-            let _ = spare.write_all(&[answer, b"date: ", date.as_bytes(), b"\r\n\r\n"].concat());
-            let _ = spare.shutdown(std::net::Shutdown::Write);
+    let _ = graceful.watch(connection).await;
+    activity.mark(CLOSED);
+    activity.closed.notify_one();
+}
+
+/// Writes `head` with a Date and the blank line on `spare`, then shuts the
+/// socket for writing (the client reads the answer, then the end).
+fn write_raw(spare: &std::net::TcpStream, head: &[u8]) {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let mut writer = spare;
+    let _ = writer.write_all(&[head, b"date: ", date.as_bytes(), b"\r\n\r\n"].concat());
+    let _ = spare.shutdown(std::net::Shutdown::Write);
+}
+
+/// The connection's watchdog: ends it (a 408 for a stalled head) when
+/// [`watchdog`] says so; ends itself when the connection has ended.
+async fn watch(activity: Arc<Activity>, spare: Arc<std::net::TcpStream>, client_timeout: Duration) {
+    match watchdog(&activity, client_timeout).await {
+        Ending::Closed => {}
+        Ending::Idle => {
+            let _ = spare.shutdown(std::net::Shutdown::Both);
+        }
+        Ending::StalledHead => {
+            write_raw(
+                &spare,
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n",
+            );
+            let _ = spare.shutdown(std::net::Shutdown::Both);
         }
     }
 }
 
 enum Ending {
+    Closed,
     Idle,
     StalledHead,
-    BadRequest,
 }
 
-/// Completes when the connection must end: idle for [`KEEP_ALIVE`], a head
-/// begun `client_timeout` ago and not whole, or a 400 to write.
+/// Completes when the connection must end: the same head in progress at two
+/// looks `client_timeout` apart (stalled for at least that long), no activity
+/// for [`KEEP_ALIVE`] while idle, or the connection ended.
 async fn watchdog(activity: &Activity, client_timeout: Duration) -> Ending {
+    let mut last = activity.state.load(Ordering::Relaxed);
+    let mut idle_for = Duration::ZERO;
     loop {
-        let (phase, since) = activity.phase();
-        let deadline = match phase {
-            // A head may begin any time: look again within the client timeout.
-            IDLE => (since + KEEP_ALIVE).min(Instant::now() + client_timeout),
-            HEAD => since + client_timeout,
-            BAD_REQUEST => return Ending::BadRequest,
-            // Answering: a stalled body is the handler's to time out.
-            _ => Instant::now() + client_timeout,
-        };
-        let now = Instant::now();
-        match phase {
-            IDLE if since + KEEP_ALIVE <= now => return Ending::Idle,
-            HEAD if deadline <= now => return Ending::StalledHead,
-            _ => {}
-        }
         tokio::select! {
-            () = tokio::time::sleep_until(deadline.into()) => {}
-            () = activity.bad_request.notified() => {}
+            () = tokio::time::sleep(client_timeout) => {}
+            () = activity.closed.notified() => {}
         }
+        let state = activity.state.load(Ordering::Relaxed);
+        match state & 3 {
+            CLOSED => return Ending::Closed,
+            HEAD if state == last => return Ending::StalledHead,
+            IDLE if state == last => {
+                idle_for += client_timeout;
+                if idle_for >= KEEP_ALIVE {
+                    return Ending::Idle;
+                }
+            }
+            _ => idle_for = Duration::ZERO,
+        }
+        last = state;
     }
 }

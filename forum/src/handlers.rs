@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Stream};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::dataset::Dataset;
@@ -155,11 +155,7 @@ fn json_list(list: ListStream) -> Response<ResponseBody> {
         Some(body) => json(body),
         None => {
             let length = list.len();
-            with_content_type(
-                ResponseBody::List { list, length },
-                length,
-                JSON_CONTENT_TYPE,
-            )
+            with_content_type(ResponseBody::List { list, length }, JSON_CONTENT_TYPE)
         }
     }
 }
@@ -172,32 +168,26 @@ fn json_or_no_content(body: Option<Bytes>) -> Response<ResponseBody> {
 }
 
 fn json(body: Bytes) -> Response<ResponseBody> {
-    let length = body.len() as u64;
-    with_content_type(ResponseBody::Bytes(Some(body)), length, JSON_CONTENT_TYPE)
+    with_content_type(ResponseBody::Bytes(Some(body)), JSON_CONTENT_TYPE)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    let length = body.len() as u64;
     let mut response = with_content_type(
         ResponseBody::Bytes(Some(Bytes::from_static(body.as_bytes()))),
-        length,
         TEXT_CONTENT_TYPE,
     );
     *response.status_mut() = status;
     response
 }
 
-/// A 200 of `body` with its Content-Length and Content-Type, in that order
-/// (as actix-web wrote them; hyper would append the length last).
-fn with_content_type(
-    body: ResponseBody,
-    length: u64,
-    content_type: &'static str,
-) -> Response<ResponseBody> {
+/// A 200 of `body` with its Content-Type; hyper writes the Content-Length
+/// after it from the body's exact size (also for HEAD, without the body), the
+/// order Node.js wrote them in.
+fn with_content_type(body: ResponseBody, content_type: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(body);
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
