@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod connection;
 pub mod dataset;
 pub mod gen_data;
 pub mod handlers;

@@ -3,20 +3,17 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{App, HttpServer, web};
+use hyper_util::server::graceful::GracefulShutdown;
 
+use crate::connection;
 use crate::dataset::{DataError, Dataset};
-use crate::handlers::{AppState, handle_request};
+use crate::handlers::AppState;
 use crate::service::Service;
 use crate::settings::{Settings, SettingsError};
 use crate::telemetry;
-
-/// How long an idle client connection stays open: above the ALB's 60 s idle
-/// timeout.
-const TARGET_KEEP_ALIVE_SECONDS: u64 = 75;
 
 /// At most this many dangling post references are logged one by one.
 const DANGLING_REFERENCES_LOGGED: usize = 20;
@@ -50,12 +47,15 @@ impl StartupError {
 /// A bound, not yet running server.
 pub struct Application {
     address: SocketAddr,
-    server: Server,
+    listener: TcpListener,
+    state: Arc<AppState>,
+    workers: usize,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
     /// Loads the data the settings name, binds the listener and prepares the
-    /// server. Call it within an actix (or tokio) runtime.
+    /// server.
     pub fn build(service: Service, settings: &Settings) -> Result<Application, StartupError> {
         let data = match &settings.data {
             Some(path) => Dataset::from_file(path)?,
@@ -72,7 +72,7 @@ impl Application {
         };
         raise_open_file_limit();
         let listener = listen(&settings.host, settings.port).map_err(bind_error)?;
-        let local_address = listener.local_addr().map_err(bind_error)?;
+        let address = listener.local_addr().map_err(bind_error)?;
         let client_timeout = Duration::from_secs(settings.client_timeout);
         tracing::info!(
             backlog = LISTEN_BACKLOG,
@@ -80,32 +80,19 @@ impl Application {
             "a stalled request head or body gets 408 and is closed after the client timeout; \
              the accept queue holds up to {LISTEN_BACKLOG} connections (capped by net.core.somaxconn)"
         );
-        let state = web::Data::new(AppState {
-            service,
-            data,
-            client_timeout,
+        let workers = settings.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .default_service(web::to(handle_request))
-        })
-        .disable_signals()
-        .backlog(LISTEN_BACKLOG)
-        // The head: actix answers 408 and closes when it is not whole in
-        // time (the body's deadline is `handlers::discard`'s).
-        .client_request_timeout(client_timeout)
-        // Longer than a load balancer's idle timeout (ALB: 60 s), as AWS advises
-        // for targets, so the balancer never reuses a connection we just closed.
-        .keep_alive(Duration::from_secs(TARGET_KEEP_ALIVE_SECONDS))
-        .shutdown_timeout(settings.shutdown_timeout);
-        if let Some(workers) = settings.workers {
-            server = server.workers(workers);
-        }
-        let server = server.listen(listener).map_err(bind_error)?.run();
         Ok(Application {
-            address: local_address,
-            server,
+            address,
+            listener,
+            state: Arc::new(AppState {
+                service,
+                data,
+                client_timeout,
+            }),
+            workers: workers.max(1),
+            shutdown_timeout: Duration::from_secs(settings.shutdown_timeout),
         })
     }
 
@@ -123,23 +110,98 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes, then stops gracefully.
+    /// Serves until `shutdown` completes, then stops gracefully. Call it
+    /// within a tokio runtime: it accepts there and hands the connections in
+    /// turn to its worker threads, each a current-thread runtime (as nginx's
+    /// worker processes; a request never changes threads).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+        self.listener
+            .set_nonblocking(true)
+            .map_err(StartupError::Serve)?;
+        let listener =
+            tokio::net::TcpListener::from_std(self.listener).map_err(StartupError::Serve)?;
+        let mut workers = Vec::new();
+        let mut finishing = Vec::new();
+        for index in 0..self.workers {
+            let (hand_over, accepted) = tokio::sync::mpsc::unbounded_channel();
+            let (finished, finish) = tokio::sync::oneshot::channel();
+            let state = Arc::clone(&self.state);
+            let shutdown_timeout = self.shutdown_timeout;
+            std::thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || {
+                    let result = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map(|runtime| runtime.block_on(worker(state, accepted, shutdown_timeout)));
+                    let _ = finished.send(result);
+                })
+                .map_err(StartupError::Serve)?;
+            workers.push(hand_over);
+            finishing.push(finish);
+        }
         tracing::info!("listening on {}", self.address);
-        let handle = self.server.handle();
-        let mut server = std::pin::pin!(self.server);
-        tokio::select! {
-            result = &mut server => return result.map_err(StartupError::Serve),
-            () = shutdown => {}
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut next = 0usize;
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, go on.
+                        tracing::warn!("accepting a connection failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            next = (next + 1) % workers.len();
+            if workers[next].send(stream).is_err() {
+                return Err(StartupError::Serve(std::io::Error::other(
+                    "a worker thread died",
+                )));
+            }
         }
         tracing::info!("stopping: finishing in-flight requests");
-        // The stop command is sent now; the server future carries it out.
-        let stopped = handle.stop(true);
-        server.await.map_err(StartupError::Serve)?;
-        stopped.await;
+        drop(listener);
+        drop(workers);
+        for finish in finishing {
+            match finish.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(StartupError::Serve(error)),
+                Err(_) => {
+                    return Err(StartupError::Serve(std::io::Error::other(
+                        "a worker thread died",
+                    )));
+                }
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// One worker thread: serves the connections handed to it until the
+/// hand-over closes, then lets them finish their requests (idle ones close
+/// at once) for at most `shutdown_timeout`.
+async fn worker(
+    state: Arc<AppState>,
+    mut accepted: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    shutdown_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    while let Some(stream) = accepted.recv().await {
+        tokio::spawn(connection::serve(
+            Arc::clone(&state),
+            stream,
+            graceful.watcher(),
+        ));
+    }
+    let _ = tokio::time::timeout(shutdown_timeout, graceful.shutdown()).await;
 }
 
 /// The accept queue asked for the listener (the kernel caps it at
@@ -238,7 +300,14 @@ pub fn run(service: Service) -> ExitCode {
         Err(error) => return report(&service, StartupError::from(error)),
     };
     let _log_flush_guard = telemetry::init(settings.log_format);
-    let outcome = actix_web::rt::System::new().block_on(async {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return report(&service, StartupError::Serve(error)),
+    };
+    let outcome = runtime.block_on(async {
         Application::build(service, &settings)?
             .run_until_stopped()
             .await

@@ -9,9 +9,8 @@ use tracing_subscriber::EnvFilter;
 use crate::request_log;
 use crate::settings::LogFormat;
 
-/// The level filter when `RUST_LOG` is unset: the server's own lines, without
-/// actix-server's start-up chatter.
-const DEFAULT_FILTER: &str = "info,actix_server=warn";
+/// The level filter when `RUST_LOG` is unset: the server's own lines.
+const DEFAULT_FILTER: &str = "info";
 
 /// Installs the process's subscriber, writing `format` lines to standard output at
 /// the levels `RUST_LOG` selects. Keep the guard alive until exit: dropping it

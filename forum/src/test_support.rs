@@ -24,12 +24,16 @@ pub fn test_settings() -> Settings {
     }
 }
 
-/// Starts `service` in this process on its own thread and actix system; it runs
+/// Starts `service` in this process on its own thread and tokio runtime; it runs
 /// until the test process exits. Returns the address it listens on.
 pub fn start_in_process(service: Service, settings: Settings) -> Result<SocketAddr, StartupError> {
     let (started, address) = mpsc::channel();
     std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async move {
             match Application::build(service, &settings) {
                 Ok(application) => {
                     let _ = started.send(Ok(application.address()));

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The forum servers' HTTP layer against nginx static, CPU per request (issue 19).
+
+Starts each SERVER (a forum server binary, started with `--host 127.0.0.1
+--port P` on the built-in seed data) and nginx answering the same bytes as a
+static response (as `scripts/bench`'s services section does, access log on),
+then runs `wrk -t2 -c32 -dSECONDS` on each path against each of them in turn,
+ROUNDS times (every other round in reverse order). Per run it prints req/s and
+the server's user and system CPU time per request (/proc/PID/stat over the
+run, nginx's master and workers summed), then the medians per server and path.
+
+Usage: python3 scripts/bench-lib/http_layer.py [--rounds 6] [--seconds 3]
+           [--path /api/threads/2 --path /api/users/1] NAME=BINARY [NAME=BINARY...]
+  e.g. actix=/path/to/old/monolith hyper=target/release/monolith \
+       'per-core=HYPER_PROBE_RUNTIME=per-core target/release/examples/hyper_probe'
+Exit codes: 0 measured, 1 a server did not start or wrk failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import (  # noqa: E402
+    BenchError,
+    Fleet,
+    Load,
+    Suite,
+    child_pids,
+    free_port,
+    get,
+    wait_ready,
+    wrk,
+)
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def user_system(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of `pids` so far (from /proc)."""
+    user = system = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user += int(fields[11]) / TICK
+        system += int(fields[12]) / TICK
+    return user, system
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--path", action="append", help="paths to request (default /api/threads/2, /api/users/1)")
+    parser.add_argument("--nginx", default="/usr/sbin/nginx")
+    parser.add_argument("servers", nargs="+", metavar="NAME=BINARY")
+    args = parser.parse_args()
+    paths = args.path or ["/api/threads/2", "/api/users/1"]
+    servers = []
+    for spec in args.servers:
+        name, _, command = spec.partition("=")
+        env_and_binary = command.split()
+        if not env_and_binary or not Path(env_and_binary[-1]).is_file():
+            parser.error(f"{spec!r}: give NAME=BINARY (or NAME='VAR=VALUE BINARY') with an existing binary")
+        env = dict(item.split("=", 1) for item in env_and_binary[:-1])
+        servers.append((name, env_and_binary[-1], env))
+    work = Path(tempfile.mkdtemp(prefix="ficus-http-layer-"))
+    fleet = Fleet(work)
+    load = Load(2, 32, args.seconds)
+    try:
+        bases, pids = {}, {}
+        for name, binary, env in servers:
+            port = free_port()
+            process = fleet.start(name, [binary, "--host", "127.0.0.1", "--port", str(port)], env)
+            bases[name] = f"http://127.0.0.1:{port}"
+            wait_ready(fleet, process, bases[name] + "/")
+            pids[name] = [process.pid]
+        bodies = {}
+        # nginx is probed on `/` until it answers.
+        for path in dict.fromkeys(["/", *paths]):
+            status, headers, body = get(bases[servers[0][0]] + path)
+            for name, *_ in servers[1:]:
+                if get(bases[name] + path)[2] != body:
+                    raise BenchError(f"{name} does not answer {path} with {servers[0][0]}'s bytes")
+            bodies[path] = (headers.get("Content-Type", "application/octet-stream"), body)
+        suite = Suite(argparse.Namespace(nginx=args.nginx, seconds=args.seconds, rounds=1), work)
+        suite.fleet = fleet
+        nginx, nginx_base = suite.nginx_static(bodies)
+        wait_ready(fleet, nginx, nginx_base + "/")
+        bases["nginx"] = nginx_base
+        pids["nginx"] = [nginx.pid, *child_pids(nginx.pid)]
+        names = [name for name, *_ in servers] + ["nginx"]
+        print(f"wrk -t2 -c32 -d{args.seconds}s, {args.rounds} rounds; load at start {os.getloadavg()[0]:.1f}")
+        runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for path in paths:
+            for round_number in range(args.rounds):
+                order = names if round_number % 2 == 0 else names[::-1]
+                line = []
+                for name in order:
+                    before = user_system(pids[name])
+                    result = wrk(bases[name] + path, load)
+                    after = user_system(pids[name])
+                    per = 1e6 / max(result.requests, 1)
+                    user, system = (after[0] - before[0]) * per, (after[1] - before[1]) * per
+                    runs.setdefault((path, name), []).append((result.rps, user, system))
+                    line.append(f"{name} {result.rps:7.0f}/s {user:4.2f}+{system:4.2f} µs")
+                print(f"{path} round {round_number + 1}: " + " | ".join(line), flush=True)
+        print(f"\nmedians (load at end {os.getloadavg()[0]:.1f}):")
+        for path in paths:
+            for name in names:
+                rps, user, system = (statistics.median(values) for values in zip(*runs[(path, name)]))
+                print(f"  {path:18} {name:8} {rps:8.0f} req/s  user {user:4.2f}  system {system:4.2f}  "
+                      f"total {user + system:5.2f} µs/req")
+        return 0
+    except BenchError as error:
+        print(f"http_layer: {error}", file=sys.stderr)
+        return 1
+    finally:
+        fleet.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
