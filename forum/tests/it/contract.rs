@@ -447,7 +447,7 @@ fn posts_service_answers_its_rows_and_404_for_the_rest() {
 #[test]
 fn extracted_services_answer_their_rows_byte_for_byte_like_the_monolith() {
     let monolith = start(MONOLITH);
-    // Header order is not significant in HTTP (and actix-web's varies).
+    // Header order is not significant in HTTP.
     let without_date = |mut response: RawResponse| {
         response.headers.retain(|(name, _)| name != "date");
         response.headers.sort();
@@ -491,8 +491,7 @@ fn wire_data_has_the_reference_sizes() {
 }
 
 /// Request bodies are read and dropped, as Node.js does, so the connection
-/// stays open for the next request. (actix-web still closes the connection
-/// when requests are pipelined behind one with a body; the ALB does not pipeline.)
+/// stays open for the next request.
 #[test]
 fn keep_alive_connections_serve_many_requests_even_after_a_body() {
     use std::io::{Read, Write};
@@ -511,9 +510,10 @@ fn keep_alive_connections_serve_many_requests_even_after_a_body() {
     let first = String::from_utf8(first).unwrap();
     assert!(!first.contains("connection: close"), "{first}");
     // Three requests, their three answers, then the closing one: a
-    // `Connection: close` request parsed before the earlier answers are
-    // written would make actix-http close those too (the race this test lost
-    // once on a loaded machine); the ALB never pipelines.
+    // `Connection: close` request read before the earlier answers are
+    // written may close those too (the servers ran on actix-http then, and
+    // this test lost that race once on a loaded machine); the ALB never
+    // pipelines.
     let request = "GET /api/threads/2 HTTP/1.1\r\nHost: test\r\n\r\n";
     stream.write_all(request.repeat(3).as_bytes()).unwrap();
     let mut raw = Vec::new();
@@ -551,7 +551,7 @@ fn keep_alive_connections_serve_many_requests_even_after_a_body() {
 /// An idle keep-alive connection outlives a load balancer's reuse of it: AWS
 /// advises targets to keep connections open longer than the ALB's idle timeout,
 /// or the balancer may send a request on a connection the target is closing
-/// (a 502 for the client). actix-web's default would close it after 5 s.
+/// (a 502 for the client). Many HTTP servers' default closes it after 5 s.
 #[test]
 fn idle_keep_alive_connections_stay_open_past_five_seconds() {
     use std::io::{Read, Write};
