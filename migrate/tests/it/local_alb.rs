@@ -1057,6 +1057,8 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
     assert_eq!(shift.code, 0, "{shift}");
     let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
     let budget = &outcome["aws_api"];
+    // The same final figure as the stderr line (the lock's release counted).
+    assert_eq!(budget["calls"], shift.aws_api_calls(), "{shift}");
     assert!(budget["throttled"].as_u64().unwrap() >= 1, "{budget}");
     assert_eq!(budget["retried"], budget["throttled"], "{budget}");
     assert!(
@@ -1086,10 +1088,17 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
     );
 
     let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
-    let rollback = op.run(&["rollback", "users"]);
+    let rollback = op.run(&["rollback", "users", "--output", "json"]);
     assert_eq!(rollback.code, 0, "{rollback}");
-    assert!(rollback.stderr.contains("migrate: AWS API: "), "{rollback}");
     assert!(rollback.stderr.contains("throttled"), "{rollback}");
+    // The JSON's budget is the stderr line's, the traffic watch, the
+    // journal's write and the lock's release included.
+    let outcomes: serde_json::Value = serde_json::from_str(&rollback.stdout).unwrap();
+    assert_eq!(
+        outcomes[0]["aws_api"]["calls"],
+        rollback.aws_api_calls(),
+        "{rollback}"
+    );
     // Measured in the traffic, which flows: the service's last request.
     assert!(
         rollback
@@ -1211,6 +1220,7 @@ fn status_under_throttling_says_why_it_waits_and_stays_correct() {
         assert_eq!(route["drift"].as_array().map(Vec::len), Some(0), "{route}");
     }
     let budget = &report["aws_api"];
+    assert_eq!(budget["calls"], status.aws_api_calls(), "{status}");
     assert!(budget["throttled"].as_u64().unwrap() >= 1, "{budget}");
     assert_eq!(budget["failed"], 0, "{budget}");
 }
