@@ -809,7 +809,11 @@ async fn judge_recent_change(
     .await;
     match judged {
         Ok(verdict) => {
-            let says = verdict.sentence(share, max);
+            let change = status
+                .last_change
+                .as_ref()
+                .map_or("", |last| last.what.as_str());
+            let says = verdict.sentence(share, max, change);
             status.reaching_data_plane = matches!(
                 verdict,
                 crate::metric_gates::TrafficAfterChange::Reaching { .. }

@@ -1474,6 +1474,25 @@ fn a_rollback_of_a_service_that_died_before_it_has_no_reach_to_measure() {
     // plane in 0.0 s" (its last request was the kill, not the rollback).
     let (mut stack, op) = propagating_stack();
     let traffic = Traffic::start_any(&stack.data_url, "/api/users/1");
+    // Before the shift, the last change is init's parked rule: the service
+    // gets no requests, as it should; no rollback to speak of.
+    let mut says = String::new();
+    eventually(
+        Duration::from_secs(15),
+        "status: init's rule judged",
+        || {
+            let entry = op.route_status("users");
+            says = entry["traffic"]["says"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            entry["traffic"]["verdict"] == "stopped_before"
+        },
+    );
+    assert_eq!(
+        says,
+        "applied; parked by init: the service got no requests, as a parked route should"
+    );
     let shift = op.run(&["shift", "users", "--to", "50"]);
     assert_eq!(shift.code, 0, "{shift}");
     eventually(Duration::from_secs(10), "the service gets requests", || {
@@ -1503,7 +1522,6 @@ fn a_rollback_of_a_service_that_died_before_it_has_no_reach_to_measure() {
     );
     assert!(!rollback.stderr.contains("in 0.0 s"), "{rollback}");
     // status does not call its silence a confirmation.
-    let mut says = String::new();
     eventually(Duration::from_secs(15), "status: judged", || {
         let entry = op.route_status("users");
         assert_ne!(entry["traffic"]["verdict"], "confirmed", "{entry:#}");
