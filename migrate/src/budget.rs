@@ -13,10 +13,10 @@
 //! result, `--output json` included): [`NotingSleep`] is the SDK's sleep, and
 //! the interceptor leaves it a note of why the next sleep happens, so a retry
 //! reads "migrate: DescribeTargetHealth throttled, retrying in 1.2 s (attempt
-//! 3 of 5)" and a wait of a client-side rate limiter (the SDK's adaptive
-//! mode has one; `elb.rs` and `cloudwatch.rs` use the standard mode) of at
-//! least [`NOTED_RATE_WAIT`] reads "migrate: DescribeTags waits 1.4 s: migrate
-//! slows its calls down after throttling".
+//! 3 of 5)". Only a client in the SDK's adaptive mode has a client-side rate
+//! limiter whose wait (of at least [`NOTED_RATE_WAIT`]) would read "migrate:
+//! DescribeTags waits 1.4 s: ..."; `elb.rs` and `cloudwatch.rs` build theirs
+//! in the standard mode, which has none, so `migrate` never says that line.
 
 use std::cell::RefCell;
 use std::sync::Mutex;

@@ -809,7 +809,11 @@ async fn judge_recent_change(
     .await;
     match judged {
         Ok(verdict) => {
-            let says = verdict.sentence(share, max);
+            let change = status
+                .last_change
+                .as_ref()
+                .map_or("", |last| last.what.as_str());
+            let says = verdict.sentence(share, max, change);
             status.reaching_data_plane = matches!(
                 verdict,
                 crate::metric_gates::TrafficAfterChange::Reaching { .. }
@@ -947,7 +951,10 @@ fn route_status(
     let rule = view.rule();
     let now = time::OffsetDateTime::now_utc();
     let (plan, plan_problem) = match rule.map(|r| crate::plan::Plan::from_tags(&r.tags)) {
-        Some(Ok(Some(plan))) => (Some(plan.status(route, now)), None),
+        Some(Ok(Some(plan))) => {
+            let holder = lock::holder(&listing.listener_tags, now).map(|held| held.holder);
+            (Some(plan.status(route, now, holder.as_deref())), None)
+        }
         Some(Err(why)) => (None, Some(why)),
         _ => (None, None),
     };

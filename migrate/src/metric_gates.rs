@@ -877,9 +877,17 @@ pub enum TrafficAfterChange {
 }
 
 impl TrafficAfterChange {
-    /// The `traffic:` line of `status`.
-    pub fn sentence(&self, service_share: u8, propagation_max: Duration) -> String {
+    /// The `traffic:` line of `status`, for the change the rule's last-change
+    /// tag records (`change`, its `what`: `init: created rule ...`,
+    /// `rollback to the monolith`, ...).
+    pub fn sentence(&self, service_share: u8, propagation_max: Duration, change: &str) -> String {
         let max = humantime::format_duration(propagation_max);
+        let parked_by_init = change.starts_with("init");
+        let after = if change.contains("rollback") {
+            "the rollback"
+        } else {
+            "the change"
+        };
         match self {
             TrafficAfterChange::Reaching {
                 age_seconds,
@@ -902,14 +910,25 @@ impl TrafficAfterChange {
             } => format!(
                 "applied; traffic confirms: the service got {service_requests:.0} of the load balancer's {balancer_requests:.0} requests in the period {after_seconds:.0} s after the change (after {max}, propagation_max)"
             ),
+            // init parks a rule behind the monolith's: no request is what
+            // it should get, not a sign that it was failing.
+            TrafficAfterChange::StoppedBefore {
+                last_request_before_seconds,
+                ..
+            } if parked_by_init => format!(
+                "applied; parked by init: the service got no requests, as a parked route should{}",
+                last_request_before_seconds
+                    .map(|before| format!(" (its last request came {before:.0} s before init)"))
+                    .unwrap_or_default()
+            ),
             TrafficAfterChange::StoppedBefore {
                 last_request_before_seconds: Some(before),
                 ..
             } => format!(
-                "applied; not confirmed by the traffic: the service got no requests after the rollback; it was failing before it (its last request came {before:.0} s before the change)"
+                "applied; not confirmed by the traffic: the service got no requests after {after}; it was failing before it (its last request came {before:.0} s before the change)"
             ),
             TrafficAfterChange::StoppedBefore { .. } => format!(
-                "applied; not confirmed by the traffic: the service got no requests after the rollback, nor in the {TRAFFIC_LOOKBACK_SECONDS} s before it (it was failing, or the route had no traffic)"
+                "applied; not confirmed by the traffic: the service got no requests after {after}, nor in the {TRAFFIC_LOOKBACK_SECONDS} s before it (it was failing, or the route had no traffic)"
             ),
             TrafficAfterChange::NoTraffic { age_seconds } => format!(
                 "applied; no traffic to judge after {max} (propagation_max): the load balancer counted no request in the {age_seconds:.0} s since the change"
@@ -1427,7 +1446,8 @@ mod tests {
             judge(0, &service, &balancer, 103.3),
             TrafficAfterChange::Reaching { .. }
         ));
-        let reaching = judge(0, &service, &balancer, 103.3).sentence(0, max);
+        let reaching =
+            judge(0, &service, &balancer, 103.3).sentence(0, max, "rollback to the monolith");
         assert!(
             reaching.contains("applied, reaching the data plane")
                 && reaching.contains("from 00:01:43 UTC"),
@@ -1492,7 +1512,7 @@ mod tests {
         ));
         assert!(
             judge(0, &still, &busy, 111.5)
-                .sentence(0, max)
+                .sentence(0, max, "rollback to the monolith")
                 .contains("still got 5 requests 10 s after the change")
         );
         // A rollback of a service that had stopped getting requests 4 s
@@ -1508,15 +1528,28 @@ mod tests {
             }
         );
         assert!(
-            stopped.sentence(0, max).contains(
-                "the service got no requests after the rollback; it was failing before it"
-            ),
+            stopped
+                .sentence(0, max, "rollback to the monolith")
+                .contains(
+                    "the service got no requests after the rollback; it was failing before it"
+                ),
             "{stopped:?}"
+        );
+        // The same silence after init's parked rule is what it should get.
+        let parked = judge(0, &Vec::new(), &around, 111.5);
+        assert_eq!(
+            parked.sentence(
+                0,
+                max,
+                "init: created rule at priority 7 behind the monolith"
+            ),
+            "applied; parked by init: the service got no requests, as a parked route should"
         );
         // No negative zero anywhere: an empty count is +0.
         let json = serde_json::to_string(&judge(0, &service, &balancer, 104.3)).unwrap();
         assert!(!json.contains("-0"), "{json}");
-        let text = judge(0, &service, &balancer, 104.3).sentence(0, max);
+        let text =
+            judge(0, &service, &balancer, 104.3).sentence(0, max, "rollback to the monolith");
         assert!(!text.contains("-0"), "{text}");
     }
 

@@ -339,6 +339,18 @@ impl Plan {
 
     /// One line for people, e.g. `holding at 10% since 2026-12-03T09:00:00Z, next 25%`.
     pub fn describe(&self, route: &str, now: OffsetDateTime) -> String {
+        self.describe_under_lock(route, now, None)
+    }
+
+    /// [`Plan::describe`], knowing who holds the lock (`lock_holder`): while
+    /// a command holds it (a shift running the plan, a rollback undoing it),
+    /// a moving plan is that command's, not one for `promote` to continue.
+    pub fn describe_under_lock(
+        &self,
+        route: &str,
+        now: OffsetDateTime,
+        lock_holder: Option<&str>,
+    ) -> String {
         let next = |next: Option<u8>| {
             next.map_or_else(
                 || "then done".to_owned(),
@@ -360,10 +372,18 @@ impl Plan {
                 since,
                 next: n,
             } => format!(
-                "moving: at {} since {}, {} (if no `migrate` runs the plan, `migrate promote {route}` continues it)",
+                "moving: at {} since {}, {} ({})",
                 percent.map_or("the start".to_owned(), |p| format!("{p}%")),
                 rfc3339(since),
-                n.map_or("then done".to_owned(), |p| format!("next {p}%"))
+                n.map_or("then done".to_owned(), |p| format!("next {p}%")),
+                match lock_holder {
+                    Some(holder) => format!(
+                        "{holder} holds the lock: its command, running now, moves the route (a shift runs the plan, a rollback ends it); `migrate status` again shows where it got"
+                    ),
+                    None => format!(
+                        "if no `migrate` runs the plan, `migrate promote {route}` continues it"
+                    ),
+                }
             ),
             Phase::Baking { until } if until > now => format!(
                 "baking until {} (the gates are judged while a `migrate` runs for the route: the shift, `migrate watch {route}` or `promote`; `migrate promote {route}` ends the bake early)",
@@ -376,8 +396,14 @@ impl Plan {
         }
     }
 
-    /// The plan for `status --output json`.
-    pub fn status(&self, route: &str, now: OffsetDateTime) -> PlanStatus {
+    /// The plan for `status --output json`, knowing who holds the lock
+    /// ([`Plan::describe_under_lock`]).
+    pub fn status(
+        &self,
+        route: &str,
+        now: OffsetDateTime,
+        lock_holder: Option<&str>,
+    ) -> PlanStatus {
         PlanStatus {
             phase: match self.phase() {
                 Phase::Holding { .. } => "holding",
@@ -391,7 +417,7 @@ impl Plan {
             bake_until: self.bake_until.map(rfc3339),
             by: self.by.clone(),
             interval: humantime::format_duration(self.interval).to_string(),
-            summary: self.describe(route, now),
+            summary: self.describe_under_lock(route, now, lock_holder),
         }
     }
 

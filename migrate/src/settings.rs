@@ -604,6 +604,22 @@ pub struct Overrides {
     pub endpoint_url: Option<String>,
 }
 
+/// "the variable MIGRATE__PROPAGATION_MAX" when the key a problem names
+/// (`for key `propagation_max``, or a leading `` `routes.users.steps`: ``)
+/// was set by its `MIGRATE__...` variable, which wins over the file: the
+/// message then names where the value came from, not `migrate.toml`.
+fn variable_of_problem(problem: &str) -> Option<String> {
+    let key = match problem.split_once("for key `") {
+        Some((_, rest)) => rest.split('`').next()?,
+        None => problem.strip_prefix('`')?.split('`').next()?,
+    };
+    if key.is_empty() || key.contains('[') {
+        return None;
+    }
+    let variable = format!("MIGRATE__{}", key.to_uppercase().replace('.', "__"));
+    std::env::var_os(&variable).map(|_| format!("the variable {variable}"))
+}
+
 /// The `config` crate writes the key of an array element's field without its
 /// dot (`routes.users.gates[0]phase`); TOML readers expect
 /// `routes.users.gates[0].phase`.
@@ -648,17 +664,18 @@ impl Settings {
             .build()
             .and_then(|built| built.try_deserialize::<Settings>())
             .map_err(|err| {
+                let problem = dotted_key(err.to_string().trim_end());
+                if let Some(variable) = variable_of_problem(&problem) {
+                    let problem = problem.replace(" in the environment", "");
+                    return usage(format!("{variable}: {problem}"));
+                }
                 let layered = std::env::vars().any(|(name, _)| name.starts_with("MIGRATE__"));
                 let note = if layered {
                     " (MIGRATE__* environment variables are layered over the file)"
                 } else {
                     ""
                 };
-                usage(format!(
-                    "{}: {}{note}",
-                    path.display(),
-                    dotted_key(err.to_string().trim_end())
-                ))
+                usage(format!("{}: {problem}{note}", path.display()))
             })?;
         let mut settings = layered;
         settings.base_dir = path
@@ -675,9 +692,11 @@ impl Settings {
         if let Some(endpoint) = &overrides.endpoint_url {
             settings.aws.endpoint_url = Some(endpoint.clone());
         }
-        settings
-            .validate()
-            .map_err(|problem| usage(format!("{}: {problem}", path.display())))?;
+        settings.validate().map_err(|problem| {
+            let source =
+                variable_of_problem(&problem).unwrap_or_else(|| path.display().to_string());
+            usage(format!("{source}: {problem}"))
+        })?;
         Ok(settings)
     }
 

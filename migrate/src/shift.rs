@@ -439,9 +439,11 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
         }
         other => other,
     };
+    let released = lock.release(&ctx.elb).await;
+    // Taken after the lock's release, the command's last call: the same
+    // figure as the "AWS API:" line on stderr.
     run.outcome.aws_api = Some(crate::budget::used().to_json());
     record_outcome(&run.outcome);
-    let released = lock.release(&ctx.elb).await;
     summarize(ctx, Some(run.outcome.routing_changes));
     result?;
     released?;
@@ -2324,6 +2326,11 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
     let mut outcomes = Vec::new();
     let mut result = Ok(());
     let mut routing_changes = 0;
+    // Each route's `aws_api` counts from where the previous one stopped (the
+    // first from the command's start, the lock included) and the last one's
+    // until the lock's release: they add up to the "AWS API:" line.
+    let mut counted_to = crate::budget::Budget::default();
+    let mut last_counted: Option<(usize, crate::budget::Budget)> = None;
     for route in &routes {
         let view = match listing.view(&ctx.settings, route) {
             Ok(view) => view,
@@ -2365,7 +2372,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
             });
             continue;
         }
-        let budget_before = crate::budget::used();
+        let budget_before = counted_to;
         match rollback_view(
             ctx,
             &lock,
@@ -2395,6 +2402,8 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                     lock_waited_ms: lock.waited.as_millis() as u64,
                     every_node_by: None,
                 });
+                counted_to = crate::budget::used();
+                last_counted = Some((outcomes.len() - 1, budget_before));
             }
             Err(err) => {
                 result = Err(err);
@@ -2404,6 +2413,10 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
     }
     record_outcome(&json!({ "routes": routes, "done": outcomes }));
     let released = lock.release(&ctx.elb).await;
+    if let Some((last, from)) = last_counted {
+        outcomes[last].aws_api = Some(crate::budget::used().since(&from).to_json());
+        record_outcome(&json!({ "routes": routes, "done": outcomes }));
+    }
     summarize(ctx, Some(routing_changes));
     result?;
     released?;

@@ -123,18 +123,6 @@ impl FaultOptions {
             })
     }
 
-    /// The action names of `--throttle` and `--transient-errors` that
-    /// `known` does not know (a typo would inject nothing, silently).
-    pub fn unknown_actions(&self, known: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut unknown: Vec<String> = [&self.throttle, &self.transient_errors]
-            .into_iter()
-            .flatten()
-            .flat_map(|rates| rates.unknown_actions(&known))
-            .collect();
-        unknown.dedup();
-        unknown
-    }
-
     /// `fault`'s value as the user writes it (`0s..8s`, `DescribeRules=5,*=20`,
     /// `0.02`), `None` when not set.
     pub fn value(&self, fault: Fault) -> Option<String> {
@@ -253,6 +241,39 @@ impl Layers<'_> {
         Ok(())
     }
 
+    /// Refuses action names the load balancer does not serve (`known` says
+    /// which it does), naming where each list came from: `LOCAL_ALB_THROTTLE
+    /// names Foo, which this load balancer does not serve: ...`.
+    pub fn check_actions(&self, known: impl Fn(&str) -> bool) -> Result<(), String> {
+        let effective = self.effective();
+        let named: Vec<String> = [
+            (Fault::Throttle, &effective.throttle),
+            (Fault::TransientErrors, &effective.transient_errors),
+        ]
+        .into_iter()
+        .filter_map(|(fault, rates)| {
+            let unknown = rates.as_ref()?.unknown_actions(&known);
+            (!unknown.is_empty()).then(|| {
+                format!(
+                    "{} {} {}",
+                    self.source(fault),
+                    if unknown.len() == 1 { "names" } else { "name" },
+                    unknown.join(", ")
+                )
+            })
+        })
+        .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}, which this load balancer does not serve: use the ELBv2 or CloudWatch action \
+             names as AWS spells them (DescribeRules, CreateRule, SetRulePriorities, \
+             GetMetricData, ...) or * for every action",
+            named.join("; ")
+        ))
+    }
+
     /// What is on and where each value came from, for the startup line:
     /// `propagation 0s..8s from --propagation; nodes 3 from the stack
     /// file's [faults]; throttle DescribeRules=5 from --throttle
@@ -321,6 +342,12 @@ pub fn parse_propagation(text: &str) -> Result<PropagationRange, String> {
         duration(part).map_err(|e| format!("{whose}{e}"))
     };
     let (min, max) = match text.split_once("..") {
+        // `0...8` would read as 0s..0.8s: a third dot is a typo, not a decimal.
+        Some((_, max)) if max.starts_with('.') || max.contains("..") => {
+            return Err(format!(
+                "`{text}` is not a range: write two durations joined by two dots, MIN..MAX, such as 0s..8s"
+            ));
+        }
         Some((min, max)) => (delay("start", min)?, delay("end", max)?),
         None => {
             let fixed = delay("", text)?;
@@ -768,9 +795,35 @@ mod tests {
             transient_errors: Some(parse_transient_errors("Foo=1").unwrap()),
             ..FaultOptions::default()
         };
-        assert_eq!(
-            options.unknown_actions(|a| a == "DescribeRules"),
-            ["describerules", "Foo"]
+        // A typo would inject nothing, silently: refused, naming the source.
+        let mut sources = Sources::default();
+        sources.set(Fault::TransientErrors, "LOCAL_ALB_TRANSIENT_ERRORS");
+        let layers = Layers {
+            given: &options,
+            sources: &sources,
+            file: &FaultOptions::default(),
+        };
+        let refused = layers.check_actions(|a| a == "DescribeRules").unwrap_err();
+        assert!(
+            refused.starts_with(
+                "--throttle names describerules; LOCAL_ALB_TRANSIENT_ERRORS names Foo, \
+                 which this load balancer does not serve: use the ELBv2 or CloudWatch action names"
+            ),
+            "{refused}"
+        );
+        let file = FaultOptions {
+            throttle: options.throttle.clone(),
+            ..FaultOptions::default()
+        };
+        let layers = Layers {
+            given: &FaultOptions::default(),
+            sources: &sources,
+            file: &file,
+        };
+        let refused = layers.check_actions(|a| a == "DescribeRules").unwrap_err();
+        assert!(
+            refused.starts_with("throttle in the stack file's [faults] names describerules, "),
+            "{refused}"
         );
         assert_eq!(parse_share("0.02"), Ok(0.02));
         assert!(parse_share("2").is_err());
@@ -899,6 +952,15 @@ mod tests {
             "the start of `-1s..2s`: `-1s` is negative: a delay is 0s or more; write MIN..MAX, \
              such as 0s..8s"
         );
+        for typo in ["0...8", "0....8", "0s..4s..8s"] {
+            assert_eq!(
+                parse_propagation(typo).unwrap_err(),
+                format!(
+                    "`{typo}` is not a range: write two durations joined by two dots, MIN..MAX, \
+                     such as 0s..8s"
+                ),
+            );
+        }
         let later = parse_propagation("0s..later").unwrap_err();
         assert!(
             later.starts_with(

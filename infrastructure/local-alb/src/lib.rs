@@ -193,15 +193,9 @@ impl Application {
                 nodes: faults.nodes.unwrap_or(1),
             });
         }
-        let unknown = faults.unknown_actions(|name| served(name).is_some());
-        if !unknown.is_empty() {
-            return Err(StartupError::Usage(format!(
-                "--throttle/--transient-errors (or [faults]) name {}, which this load balancer does not serve: \
-                 use the ELBv2 or CloudWatch action names as AWS spells them (DescribeRules, CreateRule, \
-                 SetRulePriorities, GetMetricData, ...) or * for every action",
-                unknown.join(", ")
-            )));
-        }
+        layers
+            .check_actions(|name| served(name).is_some())
+            .map_err(StartupError::Usage)?;
         if faults.any() {
             tracing::warn!("fault injection is on: {}", layers.describe());
         }

@@ -59,19 +59,31 @@ struct RawStack {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawFaults {
-    propagation: Option<String>,
+    propagation: Option<NumberOrText>,
     nodes: Option<i64>,
     throttle: Option<String>,
-    transient_errors: Option<ShareOrPerAction>,
+    transient_errors: Option<NumberOrText>,
     lost_answers: Option<f64>,
 }
 
-/// `transient_errors = 0.02` or `transient_errors = "CreateRule=1,*=0.02"`.
+/// A number or a text, as the flag's value reads either way:
+/// `transient_errors = 0.02` or `"CreateRule=1,*=0.02"`; `propagation = 8`
+/// (a bare number is seconds) or `"0s..8s"`.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum ShareOrPerAction {
-    Share(f64),
-    PerAction(String),
+enum NumberOrText {
+    Number(f64),
+    Text(String),
+}
+
+impl NumberOrText {
+    /// The value as the flag would be given it.
+    fn text(&self) -> String {
+        match self {
+            NumberOrText::Number(number) => number.to_string(),
+            NumberOrText::Text(text) => text.clone(),
+        }
+    }
 }
 
 /// The `[faults]` section, checked; errors name the key.
@@ -86,8 +98,8 @@ fn faults(raw: &RawFaults) -> Result<crate::faults::FaultOptions, String> {
     Ok(f::FaultOptions {
         propagation: raw
             .propagation
-            .as_deref()
-            .map(|p| f::parse_propagation(p).map_err(|e| key("propagation", e)))
+            .as_ref()
+            .map(|p| f::parse_propagation(&p.text()).map_err(|e| key("propagation", e)))
             .transpose()?,
         nodes: raw
             .nodes
@@ -101,13 +113,7 @@ fn faults(raw: &RawFaults) -> Result<crate::faults::FaultOptions, String> {
         transient_errors: raw
             .transient_errors
             .as_ref()
-            .map(|t| {
-                match t {
-                    ShareOrPerAction::Share(share) => f::parse_transient_errors(&share.to_string()),
-                    ShareOrPerAction::PerAction(text) => f::parse_transient_errors(text),
-                }
-                .map_err(|e| key("transient_errors", e))
-            })
+            .map(|t| f::parse_transient_errors(&t.text()).map_err(|e| key("transient_errors", e)))
             .transpose()?,
         lost_answers: share("lost_answers", raw.lost_answers)?,
     })
@@ -794,6 +800,24 @@ mod tests {
 
     fn bundled() -> Stack {
         parse(BUNDLED_STACK, "bundled").expect("the bundled stack file is valid")
+    }
+
+    #[test]
+    fn a_bare_number_in_faults_is_read_as_the_flag_reads_it() {
+        let with_faults =
+            |faults: &str| parse(&format!("{BUNDLED_STACK}\n[faults]\n{faults}\n"), "faults");
+        let stack = with_faults("propagation = 8\ntransient_errors = 0.02").unwrap();
+        assert_eq!(
+            stack.faults.propagation.map(|p| p.describe()).as_deref(),
+            Some("8s"),
+            "a bare number is seconds, as with --propagation 8"
+        );
+        assert!(stack.faults.transient_errors.is_some());
+        let stack = with_faults("propagation = \"0..8\"").unwrap();
+        assert_eq!(
+            stack.faults.propagation.map(|p| p.describe()).as_deref(),
+            Some("0s..8s")
+        );
     }
 
     #[test]

@@ -142,10 +142,25 @@ fn environment_variables_override_the_file() {
     let run = op.run(&["status"]);
     assert_eq!(run.code, 2, "{run}");
     assert!(
-        run.stderr
-            .contains("`routes.users.error_budget`: 2 is not a ratio"),
+        run.stderr.contains(
+            "migrate: the variable MIGRATE__ROUTES__USERS__ERROR_BUDGET: \
+             `routes.users.error_budget`: 2 is not a ratio"
+        ),
         "{run}"
     );
+    // A value the file's reader refuses names the variable too, not the file.
+    let op = Operator::new(
+        VALID,
+        vec![("MIGRATE__PROPAGATION_MAX".into(), "abc".into())],
+    );
+    let run = op.run(&["status"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(
+        run.stderr
+            .starts_with("migrate: the variable MIGRATE__PROPAGATION_MAX: `abc` is not a duration"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("migrate.toml"), "{run}");
 }
 
 #[test]

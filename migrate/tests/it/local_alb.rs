@@ -1057,6 +1057,8 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
     assert_eq!(shift.code, 0, "{shift}");
     let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
     let budget = &outcome["aws_api"];
+    // The same final figure as the stderr line (the lock's release counted).
+    assert_eq!(budget["calls"], shift.aws_api_calls(), "{shift}");
     assert!(budget["throttled"].as_u64().unwrap() >= 1, "{budget}");
     assert_eq!(budget["retried"], budget["throttled"], "{budget}");
     assert!(
@@ -1086,10 +1088,17 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
     );
 
     let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
-    let rollback = op.run(&["rollback", "users"]);
+    let rollback = op.run(&["rollback", "users", "--output", "json"]);
     assert_eq!(rollback.code, 0, "{rollback}");
-    assert!(rollback.stderr.contains("migrate: AWS API: "), "{rollback}");
     assert!(rollback.stderr.contains("throttled"), "{rollback}");
+    // The JSON's budget is the stderr line's, the traffic watch, the
+    // journal's write and the lock's release included.
+    let outcomes: serde_json::Value = serde_json::from_str(&rollback.stdout).unwrap();
+    assert_eq!(
+        outcomes[0]["aws_api"]["calls"],
+        rollback.aws_api_calls(),
+        "{rollback}"
+    );
     // Measured in the traffic, which flows: the service's last request.
     assert!(
         rollback
@@ -1211,6 +1220,7 @@ fn status_under_throttling_says_why_it_waits_and_stays_correct() {
         assert_eq!(route["drift"].as_array().map(Vec::len), Some(0), "{route}");
     }
     let budget = &report["aws_api"];
+    assert_eq!(budget["calls"], status.aws_api_calls(), "{status}");
     assert!(budget["throttled"].as_u64().unwrap() >= 1, "{budget}");
     assert_eq!(budget["failed"], 0, "{budget}");
 }
@@ -1464,6 +1474,25 @@ fn a_rollback_of_a_service_that_died_before_it_has_no_reach_to_measure() {
     // plane in 0.0 s" (its last request was the kill, not the rollback).
     let (mut stack, op) = propagating_stack();
     let traffic = Traffic::start_any(&stack.data_url, "/api/users/1");
+    // Before the shift, the last change is init's parked rule: the service
+    // gets no requests, as it should; no rollback to speak of.
+    let mut says = String::new();
+    eventually(
+        Duration::from_secs(15),
+        "status: init's rule judged",
+        || {
+            let entry = op.route_status("users");
+            says = entry["traffic"]["says"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            entry["traffic"]["verdict"] == "stopped_before"
+        },
+    );
+    assert_eq!(
+        says,
+        "applied; parked by init: the service got no requests, as a parked route should"
+    );
     let shift = op.run(&["shift", "users", "--to", "50"]);
     assert_eq!(shift.code, 0, "{shift}");
     eventually(Duration::from_secs(10), "the service gets requests", || {
@@ -1493,7 +1522,6 @@ fn a_rollback_of_a_service_that_died_before_it_has_no_reach_to_measure() {
     );
     assert!(!rollback.stderr.contains("in 0.0 s"), "{rollback}");
     // status does not call its silence a confirmation.
-    let mut says = String::new();
     eventually(Duration::from_secs(15), "status: judged", || {
         let entry = op.route_status("users");
         assert_ne!(entry["traffic"]["verdict"], "confirmed", "{entry:#}");

@@ -62,14 +62,28 @@ fn a_plan_survives_a_killed_migrate_and_is_promoted_and_aborted_from_elsewhere()
         "0s",
     ]);
     let bob = stack.operator("5s");
+    let mut status = serde_json::Value::Null;
     eventually(Duration::from_secs(30), "users at 10% in its plan", || {
-        let status = bob.route_status("users");
+        status = bob.route_status("users");
         status["percent"] == 10 && status["plan"]["phase"] == "moving"
     });
+    // Ann's running shift holds the lock: the plan is hers to run, not one
+    // for `promote` to continue.
+    assert!(summary(&status).contains(" pid "), "{status}");
+    assert!(
+        summary(&status).contains(" holds the lock: its command, running now, moves the route"),
+        "{status}"
+    );
+    assert!(!summary(&status).contains("migrate promote"), "{status}");
     sigkill(&mut shift);
     let status = bob.route_status("users");
     assert!(
         summary(&status).starts_with("moving: at 10% since "),
+        "{status}"
+    );
+    assert!(
+        summary(&status)
+            .contains("if no `migrate` runs the plan, `migrate promote users` continues it"),
         "{status}"
     );
     assert!(summary(&status).contains("next 50%"), "{status}");

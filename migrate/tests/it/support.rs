@@ -231,6 +231,16 @@ impl Run {
             .filter_map(|rest| rest.split_whitespace().next())
             .collect()
     }
+
+    /// The N of the run's `migrate: AWS API: N calls, ...` line on stderr.
+    pub fn aws_api_calls(&self) -> u64 {
+        self.stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("migrate: AWS API: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `migrate: AWS API: N calls` line: {self}"))
+    }
 }
 
 impl std::fmt::Display for Run {

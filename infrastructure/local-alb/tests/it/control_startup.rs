@@ -598,7 +598,7 @@ fn wrong_fault_options_are_refused_naming_what_they_must_be() {
     let dir = tempfile::tempdir().unwrap();
     let plain = common::write_stack(dir.path(), &[("web", &[3000])]);
     let lost_only = stack_with_faults(dir.path(), "lost.toml", "lost_answers = 0.5");
-    let cases: [Refusal; 11] = [
+    let cases: [Refusal; 13] = [
         (
             &["--throttle", "DescribeRules=abc"],
             None,
@@ -649,6 +649,20 @@ fn wrong_fault_options_are_refused_naming_what_they_must_be() {
             &plain,
             &[
                 "invalid value '9s..1s' in the variable LOCAL_ALB_PROPAGATION (it sets --propagation): `9s..1s` ends before it starts",
+            ],
+        ),
+        (
+            &[],
+            Some(("LOCAL_ALB_THROTTLE", "Foo=1")),
+            &plain,
+            &["LOCAL_ALB_THROTTLE names Foo, which this load balancer does not serve"],
+        ),
+        (
+            &["--propagation", "0...8"],
+            None,
+            &plain,
+            &[
+                "`0...8` is not a range: write two durations joined by two dots, MIN..MAX, such as 0s..8s",
             ],
         ),
         (
