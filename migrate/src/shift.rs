@@ -64,6 +64,23 @@ pub struct Outcome {
     pub every_node_by: Option<String>,
 }
 
+impl Outcome {
+    /// A route that the command left as it was, with the reason in `to`.
+    fn untouched(route: &str, from: String, to: String, lock: &Lock) -> Outcome {
+        Outcome {
+            route: route.to_owned(),
+            from,
+            to,
+            steps: vec![],
+            routing_changes: 0,
+            aws_api: None,
+            rollback_reach: None,
+            lock_waited_ms: lock.waited.as_millis() as u64,
+            every_node_by: None,
+        }
+    }
+}
+
 pub async fn shift(ctx: &mut Ctx, args: &ShiftArgs) -> anyhow::Result<ExitCode> {
     ctx.settings.route(&args.route)?;
     // The rule's weighted forward then carries it for `promote` too.
@@ -2309,17 +2326,21 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The routes a rollback names: one, or every configured route with `--all`.
+fn rollback_routes(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<Vec<String>> {
+    if args.all {
+        return Ok(ctx.settings.routes.keys().cloned().collect());
+    }
+    let route = args
+        .route
+        .clone()
+        .ok_or_else(|| usage("name a route or pass --all"))?;
+    ctx.settings.route(&route)?;
+    Ok(vec![route])
+}
+
 pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
-    let routes: Vec<String> = if args.all {
-        ctx.settings.routes.keys().cloned().collect()
-    } else {
-        let route = args
-            .route
-            .clone()
-            .ok_or_else(|| usage("name a route or pass --all"))?;
-        ctx.settings.route(&route)?;
-        vec![route]
-    };
+    let routes = rollback_routes(ctx, args)?;
     ctx.start_who();
     record_outcome(&json!({ "routes": routes }));
     let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
@@ -2341,17 +2362,12 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
         };
         let from = view.state().explain();
         if args.all && !args.yes && crate::retire::is_retired(&view) {
-            outcomes.push(Outcome {
-                route: route.clone(),
+            outcomes.push(Outcome::untouched(
+                route,
                 from,
-                to: crate::retire::skipped_note(route),
-                steps: vec![],
-                routing_changes: 0,
-                aws_api: None,
-                rollback_reach: None,
-                lock_waited_ms: lock.waited.as_millis() as u64,
-                every_node_by: None,
-            });
+                crate::retire::skipped_note(route),
+                &lock,
+            ));
             continue;
         }
         if let Err(err) = crate::retire::allow_rollback(ctx, &lock, &view, route, args.yes).await {
@@ -2359,17 +2375,12 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
             break;
         }
         if args.all && view.state() == RouteState::Missing {
-            outcomes.push(Outcome {
-                route: route.clone(),
+            outcomes.push(Outcome::untouched(
+                route,
                 from,
-                to: "no rule (run `migrate init`)".into(),
-                steps: vec![],
-                routing_changes: 0,
-                aws_api: None,
-                rollback_reach: None,
-                lock_waited_ms: lock.waited.as_millis() as u64,
-                every_node_by: None,
-            });
+                "no rule (run `migrate init`)".into(),
+                &lock,
+            ));
             continue;
         }
         let budget_before = counted_to;
@@ -2420,14 +2431,22 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
     summarize(ctx, Some(routing_changes));
     result?;
     released?;
+    print_rollback(ctx, &outcomes, &listing)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A rollback's answer: each route's outcome, then a word on the preview
+/// rules it leaves in place.
+fn print_rollback(ctx: &Ctx, outcomes: &[Outcome], listing: &Listing) -> anyhow::Result<()> {
     if ctx.output == Output::Json {
         print_json(&outcomes)?;
     } else {
-        for outcome in &outcomes {
+        for outcome in outcomes {
             println!("{}: {}", outcome.route, outcome.to);
         }
     }
-    for route in &routes {
+    for outcome in outcomes {
+        let route = &outcome.route;
         for preview in listing.previews_of(route) {
             if ctx.chatty() {
                 eprintln!(
@@ -2437,7 +2456,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[cfg(test)]
