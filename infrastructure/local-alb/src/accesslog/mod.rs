@@ -8,20 +8,14 @@
 //! connection keeps one reusable [`Entry`] (no allocation per request); when
 //! a request completes, its line is rendered straight into its worker's text
 //! buffer ([`AccessLogs::record`]: one uncontended lock, no channel, no
-//! formatting machinery, the date and time of day formatted once a second),
-//! a small buffer of [`STEP`] bytes, reused, that stays in the worker's
-//! cache. When it is full the worker deflates it on its own thread into its
-//! own gzip member (`member`; `--access-log-compression`, default
-//! [`DEFAULT_COMPRESSION`]), so the text never crosses to another core: only
-//! the compressed bytes, about a tenth, do. The writer task
-//! ([`AccessLogs::spawn_writer`]) ends each worker's member every
-//! [`DRAIN_EVERY`], appends the members to the interval's file (gzip readers
-//! read concatenated members as one stream) and renames the file into place
-//! when the interval ends. When logging is off (the load balancer's
-//! `access_logs.s3.enabled` attribute, see [`destination`]) a request costs
-//! one atomic load.
+//! formatting machinery, the date and time of day formatted once a second;
+//! buffers of [`BLOCK`] bytes, reused, never grown). The writer task
+//! ([`AccessLogs::spawn_writer`]) takes the workers' full buffers every
+//! [`DRAIN_EVERY`], compresses them into the interval's file as they come (`--access-log-compression`, default
+//! [`DEFAULT_COMPRESSION`]) and renames the file into place when the interval
+//! ends. When logging is off (the load balancer's `access_logs.s3.enabled`
+//! attribute, see [`destination`]) a request costs one atomic load.
 
-mod member;
 mod writer;
 
 use std::net::{IpAddr, SocketAddr};
@@ -35,15 +29,15 @@ use crate::model::State;
 /// AWS's delivery interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 
-/// How often the writer ends the workers' gzip members and appends them to
-/// the interval's file.
+/// How often the writer takes the lines the workers rendered and compresses
+/// them into the interval's file.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
 /// The gzip level of the files: 1, deflate at its fastest (files about a
 /// tenth of the text, as AWS's are small). 0 writes gzip of stored blocks
-/// (every gzip reader reads them): no deflate, but ten times the bytes to
-/// hand to the writer and write, which cost about the same CPU
-/// (docs/benchmarks.md, "Access logs' cost").
+/// (every gzip reader reads them) straight from the workers' buffers: no
+/// deflate, but ten times the bytes to write, which cost the same CPU within
+/// the noise of docs/benchmarks.md's measurement.
 pub const DEFAULT_COMPRESSION: u32 = 1;
 
 /// Where a load balancer's logs go, from its `access_logs.s3.*` attributes.
@@ -160,56 +154,39 @@ impl Entry {
     }
 }
 
-/// How much text a worker gathers before it deflates it: small, so the
-/// buffer stays in the worker's L1 cache and a step (about 13 µs at level 1)
-/// delays the request that fills it little. The buffer has room for the line
-/// that crosses it and never grows, so rendering a line never allocates.
-const STEP: usize = 8 * 1024;
-const STEP_ROOM: usize = STEP + 16 * 1024;
+/// How much text a worker gathers in one buffer before it starts the next:
+/// buffers have this room (and some to spare for the line that crosses it),
+/// are reused, and never grow, so rendering a line never allocates.
+const BLOCK: usize = 64 * 1024;
+const BLOCK_ROOM: usize = BLOCK + 16 * 1024;
 
-/// The most emptied member buffers a worker keeps for reuse.
-const FREE_BUFFERS: usize = 4;
+/// The most emptied buffers a worker keeps for reuse.
+const FREE_BLOCKS: usize = 64;
 
 /// The lines one worker rendered since the writer last took them.
+#[derive(Default)]
 struct WorkerLines {
     /// The `elb` field of the current destination.
     load_balancer_id: String,
-    /// The end (Unix seconds) of the interval `text`'s and `members`' lines
-    /// belong to.
+    /// The end (Unix seconds) of the interval `text`'s lines belong to.
     end: i64,
-    /// Lines not deflated yet (less than [`STEP`] bytes).
     text: Vec<u8>,
-    /// The interval's lines deflated into gzip members.
-    members: member::Members,
-    /// Complete members not taken yet: (interval end, gzip bytes).
+    /// Full buffers, not taken yet: (interval end, lines).
     full: Vec<(i64, Vec<u8>)>,
-    /// Emptied member buffers the writer gave back.
+    /// Emptied buffers the writer gave back.
     free: Vec<Vec<u8>>,
     clock: alb::access_log::TimeWriter,
 }
 
 impl WorkerLines {
-    fn new(level: u32) -> WorkerLines {
-        WorkerLines {
-            load_balancer_id: String::new(),
-            end: 0,
-            text: Vec::new(),
-            members: member::Members::new(level),
-            full: Vec::new(),
-            free: Vec::new(),
-            clock: alb::access_log::TimeWriter::default(),
-        }
-    }
-
-    /// Ends the open member (with the text not deflated yet) and moves the
-    /// complete members to the full ones.
-    fn end_member(&mut self) {
-        self.members.finish(&self.text);
-        self.text.clear();
-        if !self.members.is_empty() {
-            let empty = self.free.pop().unwrap_or_default();
-            self.full.push((self.end, self.members.take(empty)));
-        }
+    /// Moves the current buffer to the full ones and starts an empty one.
+    fn next_block(&mut self) {
+        let fresh = self
+            .free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK_ROOM));
+        let full = std::mem::replace(&mut self.text, fresh);
+        self.full.push((self.end, full));
     }
 }
 
@@ -218,6 +195,7 @@ impl WorkerLines {
 /// worker's interval end, which every request reads: each request's lock and
 /// unlock on one core took that cache line from the other core (false
 /// sharing; docs/benchmarks.md, "Access logs' cost").
+#[derive(Default)]
 #[repr(align(128))]
 struct OwnLines(Mutex<WorkerLines>);
 
@@ -232,7 +210,7 @@ pub struct AccessLogs {
 
 impl AccessLogs {
     /// Logs under `root` (none written when `None`), compressed at gzip
-    /// `level`, one text buffer and gzip member per worker.
+    /// `level`, one text buffer per worker.
     pub fn new(
         root: Option<PathBuf>,
         interval: Duration,
@@ -243,10 +221,8 @@ impl AccessLogs {
         AccessLogs {
             enabled: AtomicBool::new(false),
             interval,
-            workers: (0..workers.max(1))
-                .map(|_| OwnLines(Mutex::new(WorkerLines::new(level))))
-                .collect(),
-            writer: Mutex::new(writer::Writer::new(root)),
+            workers: (0..workers.max(1)).map(|_| OwnLines::default()).collect(),
+            writer: Mutex::new(writer::Writer::new(root, level)),
         }
     }
 
@@ -273,9 +249,8 @@ impl AccessLogs {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// Renders a completed request's line into its worker's buffer and
-    /// deflates the buffer when it is full (a lock only the writer, every
-    /// [`DRAIN_EVERY`], also takes; no I/O).
+    /// Renders a completed request's line into its worker's buffer (a lock
+    /// only the writer, every [`DRAIN_EVERY`], also takes; no I/O).
     pub fn record(&self, worker: usize, entry: &Entry, target_group: Option<&str>) {
         let Some(lines) = self.workers.get(worker % self.workers.len()) else {
             return;
@@ -285,11 +260,10 @@ impl AccessLogs {
         let mut lines = lock(&lines.0);
         let lines = &mut *lines;
         if lines.end != end {
-            lines.end_member();
+            if !lines.text.is_empty() {
+                lines.next_block();
+            }
             lines.end = end;
-        }
-        if lines.text.capacity() == 0 {
-            lines.text.reserve_exact(STEP_ROOM);
         }
         writer::render_line(
             &mut lines.text,
@@ -299,9 +273,8 @@ impl AccessLogs {
             &mut lines.clock,
         );
         lines.text.push(b'\n');
-        if lines.text.len() >= STEP {
-            lines.members.deflate(&lines.text);
-            lines.text.clear();
+        if lines.text.len() >= BLOCK {
+            lines.next_block();
         }
     }
 
@@ -338,27 +311,28 @@ impl AccessLogs {
         }
     }
 
-    /// Ends the workers' gzip members and appends them to the interval's
-    /// file, oldest interval first, and gives the emptied buffers back (each
-    /// lock is held to deflate the last few KiB of text and end the member,
-    /// never for writing).
+    /// Moves the workers' lines into the writer, oldest interval first, and
+    /// gives the emptied buffers back (each lock is held for moving buffers,
+    /// never for compressing).
     fn drain(&self, writer: &mut writer::Writer) {
         let mut taken = Vec::new();
         for (worker, lines) in self.workers.iter().enumerate() {
             let mut lines = lock(&lines.0);
-            lines.end_member();
-            taken.extend(lines.full.drain(..).map(|(end, gzip)| (end, worker, gzip)));
+            if !lines.text.is_empty() {
+                lines.next_block();
+            }
+            taken.extend(lines.full.drain(..).map(|(end, text)| (end, worker, text)));
         }
-        // Stable: within a worker, members stay in the order they were written.
+        // Stable: within a worker, lines stay in the order they completed.
         taken.sort_by_key(|(end, _, _)| *end);
-        for (end, _, gzip) in &taken {
-            writer.append(*end, gzip);
+        for (end, _, text) in &taken {
+            writer.append(*end, text);
         }
-        for (_, worker, mut gzip) in taken {
-            gzip.clear();
+        for (_, worker, mut text) in taken {
+            text.clear();
             let mut lines = lock(&self.workers[worker].0);
-            if lines.free.len() < FREE_BUFFERS {
-                lines.free.push(gzip);
+            if lines.free.len() < FREE_BLOCKS {
+                lines.free.push(text);
             }
         }
     }

@@ -1,20 +1,23 @@
-//! The writer's side: the workers' gzip members appended to the interval's
-//! file as they come (a temporary name, renamed into AWS's key when the
-//! interval ends, so a reader never sees half a file and memory stays
-//! bounded however long the interval); and the rendering of one line.
+//! The writer's side: the workers' lines into the interval's gzip stream,
+//! written to the file as it comes (a temporary name, renamed into AWS's key
+//! when the interval ends, so a reader never sees half a file and memory
+//! stays bounded however long the interval); and the rendering of one line.
 
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{BufWriter, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use alb::access_log;
+use flate2::Compression;
+use flate2::write::GzEncoder;
 
 use super::{Destination, Entry, unix_micros};
 
 pub struct Writer {
     root: Option<PathBuf>,
+    level: u32,
     destination: Option<Destination>,
     node: IpAddr,
     /// The open interval.
@@ -28,14 +31,99 @@ struct Interval {
     /// Where it goes when the interval ends, and where it is written meanwhile.
     path: PathBuf,
     partial: PathBuf,
-    /// Complete gzip members, one after another.
-    file: File,
+    gzip: Gzip,
+}
+
+/// The interval file's gzip stream: deflate at a level, or at level 0 gzip
+/// of stored blocks written straight from the workers' buffers (what a
+/// deflate library would do at level 0, without its copies).
+enum Gzip {
+    Deflate(Box<GzEncoder<BufWriter<File>>>),
+    Stored(StoredGzip),
+}
+
+impl Gzip {
+    fn new(file: File, level: u32) -> std::io::Result<Gzip> {
+        Ok(if level == 0 {
+            Gzip::Stored(StoredGzip::new(file)?)
+        } else {
+            let file = BufWriter::with_capacity(64 * 1024, file);
+            Gzip::Deflate(Box::new(GzEncoder::new(file, Compression::new(level))))
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Gzip::Deflate(gzip) => gzip.write_all(bytes),
+            Gzip::Stored(gzip) => gzip.write_all(bytes),
+        }
+    }
+
+    /// Ends the stream and flushes it to the file.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Gzip::Deflate(gzip) => gzip.finish()?.flush(),
+            Gzip::Stored(gzip) => gzip.finish(),
+        }
+    }
+}
+
+/// A gzip member (RFC 1952) whose deflate stream (RFC 1951) is stored
+/// blocks: every gzip reader reads it; nothing is compressed.
+struct StoredGzip {
+    file: BufWriter<File>,
+    crc: flate2::Crc,
+}
+
+/// The header of a gzip member: magic, deflate, no flags, no time, no extra
+/// flags, unknown OS (as flate2 writes it).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl StoredGzip {
+    fn new(file: File) -> std::io::Result<StoredGzip> {
+        // Small: a block's data is written past it, straight to the file.
+        let mut file = BufWriter::with_capacity(4096, file);
+        file.write_all(&GZIP_HEADER)?;
+        Ok(StoredGzip {
+            file,
+            crc: flate2::Crc::new(),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc.update(bytes);
+        for block in bytes.chunks(usize::from(u16::MAX)) {
+            self.stored_block(false, block)?;
+        }
+        Ok(())
+    }
+
+    /// One stored block: its header byte (BFINAL, BTYPE 00, padding),
+    /// LEN and NLEN, then the bytes.
+    fn stored_block(&mut self, last: bool, block: &[u8]) -> std::io::Result<()> {
+        let length = u16::try_from(block.len()).unwrap_or(u16::MAX);
+        let [low, high] = length.to_le_bytes();
+        let [not_low, not_high] = (!length).to_le_bytes();
+        self.file
+            .write_all(&[u8::from(last), low, high, not_low, not_high])?;
+        self.file.write_all(block)
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.stored_block(true, &[])?;
+        let crc = self.crc.sum().to_le_bytes();
+        let size = self.crc.amount().to_le_bytes();
+        self.file.write_all(&crc)?;
+        self.file.write_all(&size)?;
+        self.file.flush()
+    }
 }
 
 impl Writer {
-    pub fn new(root: Option<PathBuf>) -> Writer {
+    pub fn new(root: Option<PathBuf>, level: u32) -> Writer {
         Writer {
             root,
+            level: level.min(9),
             destination: None,
             node: IpAddr::V4(Ipv4Addr::LOCALHOST),
             open: None,
@@ -54,10 +142,10 @@ impl Writer {
         self.node = address;
     }
 
-    /// Appends complete gzip members of the interval ending at `end` (Unix
-    /// seconds) to its file; a later interval (or a changed destination)
-    /// delivers the open one first.
-    pub fn append(&mut self, end: i64, gzip: &[u8]) {
+    /// Compresses lines of the interval ending at `end` (Unix seconds) into
+    /// its file; a later interval (or a changed destination) delivers the
+    /// open one first.
+    pub fn append(&mut self, end: i64, lines: &[u8]) {
         let Some(destination) = &self.destination else {
             return;
         };
@@ -79,7 +167,7 @@ impl Writer {
             }
         }
         if let Some(open) = &mut self.open
-            && let Err(error) = open.file.write_all(gzip)
+            && let Err(error) = open.gzip.write_all(lines)
         {
             tracing::warn!("writing an access log file failed: {error}");
         }
@@ -117,12 +205,13 @@ impl Writer {
         }
         let partial = path.with_extension("gz.partial");
         let file = File::create(&partial).map_err(|e| naming(e, "cannot create", &partial))?;
+        let gzip = Gzip::new(file, self.level).map_err(|e| naming(e, "cannot write", &partial))?;
         Ok(Interval {
             end,
             destination,
             path,
             partial,
-            file,
+            gzip,
         })
     }
 
@@ -135,12 +224,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Delivers the open interval now, whatever its end: renames the file
-    /// (complete members only) into place.
+    /// Delivers the open interval now, whatever its end: ends its gzip
+    /// stream and renames the file into place.
     pub fn deliver(&mut self) -> std::io::Result<()> {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
+        open.gzip
+            .finish()
+            .map_err(|e| naming(e, "cannot write", &open.partial))?;
         std::fs::rename(&open.partial, &open.path)
             .map_err(|e| naming(e, "cannot rename into place", &open.path))?;
         tracing::debug!(path = %open.path.display(), "access log delivered");
@@ -364,7 +456,7 @@ mod tests {
         // A file where a directory must be: refused even to root.
         let file = dir.path().join("not-a-directory");
         std::fs::write(&file, "").unwrap();
-        let mut writer = Writer::new(Some(file.join("logs")));
+        let mut writer = Writer::new(Some(file.join("logs")), 1);
         writer.set_destination(Some(Destination {
             bucket: "my-logs".into(),
             prefix: String::new(),
@@ -416,6 +508,29 @@ mod tests {
             trace_at,
             ..Entry::default()
         }
+    }
+
+    /// Gzip of stored blocks reads back as what was written, across the
+    /// 64 KiB limit of a stored block and in several writes.
+    #[test]
+    fn stored_gzip_reads_back() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stored.gz");
+        let text: String = (0..3_000)
+            .map(|n| format!("line {n} of the stored gzip test\n"))
+            .collect();
+        let mut gzip = Gzip::new(File::create(&path).unwrap(), 0).unwrap();
+        for part in [&text[..10], &text[10..], ""] {
+            gzip.write_all(part.as_bytes()).unwrap();
+        }
+        gzip.finish().unwrap();
+        let mut read = String::new();
+        flate2::read::GzDecoder::new(File::open(&path).unwrap())
+            .read_to_string(&mut read)
+            .unwrap();
+        assert!(text.len() > usize::from(u16::MAX));
+        assert_eq!(read, text);
     }
 
     /// The direct rendering writes the bytes the format's `Record` renders,
