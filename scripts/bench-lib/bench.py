@@ -350,10 +350,31 @@ def h2load(url: str, seconds: int) -> WrkResult:
     )
 
 
+def user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (from /proc/PID/stat, in clock
+    ticks: 10 ms resolution). The one reader of a process's CPU time; `thread_cpu_nanoseconds`
+    gives its threads' in nanoseconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(user_system(pid))
+
+
+def thread_cpu_nanoseconds(pid: int) -> dict[str, int]:
+    """CPU time of the threads of `pid` so far, in nanoseconds (/proc/PID/task/*/schedstat's
+    first field), by thread name with its number dropped (`alb-worker`, `tokio-rt-worker`)."""
+    total: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = re.sub(r"-?\d+$", "", (task / "comm").read_text().strip())
+            total[name] = total.get(name, 0) + int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
 
 
 def elbv2_call(control: str, params: dict[str, str]) -> str:

@@ -34,22 +34,10 @@ from bench import (  # noqa: E402
     child_pids,
     free_port,
     get,
+    user_system,
     wait_ready,
     wrk,
 )
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def user_system(pids: list[int]) -> tuple[float, float]:
-    """User and system CPU seconds of `pids` so far (from /proc)."""
-    user = system = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        user += int(fields[11]) / TICK
-        system += int(fields[12]) / TICK
-    return user, system
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,9 +89,9 @@ def main() -> int:
                 order = names if round_number % 2 == 0 else names[::-1]
                 line = []
                 for name in order:
-                    before = user_system(pids[name])
+                    before = [sum(times) for times in zip(*map(user_system, pids[name]))]
                     result = wrk(bases[name] + path, load)
-                    after = user_system(pids[name])
+                    after = [sum(times) for times in zip(*map(user_system, pids[name]))]
                     per = 1e6 / max(result.requests, 1)
                     user, system = (after[0] - before[0]) * per, (after[1] - before[1]) * per
                     runs.setdefault((path, name), []).append((result.rps, user, system))

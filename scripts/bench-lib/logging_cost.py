@@ -34,22 +34,18 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import RELEASE, ROOT, BenchError, Fleet, access_log_switch, free_port, wait_ready  # noqa: E402
+from bench import (  # noqa: E402
+    RELEASE,
+    ROOT,
+    BenchError,
+    Fleet,
+    access_log_switch,
+    free_port,
+    thread_cpu_nanoseconds,
+    wait_ready,
+)
 
 RUNS = ("off", "on", "off again")
-
-
-def cpu_nanoseconds(pid: int) -> dict[str, int]:
-    """CPU time of the threads of `pid` so far, in nanoseconds (schedstat's first field),
-    by thread name with its number dropped (`alb-worker`, `tokio-rt-worker`)."""
-    total: dict[str, int] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = re.sub(r"-?\d+$", "", (task / "comm").read_text().strip())
-            total[name] = total.get(name, 0) + int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that ended meanwhile
-    return total
 
 
 def requests_served(control: str) -> float:
@@ -105,6 +101,7 @@ def main() -> int:
         seconds = int(args.triples * len(RUNS) * (args.window + 0.3)) + 5
         load = fleet.start("wrk", ["wrk", "-t2", "-c32", f"-d{seconds}s", base + args.path])
         time.sleep(1)
+        load_at_start = os.getloadavg()[0]
         per_request: dict[str, list[float]] = {run: [] for run in RUNS}
         # Microseconds a request per thread name, per run.
         per_thread: dict[str, dict[str, list[float]]] = {run: {} for run in RUNS}
@@ -113,9 +110,9 @@ def main() -> int:
             for run in RUNS[shift:] + RUNS[:shift]:
                 logging(run == "on")
                 time.sleep(0.2)
-                cpu, served = cpu_nanoseconds(alb.pid), requests_served(control)
+                cpu, served = thread_cpu_nanoseconds(alb.pid), requests_served(control)
                 time.sleep(args.window)
-                after, served = cpu_nanoseconds(alb.pid), requests_served(control) - served
+                after, served = thread_cpu_nanoseconds(alb.pid), requests_served(control) - served
                 served = max(served, 1)
                 per_request[run].append(sum(after.values()) - sum(cpu.values()))
                 per_request[run][-1] /= served * 1000
@@ -128,6 +125,7 @@ def main() -> int:
         print(
             f"{args.alb} on {args.path}, {args.triples} triples of {args.window:g} s windows under wrk -t2 -c32"
             + (f" (local-alb {' '.join(args.alb_args)})" if args.alb_args else "")
+            + f"; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
         )
         print(f"  CPU per request with logging off: {statistics.median(per_request['off']):.2f} µs (median)")
         print(f"  logging's cost: {quartiles(cost)}")
