@@ -174,12 +174,17 @@ def free_port() -> int:
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (names in lower case: the forum servers send them so) and body."""
     request = urllib.request.Request(url)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, lower_case(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, lower_case(error.headers), error.read()
+
+
+def lower_case(headers) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def wait_ready(fleet: Fleet, process: subprocess.Popen, url: str, timeout: float = 60.0) -> float:
@@ -347,10 +352,16 @@ def h2load(url: str, seconds: int) -> WrkResult:
     )
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
 
 
 def elbv2_call(control: str, params: dict[str, str]) -> str:
@@ -572,13 +583,13 @@ http {{
             status, headers, body = get(bases["monolith"] + path)
             if status != 200:
                 raise BenchError(f"the monolith answered {status} to {path}")
-            bodies[path] = (headers.get("Content-Type", "application/octet-stream"), body)
+            bodies[path] = (headers.get("content-type", "application/octet-stream"), body)
         nginx, nginx_base = self.nginx_static(bodies)
         wait_ready(self.fleet, nginx, nginx_base + "/")
-        for path, (_, body) in bodies.items():
-            status, _, static = get(nginx_base + path)
-            if status != 200 or static != body:
-                raise BenchError(f"nginx does not serve the monolith's bytes on {path} ({status})")
+        for path, (content_type, body) in bodies.items():
+            status, headers, static = get(nginx_base + path)
+            if status != 200 or static != body or headers.get("content-type") != content_type:
+                raise BenchError(f"nginx does not serve the monolith's bytes and type on {path} ({status})")
         # CPU time per request: the master and its workers for nginx. Beside req/s, which
         # depends on how the two cores are shared with wrk, it compares the servers' own cost.
         nginx_pids = [nginx.pid, *child_pids(nginx.pid)]

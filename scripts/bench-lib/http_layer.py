@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
-"""The forum servers' HTTP layer against nginx static, CPU per request (issue 19).
+"""Builds of the forum servers against each other and nginx static, CPU per
+request (issue 19): the A/B of a change to the servers' HTTP layer.
 
-Starts each SERVER (a forum server binary, started with `--host 127.0.0.1
---port P` on the built-in seed data) and nginx answering the same bytes as a
-static response (as `scripts/bench`'s services section does, access log on),
-then runs `wrk -t2 -c32 -dSECONDS` on each path against each of them in turn,
-ROUNDS times (every other round in reverse order). Per run it prints req/s and
+Starts each SERVER (a forum server binary, e.g. a copy of main's
+`target/release/users` and this branch's, started with `--host 127.0.0.1
+--port P` on the built-in seed data; every build must answer the same
+bytes) and nginx answering the same bytes as a static response (as
+`scripts/bench`'s services section does, access log on), then runs
+`wrk -t2 -c32 -dSECONDS` on each path against each of them in turn, ROUNDS
+times (every other round in reverse order). Per run it prints req/s and
 the server's user and system CPU time per request (/proc/PID/stat over the
-run, nginx's master and workers summed), then the medians per server and path.
+run, nginx's master and workers summed), then per server and path the
+medians, and for each server after the first the median of its per-round
+difference to the first (paired within a round, so the machine's drift
+between rounds cancels out).
+
+`scripts/bench --only services` judges the goal over every route and
+server; this answers the narrower question of whether one build costs less
+per request than another, on a machine whose load moves each figure by more
+than the difference.
 
 Usage: python3 scripts/bench-lib/http_layer.py [--rounds 6] [--seconds 3]
            [--path /api/threads/2 --path /api/users/1] NAME=BINARY [NAME=BINARY...]
-  e.g. actix=/path/to/old/monolith hyper=target/release/monolith \
-       'per-core=HYPER_PROBE_RUNTIME=per-core target/release/examples/hyper_probe'
+  e.g. main=/tmp/main-users branch=target/release/users
+       'one-worker=WORKERS=1 target/release/users'   (VAR=VALUE: the server's environment)
 Exit codes: 0 measured, 1 a server did not start or wrk failed, 2 bad usage.
 """
 
@@ -32,23 +43,18 @@ from bench import (  # noqa: E402
     Load,
     Suite,
     child_pids,
+    cpu_times,
     free_port,
     get,
     wait_ready,
     wrk,
 )
 
-TICK = os.sysconf("SC_CLK_TCK")
-
 
 def user_system(pids: list[int]) -> tuple[float, float]:
-    """User and system CPU seconds of `pids` so far (from /proc)."""
-    user = system = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        user += int(fields[11]) / TICK
-        system += int(fields[12]) / TICK
-    return user, system
+    """User and system CPU seconds of `pids` so far."""
+    times = [cpu_times(pid) for pid in pids]
+    return sum(user for user, _ in times), sum(system for _, system in times)
 
 
 def main() -> int:
@@ -86,7 +92,7 @@ def main() -> int:
             for name, *_ in servers[1:]:
                 if get(bases[name] + path)[2] != body:
                     raise BenchError(f"{name} does not answer {path} with {servers[0][0]}'s bytes")
-            bodies[path] = (headers.get("Content-Type", "application/octet-stream"), body)
+            bodies[path] = (headers.get("content-type", "application/octet-stream"), body)
         suite = Suite(argparse.Namespace(nginx=args.nginx, seconds=args.seconds, rounds=1), work)
         suite.fleet = fleet
         nginx, nginx_base = suite.nginx_static(bodies)
@@ -115,6 +121,16 @@ def main() -> int:
                 rps, user, system = (statistics.median(values) for values in zip(*runs[(path, name)]))
                 print(f"  {path:18} {name:8} {rps:8.0f} req/s  user {user:4.2f}  system {system:4.2f}  "
                       f"total {user + system:5.2f} µs/req")
+            first = names[0]
+            for name in names[1:]:
+                paired = [
+                    (user + system) - (first_user + first_system)
+                    for (_, user, system), (_, first_user, first_system) in zip(
+                        runs[(path, name)], runs[(path, first)]
+                    )
+                ]
+                print(f"  {path:18} {name:8} minus {first}: median {statistics.median(paired):+5.2f} µs/req "
+                      f"(rounds {' '.join(f'{d:+.2f}' for d in paired)})")
         return 0
     except BenchError as error:
         print(f"http_layer: {error}", file=sys.stderr)
