@@ -12,6 +12,7 @@
 //! timeouts after it began; an idle connection closes after 75 s to 75 s
 //! and a client timeout).
 
+use std::convert::Infallible;
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +26,10 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use crate::handlers::{Answer, AppState, ResponseBody, handle_request};
+use futures_util::FutureExt;
+use futures_util::future::Either;
+
+use crate::handlers::{Answer, AppState, Handling, ResponseBody, handle_request};
 
 /// How long an idle client connection stays open: above the ALB's 60 s idle
 /// timeout, as AWS advises for targets, so the balancer never reuses a
@@ -148,28 +152,46 @@ pub async fn serve(state: Arc<AppState>, stream: std::net::TcpStream, graceful: 
     });
     let marks = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |request| {
-        let state = Arc::clone(&state);
-        let spare = Arc::clone(&spare);
         marks.mark(BUSY);
-        async move {
-            Ok::<_, std::convert::Infallible>(match handle_request(&state, request).await {
-                Answer::Response(response) => response,
-                Answer::BadRequest => {
-                    // Written here and the socket shut: hyper's own answer
-                    // then fails to go out, and the connection ends.
-                    write_raw(&spare, b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n");
-                    Response::new(ResponseBody::Bytes(None))
-                }
-            })
+        match handle_request(&state, request) {
+            // Nearly every request: the answer, ready (a small future to
+            // move into place, no `Arc` cloned).
+            Handling::Answered(answer) => Either::Left(std::future::ready(Ok::<_, Infallible>(
+                into_response(answer, &spare),
+            ))),
+            Handling::ReadingBody(reading) => {
+                let spare = Arc::clone(&spare);
+                Either::Right(reading.map(move |answer| Ok(into_response(answer, &spare))))
+            }
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         // Head and body in one send, as actix-web did (measured cheaper here).
         .writev(false)
+        // No read while a request is answered (hyper's check for a client
+        // gone mid-request): the answer is made as soon as the request is
+        // read, so there is nothing to cancel, and a client that shut its
+        // sending side after its request gets the answer. That read also
+        // came while the request still held the head's bytes, so hyper
+        // allocated a new read buffer per request.
+        .half_close(true)
         .serve_connection(io, service);
     let _ = graceful.watch(connection).await;
     activity.mark(CLOSED);
     activity.closed.notify_one();
+}
+
+/// The response hyper sends for `answer`. A 400 is written here and the
+/// socket shut: hyper's own answer then fails to go out, and the connection
+/// ends.
+fn into_response(answer: Answer, spare: &std::net::TcpStream) -> Response<ResponseBody> {
+    match answer {
+        Answer::Response(response) => response,
+        Answer::BadRequest => {
+            write_raw(spare, b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n");
+            Response::new(ResponseBody::Bytes(None))
+        }
+    }
 }
 
 /// Writes `head` with a Date and the blank line on `spare`, then shuts the

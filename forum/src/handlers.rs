@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,8 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Stream};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::dataset::Dataset;
@@ -39,40 +41,55 @@ pub enum Answer {
     BadRequest,
 }
 
-/// Answers any request and logs it.
-pub async fn handle_request(state: &AppState, request: Request<Incoming>) -> Answer {
+/// How a request is handled: answered at once (no body to read, nearly
+/// every request), or after its body is read and dropped.
+pub enum Handling {
+    Answered(Answer),
+    ReadingBody(Pin<Box<dyn Future<Output = Answer> + Send>>),
+}
+
+/// Answers any request and logs it. A request without a body is answered
+/// within this call: no future is kept per request (hyper moves a
+/// connection's in-flight future into place per request), no `Arc` cloned.
+pub fn handle_request(state: &Arc<AppState>, request: Request<Incoming>) -> Handling {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let answer = if parts.method == Method::CONNECT {
+    if parts.method == Method::CONNECT {
         // A CONNECT's "body" is a tunnel that never ends: answer (the router
         // says 501) and close, never wait for it.
-        respond(state, parts.method.as_str(), parts.uri.path()).map(closing)
-    } else if discard(body, state.client_timeout).await {
-        respond(state, parts.method.as_str(), parts.uri.path())
-    } else {
-        // A body stalled for the client timeout: 408, and the connection
-        // closes (what is left of the body is never read).
-        Answer::Response(closing(status_only(StatusCode::REQUEST_TIMEOUT)))
-    };
-    let status = match &answer {
-        Answer::Response(response) => response.status().as_u16(),
-        Answer::BadRequest => 400,
-    };
+        let reply = respond(state, parts.method.as_str(), parts.uri.path()).map(Reply::closing);
+        return Handling::Answered(answer(parts, started, reply));
+    }
+    if body.is_end_stream() {
+        let reply = respond(state, parts.method.as_str(), parts.uri.path());
+        return Handling::Answered(answer(parts, started, reply));
+    }
+    let state = Arc::clone(state);
+    Handling::ReadingBody(Box::pin(async move {
+        let reply = if discard(body, state.client_timeout).await {
+            respond(&state, parts.method.as_str(), parts.uri.path())
+        } else {
+            // A body stalled for the client timeout: 408, and the connection
+            // closes (what is left of the body is never read).
+            Some(Reply::status_only(StatusCode::REQUEST_TIMEOUT).closing())
+        };
+        answer(parts, started, reply)
+    }))
+}
+
+/// Logs the request and builds its answer (`None`: a 400) in the request's
+/// own header map, emptied: hyper keeps each response's map to parse the
+/// connection's next request head into, so no map is allocated per request.
+fn answer(parts: Parts, started: Instant, reply: Option<Reply>) -> Answer {
     request_log::log(&request_log::Entry {
         method: parts.method.as_str(),
         target: &request_target(&parts.uri),
-        status,
+        status: reply.as_ref().map_or(400, |reply| reply.status.as_u16()),
         duration: started.elapsed(),
     });
-    answer
-}
-
-impl Answer {
-    fn map(self, f: impl FnOnce(Response<ResponseBody>) -> Response<ResponseBody>) -> Answer {
-        match self {
-            Answer::Response(response) => Answer::Response(f(response)),
-            Answer::BadRequest => Answer::BadRequest,
-        }
+    match reply {
+        Some(reply) => Answer::Response(reply.into_response(parts.headers)),
+        None => Answer::BadRequest,
     }
 }
 
@@ -90,7 +107,6 @@ fn request_target(uri: &hyper::Uri) -> std::borrow::Cow<'_, str> {
 /// Reads and drops a request body, as Node.js does, so that the connection can
 /// serve the next request. False when it stalled: no byte came for `stall`.
 async fn discard(mut body: Incoming, stall: Duration) -> bool {
-    // Most requests have no body: no timer (nor clock read) for them.
     while !body.is_end_stream() {
         let mut next = body.frame();
         let frame = match (&mut next).now_or_never() {
@@ -108,110 +124,145 @@ async fn discard(mut body: Incoming, stall: Duration) -> bool {
     true
 }
 
-/// The response to `method` on `raw_path` (HEAD is answered as GET; hyper
-/// drops the body and keeps the headers, Content-Length included), except a
-/// HEAD that answers 404: the original never sets that body, so it carries no
-/// Content-Type and no Content-Length.
-pub fn respond(state: &AppState, method: &str, raw_path: &str) -> Answer {
-    Answer::Response(match route(&state.service, method, raw_path) {
+/// The reply to `method` on `raw_path`, `None` for a 400 (HEAD is answered
+/// as GET; hyper drops the body and keeps the headers, Content-Length
+/// included), except a HEAD that answers 404: the original never sets that
+/// body, so it carries no Content-Type and no Content-Length.
+fn respond(state: &AppState, method: &str, raw_path: &str) -> Option<Reply> {
+    Some(match route(&state.service, method, raw_path) {
         RouteMatch::Get(found) => serve(&state.data, found),
-        RouteMatch::Options => with_allow(status_only(StatusCode::NO_CONTENT)),
+        RouteMatch::Options => Reply::status_only(StatusCode::NO_CONTENT).allowing(),
         RouteMatch::MethodNotAllowed => {
-            with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"))
+            Reply::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").allowing()
         }
         RouteMatch::NotImplemented { known_path } => {
-            let response = text(StatusCode::NOT_IMPLEMENTED, "Not Implemented");
-            if known_path {
-                with_allow(response)
-            } else {
-                response
-            }
+            let reply = Reply::text(StatusCode::NOT_IMPLEMENTED, "Not Implemented");
+            if known_path { reply.allowing() } else { reply }
         }
-        RouteMatch::NotFound if method == "HEAD" => status_only(StatusCode::NOT_FOUND),
-        RouteMatch::NotFound => text(StatusCode::NOT_FOUND, "Not Found"),
-        RouteMatch::BadRequest => return Answer::BadRequest,
+        RouteMatch::NotFound if method == "HEAD" => Reply::status_only(StatusCode::NOT_FOUND),
+        RouteMatch::NotFound => Reply::text(StatusCode::NOT_FOUND, "Not Found"),
+        RouteMatch::BadRequest => return None,
     })
 }
 
-fn serve(data: &Dataset, found: Route) -> Response<ResponseBody> {
+fn serve(data: &Dataset, found: Route) -> Reply {
     let body = match found {
-        Route::Ready => return text(StatusCode::OK, "Ready to receive requests"),
-        Route::ApiReady => return text(StatusCode::OK, "API ready to receive requests"),
-        Route::Users => return json_list(data.users_list()),
-        Route::User(id) => return json_or_no_content(data.user_json(id)),
-        Route::Threads => return json_list(data.threads_list()),
-        Route::Thread(id) => return json_or_no_content(data.thread_json(id)),
-        Route::Posts => return json_list(data.posts_list()),
+        Route::Ready => return Reply::text(StatusCode::OK, "Ready to receive requests"),
+        Route::ApiReady => return Reply::text(StatusCode::OK, "API ready to receive requests"),
+        Route::Users => return Reply::json_list(data.users_list()),
+        Route::User(id) => return Reply::json_or_no_content(data.user_json(id)),
+        Route::Threads => return Reply::json_list(data.threads_list()),
+        Route::Thread(id) => return Reply::json_or_no_content(data.thread_json(id)),
+        Route::Posts => return Reply::json_list(data.posts_list()),
         Route::PostsInThread(id) => data.posts_in_thread_json(id),
         Route::PostsByUser(id) => data.posts_by_user_json(id),
     };
-    json(body)
+    Reply::json(body)
 }
 
-/// A whole list: a short one from its bytes written at startup, a long one
-/// written while it is sent, with its Content-Length.
-fn json_list(list: ListStream) -> Response<ResponseBody> {
-    match list.prerendered() {
-        Some(body) => json(body),
-        None => {
-            let length = list.len();
-            with_content_type(ResponseBody::List { list, length }, JSON_CONTENT_TYPE)
+/// A response before its header map is given: status, the headers the
+/// servers send (in this order) and the body.
+struct Reply {
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    allow: bool,
+    close: bool,
+    body: ResponseBody,
+}
+
+impl Reply {
+    /// A 200 of `body` with its Content-Type; hyper writes the Content-Length
+    /// after it from the body's exact size (also for HEAD, without the body),
+    /// the order Node.js wrote them in.
+    fn with_content_type(body: ResponseBody, content_type: &'static str) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            content_type: Some(content_type),
+            allow: false,
+            close: false,
+            body,
         }
     }
-}
 
-fn json_or_no_content(body: Option<Bytes>) -> Response<ResponseBody> {
-    match body {
-        Some(body) => json(body),
-        None => status_only(StatusCode::NO_CONTENT),
+    fn json(body: Bytes) -> Reply {
+        Reply::with_content_type(ResponseBody::Bytes(Some(body)), JSON_CONTENT_TYPE)
     }
-}
 
-fn json(body: Bytes) -> Response<ResponseBody> {
-    with_content_type(ResponseBody::Bytes(Some(body)), JSON_CONTENT_TYPE)
-}
+    /// A whole list: a short one from its bytes written at startup, a long one
+    /// written while it is sent, with its Content-Length.
+    fn json_list(list: ListStream) -> Reply {
+        match list.prerendered() {
+            Some(body) => Reply::json(body),
+            None => {
+                let length = list.len();
+                Reply::with_content_type(ResponseBody::List { list, length }, JSON_CONTENT_TYPE)
+            }
+        }
+    }
 
-fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    let mut response = with_content_type(
-        ResponseBody::Bytes(Some(Bytes::from_static(body.as_bytes()))),
-        TEXT_CONTENT_TYPE,
-    );
-    *response.status_mut() = status;
-    response
-}
+    fn json_or_no_content(body: Option<Bytes>) -> Reply {
+        match body {
+            Some(body) => Reply::json(body),
+            None => Reply::status_only(StatusCode::NO_CONTENT),
+        }
+    }
 
-/// A 200 of `body` with its Content-Type; hyper writes the Content-Length
-/// after it from the body's exact size (also for HEAD, without the body), the
-/// order Node.js wrote them in.
-fn with_content_type(body: ResponseBody, content_type: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
+    fn text(status: StatusCode, body: &'static str) -> Reply {
+        Reply {
+            status,
+            ..Reply::with_content_type(
+                ResponseBody::Bytes(Some(Bytes::from_static(body.as_bytes()))),
+                TEXT_CONTENT_TYPE,
+            )
+        }
+    }
 
-/// A response without a body (hyper adds `content-length: 0` where HTTP
-/// allows one: not on 204, nor on a HEAD's answer).
-fn status_only(status: StatusCode) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Bytes(None));
-    *response.status_mut() = status;
-    response
-}
+    /// A response without a body (hyper adds `content-length: 0` where HTTP
+    /// allows one: not on 204, nor on a HEAD's answer).
+    fn status_only(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            content_type: None,
+            allow: false,
+            close: false,
+            body: ResponseBody::Bytes(None),
+        }
+    }
 
-fn with_allow(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
-    response
-}
+    /// With `Allow: HEAD, GET`.
+    fn allowing(self) -> Reply {
+        Reply {
+            allow: true,
+            ..self
+        }
+    }
 
-/// The response, with the connection closed after it.
-fn closing(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    response
+    /// With the connection closed after it.
+    fn closing(self) -> Reply {
+        Reply {
+            close: true,
+            ..self
+        }
+    }
+
+    /// The response, its headers in `headers` (emptied first; its capacity
+    /// is kept).
+    fn into_response(self, mut headers: HeaderMap) -> Response<ResponseBody> {
+        headers.clear();
+        if let Some(content_type) = self.content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        if self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+        }
+        if self.close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
+    }
 }
 
 /// A response body: bytes in hand, or a long list written while it is sent.

@@ -5,6 +5,9 @@
 /// Ids in the data must lie within ±this value.
 pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
+/// Up to this many decimal digits are below 2^53, so a double holds them exactly.
+const EXACT_DIGITS: usize = 15;
+
 /// JavaScript's `parseInt(text, 10)`: skips leading JavaScript white space, reads an
 /// optional `+`/`-` sign and the longest run of ASCII digits after it, and ignores
 /// the rest. Returns NaN when there are no digits. The digit run is rounded to the
@@ -20,9 +23,18 @@ pub fn parse_int(text: &str) -> f64 {
     if digits_len == 0 {
         return f64::NAN;
     }
-    let magnitude: f64 = unsigned[..digits_len]
-        .parse()
-        .expect("a non-empty run of ASCII digits is a valid f64");
+    let digits = &unsigned[..digits_len];
+    let magnitude: f64 = if digits_len <= EXACT_DIGITS {
+        // Every id in a request path: read as an integer, which the double
+        // holds exactly (as the float parser would round it), without it.
+        digits
+            .bytes()
+            .fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0')) as f64
+    } else {
+        digits
+            .parse()
+            .expect("a non-empty run of ASCII digits is a valid f64")
+    };
     if negative { -magnitude } else { magnitude }
 }
 
@@ -108,6 +120,24 @@ mod tests {
             match expected {
                 Some(value) => assert_eq!(actual, value, "parseInt({input:?})"),
                 None => assert!(actual.is_nan(), "parseInt({input:?}) = {actual}, want NaN"),
+            }
+        }
+    }
+
+    #[test]
+    fn short_digit_runs_read_as_the_float_parser_reads_them() {
+        // The integer path (up to EXACT_DIGITS digits) and the float parser
+        // (longer runs) meet at 15/16 digits.
+        for digits in 1..=17 {
+            for text in [
+                "9".repeat(digits),
+                format!("1{}", "0".repeat(digits - 1)),
+                "1234567890123456789"[..digits].to_owned(),
+                format!("00{}", "7".repeat(digits)),
+            ] {
+                let expected: f64 = text.parse().unwrap();
+                assert_eq!(parse_int(&text).to_bits(), expected.to_bits(), "{text}");
+                assert_eq!(parse_int(&format!("-{text}")), -expected, "-{text}");
             }
         }
     }

@@ -131,8 +131,22 @@ pub fn match_path(raw_path: &str) -> Option<Route> {
     if path == "/" {
         return Some(Route::Ready);
     }
-    let mut segments = path.strip_prefix('/')?.split('/');
-    let mut next = || segments.next();
+    let mut rest = Some(path.strip_prefix('/')?);
+    // The segments between slashes (`str::split`'s, found by a byte scan:
+    // the segments are short and the slash is ASCII).
+    let mut next = || {
+        let text = rest?;
+        match text.bytes().position(|byte| byte == b'/') {
+            Some(at) => {
+                rest = Some(&text[at + 1..]);
+                Some(&text[..at])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    };
     let is = |segment: &str, word: &str| segment.eq_ignore_ascii_case(word);
     if !is(next()?, "api") {
         return None;

@@ -177,12 +177,17 @@ def free_port() -> int:
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (names in lower case: the forum servers send them so) and body."""
     request = urllib.request.Request(url)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, lower_case(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, lower_case(error.headers), error.read()
+
+
+def lower_case(headers) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def wait_ready(fleet: Fleet, process: subprocess.Popen, url: str, timeout: float = 60.0) -> float:
@@ -607,13 +612,13 @@ http {{
             status, headers, body = get(bases["monolith"] + path)
             if status != 200:
                 raise BenchError(f"the monolith answered {status} to {path}")
-            bodies[path] = (headers.get("Content-Type", "application/octet-stream"), body)
+            bodies[path] = (headers.get("content-type", "application/octet-stream"), body)
         nginx, nginx_base = self.nginx_static(bodies)
         wait_ready(self.fleet, nginx, nginx_base + "/")
-        for path, (_, body) in bodies.items():
-            status, _, static = get(nginx_base + path)
-            if status != 200 or static != body:
-                raise BenchError(f"nginx does not serve the monolith's bytes on {path} ({status})")
+        for path, (content_type, body) in bodies.items():
+            status, headers, static = get(nginx_base + path)
+            if status != 200 or static != body or headers.get("content-type") != content_type:
+                raise BenchError(f"nginx does not serve the monolith's bytes and type on {path} ({status})")
         # CPU time per request: the master and its workers for nginx. Beside req/s, which
         # depends on how the two cores are shared with wrk, it compares the servers' own cost.
         nginx_pids = [nginx.pid, *child_pids(nginx.pid)]

@@ -576,3 +576,26 @@ fn idle_keep_alive_connections_stay_open_past_five_seconds() {
         assert!(answer.len() > expected_len);
     }
 }
+
+/// A client that sends its request and then shuts its sending side (as
+/// `curl`'s and netcat's `-N` can) still gets the answer, then the close:
+/// the servers do not read while they answer, so they neither notice the
+/// half-close mid-request nor drop the request for it.
+#[test]
+fn a_request_whose_client_shuts_its_sending_side_is_answered() {
+    use std::io::{Read, Write};
+    let address = start(MONOLITH);
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /api/users/1 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw:?}");
+    assert!(raw.ends_with(USER[1]), "{raw:?}");
+}
