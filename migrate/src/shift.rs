@@ -456,6 +456,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
         }
         other => other,
     };
+    run.left_where_last_seen();
     let released = lock.release(&ctx.elb).await;
     // Taken after the lock's release, the command's last call: the same
     // figure as the "AWS API:" line on stderr.
@@ -1634,6 +1635,17 @@ impl Shift {
 
     /// The error for Ctrl-C: where the route stands and the two ways on
     /// (the plan on the rule continues with `promote`).
+    /// A run that stopped without saying where it left the route (Ctrl-C,
+    /// a lock taken away) left it as last read or written: the outcome's
+    /// `to` names that state, as every other outcome does.
+    fn left_where_last_seen(&mut self) {
+        if self.outcome.to.is_empty()
+            && let Some(view) = &self.last
+        {
+            self.outcome.to = view.state().explain();
+        }
+    }
+
     fn interrupted(&self, again: &str) -> anyhow::Error {
         let state = self
             .last

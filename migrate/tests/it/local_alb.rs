@@ -674,7 +674,9 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
     let op = stack.ready_operator("30s");
 
     // Ctrl-C during an interval, with USER and LOGNAME unset (as in CI).
-    let mut command = op.command(&shift_args("users", "10,50,100", "30s"));
+    let mut args = shift_args("users", "10,50,100", "30s").to_vec();
+    args.extend(["--output", "json"]);
+    let mut command = op.command(&args);
     command
         .env_remove("USER")
         .env_remove("LOGNAME")
@@ -702,6 +704,16 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
         "{run}"
     );
     assert!(run.stderr.contains("`migrate rollback users`"), "{run}");
+    // The JSON outcome names the state the route was left in.
+    let outcome: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(outcome["exit_code"], 130, "{run}");
+    assert!(
+        outcome["to"]
+            .as_str()
+            .unwrap()
+            .starts_with("shifting: 10% on the service"),
+        "{run}"
+    );
     let status = op.status_json();
     assert!(status["lock"].is_null(), "the lock was released: {status}");
     assert_eq!(op.route_status("users")["percent"], 10);
