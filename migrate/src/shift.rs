@@ -937,12 +937,16 @@ impl Shift {
     ) -> anyhow::Result<Result<Vec<String>, String>> {
         let mut done = Vec::new();
         for write in writes {
-            if view.changes_routing(write) {
-                self.outcome.routing_changes += 1;
-            }
+            // Judged on the rule as it was (a parked rule's action moves no
+            // traffic), counted once the write is confirmed: a call that
+            // failed (throttled to exhaustion) routed nothing.
+            let routing = view.changes_routing(write);
             self.moved = true;
             match execute(ctx, lock, listing, &self.route, view, write).await {
                 Ok((next, made, note, _)) => {
+                    if routing {
+                        self.outcome.routing_changes += 1;
+                    }
                     done.push(note.unwrap_or_else(|| made.describe()));
                     *view = next;
                     self.last = Some(view.clone());
