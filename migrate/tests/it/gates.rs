@@ -399,6 +399,7 @@ fn a_service_failing_5_percent_of_its_requests_fails_the_error_gate_and_rolls_ba
         status["metrics"]["rolled_back"]["what"], "gate failed; rolled back to the monolith",
         "{status:#}"
     );
+    assert_eq!(status["metrics"]["current"], false, "{status:#}");
     let text = op.run(&["status", "users"]);
     assert!(
         text.stdout.contains("metrics:  as of the shift, ")
