@@ -200,9 +200,9 @@ Progress (stderr) numbers each step against the whole plan, holds included: `--s
 10,hold,100` says step 1/2 and stops holding at 10%; `migrate promote users` goes on with
 step 2/2. The outcome (--output json) has route, from, to (the state the route was left
 in), steps (each with percent, step, of and its gates' evidence) and routing_changes: the
-writes, made and read back, that changed where requests go (a rule's priority moved
-across the monolith's, its conditions, or the action of a rule in front; the action of a
-parked rule moves no traffic and is not counted, nor is a call that failed). -v says it
+writes, made and read back, that changed where requests go (a rule's priority or
+conditions, or the action of a rule in front of the monolith's; the action of a parked
+rule moves no traffic and is not counted, nor is a call that failed). -v says it
 too: \"N ELBv2 calls (N changed routing)\".
 
 Examples:
