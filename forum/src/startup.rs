@@ -120,66 +120,19 @@ impl Application {
             .map_err(StartupError::Serve)?;
         let listener =
             tokio::net::TcpListener::from_std(self.listener).map_err(StartupError::Serve)?;
-        let mut workers = Vec::new();
-        let mut finishing = Vec::new();
-        for index in 0..self.workers {
-            let (hand_over, accepted) = tokio::sync::mpsc::unbounded_channel();
-            let (finished, finish) = tokio::sync::oneshot::channel();
-            let state = Arc::clone(&self.state);
-            let shutdown_timeout = self.shutdown_timeout;
-            std::thread::Builder::new()
-                .name(format!("worker-{index}"))
-                .spawn(move || {
-                    let result = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map(|runtime| runtime.block_on(worker(state, accepted, shutdown_timeout)));
-                    let _ = finished.send(result);
-                })
-                .map_err(StartupError::Serve)?;
-            workers.push(hand_over);
-            finishing.push(finish);
-        }
+        let state = Arc::clone(&self.state);
+        let shutdown_timeout = self.shutdown_timeout;
+        let mut workers = percore::Workers::start(self.workers, "worker", move |_, accepted| {
+            worker(Arc::clone(&state), accepted, shutdown_timeout)
+        })
+        .map_err(StartupError::Serve)?;
         tracing::info!("listening on {}", self.address);
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut next = 0usize;
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off, go on.
-                        tracing::warn!("accepting a connection failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let Ok(stream) = stream.into_std() else {
-                continue;
-            };
-            next = (next + 1) % workers.len();
-            if workers[next].send(stream).is_err() {
-                return Err(StartupError::Serve(std::io::Error::other(
-                    "a worker thread died",
-                )));
-            }
-        }
+        let accepting =
+            percore::accept_until(&listener, &mut workers, shutdown, |stream, _| stream).await;
+        accepting.map_err(|gone| StartupError::Serve(std::io::Error::other(gone)))?;
         tracing::info!("stopping: finishing in-flight requests");
         drop(listener);
-        drop(workers);
-        for finish in finishing {
-            match finish.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(StartupError::Serve(error)),
-                Err(_) => {
-                    return Err(StartupError::Serve(std::io::Error::other(
-                        "a worker thread died",
-                    )));
-                }
-            }
-        }
+        workers.finish().await.map_err(StartupError::Serve)?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -196,6 +196,15 @@ back and exits 3 like a built-in gate, unless dry_run = true (its verdict is the
 shown and journaled). after-rollback hooks run after any rollback. Events go to the
 [[notify]] sinks (see `migrate notify --help`, docs/operations.md).
 
+Progress (stderr) numbers each step against the whole plan, holds included: `--steps
+10,hold,100` says step 1/2 and stops holding at 10%; `migrate promote users` goes on with
+step 2/2. The outcome (--output json) has route, from, to (the state the route was left
+in), steps (each with percent, step, of and its gates' evidence) and routing_changes: the
+writes, made and read back, that changed where requests go (a rule's priority or
+conditions, or the action of a rule in front of the monolith's; the action of a parked
+rule moves no traffic and is not counted, nor is a call that failed). -v says it
+too: \"N ELBv2 calls (N changed routing)\".
+
 Examples:
   migrate shift users                            the route's steps (default [100])
   migrate shift users --steps 10,50,100 --interval 30s

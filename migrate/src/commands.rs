@@ -1053,10 +1053,19 @@ fn latest_metrics(ctx: &Ctx, route: &str) -> Option<serde_json::Value> {
             latest["changed_since"] = json!({ "when": change.when, "what": change.what });
         }
         None if is_rollback(entry) => {
-            latest["rolled_back"] = json!({ "when": entry.when, "what": entry.what });
+            // The evaluation's own entry rolled the route back: by the
+            // metric gate, or by another gate (`gate_failed`) after the
+            // metric gates had judged the interval.
+            latest["rolled_back"] = json!({
+                "when": entry.when, "what": entry.what,
+                "gate_failed": entry.evidence.get("gate_failed"),
+            });
         }
         None => {}
     }
+    // Whether the verdict is about the route as it is now.
+    latest["current"] =
+        json!(latest.get("rolled_back").is_none() && latest.get("changed_since").is_none());
     Some(latest)
 }
 
@@ -1087,8 +1096,16 @@ fn metrics_status_line(metrics: &serde_json::Value) -> String {
         return format!("{verdict} (before `{what}`, {when})");
     }
     if rollback["when"] == metrics["when"] && rollback["what"] == metrics["what"] {
+        if metrics["evaluation"]["verdict"] == "fail" {
+            return format!(
+                "as of the shift, {when}: {verdict} (the verdict that rolled it back: `{what}`); none since"
+            );
+        }
+        // Another gate failed the step after the metric gates had passed
+        // its interval: their verdict is not the route's now.
+        let failed = rollback["gate_failed"].as_str().unwrap_or("another gate");
         return format!(
-            "as of the shift, {when}: {verdict} (the verdict that rolled it back: `{what}`); none since"
+            "before the rollback, as of the shift, {when}: {verdict}; then {failed}: `{what}`; none since"
         );
     }
     format!(
@@ -1600,6 +1617,27 @@ fn moved(before: &journal::Snapshot, after: &journal::Snapshot) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pass_before_another_gate_rolled_the_shift_back_reads_as_before_the_rollback() {
+        let when = "2026-12-03T09:30:12Z";
+        let what = "gate failed; rolled back to the monolith";
+        let metrics = serde_json::json!({
+            "when": when, "what": what,
+            "evaluation": { "verdict": "pass", "summary": "traffic: 61 requests to the service" },
+            "rolled_back": { "when": when, "what": what, "gate_failed": "health gate: target group users has no healthy target" },
+            "current": false,
+        });
+        let line = super::metrics_status_line(&metrics);
+        assert_eq!(
+            line,
+            "before the rollback, as of the shift, 2026-12-03T09:30:12Z: pass: traffic: 61 requests to the service; then health gate: target group users has no healthy target: `gate failed; rolled back to the monolith`; none since"
+        );
+        assert!(!line.contains("the verdict that rolled it back"), "{line}");
+        let mut failed = metrics.clone();
+        failed["evaluation"]["verdict"] = "fail".into();
+        assert!(super::metrics_status_line(&failed).contains("(the verdict that rolled it back: "),);
+    }
+
     use super::*;
 
     #[test]

@@ -456,6 +456,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
         }
         other => other,
     };
+    run.left_where_last_seen();
     let released = lock.release(&ctx.elb).await;
     // Taken after the lock's release, the command's last call: the same
     // figure as the "AWS API:" line on stderr.
@@ -568,12 +569,21 @@ fn stop_on_ctrl_c() -> anyhow::Error {
     Failure::Interrupted("interrupted (Ctrl-C)".into()).into()
 }
 
-/// A step of a run: its share, `step 2/3` for the progress line, and
-/// whether it is the first of a new shift (no interval before it).
+/// A step of a run: its share, its place in the whole plan (`step 2/3`
+/// for the progress line and the outcome: a hold's steps count too, so a
+/// shift that stops at a hold never reads as done), and whether it is the
+/// first of a new shift (no interval before it).
 struct StepAt {
     percent: u8,
-    progress: String,
+    number: usize,
+    of: usize,
     first: bool,
+}
+
+impl StepAt {
+    fn progress(&self) -> String {
+        format!("step {}/{}", self.number, self.of)
+    }
 }
 
 struct Shift {
@@ -638,10 +648,22 @@ impl Shift {
         self.who = ctx.who().await;
         // Their verdicts are journaled with the first step's.
         let mut before_shift = self.before_shift(ctx, lock, &state, &pending).await?;
+        let planned = self
+            .plan
+            .as_ref()
+            .map(|p| plan::percents(&p.plan.steps))
+            .unwrap_or_default();
         for (index, percent) in pending.iter().copied().enumerate() {
+            // Numbered against the plan (all its steps, those before a hold
+            // and those after); a step outside it (none today) by this run.
+            let (number, of) = match planned.iter().position(|p| *p == percent) {
+                Some(at) => (at + 1, planned.len()),
+                None => (index + 1, pending.len()),
+            };
             let step = StepAt {
                 percent,
-                progress: format!("step {}/{}", index + 1, pending.len()),
+                number,
+                of,
                 first: index == 0 && !continuing,
             };
             let evidence = std::mem::take(&mut before_shift);
@@ -752,13 +774,13 @@ impl Shift {
             eprintln!(
                 "migrate: {}: {}: {percent}% on the service ({}, {:.0} ms; {})",
                 self.route,
-                step.progress,
+                step.progress(),
                 crate::output::count(writes.len(), "write", "writes"),
                 started.elapsed().as_secs_f64() * 1000.0,
                 evidence_line(&evidence)
             );
         }
-        self.record_step(percent, evidence);
+        self.record_step(&step, evidence);
         Ok(())
     }
 
@@ -791,15 +813,18 @@ impl Shift {
     /// to that step).
     fn record_step(
         &mut self,
-        percent: u8,
+        step: &StepAt,
         mut evidence: serde_json::Map<String, serde_json::Value>,
     ) {
         if !self.outcome.steps.is_empty() {
             evidence.retain(|key, _| !INTERVAL_EVIDENCE.contains(&key.as_str()));
         }
-        self.outcome
-            .steps
-            .push(json!({ "percent": percent, "evidence": evidence }));
+        self.outcome.steps.push(json!({
+            "percent": step.percent,
+            "step": step.number,
+            "of": step.of,
+            "evidence": evidence,
+        }));
         record_outcome(&self.outcome);
     }
 
@@ -912,12 +937,16 @@ impl Shift {
     ) -> anyhow::Result<Result<Vec<String>, String>> {
         let mut done = Vec::new();
         for write in writes {
-            if view.changes_routing(write) {
-                self.outcome.routing_changes += 1;
-            }
+            // Judged on the rule as it was (a parked rule's action moves no
+            // traffic), counted once the write is confirmed: a call that
+            // failed (throttled to exhaustion) routed nothing.
+            let routing = view.changes_routing(write);
             self.moved = true;
             match execute(ctx, lock, listing, &self.route, view, write).await {
                 Ok((next, made, note, _)) => {
+                    if routing {
+                        self.outcome.routing_changes += 1;
+                    }
                     done.push(note.unwrap_or_else(|| made.describe()));
                     *view = next;
                     self.last = Some(view.clone());
@@ -1610,6 +1639,17 @@ impl Shift {
 
     /// The error for Ctrl-C: where the route stands and the two ways on
     /// (the plan on the rule continues with `promote`).
+    /// A run that stopped without saying where it left the route (Ctrl-C,
+    /// a lock taken away) left it as last read or written: the outcome's
+    /// `to` names that state, as every other outcome does.
+    fn left_where_last_seen(&mut self) {
+        if self.outcome.to.is_empty()
+            && let Some(view) = &self.last
+        {
+            self.outcome.to = view.state().explain();
+        }
+    }
+
     fn interrupted(&self, again: &str) -> anyhow::Error {
         let state = self
             .last

@@ -399,6 +399,7 @@ fn a_service_failing_5_percent_of_its_requests_fails_the_error_gate_and_rolls_ba
         status["metrics"]["rolled_back"]["what"], "gate failed; rolled back to the monolith",
         "{status:#}"
     );
+    assert_eq!(status["metrics"]["current"], false, "{status:#}");
     let text = op.run(&["status", "users"]);
     assert!(
         text.stdout.contains("metrics:  as of the shift, ")
@@ -548,6 +549,45 @@ fn a_healthy_service_passes_8_gradual_shifts_in_a_row() {
         passed
             .iter()
             .all(|e| e["evidence"]["metrics"]["verdict"] == "pass")
+    );
+
+    // A ninth: the metric gates pass the interval at 50%, then a custom
+    // gate fails the step to 100% and the shift rolls back. `status` gives
+    // the metric gates' pass as the verdict before the rollback, not as the
+    // one that rolled it back, nor as the route's now.
+    let config = std::fs::read_to_string(op.config_path()).unwrap();
+    let gate = "\n[[routes.users.gates]]\nname = \"orders\"\nphase = \"before-full\"\ncommand = [\"sh\", \"-c\", \"echo 'orders lost' >&2; exit 1\"]\n";
+    std::fs::write(op.config_path(), format!("{config}{gate}")).unwrap();
+    let run = op.run(&[
+        "shift",
+        "users",
+        "--steps",
+        "50,100",
+        "--interval",
+        "1s",
+        "--skip-parity",
+    ]);
+    assert_eq!(run.code, 3, "{run}");
+    let status = op.route_status("users");
+    let metrics = &status["metrics"];
+    assert_eq!(metrics["evaluation"]["verdict"], "pass", "{status:#}");
+    assert_eq!(metrics["current"], false, "{status:#}");
+    assert!(
+        metrics["rolled_back"]["gate_failed"]
+            .as_str()
+            .unwrap()
+            .contains("orders"),
+        "{status:#}"
+    );
+    let text = op.run(&["status", "users"]);
+    assert!(
+        text.stdout
+            .contains("metrics:  before the rollback, as of the shift, "),
+        "{text}"
+    );
+    assert!(
+        !text.stdout.contains("the verdict that rolled it back"),
+        "{text}"
     );
 }
 

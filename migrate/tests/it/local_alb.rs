@@ -674,7 +674,9 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
     let op = stack.ready_operator("30s");
 
     // Ctrl-C during an interval, with USER and LOGNAME unset (as in CI).
-    let mut command = op.command(&shift_args("users", "10,50,100", "30s"));
+    let mut args = shift_args("users", "10,50,100", "30s").to_vec();
+    args.extend(["--output", "json"]);
+    let mut command = op.command(&args);
     command
         .env_remove("USER")
         .env_remove("LOGNAME")
@@ -702,6 +704,16 @@ fn ctrl_c_stops_a_shift_and_says_how_to_go_on_and_a_lost_lock_stops_it_before_it
         "{run}"
     );
     assert!(run.stderr.contains("`migrate rollback users`"), "{run}");
+    // The JSON outcome names the state the route was left in.
+    let outcome: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(outcome["exit_code"], 130, "{run}");
+    assert!(
+        outcome["to"]
+            .as_str()
+            .unwrap()
+            .starts_with("shifting: 10% on the service"),
+        "{run}"
+    );
     let status = op.status_json();
     assert!(status["lock"].is_null(), "the lock was released: {status}");
     assert_eq!(op.route_status("users")["percent"], 10);
@@ -1036,6 +1048,39 @@ fn a_sticky_shift_keeps_clients_on_one_side_and_rollback_brings_them_back_at_onc
             .contains("--sticky 10m has no effect on this shift"),
         "{full}"
     );
+}
+
+#[test]
+fn a_step_whose_priority_move_is_throttled_to_exhaustion_counts_no_routing_change() {
+    // SetRulePriorities gets one token a hundred seconds.
+    let stack = LocalStack::start_with_alb_args(&["--throttle", "SetRulePriorities=0.01"]);
+    let rt = runtime();
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let op = stack.ready_operator("1s");
+    let (parked, _) = route_rule(&rt, &elb, &listener, "users").unwrap();
+    // The test takes the token (moving the parked rule where it is): every
+    // SetRulePriorities of the shift is throttled, through the SDK's retries.
+    let rule = route_rule_arn(&rt, &elb, &listener, "users");
+    let pair = aws_sdk_elasticloadbalancingv2::types::RulePriorityPair::builder()
+        .rule_arn(rule)
+        .priority(parked.parse().unwrap())
+        .build();
+    let _ = rt.block_on(elb.set_rule_priorities().rule_priorities(pair).send());
+    let shift = op.run(&["shift", "users", "--to", "10", "--output", "json", "-v"]);
+    assert_eq!(shift.code, 1, "{shift}");
+    assert!(
+        shift.stderr.contains("SetRulePriorities throttled"),
+        "{shift}"
+    );
+    // Only the parked rule's action was written (and written back): no
+    // request went anywhere else, and the outcome says so.
+    assert!(shift.elbv2_calls().contains(&"ModifyRule"), "{shift}");
+    let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
+    assert_eq!(outcome["routing_changes"], 0, "{shift}");
+    assert!(shift.stderr.contains("(0 changed routing)"), "{shift}");
+    let (priority, weights) = route_rule(&rt, &elb, &listener, "users").unwrap();
+    assert_eq!(priority, parked);
+    assert_eq!(weights, [("users".to_owned(), 100)].into_iter().collect());
 }
 
 #[test]

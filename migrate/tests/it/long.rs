@@ -5,6 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::*;
 
 fn summary(status: &serde_json::Value) -> String {
@@ -328,6 +330,13 @@ fn holds_promote_abort_and_the_bake_on_moto() {
     let calls = names.len();
     eprintln!("shift --to 10 (hold): {calls} ELBv2 calls: {names:?}");
     assert!(calls <= 18, "{calls} calls: {held}");
+    // Its progress counts the whole plan (10,hold,50,100): stopped at the
+    // hold, it is not done.
+    assert!(
+        held.stderr.contains("users: step 1/3: 10% on the service"),
+        "{held}"
+    );
+    assert!(!held.stderr.contains("step 1/1"), "{held}");
     let bob = stack.operator();
     let status = bob.route_status("users");
     assert!(
@@ -339,9 +348,44 @@ fn holds_promote_abort_and_the_bake_on_moto() {
         split(&rt, &elb, &listener, "users"),
         weights(&[("monolith", 90), ("users", 10)])
     );
-    // Bob promotes: 50%, then 100% (the route's steps above 10), plan done.
-    let promoted = bob.run(&["promote", "users", "--lock-settle", "0s"]);
+    // Bob promotes: 50%, then 100% (the route's steps above 10), plan done,
+    // numbered on from the hold in text and JSON alike.
+    let promoted = bob.run(&[
+        "promote",
+        "users",
+        "--lock-settle",
+        "0s",
+        "--output",
+        "json",
+    ]);
     assert_eq!(promoted.code, 0, "{promoted}");
+    assert!(
+        promoted
+            .stderr
+            .contains("users: step 2/3: 50% on the service"),
+        "{promoted}"
+    );
+    assert!(
+        promoted
+            .stderr
+            .contains("users: step 3/3: 100% on the service"),
+        "{promoted}"
+    );
+    let outcome: serde_json::Value = serde_json::from_str(&promoted.stdout).unwrap();
+    let numbered: Vec<_> = outcome["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["percent"].clone(), s["step"].clone(), s["of"].clone()))
+        .collect();
+    assert_eq!(
+        numbered,
+        [
+            (json!(50), json!(2), json!(3)),
+            (json!(100), json!(3), json!(3))
+        ],
+        "{promoted}"
+    );
     let status = bob.route_status("users");
     assert_eq!(status["state"], "on-service", "{status}");
     assert!(status["plan"].is_null(), "{status}");

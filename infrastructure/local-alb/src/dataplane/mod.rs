@@ -242,61 +242,21 @@ impl DataPlane {
             self.access_logs.set_node_address(address.ip());
         }
         self.access_logs.spawn_writer();
-        let mut workers = Vec::new();
-        let mut finishing = Vec::new();
-        for index in 0..self.options.worker_threads.max(1) {
-            let (hand_over, accepted) = tokio::sync::mpsc::unbounded_channel();
-            let plane = Arc::clone(&self);
-            let (finished, finish) = tokio::sync::oneshot::channel();
-            std::thread::Builder::new()
-                .name(format!("alb-worker-{index}"))
-                .spawn(move || {
-                    let result = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map(|runtime| runtime.block_on(plane.serve_worker(index, accepted)));
-                    let _ = finished.send(result);
-                })?;
-            workers.push(hand_over);
-            finishing.push(finish);
-        }
-        tokio::pin!(shutdown);
-        let mut next = 0usize;
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off, go on.
-                        tracing::warn!("accepting a connection failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let Ok(stream) = stream.into_std() else {
-                continue;
-            };
-            // A worker whose thread is gone is skipped; none left ends serving.
-            let mut connection = Some((stream, peer, self.tables.assign()));
-            for _ in 0..workers.len() {
-                next = (next + 1) % workers.len();
-                match workers[next].send(connection.take().expect("set before each send")) {
-                    Ok(()) => break,
-                    Err(returned) => connection = Some(returned.0),
-                }
-            }
-            if connection.is_some() {
-                return Err(std::io::Error::other("every data-plane worker thread died"));
-            }
-        }
+        let plane = Arc::clone(&self);
+        let mut workers = percore::Workers::start(
+            self.options.worker_threads,
+            "alb-worker",
+            move |index, accepted| Arc::clone(&plane).serve_worker(index, accepted),
+        )?;
+        // A worker whose thread is gone is skipped; none left ends serving.
+        percore::accept_until(&listener, &mut workers, shutdown, |stream, peer| {
+            (stream, peer, self.tables.assign())
+        })
+        .await
+        .map_err(|_| std::io::Error::other("every data-plane worker thread died"))?;
         drop(listener);
-        drop(workers);
-        for finish in finishing {
-            if let Ok(Err(error)) = finish.await {
-                tracing::error!("a data-plane worker could not start its runtime: {error}");
-            }
+        if let Err(error) = workers.finish().await {
+            tracing::error!("a data-plane worker ended with an error: {error}");
         }
         self.registry.stop_all();
         self.access_logs.flush();
