@@ -522,16 +522,17 @@ fn a_healthy_service_passes_8_gradual_shifts_in_a_row() {
     // Eight in a row: a gate that failed a healthy service one time in ten
     // would fail here more often than not. (The chaos suite's scenario 1
     // runs dozens of cycles.)
+    let gradual_shift = [
+        "shift",
+        "users",
+        "--steps",
+        "50,100",
+        "--interval",
+        "1s",
+        "--skip-parity",
+    ];
     for round in 0..8 {
-        let run = op.run(&[
-            "shift",
-            "users",
-            "--steps",
-            "50,100",
-            "--interval",
-            "1s",
-            "--skip-parity",
-        ]);
+        let run = op.run(&gradual_shift);
         assert_eq!(run.code, 0, "round {round}: {run}");
         assert_eq!(op.run(&["rollback", "users"]).code, 0, "round {round}");
     }
@@ -558,15 +559,7 @@ fn a_healthy_service_passes_8_gradual_shifts_in_a_row() {
     let config = std::fs::read_to_string(op.config_path()).unwrap();
     let gate = "\n[[routes.users.gates]]\nname = \"orders\"\nphase = \"before-full\"\ncommand = [\"sh\", \"-c\", \"echo 'orders lost' >&2; exit 1\"]\n";
     std::fs::write(op.config_path(), format!("{config}{gate}")).unwrap();
-    let run = op.run(&[
-        "shift",
-        "users",
-        "--steps",
-        "50,100",
-        "--interval",
-        "1s",
-        "--skip-parity",
-    ]);
+    let run = op.run(&gradual_shift);
     assert_eq!(run.code, 3, "{run}");
     let status = op.route_status("users");
     let metrics = &status["metrics"];
