@@ -833,44 +833,23 @@ fn a_shift_whose_api_goes_away_tries_to_roll_back_and_says_exactly_what_is_left(
     // When the API is back while the shift is rolling back (the SDK retries
     // each call for seconds), the rollback completes: exit 1, rolled back.
     wait_healthy(&op);
-    let mut child = op
-        .command(&shift_args("posts", "10,100", "30s"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = lines.clone();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let shift = op.spawn_watched(&shift_args("posts", "10,100", "30s"));
     // Step 1 ends with the rule's last-change tag; then the interval starts.
     eventually(Duration::from_secs(20), "posts at 10%, tagged", || {
         op.route_status("posts")["last_change"]["what"] == "shift to 10 percent"
     });
     stack.alb.stop();
     eventually(Duration::from_secs(60), "the shift rolling back", || {
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("posts: the shift failed; rolling back"))
+        shift.said("posts: the shift failed; rolling back")
     });
     stack.restart_alb();
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let stderr = lines.lock().unwrap().join("\n");
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let shift = shift.finish();
+    assert_eq!(shift.code, 1, "{shift}");
     assert!(
-        stderr.contains("posts: the shift failed and was rolled back: on the monolith"),
-        "{stderr}"
+        shift
+            .stderr
+            .contains("posts: the shift failed and was rolled back: on the monolith"),
+        "{shift}"
     );
     assert_eq!(op.route_status("posts")["state"], "on-monolith");
     assert_eq!(
@@ -1132,8 +1111,18 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
         "{says:?}"
     );
 
-    let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
-    let rollback = op.run(&["rollback", "users", "--output", "json"]);
+    // The bucket is kept empty until the rollback says it was throttled: a
+    // drain before it started could refill before its first read.
+    let mut rollback = op.spawn_watched(&["rollback", "users", "--output", "json"]);
+    let draining = Instant::now();
+    while !rollback.said("throttled")
+        && !rollback.exited()
+        && draining.elapsed() < Duration::from_secs(30)
+    {
+        let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rollback = rollback.finish();
     assert_eq!(rollback.code, 0, "{rollback}");
     assert!(rollback.stderr.contains("throttled"), "{rollback}");
     // The JSON's budget is the stderr line's, the traffic watch, the

@@ -172,6 +172,25 @@ impl Operator {
             .unwrap()
     }
 
+    /// Starts `migrate ARGS` in the background, its stderr read line by line
+    /// as it comes (see [`Watched`]).
+    pub fn spawn_watched(&self, args: &[&str]) -> Watched {
+        let mut child = self.spawn(args);
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = Arc::clone(&lines);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Watched {
+            child,
+            lines,
+            reader,
+        }
+    }
+
     /// Starts `migrate shift ROUTE --steps STEPS --interval INTERVAL` in the
     /// background.
     pub fn spawn_shift(&self, route: &str, steps: &str, interval: &str) -> Child {
@@ -256,6 +275,41 @@ impl std::fmt::Display for Run {
 /// The arguments of `migrate shift ROUTE --steps STEPS --interval INTERVAL`.
 pub fn shift_args<'a>(route: &'a str, steps: &'a str, interval: &'a str) -> [&'a str; 6] {
     ["shift", route, "--steps", steps, "--interval", interval]
+}
+
+/// A background `migrate` whose stderr a test watches while it runs.
+pub struct Watched {
+    child: Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Watched {
+    /// Whether a line said so far contains `text`.
+    pub fn said(&self, text: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Waits for the process; what it said.
+    pub fn finish(mut self) -> Run {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut stdout).unwrap();
+        }
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let stderr = self.lines.lock().unwrap().join("\n");
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
 }
 
 /// Finishes a background `migrate`.
