@@ -320,7 +320,9 @@ percent_decoding off by default, as the forum's router reads paths). A leak is s
 request that the rule's patterns miss (ALB path patterns are case-sensitive), or one that
 arrived while the route was at 100% and another rule won. Leaks are grouped by spelling with
 their count, share of the route's requests, first and last time, a client, and the fix: the
-pattern to add (within AWS's 5 condition values per rule) or the rule that wins.
+pattern to add (only characters AWS accepts, a percent escape as ???; within AWS's 5
+condition values and 5 wildcards per rule, the rest listed as left out) or the rule that
+wins.
 
 Logs: files (plain or .gz), directories (walked as AWS lays logs out), s3://BUCKET/PREFIX
 (through the same AWS settings and endpoint as every other call).

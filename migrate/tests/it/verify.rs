@@ -396,6 +396,10 @@ fn help_documents_the_exit_codes() {
     assert_exit(&output, 0);
     assert_contains(&stdout(&output), "1 the candidate answered differently");
     assert_contains(&stdout(&output), "5 the check could not run");
+    assert_contains(
+        &stdout(&output),
+        "4 the access logs of --from-alb-log could not be",
+    );
 }
 
 #[test]
