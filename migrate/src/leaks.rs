@@ -895,7 +895,7 @@ pub fn print_report(report: &Report) {
     println!("{}", header(report));
     if report.leaks.is_empty() {
         match &report.no_evidence {
-            Some(why) => println!("{why} (exit 5)"),
+            Some(why) => println!("{why}"),
             None => println!(
                 "no leaks: the monolith served none of the route's requests that the rule should have taken"
             ),
