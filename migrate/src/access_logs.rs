@@ -4,10 +4,18 @@
 //! layout (every `*.log` and `*.log.gz` below, in name order, which is time
 //! order within AWS's layout), and `s3://bucket/prefix` (every log object
 //! under the prefix, through the same AWS configuration and endpoint as every
-//! other call; path-style addressing when an endpoint is set). Line by line:
-//! a file or object is never held whole in memory. Lines are parsed by
+//! other call; path-style addressing when an endpoint is set). A prefix is a
+//! folder: `s3://b/prod` reads `prod/...`, never `prod-staging/...`. Line by
+//! line: a file or object is never held whole in memory. Lines are parsed by
 //! `alb::access_log`, the format's one home.
+//!
+//! Several load balancers often log to one bucket: only the files and lines
+//! of the [`LoadBalancer`] migrate.toml names are read as its own. A file
+//! whose name (AWS's `..._app.NAME.ID_...`) names another is skipped unread,
+//! a line whose `elb` field names another is skipped; both are counted and
+//! named in [`Summary`].
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -55,6 +63,88 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// The load balancer whose logs are read: `app/NAME/ID` from the
+/// listener's ARN, or its name alone (`listener.load_balancer` in
+/// migrate.toml) when no ARN is at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    name: String,
+    id: Option<String>,
+}
+
+impl LoadBalancer {
+    /// From a listener's or load balancer's ARN (an Application Load
+    /// Balancer's; `None` for another).
+    pub fn from_arn(arn: &str) -> Option<LoadBalancer> {
+        LoadBalancer::from_resource_id(&crate::metric_gates::load_balancer_dimension(arn)?)
+    }
+
+    /// From migrate.toml's `[listener]`: its ARN, else its load balancer's name.
+    pub fn from_settings(listener: &crate::settings::ListenerSettings) -> Option<LoadBalancer> {
+        listener
+            .arn
+            .as_deref()
+            .and_then(LoadBalancer::from_arn)
+            .or_else(|| {
+                listener.load_balancer.as_ref().map(|name| LoadBalancer {
+                    name: name.clone(),
+                    id: None,
+                })
+            })
+    }
+
+    /// `app/NAME/ID`, as a line's `elb` field holds it.
+    fn from_resource_id(text: &str) -> Option<LoadBalancer> {
+        let mut parts = text.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("app"), Some(name), Some(id), None) if !name.is_empty() && !id.is_empty() => {
+                Some(LoadBalancer {
+                    name: name.to_owned(),
+                    id: Some(id.to_owned()),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `elb` (a line's field, or [`load_balancer_of_file`]) is this
+    /// load balancer.
+    pub fn is(&self, elb: &str) -> bool {
+        LoadBalancer::from_resource_id(elb).is_some_and(|other| {
+            other.name == self.name && (self.id.is_none() || other.id == self.id)
+        })
+    }
+}
+
+impl std::fmt::Display for LoadBalancer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(formatter, "app/{}/{id}", self.name),
+            None => write!(formatter, "app/{}", self.name),
+        }
+    }
+}
+
+/// The load balancer a log file's name says it holds, as `app/NAME/ID`
+/// (AWS names each file
+/// `ACCOUNT_elasticloadbalancing_REGION_app.NAME.ID_TIME_IP_RANDOM.log.gz`;
+/// load balancer names hold no `.` or `_`). `None` for a name in another
+/// shape: such a file is read, and judged line by line.
+pub fn load_balancer_of_file(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next()?;
+    let mut parts = base.split('_');
+    let (_account, service, _region, balancer) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if service != "elasticloadbalancing" {
+        return None;
+    }
+    let mut pieces = balancer.split('.');
+    match (pieces.next(), pieces.next(), pieces.next(), pieces.next()) {
+        (Some(kind), Some(name), Some(id), None) => Some(format!("{kind}/{name}/{id}")),
+        _ => None,
+    }
+}
+
 /// What was read.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Summary {
@@ -62,6 +152,64 @@ pub struct Summary {
     pub lines: usize,
     /// Lines that are not access log entries (counted, not fatal).
     pub unreadable_lines: usize,
+    /// Files of other load balancers (by their names), skipped unread.
+    pub other_files: usize,
+    /// Entries of other load balancers (by their `elb` field), skipped.
+    pub other_lines: usize,
+    /// The other load balancers seen (`app/NAME/ID`).
+    pub others: BTreeSet<String>,
+}
+
+impl Summary {
+    /// "skipped 2 files and 3 lines of other load balancers: app/a/1, app/b/2"
+    /// (the first three named), or `None` when nothing was skipped.
+    pub fn skipped_text(&self) -> Option<String> {
+        if self.other_files == 0 && self.other_lines == 0 {
+            return None;
+        }
+        let mut what = Vec::new();
+        if self.other_files > 0 {
+            what.push(crate::output::count(self.other_files, "file", "files"));
+        }
+        if self.other_lines > 0 {
+            what.push(crate::output::count(self.other_lines, "line", "lines"));
+        }
+        let mut named: Vec<&str> = self.others.iter().map(String::as_str).take(3).collect();
+        if self.others.len() > 3 {
+            named.push("…");
+        }
+        Some(format!(
+            "skipped {} of other load balancers: {}",
+            what.join(" and "),
+            named.join(", ")
+        ))
+    }
+
+    /// Counts a file of another load balancer, skipped unread.
+    fn skip_file(&mut self, balancer: String) {
+        self.other_files += 1;
+        self.others.insert(balancer);
+    }
+
+    /// Whether a file named `name` is to be read: not another load
+    /// balancer's by its name (counted when it is).
+    fn takes_file(&mut self, name: &str, own: Option<&LoadBalancer>) -> bool {
+        match (own, load_balancer_of_file(name)) {
+            (Some(own), Some(balancer)) if !own.is(&balancer) => {
+                self.skip_file(balancer);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn add(&mut self, part: &Summary) {
+        self.lines += part.lines;
+        self.unreadable_lines += part.unreadable_lines;
+        self.other_files += part.other_files;
+        self.other_lines += part.other_lines;
+        self.others.extend(part.others.iter().cloned());
+    }
 }
 
 /// A failure to read the logs (exit 4 in `leaks`): the source and why.
@@ -69,24 +217,43 @@ fn unreadable(source: &impl std::fmt::Display, error: impl std::fmt::Display) ->
     Failure::LogsUnreadable(format!("cannot read the access logs at {source}: {error}")).into()
 }
 
-/// Reads every entry of `sources` in order, handing each to `visit`.
+/// Reads every entry of `sources` in order that is `own`'s (every entry
+/// when `None`), handing each to `visit`.
 pub async fn read(
     sources: &[Source],
     sdk: &SdkConfig,
+    own: Option<&LoadBalancer>,
     mut visit: impl FnMut(Record),
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     for source in sources {
-        let files_before = summary.files;
+        let before = summary.clone();
         match source {
-            Source::Path(path) => read_path(path, &mut summary, &mut visit)?,
+            Source::Path(path) => read_path(path, own, &mut summary, &mut visit)?,
             Source::S3 { bucket, prefix } => {
-                read_s3(sdk, bucket, prefix, &mut summary, &mut visit).await?;
+                read_s3(sdk, (bucket, prefix), own, &mut summary, &mut visit).await?;
             }
         }
-        if summary.files == files_before {
-            return Err(no_files(source));
+        if summary.files == before.files {
+            return Err(no_files(source, own, &summary, &before));
         }
+    }
+    if let Some(own) = own
+        && summary.lines > summary.unreadable_lines
+        && summary.lines == summary.unreadable_lines + summary.other_lines
+    {
+        return Err(Failure::LogsUnreadable(format!(
+            "{}: {} in {}, none of {own} ({}); name this load balancer's logs (the prefix its access_logs.s3.prefix sets)",
+            sources
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::output::count(summary.lines, "line", "lines"),
+            crate::output::count(summary.files, "file", "files"),
+            summary.skipped_text().unwrap_or_default(),
+        ))
+        .into());
     }
     if summary.lines == summary.unreadable_lines {
         return Err(Failure::LogsUnreadable(format!(
@@ -104,31 +271,59 @@ pub async fn read(
     Ok(summary)
 }
 
-/// No log file under a source: evidence of nothing, never "no leaks".
-fn no_files(source: &Source) -> anyhow::Error {
+/// No log file (of `own`) under a source: evidence of nothing, never "no
+/// leaks". `before` is the summary before the source was read.
+fn no_files(
+    source: &Source,
+    own: Option<&LoadBalancer>,
+    summary: &Summary,
+    before: &Summary,
+) -> anyhow::Error {
     let fix = match source {
         Source::S3 { .. } => "check the bucket and prefix",
         Source::Path(_) => "check the path (files named *.log or *.log.gz)",
     };
-    Failure::LogsUnreadable(format!("no access-log file under {source}: {fix}")).into()
+    match own {
+        Some(own) if summary.other_files > before.other_files => {
+            let skipped = Summary {
+                other_files: summary.other_files - before.other_files,
+                other_lines: 0,
+                ..summary.clone()
+            };
+            Failure::LogsUnreadable(format!(
+                "no access-log file of {own} under {source} ({}): {fix}",
+                skipped.skipped_text().unwrap_or_default()
+            ))
+            .into()
+        }
+        _ => Failure::LogsUnreadable(format!("no access-log file under {source}: {fix}")).into(),
+    }
+}
+
+/// The log files of a local source: the file, or every log file under a directory.
+fn local_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let metadata = std::fs::metadata(path).map_err(|error| unreadable(&path.display(), error))?;
+    if metadata.is_dir() {
+        log_files_under(path).map_err(|error| unreadable(&path.display(), error))
+    } else {
+        Ok(vec![path.to_owned()])
+    }
 }
 
 fn read_path(
     path: &Path,
+    own: Option<&LoadBalancer>,
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> anyhow::Result<()> {
-    let metadata = std::fs::metadata(path).map_err(|error| unreadable(&path.display(), error))?;
-    let files = if metadata.is_dir() {
-        log_files_under(path).map_err(|error| unreadable(&path.display(), error))?
-    } else {
-        vec![path.to_owned()]
-    };
-    for file in files {
+    for file in local_files(path)? {
+        let name = file.to_string_lossy();
+        if !summary.takes_file(&name, own) {
+            continue;
+        }
         let opened =
             std::fs::File::open(&file).map_err(|error| unreadable(&file.display(), error))?;
-        let name = file.to_string_lossy();
-        read_stream(opened, &name, summary, visit)
+        read_stream(opened, &name, own, summary, visit)
             .map_err(|error| unreadable(&file.display(), error))?;
         summary.files += 1;
     }
@@ -162,10 +357,11 @@ fn is_log_name(name: &str) -> bool {
 fn read_stream(
     input: impl Read,
     name: &str,
+    own: Option<&LoadBalancer>,
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> std::io::Result<()> {
-    with_decompressed(input, name, |lines| read_lines(lines, summary, visit))
+    with_decompressed(input, name, |lines| read_lines(lines, own, summary, visit))
 }
 
 /// Hands `use_lines` the text of `input`: gunzipped (one or more members)
@@ -181,7 +377,7 @@ fn with_decompressed<T>(
     if !gzip && name.ends_with(".gz") && !buffered.fill_buf()?.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "named .gz but not gzip (its first bytes are not gzip's); gunzip-compress it or rename it",
+            "named .gz but not gzip (its first bytes are not gzip's); compress it with gzip, or drop the .gz from its name",
         ));
     }
     if gzip {
@@ -194,6 +390,7 @@ fn with_decompressed<T>(
 
 fn read_lines(
     mut input: impl BufRead,
+    own: Option<&LoadBalancer>,
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> std::io::Result<()> {
@@ -209,6 +406,12 @@ fn read_lines(
         }
         summary.lines += 1;
         match Record::parse(&text) {
+            Ok(record) if own.is_some_and(|own| !own.is(record.get("elb"))) => {
+                summary.other_lines += 1;
+                if summary.others.len() < 100 {
+                    summary.others.insert(record.get("elb").to_owned());
+                }
+            }
             Ok(record) => visit(record),
             Err(_) => summary.unreadable_lines += 1,
         }
@@ -273,15 +476,18 @@ fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
 
 async fn read_s3(
     sdk: &SdkConfig,
-    bucket: &str,
-    prefix: &str,
+    (bucket, prefix): (&str, &str),
+    own: Option<&LoadBalancer>,
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> anyhow::Result<()> {
     let client = s3_client(sdk);
     for key in log_keys(sdk, &client, bucket, prefix).await? {
+        if !summary.takes_file(&key, own) {
+            continue;
+        }
         let location = format!("s3://{bucket}/{key}");
-        read_s3_object(sdk, &client, bucket, &key, summary, visit)
+        read_s3_object(sdk, &client, (bucket, &key), own, summary, visit)
             .await
             .map_err(|error| unreadable(&location, format!("{error:#}")))?;
         summary.files += 1;
@@ -289,8 +495,21 @@ async fn read_s3(
     Ok(())
 }
 
-/// The keys of the log objects under `prefix`, sorted (time order in AWS's
-/// layout).
+/// What to list for a source's prefix: a folder (`prod` lists `prod/`, so
+/// never `prod-staging/`), or one log object named whole (`true`: that key
+/// only).
+fn listed_prefix(prefix: &str) -> (String, bool) {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        (prefix.to_owned(), false)
+    } else if is_log_name(prefix) {
+        (prefix.to_owned(), true)
+    } else {
+        (format!("{prefix}/"), false)
+    }
+}
+
+/// The keys of the log objects under `prefix` (a folder), sorted (time
+/// order in AWS's layout).
 async fn log_keys(
     sdk: &SdkConfig,
     client: &aws_sdk_s3::Client,
@@ -298,11 +517,12 @@ async fn log_keys(
     prefix: &str,
 ) -> anyhow::Result<Vec<String>> {
     let source = format!("s3://{bucket}/{prefix}");
+    let (listed, whole_key) = listed_prefix(prefix);
     let mut keys = Vec::new();
     let mut pages = client
         .list_objects_v2()
         .bucket(bucket)
-        .prefix(prefix)
+        .prefix(&listed)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
@@ -313,7 +533,7 @@ async fn log_keys(
             page.contents()
                 .iter()
                 .filter_map(|object| object.key())
-                .filter(|key| is_log_name(key))
+                .filter(|key| is_log_name(key) && (!whole_key || *key == listed))
                 .map(str::to_owned),
         );
     }
@@ -327,8 +547,8 @@ async fn log_keys(
 async fn read_s3_object(
     sdk: &SdkConfig,
     client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
+    (bucket, key): (&str, &str),
+    own: Option<&LoadBalancer>,
     summary: &mut Summary,
     visit: &mut impl FnMut(Record),
 ) -> anyhow::Result<()> {
@@ -341,6 +561,7 @@ async fn read_s3_object(
         .map_err(|error| anyhow::anyhow!(explain_s3("GetObject", (sdk, bucket), &error)))?;
     let mut body = object.body;
     let name = key.to_owned();
+    let own = own.cloned();
     let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
     let (batch_sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Record>>(4);
     let parser = tokio::task::spawn_blocking(move || {
@@ -350,7 +571,7 @@ async fn read_s3_object(
         };
         let mut part = Summary::default();
         let mut batch = Vec::with_capacity(512);
-        let result = read_stream(reader, &name, &mut part, &mut |record| {
+        let result = read_stream(reader, &name, own.as_ref(), &mut part, &mut |record| {
             batch.push(record);
             if batch.len() == 512 {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
@@ -373,8 +594,7 @@ async fn read_s3_object(
         .await
         .context("the log parser stopped")?
         .context("reading the object")?;
-    summary.lines += part.lines;
-    summary.unreadable_lines += part.unreadable_lines;
+    summary.add(&part);
     Ok(())
 }
 
@@ -409,37 +629,49 @@ async fn feed(
 /// Hands each log file or object of `sources`, in order and decompressed,
 /// to `visit` as a reader of its lines, with `state` and its name (the
 /// file's path or `s3://bucket/key`): for callers that read the lines
-/// themselves (`verify` replays them through parity). Streaming as [`read`]
-/// does: while an S3 object arrives, `visit` reads it on a blocking thread,
-/// so `state` is moved there and back; it is returned at the end. An error
-/// of `visit` or of the reading names the file or object.
+/// themselves (`verify` replays them through parity). Only `own`'s files and
+/// entries reach `visit` (lines that are no entry do: the caller reports
+/// them); the returned [`Summary`] counts the files read and what of other
+/// load balancers was skipped. A source without a log file (of `own`) is an
+/// error, as in [`read`]. Streaming as [`read`] does: while an S3 object
+/// arrives, `visit` reads it on a blocking thread, so `state` is moved there
+/// and back; it is returned at the end. An error of `visit` or of the
+/// reading names the file or object.
 pub async fn read_each<S: Send + 'static>(
     sources: &[Source],
     sdk: &SdkConfig,
+    own: Option<&LoadBalancer>,
     mut state: S,
     visit: fn(&mut S, &str, &mut dyn BufRead) -> std::io::Result<()>,
-) -> anyhow::Result<S> {
+) -> anyhow::Result<(S, Summary)> {
+    let mut summary = Summary::default();
     for source in sources {
+        let before = summary.clone();
         match source {
             Source::Path(path) => {
-                let metadata =
-                    std::fs::metadata(path).map_err(|error| unreadable(&path.display(), error))?;
-                let files = if metadata.is_dir() {
-                    log_files_under(path).map_err(|error| unreadable(&path.display(), error))?
-                } else {
-                    vec![path.to_owned()]
-                };
-                for file in files {
+                for file in local_files(path)? {
                     let name = file.display().to_string();
+                    if !summary.takes_file(&name, own) {
+                        continue;
+                    }
                     let opened =
                         std::fs::File::open(&file).map_err(|error| unreadable(&name, error))?;
-                    with_decompressed(opened, &name, |lines| visit(&mut state, &name, lines))
-                        .map_err(|error| unreadable(&name, error))?;
+                    let mut part = Summary::default();
+                    with_decompressed(opened, &name, |lines| {
+                        let mut lines = OwnLines::new(lines, own, &mut part);
+                        visit(&mut state, &name, &mut lines)
+                    })
+                    .map_err(|error| unreadable(&name, error))?;
+                    summary.add(&part);
+                    summary.files += 1;
                 }
             }
             Source::S3 { bucket, prefix } => {
                 let client = s3_client(sdk);
                 for key in log_keys(sdk, &client, bucket, prefix).await? {
+                    if !summary.takes_file(&key, own) {
+                        continue;
+                    }
                     let name = format!("s3://{bucket}/{key}");
                     let object = client
                         .get_object()
@@ -453,25 +685,105 @@ pub async fn read_each<S: Send + 'static>(
                     let mut body = object.body;
                     let (chunk_sender, chunks) = tokio::sync::mpsc::channel(8);
                     let reading_name = name.clone();
+                    let reading_own = own.cloned();
                     let reader = tokio::task::spawn_blocking(move || {
                         let reader = ChunkReader {
                             chunks,
                             current: bytes_chunk::Chunk::default(),
                         };
+                        let mut part = Summary::default();
                         let result = with_decompressed(reader, &reading_name, |lines| {
-                            visit(&mut state, &reading_name, lines)
+                            let mut lines = OwnLines::new(lines, reading_own.as_ref(), &mut part);
+                            visit(&mut state, &reading_name, &mut lines)
                         });
-                        (state, result)
+                        (state, part, result)
                     });
                     let (_, read) = tokio::join!(feed(&mut body, chunk_sender), reader);
-                    let (returned, result) = read.context("the log reader stopped")?;
+                    let (returned, part, result) = read.context("the log reader stopped")?;
                     state = returned;
                     result.map_err(|error| unreadable(&name, error))?;
+                    summary.add(&part);
+                    summary.files += 1;
                 }
             }
         }
+        if summary.files == before.files {
+            return Err(no_files(source, own, &summary, &before));
+        }
     }
-    Ok(state)
+    Ok((state, summary))
+}
+
+/// The lines of a log that reach a caller of [`read_each`]: every line but
+/// the entries of other load balancers (by their `elb` field, the third,
+/// unquoted), which are counted in the summary. A line that is no entry
+/// passes: the caller reports it.
+struct OwnLines<'a> {
+    lines: &'a mut dyn BufRead,
+    own: Option<&'a LoadBalancer>,
+    summary: &'a mut Summary,
+    line: Vec<u8>,
+    at: usize,
+}
+
+impl<'a> OwnLines<'a> {
+    fn new(
+        lines: &'a mut dyn BufRead,
+        own: Option<&'a LoadBalancer>,
+        summary: &'a mut Summary,
+    ) -> Self {
+        OwnLines {
+            lines,
+            own,
+            summary,
+            line: Vec::with_capacity(1024),
+            at: 0,
+        }
+    }
+
+    /// The balancer of another load balancer's entry, `None` for a line to pass.
+    fn other_balancer(&self) -> Option<String> {
+        let own = self.own?;
+        let text = String::from_utf8_lossy(&self.line);
+        let mut fields = text.split(' ');
+        let kind = fields.next()?;
+        let elb = fields.nth(1)?;
+        (alb::access_log::TYPES.contains(&kind) && !own.is(elb)).then(|| elb.to_owned())
+    }
+}
+
+impl Read for OwnLines<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let count = available.len().min(out.len());
+        out[..count].copy_from_slice(&available[..count]);
+        self.consume(count);
+        Ok(count)
+    }
+}
+
+impl BufRead for OwnLines<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.at == self.line.len() {
+            self.line.clear();
+            self.at = 0;
+            if self.lines.read_until(b'\n', &mut self.line)? == 0 {
+                break;
+            }
+            if let Some(balancer) = self.other_balancer() {
+                self.summary.other_lines += 1;
+                if self.summary.others.len() < 100 {
+                    self.summary.others.insert(balancer);
+                }
+                self.line.clear();
+            }
+        }
+        Ok(&self.line[self.at..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.at = (self.at + amount).min(self.line.len());
+    }
 }
 
 /// An S3 error as one line the operator can act on: the service and call,
@@ -538,5 +850,72 @@ mod tests {
         );
         assert!(Source::parse("s3:///x").is_err());
         assert_eq!(Source::parse("a/b"), Ok(Source::Path("a/b".into())));
+    }
+
+    #[test]
+    fn an_s3_prefix_is_a_folder_or_one_log_object() {
+        assert_eq!(listed_prefix("prod"), ("prod/".to_owned(), false));
+        assert_eq!(listed_prefix("prod/"), ("prod/".to_owned(), false));
+        assert_eq!(listed_prefix(""), (String::new(), false));
+        assert_eq!(
+            listed_prefix("prod/AWSLogs/1/x.log.gz"),
+            ("prod/AWSLogs/1/x.log.gz".to_owned(), true)
+        );
+    }
+
+    #[test]
+    fn files_and_lines_of_other_load_balancers_are_told_apart() {
+        let own = LoadBalancer::from_arn(
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/prod/50dc6c495c0c9188/f2f7dc8efc522ab2",
+        )
+        .unwrap();
+        assert_eq!(own.to_string(), "app/prod/50dc6c495c0c9188");
+        assert!(own.is("app/prod/50dc6c495c0c9188"));
+        assert!(!own.is("app/prod-staging/50dc6c495c0c9188"));
+        assert!(!own.is("app/prod/0000000000000000"));
+        assert!(!own.is("-"));
+        let by_name = LoadBalancer::from_settings(&crate::settings::ListenerSettings {
+            arn: None,
+            load_balancer: Some("prod".into()),
+            port: Some(443),
+        })
+        .unwrap();
+        assert!(by_name.is("app/prod/0000000000000000"));
+        assert!(!by_name.is("app/prod-staging/0000000000000000"));
+        assert_eq!(
+            load_balancer_of_file(
+                "logs/AWSLogs/1/elasticloadbalancing/us-east-1/2026/12/01/123456789012_elasticloadbalancing_us-east-1_app.prod-staging.50dc6c495c0c9188_20261201T1005Z_10.0.0.1_abc.log.gz"
+            )
+            .as_deref(),
+            Some("app/prod-staging/50dc6c495c0c9188")
+        );
+        assert_eq!(load_balancer_of_file("logs/requests.log"), None);
+
+        let line = |elb: &str| {
+            let mut record = Record::new();
+            record
+                .set("elb", elb)
+                .set("request", "GET http://a:80/x HTTP/1.1");
+            record.render()
+        };
+        let text = format!(
+            "{}\n{}\nnot an entry\n{}\n",
+            line("app/prod/50dc6c495c0c9188"),
+            line("app/staging/1"),
+            line("app/prod/50dc6c495c0c9188")
+        );
+        let mut summary = Summary::default();
+        let mut input = text.as_bytes();
+        let mut kept = String::new();
+        OwnLines::new(&mut input, Some(&own), &mut summary)
+            .read_to_string(&mut kept)
+            .unwrap();
+        assert_eq!(kept.lines().count(), 3, "{kept}");
+        assert!(!kept.contains("app/staging/1"));
+        assert_eq!(summary.other_lines, 1);
+        assert_eq!(
+            summary.skipped_text().as_deref(),
+            Some("skipped 1 line of other load balancers: app/staging/1")
+        );
     }
 }

@@ -135,6 +135,9 @@ With --from-alb-log, it also counts from the access logs the route's requests th
 patterns miss and the monolith served (as `migrate leaks` does): what a shift would leave
 behind.
 
+Exit codes: 0 planned, 1 error, 2 usage, 4 the access logs of --from-alb-log could not be
+read (as in `migrate leaks` and `verify`).
+
 --steps and --sticky preview a shift with those options (as `shift` takes them; a
 `hold` in the steps is where the shift would stop until `migrate promote`).
 
@@ -317,15 +320,22 @@ percent_decoding off by default, as the forum's router reads paths). A leak is s
 request that the rule's patterns miss (ALB path patterns are case-sensitive), or one that
 arrived while the route was at 100% and another rule won. Leaks are grouped by spelling with
 their count, share of the route's requests, first and last time, a client, and the fix: the
-pattern to add (within AWS's 5 condition values per rule) or the rule that wins.
+pattern to add (only characters AWS accepts, a percent escape as ???; within AWS's 5
+condition values and 5 wildcards per rule, the rest listed as left out) or the rule that
+wins.
 
 Logs: files (plain or .gz), directories (walked as AWS lays logs out), s3://BUCKET/PREFIX
 (through the same AWS settings and endpoint as every other call).
 
-Exit codes: 0 no leaks (judged on at least one of the route's requests), 1 leaks found,
-2 usage, 4 the logs could not be read (no log file under a source, no access-log entry
-in the files, a .gz that is not gzip), 5 nothing to judge (no request of the route in the
-window: widen --since or wait for traffic).
+Only the logs of the listener's load balancer count: a file named for another load
+balancer, or a line whose `elb` field names another, is skipped and counted. A prefix is a
+folder: s3://my-alb-logs/prod reads prod/..., never prod-staging/....
+
+Exit codes: 0 no leaks (judged on at least one of the route's requests, with at most 1% of
+the lines unreadable), 1 leaks found, 2 usage (--since 0 too), 4 the logs could not be read
+(no log file of the load balancer under a source, no access-log entry of it in the files,
+a .gz that is not gzip), 5 no evidence (no request of the route in the window: widen
+--since or wait for traffic; or more than 1% of the lines not access-log entries).
 
 Examples:
   migrate leaks users --from-alb-log s3://my-alb-logs/prod --since 7d
@@ -336,7 +346,8 @@ Examples:
 Retire a route: it must be at 100% on its service (past its bake, where one is set) and
 the access logs must show no leak over the window (--from-alb-log, --since; see
 `migrate leaks`). It needs evidence: at least one request of the route in the window
-that its service's target group served, else it refuses (exit 1). Leaks make it refuse,
+that its service's target group served, and at most 1% of the lines unreadable, else it
+refuses (exit 1). Leaks make it refuse,
 listing them (exit 1); --accept-leaks --reason
 overrides, and the journal records who and why. Then the rule forwards to the service
 alone, is tagged ficus:retired, and the change is journaled: the monolith's code for
@@ -359,8 +370,8 @@ pub struct RetireArgs {
     /// Access logs: a file (plain or gzip), a directory, or s3://BUCKET/PREFIX; repeatable.
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
     pub from_alb_log: Vec<String>,
-    /// Only requests of the last DURATION (e.g. 14d). Default: every request in the logs.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// Only requests of the last DURATION (e.g. 14d; not 0). Default: every request in the logs.
+    #[arg(long, value_parser = parse_window, value_name = "DURATION")]
     pub since: Option<Duration>,
     /// Retire although the logs show leaks (needs --reason).
     #[arg(long, requires = "reason")]
@@ -379,8 +390,8 @@ pub struct LeaksArgs {
     /// Access logs: a file (plain or gzip), a directory, or s3://BUCKET/PREFIX; repeatable.
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
     pub from_alb_log: Vec<String>,
-    /// Only requests of the last DURATION (e.g. 24h, 7d). Default: every request in the logs.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// Only requests of the last DURATION (e.g. 24h, 7d; not 0). Default: every request in the logs.
+    #[arg(long, value_parser = parse_window, value_name = "DURATION")]
     pub since: Option<Duration>,
 }
 
@@ -451,7 +462,7 @@ pub struct PlanArgs {
     pub from_alb_log: Vec<String>,
     /// With --from-alb-log: only requests of the last DURATION (e.g. 7d), as
     /// `migrate leaks --since`. Default: every request in the logs.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "from_alb_log")]
+    #[arg(long, value_parser = parse_window, value_name = "DURATION", requires = "from_alb_log")]
     pub since: Option<Duration>,
 }
 
@@ -673,6 +684,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     alb::duration::parse(text)
 }
 
+/// `--since`: the last DURATION of the access logs; zero is refused, as a
+/// window with nothing in it.
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = parse_duration(text)?;
+    if window.is_zero() {
+        return Err(format!(
+            "`{text}` is an empty window: give the last DURATION to judge, e.g. 7d, or leave --since out to judge every request in the logs"
+        ));
+    }
+    Ok(window)
+}
+
 /// Arguments of `migrate verify`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("routes").required(true).args(["route", "all"])))]
@@ -698,8 +721,10 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub corpus: Vec<PathBuf>,
     /// Replay ALB access logs instead of the route's configured requests; only
-    /// paths matching the route's patterns. Files (plain or gzip), directories
-    /// in AWS's layout, or S3, e.g. `--from-alb-log s3://my-alb-logs/prod`.
+    /// paths matching the route's patterns, and only the load balancer's of
+    /// `[listener]` (others' files and lines are skipped, and counted). Files
+    /// (plain or gzip), directories in AWS's layout, or S3, e.g.
+    /// `--from-alb-log s3://my-alb-logs/prod` (the folder prod/).
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|s3://BUCKET/PREFIX", num_args = 1..)]
     pub from_alb_log: Vec<String>,
     /// Replay methods other than GET and HEAD from ALB logs too.
@@ -745,8 +770,10 @@ pub struct VerifyArgs {
 /// 0 every request matched, 1 an answer differed, 2 usage or configuration
 /// error, 5 the check could not run (requests got no answer, nothing differed).
 const VERIFY_EXIT_CODES: &str = "Exit codes: 0 every request matched; 1 the candidate answered differently \
-(a difference was found); 2 usage or configuration error (nothing was sent); 5 the check \
-could not run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
+(a difference was found); 2 usage or configuration error (nothing was sent); 4 the access \
+logs of --from-alb-log could not be read (as in `migrate leaks` and `plan`: no log file of the \
+load balancer under a source, a file that cannot be read or decompressed); 5 the check could not \
+run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
 
 fn parse_concurrency(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {

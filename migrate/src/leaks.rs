@@ -7,6 +7,16 @@
 //!   per its tags) although the patterns match: a rule that won over the
 //!   route's, named by the log's `matched_rule_priority`.
 //!
+//! A request the patterns do not match is a pattern miss whichever rule of
+//! the monolith (or the listener's default action) served it; "rule lost" is
+//! only for requests the patterns match.
+//!
+//! "No leaks" needs evidence ([`no_evidence`], the one wording of it for
+//! `leaks`, `plan` and `retire`): at least one of the route's requests in
+//! the window, from the load balancer's own logs (others' are skipped by
+//! `access_logs`), and no more than [`MAX_UNREADABLE_SHARE`] of the lines
+//! unreadable.
+//!
 //! The analysis ([`Analysis`]) is pure; [`leaks`] reads the listing and the
 //! logs and prints. `plan` and `retire` use [`find`].
 
@@ -32,6 +42,11 @@ const DEFAULT_ACTION_PRIORITY: &str = "0";
 
 /// AWS's quota of condition values per rule.
 const MAX_VALUES: usize = alb::MAX_CONDITION_VALUES;
+
+/// The largest share of unreadable lines (not access-log entries) under
+/// which "no leaks" stands: above it, the leaks could be in the lines that
+/// were not read, and the report is no evidence (exit 5).
+pub const MAX_UNREADABLE_SHARE: f64 = 0.01;
 
 /// Why a spelling leaked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -74,6 +89,12 @@ pub struct Report {
     pub files: usize,
     pub lines: usize,
     pub unreadable_lines: usize,
+    /// The load balancer whose logs were read (`app/NAME/ID`, from the listener's ARN).
+    pub load_balancer: Option<String>,
+    /// Files and lines of other load balancers, skipped (not counted anywhere else).
+    pub other_load_balancer_files: usize,
+    pub other_load_balancer_lines: usize,
+    pub other_load_balancers: Vec<String>,
     /// The window's start (`--since`), RFC 3339; `None`: every entry counts.
     pub window_start: Option<String>,
     /// Entries before the window's start (not counted).
@@ -89,7 +110,13 @@ pub struct Report {
     /// patterns miss an added pattern (a parked rule must match nothing the
     /// monolith's rule misses, or `status` reports a LEAK and `shift` refuses).
     pub fix_commands: Vec<String>,
+    /// The patterns the commands leave out, each with its spelling and why
+    /// (AWS's quotas of 5 condition values and 5 wildcards per rule).
+    pub fix_left_out: Vec<String>,
     pub monolith_paths: MonolithPaths,
+    /// Why the report proves nothing ([`no_evidence`]): then it is never
+    /// "no leaks" (`ok` false, exit 5).
+    pub no_evidence: Option<String>,
 }
 
 /// What the analysis needs of the route.
@@ -102,8 +129,6 @@ pub struct RouteFacts {
     pub at_full_since: Option<i64>,
     /// Only requests at or after this time (Unix µs) count.
     pub window_start: Option<i64>,
-    /// Condition values the route's rule has now.
-    pub rule_values: usize,
     pub rule_priority: Option<u32>,
     /// The route's rule and its conditions now (for the fix commands).
     pub rule_arn: Option<String>,
@@ -207,76 +232,129 @@ impl Analysis {
 
     /// The leaks, most frequent first, each with its fix.
     pub fn leaks(&self) -> Vec<Leak> {
-        let mut additions: Vec<String> = Vec::new();
         let mut leaks: Vec<Leak> = self
             .spellings
             .iter()
             .map(|(path, spelling)| {
-                let share = spelling.count as f64 / self.route_requests.max(1) as f64;
-                let fixed_since = self.exact.iter().any(|glob| glob.matches(path));
-                let (pattern, winner, fix) = match spelling.kind {
-                    LeakKind::PatternMiss if fixed_since => (
-                        None,
-                        None,
-                        "the rule's patterns as they were missed it (the listener's default action served it); they match it now: judge the rule as it is with --since shorter than the time since the fix".to_owned(),
-                    ),
-                    LeakKind::PatternMiss => {
-                        let pattern = self.pattern_for(path);
-                        let covered = additions
-                            .iter()
-                            .any(|added| Glob::new(added, Syntax::CaseSensitive).matches(path));
-                        if !covered {
-                            additions.push(pattern.clone());
-                        }
-                        let values = self.facts.rule_values + additions.len();
-                        let monolith_too = if self.monolith_misses(&pattern) {
-                            "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
-                        } else {
-                            ""
-                        };
-                        let fix = if values <= MAX_VALUES {
-                            format!(
-                                "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {values} of AWS's {MAX_VALUES} condition values){monolith_too}"
-                            )
-                        } else {
-                            format!(
-                                "the pattern {pattern:?} would bring the rule to {values} condition values, over AWS's quota of {MAX_VALUES}: add a second rule with it, forwarding to the service, in front of the monolith's rule"
-                            )
-                        };
-                        (Some(pattern), None, fix)
-                    }
-                    LeakKind::RuleLost => {
-                        let ours = self
-                            .facts
-                            .rule_priority
-                            .map_or("-".to_owned(), |priority| priority.to_string());
-                        let fix = format!(
-                            "the rule at priority {} won over the route's rule (priority {ours}) while the route was at 100%: move the route's rule in front of it, or narrow that rule",
-                            spelling.winner
-                        );
-                        (None, Some(spelling.winner.clone()), fix)
-                    }
+                let (pattern, winner) = match spelling.kind {
+                    LeakKind::PatternMiss if self.matches_now(path) => (None, None),
+                    LeakKind::PatternMiss => (self.suggest(path).ok(), None),
+                    LeakKind::RuleLost => (None, Some(spelling.winner.clone())),
                 };
                 Leak {
                     path: path.clone(),
                     kind: spelling.kind,
                     count: spelling.count,
-                    share,
+                    share: spelling.count as f64 / self.route_requests.max(1) as f64,
                     first_seen: access_log::format_time(spelling.first),
                     last_seen: access_log::format_time(spelling.last),
                     example_client: spelling.client.clone(),
                     pattern,
                     winning_rule_priority: winner,
-                    fix,
+                    fix: String::new(),
                 }
             })
             .collect();
+        // The most frequent spellings get AWS's few condition values first.
         leaks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        let fitting = self.fitting(&leaks);
+        for leak in &mut leaks {
+            leak.fix = self.fix_text(leak, &fitting);
+        }
         leaks
     }
 
-    pub fn route_requests(&self) -> u64 {
-        self.route_requests
+    /// Whether the route's patterns, as they are now, match `path` (a
+    /// pattern miss of the patterns as they were, fixed since).
+    fn matches_now(&self, path: &str) -> bool {
+        self.exact.iter().any(|glob| glob.matches(path))
+    }
+
+    /// What to change for one leak, in words.
+    fn fix_text(&self, leak: &Leak, fitting: &Fitting) -> String {
+        match leak.kind {
+            LeakKind::PatternMiss if self.matches_now(&leak.path) => "the rule's patterns as they were missed it (the listener's default action served it); they match it now: judge the rule as it is with --since shorter than the time since the fix".to_owned(),
+            LeakKind::PatternMiss => match self.suggest(&leak.path) {
+                Err(why) => format!(
+                    "no path pattern can match it: {why}. Have its clients use the route's spelling, or have the monolith redirect it there; until then `retire` needs --accept-leaks"
+                ),
+                Ok(pattern) => fitting.fix_for(&leak.path, &pattern),
+            },
+            LeakKind::RuleLost => {
+                let ours = self.facts.rule_priority;
+                let winner = leak.winning_rule_priority.as_deref().unwrap_or("-");
+                match (winner.parse::<u32>().ok(), ours) {
+                    (Some(winner), Some(ours)) if winner > ours => format!(
+                        "the route's rule (priority {ours}) is in front of the rule at priority {winner} that served it, and its path patterns match it: its other conditions ({}) missed the request, or the route was not at 100% when it arrived; compare them with the request",
+                        self.facts.rule_conditions.describe()
+                    ),
+                    _ => format!(
+                        "the rule at priority {winner} won over the route's rule (priority {}) while the route was at 100%: move the route's rule in front of it, or narrow that rule",
+                        ours.map_or("-".to_owned(), |priority| priority.to_string())
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The route's rule's conditions as the fixes start from (its paths
+    /// are the route's patterns when the rule has none yet).
+    fn route_conditions(&self) -> alb::Conditions {
+        let mut conditions = self.facts.rule_conditions.clone();
+        if conditions.paths.is_empty() {
+            conditions.paths = self.facts.patterns.clone();
+        }
+        conditions
+    }
+
+    /// The patterns of `leaks` fitted to AWS's quotas, most requests first:
+    /// each goes to the route's rule (and to the monolith's rule when its
+    /// path patterns miss it) while both stay within 5 condition values and
+    /// 5 wildcards; the rest are left out, each with why.
+    fn fitting(&self, leaks: &[Leak]) -> Fitting {
+        let mut fitting = Fitting {
+            route: self.route_conditions(),
+            monolith: self.facts.monolith_conditions.clone(),
+            monolith_added: Vec::new(),
+            added: Vec::new(),
+            left_out: Vec::new(),
+        };
+        for leak in leaks {
+            let Some(pattern) = &leak.pattern else {
+                continue;
+            };
+            if fitting.covering(&leak.path).is_some()
+                || fitting.left_out.iter().any(|(_, left, _)| left == pattern)
+            {
+                continue;
+            }
+            let mut route = fitting.route.clone();
+            route.paths.push(pattern.clone());
+            let monolith_too = self.monolith_misses(pattern);
+            let mut monolith = fitting.monolith.clone();
+            if monolith_too {
+                monolith.paths.push(pattern.clone());
+            }
+            let problem = quota_problem("the route's rule", &route).or_else(|| {
+                monolith_too
+                    .then(|| quota_problem("the monolith's rule", &monolith))
+                    .flatten()
+            });
+            match problem {
+                None => {
+                    fitting.route = route;
+                    fitting.monolith = monolith;
+                    fitting.added.push(pattern.clone());
+                    if monolith_too {
+                        fitting.monolith_added.push(pattern.clone());
+                    }
+                }
+                Some(why) => fitting
+                    .left_out
+                    .push((leak.path.clone(), pattern.clone(), why)),
+            }
+        }
+        fitting
     }
 
     /// Whether the monolith's rule's path patterns miss requests that
@@ -294,44 +372,42 @@ impl Analysis {
                 .any(|gap| gap.field == "path-pattern")
     }
 
-    /// The commands that apply the pattern fixes of `leaks`: the route's
-    /// rule with the patterns added and, when the monolith's rule has path
-    /// patterns that miss one, the monolith's rule with it too, so that the
-    /// route's rule, parked behind it after a rollback, still takes nothing
-    /// the monolith's rule does not. None when the patterns would exceed
-    /// AWS's quota (the fix then suggests a second rule).
+    /// The commands that apply the pattern fixes of `leaks` that fit AWS's
+    /// quotas: the route's rule with the patterns added and, when the
+    /// monolith's rule has path patterns that miss one, the monolith's rule
+    /// with it too, so that the route's rule, parked behind it after a
+    /// rollback, still takes nothing the monolith's rule does not. The
+    /// patterns left out are in [`Analysis::left_out`].
     pub fn fix_commands(&self, leaks: &[Leak]) -> Vec<String> {
-        let mut additions: Vec<String> = Vec::new();
-        for leak in leaks {
-            let Some(pattern) = &leak.pattern else {
-                continue;
-            };
-            let covered = additions
-                .iter()
-                .any(|added| Glob::new(added, Syntax::CaseSensitive).matches(&leak.path));
-            if !covered {
-                additions.push(pattern.clone());
-            }
-        }
+        let fitting = self.fitting(leaks);
         let Some(rule_arn) = &self.facts.rule_arn else {
             return Vec::new();
         };
-        if additions.is_empty() || self.facts.rule_values + additions.len() > MAX_VALUES {
+        if fitting.added.is_empty() {
             return Vec::new();
         }
-        let mut route = self.facts.rule_conditions.clone();
-        route.paths.extend(additions.iter().cloned());
-        let mut commands = vec![modify_rule_command(rule_arn, &route)];
-        let missed: Vec<String> = additions
-            .into_iter()
-            .filter(|added| self.monolith_misses(added))
-            .collect();
-        if !missed.is_empty() {
-            let mut widened = self.facts.monolith_conditions.clone();
-            widened.paths.extend(missed);
-            commands.push(modify_rule_command(&self.facts.monolith_rule_arn, &widened));
+        let mut commands = vec![modify_rule_command(rule_arn, &fitting.route)];
+        if !fitting.monolith_added.is_empty() {
+            commands.push(modify_rule_command(
+                &self.facts.monolith_rule_arn,
+                &fitting.monolith,
+            ));
         }
         commands
+    }
+
+    /// The patterns of `leaks` that the fix commands leave out, each as
+    /// `"PATTERN" (for SPELLING): why`.
+    pub fn left_out(&self, leaks: &[Leak]) -> Vec<String> {
+        self.fitting(leaks)
+            .left_out
+            .iter()
+            .map(|(path, pattern, why)| format!("{pattern:?} (for {path}): {why}"))
+            .collect()
+    }
+
+    pub fn route_requests(&self) -> u64 {
+        self.route_requests
     }
 
     pub fn service_requests(&self) -> u64 {
@@ -342,25 +418,148 @@ impl Analysis {
         self.outside_window
     }
 
+    /// The pattern to add for a spelling the patterns miss, or why AWS
+    /// would refuse any ([`alb::path_pattern_problem`]).
+    fn suggest(&self, path: &str) -> Result<String, String> {
+        let pattern = self.pattern_for(path);
+        match alb::path_pattern_problem(&pattern) {
+            None => Ok(pattern),
+            Some(problem) => Err(format!(
+                "AWS refuses {pattern:?} ({problem}: a path pattern holds only letters, digits and {}, at most {} characters)",
+                alb::PATH_PATTERN_SPECIALS,
+                alb::MAX_PATH_PATTERN_LENGTH
+            )),
+        }
+    }
+
     /// The pattern that makes the ALB match `path` as the route's pattern
-    /// does: the route's pattern with its literal start spelled as the path
-    /// spells it (`/api/users*` for `/API/USERS/1` gives `/API/USERS*`), or
-    /// the path itself when the spellings differ otherwise.
+    /// does, keeping its wildcards: the pattern's literal start spelled as
+    /// the path spells it (`/api/users*` for `/API/USERS/1` gives
+    /// `/API/USERS*`, for `/api//users/1` with repeated slashes read as one
+    /// `/api//users*`), each percent escape as `???` (AWS refuses `%` in a
+    /// pattern; `?` is any one character); the path itself (escaped the
+    /// same way) when no such pattern matches it.
     fn pattern_for(&self, path: &str) -> String {
         let canonical_path = canonical(path, &self.facts.reading);
+        // A prefix is compared without dropping its trailing slash.
+        let prefix_reading = MonolithPaths {
+            trailing_slash: false,
+            ..self.facts.reading
+        };
         for (pattern, glob) in self.facts.patterns.iter().zip(&self.read) {
             if !glob.matches(&canonical_path) {
                 continue;
             }
             let literal = pattern.find(['*', '?']).unwrap_or(pattern.len());
-            if let (Some(spelled), Some(rest)) = (path.get(..literal), pattern.get(literal..))
-                && spelled.eq_ignore_ascii_case(&pattern[..literal])
-            {
-                return format!("{spelled}{rest}");
+            let (head, rest) = pattern.split_at(literal);
+            let wanted = canonical(head, &prefix_reading);
+            // A spelled prefix is at most three characters per character
+            // of the pattern's (percent escapes), plus repeated slashes.
+            let longest = 3 * head.len() + 16;
+            let spelled = path
+                .char_indices()
+                .map(|(index, _)| index)
+                .chain([path.len()])
+                .take_while(|end| *end <= longest)
+                .find(|end| canonical(&path[..*end], &prefix_reading) == wanted);
+            if let Some(end) = spelled {
+                let candidate = format!("{}{rest}", wildcard_escapes(&path[..end]));
+                if Glob::new(&candidate, Syntax::CaseSensitive).matches(path) {
+                    return candidate;
+                }
             }
         }
-        path.to_owned()
+        wildcard_escapes(path)
     }
+}
+
+/// The pattern fixes fitted to AWS's quotas ([`Analysis::fitting`]).
+struct Fitting {
+    /// The route's rule's conditions with the patterns that fit.
+    route: alb::Conditions,
+    /// The monolith's rule's conditions with the patterns it must take too.
+    monolith: alb::Conditions,
+    monolith_added: Vec<String>,
+    added: Vec<String>,
+    /// (spelling, pattern, why) of the patterns that do not fit.
+    left_out: Vec<(String, String, String)>,
+}
+
+impl Fitting {
+    /// The added pattern that matches `path`, if one does.
+    fn covering(&self, path: &str) -> Option<&String> {
+        self.added
+            .iter()
+            .find(|added| Glob::new(added, Syntax::CaseSensitive).matches(path))
+    }
+
+    /// The fix, in words, for the spelling `path` whose pattern is `pattern`.
+    fn fix_for(&self, path: &str, pattern: &str) -> String {
+        let wildcards = if path.contains('%') && pattern.contains("???") {
+            " (each percent escape is written ???: AWS refuses '%' in a pattern, and a ? matches any one character, so the rule also takes other spellings of that shape)"
+        } else {
+            ""
+        };
+        if let Some((_, _, why)) = self.left_out.iter().find(|(_, left, _)| left == pattern) {
+            return format!(
+                "the pattern {pattern:?} is left out of the commands: {why}; add a second rule with it, forwarding to the service, in front of the monolith's rule (and the pattern to `paths` in migrate.toml){wildcards}"
+            );
+        }
+        match self.covering(path) {
+            Some(added) if added != pattern => {
+                format!("the pattern {added:?}, added for another spelling, matches it too")
+            }
+            _ => {
+                let monolith_too = if self.monolith_added.iter().any(|added| added == pattern) {
+                    "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
+                } else {
+                    ""
+                };
+                format!(
+                    "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {} of AWS's {MAX_VALUES} condition values){monolith_too}{wildcards}",
+                    self.route.value_count()
+                )
+            }
+        }
+    }
+}
+
+/// Why `conditions` break AWS's quotas of condition values and wildcards
+/// per rule, naming `rule`; `None` within them.
+fn quota_problem(rule: &str, conditions: &alb::Conditions) -> Option<String> {
+    let (values, wildcards) = (conditions.value_count(), conditions.wildcard_count());
+    if values > MAX_VALUES {
+        Some(format!(
+            "{rule} would have {values} condition values, over AWS's quota of {MAX_VALUES}"
+        ))
+    } else if wildcards > alb::MAX_WILDCARDS {
+        Some(format!(
+            "{rule} would have {wildcards} wildcards, over AWS's quota of {}",
+            alb::MAX_WILDCARDS
+        ))
+    } else {
+        None
+    }
+}
+
+/// `path` with each percent escape (`%XX`) written `???`: AWS refuses `%`
+/// in a path pattern, and each `?` matches one character of the escape.
+fn wildcard_escapes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        if escape.len() >= 3 && escape.as_bytes()[1..3].iter().all(u8::is_ascii_hexdigit) {
+            out.push_str("???");
+            rest = &escape[3..];
+        } else {
+            out.push('%');
+            rest = &escape[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `aws elbv2 modify-rule` setting `conditions` on `rule_arn`, as it runs
@@ -500,7 +699,6 @@ pub fn route_facts(
         reading: settings.monolith_paths,
         at_full_since,
         window_start,
-        rule_values: rule.map_or(0, |rule| rule.conditions.value_count()),
         rule_priority: rule.and_then(|rule| rule.priority),
         rule_arn: rule.map(|rule| rule.arn.clone()),
         rule_conditions: rule.map(|rule| rule.conditions.clone()).unwrap_or_default(),
@@ -509,7 +707,8 @@ pub fn route_facts(
     })
 }
 
-/// Reads the logs and analyses them for `route`.
+/// Reads the logs and analyses them for `route`: only the entries of the
+/// listener's load balancer count (`access_logs::LoadBalancer`).
 pub async fn find(
     ctx: &Ctx,
     route: &str,
@@ -530,17 +729,26 @@ pub async fn find(
     let facts = route_facts(ctx, route, (&view, &listing.monolith.arn), since)?;
     let reading = facts.reading;
     let window_start = facts.window_start.map(access_log::format_time);
+    let own = access_logs::LoadBalancer::from_arn(&listing.listener_arn);
     let mut analysis = Analysis::new(facts);
-    let summary = access_logs::read(&sources, &ctx.sdk, |record| analysis.add(&record)).await?;
+    let summary = access_logs::read(&sources, &ctx.sdk, own.as_ref(), |record| {
+        analysis.add(&record)
+    })
+    .await?;
     let leaks = analysis.leaks();
     let fix_commands = analysis.fix_commands(&leaks);
-    Ok(Report {
-        ok: leaks.is_empty() && analysis.route_requests() > 0,
+    let fix_left_out = analysis.left_out(&leaks);
+    let mut report = Report {
+        ok: false,
         route: route.to_owned(),
         sources: sources.iter().map(ToString::to_string).collect(),
         files: summary.files,
         lines: summary.lines,
         unreadable_lines: summary.unreadable_lines,
+        load_balancer: own.map(|own| own.to_string()),
+        other_load_balancer_files: summary.other_files,
+        other_load_balancer_lines: summary.other_lines,
+        other_load_balancers: summary.others.iter().cloned().collect(),
         window_start,
         outside_window: analysis.outside_window(),
         route_requests: analysis.route_requests(),
@@ -548,12 +756,69 @@ pub async fn find(
         leaked_requests: leaks.iter().map(|leak| leak.count).sum(),
         leaks,
         fix_commands,
+        fix_left_out,
         monolith_paths: reading,
-    })
+        no_evidence: None,
+    };
+    report.no_evidence = no_evidence(&report, Evidence::RouteRequest);
+    report.ok = report.leaks.is_empty() && report.no_evidence.is_none();
+    Ok(report)
+}
+
+/// The evidence a verdict needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// `leaks`, `plan`: one of the route's requests in the window.
+    RouteRequest,
+    /// `retire`: one of the route's requests in the window that its
+    /// service's target group served (the logs cover the route since it moved).
+    ServiceRequest,
+}
+
+/// Why `report` proves nothing about leaks, or `None` when it is evidence:
+/// no request of the route in the window (or none its service served, for
+/// `retire`), or more than [`MAX_UNREADABLE_SHARE`] of the lines unreadable.
+/// The one wording of "no evidence" (`leaks` exit 5, `retire` refuses).
+pub fn no_evidence(report: &Report, needed: Evidence) -> Option<String> {
+    let requests = match needed {
+        Evidence::RouteRequest => report.route_requests,
+        Evidence::ServiceRequest => report.service_requests,
+    };
+    if requests == 0 {
+        let served = match needed {
+            Evidence::RouteRequest => "",
+            Evidence::ServiceRequest => " reached its service",
+        };
+        return Some(format!(
+            "no evidence: no request of {} {}{served} ({} of the route's requests in {}, {} outside the window): nothing proves the monolith is unused; widen --since or wait for traffic",
+            report.route,
+            window_text(report),
+            report.route_requests,
+            crate::output::count(report.lines, "line", "lines"),
+            report.outside_window,
+        ));
+    }
+    if unreadable_share(report) > MAX_UNREADABLE_SHARE {
+        return Some(format!(
+            "no evidence: {} of {} ({:.1}%) are not access-log entries, over the {}% a verdict allows: the route's requests among them are unknown; name the ALB's own log files (the .log.gz files under AWSLogs/), unchanged",
+            report.unreadable_lines,
+            crate::output::count(report.lines, "line", "lines"),
+            100.0 * unreadable_share(report),
+            100.0 * MAX_UNREADABLE_SHARE,
+        ));
+    }
+    None
+}
+
+/// The share of the lines read that are not access-log entries.
+fn unreadable_share(report: &Report) -> f64 {
+    report.unreadable_lines as f64 / report.lines.max(1) as f64
 }
 
 /// `migrate leaks ROUTE --from-alb-log ...`.
 pub async fn leaks(ctx: &mut Ctx, args: &LeaksArgs) -> anyhow::Result<ExitCode> {
+    // An error's JSON document (`output::print_failure`) names the route too.
+    crate::output::record_outcome(&serde_json::json!({ "route": args.route }));
     let report = find(ctx, &args.route, &args.from_alb_log, args.since).await?;
     if ctx.output == crate::output::Output::Json {
         crate::output::print_json(&report)?;
@@ -562,38 +827,61 @@ pub async fn leaks(ctx: &mut Ctx, args: &LeaksArgs) -> anyhow::Result<ExitCode> 
     }
     Ok(ExitCode::from(if !report.leaks.is_empty() {
         EXIT_LEAKS
-    } else if report.route_requests == 0 {
+    } else if report.no_evidence.is_some() {
         EXIT_NOT_RUN
     } else {
         EXIT_OK
     }))
 }
 
-/// Since when the report counts: the window's start, or the logs' start.
+/// Which entries the report counts, for a sentence: "in the logs since
+/// START", or "in the logs" (every entry).
 pub fn window_text(report: &Report) -> String {
     match &report.window_start {
-        Some(start) => format!("since {start}"),
-        None => "in the whole logs".to_owned(),
+        Some(start) => format!("in the logs since {start}"),
+        None => "in the logs".to_owned(),
     }
 }
 
-/// The report's first line: what was read, the window, the route's share.
+/// The report's first line: what was read, what was skipped, the window,
+/// the route's share.
 pub fn header(report: &Report) -> String {
     let unreadable = if report.unreadable_lines == 0 {
         String::new()
     } else {
-        format!("; {} not access-log entries", report.unreadable_lines)
+        format!(
+            "; {} ({:.1}%)",
+            crate::output::count(
+                report.unreadable_lines,
+                "line not an access-log entry",
+                "lines not access-log entries"
+            ),
+            100.0 * unreadable_share(report)
+        )
     };
+    let skipped = access_logs::Summary {
+        other_files: report.other_load_balancer_files,
+        other_lines: report.other_load_balancer_lines,
+        others: report.other_load_balancers.iter().cloned().collect(),
+        ..access_logs::Summary::default()
+    }
+    .skipped_text()
+    .map(|text| format!("; {text}"))
+    .unwrap_or_default();
     let window = match &report.window_start {
-        Some(_) => format!(
-            "; {}: {} before it",
-            window_text(report),
+        Some(start) => format!(
+            "; since {start}: {} before it",
             crate::output::count(report.outside_window as usize, "entry", "entries")
         ),
         None => String::new(),
     };
+    let balancer = report
+        .load_balancer
+        .as_ref()
+        .map(|own| format!(" of {own}"))
+        .unwrap_or_default();
     format!(
-        "{}: {} of {} read ({}){unreadable}{window}; {} of the route's requests",
+        "{}: {} of {}{balancer} read ({}){unreadable}{skipped}{window}; {} of the route's requests",
         report.route,
         crate::output::count(report.lines, "line", "lines"),
         crate::output::count(report.files, "file", "files"),
@@ -605,17 +893,13 @@ pub fn header(report: &Report) -> String {
 /// The report as text.
 pub fn print_report(report: &Report) {
     println!("{}", header(report));
-    if report.route_requests == 0 {
-        println!(
-            "nothing to judge: no request of the route {}; widen --since or wait for traffic (exit 5)",
-            window_text(report)
-        );
-        return;
-    }
     if report.leaks.is_empty() {
-        println!(
-            "no leaks: the monolith served none of the route's requests that the rule should have taken"
-        );
+        match &report.no_evidence {
+            Some(why) => println!("{why}"),
+            None => println!(
+                "no leaks: the monolith served none of the route's requests that the rule should have taken"
+            ),
+        }
         return;
     }
     println!(
@@ -645,6 +929,15 @@ pub fn print_report(report: &Report) {
         );
         for command in &report.fix_commands {
             println!("  {command}");
+        }
+    }
+    if !report.fix_left_out.is_empty() {
+        println!(
+            "left out of the commands (AWS allows {MAX_VALUES} condition values and {} wildcards per rule; a second rule forwarding to the service, in front of the monolith's rule, can take them):",
+            alb::MAX_WILDCARDS
+        );
+        for left in &report.fix_left_out {
+            println!("  {left}");
         }
     }
 }
@@ -677,7 +970,6 @@ mod tests {
             reading: MonolithPaths::default(),
             at_full_since,
             window_start: None,
-            rule_values: 2,
             rule_priority: Some(10),
             rule_arn: Some("arn:rule/users".into()),
             rule_conditions: alb::Conditions::paths(["/api/users".into(), "/api/users/*".into()]),
@@ -784,20 +1076,124 @@ mod tests {
     }
 
     #[test]
-    fn patterns_beyond_the_quota_say_so() {
+    fn patterns_beyond_the_quota_keep_the_commands_for_what_fits_and_name_the_rest() {
+        // The route's rule has 4 of AWS's 5 condition values: one pattern fits.
+        let four = ["/api/users", "/api/users/*", "/api/me", "/api/me/*"].map(String::from);
         let mut analysis = Analysis::new(RouteFacts {
-            rule_values: 4,
+            rule_conditions: alb::Conditions::paths(four.clone()),
             ..facts(None)
         });
-        analysis.add(&record("/API/users/1", MONOLITH, 1, "99"));
+        for _ in 0..3 {
+            analysis.add(&record("/API/users/1", MONOLITH, 1, "99"));
+        }
         analysis.add(&record("/Api/Users", MONOLITH, 1, "99"));
         let leaks = analysis.leaks();
         assert_eq!(leaks.len(), 2);
+        assert_eq!(leaks[0].path, "/API/users/1", "most requests first");
+        assert!(leaks[0].fix.contains("5 of AWS's 5"), "{}", leaks[0].fix);
         assert!(
+            leaks[1].fix.contains("left out of the commands")
+                && leaks[1]
+                    .fix
+                    .contains("6 condition values, over AWS's quota of 5")
+                && leaks[1].fix.contains("second rule"),
+            "{}",
+            leaks[1].fix
+        );
+        let commands = analysis.fix_commands(&leaks);
+        assert_eq!(commands.len(), 2, "{commands:?}");
+        assert!(
+            commands[0].contains(r#""/api/me/*","/API/users/*"]"#),
+            "{commands:?}"
+        );
+        assert!(!commands[0].contains("/Api/Users"), "{commands:?}");
+        assert_eq!(
+            analysis.left_out(&leaks),
+            [
+                r#""/Api/Users" (for /Api/Users): the route's rule would have 6 condition values, over AWS's quota of 5"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_miss_that_the_monoliths_catch_all_rule_served_at_100_percent_is_a_pattern_miss() {
+        let mut analysis = Analysis::new(facts(Some(100)));
+        analysis.add(&record("/API/USERS/1", MONOLITH, 150, "99"));
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].kind, LeakKind::PatternMiss);
+        assert_eq!(leaks[0].pattern.as_deref(), Some("/API/USERS/*"));
+        assert!(
+            leaks[0].fix.starts_with("add the path pattern"),
+            "{}",
+            leaks[0].fix
+        );
+        // The patterns match, the route's rule (10) is in front of the rule
+        // that served it (99): no "move it in front", its other conditions missed.
+        let mut analysis = Analysis::new(facts(Some(100)));
+        analysis.add(&record("/api/users/2", MONOLITH, 150, "99"));
+        let leaks = analysis.leaks();
+        assert_eq!(leaks[0].kind, LeakKind::RuleLost);
+        assert!(
+            leaks[0]
+                .fix
+                .contains("is in front of the rule at priority 99")
+                && !leaks[0].fix.contains("move the route's rule in front"),
+            "{}",
+            leaks[0].fix
+        );
+    }
+
+    #[test]
+    fn percent_encoded_and_double_slash_spellings_get_patterns_aws_accepts_of_the_same_shape() {
+        let reading = MonolithPaths {
+            repeated_slashes: true,
+            percent_decoding: true,
+            ..MonolithPaths::default()
+        };
+        let mut analysis = Analysis::new(RouteFacts {
+            reading,
+            patterns: vec!["/api/users*".into()],
+            rule_conditions: alb::Conditions::paths(["/api/users*".into()]),
+            ..facts(None)
+        });
+        analysis.add(&record("/api//users/1", MONOLITH, 1, "99"));
+        analysis.add(&record("/api/%75sers/1", MONOLITH, 1, "99"));
+        analysis.add(&record("/api/%75sers/1", MONOLITH, 2, "99"));
+        let leaks = analysis.leaks();
+        let pattern = |path: &str| {
             leaks
                 .iter()
-                .any(|leak| leak.fix.contains("over AWS's quota")),
+                .find(|leak| leak.path == path)
+                .and_then(|leak| leak.pattern.clone())
+        };
+        assert_eq!(pattern("/api//users/1").as_deref(), Some("/api//users*"));
+        assert_eq!(pattern("/api/%75sers/1").as_deref(), Some("/api/???sers*"));
+        for leak in &leaks {
+            let pattern = leak.pattern.as_deref().unwrap();
+            assert_eq!(alb::path_pattern_problem(pattern), None, "{pattern}");
+            assert!(Glob::new(pattern, Syntax::CaseSensitive).matches(&leak.path));
+        }
+        assert!(leaks[0].fix.contains("written ???"), "{}", leaks[0].fix);
+        let commands = analysis.fix_commands(&leaks);
+        assert!(
+            !commands.iter().any(|command| command.contains('%')),
+            "{commands:?}"
+        );
+        // A spelling no pattern AWS accepts can match says so, and what to do.
+        let mut analysis = Analysis::new(RouteFacts {
+            reading,
+            ..facts(None)
+        });
+        let long = format!("/API{}users/1", "/".repeat(130));
+        analysis.add(&record(&long, MONOLITH, 1, "99"));
+        let leaks = analysis.leaks();
+        assert_eq!(leaks[0].pattern, None, "{leaks:?}");
+        assert!(
+            leaks[0].fix.starts_with("no path pattern can match it")
+                && leaks[0].fix.contains("1 to 128 characters"),
             "{leaks:?}"
         );
+        assert!(analysis.fix_commands(&leaks).is_empty());
     }
 }

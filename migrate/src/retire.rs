@@ -56,9 +56,9 @@ pub async fn retire(ctx: &mut Ctx, args: &RetireArgs) -> anyhow::Result<ExitCode
             return Err(error);
         }
     };
-    if report.service_requests == 0 {
+    if let Some(why) = crate::leaks::no_evidence(&report, crate::leaks::Evidence::ServiceRequest) {
         let _ = lock.release(&ctx.elb).await;
-        anyhow::bail!(no_evidence(&args.route, &report));
+        anyhow::bail!(why);
     }
     if !report.leaks.is_empty() && !args.accept_leaks {
         let _ = lock.release(&ctx.elb).await;
@@ -108,18 +108,6 @@ fn refusal(view: &RouteView, route: &str) -> Option<String> {
     refusal.or_else(|| baking_refusal(view, route))
 }
 
-/// The refusal when the logs hold no request of the route that its service
-/// served in the window: the minimum evidence is one such request.
-fn no_evidence(route: &str, report: &crate::leaks::Report) -> String {
-    format!(
-        "no request of {route} in the logs {} reached its service ({} of the route's requests in {}, {} outside the window): nothing proves the monolith is unused; widen --since or wait for traffic",
-        crate::leaks::window_text(report),
-        report.route_requests,
-        crate::output::count(report.lines, "line", "lines"),
-        report.outside_window,
-    )
-}
-
 /// The refusal for leaks not accepted: the leaks, and how to go on.
 fn print_leaks_refusal(
     ctx: &Ctx,
@@ -133,8 +121,12 @@ fn print_leaks_refusal(
     } else {
         crate::leaks::print_report(report);
         println!(
-            "refused: {} still reach the monolith ({}); fix them and run again, or pass --accept-leaks --reason \"...\"",
-            crate::output::count(report.leaked_requests as usize, "request", "requests"),
+            "refused: {} the monolith ({}); fix them and run again, or pass --accept-leaks --reason \"...\"",
+            crate::output::count(
+                report.leaked_requests as usize,
+                "request still reaches",
+                "requests still reach"
+            ),
             report
                 .leaks
                 .iter()

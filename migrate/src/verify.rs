@@ -28,7 +28,8 @@ const GATE_METHODS: [reqwest::Method; 3] = [
 ];
 
 /// Runs `migrate verify`: exit 0 when every request matched, 1 when an answer
-/// differed, 2 for usage or config errors, 5 when requests got no answer and
+/// differed, 2 for usage or config errors, 4 when the access logs of
+/// `--from-alb-log` could not be read, 5 when requests got no answer and
 /// nothing differed. With `--output json`, stdout holds the JSON report (or,
 /// on a usage error, `{"passed": false, "error": ...}`), and the text report
 /// goes to stderr.
@@ -502,9 +503,14 @@ async fn recorded_requests(
         allow_unsafe: args.allow_unsafe,
         progress: progress.clone(),
     };
-    let replay = access_logs::read_each(&sources, &sdk, replay, Replay::add).await;
+    let own = access_logs::LoadBalancer::from_settings(&settings.listener);
+    let read = access_logs::read_each(&sources, &sdk, own.as_ref(), replay, Replay::add).await;
     progress.finish_and_clear();
-    let replay = replay.map_err(|error| usage(format!("{error:#}")))?;
+    // Unreadable logs exit 4, as in `leaks` and `plan` (error::Failure).
+    let (replay, summary) = read?;
+    if let (Some(own), Some(skipped)) = (&own, summary.skipped_text()) {
+        eprintln!("migrate: {name}: {skipped}; only {own}'s requests are replayed");
+    }
     Ok(replay.set)
 }
 

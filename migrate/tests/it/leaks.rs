@@ -421,7 +421,12 @@ fn no_evidence_is_never_no_leaks(op: &Operator, logs: &str) {
     );
     let leaks = op.run(&["leaks", "users", "--from-alb-log", logs, "--since", "1ms"]);
     assert_eq!(leaks.code, 5, "{leaks}");
-    assert!(leaks.stdout.contains("nothing to judge"), "{leaks}");
+    assert!(
+        leaks
+            .stdout
+            .contains("no evidence: no request of users in the logs since"),
+        "{leaks}"
+    );
     assert!(
         leaks.stdout.contains(" read (") && !leaks.stdout.contains(" )"),
         "{leaks}"
@@ -460,6 +465,10 @@ fn leaks_reads_gzip_logs_from_s3() {
     let moto = MotoStack::start(&rt);
     let monolith = &moto.target_groups["monolith"];
     let users = &moto.target_groups["users"];
+    // moto's load balancer, as its lines and file names name it.
+    let resource = moto.listener_arn.rsplit_once(":listener/").unwrap().1;
+    let own: Vec<&str> = resource.split('/').take(3).collect();
+    let own = own.join("/");
     let mut lines = String::new();
     for (path, group) in [
         ("/Api/Users/7", monolith),
@@ -470,7 +479,7 @@ fn leaks_reads_gzip_logs_from_s3() {
         let mut record = Record::new();
         record
             .set("time", "2026-12-01T10:00:00.000000Z")
-            .set("elb", "app/ficus-moto/0123456789abcdef")
+            .set("elb", own.as_str())
             .set("client:port", "198.51.100.7:5555")
             .set("request", format!("GET http://alb:80{path} HTTP/1.1"))
             .set("elb_status_code", "200")
@@ -487,15 +496,22 @@ fn leaks_reads_gzip_logs_from_s3() {
             .force_path_style(true)
             .build(),
     );
+    let key = format!(
+        "AWSLogs/123456789012/elasticloadbalancing/us-east-1/2026/12/01/123456789012_elasticloadbalancing_us-east-1_{}_20261201T1005Z_10.0.0.1_abc.log.gz",
+        own.replace('/', ".")
+    );
     rt.block_on(async {
         s3.create_bucket().bucket("alb-logs").send().await.unwrap();
-        s3.put_object()
-            .bucket("alb-logs")
-            .key("prod/AWSLogs/123456789012/elasticloadbalancing/us-east-1/2026/12/01/123456789012_elasticloadbalancing_us-east-1_app.ficus-moto.0123456789abcdef_20261201T1005Z_10.0.0.1_abc.log.gz")
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
+        // prod-staging/ is another folder: `s3://alb-logs/prod` never reads it.
+        for prefix in ["prod", "prod-staging"] {
+            s3.put_object()
+                .bucket("alb-logs")
+                .key(format!("{prefix}/{key}"))
+                .body(body.clone().into())
+                .send()
+                .await
+                .unwrap();
+        }
     });
     let op = moto.operator();
     let leaks = op.run(&[
@@ -541,5 +557,239 @@ fn leaks_reads_gzip_logs_from_s3() {
     assert!(
         missing.stderr.contains("s3://no-such-bucket/x"),
         "{missing}"
+    );
+}
+
+/// An access-log line of `elb` for `path`, served by `group` through the
+/// rule at `priority`, now.
+fn entry(elb: &str, path: &str, group: &str, priority: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mut record = Record::new();
+    record
+        .set("time", alb::access_log::format_time(now.as_micros() as i64))
+        .set("elb", elb)
+        .set("client:port", "198.51.100.7:5555")
+        .set("request", format!("GET http://alb:80{path} HTTP/1.1"))
+        .set("elb_status_code", "200")
+        .set("target_group_arn", group)
+        .set("matched_rule_priority", priority);
+    record.render() + "\n"
+}
+
+/// Writes `lines` as a log file of `elb` (`app/NAME/ID`) under `dir`, named as
+/// AWS names it, and returns the file's path.
+fn write_log(dir: &Path, elb: &str, lines: &str) -> PathBuf {
+    let day = dir.join("AWSLogs/123456789012/elasticloadbalancing/us-east-1/2026/12/01");
+    std::fs::create_dir_all(&day).unwrap();
+    let file = day.join(format!(
+        "123456789012_elasticloadbalancing_us-east-1_{}_20261201T1005Z_10.0.0.1_{}.log",
+        elb.replace('/', "."),
+        lines.len()
+    ));
+    std::fs::write(&file, lines).unwrap();
+    file
+}
+
+/// Logs of several load balancers in one place, at 100%: only the
+/// listener's load balancer's files and lines count, and what was skipped is
+/// said; a report that proves nothing (only others' files, no request of the
+/// route, too many unreadable lines) is never "no leaks"; a pattern miss the
+/// monolith's catch-all rule served at 100% is a pattern miss; every
+/// `--from-alb-log` command exits 4 on unreadable logs; the local ALB
+/// refuses a '%' in a path pattern as AWS does.
+#[test]
+fn leaks_judges_its_own_load_balancers_logs_and_never_says_no_leaks_without_evidence() {
+    let stack = LocalStack::start();
+    let op = shifted_users(&stack);
+    let rt = runtime();
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let own = {
+        let resource = listener.rsplit_once(":listener/").unwrap().1;
+        let parts: Vec<&str> = resource.split('/').collect();
+        format!("{}/{}/{}", parts[0], parts[1], parts[2])
+    };
+    let groups = rt
+        .block_on(
+            elb.describe_target_groups()
+                .names("monolith")
+                .names("users")
+                .send(),
+        )
+        .unwrap();
+    let group = |name: &str| {
+        groups
+            .target_groups()
+            .iter()
+            .find(|group| group.target_group_name() == Some(name))
+            .and_then(|group| group.target_group_arn())
+            .unwrap()
+            .to_owned()
+    };
+    let (monolith, users) = (group("monolith"), group("users"));
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let staging = "app/ficus-staging/0123456789abcdef";
+
+    // Only another load balancer's file under the source: exit 4, naming it.
+    write_log(
+        &dir.path().join("prod-staging"),
+        staging,
+        &entry(staging, "/api/users/1", &users, "10").repeat(3),
+    );
+    let only_staging = op.run(&["leaks", "users", "--from-alb-log", &at("prod-staging")]);
+    assert_eq!(only_staging.code, 4, "{only_staging}");
+    assert!(
+        only_staging.stderr.contains(&format!(
+            "no access-log file of {own} under {} (skipped 1 file of other load balancers: {staging})",
+            at("prod-staging")
+        )),
+        "{only_staging}"
+    );
+    // The same cause exits 4 in verify and plan too.
+    let verify = op.run(&["verify", "users", "--from-alb-log", &at("prod-staging")]);
+    assert_eq!(verify.code, 4, "{verify}");
+    let plan = op.run(&["plan", "users", "--from-alb-log", &at("prod-staging")]);
+    assert_eq!(plan.code, 4, "{plan}");
+    let missing = op.run(&["verify", "users", "--from-alb-log", &at("missing.log")]);
+    assert_eq!(missing.code, 4, "{missing}");
+
+    // Our file: a case variant that the monolith's /api* rule (priority 99)
+    // served at 100% is a pattern miss; a line of another load balancer in
+    // it is skipped and said.
+    let mut lines = entry(&own, "/API/USERS/1", &monolith, "99");
+    lines += &entry(&own, "/api/users/1", &users, "1");
+    lines += &entry(&own, "/api/users/2", &users, "1");
+    lines += &entry("app/other/1", "/API/USERS/7", &monolith, "99");
+    write_log(&dir.path().join("prod"), &own, &lines);
+    let text = op.run(&["leaks", "users", "--from-alb-log", &at("prod")]);
+    assert_eq!(text.code, 1, "{text}");
+    assert!(
+        text.stdout
+            .contains(&format!("4 lines of 1 file of {own} read"))
+            && text
+                .stdout
+                .contains("skipped 1 line of other load balancers: app/other/1"),
+        "{text}"
+    );
+    assert!(
+        text.stdout.contains("1 request leaked to the monolith"),
+        "{text}"
+    );
+    assert!(
+        text.stdout
+            .contains("/API/USERS/1  ×1  33.3%  pattern miss"),
+        "{text}"
+    );
+    assert!(
+        text.stdout.contains("add the path pattern \"/API/USERS*\""),
+        "{text}"
+    );
+    assert!(!text.stdout.contains("/API/USERS/7"), "{text}");
+    let retire = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        &at("prod"),
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(retire.code, 1, "{retire}");
+    assert!(
+        retire
+            .stdout
+            .contains("refused: 1 request still reaches the monolith (/API/USERS/1 ×1)"),
+        "{retire}"
+    );
+
+    // No request of the route: no evidence, exit 5, ok false.
+    write_log(
+        &dir.path().join("threads"),
+        &own,
+        &entry(&own, "/api/threads/1", &monolith, "99"),
+    );
+    let nothing = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &at("threads"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(nothing.code, 5, "{nothing}");
+    let report: serde_json::Value = serde_json::from_str(&nothing.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["no_evidence"].as_str().unwrap().starts_with(
+            "no evidence: no request of users in the logs (0 of the route's requests in 1 line"
+        ),
+        "{report:#}"
+    );
+
+    // Lines that are not entries: counted, and over 1% no "no leaks".
+    let mut mangled = entry(&own, "/api/users/1", &users, "1");
+    mangled += "mangled by a log shipper\n";
+    write_log(&dir.path().join("mangled"), &own, &mangled);
+    let unsure = op.run(&["leaks", "users", "--from-alb-log", &at("mangled")]);
+    assert_eq!(unsure.code, 5, "{unsure}");
+    assert!(
+        unsure.stdout.contains("; 1 line not an access-log entry (50.0%)")
+            && unsure.stdout.contains(
+                "no evidence: 1 of 2 lines (50.0%) are not access-log entries, over the 1% a verdict allows"
+            )
+            && !unsure.stdout.contains("no leaks"),
+        "{unsure}"
+    );
+
+    // An error's JSON names the route, the exit code and the error.
+    let failed = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &at("prod-staging"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(failed.code, 4, "{failed}");
+    let document: serde_json::Value = serde_json::from_str(&failed.stdout).unwrap();
+    assert_eq!(document["route"], "users", "{document:#}");
+    assert_eq!(document["exit_code"], 4, "{document:#}");
+    assert_eq!(document["ok"], false, "{document:#}");
+    assert!(
+        document["error"]
+            .as_str()
+            .unwrap()
+            .contains("no access-log file of")
+    );
+
+    // --since 0 is an empty window: refused.
+    let zero = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &at("prod"),
+        "--since",
+        "0",
+    ]);
+    assert_eq!(zero.code, 2, "{zero}");
+    assert!(zero.stderr.contains("is an empty window"), "{zero}");
+
+    // The local ALB refuses '%' in a path pattern, as AWS does.
+    let rule = route_rule_arn(&rt, &elb, &listener, "users");
+    let refused = rt
+        .block_on(
+            elb.modify_rule()
+                .rule_arn(&rule)
+                .set_conditions(Some(conditions(&["/api/%75sers*"], None)))
+                .send(),
+        )
+        .unwrap_err();
+    let refused = aws_sdk_elasticloadbalancingv2::error::DisplayErrorContext(&refused).to_string();
+    assert!(
+        refused.contains("ValidationError")
+            && refused
+                .contains("Condition value '/api/%75sers*' contains a character that is not valid"),
+        "{refused}"
     );
 }

@@ -118,7 +118,7 @@ impl Project {
     fn new(monolith: &str, routes: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
-            "[listener]\narn = \"arn:aws:elasticloadbalancing:us-east-1:000000000000:listener/app/ficus-local/1/2\"\n\n[monolith]\nbase_url = \"{monolith}\"\n\n{routes}"
+            "[listener]\narn = \"arn:aws:elasticloadbalancing:us-east-1:000000000000:listener/app/ficus-alb/50dc6c495c0c9188/f2f7dc8efc522ab2\"\n\n[monolith]\nbase_url = \"{monolith}\"\n\n{routes}"
         );
         std::fs::write(dir.path().join("migrate.toml"), config).unwrap();
         Self { dir }
@@ -294,8 +294,9 @@ fn usage_and_config_mistakes_exit_2() {
         "migrate: the baseline URL \"localhost:3000\" must be http:// or https:// with a host, like http://127.0.0.1:3000\n"
     );
 
+    // Unreadable logs exit 4, as in `migrate leaks` and `plan`.
     let output = project.verify(&["users", "--from-alb-log", "missing.log"]);
-    assert_exit(&output, 2);
+    assert_exit(&output, 4);
     assert_starts_with(
         &stderr(&output),
         "migrate: cannot read the access logs at missing.log: ",
@@ -395,6 +396,10 @@ fn help_documents_the_exit_codes() {
     assert_exit(&output, 0);
     assert_contains(&stdout(&output), "1 the candidate answered differently");
     assert_contains(&stdout(&output), "5 the check could not run");
+    assert_contains(
+        &stdout(&output),
+        "4 the access logs of --from-alb-log could not be",
+    );
 }
 
 #[test]
@@ -533,8 +538,7 @@ fn an_alb_access_log_is_replayed_with_every_skipped_line_reported() {
     .unwrap();
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzip.write_all(log.as_bytes()).unwrap();
-    let name =
-        "123456789012_elasticloadbalancing_us-east-1_app.ficus.1_20261201T1005Z_10.0.0.1_a.log.gz";
+    let name = "123456789012_elasticloadbalancing_us-east-1_app.ficus-alb.50dc6c495c0c9188_20261201T1005Z_10.0.0.1_a.log.gz";
     std::fs::write(day.join(name), gzip.finish().unwrap()).unwrap();
     let output = project.verify(&["users", "--from-alb-log", "logs"]);
     assert_exit(&output, 1);

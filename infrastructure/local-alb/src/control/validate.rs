@@ -92,7 +92,13 @@ pub fn conditions(conditions: &[Condition]) -> Result<(), ApiError> {
 
 fn condition_values(field: &str, condition: &Condition) -> Result<(), ApiError> {
     match condition {
-        Condition::PathPattern { values } | Condition::HostHeader { values } => {
+        Condition::PathPattern { values } => {
+            // AWS's character set and length (alb, the one home of both).
+            if let Some(problem) = values.iter().find_map(|v| alb::path_pattern_problem(v)) {
+                return Err(ApiError::validation(problem));
+            }
+        }
+        Condition::HostHeader { values } => {
             for value in values {
                 if value.is_empty() || value.chars().count() > MAX_PATTERN_LENGTH {
                     return Err(ApiError::validation(format!(
