@@ -349,13 +349,23 @@ the access logs must show no leak over the window (--from-alb-log, --since; see
 that its service's target group served, and at most 1% of the lines unreadable, else it
 refuses (exit 1). Leaks make it refuse,
 listing them (exit 1); --accept-leaks --reason
-overrides, and the journal records who and why. Then the rule forwards to the service
-alone, is tagged ficus:retired, and the change is journaled: the monolith's code for
-these paths can go. `status` shows the route as retired; `rollback ROUTE` of a retired
-route is refused without --yes (exit 2), and `rollback --all` skips it.
+overrides, and the journal records who and why. Below 100% it says how to get there
+(`migrate promote ROUTE` when a shift holds it). Then the rule forwards to the service
+alone, is tagged ficus:retired, and the change is journaled.
 
-Exit codes: 0 retired, 1 refused (leaks, no request of the route on its service in the
-window, or not at 100%), 2 usage, 4 lock held or logs unreadable (as for `migrate leaks`).
+What it proves: no request of the route in the window reached the monolith. What it
+cannot: the spellings nobody sent. When the monolith reads paths more loosely than the
+ALB's case-sensitive patterns (`monolith_paths`, e.g. case-insensitive), it says which
+spellings still reach the monolith (e.g. /Api/Users) and that its code for these paths can
+go only with a 308 redirect to the spelling the patterns match (or a 404) left in its
+place. `status` and `plan` say the same. A route already retired: said (since when, by
+whom), nothing written, exit 0. `rollback ROUTE` of a retired route is refused without
+--yes (exit 2), and `rollback --all` skips it.
+
+Exit codes: 0 retired (or already retired), 1 refused (leaks, no request of the route on
+its service in the window, or not at 100%), 2 usage, 4 lock held or logs unreadable (as
+for `migrate leaks`). With --output json a refusal is one document with ok: false,
+exit_code, error, route, retired: false and (for leaks) the leak report.
 
 Examples:
   migrate retire users --from-alb-log s3://my-alb-logs/prod --since 14d
@@ -376,7 +386,8 @@ pub struct RetireArgs {
     /// Retire although the logs show leaks (needs --reason).
     #[arg(long, requires = "reason")]
     pub accept_leaks: bool,
-    /// Why the leaks are accepted; journaled with who accepted them. Not blank.
+    /// Why the leaks are accepted; journaled with who accepted them. Only
+    /// with --accept-leaks; not blank.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
     #[command(flatten)]

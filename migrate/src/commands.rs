@@ -532,6 +532,12 @@ pub struct RouteStatus {
     /// When the route was retired (`migrate retire`), from its rule's tag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retired: Option<String>,
+    /// What its retirement proves and what it leaves to the monolith.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_note: Option<crate::retire::RetiredNote>,
+    /// Rules ficus does not manage that forward to the route's service too
+    /// (a second rule for spellings over AWS's quota): a rollback leaves them.
+    pub also_forwarding: Vec<crate::state::AlsoForwarding>,
     /// `missing`, `on-monolith`, `shifting`, `on-service` or `inconsistent`.
     pub state: &'static str,
     /// Why, when inconsistent.
@@ -870,11 +876,12 @@ fn print_route_status(status: &RouteStatus) {
         (None, Some(reaching)) => println!("  traffic:  {reaching}"),
         (None, None) => {}
     }
-    if let Some(when) = &status.retired {
-        println!(
-            "  {} (since {when})",
-            crate::retire::retired_note(&status.paths)
-        );
+    if let Some(note) = &status.retired_note {
+        println!("  retired:  since {}: {}", note.since, note.serves);
+        println!("            {}", note.monolith_code);
+    }
+    for also in &status.also_forwarding {
+        println!("  also:     {}", also.says);
     }
     if let Some(conditions) = &status.conditions {
         println!("  matches:  {}", conditions.describe());
@@ -940,6 +947,19 @@ fn notify_status(ctx: &Ctx) -> anyhow::Result<NotifyStatus> {
     })
 }
 
+/// A retired route's note, for `status` and `plan`: its rule's patterns
+/// read by the route's `monolith_paths`.
+fn retired_note(ctx: &Ctx, route: &str, view: &RouteView) -> Option<crate::retire::RetiredNote> {
+    let since = view.retired_since()?;
+    let rule = view.rule()?;
+    let reading = ctx.settings.routes.get(route)?.monolith_paths;
+    Some(crate::retire::retired_note(
+        since,
+        &rule.conditions.paths,
+        &reading,
+    ))
+}
+
 fn route_status(
     ctx: &Ctx,
     listing: &Listing,
@@ -967,7 +987,9 @@ fn route_status(
     };
     RouteStatus {
         route: route.to_owned(),
-        retired: rule.and_then(|r| r.tags.get(crate::retire::RETIRED_TAG).cloned()),
+        retired: view.retired_since().map(str::to_owned),
+        retired_note: retired_note(ctx, route, view),
+        also_forwarding: listing.also_forwarding(&view.service_tg),
         paths: ctx
             .settings
             .routes
@@ -1139,9 +1161,10 @@ struct PlannedStep {
 #[derive(Debug, Serialize)]
 struct Plan {
     route: String,
-    /// `retired: ...` for a retired route (`migrate retire`).
+    /// A retired route's note (`migrate retire`): since when, what the
+    /// service alone serves, what is left to the monolith.
     #[serde(skip_serializing_if = "Option::is_none")]
-    retired: Option<String>,
+    retired: Option<crate::retire::RetiredNote>,
     /// With `--from-alb-log`: the route's requests that the monolith served
     /// and that the patterns would leave there (`migrate leaks`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1194,10 +1217,7 @@ pub async fn plan(ctx: &mut Ctx, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     };
     let current = state.percent();
     let plan = Plan {
-        retired: view
-            .rule()
-            .filter(|rule| rule.tags.contains_key(crate::retire::RETIRED_TAG))
-            .map(|_| crate::retire::retired_note(&route.paths)),
+        retired: retired_note(ctx, &args.route, &view),
         leaks,
         route: args.route.clone(),
         from: state.clone(),
@@ -1320,8 +1340,9 @@ fn preview_notes(listing: &Listing, route: &str) -> Vec<String> {
 
 /// What follows a plan for people: the retired note and the access logs' leaks.
 fn print_plan_notes(plan: &Plan) {
-    if let Some(retired) = &plan.retired {
-        println!("{retired}");
+    if let Some(note) = &plan.retired {
+        println!("retired since {}: {}", note.since, note.serves);
+        println!("  {}", note.monolith_code);
     }
     if let Some(report) = &plan.leaks {
         println!(

@@ -155,15 +155,26 @@ pub fn rfc3339(at: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.to_string())
 }
 
-/// The journal's view of a route's rule.
+/// The journal's view of a route's rule. A retired route (at 100% with its
+/// rule tagged `ficus:retired`) is `retired`, as `migrate retire` journals it.
 pub fn snapshot(view: &crate::state::RouteView) -> Snapshot {
     let rule = view.rule();
+    let state = view.state();
+    let retired = view.retired_since().is_some()
+        && matches!(state, crate::state::RouteState::OnService { .. });
     Snapshot {
         priority: rule.and_then(|r| r.priority),
         action: rule.map_or_else(|| "none".to_owned(), |r| r.action.describe()),
-        state: view.state().explain(),
+        state: if retired {
+            RETIRED_STATE.to_owned()
+        } else {
+            state.explain()
+        },
     }
 }
+
+/// A retired route's state in journal snapshots.
+pub const RETIRED_STATE: &str = "retired";
 
 #[cfg(test)]
 mod tests {

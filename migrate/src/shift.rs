@@ -62,6 +62,10 @@ pub struct Outcome {
     /// the command ends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub every_node_by: Option<String>,
+    /// After a rollback: the rules ficus does not manage that still forward
+    /// to the route's service (`Listing::also_forwarding`), left in place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_forwarding: Vec<crate::state::AlsoForwarding>,
 }
 
 impl Outcome {
@@ -77,6 +81,7 @@ impl Outcome {
             rollback_reach: None,
             lock_waited_ms: lock.waited.as_millis() as u64,
             every_node_by: None,
+            also_forwarding: Vec::new(),
         }
     }
 }
@@ -436,6 +441,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
             rollback_reach: None,
             lock_waited_ms: lock.waited.as_millis() as u64,
             every_node_by: None,
+            also_forwarding: Vec::new(),
         },
         written: None,
         judged_since: (!prepared.fresh).then_some(prepared.plan.since),
@@ -2346,6 +2352,7 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
             rollback_reach: None,
             lock_waited_ms: lock.waited.as_millis() as u64,
             every_node_by: None,
+            also_forwarding: Vec::new(),
         })
     }
     .await;
@@ -2424,6 +2431,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
             continue;
         }
         let budget_before = counted_to;
+        let view_service_tg = view.service_tg.clone();
         match rollback_view(
             ctx,
             &lock,
@@ -2452,6 +2460,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
                     rollback_reach: reach,
                     lock_waited_ms: lock.waited.as_millis() as u64,
                     every_node_by: None,
+                    also_forwarding: listing.also_forwarding(&view_service_tg),
                 });
                 counted_to = crate::budget::used();
                 last_counted = Some((outcomes.len() - 1, budget_before));
@@ -2487,6 +2496,11 @@ fn print_rollback(ctx: &Ctx, outcomes: &[Outcome], listing: &Listing) -> anyhow:
     }
     for outcome in outcomes {
         let route = &outcome.route;
+        for also in &outcome.also_forwarding {
+            if ctx.chatty() {
+                eprintln!("migrate: {route}: WARNING: {}", also.says);
+            }
+        }
         for preview in listing.previews_of(route) {
             if ctx.chatty() {
                 eprintln!(

@@ -26,6 +26,9 @@ pub const ROUTE_TAG: &str = "ficus:route";
 /// `ficus:preview=<name>`. A preview rule is never the route's rule.
 pub const PREVIEW_TAG: &str = "ficus:preview";
 
+/// The tag on a retired route's rule (`migrate retire`): when it was retired.
+pub const RETIRED_TAG: &str = "ficus:retired";
+
 /// A listener rule as `migrate` sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleInfo {
@@ -66,6 +69,63 @@ impl Listing {
             .iter()
             .filter(|r| r.previews() == Some(route))
             .collect()
+    }
+
+    /// The rules that forward to the route's service target group
+    /// (`service_tg`; a weighted forward with a weight above 0 counts) that
+    /// ficus does not manage: no route's rule (`ficus:route`), no preview
+    /// rule. A second rule for spellings over AWS's quota (`migrate leaks`
+    /// suggests one) is such a rule: a rollback leaves it in place, so
+    /// `status` shows it and `rollback` warns about it.
+    pub fn also_forwarding(&self, service_tg: &str) -> Vec<AlsoForwarding> {
+        self.rules
+            .iter()
+            .filter(|rule| {
+                !rule.tags.contains_key(ROUTE_TAG)
+                    && !rule.tags.contains_key(PREVIEW_TAG)
+                    && rule.action.forwards_to(service_tg)
+            })
+            .map(|rule| AlsoForwarding::new(rule, service_tg))
+            .collect()
+    }
+}
+
+/// A rule, not managed by ficus, that forwards to a route's service
+/// ([`Listing::also_forwarding`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlsoForwarding {
+    pub rule_arn: String,
+    /// `None`: the listener's default rule.
+    pub priority: Option<u32>,
+    pub conditions: String,
+    pub action: String,
+    /// One line for people: the rule, and how to remove it.
+    pub says: String,
+}
+
+impl AlsoForwarding {
+    fn new(rule: &RuleInfo, service_tg: &str) -> AlsoForwarding {
+        let service = target_group_name(service_tg);
+        let says = match rule.priority {
+            Some(priority) => format!(
+                "rule {} at priority {priority} ({}) also forwards to {service} ({}), not managed by ficus: a rollback leaves it in place, and what it matches stays on {service}; `aws elbv2 delete-rule --rule-arn {}` removes it",
+                rule.arn,
+                rule.conditions.describe(),
+                rule.action.describe(),
+                rule.arn
+            ),
+            None => format!(
+                "the listener's default action also forwards to {service} ({}), not managed by ficus: a rollback leaves it in place",
+                rule.action.describe()
+            ),
+        };
+        AlsoForwarding {
+            rule_arn: rule.arn.clone(),
+            priority: rule.priority,
+            conditions: rule.conditions.describe(),
+            action: rule.action.describe(),
+            says,
+        }
     }
 }
 
@@ -110,6 +170,18 @@ impl Forward {
                 sticky_seconds: seconds,
             },
             other => other,
+        }
+    }
+
+    /// Whether the action sends requests to `target_group` (a plain
+    /// forward to it, or a weighted one with a weight above 0 on it).
+    pub fn forwards_to(&self, target_group: &str) -> bool {
+        match self {
+            Forward::Plain { target_group: to } => to == target_group,
+            Forward::Weighted { target_groups, .. } => target_groups
+                .iter()
+                .any(|(to, weight)| to == target_group && *weight > 0),
+            Forward::Other { .. } => false,
         }
     }
 
@@ -266,6 +338,12 @@ impl RouteView {
         self.rule()
             .map(|rule| self.monolith_conditions.gaps_covering(&rule.conditions))
             .unwrap_or_default()
+    }
+
+    /// When the route was retired (`migrate retire`: its rule's
+    /// [`RETIRED_TAG`]), if it is.
+    pub fn retired_since(&self) -> Option<&str> {
+        self.rule()?.tags.get(RETIRED_TAG).map(String::as_str)
     }
 
     /// The route's only rule, if exactly one.
@@ -824,6 +902,48 @@ mod tests {
         assert!(matches!(&writes[1], Write::SetAction { to, .. } if *to == plain(MONO)));
         let back = writes.iter().fold(outside, |v, w| v.apply(w));
         assert!(back.transition(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rules_ficus_does_not_manage_that_forward_to_the_service_are_found() {
+        let rule = |arn: &str, tags: &[(&str, &str)], action: Forward| RuleInfo {
+            arn: arn.into(),
+            priority: Some(7),
+            conditions: alb::Conditions::paths(["/API/USERS*".to_owned()]),
+            action,
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let listing = Listing {
+            listener_arn: "listener".into(),
+            listener_tags: BTreeMap::new(),
+            rules: vec![
+                rule("own", &[(ROUTE_TAG, "users")], plain(SVC)),
+                rule("preview", &[(PREVIEW_TAG, "users")], plain(SVC)),
+                rule("second", &[], plain(SVC)),
+                rule("weighted", &[], Forward::for_percent(10, SVC, MONO)),
+                rule(
+                    "unweighted",
+                    &[],
+                    Forward::weighted([(SVC.into(), 0), (MONO.into(), 1)]),
+                ),
+                rule("posts", &[(ROUTE_TAG, "posts")], plain(SVC)),
+                rule("elsewhere", &[], plain(OTHER)),
+            ],
+            monolith: rule("monolith", &[], plain(MONO)),
+            monolith_priority: 99,
+            monolith_tg: MONO.into(),
+            service_tgs: BTreeMap::new(),
+        };
+        let found = listing.also_forwarding(SVC);
+        let arns: Vec<&str> = found.iter().map(|rule| rule.rule_arn.as_str()).collect();
+        assert_eq!(arns, ["second", "weighted"]);
+        assert_eq!(
+            found[0].says,
+            "rule second at priority 7 (path-pattern /API/USERS*) also forwards to users (forward users), not managed by ficus: a rollback leaves it in place, and what it matches stays on users; `aws elbv2 delete-rule --rule-arn second` removes it"
+        );
     }
 
     #[test]

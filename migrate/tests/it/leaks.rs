@@ -14,7 +14,7 @@ use crate::support::*;
 
 /// A local stack whose ALB logs every request (1-second files) under the
 /// returned directory: bucket `alb-logs`, prefix `prod`.
-fn logging_stack() -> (LocalStack, tempfile::TempDir) {
+pub(crate) fn logging_stack() -> (LocalStack, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();
     let root_path = root.path().display().to_string();
     let stack = LocalStack::start_with_alb_args(&[
@@ -81,7 +81,7 @@ fn logged(dir: &Path) -> Vec<Record> {
 
 /// Waits until `count` requests for paths starting with `prefix` (any case)
 /// are in the delivered files.
-fn wait_logged(dir: &Path, prefix: &str, count: usize) {
+pub(crate) fn wait_logged(dir: &Path, prefix: &str, count: usize) {
     eventually(Duration::from_secs(10), "the access log files", || {
         logged(dir)
             .iter()
@@ -92,7 +92,7 @@ fn wait_logged(dir: &Path, prefix: &str, count: usize) {
     });
 }
 
-fn shifted_users(stack: &LocalStack) -> Operator {
+pub(crate) fn shifted_users(stack: &LocalStack) -> Operator {
     let op = stack.ready_operator("1s");
     let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
     assert_eq!(shift.code, 0, "{shift}");

@@ -281,53 +281,6 @@ fn sigkill_mid_shift_then_status_and_rollback_and_a_second_operator_exits_4() {
     assert_eq!(stack.burst("/api/posts", 10).0, only("monolith", 10));
 }
 
-/// A create-rule of a hand-made rule on the local ALB: `paths`, forwarding to
-/// the target group `group`, tagged `tags`.
-fn create_rule(
-    rt: &Runtime,
-    elb: &Client,
-    listener: &str,
-    priority: i32,
-    paths: &[&str],
-    group: &str,
-    tags: &[(&str, &str)],
-) -> String {
-    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, Tag};
-    rt.block_on(async {
-        let groups = elb
-            .describe_target_groups()
-            .names(group)
-            .send()
-            .await
-            .unwrap();
-        let tg = groups.target_groups()[0]
-            .target_group_arn()
-            .unwrap()
-            .to_owned();
-        let out = elb
-            .create_rule()
-            .listener_arn(listener)
-            .priority(priority)
-            .set_conditions(Some(conditions(paths, None)))
-            .actions(
-                Action::builder()
-                    .r#type(ActionTypeEnum::Forward)
-                    .target_group_arn(tg)
-                    .build(),
-            )
-            // AWS refuses an empty tag list: no tags, no Tags parameter.
-            .set_tags((!tags.is_empty()).then(|| {
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                    .collect()
-            }))
-            .send()
-            .await
-            .unwrap();
-        out.rules()[0].rule_arn().unwrap().to_owned()
-    })
-}
-
 /// Issue 21: a monolith rule with a host condition. A parked route rule
 /// without it would take another host's requests; init copies the host in,
 /// and narrows a leaking parked rule made by hand.

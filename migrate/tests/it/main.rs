@@ -11,5 +11,6 @@ mod local_alb;
 mod long;
 mod moto;
 mod ops;
+mod retire;
 mod support;
 mod verify;

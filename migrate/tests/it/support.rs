@@ -1068,6 +1068,53 @@ pub fn rule_at(
     })
 }
 
+/// A create-rule of a hand-made rule (on the local ALB): `paths`, forwarding to
+/// the target group `group`, tagged `tags`.
+pub fn create_rule(
+    rt: &tokio::runtime::Runtime,
+    elb: &elbv2::Client,
+    listener: &str,
+    priority: i32,
+    paths: &[&str],
+    group: &str,
+    tags: &[(&str, &str)],
+) -> String {
+    use elbv2::types::{Action, ActionTypeEnum, Tag};
+    rt.block_on(async {
+        let groups = elb
+            .describe_target_groups()
+            .names(group)
+            .send()
+            .await
+            .unwrap();
+        let tg = groups.target_groups()[0]
+            .target_group_arn()
+            .unwrap()
+            .to_owned();
+        let out = elb
+            .create_rule()
+            .listener_arn(listener)
+            .priority(priority)
+            .set_conditions(Some(conditions(paths, None)))
+            .actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(tg)
+                    .build(),
+            )
+            // AWS refuses an empty tag list: no tags, no Tags parameter.
+            .set_tags((!tags.is_empty()).then(|| {
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                    .collect()
+            }))
+            .send()
+            .await
+            .unwrap();
+        out.rules()[0].rule_arn().unwrap().to_owned()
+    })
+}
+
 /// A path-pattern condition, and with `host` a host-header one too.
 pub fn conditions(paths: &[&str], host: Option<&str>) -> Vec<elbv2::types::RuleCondition> {
     use elbv2::types::{HostHeaderConditionConfig, PathPatternConditionConfig, RuleCondition};
