@@ -170,8 +170,11 @@ fn retire_says_what_the_logs_prove_and_what_they_cannot() {
     );
 }
 
+/// One stack for two things: retire below 100% (a held shift: `promote`),
+/// then, promoted, a rule ficus does not manage in `status` and `rollback`.
 #[test]
-fn a_retire_below_100_percent_held_by_a_shift_advises_promote_in_text_and_json() {
+fn retire_advises_promote_for_a_held_shift_and_status_and_rollback_show_a_rule_ficus_does_not_manage()
+ {
     let stack = LocalStack::start();
     let op = stack.ready_operator("1s");
     let held = op.run(&[
@@ -216,14 +219,9 @@ fn a_retire_below_100_percent_held_by_a_shift_advises_promote_in_text_and_json()
             .contains("`migrate promote users` continues it"),
         "{document:#}"
     );
-}
+    let promote = op.run(&["promote", "users", "--lock-settle", "0s"]);
+    assert_eq!(promote.code, 0, "{promote}");
 
-#[test]
-fn status_shows_a_rule_ficus_does_not_manage_forwarding_to_the_service_and_rollback_warns() {
-    let stack = LocalStack::start();
-    let op = stack.ready_operator("1s");
-    let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
-    assert_eq!(shift.code, 0, "{shift}");
     // The second rule a leak report suggests for spellings over AWS's quota.
     let rt = runtime();
     let (elb, listener) = stack.elb_and_listener(&rt);
