@@ -123,6 +123,11 @@ pending tasks and its Application Auto Scaling limits, found from the target gro
 tag ficus:ecs-service=service/<cluster>/<service>; elsewhere (the local stack), the
 target group's registered and healthy targets, with the reason there is no more.
 
+`retired:` (a route `migrate retire` finished): since when, what the service alone
+serves, and the spellings the monolith still gets (those its reading of paths takes and
+the patterns miss). `also:` a rule that ficus does not manage but that forwards to the
+route's service (a rollback leaves it; the line gives the command that deletes it).
+
 Example: migrate status --output json")]
     Status(StatusArgs),
     /// Print the exact API calls a shift or rollback would make; changes nothing.
@@ -239,9 +244,12 @@ Example: migrate abort users --reason \"p99 latency up on the dashboard\"")]
 Return a route to the monolith from any state (mid-shift, after a crash, after a manual
 edit): first one SetRulePriorities call moves its rule behind the monolith's rule, then
 ModifyRule restores its plain forward. A route already on the monolith is left alone
-(exit 0).
+(exit 0). A retired route (`migrate retire`) needs --yes. Rules that ficus does not manage
+but that forward to the route's service (a second rule for spellings over AWS's quota,
+shown by `status` on an `also:` line) stay: a WARNING on stderr names each, with the
+`aws elbv2 delete-rule` that removes it (`also_forwarding` in --output json).
 
-Examples: migrate rollback users; migrate rollback --all")]
+Examples: migrate rollback users; migrate rollback --all; migrate rollback users --yes")]
     Rollback(RollbackArgs),
     /// Add (or with --off remove) a rule sending a route's requests with a header to its service.
     #[command(long_about = "\
