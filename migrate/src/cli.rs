@@ -373,7 +373,7 @@ whom), nothing written, exit 0. `rollback ROUTE` of a retired route is refused w
 Exit codes: 0 retired (or already retired), 1 refused (leaks, no request of the route on
 its service in the window, or not at 100%), 2 usage, 4 lock held or logs unreadable (as
 for `migrate leaks`). With --output json a refusal is one document with ok: false,
-exit_code, error, route, retired: false and (for leaks) the leak report.
+exit_code, error and route (for leaks also retired: false and the leak report).
 
 Examples:
   migrate retire users --from-alb-log s3://my-alb-logs/prod --since 14d

@@ -3,9 +3,11 @@
 //! access logs must show no leak (`leaks::find`) over the window given;
 //! `--accept-leaks --reason` overrides, journaled with who and why. Then
 //! the rule forwards to the service alone, carries `ficus:retired`, and the
-//! journal says so: the monolith's code for these paths can go. A retired
-//! route's rollback is refused without `--yes` (`shift::rollback`; `rollback
-//! --all` skips it).
+//! journal says so. What that proves, and what no window of logs can (the
+//! spellings the monolith reads as the route's that the case-sensitive
+//! patterns miss), is [`retired_note`], said by `retire`, `status` and
+//! `plan`. A retired route's rollback is refused without `--yes`
+//! (`shift::rollback`; `rollback --all` skips it).
 
 use std::process::ExitCode;
 
