@@ -235,7 +235,9 @@ Example: migrate promote users")]
 Roll the route back to the monolith from any state, as `migrate rollback` does, remove
 its plan tags and record the reason in the journal and the rule's last-change tag. Works
 from any machine, with the lock rules of every write (exit 4 while another operator
-holds the lock).
+holds the lock). A retired route has no plan: refused (exit 2), `migrate rollback ROUTE
+--yes` returns it. Rules ficus does not manage that forward to the service are warned
+about, as by rollback.
 
 Example: migrate abort users --reason \"p99 latency up on the dashboard\"")]
     Abort(AbortArgs),

@@ -2311,6 +2311,11 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
     let evidence = json!({ "reason": args.reason });
     let result = async {
         let view = listing.view(&ctx.settings, &route)?;
+        if crate::retire::is_retired(&view) {
+            return Err(usage(format!(
+                "route `{route}` is retired and has no plan to abort; the monolith may no longer serve its paths: `migrate rollback {route} --yes` rolls it back anyway"
+            )));
+        }
         let from = view.state().explain();
         ctx.notifier.emit(
             Event::new(Kind::Aborted, Some(&route))
@@ -2352,7 +2357,7 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
             rollback_reach: None,
             lock_waited_ms: lock.waited.as_millis() as u64,
             every_node_by: None,
-            also_forwarding: Vec::new(),
+            also_forwarding: listing.also_forwarding(&view.service_tg),
         })
     }
     .await;
@@ -2370,7 +2375,18 @@ pub async fn abort(ctx: &mut Ctx, args: &AbortArgs) -> anyhow::Result<ExitCode> 
             outcome.route, outcome.to, args.reason
         );
     }
+    warn_also_forwarding(ctx, &outcome);
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a rollback or an abort: a WARNING on stderr for each rule ficus
+/// does not manage that still forwards to the route's service.
+fn warn_also_forwarding(ctx: &Ctx, outcome: &Outcome) {
+    for also in &outcome.also_forwarding {
+        if ctx.chatty() {
+            eprintln!("migrate: {}: WARNING: {}", outcome.route, also.says);
+        }
+    }
 }
 
 /// The routes a rollback names: one, or every configured route with `--all`.
@@ -2496,11 +2512,7 @@ fn print_rollback(ctx: &Ctx, outcomes: &[Outcome], listing: &Listing) -> anyhow:
     }
     for outcome in outcomes {
         let route = &outcome.route;
-        for also in &outcome.also_forwarding {
-            if ctx.chatty() {
-                eprintln!("migrate: {route}: WARNING: {}", also.says);
-            }
-        }
+        warn_also_forwarding(ctx, outcome);
         for preview in listing.previews_of(route) {
             if ctx.chatty() {
                 eprintln!(

@@ -118,6 +118,16 @@ fn retire_says_what_the_logs_prove_and_what_they_cannot() {
         "{plan}"
     );
 
+    // abort ends a plan; a retired route has none, and goes back only by
+    // `rollback --yes`.
+    let abort = op.run(&["abort", "users", "--lock-settle", "0s"]);
+    assert_eq!(abort.code, 2, "{abort}");
+    assert!(
+        abort
+            .stderr
+            .contains("is retired and has no plan to abort; the monolith may no longer serve its paths: `migrate rollback users --yes` rolls it back anyway"),
+        "{abort}"
+    );
     // A retired route's rollback is journaled from `retired`.
     let rollback = op.run(&["rollback", "users", "--yes", "--lock-settle", "0s"]);
     assert_eq!(rollback.code, 0, "{rollback}");
