@@ -50,7 +50,7 @@ fn retire_says_what_the_logs_prove_and_what_they_cannot() {
     assert_eq!(retire.code, 0, "{retire}");
     for said in [
         "users: retired: the service alone serves what the rule's patterns match: /api/users*",
-        "  proven: no leak among the route's 2 requests in the whole logs (2 reached the service)",
+        "  proven: no leak among the route's 2 requests in the logs (2 reached the service)",
         // The forum reads paths in any case, the patterns do not: the code
         // can go only with a redirect in its place.
         "  the monolith's code for these paths can go only with a 308 redirect to the spelling the patterns match (or a 404) left in its place: it also reads spellings the patterns miss as these paths (another case, e.g. /API/USERS), and those still reach it",
