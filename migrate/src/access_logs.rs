@@ -238,17 +238,20 @@ pub async fn read(
             return Err(no_files(source, own, &summary, &before));
         }
     }
+    let named = || {
+        sources
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(own) = own
         && summary.lines > summary.unreadable_lines
         && summary.lines == summary.unreadable_lines + summary.other_lines
     {
         return Err(Failure::LogsUnreadable(format!(
             "{}: {} in {}, none of {own} ({}); name this load balancer's logs (the prefix its access_logs.s3.prefix sets)",
-            sources
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            named(),
             crate::output::count(summary.lines, "line", "lines"),
             crate::output::count(summary.files, "file", "files"),
             summary.skipped_text().unwrap_or_default(),
@@ -258,11 +261,7 @@ pub async fn read(
     if summary.lines == summary.unreadable_lines {
         return Err(Failure::LogsUnreadable(format!(
             "{}: {} in {}, none an ALB access-log entry; name the ALB's access logs (the .log.gz files under AWSLogs/)",
-            sources
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            named(),
             crate::output::count(summary.lines, "line", "lines"),
             crate::output::count(summary.files, "file", "files"),
         ))

@@ -270,6 +270,14 @@ struct Prepared {
 /// what this run does.
 fn prepare(ctx: &Ctx, listing: &Listing, drive: &Drive, who: &str) -> anyhow::Result<Prepared> {
     let view = listing.view(&ctx.settings, &drive.route)?;
+    if crate::retire::is_retired(&view) {
+        // A step below 100% would send clients to a monolith that may no
+        // longer serve these paths; at 100% there is nothing to do.
+        return Err(usage(format!(
+            "{route}: retired: the service alone serves it and the monolith may no longer serve its paths; nothing was changed. `migrate rollback {route} --yes` returns it to the monolith, then `migrate shift {route}` starts again",
+            route = drive.route
+        )));
+    }
     let on_rule = match view.rule() {
         Some(rule) => Plan::from_tags(&rule.tags)
             .map_err(|why| usage(format!("{}: nothing was changed: {why}", drive.route)))?,

@@ -128,6 +128,22 @@ fn retire_says_what_the_logs_prove_and_what_they_cannot() {
             .contains("is retired and has no plan to abort; the monolith may no longer serve its paths: `migrate rollback users --yes` rolls it back anyway"),
         "{abort}"
     );
+    // Nor does a shift or a promote move it: either would send clients to
+    // a monolith that may no longer serve these paths.
+    let journaled = op.journal().len();
+    for args in [
+        &["shift", "users", "--to", "10", "--lock-settle", "0s"][..],
+        &["promote", "users", "--lock-settle", "0s"],
+    ] {
+        let refused = op.run(args);
+        assert_eq!(refused.code, 2, "{refused}");
+        assert!(
+            refused.stderr.contains("users: retired: the service alone serves it and the monolith may no longer serve its paths; nothing was changed. `migrate rollback users --yes` returns it to the monolith"),
+            "{refused}"
+        );
+    }
+    assert_eq!(op.journal().len(), journaled);
+    assert!(op.route_status("users")["retired_note"].is_object());
     // A retired route's rollback is journaled from `retired`.
     let rollback = op.run(&["rollback", "users", "--yes", "--lock-settle", "0s"]);
     assert_eq!(rollback.code, 0, "{rollback}");
