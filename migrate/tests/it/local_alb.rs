@@ -185,20 +185,22 @@ fn a_gradual_shift_moves_the_split() {
     let (elb, listener) = stack.elb_and_listener(&rt);
     let op = stack.ready_operator("5s");
 
-    let child = op.spawn_shift("threads", "10,50,100", "4s");
+    let mut shift = op.spawn_watched(&shift_args("threads", "10,50,100", "4s"));
     let mut shares = Vec::new();
     for percent in [10, 50] {
-        eventually(
-            Duration::from_secs(20),
-            &format!("threads at {percent}%"),
-            || service_weight(&rt, &elb, &listener, "threads") == Some(percent),
-        );
+        let waiting = Instant::now();
+        while service_weight(&rt, &elb, &listener, "threads") != Some(percent) {
+            if shift.exited() || waiting.elapsed() > Duration::from_secs(20) {
+                panic!("threads never at {percent}%: {}", shift.finish());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let (answered, _) = stack.burst("/api/threads/2", 100);
         let to_service = *answered.get("threads").unwrap_or(&0) as f64;
         let total: u64 = answered.values().sum();
         shares.push(to_service / total as f64);
     }
-    let run = finish(child);
+    let run = shift.finish();
     assert_eq!(run.code, 0, "{run}");
     // Probes during the intervals add a few requests; the split still shows.
     assert!(
