@@ -438,12 +438,14 @@ fn a_service_50_ms_slower_fails_the_latency_gate() {
     );
     let last = op.journal().last().unwrap().clone();
     let metrics = &last["evidence"]["metrics"];
-    assert!(
-        metrics["service"]["p99_s"].as_f64().unwrap() >= 0.050,
-        "{metrics:#}"
+    // The monolith's own p99 grows on a loaded machine; the service's is
+    // the monolith's plus the 50 ms added.
+    let (service, monolith) = (
+        metrics["service"]["p99_s"].as_f64().unwrap(),
+        metrics["monolith"]["p99_s"].as_f64().unwrap(),
     );
     assert!(
-        metrics["monolith"]["p99_s"].as_f64().unwrap() < 0.025,
+        service >= 0.050 && service - monolith >= 0.025,
         "{metrics:#}"
     );
     assert_eq!(op.route_status("users")["state"], "on-monolith");
