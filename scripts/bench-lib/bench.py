@@ -1685,7 +1685,7 @@ http {{
         import random
 
         rng = random.Random(1)
-        host = "ficus-alb-1234567890.us-east-1.elb.amazonaws.com"
+        host = "ficus-local-1234567890.us-east-1.elb.amazonaws.com"
         target_group = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/users/73e2d6bc24d8a067"
         agents = ('"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"', '"curl/8.5.0"')
         with open(path, "w") as out:
@@ -1715,7 +1715,7 @@ http {{
                 )
                 status = "400" if method == "-" else "200"
                 chunk.append(
-                    f"http {time_field} app/ficus-alb/50dc6c495c0c9188 203.0.113.{index % 250 + 1}:{40000 + index % 20000} "
+                    f"http {time_field} app/ficus-local/50dc6c495c0c9188 203.0.113.{index % 250 + 1}:{40000 + index % 20000} "
                     f"10.0.1.{index % 4 + 10}:3001 0.000 0.001 0.000 {status} {status} 141 {340 + user % 200} "
                     f"{request} {agents[index % 2]} - - {target_group} "
                     f'"Root=1-674ee3a0-{index:024x}" "-" "-" 0 {time_field} "forward" "-" "-" '
