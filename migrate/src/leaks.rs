@@ -64,6 +64,9 @@ pub struct Leak {
     pub path: String,
     pub kind: LeakKind,
     pub count: u64,
+    /// The requests' methods with their counts (a rule's other conditions,
+    /// `http-request-method` among them, may be what missed them).
+    pub methods: BTreeMap<String, u64>,
     /// This spelling's share of the route's requests in the logs.
     pub share: f64,
     pub first_seen: String,
@@ -77,6 +80,16 @@ pub struct Leak {
     pub winning_rule_priority: Option<String>,
     /// What to change, in words.
     pub fix: String,
+}
+
+/// A spelling that would be a leak but that the monolith answered 404: its
+/// code for the route did not serve it (a 404 is what the monolith answers
+/// without that code too), so deleting the code changes no answer's status.
+/// Never a leak, never counted in the route's requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answered404 {
+    pub path: String,
+    pub count: u64,
 }
 
 /// The report of `migrate leaks`.
@@ -105,6 +118,9 @@ pub struct Report {
     pub service_requests: u64,
     pub leaked_requests: u64,
     pub leaks: Vec<Leak>,
+    /// Spellings that would be leaks but that the monolith answered 404
+    /// ([`Answered404`]), most requests first.
+    pub answered_404: Vec<Answered404>,
     /// The `aws elbv2 modify-rule` commands that apply the pattern fixes, as
     /// they run: the route's rule, then the monolith's rule when its path
     /// patterns miss an added pattern (a parked rule must match nothing the
@@ -141,6 +157,7 @@ pub struct RouteFacts {
 struct Spelling {
     kind: LeakKind,
     count: u64,
+    methods: BTreeMap<String, u64>,
     first: i64,
     last: i64,
     client: String,
@@ -156,6 +173,7 @@ pub struct Analysis {
     service_requests: u64,
     outside_window: u64,
     spellings: BTreeMap<String, Spelling>,
+    answered_404: BTreeMap<String, u64>,
 }
 
 impl Analysis {
@@ -178,6 +196,7 @@ impl Analysis {
             service_requests: 0,
             outside_window: 0,
             spellings: BTreeMap::new(),
+            answered_404: BTreeMap::new(),
         }
     }
 
@@ -193,41 +212,72 @@ impl Analysis {
         if !self.read.iter().any(|glob| glob.matches(&canonical_path)) {
             return;
         }
-        self.route_requests += 1;
         let served_by = |group: &str| {
             record.target_group_arn().is_some_and(|arn| {
                 arn == group || target_group_name(arn) == target_group_name(group)
             })
         };
-        if served_by(&self.facts.service_target_group) {
-            self.service_requests += 1;
-        }
-        let on_monolith = served_by(&self.facts.monolith_target_group);
-        if !on_monolith {
+        if !served_by(&self.facts.monolith_target_group) {
+            self.route_requests += 1;
+            if served_by(&self.facts.service_target_group) {
+                self.service_requests += 1;
+            }
             return;
         }
-        let matched = self.exact.iter().any(|glob| glob.matches(&path));
-        // Priority 0 is the listener's default action: no rule matched, so
-        // the rule's patterns as they were then missed it (fixed since).
-        let default_action = record.get("matched_rule_priority") == DEFAULT_ACTION_PRIORITY;
-        let kind = if !matched || default_action {
-            LeakKind::PatternMiss
-        } else if self.facts.at_full_since.is_some_and(|since| time >= since) {
-            LeakKind::RuleLost
-        } else {
+        let Some(kind) = self.leak_kind(record, &path, time) else {
+            self.route_requests += 1;
             return;
         };
+        if answered_status(record) == "404" {
+            *self.answered_404.entry(path).or_default() += 1;
+            return;
+        }
+        self.route_requests += 1;
         let spelling = self.spellings.entry(path).or_insert_with(|| Spelling {
             kind,
             count: 0,
+            methods: BTreeMap::new(),
             first: time,
             last: time,
             client: record.client().to_owned(),
             winner: record.get("matched_rule_priority").to_owned(),
         });
         spelling.count += 1;
+        let method = record.request().map_or("-", |(method, _, _)| method);
+        *spelling.methods.entry(method.to_owned()).or_default() += 1;
         spelling.first = spelling.first.min(time);
         spelling.last = spelling.last.max(time);
+    }
+
+    /// Why a request of the route that the monolith served at `time` is a
+    /// leak, or `None` when it is not one.
+    fn leak_kind(&self, record: &Record, path: &str, time: i64) -> Option<LeakKind> {
+        let matched = self.exact.iter().any(|glob| glob.matches(path));
+        // Priority 0 is the listener's default action: no rule matched, so
+        // the rule's patterns as they were then missed it (fixed since).
+        let default_action = record.get("matched_rule_priority") == DEFAULT_ACTION_PRIORITY;
+        if !matched || default_action {
+            Some(LeakKind::PatternMiss)
+        } else if self.facts.at_full_since.is_some_and(|since| time >= since) {
+            Some(LeakKind::RuleLost)
+        } else {
+            None
+        }
+    }
+
+    /// The spellings that would be leaks but that the monolith answered
+    /// 404, most requests first.
+    pub fn answered_404(&self) -> Vec<Answered404> {
+        let mut answered: Vec<Answered404> = self
+            .answered_404
+            .iter()
+            .map(|(path, count)| Answered404 {
+                path: path.clone(),
+                count: *count,
+            })
+            .collect();
+        answered.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        answered
     }
 
     /// The leaks, most frequent first, each with its fix.
@@ -245,6 +295,7 @@ impl Analysis {
                     path: path.clone(),
                     kind: spelling.kind,
                     count: spelling.count,
+                    methods: spelling.methods.clone(),
                     share: spelling.count as f64 / self.route_requests.max(1) as f64,
                     first_seen: access_log::format_time(spelling.first),
                     last_seen: access_log::format_time(spelling.last),
@@ -285,8 +336,9 @@ impl Analysis {
                 let winner = leak.winning_rule_priority.as_deref().unwrap_or("-");
                 match (winner.parse::<u32>().ok(), ours) {
                     (Some(winner), Some(ours)) if winner > ours => format!(
-                        "the route's rule (priority {ours}) is in front of the rule at priority {winner} that served it, and its path patterns match it: its other conditions ({}) missed the request, or the route was not at 100% when it arrived; compare them with the request",
-                        self.facts.rule_conditions.describe()
+                        "the route's rule (priority {ours}) is in front of the rule at priority {winner} that served it, and its path patterns match it: its other conditions ({}) missed the request ({}), or the route was not at 100% when it arrived; compare them with the request",
+                        self.facts.rule_conditions.describe(),
+                        methods_text(&leak.methods)
                     ),
                     _ => format!(
                         "the rule at priority {winner} won over the route's rule (priority {}) while the route was at 100%: move the route's rule in front of it, or narrow that rule",
@@ -524,6 +576,28 @@ impl Fitting {
     }
 }
 
+/// The methods of a leak for a sentence: `GET` for one method, `DELETE ×1,
+/// POST ×2` for several.
+pub fn methods_text(methods: &BTreeMap<String, u64>) -> String {
+    if methods.len() == 1 {
+        return methods.keys().next().cloned().unwrap_or_default();
+    }
+    methods
+        .iter()
+        .map(|(method, count)| format!("{method} ×{count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The status the target answered (`target_status_code`), or the load
+/// balancer's (`elb_status_code`) when the target's is not in the entry.
+fn answered_status(record: &Record) -> &str {
+    match record.get("target_status_code") {
+        "-" => record.get("elb_status_code"),
+        status => status,
+    }
+}
+
 /// Why `conditions` break AWS's quotas of condition values and wildcards
 /// per rule, naming `rule`; `None` within them.
 fn quota_problem(rule: &str, conditions: &alb::Conditions) -> Option<String> {
@@ -755,6 +829,7 @@ pub async fn find(
         service_requests: analysis.service_requests(),
         leaked_requests: leaks.iter().map(|leak| leak.count).sum(),
         leaks,
+        answered_404: analysis.answered_404(),
         fix_commands,
         fix_left_out,
         monolith_paths: reading,
@@ -890,6 +965,9 @@ pub fn header(report: &Report) -> String {
     )
 }
 
+/// The most spellings answered 404 that the text lists (JSON has them all).
+const ANSWERED_404_LISTED: usize = 10;
+
 /// The report as text.
 pub fn print_report(report: &Report) {
     println!("{}", header(report));
@@ -900,8 +978,46 @@ pub fn print_report(report: &Report) {
                 "no leaks: the monolith served none of the route's requests that the rule should have taken"
             ),
         }
-        return;
+    } else {
+        print_leaks(report);
+        // Leaks found win over no evidence (exit 1): they are real whatever
+        // the unreadable lines hold.
+        if let Some(why) = &report.no_evidence {
+            println!("{why}; the leaks above stand (exit 1), and more may be among those lines");
+        }
     }
+    if let Some(text) = answered_404_text(report) {
+        println!("{text}");
+    }
+}
+
+/// The spellings answered 404 by the monolith, for a line of text: `None`
+/// when there are none.
+pub fn answered_404_text(report: &Report) -> Option<String> {
+    if report.answered_404.is_empty() {
+        return None;
+    }
+    let mut listed: Vec<String> = report
+        .answered_404
+        .iter()
+        .take(ANSWERED_404_LISTED)
+        .map(|answered| format!("{} ×{}", answered.path, answered.count))
+        .collect();
+    let more = report
+        .answered_404
+        .len()
+        .saturating_sub(ANSWERED_404_LISTED);
+    if more > 0 {
+        listed.push(format!("and {more} more (answered_404 in --output json)"));
+    }
+    Some(format!(
+        "answered 404 by the monolith, not leaks (its code for the route did not serve them, so deleting it changes no answer): {}",
+        listed.join(", ")
+    ))
+}
+
+/// The leaks, their fixes and the fix commands, as text.
+fn print_leaks(report: &Report) {
     println!(
         "{} leaked to the monolith ({:.1}% of the route's requests):",
         crate::output::count(report.leaked_requests as usize, "request", "requests"),
@@ -913,10 +1029,11 @@ pub fn print_report(report: &Report) {
             LeakKind::RuleLost => "rule lost",
         };
         println!(
-            "  {}  ×{}  {:.1}%  {kind}  first {}  last {}  e.g. client {}",
+            "  {}  ×{}  {:.1}%  {kind}  {}  first {}  last {}  e.g. client {}",
             leak.path,
             leak.count,
             100.0 * leak.share,
+            methods_text(&leak.methods),
             leak.first_seen,
             leak.last_seen,
             leak.example_client
@@ -1014,6 +1131,89 @@ mod tests {
         assert_eq!(leaks[0].example_client, "10.0.0.7");
         assert!((leaks[0].share - 5.0 / 11.0).abs() < 1e-9);
         assert!(leaks[0].fix.contains("3 of AWS's 5"), "{}", leaks[0].fix);
+    }
+
+    #[test]
+    fn a_spelling_the_monolith_answered_404_is_listed_apart_and_never_counted() {
+        let mut analysis = Analysis::new(RouteFacts {
+            patterns: vec!["/api/users*".into()],
+            rule_conditions: alb::Conditions::paths(["/api/users*".into()]),
+            ..facts(Some(100))
+        });
+        let mut scanner = record("/aPI/usersx", MONOLITH, 150, "99");
+        scanner
+            .set("elb_status_code", "404")
+            .set("target_status_code", "404");
+        analysis.add(&scanner);
+        analysis.add(&scanner);
+        // The target's status is not in the entry: the load balancer's counts.
+        let mut bare = record("/API/USERSX", MONOLITH, 150, "99");
+        bare.set("elb_status_code", "404");
+        analysis.add(&bare);
+        // Answered 200 by the monolith: a leak, whatever else was answered.
+        let mut served = record("/API/USERS/1", MONOLITH, 150, "99");
+        served
+            .set("elb_status_code", "200")
+            .set("target_status_code", "200");
+        for _ in 0..5 {
+            analysis.add(&served);
+        }
+        analysis.add(&record("/api/users/1", USERS, 150, "10"));
+        // A 404 of the route's own code before the route was at 100% (no
+        // such user) is no leak candidate: one of the route's requests.
+        let mut missing = record("/api/users/999", MONOLITH, 50, "99");
+        missing.set("target_status_code", "404");
+        analysis.add(&missing);
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!(leaks[0].path, "/API/USERS/1");
+        assert_eq!(analysis.route_requests(), 7);
+        assert!((leaks[0].share - 5.0 / 7.0).abs() < 1e-9);
+        let answered: Vec<(String, u64)> = analysis
+            .answered_404()
+            .into_iter()
+            .map(|answered| (answered.path, answered.count))
+            .collect();
+        assert_eq!(
+            answered,
+            [("/aPI/usersx".to_owned(), 2), ("/API/USERSX".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_rule_lost_names_the_requests_methods_beside_the_rules_conditions() {
+        let mut conditions = facts(None).rule_conditions;
+        conditions.methods = vec!["GET".into()];
+        let mut analysis = Analysis::new(RouteFacts {
+            rule_conditions: conditions,
+            ..facts(Some(100))
+        });
+        for method in ["POST", "DELETE", "POST"] {
+            let mut request = record("/api/users", MONOLITH, 150, "99");
+            request.set(
+                "request",
+                format!("{method} http://alb:80/api/users HTTP/1.1"),
+            );
+            analysis.add(&request);
+        }
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!(leaks[0].kind, LeakKind::RuleLost);
+        assert_eq!(
+            leaks[0].methods,
+            BTreeMap::from([("DELETE".to_owned(), 1), ("POST".to_owned(), 2)])
+        );
+        assert!(
+            leaks[0].fix.contains(
+                "its other conditions (path-pattern /api/users,/api/users/* AND http-request-method GET) missed the request (DELETE ×1, POST ×2)"
+            ),
+            "{}",
+            leaks[0].fix
+        );
+        assert_eq!(
+            methods_text(&BTreeMap::from([("GET".to_owned(), 5)])),
+            "GET"
+        );
     }
 
     #[test]
