@@ -332,7 +332,9 @@ arrived while the route was at 100% and another rule won. Leaks are grouped by s
 their count, share of the route's requests, the methods seen (GET, or DELETE ×1, POST ×2),
 first and last time, a client, and the fix: the pattern to add (only characters AWS
 accepts, a percent escape as ???; within AWS's 5 condition values and 5 wildcards per rule,
-the rest listed as left out) or the rule that wins.
+the rest listed as left out) or the rule that wins. A rule ficus does not manage that
+forwards to the route's service (status's also: line) counts: a spelling it matches is
+named as matched there, and it takes patterns the route's rule has no room for.
 
 A request the monolith answered 404 (target_status_code, else elb_status_code) is not a
 leak: the monolith's code for the route did not serve it, and a 404 is what the monolith

@@ -152,6 +152,34 @@ pub struct RouteFacts {
     /// The monolith's rule and its conditions now.
     pub monolith_rule_arn: String,
     pub monolith_conditions: alb::Conditions,
+    /// The rules ficus does not manage that forward to the route's service
+    /// (`status`'s `also:` lines), by priority: a spelling one matches is
+    /// fixed there, and one has room for what the route's rule cannot take.
+    pub other_rules: Vec<OtherRule>,
+}
+
+/// A rule that ficus does not manage and that forwards to the route's
+/// service ([`crate::state::Listing::also_forwarding`]).
+#[derive(Debug, Clone)]
+pub struct OtherRule {
+    pub arn: String,
+    pub priority: u32,
+    pub conditions: alb::Conditions,
+}
+
+impl OtherRule {
+    /// Whether its path patterns match `path` (a rule without any matches
+    /// no path of ours: it is not a second rule for spellings).
+    fn matches(&self, path: &str) -> bool {
+        self.conditions
+            .paths
+            .iter()
+            .any(|pattern| Glob::new(pattern, Syntax::CaseSensitive).matches(path))
+    }
+
+    fn name(&self) -> String {
+        format!("rule {} at priority {}", self.arn, self.priority)
+    }
 }
 
 struct Spelling {
@@ -287,7 +315,11 @@ impl Analysis {
             .iter()
             .map(|(path, spelling)| {
                 let (pattern, winner) = match spelling.kind {
-                    LeakKind::PatternMiss if self.matches_now(path) => (None, None),
+                    LeakKind::PatternMiss
+                        if self.matches_now(path) || self.other_matching(path).is_some() =>
+                    {
+                        (None, None)
+                    }
                     LeakKind::PatternMiss => (self.suggest(path).ok(), None),
                     LeakKind::RuleLost => (None, Some(spelling.winner.clone())),
                 };
@@ -321,8 +353,27 @@ impl Analysis {
         self.exact.iter().any(|glob| glob.matches(path))
     }
 
+    /// The rule, not managed by ficus, forwarding to the service, whose
+    /// path patterns now match `path`, if one does.
+    fn other_matching(&self, path: &str) -> Option<&OtherRule> {
+        self.facts
+            .other_rules
+            .iter()
+            .find(|rule| rule.matches(path))
+    }
+
     /// What to change for one leak, in words.
     fn fix_text(&self, leak: &Leak, fitting: &Fitting) -> String {
+        if leak.kind == LeakKind::PatternMiss
+            && !self.matches_now(&leak.path)
+            && let Some(other) = self.other_matching(&leak.path)
+        {
+            return format!(
+                "now matched by {} ({}), which forwards to the service and is not managed by ficus: nothing to fix there; these requests came before it: judge the rules as they are with --since shorter than the time since it matches",
+                other.name(),
+                other.conditions.describe()
+            );
+        }
         match leak.kind {
             LeakKind::PatternMiss if self.matches_now(&leak.path) => "the rule's patterns as they were missed it (the listener's default action served it); they match it now: judge the rule as it is with --since shorter than the time since the fix".to_owned(),
             LeakKind::PatternMiss => match self.suggest(&leak.path) {
@@ -370,6 +421,15 @@ impl Analysis {
             monolith_added: Vec::new(),
             added: Vec::new(),
             left_out: Vec::new(),
+            others: self
+                .facts
+                .other_rules
+                .iter()
+                .map(|rule| OtherFit {
+                    rule: rule.clone(),
+                    added: Vec::new(),
+                })
+                .collect(),
         };
         for leak in leaks {
             let Some(pattern) = &leak.pattern else {
@@ -387,12 +447,28 @@ impl Analysis {
             if monolith_too {
                 monolith.paths.push(pattern.clone());
             }
-            let problem = quota_problem("the route's rule", &route).or_else(|| {
-                monolith_too
-                    .then(|| quota_problem("the monolith's rule", &monolith))
-                    .flatten()
-            });
-            match problem {
+            let monolith_problem = monolith_too
+                .then(|| quota_problem("the monolith's rule", &monolith))
+                .flatten();
+            let route_problem = quota_problem("the route's rule", &route);
+            // The route's rule is full: a rule that already forwards to the
+            // service with room takes the pattern.
+            if let (Some(full), None) = (&route_problem, &monolith_problem)
+                && let Some(other) = fitting.others.iter_mut().find(|other| {
+                    let mut conditions = other.rule.conditions.clone();
+                    conditions.paths.push(pattern.clone());
+                    quota_problem("", &conditions).is_none()
+                })
+            {
+                other.rule.conditions.paths.push(pattern.clone());
+                other.added.push((pattern.clone(), full.clone()));
+                fitting.monolith = monolith;
+                if monolith_too {
+                    fitting.monolith_added.push(pattern.clone());
+                }
+                continue;
+            }
+            match route_problem.or(monolith_problem) {
                 None => {
                     fitting.route = route;
                     fitting.monolith = monolith;
@@ -435,10 +511,17 @@ impl Analysis {
         let Some(rule_arn) = &self.facts.rule_arn else {
             return Vec::new();
         };
-        if fitting.added.is_empty() {
-            return Vec::new();
+        let mut commands = Vec::new();
+        if !fitting.added.is_empty() {
+            commands.push(modify_rule_command(rule_arn, &fitting.route));
         }
-        let mut commands = vec![modify_rule_command(rule_arn, &fitting.route)];
+        for other in fitting
+            .others
+            .iter()
+            .filter(|other| !other.added.is_empty())
+        {
+            commands.push(modify_rule_command(&other.rule.arn, &other.rule.conditions));
+        }
         if !fitting.monolith_added.is_empty() {
             commands.push(modify_rule_command(
                 &self.facts.monolith_rule_arn,
@@ -535,6 +618,16 @@ struct Fitting {
     added: Vec<String>,
     /// (spelling, pattern, why) of the patterns that do not fit.
     left_out: Vec<(String, String, String)>,
+    /// The rules not managed by ficus that forward to the service, with
+    /// the patterns they take that the route's rule has no room for.
+    others: Vec<OtherFit>,
+}
+
+/// A rule not managed by ficus, with the patterns the fix adds to it.
+struct OtherFit {
+    rule: OtherRule,
+    /// (pattern, why the route's rule could not take it).
+    added: Vec<(String, String)>,
 }
 
 impl Fitting {
@@ -542,6 +635,11 @@ impl Fitting {
     fn covering(&self, path: &str) -> Option<&String> {
         self.added
             .iter()
+            .chain(
+                self.others
+                    .iter()
+                    .flat_map(|other| other.added.iter().map(|(pattern, _)| pattern)),
+            )
             .find(|added| Glob::new(added, Syntax::CaseSensitive).matches(path))
     }
 
@@ -557,16 +655,25 @@ impl Fitting {
                 "the pattern {pattern:?} is left out of the commands: {why}; add a second rule with it, forwarding to the service, in front of the monolith's rule (and the pattern to `paths` in migrate.toml){wildcards}"
             );
         }
+        let monolith_too = if self.monolith_added.iter().any(|added| added == pattern) {
+            "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
+        } else {
+            ""
+        };
+        for other in &self.others {
+            if let Some((_, full)) = other.added.iter().find(|(added, _)| added == pattern) {
+                return format!(
+                    "{full}: add the path pattern {pattern:?} to {}, which already forwards to the service and has room (it then has {} of AWS's {MAX_VALUES} condition values){monolith_too}{wildcards}",
+                    other.rule.name(),
+                    other.rule.conditions.value_count()
+                );
+            }
+        }
         match self.covering(path) {
             Some(added) if added != pattern => {
                 format!("the pattern {added:?}, added for another spelling, matches it too")
             }
             _ => {
-                let monolith_too = if self.monolith_added.iter().any(|added| added == pattern) {
-                    "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
-                } else {
-                    ""
-                };
                 format!(
                     "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {} of AWS's {MAX_VALUES} condition values){monolith_too}{wildcards}",
                     self.route.value_count()
@@ -778,6 +885,7 @@ pub fn route_facts(
         rule_conditions: rule.map(|rule| rule.conditions.clone()).unwrap_or_default(),
         monolith_rule_arn: monolith_rule_arn.to_owned(),
         monolith_conditions: view.monolith_conditions.clone(),
+        other_rules: Vec::new(),
     })
 }
 
@@ -800,7 +908,19 @@ pub async fn find(
     }
     let listing = ctx.list().await?;
     let view = listing.view(&ctx.settings, route)?;
-    let facts = route_facts(ctx, route, (&view, &listing.monolith.arn), since)?;
+    let mut facts = route_facts(ctx, route, (&view, &listing.monolith.arn), since)?;
+    facts.other_rules = listing
+        .also_forwarding_rules(&view.service_tg)
+        .into_iter()
+        .filter_map(|rule| {
+            Some(OtherRule {
+                arn: rule.arn.clone(),
+                priority: rule.priority?,
+                conditions: rule.conditions.clone(),
+            })
+        })
+        .collect();
+    facts.other_rules.sort_by_key(|rule| rule.priority);
     let reading = facts.reading;
     let window_start = facts.window_start.map(access_log::format_time);
     let own = access_logs::LoadBalancer::from_arn(&listing.listener_arn);
@@ -1092,6 +1212,7 @@ mod tests {
             rule_conditions: alb::Conditions::paths(["/api/users".into(), "/api/users/*".into()]),
             monolith_rule_arn: "arn:rule/monolith".into(),
             monolith_conditions: alb::Conditions::paths(["/api*".into()]),
+            other_rules: Vec::new(),
         }
     }
 
@@ -1312,6 +1433,60 @@ mod tests {
             [
                 r#""/Api/Users" (for /Api/Users): the route's rule would have 6 condition values, over AWS's quota of 5"#
             ]
+        );
+    }
+
+    #[test]
+    fn a_second_rule_forwarding_to_the_service_is_named_and_takes_what_the_route_has_no_room_for() {
+        // The route's rule has 4 of AWS's 5 values; a second rule at
+        // priority 5, not managed by ficus, has 2.
+        let four = ["/api/users", "/api/users/*", "/api/me", "/api/me/*"].map(String::from);
+        let mut analysis = Analysis::new(RouteFacts {
+            rule_conditions: alb::Conditions::paths(four),
+            other_rules: vec![OtherRule {
+                arn: "arn:rule/second".into(),
+                priority: 5,
+                conditions: alb::Conditions::paths(["/api/USERS*".into(), "/ApI/UsErS*".into()]),
+            }],
+            ..facts(None)
+        });
+        for _ in 0..3 {
+            analysis.add(&record("/API/users/1", MONOLITH, 1, "99"));
+        }
+        analysis.add(&record("/Api/Users", MONOLITH, 1, "99"));
+        analysis.add(&record("/ApI/UsErS/6", MONOLITH, 1, "99"));
+        let leaks = analysis.leaks();
+        let fix = |path: &str| {
+            leaks
+                .iter()
+                .find(|leak| leak.path == path)
+                .map(|leak| leak.fix.clone())
+                .unwrap()
+        };
+        assert!(
+            fix("/ApI/UsErS/6").starts_with(
+                "now matched by rule arn:rule/second at priority 5 (path-pattern /api/USERS*,/ApI/UsErS*), which forwards to the service"
+            ),
+            "{leaks:?}"
+        );
+        assert!(fix("/API/users/1").contains("5 of AWS's 5"), "{leaks:?}");
+        assert!(
+            fix("/Api/Users").starts_with(
+                "the route's rule would have 6 condition values, over AWS's quota of 5: add the path pattern \"/Api/Users\" to rule arn:rule/second at priority 5, which already forwards to the service and has room (it then has 3 of AWS's 5"
+            ),
+            "{leaks:?}"
+        );
+        assert!(analysis.left_out(&leaks).is_empty());
+        let commands = analysis.fix_commands(&leaks);
+        assert_eq!(commands.len(), 3, "{commands:?}");
+        assert!(
+            commands[1].starts_with("aws elbv2 modify-rule --rule-arn arn:rule/second ")
+                && commands[1].contains(r#"["/api/USERS*","/ApI/UsErS*","/Api/Users"]"#),
+            "{commands:?}"
+        );
+        assert!(
+            commands[2].contains("arn:rule/monolith") && commands[2].contains("/Api/Users"),
+            "{commands:?}"
         );
     }
 

@@ -825,8 +825,9 @@ fn leaks_judges_its_own_load_balancers_logs_and_never_says_no_leaks_without_evid
 /// apart and never a leak, a share or a refusal, while a case variant it
 /// answered 200 still is; a leak lists its methods, and a rule lost names
 /// them beside the rule's conditions; too many unreadable lines are said
-/// beside the leaks (exit 1 wins); a retire with accepted leaks shows who
-/// and why in `history`.
+/// beside the leaks (exit 1 wins); a second rule that forwards to the
+/// service is named where it matches a leak; a retire with accepted leaks
+/// shows who and why in `history`.
 #[test]
 fn leaks_sets_apart_what_the_monolith_answered_404_and_names_the_methods() {
     let stack = LocalStack::start();
@@ -934,6 +935,31 @@ fn leaks_sets_apart_what_the_monolith_answered_404_and_names_the_methods() {
     ] {
         assert!(text.stdout.contains(said), "{said:?} in\n{text}");
     }
+
+    // A second rule, not managed by ficus, that forwards to the service and
+    // matches the case variant now: the leak in the logs is named as fixed
+    // there, and no command adds a pattern for it.
+    let second = create_rule(&rt, &elb, &listener, 7, &["/API/USERS*"], "users", &[]);
+    let json = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &at("scanner"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(json.code, 1, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        report["leaks"][0]["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "now matched by rule {second} at priority 7 (path-pattern /API/USERS*), which forwards to the service"
+            )),
+        "{report:#}"
+    );
+    assert_eq!(report["fix_commands"], serde_json::json!([]), "{report:#}");
 
     // Accepted, the leaks are in `history` with who accepted them and why.
     rt.block_on(
