@@ -329,10 +329,19 @@ in migrate.toml: case_insensitive and trailing_slash on, repeated_slashes and
 percent_decoding off by default, as the forum's router reads paths). A leak is such a
 request that the rule's patterns miss (ALB path patterns are case-sensitive), or one that
 arrived while the route was at 100% and another rule won. Leaks are grouped by spelling with
-their count, share of the route's requests, first and last time, a client, and the fix: the
-pattern to add (only characters AWS accepts, a percent escape as ???; within AWS's 5
-condition values and 5 wildcards per rule, the rest listed as left out) or the rule that
-wins.
+their count, share of the route's requests, the methods seen (GET, or DELETE ×1, POST ×2),
+first and last time, a client, and the fix: the pattern to add (only characters AWS
+accepts, a percent escape as ???; within AWS's 5 condition values and 5 wildcards per rule,
+the rest listed as left out) or the rule that wins. A rule ficus does not manage that
+forwards to the route's service (status's also: line) counts: a spelling it matches is
+named as matched there, and it takes patterns the route's rule has no room for.
+
+A request the monolith answered 404 (target_status_code, else elb_status_code) is not a
+leak: the monolith's code for the route did not serve it, and a 404 is what the monolith
+answers without that code too, so deleting the code changes no answer's status. Such
+spellings (a scanner's /aPI/usersx) are listed apart (\"answered 404 by the monolith, not
+leaks\"; answered_404 in JSON) and count nowhere else: not in the leaks, the exit code,
+retire's refusal or the route's requests.
 
 Logs: files (plain or .gz), directories (walked as AWS lays logs out), s3://BUCKET/PREFIX
 (through the same AWS settings and endpoint as every other call).
@@ -345,7 +354,8 @@ Exit codes: 0 no leaks (judged on at least one of the route's requests, with at 
 the lines unreadable), 1 leaks found, 2 usage (--since 0 too), 4 the logs could not be read
 (no log file of the load balancer under a source, no access-log entry of it in the files,
 a .gz that is not gzip), 5 no evidence (no request of the route in the window: widen
---since or wait for traffic; or more than 1% of the lines not access-log entries).
+--since or wait for traffic; or more than 1% of the lines not access-log entries). Leaks
+found win over no evidence: exit 1, and the no-evidence sentence is printed below them.
 
 Examples:
   migrate leaks users --from-alb-log s3://my-alb-logs/prod --since 7d

@@ -1602,6 +1602,12 @@ fn history_line(entry: &Entry) -> String {
             line.push_str(&format!("; {label}: {reason}"));
         }
     }
+    // A retire with accepted leaks: who accepted them, and why.
+    if entry.evidence["accepted_leaks"] == true {
+        let who = entry.evidence["who"].as_str().unwrap_or(&entry.who);
+        let reason = entry.evidence["reason"].as_str().unwrap_or("-");
+        line.push_str(&format!("; accepted by {who}: {reason}"));
+    }
     if let Some(metrics) = entry.evidence.get("metrics")
         && entry.evidence.get("gate_failed").is_none()
     {
@@ -1741,6 +1747,18 @@ mod tests {
         assert!(
             history_line(&entry).ends_with(
                 "(priority 100 -> 1, forward monolith -> forward users 10%, monolith 90%)"
+            ),
+            "{}",
+            history_line(&entry)
+        );
+        // A retire with accepted leaks says who accepted them and why.
+        entry.command = "retire".into();
+        entry.what = "retire: service alone, 2 leaked requests accepted".into();
+        entry.evidence =
+            json!({ "accepted_leaks": true, "reason": "only a scanner, OPS-12", "who": "bob@vm" });
+        assert!(
+            history_line(&entry).ends_with(
+                "retire: service alone, 2 leaked requests accepted (priority 100 -> 1, forward monolith -> forward users 10%, monolith 90%); accepted by bob@vm: only a scanner, OPS-12"
             ),
             "{}",
             history_line(&entry)

@@ -64,6 +64,9 @@ pub struct Leak {
     pub path: String,
     pub kind: LeakKind,
     pub count: u64,
+    /// The requests' methods with their counts (a rule's other conditions,
+    /// `http-request-method` among them, may be what missed them).
+    pub methods: BTreeMap<String, u64>,
     /// This spelling's share of the route's requests in the logs.
     pub share: f64,
     pub first_seen: String,
@@ -77,6 +80,16 @@ pub struct Leak {
     pub winning_rule_priority: Option<String>,
     /// What to change, in words.
     pub fix: String,
+}
+
+/// A spelling that would be a leak but that the monolith answered 404: its
+/// code for the route did not serve it (a 404 is what the monolith answers
+/// without that code too), so deleting the code changes no answer's status.
+/// Never a leak, never counted in the route's requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answered404 {
+    pub path: String,
+    pub count: u64,
 }
 
 /// The report of `migrate leaks`.
@@ -105,6 +118,9 @@ pub struct Report {
     pub service_requests: u64,
     pub leaked_requests: u64,
     pub leaks: Vec<Leak>,
+    /// Spellings that would be leaks but that the monolith answered 404
+    /// ([`Answered404`]), most requests first.
+    pub answered_404: Vec<Answered404>,
     /// The `aws elbv2 modify-rule` commands that apply the pattern fixes, as
     /// they run: the route's rule, then the monolith's rule when its path
     /// patterns miss an added pattern (a parked rule must match nothing the
@@ -136,11 +152,40 @@ pub struct RouteFacts {
     /// The monolith's rule and its conditions now.
     pub monolith_rule_arn: String,
     pub monolith_conditions: alb::Conditions,
+    /// The rules ficus does not manage that forward to the route's service
+    /// (`status`'s `also:` lines), by priority: a spelling one matches is
+    /// fixed there, and one has room for what the route's rule cannot take.
+    pub other_rules: Vec<OtherRule>,
+}
+
+/// A rule that ficus does not manage and that forwards to the route's
+/// service ([`crate::state::Listing::also_forwarding`]).
+#[derive(Debug, Clone)]
+pub struct OtherRule {
+    pub arn: String,
+    pub priority: u32,
+    pub conditions: alb::Conditions,
+}
+
+impl OtherRule {
+    /// Whether its path patterns match `path` (a rule without any matches
+    /// no path of ours: it is not a second rule for spellings).
+    fn matches(&self, path: &str) -> bool {
+        self.conditions
+            .paths
+            .iter()
+            .any(|pattern| Glob::new(pattern, Syntax::CaseSensitive).matches(path))
+    }
+
+    fn name(&self) -> String {
+        format!("rule {} at priority {}", self.arn, self.priority)
+    }
 }
 
 struct Spelling {
     kind: LeakKind,
     count: u64,
+    methods: BTreeMap<String, u64>,
     first: i64,
     last: i64,
     client: String,
@@ -156,6 +201,7 @@ pub struct Analysis {
     service_requests: u64,
     outside_window: u64,
     spellings: BTreeMap<String, Spelling>,
+    answered_404: BTreeMap<String, u64>,
 }
 
 impl Analysis {
@@ -178,6 +224,7 @@ impl Analysis {
             service_requests: 0,
             outside_window: 0,
             spellings: BTreeMap::new(),
+            answered_404: BTreeMap::new(),
         }
     }
 
@@ -193,41 +240,72 @@ impl Analysis {
         if !self.read.iter().any(|glob| glob.matches(&canonical_path)) {
             return;
         }
-        self.route_requests += 1;
         let served_by = |group: &str| {
             record.target_group_arn().is_some_and(|arn| {
                 arn == group || target_group_name(arn) == target_group_name(group)
             })
         };
-        if served_by(&self.facts.service_target_group) {
-            self.service_requests += 1;
-        }
-        let on_monolith = served_by(&self.facts.monolith_target_group);
-        if !on_monolith {
+        if !served_by(&self.facts.monolith_target_group) {
+            self.route_requests += 1;
+            if served_by(&self.facts.service_target_group) {
+                self.service_requests += 1;
+            }
             return;
         }
-        let matched = self.exact.iter().any(|glob| glob.matches(&path));
-        // Priority 0 is the listener's default action: no rule matched, so
-        // the rule's patterns as they were then missed it (fixed since).
-        let default_action = record.get("matched_rule_priority") == DEFAULT_ACTION_PRIORITY;
-        let kind = if !matched || default_action {
-            LeakKind::PatternMiss
-        } else if self.facts.at_full_since.is_some_and(|since| time >= since) {
-            LeakKind::RuleLost
-        } else {
+        let Some(kind) = self.leak_kind(record, &path, time) else {
+            self.route_requests += 1;
             return;
         };
+        if answered_status(record) == "404" {
+            *self.answered_404.entry(path).or_default() += 1;
+            return;
+        }
+        self.route_requests += 1;
         let spelling = self.spellings.entry(path).or_insert_with(|| Spelling {
             kind,
             count: 0,
+            methods: BTreeMap::new(),
             first: time,
             last: time,
             client: record.client().to_owned(),
             winner: record.get("matched_rule_priority").to_owned(),
         });
         spelling.count += 1;
+        let method = record.request().map_or("-", |(method, _, _)| method);
+        *spelling.methods.entry(method.to_owned()).or_default() += 1;
         spelling.first = spelling.first.min(time);
         spelling.last = spelling.last.max(time);
+    }
+
+    /// Why a request of the route that the monolith served at `time` is a
+    /// leak, or `None` when it is not one.
+    fn leak_kind(&self, record: &Record, path: &str, time: i64) -> Option<LeakKind> {
+        let matched = self.exact.iter().any(|glob| glob.matches(path));
+        // Priority 0 is the listener's default action: no rule matched, so
+        // the rule's patterns as they were then missed it (fixed since).
+        let default_action = record.get("matched_rule_priority") == DEFAULT_ACTION_PRIORITY;
+        if !matched || default_action {
+            Some(LeakKind::PatternMiss)
+        } else if self.facts.at_full_since.is_some_and(|since| time >= since) {
+            Some(LeakKind::RuleLost)
+        } else {
+            None
+        }
+    }
+
+    /// The spellings that would be leaks but that the monolith answered
+    /// 404, most requests first.
+    pub fn answered_404(&self) -> Vec<Answered404> {
+        let mut answered: Vec<Answered404> = self
+            .answered_404
+            .iter()
+            .map(|(path, count)| Answered404 {
+                path: path.clone(),
+                count: *count,
+            })
+            .collect();
+        answered.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        answered
     }
 
     /// The leaks, most frequent first, each with its fix.
@@ -237,7 +315,11 @@ impl Analysis {
             .iter()
             .map(|(path, spelling)| {
                 let (pattern, winner) = match spelling.kind {
-                    LeakKind::PatternMiss if self.matches_now(path) => (None, None),
+                    LeakKind::PatternMiss
+                        if self.matches_now(path) || self.other_matching(path).is_some() =>
+                    {
+                        (None, None)
+                    }
                     LeakKind::PatternMiss => (self.suggest(path).ok(), None),
                     LeakKind::RuleLost => (None, Some(spelling.winner.clone())),
                 };
@@ -245,6 +327,7 @@ impl Analysis {
                     path: path.clone(),
                     kind: spelling.kind,
                     count: spelling.count,
+                    methods: spelling.methods.clone(),
                     share: spelling.count as f64 / self.route_requests.max(1) as f64,
                     first_seen: access_log::format_time(spelling.first),
                     last_seen: access_log::format_time(spelling.last),
@@ -270,8 +353,27 @@ impl Analysis {
         self.exact.iter().any(|glob| glob.matches(path))
     }
 
+    /// The rule, not managed by ficus, forwarding to the service, whose
+    /// path patterns now match `path`, if one does.
+    fn other_matching(&self, path: &str) -> Option<&OtherRule> {
+        self.facts
+            .other_rules
+            .iter()
+            .find(|rule| rule.matches(path))
+    }
+
     /// What to change for one leak, in words.
     fn fix_text(&self, leak: &Leak, fitting: &Fitting) -> String {
+        if leak.kind == LeakKind::PatternMiss
+            && !self.matches_now(&leak.path)
+            && let Some(other) = self.other_matching(&leak.path)
+        {
+            return format!(
+                "now matched by {} ({}), which forwards to the service and is not managed by ficus: nothing to fix there; these requests came before it: judge the rules as they are with --since shorter than the time since it matches",
+                other.name(),
+                other.conditions.describe()
+            );
+        }
         match leak.kind {
             LeakKind::PatternMiss if self.matches_now(&leak.path) => "the rule's patterns as they were missed it (the listener's default action served it); they match it now: judge the rule as it is with --since shorter than the time since the fix".to_owned(),
             LeakKind::PatternMiss => match self.suggest(&leak.path) {
@@ -285,8 +387,9 @@ impl Analysis {
                 let winner = leak.winning_rule_priority.as_deref().unwrap_or("-");
                 match (winner.parse::<u32>().ok(), ours) {
                     (Some(winner), Some(ours)) if winner > ours => format!(
-                        "the route's rule (priority {ours}) is in front of the rule at priority {winner} that served it, and its path patterns match it: its other conditions ({}) missed the request, or the route was not at 100% when it arrived; compare them with the request",
-                        self.facts.rule_conditions.describe()
+                        "the route's rule (priority {ours}) is in front of the rule at priority {winner} that served it, and its path patterns match it: its other conditions ({}) missed the request ({}), or the route was not at 100% when it arrived; compare them with the request",
+                        self.facts.rule_conditions.describe(),
+                        methods_text(&leak.methods)
                     ),
                     _ => format!(
                         "the rule at priority {winner} won over the route's rule (priority {}) while the route was at 100%: move the route's rule in front of it, or narrow that rule",
@@ -318,6 +421,15 @@ impl Analysis {
             monolith_added: Vec::new(),
             added: Vec::new(),
             left_out: Vec::new(),
+            others: self
+                .facts
+                .other_rules
+                .iter()
+                .map(|rule| OtherFit {
+                    rule: rule.clone(),
+                    added: Vec::new(),
+                })
+                .collect(),
         };
         for leak in leaks {
             let Some(pattern) = &leak.pattern else {
@@ -335,12 +447,28 @@ impl Analysis {
             if monolith_too {
                 monolith.paths.push(pattern.clone());
             }
-            let problem = quota_problem("the route's rule", &route).or_else(|| {
-                monolith_too
-                    .then(|| quota_problem("the monolith's rule", &monolith))
-                    .flatten()
-            });
-            match problem {
+            let monolith_problem = monolith_too
+                .then(|| quota_problem("the monolith's rule", &monolith))
+                .flatten();
+            let route_problem = quota_problem("the route's rule", &route);
+            // The route's rule is full: a rule that already forwards to the
+            // service with room takes the pattern.
+            if let (Some(full), None) = (&route_problem, &monolith_problem)
+                && let Some(other) = fitting.others.iter_mut().find(|other| {
+                    let mut conditions = other.rule.conditions.clone();
+                    conditions.paths.push(pattern.clone());
+                    quota_problem("", &conditions).is_none()
+                })
+            {
+                other.rule.conditions.paths.push(pattern.clone());
+                other.added.push((pattern.clone(), full.clone()));
+                fitting.monolith = monolith;
+                if monolith_too {
+                    fitting.monolith_added.push(pattern.clone());
+                }
+                continue;
+            }
+            match route_problem.or(monolith_problem) {
                 None => {
                     fitting.route = route;
                     fitting.monolith = monolith;
@@ -383,10 +511,17 @@ impl Analysis {
         let Some(rule_arn) = &self.facts.rule_arn else {
             return Vec::new();
         };
-        if fitting.added.is_empty() {
-            return Vec::new();
+        let mut commands = Vec::new();
+        if !fitting.added.is_empty() {
+            commands.push(modify_rule_command(rule_arn, &fitting.route));
         }
-        let mut commands = vec![modify_rule_command(rule_arn, &fitting.route)];
+        for other in fitting
+            .others
+            .iter()
+            .filter(|other| !other.added.is_empty())
+        {
+            commands.push(modify_rule_command(&other.rule.arn, &other.rule.conditions));
+        }
         if !fitting.monolith_added.is_empty() {
             commands.push(modify_rule_command(
                 &self.facts.monolith_rule_arn,
@@ -483,6 +618,16 @@ struct Fitting {
     added: Vec<String>,
     /// (spelling, pattern, why) of the patterns that do not fit.
     left_out: Vec<(String, String, String)>,
+    /// The rules not managed by ficus that forward to the service, with
+    /// the patterns they take that the route's rule has no room for.
+    others: Vec<OtherFit>,
+}
+
+/// A rule not managed by ficus, with the patterns the fix adds to it.
+struct OtherFit {
+    rule: OtherRule,
+    /// (pattern, why the route's rule could not take it).
+    added: Vec<(String, String)>,
 }
 
 impl Fitting {
@@ -490,6 +635,11 @@ impl Fitting {
     fn covering(&self, path: &str) -> Option<&String> {
         self.added
             .iter()
+            .chain(
+                self.others
+                    .iter()
+                    .flat_map(|other| other.added.iter().map(|(pattern, _)| pattern)),
+            )
             .find(|added| Glob::new(added, Syntax::CaseSensitive).matches(path))
     }
 
@@ -505,22 +655,53 @@ impl Fitting {
                 "the pattern {pattern:?} is left out of the commands: {why}; add a second rule with it, forwarding to the service, in front of the monolith's rule (and the pattern to `paths` in migrate.toml){wildcards}"
             );
         }
+        let monolith_too = if self.monolith_added.iter().any(|added| added == pattern) {
+            "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
+        } else {
+            ""
+        };
+        for other in &self.others {
+            if let Some((_, full)) = other.added.iter().find(|(added, _)| added == pattern) {
+                return format!(
+                    "{full}: add the path pattern {pattern:?} to {}, which already forwards to the service and has room (it then has {} of AWS's {MAX_VALUES} condition values){monolith_too}{wildcards}",
+                    other.rule.name(),
+                    other.rule.conditions.value_count()
+                );
+            }
+        }
         match self.covering(path) {
             Some(added) if added != pattern => {
                 format!("the pattern {added:?}, added for another spelling, matches it too")
             }
             _ => {
-                let monolith_too = if self.monolith_added.iter().any(|added| added == pattern) {
-                    "; add it to the monolith's rule too, whose path patterns miss it: else the route's rule, parked behind it after a rollback, takes requests the monolith's rule does not (a LEAK that stops `shift`)"
-                } else {
-                    ""
-                };
                 format!(
                     "add the path pattern {pattern:?} to the route's rule and to `paths` in migrate.toml (the rule then has {} of AWS's {MAX_VALUES} condition values){monolith_too}{wildcards}",
                     self.route.value_count()
                 )
             }
         }
+    }
+}
+
+/// The methods of a leak for a sentence: `GET` for one method, `DELETE ×1,
+/// POST ×2` for several.
+pub fn methods_text(methods: &BTreeMap<String, u64>) -> String {
+    if methods.len() == 1 {
+        return methods.keys().next().cloned().unwrap_or_default();
+    }
+    methods
+        .iter()
+        .map(|(method, count)| format!("{method} ×{count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The status the target answered (`target_status_code`), or the load
+/// balancer's (`elb_status_code`) when the target's is not in the entry.
+fn answered_status(record: &Record) -> &str {
+    match record.get("target_status_code") {
+        "-" => record.get("elb_status_code"),
+        status => status,
     }
 }
 
@@ -704,6 +885,7 @@ pub fn route_facts(
         rule_conditions: rule.map(|rule| rule.conditions.clone()).unwrap_or_default(),
         monolith_rule_arn: monolith_rule_arn.to_owned(),
         monolith_conditions: view.monolith_conditions.clone(),
+        other_rules: Vec::new(),
     })
 }
 
@@ -726,7 +908,19 @@ pub async fn find(
     }
     let listing = ctx.list().await?;
     let view = listing.view(&ctx.settings, route)?;
-    let facts = route_facts(ctx, route, (&view, &listing.monolith.arn), since)?;
+    let mut facts = route_facts(ctx, route, (&view, &listing.monolith.arn), since)?;
+    facts.other_rules = listing
+        .also_forwarding_rules(&view.service_tg)
+        .into_iter()
+        .filter_map(|rule| {
+            Some(OtherRule {
+                arn: rule.arn.clone(),
+                priority: rule.priority?,
+                conditions: rule.conditions.clone(),
+            })
+        })
+        .collect();
+    facts.other_rules.sort_by_key(|rule| rule.priority);
     let reading = facts.reading;
     let window_start = facts.window_start.map(access_log::format_time);
     let own = access_logs::LoadBalancer::from_arn(&listing.listener_arn);
@@ -755,6 +949,7 @@ pub async fn find(
         service_requests: analysis.service_requests(),
         leaked_requests: leaks.iter().map(|leak| leak.count).sum(),
         leaks,
+        answered_404: analysis.answered_404(),
         fix_commands,
         fix_left_out,
         monolith_paths: reading,
@@ -890,6 +1085,9 @@ pub fn header(report: &Report) -> String {
     )
 }
 
+/// The most spellings answered 404 that the text lists (JSON has them all).
+const ANSWERED_404_LISTED: usize = 10;
+
 /// The report as text.
 pub fn print_report(report: &Report) {
     println!("{}", header(report));
@@ -900,8 +1098,46 @@ pub fn print_report(report: &Report) {
                 "no leaks: the monolith served none of the route's requests that the rule should have taken"
             ),
         }
-        return;
+    } else {
+        print_leaks(report);
+        // Leaks found win over no evidence (exit 1): they are real whatever
+        // the unreadable lines hold.
+        if let Some(why) = &report.no_evidence {
+            println!("{why}; the leaks above stand (exit 1), and more may be among those lines");
+        }
     }
+    if let Some(text) = answered_404_text(report) {
+        println!("{text}");
+    }
+}
+
+/// The spellings answered 404 by the monolith, for a line of text: `None`
+/// when there are none.
+pub fn answered_404_text(report: &Report) -> Option<String> {
+    if report.answered_404.is_empty() {
+        return None;
+    }
+    let mut listed: Vec<String> = report
+        .answered_404
+        .iter()
+        .take(ANSWERED_404_LISTED)
+        .map(|answered| format!("{} ×{}", answered.path, answered.count))
+        .collect();
+    let more = report
+        .answered_404
+        .len()
+        .saturating_sub(ANSWERED_404_LISTED);
+    if more > 0 {
+        listed.push(format!("and {more} more (answered_404 in --output json)"));
+    }
+    Some(format!(
+        "answered 404 by the monolith, not leaks (its code for the route did not serve them, so deleting it changes no answer): {}",
+        listed.join(", ")
+    ))
+}
+
+/// The leaks, their fixes and the fix commands, as text.
+fn print_leaks(report: &Report) {
     println!(
         "{} leaked to the monolith ({:.1}% of the route's requests):",
         crate::output::count(report.leaked_requests as usize, "request", "requests"),
@@ -913,10 +1149,11 @@ pub fn print_report(report: &Report) {
             LeakKind::RuleLost => "rule lost",
         };
         println!(
-            "  {}  ×{}  {:.1}%  {kind}  first {}  last {}  e.g. client {}",
+            "  {}  ×{}  {:.1}%  {kind}  {}  first {}  last {}  e.g. client {}",
             leak.path,
             leak.count,
             100.0 * leak.share,
+            methods_text(&leak.methods),
             leak.first_seen,
             leak.last_seen,
             leak.example_client
@@ -975,6 +1212,7 @@ mod tests {
             rule_conditions: alb::Conditions::paths(["/api/users".into(), "/api/users/*".into()]),
             monolith_rule_arn: "arn:rule/monolith".into(),
             monolith_conditions: alb::Conditions::paths(["/api*".into()]),
+            other_rules: Vec::new(),
         }
     }
 
@@ -1014,6 +1252,89 @@ mod tests {
         assert_eq!(leaks[0].example_client, "10.0.0.7");
         assert!((leaks[0].share - 5.0 / 11.0).abs() < 1e-9);
         assert!(leaks[0].fix.contains("3 of AWS's 5"), "{}", leaks[0].fix);
+    }
+
+    #[test]
+    fn a_spelling_the_monolith_answered_404_is_listed_apart_and_never_counted() {
+        let mut analysis = Analysis::new(RouteFacts {
+            patterns: vec!["/api/users*".into()],
+            rule_conditions: alb::Conditions::paths(["/api/users*".into()]),
+            ..facts(Some(100))
+        });
+        let mut scanner = record("/aPI/usersx", MONOLITH, 150, "99");
+        scanner
+            .set("elb_status_code", "404")
+            .set("target_status_code", "404");
+        analysis.add(&scanner);
+        analysis.add(&scanner);
+        // The target's status is not in the entry: the load balancer's counts.
+        let mut bare = record("/API/USERSX", MONOLITH, 150, "99");
+        bare.set("elb_status_code", "404");
+        analysis.add(&bare);
+        // Answered 200 by the monolith: a leak, whatever else was answered.
+        let mut served = record("/API/USERS/1", MONOLITH, 150, "99");
+        served
+            .set("elb_status_code", "200")
+            .set("target_status_code", "200");
+        for _ in 0..5 {
+            analysis.add(&served);
+        }
+        analysis.add(&record("/api/users/1", USERS, 150, "10"));
+        // A 404 of the route's own code before the route was at 100% (no
+        // such user) is no leak candidate: one of the route's requests.
+        let mut missing = record("/api/users/999", MONOLITH, 50, "99");
+        missing.set("target_status_code", "404");
+        analysis.add(&missing);
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!(leaks[0].path, "/API/USERS/1");
+        assert_eq!(analysis.route_requests(), 7);
+        assert!((leaks[0].share - 5.0 / 7.0).abs() < 1e-9);
+        let answered: Vec<(String, u64)> = analysis
+            .answered_404()
+            .into_iter()
+            .map(|answered| (answered.path, answered.count))
+            .collect();
+        assert_eq!(
+            answered,
+            [("/aPI/usersx".to_owned(), 2), ("/API/USERSX".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_rule_lost_names_the_requests_methods_beside_the_rules_conditions() {
+        let mut conditions = facts(None).rule_conditions;
+        conditions.methods = vec!["GET".into()];
+        let mut analysis = Analysis::new(RouteFacts {
+            rule_conditions: conditions,
+            ..facts(Some(100))
+        });
+        for method in ["POST", "DELETE", "POST"] {
+            let mut request = record("/api/users", MONOLITH, 150, "99");
+            request.set(
+                "request",
+                format!("{method} http://alb:80/api/users HTTP/1.1"),
+            );
+            analysis.add(&request);
+        }
+        let leaks = analysis.leaks();
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!(leaks[0].kind, LeakKind::RuleLost);
+        assert_eq!(
+            leaks[0].methods,
+            BTreeMap::from([("DELETE".to_owned(), 1), ("POST".to_owned(), 2)])
+        );
+        assert!(
+            leaks[0].fix.contains(
+                "its other conditions (path-pattern /api/users,/api/users/* AND http-request-method GET) missed the request (DELETE ×1, POST ×2)"
+            ),
+            "{}",
+            leaks[0].fix
+        );
+        assert_eq!(
+            methods_text(&BTreeMap::from([("GET".to_owned(), 5)])),
+            "GET"
+        );
     }
 
     #[test]
@@ -1112,6 +1433,60 @@ mod tests {
             [
                 r#""/Api/Users" (for /Api/Users): the route's rule would have 6 condition values, over AWS's quota of 5"#
             ]
+        );
+    }
+
+    #[test]
+    fn a_second_rule_forwarding_to_the_service_is_named_and_takes_what_the_route_has_no_room_for() {
+        // The route's rule has 4 of AWS's 5 values; a second rule at
+        // priority 5, not managed by ficus, has 2.
+        let four = ["/api/users", "/api/users/*", "/api/me", "/api/me/*"].map(String::from);
+        let mut analysis = Analysis::new(RouteFacts {
+            rule_conditions: alb::Conditions::paths(four),
+            other_rules: vec![OtherRule {
+                arn: "arn:rule/second".into(),
+                priority: 5,
+                conditions: alb::Conditions::paths(["/api/USERS*".into(), "/ApI/UsErS*".into()]),
+            }],
+            ..facts(None)
+        });
+        for _ in 0..3 {
+            analysis.add(&record("/API/users/1", MONOLITH, 1, "99"));
+        }
+        analysis.add(&record("/Api/Users", MONOLITH, 1, "99"));
+        analysis.add(&record("/ApI/UsErS/6", MONOLITH, 1, "99"));
+        let leaks = analysis.leaks();
+        let fix = |path: &str| {
+            leaks
+                .iter()
+                .find(|leak| leak.path == path)
+                .map(|leak| leak.fix.clone())
+                .unwrap()
+        };
+        assert!(
+            fix("/ApI/UsErS/6").starts_with(
+                "now matched by rule arn:rule/second at priority 5 (path-pattern /api/USERS*,/ApI/UsErS*), which forwards to the service"
+            ),
+            "{leaks:?}"
+        );
+        assert!(fix("/API/users/1").contains("5 of AWS's 5"), "{leaks:?}");
+        assert!(
+            fix("/Api/Users").starts_with(
+                "the route's rule would have 6 condition values, over AWS's quota of 5: add the path pattern \"/Api/Users\" to rule arn:rule/second at priority 5, which already forwards to the service and has room (it then has 3 of AWS's 5"
+            ),
+            "{leaks:?}"
+        );
+        assert!(analysis.left_out(&leaks).is_empty());
+        let commands = analysis.fix_commands(&leaks);
+        assert_eq!(commands.len(), 3, "{commands:?}");
+        assert!(
+            commands[1].starts_with("aws elbv2 modify-rule --rule-arn arn:rule/second ")
+                && commands[1].contains(r#"["/api/USERS*","/ApI/UsErS*","/Api/Users"]"#),
+            "{commands:?}"
+        );
+        assert!(
+            commands[2].contains("arn:rule/monolith") && commands[2].contains("/Api/Users"),
+            "{commands:?}"
         );
     }
 

@@ -438,7 +438,14 @@ fn retire_entry(
     let what = if report.leaks.is_empty() {
         "retire: service alone, no leaks".to_owned()
     } else {
-        format!("retire with {} accepted leaks", report.leaked_requests)
+        format!(
+            "retire: service alone, {} accepted",
+            crate::output::count(
+                report.leaked_requests as usize,
+                "leaked request",
+                "leaked requests"
+            )
+        )
     };
     let before = journal::snapshot(view);
     Entry {

@@ -78,6 +78,15 @@ impl Listing {
     /// suggests one) is such a rule: a rollback leaves it in place, so
     /// `status` shows it and `rollback` warns about it.
     pub fn also_forwarding(&self, service_tg: &str) -> Vec<AlsoForwarding> {
+        self.also_forwarding_rules(service_tg)
+            .into_iter()
+            .map(|rule| AlsoForwarding::new(rule, service_tg))
+            .collect()
+    }
+
+    /// The rules of [`Listing::also_forwarding`] (`migrate leaks` fixes
+    /// spellings there too).
+    pub fn also_forwarding_rules(&self, service_tg: &str) -> Vec<&RuleInfo> {
         self.rules
             .iter()
             .filter(|rule| {
@@ -85,7 +94,6 @@ impl Listing {
                     && !rule.tags.contains_key(PREVIEW_TAG)
                     && rule.action.forwards_to(service_tg)
             })
-            .map(|rule| AlsoForwarding::new(rule, service_tg))
             .collect()
     }
 }

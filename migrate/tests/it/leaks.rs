@@ -174,6 +174,8 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     // Shifted again, a case variant the patterns miss reaches the monolith.
     let shift = op.run(&["shift", "users", "--steps", "100", "--lock-settle", "0s"]);
     assert_eq!(shift.code, 0, "{shift}");
+    // A spelling the monolith answers 404 (a longer word): not a leak.
+    assert_eq!(http_get(&format!("{}/aPI/usersx", stack.data_url)).0, 404);
     for _ in 0..5 {
         assert_eq!(http_get(&format!("{}/API/USERS/1", stack.data_url)).0, 200);
         assert_eq!(http_get(&format!("{}/api/users/1", stack.data_url)).0, 200);
@@ -198,6 +200,11 @@ fn retire_succeeds_on_lower_case_traffic_and_refuses_once_a_case_variant_leaks()
     assert_eq!(found[0]["kind"], "pattern-miss");
     assert_eq!(found[0]["pattern"], "/API/USERS*");
     assert!((found[0]["share"].as_f64().unwrap() - 5.0 / 13.0).abs() < 1e-9);
+    assert_eq!(
+        report["answered_404"],
+        serde_json::json!([{"path": "/aPI/usersx", "count": 1}]),
+        "{report:#}"
+    );
     assert_eq!(found[0]["example_client"], "127.0.0.1");
     let text = op.run(&["leaks", "users", "--from-alb-log", &logs]);
     assert_eq!(text.code, 1, "{text}");
@@ -560,9 +567,20 @@ fn leaks_reads_gzip_logs_from_s3() {
     );
 }
 
-/// An access-log line of `elb` for `path`, served by `group` through the
-/// rule at `priority`, now.
+/// An access-log line of `elb` for `GET path`, served by `group` through
+/// the rule at `priority`, answered 200, now.
 fn entry(elb: &str, path: &str, group: &str, priority: &str) -> String {
+    answered(elb, ("GET", path), (group, priority), "200")
+}
+
+/// An access-log line of `elb` for `METHOD path`, served by `group` through
+/// the rule at `priority`, whose target answered `status`, now.
+fn answered(
+    elb: &str,
+    (method, path): (&str, &str),
+    (group, priority): (&str, &str),
+    status: &str,
+) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
@@ -571,8 +589,9 @@ fn entry(elb: &str, path: &str, group: &str, priority: &str) -> String {
         .set("time", alb::access_log::format_time(now.as_micros() as i64))
         .set("elb", elb)
         .set("client:port", "198.51.100.7:5555")
-        .set("request", format!("GET http://alb:80{path} HTTP/1.1"))
-        .set("elb_status_code", "200")
+        .set("request", format!("{method} http://alb:80{path} HTTP/1.1"))
+        .set("elb_status_code", status)
+        .set("target_status_code", status)
         .set("target_group_arn", group)
         .set("matched_rule_priority", priority);
     record.render() + "\n"
@@ -592,24 +611,16 @@ fn write_log(dir: &Path, elb: &str, lines: &str) -> PathBuf {
     file
 }
 
-/// Logs of several load balancers in one place, at 100%: only the
-/// listener's load balancer's files and lines count, and what was skipped is
-/// said; a report that proves nothing (only others' files, no request of the
-/// route, too many unreadable lines) is never "no leaks"; a pattern miss the
-/// monolith's catch-all rule served at 100% is a pattern miss; every
-/// `--from-alb-log` command exits 4 on unreadable logs; the local ALB
-/// refuses a '%' in a path pattern as AWS does.
-#[test]
-fn leaks_judges_its_own_load_balancers_logs_and_never_says_no_leaks_without_evidence() {
-    let stack = LocalStack::start();
-    let op = shifted_users(&stack);
-    let rt = runtime();
-    let (elb, listener) = stack.elb_and_listener(&rt);
-    let own = {
-        let resource = listener.rsplit_once(":listener/").unwrap().1;
-        let parts: Vec<&str> = resource.split('/').collect();
-        format!("{}/{}/{}", parts[0], parts[1], parts[2])
-    };
+/// The listener's load balancer as its log lines name it (`app/NAME/ID`),
+/// and the ARNs of the monolith's and the users service's target groups.
+fn balancer_and_groups(
+    rt: &tokio::runtime::Runtime,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    listener: &str,
+) -> (String, String, String) {
+    let resource = listener.rsplit_once(":listener/").unwrap().1;
+    let parts: Vec<&str> = resource.split('/').collect();
+    let own = format!("{}/{}/{}", parts[0], parts[1], parts[2]);
     let groups = rt
         .block_on(
             elb.describe_target_groups()
@@ -627,7 +638,23 @@ fn leaks_judges_its_own_load_balancers_logs_and_never_says_no_leaks_without_evid
             .unwrap()
             .to_owned()
     };
-    let (monolith, users) = (group("monolith"), group("users"));
+    (own, group("monolith"), group("users"))
+}
+
+/// Logs of several load balancers in one place, at 100%: only the
+/// listener's load balancer's files and lines count, and what was skipped is
+/// said; a report that proves nothing (only others' files, no request of the
+/// route, too many unreadable lines) is never "no leaks"; a pattern miss the
+/// monolith's catch-all rule served at 100% is a pattern miss; every
+/// `--from-alb-log` command exits 4 on unreadable logs; the local ALB
+/// refuses a '%' in a path pattern as AWS does.
+#[test]
+fn leaks_judges_its_own_load_balancers_logs_and_never_says_no_leaks_without_evidence() {
+    let stack = LocalStack::start();
+    let op = shifted_users(&stack);
+    let rt = runtime();
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let (own, monolith, users) = balancer_and_groups(&rt, &elb, &listener);
     let dir = tempfile::tempdir().unwrap();
     let at = |name: &str| dir.path().join(name).display().to_string();
     let staging = "app/ficus-staging/0123456789abcdef";
@@ -791,5 +818,181 @@ fn leaks_judges_its_own_load_balancers_logs_and_never_says_no_leaks_without_evid
             && refused
                 .contains("Condition value '/api/%75sers*' contains a character that is not valid"),
         "{refused}"
+    );
+}
+
+/// At 100%: what the monolith answered 404 (a scanner's spellings) is listed
+/// apart and never a leak, a share or a refusal, while a case variant it
+/// answered 200 still is; a leak lists its methods, and a rule lost names
+/// them beside the rule's conditions; too many unreadable lines are said
+/// beside the leaks (exit 1 wins); a second rule that forwards to the
+/// service is named where it matches a leak; a retire with accepted leaks
+/// shows who and why in `history`.
+#[test]
+fn leaks_sets_apart_what_the_monolith_answered_404_and_names_the_methods() {
+    let stack = LocalStack::start();
+    let op = shifted_users(&stack);
+    let rt = runtime();
+    let (elb, listener) = stack.elb_and_listener(&rt);
+    let (own, monolith, users) = balancer_and_groups(&rt, &elb, &listener);
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+
+    // The tester's scanner: two spellings the monolith answered 404, beside
+    // a case variant it answered 200 and the route's own requests.
+    let mut lines = String::new();
+    for (path, status) in [
+        ("/aPI/usersx", "404"),
+        ("/aPI/users-admin/../../etc", "404"),
+        ("/API/USERSX", "404"),
+        ("/aPI/usersx", "404"),
+        ("/API/USERS/1", "200"),
+    ] {
+        lines += &answered(&own, ("GET", path), (&monolith, "99"), status);
+    }
+    lines += &entry(&own, "/api/users/1", &users, "1");
+    write_log(&dir.path().join("scanner"), &own, &lines);
+    let text = op.run(&["leaks", "users", "--from-alb-log", &at("scanner")]);
+    assert_eq!(text.code, 1, "{text}");
+    for said in [
+        "; 2 of the route's requests\n",
+        "1 request leaked to the monolith (50.0% of the route's requests):",
+        "  /API/USERS/1  ×1  50.0%  pattern miss  GET  first ",
+        "answered 404 by the monolith, not leaks (its code for the route did not serve them, so deleting it changes no answer): /aPI/usersx ×2, /API/USERSX ×1, /aPI/users-admin/../../etc ×1\n",
+    ] {
+        assert!(text.stdout.contains(said), "{said:?} in\n{text}");
+    }
+    let json = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &at("scanner"),
+        "--output",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["leaked_requests"], 1, "{report:#}");
+    assert_eq!(report["route_requests"], 2, "{report:#}");
+    assert_eq!(report["leaks"][0]["methods"], serde_json::json!({"GET": 1}));
+    assert_eq!(
+        report["answered_404"],
+        serde_json::json!([
+            {"path": "/aPI/usersx", "count": 2},
+            {"path": "/API/USERSX", "count": 1},
+            {"path": "/aPI/users-admin/../../etc", "count": 1},
+        ]),
+        "{report:#}"
+    );
+    // Only 404s: no leak, and retire is not refused for them.
+    let mut noise = answered(&own, ("GET", "/aPI/usersx"), (&monolith, "99"), "404");
+    noise += &entry(&own, "/api/users/1", &users, "1");
+    write_log(&dir.path().join("noise"), &own, &noise);
+    let quiet = op.run(&["leaks", "users", "--from-alb-log", &at("noise")]);
+    assert_eq!(quiet.code, 0, "{quiet}");
+    assert!(
+        quiet.stdout.contains("no leaks")
+            && quiet
+                .stdout
+                .contains("answered 404 by the monolith, not leaks (")
+            && quiet.stdout.contains(": /aPI/usersx ×1"),
+        "{quiet}"
+    );
+
+    // A rule lost: the users rule takes GET only; a POST and a DELETE that
+    // the monolith answered (405) name their methods beside the conditions.
+    let rule = route_rule_arn(&rt, &elb, &listener, "users");
+    let mut with_get = conditions(&["/api/users*"], None);
+    with_get.push(
+        aws_sdk_elasticloadbalancingv2::types::RuleCondition::builder()
+            .field("http-request-method")
+            .http_request_method_config(
+                aws_sdk_elasticloadbalancingv2::types::HttpRequestMethodConditionConfig::builder()
+                    .values("GET")
+                    .build(),
+            )
+            .build(),
+    );
+    rt.block_on(
+        elb.modify_rule()
+            .rule_arn(&rule)
+            .set_conditions(Some(with_get))
+            .send(),
+    )
+    .unwrap();
+    let mut lost = answered(&own, ("POST", "/api/users"), (&monolith, "99"), "405");
+    lost += &answered(&own, ("DELETE", "/api/users"), (&monolith, "99"), "405");
+    lost += &entry(&own, "/api/users/1", &users, "1");
+    // ... in a file with a line no access-log entry (1 of 4: over 1%).
+    lost += "mangled by a log shipper\n";
+    write_log(&dir.path().join("lost"), &own, &lost);
+    let text = op.run(&["leaks", "users", "--from-alb-log", &at("lost")]);
+    assert_eq!(text.code, 1, "leaks found win over no evidence: {text}");
+    for said in [
+        "  /api/users  ×2  66.7%  rule lost  DELETE ×1, POST ×1  first ",
+        "its other conditions (path-pattern /api/users* AND http-request-method GET) missed the request (DELETE ×1, POST ×1)",
+        "no evidence: 1 of 4 lines (25.0%) are not access-log entries, over the 1% a verdict allows",
+        "; the leaks above stand (exit 1), and more may be among those lines",
+    ] {
+        assert!(text.stdout.contains(said), "{said:?} in\n{text}");
+    }
+
+    // A second rule, not managed by ficus, that forwards to the service and
+    // matches the case variant now: the leak in the logs is named as fixed
+    // there, and no command adds a pattern for it.
+    let second = create_rule(&rt, &elb, &listener, 7, &["/API/USERS*"], "users", &[]);
+    let json = op.run(&[
+        "leaks",
+        "users",
+        "--from-alb-log",
+        &at("scanner"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(json.code, 1, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        report["leaks"][0]["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "now matched by rule {second} at priority 7 (path-pattern /API/USERS*), which forwards to the service"
+            )),
+        "{report:#}"
+    );
+    assert_eq!(report["fix_commands"], serde_json::json!([]), "{report:#}");
+
+    // Accepted, the leaks are in `history` with who accepted them and why.
+    rt.block_on(
+        elb.modify_rule()
+            .rule_arn(&rule)
+            .set_conditions(Some(conditions(&["/api/users*"], None)))
+            .send(),
+    )
+    .unwrap();
+    let retire = op.run(&[
+        "retire",
+        "users",
+        "--from-alb-log",
+        &at("scanner"),
+        "--accept-leaks",
+        "--reason",
+        "only a scanner, OPS-12",
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(retire.code, 0, "{retire}");
+    let who = op.journal().last().unwrap()["who"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let history = op.run(&["history", "users"]);
+    assert!(
+        history
+            .stdout
+            .contains(" users retire: service alone, 1 leaked request accepted (")
+            && history
+                .stdout
+                .contains(&format!("; accepted by {who}: only a scanner, OPS-12\n")),
+        "{history}"
     );
 }
