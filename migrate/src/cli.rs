@@ -391,7 +391,7 @@ pub struct RetireArgs {
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
     pub from_alb_log: Vec<String>,
     /// Only requests of the last DURATION (e.g. 14d; not 0). Default: every request in the logs.
-    #[arg(long, value_parser = parse_window, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_window, value_name = "DURATION", allow_hyphen_values = true)]
     pub since: Option<Duration>,
     /// Retire although the logs show leaks (needs --reason).
     #[arg(long, requires = "reason")]
@@ -412,7 +412,7 @@ pub struct LeaksArgs {
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
     pub from_alb_log: Vec<String>,
     /// Only requests of the last DURATION (e.g. 24h, 7d; not 0). Default: every request in the logs.
-    #[arg(long, value_parser = parse_window, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_window, value_name = "DURATION", allow_hyphen_values = true)]
     pub since: Option<Duration>,
 }
 
@@ -483,7 +483,7 @@ pub struct PlanArgs {
     pub from_alb_log: Vec<String>,
     /// With --from-alb-log: only requests of the last DURATION (e.g. 7d), as
     /// `migrate leaks --since`. Default: every request in the logs.
-    #[arg(long, value_parser = parse_window, value_name = "DURATION", requires = "from_alb_log")]
+    #[arg(long, value_parser = parse_window, value_name = "DURATION", allow_hyphen_values = true, requires = "from_alb_log")]
     pub since: Option<Duration>,
 }
 
@@ -707,7 +707,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `--since`: the last DURATION of the access logs; zero is refused, as a
 /// window with nothing in it.
+/// A negative one (`-5m`) is refused with the fix; clap lets it through
+/// (`allow_hyphen_values`) so that this message, not clap's "-- -5" tip, is
+/// what the operator reads.
 fn parse_window(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "`{text}` is negative: --since takes a positive duration such as 24h (the last 24 hours of the logs)"
+        ));
+    }
     let window = parse_duration(text)?;
     if window.is_zero() {
         return Err(format!(
