@@ -456,10 +456,29 @@ pub const S3_ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_S3";
 /// The endpoint S3 calls go to, when not AWS's own: `AWS_ENDPOINT_URL_S3`,
 /// else the shared endpoint override.
 fn s3_endpoint(sdk: &SdkConfig) -> Option<String> {
+    s3_endpoint_env().or_else(|| sdk.endpoint_url().map(str::to_owned))
+}
+
+/// `AWS_ENDPOINT_URL_S3`, when set (not blank).
+fn s3_endpoint_env() -> Option<String> {
     std::env::var(S3_ENDPOINT_ENV)
         .ok()
         .filter(|url| !url.trim().is_empty())
-        .or_else(|| sdk.endpoint_url().map(str::to_owned))
+}
+
+/// Where S3 calls went and what set it, for an error's message: `None` for
+/// AWS's own endpoint.
+fn s3_endpoint_said(sdk: &SdkConfig) -> Option<String> {
+    if let Some(endpoint) = s3_endpoint_env() {
+        return Some(format!(
+            "the S3 endpoint {endpoint} (set by {S3_ENDPOINT_ENV})"
+        ));
+    }
+    sdk.endpoint_url().map(|endpoint| {
+        format!(
+            "the endpoint {endpoint} (set by aws.endpoint_url / --endpoint-url; {S3_ENDPOINT_ENV} sets S3's alone)"
+        )
+    })
 }
 
 /// The S3 client: the shared configuration, its endpoint from
@@ -802,12 +821,16 @@ where
     let fix = format!(
         "S3 calls go to {endpoint}: set {S3_ENDPOINT_ENV} to your S3 endpoint (e.g. moto_server's URL) when aws.endpoint_url/--endpoint-url is not one"
     );
+    // A coded error came from an S3: which one, when it is not AWS's.
+    let went_to = s3_endpoint_said(sdk)
+        .map(|said| format!(" (the call went to {said})"))
+        .unwrap_or_default();
     match (error.code(), error.message()) {
         (Some("AccessDenied"), _) => format!(
-            "S3 {action} on bucket {bucket}: AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs"
+            "S3 {action} on bucket {bucket}: AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs{went_to}"
         ),
         (Some(code), message) => format!(
-            "S3 {action} on bucket {bucket}: {code}: {}",
+            "S3 {action} on bucket {bucket}: {code}: {}{went_to}",
             message.unwrap_or("(no message)")
         ),
         (None, _) => match error {
