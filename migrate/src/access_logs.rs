@@ -238,6 +238,18 @@ pub async fn read(
             return Err(no_files(source, own, &summary, &before));
         }
     }
+    check_entries(sources, own, &summary)?;
+    Ok(summary)
+}
+
+/// Logs that were read but hold no entry of `own` are no evidence of
+/// anything (exit 4, the same words in every command): lines of other load
+/// balancers only, or no line an access-log entry.
+fn check_entries(
+    sources: &[Source],
+    own: Option<&LoadBalancer>,
+    summary: &Summary,
+) -> anyhow::Result<()> {
     let named = || {
         sources
             .iter()
@@ -267,7 +279,7 @@ pub async fn read(
         ))
         .into());
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// No log file (of `own`) under a source: evidence of nothing, never "no
@@ -654,7 +666,8 @@ async fn feed(
 /// error, as in [`read`]. Streaming as [`read`] does: while an S3 object
 /// arrives, `visit` reads it on a blocking thread, so `state` is moved there
 /// and back; it is returned at the end. An error of `visit` or of the
-/// reading names the file or object.
+/// reading names the file or object. The lines are counted as [`read`]
+/// counts them, and logs without an entry of `own` are the same error.
 pub async fn read_each<S: Send + 'static>(
     sources: &[Source],
     sdk: &SdkConfig,
@@ -729,6 +742,7 @@ pub async fn read_each<S: Send + 'static>(
             return Err(no_files(source, own, &summary, &before));
         }
     }
+    check_entries(sources, own, &summary)?;
     Ok((state, summary))
 }
 
@@ -759,14 +773,23 @@ impl<'a> OwnLines<'a> {
         }
     }
 
-    /// The balancer of another load balancer's entry, `None` for a line to pass.
-    fn other_balancer(&self) -> Option<String> {
-        let own = self.own?;
+    /// Counts the line as [`read`] does (a line, an entry or not), and
+    /// returns the balancer of another load balancer's entry, `None` for a
+    /// line to pass.
+    fn other_balancer(&mut self) -> Option<String> {
         let text = String::from_utf8_lossy(&self.line);
-        let mut fields = text.split(' ');
-        let kind = fields.next()?;
-        let elb = fields.nth(1)?;
-        (alb::access_log::TYPES.contains(&kind) && !own.is(elb)).then(|| elb.to_owned())
+        if text.trim().is_empty() {
+            return None;
+        }
+        self.summary.lines += 1;
+        let Ok(record) = Record::parse(&text) else {
+            self.summary.unreadable_lines += 1;
+            return None;
+        };
+        let elb = record.get("elb");
+        self.own
+            .is_some_and(|own| !own.is(elb))
+            .then(|| elb.to_owned())
     }
 }
 

@@ -801,8 +801,12 @@ pub struct VerifyArgs {
 const VERIFY_EXIT_CODES: &str = "Exit codes: 0 every request matched; 1 the candidate answered differently \
 (a difference was found); 2 usage or configuration error (nothing was sent); 4 the access \
 logs of --from-alb-log could not be read (as in `migrate leaks` and `plan`: no log file of the \
-load balancer under a source, a file that cannot be read or decompressed); 5 the check could not \
-run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
+load balancer under a source, only other load balancers' lines, no line an access-log entry, a \
+file that cannot be read or decompressed); 5 the check could not run: requests got no answer \
+from a side (unreachable, timeouts) and nothing differed, or the logs of --from-alb-log hold no \
+request for the routes' paths (no route had requests to verify: nothing was judged, as `migrate \
+leaks` without evidence). With --output json a failure prints {\"ok\": false, \"passed\": false, \
+\"exit_code\", \"error\", \"route\"}.";
 
 fn parse_concurrency(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
