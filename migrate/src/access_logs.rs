@@ -238,6 +238,18 @@ pub async fn read(
             return Err(no_files(source, own, &summary, &before));
         }
     }
+    check_entries(sources, own, &summary)?;
+    Ok(summary)
+}
+
+/// Logs that were read but hold no entry of `own` are no evidence of
+/// anything (exit 4, the same words in every command): lines of other load
+/// balancers only, or no line an access-log entry.
+fn check_entries(
+    sources: &[Source],
+    own: Option<&LoadBalancer>,
+    summary: &Summary,
+) -> anyhow::Result<()> {
     let named = || {
         sources
             .iter()
@@ -267,7 +279,7 @@ pub async fn read(
         ))
         .into());
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// No log file (of `own`) under a source: evidence of nothing, never "no
@@ -456,10 +468,29 @@ pub const S3_ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_S3";
 /// The endpoint S3 calls go to, when not AWS's own: `AWS_ENDPOINT_URL_S3`,
 /// else the shared endpoint override.
 fn s3_endpoint(sdk: &SdkConfig) -> Option<String> {
+    s3_endpoint_env().or_else(|| sdk.endpoint_url().map(str::to_owned))
+}
+
+/// `AWS_ENDPOINT_URL_S3`, when set (not blank).
+fn s3_endpoint_env() -> Option<String> {
     std::env::var(S3_ENDPOINT_ENV)
         .ok()
         .filter(|url| !url.trim().is_empty())
-        .or_else(|| sdk.endpoint_url().map(str::to_owned))
+}
+
+/// Where S3 calls went and what set it, for an error's message: `None` for
+/// AWS's own endpoint.
+fn s3_endpoint_said(sdk: &SdkConfig) -> Option<String> {
+    if let Some(endpoint) = s3_endpoint_env() {
+        return Some(format!(
+            "the S3 endpoint {endpoint} (set by {S3_ENDPOINT_ENV})"
+        ));
+    }
+    sdk.endpoint_url().map(|endpoint| {
+        format!(
+            "the endpoint {endpoint} (set by aws.endpoint_url / --endpoint-url; {S3_ENDPOINT_ENV} sets S3's alone)"
+        )
+    })
 }
 
 /// The S3 client: the shared configuration, its endpoint from
@@ -635,7 +666,8 @@ async fn feed(
 /// error, as in [`read`]. Streaming as [`read`] does: while an S3 object
 /// arrives, `visit` reads it on a blocking thread, so `state` is moved there
 /// and back; it is returned at the end. An error of `visit` or of the
-/// reading names the file or object.
+/// reading names the file or object. The lines are counted as [`read`]
+/// counts them, and logs without an entry of `own` are the same error.
 pub async fn read_each<S: Send + 'static>(
     sources: &[Source],
     sdk: &SdkConfig,
@@ -710,6 +742,7 @@ pub async fn read_each<S: Send + 'static>(
             return Err(no_files(source, own, &summary, &before));
         }
     }
+    check_entries(sources, own, &summary)?;
     Ok((state, summary))
 }
 
@@ -740,14 +773,23 @@ impl<'a> OwnLines<'a> {
         }
     }
 
-    /// The balancer of another load balancer's entry, `None` for a line to pass.
-    fn other_balancer(&self) -> Option<String> {
-        let own = self.own?;
+    /// Counts the line as [`read`] does (a line, an entry or not), and
+    /// returns the balancer of another load balancer's entry, `None` for a
+    /// line to pass.
+    fn other_balancer(&mut self) -> Option<String> {
         let text = String::from_utf8_lossy(&self.line);
-        let mut fields = text.split(' ');
-        let kind = fields.next()?;
-        let elb = fields.nth(1)?;
-        (alb::access_log::TYPES.contains(&kind) && !own.is(elb)).then(|| elb.to_owned())
+        if text.trim().is_empty() {
+            return None;
+        }
+        self.summary.lines += 1;
+        let Ok(record) = Record::parse(&text) else {
+            self.summary.unreadable_lines += 1;
+            return None;
+        };
+        let elb = record.get("elb");
+        self.own
+            .is_some_and(|own| !own.is(elb))
+            .then(|| elb.to_owned())
     }
 }
 
@@ -802,12 +844,16 @@ where
     let fix = format!(
         "S3 calls go to {endpoint}: set {S3_ENDPOINT_ENV} to your S3 endpoint (e.g. moto_server's URL) when aws.endpoint_url/--endpoint-url is not one"
     );
+    // A coded error came from an S3: which one, when it is not AWS's.
+    let went_to = s3_endpoint_said(sdk)
+        .map(|said| format!(" (the call went to {said})"))
+        .unwrap_or_default();
     match (error.code(), error.message()) {
         (Some("AccessDenied"), _) => format!(
-            "S3 {action} on bucket {bucket}: AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs"
+            "S3 {action} on bucket {bucket}: AccessDenied: the caller needs s3:ListBucket on the bucket and s3:GetObject on the logs{went_to}"
         ),
         (Some(code), message) => format!(
-            "S3 {action} on bucket {bucket}: {code}: {}",
+            "S3 {action} on bucket {bucket}: {code}: {}{went_to}",
             message.unwrap_or("(no message)")
         ),
         (None, _) => match error {

@@ -401,7 +401,7 @@ pub struct RetireArgs {
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
     pub from_alb_log: Vec<String>,
     /// Only requests of the last DURATION (e.g. 14d; not 0). Default: every request in the logs.
-    #[arg(long, value_parser = parse_window, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_window, value_name = "DURATION", allow_hyphen_values = true)]
     pub since: Option<Duration>,
     /// Retire although the logs show leaks (needs --reason).
     #[arg(long, requires = "reason")]
@@ -422,7 +422,7 @@ pub struct LeaksArgs {
     #[arg(long = "from-alb-log", value_name = "FILE|DIR|S3-URL", num_args = 1.., required = true)]
     pub from_alb_log: Vec<String>,
     /// Only requests of the last DURATION (e.g. 24h, 7d; not 0). Default: every request in the logs.
-    #[arg(long, value_parser = parse_window, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_window, value_name = "DURATION", allow_hyphen_values = true)]
     pub since: Option<Duration>,
 }
 
@@ -493,7 +493,7 @@ pub struct PlanArgs {
     pub from_alb_log: Vec<String>,
     /// With --from-alb-log: only requests of the last DURATION (e.g. 7d), as
     /// `migrate leaks --since`. Default: every request in the logs.
-    #[arg(long, value_parser = parse_window, value_name = "DURATION", requires = "from_alb_log")]
+    #[arg(long, value_parser = parse_window, value_name = "DURATION", allow_hyphen_values = true, requires = "from_alb_log")]
     pub since: Option<Duration>,
 }
 
@@ -717,7 +717,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `--since`: the last DURATION of the access logs; zero is refused, as a
 /// window with nothing in it.
+/// A negative one (`-5m`) is refused with the fix; clap lets it through
+/// (`allow_hyphen_values`) so that this message, not clap's "-- -5" tip, is
+/// what the operator reads.
 fn parse_window(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "`{text}` is negative: --since takes a positive duration such as 24h (the last 24 hours of the logs)"
+        ));
+    }
     let window = parse_duration(text)?;
     if window.is_zero() {
         return Err(format!(
@@ -803,8 +811,12 @@ pub struct VerifyArgs {
 const VERIFY_EXIT_CODES: &str = "Exit codes: 0 every request matched; 1 the candidate answered differently \
 (a difference was found); 2 usage or configuration error (nothing was sent); 4 the access \
 logs of --from-alb-log could not be read (as in `migrate leaks` and `plan`: no log file of the \
-load balancer under a source, a file that cannot be read or decompressed); 5 the check could not \
-run: requests got no answer from a side (unreachable, timeouts) and nothing differed.";
+load balancer under a source, only other load balancers' lines, no line an access-log entry, a \
+file that cannot be read or decompressed); 5 the check could not run: requests got no answer \
+from a side (unreachable, timeouts) and nothing differed, or the logs of --from-alb-log hold no \
+request for the routes' paths (no route had requests to verify: nothing was judged, as `migrate \
+leaks` without evidence). With --output json a failure prints {\"ok\": false, \"passed\": false, \
+\"exit_code\", \"error\", \"route\"}.";
 
 fn parse_concurrency(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {

@@ -16,7 +16,8 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub const EXIT_LOGS_UNREADABLE: u8 = 4;
 /// Exit 1 (`leaks`): leaks were found.
 pub const EXIT_LEAKS: u8 = 1;
-/// Exit 5 (`verify`): the check could not run; requests got no answer.
+/// Exit 5 (`verify`, `leaks`): the check could not run (requests got no
+/// answer), or found nothing to judge.
 pub const EXIT_NOT_RUN: u8 = 5;
 
 /// A failure with its own exit code. Wrap it in `anyhow::Error`; [`exit_code`]
@@ -45,6 +46,10 @@ pub enum Failure {
     /// The access logs could not be read (exit 4 in `leaks` and `retire`).
     #[error("{0}")]
     LogsUnreadable(String),
+    /// The check found nothing to judge, so it proves nothing (exit 5):
+    /// `verify --from-alb-log` with logs that hold no request of the routes.
+    #[error("{0}")]
+    NoEvidence(String),
 }
 
 impl Failure {
@@ -55,6 +60,7 @@ impl Failure {
             Failure::LockHeld { .. } | Failure::LockLost { .. } => EXIT_LOCK_HELD,
             Failure::Interrupted(_) => EXIT_INTERRUPTED,
             Failure::LogsUnreadable(_) => EXIT_LOGS_UNREADABLE,
+            Failure::NoEvidence(_) => EXIT_NOT_RUN,
         }
     }
 }

@@ -66,6 +66,9 @@ use crate::settings::{Overrides, Settings};
 /// one JSON document saying so (see [`output`]).
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if let Some(route) = named_route(&args) {
+        output::set_route(&route);
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(err) => {
@@ -136,6 +139,40 @@ fn report_budget(ctx: &Ctx, command: &Command, failed: bool) {
     }
 }
 
+/// The route a command line names (its command's ROUTE argument), also
+/// when the parser refuses the line for another reason (`retire users
+/// --accept-leaks` without `--reason`): for the failure document.
+fn named_route(args: &[std::ffi::OsString]) -> Option<String> {
+    let matches = <Cli as clap::CommandFactory>::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()?;
+    let (_, command) = matches.subcommand()?;
+    command
+        .try_get_one::<String>("route")
+        .ok()
+        .flatten()
+        .cloned()
+}
+
+/// The load balancer whose access logs `verify --from-alb-log` replays,
+/// named `app/NAME/ID` as `leaks` names it: from `[listener] arn`, else
+/// from the listener the API finds (by `[listener] load_balancer`), else
+/// (the API unreachable: logs verified offline) by its name alone.
+async fn verify_load_balancer(
+    ctx: &Ctx,
+    args: &crate::cli::VerifyArgs,
+) -> Option<access_logs::LoadBalancer> {
+    let configured = access_logs::LoadBalancer::from_settings(&ctx.settings.listener);
+    if args.from_alb_log.is_empty() || ctx.settings.listener.arn.is_some() {
+        return configured;
+    }
+    match ctx.elb.listener_arn(&ctx.settings.listener).await {
+        Ok(arn) => access_logs::LoadBalancer::from_arn(&arn).or(configured),
+        Err(_) => configured,
+    }
+}
+
 /// Whether a command line that clap refused asked for `--output json`.
 fn wants_json(args: &[std::ffi::OsString]) -> bool {
     args.iter()
@@ -170,7 +207,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => commands::plan(&mut ctx, args).await,
         Command::History(args) => commands::history(&mut ctx, args).await,
         Command::Verify(args) => match preview::require_for_verify(&ctx, args).await {
-            Ok(()) => verify::run(&ctx.settings, args, ctx.output, ctx.verbose).await,
+            Ok(()) => {
+                let own = verify_load_balancer(&ctx, args).await;
+                verify::run(&ctx.settings, args, own, ctx.output, ctx.verbose).await
+            }
             Err(err) => Err(err),
         },
         Command::Notify(args) => commands::notify(&mut ctx, args).await,

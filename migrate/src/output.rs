@@ -65,6 +65,18 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The route the command line names, for the failure document.
+static ROUTE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Names the route the command works on (set once the command line names
+/// one, even when the command line is refused later): every failure document
+/// carries it as `route`.
+pub fn set_route(route: &str) {
+    if let Ok(mut named) = ROUTE.lock() {
+        *named = Some(route.to_owned());
+    }
+}
+
 /// Records what the command has done so far (an object; its fields are
 /// copied into the failure document). Replaces what was recorded before.
 pub fn record_outcome(value: &impl Serialize) {
@@ -90,7 +102,8 @@ pub fn add_to_outcome(key: &str, value: serde_json::Value) {
 }
 
 /// The `--output json` document of a failed command:
-/// `{"ok": false, "exit_code": N, "error": "...", <outcome so far>}`.
+/// `{"ok": false, "exit_code": N, "error": "...", "route": "...", <outcome so far>}`
+/// (`route` when the command line names one, see [`set_route`]).
 pub fn failure_document(error: &str, exit_code: u8) -> serde_json::Value {
     let mut document = serde_json::Map::new();
     document.insert("ok".into(), false.into());
@@ -99,6 +112,9 @@ pub fn failure_document(error: &str, exit_code: u8) -> serde_json::Value {
     let recorded = OUTCOME.lock().ok().and_then(|outcome| outcome.clone());
     for (key, value) in recorded.unwrap_or_default() {
         document.entry(key).or_insert(value);
+    }
+    if let Some(route) = ROUTE.lock().ok().and_then(|route| route.clone()) {
+        document.entry("route").or_insert(route.into());
     }
     serde_json::Value::Object(document)
 }

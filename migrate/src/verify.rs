@@ -29,33 +29,22 @@ const GATE_METHODS: [reqwest::Method; 3] = [
 
 /// Runs `migrate verify`: exit 0 when every request matched, 1 when an answer
 /// differed, 2 for usage or config errors, 4 when the access logs of
-/// `--from-alb-log` could not be read, 5 when requests got no answer and
-/// nothing differed. With `--output json`, stdout holds the JSON report (or,
-/// on a usage error, `{"passed": false, "error": ...}`), and the text report
-/// goes to stderr.
+/// `--from-alb-log` could not be read (or hold no entry of the load
+/// balancer), 5 when requests got no answer and nothing differed, or when
+/// the logs hold no request of the routes. With `--output json`, stdout holds
+/// the JSON report (or, on a failure, the failure document of
+/// `output::print_failure`, with `passed: false`), and the text report goes
+/// to stderr. `own` is the load balancer whose logs are replayed.
 pub async fn run(
     settings: &Settings,
     args: &VerifyArgs,
+    own: Option<access_logs::LoadBalancer>,
     output: Output,
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
-    let result = verify(settings, args, output, verbose).await;
-    if output == Output::Json
-        && let Err(error) = &result
-    {
-        let code: u8 = match error
-            .chain()
-            .find_map(|cause| cause.downcast_ref::<Failure>())
-        {
-            Some(failure) => failure.code(),
-            None => EXIT_ERROR,
-        };
-        let json = serde_json::json!({
-            "passed": false,
-            "error": format!("{error:#}"),
-            "exit_code": code,
-        });
-        println!("{json}");
+    let result = verify(settings, args, own.as_ref(), output, verbose).await;
+    if result.is_err() {
+        crate::output::add_to_outcome("passed", false.into());
     }
     result
 }
@@ -63,11 +52,12 @@ pub async fn run(
 async fn verify(
     settings: &Settings,
     args: &VerifyArgs,
+    own: Option<&access_logs::LoadBalancer>,
     output: Output,
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let sinks = Sinks::new(args, output)?;
-    let plans = plan(settings, args).await?;
+    let plans = plan(settings, args, own).await?;
     let options = RunOptions {
         concurrency: args.concurrency,
         timeout: args.timeout,
@@ -97,6 +87,14 @@ async fn verify(
             report.human()
         });
         reports.push(report);
+    }
+    if reports.is_empty() && !args.from_alb_log.is_empty() {
+        // The logs were read and are this load balancer's: they prove
+        // nothing about the routes (exit 5, as `leaks` without evidence).
+        return Err(Failure::NoEvidence(
+            "no route had requests to verify: the access logs hold none for the routes' paths; widen the logs (another day, another prefix) or wait for traffic".to_owned(),
+        )
+        .into());
     }
     if reports.is_empty() {
         return Err(usage(
@@ -301,7 +299,11 @@ fn progress_bar(route: &str, requests: usize) -> indicatif::ProgressBar {
 
 /// Resolves the routes, URLs, comparators and requests, so that every usage or
 /// config problem is reported (exit 2) before any request goes out.
-async fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan>> {
+async fn plan(
+    settings: &Settings,
+    args: &VerifyArgs,
+    own: Option<&access_logs::LoadBalancer>,
+) -> anyhow::Result<Vec<Plan>> {
     let routes: Vec<(&str, &RouteSettings)> = match (&args.route, args.all) {
         (Some(route), false) => vec![(route.as_str(), settings.route(route)?)],
         (None, true) => settings
@@ -385,7 +387,7 @@ async fn plan(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Vec<Plan
         let requests = if args.corpus.is_empty() && args.from_alb_log.is_empty() {
             route_requests(name, route, &settings.base_dir)?
         } else {
-            recorded_requests(settings, name, route, args).await?
+            recorded_requests(settings, (name, route), args, own).await?
         };
         plans.push(Plan {
             route: name.to_owned(),
@@ -466,9 +468,9 @@ fn route_requests(
 /// `access_logs`, streaming) whose paths match the route.
 async fn recorded_requests(
     settings: &Settings,
-    name: &str,
-    route: &RouteSettings,
+    (name, route): (&str, &RouteSettings),
     args: &VerifyArgs,
+    own: Option<&access_logs::LoadBalancer>,
 ) -> anyhow::Result<RequestSet> {
     let templates = route
         .verify
@@ -503,12 +505,11 @@ async fn recorded_requests(
         allow_unsafe: args.allow_unsafe,
         progress: progress.clone(),
     };
-    let own = access_logs::LoadBalancer::from_settings(&settings.listener);
-    let read = access_logs::read_each(&sources, &sdk, own.as_ref(), replay, Replay::add).await;
+    let read = access_logs::read_each(&sources, &sdk, own, replay, Replay::add).await;
     progress.finish_and_clear();
     // Unreadable logs exit 4, as in `leaks` and `plan` (error::Failure).
     let (replay, summary) = read?;
-    if let (Some(own), Some(skipped)) = (&own, summary.skipped_text()) {
+    if let (Some(own), Some(skipped)) = (own, summary.skipped_text()) {
         eprintln!("migrate: {name}: {skipped}; only {own}'s requests are replayed");
     }
     Ok(replay.set)

@@ -305,3 +305,52 @@ fn output_json_prints_a_json_document_for_usage_and_plain_errors() {
         "{run}"
     );
 }
+
+/// Every failure document names the route its command line names, whether
+/// the parser refused the line, the command refused a flag, or the work
+/// failed later; `verify`'s keeps `passed: false` too.
+#[test]
+fn every_failure_document_names_the_route() {
+    let op = operator(VALID);
+    let cases: [(&[&str], i32); 4] = [
+        // Refused by the parser: --accept-leaks needs --reason.
+        (
+            &[
+                "retire",
+                "users",
+                "--from-alb-log",
+                "logs",
+                "--accept-leaks",
+            ],
+            2,
+        ),
+        // A negative window, refused with the fix instead of clap's "-- -5" tip.
+        (
+            &["leaks", "users", "--from-alb-log", "logs", "--since", "-5m"],
+            2,
+        ),
+        // The work failed: nothing answers at the endpoint.
+        (&["plan", "users", "--from-alb-log", "missing.log"], 1),
+        // verify's own failure: no candidate URL for the route.
+        (&["verify", "users"], 2),
+    ];
+    for (args, code) in cases {
+        let mut line = args.to_vec();
+        line.extend(["--output", "json"]);
+        let run = op.run(&line);
+        let document = failure_json(&run, code);
+        assert_eq!(document["route"], "users", "{args:?}: {run}");
+        if args[0] == "verify" {
+            assert_eq!(document["passed"], false, "{run}");
+        }
+    }
+    let negative = op.run(&["leaks", "users", "--from-alb-log", "logs", "--since", "-5m"]);
+    assert_eq!(negative.code, 2, "{negative}");
+    assert!(
+        negative
+            .stderr
+            .contains("--since takes a positive duration such as 24h")
+            && !negative.stderr.contains("-- -5"),
+        "{negative}"
+    );
+}

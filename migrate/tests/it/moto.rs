@@ -972,3 +972,132 @@ fn status_shows_each_services_tasks_and_scaling_limits() {
         assert!(text.stdout.contains(line), "{line}\n{text}");
     }
 }
+
+/// `verify --from-alb-log` on moto's ELBv2 and S3: it judges the logs of
+/// the listener's load balancer, named `app/NAME/ID` as `leaks` names it
+/// (migrate.toml names it by `load_balancer` alone); logs without an entry
+/// of it exit 4 with `leaks`' words, and logs of it without a request of the
+/// route exit 5 (nothing judged); every failure is the one failure document
+/// (`ok`, `exit_code`, `error`, `route`, and `passed: false`); an S3 error
+/// names the call, the bucket, the code, the endpoint and what set it.
+#[test]
+fn verify_from_alb_logs_judges_this_load_balancers_logs_and_s3_errors_name_the_endpoint() {
+    let rt = runtime();
+    let stack = MotoStack::start(&rt);
+    let op = stack.operator();
+    let own = {
+        let resource = stack.listener_arn.rsplit_once(":listener/").unwrap().1;
+        let parts: Vec<&str> = resource.split('/').collect();
+        format!("{}/{}/{}", parts[0], parts[1], parts[2])
+    };
+    let line = |elb: &str, path: &str| {
+        let mut record = alb::access_log::Record::new();
+        record
+            .set("time", "2026-12-01T10:00:00.000000Z")
+            .set("elb", elb)
+            .set("client:port", "198.51.100.7:5555")
+            .set("request", format!("GET http://alb:80{path} HTTP/1.1"))
+            .set("elb_status_code", "200");
+        record.render() + "\n"
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let verify = |source: &str| {
+        op.run(&[
+            "verify",
+            "users",
+            "--from-alb-log",
+            source,
+            "--output",
+            "json",
+        ])
+    };
+    let document = |run: &Run, code: i32| -> serde_json::Value {
+        assert_eq!(run.code, code, "{run}");
+        let document: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err}): {run}"));
+        assert_eq!(document["ok"], false, "{run}");
+        assert_eq!(document["passed"], false, "{run}");
+        assert_eq!(document["exit_code"], code, "{run}");
+        assert_eq!(document["route"], "users", "{run}");
+        document
+    };
+
+    // No line an access-log entry: exit 4, as `leaks` and `plan`.
+    let garbage = write("notes.log", "hello\nworld\n");
+    let run = verify(&garbage);
+    let failure = document(&run, 4);
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("2 lines in 1 file, none an ALB access-log entry"),
+        "{run}"
+    );
+    // Only another load balancer's lines: exit 4, naming ours with its id.
+    let others = write(
+        "others.log",
+        &(line("app/ficus-staging/0123456789abcdef", "/api/users/1")
+            + &line("app/ficus-staging/0123456789abcdef", "/api/users/2")),
+    );
+    let run = verify(&others);
+    let failure = document(&run, 4);
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("2 lines in 1 file, none of {own} (skipped 2 lines of other load balancers: app/ficus-staging/0123456789abcdef)")),
+        "{run}"
+    );
+    // Ours, but no request of the route: nothing judged, exit 5.
+    let posts = write("posts.log", &line(&own, "/api/posts/1"));
+    let run = verify(&posts);
+    let failure = document(&run, 5);
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no route had requests to verify"),
+        "{run}"
+    );
+
+    // S3: moto's, through aws.endpoint_url (here AWS_ENDPOINT_URL), then
+    // through AWS_ENDPOINT_URL_S3.
+    let missing = op.run(&[
+        "verify",
+        "users",
+        "--from-alb-log",
+        "s3://no-such-bucket/prod",
+    ]);
+    assert_eq!(missing.code, 4, "{missing}");
+    assert!(
+        missing.stderr.contains(&format!(
+            "S3 ListObjectsV2 on bucket no-such-bucket: NoSuchBucket: The specified bucket does not exist (the call went to the endpoint {} (set by aws.endpoint_url / --endpoint-url; AWS_ENDPOINT_URL_S3 sets S3's alone))",
+            stack.endpoint
+        )),
+        "{missing}"
+    );
+    let missing = Run::from(
+        op.command(&[
+            "leaks",
+            "users",
+            "--from-alb-log",
+            "s3://no-such-bucket/prod",
+        ])
+        .env("AWS_ENDPOINT_URL_S3", &stack.endpoint)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(missing.code, 4, "{missing}");
+    assert!(
+        missing.stderr.contains(&format!(
+            "NoSuchBucket: The specified bucket does not exist (the call went to the S3 endpoint {} (set by AWS_ENDPOINT_URL_S3))",
+            stack.endpoint
+        )),
+        "{missing}"
+    );
+}

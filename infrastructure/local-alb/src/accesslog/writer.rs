@@ -1,7 +1,8 @@
 //! The writer's side: the workers' lines into the interval's gzip stream,
-//! written to the file as it comes (a temporary name, renamed into AWS's key
-//! when the interval ends, so a reader never sees half a file and memory
-//! stays bounded however long the interval); and the rendering of one line.
+//! written to the file as it comes (under the root's hidden `.in-progress/`,
+//! outside every bucket's folder, renamed into AWS's key when the interval
+//! ends, so a reader of the bucket never sees half a file and memory stays
+//! bounded however long the interval); and the rendering of one line.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -14,6 +15,10 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use super::{Destination, Entry, unix_micros};
+
+/// The folder under the access-log root where the open interval's file is
+/// written (hidden; no bucket name starts with a dot).
+pub const IN_PROGRESS_DIR: &str = ".in-progress";
 
 pub struct Writer {
     root: Option<PathBuf>,
@@ -203,7 +208,17 @@ impl Writer {
             std::fs::create_dir_all(parent)
                 .map_err(|e| naming(e, "cannot create the directory", parent))?;
         }
-        let partial = path.with_extension("gz.partial");
+        // Written outside the bucket's folder and renamed into place on
+        // delivery (the same file system: the rename is atomic), so the
+        // bucket holds only whole files, as S3 shows only whole objects.
+        let in_progress = root.join(IN_PROGRESS_DIR);
+        std::fs::create_dir_all(&in_progress)
+            .map_err(|e| naming(e, "cannot create the directory", &in_progress))?;
+        let file_name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("{random}.log.gz"));
+        let partial = in_progress.join(format!("{file_name}.partial"));
         let file = File::create(&partial).map_err(|e| naming(e, "cannot create", &partial))?;
         let gzip = Gzip::new(file, self.level).map_err(|e| naming(e, "cannot write", &partial))?;
         Ok(Interval {

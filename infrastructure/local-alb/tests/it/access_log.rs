@@ -32,6 +32,23 @@ fn log_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Every file under `dir`, whatever its name.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// The lines of every file under `dir`, parsed.
 fn records(dir: &Path) -> Vec<Record> {
     let mut records = Vec::new();
@@ -210,12 +227,30 @@ async fn a_clean_shutdown_delivers_what_is_buffered() {
     let logged = start(Duration::from_secs(300)).await;
     enable(&logged).await;
     assert_eq!(get(&format!("{}/one", logged.alb.data_url)).await, 200);
+    // The interval's file is written outside the bucket's folder, as S3
+    // never shows half an object: the bucket holds nothing until delivery.
+    let in_progress = logged.root.path().join(".in-progress");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while all_files(&in_progress).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no interval file under {in_progress:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bucket = logged.root.path().join("logs-bucket");
+    assert_eq!(all_files(&bucket), Vec::<PathBuf>::new());
     assert!(log_files(logged.root.path()).is_empty());
     let root = logged.root;
     logged.alb.stop().await;
     let found = records(root.path());
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path().as_deref(), Some("/one"));
+    // Delivered: renamed into the bucket, nothing left in progress.
+    assert_eq!(
+        all_files(&root.path().join(".in-progress")),
+        Vec::<PathBuf>::new()
+    );
 }
 
 #[tokio::test]
