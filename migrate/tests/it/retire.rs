@@ -144,6 +144,25 @@ fn retire_says_what_the_logs_prove_and_what_they_cannot() {
     }
     assert_eq!(op.journal().len(), journaled);
     assert!(op.route_status("users")["retired_note"].is_object());
+    // Without --yes, a rollback is refused; its failure document names the
+    // route as every command's does.
+    let refused = op.run(&[
+        "rollback",
+        "users",
+        "--output",
+        "json",
+        "--lock-settle",
+        "0s",
+    ]);
+    assert_eq!(refused.code, 2, "{refused}");
+    let document: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
+    assert_eq!(document["ok"], false, "{document:#}");
+    assert_eq!(document["exit_code"], 2, "{document:#}");
+    assert_eq!(document["route"], "users", "{document:#}");
+    assert!(
+        document["error"].as_str().unwrap().contains("--yes"),
+        "{document:#}"
+    );
     // A retired route's rollback is journaled from `retired`.
     let rollback = op.run(&["rollback", "users", "--yes", "--lock-settle", "0s"]);
     assert_eq!(rollback.code, 0, "{rollback}");
