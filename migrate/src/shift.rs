@@ -69,7 +69,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// A route that the command left as it was, with the reason in `to`.
+    /// A route that the command left as it was, with the reason in `to`
+    /// (or, empty, a shift's outcome before its first step).
     fn untouched(route: &str, from: String, to: String, lock: &Lock) -> Outcome {
         Outcome {
             route: route.to_owned(),
@@ -439,18 +440,7 @@ async fn drive(ctx: &mut Ctx, drive: Drive) -> anyhow::Result<ExitCode> {
         expected: None,
         next: 0,
         who: String::new(),
-        outcome: Outcome {
-            route: drive.route.clone(),
-            from: String::new(),
-            to: String::new(),
-            steps: Vec::new(),
-            routing_changes: 0,
-            aws_api: None,
-            rollback_reach: None,
-            lock_waited_ms: lock.waited.as_millis() as u64,
-            every_node_by: None,
-            also_forwarding: Vec::new(),
-        },
+        outcome: Outcome::untouched(&drive.route, String::new(), String::new(), &lock),
         written: None,
         judged_since: (!prepared.fresh).then_some(prepared.plan.since),
         plan: Some(prepared),

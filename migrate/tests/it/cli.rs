@@ -250,21 +250,6 @@ fn a_closed_stdout_ends_quietly_with_the_commands_own_exit_code() {
     assert!(!run.stderr.contains("panicked"), "{run}");
 }
 
-/// The one JSON document a failed command prints on stdout under `--output json`.
-fn failure_json(run: &Run, code: i32) -> serde_json::Value {
-    assert_eq!(run.code, code, "{run}");
-    let document: serde_json::Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err}): {run}"));
-    assert_eq!(document["ok"], false, "{run}");
-    assert_eq!(document["exit_code"], code, "{run}");
-    assert!(
-        run.stderr
-            .contains(document["error"].as_str().unwrap().lines().next().unwrap()),
-        "the text stays on stderr: {run}"
-    );
-    document
-}
-
 #[test]
 fn output_json_prints_a_json_document_for_usage_and_plain_errors() {
     let op = operator(VALID);

@@ -154,10 +154,7 @@ fn retire_says_what_the_logs_prove_and_what_they_cannot() {
         "--lock-settle",
         "0s",
     ]);
-    assert_eq!(refused.code, 2, "{refused}");
-    let document: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
-    assert_eq!(document["ok"], false, "{document:#}");
-    assert_eq!(document["exit_code"], 2, "{document:#}");
+    let document = failure_json(&refused, 2);
     assert_eq!(document["route"], "users", "{document:#}");
     assert!(
         document["error"].as_str().unwrap().contains("--yes"),
@@ -193,10 +190,7 @@ fn retire_says_what_the_logs_prove_and_what_they_cannot() {
         "--lock-settle",
         "0s",
     ]);
-    assert_eq!(json.code, 1, "{json}");
-    let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(document["ok"], false, "{document:#}");
-    assert_eq!(document["exit_code"], 1, "{document:#}");
+    let document = failure_json(&json, 1);
     assert_eq!(document["retired"], false, "{document:#}");
     assert_eq!(document["route"], "users", "{document:#}");
     assert_eq!(

@@ -312,6 +312,21 @@ impl Watched {
     }
 }
 
+/// The one JSON document a failed command prints on stdout under `--output json`.
+pub fn failure_json(run: &Run, code: i32) -> serde_json::Value {
+    assert_eq!(run.code, code, "{run}");
+    let document: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err}): {run}"));
+    assert_eq!(document["ok"], false, "{run}");
+    assert_eq!(document["exit_code"], code, "{run}");
+    assert!(
+        run.stderr
+            .contains(document["error"].as_str().unwrap().lines().next().unwrap()),
+        "the text stays on stderr: {run}"
+    );
+    document
+}
+
 /// Finishes a background `migrate`.
 pub fn finish(child: Child) -> Run {
     Run::from(child.wait_with_output().unwrap())
