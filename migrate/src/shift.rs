@@ -2403,15 +2403,7 @@ fn rollback_routes(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<Vec<String>
 pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let routes = rollback_routes(ctx, args)?;
     ctx.start_who();
-    // A failure's document names the route, as every command's does, when
-    // one route was named (`--all` names none).
-    let named = |mut outcome: serde_json::Value| {
-        if let Some(route) = &args.route {
-            outcome["route"] = json!(route);
-        }
-        record_outcome(&outcome);
-    };
-    named(json!({ "routes": routes }));
+    record_outcome(&json!({ "routes": routes }));
     let (lock, listing) = ctx.lock_and_list(&ctx.lock_options(&args.lock)).await?;
     let mut outcomes = Vec::new();
     let mut result = Ok(());
@@ -2493,11 +2485,11 @@ pub async fn rollback(ctx: &mut Ctx, args: &RollbackArgs) -> anyhow::Result<Exit
             }
         }
     }
-    named(json!({ "routes": routes, "done": outcomes }));
+    record_outcome(&json!({ "routes": routes, "done": outcomes }));
     let released = lock.release(&ctx.elb).await;
     if let Some((last, from)) = last_counted {
         outcomes[last].aws_api = Some(crate::budget::used().since(&from).to_json());
-        named(json!({ "routes": routes, "done": outcomes }));
+        record_outcome(&json!({ "routes": routes, "done": outcomes }));
     }
     summarize(ctx, Some(routing_changes));
     result?;
