@@ -1027,12 +1027,24 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
         .push(("MIGRATE__PROPAGATION_MAX".to_owned(), "1s".to_owned()));
     op.init();
     wait_healthy(&op);
-    // The bucket drained just before, so the shift's reads wait for tokens.
+    // The bucket is kept empty until the command says it was throttled: a
+    // drain before it started could refill before its first read.
     let rt = runtime();
     let listener = stack.listener_arn(&rt);
     let elb = stack.elb(&rt);
-    let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
-    let shift = op.run(&["shift", "users", "--steps", "100", "--output", "json"]);
+    let throttled = |args: &[&str]| {
+        let mut run = op.spawn_watched(args);
+        let draining = Instant::now();
+        while !run.said("throttled")
+            && !run.exited()
+            && draining.elapsed() < Duration::from_secs(30)
+        {
+            let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run.finish()
+    };
+    let shift = throttled(&["shift", "users", "--steps", "100", "--output", "json"]);
     assert_eq!(shift.code, 0, "{shift}");
     let outcome: serde_json::Value = serde_json::from_str(&shift.stdout).unwrap();
     let budget = &outcome["aws_api"];
@@ -1066,18 +1078,7 @@ fn under_throttling_a_shift_reports_its_budget_and_status_waits_for_the_traffic_
         "{says:?}"
     );
 
-    // The bucket is kept empty until the rollback says it was throttled: a
-    // drain before it started could refill before its first read.
-    let mut rollback = op.spawn_watched(&["rollback", "users", "--output", "json"]);
-    let draining = Instant::now();
-    while !rollback.said("throttled")
-        && !rollback.exited()
-        && draining.elapsed() < Duration::from_secs(30)
-    {
-        let _ = rt.block_on(elb.describe_rules().listener_arn(&listener).send());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let rollback = rollback.finish();
+    let rollback = throttled(&["rollback", "users", "--output", "json"]);
     assert_eq!(rollback.code, 0, "{rollback}");
     assert!(rollback.stderr.contains("throttled"), "{rollback}");
     // The JSON's budget is the stderr line's, the traffic watch, the
